@@ -1,0 +1,68 @@
+// swift-tools-version:6.1
+// AeroDB: a replicated Backend-as-a-Service appliance. See README.md and docs/ARCHITECTURE.md.
+// Module graph (one way only): Kernel <- Replication <- Node -> BaaS -> Kernel.
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "aerodb",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "aerodb", targets: ["Node"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    ],
+    targets: [
+        // C libraries from Debian packages, imported through small module maps.
+        .systemLibrary(name: "CLiburing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CNuma", providers: [.apt(["libnuma-dev"])]),
+        .target(
+            name: "Kernel",
+            dependencies: ["CLiburing", "CZlib", "CNuma"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "Replication",
+            dependencies: ["Kernel"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "BaaS",
+            dependencies: [
+                "Kernel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "Node",
+            dependencies: [
+                "Kernel", "Replication", "BaaS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "KernelTests",
+            dependencies: ["Kernel"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "NodeTests",
+            dependencies: ["Kernel", "BaaS"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,6 @@
+import ArgumentParser
+
+@main
+struct AeroDBCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "aerodb", abstract: "AeroDB node")
+}
