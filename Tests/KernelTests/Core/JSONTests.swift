@@ -1,0 +1,55 @@
+import Testing
+@testable import Kernel
+
+@Suite struct JSONTests {
+    @Test func parsesEveryKindAndKeepsIntsApartFromFloats() throws {
+        let v = try JSON.parse(#"{"a":1,"b":1.0,"c":-2.5e3,"d":"x\"\u00e9\n","e":[true,false,null],"f":{}}"#)
+        #expect(v["a"] == .int(1))
+        #expect(v["b"] == .float(1.0))
+        #expect(v["c"] == .float(-2500))
+        #expect(v["d"] == .string("x\"é\n"))
+        #expect(v["e"] == .array([.bool(true), .bool(false), .null]))
+        #expect(v["f"] == .object([:]))
+    }
+
+    @Test func encodingIsDeterministicAndRoundTrips() throws {
+        let text = #"{"z":1,"a":[1.5,"\u0001",{"k":null}],"m":2.0}"#
+        let v = try JSON.parse(text)
+        let encoded = JSON.encodeString(v)
+        #expect(encoded == #"{"a":[1.5,"\u0001",{"k":null}],"m":2.0,"z":1}"#)
+        #expect(try JSON.parse(encoded) == v)
+    }
+
+    @Test func surrogatePairs() throws {
+        #expect(try JSON.parse(#""\ud83d\ude00""#) == .string("😀"))
+    }
+
+    @Test(arguments: [
+        "", "{", "[1,]", "{\"a\":}", "01", "1.", "-", "\"abc", "tru", "{\"a\":1,\"a\":2}", "[1] x",
+        "\"\\ud800\"", "\"\\x\"", "1e999", "{\"a\" 1}", "\"\u{01}\"",
+    ])
+    func refusesMalformedInput(_ text: String) {
+        #expect(throws: AeroError.self) { try JSON.parse(text) }
+    }
+
+    @Test func refusesDeepNestingWithoutCrashing() {
+        let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
+        #expect(throws: AeroError.self) { try JSON.parse(deep) }
+    }
+
+    @Test func hugeIntegersBecomeFloatsOnlyWhenTheyOverflow() throws {
+        #expect(try JSON.parse("9223372036854775807") == .int(Int64.max))
+        #expect(try JSON.parse("9223372036854775808") == .float(9223372036854775808.0))
+    }
+
+    @Test func totalOrderAcrossKinds() {
+        let ordered: [JSONValue] = [.null, .bool(false), .bool(true), .int(-1), .float(0.5), .int(1), .string("A"),
+                                    .string("a"), .array([]), .array([.int(1)]), .object([:])]
+        for (i, a) in ordered.enumerated() {
+            for (j, b) in ordered.enumerated() {
+                #expect(JSONValue.compare(a, b) == (i < j ? -1 : (i == j ? 0 : 1)), "\(a) vs \(b)")
+            }
+        }
+        #expect(JSONValue.compare(.int(1), .float(1.0)) == 0)
+    }
+}
