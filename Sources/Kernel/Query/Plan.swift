@@ -1,0 +1,78 @@
+// What the planner decided, for execution and for `explain` (T1: same query + same schema =
+// same plan; only the row counts depend on the data).
+
+/// How candidate rows are found. Internal: the executor's instructions.
+enum AccessPath: Sendable, Hashable {
+    /// Primary key lookups, keys sorted ascending (visited in reverse when `reverse`).
+    case keys([JSONValue], reverse: Bool)
+    /// Entries of an ordered index between two probes (nil = open end).
+    case index(name: String, lower: IndexKey?, upper: IndexKey?, reverse: Bool)
+    /// Entries of a fulltext index for one token.
+    case fulltext(name: String, token: String)
+    /// Every document in primary key order.
+    case documents(reverse: Bool)
+}
+
+public struct Plan: Sendable, Hashable {
+    public enum Access: String, Sendable, Hashable, CaseIterable {
+        case keyLookup, uniqueIndex, indexEquality, indexRange, fulltextIndex, orderedIndexScan, fullScan
+    }
+
+    public let collection: String
+    public let access: Access
+    /// The index used, if any (nil for key lookups and full scans).
+    public let index: String?
+    /// The predicates the access path answers exactly.
+    public let bounds: [String]
+    /// Whether the path is walked from its end (descending order).
+    public let reverse: Bool
+    /// Predicates checked on each candidate row.
+    public let residual: [String]
+    /// Whether the path already yields rows in the requested order (no sort step).
+    public let sortSatisfied: Bool
+    /// Rows the access path yields (exact, from the index counts).
+    public let candidateRows: Int
+    /// Most rows execution may examine (Q1: at most `QueryOptions.scanRowsMax`).
+    public let rowsExaminedBound: Int
+    let path: AccessPath
+
+    public var json: JSONValue {
+        .object([
+            "collection": .string(collection),
+            "access": .string(access.rawValue),
+            "index": index.map(JSONValue.string) ?? .null,
+            "bounds": .array(bounds.map(JSONValue.string)),
+            "direction": .string(reverse ? "backward" : "forward"),
+            "residual": .array(residual.map(JSONValue.string)),
+            "sort_satisfied": .bool(sortSatisfied),
+            "candidate_rows": .int(Int64(candidateRows)),
+            "rows_examined_bound": .int(Int64(rowsExaminedBound)),
+        ])
+    }
+}
+
+/// The order of result rows: the query's sort terms, then the primary key as the tiebreak in the
+/// direction of the first term (ascending without terms), so the order is total and matches
+/// what an index walk yields (index entries end with the primary key).
+struct RowOrder: Sendable, Hashable {
+    let sorts: [Sort]
+    let primaryKey: String
+
+    var tiebreakDescending: Bool { sorts.first?.direction == .desc }
+
+    func compare(_ a: Document, _ b: Document) -> Int {
+        for sort in sorts {
+            let x = a[sort.field] ?? .null, y = b[sort.field] ?? .null
+            switch (x.isNull, y.isNull) {
+            case (true, true): continue
+            case (true, false): return sort.nullsFirst ? -1 : 1
+            case (false, true): return sort.nullsFirst ? 1 : -1
+            case (false, false):
+                let c = JSONValue.compare(x, y)
+                if c != 0 { return sort.direction == .asc ? c : -c }
+            }
+        }
+        let c = JSONValue.compare(a[primaryKey] ?? .null, b[primaryKey] ?? .null)
+        return tiebreakDescending ? -c : c
+    }
+}

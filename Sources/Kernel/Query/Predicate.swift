@@ -1,0 +1,165 @@
+// A validated filter compiled for evaluation on documents: LIKE patterns and fulltext queries
+// are parsed once per query, not once per row. Semantics are documented on `Filter`.
+
+indirect enum Predicate: Sendable {
+    case and([Predicate])
+    case or([Predicate])
+    case not(Predicate)
+    case compare(field: String, op: CompareOp, value: JSONValue)
+    case `in`(field: String, values: [JSONValue])
+    case `is`(field: String, value: JSONValue)
+    case like(field: String, pattern: LikePattern)
+    case contains(field: String, value: JSONValue)
+    case containedBy(field: String, value: JSONValue)
+    case overlaps(field: String, values: [JSONValue])
+    case fulltext(field: String, query: TextQuery)
+    /// Keyset pagination: rows strictly after this one in the query's order.
+    case after(row: Document, order: RowOrder)
+
+    /// Compiles a filter already checked by `QueryValidator` (so shapes are known to be right).
+    static func compile(_ filter: Filter) throws -> Predicate {
+        switch filter {
+        case .and(let parts): return .and(try parts.map(compile))
+        case .or(let parts): return .or(try parts.map(compile))
+        case .not(let inner): return .not(try compile(inner))
+        case .compare(let f, let op, let v): return .compare(field: f, op: op, value: v)
+        case .in(let f, let vs): return .in(field: f, values: vs)
+        case .is(let f, let v): return .is(field: f, value: v)
+        case .like(let f, let p, let ci): return .like(field: f, pattern: try LikePattern(p, caseInsensitive: ci))
+        case .contains(let f, let v): return .contains(field: f, value: v)
+        case .containedBy(let f, let v): return .containedBy(field: f, value: v)
+        case .overlaps(let f, let v): return .overlaps(field: f, values: v.arrayValue ?? [])
+        case .fulltext(let f, let q, let mode, _): return .fulltext(field: f, query: try TextQuery.parse(q, mode: mode))
+        }
+    }
+
+    func matches(_ doc: Document) -> Bool {
+        switch self {
+        case .and(let parts): return parts.allSatisfy { $0.matches(doc) }
+        case .or(let parts): return parts.contains { $0.matches(doc) }
+        case .not(let inner): return !inner.matches(doc)
+        case .compare(let f, let op, let v): return Self.compare(doc[f] ?? .null, op, v)
+        case .in(let f, let vs):
+            let actual = doc[f] ?? .null
+            return vs.contains { Self.compare(actual, .eq, $0) }
+        case .is(let f, let v):
+            let actual = doc[f] ?? .null
+            return v.isNull ? actual.isNull : actual == v
+        case .like(let f, let pattern):
+            guard case .string(let s)? = doc[f] else { return false }
+            return pattern.matches(s)
+        case .contains(let f, let v):
+            guard let actual = doc[f], !actual.isNull else { return false }
+            return Self.jsonContains(actual, v)
+        case .containedBy(let f, let v):
+            guard let actual = doc[f], !actual.isNull else { return false }
+            return Self.jsonContains(v, actual)
+        case .overlaps(let f, let vs):
+            guard case .array(let items)? = doc[f] else { return false }
+            return items.contains { item in vs.contains { JSONValue.compare(item, $0) == 0 } }
+        case .fulltext(let f, let q):
+            guard case .string(let s)? = doc[f] else { return false }
+            return q.matches(TokenizedText(s))
+        case .after(let row, let order):
+            return order.compare(doc, row) > 0
+        }
+    }
+
+    /// SQL comparison: null only equals null via `eq null`; different kinds never compare.
+    static func compare(_ actual: JSONValue, _ op: CompareOp, _ value: JSONValue) -> Bool {
+        if value.isNull {
+            switch op {
+            case .eq: return actual.isNull
+            case .ne: return !actual.isNull
+            default: return false
+            }
+        }
+        guard !actual.isNull, sameKind(actual, value) else { return false }
+        let c = JSONValue.compare(actual, value)
+        switch op {
+        case .eq: return c == 0
+        case .ne: return c != 0
+        case .gt: return c > 0
+        case .gte: return c >= 0
+        case .lt: return c < 0
+        case .lte: return c <= 0
+        }
+    }
+
+    static func sameKind(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null), (.bool, .bool), (.string, .string), (.array, .array), (.object, .object): return true
+        case (.int, .int), (.int, .float), (.float, .int), (.float, .float): return true
+        default: return false
+        }
+    }
+
+    /// jsonb `@>`: objects contain objects key by key, arrays contain arrays element by element
+    /// (each wanted element contained in some element), scalars are equal (1 equals 1.0).
+    static func jsonContains(_ container: JSONValue, _ wanted: JSONValue) -> Bool {
+        switch (container, wanted) {
+        case (.object(let c), .object(let w)):
+            return w.allSatisfy { key, value in c[key].map { jsonContains($0, value) } ?? false }
+        case (.array(let c), .array(let w)):
+            return w.allSatisfy { item in c.contains { jsonContains($0, item) } }
+        case (.object, _), (.array, _), (_, .object), (_, .array):
+            return false
+        default:
+            return sameKind(container, wanted) && JSONValue.compare(container, wanted) == 0
+        }
+    }
+}
+
+/// A compiled SQL LIKE pattern over characters (grapheme clusters).
+struct LikePattern: Sendable {
+    enum Token: Sendable, Equatable { case literal(Character), one, run }
+    let tokens: [Token]
+    let caseInsensitive: Bool
+
+    init(_ pattern: String, caseInsensitive: Bool) throws {
+        var tokens: [Token] = []
+        var escaped = false
+        for ch in caseInsensitive ? pattern.lowercased() : pattern {
+            if escaped { tokens.append(.literal(ch)); escaped = false; continue }
+            switch ch {
+            case "\\": escaped = true
+            case "%": if tokens.last != .run { tokens.append(.run) }
+            case "_": tokens.append(.one)
+            default: tokens.append(.literal(ch))
+            }
+        }
+        guard !escaped else { throw Query.invalid("LIKE pattern must not end with the escape character \\") }
+        self.tokens = tokens
+        self.caseInsensitive = caseInsensitive
+    }
+
+    /// Iterative matching with one backtrack point per `%`: O(text × pattern), no recursion.
+    func matches(_ text: String) -> Bool {
+        let s = Array(caseInsensitive ? text.lowercased() : text)
+        var si = 0, pi = 0
+        var runPattern = -1, runText = 0
+        while si < s.count {
+            if pi < tokens.count {
+                switch tokens[pi] {
+                case .run:
+                    runPattern = pi; runText = si; pi += 1
+                    continue
+                case .one:
+                    si += 1; pi += 1
+                    continue
+                case .literal(let ch) where ch == s[si]:
+                    si += 1; pi += 1
+                    continue
+                case .literal:
+                    break
+                }
+            }
+            guard runPattern >= 0 else { return false }
+            pi = runPattern + 1
+            runText += 1
+            si = runText
+        }
+        while pi < tokens.count && tokens[pi] == .run { pi += 1 }
+        return pi == tokens.count
+    }
+}
