@@ -1,0 +1,134 @@
+import Testing
+@testable import Kernel
+
+enum IndexFixtures {
+    static let schema = CollectionSchema(
+        name: "items", primaryKey: "id",
+        fields: [
+            "id": FieldSchema(type: .text, required: true),
+            "sku": FieldSchema(type: .text, nullable: true),
+            "qty": FieldSchema(type: .int, nullable: true),
+            "body": FieldSchema(type: .text, nullable: true),
+        ],
+        indexes: [
+            IndexSchema(name: "items_sku", fields: ["sku"], unique: true),
+            IndexSchema(name: "items_qty", fields: ["qty"]),
+            IndexSchema(name: "items_body_fts", fields: ["body"], kind: .fulltext),
+        ])
+
+    static func doc(_ id: String, sku: String?, qty: Int64?, body: String? = nil) -> Document {
+        ["id": .string(id), "sku": sku.map(JSONValue.string) ?? .null, "qty": qty.map(JSONValue.int) ?? .null,
+         "body": body.map(JSONValue.string) ?? .null]
+    }
+}
+
+/// Every index holds exactly the entries derived from the documents.
+func expectConsistent(_ data: CollectionData) {
+    for index in data.indexes {
+        var expected: [IndexKey] = []
+        for doc in data.allDocuments() { expected += index.keys(for: doc, primaryKey: doc[data.schema.primaryKey]!) }
+        #expect(Array(index.entries).map(\.key) == expected.sorted(), "index \(index.schema.name)")
+    }
+}
+
+@Suite struct CollectionDataTests {
+    typealias F = IndexFixtures
+
+    @Test func putReplaceRemoveKeepIndexesConsistent() throws {
+        var data = CollectionData(schema: F.schema)
+        #expect(try data.put(F.doc("a", sku: "S1", qty: 5, body: "Hello, World")) == nil)
+        #expect(try data.put(F.doc("b", sku: nil, qty: 7, body: "hello again")) == nil)
+        let old = try data.put(F.doc("a", sku: "S2", qty: 6, body: "bye"))
+        #expect(old?["sku"] == .string("S1"))
+        #expect(data.count == 2)
+        expectConsistent(data)
+        #expect(data.remove(key: .string("a"))?["qty"] == .int(6))
+        #expect(data.remove(key: .string("zz")) == nil)
+        #expect(data.count == 1)
+        expectConsistent(data)
+        #expect(data.document(forKey: .string("b"))?["qty"] == .int(7))
+    }
+
+    @Test func uniqueViolationThrowsAndLeavesDataUnchanged() throws {
+        var data = CollectionData(schema: F.schema)
+        try data.put(F.doc("a", sku: "S1", qty: 1))
+        try data.put(F.doc("b", sku: "S2", qty: 2))
+        let before = data
+        let bytes = data.approximateBytes
+        let error = #expect(throws: AeroError.self) { try data.put(F.doc("c", sku: "S1", qty: 3)) }
+        #expect(error?.code == .duplicateKey)
+        #expect(error?.message.contains("items_sku") == true)
+        #expect(error?.message.contains("\"S1\"") == true)
+        #expect(throws: AeroError.self) { try data.put(F.doc("b", sku: "S1", qty: 3)) }
+        #expect(data.count == 2)
+        #expect(data.document(forKey: .string("c")) == nil)
+        #expect(data.document(forKey: .string("b"))?["sku"] == .string("S2"))
+        #expect(data.approximateBytes == bytes)
+        #expect(Array(data.allDocuments()) == Array(before.allDocuments()))
+        expectConsistent(data)
+        // Replacing a document with its own unique value is not a conflict.
+        try data.put(F.doc("a", sku: "S1", qty: 10))
+    }
+
+    @Test func nullsNeverConflictInUniqueIndexes() throws {
+        var data = CollectionData(schema: F.schema)
+        for i in 0..<5 { try data.put(F.doc("n\(i)", sku: nil, qty: nil)) }
+        #expect(data.count == 5)
+        expectConsistent(data)
+        _ = try CollectionData(schema: F.schema, documents: (0..<5).map { F.doc("n\($0)", sku: nil, qty: nil) })
+    }
+
+    @Test func bulkBuildSortsChecksAndMatchesIncrementalBuild() throws {
+        let docs = (0..<3_000).map { F.doc("k\(($0 * 7919) % 3_000)", sku: "s\($0)", qty: Int64($0 % 17), body: "w\($0 % 5) common") }
+        let bulk = try CollectionData(schema: F.schema, documents: docs)
+        var incremental = CollectionData(schema: F.schema)
+        for d in docs { try incremental.put(d) }
+        #expect(Array(bulk.allDocuments()) == Array(incremental.allDocuments()))
+        #expect(bulk.approximateBytes == incremental.approximateBytes)
+        expectConsistent(bulk)
+        for (a, b) in zip(bulk.indexes, incremental.indexes) { #expect(Array(a.entries).map(\.key) == Array(b.entries).map(\.key)) }
+
+        let dupKey = #expect(throws: AeroError.self) { try CollectionData(schema: F.schema, documents: [docs[0], docs[0]]) }
+        #expect(dupKey?.code == .duplicateKey)
+        let dupUnique = #expect(throws: AeroError.self) {
+            try CollectionData(schema: F.schema, documents: [F.doc("a", sku: "X", qty: 1), F.doc("b", sku: "X", qty: 2)])
+        }
+        #expect(dupUnique?.code == .duplicateKey)
+        #expect(dupUnique?.message.contains("items_sku") == true)
+    }
+
+    @Test func approximateBytesTracksWritesAndReturnsToZero() throws {
+        var data = CollectionData(schema: F.schema)
+        try data.put(F.doc("a", sku: "S1", qty: 1, body: "some words here"))
+        let one = data.approximateBytes
+        #expect(one > 0)
+        try data.put(F.doc("a", sku: "S1", qty: 1, body: String(repeating: "x", count: 1_000)))
+        #expect(data.approximateBytes > one + 700)  // 1000 more text bytes, two fewer fulltext entries
+        data.remove(key: .string("a"))
+        #expect(data.approximateBytes == 0)
+    }
+
+    @Test func withSchemaAddsAndDropsIndexes() throws {
+        var data = CollectionData(schema: F.schema)
+        try data.put(F.doc("a", sku: "S1", qty: 1))
+        try data.put(F.doc("b", sku: "S2", qty: 1))
+        let byQty = CollectionSchema(name: "items", primaryKey: "id", fields: F.schema.fields,
+                                     indexes: [IndexSchema(name: "items_qty_unique", fields: ["qty"], unique: true)])
+        let error = #expect(throws: AeroError.self) { try data.withSchema(byQty) }
+        #expect(error?.code == .duplicateKey)
+        let noIndexes = CollectionSchema(name: "items", primaryKey: "id", fields: F.schema.fields, indexes: [])
+        let dropped = try data.withSchema(noIndexes)
+        #expect(dropped.indexes.isEmpty)
+        #expect(dropped.approximateBytes < data.approximateBytes)
+        let restored = try dropped.withSchema(F.schema)
+        expectConsistent(restored)
+        #expect(restored.approximateBytes == data.approximateBytes)
+        #expect(data.indexes.count == 3)
+    }
+
+    @Test func fulltextTokenizationIsCaseFoldedUnicodeAndUnstemmed() {
+        #expect(TextTokenizer.tokens("Hello, WORLD! runs-running") == ["hello", "world", "runs", "running"])
+        #expect(TextTokenizer.tokens("Ünïcödé 東京 café2024") == ["ünïcödé", "東京", "café2024"])
+        #expect(TextTokenizer.tokens("  ...  ").isEmpty)
+    }
+}
