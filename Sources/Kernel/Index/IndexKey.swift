@@ -5,6 +5,10 @@
 // that starts with the probe's values, `.afterExtensions` after all of them. A probe is never equal
 // to a stored key, so "all entries whose first fields equal (a, b)" is the range between
 // (a, b, before) and (a, b, after), whatever the primary keys are.
+//
+// Values compare in the JSONValue total order except that null sorts after every other value
+// (as in PostgreSQL B-trees): a forward walk then yields SQL's default `ASC NULLS LAST` and a
+// backward walk `DESC NULLS FIRST`, so the default orders are served by the index.
 
 struct IndexKey: Comparable, Hashable, Sendable, CustomStringConvertible {
     enum Edge: Int, Sendable { case beforeExtensions, exact, afterExtensions }
@@ -22,7 +26,7 @@ struct IndexKey: Comparable, Hashable, Sendable, CustomStringConvertible {
 
     static func compare(_ a: IndexKey, _ b: IndexKey) -> Int {
         for i in 0..<min(a.values.count, b.values.count) {
-            let c = JSONValue.compare(a.values[i], b.values[i])
+            let c = compareNullsLast(a.values[i], b.values[i])
             if c != 0 { return c }
         }
         if a.values.count == b.values.count {
@@ -31,6 +35,16 @@ struct IndexKey: Comparable, Hashable, Sendable, CustomStringConvertible {
         // One is a prefix of the other: the shorter one's edge decides.
         if a.values.count < b.values.count { return a.edge == .afterExtensions ? 1 : -1 }
         return b.edge == .afterExtensions ? -1 : 1
+    }
+
+    @inline(__always)
+    static func compareNullsLast(_ x: JSONValue, _ y: JSONValue) -> Int {
+        switch (x.isNull, y.isNull) {
+        case (true, true): return 0
+        case (true, false): return 1
+        case (false, true): return -1
+        case (false, false): return JSONValue.compare(x, y)
+        }
     }
 
     static func < (a: IndexKey, b: IndexKey) -> Bool { compare(a, b) < 0 }

@@ -185,11 +185,11 @@ enum Planner {
             consumed.formUnion(conjuncts)
             if let low = a.lower[field] {
                 lower = IndexKey(values + [low.value], edge: low.inclusive ? .beforeExtensions : .afterExtensions)
-            } else {
-                lower = IndexKey(values + [.null], edge: .afterExtensions)  // ranges never match null
             }
             if let high = a.upper[field] {
                 upper = IndexKey(values + [high.value], edge: high.inclusive ? .afterExtensions : .beforeExtensions)
+            } else {
+                upper = IndexKey(values + [.null], edge: .beforeExtensions)  // nulls sort last; ranges never match them
             }
         }
         let reverse = sortDirection(keyFields: Array(index.fields[prefix...]), equalities: Set(eqFields), q.order, schema)
@@ -200,8 +200,8 @@ enum Planner {
 
     /// Whether walking entries ordered by `keyFields` then the primary key yields `order`:
     /// nil if not, else whether to walk backwards. Terms on eq-bound fields are constant and
-    /// skipped; all terms must share one direction; nullable fields need nulls first ascending
-    /// (last descending) because null sorts lowest in indexes.
+    /// skipped; all terms must share one direction; nullable fields need nulls last ascending and
+    /// first descending (the SQL defaults) because null sorts last in index keys (IndexKey).
     private static func sortDirection(keyFields: [String], equalities: Set<String>, _ order: RowOrder,
                                       _ schema: CollectionSchema) -> Bool? {
         guard let direction = order.sorts.first?.direction else { return false }
@@ -211,7 +211,7 @@ enum Planner {
         if fields.last == schema.primaryKey { fields.removeLast() }
         guard fields == keyFields else { return nil }
         for term in terms where term.field != schema.primaryKey && schema.fields[term.field]?.nullable != false {
-            guard term.nullsFirst == (direction == .asc) else { return nil }
+            guard term.nullsFirst == (direction == .desc) else { return nil }
         }
         return direction == .desc
     }
