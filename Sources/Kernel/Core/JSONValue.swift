@@ -7,6 +7,10 @@
 // - The total order used by indexes and `order` is:
 //   null < bool (false < true) < number < string (UTF-8 bytes) < array (lexicographic) < object.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
@@ -118,6 +122,11 @@ extension JSONValue {
 
     /// Byte-wise UTF-8 comparison: stable across platforms and locales.
     public static func compareUTF8(_ a: String, _ b: String) -> Int {
+        // Native Swift strings are contiguous UTF-8: compare with memcmp, the hot path of every
+        // index lookup. Bridged or lazily decoded strings fall back to iterating bytes.
+        if let result = a.utf8.withContiguousStorageIfAvailable({ x in
+            b.utf8.withContiguousStorageIfAvailable { y in compareBytes(x, y) }
+        }), let result { return result }
         var ia = a.utf8.makeIterator(), ib = b.utf8.makeIterator()
         while true {
             switch (ia.next(), ib.next()) {
@@ -127,6 +136,15 @@ extension JSONValue {
             case (let x?, let y?): if x != y { return x < y ? -1 : 1 }
             }
         }
+    }
+
+    private static func compareBytes(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Int {
+        let common = min(x.count, y.count)
+        if common > 0 {
+            let c = memcmp(x.baseAddress!, y.baseAddress!, common)
+            if c != 0 { return c < 0 ? -1 : 1 }
+        }
+        return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
     }
 }
 
