@@ -1,7 +1,8 @@
 import Testing
 @testable import Kernel
 
-/// Smoke-level throughput checks; the printed rates are the useful output (run with `-c release`).
+/// Bulk load and lookups of 200k documents: checks every key is found. The printed rates are
+/// information only (no timing assertions in tests; `aerodb bench` measures in release mode).
 @Suite struct IndexPerformanceTests {
     @Test func bulkLoadAndPointLookups() throws {
         let n = 200_000
@@ -23,6 +24,5 @@ import Testing
         let loadMs = Double(t1 - t0) / 1e6
         let lookupsPerSecond = Double(n) / (Double(t3 - t2) / 1e9)
         print("bulk load of \(n) documents with one index: \(Int(loadMs)) ms; point lookups: \(Int(lookupsPerSecond))/s")
-        #expect(lookupsPerSecond > 10_000)  // loose: debug builds on a shared machine; release measures ~0.7M/s
     }
 }
