@@ -13,7 +13,7 @@ extension CollectionSchema {
         try validateName(name, what: "collection name")
         let primaryKey = try root.optionalString("primary_key") ?? "id"
         try validateName(primaryKey, what: "primary key")
-        var fields = try parseFields(root.value["fields"] ?? .object([:]))
+        var fields = try parseFields(root.value["fields"] ?? .object([:]), primaryKey: primaryKey)
         if fields[primaryKey] == nil {
             fields[primaryKey] = FieldSchema(type: .uuid, required: false, nullable: false, defaultValue: .randomUUID)
         }
@@ -40,7 +40,7 @@ extension CollectionSchema {
         }
     }
 
-    private static func parseFields(_ json: JSONValue) throws -> [String: FieldSchema] {
+    private static func parseFields(_ json: JSONValue, primaryKey: String) throws -> [String: FieldSchema] {
         guard case .object(let entries) = json else { throw invalid("fields must be an object") }
         guard entries.count <= KernelLimits.fieldsPerCollectionMax else {
             throw invalid("at most \(KernelLimits.fieldsPerCollectionMax) fields per collection")
@@ -48,12 +48,13 @@ extension CollectionSchema {
         var fields: [String: FieldSchema] = [:]
         for (name, spec) in entries {
             try validateName(name, what: "field name")
-            fields[name] = try parseField(name, spec)
+            fields[name] = try parseField(name, spec, isPrimaryKey: name == primaryKey)
         }
         return fields
     }
 
-    private static func parseField(_ name: String, _ json: JSONValue) throws -> FieldSchema {
+    /// `nullable` defaults to `!required`, except for the primary key, which is never nullable.
+    private static func parseField(_ name: String, _ json: JSONValue, isPrimaryKey: Bool) throws -> FieldSchema {
         let reader = try SchemaReader(json, at: "field \(name)")
         try reader.allowOnly(["type", "required", "nullable", "default", "references"])
         let typeName = try reader.requiredString("type")
@@ -61,7 +62,7 @@ extension CollectionSchema {
             throw invalid("field \(name): unknown type \"\(typeName)\" (text, int, float, bool, timestamp, uuid, json, array<T>)")
         }
         let required = try reader.optionalBool("required") ?? false
-        let nullable = try reader.optionalBool("nullable") ?? !required
+        let nullable = try reader.optionalBool("nullable") ?? (!required && !isPrimaryKey)
         let defaultValue = try reader.value["default"].map { try parseDefault($0, type: type, field: name) }
         let references = try reader.value["references"].map { try parseReference($0, field: name) }
         if references?.onDelete == .setNull && !nullable {

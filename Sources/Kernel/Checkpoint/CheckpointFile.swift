@@ -1,0 +1,164 @@
+// Checkpoint file format: the full database state at one LSN.
+//
+// File: <data>/checkpoints/checkpoint-<LSN, 20 decimal digits>.ckpt, written as temp file,
+// fsync, rename, fsync of the directory (never visible half-written under its final name).
+//
+//   offset size  field
+//   0      8     magic "AEROCKPT"
+//   8      4     format version (1), little-endian like every integer here
+//   12     4     reserved (0)
+//   16     8     LSN: the last transaction included
+//   24     8     checksum of the WAL record at LSN (continues the hash chain on replay)
+//   32     8     epoch at LSN
+//   40     8     payload length uncompressed
+//   48     8     payload length compressed (zlib)
+//   56     8     XXH64 of the compressed payload
+//   64     8     XXH64 of bytes 0..<64
+//   72     ...   compressed payload
+//
+// Payload (before compression), newline-separated JSON: for each collection in name order a
+// line {"schema":<schema>,"count":N} followed by its N documents in primary-key order.
+//
+// Invariants (D2): a checkpoint is loaded only if both checksums, both lengths and the
+// decoded counts match; otherwise it is reported corrupt and never used.
+
+enum CheckpointFile {
+    static let magic: [UInt8] = Array("AEROCKPT".utf8)
+    static let version: UInt32 = 1
+    static let headerBytes = 72
+    static let fileExtension = ".ckpt"
+
+    static func fileName(lsn: UInt64) -> String {
+        "checkpoint-" + String(lsn).leftPadded(to: 20) + fileExtension
+    }
+
+    static func lsn(fromFileName name: String) -> UInt64? {
+        guard name.hasPrefix("checkpoint-"), name.hasSuffix(fileExtension) else { return nil }
+        return UInt64(name.dropFirst(11).dropLast(fileExtension.count))
+    }
+
+    static func encode(_ state: DatabaseState) throws -> [UInt8] {
+        var payload: [UInt8] = []
+        for name in state.collections.keys.sorted() {
+            let data = state.collections[name]!
+            JSON.encode(.object(["schema": data.schema.json, "count": .int(Int64(data.count))]), into: &payload)
+            payload.append(0x0A)
+            for doc in data.allDocuments() {
+                JSON.encode(.object(doc), into: &payload)
+                payload.append(0x0A)
+            }
+        }
+        let compressed = try Compression.compress(payload)
+        var header = ByteWriter()
+        header.append(magic)
+        header.append(version)
+        header.append(UInt32(0))
+        header.append(state.position.lsn)
+        header.append(state.position.checksum)
+        header.append(state.epoch)
+        header.append(UInt64(payload.count))
+        header.append(UInt64(compressed.count))
+        header.append(XXH64.hash(compressed))
+        header.append(XXH64.hash(header.bytes))
+        precondition(header.bytes.count == headerBytes, "checkpoint header layout")
+        return header.bytes + compressed
+    }
+
+    static func decode(_ bytes: [UInt8], name: String) throws -> DatabaseState {
+        func corrupt(_ why: String) -> AeroError {
+            AeroError(.checkpointCorrupt, "checkpoint \(name): \(why)", invariant: "D2")
+        }
+        guard bytes.count >= headerBytes, Array(bytes[0..<8]) == magic else { throw corrupt("bad magic or short file") }
+        var reader = ByteReader(bytes)
+        reader.skip(8)
+        let fileVersion: UInt32 = reader.read()
+        _ = reader.read() as UInt32
+        let lsn: UInt64 = reader.read(), checksum: UInt64 = reader.read(), epoch: UInt64 = reader.read()
+        let plainLength: UInt64 = reader.read(), compressedLength: UInt64 = reader.read()
+        let payloadHash: UInt64 = reader.read(), headerHash: UInt64 = reader.read()
+        guard XXH64.hash(Array(bytes[0..<64])) == headerHash else { throw corrupt("header checksum mismatch") }
+        guard fileVersion == version else { throw corrupt("unsupported format version \(fileVersion)") }
+        guard UInt64(bytes.count - headerBytes) == compressedLength else { throw corrupt("payload length mismatch") }
+        let compressed = Array(bytes[headerBytes...])
+        guard XXH64.hash(compressed) == payloadHash else { throw corrupt("payload checksum mismatch") }
+        let payload = try Compression.decompress(compressed, expectedLength: Int(plainLength))
+        var state = DatabaseState(position: LogPosition(lsn: lsn, checksum: checksum), epoch: epoch, collections: [:])
+        do {
+            state.collections = try decodeCollections(payload, corrupt: corrupt)
+        } catch let error as AeroError where error.code == .checkpointCorrupt {
+            throw error
+        } catch {
+            throw corrupt("payload does not decode: \(error)")
+        }
+        return state
+    }
+
+    private static func decodeCollections(_ payload: [UInt8],
+                                          corrupt: (String) -> AeroError) throws -> [String: CollectionData] {
+        var collections: [String: CollectionData] = [:]
+        var lines = LineIterator(payload)
+        while let header = lines.next() {
+            let meta = try JSON.parse(header)
+            guard let schemaJSON = meta["schema"], case .int(let count)? = meta["count"], count >= 0 else {
+                throw corrupt("bad collection header")
+            }
+            let schema = try CollectionSchema.parse(schemaJSON)
+            var documents: [Document] = []
+            documents.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let line = lines.next(), case .object(let doc) = try JSON.parse(line) else {
+                    throw corrupt("collection \(schema.name) has fewer documents than its count")
+                }
+                documents.append(doc)
+            }
+            collections[schema.name] = try CollectionData(schema: schema, sortedDocuments: documents)
+        }
+        return collections
+    }
+}
+
+/// Splits a byte array at newlines without copying more than each line.
+struct LineIterator {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func next() -> [UInt8]? {
+        guard position < bytes.count else { return nil }
+        let start = position
+        while position < bytes.count && bytes[position] != 0x0A { position += 1 }
+        let line = Array(bytes[start..<position])
+        position += 1
+        return line
+    }
+}
+
+/// Little-endian integer writer for headers.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func append(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
+
+    mutating func append<T: FixedWidthInteger>(_ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+}
+
+/// Little-endian integer reader; callers check lengths before reading.
+struct ByteReader {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func skip(_ count: Int) { position += count }
+
+    mutating func read<T: FixedWidthInteger>() -> T {
+        precondition(position + MemoryLayout<T>.size <= bytes.count, "read past the end of a checked buffer")
+        var value: T = 0
+        for i in 0..<MemoryLayout<T>.size { value |= T(bytes[position + i]) << (8 * i) }
+        position += MemoryLayout<T>.size
+        return value
+    }
+}

@@ -1,0 +1,356 @@
+// The kernel's facade: open (recover), commit, read snapshots, checkpoint, stream changes.
+//
+// Guarantees kept here (SPEC §7): D1 (commit returns only after the WAL flush of its record),
+// R1 (open = newest valid checkpoint + replay of the WAL after it, in order), C1 (a transaction
+// is one record, applied whole or not at all), S1 (the writer validates every write),
+// P2 (every read runs on a snapshot and reports its LSN).
+
+import Synchronization
+
+public final class Database: Sendable {
+    public let options: KernelOptions
+    public let openReport: OpenReport
+    private let wal: WriteAheadLog
+    private let writer: Writer
+    private let visibility: Visibility
+    private let checkpointRunner: CheckpointRunner
+
+    private init(options: KernelOptions, wal: WriteAheadLog, state: DatabaseState, report: OpenReport,
+                 store: CheckpointStore, lastCheckpointLSN: UInt64?) {
+        self.options = options
+        self.openReport = report
+        self.wal = wal
+        self.visibility = Visibility(initial: state)
+        self.writer = Writer(head: state, wal: wal, visibility: visibility, options: options)
+        self.checkpointRunner = CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN)
+        let visibility = self.visibility
+        wal.setDurableHandler { lsn in visibility.publish(through: lsn) }
+    }
+
+    // MARK: Open and recovery
+
+    public static func open(_ options: KernelOptions) async throws -> Database {
+        let started = options.clock.monotonicNanos()
+        let fs = options.fileSystem
+        if !fs.exists(options.dataDirectory) {
+            try fs.makeDirectory(options.dataDirectory)
+            try fs.syncDirectory(Path.parent(of: options.dataDirectory))
+        }
+        let store = CheckpointStore(fileSystem: fs, directory: options.checkpointDirectory)
+        try store.prepare()
+        let loaded = try store.loadNewest()
+        var state = loaded?.state ?? .empty
+        let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
+                                    engine: options.walEngine)
+        let (wal, records, walReport) = try WriteAheadLog.open(
+            fileSystem: fs, options: walOptions, after: loaded.map { $0.state.position })
+        for record in records { try state.replay(record) }
+        let report = OpenReport(checkpointFile: loaded?.file, skippedCheckpoints: loaded?.skipped ?? [],
+                                recordsReplayed: records.count, wal: walReport,
+                                elapsedNanos: options.clock.monotonicNanos() - started)
+        let database = Database(options: options, wal: wal, state: state, report: report, store: store,
+                                lastCheckpointLSN: loaded?.state.lsn)
+        if state.epoch == 0 {
+            // A new database opens epoch 1 with an epoch record, like every later epoch (SPEC §4).
+            let lsn = try await database.writer.openEpoch(1)
+            try await database.waitVisible(lsn)
+        }
+        return database
+    }
+
+    // MARK: Writes
+
+    /// Parses and commits `{"ops":[...]}`; returns once the record is durable (D1) and visible.
+    public func commit(_ request: JSONValue) async throws -> CommitResult {
+        try await commit(try WriteOperation.parseList(request))
+    }
+
+    public func commit(_ operations: [WriteOperation]) async throws -> CommitResult {
+        let (lsn, changes) = try await writer.commit(operations)
+        try await waitVisible(lsn)
+        await checkpointIfDue()
+        return CommitResult(lsn: lsn, changes: changes)
+    }
+
+    public func createCollection(_ schemaJSON: JSONValue) async throws -> (CollectionSchema, lsn: UInt64) {
+        let schema = try CollectionSchema.parse(schemaJSON)
+        let lsn = try await writer.changeSchema { head in
+            guard head.collections.count < KernelLimits.collectionsMax else {
+                throw AeroError(.schemaInvalid, "at most \(KernelLimits.collectionsMax) collections")
+            }
+            guard head.collections[schema.name] == nil else {
+                throw AeroError(.collectionExists, "collection \(schema.name) already exists")
+            }
+            try Self.checkReferenceTargets(schema, in: head)
+            return .create(schema)
+        }
+        try await waitVisible(lsn)
+        return (schema, lsn)
+    }
+
+    public func dropCollection(_ name: String) async throws -> UInt64 {
+        let lsn = try await writer.changeSchema { head in
+            _ = try head.collection(name)
+            for other in head.collections.values where other.schema.name != name {
+                for (field, spec) in other.schema.fields where spec.references?.collection == name {
+                    throw AeroError(.referenceViolation, "collection \(name) is referenced by \(other.schema.name).\(field); drop that first")
+                }
+            }
+            return .drop(name)
+        }
+        try await waitVisible(lsn)
+        return lsn
+    }
+
+    /// Adds an index (`{"fields":[...],"unique":..,"type":..,"name":..}`); builds it as one transaction.
+    public func addIndex(collection: String, _ indexJSON: JSONValue) async throws -> (IndexSchema, lsn: UInt64) {
+        let box = Mutex<IndexSchema?>(nil)
+        let lsn = try await writer.changeSchema { head in
+            let schema = try head.collection(collection).schema
+            let index = try CollectionSchema.parseIndex(indexJSON, collection: collection, fields: schema.fields)
+            guard schema.index(named: index.name) == nil else {
+                throw AeroError(.indexExists, "index \(index.name) already exists on \(collection)")
+            }
+            guard schema.indexes.count < KernelLimits.indexesPerCollectionMax else {
+                throw AeroError(.schemaInvalid, "at most \(KernelLimits.indexesPerCollectionMax) indexes per collection")
+            }
+            box.withLock { $0 = index }
+            return .replace(CollectionSchema(name: schema.name, primaryKey: schema.primaryKey, fields: schema.fields,
+                                             indexes: schema.indexes + [index]))
+        }
+        try await waitVisible(lsn)
+        return (box.withLock { $0! }, lsn)
+    }
+
+    public func dropIndex(collection: String, name: String) async throws -> UInt64 {
+        let lsn = try await writer.changeSchema { head in
+            let schema = try head.collection(collection).schema
+            guard schema.index(named: name) != nil else {
+                throw AeroError(.indexNotFound, "no index \(name) on \(collection)")
+            }
+            return .replace(CollectionSchema(name: schema.name, primaryKey: schema.primaryKey, fields: schema.fields,
+                                             indexes: schema.indexes.filter { $0.name != name }))
+        }
+        try await waitVisible(lsn)
+        return lsn
+    }
+
+    private static func checkReferenceTargets(_ schema: CollectionSchema, in head: DatabaseState) throws {
+        for (field, spec) in schema.fields {
+            guard let reference = spec.references else { continue }
+            let target = reference.collection == schema.name ? schema : try head.collection(reference.collection).schema
+            let keyType = target.fields[target.primaryKey]!.type
+            guard spec.type == keyType else {
+                throw AeroError(.schemaInvalid, "\(schema.name).\(field) is \(spec.type) but references \(target.name).\(target.primaryKey) of type \(keyType)")
+            }
+        }
+    }
+
+    private func waitVisible(_ lsn: UInt64) async throws {
+        try await wal.waitDurable(lsn)
+        visibility.publish(through: lsn)
+    }
+
+    // MARK: Reads
+
+    /// A consistent snapshot at the newest durable commit; never blocks the writer.
+    public func snapshot() -> Snapshot { Snapshot(state: visibility.current, options: options.query) }
+
+    public func collections() -> [CollectionSchema] { snapshot().collections }
+
+    /// Runs an admin-API query (`{"collection":..,"filter":..}`) on a fresh snapshot.
+    public func query(_ request: JSONValue) throws -> ReadResult {
+        try snapshot().query(try Query.parse(request))
+    }
+
+    public func explain(_ request: JSONValue) throws -> JSONValue {
+        try snapshot().explain(try Query.parse(request)).json
+    }
+
+    // MARK: Change stream
+
+    /// Every committed transaction with LSN > `lsn`, in order, then live ones as they commit.
+    /// Fails with AERO_WAL_LSN_UNAVAILABLE when `lsn` is older than the retained WAL.
+    public func changes(after lsn: UInt64) -> AsyncThrowingStream<CommittedTransaction, any Error> {
+        let wal = self.wal
+        let signals = visibility.subscribe()
+        let visibility = self.visibility
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                var next = lsn + 1
+                do {
+                    for await _ in signals {
+                        let visibleLSN = visibility.current.lsn
+                        while next <= visibleLSN {
+                            let records = try wal.read(from: next, maxBytes: Self.streamReadBytesMax)
+                            guard !records.isEmpty else { break }
+                            for record in records where record.lsn <= visibleLSN {
+                                continuation.yield(try Self.decode(record))
+                                next = record.lsn + 1
+                            }
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Bytes of WAL read per step of a change stream: bounds the memory one subscriber uses.
+    static let streamReadBytesMax = 1 << 20
+
+    static func decode(_ record: WALRecord) throws -> CommittedTransaction {
+        switch record.type {
+        case .transaction:
+            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
+                                        changes: try TransactionRecord.decodeChanges(record.payload, lsn: record.lsn),
+                                        schemaChange: nil)
+        case .schema:
+            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
+                                        changes: [], schemaChange: try TransactionRecord.decodeSchemaChange(record.payload, lsn: record.lsn))
+        default:
+            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
+                                        changes: [], schemaChange: nil)
+        }
+    }
+
+    // MARK: Checkpoints, status, shutdown
+
+    /// Writes a checkpoint of the newest durable state; returns its LSN.
+    public func checkpoint() async throws -> UInt64 {
+        await writer.checkpointStarted()
+        return try await checkpointRunner.run(visibility.current)
+    }
+
+    private func checkpointIfDue() async {
+        guard options.checkpointEveryWALBytes > 0,
+              await writer.bytesSinceCheckpoint >= options.checkpointEveryWALBytes else { return }
+        await writer.checkpointStarted()
+        let runner = checkpointRunner, state = visibility.current
+        Task.detached { await runner.runInBackground(state) }
+    }
+
+    public func status() async -> KernelStatus {
+        let state = visibility.current
+        return KernelStatus(durableLSN: wal.durablePosition.lsn, appliedLSN: state.lsn, epoch: state.epoch,
+                            walEngine: wal.engineName, collectionCount: state.collections.count,
+                            documentCount: state.collections.values.reduce(0) { $0 + $1.count },
+                            memoryBytesUsed: state.memoryBytes, memoryBytesMax: options.memoryBytesMax,
+                            lastCheckpointLSN: await checkpointRunner.lastLSN,
+                            lastCheckpointError: await checkpointRunner.lastError)
+    }
+
+    /// Stops accepting writes and closes the WAL; every acknowledged commit is already durable.
+    public func close() async {
+        visibility.finishSubscribers()
+        wal.close()
+    }
+}
+
+/// A read-only view of the database at one LSN (P2).
+public struct Snapshot: Sendable {
+    public let state: DatabaseState
+    let options: QueryOptions
+
+    public var lsn: UInt64 { state.lsn }
+
+    public var collections: [CollectionSchema] { state.collections.keys.sorted().map { state.collections[$0]!.schema } }
+
+    public func query(_ query: Query) throws -> ReadResult {
+        let result = try QueryEngine.execute(query, on: try state.collection(query.collection), options: options)
+        return ReadResult(rows: result.rows, totalCount: result.totalCount, lsn: lsn, plan: result.plan)
+    }
+
+    public func explain(_ query: Query) throws -> Plan {
+        try QueryEngine.explain(query, on: try state.collection(query.collection), options: options)
+    }
+
+    public func document(_ collection: String, key: JSONValue) throws -> Document? {
+        try state.collection(collection).document(forKey: key)
+    }
+}
+
+/// Rows read from a snapshot, with the LSN they were read at.
+public struct ReadResult: Sendable {
+    public let rows: [Document]
+    public let totalCount: Int?
+    public let lsn: UInt64
+    public let plan: Plan
+}
+
+/// Runs one checkpoint at a time and recycles the WAL behind the oldest kept checkpoint.
+actor CheckpointRunner {
+    private let store: CheckpointStore
+    private let wal: WriteAheadLog
+    private(set) var lastLSN: UInt64?
+    private(set) var lastError: AeroError?
+
+    init(store: CheckpointStore, wal: WriteAheadLog, lastLSN: UInt64?) {
+        self.store = store
+        self.wal = wal
+        self.lastLSN = lastLSN
+    }
+
+    func run(_ state: DatabaseState) throws -> UInt64 {
+        if let lastLSN, lastLSN >= state.lsn { return lastLSN }
+        do {
+            _ = try store.write(state)
+            lastLSN = state.lsn
+            if let oldestKept = try store.prune() { try wal.recycle(through: oldestKept) }
+            lastError = nil
+            return state.lsn
+        } catch {
+            lastError = AeroError.wrap(error)
+            throw error
+        }
+    }
+
+    /// Automatic checkpoints report failure through `status()` (lastCheckpointError).
+    func runInBackground(_ state: DatabaseState) {
+        do {
+            _ = try run(state)
+        } catch {
+            // Already recorded in `lastError` by run(); status() reports it.
+        }
+    }
+}
+
+// MARK: - Offline verification
+
+/// What `aerodb verify` found: every checkpoint decoded and checked, the WAL scanned like recovery.
+public struct VerifyReport: Sendable {
+    public let checkpointLSNs: [UInt64]
+    public let wal: RecoveryReport
+    public let summary: String
+}
+
+extension Database {
+    /// Checks a stopped node's data directory without changing it. Throws the AeroError that
+    /// makes it unsound: a damaged checkpoint (even one recovery could fall back from: D2 says
+    /// corruption is never ignored) or WAL corruption (segment, offset, LSN).
+    public static func verify(dataDirectory: String, fileSystem: any FileSystem = POSIXFileSystem()) throws -> VerifyReport {
+        guard fileSystem.exists(dataDirectory) else {
+            throw AeroError(.dataDirectoryInvalid, "no data directory at \(dataDirectory)")
+        }
+        let options = KernelOptions(dataDirectory: dataDirectory)
+        let store = CheckpointStore(fileSystem: fileSystem, directory: options.checkpointDirectory)
+        var newest: DatabaseState?
+        let lsns = fileSystem.exists(options.checkpointDirectory) ? try store.list() : []
+        for lsn in lsns {
+            let name = CheckpointFile.fileName(lsn: lsn)
+            let state = try CheckpointFile.decode(try fileSystem.readFile(Path.join(options.checkpointDirectory, name)), name: name)
+            if newest == nil { newest = state }
+        }
+        let wal = try WriteAheadLog.verify(fileSystem: fileSystem,
+                                           options: WALOptions(directory: options.walDirectory, segmentBytes: KernelLimits.walSegmentBytesMin),
+                                           after: newest?.position)
+        var summary = "sound: \(lsns.count) checkpoint(s)"
+        if let newest { summary += " (newest at LSN \(newest.lsn))" }
+        summary += ", WAL \(wal.segmentsScanned) segment(s), \(wal.recordsRead) record(s), last LSN \(wal.lastPosition.lsn)"
+        if let torn = wal.tornTail { summary += "; \(torn) (truncated at the next start)" }
+        return VerifyReport(checkpointLSNs: lsns, wal: wal, summary: summary)
+    }
+}

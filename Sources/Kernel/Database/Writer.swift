@@ -1,0 +1,75 @@
+// The single writer (SPEC §3.3): validates and applies transactions in LSN order against the
+// head state (which includes commits still waiting for their flush), appends their records to
+// the WAL and hands the new state to Visibility. Being an actor serializes commits; it never
+// waits for a flush itself, so concurrent commits pile into one group commit.
+
+actor Writer {
+    private var head: DatabaseState
+    private let wal: WriteAheadLog
+    private let visibility: Visibility
+    private let options: KernelOptions
+    /// Payload bytes appended since the last checkpoint started (drives automatic checkpoints).
+    private(set) var bytesSinceCheckpoint = 0
+
+    init(head: DatabaseState, wal: WriteAheadLog, visibility: Visibility, options: KernelOptions) {
+        self.head = head
+        self.wal = wal
+        self.visibility = visibility
+        self.options = options
+    }
+
+    var headLSN: UInt64 { head.lsn }
+
+    var headMemoryBytes: Int { head.memoryBytes }
+
+    func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
+        var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: options.query)
+        for operation in operations { try builder.apply(operation) }
+        guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
+        try checkMemory(builder.state)
+        let payload = TransactionRecord.encode(builder.changes)
+        guard payload.count <= KernelLimits.transactionBytesMax else {
+            throw AeroError(.transactionTooLarge, "a transaction record is limited to \(KernelLimits.transactionBytesMax) bytes")
+        }
+        try append(builder.state, type: .transaction, payload: payload)
+        return (head.lsn, builder.changes)
+    }
+
+    /// Applies a schema change computed from the head state, as one WAL transaction.
+    func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
+        let change = try make(head)
+        var next = head
+        try next.apply(change)
+        try append(next, type: .schema, payload: TransactionRecord.encode(change))
+        return head.lsn
+    }
+
+    /// Writes the record opening an epoch (a new database starts epoch 1).
+    func openEpoch(_ epoch: UInt64) throws -> UInt64 {
+        precondition(epoch > head.epoch, "epochs only move forward")
+        var next = head
+        next.epoch = epoch
+        try append(next, type: .epoch, payload: TransactionRecord.encodeEpoch(epoch))
+        return head.lsn
+    }
+
+    func checkpointStarted() { bytesSinceCheckpoint = 0 }
+
+    private func checkMemory(_ next: DatabaseState) throws {
+        let bytes = next.memoryBytes
+        guard bytes <= options.memoryBytesMax || bytes <= head.memoryBytes else {
+            throw AeroError(.memoryLimit, "this write would take the database to \(bytes) bytes, over the memory limit of \(options.memoryBytesMax) bytes; delete data or raise memory_bytes_max")
+        }
+    }
+
+    private func append(_ next: DatabaseState, type: RecordType, payload: [UInt8]) throws {
+        let position = try wal.append(type: type, epoch: next.epoch, timestampMicros: options.clock.nowMicros(),
+                                      payload: payload)
+        precondition(position.lsn == head.lsn + 1, "the WAL assigns the next LSN to the single writer")
+        var committed = next
+        committed.position = position
+        head = committed
+        bytesSinceCheckpoint += payload.count
+        visibility.enqueue(committed)
+    }
+}

@@ -1,0 +1,224 @@
+// Transactions: a list of write operations applied atomically (C1) after validation (S1,
+// unique indexes, references). The single writer applies them to its own copy of the state;
+// nothing is visible to anyone unless every operation succeeded and the record is durable (D1).
+//
+// Request JSON: {"ops":[
+//   {"op":"insert","collection":"items","doc":{...}},
+//   {"op":"upsert","collection":"items","doc":{...}},            // insert, or merge into the existing doc
+//   {"op":"update","collection":"items","key":"a1","set":{...}},
+//   {"op":"update","collection":"items","filter":{...},"set":{...}},
+//   {"op":"delete","collection":"items","key":"a1"},
+//   {"op":"delete","collection":"items","filter":{...}}]}
+
+public enum WriteOperation: Sendable, Equatable {
+    case insert(collection: String, document: Document)
+    case upsert(collection: String, document: Document)
+    case update(collection: String, target: Target, set: Document)
+    case delete(collection: String, target: Target)
+
+    public enum Target: Sendable, Equatable {
+        case key(JSONValue)
+        /// A filter in the query language; every matching document (bounded by the query limits).
+        case filter(JSONValue)
+    }
+
+    public var collection: String {
+        switch self {
+        case .insert(let c, _), .upsert(let c, _), .update(let c, _, _), .delete(let c, _): return c
+        }
+    }
+
+    public static func parseList(_ json: JSONValue) throws -> [WriteOperation] {
+        guard case .object(let root) = json, case .array(let items)? = root["ops"] else {
+            throw invalid("a transaction is {\"ops\":[...]}")
+        }
+        guard root.count == 1 else { throw invalid("a transaction has only the key \"ops\"") }
+        guard !items.isEmpty else { throw invalid("a transaction needs at least one operation") }
+        guard items.count <= KernelLimits.transactionOpsMax else {
+            throw AeroError(.transactionTooLarge, "at most \(KernelLimits.transactionOpsMax) operations per transaction")
+        }
+        return try items.enumerated().map { i, item in try parse(item, index: i) }
+    }
+
+    static func parse(_ json: JSONValue, index: Int) throws -> WriteOperation {
+        guard case .object(let o) = json, case .string(let op)? = o["op"], case .string(let collection)? = o["collection"] else {
+            throw invalid("ops[\(index)] needs \"op\" and \"collection\" strings")
+        }
+        func document(_ key: String) throws -> Document {
+            guard case .object(let d)? = o[key] else { throw invalid("ops[\(index)] (\(op)) needs \"\(key)\" as an object") }
+            return d
+        }
+        func target() throws -> Target {
+            switch (o["key"], o["filter"]) {
+            case (let k?, nil): return .key(k)
+            case (nil, let f?): return .filter(f)
+            default: throw invalid("ops[\(index)] (\(op)) needs exactly one of \"key\" or \"filter\"")
+            }
+        }
+        func allow(_ keys: Set<String>) throws {
+            for key in o.keys where !keys.contains(key) && key != "op" && key != "collection" {
+                throw invalid("ops[\(index)] (\(op)): unknown key \"\(key)\"")
+            }
+        }
+        switch op {
+        case "insert": try allow(["doc"]); return .insert(collection: collection, document: try document("doc"))
+        case "upsert": try allow(["doc"]); return .upsert(collection: collection, document: try document("doc"))
+        case "update":
+            try allow(["key", "filter", "set"])
+            return .update(collection: collection, target: try target(), set: try document("set"))
+        case "delete": try allow(["key", "filter"]); return .delete(collection: collection, target: try target())
+        default: throw invalid("ops[\(index)]: unknown op \"\(op)\" (insert, upsert, update, delete)")
+        }
+    }
+
+    static func invalid(_ message: String) -> AeroError { AeroError(.requestInvalid, message) }
+}
+
+/// Applies operations to a working copy of the state and records the resolved changes.
+struct TransactionBuilder {
+    private(set) var state: DatabaseState
+    private(set) var changes: [DocumentChange] = []
+    let clock: any KernelClock
+    let queryOptions: QueryOptions
+
+    init(state: DatabaseState, clock: any KernelClock, queryOptions: QueryOptions) {
+        self.state = state
+        self.clock = clock
+        self.queryOptions = queryOptions
+    }
+
+    mutating func apply(_ op: WriteOperation) throws {
+        switch op {
+        case .insert(let c, let doc): try insert(c, doc)
+        case .upsert(let c, let doc): try upsert(c, doc)
+        case .update(let c, let target, let set):
+            for key in try keys(c, target) { try update(c, key: key, set: set) }
+        case .delete(let c, let target):
+            for key in try keys(c, target) { try delete(c, key: key, depth: 0) }
+        }
+    }
+
+    private mutating func insert(_ collection: String, _ input: Document) throws {
+        let data = try state.collection(collection)
+        let doc = try FieldValidator.validateNew(input, schema: data.schema, clock: clock)
+        let key = doc[data.schema.primaryKey]!
+        guard data.document(forKey: key) == nil else {
+            throw AeroError(.duplicateKey, "\(collection): a document with \(data.schema.primaryKey) = \(JSON.encodeString(key)) already exists", invariant: "C1")
+        }
+        try checkReferences(doc, schema: data.schema)
+        try record(DocumentChange(collection: collection, key: key, before: nil, after: doc))
+    }
+
+    private mutating func upsert(_ collection: String, _ input: Document) throws {
+        let data = try state.collection(collection)
+        guard let key = input[data.schema.primaryKey] else {
+            return try insert(collection, input)  // a generated key can never match an existing document
+        }
+        let normalizedKey = try FieldValidator.normalize(key, as: data.schema.fields[data.schema.primaryKey]!.type,
+                                                         field: data.schema.primaryKey)
+        if data.document(forKey: normalizedKey) != nil {
+            try update(collection, key: normalizedKey, set: input)
+        } else {
+            try insert(collection, input)
+        }
+    }
+
+    private mutating func update(_ collection: String, key: JSONValue, set: Document) throws {
+        let data = try state.collection(collection)
+        let key = try normalizedKey(key, data.schema)
+        guard let existing = data.document(forKey: key) else {
+            throw AeroError(.documentNotFound, "\(collection): no document with \(data.schema.primaryKey) = \(JSON.encodeString(key))")
+        }
+        let doc = try FieldValidator.validateUpdate(existing, changes: set, schema: data.schema)
+        guard doc != existing else { return }
+        try checkReferences(doc, schema: data.schema)
+        try record(DocumentChange(collection: collection, key: key, before: existing, after: doc))
+    }
+
+    private mutating func delete(_ collection: String, key: JSONValue, depth: Int) throws {
+        let data = try state.collection(collection)
+        let key = try normalizedKey(key, data.schema)
+        guard let existing = data.document(forKey: key) else {
+            throw AeroError(.documentNotFound, "\(collection): no document with \(data.schema.primaryKey) = \(JSON.encodeString(key))")
+        }
+        guard depth < Self.cascadeDepthMax else {
+            throw AeroError(.referenceViolation, "cascading deletes deeper than \(Self.cascadeDepthMax) levels")
+        }
+        try record(DocumentChange(collection: collection, key: key, before: existing, after: nil))
+        try enforceOnDelete(collection: collection, key: key, depth: depth)
+    }
+
+    /// Cascades deeper than this are refused: bounds the work of one delete.
+    static let cascadeDepthMax = 16
+
+    private mutating func record(_ change: DocumentChange) throws {
+        if let after = change.after, JSON.encode(.object(after)).count > KernelLimits.documentBytesMax {
+            throw AeroError(.documentTooLarge, "a document is limited to \(KernelLimits.documentBytesMax) bytes encoded")
+        }
+        try state.apply(change)
+        changes.append(change)
+    }
+
+    private func normalizedKey(_ key: JSONValue, _ schema: CollectionSchema) throws -> JSONValue {
+        try FieldValidator.normalize(key, as: schema.fields[schema.primaryKey]!.type, field: schema.primaryKey)
+    }
+
+    private func keys(_ collection: String, _ target: WriteOperation.Target) throws -> [JSONValue] {
+        switch target {
+        case .key(let k): return [k]
+        case .filter(let filter):
+            let data = try state.collection(collection)
+            var options = queryOptions
+            options.limitMax = KernelLimits.transactionOpsMax + 1
+            var query = try Query.parse(.object(["collection": .string(collection), "filter": filter]))
+            query.limit = options.limitMax
+            let rows = try QueryEngine.execute(query, on: data, options: options).rows
+            guard rows.count <= KernelLimits.transactionOpsMax else {
+                // Never change a silent subset: refuse the whole operation (C1).
+                throw AeroError(.transactionTooLarge, "the filter matches more than \(KernelLimits.transactionOpsMax) documents of \(collection); narrow it")
+            }
+            return rows.map { $0[data.schema.primaryKey]! }
+        }
+    }
+
+    // MARK: References
+
+    private func checkReferences(_ doc: Document, schema: CollectionSchema) throws {
+        for (name, field) in schema.fields {
+            guard let reference = field.references, let value = doc[name], !value.isNull else { continue }
+            let target = try state.collection(reference.collection)
+            guard target.document(forKey: value) != nil else {
+                throw AeroError(.referenceViolation, "\(schema.name).\(name) = \(JSON.encodeString(value)): no such document in \(reference.collection)", invariant: "S1")
+            }
+        }
+    }
+
+    private mutating func enforceOnDelete(collection: String, key: JSONValue, depth: Int) throws {
+        for (otherName, other) in state.collections.sorted(by: { $0.key < $1.key }) {
+            for (field, schema) in other.schema.fields.sorted(by: { $0.key < $1.key }) {
+                guard let reference = schema.references, reference.collection == collection else { continue }
+                let referencing = try referencingKeys(other, field: field, value: key)
+                guard !referencing.isEmpty else { continue }
+                switch reference.onDelete {
+                case .restrict:
+                    throw AeroError(.referenceViolation, "\(collection) \(JSON.encodeString(key)) is still referenced by \(otherName).\(field)", invariant: "S1")
+                case .cascade:
+                    for k in referencing where try state.collection(otherName).document(forKey: k) != nil {
+                        try delete(otherName, key: k, depth: depth + 1)
+                    }
+                case .setNull:
+                    for k in referencing { try update(otherName, key: k, set: [field: .null]) }
+                }
+            }
+        }
+    }
+
+    private func referencingKeys(_ data: CollectionData, field: String, value: JSONValue) throws -> [JSONValue] {
+        var options = queryOptions
+        options.scanRowsMax = Int.max  // integrity checks must see every referencing row
+        options.limitMax = Int.max
+        let query = Query(collection: data.schema.name, filter: .compare(field: field, op: .eq, value: value),
+                          limit: Int.max)
+        return try QueryEngine.execute(query, on: data, options: options).rows.map { $0[data.schema.primaryKey]! }
+    }
+}

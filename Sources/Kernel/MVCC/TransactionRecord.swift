@@ -1,0 +1,101 @@
+// The payloads of WAL records written by the Database, and their decoding.
+//
+// Layout: JSON text (the kernel's own deterministic encoder), one object per record.
+//   transaction (RecordType.transaction): {"changes":[{"c":"items","k":<key>,"b":<before>|absent,"a":<after>|absent}, ...]}
+//     - `a` absent = the document was deleted; `b` absent = it did not exist before.
+//     - Changes are the resolved effects of the transaction (defaults, now(), cascades applied),
+//       so replay is deterministic and never consults the clock or re-runs validation (R1).
+//   schema (RecordType.schema): {"create":<schema>} | {"replace":<schema>} | {"drop":"<name>"}
+//   epoch (RecordType.epoch): {"epoch":N}
+// Invariants: one record = one atomic transaction (C1); a record that fails to decode after its
+// checksum passed is a bug or corruption and stops recovery with AERO_WAL_CORRUPT (D2).
+
+/// One document's change inside a committed transaction.
+public struct DocumentChange: Sendable, Equatable {
+    public let collection: String
+    public let key: JSONValue
+    public let before: Document?
+    public let after: Document?
+
+    public init(collection: String, key: JSONValue, before: Document?, after: Document?) {
+        precondition(before != nil || after != nil, "a change has a before or an after image")
+        self.collection = collection
+        self.key = key
+        self.before = before
+        self.after = after
+    }
+
+    public enum Kind: String, Sendable { case insert, update, delete }
+
+    public var kind: Kind { before == nil ? .insert : (after == nil ? .delete : .update) }
+}
+
+/// A schema change carried by a schema record.
+public enum SchemaChange: Sendable, Equatable {
+    case create(CollectionSchema)
+    case replace(CollectionSchema)
+    case drop(String)
+}
+
+/// A committed transaction as the change stream delivers it (replication and realtime feed on it).
+public struct CommittedTransaction: Sendable {
+    public let lsn: UInt64
+    public let epoch: UInt64
+    public let timestampMicros: Int64
+    public let changes: [DocumentChange]
+    public let schemaChange: SchemaChange?
+}
+
+enum TransactionRecord {
+    static func encode(_ changes: [DocumentChange]) -> [UInt8] {
+        let items: [JSONValue] = changes.map { change in
+            var o: [String: JSONValue] = ["c": .string(change.collection), "k": change.key]
+            if let b = change.before { o["b"] = .object(b) }
+            if let a = change.after { o["a"] = .object(a) }
+            return .object(o)
+        }
+        return JSON.encode(.object(["changes": .array(items)]))
+    }
+
+    static func decodeChanges(_ payload: [UInt8], lsn: UInt64) throws -> [DocumentChange] {
+        guard case .array(let items)? = try parse(payload, lsn: lsn)["changes"] else { throw corrupt(lsn) }
+        return try items.map { item in
+            guard case .string(let c)? = item["c"], let k = item["k"] else { throw corrupt(lsn) }
+            let before = item["b"]?.objectValue, after = item["a"]?.objectValue
+            guard before != nil || after != nil else { throw corrupt(lsn) }
+            return DocumentChange(collection: c, key: k, before: before, after: after)
+        }
+    }
+
+    static func encode(_ change: SchemaChange) -> [UInt8] {
+        switch change {
+        case .create(let s): return JSON.encode(.object(["create": s.json]))
+        case .replace(let s): return JSON.encode(.object(["replace": s.json]))
+        case .drop(let name): return JSON.encode(.object(["drop": .string(name)]))
+        }
+    }
+
+    static func decodeSchemaChange(_ payload: [UInt8], lsn: UInt64) throws -> SchemaChange {
+        let root = try parse(payload, lsn: lsn)
+        if let s = root["create"] { return .create(try CollectionSchema.parse(s)) }
+        if let s = root["replace"] { return .replace(try CollectionSchema.parse(s)) }
+        if case .string(let name)? = root["drop"] { return .drop(name) }
+        throw corrupt(lsn)
+    }
+
+    static func encodeEpoch(_ epoch: UInt64) -> [UInt8] {
+        JSON.encode(.object(["epoch": .int(Int64(epoch))]))
+    }
+
+    private static func parse(_ payload: [UInt8], lsn: UInt64) throws -> JSONValue {
+        do {
+            return try JSON.parse(payload)
+        } catch {
+            throw corrupt(lsn)
+        }
+    }
+
+    static func corrupt(_ lsn: UInt64) -> AeroError {
+        AeroError(.walCorrupt, "record at LSN \(lsn) passed its checksum but its payload does not decode", invariant: "D2")
+    }
+}

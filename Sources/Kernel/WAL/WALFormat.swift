@@ -1,0 +1,181 @@
+// WAL on-disk format. Little-endian throughout; checksums are XXH64 (seed 0).
+//
+// Segment file `wal/segment-<16 hex digits>.wal`, `segmentBytes` long, preallocated and zero-filled:
+//
+//   block 0 (4096 bytes): segment header
+//     0   8  magic "AEROWAL1"
+//     8   4  format version (1)
+//     12  4  reserved (0)
+//     16  8  segment index
+//     24  8  LSN of the first record in this segment
+//     32  8  epoch of that record
+//     40  8  checksum of the record before it (the hash chain crosses segments)
+//     48  8  XXH64 of bytes 0..<48
+//     56..4095 zero
+//   from 4096: records, each starting at an 8-byte aligned offset; records never span segments.
+//
+// Record (64-byte header + payload):
+//     0   4  magic 0x41455243 ("CREA" on disk)      32  8  batch-start LSN (first LSN of the write it was part of)
+//     4   1  type (RecordType)                       40  8  commit timestamp, microseconds since the epoch
+//     5   1  flags (0)                               48  8  checksum of the previous record (hash chain)
+//     6   2  reserved (0)                            56  8  XXH64 of header bytes 0..<56 + payload
+//     8   4  payload length                          64  …  payload
+//     12  4  reserved (0)
+//     16  8  LSN
+//     24  8  epoch
+//
+// Invariants:
+// - LSNs are consecutive from 1; never reused, never reset (checkpoints do not restart them).
+// - Every record's `previous checksum` equals the checksum of the record with LSN - 1, so a
+//   (LSN, checksum) pair identifies one history (P1 builds on it).
+// - Records of one write share a batch-start LSN. A write begins only after the previous one
+//   was flushed, so a valid record whose batch start is greater than LSN L proves L was durable:
+//   that is how recovery tells a torn tail from corruption (R2, D2).
+
+public enum RecordType: UInt8, Sendable, CaseIterable {
+    case transaction = 1
+    case schema = 2
+    case epoch = 3
+    case checkpoint = 4
+}
+
+/// A point in a history: the LSN of a record and its checksum.
+public struct LogPosition: Sendable, Hashable, CustomStringConvertible {
+    public let lsn: UInt64
+    public let checksum: UInt64
+
+    public init(lsn: UInt64, checksum: UInt64) {
+        self.lsn = lsn
+        self.checksum = checksum
+    }
+
+    public static let origin = LogPosition(lsn: 0, checksum: 0)
+
+    public var description: String { "\(lsn)/\(String(checksum, radix: 16))" }
+}
+
+public struct WALRecord: Sendable, Equatable {
+    public let lsn: UInt64
+    public let epoch: UInt64
+    public let type: RecordType
+    public let timestampMicros: Int64
+    public let batchStart: UInt64
+    public let previousChecksum: UInt64
+    public let checksum: UInt64
+    public let payload: [UInt8]
+
+    public var position: LogPosition { LogPosition(lsn: lsn, checksum: checksum) }
+}
+
+enum WALFormat {
+    static let blockBytes = 4096
+    static let segmentHeaderBytes = blockBytes
+    static let recordHeaderBytes = 64
+    static let recordMagic: UInt32 = 0x4145_5243
+    static let segmentMagic: [UInt8] = Array("AEROWAL1".utf8)
+    static let version: UInt32 = 1
+    static let alignmentBytes = 8
+
+    static func aligned(_ n: Int) -> Int { (n + alignmentBytes - 1) & ~(alignmentBytes - 1) }
+
+    static func segmentName(_ index: UInt64) -> String {
+        "segment-" + String(index, radix: 16).leftPadded(to: 16) + ".wal"
+    }
+
+    static func segmentIndex(fromName name: String) -> UInt64? {
+        guard name.hasPrefix("segment-"), name.hasSuffix(".wal"), name.count == 8 + 16 + 4 else { return nil }
+        return UInt64(name.dropFirst(8).dropLast(4), radix: 16)
+    }
+
+    // MARK: Records
+
+    /// Encodes a record; returns its bytes (padded to the alignment) and checksum.
+    static func encodeRecord(type: RecordType, lsn: UInt64, epoch: UInt64, batchStart: UInt64,
+                             timestampMicros: Int64, previousChecksum: UInt64, payload: [UInt8]) -> ([UInt8], UInt64) {
+        precondition(batchStart <= lsn && lsn > 0, "batch start precedes the record; LSNs start at 1")
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(aligned(recordHeaderBytes + payload.count))
+        w.append(recordMagic)
+        w.append(type.rawValue)
+        w.append(UInt8(0))
+        w.append(UInt16(0))
+        w.append(UInt32(payload.count))
+        w.append(UInt32(0))
+        w.append(lsn)
+        w.append(epoch)
+        w.append(batchStart)
+        w.append(timestampMicros)
+        w.append(previousChecksum)
+        var hasher = XXH64.Streaming()
+        w.bytes.withUnsafeBytes { hasher.update($0) }
+        payload.withUnsafeBytes { hasher.update($0) }
+        let checksum = hasher.finish()
+        w.append(checksum)
+        w.append(payload)
+        let padding = aligned(w.bytes.count) - w.bytes.count
+        if padding > 0 { w.append([UInt8](repeating: 0, count: padding)) }
+        return (w.bytes, checksum)
+    }
+
+    enum Decoded {
+        case record(WALRecord, size: Int)
+        /// Zero bytes where a header would start: nothing was ever written here.
+        case empty
+        case invalid(String)
+    }
+
+    /// Decodes the record at `offset` on its own (magic, bounds, checksum); chain checks are the caller's.
+    static func decodeRecord(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Decoded {
+        guard offset + recordHeaderBytes <= bytes.count else { return .invalid("header past the end of the segment") }
+        let magic = bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian
+        guard magic == recordMagic else {
+            let header = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + recordHeaderBytes])
+            return header.allSatisfy { $0 == 0 } ? .empty : .invalid("bad record magic")
+        }
+        func u64(_ at: Int) -> UInt64 { bytes.loadUnaligned(fromByteOffset: offset + at, as: UInt64.self).littleEndian }
+        let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self).littleEndian)
+        guard offset + recordHeaderBytes + length <= bytes.count else { return .invalid("length past the end of the segment") }
+        guard let type = RecordType(rawValue: bytes[offset + 4]) else { return .invalid("unknown record type") }
+        var hasher = XXH64.Streaming()
+        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + 56]))
+        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length]))
+        let checksum = u64(56)
+        guard hasher.finish() == checksum else { return .invalid("checksum mismatch") }
+        let record = WALRecord(lsn: u64(16), epoch: u64(24), type: type, timestampMicros: Int64(bitPattern: u64(40)),
+                               batchStart: u64(32), previousChecksum: u64(48), checksum: checksum,
+                               payload: Array(UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length])))
+        guard record.lsn > 0, record.batchStart <= record.lsn else { return .invalid("impossible LSN fields") }
+        return .record(record, size: aligned(recordHeaderBytes + length))
+    }
+
+    // MARK: Segment headers
+
+    struct SegmentHeader: Equatable {
+        let index: UInt64
+        let firstLSN: UInt64
+        let epoch: UInt64
+        let previousChecksum: UInt64
+    }
+
+    static func encodeSegmentHeader(_ h: SegmentHeader) -> [UInt8] {
+        var w = ByteWriter()
+        w.append(segmentMagic)
+        w.append(version)
+        w.append(UInt32(0))
+        w.append(h.index)
+        w.append(h.firstLSN)
+        w.append(h.epoch)
+        w.append(h.previousChecksum)
+        w.append(XXH64.hash(w.bytes))
+        w.append([UInt8](repeating: 0, count: segmentHeaderBytes - w.bytes.count))
+        return w.bytes
+    }
+
+    static func decodeSegmentHeader(_ bytes: UnsafeRawBufferPointer) -> SegmentHeader? {
+        guard bytes.count >= 56, Array(bytes[0..<8]) == segmentMagic else { return nil }
+        func u64(_ at: Int) -> UInt64 { bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian }
+        guard XXH64.hash(UnsafeRawBufferPointer(rebasing: bytes[0..<48])) == u64(48),
+              bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian == version else { return nil }
+        return SegmentHeader(index: u64(16), firstLSN: u64(24), epoch: u64(32), previousChecksum: u64(40))
+    }
+}

@@ -1,0 +1,206 @@
+// Reading the WAL back at start (and for `aerodb verify`): the recovery truth table (R2, D2).
+//
+// Scan segments in index order and records in order. A record is accepted when it is valid on
+// its own (magic, bounds, checksum) AND continues the chain (LSN = previous + 1, previous
+// checksum = previous record's checksum). The first record that is not accepted, at expected
+// LSN L (segment S, offset O), ends the log, unless the next segment's header continues the
+// chain exactly (records never span segments, so the rest of S is unused space).
+//
+// At the end of the log:
+// - if any record valid on its own with batch-start > L, or any segment header with first LSN
+//   > L, exists after (S, O), a write that began after L's write was flushed survived, so L was
+//   durable and is now damaged: CORRUPTION, refuse with segment, offset and LSN (D2);
+// - otherwise it is a TORN TAIL: the bytes from O on were never acknowledged; they are zeroed
+//   (and later spare segments removed) durably, reported, and the node starts (R2).
+
+/// A torn tail found by recovery: never acknowledged, truncated at open (R2).
+public struct TornTail: Sendable, CustomStringConvertible {
+    public let segment: String
+    public let offset: Int
+    public let lsn: UInt64
+    public let bytesDiscarded: Int
+
+    public var description: String { "torn tail in \(segment) at offset \(offset) (LSN \(lsn)): \(bytesDiscarded) bytes discarded" }
+}
+
+struct WALScan {
+    /// Where the next record goes.
+    struct Tail {
+        var segmentIndex: UInt64
+        var offset: Int
+        /// True when the segment's header is durable; false for a segment not yet started.
+        var headerWritten: Bool
+        /// Bytes of the segment from the last block boundary up to `offset`, rewritten with the next write.
+        var partialBlock: [UInt8]
+    }
+
+    var records: [WALRecord] = []
+    var last: LogPosition
+    var tail: Tail
+    var tornTail: TornTail?
+    var segmentFirstLSNs: [(index: UInt64, firstLSN: UInt64)] = []
+    var segmentsScanned = 0
+    var recordsRead = 0
+    var bytesRead = 0
+    var laterSegments: [UInt64] = []
+
+    /// Scans the WAL; with `repair`, truncates a torn tail durably.
+    static func run(fileSystem fs: any FileSystem, directory: String, segmentBytes: Int,
+                    after: LogPosition?, repair: Bool) throws -> WALScan {
+        let indexes = try fs.list(directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
+        let start = after ?? .origin
+        var scan = WALScan(last: start, tail: Tail(segmentIndex: indexes.first ?? 0, offset: WALFormat.segmentHeaderBytes,
+                                                   headerWritten: false, partialBlock: []))
+        var contents: [UInt64: [UInt8]] = [:]
+        func bytes(_ index: UInt64) throws -> [UInt8] {
+            if let b = contents[index] { return b }
+            let b = try fs.readFile(Path.join(directory, WALFormat.segmentName(index)))
+            contents[index] = b
+            return b
+        }
+        // The first segment with a valid header starts the retained log.
+        var position = 0
+        while position < indexes.count {
+            let header = try bytes(indexes[position]).withUnsafeBytes { WALFormat.decodeSegmentHeader($0) }
+            if header?.index == indexes[position] { break }
+            position += 1
+        }
+        guard position < indexes.count else {
+            // No started segment: a fresh log (or only spares / a torn first header). A checkpoint
+            // past LSN 0 with no WAL at all means segments were lost: never start silently.
+            guard start.lsn == 0 else {
+                throw AeroError(.lsnUnavailable, "a checkpoint at LSN \(start.lsn) exists but the WAL holds no segment after it", invariant: "D2")
+            }
+            if repair { try removeSegments(indexes, fs: fs, directory: directory) }
+            scan.laterSegments = indexes
+            scan.tail.segmentIndex = indexes.first ?? 0
+            return scan
+        }
+        var expected = LogPosition.origin
+        var first = true
+        var index = indexes[position]
+        while true {
+            let segment = try bytes(index)
+            scan.segmentsScanned += 1
+            let header = segment.withUnsafeBytes { WALFormat.decodeSegmentHeader($0) }!
+            if first {
+                guard header.firstLSN <= start.lsn + 1 else {
+                    throw AeroError(.lsnUnavailable, "the WAL starts at LSN \(header.firstLSN) but recovery needs LSN \(start.lsn + 1) (segments missing)", invariant: "R1")
+                }
+                expected = LogPosition(lsn: header.firstLSN - 1, checksum: header.previousChecksum)
+                first = false
+            }
+            scan.segmentFirstLSNs.append((index, header.firstLSN))
+            let end = try scan.scanRecords(segment, index: index, from: expected, start: start)
+            expected = end.last
+            // Continue into the next segment when its header continues the chain exactly.
+            if let nextIndex = indexes.first(where: { $0 == index + 1 }),
+               let next = try bytes(nextIndex).withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }),
+               next.index == nextIndex, next.firstLSN == expected.lsn + 1, next.previousChecksum == expected.checksum {
+                // The chain continues exactly: whatever follows the last record here is unused space.
+                index = nextIndex
+                continue
+            }
+            try scan.finish(at: index, offset: end.offset, expected: expected, indexes: indexes, bytes: bytes,
+                            segmentBytes: segmentBytes, repair: repair, fs: fs, directory: directory)
+            return scan
+        }
+    }
+
+    /// Accepts records of one segment; returns the last accepted position and where the run ended.
+    private mutating func scanRecords(_ segment: [UInt8], index: UInt64, from: LogPosition,
+                                      start: LogPosition) throws -> (last: LogPosition, offset: Int) {
+        var expected = from
+        var offset = WALFormat.segmentHeaderBytes
+        return try segment.withUnsafeBytes { raw in
+            while true {
+                switch WALFormat.decodeRecord(raw, at: offset) {
+                case .empty, .invalid: return (expected, offset)
+                case .record(let record, let size):
+                    guard record.lsn == expected.lsn + 1, record.previousChecksum == expected.checksum else {
+                        return (expected, offset)
+                    }
+                    try accept(record, start: start)
+                    expected = record.position
+                    offset += size
+                    bytesRead += size
+                }
+            }
+        }
+    }
+
+    private mutating func accept(_ record: WALRecord, start: LogPosition) throws {
+        recordsRead += 1
+        if record.lsn == start.lsn && record.checksum != start.checksum {
+            throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) is not the one the checkpoint continues from (checksum \(String(record.checksum, radix: 16)) vs \(String(start.checksum, radix: 16)))", invariant: "D2")
+        }
+        if record.lsn == start.lsn + 1 && start.lsn > 0 && record.previousChecksum != start.checksum {
+            throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) does not continue the checkpoint's history", invariant: "D2")
+        }
+        if record.lsn > start.lsn { records.append(record) }
+        last = record.position
+    }
+
+    /// Classifies the end of the log (torn tail vs corruption) and records the tail.
+    private mutating func finish(at index: UInt64, offset: Int, expected: LogPosition, indexes: [UInt64],
+                                 bytes: (UInt64) throws -> [UInt8], segmentBytes: Int, repair: Bool,
+                                 fs: any FileSystem, directory: String) throws {
+        let name = WALFormat.segmentName(index)
+        for later in indexes where later >= index {
+            let content = try bytes(later)
+            if later > index, let h = content.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }),
+               h.index == later, h.firstLSN > expected.lsn + 1 {
+                throw Self.corruption(name, offset, expected.lsn + 1, "segment \(WALFormat.segmentName(later)) starts at LSN \(h.firstLSN)")
+            }
+            let from = later == index ? offset + WALFormat.alignmentBytes : WALFormat.segmentHeaderBytes
+            if let proof = Self.laterBatch(content, from: from, after: expected.lsn + 1) {
+                throw Self.corruption(name, offset, expected.lsn + 1, "a record of a later write (LSN \(proof)) survives after it")
+            }
+        }
+        let segment = try bytes(index)
+        let garbage = segment[offset...].lastIndex(where: { $0 != 0 }).map { $0 - offset + 1 } ?? 0
+        if garbage > 0 { tornTail = TornTail(segment: name, offset: offset, lsn: expected.lsn + 1, bytesDiscarded: garbage) }
+        laterSegments = indexes.filter { $0 > index }
+        if repair {
+            if garbage > 0 { try Self.zero(Path.join(directory, name), from: offset, count: garbage, fs: fs) }
+            try Self.removeSegments(laterSegments, fs: fs, directory: directory)
+            laterSegments = []
+        }
+        let blockStart = offset & ~(WALFormat.blockBytes - 1)
+        tail = Tail(segmentIndex: index, offset: offset, headerWritten: true,
+                    partialBlock: Array(segment[blockStart..<min(offset, segment.count)]))
+        last = expected
+    }
+
+    /// The LSN of a self-valid record with batch start > `lsn` at or after `from`, if any.
+    static func laterBatch(_ segment: [UInt8], from: Int, after lsn: UInt64) -> UInt64? {
+        segment.withUnsafeBytes { raw in
+            var offset = WALFormat.aligned(from)
+            while offset + WALFormat.recordHeaderBytes <= raw.count {
+                if raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian == WALFormat.recordMagic,
+                   case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), r.batchStart > lsn {
+                    return r.lsn
+                }
+                offset += WALFormat.alignmentBytes
+            }
+            return nil
+        }
+    }
+
+    static func corruption(_ segment: String, _ offset: Int, _ lsn: UInt64, _ proof: String) -> AeroError {
+        AeroError(.walCorrupt, "WAL corrupt in \(segment) at offset \(offset), LSN \(lsn): the record is damaged but \(proof), so it had been acknowledged; refusing to start (run `aerodb verify`)", invariant: "D2")
+    }
+
+    static func zero(_ path: String, from offset: Int, count: Int, fs: any FileSystem) throws {
+        let handle = try fs.open(path, create: false)
+        defer { handle.close() }
+        try handle.write([UInt8](repeating: 0, count: count), at: Int64(offset))
+        try handle.sync()
+    }
+
+    static func removeSegments(_ indexes: [UInt64], fs: any FileSystem, directory: String) throws {
+        guard !indexes.isEmpty else { return }
+        for index in indexes { try fs.remove(Path.join(directory, WALFormat.segmentName(index))) }
+        try fs.syncDirectory(directory)
+    }
+}

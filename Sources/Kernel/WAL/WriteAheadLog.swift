@@ -1,0 +1,427 @@
+// The write-ahead log: placement of records (single writer), group commit (one flusher thread),
+// segment preallocation, reads for the change stream, recycling behind checkpoints.
+// Format: WALFormat.swift. Recovery: WALRecovery.swift.
+//
+// Invariants:
+// - `append` is called by one writer at a time; it assigns LSN = last + 1 and extends the chain.
+// - Records become durable in LSN order, a whole write (batch) at a time; `durable` only grows.
+// - The durable handler runs after `durable` advanced and before any waiter of those LSNs
+//   resumes, so a commit that returns is already visible to readers (D1 then P2).
+// - The first flush error fails the log for good (F1): waiters and later appends get
+//   AERO_WAL_FLUSH_FAILED; nothing is retried, the page cache is not trusted.
+// - A record is placed only after the space for it is secured: when a new segment cannot be
+//   preallocated (ENOSPC), `append` throws AERO_STORAGE_FULL and nothing changed (no LSN used).
+
+import Dispatch
+import Foundation
+import Synchronization
+import CNuma
+
+public struct WALOptions: Sendable {
+    public var directory: String
+    public var segmentBytes: Int
+    public var engine: IOEngineChoice
+
+    public init(directory: String, segmentBytes: Int = KernelLimits.walSegmentBytesDefault,
+                engine: IOEngineChoice = .automatic) {
+        self.directory = directory
+        self.segmentBytes = segmentBytes
+        self.engine = engine
+    }
+}
+
+public struct RecoveryReport: Sendable {
+    public let engine: String
+    public let segmentsScanned: Int
+    public let recordsRead: Int
+    public let bytesRead: Int
+    public let lastPosition: LogPosition
+    /// Set when a torn tail was found (and, on open, truncated).
+    public let tornTail: TornTail?
+}
+
+public final class WriteAheadLog: Sendable {
+    /// LSNs between read hints: bounds how far `read(from:)` scans before the first wanted record.
+    static let readHintEveryRecords: UInt64 = 64
+    /// Zero-fill chunk when preallocating a segment.
+    static let zeroChunkBytes = 1 << 20
+
+    private struct PendingGroup {
+        let segment: UInt64
+        let startOffset: Int
+        var bytes: [UInt8]
+        let firstLSN: UInt64
+        var last: LogPosition
+    }
+
+    private enum Spare { case none, preparing, ready, failed(AeroError) }
+
+    private struct State {
+        var last: LogPosition
+        var durable: LogPosition
+        var tail: WALScan.Tail
+        var pending: [PendingGroup] = []
+        var failure: AeroError?
+        var closed = false
+        var waiters: [(lsn: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        var segments: [(index: UInt64, firstLSN: UInt64)]
+        var hints: [(lsn: UInt64, segment: UInt64, offset: Int)] = []
+        var spare: Spare = .none
+        var handler: (@Sendable (UInt64) -> Void)?
+    }
+
+    private let state: Mutex<State>
+    private let fileSystem: any FileSystem
+    private let options: WALOptions
+    private let engine: any WALIOEngine
+    private let work = DispatchSemaphore(value: 0)
+    private let flusherExited = DispatchSemaphore(value: 0)
+    private let handles = Mutex<[UInt64: any FileHandle]>([:])
+
+    public var engineName: String { engine.name }
+
+    private init(fileSystem: any FileSystem, options: WALOptions, engine: any WALIOEngine, scan: WALScan) {
+        self.fileSystem = fileSystem
+        self.options = options
+        self.engine = engine
+        state = Mutex(State(last: scan.last, durable: scan.last, tail: scan.tail, segments: scan.segmentFirstLSNs))
+    }
+
+    // MARK: Open
+
+    /// Opens (creating if needed) and recovers: returns the records after `after`, in order.
+    public static func open(fileSystem: any FileSystem, options: WALOptions,
+                            after: LogPosition?) throws -> (WriteAheadLog, [WALRecord], RecoveryReport) {
+        guard options.segmentBytes >= KernelLimits.walSegmentBytesMin, options.segmentBytes % WALFormat.blockBytes == 0 else {
+            throw AeroError(.configInvalid, "wal segment size must be a multiple of 4096 and at least \(KernelLimits.walSegmentBytesMin) bytes")
+        }
+        if !fileSystem.exists(options.directory) {
+            try fileSystem.makeDirectory(options.directory)
+            try fileSystem.syncDirectory(Path.parent(of: options.directory))
+        }
+        let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
+                                   segmentBytes: options.segmentBytes, after: after, repair: true)
+        let engine = try IOEngines.make(options.engine, fileSystem: fileSystem)
+        let wal = WriteAheadLog(fileSystem: fileSystem, options: options, engine: engine, scan: scan)
+        if !scan.tail.headerWritten { try wal.createSegment(scan.tail.segmentIndex) }
+        wal.startFlusher()
+        let report = RecoveryReport(engine: engine.name, segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
+                                    bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
+        return (wal, scan.records, report)
+    }
+
+    /// Offline check (`aerodb verify`): the same scan as recovery, changing nothing.
+    public static func verify(fileSystem: any FileSystem, options: WALOptions,
+                              after: LogPosition?) throws -> RecoveryReport {
+        let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
+                                   segmentBytes: options.segmentBytes, after: after, repair: false)
+        return RecoveryReport(engine: "none", segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
+                              bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
+    }
+
+    public var durablePosition: LogPosition { state.withLock { $0.durable } }
+
+    public var lastPosition: LogPosition { state.withLock { $0.last } }
+
+    public func setDurableHandler(_ handler: @escaping @Sendable (UInt64) -> Void) {
+        state.withLock { $0.handler = handler }
+    }
+
+    // MARK: Append
+
+    private enum Placement {
+        case placed(LogPosition)
+        case needSpare(UInt64)
+        case waitForSpare
+    }
+
+    /// Places a record (single writer). Returns its position; durable after `waitDurable`.
+    public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8]) throws -> LogPosition {
+        let size = WALFormat.aligned(WALFormat.recordHeaderBytes + payload.count)
+        guard size <= options.segmentBytes - WALFormat.segmentHeaderBytes else {
+            throw AeroError(.transactionTooLarge, "a record of \(size) bytes does not fit in a WAL segment of \(options.segmentBytes) bytes")
+        }
+        while true {
+            switch try state.withLock({ try place(&$0, type, epoch, timestampMicros, payload, size) }) {
+            case .placed(let position):
+                work.signal()
+                return position
+            case .needSpare(let index):
+                try prepareSpare(index)
+            case .waitForSpare:
+                usleep(200)  // another thread is preallocating the next segment; rare
+            }
+        }
+    }
+
+    private func place(_ s: inout State, _ type: RecordType, _ epoch: UInt64, _ timestamp: Int64,
+                       _ payload: [UInt8], _ size: Int) throws -> Placement {
+        if let failure = s.failure { throw failure }
+        guard !s.closed else { throw AeroError(.walClosed, "the WAL is closed") }
+        let lsn = s.last.lsn + 1
+        var header: [UInt8] = []
+        if s.tail.offset + size > options.segmentBytes {
+            switch s.spare {
+            case .ready: break
+            case .preparing: return .waitForSpare
+            case .none, .failed:
+                s.spare = .preparing
+                return .needSpare(s.tail.segmentIndex + 1)
+            }
+            s.spare = .none
+            s.tail = WALScan.Tail(segmentIndex: s.tail.segmentIndex + 1, offset: WALFormat.segmentHeaderBytes,
+                                  headerWritten: false, partialBlock: [])
+        }
+        if !s.tail.headerWritten {
+            header = WALFormat.encodeSegmentHeader(.init(index: s.tail.segmentIndex, firstLSN: lsn, epoch: epoch,
+                                                          previousChecksum: s.last.checksum))
+            s.tail.headerWritten = true
+            s.segments.append((s.tail.segmentIndex, lsn))
+        }
+        let openGroup = s.pending.last.map { $0.segment == s.tail.segmentIndex } ?? false
+        let batchStart = openGroup ? s.pending[s.pending.count - 1].firstLSN : lsn
+        let (bytes, checksum) = WALFormat.encodeRecord(type: type, lsn: lsn, epoch: epoch, batchStart: batchStart,
+                                                       timestampMicros: timestamp, previousChecksum: s.last.checksum,
+                                                       payload: payload)
+        precondition(bytes.count == size, "encoded size matches the placement")
+        let position = LogPosition(lsn: lsn, checksum: checksum)
+        if openGroup {
+            s.pending[s.pending.count - 1].bytes += bytes
+            s.pending[s.pending.count - 1].last = position
+        } else {
+            let start = header.isEmpty ? s.tail.offset & ~(WALFormat.blockBytes - 1) : 0
+            s.pending.append(PendingGroup(segment: s.tail.segmentIndex, startOffset: start,
+                                          bytes: header + s.tail.partialBlock + bytes, firstLSN: lsn, last: position))
+        }
+        if lsn % Self.readHintEveryRecords == 0 || !header.isEmpty {
+            s.hints.append((lsn, s.tail.segmentIndex, s.tail.offset))
+        }
+        advanceTail(&s.tail, by: bytes)
+        s.last = position
+        return .placed(position)
+    }
+
+    private func advanceTail(_ tail: inout WALScan.Tail, by bytes: [UInt8]) {
+        let combined = tail.partialBlock + bytes
+        tail.offset += bytes.count
+        let keep = tail.offset & (WALFormat.blockBytes - 1)
+        tail.partialBlock = Array(combined.suffix(keep))
+    }
+
+    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably.
+    private func prepareSpare(_ index: UInt64) throws {
+        do {
+            try createSegment(index)
+            state.withLock { $0.spare = .ready }
+        } catch {
+            let failure = AeroError.wrap(error)
+            state.withLock { $0.spare = .failed(failure) }
+            if failure.code == .storageFull {
+                throw AeroError(.storageFull, "the WAL cannot preallocate its next segment: \(failure.message); writes resume when space returns")
+            }
+            throw failure
+        }
+    }
+
+    private func createSegment(_ index: UInt64) throws {
+        let path = Path.join(options.directory, WALFormat.segmentName(index))
+        if fileSystem.exists(path) { try fileSystem.remove(path) }
+        let handle = try fileSystem.open(path, create: true)
+        do {
+            try handle.allocate(at: 0, length: Int64(options.segmentBytes))
+            let zeros = [UInt8](repeating: 0, count: Self.zeroChunkBytes)
+            var offset = 0
+            while offset < options.segmentBytes {
+                let count = min(zeros.count, options.segmentBytes - offset)
+                try handle.write(count == zeros.count ? zeros : Array(zeros[0..<count]), at: Int64(offset))
+                offset += count
+            }
+            try handle.sync()
+            try fileSystem.syncDirectory(options.directory)
+        } catch {
+            handle.close()
+            try? fileSystem.remove(path)  // best effort: a partial spare is unused space either way
+            throw error
+        }
+        handles.withLock { $0[index] = handle }
+    }
+
+    // MARK: Group commit
+
+    /// Resumes once `lsn` is durable (D1). Throws AERO_WAL_FLUSH_FAILED after a flush error (F1).
+    public func waitDurable(_ lsn: UInt64) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome: Result<Bool, AeroError> = state.withLock { s in
+                if s.durable.lsn >= lsn { return .success(true) }
+                if let failure = s.failure { return .failure(failure) }
+                if s.closed && s.pending.isEmpty { return .failure(AeroError(.walClosed, "the WAL is closed")) }
+                s.waiters.append((lsn, continuation))
+                return .success(false)
+            }
+            switch outcome {
+            case .success(true): continuation.resume()
+            case .success(false): break
+            case .failure(let error): continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    private func startFlusher() {
+        let thread = Thread { [self] in
+            NUMAPlacement.pinCurrentThread()
+            flushLoop()
+            flusherExited.signal()
+        }
+        thread.name = "aerodb-wal-flusher"
+        thread.start()
+    }
+
+    private func flushLoop() {
+        while true {
+            let (groups, closed) = state.withLock { s -> ([PendingGroup], Bool) in
+                defer { s.pending = [] }
+                return (s.pending, s.closed)
+            }
+            if groups.isEmpty {
+                if closed { return }
+                work.wait()
+                continue
+            }
+            do {
+                for group in groups { try flush(group) }
+            } catch {
+                fail(AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1"))
+                return
+            }
+            complete(through: groups[groups.count - 1].last)
+        }
+    }
+
+    private func flush(_ group: PendingGroup) throws {
+        var bytes = group.bytes
+        let padded = (bytes.count + WALFormat.blockBytes - 1) & ~(WALFormat.blockBytes - 1)
+        bytes.append(contentsOf: [UInt8](repeating: 0, count: padded - bytes.count))
+        precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
+        try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+    }
+
+    private func handle(_ index: UInt64) throws -> any FileHandle {
+        if let h = handles.withLock({ $0[index] }) { return h }
+        let h = try fileSystem.open(Path.join(options.directory, WALFormat.segmentName(index)), create: false)
+        handles.withLock { all in
+            for old in all.keys where old + 2 < index { all.removeValue(forKey: old)?.close() }
+            all[index] = h
+        }
+        return h
+    }
+
+    private func complete(through position: LogPosition) {
+        let (handler, ready) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>]) in
+            precondition(position.lsn > s.durable.lsn, "durability only moves forward")
+            s.durable = position
+            let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
+            s.waiters.removeAll { $0.lsn <= position.lsn }
+            return (s.handler, ready)
+        }
+        handler?(position.lsn)
+        for continuation in ready { continuation.resume() }
+    }
+
+    private func fail(_ failure: AeroError) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.failure = failure
+            s.pending = []
+            defer { s.waiters = [] }
+            return s.waiters.map(\.continuation)
+        }
+        for continuation in waiters { continuation.resume(throwing: failure) }
+    }
+
+    /// Nil while healthy; the fatal flush error once the log has failed (the node must exit).
+    public var failure: AeroError? { state.withLock { $0.failure } }
+
+    // MARK: Reads and recycling
+
+    /// Durable records from `lsn` on, up to about `maxBytes` of payload (at least one record).
+    public func read(from lsn: UInt64, maxBytes: Int) throws -> [WALRecord] {
+        let (durable, segments, hint) = state.withLock { s in
+            (s.durable, s.segments, s.hints.last(where: { $0.lsn <= lsn }))
+        }
+        guard lsn <= durable.lsn else { return [] }
+        guard let first = segments.first, lsn >= first.firstLSN else {
+            throw AeroError(.lsnUnavailable, "LSN \(lsn) is no longer in the WAL (oldest: \(segments.first?.firstLSN ?? 0))")
+        }
+        var segmentPosition = segments.lastIndex(where: { $0.firstLSN <= lsn })!
+        var offset = WALFormat.segmentHeaderBytes
+        if let hint, hint.segment == segments[segmentPosition].index { offset = hint.offset }
+        var out: [WALRecord] = []
+        var bytes = 0
+        while segmentPosition < segments.count {
+            let index = segments[segmentPosition].index
+            let content = try fileSystem.readFile(Path.join(options.directory, WALFormat.segmentName(index)))
+            let done = content.withUnsafeBytes { raw -> Bool in
+                while case .record(let record, let size) = WALFormat.decodeRecord(raw, at: offset) {
+                    if record.lsn > durable.lsn || (bytes >= maxBytes && !out.isEmpty) { return true }
+                    if record.lsn >= lsn { out.append(record); bytes += record.payload.count }
+                    offset += size
+                }
+                return false
+            }
+            if done { break }
+            segmentPosition += 1
+            offset = WALFormat.segmentHeaderBytes
+        }
+        return out
+    }
+
+    /// Removes segments whose records are all <= `lsn` (never the segment being written).
+    public func recycle(through lsn: UInt64) throws {
+        let obsolete = state.withLock { s -> [UInt64] in
+            var out: [UInt64] = []
+            for (i, segment) in s.segments.enumerated().dropLast() where s.segments[i + 1].firstLSN <= lsn + 1 {
+                out.append(segment.index)
+            }
+            return out
+        }
+        guard !obsolete.isEmpty else { return }
+        for index in obsolete {
+            handles.withLock { $0.removeValue(forKey: index)?.close() }
+            try fileSystem.remove(Path.join(options.directory, WALFormat.segmentName(index)))
+        }
+        try fileSystem.syncDirectory(options.directory)
+        state.withLock { s in
+            s.segments.removeAll { obsolete.contains($0.index) }
+            s.hints.removeAll { obsolete.contains($0.segment) }
+        }
+    }
+
+    /// Flushes what is pending, stops the flusher and closes the files.
+    public func close() {
+        let alreadyClosed = state.withLock { s in
+            defer { s.closed = true }
+            return s.closed
+        }
+        guard !alreadyClosed else { return }
+        work.signal()
+        flusherExited.wait()
+        let stranded = state.withLock { s in
+            defer { s.waiters = [] }
+            return s.waiters.map(\.continuation)
+        }
+        for continuation in stranded { continuation.resume(throwing: AeroError(.walClosed, "the WAL is closed")) }
+        handles.withLock { all in
+            for h in all.values { h.close() }
+            all = [:]
+        }
+    }
+}
+
+/// Pins the WAL flusher to NUMA node 0 on machines with several nodes, so its buffers and the
+/// thread stay together; a no-op on single-node machines.
+enum NUMAPlacement {
+    static func pinCurrentThread() {
+        guard numa_available() >= 0, numa_max_node() > 0 else { return }
+        _ = numa_run_on_node(0)
+        numa_set_preferred(0)
+    }
+}
