@@ -68,6 +68,7 @@ public final class WriteAheadLog: Sendable {
         var hints: [(lsn: UInt64, segment: UInt64, offset: Int)] = []
         var spare: Spare = .none
         var handler: (@Sendable (UInt64) -> Void)?
+        var flushes = 0
     }
 
     private let state: Mutex<State>
@@ -319,6 +320,7 @@ public final class WriteAheadLog: Sendable {
         let (handler, ready) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>]) in
             precondition(position.lsn > s.durable.lsn, "durability only moves forward")
             s.durable = position
+            s.flushes += 1
             let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
             s.waiters.removeAll { $0.lsn <= position.lsn }
             return (s.handler, ready)
@@ -336,6 +338,9 @@ public final class WriteAheadLog: Sendable {
         }
         for continuation in waiters { continuation.resume(throwing: failure) }
     }
+
+    /// Completed group commits (one write + one flush per segment touched); for tests and metrics.
+    var flushCount: Int { state.withLock { $0.flushes } }
 
     /// Nil while healthy; the fatal flush error once the log has failed (the node must exit).
     public var failure: AeroError? { state.withLock { $0.failure } }

@@ -1,0 +1,281 @@
+import Foundation
+import Testing
+@testable import Kernel
+
+/// Both engines must pass the same tests. io_uring is skipped only where it cannot be set up.
+let walEngines: [IOEngineChoice] = UringEngine() == nil ? [.pwrite] : [.pwrite, .uring]
+
+func walOptions(_ dir: TemporaryDirectory, _ engine: IOEngineChoice = .pwrite, segmentBytes: Int = 64 << 10) -> WALOptions {
+    WALOptions(directory: dir.path + "/wal", segmentBytes: segmentBytes, engine: engine)
+}
+
+func payload(_ i: Int, size: Int = 100) -> [UInt8] {
+    Array("record \(i) ".utf8) + [UInt8](repeating: UInt8(i % 251), count: size)
+}
+
+@discardableResult
+func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) async throws -> [LogPosition] {
+    var positions: [LogPosition] = []
+    for i in range {
+        positions.append(try wal.append(type: .transaction, epoch: 1, timestampMicros: Int64(i), payload: payload(i, size: size)))
+    }
+    if let last = positions.last { try await wal.waitDurable(last.lsn) }
+    return positions
+}
+
+@Suite struct WALFormatTests {
+    @Test func xxh64MatchesTheReferenceVectors() {
+        #expect(XXH64.hash([]) == 0xEF46_DB37_51D8_E999)
+        #expect(XXH64.hash(Array("a".utf8)) == 0xD24E_C4F1_A98C_6E5B)
+        #expect(XXH64.hash(Array("abc".utf8)) == 0x44BC_2CF5_AD77_0999)
+        let long = Array("Nobody inspects the spammish repetition".utf8)
+        #expect(XXH64.hash(long) == 0xFBCE_A83C_8A37_8BF1)
+    }
+
+    @Test func recordsRoundTripAndEveryDamageIsDetected() {
+        let (bytes, checksum) = WALFormat.encodeRecord(type: .schema, lsn: 7, epoch: 2, batchStart: 5, timestampMicros: -3,
+                                                       previousChecksum: 99, payload: Array("hello".utf8))
+        #expect(bytes.count % 8 == 0)
+        let decoded = bytes.withUnsafeBytes { WALFormat.decodeRecord($0, at: 0) }
+        guard case .record(let r, let size) = decoded else {
+            Issue.record("valid record not decoded")
+            return
+        }
+        #expect(size == bytes.count)
+        #expect(r == WALRecord(lsn: 7, epoch: 2, type: .schema, timestampMicros: -3, batchStart: 5,
+                               previousChecksum: 99, checksum: checksum, payload: Array("hello".utf8)))
+        for i in 0..<(64 + 5) {
+            var damaged = bytes
+            damaged[i] ^= 0x10
+            if case .record = damaged.withUnsafeBytes({ WALFormat.decodeRecord($0, at: 0) }) {
+                Issue.record("flip at byte \(i) not detected")
+            }
+        }
+        let zeros = [UInt8](repeating: 0, count: 128)
+        guard case .empty = zeros.withUnsafeBytes({ WALFormat.decodeRecord($0, at: 0) }) else {
+            Issue.record("zeros are empty space")
+            return
+        }
+    }
+}
+
+@Suite struct WALTests {
+    @Test(arguments: walEngines)
+    func appendsSurviveReopenAcrossSegmentRollovers(engine: IOEngineChoice) async throws {
+        let dir = TemporaryDirectory()
+        var (wal, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine), after: nil)
+        #expect(records.isEmpty)
+        #expect(wal.engineName == (engine == .uring ? "io_uring" : "pwrite"))
+        let positions = try await appendDurably(wal, 0..<600, size: 700)
+        wal.close()
+        let segments = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").count
+        #expect(segments > 5)
+        (wal, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine), after: nil)
+        #expect(records.map(\.position) == positions)
+        #expect(records.enumerated().allSatisfy { $1.payload == payload($0, size: 700) })
+        let next = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [1])
+        #expect(next.lsn == 601)
+        try await wal.waitDurable(next.lsn)
+        wal.close()
+    }
+
+    @Test(arguments: walEngines)
+    func concurrentCommitsShareFlushes(engine: IOEngineChoice) async throws {
+        let dir = TemporaryDirectory()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
+        let appendLock = NSLock()  // the Database's single writer, played by a lock here
+        let acknowledged = try await withThrowingTaskGroup(of: [LogPosition].self) { group in
+            for task in 0..<32 {
+                group.addTask {
+                    var mine: [LogPosition] = []
+                    for i in 0..<50 {
+                        let position = try appendLock.withLock {
+                            try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(task * 1000 + i))
+                        }
+                        try await wal.waitDurable(position.lsn)
+                        #expect(wal.durablePosition.lsn >= position.lsn)
+                        mine.append(position)
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: [LogPosition]()) { $0 += $1 }
+        }
+        let flushes = wal.flushCount
+        wal.close()
+        #expect(acknowledged.count == 1600)
+        #expect(flushes < 1600, "group commit: \(flushes) flushes for 1600 commits")
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
+        #expect(Set(records.map(\.position)) == Set(acknowledged))
+        #expect(records.map(\.lsn) == Array(1...1600))
+        reopened.close()
+    }
+
+    @Test func aTornTailIsTruncatedAndReported() async throws {
+        let dir = TemporaryDirectory()
+        var (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        let positions = try await appendDurably(wal, 0..<10)
+        wal.close()
+        let file = try segmentFiles(dir).last!
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
+        let last = try recordOffsets(bytes).last!
+        for i in last + 70..<last + 120 { bytes[i] = 0xEE }   // tear the payload of the last record
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        var report: RecoveryReport
+        var records: [WALRecord]
+        (wal, records, report) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        #expect(records.map(\.position) == Array(positions.dropLast()))
+        #expect(report.tornTail?.lsn == 10)
+        #expect(report.tornTail?.offset == last)
+        let replacement = try await appendDurably(wal, 100..<101)
+        #expect(replacement.first?.lsn == 10)
+        wal.close()
+        (wal, records, report) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        #expect(report.tornTail == nil)
+        #expect(records.count == 10 && records.last?.payload == payload(100))
+        wal.close()
+    }
+
+    @Test func midLogCorruptionRefusesToStartNamingSegmentOffsetAndLSN() async throws {
+        let dir = TemporaryDirectory()
+        var (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        try await appendDurably(wal, 0..<5)     // separate flushes: separate batches
+        try await appendDurably(wal, 5..<10)
+        wal.close()
+        let file = try segmentFiles(dir).first!
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
+        let third = try recordOffsets(bytes)[2]
+        bytes[third + 80] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        do {
+            (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+            Issue.record("corruption in the middle of the log was accepted")
+            wal.close()
+        } catch let error as AeroError {
+            #expect(error.code == .walCorrupt)
+            #expect(error.message.contains(Path.name(of: file)))
+            #expect(error.message.contains("offset \(third)"))
+            #expect(error.message.contains("LSN 3"))
+            #expect(error.invariant == "D2")
+        }
+        #expect(throws: AeroError.self) {
+            try WriteAheadLog.verify(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        }
+    }
+
+    /// A write torn in its middle: a later record of the SAME write survived. Never acknowledged: torn tail.
+    @Test func aTornBatchWithASurvivingLaterRecordOfTheSameBatchIsATornTail() async throws {
+        let dir = TemporaryDirectory()
+        let ends = try await writeRawBatch(dir, damage: 1, laterBatchAtEnd: false)
+        let (wal, records, report) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        #expect(records.count == ends.durable + 1)  // record 4 of the torn write survived whole
+        #expect(report.tornTail?.lsn == UInt64(ends.durable + 2))
+        wal.close()
+    }
+
+    /// The same damage, but a record of a LATER write survived: the damaged one was durable: corruption.
+    @Test func aDamagedRecordFollowedByALaterBatchIsCorruption() async throws {
+        let dir = TemporaryDirectory()
+        _ = try await writeRawBatch(dir, damage: 1, laterBatchAtEnd: true)
+        #expect(throws: AeroError.self) {
+            try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        }
+    }
+
+    /// Writes 3 durable records, then appends by hand a batch of 3 records (batch start = 4),
+    /// damaging record number 4 + `damage`; optionally the last one claims a later batch.
+    func writeRawBatch(_ dir: TemporaryDirectory, damage: Int, laterBatchAtEnd: Bool) async throws -> (durable: Int, Void) {
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        let positions = try await appendDurably(wal, 0..<3)
+        wal.close()
+        let file = try segmentFiles(dir).first!
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
+        let offsets = try recordOffsets(bytes)
+        var offset = offsets.last! + WALFormat.aligned(64 + payload(2).count)
+        var previous = positions.last!.checksum
+        for k in 0..<3 {
+            let lsn = UInt64(4 + k)
+            let batchStart: UInt64 = laterBatchAtEnd && k == 2 ? lsn : 4
+            var (record, checksum) = WALFormat.encodeRecord(type: .transaction, lsn: lsn, epoch: 1, batchStart: batchStart,
+                                                            timestampMicros: 0, previousChecksum: previous, payload: payload(Int(lsn)))
+            if k == damage { record[70] ^= 0xFF }
+            bytes.replaceSubrange(offset..<offset + record.count, with: record)
+            offset += record.count
+            previous = checksum
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        return (positions.count, ())
+    }
+
+    @Test func aFlushErrorIsFatal() async throws {
+        let dir = TemporaryDirectory()
+        let fs = FaultyFileSystem()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions(dir), after: nil)
+        try await appendDurably(wal, 0..<3)
+        fs.faults.withLock { $0.failSyncs = true }
+        let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [1])
+        await #expect(throws: AeroError.self) { try await wal.waitDurable(position.lsn) }
+        #expect(wal.failure?.code == .walFlushFailed)
+        fs.faults.withLock { $0.failSyncs = false }   // even if the disk recovers, the log stays failed (F1)
+        #expect(throws: AeroError.self) { try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [2]) }
+        #expect(wal.durablePosition.lsn == 3)
+        wal.close()
+    }
+
+    @Test func aFullDiskRefusesWritesCleanlyAndTheyResumeWithSpace() async throws {
+        let dir = TemporaryDirectory()
+        let fs = FaultyFileSystem()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions(dir), after: nil)
+        fs.faults.withLock { $0.diskFull = true }
+        var refused: AeroError?
+        var appended = 0
+        while refused == nil && appended < 1000 {
+            do {
+                try await appendDurably(wal, appended..<appended + 1, size: 1000)
+                appended += 1
+            } catch let error as AeroError {
+                refused = error
+            }
+        }
+        #expect(refused?.code == .storageFull)
+        #expect(wal.lastPosition.lsn == UInt64(appended))
+        fs.faults.withLock { $0.diskFull = false }
+        let resumed = try await appendDurably(wal, 0..<1, size: 1000)
+        #expect(resumed.first?.lsn == UInt64(appended + 1))
+        wal.close()
+    }
+
+    @Test func readsFollowTheLogAndRecycledSegmentsAreGone() async throws {
+        let dir = TemporaryDirectory()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
+        try await appendDurably(wal, 0..<400, size: 500)
+        let some = try wal.read(from: 130, maxBytes: 2000)
+        #expect(some.first?.lsn == 130)
+        #expect(some.map(\.lsn) == Array(130..<130 + UInt64(some.count)))
+        #expect(some.count >= 3)
+        let before = try segmentFiles(dir).count
+        try wal.recycle(through: 300)
+        #expect(try segmentFiles(dir).count < before)
+        #expect(throws: AeroError.self) { try wal.read(from: 2, maxBytes: 100) }
+        #expect(try wal.read(from: 350, maxBytes: 1 << 20).map(\.lsn) == Array(350...400))
+        wal.close()
+    }
+}
+
+func segmentFiles(_ dir: TemporaryDirectory) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasSuffix(".wal") }.sorted()
+        .map { dir.path + "/wal/" + $0 }
+}
+
+func recordOffsets(_ segment: [UInt8]) throws -> [Int] {
+    var offsets: [Int] = []
+    var offset = WALFormat.segmentHeaderBytes
+    try segment.withUnsafeBytes { raw in
+        while case .record(_, let size) = WALFormat.decodeRecord(raw, at: offset) {
+            offsets.append(offset)
+            offset += size
+        }
+        guard !offsets.isEmpty else { throw AeroError(.internalError, "no records in segment") }
+    }
+    return offsets
+}
