@@ -233,6 +233,9 @@ public final class Database: Sendable {
         Task.detached { await runner.runInBackground(state) }
     }
 
+    /// The WAL's fatal error (F1) once a flush failed: the node must stop.
+    public var failure: AeroError? { wal.failure }
+
     public func status() async -> KernelStatus {
         let state = visibility.current
         return KernelStatus(durableLSN: wal.durablePosition.lsn, appliedLSN: state.lsn, epoch: state.epoch,

@@ -1,0 +1,151 @@
+// `aerodb bench`: kernel micro-benchmarks on this machine (durable commits, point reads,
+// restart/replay). Figures only, never assertions; the side-by-side comparison with PostgreSQL
+// and SQLite is `scripts/bench` (issue #7).
+
+import ArgumentParser
+import Foundation
+import Kernel
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure the kernel on this machine: durable commits/s, point reads/s, restart time.",
+        discussion: """
+        Runs in a scratch directory (removed afterwards) with the release build you invoke.
+        Example: aerodb bench --workload commit --writers 32 --seconds 10
+        """)
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable {
+        case commit, read, restart
+    }
+
+    @Option(help: "commit, read or restart.") var workload: Workload = .commit
+    @Option(help: "Concurrent writers for the commit workload.") var writers = 1
+    @Option(help: "Seconds to run the commit and read workloads.") var seconds = 5.0
+    @Option(help: "Documents loaded for the read and restart workloads.") var documents = 100_000
+    @Option(help: "WAL engine: automatic, uring or pwrite.") var engine: String = "automatic"
+    @Option(help: "Scratch directory (default: a new one under /tmp).") var dir: String?
+
+    func run() async throws {
+        guard let choice = IOEngineChoice(rawValue: engine) else { throw ValidationError("unknown engine \(engine)") }
+        let root = dir ?? NSTemporaryDirectory() + "aerodb-bench-\(UUID().uuidString)"
+        defer { if dir == nil { try? FileManager.default.removeItem(atPath: root) } }
+        var options = KernelOptions(dataDirectory: root)
+        options.walEngine = choice
+        options.checkpointEveryWALBytes = 0
+        options.memoryBytesMax = 16 << 30
+        switch workload {
+        case .commit: try await benchCommits(options)
+        case .read: try await benchReads(options)
+        case .restart: try await benchRestart(options)
+        }
+    }
+
+    static let schema = #"{"name":"bench","fields":{"id":{"type":"text"},"n":{"type":"int"},"body":{"type":"text"}}}"#
+
+    /// A ~1 KiB document, as the issue's benchmarks ask.
+    static func document(_ id: String, _ n: Int) -> JSONValue {
+        .object(["id": .string(id), "n": .int(Int64(n)), "body": .string(String(repeating: "x", count: 980))])
+    }
+
+    static func insert(_ docs: [JSONValue]) -> [WriteOperation] {
+        docs.map { .insert(collection: "bench", document: $0.objectValue!) }
+    }
+
+    func benchCommits(_ options: KernelOptions) async throws {
+        let db = try await Database.open(options)
+        _ = try await db.createCollection(try JSON.parse(Self.schema))
+        let clock = SystemClock()
+        let deadline = clock.monotonicNanos() + UInt64(seconds * 1e9)
+        let started = clock.monotonicNanos()
+        let latencies = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var samples: [UInt64] = []
+                    var i = 0
+                    while clock.monotonicNanos() < deadline {
+                        let t0 = clock.monotonicNanos()
+                        _ = try await db.commit(Self.insert([Self.document("w\(w)-\(i)", i)]))
+                        samples.append(clock.monotonicNanos() - t0)
+                        i += 1
+                    }
+                    return samples
+                }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0 += $1 }.sorted()
+        }
+        let elapsed = Double(clock.monotonicNanos() - started) / 1e9
+        let status = await db.status()
+        await db.close()
+        print(String(format: "commit: writers=%d engine=%@ commits=%d elapsed=%.2fs rate=%.0f/s p50=%.0fus p99=%.0fus",
+                     writers, status.walEngine, latencies.count, elapsed, Double(latencies.count) / elapsed,
+                     Self.percentile(latencies, 0.50) / 1e3, Self.percentile(latencies, 0.99) / 1e3))
+    }
+
+    func benchReads(_ options: KernelOptions) async throws {
+        let db = try await Database.open(options)
+        try await load(db, count: documents)
+        let snapshot = db.snapshot()
+        let clock = SystemClock()
+        var rng = SystemRandomNumberGenerator()
+        var reads = 0, found = 0
+        let started = clock.monotonicNanos()
+        let deadline = started + UInt64(seconds * 1e9)
+        while clock.monotonicNanos() < deadline {
+            for _ in 0..<1000 {
+                let key = JSONValue.string("d\(Int.random(in: 0..<documents, using: &rng))")
+                let query = Query(collection: "bench", filter: .compare(field: "id", op: .eq, value: key), limit: 1)
+                found += try snapshot.query(query).rows.count
+                reads += 1
+            }
+        }
+        let elapsed = Double(clock.monotonicNanos() - started) / 1e9
+        await db.close()
+        print(String(format: "read: documents=%d reads=%d found=%d elapsed=%.2fs rate=%.0f/s (planner + key lookup, 1 thread)",
+                     documents, reads, found, elapsed, Double(reads) / elapsed))
+    }
+
+    func benchRestart(_ options: KernelOptions) async throws {
+        var db = try await Database.open(options)
+        try await load(db, count: documents)
+        let walBytes = try directoryBytes(options.dataDirectory + "/wal")
+        await db.close()
+        let clock = SystemClock()
+        var t0 = clock.monotonicNanos()
+        db = try await Database.open(options)
+        let replaySeconds = Double(clock.monotonicNanos() - t0) / 1e9
+        let replayed = db.openReport.recordsReplayed
+        _ = try await db.checkpoint()
+        await db.close()
+        t0 = clock.monotonicNanos()
+        db = try await Database.open(options)
+        let checkpointSeconds = Double(clock.monotonicNanos() - t0) / 1e9
+        let count = await db.status().documentCount
+        await db.close()
+        print(String(format: "restart: documents=%d wal_replay=%.2fs (%d records, %.0f MB/s of segment files) from_checkpoint=%.2fs (documents after=%d)",
+                     documents, replaySeconds, replayed, Double(walBytes) / 1e6 / replaySeconds, checkpointSeconds, count))
+    }
+
+    /// Loads `count` documents in transactions of 1000.
+    func load(_ db: Database, count: Int) async throws {
+        _ = try await db.createCollection(try JSON.parse(Self.schema))
+        var i = 0
+        while i < count {
+            let batch = (i..<min(i + 1000, count)).map { Self.document("d\($0)", $0) }
+            _ = try await db.commit(Self.insert(batch))
+            i += batch.count
+        }
+    }
+
+    func directoryBytes(_ path: String) throws -> Int {
+        try FileManager.default.contentsOfDirectory(atPath: path).reduce(0) { total, name in
+            let attributes = try FileManager.default.attributesOfItem(atPath: path + "/" + name)
+            return total + ((attributes[.size] as? Int) ?? 0)
+        }
+    }
+
+    static func percentile(_ sorted: [UInt64], _ p: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Kernel
+
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create a node directory: config, data directory, JWT secret and the anon and service_role keys.")
+
+    @Option(help: "The node directory to create (must not exist or be empty).") var dir: String
+    @Option(help: "HTTP address HOST:PORT.") var http: String = NodeConfig.defaultHTTP
+    @Option(help: "This node's id.") var nodeId: String = "n1"
+
+    func run() throws {
+        _ = try HostPort.parse(http)
+        let fm = FileManager.default
+        if fm.fileExists(atPath: dir), !(try fm.contentsOfDirectory(atPath: dir)).isEmpty {
+            throw AeroError(.configInvalid, "\(dir) exists and is not empty; refusing to overwrite a node directory")
+        }
+        try fm.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        var config = NodeConfig()
+        config.http = http
+        config.nodeID = nodeId
+        let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
+        try write(config.json, to: dir + "/" + NodeConfig.fileName, mode: 0o644)
+        try write(secrets.json, to: dir + "/" + NodeConfig.secretsFileName, mode: 0o600)
+        print("initialized node \(nodeId) in \(dir) (HTTP \(http))")
+        print("anon key:         \(secrets.anonKey)")
+        print("service_role key: \(secrets.serviceRoleKey)")
+    }
+
+    private func write(_ value: JSONValue, to path: String, mode: Int) throws {
+        guard FileManager.default.createFile(atPath: path, contents: Data(JSON.encode(value) + [0x0A]),
+                                             attributes: [.posixPermissions: mode]) else {
+            throw AeroError(.ioError, "cannot write \(path)")
+        }
+    }
+}
+
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Print the node's anon and service_role API keys.")
+
+    @Option(help: "The node directory.") var dir: String
+    @Flag(help: "Print {\"anon\": ..., \"service_role\": ...}.") var json = false
+
+    func run() throws {
+        let secrets = try NodeSecrets.load(directory: dir)
+        if json {
+            print(JSON.encodeString(.object(["anon": .string(secrets.anonKey), "service_role": .string(secrets.serviceRoleKey)])))
+        } else {
+            print("anon:         \(secrets.anonKey)")
+            print("service_role: \(secrets.serviceRoleKey)")
+        }
+    }
+}
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check a stopped node's WAL and checkpoints offline. Exit 0 when sound, 1 with the AERO_ error otherwise.")
+
+    @Option(help: "The node directory.") var dir: String
+
+    func run() throws {
+        let options = try NodeConfig.load(directory: dir).kernelOptions(directory: dir)
+        do {
+            print(try Database.verify(dataDirectory: options.dataDirectory).summary)
+        } catch let error as AeroError {
+            print("\(error.code.rawValue): \(error.message)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import BaaS
+import Foundation
+import Hummingbird
+import Kernel
+import Logging
+
+struct StartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "start",
+        abstract: "Run a node in the foreground. Stops cleanly on SIGINT or SIGTERM.")
+
+    @Option(help: "The node directory (from `aerodb init`).") var dir: String
+    @Option(help: "Override the HTTP address HOST:PORT.") var http: String?
+
+    /// How often the node checks that its WAL is healthy (F1: a flush error stops the node).
+    static let walWatchIntervalMillis = 50
+
+    func run() async throws {
+        NodeLogging.bootstrap()
+        let logger = Logger(label: "aerodb")
+        let config = try NodeConfig.load(directory: dir)
+        let secrets = try NodeSecrets.load(directory: dir)
+        let address = try HostPort.parse(http ?? config.http)
+        let options = config.kernelOptions(directory: dir)
+        let database: Database
+        do {
+            database = try await Database.open(options)
+        } catch {
+            logger.critical("the database did not open", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
+        logOpen(database, logger)
+        let clock = SystemClock()
+        let router = AdminAPI.router(database: database, keys: KeyChecker(secret: secrets.jwtSecret, clock: clock),
+                                     identity: NodeIdentity(nodeID: config.nodeID, startedMicros: clock.nowMicros()))
+        let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
+                              logger: logger)
+        let watchdog = Task.detached { await Self.watchWAL(database, logger) }
+        logger.info("node started", metadata: ["node_id": "\(config.nodeID)", "http": "\(address.host):\(address.port)",
+                                               "wal_engine": "\(database.openReport.wal.engine)"])
+        try await app.runService()
+        watchdog.cancel()
+        await database.close()
+        logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
+    }
+
+    private func logOpen(_ database: Database, _ logger: Logger) {
+        let report = database.openReport
+        for skipped in report.skippedCheckpoints {
+            logger.error("damaged checkpoint skipped", metadata: ["error": "\(skipped)"])
+        }
+        if let torn = report.wal.tornTail {
+            logger.warning("torn WAL tail truncated (never acknowledged)", metadata: ["detail": "\(torn)"])
+        }
+        logger.info("database opened", metadata: [
+            "checkpoint": "\(report.checkpointFile ?? "none")", "records_replayed": "\(report.recordsReplayed)",
+            "lsn": "\(database.snapshot().lsn)", "elapsed_ms": "\(report.elapsedNanos / 1_000_000)"])
+    }
+
+    /// F1: once a flush failed nothing may be acknowledged again; exit at once.
+    private static func watchWAL(_ database: Database, _ logger: Logger) async {
+        while !Task.isCancelled {
+            if let failure = database.failure {
+                logger.critical("WAL flush failed: stopping the node", metadata: ["error": "\(failure)"])
+                Foundation.exit(70)
+            }
+            try? await Task.sleep(for: .milliseconds(walWatchIntervalMillis))
+        }
+    }
+}

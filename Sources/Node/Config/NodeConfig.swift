@@ -1,0 +1,118 @@
+// A node directory: `aerodb.json` (settings) and `secrets.json` (JWT secret and API keys,
+// mode 0600), plus the data directory. Written by `aerodb init`, read by every other command.
+//
+// aerodb.json: {"node_id":"n1","http":"127.0.0.1:54321","data_dir":"data","wal_engine":"automatic",
+//               "wal_segment_bytes":67108864,"memory_bytes_max":4294967296,
+//               "query_limit_default":1000,"query_limit_max":10000,"scan_rows_max":100000}
+// secrets.json: {"jwt_secret":"<base64url>","anon_key":"<jwt>","service_role_key":"<jwt>"}
+
+import BaaS
+import Foundation
+import Kernel
+
+struct NodeConfig {
+    static let fileName = "aerodb.json"
+    static let secretsFileName = "secrets.json"
+    static let defaultHTTP = "127.0.0.1:54321"
+    /// Random bytes in a new JWT secret (HS256 needs at least 32).
+    static let secretBytes = 48
+
+    var nodeID = "n1"
+    var http = defaultHTTP
+    var dataDir = "data"
+    var walEngine = IOEngineChoice.automatic
+    var walSegmentBytes = KernelLimits.walSegmentBytesDefault
+    var memoryBytesMax = KernelLimits.memoryBytesDefault
+    var query = QueryOptions()
+
+    var json: JSONValue {
+        .object(["node_id": .string(nodeID), "http": .string(http), "data_dir": .string(dataDir),
+                 "wal_engine": .string(walEngine.rawValue), "wal_segment_bytes": .int(Int64(walSegmentBytes)),
+                 "memory_bytes_max": .int(Int64(memoryBytesMax)),
+                 "query_limit_default": .int(Int64(query.limitDefault)), "query_limit_max": .int(Int64(query.limitMax)),
+                 "scan_rows_max": .int(Int64(query.scanRowsMax))])
+    }
+
+    static func load(directory: String) throws -> NodeConfig {
+        let path = directory + "/" + fileName
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw AeroError(.configInvalid, "no \(fileName) in \(directory): run `aerodb init --dir \(directory)` first")
+        }
+        guard case .object(let o) = try JSON.parse(Array(data)) else { throw invalid("must be a JSON object") }
+        var config = NodeConfig()
+        for (key, value) in o {
+            switch (key, value) {
+            case ("node_id", .string(let s)): config.nodeID = s
+            case ("http", .string(let s)): _ = try HostPort.parse(s); config.http = s
+            case ("data_dir", .string(let s)): config.dataDir = s
+            case ("wal_engine", .string(let s)):
+                guard let engine = IOEngineChoice(rawValue: s) else { throw invalid("wal_engine must be automatic, uring or pwrite") }
+                config.walEngine = engine
+            case ("wal_segment_bytes", .int(let n)): config.walSegmentBytes = Int(n)
+            case ("memory_bytes_max", .int(let n)) where n > 0: config.memoryBytesMax = Int(n)
+            case ("query_limit_default", .int(let n)) where n > 0: config.query.limitDefault = Int(n)
+            case ("query_limit_max", .int(let n)) where n > 0: config.query.limitMax = Int(n)
+            case ("scan_rows_max", .int(let n)) where n > 0: config.query.scanRowsMax = Int(n)
+            default: throw invalid("unknown or invalid setting \"\(key)\": \(JSON.encodeString(value))")
+            }
+        }
+        return config
+    }
+
+    static func invalid(_ why: String) -> AeroError { AeroError(.configInvalid, "\(fileName): \(why)") }
+
+    func kernelOptions(directory: String) -> KernelOptions {
+        var options = KernelOptions(dataDirectory: dataDir.hasPrefix("/") ? dataDir : directory + "/" + dataDir)
+        options.walEngine = walEngine
+        options.walSegmentBytes = walSegmentBytes
+        options.memoryBytesMax = memoryBytesMax
+        options.query = query
+        return options
+    }
+}
+
+struct NodeSecrets {
+    let jwtSecret: [UInt8]
+    let anonKey: String
+    let serviceRoleKey: String
+
+    static func generate(nowSeconds: Int64) -> NodeSecrets {
+        var rng = SystemRandomNumberGenerator()
+        let secret = (0..<NodeConfig.secretBytes).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        return NodeSecrets(jwtSecret: secret,
+                           anonKey: APIKeys.make(role: "anon", secret: secret, nowSeconds: nowSeconds),
+                           serviceRoleKey: APIKeys.make(role: "service_role", secret: secret, nowSeconds: nowSeconds))
+    }
+
+    var json: JSONValue {
+        .object(["jwt_secret": .string(JWT.base64URL(jwtSecret)), "anon_key": .string(anonKey),
+                 "service_role_key": .string(serviceRoleKey)])
+    }
+
+    static func load(directory: String) throws -> NodeSecrets {
+        let path = directory + "/" + NodeConfig.secretsFileName
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw AeroError(.configInvalid, "no \(NodeConfig.secretsFileName) in \(directory)")
+        }
+        let o = try JSON.parse(Array(data))
+        guard case .string(let s)? = o["jwt_secret"], let secret = JWT.decodeBase64URL(Substring(s)),
+              secret.count >= JWT.secretBytesMin, case .string(let anon)? = o["anon_key"],
+              case .string(let service)? = o["service_role_key"] else {
+            throw AeroError(.configInvalid, "\(NodeConfig.secretsFileName) is malformed")
+        }
+        return NodeSecrets(jwtSecret: secret, anonKey: anon, serviceRoleKey: service)
+    }
+}
+
+struct HostPort {
+    let host: String
+    let port: Int
+
+    static func parse(_ text: String) throws -> HostPort {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port), colon > text.startIndex else {
+            throw AeroError(.configInvalid, "address \"\(text)\" must be HOST:PORT")
+        }
+        return HostPort(host: String(text[..<colon]), port: port)
+    }
+}
