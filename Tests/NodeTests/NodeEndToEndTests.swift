@@ -1,0 +1,138 @@
+// End to end through the real binary: what a user of `aerodb` sees.
+
+import Foundation
+import Testing
+import BaaS
+import Kernel
+
+let itemsSchema = parse(#"""
+{"name":"items","primary_key":"id","fields":{"id":{"type":"text","required":true},"name":{"type":"text","required":true},
+ "qty":{"type":"int","nullable":true},"tags":{"type":"array<text>","nullable":true},"owner_id":{"type":"text","nullable":true},
+ "created_at":{"type":"timestamp","default":"now()"}},
+ "indexes":[{"fields":["qty"]},{"fields":["name"],"unique":false},{"fields":["name"],"type":"fulltext"}]}
+"""#)
+
+@Suite(.serialized) struct NodeEndToEndTests {
+    @Test func keysAreRequiredAndErrorsHaveTheDocumentedShape() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        #expect(try await node.request("GET", "/health", key: nil).status == 200)
+        let missing = try await node.request("GET", "/admin/v1/status", key: nil)
+        #expect(missing.status == 401)
+        #expect(missing.body?["code"] == .string("AERO_AUTH_UNAUTHORIZED"))
+        #expect(try await node.request("GET", "/admin/v1/status", key: node.anonKey).status == 403)
+        #expect(try await node.request("GET", "/admin/v1/status", key: node.serviceKey + "x").status == 401)
+        let forged = JWT.sign(.object(["role": .string("service_role")]), secret: Array(repeating: 7, count: 32))
+        #expect(try await node.request("GET", "/admin/v1/status", key: forged).status == 401)
+        let status = try await node.admin("GET", "status")
+        #expect(status.status == 200)
+        #expect(status.body?["role"] == .string("primary"))
+        #expect(status.body?["epoch"] == .int(1))
+
+        #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
+        #expect(try await node.admin("POST", "collections", itemsSchema).body?["code"] == .string("AERO_COLLECTION_EXISTS"))
+        let bad = try await node.admin("POST", "query", parse(#"{"collection":"items","filter":{"qty":{"$gte":"3"}}}"#))
+        #expect(bad.status == 400)
+        #expect(bad.body?["code"] == .string("AERO_QUERY_TYPE_MISMATCH"))
+        #expect(bad.body?["message"]?.stringValue?.isEmpty == false)
+        let unknown = try await node.admin("POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"nope","doc":{}}]}"#))
+        #expect(unknown.status == 404)
+        let malformed = try await node.request("POST", "/admin/v1/transactions", nil, key: node.serviceKey)
+        #expect(malformed.status == 400)
+        let write = try await node.admin("POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"a1","name":"blue widget","qty":5,"tags":["x"]}}]}"#))
+        #expect(write.status == 200)
+        #expect(write.lsn != nil && write.body?["lsn"] == .int(Int64(write.lsn!)))
+        let read = try await node.admin("POST", "query", parse(#"{"collection":"items","filter":{"$and":[{"qty":{"$gte":3}},{"name":{"$fts":"WIDGET"}}]},"order":[{"field":"qty","dir":"desc"}],"limit":10}"#))
+        #expect(read.body?["rows"]?.arrayValue?.count == 1)
+        #expect(read.lsn == write.lsn)
+        let plan = try await node.admin("POST", "explain", parse(#"{"collection":"items","filter":{"qty":{"$gte":3}}}"#))
+        #expect(plan.body?["access"] == .string("indexRange"))
+        #expect(node.terminate() == 0)
+    }
+
+    /// The test the issue asks for: concurrent clients, SIGKILL mid-load, restart, every
+    /// acknowledged write present with its exact content (D1).
+    @Test func sigkillUnderConcurrentLoadLosesNoAcknowledgedWrite() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
+        let clients = 8
+        let loadMillis = 1_500
+        let acknowledged = try await withThrowingTaskGroup(of: [String: JSONValue].self) { group in
+            for client in 0..<clients {
+                group.addTask {
+                    var mine: [String: JSONValue] = [:]
+                    for i in 0..<100_000 {
+                        let doc: JSONValue = .object(["id": .string("c\(client)-\(i)"), "name": .string("client \(client) write \(i)"),
+                                                      "qty": .int(Int64(i)), "tags": .array([.string("t\(i % 7)")])])
+                        let tx: JSONValue = .object(["ops": .array([.object(["op": .string("insert"), "collection": .string("items"), "doc": doc])])])
+                        guard let answer = try? await node.admin("POST", "transactions", tx), answer.status == 200 else { break }
+                        mine["c\(client)-\(i)"] = doc
+                    }
+                    return mine
+                }
+            }
+            try await Task.sleep(for: .milliseconds(loadMillis))
+            node.kill()
+            return try await group.reduce(into: [String: JSONValue]()) { $0.merge($1) { a, _ in a } }
+        }
+        #expect(acknowledged.count > 50, "the load produced \(acknowledged.count) acknowledged writes")
+        try await node.start()
+        let ids = acknowledged.keys.sorted()
+        var found = 0
+        for chunk in stride(from: 0, to: ids.count, by: 500) {
+            let batch = ids[chunk..<min(chunk + 500, ids.count)].map { JSONValue.string($0) }
+            let answer = try await node.admin("POST", "query", .object(["collection": .string("items"),
+                                                                          "filter": .object(["id": .object(["$in": .array(batch)])]),
+                                                                          "limit": .int(1000)]))
+            for row in answer.body?["rows"]?.arrayValue ?? [] {
+                guard case .object(var doc) = row, let id = doc["id"]?.stringValue, case .object(let sent)? = acknowledged[id] else { continue }
+                #expect(doc.removeValue(forKey: "created_at") != nil)
+                doc = doc.filter { $0.value != .null || sent[$0.key] != nil }
+                #expect(doc == sent, "document \(id) differs after recovery")
+                found += 1
+            }
+        }
+        #expect(found == acknowledged.count, "\(acknowledged.count - found) acknowledged writes lost")
+        #expect(node.terminate() == 0)
+    }
+
+    @Test func verifyReportsSoundAndCorruptDataDirectories() async throws {
+        let node = try TestNode()
+        try await node.start()
+        #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
+        for i in 0..<20 {
+            let tx = parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"k\#(i)","name":"n\#(i)"}}]}"#)
+            #expect(try await node.admin("POST", "transactions", tx).status == 200)
+        }
+        #expect(node.terminate() == 0)
+        let sound = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        #expect(sound.status == 0)
+        #expect(sound.output.hasPrefix("sound:"))
+
+        let wal = node.directory + "/data/wal/" + (try FileManager.default.contentsOfDirectory(atPath: node.directory + "/data/wal").sorted().first!)
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: wal)))
+        bytes[4096 + 64 + 3] ^= 0xFF   // the payload of the first record, with 20 later writes after it
+        try Data(bytes).write(to: URL(fileURLWithPath: wal))
+        let corrupt = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        #expect(corrupt.status == 1)
+        #expect(corrupt.output.hasPrefix("AERO_WAL_CORRUPT"))
+        #expect(corrupt.output.contains("offset 4096") && corrupt.output.contains("LSN 1"))
+        await #expect(throws: (any Error).self) { try await node.start() }
+    }
+
+    @Test func theCrashHarnessFindsNothingInTheKernelAndCatchesBothSabotages() throws {
+        let clean = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3"])
+        #expect(clean.status == 0)
+        let summary = clean.output.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(summary.hasPrefix("crash states: ") && summary.hasSuffix(" explored, 0 violations"), "\(summary)")
+        #expect(!summary.hasPrefix("crash states: 0 "))
+        for sabotage in ["ack-before-flush", "skip-directory-sync"] {
+            let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3", "--sabotage", sabotage])
+            #expect(broken.status != 0, "\(sabotage) was not caught")
+            #expect(broken.output.contains(" violations") && !broken.output.contains(" 0 violations"), "\(sabotage)")
+        }
+    }
+}

@@ -1,0 +1,129 @@
+// Runs the real `aerodb` binary: init a node directory, start it on a free loopback port, talk
+// HTTP to it, kill it. Every node started here is stopped by pid when the test ends.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Kernel
+
+enum Binaries {
+    /// `swift test` builds the executables next to the test bundle.
+    static var directory: String {
+        if let dir = ProcessInfo.processInfo.environment["AERODB_BIN_DIR"] { return dir }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    }
+
+    static func path(_ name: String) -> String { directory + "/" + name }
+
+    /// Runs a command to completion; returns exit status and standard output.
+    static func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path(name))
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct HTTPAnswer: Sendable {
+    let status: Int
+    let body: JSONValue?
+    let lsn: UInt64?
+}
+
+final class TestNode: @unchecked Sendable {
+    let directory: String
+    let port: Int
+    private(set) var process: Process?
+    let serviceKey: String
+    let anonKey: String
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "aerodb-node-\(UUID().uuidString)"
+        port = Self.freePort()
+        let (status, _) = try Binaries.run("aerodb", ["init", "--dir", directory, "--http", "127.0.0.1:\(port)"])
+        guard status == 0 else { throw AeroError(.internalError, "aerodb init failed with \(status)") }
+        let keys = try JSON.parse(try Binaries.run("aerodb", ["keys", "--dir", directory, "--json"]).output)
+        serviceKey = keys["service_role"]!.stringValue!
+        anonKey = keys["anon"]!.stringValue!
+    }
+
+    deinit {
+        kill()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+        process.arguments = ["start", "--dir", directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null") ?? FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        for _ in 0..<200 {   // up to 20 s: recovery of a large WAL in a debug build
+            if let answer = try? await request("GET", "/ready", key: nil), answer.status == 200 { return }
+            guard process.isRunning else { throw AeroError(.internalError, "aerodb start exited with \(process.terminationStatus)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw AeroError(.internalError, "node did not become ready")
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    func kill() {
+        guard let process, process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() -> Int32 {
+        guard let process else { return -1 }
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func request(_ method: String, _ path: String, _ body: JSONValue? = nil, key: String?) async throws -> HTTPAnswer {
+        var request = URLRequest(url: URL(string: baseURL + path)!)
+        request.httpMethod = method
+        request.timeoutInterval = 10
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        if let body { request.httpBody = Data(JSON.encode(body)) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        let parsed = data.isEmpty ? nil : try? JSON.parse(Array(data))
+        return HTTPAnswer(status: http.statusCode, body: parsed,
+                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) })
+    }
+
+    func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> HTTPAnswer {
+        try await request(method, "/admin/v1/" + path, body, key: serviceKey)
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+func parse(_ text: String) -> JSONValue {
+    do { return try JSON.parse(text) } catch { preconditionFailure("test JSON does not parse: \(text)") }
+}
