@@ -14,8 +14,6 @@ public enum KernelLimits {
     public static let walSegmentBytesMin = 64 << 10
     /// Default WAL segment size: large enough to amortize preallocation, small enough to recycle often.
     public static let walSegmentBytesDefault = 64 << 20
-    /// Records of one group commit written in a single write+flush. Bounds flush latency.
-    public static let groupCommitBytesMax = 4 << 20
     /// Collection and field names: ASCII letters, digits and `_`, starting with a letter or `_`.
     public static let nameBytesMax = 63
     /// Fields declared in one collection.
