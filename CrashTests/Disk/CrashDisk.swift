@@ -79,6 +79,9 @@ final class CrashDisk: FileSystem {
         state = Mutex(s)
     }
 
+    /// Number of fdatasync calls so far.
+    var syncCount: Int { state.withLock { $0.syncs } }
+
     /// Number of mutating operations so far (writes, syncs, creates, renames, ...).
     var operationCount: Int { state.withLock { $0.operations } }
 
@@ -301,6 +304,27 @@ final class CrashDisk: FileSystem {
                 bytes.replaceSubrange(w.offset + start..<w.offset + end, with: w.bytes[start..<end])
             }
             start = end
+        }
+    }
+
+    /// Flips one random bit of one random non-empty file (a WAL segment or a checkpoint).
+    /// Returns the path and offset, for the report.
+    func flipRandomBit(random: inout SeededRandom) -> String? {
+        state.withLock { s in
+            var files: [(String, Inode)] = []
+            for path in s.directories.keys.sorted() {
+                for (name, inode) in s.directories[path]!.current.sorted(by: { $0.key < $1.key }) where !inode.current.isEmpty {
+                    files.append((Path.join(path, name), inode))
+                }
+            }
+            guard !files.isEmpty else { return nil }
+            let (path, inode) = files[random.next(below: files.count)]
+            // Aim at written bytes: zero space flipped is also fine, but rarely interesting.
+            let written = inode.current.indices.filter { inode.current[$0] != 0 }
+            let offset = written.isEmpty ? random.next(below: inode.current.count) : written[random.next(below: written.count)]
+            inode.current[offset] ^= UInt8(1) << UInt8(random.next(below: 8))
+            inode.durable = inode.current
+            return "\(path) byte \(offset)"
         }
     }
 

@@ -24,23 +24,42 @@ struct DiskHarness {
         var violations: [String] = []
     }
 
-    /// One workload: reference run, then crash runs at random cut points.
+    /// What goes wrong in one crash run.
+    enum Fault: String, CaseIterable {
+        /// The power goes out; nothing else.
+        case powerCut = "power cut"
+        /// One fdatasync fails (F1), then the power goes out: nothing acknowledged after it may be lost.
+        case flushError = "flush error"
+        /// The power goes out and one bit of one file flips: recovery refuses or loads a
+        /// committed state, never damaged data (D2).
+        case bitFlip = "bit flip"
+    }
+
+    /// One workload: reference run, then crash runs at random cut points, cycling through faults.
     func run(cutPoints: Int) async throws -> Outcome {
         let workload = Workload(seed: seed, operations: operationsPerWorkload)
         let reference = try await referenceRun(workload)
         var outcome = Outcome()
         var random = SeededRandom(seed: seed ^ 0xC0FFEE)
-        for _ in 0..<cutPoints {
+        for cutNumber in 0..<cutPoints {
+            let fault = sabotage == nil ? Fault.allCases[cutNumber % Fault.allCases.count] : .powerCut
             let cut = 1 + random.next(below: max(1, reference.diskOperations))
             let disk = CrashDisk()
-            let acked = await crashRun(workload, disk: disk, cutAfter: cut)
+            let failSync = fault == .flushError ? 1 + random.next(below: max(1, reference.syncs)) : nil
+            let acked = await crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync)
             for image in 0..<imagesPerCrash {
                 outcome.crashStates += 1
                 var imageRandom = SeededRandom(seed: seed &+ UInt64(cut) &* 31 &+ UInt64(image))
                 let crashed = disk.crashImage(random: &imageRandom, keepAllPending: image == 0)
-                if let violation = await check(crashed, acked: acked, reference: reference) {
-                    outcome.violations.append("seed \(seed) cut after disk operation \(cut) image \(image): \(violation)")
-                }
+                var flipped: String?
+                if fault == .bitFlip { flipped = crashed.flipRandomBit(random: &imageRandom) }
+                let label = "seed \(seed) \(fault.rawValue) after disk operation \(cut)"
+                    + (failSync.map { " (sync \($0) fails)" } ?? "") + (flipped.map { " (flipped \($0))" } ?? "")
+                    + " image \(image)"
+                let violation = fault == .bitFlip
+                    ? await checkNeverLoadsDamage(crashed, reference: reference)
+                    : await check(crashed, acked: acked, reference: reference)
+                if let violation { outcome.violations.append("\(label): \(violation)") }
             }
         }
         return outcome
@@ -49,6 +68,7 @@ struct DiskHarness {
     struct Reference {
         var states: [UInt64: DatabaseState] = [:]
         var diskOperations = 0
+        var syncs = 0
     }
 
     func options(_ disk: CrashDisk) -> KernelOptions {
@@ -72,13 +92,14 @@ struct DiskHarness {
         }
         await db.close()
         reference.diskOperations = disk.operationCount
+        reference.syncs = disk.syncCount
         return reference
     }
 
     /// Runs the workload on a disk that loses power after `cutAfter` operations (in the middle
     /// of whatever the kernel is doing then). Returns the last acknowledged LSN.
-    private func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int) async -> UInt64 {
-        disk.setFaults(CrashDisk.Faults(crashAfterOperations: cutAfter, sabotage: sabotage))
+    private func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?) async -> UInt64 {
+        disk.setFaults(CrashDisk.Faults(failSyncAt: failSyncAt, crashAfterOperations: cutAfter, sabotage: sabotage))
         guard let db = try? await Database.open(options(disk)) else { return 0 }
         var acked = db.snapshot().lsn
         for step in workload.steps where !disk.hasCrashed {
@@ -90,6 +111,26 @@ struct DiskHarness {
         return acked
     }
 
+    /// Bit flips: a refusal naming the damage, or exactly some committed state. A flip in the
+    /// last acknowledged record looks like a torn write (as in every WAL) and may cost that
+    /// record; what must never happen is loading damaged data.
+    private func checkNeverLoadsDamage(_ disk: CrashDisk, reference: Reference) async -> String? {
+        let db: Database
+        do {
+            db = try await Database.open(options(disk))
+        } catch let error as AeroError where [.walCorrupt, .checkpointCorrupt, .lsnUnavailable].contains(error.code) {
+            return nil
+        } catch {
+            return "recovery failed with an undocumented error: \(error)"
+        }
+        let recovered = db.snapshot().state
+        await db.close()
+        guard let expected = reference.states[recovered.lsn] else {
+            return "recovered LSN \(recovered.lsn) is not a committed state"
+        }
+        return StateComparison.difference(recovered, expected).map { "damaged data loaded: \($0)" }
+    }
+
     private func check(_ disk: CrashDisk, acked: UInt64, reference: Reference) async -> String? {
         let db: Database
         do {
@@ -97,8 +138,8 @@ struct DiskHarness {
         } catch {
             return "recovery refused: \(error)"
         }
-        defer { Task { await db.close() } }
         let recovered = db.snapshot().state
+        await db.close()
         guard recovered.lsn >= acked else {
             return "acknowledged LSN \(acked) lost: recovered only up to \(recovered.lsn) (D1)"
         }

@@ -52,7 +52,7 @@ public final class Database: Sendable {
                                 lastCheckpointLSN: loaded?.state.lsn)
         if state.epoch == 0 {
             // A new database opens epoch 1 with an epoch record, like every later epoch (SPEC §4).
-            let lsn = try await database.writer.openEpoch(1)
+            let lsn = try database.writer.openEpoch(1)
             try await database.waitVisible(lsn)
         }
         return database
@@ -66,15 +66,15 @@ public final class Database: Sendable {
     }
 
     public func commit(_ operations: [WriteOperation]) async throws -> CommitResult {
-        let (lsn, changes) = try await writer.commit(operations)
+        let (lsn, changes) = try writer.commit(operations)
         try await waitVisible(lsn)
-        await checkpointIfDue()
+        checkpointIfDue()
         return CommitResult(lsn: lsn, changes: changes)
     }
 
     public func createCollection(_ schemaJSON: JSONValue) async throws -> (CollectionSchema, lsn: UInt64) {
         let schema = try CollectionSchema.parse(schemaJSON)
-        let lsn = try await writer.changeSchema { head in
+        let lsn = try writer.changeSchema { head in
             guard head.collections.count < KernelLimits.collectionsMax else {
                 throw AeroError(.schemaInvalid, "at most \(KernelLimits.collectionsMax) collections")
             }
@@ -89,7 +89,7 @@ public final class Database: Sendable {
     }
 
     public func dropCollection(_ name: String) async throws -> UInt64 {
-        let lsn = try await writer.changeSchema { head in
+        let lsn = try writer.changeSchema { head in
             _ = try head.collection(name)
             for other in head.collections.values where other.schema.name != name {
                 for (field, spec) in other.schema.fields where spec.references?.collection == name {
@@ -105,7 +105,7 @@ public final class Database: Sendable {
     /// Adds an index (`{"fields":[...],"unique":..,"type":..,"name":..}`); builds it as one transaction.
     public func addIndex(collection: String, _ indexJSON: JSONValue) async throws -> (IndexSchema, lsn: UInt64) {
         let box = Mutex<IndexSchema?>(nil)
-        let lsn = try await writer.changeSchema { head in
+        let lsn = try writer.changeSchema { head in
             let schema = try head.collection(collection).schema
             let index = try CollectionSchema.parseIndex(indexJSON, collection: collection, fields: schema.fields)
             guard schema.index(named: index.name) == nil else {
@@ -123,7 +123,7 @@ public final class Database: Sendable {
     }
 
     public func dropIndex(collection: String, name: String) async throws -> UInt64 {
-        let lsn = try await writer.changeSchema { head in
+        let lsn = try writer.changeSchema { head in
             let schema = try head.collection(collection).schema
             guard schema.index(named: name) != nil else {
                 throw AeroError(.indexNotFound, "no index \(name) on \(collection)")
@@ -221,14 +221,12 @@ public final class Database: Sendable {
 
     /// Writes a checkpoint of the newest durable state; returns its LSN.
     public func checkpoint() async throws -> UInt64 {
-        await writer.checkpointStarted()
+        writer.checkpointStarted()
         return try await checkpointRunner.run(visibility.current)
     }
 
-    private func checkpointIfDue() async {
-        guard options.checkpointEveryWALBytes > 0,
-              await writer.bytesSinceCheckpoint >= options.checkpointEveryWALBytes else { return }
-        await writer.checkpointStarted()
+    private func checkpointIfDue() {
+        guard writer.checkpointDue() else { return }
         let runner = checkpointRunner, state = visibility.current
         Task.detached { await runner.runInBackground(state) }
     }

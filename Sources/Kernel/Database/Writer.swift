@@ -1,15 +1,52 @@
 // The single writer (SPEC §3.3): validates and applies transactions in LSN order against the
 // head state (which includes commits still waiting for their flush), appends their records to
-// the WAL and hands the new state to Visibility. Being an actor serializes commits; it never
-// waits for a flush itself, so concurrent commits pile into one group commit.
+// the WAL and hands the new state to Visibility. A mutex serializes commits: every step is
+// synchronous and short (no I/O: the WAL only places the record), and a mutex costs far less
+// than an actor hop per commit. It never waits for a flush, so concurrent commits pile into one
+// group commit.
 
-actor Writer {
+import Synchronization
+
+final class Writer: Sendable {
+    private let state: Mutex<WriterState>
+
+    init(head: DatabaseState, wal: WriteAheadLog, visibility: Visibility, options: KernelOptions) {
+        state = Mutex(WriterState(head: head, wal: wal, visibility: visibility, options: options))
+    }
+
+    func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
+        try state.withLock { try $0.commit(operations) }
+    }
+
+    func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
+        try state.withLock { try $0.changeSchema(make) }
+    }
+
+    func openEpoch(_ epoch: UInt64) throws -> UInt64 {
+        try state.withLock { try $0.openEpoch(epoch) }
+    }
+
+    /// True (once) when enough WAL was written since the last checkpoint to start another.
+    func checkpointDue() -> Bool {
+        state.withLock { s in
+            guard s.options.checkpointEveryWALBytes > 0, s.bytesSinceCheckpoint >= s.options.checkpointEveryWALBytes else {
+                return false
+            }
+            s.bytesSinceCheckpoint = 0
+            return true
+        }
+    }
+
+    func checkpointStarted() { state.withLock { $0.bytesSinceCheckpoint = 0 } }
+}
+
+struct WriterState: ~Copyable {
     private var head: DatabaseState
     private let wal: WriteAheadLog
     private let visibility: Visibility
-    private let options: KernelOptions
+    let options: KernelOptions
     /// Payload bytes appended since the last checkpoint started (drives automatic checkpoints).
-    private(set) var bytesSinceCheckpoint = 0
+    var bytesSinceCheckpoint = 0
 
     init(head: DatabaseState, wal: WriteAheadLog, visibility: Visibility, options: KernelOptions) {
         self.head = head
@@ -18,11 +55,7 @@ actor Writer {
         self.options = options
     }
 
-    var headLSN: UInt64 { head.lsn }
-
-    var headMemoryBytes: Int { head.memoryBytes }
-
-    func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
+    mutating func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
         var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: options.query)
         for operation in operations { try builder.apply(operation) }
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
@@ -36,7 +69,7 @@ actor Writer {
     }
 
     /// Applies a schema change computed from the head state, as one WAL transaction.
-    func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
+    mutating func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
         let change = try make(head)
         var next = head
         try next.apply(change)
@@ -45,15 +78,13 @@ actor Writer {
     }
 
     /// Writes the record opening an epoch (a new database starts epoch 1).
-    func openEpoch(_ epoch: UInt64) throws -> UInt64 {
+    mutating func openEpoch(_ epoch: UInt64) throws -> UInt64 {
         precondition(epoch > head.epoch, "epochs only move forward")
         var next = head
         next.epoch = epoch
         try append(next, type: .epoch, payload: TransactionRecord.encodeEpoch(epoch))
         return head.lsn
     }
-
-    func checkpointStarted() { bytesSinceCheckpoint = 0 }
 
     private func checkMemory(_ next: DatabaseState) throws {
         let bytes = next.memoryBytes
@@ -62,7 +93,7 @@ actor Writer {
         }
     }
 
-    private func append(_ next: DatabaseState, type: RecordType, payload: [UInt8]) throws {
+    private mutating func append(_ next: DatabaseState, type: RecordType, payload: [UInt8]) throws {
         let position = try wal.append(type: type, epoch: next.epoch, timestampMicros: options.clock.nowMicros(),
                                       payload: payload)
         precondition(position.lsn == head.lsn + 1, "the WAL assigns the next LSN to the single writer")
