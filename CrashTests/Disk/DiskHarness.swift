@@ -160,7 +160,12 @@ enum StateComparison {
             let x = a.collections[name]!, y = b.collections[name]!
             guard x.schema == y.schema else { return "schema of \(name) differs" }
             let dx = Array(x.allDocuments()), dy = Array(y.allDocuments())
-            guard dx == dy else { return "documents of \(name) differ at LSN \(a.lsn) (\(dx.count) vs \(dy.count) documents)" }
+            guard dx == dy else {
+                let kx = Set(dx.map { JSON.encodeString($0[x.schema.primaryKey] ?? .null) })
+                let ky = Set(dy.map { JSON.encodeString($0[y.schema.primaryKey] ?? .null) })
+                let changed = zip(dx, dy).first { $0 != $1 }.map { "first differing document: \(JSON.encodeString(.object($0.0))) vs \(JSON.encodeString(.object($0.1)))" } ?? ""
+                return "documents of \(name) differ at LSN \(a.lsn) (\(dx.count) vs \(dy.count) documents; only recovered: \(kx.subtracting(ky).sorted().prefix(3)), only expected: \(ky.subtracting(kx).sorted().prefix(3))) \(kx == ky ? changed : "")"
+            }
         }
         return nil
     }

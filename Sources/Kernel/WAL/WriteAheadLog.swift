@@ -209,7 +209,9 @@ public final class WriteAheadLog: Sendable {
         tail.partialBlock = Array(combined.suffix(keep))
     }
 
-    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably.
+    /// Creates segment `index` ahead of need. ENOSPC refuses the write that needed it (nothing
+    /// changed, writes resume when space returns); any other failure, a failed fsync above all,
+    /// is fatal like a failed flush (F1): the disk can no longer be trusted.
     private func prepareSpare(_ index: UInt64) throws {
         do {
             try createSegment(index)
@@ -217,13 +219,16 @@ public final class WriteAheadLog: Sendable {
         } catch {
             let failure = AeroError.wrap(error)
             state.withLock { $0.spare = .failed(failure) }
-            if failure.code == .storageFull {
-                throw AeroError(.storageFull, "the WAL cannot preallocate its next segment: \(failure.message); writes resume when space returns")
+            guard failure.code == .storageFull else {
+                let fatal = AeroError(.walFlushFailed, "preallocating WAL segment \(index) failed, the node must stop: \(failure)", invariant: "F1")
+                fail(fatal)
+                throw fatal
             }
-            throw failure
+            throw AeroError(.storageFull, "the WAL cannot preallocate its next segment: \(failure.message); writes resume when space returns")
         }
     }
 
+    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably.
     private func createSegment(_ index: UInt64) throws {
         let path = Path.join(options.directory, WALFormat.segmentName(index))
         if fileSystem.exists(path) { try fileSystem.remove(path) }
