@@ -90,7 +90,7 @@ struct BenchCommand: AsyncParsableCommand {
         try await load(db, count: documents)
         let snapshot = db.snapshot()
         let clock = SystemClock()
-        var rng = SplitMix64(seed: 42)  // a syscall per key (SystemRandomNumberGenerator) would dominate
+        var rng = SeededRandom(seed: 42)  // a syscall per key (SystemRandomNumberGenerator) would dominate
         var reads = 0, found = 0
         let started = clock.monotonicNanos()
         let deadline = started + UInt64(seconds * 1e9)
@@ -157,19 +157,6 @@ struct BenchCommand: AsyncParsableCommand {
         try FileManager.default.contentsOfDirectory(atPath: path).reduce(0) { total, name in
             let attributes = try FileManager.default.attributesOfItem(atPath: path + "/" + name)
             return total + ((attributes[.size] as? Int) ?? 0)
-        }
-    }
-
-    /// A fast deterministic generator for picking keys.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 
