@@ -42,11 +42,14 @@ public final class Database: Sendable {
         var state = loaded?.state ?? .empty
         let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
                                     engine: options.walEngine)
-        let (wal, records, walReport) = try WriteAheadLog.open(
-            fileSystem: fs, options: walOptions, after: loaded.map { $0.state.position })
-        for record in records { try state.replay(record) }
+        var replayed = 0
+        let (wal, walReport) = try WriteAheadLog.open(fileSystem: fs, options: walOptions,
+                                                      after: loaded.map { $0.state.position }) { record in
+            try state.replay(record)
+            replayed += 1
+        }
         let report = OpenReport(checkpointFile: loaded?.file, skippedCheckpoints: loaded?.skipped ?? [],
-                                recordsReplayed: records.count, wal: walReport,
+                                recordsReplayed: replayed, wal: walReport,
                                 elapsedNanos: options.clock.monotonicNanos() - started)
         let database = Database(options: options, wal: wal, state: state, report: report, store: store,
                                 lastCheckpointLSN: loaded?.state.lsn)

@@ -34,7 +34,6 @@ struct WALScan {
         var partialBlock: [UInt8]
     }
 
-    var records: [WALRecord] = []
     var last: LogPosition
     var tail: Tail
     var tornTail: TornTail?
@@ -45,8 +44,10 @@ struct WALScan {
     var laterSegments: [UInt64] = []
 
     /// Scans the WAL; with `repair`, truncates a torn tail durably.
+    /// Records are handed to `visit` one at a time, so recovery never holds the whole log in
+    /// memory; a segment's bytes are released once the scan moves past it.
     static func run(fileSystem fs: any FileSystem, directory: String, segmentBytes: Int,
-                    after: LogPosition?, repair: Bool) throws -> WALScan {
+                    after: LogPosition?, repair: Bool, visit: (WALRecord) throws -> Void) throws -> WALScan {
         let indexes = try fs.list(directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
         let start = after ?? .origin
         var scan = WALScan(last: start, tail: Tail(segmentIndex: indexes.first ?? 0, offset: WALFormat.segmentHeaderBytes,
@@ -91,13 +92,14 @@ struct WALScan {
                 first = false
             }
             scan.segmentFirstLSNs.append((index, header.firstLSN))
-            let end = try scan.scanRecords(segment, index: index, from: expected, start: start)
+            let end = try scan.scanRecords(segment, index: index, from: expected, start: start, visit: visit)
             expected = end.last
             // Continue into the next segment when its header continues the chain exactly.
             if let nextIndex = indexes.first(where: { $0 == index + 1 }),
                let next = try bytes(nextIndex).withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }),
                next.index == nextIndex, next.firstLSN == expected.lsn + 1, next.previousChecksum == expected.checksum {
                 // The chain continues exactly: whatever follows the last record here is unused space.
+                contents[index] = nil
                 index = nextIndex
                 continue
             }
@@ -108,8 +110,8 @@ struct WALScan {
     }
 
     /// Accepts records of one segment; returns the last accepted position and where the run ended.
-    private mutating func scanRecords(_ segment: [UInt8], index: UInt64, from: LogPosition,
-                                      start: LogPosition) throws -> (last: LogPosition, offset: Int) {
+    private mutating func scanRecords(_ segment: [UInt8], index: UInt64, from: LogPosition, start: LogPosition,
+                                      visit: (WALRecord) throws -> Void) throws -> (last: LogPosition, offset: Int) {
         var expected = from
         var offset = WALFormat.segmentHeaderBytes
         return try segment.withUnsafeBytes { raw in
@@ -120,7 +122,7 @@ struct WALScan {
                     guard record.lsn == expected.lsn + 1, record.previousChecksum == expected.checksum else {
                         return (expected, offset)
                     }
-                    try accept(record, start: start)
+                    try accept(record, start: start, visit: visit)
                     expected = record.position
                     offset += size
                     bytesRead += size
@@ -129,7 +131,7 @@ struct WALScan {
         }
     }
 
-    private mutating func accept(_ record: WALRecord, start: LogPosition) throws {
+    private mutating func accept(_ record: WALRecord, start: LogPosition, visit: (WALRecord) throws -> Void) throws {
         recordsRead += 1
         if record.lsn == start.lsn && record.checksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) is not the one the checkpoint continues from (checksum \(String(record.checksum, radix: 16)) vs \(String(start.checksum, radix: 16)))", invariant: "D2")
@@ -137,7 +139,7 @@ struct WALScan {
         if record.lsn == start.lsn + 1 && start.lsn > 0 && record.previousChecksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) does not continue the checkpoint's history", invariant: "D2")
         }
-        if record.lsn > start.lsn { records.append(record) }
+        if record.lsn > start.lsn { try visit(record) }
         last = record.position
     }
 

@@ -91,8 +91,18 @@ public final class WriteAheadLog: Sendable {
     // MARK: Open
 
     /// Opens (creating if needed) and recovers: returns the records after `after`, in order.
+    /// Holds them all in memory: for tests and small logs; recovery uses `open(...replay:)`.
     public static func open(fileSystem: any FileSystem, options: WALOptions,
                             after: LogPosition?) throws -> (WriteAheadLog, [WALRecord], RecoveryReport) {
+        var records: [WALRecord] = []
+        let (wal, report) = try open(fileSystem: fileSystem, options: options, after: after) { records.append($0) }
+        return (wal, records, report)
+    }
+
+    /// Opens (creating if needed) and recovers, handing every record after `after` to `replay`
+    /// in order, one at a time.
+    public static func open(fileSystem: any FileSystem, options: WALOptions, after: LogPosition?,
+                            replay: (WALRecord) throws -> Void) throws -> (WriteAheadLog, RecoveryReport) {
         guard options.segmentBytes >= KernelLimits.walSegmentBytesMin, options.segmentBytes % WALFormat.blockBytes == 0 else {
             throw AeroError(.configInvalid, "wal segment size must be a multiple of 4096 and at least \(KernelLimits.walSegmentBytesMin) bytes")
         }
@@ -101,21 +111,21 @@ public final class WriteAheadLog: Sendable {
             try fileSystem.syncDirectory(Path.parent(of: options.directory))
         }
         let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
-                                   segmentBytes: options.segmentBytes, after: after, repair: true)
+                                   segmentBytes: options.segmentBytes, after: after, repair: true, visit: replay)
         let engine = try IOEngines.make(options.engine, fileSystem: fileSystem)
         let wal = WriteAheadLog(fileSystem: fileSystem, options: options, engine: engine, scan: scan)
         if !scan.tail.headerWritten { try wal.createSegment(scan.tail.segmentIndex) }
         wal.startFlusher()
         let report = RecoveryReport(engine: engine.name, segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
                                     bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
-        return (wal, scan.records, report)
+        return (wal, report)
     }
 
     /// Offline check (`aerodb verify`): the same scan as recovery, changing nothing.
     public static func verify(fileSystem: any FileSystem, options: WALOptions,
                               after: LogPosition?) throws -> RecoveryReport {
         let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
-                                   segmentBytes: options.segmentBytes, after: after, repair: false)
+                                   segmentBytes: options.segmentBytes, after: after, repair: false, visit: { _ in })
         return RecoveryReport(engine: "none", segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
                               bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
     }
