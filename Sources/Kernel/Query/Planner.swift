@@ -100,7 +100,7 @@ enum Planner {
             residualPredicates.append(after)
             residualText.append("after \(JSON.encodeString(.object(values)))")
         }
-        let candidates = candidateCount(choice.path, data)
+        let candidates = candidateCount(choice.path, data, exact: query.count)
         let want = saturatingAdd(query.offset, validated.limit)
         let bound = residualPredicates.isEmpty && choice.sortSatisfied ? min(candidates, want) : candidates
         let plan = Plan(collection: data.schema.name, access: choice.access, index: choice.index,
@@ -228,9 +228,12 @@ enum Planner {
 
     // MARK: Bounds
 
-    private static func candidateCount(_ path: AccessPath, _ data: CollectionData) -> Int {
+    /// Rows the path can yield. For key lookups this is the number of keys (an upper bound)
+    /// unless an exact count was asked for: probing each key twice would halve point-read speed.
+    private static func candidateCount(_ path: AccessPath, _ data: CollectionData, exact: Bool) -> Int {
         switch path {
         case .keys(let keys, _):
+            guard exact else { return keys.count }
             return keys.reduce(0) { $0 + (data.document(forKey: $1) == nil ? 0 : 1) }
         case .index(let name, let lower, let upper, _):
             return data.index(named: name)?.entries.count(from: lower.map(RangeBound.inclusive),
