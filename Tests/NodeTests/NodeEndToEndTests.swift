@@ -135,4 +135,13 @@ let itemsSchema = parse(#"""
             #expect(broken.output.contains(" violations") && !broken.output.contains(" 0 violations"), "\(sabotage)")
         }
     }
+
+    @Test func theKillModeRestartsARealNodeAndFindsEveryAcknowledgedWrite() throws {
+        let run = try Binaries.run("aerodb-crashtest", ["kill", "--kills", "2", "--seconds", "3", "--writers", "4"])
+        let lines = run.output.split(separator: "\n").map(String.init)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(lines.last == "kills: 2, 0 violations")
+        let checked = lines.first { $0.hasPrefix("acknowledged writes checked: ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
+        #expect(checked > 0)
+    }
 }
