@@ -70,8 +70,13 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "ReplicationTests",
+            dependencies: ["Kernel", "Replication"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "NodeTests",
-            dependencies: ["Kernel", "BaaS"],
+            dependencies: ["Kernel", "BaaS", "Replication"],
             swiftSettings: strictSettings
         ),
     ]

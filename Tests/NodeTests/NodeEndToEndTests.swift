@@ -4,6 +4,7 @@ import Foundation
 import Testing
 import BaaS
 import Kernel
+import Replication
 
 let itemsSchema = parse(#"""
 {"name":"items","primary_key":"id","fields":{"id":{"type":"text","required":true},"name":{"type":"text","required":true},
@@ -143,5 +144,23 @@ let itemsSchema = parse(#"""
         #expect(lines.last == "kills: 2, 0 violations")
         let checked = lines.first { $0.hasPrefix("acknowledged writes checked: ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
         #expect(checked > 0)
+    }
+
+    /// A node whose authority marker names another primary accepts no write (A1 groundwork).
+    @Test func aNodeThatIsNotNamedPrimaryRefusesWrites() async throws {
+        let node = try TestNode()
+        let store = AuthorityStore(dataDirectory: node.directory + "/data")
+        let marker = try #require(try store.read())
+        #expect(marker.epoch == 1 && marker.primary == "n1")
+        try store.replace(with: AuthorityMarker(clusterID: marker.clusterID, epoch: 2, primary: "n2"))
+        try await node.start()
+        defer { node.kill() }
+        let status = try await node.admin("GET", "status")
+        #expect(status.body?["role"] == .string("replica"))
+        #expect(status.body?["epoch"] == .int(2))
+        let write = try await node.admin("POST", "collections", itemsSchema)
+        #expect(write.status == 503)
+        #expect(write.body?["code"] == .string("AERO_NOT_PRIMARY"))
+        #expect(try await node.admin("GET", "collections").status == 200)
     }
 }

@@ -8,10 +8,24 @@ import Kernel
 public struct NodeIdentity: Sendable {
     public let nodeID: String
     public let startedMicros: Int64
+    /// From the authority marker read at boot.
+    public let epoch: UInt64
+    public let primaryID: String
 
-    public init(nodeID: String, startedMicros: Int64) {
+    public init(nodeID: String, startedMicros: Int64, epoch: UInt64, primaryID: String) {
         self.nodeID = nodeID
         self.startedMicros = startedMicros
+        self.epoch = epoch
+        self.primaryID = primaryID
+    }
+
+    public var isPrimary: Bool { nodeID == primaryID }
+
+    /// Writes are accepted only by the node the authority marker names (A1).
+    func requirePrimary() throws {
+        guard isPrimary else {
+            throw AeroError(.notPrimary, "node \(nodeID) is not the primary of epoch \(epoch) (the primary is \(primaryID)); forwarding writes to it is not built yet", invariant: "A1")
+        }
     }
 }
 
@@ -36,18 +50,21 @@ public enum AdminAPI {
         }
         admin.post("collections") { request, _ in
             try await guarded(request, keys) {
+                try identity.requirePrimary()
                 let (schema, lsn) = try await database.createCollection(try await HTTPJSON.body(request))
                 return HTTPJSON.response(schema.json, status: .created, lsn: lsn)
             }
         }
         admin.delete("collections/:name") { request, context in
             try await guarded(request, keys) {
+                try identity.requirePrimary()
                 let lsn = try await database.dropCollection(try context.parameters.require("name"))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
         admin.post("collections/:name/indexes") { request, context in
             try await guarded(request, keys) {
+                try identity.requirePrimary()
                 let (index, lsn) = try await database.addIndex(collection: try context.parameters.require("name"),
                                                               try await HTTPJSON.body(request))
                 return HTTPJSON.response(index.json, status: .created, lsn: lsn)
@@ -55,18 +72,21 @@ public enum AdminAPI {
         }
         admin.delete("collections/:name/indexes/:index") { request, context in
             try await guarded(request, keys) {
+                try identity.requirePrimary()
                 let lsn = try await database.dropIndex(collection: try context.parameters.require("name"),
                                                        name: try context.parameters.require("index"))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
-        addDataRoutes(admin, database: database, keys: keys)
+        addDataRoutes(admin, database: database, keys: keys, identity: identity)
         return router
     }
 
-    private static func addDataRoutes(_ admin: RouterGroup<BasicRequestContext>, database: Database, keys: KeyChecker) {
+    private static func addDataRoutes(_ admin: RouterGroup<BasicRequestContext>, database: Database, keys: KeyChecker,
+                                      identity: NodeIdentity) {
         admin.post("transactions") { request, _ in
             try await guarded(request, keys) {
+                try identity.requirePrimary()
                 let result = try await database.commit(try await HTTPJSON.body(request))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(result.lsn))]), lsn: result.lsn)
             }
@@ -100,9 +120,11 @@ public enum AdminAPI {
         let now = SystemClock().nowMicros()
         var body: [String: JSONValue] = [
             "node_id": .string(identity.nodeID),
-            "role": .string("primary"),
-            "epoch": .int(Int64(s.epoch)),
-            "replication": .string("not available yet: this node runs alone as primary"),
+            "role": .string(identity.isPrimary ? "primary" : "replica"),
+            "epoch": .int(Int64(identity.epoch)),
+            "primary": .string(identity.primaryID),
+            "wal_epoch": .int(Int64(s.epoch)),
+            "replication": .string("not built yet: WAL shipping and promotion are issue #3"),
             "lsn": .object(["durable": .int(Int64(s.durableLSN)), "applied": .int(Int64(s.appliedLSN))]),
             "wal_engine": .string(s.walEngine),
             "collections": .int(Int64(s.collectionCount)),

@@ -26,7 +26,8 @@ public enum HTTPErrors {
         case .memoryLimit, .storageFull: return HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         case .lsnUnavailable: return .gone
         case .walFlushFailed, .walClosed, .notPrimary: return .serviceUnavailable
-        case .walCorrupt, .ioError, .checkpointCorrupt, .dataDirectoryInvalid, .configInvalid, .internalError:
+        case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid,
+             .internalError:
             return .internalServerError
         }
     }

@@ -54,6 +54,7 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case notFound = "AERO_NOT_FOUND"
         case configInvalid = "AERO_CONFIG_INVALID"
         case notPrimary = "AERO_NOT_PRIMARY"
+        case authorityCorrupt = "AERO_AUTHORITY_CORRUPT"
         case internalError = "AERO_INTERNAL"
     }
 }

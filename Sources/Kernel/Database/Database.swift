@@ -154,6 +154,14 @@ public final class Database: Sendable {
         visibility.publish(through: lsn)
     }
 
+    /// Opens `epoch` with an epoch record when the database is behind it (the authority
+    /// marker names a newer epoch than the log has seen). Never moves backwards.
+    public func advanceEpoch(to epoch: UInt64) async throws {
+        guard visibility.current.epoch < epoch else { return }
+        let lsn = try writer.openEpoch(epoch)
+        try await waitVisible(lsn)
+    }
+
     // MARK: Reads
 
     /// A consistent snapshot at the newest durable commit; never blocks the writer.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Kernel
+import Replication
 
 struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,6 +25,8 @@ struct InitCommand: ParsableCommand {
         let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
         try write(config.json, to: dir + "/" + NodeConfig.fileName, mode: 0o644)
         try write(secrets.json, to: dir + "/" + NodeConfig.secretsFileName, mode: 0o600)
+        let marker = AuthorityMarker(clusterID: FieldValidator.randomUUID(), epoch: 1, primary: nodeId)
+        try AuthorityStore(dataDirectory: config.kernelOptions(directory: dir).dataDirectory).create(marker)
         print("initialized node \(nodeId) in \(dir) (HTTP \(http))")
         print("anon key:         \(secrets.anonKey)")
         print("service_role key: \(secrets.serviceRoleKey)")

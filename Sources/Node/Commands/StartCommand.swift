@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Kernel
 import Logging
+import Replication
 
 struct StartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,8 +25,15 @@ struct StartCommand: AsyncParsableCommand {
         let address = try HostPort.parse(http ?? config.http)
         let options = config.kernelOptions(directory: dir)
         let database: Database
+        let marker: AuthorityMarker
         do {
+            guard let read = try AuthorityStore(dataDirectory: options.dataDirectory).read() else {
+                throw AeroError(.configInvalid, "no authority marker in \(options.dataDirectory); create the node with `aerodb init`")
+            }
+            marker = read
             database = try await Database.open(options)
+            // The primary opens its epoch in the log (SPEC §4: every epoch starts with an epoch record).
+            if marker.isPrimary(config.nodeID) { try await database.advanceEpoch(to: marker.epoch) }
         } catch {
             logger.critical("the database did not open", metadata: ["error": "\(error)"])
             throw ExitCode(2)
@@ -33,11 +41,14 @@ struct StartCommand: AsyncParsableCommand {
         logOpen(database, logger)
         let clock = SystemClock()
         let router = AdminAPI.router(database: database, keys: KeyChecker(secret: secrets.jwtSecret, clock: clock),
-                                     identity: NodeIdentity(nodeID: config.nodeID, startedMicros: clock.nowMicros()))
+                                     identity: NodeIdentity(nodeID: config.nodeID, startedMicros: clock.nowMicros(),
+                                                            epoch: marker.epoch, primaryID: marker.primary))
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
         logger.info("node started", metadata: ["node_id": "\(config.nodeID)", "http": "\(address.host):\(address.port)",
+                                               "role": "\(marker.isPrimary(config.nodeID) ? "primary" : "replica")",
+                                               "epoch": "\(marker.epoch)", "cluster_id": "\(marker.clusterID)",
                                                "wal_engine": "\(database.openReport.wal.engine)"])
         try await app.runService()
         watchdog.cancel()
