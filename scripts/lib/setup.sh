@@ -29,3 +29,17 @@ aerodb_require_swift() {
         exit 1
     fi
 }
+
+# Python packages of the compatibility tests, in a venv inside the repository (git-ignored).
+AERODB_PY_PACKAGES=(supabase==2.34.1 pytest)
+
+aerodb_python_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        aerodb_log "creating .venv for the compatibility tests"
+        python3 -m venv .venv
+    fi
+    if ! .venv/bin/python -c 'import supabase, pytest' >/dev/null 2>&1; then
+        aerodb_log "installing ${AERODB_PY_PACKAGES[*]} into .venv"
+        .venv/bin/python -m pip install -q "${AERODB_PY_PACKAGES[@]}" </dev/null
+    fi
+}

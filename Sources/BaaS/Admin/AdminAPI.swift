@@ -79,6 +79,7 @@ public enum AdminAPI {
             }
         }
         addDataRoutes(admin, database: database, keys: keys, identity: identity)
+        RESTAPI.register(on: router, database: database, keys: keys, identity: identity)
         return router
     }
 

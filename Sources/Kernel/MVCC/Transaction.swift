@@ -20,6 +20,8 @@ public enum WriteOperation: Sendable, Equatable {
         case key(JSONValue)
         /// A filter in the query language; every matching document (bounded by the query limits).
         case filter(JSONValue)
+        /// The same, already parsed (the REST front end builds filters from PostgREST syntax).
+        case matching(Filter)
     }
 
     public var collection: String {
@@ -166,19 +168,26 @@ struct TransactionBuilder {
     private func keys(_ collection: String, _ target: WriteOperation.Target) throws -> [JSONValue] {
         switch target {
         case .key(let k): return [k]
-        case .filter(let filter):
-            let data = try state.collection(collection)
-            var options = queryOptions
-            options.limitMax = KernelLimits.transactionOpsMax + 1
-            var query = try Query.parse(.object(["collection": .string(collection), "filter": filter]))
-            query.limit = options.limitMax
-            let rows = try QueryEngine.execute(query, on: data, options: options).rows
-            guard rows.count <= KernelLimits.transactionOpsMax else {
-                // Never change a silent subset: refuse the whole operation (C1).
-                throw AeroError(.transactionTooLarge, "the filter matches more than \(KernelLimits.transactionOpsMax) documents of \(collection); narrow it")
-            }
-            return rows.map { $0[data.schema.primaryKey]! }
+        case .filter(let json):
+            let parsed = try Query.parse(.object(["collection": .string(collection), "filter": json]))
+            return try matchingKeys(collection, parsed.filter)
+        case .matching(let filter):
+            return try matchingKeys(collection, filter)
         }
+    }
+
+    /// Keys of every document matching `filter`; more than transactionOpsMax is refused, never cut.
+    private func matchingKeys(_ collection: String, _ filter: Filter?) throws -> [JSONValue] {
+        let data = try state.collection(collection)
+        var options = queryOptions
+        options.limitMax = KernelLimits.transactionOpsMax + 1
+        let query = Query(collection: collection, filter: filter, limit: options.limitMax)
+        let rows = try QueryEngine.execute(query, on: data, options: options).rows
+        guard rows.count <= KernelLimits.transactionOpsMax else {
+            // Never change a silent subset: refuse the whole operation (C1).
+            throw AeroError(.transactionTooLarge, "the filter matches more than \(KernelLimits.transactionOpsMax) documents of \(collection); narrow it")
+        }
+        return rows.map { $0[data.schema.primaryKey]! }
     }
 
     // MARK: References

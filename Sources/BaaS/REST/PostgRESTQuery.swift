@@ -1,0 +1,286 @@
+// PostgREST query-string syntax -> kernel queries (supabase-wire §3.2).
+//
+// Decoding: the clients form-encode the query string (`+` is a space, `%2B` a plus), so it is
+// split and decoded here by hand, never with URLComponents (which keeps `+`).
+// Supported: `select` (columns, `*`, `alias:column`), filters `<col>=[not.]<op>.<value>` with
+// eq neq gt gte lt lte like ilike (`*` or `%` wildcards) is in cs cd ov fts plfts phfts wfts
+// (optional `(language)`), `or=(...)`, `and=(...)` nested with `not.`, `order`, `limit`,
+// `offset`. Values are typed by the column's declared type. Not built yet (clear errors):
+// embedding of references in `select`, range operators, `like(any)`/`like(all)`.
+
+import Kernel
+
+struct PostgRESTQuery {
+    var filters: [Filter] = []
+    var select: [(name: String, alias: String)]?
+    var order: [Sort] = []
+    var limit: Int?
+    var offset = 0
+    var onConflict: [String]?
+
+    static let reserved: Set<String> = ["select", "order", "limit", "offset", "on_conflict", "columns"]
+
+    static func parse(_ rawQuery: String?, schema: CollectionSchema) throws -> PostgRESTQuery {
+        var query = PostgRESTQuery()
+        for (key, value) in decodePairs(rawQuery ?? "") {
+            switch key {
+            case "select": query.select = try parseSelect(value, schema: schema)
+            case "order": query.order = try parseOrder(value, schema: schema)
+            case "limit": query.limit = try nonNegative(value, "limit")
+            case "offset": query.offset = try nonNegative(value, "offset")
+            case "on_conflict": query.onConflict = value.split(separator: ",").map { String($0).trimmingSpaces() }
+            case "columns": break  // the insert body names its columns itself
+            case "or", "and", "not.or", "not.and":
+                let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
+                query.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)
+            default:
+                guard !key.contains(".") else {
+                    throw RESTError.parse("filters on embedded resources (\(key)) are not built yet")
+                }
+                query.filters.append(try FilterParser.parse(column: key, expression: value, schema: schema))
+            }
+        }
+        return query
+    }
+
+    var filter: Filter? { filters.isEmpty ? nil : (filters.count == 1 ? filters[0] : .and(filters)) }
+
+    // MARK: Pieces
+
+    private static func nonNegative(_ text: String, _ name: String) throws -> Int {
+        guard let n = Int(text), n >= 0 else { throw RESTError.parse("\(name) must be a non-negative integer") }
+        return n
+    }
+
+    static func parseSelect(_ text: String, schema: CollectionSchema) throws -> [(name: String, alias: String)]? {
+        var out: [(String, String)] = []
+        for item in text.split(separator: ",").map({ String($0).trimmingSpaces() }) where !item.isEmpty {
+            if item == "*" { return nil }
+            guard !item.contains("(") else {
+                throw RESTError.parse("embedding related collections in select (\(item)) is not built yet")
+            }
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            let (alias, column) = parts.count == 2 ? (parts[0], parts[1]) : (item, item)
+            let name = String(column.split(separator: ":").first ?? Substring(column))  // drops ::casts
+            guard schema.fields[name] != nil else { throw RESTError.unknownColumn(name, schema.name) }
+            out.append((name, alias))
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    static func parseOrder(_ text: String, schema: CollectionSchema) throws -> [Sort] {
+        try text.split(separator: ",").map { term in
+            let parts = term.split(separator: ".").map(String.init)
+            guard let field = parts.first, schema.fields[field] != nil else {
+                throw RESTError.unknownColumn(parts.first ?? "", schema.name)
+            }
+            var sort = Sort(field: field)
+            for modifier in parts.dropFirst() {
+                switch modifier {
+                case "asc": sort.direction = .asc
+                case "desc": sort.direction = .desc
+                case "nullsfirst": sort.nulls = .first
+                case "nullslast": sort.nulls = .last
+                default: throw RESTError.parse("unknown order modifier \(modifier)")
+                }
+            }
+            return sort
+        }
+    }
+
+    /// Splits `a=1&b=2` and decodes each part (`+` = space, `%XX`).
+    static func decodePairs(_ raw: String) -> [(String, String)] {
+        raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (formDecode(parts[0]), parts.count > 1 ? formDecode(parts[1]) : "")
+        }
+    }
+
+    static func formDecode(_ text: Substring) -> String {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let b = iterator.next() {
+            switch b {
+            case UInt8(ascii: "+"): bytes.append(0x20)
+            case UInt8(ascii: "%"):
+                if let h = iterator.next(), let l = iterator.next(), let v = UInt8(String(decoding: [h, l], as: UTF8.self), radix: 16) {
+                    bytes.append(v)
+                }
+            default: bytes.append(b)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+/// One `<op>.<value>` expression on a column, typed by the column's declared type.
+enum FilterParser {
+    static func parse(column: String, expression: String, schema: CollectionSchema) throws -> Filter {
+        guard let field = schema.fields[column] else { throw RESTError.unknownColumn(column, schema.name) }
+        var text = Substring(expression)
+        var negated = false
+        if text.hasPrefix("not.") { negated = true; text = text.dropFirst(4) }
+        guard let dot = text.firstIndex(of: ".") else { throw RESTError.parse("\(column)=\(expression): expected <operator>.<value>") }
+        let op = String(text[..<dot]), value = String(text[text.index(after: dot)...])
+        let filter = try build(column, field, op, value)
+        return negated ? .not(filter) : filter
+    }
+
+    private static func build(_ column: String, _ field: FieldSchema, _ op: String, _ value: String) throws -> Filter {
+        switch op {
+        case "eq", "neq", "gt", "gte", "lt", "lte":
+            let compare: CompareOp = ["eq": .eq, "neq": .ne, "gt": .gt, "gte": .gte, "lt": .lt, "lte": .lte][op]!
+            return .compare(field: column, op: compare, value: try typed(value, field.type, column))
+        case "is":
+            switch value.lowercased() {
+            case "null": return .is(field: column, value: .null)
+            case "true": return .is(field: column, value: .bool(true))
+            case "false": return .is(field: column, value: .bool(false))
+            default: throw RESTError.parse("is.\(value): expected null, true or false")
+            }
+        case "like", "ilike":
+            return .like(field: column, pattern: value.replacingStars(), caseInsensitive: op == "ilike")
+        case "in":
+            guard value.hasPrefix("("), value.hasSuffix(")") else { throw RESTError.parse("in.\(value): expected (v1,v2)") }
+            let items = try ListSplitter.split(String(value.dropFirst().dropLast()))
+            return .in(field: column, values: try items.map { try typed($0, field.type, column) })
+        case "cs", "cd", "ov":
+            let parsed: JSONValue
+            if value.hasPrefix("{") && value.hasSuffix("}"), case .array(let element) = field.type {
+                let items = try ListSplitter.split(String(value.dropFirst().dropLast()))
+                parsed = .array(try items.map { try typed($0, element, column) })
+            } else {
+                parsed = try JSON.parse(value)
+            }
+            switch op {
+            case "cs": return .contains(field: column, value: parsed)
+            case "cd": return .containedBy(field: column, value: parsed)
+            default: return .overlaps(field: column, value: parsed)
+            }
+        default:
+            return try fullText(column, op, value)
+        }
+    }
+
+    private static func fullText(_ column: String, _ op: String, _ value: String) throws -> Filter {
+        var name = op
+        var language: String?
+        if let open = op.firstIndex(of: "("), op.hasSuffix(")") {
+            name = String(op[..<open])
+            language = String(op[op.index(after: open)..<op.index(before: op.endIndex)])
+        }
+        let modes: [String: FullTextMode] = ["fts": .tsquery, "plfts": .plain, "phfts": .phrase, "wfts": .websearch]
+        guard let mode = modes[name] else { throw RESTError.parse("unknown operator \(op)") }
+        return .fulltext(field: column, query: value, mode: mode, language: language)
+    }
+
+    /// A query-string value as the column's type: never a silent coercion of a malformed value.
+    static func typed(_ text: String, _ type: FieldType, _ column: String) throws -> JSONValue {
+        if text == "null" { return .null }
+        switch type {
+        case .int:
+            guard let i = Int64(text) else { throw RESTError.invalidValue(text, column, type) }
+            return .int(i)
+        case .float:
+            guard let d = Double(text) else { throw RESTError.invalidValue(text, column, type) }
+            return .float(d)
+        case .bool:
+            guard text == "true" || text == "false" else { throw RESTError.invalidValue(text, column, type) }
+            return .bool(text == "true")
+        case .json, .array:
+            if let parsed = try? JSON.parse(text) { return parsed }
+            return .string(text)
+        default:
+            return .string(unquoted(text))
+        }
+    }
+
+    static func unquoted(_ text: String) -> String {
+        guard text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") else { return text }
+        return String(text.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
+            .replacingOccurrences(of: "\\\\", with: "\\")
+    }
+}
+
+extension String {
+    /// PostgREST accepts `*` for `%` in like patterns.
+    func replacingStars() -> String { replacingOccurrences(of: "*", with: "%") }
+}
+
+/// Splits `a,"b,c",d` at top-level commas (quotes and parentheses respected).
+enum ListSplitter {
+    static func split(_ text: String) throws -> [String] {
+        var items: [String] = []
+        var current = ""
+        var depth = 0
+        var quoted = false
+        var escaped = false
+        for c in text {
+            if escaped { current.append(c); escaped = false; continue }
+            switch c {
+            case "\\" where quoted: escaped = true; current.append(c)
+            case "\"": quoted.toggle(); current.append(c)
+            case "(" where !quoted: depth += 1; current.append(c)
+            case ")" where !quoted: depth -= 1; current.append(c)
+            case "," where !quoted && depth == 0: items.append(current); current = ""
+            default: current.append(c)
+            }
+            guard depth >= 0 else { throw RESTError.parse("unbalanced parentheses in \(text)") }
+        }
+        guard !quoted, depth == 0 else { throw RESTError.parse("unbalanced quotes or parentheses in \(text)") }
+        items.append(current)
+        return items.map { $0.trimmingSpaces() }
+    }
+}
+
+/// `or=(a.eq.1,and(b.gt.1,b.lt.4),not.c.is.null)`.
+struct LogicParser {
+    let text: String
+    let schema: CollectionSchema
+
+    /// Nesting of and()/or() accepted; deeper is refused (the kernel's filter depth bound).
+    static let depthMax = KernelLimits.filterDepthMax
+
+    func parseGroup(and: Bool, depth: Int = 0) throws -> Filter {
+        guard depth < Self.depthMax else { throw RESTError.parse("logic nested deeper than \(Self.depthMax)") }
+        guard text.hasPrefix("("), text.hasSuffix(")") else { throw RESTError.parse("expected (...) in \(text)") }
+        let parts = try ListSplitter.split(String(text.dropFirst().dropLast()))
+        let filters = try parts.map { try parseTerm($0, depth: depth) }
+        return and ? .and(filters) : .or(filters)
+    }
+
+    private func parseTerm(_ term: String, depth: Int) throws -> Filter {
+        var body = Substring(term)
+        var negated = false
+        if body.hasPrefix("not.") { negated = true; body = body.dropFirst(4) }
+        let filter: Filter
+        if body.hasPrefix("and(") || body.hasPrefix("or(") {
+            let isAnd = body.hasPrefix("and(")
+            let inner = String(body.dropFirst(isAnd ? 3 : 2))
+            filter = try LogicParser(text: inner, schema: schema).parseGroup(and: isAnd, depth: depth + 1)
+        } else {
+            guard let dot = body.firstIndex(of: ".") else { throw RESTError.parse("expected <column>.<op>.<value> in \(term)") }
+            let column = String(body[..<dot])
+            let expression = String(body[body.index(after: dot)...])
+            filter = try FilterParser.parse(column: column, expression: unquotedValue(expression), schema: schema)
+        }
+        return negated ? .not(filter) : filter
+    }
+
+    /// Inside logic trees PostgREST unquotes double-quoted scalar values (`name.eq."a, b"`).
+    private func unquotedValue(_ expression: String) -> String {
+        guard let dot = expression.firstIndex(of: ".") else { return expression }
+        let head = expression[...dot]
+        let value = String(expression[expression.index(after: dot)...])
+        return head + (value.hasPrefix("(") ? value : FilterParser.unquoted(value))
+    }
+}

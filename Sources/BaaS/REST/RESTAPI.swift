@@ -1,0 +1,271 @@
+// `/rest/v1/<collection>`: the PostgREST surface the Supabase clients use (supabase-wire §3).
+// Reads run on one snapshot (answer header X-AeroDB-LSN); writes are one kernel transaction,
+// answered after they are durable. Until the auth issue lands, the anon key may read and write
+// every collection (documented in docs/API.md); a bad, expired or unknown-role token gets 401.
+
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Kernel
+import NIOCore
+
+enum RESTAPI {
+    static func register(on router: Router<BasicRequestContext>, database: Database, keys: KeyChecker, identity: NodeIdentity) {
+        let rest = router.group("rest/v1")
+        rest.get("/") { request, _ in await guarded(request, keys) { try openAPI(database) } }
+        rest.post("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
+        rest.get("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
+        rest.get(":collection") { request, context in
+            await guarded(request, keys) { try read(request, context, database, head: false) }
+        }
+        rest.head(":collection") { request, context in
+            await guarded(request, keys) { try read(request, context, database, head: true) }
+        }
+        rest.post(":collection") { request, context in
+            await guarded(request, keys) { try identity.requirePrimary(); return try await insert(request, context, database) }
+        }
+        rest.patch(":collection") { request, context in
+            await guarded(request, keys) { try identity.requirePrimary(); return try await modify(request, context, database, delete: false) }
+        }
+        rest.delete(":collection") { request, context in
+            await guarded(request, keys) { try identity.requirePrimary(); return try await modify(request, context, database, delete: true) }
+        }
+    }
+
+    private static func guarded(_ request: Request, _ keys: KeyChecker, _ body: () async throws -> Response) async -> Response {
+        do {
+            _ = try keys.role(request)
+            return try await body()
+        } catch {
+            return RESTError.response(error)
+        }
+    }
+
+    // MARK: Reads
+
+    private static func read(_ request: Request, _ context: BasicRequestContext, _ database: Database, head: Bool) throws -> Response {
+        let snapshot = database.snapshot()
+        let schema = try collection(context, snapshot)
+        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
+        let prefer = Prefer(request)
+        var query = Query(collection: schema.name, filter: parsed.filter, order: parsed.order,
+                          limit: parsed.limit, offset: parsed.offset, count: prefer.count)
+        if let range = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let (from, to) = parseRange(range) {
+            query.offset = from
+            query.limit = to - from + 1
+        }
+        let maxRows = database.options.query.limitMax
+        query.limit = min(query.limit ?? database.options.query.limitDefault, maxRows)
+        let accept = request.headers[.accept] ?? "*/*"
+        if accept.hasPrefix("application/vnd.pgrst.plan") {
+            return HTTPJSON.response(try snapshot.explain(query).json, lsn: snapshot.lsn)
+        }
+        let result = try snapshot.query(query)
+        let rows = result.rows.map { project($0, parsed.select) }
+        var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
+        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
+        if accept.hasPrefix("application/vnd.pgrst.object+json") {
+            guard rows.count == 1 else {
+                return RESTError.response(code: "PGRST116", message: "JSON object requested, multiple (or no) rows returned",
+                                          details: "The result contains \(rows.count) rows", status: .notAcceptable)
+            }
+            return body(JSON.encode(rows[0]), "application/json", headers, head: head)
+        }
+        if accept.hasPrefix("text/csv") {
+            return body(CSV.encode(rows, columns: parsed.select?.map(\.alias) ?? schema.fieldNames), "text/csv", headers, head: head)
+        }
+        return body(JSON.encode(.array(rows)), "application/json", headers, head: head)
+    }
+
+    private static func collection(_ context: BasicRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
+        let name = try context.parameters.require("collection")
+        guard let data = snapshot.state.collections[name] else {
+            throw AeroError(.collectionNotFound, "Could not find the table 'public.\(name)' in the schema cache")
+        }
+        return data.schema
+    }
+
+    private static func project(_ doc: Document, _ select: [(name: String, alias: String)]?) -> JSONValue {
+        guard let select else { return .object(doc) }
+        var out: Document = [:]
+        for column in select { out[column.alias] = doc[column.name] ?? .null }
+        return .object(out)
+    }
+
+    /// `Range: 0-9` (items); nil when absent or malformed (then it is ignored, as PostgREST does).
+    static func parseRange(_ header: String) -> (Int, Int)? {
+        let parts = header.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let from = parts[0], let to = parts[1], from >= 0, to >= from else { return nil }
+        return (from, to)
+    }
+
+    static func contentRange(offset: Int, count: Int, total: Int?) -> String {
+        let totalText = total.map(String.init) ?? "*"
+        return count == 0 ? "*/\(totalText)" : "\(offset)-\(offset + count - 1)/\(totalText)"
+    }
+
+    private static func body(_ bytes: [UInt8], _ type: String, _ headers: HTTPFields, head: Bool,
+                             status: HTTPResponse.Status = .ok) -> Response {
+        var headers = headers
+        headers[.contentType] = type
+        return Response(status: status, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    // MARK: Writes
+
+    private static func insert(_ request: Request, _ context: BasicRequestContext, _ database: Database) async throws -> Response {
+        let snapshot = database.snapshot()
+        let schema = try collection(context, snapshot)
+        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
+        let prefer = Prefer(request)
+        let documents: [Document]
+        switch try await HTTPJSON.body(request) {
+        case .object(let doc): documents = [doc]
+        case .array(let items):
+            documents = try items.map { item in
+                guard case .object(let doc) = item else { throw RESTError.parse("every inserted row must be a JSON object") }
+                return doc
+            }
+        default: throw RESTError.parse("insert a JSON object or an array of objects")
+        }
+        if let onConflict = parsed.onConflict, onConflict != [schema.primaryKey] {
+            throw RESTError.parse("on_conflict on columns other than the primary key (\(schema.primaryKey)) is not built yet")
+        }
+        let operations: [WriteOperation] = try documents.compactMap { doc in
+            switch prefer.resolution {
+            case "merge-duplicates": return .upsert(collection: schema.name, document: doc)
+            case "ignore-duplicates":
+                if let key = doc[schema.primaryKey], try snapshot.document(schema.name, key: key) != nil { return nil }
+                return .insert(collection: schema.name, document: doc)
+            default: return .insert(collection: schema.name, document: doc)
+            }
+        }
+        let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations)
+        return written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, status: .created)
+    }
+
+    private static func modify(_ request: Request, _ context: BasicRequestContext, _ database: Database,
+                               delete: Bool) async throws -> Response {
+        let schema = try collection(context, database.snapshot())
+        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
+        guard let filter = parsed.filter else {
+            return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",
+                                      details: nil, hint: "add a filter, e.g. ?id=eq.1", status: .badRequest)
+        }
+        let operation: WriteOperation
+        if delete {
+            operation = .delete(collection: schema.name, target: .matching(filter))
+        } else {
+            guard case .object(let set) = try await HTTPJSON.body(request) else { throw RESTError.parse("PATCH needs a JSON object") }
+            operation = .update(collection: schema.name, target: .matching(filter), set: set)
+        }
+        let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name)
+        return written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, status: .ok)
+    }
+
+    /// Commits and returns the affected documents of `collection` (after images, or before images for deletes).
+    private static func commit(_ database: Database, _ operations: [WriteOperation], deleted: Bool = false,
+                               collection: String? = nil) async throws -> (lsn: UInt64, docs: [Document]) {
+        let result = try await database.commit(operations)
+        let target = collection ?? operations.first?.collection
+        let docs = result.changes.filter { $0.collection == target }.compactMap { deleted ? $0.before : $0.after }
+        return (result.lsn, docs)
+    }
+
+    private static func written(_ docs: [Document], lsn: UInt64, prefer: Prefer, parsed: PostgRESTQuery,
+                                status: HTTPResponse.Status) -> Response {
+        var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
+        if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
+        guard prefer.returnRepresentation else {
+            return Response(status: status == .created ? .created : .noContent, headers: headers)
+        }
+        return body(JSON.encode(.array(docs.map { project($0, parsed.select) })), "application/json", headers, head: false,
+                    status: status)
+    }
+
+    // MARK: rpc and OpenAPI
+
+    private static func rpcMissing(_ context: BasicRequestContext) throws -> Response {
+        let name = try context.parameters.require("name")
+        return RESTError.response(code: "PGRST202", message: "Could not find the function public.\(name) in the schema cache",
+                                  details: "callable functions are not built yet (the functions issue provides them)",
+                                  status: .notFound)
+    }
+
+    private static func openAPI(_ database: Database) throws -> Response {
+        let snapshot = database.snapshot()
+        var paths: [String: JSONValue] = [:]
+        var schemas: [String: JSONValue] = [:]
+        for schema in snapshot.collections {
+            let operation: JSONValue = .object(["tags": .array([.string(schema.name)]),
+                                                "responses": .object(["200": .object(["description": .string("OK")])])])
+            paths["/" + schema.name] = .object(["get": operation, "post": operation, "patch": operation, "delete": operation])
+            var properties: [String: JSONValue] = [:]
+            for (name, field) in schema.fields { properties[name] = openAPIType(field.type) }
+            let required = schema.fields.filter { $0.value.required }.keys.sorted().map(JSONValue.string)
+            schemas[schema.name] = .object(["type": .string("object"), "properties": .object(properties), "required": .array(required)])
+        }
+        let document: JSONValue = .object([
+            "openapi": .string("3.0.3"),
+            "info": .object(["title": .string("AeroDB REST"), "version": .string("1")]),
+            "paths": .object(paths), "components": .object(["schemas": .object(schemas)]),
+        ])
+        return HTTPJSON.response(document, lsn: snapshot.lsn)
+    }
+
+    private static func openAPIType(_ type: FieldType) -> JSONValue {
+        switch type {
+        case .int: return .object(["type": .string("integer"), "format": .string("int64")])
+        case .float: return .object(["type": .string("number")])
+        case .bool: return .object(["type": .string("boolean")])
+        case .timestamp: return .object(["type": .string("string"), "format": .string("date-time")])
+        case .uuid: return .object(["type": .string("string"), "format": .string("uuid")])
+        case .text: return .object(["type": .string("string")])
+        case .json: return .object([:])
+        case .array(let element): return .object(["type": .string("array"), "items": openAPIType(element)])
+        }
+    }
+}
+
+/// The `Prefer` header: one comma-joined list (`return=representation,count=exact,...`).
+struct Prefer {
+    var returnRepresentation = false
+    var count = false
+    var resolution: String?
+
+    init(_ request: Request) {
+        let header = request.headers[HTTPField.Name("Prefer")!] ?? ""
+        for item in header.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "return": returnRepresentation = parts[1] == "representation"
+            case "count": count = ["exact", "planned", "estimated"].contains(parts[1])
+            case "resolution": resolution = parts[1]
+            default: break
+            }
+        }
+    }
+}
+
+/// RFC 4180 CSV of rows (for `Accept: text/csv`).
+enum CSV {
+    static func encode(_ rows: [JSONValue], columns: [String]) -> [UInt8] {
+        var out = columns.map(field).joined(separator: ",") + "\n"
+        for row in rows {
+            out += columns.map { column -> String in
+                switch row[column] ?? .null {
+                case .null: return ""
+                case .string(let s): return field(s)
+                case let other: return field(JSON.encodeString(other))
+                }
+            }.joined(separator: ",") + "\n"
+        }
+        return Array(out.utf8)
+    }
+
+    private static func field(_ text: String) -> String {
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}

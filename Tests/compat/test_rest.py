@@ -1,0 +1,92 @@
+"""The official Supabase Python client (supabase==2.34.1) against a real AeroDB node: /rest/v1."""
+import pytest
+from postgrest.exceptions import APIError
+from supabase import create_client
+
+SCHEMA = {
+    "name": "items",
+    "fields": {"id": {"type": "text"}, "name": {"type": "text"}, "qty": {"type": "int", "nullable": True},
+               "tags": {"type": "array<text>", "nullable": True}},
+    "indexes": [{"fields": ["qty"]}, {"fields": ["name"], "type": "fulltext"}],
+}
+ROWS = [{"id": "a1", "name": "blue widget", "qty": 5, "tags": ["x", "y"]},
+        {"id": "a2", "name": "red gadget", "qty": 1},
+        {"id": "a3", "name": "green widget", "qty": None}]
+
+
+@pytest.fixture(scope="module")
+def sb(node):
+    node.admin("POST", "collections", SCHEMA)
+    client = create_client(node.url, node.anon)
+    inserted = client.table("items").insert(ROWS).execute().data
+    assert [r["id"] for r in inserted] == ["a1", "a2", "a3"]
+    return client
+
+
+def ids(response):
+    return [r["id"] for r in response.data]
+
+
+def test_filters_order_and_range(sb):
+    assert ids(sb.table("items").select("*").gt("qty", 3).order("qty", desc=True).range(0, 9).execute()) == ["a1"]
+    assert ids(sb.table("items").select("id").or_("qty.gt.4,qty.is.null").order("id").execute()) == ["a1", "a3"]
+    assert ids(sb.table("items").select("id").ilike("name", "%WIDGET%").order("id").execute()) == ["a1", "a3"]
+    assert ids(sb.table("items").select("id").like("name", "blue w*").execute()) == ["a1"]
+    assert ids(sb.table("items").select("id").in_("id", ["a1", "a3"]).order("id").execute()) == ["a1", "a3"]
+    assert ids(sb.table("items").select("id").not_.in_("id", ["a1"]).order("id").execute()) == ["a2", "a3"]
+    assert ids(sb.table("items").select("id").contains("tags", ["x"]).execute()) == ["a1"]
+    assert ids(sb.table("items").select("id").order("qty", desc=False, nullsfirst=True).execute()) == ["a3", "a2", "a1"]
+
+
+def test_full_text_search(sb):
+    found = sb.table("items").select("id").text_search("name", "widget", options={"type": "plain", "config": "english"})
+    assert ids(found.order("id").execute()) == ["a1", "a3"]
+
+
+def test_select_renames_and_count(sb):
+    r = sb.table("items").select("id,label:name", count="exact").eq("id", "a2").execute()
+    assert r.data == [{"id": "a2", "label": "red gadget"}]
+    assert r.count == 1
+    assert sb.table("items").select("id", count="exact").limit(1).execute().count == 3
+
+
+def test_single_and_maybe_single(sb):
+    assert sb.table("items").select("name").eq("id", "a2").single().execute().data == {"name": "red gadget"}
+    with pytest.raises(APIError) as error:
+        sb.table("items").select("*").eq("id", "nope").single().execute()
+    assert error.value.code == "PGRST116"
+    assert sb.table("items").select("*").eq("id", "nope").maybe_single().execute() is None
+
+
+def test_writes_update_upsert_delete(sb):
+    sb.table("items").insert({"id": "w1", "name": "temp", "qty": 2}).execute()
+    assert sb.table("items").update({"qty": 9}).eq("id", "w1").execute().data[0]["qty"] == 9
+    assert sb.table("items").upsert({"id": "w1", "name": "temp 2"}).execute().data[0] == \
+        {"id": "w1", "name": "temp 2", "qty": 9, "tags": None}
+    assert ids(sb.table("items").delete().eq("id", "w1").execute()) == ["w1"]
+    assert sb.table("items").select("*").eq("id", "w1").execute().data == []
+
+
+def test_errors_have_postgrest_codes(sb):
+    with pytest.raises(APIError) as duplicate:
+        sb.table("items").insert({"id": "a1", "name": "again"}).execute()
+    assert duplicate.value.code == "23505"
+    with pytest.raises(APIError) as missing:
+        sb.table("nope").select("*").execute()
+    assert missing.value.code == "PGRST205"
+    with pytest.raises(APIError) as bad:
+        sb.table("items").select("*").eq("qty", "abc").execute()
+    assert bad.value.code == "22P02"
+    with pytest.raises(APIError) as column:
+        sb.table("items").select("nope").execute()
+    assert column.value.code == "42703"
+    with pytest.raises(APIError) as rpc:
+        sb.rpc("add", {"a": 1}).execute()
+    assert rpc.value.code == "PGRST202"
+
+
+def test_bad_keys_are_refused(node):
+    forged = create_client(node.url, node.anon[:-4] + "abcd")
+    with pytest.raises(APIError) as error:
+        forged.table("items").select("*").execute()
+    assert error.value.code == "PGRST301"
