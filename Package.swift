@@ -70,6 +70,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "BaaSTests",
+            dependencies: ["Kernel", "BaaS"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "ReplicationTests",
             dependencies: ["Kernel", "Replication"],
             swiftSettings: strictSettings

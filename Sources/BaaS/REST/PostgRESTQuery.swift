@@ -2,17 +2,18 @@
 //
 // Decoding: the clients form-encode the query string (`+` is a space, `%2B` a plus), so it is
 // split and decoded here by hand, never with URLComponents (which keeps `+`).
-// Supported: `select` (columns, `*`, `alias:column`), filters `<col>=[not.]<op>.<value>` with
+// Supported: `select` (columns, `*`, `alias:column`, embedded references: Embedding.swift), filters `<col>=[not.]<op>.<value>` with
 // eq neq gt gte lt lte like ilike (`*` or `%` wildcards) is in cs cd ov fts plfts phfts wfts
 // (optional `(language)`), `or=(...)`, `and=(...)` nested with `not.`, `order`, `limit`,
 // `offset`. Values are typed by the column's declared type. Not built yet (clear errors):
-// embedding of references in `select`, range operators, `like(any)`/`like(all)`.
+// filters on embedded resources, range operators, `like(any)`/`like(all)`.
 
 import Kernel
 
 struct PostgRESTQuery {
     var filters: [Filter] = []
-    var select: [(name: String, alias: String)]?
+    /// Raw `select=` text; parsed against the snapshot's collections by `SelectParser`.
+    var select: String?
     var order: [Sort] = []
     var limit: Int?
     var offset = 0
@@ -24,7 +25,7 @@ struct PostgRESTQuery {
         var query = PostgRESTQuery()
         for (key, value) in decodePairs(rawQuery ?? "") {
             switch key {
-            case "select": query.select = try parseSelect(value, schema: schema)
+            case "select": query.select = value
             case "order": query.order = try parseOrder(value, schema: schema)
             case "limit": query.limit = try nonNegative(value, "limit")
             case "offset": query.offset = try nonNegative(value, "offset")
@@ -50,22 +51,6 @@ struct PostgRESTQuery {
     private static func nonNegative(_ text: String, _ name: String) throws -> Int {
         guard let n = Int(text), n >= 0 else { throw RESTError.parse("\(name) must be a non-negative integer") }
         return n
-    }
-
-    static func parseSelect(_ text: String, schema: CollectionSchema) throws -> [(name: String, alias: String)]? {
-        var out: [(String, String)] = []
-        for item in text.split(separator: ",").map({ String($0).trimmingSpaces() }) where !item.isEmpty {
-            if item == "*" { return nil }
-            guard !item.contains("(") else {
-                throw RESTError.parse("embedding related collections in select (\(item)) is not built yet")
-            }
-            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
-            let (alias, column) = parts.count == 2 ? (parts[0], parts[1]) : (item, item)
-            let name = String(column.split(separator: ":").first ?? Substring(column))  // drops ::casts
-            guard schema.fields[name] != nil else { throw RESTError.unknownColumn(name, schema.name) }
-            out.append((name, alias))
-        }
-        return out.isEmpty ? nil : out
     }
 
     static func parseOrder(_ text: String, schema: CollectionSchema) throws -> [Sort] {

@@ -61,7 +61,9 @@ enum RESTAPI {
             return HTTPJSON.response(try snapshot.explain(query).json, lsn: snapshot.lsn)
         }
         let result = try snapshot.query(query)
-        let rows = result.rows.map { project($0, parsed.select) }
+        let items = try selectItems(parsed, schema, snapshot)
+        let projector = Projector(snapshot: snapshot)
+        let rows = try result.rows.map { try projector.project($0, items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
         headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
@@ -72,7 +74,8 @@ enum RESTAPI {
             return body(JSON.encode(rows[0]), "application/json", headers, head: head)
         }
         if accept.hasPrefix("text/csv") {
-            return body(CSV.encode(rows, columns: parsed.select?.map(\.alias) ?? schema.fieldNames), "text/csv", headers, head: head)
+            let columns = items == [.all] ? schema.fieldNames : items.compactMap(\.outputName)
+            return body(CSV.encode(rows, columns: columns), "text/csv", headers, head: head)
         }
         return body(JSON.encode(.array(rows)), "application/json", headers, head: head)
     }
@@ -85,11 +88,11 @@ enum RESTAPI {
         return data.schema
     }
 
-    private static func project(_ doc: Document, _ select: [(name: String, alias: String)]?) -> JSONValue {
-        guard let select else { return .object(doc) }
-        var out: Document = [:]
-        for column in select { out[column.alias] = doc[column.name] ?? .null }
-        return .object(out)
+    private static func selectItems(_ parsed: PostgRESTQuery, _ schema: CollectionSchema,
+                                    _ snapshot: Snapshot) throws -> [SelectItem] {
+        guard let text = parsed.select else { return [.all] }
+        let collections = snapshot.state.collections.mapValues(\.schema)
+        return try SelectParser.parse(text, schema: schema, collections: collections)
     }
 
     /// `Range: 0-9` (items); nil when absent or malformed (then it is ignored, as PostgREST does).
@@ -141,7 +144,8 @@ enum RESTAPI {
             }
         }
         let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations)
-        return written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, status: .created)
+        return try written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, schema: schema,
+                           database: database, status: .created)
     }
 
     private static func modify(_ request: Request, _ context: BasicRequestContext, _ database: Database,
@@ -160,7 +164,8 @@ enum RESTAPI {
             operation = .update(collection: schema.name, target: .matching(filter), set: set)
         }
         let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name)
-        return written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, status: .ok)
+        return try written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, schema: schema, database: database,
+                           status: .ok)
     }
 
     /// Commits and returns the affected documents of `collection` (after images, or before images for deletes).
@@ -173,14 +178,17 @@ enum RESTAPI {
     }
 
     private static func written(_ docs: [Document], lsn: UInt64, prefer: Prefer, parsed: PostgRESTQuery,
-                                status: HTTPResponse.Status) -> Response {
+                                schema: CollectionSchema, database: Database, status: HTTPResponse.Status) throws -> Response {
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
         if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
         guard prefer.returnRepresentation else {
             return Response(status: status == .created ? .created : .noContent, headers: headers)
         }
-        return body(JSON.encode(.array(docs.map { project($0, parsed.select) })), "application/json", headers, head: false,
-                    status: status)
+        let snapshot = database.snapshot()
+        let items = try selectItems(parsed, schema, snapshot)
+        let projector = Projector(snapshot: snapshot)
+        return body(JSON.encode(.array(try docs.map { try projector.project($0, items, schema: schema) })), "application/json",
+                    headers, head: false, status: status)
     }
 
     // MARK: rpc and OpenAPI

@@ -57,6 +57,11 @@ public enum ReferenceAction: String, Sendable, Hashable {
 public struct FieldReference: Sendable, Hashable {
     public let collection: String
     public let onDelete: ReferenceAction
+
+    public init(collection: String, onDelete: ReferenceAction) {
+        self.collection = collection
+        self.onDelete = onDelete
+    }
 }
 
 public enum DefaultValue: Sendable, Hashable {

@@ -90,3 +90,26 @@ def test_bad_keys_are_refused(node):
     with pytest.raises(APIError) as error:
         forged.table("items").select("*").execute()
     assert error.value.code == "PGRST301"
+
+
+def test_embedding_declared_references_both_ways(node, sb):
+    node.admin("POST", "collections", {"name": "users", "fields": {"id": {"type": "text"}, "name": {"type": "text"}}})
+    node.admin("POST", "collections", {"name": "posts", "fields": {
+        "id": {"type": "text"}, "title": {"type": "text"},
+        "author_id": {"type": "text", "references": {"collection": "users", "on_delete": "cascade"}}},
+        "indexes": [{"fields": ["author_id"]}]})
+    sb.table("users").insert([{"id": "u1", "name": "Ada"}, {"id": "u2", "name": "Bob"}]).execute()
+    sb.table("posts").insert([{"id": "p1", "title": "one", "author_id": "u1"},
+                              {"id": "p2", "title": "two", "author_id": "u1"}]).execute()
+    posts = sb.table("posts").select("title,author:users(name)").order("id").execute().data
+    assert posts == [{"title": "one", "author": {"name": "Ada"}}, {"title": "two", "author": {"name": "Ada"}}]
+    users = sb.table("users").select("name,posts(title)").order("id").execute().data
+    assert users == [{"name": "Ada", "posts": [{"title": "one"}, {"title": "two"}]}, {"name": "Bob", "posts": []}]
+    with pytest.raises(APIError):
+        sb.table("items").select("*,users(name)").execute()
+
+
+def test_delete_without_filter_is_refused(sb):
+    with pytest.raises(APIError) as error:
+        sb.table("items").delete().execute()
+    assert error.value.code == "21000"
