@@ -1,0 +1,15 @@
+-- wrk script: POST one new row per request, the way the supabase client sends an insert.
+-- Each wrk thread numbers its rows separately so ids never collide.
+local counter = 0
+local thread_id = 0
+
+function setup(thread)
+  thread:set("tid", thread_id)
+  thread_id = thread_id + 1
+end
+
+function request()
+  counter = counter + 1
+  local body = string.format('{"id":"w%d-%d","name":"bench row %d","qty":%d}', tid, counter, counter, counter % 100)
+  return wrk.format("POST", "/rest/v1/items", nil, body)
+end
