@@ -78,6 +78,22 @@ public enum AdminAPI {
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
+        admin.post("collections/:name/fields") { request, context in
+            try await guarded(request, keys) {
+                try identity.requirePrimary()
+                let (field, lsn) = try await database.addField(collection: try context.parameters.require("name"),
+                                                              try await HTTPJSON.body(request))
+                return HTTPJSON.response(field.json, status: .created, lsn: lsn)
+            }
+        }
+        admin.delete("collections/:name/fields/:field") { request, context in
+            try await guarded(request, keys) {
+                try identity.requirePrimary()
+                let lsn = try await database.dropField(collection: try context.parameters.require("name"),
+                                                       name: try context.parameters.require("field"))
+                return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
+            }
+        }
         addDataRoutes(admin, database: database, keys: keys, identity: identity)
         RESTAPI.register(on: router, database: database, keys: keys, identity: identity)
         return router

@@ -138,6 +138,54 @@ public final class Database: Sendable {
         return lsn
     }
 
+    /// Adds a field (`{"name":"x","type":"int","nullable":true,"default":..}`); existing documents
+    /// get its default (resolved once, now) or null, so the field must be nullable or have a default.
+    public func addField(collection: String, _ fieldJSON: JSONValue) async throws -> (FieldSchema, lsn: UInt64) {
+        guard case .object(var spec) = fieldJSON, case .string(let name)? = spec.removeValue(forKey: "name") else {
+            throw AeroError(.schemaInvalid, "a field is {\"name\":\"...\",\"type\":\"...\", ...}")
+        }
+        try CollectionSchema.validateName(name, what: "field name")
+        let field = try CollectionSchema.parseField(name, .object(spec), isPrimaryKey: false)
+        let clock = options.clock
+        let lsn = try writer.changeSchema { head in
+            let schema = try head.collection(collection).schema
+            guard schema.fields[name] == nil else { throw AeroError(.schemaInvalid, "\(collection) already has a field \(name)") }
+            guard schema.fields.count < KernelLimits.fieldsPerCollectionMax else {
+                throw AeroError(.schemaInvalid, "at most \(KernelLimits.fieldsPerCollectionMax) fields per collection")
+            }
+            guard field.nullable || field.defaultValue != nil else {
+                throw AeroError(.schemaInvalid, "a field added to existing documents must be nullable or have a default")
+            }
+            var extended = schema.fields
+            extended[name] = field
+            try Self.checkReferenceTargets(CollectionSchema(name: schema.name, primaryKey: schema.primaryKey,
+                                                            fields: extended, indexes: schema.indexes), in: head)
+            let fill = try field.defaultValue.map { try FieldValidator.normalize(FieldValidator.resolve($0, clock: clock),
+                                                                                  as: field.type, field: name) } ?? .null
+            if field.references != nil && !fill.isNull {
+                throw AeroError(.schemaInvalid, "a reference field added to existing documents cannot have a default")
+            }
+            return .addField(collection: collection, name: name, field: field, fill: fill)
+        }
+        try await waitVisible(lsn)
+        return (field, lsn)
+    }
+
+    /// Drops a field that is neither the primary key nor part of an index.
+    public func dropField(collection: String, name: String) async throws -> UInt64 {
+        let lsn = try writer.changeSchema { head in
+            let schema = try head.collection(collection).schema
+            guard schema.fields[name] != nil else { throw AeroError(.schemaInvalid, "\(collection) has no field \(name)") }
+            guard name != schema.primaryKey else { throw AeroError(.schemaInvalid, "the primary key cannot be dropped") }
+            if let index = schema.indexes.first(where: { $0.fields.contains(name) }) {
+                throw AeroError(.schemaInvalid, "field \(name) is part of index \(index.name); drop the index first")
+            }
+            return .dropField(collection: collection, name: name)
+        }
+        try await waitVisible(lsn)
+        return lsn
+    }
+
     private static func checkReferenceTargets(_ schema: CollectionSchema, in head: DatabaseState) throws {
         for (field, spec) in schema.fields {
             guard let reference = spec.references else { continue }

@@ -53,7 +53,32 @@ public struct DatabaseState: Sendable {
         case .drop(let name):
             _ = try collection(name)
             collections[name] = nil
+        case .addField(let name, let field, let spec, let fill):
+            let data = try collection(name)
+            var fields = data.schema.fields
+            fields[field] = spec
+            collections[name] = try rebuilt(data, fields: fields) { doc in doc[field] = fill }
+        case .dropField(let name, let field):
+            let data = try collection(name)
+            var fields = data.schema.fields
+            fields[field] = nil
+            collections[name] = try rebuilt(data, fields: fields) { doc in doc[field] = nil }
         }
+    }
+
+    /// The collection with new fields and every document rewritten (an O(documents) schema change).
+    private func rebuilt(_ data: CollectionData, fields: [String: FieldSchema],
+                         _ rewrite: (inout Document) -> Void) throws -> CollectionData {
+        let schema = CollectionSchema(name: data.schema.name, primaryKey: data.schema.primaryKey, fields: fields,
+                                      indexes: data.schema.indexes)
+        var documents: [Document] = []
+        documents.reserveCapacity(data.count)
+        for doc in data.allDocuments() {
+            var copy = doc
+            rewrite(&copy)
+            documents.append(copy)
+        }
+        return try CollectionData(schema: schema, sortedDocuments: documents)
     }
 
     /// Replays one durable WAL record onto the state (recovery and replicas).

@@ -6,6 +6,8 @@
 //     - Changes are the resolved effects of the transaction (defaults, now(), cascades applied),
 //       so replay is deterministic and never consults the clock or re-runs validation (R1).
 //   schema (RecordType.schema): {"create":<schema>} | {"replace":<schema>} | {"drop":"<name>"}
+//     | {"add_field":{"collection":..,"name":..,"field":<field>,"fill":<value>}}
+//     | {"drop_field":{"collection":..,"name":..}}
 //   epoch (RecordType.epoch): {"epoch":N}
 // Invariants: one record = one atomic transaction (C1); a record that fails to decode after its
 // checksum passed is a bug or corruption and stops recovery with AERO_WAL_CORRUPT (D2).
@@ -35,6 +37,9 @@ public enum SchemaChange: Sendable, Equatable {
     case create(CollectionSchema)
     case replace(CollectionSchema)
     case drop(String)
+    /// Adds a field; existing documents get `fill` (its default, resolved once, or null).
+    case addField(collection: String, name: String, field: FieldSchema, fill: JSONValue)
+    case dropField(collection: String, name: String)
 }
 
 /// A committed transaction as the change stream delivers it (replication and realtime feed on it).
@@ -72,6 +77,11 @@ enum TransactionRecord {
         case .create(let s): return JSON.encode(.object(["create": s.json]))
         case .replace(let s): return JSON.encode(.object(["replace": s.json]))
         case .drop(let name): return JSON.encode(.object(["drop": .string(name)]))
+        case .addField(let c, let name, let field, let fill):
+            return JSON.encode(.object(["add_field": .object(["collection": .string(c), "name": .string(name),
+                                                              "field": field.json, "fill": fill])]))
+        case .dropField(let c, let name):
+            return JSON.encode(.object(["drop_field": .object(["collection": .string(c), "name": .string(name)])]))
         }
     }
 
@@ -80,6 +90,14 @@ enum TransactionRecord {
         if let s = root["create"] { return .create(try CollectionSchema.parse(s)) }
         if let s = root["replace"] { return .replace(try CollectionSchema.parse(s)) }
         if case .string(let name)? = root["drop"] { return .drop(name) }
+        if let add = root["add_field"], case .string(let c)? = add["collection"], case .string(let name)? = add["name"],
+           let field = add["field"], let fill = add["fill"] {
+            return .addField(collection: c, name: name, field: try CollectionSchema.parseField(name, field, isPrimaryKey: false),
+                             fill: fill)
+        }
+        if let drop = root["drop_field"], case .string(let c)? = drop["collection"], case .string(let name)? = drop["name"] {
+            return .dropField(collection: c, name: name)
+        }
         throw corrupt(lsn)
     }
 

@@ -54,7 +54,7 @@ extension CollectionSchema {
     }
 
     /// `nullable` defaults to `!required`, except for the primary key, which is never nullable.
-    private static func parseField(_ name: String, _ json: JSONValue, isPrimaryKey: Bool) throws -> FieldSchema {
+    static func parseField(_ name: String, _ json: JSONValue, isPrimaryKey: Bool) throws -> FieldSchema {
         let reader = try SchemaReader(json, at: "field \(name)")
         try reader.allowOnly(["type", "required", "nullable", "default", "references"])
         let typeName = try reader.requiredString("type")

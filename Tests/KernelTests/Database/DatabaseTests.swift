@@ -193,4 +193,32 @@ import Testing
         #expect(received[0].changes[0].kind == .insert)
         await db.close()
     }
+
+    @Test func fieldsAreAddedAndDroppedAsLoggedSchemaChanges() async throws {
+        let dir = TemporaryDirectory()
+        var db = try await openWithItems(dir)
+        _ = try await insert(db, "a", qty: 1)
+        await #expect(throws: AeroError.self) {
+            try await db.addField(collection: "items", json(#"{"name":"color","type":"text","required":true}"#))
+        }
+        _ = try await db.addField(collection: "items", json(#"{"name":"color","type":"text","default":"blue"}"#))
+        _ = try await db.addField(collection: "items", json(#"{"name":"note","type":"text","nullable":true}"#))
+        _ = try await db.dropField(collection: "items", name: "tags")
+        await #expect(throws: AeroError.self) { try await db.dropField(collection: "items", name: "qty") }  // indexed
+        await #expect(throws: AeroError.self) { try await db.dropField(collection: "items", name: "id") }
+        let expected = try db.query(json(#"{"collection":"items"}"#)).rows
+        #expect(expected.first?["color"] == .string("blue"))
+        #expect(expected.first?["note"] == .null)
+        #expect(expected.first?["tags"] == nil)
+        await db.close()
+        db = try await Database.open(smallOptions(dir))
+        #expect(try db.query(json(#"{"collection":"items"}"#)).rows == expected)
+        #expect(db.collections().first?.fields["tags"] == nil)
+        _ = try await insert(db, "b", qty: 1)
+        #expect(try db.snapshot().document("items", key: .string("b"))?["color"] == .string("blue"))
+        await #expect(throws: AeroError.self) {
+            try await db.commit(json(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"c","name":"c","tags":["x"]}}]}"#))
+        }
+        await db.close()
+    }
 }
