@@ -14,5 +14,6 @@ struct AeroDBCommand: AsyncParsableCommand {
           aerodb keys --dir ./node1 --json   # the anon and service_role keys
         Replication (cluster init, promote, status of a cluster) is not built yet: a node runs alone as primary.
         """,
-        subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, BenchCommand.self])
+        subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, MigrateCommand.self,
+                      BenchCommand.self])
 }

@@ -163,4 +163,38 @@ let itemsSchema = parse(#"""
         #expect(write.body?["code"] == .string("AERO_NOT_PRIMARY"))
         #expect(try await node.admin("GET", "collections").status == 200)
     }
+
+    @Test func migrationsApplyInOrderRefuseChangedFilesAndRevert() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        let dir = node.directory + "/migrations"
+        let first = try Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "create_items"]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try #"{"up":[{"create_collection":{"name":"items","fields":{"id":{"type":"text"},"qty":{"type":"int","nullable":true}}}}],"down":[{"drop_collection":"items"}]}"#
+            .write(toFile: first, atomically: true, encoding: .utf8)
+        try await Task.sleep(for: .seconds(1.1))  // versions are timestamps with one-second resolution
+        let second = try Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "add_color"]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try #"{"up":[{"add_field":{"collection":"items","field":{"name":"color","type":"text","default":"red"}}},{"add_index":{"collection":"items","index":{"fields":["qty"]}}}],"down":[{"drop_index":{"collection":"items","name":"items_qty_ordered"}},{"drop_field":{"collection":"items","name":"color"}}]}"#
+            .write(toFile: second, atomically: true, encoding: .utf8)
+        let connection = ["--url", node.baseURL, "--dir", dir, "--key", node.serviceKey]
+        #expect(try Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)
+        let schema = try await node.admin("GET", "collections").body?["collections"]?.arrayValue?.first { $0["name"] == .string("items") }
+        #expect(schema?["fields"]?["color"] != nil)
+        #expect(schema?["indexes"]?.arrayValue?.count == 1)
+        let status = try Binaries.run("aerodb", ["migrate", "status"] + connection).output
+        #expect(status.components(separatedBy: "applied").count == 3, "\(status)")
+        #expect(try Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)  // nothing pending: no-op
+
+        try (try String(contentsOfFile: first, encoding: .utf8) + " ").write(toFile: first, atomically: true, encoding: .utf8)
+        let changed = try Binaries.run("aerodb", ["migrate", "up"] + connection)
+        #expect(changed.status == 1)
+        #expect(changed.output.contains("changed"))
+
+        #expect(try Binaries.run("aerodb", ["migrate", "down"] + connection).status == 0)
+        let reverted = try await node.admin("GET", "collections").body?["collections"]?.arrayValue?.first { $0["name"] == .string("items") }
+        #expect(reverted?["fields"]?["color"] == nil)
+        #expect(try Binaries.run("aerodb", ["migrate", "status"] + connection).output.contains("add_color  pending"))
+    }
 }

@@ -94,6 +94,13 @@ public enum AdminAPI {
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
+        admin.get("migrations") { request, _ in try await guarded(request, keys) { try Migrations.list(database) } }
+        admin.post("migrations") { request, _ in
+            try await guarded(request, keys) {
+                try identity.requirePrimary()
+                return try await Migrations.apply(try await HTTPJSON.body(request), database)
+            }
+        }
         addDataRoutes(admin, database: database, keys: keys, identity: identity)
         RESTAPI.register(on: router, database: database, keys: keys, identity: identity)
         return router
