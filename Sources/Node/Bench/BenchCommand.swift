@@ -89,36 +89,33 @@ struct BenchCommand: AsyncParsableCommand {
         let db = try await Database.open(options)
         try await load(db, count: documents)
         let snapshot = db.snapshot()
-        let clock = SystemClock()
         var rng = SeededRandom(seed: 42)  // a syscall per key (SystemRandomNumberGenerator) would dominate
+        let planned = try measureReads(label: "query: parse-free Query, planner, key lookup; 1 thread", rng: &rng) { key in
+            try snapshot.query(Query(collection: "bench", filter: .compare(field: "id", op: .eq, value: key), limit: 1)).rows.count == 1
+        }
+        let direct = try measureReads(label: "snapshot key lookup, no planner; 1 thread", rng: &rng) { key in
+            try snapshot.document("bench", key: key) != nil
+        }
+        await db.close()
+        print(planned)
+        print(direct)
+    }
+
+    /// Reads random existing keys for `seconds`; returns the report line.
+    private func measureReads(label: String, rng: inout SeededRandom, _ read: (JSONValue) throws -> Bool) throws -> String {
+        let clock = SystemClock()
         var reads = 0, found = 0
         let started = clock.monotonicNanos()
         let deadline = started + UInt64(seconds * 1e9)
         while clock.monotonicNanos() < deadline {
             for _ in 0..<1000 {
-                let key = JSONValue.string("d\(Int.random(in: 0..<documents, using: &rng))")
-                let query = Query(collection: "bench", filter: .compare(field: "id", op: .eq, value: key), limit: 1)
-                found += try snapshot.query(query).rows.count
+                if try read(.string("d\(Int.random(in: 0..<documents, using: &rng))")) { found += 1 }
                 reads += 1
             }
         }
         let elapsed = Double(clock.monotonicNanos() - started) / 1e9
-        print(String(format: "read: documents=%d reads=%d found=%d elapsed=%.2fs rate=%.0f/s (query: parse-free Query, planner, key lookup; 1 thread)",
-                     documents, reads, found, elapsed, Double(reads) / elapsed))
-        var direct = 0, directFound = 0
-        let directStarted = clock.monotonicNanos()
-        let directDeadline = directStarted + UInt64(seconds * 1e9)
-        while clock.monotonicNanos() < directDeadline {
-            for _ in 0..<1000 {
-                let key = JSONValue.string("d\(Int.random(in: 0..<documents, using: &rng))")
-                if try snapshot.document("bench", key: key) != nil { directFound += 1 }
-                direct += 1
-            }
-        }
-        let directElapsed = Double(clock.monotonicNanos() - directStarted) / 1e9
-        await db.close()
-        print(String(format: "read: documents=%d reads=%d found=%d elapsed=%.2fs rate=%.0f/s (snapshot key lookup, no planner; 1 thread)",
-                     documents, direct, directFound, directElapsed, Double(direct) / directElapsed))
+        return String(format: "read: documents=%d reads=%d found=%d elapsed=%.2fs rate=%.0f/s (%@)",
+                      documents, reads, found, elapsed, Double(reads) / elapsed, label)
     }
 
     func benchRestart(_ options: KernelOptions) async throws {
