@@ -77,6 +77,7 @@ struct DiskHarness {
         options.clock = ManualClock()
         options.walSegmentBytes = segmentBytes
         options.walEngine = .pwrite
+        options.walPreallocateInBackground = false  // one order of disk operations per seed
         options.checkpointEveryWALBytes = 0
         return options
     }

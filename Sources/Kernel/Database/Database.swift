@@ -41,7 +41,7 @@ public final class Database: Sendable {
         let loaded = try store.loadNewest()
         var state = loaded?.state ?? .empty
         let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
-                                    engine: options.walEngine)
+                                    engine: options.walEngine, preallocateInBackground: options.walPreallocateInBackground)
         var replayed = 0
         let (wal, walReport) = try WriteAheadLog.open(fileSystem: fs, options: walOptions,
                                                       after: loaded.map { $0.state.position }) { record in

@@ -5,6 +5,9 @@ public struct KernelOptions: Sendable {
     public var dataDirectory: String
     public var walEngine: IOEngineChoice = .automatic
     public var walSegmentBytes: Int = KernelLimits.walSegmentBytesDefault
+    /// Preallocate the next WAL segment in the background (the crash harness turns this off to
+    /// keep the order of disk operations a function of the seed).
+    public var walPreallocateInBackground = true
     /// Writes that would take documents and indexes past this many bytes are refused.
     public var memoryBytesMax: Int = KernelLimits.memoryBytesDefault
     public var query = QueryOptions()

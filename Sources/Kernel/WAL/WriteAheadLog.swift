@@ -21,12 +21,16 @@ public struct WALOptions: Sendable {
     public var directory: String
     public var segmentBytes: Int
     public var engine: IOEngineChoice
+    /// Preallocate the next segment on a background thread (true), or at the rollover that
+    /// needs it (false: one order of disk operations, which the seeded crash harness replays).
+    public var preallocateInBackground: Bool
 
     public init(directory: String, segmentBytes: Int = KernelLimits.walSegmentBytesDefault,
-                engine: IOEngineChoice = .automatic) {
+                engine: IOEngineChoice = .automatic, preallocateInBackground: Bool = true) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.engine = engine
+        self.preallocateInBackground = preallocateInBackground
     }
 }
 
@@ -141,7 +145,8 @@ public final class WriteAheadLog: Sendable {
     // MARK: Append
 
     private enum Placement {
-        case placed(LogPosition)
+        /// Placed; `prepare` names the next spare segment to preallocate in the background.
+        case placed(LogPosition, prepare: UInt64?)
         case needSpare(UInt64)
         case waitForSpare
     }
@@ -154,8 +159,9 @@ public final class WriteAheadLog: Sendable {
         }
         while true {
             switch try state.withLock({ try place(&$0, type, epoch, timestampMicros, payload, size) }) {
-            case .placed(let position):
+            case .placed(let position, let prepare):
                 work.signal()
+                if let prepare { prepareSpareInBackground(prepare) }
                 return position
             case .needSpare(let index):
                 try prepareSpare(index)
@@ -171,6 +177,7 @@ public final class WriteAheadLog: Sendable {
         guard !s.closed else { throw AeroError(.walClosed, "the WAL is closed") }
         let lsn = s.last.lsn + 1
         var header: [UInt8] = []
+        var prepare: UInt64?
         if s.tail.offset + size > options.segmentBytes {
             switch s.spare {
             case .ready: break
@@ -179,9 +186,16 @@ public final class WriteAheadLog: Sendable {
                 s.spare = .preparing
                 return .needSpare(s.tail.segmentIndex + 1)
             }
-            s.spare = .none
             s.tail = WALScan.Tail(segmentIndex: s.tail.segmentIndex + 1, offset: WALFormat.segmentHeaderBytes,
                                   headerWritten: false, partialBlock: [])
+            // Preallocate the next spare now, off the commit path, so the next rollover does not
+            // stall commits for a whole segment's zero-fill.
+            if options.preallocateInBackground {
+                s.spare = .preparing
+                prepare = s.tail.segmentIndex + 1
+            } else {
+                s.spare = .none
+            }
         }
         if !s.tail.headerWritten {
             header = WALFormat.encodeSegmentHeader(.init(index: s.tail.segmentIndex, firstLSN: lsn, epoch: epoch,
@@ -209,7 +223,7 @@ public final class WriteAheadLog: Sendable {
         }
         advanceTail(&s.tail, by: bytes)
         s.last = position
-        return .placed(position)
+        return .placed(position, prepare: prepare)
     }
 
     private func advanceTail(_ tail: inout WALScan.Tail, by bytes: [UInt8]) {
@@ -217,6 +231,19 @@ public final class WriteAheadLog: Sendable {
         tail.offset += bytes.count
         let keep = tail.offset & (WALFormat.blockBytes - 1)
         tail.partialBlock = Array(combined.suffix(keep))
+    }
+
+    private func prepareSpareInBackground(_ index: UInt64) {
+        let thread = Thread { [self] in
+            do {
+                try prepareSpare(index)
+            } catch {
+                // prepareSpare recorded the outcome: a fatal failure failed the log (F1); ENOSPC
+                // left the spare `.failed`, so the next rollover retries and refuses cleanly.
+            }
+        }
+        thread.name = "aerodb-wal-spare"
+        thread.start()
     }
 
     /// Creates segment `index` ahead of need. ENOSPC refuses the write that needed it (nothing
