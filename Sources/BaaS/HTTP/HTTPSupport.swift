@@ -25,7 +25,11 @@ public enum HTTPErrors {
         case .transactionTooLarge, .documentTooLarge: return .contentTooLarge
         case .memoryLimit, .storageFull: return HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         case .lsnUnavailable: return .gone
-        case .walFlushFailed, .walClosed, .notPrimary: return .serviceUnavailable
+        case .walFlushFailed, .walClosed, .notPrimary, .replicaBehind, .primaryUnavailable, .epochStale,
+             .replicationDiverged:
+            return .serviceUnavailable
+        case .commitInDoubt: return .gatewayTimeout
+        case .replicationRefused, .promotionRefused: return .conflict
         case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid,
              .internalError:
             return .internalServerError

@@ -55,6 +55,14 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case configInvalid = "AERO_CONFIG_INVALID"
         case notPrimary = "AERO_NOT_PRIMARY"
         case authorityCorrupt = "AERO_AUTHORITY_CORRUPT"
+        // Replication and authority (P1, A1-A4)
+        case replicationDiverged = "AERO_REPL_DIVERGED"
+        case replicationRefused = "AERO_REPL_REFUSED"
+        case commitInDoubt = "AERO_COMMIT_IN_DOUBT"
+        case replicaBehind = "AERO_REPLICA_BEHIND"
+        case primaryUnavailable = "AERO_PRIMARY_UNAVAILABLE"
+        case epochStale = "AERO_EPOCH_STALE"
+        case promotionRefused = "AERO_PROMOTION_REFUSED"
         case internalError = "AERO_INTERNAL"
     }
 }

@@ -10,21 +10,55 @@ import Synchronization
 public final class Database: Sendable {
     public let options: KernelOptions
     public let openReport: OpenReport
-    private let wal: WriteAheadLog
-    private let writer: Writer
     private let visibility: Visibility
-    private let checkpointRunner: CheckpointRunner
+    private let store: CheckpointStore
+    /// The log and its writer. Replaced only when a replica installs a checkpoint shipped by the
+    /// primary (`install(checkpoint:)`); every other method reads it once per call.
+    private let core: Mutex<Core>
+    /// Called after a commit is durable here and before it is acknowledged: the replication
+    /// layer waits there for replica flushes (`sync`, `all` commit modes).
+    private let commitGate = Mutex<CommitGate?>(nil)
+
+    public typealias CommitGate = @Sendable (UInt64) async throws -> Void
+
+    private struct Core: Sendable {
+        let wal: WriteAheadLog
+        let writer: Writer
+        let checkpointRunner: CheckpointRunner
+    }
+
+    private var wal: WriteAheadLog { core.withLock { $0.wal } }
+    private var writer: Writer { core.withLock { $0.writer } }
+    private var checkpointRunner: CheckpointRunner { core.withLock { $0.checkpointRunner } }
+
+    /// Marks a replica's checkpoint installation in progress: a node that finds it at open
+    /// discards the partial state and starts empty (the primary ships the checkpoint again).
+    static let installPendingFile = "install.pending"
 
     private init(options: KernelOptions, wal: WriteAheadLog, state: DatabaseState, report: OpenReport,
                  store: CheckpointStore, lastCheckpointLSN: UInt64?) {
         self.options = options
         self.openReport = report
-        self.wal = wal
+        self.store = store
         self.visibility = Visibility(initial: state)
-        self.writer = Writer(head: state, wal: wal, visibility: visibility, options: options)
-        self.checkpointRunner = CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN)
-        let visibility = self.visibility
+        self.core = Mutex(Self.makeCore(wal: wal, state: state, visibility: visibility, options: options,
+                                        store: store, lastCheckpointLSN: lastCheckpointLSN))
+    }
+
+    private static func makeCore(wal: WriteAheadLog, state: DatabaseState, visibility: Visibility, options: KernelOptions,
+                                 store: CheckpointStore, lastCheckpointLSN: UInt64?) -> Core {
+        let writer = Writer(head: state, wal: wal, visibility: visibility, options: options)
+        if options.role == .replica {
+            writer.setAcceptsWrites(false, reason: AeroError(.notPrimary, "this node is a replica", invariant: "A1"))
+        }
         wal.setDurableHandler { lsn in visibility.publish(through: lsn) }
+        return Core(wal: wal, writer: writer,
+                    checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN))
+    }
+
+    private var walOptions: WALOptions {
+        WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
+                   engine: options.walEngine, preallocateInBackground: options.walPreallocateInBackground)
     }
 
     // MARK: Open and recovery
@@ -38,6 +72,7 @@ public final class Database: Sendable {
         }
         let store = CheckpointStore(fileSystem: fs, directory: options.checkpointDirectory)
         try store.prepare()
+        try discardInterruptedInstall(options, store)
         let loaded = try store.loadNewest()
         var state = loaded?.state ?? .empty
         let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
@@ -53,12 +88,33 @@ public final class Database: Sendable {
                                 elapsedNanos: options.clock.monotonicNanos() - started)
         let database = Database(options: options, wal: wal, state: state, report: report, store: store,
                                 lastCheckpointLSN: loaded?.state.lsn)
-        if state.epoch == 0 {
+        if state.epoch == 0 && options.role == .primary {
             // A new database opens epoch 1 with an epoch record, like every later epoch (SPEC §4).
             let lsn = try database.writer.openEpoch(1)
-            try await database.waitVisible(lsn)
+            try await database.waitLocallyDurable(lsn)
         }
         return database
+    }
+
+    /// A crash in the middle of `install(checkpoint:)` left a partial state: remove it, so the
+    /// node starts empty and the primary ships its checkpoint again (only replicas install).
+    private static func discardInterruptedInstall(_ options: KernelOptions, _ store: CheckpointStore) throws {
+        let fs = options.fileSystem
+        let marker = Path.join(options.dataDirectory, installPendingFile)
+        guard fs.exists(marker) else { return }
+        try removeLogAndCheckpoints(options, store)
+        try fs.remove(marker)
+        try fs.syncDirectory(options.dataDirectory)
+    }
+
+    private static func removeLogAndCheckpoints(_ options: KernelOptions, _ store: CheckpointStore) throws {
+        let fs = options.fileSystem
+        if fs.exists(options.walDirectory) {
+            for name in try fs.list(options.walDirectory) { try fs.remove(Path.join(options.walDirectory, name)) }
+            try fs.syncDirectory(options.walDirectory)
+        }
+        for lsn in try store.list() { try fs.remove(Path.join(options.checkpointDirectory, CheckpointFile.fileName(lsn: lsn))) }
+        try fs.syncDirectory(options.checkpointDirectory)
     }
 
     // MARK: Writes
@@ -197,17 +253,123 @@ public final class Database: Sendable {
         }
     }
 
+    /// Durable here, visible, and through the commit gate (replica flushes in `sync` mode).
     private func waitVisible(_ lsn: UInt64) async throws {
+        try await waitLocallyDurable(lsn)
+        if let gate = commitGate.withLock({ $0 }) { try await gate(lsn) }
+    }
+
+    private func waitLocallyDurable(_ lsn: UInt64) async throws {
         try await wal.waitDurable(lsn)
         visibility.publish(through: lsn)
     }
 
     /// Opens `epoch` with an epoch record when the database is behind it (the authority
-    /// marker names a newer epoch than the log has seen). Never moves backwards.
-    public func advanceEpoch(to epoch: UInt64) async throws {
-        guard visibility.current.epoch < epoch else { return }
+    /// marker names a newer epoch than the log has seen). Never moves backwards. Returns the
+    /// position of the last record before the epoch record (the fork point of a promotion).
+    @discardableResult
+    public func advanceEpoch(to epoch: UInt64) async throws -> LogPosition {
+        let before = visibility.current.position
+        guard visibility.current.epoch < epoch else { return before }
         let lsn = try writer.openEpoch(epoch)
-        try await waitVisible(lsn)
+        try await waitLocallyDurable(lsn)
+        return before
+    }
+
+    public func setCommitGate(_ gate: CommitGate?) {
+        commitGate.withLock { $0 = gate }
+    }
+
+    /// Starts or stops accepting local writes (promotion, fencing, switchover). When it returns
+    /// with `false`, no local commit can start any more; commits already placed still finish.
+    public func setAcceptsWrites(_ accepts: Bool, reason: AeroError? = nil) {
+        writer.setAcceptsWrites(accepts, reason: reason)
+    }
+
+    public var acceptsWrites: Bool { writer.acceptsWrites }
+
+    // MARK: Replication
+
+    /// Applies records received from the primary, in order, logging them byte for byte (P1).
+    /// Returns the last LSN placed; it is durable after `waitDurable`, visible then.
+    public func applyReplicated(_ records: [WALRecord]) throws -> UInt64 {
+        try writer.replicate(records)
+    }
+
+    /// The last durable record of this node's log: what a replica presents to the primary.
+    public var durablePosition: LogPosition { wal.durablePosition }
+
+    /// The last record placed in the log (durable or about to be).
+    public var lastPosition: LogPosition { wal.lastPosition }
+
+    public func waitDurable(_ lsn: UInt64) async throws {
+        try await waitLocallyDurable(lsn)
+    }
+
+    /// Durable records from `lsn` on, about `maxBytes` of payload (what a primary ships).
+    public func records(from lsn: UInt64, maxBytes: Int) throws -> [WALRecord] {
+        try wal.read(from: lsn, maxBytes: maxBytes)
+    }
+
+    /// The durable record at `lsn` (origin for 0), nil past the end; throws AERO_WAL_LSN_UNAVAILABLE
+    /// when it was recycled. A primary checks a replica's position with it (P1, A4).
+    public func position(at lsn: UInt64) throws -> LogPosition? {
+        try wal.position(at: lsn)
+    }
+
+    public var oldestLSN: UInt64 { wal.oldestLSN }
+
+    /// Waits until this node has applied (made visible) `lsn`, up to `timeout`. False on timeout.
+    public func waitApplied(_ lsn: UInt64, timeout: Duration) async -> Bool {
+        if visibility.current.lsn >= lsn { return true }
+        let signals = visibility.subscribe()
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await published in signals where published >= lsn { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// A checkpoint of the current state, as file bytes (what a primary ships to a replica too
+    /// far behind its retained WAL).
+    public func checkpointForShipping() async throws -> (lsn: UInt64, bytes: [UInt8]) {
+        let lsn = try await checkpoint()
+        let bytes = try options.fileSystem.readFile(Path.join(options.checkpointDirectory, CheckpointFile.fileName(lsn: lsn)))
+        return (lsn, bytes)
+    }
+
+    /// Replaces this replica's whole state and log with a checkpoint shipped by the primary:
+    /// the log restarts right after the checkpoint's position, on the same history. Crash-safe:
+    /// an interrupted install is discarded at the next open (the replica starts empty).
+    public func install(checkpoint bytes: [UInt8]) async throws {
+        precondition(options.role == .replica, "only a replica installs a shipped checkpoint")
+        let state = try CheckpointFile.decode(bytes, name: "shipped checkpoint")
+        let fs = options.fileSystem
+        let old = core.withLock { $0 }
+        old.writer.setAcceptsWrites(false, reason: nil)
+        old.wal.close()
+        let marker = Path.join(options.dataDirectory, Self.installPendingFile)
+        try fs.writeAtomically([], to: marker)
+        try Self.removeLogAndCheckpoints(options, store)
+        _ = try store.write(state)
+        try WriteAheadLog.createEmpty(fileSystem: fs, options: walOptions, after: state.position, epoch: state.epoch)
+        try fs.remove(marker)
+        try fs.syncDirectory(options.dataDirectory)
+        let (wal, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions, after: state.position) { record in
+            throw AeroError(.internalError, "a freshly installed log holds record \(record.lsn)")
+        }
+        let next = Self.makeCore(wal: wal, state: state, visibility: visibility, options: options, store: store,
+                                 lastCheckpointLSN: state.lsn)
+        core.withLock { $0 = next }
+        visibility.reset(to: state)
     }
 
     // MARK: Reads
@@ -412,5 +574,59 @@ extension Database {
         summary += ", WAL \(wal.segmentsScanned) segment(s), \(wal.recordsRead) record(s), last LSN \(wal.lastPosition.lsn)"
         if let torn = wal.tornTail { summary += "; \(torn) (truncated at the next start)" }
         return VerifyReport(checkpointLSNs: lsns, wal: wal, summary: summary)
+    }
+}
+
+// MARK: - Rejoin of a diverged node (offline)
+
+extension Database {
+    /// The positions of the last `count` records of a stopped node's log, oldest first (what a
+    /// diverged node sends the primary to find where their histories fork).
+    public static func lastPositions(_ options: KernelOptions, count: Int) throws -> [LogPosition] {
+        let store = CheckpointStore(fileSystem: options.fileSystem, directory: options.checkpointDirectory)
+        let newest = options.fileSystem.exists(options.checkpointDirectory) ? try store.loadNewest() : nil
+        var positions: [LogPosition] = newest.map { [$0.state.position] } ?? []
+        let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes)
+        _ = try WALScan.run(fileSystem: options.fileSystem, directory: walOptions.directory,
+                            segmentBytes: walOptions.segmentBytes, after: newest?.state.position, repair: false) { record in
+            positions.append(record.position)
+            if positions.count > 2 * count { positions.removeFirst(positions.count - count) }
+        }
+        return Array(positions.suffix(count))
+    }
+
+    /// Cuts a stopped node's history after `fork` (`aerodb rejoin`): checkpoints past it are
+    /// removed, the WAL is truncated, and the transactions that were cut are returned (for the
+    /// rejoin report). Refuses when the record at the fork is not the one named (A4).
+    public static func truncateHistory(_ options: KernelOptions, after fork: LogPosition) throws -> [CommittedTransaction] {
+        let fs = options.fileSystem
+        let store = CheckpointStore(fileSystem: fs, directory: options.checkpointDirectory)
+        try store.prepare()
+        let later = try store.list().filter { $0 > fork.lsn }
+        for lsn in later { try fs.remove(Path.join(options.checkpointDirectory, CheckpointFile.fileName(lsn: lsn))) }
+        if !later.isEmpty { try fs.syncDirectory(options.checkpointDirectory) }
+        let loaded = try store.loadNewest()
+        var matched = fork.lsn == 0 || loaded?.state.position == fork
+        var discarded: [CommittedTransaction] = []
+        let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
+                                    engine: .pwrite, preallocateInBackground: false)
+        let (wal, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions, after: loaded?.state.position) { record in
+            if record.lsn == fork.lsn { matched = record.checksum == fork.checksum }
+            if record.lsn > fork.lsn { discarded.append(try decode(record)) }
+        }
+        wal.close()
+        guard matched else {
+            throw AeroError(.replicationDiverged, "this node's log does not hold the record \(fork) where the primary's history forks; it needs a full resync (`aerodb rejoin --resync`)", invariant: "A4")
+        }
+        try WriteAheadLog.truncate(fileSystem: fs, options: walOptions, after: fork.lsn)
+        return discarded
+    }
+
+    /// Removes a stopped node's whole log and checkpoints: it starts empty and the primary ships
+    /// it a checkpoint (`aerodb rejoin --resync`).
+    public static func discardHistory(_ options: KernelOptions) throws {
+        let store = CheckpointStore(fileSystem: options.fileSystem, directory: options.checkpointDirectory)
+        try store.prepare()
+        try removeLogAndCheckpoints(options, store)
     }
 }

@@ -15,6 +15,9 @@ public struct KernelOptions: Sendable {
     public var clock: any KernelClock = SystemClock()
     /// Checkpoint automatically after this many WAL bytes since the last one (0 = never).
     public var checkpointEveryWALBytes: Int = 256 << 20
+    /// A primary opens epoch 1 in an empty log and accepts local writes; a replica's log starts
+    /// with the primary's records, and it refuses local writes until it is promoted.
+    public var role: KernelRole = .primary
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -22,6 +25,10 @@ public struct KernelOptions: Sendable {
 
     var walDirectory: String { Path.join(dataDirectory, "wal") }
     var checkpointDirectory: String { Path.join(dataDirectory, "checkpoints") }
+}
+
+public enum KernelRole: String, Sendable {
+    case primary, replica
 }
 
 /// What the kernel reports about itself (admin status, metrics).

@@ -47,10 +47,12 @@ final class Visibility: Sendable {
 
     /// Replaces everything (recovery or a replica installing a checkpoint).
     func reset(to next: DatabaseState) {
-        state.withLock { s in
+        let listeners = state.withLock { s in
             s.published = next
             s.pending = []
+            return Array(s.listeners.values)
         }
+        for listener in listeners { listener.yield(next.lsn) }
     }
 
     /// A stream of published LSNs, starting with the current one.

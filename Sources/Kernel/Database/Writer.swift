@@ -26,6 +26,21 @@ final class Writer: Sendable {
         try state.withLock { try $0.openEpoch(epoch) }
     }
 
+    /// Appends records received from the primary (a replica's only writes); returns the last LSN.
+    func replicate(_ records: [WALRecord]) throws -> UInt64 {
+        try state.withLock { try $0.replicate(records) }
+    }
+
+    /// Whether local commits are accepted: true on a primary, false on a replica or a fenced
+    /// node. Changing it under the writer's lock means no local commit starts after it returns.
+    func setAcceptsWrites(_ accepts: Bool, reason: AeroError?) {
+        state.withLock { s in
+            s.refusal = accepts ? nil : (reason ?? AeroError(.notPrimary, "this node does not accept writes", invariant: "A1"))
+        }
+    }
+
+    var acceptsWrites: Bool { state.withLock { $0.refusal == nil } }
+
     /// True (once) when enough WAL was written since the last checkpoint to start another.
     func checkpointDue() -> Bool {
         state.withLock { s in
@@ -47,6 +62,8 @@ struct WriterState: ~Copyable {
     let options: KernelOptions
     /// Payload bytes appended since the last checkpoint started (drives automatic checkpoints).
     var bytesSinceCheckpoint = 0
+    /// Why local writes are refused (a replica, a fenced or draining primary); nil when accepted.
+    var refusal: AeroError?
 
     init(head: DatabaseState, wal: WriteAheadLog, visibility: Visibility, options: KernelOptions) {
         self.head = head
@@ -56,6 +73,7 @@ struct WriterState: ~Copyable {
     }
 
     mutating func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
+        if let refusal { throw refusal }
         var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: options.query)
         for operation in operations { try builder.apply(operation) }
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
@@ -70,6 +88,7 @@ struct WriterState: ~Copyable {
 
     /// Applies a schema change computed from the head state, as one WAL transaction.
     mutating func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
+        if let refusal { throw refusal }
         let change = try make(head)
         var next = head
         try next.apply(change)
@@ -83,6 +102,24 @@ struct WriterState: ~Copyable {
         var next = head
         next.epoch = epoch
         try append(next, type: .epoch, payload: TransactionRecord.encodeEpoch(epoch))
+        return head.lsn
+    }
+
+    /// Applies and logs the primary's records byte for byte, in order (P1). A record of a lower
+    /// epoch than the log already holds is refused (A2); nothing after a refused record changes.
+    mutating func replicate(_ records: [WALRecord]) throws -> UInt64 {
+        for record in records {
+            guard record.epoch >= head.epoch else {
+                throw AeroError(.replicationRefused, "record \(record.lsn) is of epoch \(record.epoch), below this log's epoch \(head.epoch)", invariant: "A2")
+            }
+            var next = head
+            try next.replay(record)
+            let position = try wal.appendReplicated(record)
+            precondition(position == record.position, "a replicated record keeps its position")
+            head = next
+            bytesSinceCheckpoint += record.payload.count
+            visibility.enqueue(next)
+        }
         return head.lsn
     }
 

@@ -11,6 +11,9 @@
 //   AERO_WAL_FLUSH_FAILED; nothing is retried, the page cache is not trusted.
 // - A record is placed only after the space for it is secured: when a new segment cannot be
 //   preallocated (ENOSPC), `append` throws AERO_STORAGE_FULL and nothing changed (no LSN used).
+// - A replica appends the primary's records byte for byte (`appendReplicated`): same LSN, epoch,
+//   timestamp, batch start and chain. One write (group) never mixes records of two primary
+//   batches, so a record's batch start still proves that every earlier batch was flushed (R2).
 
 import Dispatch
 import Foundation
@@ -50,12 +53,20 @@ public final class WriteAheadLog: Sendable {
     /// Zero-fill chunk when preallocating a segment.
     static let zeroChunkBytes = 1 << 20
 
+    /// Bytes of recently placed records kept in memory, so replication senders and change
+    /// streams following the tail never read segment files (older reads go to disk).
+    static let recentRecordsBytesMax = 16 << 20
+
     private struct PendingGroup {
         let segment: UInt64
         let startOffset: Int
         var bytes: [UInt8]
         let firstLSN: UInt64
         var last: LogPosition
+        /// The batch start its records carry: `firstLSN` for local writes, the primary's batch
+        /// start for replicated ones.
+        let batchStart: UInt64
+        let replicated: Bool
     }
 
     private enum Spare { case none, preparing, ready, failed(AeroError) }
@@ -73,6 +84,7 @@ public final class WriteAheadLog: Sendable {
         var spare: Spare = .none
         var handler: (@Sendable (UInt64) -> Void)?
         var flushes = 0
+        var recent = RecentRecords()
     }
 
     private let state: Mutex<State>
@@ -153,12 +165,32 @@ public final class WriteAheadLog: Sendable {
 
     /// Places a record (single writer). Returns its position; durable after `waitDurable`.
     public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8]) throws -> LogPosition {
-        let size = WALFormat.aligned(WALFormat.recordHeaderBytes + payload.count)
+        try append(Placing(type: type, epoch: epoch, timestampMicros: timestampMicros, payload: payload, replicated: nil))
+    }
+
+    /// Places a record received from the primary exactly as the primary wrote it (P1). Refuses a
+    /// record that does not continue this log's chain; nothing changes then.
+    public func appendReplicated(_ record: WALRecord) throws -> LogPosition {
+        try append(Placing(type: record.type, epoch: record.epoch, timestampMicros: record.timestampMicros,
+                           payload: record.payload, replicated: record))
+    }
+
+    private struct Placing {
+        let type: RecordType
+        let epoch: UInt64
+        let timestampMicros: Int64
+        let payload: [UInt8]
+        /// The primary's record when replicating: its LSN, batch start and checksum must be kept.
+        let replicated: WALRecord?
+    }
+
+    private func append(_ placing: Placing) throws -> LogPosition {
+        let size = WALFormat.aligned(WALFormat.recordHeaderBytes + placing.payload.count)
         guard size <= options.segmentBytes - WALFormat.segmentHeaderBytes else {
             throw AeroError(.transactionTooLarge, "a record of \(size) bytes does not fit in a WAL segment of \(options.segmentBytes) bytes")
         }
         while true {
-            switch try state.withLock({ try place(&$0, type, epoch, timestampMicros, payload, size) }) {
+            switch try state.withLock({ try place(&$0, placing, size) }) {
             case .placed(let position, let prepare):
                 work.signal()
                 if let prepare { prepareSpareInBackground(prepare) }
@@ -171,11 +203,16 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    private func place(_ s: inout State, _ type: RecordType, _ epoch: UInt64, _ timestamp: Int64,
-                       _ payload: [UInt8], _ size: Int) throws -> Placement {
+    private func place(_ s: inout State, _ placing: Placing, _ size: Int) throws -> Placement {
         if let failure = s.failure { throw failure }
         guard !s.closed else { throw AeroError(.walClosed, "the WAL is closed") }
         let lsn = s.last.lsn + 1
+        if let record = placing.replicated {
+            guard record.lsn == lsn, record.previousChecksum == s.last.checksum else {
+                throw AeroError(.replicationDiverged, "record \(record.position) does not continue this log at \(s.last)", invariant: "P1")
+            }
+        }
+        let epoch = placing.epoch
         var header: [UInt8] = []
         var prepare: UInt64?
         if s.tail.offset + size > options.segmentBytes {
@@ -203,12 +240,23 @@ public final class WriteAheadLog: Sendable {
             s.tail.headerWritten = true
             s.segments.append((s.tail.segmentIndex, lsn))
         }
-        let openGroup = s.pending.last.map { $0.segment == s.tail.segmentIndex } ?? false
-        let batchStart = openGroup ? s.pending[s.pending.count - 1].firstLSN : lsn
-        let (bytes, checksum) = WALFormat.encodeRecord(type: type, lsn: lsn, epoch: epoch, batchStart: batchStart,
-                                                       timestampMicros: timestamp, previousChecksum: s.last.checksum,
-                                                       payload: payload)
+        // A write joins the open group only when it belongs to the same batch: a local write
+        // joins a local group; a replicated record joins the group of its primary batch.
+        let wantedBatch = placing.replicated?.batchStart
+        let openGroup = s.pending.last.map { group in
+            group.segment == s.tail.segmentIndex && group.replicated == (wantedBatch != nil)
+                && (wantedBatch == nil || group.batchStart == wantedBatch)
+        } ?? false
+        let batchStart = wantedBatch ?? (openGroup ? s.pending[s.pending.count - 1].batchStart : lsn)
+        let (bytes, checksum) = WALFormat.encodeRecord(type: placing.type, lsn: lsn, epoch: epoch, batchStart: batchStart,
+                                                       timestampMicros: placing.timestampMicros,
+                                                       previousChecksum: s.last.checksum, payload: placing.payload)
         precondition(bytes.count == size, "encoded size matches the placement")
+        if let record = placing.replicated {
+            guard checksum == record.checksum else {
+                throw AeroError(.replicationDiverged, "record \(record.lsn) re-encodes to checksum \(String(checksum, radix: 16)), not the primary's \(String(record.checksum, radix: 16))", invariant: "P1")
+            }
+        }
         let position = LogPosition(lsn: lsn, checksum: checksum)
         if openGroup {
             s.pending[s.pending.count - 1].bytes += bytes
@@ -216,8 +264,12 @@ public final class WriteAheadLog: Sendable {
         } else {
             let start = header.isEmpty ? s.tail.offset & ~(WALFormat.blockBytes - 1) : 0
             s.pending.append(PendingGroup(segment: s.tail.segmentIndex, startOffset: start,
-                                          bytes: header + s.tail.partialBlock + bytes, firstLSN: lsn, last: position))
+                                          bytes: header + s.tail.partialBlock + bytes, firstLSN: lsn, last: position,
+                                          batchStart: batchStart, replicated: wantedBatch != nil))
         }
+        s.recent.append(WALRecord(lsn: lsn, epoch: epoch, type: placing.type, timestampMicros: placing.timestampMicros,
+                                  batchStart: batchStart, previousChecksum: s.last.checksum, checksum: checksum,
+                                  payload: placing.payload))
         if lsn % Self.readHintEveryRecords == 0 || !header.isEmpty {
             s.hints.append((lsn, s.tail.segmentIndex, s.tail.offset))
         }
@@ -267,18 +319,20 @@ public final class WriteAheadLog: Sendable {
 
     /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably.
     private func createSegment(_ index: UInt64) throws {
+        let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index)
+        handles.withLock { $0[index] = handle }
+    }
+
+    /// A zero-filled, preallocated segment file, durable with its directory entry.
+    private static func createZeroedSegment(fileSystem: any FileSystem, options: WALOptions, index: UInt64,
+                                            header: [UInt8] = []) throws -> any FileHandle {
         let path = Path.join(options.directory, WALFormat.segmentName(index))
         if fileSystem.exists(path) { try fileSystem.remove(path) }
         let handle = try fileSystem.open(path, create: true)
         do {
             try handle.allocate(at: 0, length: Int64(options.segmentBytes))
-            let zeros = [UInt8](repeating: 0, count: Self.zeroChunkBytes)
-            var offset = 0
-            while offset < options.segmentBytes {
-                let count = min(zeros.count, options.segmentBytes - offset)
-                try handle.write(count == zeros.count ? zeros : Array(zeros[0..<count]), at: Int64(offset))
-                offset += count
-            }
+            try zeroFill(handle, from: 0, to: options.segmentBytes)
+            if !header.isEmpty { try handle.write(header, at: 0) }
             try handle.sync()
             try fileSystem.syncDirectory(options.directory)
         } catch {
@@ -286,7 +340,63 @@ public final class WriteAheadLog: Sendable {
             try? fileSystem.remove(path)  // best effort: a partial spare is unused space either way
             throw error
         }
-        handles.withLock { $0[index] = handle }
+        return handle
+    }
+
+    private static func zeroFill(_ handle: any FileHandle, from start: Int, to end: Int) throws {
+        let zeros = [UInt8](repeating: 0, count: zeroChunkBytes)
+        var offset = start
+        while offset < end {
+            let count = min(zeros.count, end - offset)
+            try handle.write(count == zeros.count ? zeros : Array(zeros[0..<count]), at: Int64(offset))
+            offset += count
+        }
+    }
+
+    /// Starts an empty log whose first record will be `after.lsn + 1`, continuing the chain at
+    /// `after` (a replica that installed a checkpoint at that position). The directory must hold
+    /// no segment.
+    public static func createEmpty(fileSystem: any FileSystem, options: WALOptions, after: LogPosition,
+                                   epoch: UInt64) throws {
+        if !fileSystem.exists(options.directory) {
+            try fileSystem.makeDirectory(options.directory)
+            try fileSystem.syncDirectory(Path.parent(of: options.directory))
+        }
+        let existing = try fileSystem.list(options.directory).compactMap(WALFormat.segmentIndex(fromName:))
+        precondition(existing.isEmpty, "an empty log is created in an empty directory")
+        let header = WALFormat.encodeSegmentHeader(.init(index: 0, firstLSN: after.lsn + 1, epoch: epoch,
+                                                         previousChecksum: after.checksum))
+        try createZeroedSegment(fileSystem: fileSystem, options: options, index: 0, header: header).close()
+    }
+
+    /// Cuts a stopped node's log after `lsn` (`aerodb rejoin`): the records after it are zeroed
+    /// and later segments removed, durably. What was cut is whatever `open` replayed past `lsn`.
+    public static func truncate(fileSystem fs: any FileSystem, options: WALOptions, after lsn: UInt64) throws {
+        let indexes = try fs.list(options.directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
+        var remove: [UInt64] = []
+        for index in indexes {
+            let path = Path.join(options.directory, WALFormat.segmentName(index))
+            let handle = try fs.open(path, create: false)
+            defer { handle.close() }
+            let headerBytes = try handle.read(at: 0, count: WALFormat.segmentHeaderBytes)
+            guard let header = headerBytes.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }) else {
+                remove.append(index)
+                continue
+            }
+            if header.firstLSN > lsn + 1 { remove.append(index); continue }
+            var reader = SegmentReader(handle: handle, segmentBytes: options.segmentBytes, offset: WALFormat.segmentHeaderBytes)
+            var cut: Int?
+            while true {
+                let offset = reader.offset
+                guard let record = try reader.next() else { break }
+                if record.lsn > lsn { cut = offset; break }
+            }
+            guard let cut else { continue }
+            try zeroFill(handle, from: cut, to: options.segmentBytes)
+            try handle.sync()
+        }
+        for index in remove { try fs.remove(Path.join(options.directory, WALFormat.segmentName(index))) }
+        if !remove.isEmpty { try fs.syncDirectory(options.directory) }
     }
 
     // MARK: Group commit
@@ -390,11 +500,14 @@ public final class WriteAheadLog: Sendable {
     // MARK: Reads and recycling
 
     /// Durable records from `lsn` on, up to about `maxBytes` of payload (at least one record).
+    /// Served from memory near the tail, from the segment files further back.
     public func read(from lsn: UInt64, maxBytes: Int) throws -> [WALRecord] {
-        let (durable, segments, hint) = state.withLock { s in
-            (s.durable, s.segments, s.hints.last(where: { $0.lsn <= lsn }))
+        let (durable, segments, hint, cached) = state.withLock { s in
+            (s.durable, s.segments, s.hints.last(where: { $0.lsn <= lsn }),
+             s.recent.records(from: lsn, through: s.durable.lsn, maxBytes: maxBytes))
         }
         guard lsn <= durable.lsn else { return [] }
+        if let cached { return cached }
         guard let first = segments.first, lsn >= first.firstLSN else {
             throw AeroError(.lsnUnavailable, "LSN \(lsn) is no longer in the WAL (oldest: \(segments.first?.firstLSN ?? 0))")
         }
@@ -404,22 +517,31 @@ public final class WriteAheadLog: Sendable {
         var out: [WALRecord] = []
         var bytes = 0
         while segmentPosition < segments.count {
-            let index = segments[segmentPosition].index
-            let content = try fileSystem.readFile(Path.join(options.directory, WALFormat.segmentName(index)))
-            let done = content.withUnsafeBytes { raw -> Bool in
-                while case .record(let record, let size) = WALFormat.decodeRecord(raw, at: offset) {
-                    if record.lsn > durable.lsn || (bytes >= maxBytes && !out.isEmpty) { return true }
-                    if record.lsn >= lsn { out.append(record); bytes += record.payload.count }
-                    offset += size
-                }
-                return false
+            let path = Path.join(options.directory, WALFormat.segmentName(segments[segmentPosition].index))
+            var reader = SegmentReader(handle: try fileSystem.open(path, create: false), segmentBytes: options.segmentBytes,
+                                       offset: offset)
+            defer { reader.handle.close() }
+            while let record = try reader.next() {
+                if record.lsn > durable.lsn || (bytes >= maxBytes && !out.isEmpty) { return out }
+                if record.lsn >= lsn { out.append(record); bytes += record.payload.count }
             }
-            if done { break }
             segmentPosition += 1
             offset = WALFormat.segmentHeaderBytes
         }
         return out
     }
+
+    /// The position of the durable record at `lsn` (origin for 0); nil when `lsn` is past the
+    /// durable end. Throws AERO_WAL_LSN_UNAVAILABLE when it was recycled.
+    public func position(at lsn: UInt64) throws -> LogPosition? {
+        if lsn == 0 { return .origin }
+        guard let record = try read(from: lsn, maxBytes: 1).first else { return nil }
+        precondition(record.lsn == lsn, "reads start at the asked LSN")
+        return record.position
+    }
+
+    /// The oldest LSN still in the segment files.
+    public var oldestLSN: UInt64 { state.withLock { $0.segments.first?.firstLSN ?? ($0.last.lsn + 1) } }
 
     /// Removes segments whose records are all <= `lsn` (never the segment being written).
     public func recycle(through lsn: UInt64) throws {
@@ -439,6 +561,7 @@ public final class WriteAheadLog: Sendable {
         state.withLock { s in
             s.segments.removeAll { obsolete.contains($0.index) }
             s.hints.removeAll { obsolete.contains($0.segment) }
+            if let oldest = s.segments.first?.firstLSN { s.recent.drop(below: oldest) }
         }
     }
 
@@ -470,5 +593,99 @@ enum NUMAPlacement {
         guard numa_available() >= 0, numa_max_node() > 0 else { return }
         _ = numa_run_on_node(0)
         numa_set_preferred(0)
+    }
+}
+
+/// Records placed recently, oldest first, bounded by payload bytes.
+struct RecentRecords {
+    private var records: [WALRecord] = []
+    private var start = 0
+    private var bytes = 0
+
+    mutating func append(_ record: WALRecord) {
+        records.append(record)
+        bytes += record.payload.count + WALFormat.recordHeaderBytes
+        while bytes > WriteAheadLog.recentRecordsBytesMax && start < records.count - 1 {
+            bytes -= records[start].payload.count + WALFormat.recordHeaderBytes
+            start += 1
+        }
+        if start > 4096 && start * 2 > records.count {
+            records.removeFirst(start)
+            start = 0
+        }
+    }
+
+    /// Forgets records below `lsn` (their segments were recycled: reads must not serve them).
+    mutating func drop(below lsn: UInt64) {
+        while start < records.count && records[start].lsn < lsn {
+            bytes -= records[start].payload.count + WALFormat.recordHeaderBytes
+            start += 1
+        }
+    }
+
+    /// Records `lsn...through`, at least one, up to about `maxBytes`; nil when `lsn` is older
+    /// than what is kept (the caller reads the disk).
+    func records(from lsn: UInt64, through last: UInt64, maxBytes: Int) -> [WALRecord]? {
+        guard start < records.count, lsn >= records[start].lsn else { return nil }
+        let first = start + Int(lsn - records[start].lsn)
+        guard first < records.count else { return [] }
+        precondition(records[first].lsn == lsn, "recent records are consecutive")
+        var out: [WALRecord] = []
+        var size = 0
+        var i = first
+        while i < records.count && records[i].lsn <= last && (size < maxBytes || out.isEmpty) {
+            out.append(records[i])
+            size += records[i].payload.count
+            i += 1
+        }
+        return out
+    }
+}
+
+/// Reads the records of one segment file sequentially from an offset, in chunks, so a reader
+/// far behind the tail never loads a whole segment to get at a few records.
+struct SegmentReader {
+    /// Bytes read at a time; doubled when one record does not fit.
+    static let chunkBytes = 1 << 20
+    let handle: any FileHandle
+    let segmentBytes: Int
+    private var chunk: [UInt8] = []
+    private var chunkStart: Int
+    /// Where the next record starts.
+    private(set) var offset: Int
+    private var reachedEnd = false
+
+    init(handle: any FileHandle, segmentBytes: Int, offset: Int) {
+        self.handle = handle
+        self.segmentBytes = segmentBytes
+        self.chunkStart = offset
+        self.offset = offset
+    }
+
+    /// The next record valid on its own, or nil at the end of the written part.
+    mutating func next() throws -> WALRecord? {
+        var want = Self.chunkBytes
+        while offset + WALFormat.recordHeaderBytes <= segmentBytes {
+            let relative = offset - chunkStart
+            if relative >= 0 && relative + WALFormat.recordHeaderBytes <= chunk.count {
+                switch chunk.withUnsafeBytes({ WALFormat.decodeRecord($0, at: relative) }) {
+                case .record(let record, let size):
+                    offset += size
+                    return record
+                case .empty:
+                    return nil
+                case .invalid:
+                    // Either the end of the written part, or a record cut off by the chunk.
+                    if reachedEnd { return nil }
+                    if relative == 0 { want = chunk.count * 2 }
+                }
+            }
+            chunkStart = offset
+            let count = min(want, segmentBytes - offset)
+            chunk = try handle.read(at: Int64(offset), count: count)
+            reachedEnd = chunk.count < count || offset + count >= segmentBytes
+            if chunk.count < WALFormat.recordHeaderBytes { return nil }
+        }
+        return nil
     }
 }
