@@ -319,6 +319,10 @@ public final class Database: Sendable {
 
     public var oldestLSN: UInt64 { wal.oldestLSN }
 
+    /// The LSNs this node publishes (makes visible), starting with the current one; newest
+    /// only when the consumer is slow. Senders and waiters wake on it.
+    public func appliedSignals() -> AsyncStream<UInt64> { visibility.subscribe() }
+
     /// Waits until this node has applied (made visible) `lsn`, up to `timeout`. False on timeout.
     public func waitApplied(_ lsn: UInt64, timeout: Duration) async -> Bool {
         if visibility.current.lsn >= lsn { return true }

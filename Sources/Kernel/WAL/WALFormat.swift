@@ -179,3 +179,30 @@ enum WALFormat {
         return SegmentHeader(index: u64(16), firstLSN: u64(24), epoch: u64(32), previousChecksum: u64(40))
     }
 }
+
+extension WALRecord {
+    /// The record's bytes exactly as the WAL stores them (header, payload, padding): what a
+    /// primary ships to its replicas.
+    public var encoded: [UInt8] {
+        let (bytes, checksum) = WALFormat.encodeRecord(type: type, lsn: lsn, epoch: epoch, batchStart: batchStart,
+                                                       timestampMicros: timestampMicros,
+                                                       previousChecksum: previousChecksum, payload: payload)
+        precondition(checksum == self.checksum, "a record re-encodes to its own checksum")
+        return bytes
+    }
+
+    /// Decodes one record shipped by a primary, checking its magic, bounds and checksum (D2).
+    public static func decode(_ bytes: [UInt8]) throws -> WALRecord {
+        let decoded = bytes.withUnsafeBytes { WALFormat.decodeRecord($0, at: 0) }
+        switch decoded {
+        case .record(let record, let size) where size == bytes.count:
+            return record
+        case .record:
+            throw AeroError(.replicationRefused, "a shipped record has trailing bytes", invariant: "P1")
+        case .empty:
+            throw AeroError(.replicationRefused, "a shipped record is empty", invariant: "P1")
+        case .invalid(let why):
+            throw AeroError(.replicationRefused, "a shipped record is damaged: \(why)", invariant: "D2")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+// The primary's view of replica flushes, and the wait of `sync`/`all` commits on them.
+//
+// Invariants:
+// - A commit waiting here returns only when `needed` replicas reported durable >= its LSN.
+// - A wait that times out, or that is pending when the node is fenced, fails with
+//   AERO_COMMIT_IN_DOUBT: it may or may not survive a failover, so it is never reported as
+//   success (SPEC §4). After `fence`, every wait fails at once until `reset`.
+
+import Foundation
+import Kernel
+import Synchronization
+
+final class AckTracker: Sendable {
+    private struct Waiter {
+        let lsn: UInt64
+        let needed: Int
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var durable: [String: UInt64] = [:]
+        var waiters: [Int: Waiter] = [:]
+        var nextID = 0
+        var fenced: AeroError?
+        /// Waits whose timer fired before they were registered.
+        var expired: Set<Int> = []
+    }
+
+    private let state = Mutex(State())
+
+    func durable(of node: String) -> UInt64? { state.withLock { $0.durable[node] } }
+
+    var all: [String: UInt64] { state.withLock { $0.durable } }
+
+    /// Records a replica's flush and releases the commits it completes.
+    func update(_ node: String, durable: UInt64) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.durable[node] = max(s.durable[node] ?? 0, durable)
+            var out: [CheckedContinuation<Void, any Error>] = []
+            for (id, w) in s.waiters where Self.count(s.durable, w.lsn) >= w.needed {
+                out.append(w.continuation)
+                s.waiters[id] = nil
+            }
+            return out
+        }
+        for c in ready { c.resume() }
+    }
+
+    func forget(_ node: String) {
+        state.withLock { _ = $0.durable.removeValue(forKey: node) }
+    }
+
+    private static func count(_ durable: [String: UInt64], _ lsn: UInt64) -> Int {
+        durable.values.reduce(0) { $0 + ($1 >= lsn ? 1 : 0) }
+    }
+
+    /// Waits until `needed` replicas flushed `lsn`; in doubt after `timeoutMillis` or a fence.
+    func wait(_ lsn: UInt64, needed: Int, timeoutMillis: Int64) async throws {
+        guard needed > 0 else { return }
+        let id = state.withLock { s -> Int in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(timeoutMillis))
+            self.expire(id, AeroError(.commitInDoubt, "commit \(lsn) is durable on the primary but \(needed) replica(s) did not confirm it within \(timeoutMillis) ms; it may or may not survive a failover", invariant: "D1"))
+        }
+        defer {
+            timer.cancel()
+            state.withLock { _ = $0.expired.remove(id) }
+        }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let outcome: Result<Bool, AeroError> = state.withLock { s in
+                if let fenced = s.fenced { return .failure(fenced) }
+                if Self.count(s.durable, lsn) >= needed { return .success(true) }
+                if s.expired.remove(id) != nil {
+                    return .failure(AeroError(.commitInDoubt, "commit \(lsn) was not confirmed by a replica in time", invariant: "D1"))
+                }
+                s.waiters[id] = Waiter(lsn: lsn, needed: needed, continuation: c)
+                return .success(false)
+            }
+            switch outcome {
+            case .success(true): c.resume()
+            case .success(false): break
+            case .failure(let e): c.resume(throwing: e)
+            }
+        }
+    }
+
+    private func expire(_ id: Int, _ error: AeroError) {
+        let waiter = state.withLock { s -> Waiter? in
+            guard let w = s.waiters.removeValue(forKey: id) else {
+                s.expired.insert(id)
+                return nil
+            }
+            return w
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    /// Fails every pending and future wait (the node learned it was deposed, or hands over).
+    func fence(_ error: AeroError) {
+        let waiters = state.withLock { s -> [Waiter] in
+            s.fenced = error
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        for w in waiters { w.continuation.resume(throwing: error) }
+    }
+
+    /// A new primary term: no fence, no replica known yet.
+    func reset() {
+        state.withLock { s in
+            s.fenced = nil
+            s.durable = [:]
+        }
+    }
+}

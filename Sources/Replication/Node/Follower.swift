@@ -1,0 +1,157 @@
+// The replica side: connect to the primary the marker names, present this node's last durable
+// position, then append the records it ships (byte for byte, P1) and acknowledge flushes.
+// When the primary is unreachable, probe every peer for a newer epoch and follow it (A2).
+
+import Foundation
+import Kernel
+import NIOCore
+
+extension ReplicationNode {
+    /// Pause between attempts to reach the primary.
+    static let reconnectMillis: Int64 = 100
+
+    func startFollower() {
+        followerTask?.cancel()
+        followerTask = Task { await self.followLoop() }
+    }
+
+    func restartFollower() {
+        startFollower()
+    }
+
+    /// Stops the follower and waits until it can no longer append anything (promotion).
+    func stopFollower() async {
+        guard let task = followerTask else { return }
+        task.cancel()
+        followerTask = nil
+        await task.value
+    }
+
+    private func followLoop() async {
+        while !Task.isCancelled && !isPrimary && divergence == nil {
+            guard let primary = config.member(marker.primary) else {
+                followerState = "no member \(marker.primary) in the cluster config"
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            do {
+                followerState = "connecting to \(primary.nodeID)"
+                try await followSession(primary)
+            } catch {
+                progress.withLock { $0.connected = false }
+                if !Task.isCancelled { followerState = "reconnecting to \(primary.nodeID): \(AeroError.wrap(error).message)" }
+            }
+            progress.withLock { $0.connected = false }
+            if Task.isCancelled || divergence != nil { break }
+            try? await Task.sleep(for: .milliseconds(Self.reconnectMillis))
+            if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
+                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer probe")
+                return  // learn() started a new follower (or made this node primary)
+            }
+        }
+    }
+
+    private func followSession(_ primary: ClusterMember) async throws {
+        let channel = try await Transport.connect(primary.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+        let hello = helloMessage(.follow)
+        let myEpoch = marker.epoch
+        try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(hello)
+            var messages = inbound.makeAsyncIterator()
+            guard let first = try await messages.next() else {
+                throw AeroError(.primaryUnavailable, "\(primary.nodeID) closed the connection")
+            }
+            let epoch: UInt64
+            switch first {
+            case .welcome(let e, let p, _):
+                guard e >= myEpoch else {
+                    try await outbound.write(.refuse(.staleEpoch, epoch: myEpoch, primary: await self.marker.primary,
+                                                     message: "epoch \(e) is older than this node's epoch \(myEpoch)"))
+                    throw AeroError(.replicationRefused, "\(p) offered epoch \(e), older than this node's \(myEpoch)", invariant: "A2")
+                }
+                if e > myEpoch { try await learnWhileFollowing(epoch: e, primary: p) }
+                epoch = e
+            case .refuse(.diverged, _, _, let message):
+                await self.halt(diverged: message)
+                return
+            case .refuse(let reason, let e, let p, let message):
+                if e > myEpoch { try await self.learn(epoch: e, primary: p, from: "\(primary.nodeID) refusing (\(reason))") }
+                throw AeroError(.replicationRefused, message)
+            default:
+                throw ReplicationMessage.malformed("expected WELCOME")
+            }
+            await self.setFollowerState("streaming from \(primary.nodeID)")
+            self.progress.withLock { $0.connected = true }
+            try await self.receive(&messages, epoch: epoch, outbound: outbound)
+        }
+    }
+
+    /// A WELCOME in a newer epoch from the node we already follow: adopt it without restarting
+    /// this session (the marker changes durably before anything of that epoch is applied).
+    private func learnWhileFollowing(epoch: UInt64, primary: String) async throws {
+        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
+        try authority.replace(with: next)
+        marker = next
+        publishRole()
+    }
+
+    private func setFollowerState(_ text: String) { followerState = text }
+
+    private func halt(diverged message: String) {
+        divergence = message
+        followerState = "diverged"
+        logger.error("this node's history diverged from the primary's: run `aerodb rejoin`", metadata: ["detail": "\(message)"])
+    }
+
+    /// Applies what the primary sends; a separate task acknowledges flushes, so receiving and
+    /// flushing overlap (the replica's WAL groups what arrives while it flushes).
+    private nonisolated func receive(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
+                                     epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+        let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let acker = Task { try await self.acknowledge(pokes, outbound) }
+        defer {
+            poke.finish()
+            acker.cancel()
+        }
+        poke.yield()
+        while let message = try await messages.next() {
+            if Task.isCancelled { return }
+            switch message {
+            case .records(let records):
+                guard records.allSatisfy({ $0.epoch <= epoch }) else {
+                    throw AeroError(.replicationRefused, "the primary of epoch \(epoch) sent a record of a later epoch", invariant: "A2")
+                }
+                let last = try database.applyReplicated(records)
+                progress.withLock { $0.received = last }
+            case .checkpoint(let lsn, let bytes):
+                try await database.install(checkpoint: bytes)
+                progress.withLock { $0.received = lsn }
+                logger.info("installed a checkpoint shipped by the primary", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])
+            case .heartbeat(let e, let durable, _):
+                guard e == epoch else { throw AeroError(.replicationRefused, "heartbeat of epoch \(e) in a session of epoch \(epoch)") }
+                progress.withLock {
+                    $0.primaryDurable = durable
+                    $0.lastHeartbeatMicros = Self.nowMicros()
+                }
+            default:
+                throw ReplicationMessage.malformed("unexpected message while streaming")
+            }
+            poke.yield()
+        }
+    }
+
+    /// Sends ACK(received, durable, applied) after each flush of what was received.
+    private nonisolated func acknowledge(_ pokes: AsyncStream<Void>,
+                                         _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+        for await _ in pokes {
+            let received = progress.withLock { $0.received }
+            do {
+                try await database.waitDurable(received)
+            } catch {
+                continue  // the log was replaced (checkpoint install) or closed: ack what is durable
+            }
+            let durable = database.durablePosition.lsn
+            try await outbound.write(.ack(received: received, durable: durable, applied: database.snapshot().lsn))
+        }
+    }
+}

@@ -1,0 +1,302 @@
+// Promotion (failover), switchover (planned handover) and demotion: explicit operator commands
+// only, each validated and reported check by check (A3). Nothing changes when a check refuses.
+
+import Foundation
+import Kernel
+
+/// What `aerodb promote` / `aerodb switchover` print: every check with its outcome.
+public struct PromotionReport: Sendable {
+    public struct Check: Sendable {
+        public let name: String
+        /// `pass`, `warn` (proceeded: --force or async mode) or `refuse`.
+        public let outcome: String
+        public let detail: String
+    }
+
+    public var checks: [Check] = []
+    public var promoted = false
+    public var epoch: UInt64?
+    public var forkLSN: UInt64?
+    public var betterCandidate: String?
+    /// LSNs that may have been acknowledged and are not on the target (forced or async).
+    public var atRisk: ClosedRange<UInt64>?
+    public var elapsedMillis: Double = 0
+
+    mutating func check(_ name: String, _ outcome: String, _ detail: String) {
+        checks.append(Check(name: name, outcome: outcome, detail: detail))
+    }
+
+    public var json: JSONValue {
+        var o: [String: JSONValue] = [
+            "promoted": .bool(promoted),
+            "checks": .array(checks.map { .object(["name": .string($0.name), "outcome": .string($0.outcome), "detail": .string($0.detail)]) }),
+            "elapsed_ms": .float(elapsedMillis),
+        ]
+        o["epoch"] = epoch.map { .int(Int64($0)) } ?? .null
+        o["fork_lsn"] = forkLSN.map { .int(Int64($0)) } ?? .null
+        o["better_candidate"] = betterCandidate.map(JSONValue.string) ?? .null
+        o["lsns_at_risk"] = atRisk.map { .object(["from": .int(Int64($0.lowerBound)), "to": .int(Int64($0.upperBound))]) } ?? .null
+        return .object(o)
+    }
+}
+
+extension ReplicationNode {
+    /// How long a switchover waits for the old primary to drain and the target to catch up.
+    static let switchoverWaitMillis: Int64 = 5_000
+
+    /// Failover: makes this replica the primary of a new epoch, after the checks of SPEC §4.
+    public func promote(force: Bool) async -> PromotionReport {
+        let started = DispatchTime.now()
+        var report = PromotionReport()
+        defer { _ = report }
+        func finish(_ r: PromotionReport) -> PromotionReport {
+            var r = r
+            r.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
+            return r
+        }
+        guard checkTarget(&report) else { return finish(report) }
+        let probes = await probePeers()
+        let oldPrimary = marker.primary
+        if let s = probes[oldPrimary] ?? nil, s.isPrimary, s.epoch >= marker.epoch {
+            report.check("old primary unreachable", "refuse",
+                         "\(oldPrimary) answered as primary of epoch \(s.epoch): use `aerodb switchover` for a planned handover")
+            return finish(report)
+        }
+        report.check("old primary unreachable", "pass", probes[oldPrimary] == nil
+                     ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
+        let mine = database.durablePosition
+        let others = config.peers.filter { $0.nodeID != oldPrimary }
+        let ahead = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
+            .filter { $0.1.durable.lsn > mine.lsn }.max { $0.1.durable.lsn < $1.1.durable.lsn }
+        if let (better, s) = ahead {
+            report.betterCandidate = better
+            report.check("most up-to-date replica", "refuse",
+                         "\(better) has durable LSN \(s.durable.lsn), ahead of this node's \(mine.lsn): promote \(better)")
+            return finish(report)
+        }
+        report.check("most up-to-date replica", "pass", "durable LSN \(mine.lsn); no reachable replica is ahead")
+        guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else { return finish(report) }
+        let epoch = (probes.values.compactMap { $0?.epoch } + [marker.epoch]).max()! + 1
+        do {
+            let fork = try await becomePrimary(epoch: epoch)
+            report.promoted = true
+            report.epoch = epoch
+            report.forkLSN = fork.lsn
+            report.check("epoch bumped durably", "pass", "epoch \(epoch) opened at LSN \(fork.lsn + 1); marker names \(config.nodeID)")
+        } catch {
+            report.check("epoch bumped durably", "refuse", "\(error)")
+            return finish(report)
+        }
+        await tellPeersToFollow(&report, skipping: probes.filter { $0.value == nil }.map(\.key))
+        return finish(report)
+    }
+
+    private func checkTarget(_ report: inout PromotionReport) -> Bool {
+        guard !isPrimary else {
+            report.check("target is a replica", "refuse", "\(config.nodeID) is already the primary of epoch \(marker.epoch)")
+            return false
+        }
+        report.check("target is a replica", "pass", "\(config.nodeID) follows \(marker.primary) in epoch \(marker.epoch)")
+        if let failure = database.failure {
+            report.check("target is healthy", "refuse", "its WAL failed: \(failure)")
+            return false
+        }
+        if let divergence {
+            report.check("target is healthy", "refuse", "its history diverged from the primary's: \(divergence)")
+            return false
+        }
+        report.check("target is healthy", "pass", "WAL healthy, history verified by the primary")
+        return true
+    }
+
+    /// In `sync` mode every acknowledged commit was flushed by at least one replica: it is on
+    /// this node if every other replica answered and none is ahead. Otherwise the range between
+    /// this node's durable LSN and the last one the primary reported may hold acknowledged commits.
+    private func checkHistoryProof(_ report: inout PromotionReport, probes: [String: NodeState?], oldPrimary: String,
+                                   force: Bool) -> Bool {
+        let mine = database.durablePosition.lsn
+        let primaryDurable = progress.withLock { $0.primaryDurable }
+        let risk: ClosedRange<UInt64>? = primaryDurable > mine ? (mine + 1)...primaryDurable : nil
+        let name = "acknowledged history on the target"
+        switch config.commitMode {
+        case .all:
+            report.check(name, "pass", "commit mode all: every acknowledged commit was flushed by every replica")
+            return true
+        case .async:
+            report.atRisk = risk
+            report.check(name, "warn", "commit mode async: acknowledged commits are not proven on any replica"
+                         + (risk.map { "; LSNs \($0.lowerBound)-\($0.upperBound) (the primary's last reported durable LSN) may be lost" } ?? ""))
+            return true
+        case .sync:
+            let silent = config.peers.filter { $0.nodeID != oldPrimary && probes[$0.nodeID] == nil }.map(\.nodeID)
+            if silent.isEmpty {
+                report.check(name, "pass", "commit mode sync: every other replica answered and none is ahead, so every acknowledged commit is here")
+                return true
+            }
+            let range = risk ?? (mine + 1)...(mine + 1)
+            report.atRisk = range
+            let detail = "replica(s) \(silent.joined(separator: ", ")) did not answer: commits acknowledged through them may be missing here; LSNs from \(range.lowerBound) (through at least \(range.upperBound)) are at risk"
+            report.check(name, force ? "warn" : "refuse", force ? detail + " (--force)" : detail + "; refusing without --force")
+            return force
+        }
+    }
+
+    /// Stops following, writes the new marker durably, opens the epoch in the WAL, accepts writes.
+    func becomePrimary(epoch: UInt64) async throws -> LogPosition {
+        await stopFollower()
+        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: config.nodeID)
+        try authority.replace(with: next)
+        marker = next
+        let fork = try await database.advanceEpoch(to: epoch)
+        divergence = nil
+        takePrimaryRole()
+        logger.notice("promoted to primary", metadata: ["epoch": "\(epoch)", "fork_lsn": "\(fork.lsn)"])
+        return fork
+    }
+
+    /// Tells every reachable peer the new epoch (they adopt it durably and follow this node).
+    private func tellPeersToFollow(_ report: inout PromotionReport, skipping: [String]) async {
+        let hello = helloMessage(.adopt, epoch: marker.epoch, primary: config.nodeID)
+        let answers = await withTaskGroup(of: (String, String).self) { group in
+            for peer in config.peers where !skipping.contains(peer.nodeID) {
+                group.addTask {
+                    do {
+                        let answer = try await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis)
+                        guard case .state(let s) = answer else { return (peer.nodeID, "answered \(answer.typeCode)") }
+                        return (peer.nodeID, "adopted epoch \(s.epoch), follows \(s.primary)")
+                    } catch {
+                        return (peer.nodeID, "unreachable: it will learn the epoch when it reconnects")
+                    }
+                }
+            }
+            var out: [(String, String)] = []
+            for await a in group { out.append(a) }
+            return out.sorted { $0.0 < $1.0 }
+        }
+        for (node, detail) in answers { report.check("peer \(node) follows", "pass", detail) }
+    }
+
+    // MARK: Switchover
+
+    /// Planned handover to this replica while the primary is alive: the primary stops writing
+    /// and drains, this node confirms it holds the primary's final position, then takes over.
+    public func switchover() async -> PromotionReport {
+        let started = DispatchTime.now()
+        var report = PromotionReport()
+        func finish(_ r: PromotionReport) -> PromotionReport {
+            var r = r
+            r.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
+            return r
+        }
+        guard checkTarget(&report) else { return finish(report) }
+        guard let old = config.member(marker.primary), progress.withLock({ $0.connected }) else {
+            report.check("primary reachable", "refuse", "this node is not streaming from \(marker.primary): use `aerodb promote` for a failover")
+            return finish(report)
+        }
+        report.check("primary reachable", "pass", "streaming from \(old.nodeID)")
+        let epoch = marker.epoch + 1
+        let final: LogPosition
+        do {
+            let answer = try await Transport.ask(old.replication, helloMessage(.demote, epoch: epoch, primary: config.nodeID),
+                                                 idleMillis: Self.switchoverWaitMillis + 1_000)
+            guard case .state(let s) = answer, !s.isPrimary else {
+                report.check("old primary demoted and drained", "refuse", "\(old.nodeID) did not hand over: \(answer)")
+                return finish(report)
+            }
+            final = s.durable
+        } catch {
+            report.check("old primary demoted and drained", "refuse", "\(AeroError.wrap(error).message)")
+            return finish(report)
+        }
+        report.check("old primary demoted and drained", "pass", "\(old.nodeID) stopped writing; its final durable position is \(final)")
+        guard await database.waitApplied(final.lsn, timeout: .milliseconds(Self.switchoverWaitMillis)),
+              (try? database.position(at: final.lsn)) == final else {
+            report.check("final position applied here", "refuse", "this node does not hold \(final); the old primary stays demoted: run `aerodb promote`")
+            return finish(report)
+        }
+        report.check("final position applied here", "pass", "applied through LSN \(final.lsn): nothing is lost")
+        do {
+            let fork = try await becomePrimary(epoch: max(epoch, marker.epoch + 1))
+            report.promoted = true
+            report.epoch = marker.epoch
+            report.forkLSN = fork.lsn
+            report.check("epoch bumped durably", "pass", "epoch \(marker.epoch) opened at LSN \(fork.lsn + 1)")
+        } catch {
+            report.check("epoch bumped durably", "refuse", "\(error)")
+            return finish(report)
+        }
+        await tellPeersToFollow(&report, skipping: [])
+        return finish(report)
+    }
+
+    /// The primary's half of a switchover: stop local writes, wait until they are durable and
+    /// flushed by the target (and by enough replicas for the commit mode), then adopt the new
+    /// epoch and follow the target. On timeout it resumes as primary and refuses.
+    func demote(epoch: UInt64, primary target: String) async throws {
+        guard isPrimary else { throw notPrimaryError() }
+        guard epoch > marker.epoch, target != config.nodeID, config.member(target) != nil else {
+            throw AeroError(.promotionRefused, "demotion to epoch \(epoch), primary \(target) is not valid from epoch \(marker.epoch)")
+        }
+        database.setAcceptsWrites(false, reason: AeroError(.notPrimary, "switchover to \(target) in progress: retry on the new primary", invariant: "A1"))
+        let last = database.lastPosition.lsn
+        try await database.waitDurable(last)
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.switchoverWaitMillis) * 1_000_000
+        while (acks.durable(of: target) ?? 0) < last || acks.all.values.filter({ $0 >= last }).count < config.replicaAcksNeeded {
+            guard DispatchTime.now().uptimeNanoseconds < deadline else {
+                database.setAcceptsWrites(true)
+                throw AeroError(.promotionRefused, "\(target) did not flush LSN \(last) within \(Self.switchoverWaitMillis) ms; \(config.nodeID) stays primary")
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        acks.fence(AeroError(.commitInDoubt, "switchover to \(target)", invariant: "A2"))
+        database.setCommitGate(nil)
+        watcherTask?.cancel()
+        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: target)
+        try authority.replace(with: next)
+        marker = next
+        publishRole()
+        logger.notice("demoted for a switchover", metadata: ["epoch": "\(epoch)", "primary": "\(target)", "final_lsn": "\(last)"])
+        startFollower()
+    }
+}
+
+// MARK: - Rejoin (the node is stopped; `aerodb rejoin` runs this)
+
+public enum Rejoin {
+    public struct Answer: Sendable {
+        public let primary: String
+        public let epoch: UInt64
+        public let fork: LogPosition
+    }
+
+    /// Finds the current primary among the peers and asks it where `positions` (this node's
+    /// last records, oldest first) leave its history.
+    public static func findFork(config: ClusterConfig, marker: AuthorityMarker, positions: [LogPosition]) async throws -> Answer {
+        let last = positions.last ?? .origin
+        func hello(_ purpose: HelloPurpose) -> ReplicationMessage {
+            .hello(.init(purpose: purpose, clusterID: config.clusterID, nodeID: config.nodeID, token: config.token,
+                         epoch: marker.epoch, primary: marker.primary, position: last))
+        }
+        var primary: (ClusterMember, NodeState)?
+        for peer in config.peers {
+            guard case .state(let s)? = try? await Transport.ask(peer.replication, hello(.probe), idleMillis: ReplicationTimeouts.probeMillis),
+                  s.isPrimary else { continue }
+            if primary == nil || s.epoch > primary!.1.epoch { primary = (peer, s) }
+        }
+        guard let (member, state) = primary else {
+            throw AeroError(.primaryUnavailable, "no peer answered as primary; start the cluster's primary first")
+        }
+        let channel = try await Transport.connect(member.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+        let answer = try await channel.executeThenClose { inbound, outbound -> ReplicationMessage in
+            try await outbound.write(hello(.rejoin))
+            try await outbound.write(.forkQuery(Array(positions.suffix(Int(ReplicationLimits.forkPositionsMax)))))
+            for try await message in inbound { return message }
+            throw AeroError(.primaryUnavailable, "\(member.nodeID) closed the connection")
+        }
+        switch answer {
+        case .forkPoint(let fork): return Answer(primary: member.nodeID, epoch: state.epoch, fork: fork)
+        case .refuse(_, _, _, let message): throw AeroError(.replicationDiverged, message, invariant: "A4")
+        default: throw ReplicationMessage.malformed("expected FORK_POINT")
+        }
+    }
+}

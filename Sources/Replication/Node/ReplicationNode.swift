@@ -1,0 +1,260 @@
+// One node's replication: its role (from the durable authority marker), the WAL sender sessions
+// when primary, the follower when replica, probes of the peers, fencing, promotion.
+//
+// Invariants (SPEC §4, §7):
+// - A1: the node accepts local writes only while its marker names it primary; the marker is
+//   replaced (durably) before the role changes, and writes stop before a deposed node's marker
+//   is rewritten.
+// - A2: learning of a higher epoch (a HELLO, a probe answer, a WELCOME or REFUSE) stops writes at
+//   once, fails every commit waiting for replicas as in doubt, and records the epoch durably.
+// - P1: a replica appends only records that continue its own chain, checked by the primary at
+//   the handshake and by the kernel on every record.
+// - A4: a replica whose position is not on the primary's history halts as `diverged` until
+//   `aerodb rejoin`.
+
+import Foundation
+import Kernel
+import Logging
+import Synchronization
+
+public actor ReplicationNode {
+    public nonisolated let config: ClusterConfig
+    nonisolated let database: Database
+    nonisolated let authority: AuthorityStore
+    nonisolated let logger: Logger
+    nonisolated let acks = AckTracker()
+    /// The role as non-isolated code (sender sessions, HTTP middleware) sees it.
+    nonisolated let role: Mutex<RoleSnapshot>
+    /// What the follower received, flushed and applied (replica side).
+    nonisolated let progress = Mutex(FollowerProgress())
+
+    var marker: AuthorityMarker
+    var followerTask: Task<Void, Never>?
+    var watcherTask: Task<Void, Never>?
+    var serverTask: Task<Void, Never>?
+    var followerState = "idle"
+    /// Set when the primary refused this node's history (A4); cleared only by a rejoin.
+    var divergence: String?
+    var replicas: [String: ReplicaProgress] = [:]
+    var nextSessionID = 0
+
+    public struct RoleSnapshot: Sendable {
+        public var isPrimary: Bool
+        public var epoch: UInt64
+        public var primary: String
+    }
+
+    struct FollowerProgress: Sendable {
+        var received: UInt64 = 0
+        var primaryDurable: UInt64 = 0
+        var lastHeartbeatMicros: Int64 = 0
+        var connected = false
+    }
+
+    struct ReplicaProgress: Sendable {
+        let session: Int
+        var durable: UInt64 = 0
+        var applied: UInt64 = 0
+        var received: UInt64 = 0
+        var connectedMicros: Int64
+        var lastAckMicros: Int64
+        /// The last time this replica had flushed everything the primary had flushed.
+        var caughtUpMicros: Int64
+    }
+
+    public init(config: ClusterConfig, database: Database, authority: AuthorityStore, marker: AuthorityMarker,
+                logger: Logger) {
+        self.config = config
+        self.database = database
+        self.authority = authority
+        self.marker = marker
+        self.logger = logger
+        self.role = Mutex(RoleSnapshot(isPrimary: marker.isPrimary(config.nodeID), epoch: marker.epoch, primary: marker.primary))
+    }
+
+    public var isPrimary: Bool { marker.isPrimary(config.nodeID) }
+
+    static func nowMicros() -> Int64 { SystemClock().nowMicros() }
+
+    // MARK: Start and stop
+
+    /// Listens for peers, then takes the role the marker gives. A node that boots as primary
+    /// first asks its peers whether a newer epoch exists (it may have been deposed while down).
+    public func start() async throws {
+        let server = try await Transport.listen(config.me.replication)
+        serverTask = Task { await self.serve(server) }
+        if isPrimary {
+            if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
+                try await learn(epoch: newer.epoch, primary: newer.primary, from: "a peer at start")
+                return
+            }
+            takePrimaryRole()
+        } else {
+            database.setAcceptsWrites(false, reason: notPrimaryError())
+            startFollower()
+        }
+    }
+
+    public func stop() async {
+        followerTask?.cancel()
+        watcherTask?.cancel()
+        serverTask?.cancel()
+        acks.fence(AeroError(.walClosed, "the node is shutting down"))
+    }
+
+    func notPrimaryError() -> AeroError {
+        AeroError(.notPrimary, "node \(config.nodeID) is not the primary of epoch \(marker.epoch) (the primary is \(marker.primary))", invariant: "A1")
+    }
+
+    /// Accept writes as primary of the marker's epoch: commit gate, write acceptance, peer watch.
+    func takePrimaryRole() {
+        precondition(isPrimary, "only the node the marker names takes the primary role")
+        acks.reset()
+        replicas = [:]
+        database.setCommitGate(commitGate())
+        database.setAcceptsWrites(true)
+        publishRole()
+        watcherTask?.cancel()
+        watcherTask = Task { await self.watchPeers() }
+        followerState = "primary"
+    }
+
+    /// What a commit waits for after its local flush: `needed` replica flushes (none in async).
+    private func commitGate() -> Database.CommitGate? {
+        let needed = config.replicaAcksNeeded
+        let wait = config.replicaWaitMillis
+        let tracker = acks
+        guard needed > 0 else { return nil }
+        return { @Sendable (lsn: UInt64) async throws -> Void in
+            try await tracker.wait(lsn, needed: needed, timeoutMillis: wait)
+        }
+    }
+
+    func publishRole() {
+        let snapshot = RoleSnapshot(isPrimary: isPrimary, epoch: marker.epoch, primary: marker.primary)
+        role.withLock { $0 = snapshot }
+    }
+
+    // MARK: Epochs and fencing
+
+    /// Adopts a higher epoch and its primary (A2): stops local writes at once, fails waiting
+    /// commits as in doubt, replaces the marker durably, and follows the new primary.
+    func learn(epoch: UInt64, primary: String, from source: String) async throws {
+        guard epoch > marker.epoch else { return }
+        // Only an explicit promotion makes this node primary (A3): a peer naming it is ignored.
+        guard primary != config.nodeID else { return }
+        let wasPrimary = isPrimary
+        if wasPrimary {
+            let deposed = AeroError(.epochStale, "node \(config.nodeID) was deposed: epoch \(epoch) has primary \(primary)", invariant: "A2")
+            database.setAcceptsWrites(false, reason: deposed)
+            acks.fence(AeroError(.commitInDoubt, "node \(config.nodeID) learned of epoch \(epoch) (primary \(primary)) while this commit waited for replicas; it may not survive", invariant: "A2"))
+            database.setCommitGate(nil)
+            watcherTask?.cancel()
+        }
+        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
+        try authority.replace(with: next)
+        marker = next
+        publishRole()
+        logger.warning("adopted a newer epoch", metadata: ["epoch": "\(epoch)", "primary": "\(primary)", "source": "\(source)",
+                                                          "was_primary": "\(wasPrimary)"])
+        if isPrimary {
+            takePrimaryRole()
+        } else {
+            database.setAcceptsWrites(false, reason: notPrimaryError())
+            restartFollower()
+        }
+    }
+
+    /// Every few hundred milliseconds a primary asks its peers for their epoch: a primary cut
+    /// off during a promotion learns of it as soon as it can reach any peer (A2).
+    func watchPeers() async {
+        while !Task.isCancelled && isPrimary {
+            if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
+                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer watch")
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(Self.peerWatchMillis))
+        }
+    }
+
+    /// How often a primary probes its peers for a newer epoch.
+    static let peerWatchMillis: Int64 = 250
+
+    /// Probes every peer; the highest epoch any of them knows, with its primary.
+    func highestEpochAmongPeers() async -> (epoch: UInt64, primary: String)? {
+        let states = await probePeers()
+        return states.values.compactMap { $0 }.max { $0.epoch < $1.epoch }.map { ($0.epoch, $0.primary) }
+    }
+
+    /// Asks every peer for its state at once; nil for the unreachable ones.
+    func probePeers() async -> [String: NodeState?] {
+        let hello = helloMessage(.probe)
+        return await withTaskGroup(of: (String, NodeState?).self) { group in
+            for peer in config.peers {
+                group.addTask {
+                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis) else {
+                        return (peer.nodeID, nil)
+                    }
+                    return (peer.nodeID, s)
+                }
+            }
+            var out: [String: NodeState?] = [:]
+            for await (id, s) in group { out[id] = s }
+            return out
+        }
+    }
+
+    func helloMessage(_ purpose: HelloPurpose, epoch: UInt64? = nil, primary: String? = nil) -> ReplicationMessage {
+        .hello(.init(purpose: purpose, clusterID: config.clusterID, nodeID: config.nodeID, token: config.token,
+                     epoch: epoch ?? marker.epoch, primary: primary ?? marker.primary, position: database.durablePosition))
+    }
+
+    // MARK: State
+
+    public func state() -> NodeState {
+        NodeState(isPrimary: isPrimary, epoch: marker.epoch, primary: marker.primary, durable: database.durablePosition,
+                  applied: database.snapshot().lsn, detail: divergence.map { "diverged: \($0)" } ?? followerState)
+    }
+
+    /// This node's replication status for `/admin/v1/status`.
+    public func status() -> JSONValue {
+        let now = Self.nowMicros()
+        let durable = database.durablePosition.lsn
+        var o: [String: JSONValue] = [
+            "role": .string(isPrimary ? "primary" : "replica"), "epoch": .int(Int64(marker.epoch)),
+            "primary": .string(marker.primary), "commit_mode": .string(config.commitMode.rawValue),
+            "state": .string(divergence.map { "diverged: \($0)" } ?? followerState),
+        ]
+        if isPrimary {
+            o["replicas"] = .array(config.peers.map { peer in
+                guard let r = replicas[peer.nodeID] else {
+                    return .object(["node_id": .string(peer.nodeID), "connected": .bool(false)])
+                }
+                let lagMillis = r.durable >= durable ? 0 : Double(now - r.caughtUpMicros) / 1000
+                return .object(["node_id": .string(peer.nodeID), "connected": .bool(true),
+                                "received": .int(Int64(r.received)), "durable": .int(Int64(r.durable)),
+                                "applied": .int(Int64(r.applied)), "lag_lsn": .int(Int64(durable - min(durable, r.durable))),
+                                "lag_ms": .float(lagMillis),
+                                "last_ack_ms_ago": .float(Double(now - r.lastAckMicros) / 1000)])
+            })
+        } else {
+            let p = progress.withLock { $0 }
+            o["connected"] = .bool(p.connected)
+            o["received"] = .int(Int64(p.received))
+            o["primary_durable"] = .int(Int64(p.primaryDurable))
+            o["lag_lsn"] = .int(Int64(p.primaryDurable - min(p.primaryDurable, durable)))
+            o["last_heartbeat_ms_ago"] = p.lastHeartbeatMicros == 0 ? .null : .float(Double(now - p.lastHeartbeatMicros) / 1000)
+        }
+        return .object(o)
+    }
+
+    /// The primary's HTTP address when this node is a replica (writes are forwarded there);
+    /// nil when this node is the primary.
+    public nonisolated func primaryHTTP() -> String? {
+        let snapshot = role.withLock { $0 }
+        guard !snapshot.isPrimary else { return nil }
+        return config.member(snapshot.primary)?.http
+    }
+
+    public nonisolated var currentRole: RoleSnapshot { role.withLock { $0 } }
+}

@@ -1,0 +1,319 @@
+// The replication wire protocol (SwiftNIO TCP). docs/REPLICATION.md describes it in full.
+//
+// Frame: u32 little-endian length of what follows, u8 message type, payload. Integers are
+// little-endian; a string is u16 length + UTF-8 bytes. A frame is at most `frameBytesMax`.
+//
+//   1 HELLO      node -> node       version u32, purpose u8 (0 follow, 1 probe, 2 adopt, 3 demote,
+//                                   4 rejoin), cluster str, node str, token str, epoch u64,
+//                                   primary str, lsn u64, checksum u64
+//   2 WELCOME    primary -> replica epoch u64, primary str, first LSN to be sent u64
+//   3 REFUSE     either way         reason u8, epoch u64, primary str, message str
+//   4 RECORDS    primary -> replica count u32, then per record: u32 length + the record's WAL bytes
+//   5 ACK        replica -> primary received u64, durable u64, applied u64
+//   6 HEARTBEAT  primary -> replica epoch u64, durable LSN u64, time (µs since the Unix epoch) i64
+//   7 CHECKPOINT primary -> replica LSN u64, XXH64 of the file u64, the checkpoint file's bytes
+//   8 STATE      answer to a probe  role u8 (0 primary, 1 replica), epoch u64, primary str,
+//                                   durable lsn u64, durable checksum u64, applied u64, state str
+//   9 FORK_QUERY rejoining -> primary  count u32, then (lsn u64, checksum u64) oldest first
+//  10 FORK_POINT primary -> rejoining  lsn u64, checksum u64: the newest position on both histories
+//
+// Sessions: follow = HELLO, WELCOME or REFUSE, then CHECKPOINT? RECORDS/HEARTBEAT one way and
+// ACK the other; probe = HELLO, STATE; adopt = HELLO naming the new epoch and primary, STATE
+// once adopted durably; demote = HELLO naming the new epoch and primary, STATE once the primary
+// stopped writing and drained (its durable position is final); rejoin = HELLO, FORK_QUERY,
+// FORK_POINT or REFUSE.
+//
+// Invariants: records travel byte for byte as the primary's WAL holds them, each checked by the
+// replica's decoder (checksum) and chain check before it is applied (P1). Every session starts
+// with HELLO, whose token proves cluster membership; the answer names the answerer's epoch, so
+// a node talking to a newer epoch learns it at the first exchange (A2).
+
+import Kernel
+import NIOCore
+
+public enum ReplicationLimits {
+    /// Largest frame: one whole record (16 MiB) plus headroom; checkpoints are framed whole and
+    /// may be larger, up to `checkpointFrameBytesMax`.
+    public static let frameBytesMax = 20 << 20
+    /// A shipped checkpoint travels in one frame: bounds the state a replica can be bootstrapped with.
+    public static let checkpointFrameBytesMax = 1 << 30
+    /// WAL payload bytes per RECORDS frame (the primary reads this much at a time).
+    public static let recordsFrameBytesMax = 1 << 20
+    public static let protocolVersion: UInt32 = 1
+    /// Strings in the protocol (node ids, cluster id, messages).
+    public static let stringBytesMax = 4096
+    /// Positions a rejoining node sends to find the fork: how far a diverged tail can reach back.
+    public static let forkPositionsMax: UInt32 = 65_536
+}
+
+public enum HelloPurpose: UInt8, Sendable {
+    /// Stream the WAL to me.
+    case follow = 0
+    /// Tell me your role, epoch and position, then close.
+    case probe = 1
+    /// Adopt the epoch and primary I name (sent by a node being promoted), then answer STATE.
+    case adopt = 2
+    /// Stop writing, drain, and hand over to the epoch and primary I name (planned switchover).
+    case demote = 3
+    /// I am a diverged node: tell me where our histories fork (FORK_QUERY follows).
+    case rejoin = 4
+}
+
+public enum RefusalReason: UInt8, Sendable {
+    case notMember = 1
+    case notPrimary = 2
+    case diverged = 3
+    case staleEpoch = 4
+    case badVersion = 5
+    case failed = 6
+}
+
+public struct NodeState: Sendable, Equatable {
+    public var isPrimary: Bool
+    public var epoch: UInt64
+    public var primary: String
+    public var durable: LogPosition
+    public var applied: UInt64
+    /// The follower's state on a replica (`streaming`, `connecting`, `diverged: ...`), `primary` on a primary.
+    public var detail: String
+
+    public init(isPrimary: Bool, epoch: UInt64, primary: String, durable: LogPosition, applied: UInt64, detail: String) {
+        self.isPrimary = isPrimary
+        self.epoch = epoch
+        self.primary = primary
+        self.durable = durable
+        self.applied = applied
+        self.detail = detail
+    }
+}
+
+public enum ReplicationMessage: Sendable, Equatable {
+    case hello(Hello)
+    case welcome(epoch: UInt64, primary: String, firstLSN: UInt64)
+    case refuse(RefusalReason, epoch: UInt64, primary: String, message: String)
+    case records([WALRecord])
+    case ack(received: UInt64, durable: UInt64, applied: UInt64)
+    case heartbeat(epoch: UInt64, durableLSN: UInt64, timeMicros: Int64)
+    case checkpoint(lsn: UInt64, bytes: [UInt8])
+    case state(NodeState)
+    case forkQuery([LogPosition])
+    case forkPoint(LogPosition)
+
+    public struct Hello: Sendable, Equatable {
+        public var purpose: HelloPurpose
+        public var clusterID: String
+        public var nodeID: String
+        public var token: String
+        /// The sender's marker epoch and primary (for `adopt`: the ones to adopt).
+        public var epoch: UInt64
+        public var primary: String
+        /// The sender's last durable record.
+        public var position: LogPosition
+
+        public init(purpose: HelloPurpose, clusterID: String, nodeID: String, token: String, epoch: UInt64,
+                    primary: String, position: LogPosition) {
+            self.purpose = purpose
+            self.clusterID = clusterID
+            self.nodeID = nodeID
+            self.token = token
+            self.epoch = epoch
+            self.primary = primary
+            self.position = position
+        }
+    }
+
+    var typeCode: UInt8 {
+        switch self {
+        case .hello: 1
+        case .welcome: 2
+        case .refuse: 3
+        case .records: 4
+        case .ack: 5
+        case .heartbeat: 6
+        case .checkpoint: 7
+        case .state: 8
+        case .forkQuery: 9
+        case .forkPoint: 10
+        }
+    }
+
+    // MARK: Encoding
+
+    public func encode(into buffer: inout ByteBuffer) {
+        let lengthIndex = buffer.writerIndex
+        buffer.writeInteger(UInt32(0), endianness: .little)
+        buffer.writeInteger(typeCode)
+        switch self {
+        case .hello(let h):
+            buffer.writeInteger(ReplicationLimits.protocolVersion, endianness: .little)
+            buffer.writeInteger(h.purpose.rawValue)
+            Self.write(h.clusterID, &buffer)
+            Self.write(h.nodeID, &buffer)
+            Self.write(h.token, &buffer)
+            buffer.writeInteger(h.epoch, endianness: .little)
+            Self.write(h.primary, &buffer)
+            buffer.writeInteger(h.position.lsn, endianness: .little)
+            buffer.writeInteger(h.position.checksum, endianness: .little)
+        case .welcome(let epoch, let primary, let first):
+            buffer.writeInteger(epoch, endianness: .little)
+            Self.write(primary, &buffer)
+            buffer.writeInteger(first, endianness: .little)
+        case .refuse(let reason, let epoch, let primary, let message):
+            buffer.writeInteger(reason.rawValue)
+            buffer.writeInteger(epoch, endianness: .little)
+            Self.write(primary, &buffer)
+            Self.write(message, &buffer)
+        case .records(let records):
+            buffer.writeInteger(UInt32(records.count), endianness: .little)
+            for record in records {
+                let bytes = record.encoded
+                buffer.writeInteger(UInt32(bytes.count), endianness: .little)
+                buffer.writeBytes(bytes)
+            }
+        case .ack(let received, let durable, let applied):
+            buffer.writeInteger(received, endianness: .little)
+            buffer.writeInteger(durable, endianness: .little)
+            buffer.writeInteger(applied, endianness: .little)
+        case .heartbeat(let epoch, let durable, let time):
+            buffer.writeInteger(epoch, endianness: .little)
+            buffer.writeInteger(durable, endianness: .little)
+            buffer.writeInteger(time, endianness: .little)
+        case .checkpoint(let lsn, let bytes):
+            buffer.writeInteger(lsn, endianness: .little)
+            buffer.writeInteger(XXH64.hash(bytes), endianness: .little)
+            buffer.writeBytes(bytes)
+        case .state(let s):
+            buffer.writeInteger(UInt8(s.isPrimary ? 0 : 1))
+            buffer.writeInteger(s.epoch, endianness: .little)
+            Self.write(s.primary, &buffer)
+            buffer.writeInteger(s.durable.lsn, endianness: .little)
+            buffer.writeInteger(s.durable.checksum, endianness: .little)
+            buffer.writeInteger(s.applied, endianness: .little)
+            Self.write(s.detail, &buffer)
+        case .forkQuery(let positions):
+            buffer.writeInteger(UInt32(positions.count), endianness: .little)
+            for p in positions {
+                buffer.writeInteger(p.lsn, endianness: .little)
+                buffer.writeInteger(p.checksum, endianness: .little)
+            }
+        case .forkPoint(let position):
+            buffer.writeInteger(position.lsn, endianness: .little)
+            buffer.writeInteger(position.checksum, endianness: .little)
+        }
+        let length = buffer.writerIndex - lengthIndex - 4
+        buffer.setInteger(UInt32(length), at: lengthIndex, endianness: .little)
+    }
+
+    private static func write(_ string: String, _ buffer: inout ByteBuffer) {
+        let bytes = Array(string.utf8.prefix(ReplicationLimits.stringBytesMax))
+        buffer.writeInteger(UInt16(bytes.count), endianness: .little)
+        buffer.writeBytes(bytes)
+    }
+
+    // MARK: Decoding
+
+    /// Decodes one frame's body (type byte + payload). Throws AERO_REPL_REFUSED on anything
+    /// malformed: a peer that sends garbage is disconnected, never trusted.
+    public static func decode(type: UInt8, payload: ByteBuffer) throws -> ReplicationMessage {
+        var b = payload
+        let message: ReplicationMessage
+        switch type {
+        case 1:
+            let version: UInt32 = try int(&b)
+            guard version == ReplicationLimits.protocolVersion else { throw malformed("protocol version \(version)") }
+            guard let purpose = HelloPurpose(rawValue: try int(&b)) else { throw malformed("hello purpose") }
+            message = .hello(Hello(purpose: purpose, clusterID: try string(&b), nodeID: try string(&b), token: try string(&b),
+                                   epoch: try int(&b), primary: try string(&b),
+                                   position: LogPosition(lsn: try int(&b), checksum: try int(&b))))
+        case 2:
+            message = .welcome(epoch: try int(&b), primary: try string(&b), firstLSN: try int(&b))
+        case 3:
+            guard let reason = RefusalReason(rawValue: try int(&b)) else { throw malformed("refusal reason") }
+            message = .refuse(reason, epoch: try int(&b), primary: try string(&b), message: try string(&b))
+        case 4:
+            let count: UInt32 = try int(&b)
+            var records: [WALRecord] = []
+            records.reserveCapacity(Int(min(count, 100_000)))
+            for _ in 0..<count {
+                let length: UInt32 = try int(&b)
+                guard let bytes = b.readBytes(length: Int(length)) else { throw malformed("record past the frame") }
+                records.append(try WALRecord.decode(bytes))
+            }
+            message = .records(records)
+        case 5:
+            message = .ack(received: try int(&b), durable: try int(&b), applied: try int(&b))
+        case 6:
+            message = .heartbeat(epoch: try int(&b), durableLSN: try int(&b), timeMicros: try int(&b))
+        case 7:
+            let lsn: UInt64 = try int(&b)
+            let hash: UInt64 = try int(&b)
+            let bytes = b.readBytes(length: b.readableBytes) ?? []
+            guard XXH64.hash(bytes) == hash else { throw malformed("checkpoint checksum") }
+            message = .checkpoint(lsn: lsn, bytes: bytes)
+        case 8:
+            let role: UInt8 = try int(&b)
+            message = .state(NodeState(isPrimary: role == 0, epoch: try int(&b), primary: try string(&b),
+                                       durable: LogPosition(lsn: try int(&b), checksum: try int(&b)),
+                                       applied: try int(&b), detail: try string(&b)))
+        case 9:
+            let count: UInt32 = try int(&b)
+            guard count <= ReplicationLimits.forkPositionsMax else { throw malformed("\(count) fork positions") }
+            var positions: [LogPosition] = []
+            for _ in 0..<count { positions.append(LogPosition(lsn: try int(&b), checksum: try int(&b))) }
+            message = .forkQuery(positions)
+        case 10:
+            message = .forkPoint(LogPosition(lsn: try int(&b), checksum: try int(&b)))
+        default:
+            throw malformed("unknown message type \(type)")
+        }
+        guard b.readableBytes == 0 else { throw malformed("\(b.readableBytes) trailing bytes in message \(type)") }
+        return message
+    }
+
+    private static func int<T: FixedWidthInteger>(_ b: inout ByteBuffer) throws -> T {
+        guard let value = b.readInteger(endianness: .little, as: T.self) else { throw malformed("truncated message") }
+        return value
+    }
+
+    private static func string(_ b: inout ByteBuffer) throws -> String {
+        let length: UInt16 = try int(&b)
+        guard let bytes = b.readBytes(length: Int(length)) else { throw malformed("string past the frame") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw malformed("string is not UTF-8") }
+        return text
+    }
+
+    static func malformed(_ what: String) -> AeroError {
+        AeroError(.replicationRefused, "malformed replication message: \(what)")
+    }
+}
+
+/// Splits the TCP stream into frames; refuses a frame over the limit (the peer is cut off).
+struct FrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ReplicationMessage
+
+    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .little, as: UInt32.self) else {
+            return .needMoreData
+        }
+        guard length >= 1, Int(length) <= ReplicationLimits.checkpointFrameBytesMax else {
+            throw ReplicationMessage.malformed("frame of \(length) bytes")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let type: UInt8 = buffer.readInteger()!
+        guard type == 7 || Int(length) <= ReplicationLimits.frameBytesMax else {
+            throw ReplicationMessage.malformed("frame of \(length) bytes")
+        }
+        let payload = buffer.readSlice(length: Int(length) - 1)!
+        context.fireChannelRead(wrapInboundOut(try ReplicationMessage.decode(type: type, payload: payload)))
+        return .continue
+    }
+}
+
+struct FrameEncoder: MessageToByteEncoder {
+    typealias OutboundIn = ReplicationMessage
+
+    func encode(data: ReplicationMessage, out: inout ByteBuffer) throws {
+        data.encode(into: &out)
+    }
+}

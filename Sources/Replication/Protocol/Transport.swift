@@ -1,0 +1,94 @@
+// TCP plumbing for the replication protocol: framed NIO channels for both sides, with a read
+// timeout on every connection (a silent peer is cut off, never waited on forever).
+
+import Kernel
+import NIOCore
+import NIOPosix
+
+public typealias ReplicationChannel = NIOAsyncChannel<ReplicationMessage, ReplicationMessage>
+
+public enum ReplicationTimeouts {
+    /// Connecting to a peer.
+    public static let connectMillis: Int64 = 300
+    /// A session without any frame for this long is dead (the primary heartbeats every
+    /// `heartbeatMillis`, the replica acknowledges every heartbeat).
+    public static let sessionIdleMillis: Int64 = 2_000
+    /// A probe (one question, one answer) must be answered within this.
+    public static let probeMillis: Int64 = 500
+    /// How often an idle primary heartbeats its replicas.
+    public static let heartbeatMillis: Int64 = 100
+}
+
+/// Closes the channel when no frame arrived within the idle time.
+final class CloseWhenIdle: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ReplicationMessage
+    typealias InboundOut = ReplicationMessage
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    public let host: String
+    public let port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+
+enum Transport {
+    static func configure(_ channel: any Channel, idleMillis: Int64) throws -> ReplicationChannel {
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .milliseconds(idleMillis)))
+        try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
+        return try ReplicationChannel(wrappingChannelSynchronously: channel)
+    }
+
+    static func connect(_ address: PeerAddress, idleMillis: Int64) async throws -> ReplicationChannel {
+        do {
+            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.milliseconds(ReplicationTimeouts.connectMillis))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: address.host, port: address.port) { channel in
+                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis) }
+                }
+        } catch {
+            throw AeroError(.primaryUnavailable, "cannot reach \(address): \(error)")
+        }
+    }
+
+    static func listen(_ address: PeerAddress) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
+        do {
+            return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: address.host, port: address.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+                    }
+                }
+        } catch {
+            throw AeroError(.configInvalid, "cannot listen for replication on \(address): \(error)")
+        }
+    }
+
+    /// One question, one answer (probe, adopt, demote), bounded in time.
+    static func ask(_ address: PeerAddress, _ question: ReplicationMessage, idleMillis: Int64) async throws -> ReplicationMessage {
+        let channel = try await connect(address, idleMillis: idleMillis)
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(question)
+            for try await answer in inbound { return answer }
+            throw AeroError(.primaryUnavailable, "\(address) closed the connection without answering")
+        }
+    }
+}
