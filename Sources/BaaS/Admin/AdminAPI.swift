@@ -5,34 +5,22 @@
 import Hummingbird
 import Kernel
 
-public struct NodeIdentity: Sendable {
-    public let nodeID: String
-    public let startedMicros: Int64
-    /// From the authority marker read at boot.
-    public let epoch: UInt64
-    public let primaryID: String
-
-    public init(nodeID: String, startedMicros: Int64, epoch: UInt64, primaryID: String) {
-        self.nodeID = nodeID
-        self.startedMicros = startedMicros
-        self.epoch = epoch
-        self.primaryID = primaryID
-    }
-
-    public var isPrimary: Bool { nodeID == primaryID }
-
-    /// Writes are accepted only by the node the authority marker names (A1).
-    func requirePrimary() throws {
-        guard isPrimary else {
-            throw AeroError(.notPrimary, "node \(nodeID) is not the primary of epoch \(epoch) (the primary is \(primaryID)); forwarding writes to it is not built yet", invariant: "A1")
-        }
-    }
+/// What the HTTP front ends need to know of the node's place in the cluster. The Node module
+/// implements it over the replication layer; BaaS never sees replication's internals.
+public protocol ClusterView: Sendable {
+    var nodeID: String { get }
+    var startedMicros: Int64 { get }
+    /// nil when this node accepts writes; otherwise the primary's HTTP HOST:PORT (writes go there).
+    func primaryHTTP() -> String?
+    /// Role, epoch, primary and replication progress, merged into `/admin/v1/status`.
+    func statusFields() async -> [String: JSONValue]
 }
 
 public enum AdminAPI {
-    public static func router(database: Database, keys: KeyChecker, identity: NodeIdentity) -> Router<BasicRequestContext> {
+    public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: LogRequestsMiddleware(.info))
+        router.add(middleware: ClusterMiddleware(cluster: cluster, database: database))
         router.get("/health") { _, _ in HTTPJSON.response(.object(["status": .string("ok")])) }
         router.get("/ready") { _, _ in
             if let failure = database.failure { return HTTPErrors.response(failure) }
@@ -40,7 +28,7 @@ public enum AdminAPI {
         }
         let admin = router.group("admin/v1")
         admin.get("status") { request, _ in
-            try await guarded(request, keys) { try await status(database, identity) }
+            try await guarded(request, keys) { try await status(database, cluster) }
         }
         admin.get("collections") { request, _ in
             try await guarded(request, keys) {
@@ -50,21 +38,18 @@ public enum AdminAPI {
         }
         admin.post("collections") { request, _ in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let (schema, lsn) = try await database.createCollection(try await HTTPJSON.body(request))
                 return HTTPJSON.response(schema.json, status: .created, lsn: lsn)
             }
         }
         admin.delete("collections/:name") { request, context in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let lsn = try await database.dropCollection(try context.parameters.require("name"))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
         admin.post("collections/:name/indexes") { request, context in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let (index, lsn) = try await database.addIndex(collection: try context.parameters.require("name"),
                                                               try await HTTPJSON.body(request))
                 return HTTPJSON.response(index.json, status: .created, lsn: lsn)
@@ -72,7 +57,6 @@ public enum AdminAPI {
         }
         admin.delete("collections/:name/indexes/:index") { request, context in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let lsn = try await database.dropIndex(collection: try context.parameters.require("name"),
                                                        name: try context.parameters.require("index"))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
@@ -80,7 +64,6 @@ public enum AdminAPI {
         }
         admin.post("collections/:name/fields") { request, context in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let (field, lsn) = try await database.addField(collection: try context.parameters.require("name"),
                                                               try await HTTPJSON.body(request))
                 return HTTPJSON.response(field.json, status: .created, lsn: lsn)
@@ -88,7 +71,6 @@ public enum AdminAPI {
         }
         admin.delete("collections/:name/fields/:field") { request, context in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let lsn = try await database.dropField(collection: try context.parameters.require("name"),
                                                        name: try context.parameters.require("field"))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
@@ -97,20 +79,18 @@ public enum AdminAPI {
         admin.get("migrations") { request, _ in try await guarded(request, keys) { try Migrations.list(database) } }
         admin.post("migrations") { request, _ in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 return try await Migrations.apply(try await HTTPJSON.body(request), database)
             }
         }
-        addDataRoutes(admin, database: database, keys: keys, identity: identity)
-        RESTAPI.register(on: router, database: database, keys: keys, identity: identity)
+        addDataRoutes(admin, database: database, keys: keys, cluster: cluster)
+        RESTAPI.register(on: router, database: database, keys: keys, cluster: cluster)
         return router
     }
 
     private static func addDataRoutes(_ admin: RouterGroup<BasicRequestContext>, database: Database, keys: KeyChecker,
-                                      identity: NodeIdentity) {
+                                      cluster: any ClusterView) {
         admin.post("transactions") { request, _ in
             try await guarded(request, keys) {
-                try identity.requirePrimary()
                 let result = try await database.commit(try await HTTPJSON.body(request))
                 return HTTPJSON.response(.object(["lsn": .int(Int64(result.lsn))]), lsn: result.lsn)
             }
@@ -139,30 +119,27 @@ public enum AdminAPI {
         }
     }
 
-    private static func status(_ database: Database, _ identity: NodeIdentity) async throws -> Response {
+    private static func status(_ database: Database, _ cluster: any ClusterView) async throws -> Response {
         let s = await database.status()
         let now = SystemClock().nowMicros()
         var body: [String: JSONValue] = [
-            "node_id": .string(identity.nodeID),
-            "role": .string(identity.isPrimary ? "primary" : "replica"),
-            "epoch": .int(Int64(identity.epoch)),
-            "primary": .string(identity.primaryID),
+            "node_id": .string(cluster.nodeID),
             "wal_epoch": .int(Int64(s.epoch)),
-            "replication": .string("not built yet: WAL shipping and promotion are issue #3"),
             "lsn": .object(["durable": .int(Int64(s.durableLSN)), "applied": .int(Int64(s.appliedLSN))]),
             "wal_engine": .string(s.walEngine),
             "collections": .int(Int64(s.collectionCount)),
             "documents": .int(Int64(s.documentCount)),
             "memory": .object(["used_bytes": .int(Int64(s.memoryBytesUsed)), "max_bytes": .int(Int64(s.memoryBytesMax))]),
-            "uptime_seconds": .float(Double(now - identity.startedMicros) / 1e6),
+            "uptime_seconds": .float(Double(now - cluster.startedMicros) / 1e6),
         ]
+        for (key, value) in await cluster.statusFields() { body[key] = value }
         body["last_checkpoint_lsn"] = s.lastCheckpointLSN.map { .int(Int64($0)) } ?? .null
         if let error = s.lastCheckpointError { body["last_checkpoint_error"] = .string(error.description) }
         return HTTPJSON.response(.object(body), lsn: s.appliedLSN)
     }
 
     /// Checks the service key, runs the handler, and turns any error into the error shape.
-    private static func guarded(_ request: Request, _ keys: KeyChecker,
+    public static func guarded(_ request: Request, _ keys: KeyChecker,
                                 _ handler: () async throws -> Response) async throws -> Response {
         do {
             try keys.requireServiceRole(request)

@@ -10,7 +10,7 @@ import Kernel
 import NIOCore
 
 enum RESTAPI {
-    static func register(on router: Router<BasicRequestContext>, database: Database, keys: KeyChecker, identity: NodeIdentity) {
+    static func register(on router: Router<BasicRequestContext>, database: Database, keys: KeyChecker, cluster: any ClusterView) {
         let rest = router.group("rest/v1")
         rest.get("/") { request, _ in await guarded(request, keys) { try openAPI(database) } }
         rest.post("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
@@ -22,13 +22,13 @@ enum RESTAPI {
             await guarded(request, keys) { try read(request, context, database, head: true) }
         }
         rest.post(":collection") { request, context in
-            await guarded(request, keys) { try identity.requirePrimary(); return try await insert(request, context, database) }
+            await guarded(request, keys) { return try await insert(request, context, database) }
         }
         rest.patch(":collection") { request, context in
-            await guarded(request, keys) { try identity.requirePrimary(); return try await modify(request, context, database, delete: false) }
+            await guarded(request, keys) { return try await modify(request, context, database, delete: false) }
         }
         rest.delete(":collection") { request, context in
-            await guarded(request, keys) { try identity.requirePrimary(); return try await modify(request, context, database, delete: true) }
+            await guarded(request, keys) { return try await modify(request, context, database, delete: true) }
         }
     }
 

@@ -354,7 +354,9 @@ public final class Database: Sendable {
     /// the log restarts right after the checkpoint's position, on the same history. Crash-safe:
     /// an interrupted install is discarded at the next open (the replica starts empty).
     public func install(checkpoint bytes: [UInt8]) async throws {
-        precondition(options.role == .replica, "only a replica installs a shipped checkpoint")
+        guard !acceptsWrites else {
+            throw AeroError(.notPrimary, "a node that accepts writes never replaces its state with a shipped checkpoint", invariant: "A1")
+        }
         let state = try CheckpointFile.decode(bytes, name: "shipped checkpoint")
         let fs = options.fileSystem
         let old = core.withLock { $0 }

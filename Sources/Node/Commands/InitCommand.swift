@@ -14,25 +14,32 @@ struct InitCommand: ParsableCommand {
 
     func run() throws {
         _ = try HostPort.parse(http)
+        var config = NodeConfig()
+        config.http = http
+        config.nodeID = nodeId
+        let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
+        let marker = AuthorityMarker(clusterID: FieldValidator.randomUUID(), epoch: 1, primary: nodeId)
+        try NodeDirectory.create(dir, config: config, secrets: secrets, marker: marker)
+        print("initialized node \(nodeId) in \(dir) (HTTP \(http))")
+        print("anon key:         \(secrets.anonKey)")
+        print("service_role key: \(secrets.serviceRoleKey)")
+    }
+}
+
+/// Writes a new node directory: config, secrets (mode 0600), data directory, authority marker.
+enum NodeDirectory {
+    static func create(_ dir: String, config: NodeConfig, secrets: NodeSecrets, marker: AuthorityMarker) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: dir), !(try fm.contentsOfDirectory(atPath: dir)).isEmpty {
             throw AeroError(.configInvalid, "\(dir) exists and is not empty; refusing to overwrite a node directory")
         }
         try fm.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        var config = NodeConfig()
-        config.http = http
-        config.nodeID = nodeId
-        let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
         try write(config.json, to: dir + "/" + NodeConfig.fileName, mode: 0o644)
         try write(secrets.json, to: dir + "/" + NodeConfig.secretsFileName, mode: 0o600)
-        let marker = AuthorityMarker(clusterID: FieldValidator.randomUUID(), epoch: 1, primary: nodeId)
         try AuthorityStore(dataDirectory: config.kernelOptions(directory: dir).dataDirectory).create(marker)
-        print("initialized node \(nodeId) in \(dir) (HTTP \(http))")
-        print("anon key:         \(secrets.anonKey)")
-        print("service_role key: \(secrets.serviceRoleKey)")
     }
 
-    private func write(_ value: JSONValue, to path: String, mode: Int) throws {
+    private static func write(_ value: JSONValue, to path: String, mode: Int) throws {
         guard FileManager.default.createFile(atPath: path, contents: Data(JSON.encode(value) + [0x0A]),
                                              attributes: [.posixPermissions: mode]) else {
             throw AeroError(.ioError, "cannot write \(path)")

@@ -9,28 +9,34 @@ import Replication
 struct StartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "start",
-        abstract: "Run a node in the foreground. Stops cleanly on SIGINT or SIGTERM.")
+        abstract: "Run a node in the foreground (primary or replica, as its authority marker says). Stops cleanly on SIGINT or SIGTERM.")
 
-    @Option(help: "The node directory (from `aerodb init`).") var dir: String
+    @Option(help: "The node directory (from `aerodb init` or `aerodb cluster init`).") var dir: String
     @Option(help: "Override the HTTP address HOST:PORT.") var http: String?
 
     /// How often the node checks that its WAL is healthy (F1: a flush error stops the node).
     static let walWatchIntervalMillis = 50
 
     func run() async throws {
+        try await Self.run(directory: dir, httpOverride: http)
+    }
+
+    static func run(directory dir: String, httpOverride http: String?) async throws {
         NodeLogging.bootstrap()
         let logger = Logger(label: "aerodb")
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
         let address = try HostPort.parse(http ?? config.http)
-        let options = config.kernelOptions(directory: dir)
+        var options = config.kernelOptions(directory: dir)
         let database: Database
         let marker: AuthorityMarker
+        let authority = AuthorityStore(dataDirectory: options.dataDirectory)
         do {
-            guard let read = try AuthorityStore(dataDirectory: options.dataDirectory).read() else {
+            guard let read = try authority.read() else {
                 throw AeroError(.configInvalid, "no authority marker in \(options.dataDirectory); create the node with `aerodb init`")
             }
             marker = read
+            options.role = marker.isPrimary(config.nodeID) ? .primary : .replica
             database = try await Database.open(options)
             // The primary opens its epoch in the log (SPEC §4: every epoch starts with an epoch record).
             if marker.isPrimary(config.nodeID) { try await database.advanceEpoch(to: marker.epoch) }
@@ -40,23 +46,41 @@ struct StartCommand: AsyncParsableCommand {
         }
         logOpen(database, logger)
         let clock = SystemClock()
-        let router = AdminAPI.router(database: database, keys: KeyChecker(secret: secrets.jwtSecret, clock: clock),
-                                     identity: NodeIdentity(nodeID: config.nodeID, startedMicros: clock.nowMicros(),
-                                                            epoch: marker.epoch, primaryID: marker.primary))
+        let replication: ReplicationNode
+        do {
+            let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+            replication = ReplicationNode(config: cluster, database: database, authority: authority, marker: marker, logger: logger)
+            if cluster.peers.isEmpty {
+                await replication.startAlone()
+            } else {
+                try await replication.start()
+            }
+        } catch {
+            logger.critical("replication did not start", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
+        let keys = KeyChecker(secret: secrets.jwtSecret, clock: clock)
+        let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
+        let router = AdminAPI.router(database: database, keys: keys, cluster: view)
+        ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
+        let role = replication.currentRole
         logger.info("node started", metadata: ["node_id": "\(config.nodeID)", "http": "\(address.host):\(address.port)",
-                                               "role": "\(marker.isPrimary(config.nodeID) ? "primary" : "replica")",
-                                               "epoch": "\(marker.epoch)", "cluster_id": "\(marker.clusterID)",
+                                               "replication": "\(replication.config.me.replication)",
+                                               "role": "\(role.isPrimary ? "primary" : "replica")",
+                                               "epoch": "\(role.epoch)", "cluster_id": "\(marker.clusterID)",
+                                               "commit_mode": "\(replication.config.commitMode.rawValue)",
                                                "wal_engine": "\(database.openReport.wal.engine)"])
         try await app.runService()
         watchdog.cancel()
+        await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
     }
 
-    private func logOpen(_ database: Database, _ logger: Logger) {
+    private static func logOpen(_ database: Database, _ logger: Logger) {
         let report = database.openReport
         for skipped in report.skippedCheckpoints {
             logger.error("damaged checkpoint skipped", metadata: ["error": "\(skipped)"])

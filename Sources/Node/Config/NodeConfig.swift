@@ -3,12 +3,16 @@
 //
 // aerodb.json: {"node_id":"n1","http":"127.0.0.1:54321","data_dir":"data","wal_engine":"automatic",
 //               "wal_segment_bytes":67108864,"memory_bytes_max":4294967296,
-//               "query_limit_default":1000,"query_limit_max":10000,"scan_rows_max":100000}
+//               "query_limit_default":1000,"query_limit_max":10000,"scan_rows_max":100000,
+//               "replication":"127.0.0.1:55321","commit_mode":"sync","replica_wait_ms":5000,
+//               "cluster":[{"node_id":"n1","http":"127.0.0.1:54321","replication":"127.0.0.1:55321"}, ...]}
+// `cluster` lists every member, this node included; a node without it runs alone (commit mode async).
 // secrets.json: {"jwt_secret":"<base64url>","anon_key":"<jwt>","service_role_key":"<jwt>"}
 
 import BaaS
 import Foundation
 import Kernel
+import Replication
 
 struct NodeConfig {
     static let fileName = "aerodb.json"
@@ -24,13 +28,68 @@ struct NodeConfig {
     var walSegmentBytes = KernelLimits.walSegmentBytesDefault
     var memoryBytesMax = KernelLimits.memoryBytesDefault
     var query = QueryOptions()
+    /// Where this node listens for its peers (replication protocol).
+    var replication: String?
+    var members: [ClusterMember] = []
+    var commitMode: CommitMode?
+    /// How long a `sync`/`all` commit waits for replica flushes before it is in doubt.
+    var replicaWaitMillis: Int64 = 5_000
+
+    /// The commit mode in effect: as configured, else `sync` in a cluster and `async` alone.
+    var effectiveCommitMode: CommitMode { commitMode ?? (members.count > 1 ? .sync : .async) }
 
     var json: JSONValue {
         .object(["node_id": .string(nodeID), "http": .string(http), "data_dir": .string(dataDir),
                  "wal_engine": .string(walEngine.rawValue), "wal_segment_bytes": .int(Int64(walSegmentBytes)),
                  "memory_bytes_max": .int(Int64(memoryBytesMax)),
                  "query_limit_default": .int(Int64(query.limitDefault)), "query_limit_max": .int(Int64(query.limitMax)),
-                 "scan_rows_max": .int(Int64(query.scanRowsMax))])
+                 "scan_rows_max": .int(Int64(query.scanRowsMax))].merging(clusterJSON) { a, _ in a })
+    }
+
+    private var clusterJSON: [String: JSONValue] {
+        var o: [String: JSONValue] = ["replica_wait_ms": .int(replicaWaitMillis)]
+        if let replication { o["replication"] = .string(replication) }
+        if let commitMode { o["commit_mode"] = .string(commitMode.rawValue) }
+        if !members.isEmpty {
+            o["cluster"] = .array(members.map {
+                .object(["node_id": .string($0.nodeID), "http": .string($0.http), "replication": .string($0.replication.description)])
+            })
+        }
+        return o
+    }
+
+    private static func parseMembers(_ value: JSONValue) throws -> [ClusterMember] {
+        guard case .array(let items) = value else { throw invalid("cluster must be an array of members") }
+        let members = try items.map { item -> ClusterMember in
+            guard case .string(let id)? = item["node_id"], case .string(let http)? = item["http"],
+                  case .string(let replication)? = item["replication"] else {
+                throw invalid("each cluster member needs node_id, http and replication")
+            }
+            _ = try HostPort.parse(http)
+            return ClusterMember(nodeID: id, http: http, replication: try HostPort.parse(replication).peer)
+        }
+        guard Set(members.map(\.nodeID)).count == members.count else { throw invalid("cluster member ids must be unique") }
+        return members
+    }
+
+    /// The replication layer's view of this config.
+    func clusterConfig(clusterID: String, secret: [UInt8]) throws -> ClusterConfig {
+        var members = self.members
+        if members.isEmpty {
+            let own = try HostPort.parse(replication ?? Self.defaultReplication(http: http))
+            members = [ClusterMember(nodeID: nodeID, http: http, replication: own.peer)]
+        }
+        guard members.contains(where: { $0.nodeID == nodeID }) else {
+            throw Self.invalid("cluster does not list this node (\(nodeID))")
+        }
+        return ClusterConfig(nodeID: nodeID, clusterID: clusterID, members: members, commitMode: effectiveCommitMode,
+                             replicaWaitMillis: replicaWaitMillis, secret: secret)
+    }
+
+    /// A node alone listens nowhere in practice; its nominal replication address is HTTP port + 1000.
+    static func defaultReplication(http: String) -> String {
+        guard let hp = try? HostPort.parse(http) else { return "127.0.0.1:55321" }
+        return "\(hp.host):\(min(65535, hp.port + 1000))"
     }
 
     static func load(directory: String) throws -> NodeConfig {
@@ -53,6 +112,12 @@ struct NodeConfig {
             case ("query_limit_default", .int(let n)) where n > 0: config.query.limitDefault = Int(n)
             case ("query_limit_max", .int(let n)) where n > 0: config.query.limitMax = Int(n)
             case ("scan_rows_max", .int(let n)) where n > 0: config.query.scanRowsMax = Int(n)
+            case ("replication", .string(let s)): _ = try HostPort.parse(s); config.replication = s
+            case ("cluster", let v): config.members = try parseMembers(v)
+            case ("commit_mode", .string(let s)):
+                guard let mode = CommitMode(rawValue: s) else { throw invalid("commit_mode must be async, sync or all") }
+                config.commitMode = mode
+            case ("replica_wait_ms", .int(let n)) where n > 0: config.replicaWaitMillis = n
             default: throw invalid("unknown or invalid setting \"\(key)\": \(JSON.encodeString(value))")
             }
         }
@@ -115,4 +180,6 @@ struct HostPort {
         }
         return HostPort(host: String(text[..<colon]), port: port)
     }
+
+    var peer: PeerAddress { PeerAddress(host: host, port: port) }
 }

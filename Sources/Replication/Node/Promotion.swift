@@ -62,7 +62,7 @@ extension ReplicationNode {
                          "\(oldPrimary) answered as primary of epoch \(s.epoch): use `aerodb switchover` for a planned handover")
             return finish(report)
         }
-        report.check("old primary unreachable", "pass", probes[oldPrimary] == nil
+        report.check("old primary unreachable", "pass", (probes[oldPrimary] ?? nil) == nil
                      ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
         let mine = database.durablePosition
         let others = config.peers.filter { $0.nodeID != oldPrimary }
@@ -128,7 +128,7 @@ extension ReplicationNode {
                          + (risk.map { "; LSNs \($0.lowerBound)-\($0.upperBound) (the primary's last reported durable LSN) may be lost" } ?? ""))
             return true
         case .sync:
-            let silent = config.peers.filter { $0.nodeID != oldPrimary && probes[$0.nodeID] == nil }.map(\.nodeID)
+            let silent = config.peers.filter { $0.nodeID != oldPrimary && (probes[$0.nodeID] ?? nil) == nil }.map(\.nodeID)
             if silent.isEmpty {
                 report.check(name, "pass", "commit mode sync: every other replica answered and none is ahead, so every acknowledged commit is here")
                 return true

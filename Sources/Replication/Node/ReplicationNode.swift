@@ -95,6 +95,12 @@ public actor ReplicationNode {
         }
     }
 
+    /// A node without peers: it is the primary of its marker's epoch (commit mode async), and
+    /// listens nowhere.
+    public func startAlone() {
+        if isPrimary { takePrimaryRole() } else { database.setAcceptsWrites(false, reason: notPrimaryError()) }
+    }
+
     public func stop() async {
         followerTask?.cancel()
         watcherTask?.cancel()
@@ -257,4 +263,36 @@ public actor ReplicationNode {
     }
 
     public nonisolated var currentRole: RoleSnapshot { role.withLock { $0 } }
+}
+
+extension ReplicationNode {
+    /// Every member as seen from here: this node's own state, and each peer's answer to a probe
+    /// (role, epoch, positions) or `reachable: false`. Lag is measured against the primary's
+    /// durable LSN when the primary answered.
+    public func clusterStatus() async -> JSONValue {
+        var states = await probePeers().mapValues { $0 }
+        states[config.nodeID] = state()
+        let primaryDurable = states.values.compactMap { $0 }.filter { $0.isPrimary }.max { $0.epoch < $1.epoch }?.durable.lsn
+        let members: [JSONValue] = config.members.map { member in
+            var o: [String: JSONValue] = ["node_id": .string(member.nodeID), "http": .string(member.http),
+                                          "replication": .string(member.replication.description)]
+            guard let s = states[member.nodeID] ?? nil else {
+                o["reachable"] = .bool(false)
+                return .object(o)
+            }
+            o["reachable"] = .bool(true)
+            o["role"] = .string(s.isPrimary ? "primary" : "replica")
+            o["epoch"] = .int(Int64(s.epoch))
+            o["primary"] = .string(s.primary)
+            o["durable_lsn"] = .int(Int64(s.durable.lsn))
+            o["applied_lsn"] = .int(Int64(s.applied))
+            o["state"] = .string(s.detail)
+            if let primaryDurable { o["lag_lsn"] = .int(Int64(primaryDurable - min(primaryDurable, s.durable.lsn))) }
+            return .object(o)
+        }
+        var out: [String: JSONValue] = ["cluster_id": .string(config.clusterID), "members": .array(members),
+                                        "commit_mode": .string(config.commitMode.rawValue), "answered_by": .string(config.nodeID)]
+        if case .object(let mine) = status(), let replicas = mine["replicas"] { out["replicas"] = replicas }
+        return .object(out)
+    }
 }

@@ -1,0 +1,120 @@
+// Every node of a cluster answers every request (SPEC §4):
+// - Replica reads: `X-AeroDB-Min-LSN: N` makes a read wait until this node has applied N, up to
+//   `HTTPLimits.minLSNWaitMillis`; past it the answer is 503 AERO_REPLICA_BEHIND with the node's
+//   current LSN in `X-AeroDB-LSN` (retry, or read from the primary). P2: reads never lie.
+// - Write forwarding: on a replica, a write is sent to the primary unchanged (headers and
+//   body); the primary's answer is returned once this node has applied the commit it names in
+//   `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
+//   request carries `X-AeroDB-Forwarded-By` and is never forwarded again.
+
+import AsyncHTTPClient
+import HTTPTypes
+import Hummingbird
+import Kernel
+import NIOCore
+import NIOHTTP1
+
+public enum ClusterHTTP {
+    public static let minLSNHeader = HTTPField.Name("X-AeroDB-Min-LSN")!
+    public static let forwardedHeader = HTTPField.Name("X-AeroDB-Forwarded-By")!
+    /// Set to `false` on a forwarded write's answer when this node had not applied it in time.
+    public static let appliedHeader = HTTPField.Name("X-AeroDB-Applied")!
+}
+
+extension HTTPLimits {
+    /// Longest a read with `X-AeroDB-Min-LSN` waits for this node to apply that LSN.
+    public static let minLSNWaitMillis: Int64 = 2_000
+    /// Longest a forwarded write waits for the primary's answer.
+    public static let forwardTimeoutMillis: Int64 = 30_000
+    /// Longest a replica waits to apply a forwarded write before answering (read-your-writes).
+    public static let forwardApplyWaitMillis: Int64 = 5_000
+}
+
+struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
+    let cluster: any ClusterView
+    let database: Database
+
+    /// Admin routes that are POSTs but read or act on this node only: never forwarded.
+    static var localAdminPaths: Set<String> {
+        ["/admin/v1/query", "/admin/v1/explain", "/admin/v1/checkpoint"]
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let minimum = request.headers[ClusterHTTP.minLSNHeader] {
+            guard let lsn = UInt64(minimum.trimmingCharacters(in: .whitespaces)) else {
+                return errorResponse(request, AeroError(.requestInvalid, "X-AeroDB-Min-LSN must be a non-negative integer"))
+            }
+            guard await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.minLSNWaitMillis)) else {
+                let current = database.snapshot().lsn
+                var response = errorResponse(request, AeroError(.replicaBehind, "node \(cluster.nodeID) has applied LSN \(current), not yet \(lsn), after waiting \(HTTPLimits.minLSNWaitMillis) ms; retry or read from the primary", invariant: "P2"))
+                response.headers[HTTPJSON.lsnHeader] = String(current)
+                response.headers[.retryAfter] = "1"
+                return response
+            }
+        }
+        if isWrite(request), request.headers[ClusterHTTP.forwardedHeader] == nil, let primary = cluster.primaryHTTP() {
+            return await forward(request, to: primary)
+        }
+        return try await next(request, context)
+    }
+
+    private func isWrite(_ request: Request) -> Bool {
+        guard [.post, .patch, .put, .delete].contains(request.method) else { return false }
+        let path = request.uri.path
+        if path.hasPrefix("/rest/v1/") { return true }
+        return path.hasPrefix("/admin/v1/") && !Self.localAdminPaths.contains(path) && !path.hasPrefix("/admin/v1/cluster")
+    }
+
+    private func errorResponse(_ request: Request, _ error: AeroError) -> Response {
+        request.uri.path.hasPrefix("/rest/v1") ? RESTError.response(error) : HTTPErrors.response(error)
+    }
+
+    private func forward(_ request: Request, to primary: String) async -> Response {
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: HTTPLimits.requestBodyBytesMax)
+        } catch {
+            return errorResponse(request, AeroError(.requestInvalid, "request body larger than \(HTTPLimits.requestBodyBytesMax) bytes or unreadable"))
+        }
+        var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
+        outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength && field.name != .connection {
+            outbound.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
+        outbound.body = .bytes(body)
+        let answer: HTTPClientResponse
+        let answerBody: ByteBuffer
+        do {
+            answer = try await HTTPClient.shared.execute(outbound, timeout: .milliseconds(HTTPLimits.forwardTimeoutMillis))
+            answerBody = try await answer.body.collect(upTo: HTTPLimits.requestBodyBytesMax)
+        } catch {
+            return errorResponse(request, Self.classify(error, primary: primary))
+        }
+        var headers = HTTPFields()
+        for header in answer.headers {
+            let name = header.name.lowercased()
+            guard !["content-length", "transfer-encoding", "connection"].contains(name), let field = HTTPField.Name(header.name) else { continue }
+            headers.append(HTTPField(name: field, value: header.value))
+        }
+        if (200..<300).contains(Int(answer.status.code)), let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
+            let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
+            if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
+        }
+        return Response(status: HTTPResponse.Status(code: Int(answer.status.code)), headers: headers,
+                         body: .init(byteBuffer: answerBody))
+    }
+
+    /// A write that never reached the primary is refused as unavailable; one that may have
+    /// reached it but got no answer is in doubt (never reported as failed or as done).
+    static func classify(_ error: any Error, primary: String) -> AeroError {
+        let text = "\(error)"
+        let notSent = (error as? HTTPClientError) == .connectTimeout
+            || text.contains("connectTimeout") || text.contains("connectionRefused") || text.contains("Connection refused")
+        if notSent {
+            return AeroError(.primaryUnavailable, "the primary \(primary) cannot be reached to forward this write: \(text)")
+        }
+        return AeroError(.commitInDoubt, "the write was forwarded to the primary \(primary) but no answer came back (\(text)); it may or may not have been committed")
+    }
+}

@@ -1,0 +1,249 @@
+// Operator commands of a cluster: `cluster init`, `status`, `promote`, `switchover`, `rejoin`.
+// The online ones talk to a node's admin API with the service key, taken from `--key`, else
+// `$AERODB_SERVICE_KEY`, else the `secrets.json` of `--dir`.
+
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Kernel
+import NIOCore
+import Replication
+
+struct ClusterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "Create the node directories of a cluster.",
+        subcommands: [ClusterInitCommand.self])
+}
+
+struct ClusterInitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Write DIR/n1 ... DIR/nN: one cluster id, JWT secret and key pair for all, n1 primary at epoch 1.",
+        discussion: "Ports are consecutive: node i gets HTTP port http-port+i-1 and replication port repl-port+i-1. Start each member with `aerodb start --dir DIR/n<i>`.")
+
+    @Option(help: "The directory to hold the node directories.") var dir: String
+    @Option(help: "Number of members (2 to 9).") var nodes: Int = 3
+    @Option(help: "Host every member listens on.") var host: String = "127.0.0.1"
+    @Option(help: "HTTP port of n1.") var httpPort: Int = 54321
+    @Option(help: "Replication port of n1.") var replPort: Int = 55321
+    @Option(help: "Commit mode: async, sync (at least one replica flushed) or all.") var commitMode: String = "sync"
+
+    func validate() throws {
+        guard (2...9).contains(nodes) else { throw ValidationError("--nodes must be between 2 and 9") }
+        guard CommitMode(rawValue: commitMode) != nil else { throw ValidationError("--commit-mode must be async, sync or all") }
+        for port in [httpPort, replPort] where !(1...(65535 - nodes)).contains(port) {
+            throw ValidationError("ports must leave room for \(nodes) consecutive ports")
+        }
+    }
+
+    func run() throws {
+        let members = (1...nodes).map { i in
+            ClusterMember(nodeID: "n\(i)", http: "\(host):\(httpPort + i - 1)",
+                          replication: PeerAddress(host: host, port: replPort + i - 1))
+        }
+        let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
+        let clusterID = FieldValidator.randomUUID()
+        for member in members {
+            var config = NodeConfig()
+            config.nodeID = member.nodeID
+            config.http = member.http
+            config.replication = member.replication.description
+            config.members = members
+            config.commitMode = CommitMode(rawValue: commitMode)
+            try NodeDirectory.create(dir + "/" + member.nodeID, config: config, secrets: secrets,
+                                     marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: "n1"))
+        }
+        print("initialized cluster \(clusterID) in \(dir): \(nodes) nodes, commit mode \(commitMode), n1 primary at epoch 1")
+        for member in members { print("  \(member.nodeID)  http://\(member.http)  replication \(member.replication)") }
+        print("anon key:         \(secrets.anonKey)")
+        print("service_role key: \(secrets.serviceRoleKey)")
+        print("start each member: aerodb start --dir \(dir)/n1   (and n2 ... n\(nodes))")
+    }
+}
+
+/// `--url`, and the service key for the admin API.
+struct AdminTarget: ParsableArguments {
+    @Option(help: "Base URL of a node, e.g. http://127.0.0.1:54322.") var url: String
+    @Option(help: "The service_role key (default: $AERODB_SERVICE_KEY, or the keys of --dir).") var key: String?
+    @Option(help: "A node directory to read the service_role key from.") var dir: String?
+
+    func serviceKey() throws -> String {
+        if let key { return key }
+        if let env = ProcessInfo.processInfo.environment["AERODB_SERVICE_KEY"], !env.isEmpty { return env }
+        if let dir { return try NodeSecrets.load(directory: dir).serviceRoleKey }
+        throw ValidationError("the admin API needs the service_role key: pass --key, set AERODB_SERVICE_KEY, or pass --dir NODE_DIR")
+    }
+
+    /// Sends a request; returns the HTTP status and the parsed JSON body.
+    func call(_ method: String, _ path: String, body: JSONValue? = nil) async throws -> (Int, JSONValue) {
+        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .init(rawValue: method)
+        request.headers.add(name: "apikey", value: try serviceKey())
+        if let body { request.body = .bytes(ByteBuffer(bytes: JSON.encode(body))) }
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            bytes = try await response.body.collect(upTo: 16 << 20)
+        } catch {
+            throw AeroError(.primaryUnavailable, "cannot reach \(base): \(error)")
+        }
+        let json = (try? JSON.parse(Array(bytes.readableBytesView))) ?? .string(String(buffer: bytes))
+        return (Int(response.status.code), json)
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show every member of the cluster: role, epoch, LSNs, lag, reachable or not.")
+
+    @OptionGroup var target: AdminTarget
+    @Flag(help: "Print the JSON answer.") var json = false
+
+    func run() async throws {
+        let (status, body) = try await target.call("GET", "/admin/v1/cluster/status")
+        guard status == 200 else { throw CommandFailure("status failed (\(status)): \(JSON.encodeString(body))") }
+        if json { print(JSON.encodeString(body)); return }
+        print("cluster \(body["cluster_id"]?.stringValue ?? "?")  commit mode \(body["commit_mode"]?.stringValue ?? "?")  (answered by \(body["answered_by"]?.stringValue ?? "?"))")
+        print(pad("NODE", 6) + pad("ROLE", 9) + pad("EPOCH", 7) + pad("DURABLE", 10) + pad("APPLIED", 10) + pad("LAG", 7) + "STATE")
+        for member in body["members"]?.arrayValue ?? [] {
+            let id = member["node_id"]?.stringValue ?? "?"
+            guard member["reachable"] == .bool(true) else {
+                print(pad(id, 6) + "unreachable (\(member["http"]?.stringValue ?? ""))")
+                continue
+            }
+            print(pad(id, 6) + pad(member["role"]?.stringValue ?? "", 9) + pad(text(member["epoch"]), 7)
+                  + pad(text(member["durable_lsn"]), 10) + pad(text(member["applied_lsn"]), 10) + pad(text(member["lag_lsn"]), 7)
+                  + (member["state"]?.stringValue ?? ""))
+        }
+        for replica in body["replicas"]?.arrayValue ?? [] where replica["connected"] == .bool(true) {
+            print("  lag of \(replica["node_id"]?.stringValue ?? "?") seen by the primary: \(text(replica["lag_lsn"])) LSNs, \(text(replica["lag_ms"])) ms")
+        }
+    }
+}
+
+struct PromoteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "promote",
+        abstract: "Make the replica at --url the primary of a new epoch (failover), after checking it is safe.",
+        discussion: "Checks, each printed with its outcome: the target is a healthy replica; the old primary is unreachable; no reachable replica is ahead (else the better candidate is named); in sync mode every acknowledged commit is provably on the target (else refused unless --force, which lists the LSNs at risk). Exits non-zero and changes nothing when a check refuses.")
+
+    @OptionGroup var target: AdminTarget
+    @Flag(help: "Promote even when the acknowledged history cannot be proven on the target.") var force = false
+    @Flag(help: "Print the JSON report.") var json = false
+
+    func run() async throws {
+        try await runOperation(target, "/admin/v1/cluster/promote", body: .object(["force": .bool(force)]), json: json)
+    }
+}
+
+struct SwitchoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchover",
+        abstract: "Planned, zero-loss handover to the replica at --url while the primary is alive.",
+        discussion: "The primary stops accepting writes, drains, and hands over once the target holds its final position; writes sent meanwhile fail cleanly with AERO_NOT_PRIMARY (retry).")
+
+    @OptionGroup var target: AdminTarget
+    @Flag(help: "Print the JSON report.") var json = false
+
+    func run() async throws {
+        try await runOperation(target, "/admin/v1/cluster/switchover", body: nil, json: json)
+    }
+}
+
+/// Prints a promotion or switchover report; exits 1 when it was refused.
+private func runOperation(_ target: AdminTarget, _ path: String, body: JSONValue?, json: Bool) async throws {
+    let (status, report) = try await target.call("POST", path, body: body)
+    if json {
+        print(JSON.encodeString(report))
+    } else {
+        for check in report["checks"]?.arrayValue ?? [] {
+            print("[\(check["outcome"]?.stringValue ?? "?")] \(check["name"]?.stringValue ?? ""): \(check["detail"]?.stringValue ?? "")")
+        }
+        if report["promoted"] == .bool(true) {
+            print("promoted: epoch \(text(report["epoch"])), fork LSN \(text(report["fork_lsn"])), \(text(report["elapsed_ms"])) ms")
+        } else if let message = report["message"]?.stringValue {
+            print("refused: \(message)")
+        } else {
+            print("refused: nothing was changed" + (report["better_candidate"]?.stringValue.map { "; better candidate: \($0)" } ?? ""))
+        }
+        if let risk = report["lsns_at_risk"], risk != .null { print("LSNs at risk: \(text(risk["from"])) to \(text(risk["to"]))") }
+    }
+    guard status == 200, report["promoted"] == .bool(true) else { throw ExitCode(1) }
+}
+
+struct RejoinCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rejoin",
+        abstract: "Rejoin a diverged former primary: cut its log at the fork point, report what was cut, follow the primary.",
+        discussion: "The node must be stopped. Asks the current primary (found among the peers) where the histories fork, removes this node's records after it and writes them to DIR/rejoin-<epoch>-<time>.json, then starts the node as a replica (unless --no-start).")
+
+    @Option(help: "The stopped node's directory.") var dir: String
+    @Flag(help: "Discard the whole local log instead; the primary ships a checkpoint.") var resync = false
+    @Flag(help: "Prepare the directory but do not start the node.") var noStart = false
+
+    func run() async throws {
+        let config = try NodeConfig.load(directory: dir)
+        let secrets = try NodeSecrets.load(directory: dir)
+        let options = config.kernelOptions(directory: dir)
+        let authority = AuthorityStore(dataDirectory: options.dataDirectory)
+        guard let marker = try authority.read() else { throw CommandFailure("no authority marker in \(options.dataDirectory)") }
+        let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+        let positions = try Database.lastPositions(options, count: Int(ReplicationLimits.forkPositionsMax))
+        let report: JSONValue
+        let answer: Rejoin.Answer
+        if resync {
+            answer = try await Rejoin.findFork(config: cluster, marker: marker, positions: [.origin])
+            try Database.discardHistory(options)
+            report = .object(["resync": .bool(true), "discarded_through_lsn": .int(Int64(positions.last?.lsn ?? 0))])
+            print("discarded the whole local log (through LSN \(positions.last?.lsn ?? 0)); \(answer.primary) will ship a checkpoint")
+        } else {
+            answer = try await Rejoin.findFork(config: cluster, marker: marker, positions: positions)
+            let cut = try Database.truncateHistory(options, after: answer.fork)
+            report = .object(["fork": .object(["lsn": .int(Int64(answer.fork.lsn)), "checksum": .string(String(answer.fork.checksum, radix: 16))]),
+                              "primary": .string(answer.primary), "epoch": .int(Int64(answer.epoch)),
+                              "discarded": .array(cut.map(Self.describe))])
+            print("fork at LSN \(answer.fork.lsn) on the history of \(answer.primary) (epoch \(answer.epoch)); \(cut.count) transaction(s) after it were cut")
+        }
+        let file = "\(dir)/rejoin-\(answer.epoch)-\(SystemClock().nowMicros() / 1_000_000).json"
+        guard FileManager.default.createFile(atPath: file, contents: Data(JSON.encode(report) + [0x0A])) else {
+            throw CommandFailure("cannot write \(file)")
+        }
+        print("report: \(file)")
+        if answer.epoch > marker.epoch {
+            try authority.replace(with: AuthorityMarker(clusterID: marker.clusterID, epoch: answer.epoch, primary: answer.primary))
+        } else if answer.primary != marker.primary {
+            throw CommandFailure("this node's marker names \(marker.primary) in epoch \(marker.epoch), but \(answer.primary) answered as primary of epoch \(answer.epoch)")
+        }
+        guard !noStart else { return }
+        print("starting \(config.nodeID) as a replica of \(answer.primary)")
+        try await StartCommand.run(directory: dir, httpOverride: nil)
+    }
+
+    static func describe(_ t: CommittedTransaction) -> JSONValue {
+        .object(["lsn": .int(Int64(t.lsn)), "epoch": .int(Int64(t.epoch)), "timestamp_micros": .int(t.timestampMicros),
+                 "changes": .array(t.changes.map { c in
+                     .object(["collection": .string(c.collection), "key": c.key, "kind": .string(c.kind.rawValue),
+                              "before": c.before.map { .object($0) } ?? .null, "after": c.after.map { .object($0) } ?? .null])
+                 }),
+                 "schema_change": .bool(t.schemaChange != nil)])
+    }
+}
+
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+private func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
+
+private func text(_ value: JSONValue?) -> String {
+    switch value {
+    case .int(let n)?: return String(n)
+    case .float(let x)?: return String(format: "%.1f", x)
+    case .string(let s)?: return s
+    case .bool(let b)?: return String(b)
+    default: return "-"
+    }
+}
