@@ -35,6 +35,22 @@ struct HTTPAnswer: Sendable {
     let status: Int
     let body: JSONValue?
     let lsn: UInt64?
+
+    /// One HTTP request with the service or anon key; `headers` are added as given.
+    static func fetch(_ method: String, _ url: String, _ body: JSONValue? = nil, key: String?,
+                      headers: [String: String] = [:], timeout: TimeInterval = 10) async throws -> HTTPAnswer {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = method
+        request.timeoutInterval = timeout
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        if let body { request.httpBody = Data(JSON.encode(body)) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        let parsed = data.isEmpty ? nil : try? JSON.parse(Array(data))
+        return HTTPAnswer(status: http.statusCode, body: parsed,
+                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) })
+    }
 }
 
 final class TestNode: @unchecked Sendable {
@@ -92,16 +108,7 @@ final class TestNode: @unchecked Sendable {
     }
 
     func request(_ method: String, _ path: String, _ body: JSONValue? = nil, key: String?) async throws -> HTTPAnswer {
-        var request = URLRequest(url: URL(string: baseURL + path)!)
-        request.httpMethod = method
-        request.timeoutInterval = 10
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        if let body { request.httpBody = Data(JSON.encode(body)) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        let parsed = data.isEmpty ? nil : try? JSON.parse(Array(data))
-        return HTTPAnswer(status: http.statusCode, body: parsed,
-                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) })
+        try await HTTPAnswer.fetch(method, baseURL + path, body, key: key)
     }
 
     func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> HTTPAnswer {

@@ -14,6 +14,8 @@ public protocol ClusterView: Sendable {
     func primaryHTTP() -> String?
     /// Role, epoch, primary and replication progress, merged into `/admin/v1/status`.
     func statusFields() async -> [String: JSONValue]
+    /// Why this node serves no data at all right now (a diverged replica), or nil.
+    func dataRefusal() -> AeroError?
 }
 
 public enum AdminAPI {

@@ -2,6 +2,8 @@
 // - Replica reads: `X-AeroDB-Min-LSN: N` makes a read wait until this node has applied N, up to
 //   `HTTPLimits.minLSNWaitMillis`; past it the answer is 503 AERO_REPLICA_BEHIND with the node's
 //   current LSN in `X-AeroDB-LSN` (retry, or read from the primary). P2: reads never lie.
+// - A diverged replica (A4) answers every data request with 503 AERO_REPL_DIVERGED: its state
+//   may hold commits that were never acknowledged.
 // - Write forwarding: on a replica, a write is sent to the primary unchanged (headers and
 //   body); the primary's answer is returned once this node has applied the commit it names in
 //   `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
@@ -40,6 +42,10 @@ struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || (path.hasPrefix("/admin/v1/") && !path.hasPrefix("/admin/v1/cluster") && path != "/admin/v1/status") {
+            return errorResponse(request, refusal)
+        }
         if let minimum = request.headers[ClusterHTTP.minLSNHeader] {
             guard let lsn = UInt64(minimum.trimmingCharacters(in: .whitespaces)) else {
                 return errorResponse(request, AeroError(.requestInvalid, "X-AeroDB-Min-LSN must be a non-negative integer"))

@@ -589,12 +589,17 @@ extension Database {
     /// The positions of the last `count` records of a stopped node's log, oldest first (what a
     /// diverged node sends the primary to find where their histories fork).
     public static func lastPositions(_ options: KernelOptions, count: Int) throws -> [LogPosition] {
-        let store = CheckpointStore(fileSystem: options.fileSystem, directory: options.checkpointDirectory)
-        let newest = options.fileSystem.exists(options.checkpointDirectory) ? try store.loadNewest() : nil
-        var positions: [LogPosition] = newest.map { [$0.state.position] } ?? []
+        // The WAL keeps every record after the oldest kept checkpoint: scan from there.
+        let fs = options.fileSystem
+        let store = CheckpointStore(fileSystem: fs, directory: options.checkpointDirectory)
+        let oldest = try (fs.exists(options.checkpointDirectory) ? store.list() : []).reversed().lazy.compactMap { lsn in
+            let name = CheckpointFile.fileName(lsn: lsn)
+            return try? CheckpointFile.decode(try fs.readFile(Path.join(options.checkpointDirectory, name)), name: name)
+        }.first
+        var positions: [LogPosition] = oldest.map { [$0.position] } ?? []
         let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes)
-        _ = try WALScan.run(fileSystem: options.fileSystem, directory: walOptions.directory,
-                            segmentBytes: walOptions.segmentBytes, after: newest?.state.position, repair: false) { record in
+        _ = try WALScan.run(fileSystem: fs, directory: walOptions.directory,
+                            segmentBytes: walOptions.segmentBytes, after: oldest?.position, repair: false) { record in
             positions.append(record.position)
             if positions.count > 2 * count { positions.removeFirst(positions.count - count) }
         }

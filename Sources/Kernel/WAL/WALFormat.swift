@@ -196,6 +196,9 @@ extension WALRecord {
         let decoded = bytes.withUnsafeBytes { WALFormat.decodeRecord($0, at: 0) }
         switch decoded {
         case .record(let record, let size) where size == bytes.count:
+            guard bytes[(WALFormat.recordHeaderBytes + record.payload.count)...].allSatisfy({ $0 == 0 }) else {
+                throw AeroError(.replicationRefused, "a shipped record has non-zero padding", invariant: "D2")
+            }
             return record
         case .record:
             throw AeroError(.replicationRefused, "a shipped record has trailing bytes", invariant: "P1")

@@ -12,6 +12,12 @@ struct NodeClusterView: ClusterView {
 
     func primaryHTTP() -> String? { replication.primaryHTTP() }
 
+    func dataRefusal() -> AeroError? {
+        replication.divergedReason.withLock { $0 }.map {
+            AeroError(.replicationDiverged, "node \(nodeID) diverged from the primary and serves no data until `aerodb rejoin`: \($0)", invariant: "A4")
+        }
+    }
+
     func statusFields() async -> [String: JSONValue] {
         guard case .object(var status) = await replication.status() else { return [:] }
         var fields: [String: JSONValue] = [:]

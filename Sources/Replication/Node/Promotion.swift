@@ -149,6 +149,7 @@ extension ReplicationNode {
         marker = next
         let fork = try await database.advanceEpoch(to: epoch)
         divergence = nil
+        divergedReason.withLock { $0 = nil }
         takePrimaryRole()
         logger.notice("promoted to primary", metadata: ["epoch": "\(epoch)", "fork_lsn": "\(fork.lsn)"])
         return fork

@@ -263,6 +263,10 @@ public actor ReplicationNode {
     }
 
     public nonisolated var currentRole: RoleSnapshot { role.withLock { $0 } }
+
+    /// Set while this node's history is refused by the primary: its data may hold commits that
+    /// were never acknowledged, so it serves no reads until `aerodb rejoin` (P2, A4).
+    public nonisolated let divergedReason = Mutex<String?>(nil)
 }
 
 extension ReplicationNode {
@@ -285,6 +289,7 @@ extension ReplicationNode {
             o["epoch"] = .int(Int64(s.epoch))
             o["primary"] = .string(s.primary)
             o["durable_lsn"] = .int(Int64(s.durable.lsn))
+            o["durable_checksum"] = .string(String(s.durable.checksum, radix: 16))
             o["applied_lsn"] = .int(Int64(s.applied))
             o["state"] = .string(s.detail)
             if let primaryDurable { o["lag_lsn"] = .int(Int64(primaryDurable - min(primaryDurable, s.durable.lsn))) }

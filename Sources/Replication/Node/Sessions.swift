@@ -16,6 +16,8 @@ extension ReplicationNode {
                     }
                 }
             }
+        } catch is CancellationError {
+            return  // the node is stopping
         } catch {
             logger.error("replication listener stopped", metadata: ["error": "\(error)"])
         }

@@ -1,0 +1,264 @@
+// Three real `aerodb` processes on loopback: replication, replica reads, failover, fencing,
+// switchover and rejoin, exactly as an operator and an application would use them.
+
+import Foundation
+import Testing
+import Kernel
+
+let clusterItems = parse(#"{"name":"items","fields":{"id":{"type":"text"},"qty":{"type":"int","nullable":true}},"indexes":[{"fields":["qty"]}]}"#)
+
+/// Documents with these ids on node i, as id -> qty (read through the admin query API).
+func documents(_ cluster: TestCluster, _ i: Int, _ ids: [String]) async throws -> [String: Int64] {
+    var found: [String: Int64] = [:]
+    for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
+        let query: JSONValue = .object(["collection": .string("items"), "limit": .int(1000),
+                                        "filter": .object(["id": .object(["$in": .array(chunk.map(JSONValue.string))])])])
+        let answer = try await cluster.admin(i, "POST", "query", query)
+        #expect(answer.status == 200, "query on n\(i + 1): \(answer.body.map(JSON.encodeString) ?? "")")
+        for row in answer.body?["rows"]?.arrayValue ?? [] {
+            if case .string(let id)? = row["id"], case .int(let qty)? = row["qty"] { found[id] = qty }
+        }
+    }
+    return found
+}
+
+/// Every acknowledged write of `log` is on node i with its exact content.
+func expectAcknowledged(_ log: WriteLog, on cluster: TestCluster, _ i: Int) async throws {
+    let acked = await log.acknowledged
+    let found = try await documents(cluster, i, acked.map(\.id))
+    let missing = acked.filter { found[$0.id] != Int64($0.qty) }
+    #expect(missing.isEmpty, "n\(i + 1) lacks \(missing.count) of \(acked.count) acknowledged writes, e.g. \(missing.prefix(3).map(\.id))")
+}
+
+func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (status: Int32, report: JSONValue) {
+    let (status, output) = try cluster.cli(["promote", "--url", cluster.url(i), "--json"] + (force ? ["--force"] : []))
+    return (status, try JSON.parse(output.trimmingCharacters(in: .whitespacesAndNewlines)))
+}
+
+@Suite(.serialized) struct ClusterEndToEndTests {
+    @Test func replicasConvergeUnderConcurrentLoadAndCatchUp() async throws {
+        // Small segments and checkpoints make the primary recycle the WAL a stopped replica needs.
+        let cluster = try TestCluster(settings: ["wal_segment_bytes": .int(65_536)])
+        try await cluster.startAll()
+        #expect(try await cluster.admin(1, "POST", "collections", clusterItems).status == 201)  // forwarded by n2
+        let stop = StopFlag()
+        Task { try? await Task.sleep(for: .seconds(2)); stop.stop() }
+        let load = await WriteLog.run(cluster, writers: 8, prefix: "c", target: { w, _ in w % 3 }, until: { stop.isStopped })
+        #expect(await load.acknowledged.count > 100)
+        #expect(await load.attempts.allSatisfy { $0.status == 200 })
+        let converged = try await cluster.waitConverged([0, 1, 2], to: 0)
+        for i in 0..<3 { try await expectAcknowledged(load, on: cluster, i) }
+
+        // A replica killed under load catches up after a restart.
+        cluster.kill(2)
+        let more = StopFlag()
+        Task { try? await Task.sleep(for: .seconds(1)); more.stop() }
+        let second = await WriteLog.run(cluster, writers: 4, prefix: "d", target: { _, _ in 0 }, until: { more.isStopped })
+        try await cluster.start(2)
+        let caughtUp = try await cluster.waitConverged([0, 1, 2], to: 0)
+        #expect(caughtUp.0 > converged.0)
+        try await expectAcknowledged(second, on: cluster, 2)
+
+        // One far behind the retained WAL is bootstrapped from a shipped checkpoint.
+        cluster.stop(2)
+        let third = StopFlag()
+        Task { try? await Task.sleep(for: .seconds(1)); third.stop() }
+        let behind = await WriteLog.run(cluster, writers: 4, prefix: "e", target: { _, _ in 0 }, until: { third.isStopped })
+        #expect(try await cluster.admin(0, "POST", "checkpoint").status == 200)
+        _ = try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"after-1","qty":1}}]}"#))
+        #expect(try await cluster.admin(0, "POST", "checkpoint").status == 200)
+        try await cluster.start(2)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        #expect(cluster.log(2).contains("installed a checkpoint shipped by the primary"))
+        try await expectAcknowledged(behind, on: cluster, 2)
+        try await expectAcknowledged(load, on: cluster, 2)
+    }
+
+    @Test func replicaReadsHonourMinLSN() async throws {
+        let cluster = try TestCluster()
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        let write = try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"r1","qty":7}}]}"#))
+        let lsn = try #require(write.lsn)
+        // Without the header a replica answers at once, at the LSN it has applied.
+        let plain = try await cluster.request(2, "GET", "/rest/v1/items?select=*")
+        #expect(plain.status == 200)
+        #expect(plain.lsn != nil)
+        // With it, the answer is at or after that LSN and holds the write.
+        let fresh = try await cluster.request(2, "GET", "/rest/v1/items?select=*&id=eq.r1", headers: ["X-AeroDB-Min-LSN": String(lsn)])
+        #expect(fresh.status == 200)
+        #expect((fresh.lsn ?? 0) >= lsn)
+        #expect(fresh.body?.arrayValue?.first?["qty"] == .int(7))
+        // A write through a replica is forwarded and readable on that replica when it answers.
+        let forwarded = try await cluster.request(1, "POST", "/rest/v1/items", parse(#"{"id":"r2","qty":8}"#),
+                                                  headers: ["Prefer": "return=representation"])
+        #expect(forwarded.status == 201)
+        let own = try await cluster.request(1, "GET", "/rest/v1/items?id=eq.r2")
+        #expect(own.body?.arrayValue?.first?["qty"] == .int(8))
+        #expect((own.lsn ?? 0) >= (forwarded.lsn ?? UInt64.max))
+        // An LSN the node cannot reach in time: 503 AERO_REPLICA_BEHIND with its current LSN.
+        let started = Date()
+        let future = try await cluster.request(2, "GET", "/rest/v1/items", headers: ["X-AeroDB-Min-LSN": String(lsn + 1_000_000)])
+        #expect(future.status == 503)
+        #expect(future.body?["code"] == .string("AERO_REPLICA_BEHIND"))
+        #expect(future.lsn != nil && future.lsn! < lsn + 1_000_000)
+        #expect(Date().timeIntervalSince(started) >= 1.5)
+        let admin = try await cluster.request(2, "POST", "/admin/v1/query", parse(#"{"collection":"items"}"#), headers: ["X-AeroDB-Min-LSN": "x"])
+        #expect(admin.status == 400)
+        #expect(admin.body?["code"] == .string("AERO_REQUEST_INVALID"))
+    }
+
+    @Test func killedPrimaryUnderSyncLoadPromotionKeepsEveryAcknowledgedWrite() async throws {
+        let cluster = try TestCluster(commitMode: "sync")
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        let stop = StopFlag()
+        Task {
+            try? await Task.sleep(for: .milliseconds(1500))
+            cluster.kill(0)  // SIGKILL the primary under load
+            try? await Task.sleep(for: .milliseconds(300))
+            stop.stop()
+        }
+        let load = await WriteLog.run(cluster, writers: 8, prefix: "k", target: { _, _ in 0 }, until: { stop.isStopped })
+        #expect(await load.acknowledged.count > 50)
+        // Promote whichever replica is ahead; the other one is refused as behind if it is not.
+        let s1 = try await cluster.status(1), s2 = try await cluster.status(2)
+        let d1 = s1["lsn"]?["durable"]?.intValue ?? 0, d2 = s2["lsn"]?["durable"]?.intValue ?? 0
+        let (best, other) = d1 >= d2 ? (1, 2) : (2, 1)
+        let (status, report) = try promote(cluster, best)
+        #expect(status == 0, "promotion failed: \(JSON.encodeString(report))")
+        #expect(report["promoted"] == .bool(true))
+        #expect(report["epoch"] == .int(2))
+        #expect(report["fork_lsn"]?.intValue == max(d1, d2))
+        #expect((report["elapsed_ms"].flatMap { if case .float(let x) = $0 { x } else { nil } } ?? 1e9) < 1000)
+        for i in [best, other] { try await expectAcknowledged(load, on: cluster, i) }
+        _ = try await cluster.waitConverged([best, other], to: best)
+        try await expectAcknowledged(load, on: cluster, other)
+        // Writes through any live node succeed afterwards, and are read back on that node.
+        for (n, i) in [best, other].enumerated() {
+            let write = try await cluster.admin(i, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"after-\#(n)","qty":1}}]}"#))
+            #expect(write.status == 200, "write via n\(i + 1): \(write.body.map(JSON.encodeString) ?? "")")
+            #expect(try await documents(cluster, i, ["after-\(n)"])["after-\(n)"] == 1)
+        }
+    }
+
+    @Test func promotionIsRefusedWhenBehindOrUnproven() async throws {
+        let cluster = try TestCluster(commitMode: "sync")
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        cluster.stop(1)  // n2 falls behind while n3 keeps acknowledging
+        for k in 0..<20 {
+            #expect(try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"p\#(k)","qty":\#(k)}}]}"#)).status == 200)
+        }
+        cluster.kill(0)
+        try await cluster.start(1)
+        // Behind a reachable replica: refused, the better candidate named, nothing changed.
+        let (refusedStatus, refused) = try promote(cluster, 1)
+        #expect(refusedStatus != 0)
+        #expect(refused["promoted"] == .bool(false))
+        #expect(refused["better_candidate"] == .string("n3"))
+        #expect(try await cluster.status(1)["role"] == .string("replica"))
+        #expect(try await cluster.status(1)["epoch"] == .int(1))
+        // With n3 gone too, n2 cannot prove it holds every acknowledged commit: refused...
+        cluster.kill(2)
+        let (unprovenStatus, unproven) = try promote(cluster, 1)
+        #expect(unprovenStatus != 0)
+        let proof = unproven["checks"]?.arrayValue?.first { $0["name"] == .string("acknowledged history on the target") }
+        #expect(proof?["outcome"] == .string("refuse"))
+        #expect(unproven["lsns_at_risk"] != nil && unproven["lsns_at_risk"] != .null)
+        #expect(try await cluster.status(1)["epoch"] == .int(1))
+        // ...unless forced, which reports the range at risk and promotes.
+        let (forcedStatus, forced) = try promote(cluster, 1, force: true)
+        #expect(forcedStatus == 0, "\(JSON.encodeString(forced))")
+        #expect(forced["promoted"] == .bool(true))
+        #expect(forced["lsns_at_risk"]?["from"] != nil)
+        #expect(try await cluster.status(1)["role"] == .string("primary"))
+    }
+
+    @Test func fencedPrimaryCannotAcknowledgeAndRejoinReportsDiscarded() async throws {
+        let cluster = try TestCluster(commitMode: "sync", proxies: true, settings: ["replica_wait_ms": .int(1000)])
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        let before = StopFlag()
+        Task { try? await Task.sleep(for: .milliseconds(700)); before.stop() }
+        let early = await WriteLog.run(cluster, writers: 4, prefix: "f", target: { _, _ in 0 }, until: { before.isStopped })
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+
+        cluster.isolate(0, true)  // n1 can no longer reach its peers, nor they it
+        let stop = StopFlag()
+        async let cutOff = WriteLog.run(cluster, writers: 4, prefix: "x", target: { _, _ in 0 }, until: { stop.isStopped })
+        try await Task.sleep(for: .milliseconds(500))
+        let (status, report) = try promote(cluster, 1)
+        #expect(status == 0, "\(JSON.encodeString(report))")
+        #expect(report["epoch"] == .int(2))
+        let afterPromotion = try await cluster.admin(1, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"new-1","qty":1}}]}"#))
+        #expect(afterPromotion.status == 200)
+        try await Task.sleep(for: .milliseconds(1500))
+        stop.stop()
+        let isolated = await cutOff
+        // The isolated primary acknowledged nothing: every answer was in doubt or a refusal.
+        let isolatedAttempts = await isolated.attempts
+        #expect(isolatedAttempts.count > 0)
+        let isolatedAcks = isolatedAttempts.filter { $0.status == 200 }
+        #expect(isolatedAcks.isEmpty, "the deposed primary acknowledged \(isolatedAcks.count) writes")
+        #expect(isolatedAttempts.allSatisfy { [504, 503].contains($0.status) }, "\(isolatedAttempts.prefix(3))")
+
+        // Healed, it learns epoch 2, stops, and halts as diverged (it logged unacknowledged writes).
+        cluster.isolate(0, false)
+        var learned = JSONValue.null
+        for _ in 0..<50 {
+            learned = try await cluster.status(0)
+            if learned["epoch"] == .int(2), learned["replication"]?["state"]?.stringValue?.hasPrefix("diverged") == true { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(learned["role"] == .string("replica"))
+        #expect(learned["epoch"] == .int(2))
+        #expect(learned["replication"]?["state"]?.stringValue?.hasPrefix("diverged") == true, "\(JSON.encodeString(learned))")
+        let refusedRead = try await cluster.request(0, "GET", "/rest/v1/items")
+        #expect(refusedRead.body?["code"] == .string("AERO_REPL_DIVERGED"))
+        cluster.stop(0)
+        let (rejoinStatus, rejoinOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
+        #expect(rejoinStatus == 0, "\(rejoinOutput)")
+        #expect(rejoinOutput.contains("fork at LSN"))
+        let reportFile = try #require(try FileManager.default.contentsOfDirectory(atPath: cluster.directory(0)).first { $0.hasPrefix("rejoin-") })
+        let rejoinReport = try JSON.parse(Array(FileManager.default.contents(atPath: cluster.directory(0) + "/" + reportFile)!))
+        #expect(rejoinReport["fork"]?["lsn"] == report["fork_lsn"])
+        let discardedIDs = (rejoinReport["discarded"]?.arrayValue ?? []).flatMap { $0["changes"]?.arrayValue ?? [] }.compactMap { $0["key"]?.stringValue }
+        #expect(!discardedIDs.isEmpty)
+        #expect(discardedIDs.allSatisfy { $0.hasPrefix("x-") })
+        try await cluster.start(0)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 1)
+        for i in 0..<3 {
+            try await expectAcknowledged(early, on: cluster, i)
+            #expect(try await documents(cluster, i, discardedIDs).isEmpty)
+            #expect(try await documents(cluster, i, ["new-1"])["new-1"] == 1)
+        }
+    }
+
+    @Test func switchoverLosesNothing() async throws {
+        let cluster = try TestCluster(commitMode: "sync")
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        let stop = StopFlag()
+        Task {
+            try? await Task.sleep(for: .milliseconds(800))
+            let (status, output) = (try? cluster.cli(["switchover", "--url", cluster.url(1)])) ?? (-1, "")
+            #expect(status == 0, "switchover: \(output)")
+            try? await Task.sleep(for: .milliseconds(800))
+            stop.stop()
+        }
+        let load = await WriteLog.run(cluster, writers: 6, prefix: "s", target: { w, _ in w % 3 }, until: { stop.isStopped })
+        let attempts = await load.attempts
+        // Every write succeeded once, or failed cleanly (refused as not primary) and is absent.
+        let unclear = attempts.filter { $0.status != 200 && $0.code != "AERO_NOT_PRIMARY" }
+        #expect(unclear.isEmpty, "answers that are neither success nor a clean refusal: \(unclear.prefix(5))")
+        #expect(try await cluster.status(1)["role"] == .string("primary"))
+        _ = try await cluster.waitConverged([0, 1, 2], to: 1)
+        let failed = attempts.filter { $0.status != 200 }.map(\.id)
+        for i in 0..<3 {
+            try await expectAcknowledged(load, on: cluster, i)
+            #expect(try await documents(cluster, i, failed).isEmpty)
+        }
+        #expect(await load.acknowledged.count > 50)
+    }
+}
