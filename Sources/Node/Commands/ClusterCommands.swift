@@ -37,6 +37,18 @@ struct ClusterInitCommand: ParsableCommand {
     }
 
     func run() throws {
+        let (clusterID, members, secrets) = try Self.write(dir: dir, nodes: nodes, host: host, httpPort: httpPort,
+                                                           replPort: replPort, commitMode: CommitMode(rawValue: commitMode)!)
+        print("initialized cluster \(clusterID) in \(dir): \(nodes) nodes, commit mode \(commitMode), n1 primary at epoch 1")
+        for member in members { print("  \(member.nodeID)  http://\(member.http)  replication \(member.replication)") }
+        print("anon key:         \(secrets.anonKey)")
+        print("service_role key: \(secrets.serviceRoleKey)")
+        print("start each member: aerodb start --dir \(dir)/n1   (and n2 ... n\(nodes))")
+    }
+
+    /// Writes the member directories; returns the cluster id, the members and the shared secrets.
+    static func write(dir: String, nodes: Int, host: String, httpPort: Int, replPort: Int,
+                      commitMode: CommitMode) throws -> (String, [ClusterMember], NodeSecrets) {
         let members = (1...nodes).map { i in
             ClusterMember(nodeID: "n\(i)", http: "\(host):\(httpPort + i - 1)",
                           replication: PeerAddress(host: host, port: replPort + i - 1))
@@ -49,15 +61,11 @@ struct ClusterInitCommand: ParsableCommand {
             config.http = member.http
             config.replication = member.replication.description
             config.members = members
-            config.commitMode = CommitMode(rawValue: commitMode)
+            config.commitMode = commitMode
             try NodeDirectory.create(dir + "/" + member.nodeID, config: config, secrets: secrets,
                                      marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: "n1"))
         }
-        print("initialized cluster \(clusterID) in \(dir): \(nodes) nodes, commit mode \(commitMode), n1 primary at epoch 1")
-        for member in members { print("  \(member.nodeID)  http://\(member.http)  replication \(member.replication)") }
-        print("anon key:         \(secrets.anonKey)")
-        print("service_role key: \(secrets.serviceRoleKey)")
-        print("start each member: aerodb start --dir \(dir)/n1   (and n2 ... n\(nodes))")
+        return (clusterID, members, secrets)
     }
 }
 

@@ -23,6 +23,7 @@ public actor ReplicationNode {
     nonisolated let authority: AuthorityStore
     nonisolated let logger: Logger
     nonisolated let acks = AckTracker()
+    nonisolated let lag = LagRecorder()
     /// The role as non-isolated code (sender sessions, HTTP middleware) sees it.
     nonisolated let role: Mutex<RoleSnapshot>
     /// What the follower received, flushed and applied (replica side).
@@ -241,6 +242,9 @@ public actor ReplicationNode {
                                 "received": .int(Int64(r.received)), "durable": .int(Int64(r.durable)),
                                 "applied": .int(Int64(r.applied)), "lag_lsn": .int(Int64(durable - min(durable, r.durable))),
                                 "lag_ms": .float(lagMillis),
+                                "visibility_lag_ms": lag.summary(peer.nodeID).map {
+                                    .object(["p50": .float($0.p50), "p99": .float($0.p99), "max": .float($0.max), "samples": .int(Int64($0.samples))])
+                                } ?? .null,
                                 "last_ack_ms_ago": .float(Double(now - r.lastAckMicros) / 1000)])
             })
         } else {

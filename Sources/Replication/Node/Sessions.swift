@@ -122,7 +122,8 @@ extension ReplicationNode {
                         metadata: ["node": "\(hello.nodeID)", "lsn": "\(shipped.lsn)", "bytes": "\(shipped.bytes.count)"])
         }
         logger.info("replica connected", metadata: ["node": "\(hello.nodeID)", "from_lsn": "\(first)"])
-        let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound) }
+        lag.reset(hello.nodeID)
+        let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound, replica: hello.nodeID) }
         defer {
             sender.cancel()
             Task { await self.disconnected(hello.nodeID, session: session) }
@@ -140,7 +141,7 @@ extension ReplicationNode {
     /// Sends durable records as they appear, and a heartbeat when idle, until this node is no
     /// longer the primary of `epoch`.
     private nonisolated func stream(from first: UInt64, epoch: UInt64,
-                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, replica: String) async throws {
         let (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let signals = database.appliedSignals()
         let relay = Task {
@@ -166,6 +167,7 @@ extension ReplicationNode {
                 let records = try database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
                 guard let last = records.last else { break }
                 precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
+                lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
                 try await outbound.write(.records(records))
                 next = last.lsn + 1
                 lastSent = Self.nowMicros()
@@ -188,6 +190,7 @@ extension ReplicationNode {
         if r.durable >= database.durablePosition.lsn { r.caughtUpMicros = now }
         replicas[node] = r
         acks.update(node, durable: durable)
+        lag.applied(node, through: applied, atMicros: now)
     }
 
     private func disconnected(_ node: String, session: Int) {

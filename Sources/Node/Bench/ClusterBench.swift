@@ -1,0 +1,248 @@
+// `aerodb bench --workload cluster`: replication figures on this machine with real `aerodb`
+// processes on loopback (this binary, `aerodb start`) and HTTP clients, as an application sees
+// them. Figures only, never assertions.
+//   inserts:   durable single-document inserts/s (1 KiB) through the primary's admin API, with
+//              8 and 32 concurrent writers, in `async` and in `sync` mode (one replica flushed);
+//   lag:       replica visibility lag p50/p99 (primary's sender read -> replica's applied ACK)
+//              under paced insert load aiming at `lagTargetCommitsPerSecond`;
+//   promotion: SIGKILL the primary, then time from sending the promote command to the first
+//              accepted write on the promoted node, `promotionRuns` times.
+
+import AsyncHTTPClient
+import Foundation
+import Kernel
+import NIOCore
+import Replication
+
+struct ClusterBench {
+    /// Commit rate the lag workload paces its writers to (the issue asks for ~10k commits/s).
+    static let lagTargetCommitsPerSecond = 10_000
+    static let promotionRuns = 20
+
+    let root: String
+    let portBase: Int
+    let seconds: Double
+    let client: HTTPClient
+
+    init(root: String, portBase: Int, seconds: Double) {
+        self.root = root
+        self.portBase = portBase
+        self.seconds = seconds
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func run() async throws {
+        do {
+            try await phases()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+
+    private func phases() async throws {
+        for mode in [CommitMode.async, .sync] {
+            let cluster = try await BenchCluster.start(root: root + "/\(mode.rawValue)", nodes: 2, portBase: portBase, mode: mode, bench: self)
+            defer { cluster.stopAll() }
+            try await prepare(cluster)
+            for writers in [8, 32] {
+                let (rate, p50, p99) = try await inserts(cluster, writers: writers, seconds: seconds, pace: nil)
+                print(String(format: "cluster inserts %@ %2d writers: %8.0f commits/s  p50 %.2f ms  p99 %.2f ms",
+                             mode.rawValue, writers, rate, p50, p99))
+            }
+            if mode == .async { try await lag(cluster) }
+        }
+        try await promotions()
+    }
+
+    func prepare(_ cluster: BenchCluster) async throws {
+        let status = try await post(cluster.url(0) + "/admin/v1/collections", cluster.key, Array(BenchCommand.schema.utf8))
+        guard status == 201 else { throw CommandFailure("creating the bench collection answered \(status)") }
+    }
+
+    /// `writers` tasks insert for `seconds`; optionally paced to a total rate. Returns commits/s, p50, p99 (ms).
+    func inserts(_ cluster: BenchCluster, writers: Int, seconds: Double, pace: Int?) async throws -> (Double, Double, Double) {
+        let url = cluster.url(0) + "/admin/v1/transactions"
+        let started = DispatchTime.now().uptimeNanoseconds
+        let deadline = started + UInt64(seconds * 1e9)
+        let prefix = UUID().uuidString.prefix(8)
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var mine: [Double] = []
+                    var n = 0
+                    while true {
+                        let now = DispatchTime.now().uptimeNanoseconds
+                        guard now < deadline else { break }
+                        if let pace {
+                            let due = started + UInt64(Double(n * writers + w) / Double(pace) * 1e9)
+                            if due > now { try await Task.sleep(nanoseconds: due - now) }
+                        }
+                        let doc = BenchCommand.document("\(prefix)-\(w)-\(n)", n)
+                        let body = JSON.encode(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string("bench"), "doc": doc])])]))
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        let status = try await post(url, cluster.key, body)
+                        guard status == 200 else { throw CommandFailure("an insert answered \(status)") }
+                        mine.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                        n += 1
+                    }
+                    return mine
+                }
+            }
+            var all: [Double] = []
+            for try await part in group { all += part }
+            return all.sorted()
+        }
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        guard !latencies.isEmpty else { return (0, 0, 0) }
+        return (Double(latencies.count) / elapsed, latencies[latencies.count / 2], latencies[latencies.count * 99 / 100])
+    }
+
+    func lag(_ cluster: BenchCluster) async throws {
+        let (rate, _, _) = try await inserts(cluster, writers: 32, seconds: seconds, pace: Self.lagTargetCommitsPerSecond)
+        let (_, status) = try await get(cluster.url(0) + "/admin/v1/status", cluster.key)
+        let replica = status["replication"]?["replicas"]?.arrayValue?.first
+        let lag = replica?["visibility_lag_ms"]
+        print(String(format: "replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
+                     rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"]), text(lag?["p99"]), text(lag?["max"]), text(lag?["samples"])))
+    }
+
+    /// Kill the primary, promote the next node, time until a write is accepted there; restart
+    /// the killed node (it follows the new primary) and repeat with the next one.
+    func promotions() async throws {
+        let cluster = try await BenchCluster.start(root: root + "/promote", nodes: 3, portBase: portBase, mode: .sync, bench: self)
+        defer { cluster.stopAll() }
+        try await prepare(cluster)
+        var times: [Double] = []
+        var reported: [Double] = []
+        var primary = 0
+        for run in 0..<Self.promotionRuns {
+            let target = (primary + 1) % 3
+            cluster.kill(primary)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let (status, report) = try await postJSON(cluster.url(target) + "/admin/v1/cluster/promote", cluster.key, .object([:]))
+            guard status == 200 else { throw CommandFailure("promotion \(run) refused: \(JSON.encodeString(report))") }
+            let doc = BenchCommand.document("promote-\(run)", run)
+            let body = JSON.encode(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string("bench"), "doc": doc])])]))
+            while try await post(cluster.url(target) + "/admin/v1/transactions", cluster.key, body) != 200 {}
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            if case .float(let ms)? = report["elapsed_ms"] { reported.append(ms) }
+            try await cluster.start(primary)  // it learns the new epoch and follows
+            try await cluster.waitFollowing(primary, primary: target)
+            primary = target
+        }
+        times.sort()
+        reported.sort()
+        print(String(format: "promotion to first accepted write (%d runs, sync, SIGKILLed primary): p50 %.1f ms  max %.1f ms  (promote command alone: p50 %.1f ms, max %.1f ms)",
+                     times.count, times[times.count / 2], times.last!, reported[reported.count / 2], reported.last!))
+    }
+
+    // MARK: HTTP
+
+    func post(_ url: String, _ key: String, _ body: [UInt8]) async throws -> Int {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "apikey", value: key)
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await client.execute(request, timeout: .seconds(30))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return Int(response.status.code)
+    }
+
+    func postJSON(_ url: String, _ key: String, _ body: JSONValue) async throws -> (Int, JSONValue) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "apikey", value: key)
+        request.body = .bytes(ByteBuffer(bytes: JSON.encode(body)))
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), (try? JSON.parse(Array(bytes.readableBytesView))) ?? .null)
+    }
+
+    func get(_ url: String, _ key: String) async throws -> (Int, JSONValue) {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "apikey", value: key)
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), (try? JSON.parse(Array(bytes.readableBytesView))) ?? .null)
+    }
+
+    private func text(_ value: JSONValue?) -> String {
+        switch value {
+        case .float(let x)?: return String(format: "%.2f", x)
+        case .int(let n)?: return String(n)
+        default: return "-"
+        }
+    }
+}
+
+/// Member processes of a bench cluster, started from this very binary.
+final class BenchCluster: @unchecked Sendable {
+    let root: String
+    let members: [ClusterMember]
+    let key: String
+    private var processes: [Process?]
+
+    private let bench: ClusterBench
+
+    private init(root: String, members: [ClusterMember], key: String, bench: ClusterBench) {
+        self.bench = bench
+        self.root = root
+        self.members = members
+        self.key = key
+        processes = Array(repeating: nil, count: members.count)
+    }
+
+    static func start(root: String, nodes: Int, portBase: Int, mode: CommitMode, bench: ClusterBench) async throws -> BenchCluster {
+        let (_, members, secrets) = try ClusterInitCommand.write(dir: root, nodes: nodes, host: "127.0.0.1", httpPort: portBase,
+                                                                 replPort: portBase + 100, commitMode: mode)
+        let cluster = BenchCluster(root: root, members: members, key: secrets.serviceRoleKey, bench: bench)
+        for i in 0..<nodes { try await cluster.start(i) }
+        return cluster
+    }
+
+    func url(_ i: Int) -> String { "http://" + members[i].http }
+
+    func start(_ i: Int) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        process.arguments = ["start", "--dir", root + "/" + members[i].nodeID]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        processes[i] = process
+        for _ in 0..<300 {
+            if let (status, _) = try? await bench.get(url(i) + "/ready", key), status == 200 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailure("bench node \(members[i].nodeID) did not become ready")
+    }
+
+    /// Waits until node i reports that it streams from `primary`.
+    func waitFollowing(_ i: Int, primary: Int) async throws {
+        for _ in 0..<200 {
+            if let (_, status) = try? await bench.get(url(i) + "/admin/v1/status", key),
+               status["replication"]?["state"]?.stringValue == "streaming from \(members[primary].nodeID)" {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw CommandFailure("\(members[i].nodeID) did not follow \(members[primary].nodeID)")
+    }
+
+    func kill(_ i: Int) {
+        guard let p = processes[i], p.isRunning else { return }
+        Foundation.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    func stopAll() {
+        for p in processes.compactMap({ $0 }) where p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
+        }
+    }
+}

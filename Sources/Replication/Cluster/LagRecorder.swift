@@ -1,0 +1,56 @@
+// Visibility lag of each replica as the primary measures it: the time from the moment the
+// primary's sender read a batch of durable records (right after its flush published them) to
+// the ACK in which the replica reports it has applied them. Samples per shipped batch; the
+// newest `samplesKept` per replica are summarized (p50, p99, max) in status.
+
+import Foundation
+import Synchronization
+
+final class LagRecorder: Sendable {
+    /// Samples kept per replica: bounds memory; about a minute of batches at 1k batches/s.
+    static let samplesKept = 65_536
+
+    private struct Replica {
+        var inFlight: [(lsn: UInt64, sentMicros: Int64)] = []
+        var samples: [Double] = []
+        var next = 0
+    }
+
+    private let state = Mutex<[String: Replica]>([:])
+
+    func sent(_ node: String, through lsn: UInt64, atMicros: Int64) {
+        state.withLock { all in
+            var r = all[node] ?? Replica()
+            if r.inFlight.count < Self.samplesKept { r.inFlight.append((lsn, atMicros)) }
+            all[node] = r
+        }
+    }
+
+    func applied(_ node: String, through lsn: UInt64, atMicros: Int64) {
+        state.withLock { all in
+            guard var r = all[node] else { return }
+            var done = 0
+            while done < r.inFlight.count && r.inFlight[done].lsn <= lsn {
+                let millis = Double(atMicros - r.inFlight[done].sentMicros) / 1000
+                if r.samples.count < Self.samplesKept { r.samples.append(millis) } else { r.samples[r.next] = millis }
+                r.next = (r.next + 1) % Self.samplesKept
+                done += 1
+            }
+            r.inFlight.removeFirst(done)
+            all[node] = r
+        }
+    }
+
+    /// A new session starts with nothing in flight (what was sent before is not waited for).
+    func reset(_ node: String) {
+        state.withLock { $0[node]?.inFlight = [] }
+    }
+
+    /// p50, p99 and max of the kept samples, in milliseconds; nil before the first sample.
+    func summary(_ node: String) -> (p50: Double, p99: Double, max: Double, samples: Int)? {
+        let samples = state.withLock { $0[node]?.samples ?? [] }.sorted()
+        guard !samples.isEmpty else { return nil }
+        func at(_ q: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * q))] }
+        return (at(0.50), at(0.99), samples[samples.count - 1], samples.count)
+    }
+}
