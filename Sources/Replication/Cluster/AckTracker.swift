@@ -108,11 +108,13 @@ final class AckTracker: Sendable {
         for w in waiters { w.continuation.resume(throwing: error) }
     }
 
-    /// A new primary term: no fence, no replica known yet.
+    /// A new primary term: no replica known yet (before the node can admit any).
     func reset() {
-        state.withLock { s in
-            s.fenced = nil
-            s.durable = [:]
-        }
+        state.withLock { $0.durable = [:] }
+    }
+
+    /// Waits are honoured again (the node is primary of its marker's epoch).
+    func unfence() {
+        state.withLock { $0.fenced = nil }
     }
 }

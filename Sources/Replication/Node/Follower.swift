@@ -15,16 +15,15 @@ extension ReplicationNode {
         followerTask = Task { await self.followLoop() }
     }
 
-    func restartFollower() {
-        startFollower()
-    }
-
-    /// Stops the follower and waits until it can no longer append anything (promotion).
+    /// Stops the follower and waits until it can no longer append anything (promotion, a new epoch).
     func stopFollower() async {
         guard let task = followerTask else { return }
         task.cancel()
         followerTask = nil
+        try? await followerChannel?.close()
         await task.value
+        followerChannel = nil
+        progress.withLock { $0.connected = false }
     }
 
     private func followLoop() async {
@@ -45,14 +44,18 @@ extension ReplicationNode {
             if Task.isCancelled || divergence != nil { break }
             try? await Task.sleep(for: .milliseconds(Self.reconnectMillis))
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
-                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer probe")
-                return  // learn() started a new follower (or made this node primary)
+                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer probe", byFollower: true)
             }
         }
     }
 
     private func followSession(_ primary: ClusterMember) async throws {
         let channel = try await Transport.connect(primary.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+        guard !Task.isCancelled else {
+            try? await channel.channel.close()
+            return
+        }
+        followerChannel = channel.channel
         let hello = helloMessage(.follow)
         let myEpoch = marker.epoch
         try await channel.executeThenClose { inbound, outbound in
@@ -65,22 +68,22 @@ extension ReplicationNode {
             switch first {
             case .welcome(let e, let p, _):
                 guard e >= myEpoch else {
-                    try await outbound.write(.refuse(.staleEpoch, epoch: myEpoch, primary: await self.marker.primary,
+                    try await outbound.write(.refuse(.staleEpoch, epoch: myEpoch, primary: self.marker.primary,
                                                      message: "epoch \(e) is older than this node's epoch \(myEpoch)"))
                     throw AeroError(.replicationRefused, "\(p) offered epoch \(e), older than this node's \(myEpoch)", invariant: "A2")
                 }
                 if e > myEpoch { try await learnWhileFollowing(epoch: e, primary: p) }
                 epoch = e
             case .refuse(.diverged, _, _, let message):
-                await self.halt(diverged: message)
+                self.halt(diverged: message)
                 return
             case .refuse(let reason, let e, let p, let message):
-                if e > myEpoch { try await self.learn(epoch: e, primary: p, from: "\(primary.nodeID) refusing (\(reason))") }
+                if e > myEpoch { try await self.learn(epoch: e, primary: p, from: "\(primary.nodeID) refusing (\(reason))", byFollower: true) }
                 throw AeroError(.replicationRefused, message)
             default:
                 throw ReplicationMessage.malformed("expected WELCOME")
             }
-            await self.setFollowerState("streaming from \(primary.nodeID)")
+            self.setFollowerState("streaming from \(primary.nodeID)")
             self.progress.withLock { $0.connected = true }
             try await self.receive(&messages, epoch: epoch, outbound: outbound)
         }
@@ -119,6 +122,8 @@ extension ReplicationNode {
             if Task.isCancelled { return }
             switch message {
             case .records(let records):
+                // A node that adopted a newer epoch appends nothing more of this session's (A2).
+                guard role.withLock({ $0.epoch }) == epoch else { return }
                 guard records.allSatisfy({ $0.epoch <= epoch }) else {
                     throw AeroError(.replicationRefused, "the primary of epoch \(epoch) sent a record of a later epoch", invariant: "A2")
                 }

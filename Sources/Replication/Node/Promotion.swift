@@ -64,19 +64,27 @@ extension ReplicationNode {
         }
         report.check("old primary unreachable", "pass", (probes[oldPrimary] ?? nil) == nil
                      ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
+        // From here this node's position must be final: it stops following (resumed on refusal).
+        await stopFollower()
         let mine = database.durablePosition
         let others = config.peers.filter { $0.nodeID != oldPrimary }
-        let ahead = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
-            .filter { $0.1.durable.lsn > mine.lsn }.max { $0.1.durable.lsn < $1.1.durable.lsn }
-        if let (better, s) = ahead {
-            report.betterCandidate = better
-            report.check("most up-to-date replica", "refuse",
-                         "\(better) has durable LSN \(s.durable.lsn), ahead of this node's \(mine.lsn): promote \(better)")
+        let reachable = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
+        guard checkNoneAhead(&report, reachable, mine: mine, after: "") else {
+            startFollower()
             return finish(report)
         }
-        report.check("most up-to-date replica", "pass", "durable LSN \(mine.lsn); no reachable replica is ahead")
-        guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else { return finish(report) }
+        guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else {
+            startFollower()
+            return finish(report)
+        }
         let epoch = (probes.values.compactMap { $0?.epoch } + [marker.epoch]).max()! + 1
+        // Fence the other replicas first: once they adopted the epoch durably they acknowledge
+        // nothing more of the old primary, so their positions are final; check them again.
+        let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
+        guard checkNoneAhead(&report, fenced, mine: mine, after: " after fencing") else {
+            startFollower()
+            return finish(report)
+        }
         do {
             let fork = try await becomePrimary(epoch: epoch)
             report.promoted = true
@@ -87,8 +95,20 @@ extension ReplicationNode {
             report.check("epoch bumped durably", "refuse", "\(error)")
             return finish(report)
         }
-        await tellPeersToFollow(&report, skipping: probes.filter { $0.value == nil }.map(\.key))
         return finish(report)
+    }
+
+    /// Refuses (naming the best one) when a replica holds more than this node.
+    private func checkNoneAhead(_ report: inout PromotionReport, _ states: [(String, NodeState)], mine: LogPosition,
+                                after: String) -> Bool {
+        if let (better, s) = states.filter({ $0.1.durable.lsn > mine.lsn }).max(by: { $0.1.durable.lsn < $1.1.durable.lsn }) {
+            report.betterCandidate = better
+            report.check("most up-to-date replica" + after, "refuse",
+                         "\(better) has durable LSN \(s.durable.lsn), ahead of this node's \(mine.lsn): promote \(better)")
+            return false
+        }
+        report.check("most up-to-date replica" + after, "pass", "durable LSN \(mine.lsn); no reachable replica is ahead")
+        return true
     }
 
     private func checkTarget(_ report: inout PromotionReport) -> Bool {
@@ -144,6 +164,10 @@ extension ReplicationNode {
     /// Stops following, writes the new marker durably, opens the epoch in the WAL, accepts writes.
     func becomePrimary(epoch: UInt64) async throws -> LogPosition {
         await stopFollower()
+        // Forget replica progress before the marker names this node: sessions admitted from
+        // then on (while the epoch record is flushed) are kept.
+        replicas = [:]
+        acks.reset()
         let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: config.nodeID)
         try authority.replace(with: next)
         marker = next
@@ -155,26 +179,28 @@ extension ReplicationNode {
         return fork
     }
 
-    /// Tells every reachable peer the new epoch (they adopt it durably and follow this node).
-    private func tellPeersToFollow(_ report: inout PromotionReport, skipping: [String]) async {
-        let hello = helloMessage(.adopt, epoch: marker.epoch, primary: config.nodeID)
-        let answers = await withTaskGroup(of: (String, String).self) { group in
-            for peer in config.peers where !skipping.contains(peer.nodeID) {
+    /// Tells `nodes` the new epoch with this node as primary; each adopts it durably, stops
+    /// following the old primary and answers its final state. Unreachable ones learn it later.
+    private func adoptEpoch(_ epoch: UInt64, on nodes: [String], _ report: inout PromotionReport) async -> [(String, NodeState)] {
+        let hello = helloMessage(.adopt, epoch: epoch, primary: config.nodeID)
+        let answers = await withTaskGroup(of: (String, NodeState?).self) { group in
+            for peer in config.peers where nodes.contains(peer.nodeID) {
                 group.addTask {
-                    do {
-                        let answer = try await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis)
-                        guard case .state(let s) = answer else { return (peer.nodeID, "answered \(answer.typeCode)") }
-                        return (peer.nodeID, "adopted epoch \(s.epoch), follows \(s.primary)")
-                    } catch {
-                        return (peer.nodeID, "unreachable: it will learn the epoch when it reconnects")
+                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis) else {
+                        return (peer.nodeID, nil)
                     }
+                    return (peer.nodeID, s)
                 }
             }
-            var out: [(String, String)] = []
+            var out: [(String, NodeState?)] = []
             for await a in group { out.append(a) }
             return out.sorted { $0.0 < $1.0 }
         }
-        for (node, detail) in answers { report.check("peer \(node) follows", "pass", detail) }
+        for (node, state) in answers {
+            report.check("peer \(node) fenced", "pass", state.map { "adopted epoch \($0.epoch) (primary \($0.primary)), durable LSN \($0.durable.lsn)" }
+                         ?? "did not answer: it learns the epoch when it reconnects")
+        }
+        return answers.compactMap { a in a.1.map { (a.0, $0) } }
     }
 
     // MARK: Switchover
@@ -226,7 +252,7 @@ extension ReplicationNode {
             report.check("epoch bumped durably", "refuse", "\(error)")
             return finish(report)
         }
-        await tellPeersToFollow(&report, skipping: [])
+        _ = await adoptEpoch(marker.epoch, on: config.peers.map(\.nodeID), &report)
         return finish(report)
     }
 

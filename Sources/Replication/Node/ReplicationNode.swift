@@ -15,6 +15,7 @@
 import Foundation
 import Kernel
 import Logging
+import NIOCore
 import Synchronization
 
 public actor ReplicationNode {
@@ -31,6 +32,9 @@ public actor ReplicationNode {
 
     var marker: AuthorityMarker
     var followerTask: Task<Void, Never>?
+    /// The follower's current connection, closed by `stopFollower` so it stops at once even
+    /// when the primary went silent without closing it.
+    var followerChannel: (any Channel)?
     var watcherTask: Task<Void, Never>?
     var serverTask: Task<Void, Never>?
     var followerState = "idle"
@@ -116,8 +120,7 @@ public actor ReplicationNode {
     /// Accept writes as primary of the marker's epoch: commit gate, write acceptance, peer watch.
     func takePrimaryRole() {
         precondition(isPrimary, "only the node the marker names takes the primary role")
-        acks.reset()
-        replicas = [:]
+        acks.unfence()
         database.setCommitGate(commitGate())
         database.setAcceptsWrites(true)
         publishRole()
@@ -145,8 +148,11 @@ public actor ReplicationNode {
     // MARK: Epochs and fencing
 
     /// Adopts a higher epoch and its primary (A2): stops local writes at once, fails waiting
-    /// commits as in doubt, replaces the marker durably, and follows the new primary.
-    func learn(epoch: UInt64, primary: String, from source: String) async throws {
+    /// commits as in doubt, replaces the marker durably, and follows the new primary. Unless the
+    /// caller is the follower itself (which carries on with the new marker), the old follower is
+    /// stopped and awaited first: once this returns, nothing of the old epoch is acknowledged
+    /// by this node any more.
+    func learn(epoch: UInt64, primary: String, from source: String, byFollower: Bool = false) async throws {
         guard epoch > marker.epoch else { return }
         // Only an explicit promotion makes this node primary (A3): a peer naming it is ignored.
         guard primary != config.nodeID else { return }
@@ -164,12 +170,10 @@ public actor ReplicationNode {
         publishRole()
         logger.warning("adopted a newer epoch", metadata: ["epoch": "\(epoch)", "primary": "\(primary)", "source": "\(source)",
                                                           "was_primary": "\(wasPrimary)"])
-        if isPrimary {
-            takePrimaryRole()
-        } else {
-            database.setAcceptsWrites(false, reason: notPrimaryError())
-            restartFollower()
-        }
+        database.setAcceptsWrites(false, reason: notPrimaryError())
+        guard !byFollower else { return }
+        await stopFollower()
+        startFollower()
     }
 
     /// Every few hundred milliseconds a primary asks its peers for their epoch: a primary cut

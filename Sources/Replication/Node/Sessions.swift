@@ -62,6 +62,10 @@ extension ReplicationNode {
 
     /// Decides how a follower is served: the checks of SPEC §4 on its epoch and position.
     private func admit(_ hello: ReplicationMessage.Hello) async throws -> Admission {
+        if hello.epoch > marker.epoch && hello.primary == config.nodeID {
+            return .refuse(.refuse(.notPrimary, epoch: marker.epoch, primary: marker.primary,
+                                   message: "\(config.nodeID) is being promoted to epoch \(hello.epoch) and does not stream yet"))
+        }
         if hello.epoch > marker.epoch {
             try await learn(epoch: hello.epoch, primary: hello.primary, from: "follower \(hello.nodeID)")
             return .refuse(.refuse(.staleEpoch, epoch: marker.epoch, primary: marker.primary,
