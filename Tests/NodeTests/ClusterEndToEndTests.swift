@@ -203,7 +203,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(status == 0, "\(JSON.encodeString(report))")
         #expect(report["epoch"] == .int(2))
         let afterPromotion = try await cluster.admin(1, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"new-1","qty":1}}]}"#))
-        #expect(afterPromotion.status == 200, "n3 log: \(cluster.log(2).suffix(2000))")
+        #expect(afterPromotion.status == 200, "n3 log: \(cluster.log(2).suffix(1500)) n2 log: \(cluster.log(1).suffix(2500))")
         try await Task.sleep(for: .milliseconds(1500))
         stop.stop()
         let isolated = await cutOff

@@ -95,7 +95,6 @@ extension ReplicationNode {
         let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
         try authority.replace(with: next)
         marker = next
-        publishRole()
     }
 
     private func setFollowerState(_ text: String) { followerState = text }

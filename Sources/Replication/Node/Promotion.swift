@@ -281,7 +281,6 @@ extension ReplicationNode {
         let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: target)
         try authority.replace(with: next)
         marker = next
-        publishRole()
         logger.notice("demoted for a switchover", metadata: ["epoch": "\(epoch)", "primary": "\(target)", "final_lsn": "\(last)"])
         startFollower()
     }

@@ -30,7 +30,11 @@ public actor ReplicationNode {
     /// What the follower received, flushed and applied (replica side).
     nonisolated let progress = Mutex(FollowerProgress())
 
-    var marker: AuthorityMarker
+    /// The durable marker as last written; every change is published to `role` at once, so
+    /// sender sessions and the HTTP layer never act on an older role than the marker's.
+    var marker: AuthorityMarker {
+        didSet { publishRole() }
+    }
     var followerTask: Task<Void, Never>?
     /// The follower's current connection, closed by `stopFollower` so it stops at once even
     /// when the primary went silent without closing it.
@@ -123,7 +127,6 @@ public actor ReplicationNode {
         acks.unfence()
         database.setCommitGate(commitGate())
         database.setAcceptsWrites(true)
-        publishRole()
         watcherTask?.cancel()
         watcherTask = Task { await self.watchPeers() }
         followerState = "primary"
@@ -167,7 +170,6 @@ public actor ReplicationNode {
         let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
         try authority.replace(with: next)
         marker = next
-        publishRole()
         logger.warning("adopted a newer epoch", metadata: ["epoch": "\(epoch)", "primary": "\(primary)", "source": "\(source)",
                                                           "was_primary": "\(wasPrimary)"])
         database.setAcceptsWrites(false, reason: notPrimaryError())
