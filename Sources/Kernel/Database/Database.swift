@@ -7,6 +7,13 @@
 
 import Synchronization
 
+/// What a commit waits for after its local flush and before it is acknowledged (the
+/// replication layer's replica flushes in `sync`/`all` mode). Throwing makes the commit's
+/// outcome an error (in doubt): it is durable here but not acknowledged.
+public protocol CommitGate: Sendable {
+    func wait(_ lsn: UInt64) async throws
+}
+
 public final class Database: Sendable {
     public let options: KernelOptions
     public let openReport: OpenReport
@@ -17,9 +24,7 @@ public final class Database: Sendable {
     private let core: Mutex<Core>
     /// Called after a commit is durable here and before it is acknowledged: the replication
     /// layer waits there for replica flushes (`sync`, `all` commit modes).
-    private let commitGate = Mutex<CommitGate?>(nil)
-
-    public typealias CommitGate = @Sendable (UInt64) async throws -> Void
+    private let commitGate = Mutex<(any CommitGate)?>(nil)
 
     private struct Core: Sendable {
         let wal: WriteAheadLog
@@ -256,7 +261,7 @@ public final class Database: Sendable {
     /// Durable here, visible, and through the commit gate (replica flushes in `sync` mode).
     private func waitVisible(_ lsn: UInt64) async throws {
         try await waitLocallyDurable(lsn)
-        if let gate = commitGate.withLock({ $0 }) { try await gate(lsn) }
+        if let gate = commitGate.withLock({ $0 }) { try await gate.wait(lsn) }
     }
 
     private func waitLocallyDurable(_ lsn: UInt64) async throws {
@@ -276,7 +281,7 @@ public final class Database: Sendable {
         return before
     }
 
-    public func setCommitGate(_ gate: CommitGate?) {
+    public func setCommitGate(_ gate: (any CommitGate)?) {
         commitGate.withLock { $0 = gate }
     }
 

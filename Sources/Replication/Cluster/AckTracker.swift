@@ -118,3 +118,14 @@ final class AckTracker: Sendable {
         state.withLock { $0.fenced = nil }
     }
 }
+
+/// The commit gate of `sync` and `all` modes: `needed` replica flushes within the timeout.
+struct ReplicaFlushGate: CommitGate {
+    let tracker: AckTracker
+    let needed: Int
+    let timeoutMillis: Int64
+
+    func wait(_ lsn: UInt64) async throws {
+        try await tracker.wait(lsn, needed: needed, timeoutMillis: timeoutMillis)
+    }
+}

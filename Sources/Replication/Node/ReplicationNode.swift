@@ -133,14 +133,9 @@ public actor ReplicationNode {
     }
 
     /// What a commit waits for after its local flush: `needed` replica flushes (none in async).
-    private func commitGate() -> Database.CommitGate? {
-        let needed = config.replicaAcksNeeded
-        let wait = config.replicaWaitMillis
-        let tracker = acks
-        guard needed > 0 else { return nil }
-        return { @Sendable (lsn: UInt64) async throws -> Void in
-            try await tracker.wait(lsn, needed: needed, timeoutMillis: wait)
-        }
+    private func commitGate() -> (any CommitGate)? {
+        config.replicaAcksNeeded == 0 ? nil
+            : ReplicaFlushGate(tracker: acks, needed: config.replicaAcksNeeded, timeoutMillis: config.replicaWaitMillis)
     }
 
     func publishRole() {
