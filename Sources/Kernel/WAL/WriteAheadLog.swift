@@ -52,6 +52,10 @@ public final class WriteAheadLog: Sendable {
     static let readHintEveryRecords: UInt64 = 64
     /// Zero-fill chunk when preallocating a segment.
     static let zeroChunkBytes = 1 << 20
+    /// A spare segment prepared in the background is zero-filled and flushed this much at a
+    /// time: one 64 MiB flush at the end stalled concurrent commit flushes (and replica
+    /// visibility) for up to a quarter of a second.
+    static let spareChunkBytes = 1 << 20
 
     /// Bytes of recently placed records kept in memory, so replication senders and change
     /// streams following the tail never read segment files (older reads go to disk).
@@ -132,6 +136,11 @@ public final class WriteAheadLog: Sendable {
         let wal = WriteAheadLog(fileSystem: fileSystem, options: options, engine: engine, scan: scan)
         if !scan.tail.headerWritten { try wal.createSegment(scan.tail.segmentIndex) }
         wal.startFlusher()
+        // The first rollover must not wait for a segment's zero-fill either: prepare its spare now.
+        if options.preallocateInBackground {
+            wal.state.withLock { $0.spare = .preparing }
+            wal.prepareSpareInBackground(scan.tail.segmentIndex + 1)
+        }
         let report = RecoveryReport(engine: engine.name, segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
                                     bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
         return (wal, report)
@@ -288,7 +297,7 @@ public final class WriteAheadLog: Sendable {
     private func prepareSpareInBackground(_ index: UInt64) {
         let thread = Thread { [self] in
             do {
-                try prepareSpare(index)
+                try prepareSpare(index, inBackground: true)
             } catch {
                 // prepareSpare recorded the outcome: a fatal failure failed the log (F1); ENOSPC
                 // left the spare `.failed`, so the next rollover retries and refuses cleanly.
@@ -301,9 +310,9 @@ public final class WriteAheadLog: Sendable {
     /// Creates segment `index` ahead of need. ENOSPC refuses the write that needed it (nothing
     /// changed, writes resume when space returns); any other failure, a failed fsync above all,
     /// is fatal like a failed flush (F1): the disk can no longer be trusted.
-    private func prepareSpare(_ index: UInt64) throws {
+    private func prepareSpare(_ index: UInt64, inBackground: Bool = false) throws {
         do {
-            try createSegment(index)
+            try createSegment(index, chunked: inBackground)
             state.withLock { $0.spare = .ready }
         } catch {
             let failure = AeroError.wrap(error)
@@ -317,21 +326,27 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably.
-    private func createSegment(_ index: UInt64) throws {
-        let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index)
+    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably;
+    /// `chunked` (a spare prepared in the background) flushes it a chunk at a time.
+    private func createSegment(_ index: UInt64, chunked: Bool = false) throws {
+        let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index,
+                                                  syncEveryBytes: chunked ? Self.spareChunkBytes : nil)
         handles.withLock { $0[index] = handle }
     }
 
     /// A zero-filled, preallocated segment file, durable with its directory entry.
     private static func createZeroedSegment(fileSystem: any FileSystem, options: WALOptions, index: UInt64,
-                                            header: [UInt8] = []) throws -> any FileHandle {
+                                            header: [UInt8] = [], syncEveryBytes: Int? = nil) throws -> any FileHandle {
         let path = Path.join(options.directory, WALFormat.segmentName(index))
         if fileSystem.exists(path) { try fileSystem.remove(path) }
         let handle = try fileSystem.open(path, create: true)
         do {
             try handle.allocate(at: 0, length: Int64(options.segmentBytes))
-            try zeroFill(handle, from: 0, to: options.segmentBytes)
+            let step = syncEveryBytes ?? options.segmentBytes
+            for start in stride(from: 0, to: options.segmentBytes, by: step) {
+                try zeroFill(handle, from: start, to: min(start + step, options.segmentBytes))
+                if syncEveryBytes != nil { try handle.sync() }
+            }
             if !header.isEmpty { try handle.write(header, at: 0) }
             try handle.sync()
             try fileSystem.syncDirectory(options.directory)

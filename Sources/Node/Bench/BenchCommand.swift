@@ -60,31 +60,14 @@ struct BenchCommand: AsyncParsableCommand {
     func benchCommits(_ options: KernelOptions) async throws {
         let db = try await Database.open(options)
         _ = try await db.createCollection(try JSON.parse(Self.schema))
-        let clock = SystemClock()
-        let deadline = clock.monotonicNanos() + UInt64(seconds * 1e9)
-        let started = clock.monotonicNanos()
-        let latencies = try await withThrowingTaskGroup(of: [UInt64].self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    var samples: [UInt64] = []
-                    var i = 0
-                    while clock.monotonicNanos() < deadline {
-                        let t0 = clock.monotonicNanos()
-                        _ = try await db.commit(Self.insert([Self.document("w\(w)-\(i)", i)]))
-                        samples.append(clock.monotonicNanos() - t0)
-                        i += 1
-                    }
-                    return samples
-                }
-            }
-            return try await group.reduce(into: [UInt64]()) { $0 += $1 }.sorted()
+        let result = try await TimedWriters.run(writers: writers, seconds: seconds) { w, i in
+            _ = try await db.commit(Self.insert([Self.document("w\(w)-\(i)", i)]))
         }
-        let elapsed = Double(clock.monotonicNanos() - started) / 1e9
         let status = await db.status()
         await db.close()
         print(String(format: "commit: writers=%d engine=%@ commits=%d elapsed=%.2fs rate=%.0f/s p50=%.0fus p99=%.0fus",
-                     writers, status.walEngine, latencies.count, elapsed, Double(latencies.count) / elapsed,
-                     Self.percentile(latencies, 0.50) / 1e3, Self.percentile(latencies, 0.99) / 1e3))
+                     writers, status.walEngine, result.latencies.count, result.elapsedSeconds, result.rate,
+                     result.percentile(0.50) * 1e3, result.percentile(0.99) * 1e3))
     }
 
     func benchReads(_ options: KernelOptions) async throws {

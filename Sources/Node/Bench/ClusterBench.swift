@@ -6,11 +6,15 @@
 //   lag:       replica visibility lag p50/p99 (primary's sender read -> replica's applied ACK)
 //              under paced insert load aiming at `lagTargetCommitsPerSecond`;
 //   promotion: SIGKILL the primary, then time from sending the promote command to the first
-//              accepted write on the promoted node, `promotionRuns` times.
+//              accepted write on the promoted node, `promotionRuns` times;
+//   kernel:    the same inserts and lag with the primary in this process (kernel commits, no
+//              HTTP) and its replica as a process: the replication machinery without the HTTP
+//              stack, the figure to set beside pgbench against PostgreSQL streaming replication.
 
 import AsyncHTTPClient
 import Foundation
 import Kernel
+import Logging
 import NIOCore
 import Replication
 
@@ -44,6 +48,7 @@ struct ClusterBench {
     }
 
     private func phases() async throws {
+        for mode in [CommitMode.async, .sync] { try await kernelPhase(mode) }
         for mode in [CommitMode.async, .sync] {
             let cluster = try await BenchCluster.start(root: root + "/\(mode.rawValue)", nodes: 2, portBase: portBase, mode: mode, bench: self)
             defer { cluster.stopAll() }
@@ -58,47 +63,63 @@ struct ClusterBench {
         try await promotions()
     }
 
+    /// The primary in this process, its replica a child process; writers call the kernel.
+    func kernelPhase(_ mode: CommitMode) async throws {
+        let dir = root + "/kernel-\(mode.rawValue)"
+        let replica = try await BenchCluster.start(root: dir, nodes: 2, portBase: portBase, mode: mode, bench: self, running: [1])
+        defer { replica.stopAll() }
+        let config = try NodeConfig.load(directory: dir + "/n1")
+        let secrets = try NodeSecrets.load(directory: dir + "/n1")
+        let options = config.kernelOptions(directory: dir + "/n1")
+        let authority = AuthorityStore(dataDirectory: options.dataDirectory)
+        let marker = try authority.read()!
+        let db = try await Database.open(options)
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let node = ReplicationNode(config: try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret),
+                                   database: db, authority: authority, marker: marker, logger: logger)
+        try await node.start()
+        _ = try await db.createCollection(try JSON.parse(BenchCommand.schema))
+        while await !(node.status()["replicas"]?.arrayValue?.first?["connected"] == .bool(true)) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let prefix = UUID().uuidString.prefix(8)
+        func run(_ writers: Int, pace: Int?) async throws -> TimedWriters.Result {
+            try await TimedWriters.run(writers: writers, seconds: seconds, pace: pace) { w, n in
+                _ = try await db.commit(BenchCommand.insert([BenchCommand.document("\(prefix)-\(writers)-\(pace ?? 0)-\(w)-\(n)", n)]))
+            }
+        }
+        if mode == .async {
+            let paced = try await run(32, pace: Self.lagTargetCommitsPerSecond)
+            let lag = await node.status()["replicas"]?.arrayValue?.first?["visibility_lag_ms"]
+            print(String(format: "kernel replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
+                         paced.rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"]), text(lag?["p99"]), text(lag?["max"]), text(lag?["samples"])))
+        }
+        for writers in [1, 8, 32] {
+            let result = try await run(writers, pace: nil)
+            print(String(format: "kernel inserts %@ %2d writers: %8.0f commits/s  p50 %.2f ms  p99 %.2f ms",
+                         mode.rawValue, writers, result.rate, result.percentile(0.5), result.percentile(0.99)))
+        }
+        await node.stop()
+        await db.close()
+    }
+
     func prepare(_ cluster: BenchCluster) async throws {
         let status = try await post(cluster.url(0) + "/admin/v1/collections", cluster.key, Array(BenchCommand.schema.utf8))
         guard status == 201 else { throw CommandFailure("creating the bench collection answered \(status)") }
     }
 
-    /// `writers` tasks insert for `seconds`; optionally paced to a total rate. Returns commits/s, p50, p99 (ms).
+    /// `writers` tasks insert over HTTP for `seconds`, optionally paced to a total rate.
     func inserts(_ cluster: BenchCluster, writers: Int, seconds: Double, pace: Int?) async throws -> (Double, Double, Double) {
         let url = cluster.url(0) + "/admin/v1/transactions"
-        let started = DispatchTime.now().uptimeNanoseconds
-        let deadline = started + UInt64(seconds * 1e9)
         let prefix = UUID().uuidString.prefix(8)
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    var mine: [Double] = []
-                    var n = 0
-                    while true {
-                        let now = DispatchTime.now().uptimeNanoseconds
-                        guard now < deadline else { break }
-                        if let pace {
-                            let due = started + UInt64(Double(n * writers + w) / Double(pace) * 1e9)
-                            if due > now { try await Task.sleep(nanoseconds: due - now) }
-                        }
-                        let doc = BenchCommand.document("\(prefix)-\(w)-\(n)", n)
-                        let body = JSON.encode(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string("bench"), "doc": doc])])]))
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        let status = try await post(url, cluster.key, body)
-                        guard status == 200 else { throw CommandFailure("an insert answered \(status)") }
-                        mine.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                        n += 1
-                    }
-                    return mine
-                }
-            }
-            var all: [Double] = []
-            for try await part in group { all += part }
-            return all.sorted()
+        let result = try await TimedWriters.run(writers: writers, seconds: seconds, pace: pace) { w, n in
+            let doc = BenchCommand.document("\(prefix)-\(w)-\(n)", n)
+            let body = JSON.encode(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string("bench"), "doc": doc])])]))
+            let status = try await post(url, cluster.key, body)
+            guard status == 200 else { throw CommandFailure("an insert answered \(status)") }
         }
-        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        guard !latencies.isEmpty else { return (0, 0, 0) }
-        return (Double(latencies.count) / elapsed, latencies[latencies.count / 2], latencies[latencies.count * 99 / 100])
+        return (result.rate, result.percentile(0.50), result.percentile(0.99))
     }
 
     func lag(_ cluster: BenchCluster) async throws {
@@ -196,11 +217,13 @@ final class BenchCluster: @unchecked Sendable {
         processes = Array(repeating: nil, count: members.count)
     }
 
-    static func start(root: String, nodes: Int, portBase: Int, mode: CommitMode, bench: ClusterBench) async throws -> BenchCluster {
+    /// Writes the member directories and starts the members listed in `running` (default all).
+    static func start(root: String, nodes: Int, portBase: Int, mode: CommitMode, bench: ClusterBench,
+                      running: [Int]? = nil) async throws -> BenchCluster {
         let (_, members, secrets) = try ClusterInitCommand.write(dir: root, nodes: nodes, host: "127.0.0.1", httpPort: portBase,
                                                                  replPort: portBase + 100, commitMode: mode)
         let cluster = BenchCluster(root: root, members: members, key: secrets.serviceRoleKey, bench: bench)
-        for i in 0..<nodes { try await cluster.start(i) }
+        for i in running ?? Array(0..<nodes) { try await cluster.start(i) }
         return cluster
     }
 
