@@ -116,7 +116,7 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
         var (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir), after: nil)
         let positions = try await appendDurably(wal, 0..<10)
         wal.close()
-        let file = try segmentFiles(dir).last!
+        let file = try lastWrittenSegment(dir)
         var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
         let last = try recordOffsets(bytes).last!
         for i in last + 70..<last + 120 { bytes[i] = 0xEE }   // tear the payload of the last record
@@ -265,6 +265,14 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
 func segmentFiles(_ dir: TemporaryDirectory) throws -> [String] {
     try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasSuffix(".wal") }.sorted()
         .map { dir.path + "/wal/" + $0 }
+}
+
+/// The newest segment that holds records (a spare prepared in the background may follow it).
+func lastWrittenSegment(_ dir: TemporaryDirectory) throws -> String {
+    try segmentFiles(dir).last { file in
+        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
+        return bytes.withUnsafeBytes { WALFormat.decodeSegmentHeader($0) } != nil
+    }!
 }
 
 func recordOffsets(_ segment: [UInt8]) throws -> [Int] {
