@@ -6,6 +6,7 @@ import BaaS
 import Hummingbird
 import Kernel
 import Logging
+import NIOCore
 import Replication
 
 enum ClusterRoutes {
@@ -34,7 +35,12 @@ enum ClusterRoutes {
     /// `{"force": true}` or an empty body.
     private static func forceFlag(_ request: Request) async throws -> Bool {
         var request = request
-        let body = try await request.collectBody(upTo: 4096)
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: 4096)
+        } catch {
+            throw AeroError(.requestInvalid, "the body is {\"force\": true|false} or empty (at most 4096 bytes)")
+        }
         guard body.readableBytes > 0 else { return false }
         let json = try JSON.parse(Array(body.readableBytesView))
         guard case .object(let o) = json, o.keys.allSatisfy({ $0 == "force" }) else {

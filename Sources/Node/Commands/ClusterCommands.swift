@@ -195,6 +195,7 @@ struct RejoinCommand: AsyncParsableCommand {
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
         let options = config.kernelOptions(directory: dir)
+        try await Self.requireStopped(config)
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
         guard let marker = try authority.read() else { throw CommandFailure("no authority marker in \(options.dataDirectory)") }
         let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
@@ -205,7 +206,7 @@ struct RejoinCommand: AsyncParsableCommand {
             answer = try await Rejoin.findFork(config: cluster, marker: marker, positions: [.origin])
             try Database.discardHistory(options)
             report = .object(["resync": .bool(true), "discarded_through_lsn": .int(Int64(positions.last?.lsn ?? 0))])
-            print("discarded the whole local log (through LSN \(positions.last?.lsn ?? 0)); \(answer.primary) will ship a checkpoint")
+            print("discarded the whole local log (through LSN \(positions.last?.lsn ?? 0)); \(answer.primary) sends everything again (its WAL, or a checkpoint when that is recycled)")
         } else {
             answer = try await Rejoin.findFork(config: cluster, marker: marker, positions: positions)
             let cut = try Database.truncateHistory(options, after: answer.fork)
@@ -227,6 +228,15 @@ struct RejoinCommand: AsyncParsableCommand {
         guard !noStart else { return }
         print("starting \(config.nodeID) as a replica of \(answer.primary)")
         try await StartCommand.run(directory: dir, httpOverride: nil)
+    }
+
+    /// A rejoin cuts the log under the node's feet: refuse while its HTTP port answers.
+    static func requireStopped(_ config: NodeConfig) async throws {
+        var request = HTTPClientRequest(url: "http://\(config.http)/health")
+        request.method = .GET
+        guard let answer = try? await HTTPClient.shared.execute(request, timeout: .seconds(1)) else { return }
+        _ = try? await answer.body.collect(upTo: 1 << 16)
+        throw CommandFailure("node \(config.nodeID) answers on \(config.http): stop it before `aerodb rejoin`")
     }
 
     static func describe(_ t: CommittedTransaction) -> JSONValue {

@@ -7,8 +7,8 @@
 // - A node acts as primary only if its marker names it (A1 groundwork); it is never deleted.
 // - The epoch in a marker only grows: `replace` refuses a lower or equal epoch (A2 groundwork).
 // - A marker that fails its checksum is corruption: the node refuses to start (D2).
-// Replication (shipping, promotion, fencing of a deposed primary) is issue #3; this file is the
-// part of it a single node already needs.
+// Replication (Node/ReplicationNode.swift) replaces the marker on promotion, switchover and when
+// a node learns of a newer epoch; `aerodb rejoin` when a diverged node follows the new primary.
 
 import Kernel
 

@@ -42,7 +42,8 @@ public struct PromotionReport: Sendable {
 
 extension ReplicationNode {
     /// How long a switchover waits for the old primary to drain and the target to catch up.
-    static let switchoverWaitMillis: Int64 = 5_000
+    /// Below the session idle time, so the demote session is never cut while it drains.
+    static let switchoverWaitMillis: Int64 = 1_500
 
     /// Failover: makes this replica the primary of a new epoch, after the checks of SPEC §4.
     public func promote(force: Bool) async -> PromotionReport {

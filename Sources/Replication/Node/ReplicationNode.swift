@@ -114,7 +114,7 @@ public actor ReplicationNode {
         followerTask?.cancel()
         watcherTask?.cancel()
         serverTask?.cancel()
-        acks.fence(AeroError(.walClosed, "the node is shutting down"))
+        acks.fence(AeroError(.commitInDoubt, "the node shut down while this commit waited for replica flushes; it is durable here and may survive", invariant: "D1"))
     }
 
     func notPrimaryError() -> AeroError {

@@ -163,7 +163,7 @@ extension ReplicationNode {
             wakeContinuation.finish()
         }
         var next = first
-        var lastSent = Self.nowMicros()
+        var lastHeartbeat = Self.nowMicros()
         for await _ in wake {
             let current = role.withLock { $0 }
             guard current.isPrimary, current.epoch == epoch, !Task.isCancelled else { return }
@@ -174,12 +174,13 @@ extension ReplicationNode {
                 lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
                 try await outbound.write(.records(records))
                 next = last.lsn + 1
-                lastSent = Self.nowMicros()
             }
+            // Under load too: the replica's view of the primary's durable LSN (promotion's
+            // at-risk range) is at most one heartbeat old.
             let now = Self.nowMicros()
-            if now - lastSent >= ReplicationTimeouts.heartbeatMillis * 1000 {
+            if now - lastHeartbeat >= ReplicationTimeouts.heartbeatMillis * 1000 {
                 try await outbound.write(.heartbeat(epoch: epoch, durableLSN: database.durablePosition.lsn, timeMicros: now))
-                lastSent = now
+                lastHeartbeat = now
             }
         }
     }

@@ -205,7 +205,12 @@ public enum ReplicationMessage: Sendable, Equatable {
     }
 
     private static func write(_ string: String, _ buffer: inout ByteBuffer) {
-        let bytes = Array(string.utf8.prefix(ReplicationLimits.stringBytesMax))
+        var bytes: [UInt8] = []
+        for character in string {  // cut at a character boundary, never inside one
+            let utf8 = Array(String(character).utf8)
+            guard bytes.count + utf8.count <= ReplicationLimits.stringBytesMax else { break }
+            bytes += utf8
+        }
         buffer.writeInteger(UInt16(bytes.count), endianness: .little)
         buffer.writeBytes(bytes)
     }
@@ -288,16 +293,18 @@ public enum ReplicationMessage: Sendable, Equatable {
 }
 
 /// Splits the TCP stream into frames; refuses a frame over the limit (the peer is cut off).
+/// Only a follower accepts checkpoint frames (up to `checkpointFrameBytesMax`); the accepting
+/// side, reachable before any HELLO is checked, never buffers more than `frameBytesMax`.
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ReplicationMessage
+    let acceptsCheckpoints: Bool
 
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .little, as: UInt32.self) else {
             return .needMoreData
         }
-        guard length >= 1, Int(length) <= ReplicationLimits.checkpointFrameBytesMax else {
-            throw ReplicationMessage.malformed("frame of \(length) bytes")
-        }
+        let limit = acceptsCheckpoints ? ReplicationLimits.checkpointFrameBytesMax : ReplicationLimits.frameBytesMax
+        guard length >= 1, Int(length) <= limit else { throw ReplicationMessage.malformed("frame of \(length) bytes") }
         guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
         let type: UInt8 = buffer.readInteger()!

@@ -46,8 +46,8 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 enum Transport {
-    static func configure(_ channel: any Channel, idleMillis: Int64) throws -> ReplicationChannel {
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+    static func configure(_ channel: any Channel, idleMillis: Int64, acceptsCheckpoints: Bool) throws -> ReplicationChannel {
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(acceptsCheckpoints: acceptsCheckpoints)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .milliseconds(idleMillis)))
         try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
@@ -60,7 +60,7 @@ enum Transport {
                 .connectTimeout(.milliseconds(ReplicationTimeouts.connectMillis))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: address.host, port: address.port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis) }
+                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis, acceptsCheckpoints: true) }
                 }
         } catch {
             throw AeroError(.primaryUnavailable, "cannot reach \(address): \(error)")
@@ -74,7 +74,7 @@ enum Transport {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, acceptsCheckpoints: false)
                     }
                 }
         } catch {
