@@ -69,10 +69,19 @@ let package = Package(
         .executableTarget(
             name: "CrashTests",
             dependencies: [
-                "Kernel",
+                "Kernel", "LiveCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "CrashTests",
+            exclude: ["Live"],
+            swiftSettings: strictSettings
+        ),
+        // Real `aerodb` processes on loopback with fault injection (TCP proxies): shared by the
+        // cluster tests and `aerodb-crashtest cluster`. Never part of a release node.
+        .target(
+            name: "LiveCluster",
+            dependencies: ["Kernel"],
+            path: "CrashTests/Live",
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -92,7 +101,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Kernel", "BaaS", "Replication"],
+            dependencies: ["Kernel", "BaaS", "Replication", "LiveCluster"],
             swiftSettings: strictSettings
         ),
     ]

@@ -4,34 +4,29 @@
 import Foundation
 import Testing
 import Kernel
+import LiveCluster
+
+/// A cluster of the `aerodb` binary built next to these tests.
+func makeCluster(commitMode: String = "sync", proxies: Bool = false, settings: [String: JSONValue] = [:]) throws -> LiveCluster {
+    try LiveCluster(binary: Binaries.path("aerodb"), commitMode: commitMode, proxies: proxies, settings: settings)
+}
 
 let clusterItems = parse(#"{"name":"items","fields":{"id":{"type":"text"},"qty":{"type":"int","nullable":true}},"indexes":[{"fields":["qty"]}]}"#)
 
-/// Documents with these ids on node i, as id -> qty (read through the admin query API).
-func documents(_ cluster: TestCluster, _ i: Int, _ ids: [String]) async throws -> [String: Int64] {
-    var found: [String: Int64] = [:]
-    for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
-        let query: JSONValue = .object(["collection": .string("items"), "limit": .int(1000),
-                                        "filter": .object(["id": .object(["$in": .array(chunk.map(JSONValue.string))])])])
-        let answer = try await cluster.admin(i, "POST", "query", query)
-        #expect(answer.status == 200, "query on n\(i + 1): \(answer.body.map(JSON.encodeString) ?? "")")
-        for row in answer.body?["rows"]?.arrayValue ?? [] {
-            if case .string(let id)? = row["id"], case .int(let qty)? = row["qty"] { found[id] = qty }
-        }
-    }
-    return found
+/// Documents with these ids on node i, as id -> qty.
+func documents(_ cluster: LiveCluster, _ i: Int, _ ids: [String]) async throws -> [String: Int64] {
+    try await cluster.documents(i, ids).compactMapValues { $0["qty"]?.intValue }
 }
 
 /// Every acknowledged write of `log` is on node i with its exact content.
-func expectAcknowledged(_ log: WriteLog, on cluster: TestCluster, _ i: Int) async throws {
-    let acked = await log.acknowledged
-    let found = try await documents(cluster, i, acked.map(\.id))
-    let missing = acked.filter { found[$0.id] != Int64($0.qty) }
-    #expect(missing.isEmpty, "n\(i + 1) lacks \(missing.count) of \(acked.count) acknowledged writes, e.g. \(missing.prefix(3).map(\.id))")
+func expectAcknowledged(_ log: WriteLog, on cluster: LiveCluster, _ i: Int) async throws {
+    let missing = try await cluster.missing(log, on: i)
+    let total = await log.acknowledged.count
+    #expect(missing.isEmpty, "n\(i + 1) lacks \(missing.count) of \(total) acknowledged writes, e.g. \(missing.prefix(3).map(\.id))")
 }
 
 /// Inserts `count` documents in one transaction on node i; returns their ids.
-func bulkInsert(_ cluster: TestCluster, _ i: Int, prefix: String, count: Int) async throws -> [String] {
+func bulkInsert(_ cluster: LiveCluster, _ i: Int, prefix: String, count: Int) async throws -> [String] {
     let ids = (0..<count).map { "\(prefix)-\($0)" }
     let ops: [JSONValue] = ids.enumerated().map { n, id in
         .object(["op": .string("insert"), "collection": .string("items"), "doc": .object(["id": .string(id), "qty": .int(Int64(n))])])
@@ -41,7 +36,7 @@ func bulkInsert(_ cluster: TestCluster, _ i: Int, prefix: String, count: Int) as
     return ids
 }
 
-func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (status: Int32, report: JSONValue) {
+func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (status: Int32, report: JSONValue) {
     let (status, output) = try cluster.cli(["promote", "--url", cluster.url(i), "--json"] + (force ? ["--force"] : []))
     return (status, try JSON.parse(output.trimmingCharacters(in: .whitespacesAndNewlines)))
 }
@@ -49,7 +44,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
 @Suite(.serialized) struct ClusterEndToEndTests {
     @Test func replicasConvergeUnderConcurrentLoadAndCatchUp() async throws {
         // Small segments and checkpoints make the primary recycle the WAL a stopped replica needs.
-        let cluster = try TestCluster(settings: ["wal_segment_bytes": .int(65_536)])
+        let cluster = try makeCluster(settings: ["wal_segment_bytes": .int(65_536)])
         try await cluster.startAll()
         #expect(try await cluster.admin(1, "POST", "collections", clusterItems).status == 201)  // forwarded by n2
         let stop = StopFlag()
@@ -86,7 +81,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
     }
 
     @Test func replicaReadsHonourMinLSN() async throws {
-        let cluster = try TestCluster()
+        let cluster = try makeCluster()
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let write = try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"r1","qty":7}}]}"#))
@@ -120,7 +115,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
     }
 
     @Test func killedPrimaryUnderSyncLoadPromotionKeepsEveryAcknowledgedWrite() async throws {
-        let cluster = try TestCluster(commitMode: "sync")
+        let cluster = try makeCluster(commitMode: "sync")
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let stop = StopFlag()
@@ -154,7 +149,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
     }
 
     @Test func promotionIsRefusedWhenBehindOrUnproven() async throws {
-        let cluster = try TestCluster(commitMode: "sync")
+        let cluster = try makeCluster(commitMode: "sync")
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         cluster.stop(1)  // n2 falls behind while n3 keeps acknowledging
@@ -187,7 +182,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
     }
 
     @Test func fencedPrimaryCannotAcknowledgeAndRejoinReportsDiscarded() async throws {
-        let cluster = try TestCluster(commitMode: "sync", proxies: true, settings: ["replica_wait_ms": .int(1000)])
+        let cluster = try makeCluster(commitMode: "sync", proxies: true, settings: ["replica_wait_ms": .int(1000)])
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let before = StopFlag()
@@ -247,7 +242,7 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
     }
 
     @Test func switchoverLosesNothing() async throws {
-        let cluster = try TestCluster(commitMode: "sync")
+        let cluster = try makeCluster(commitMode: "sync")
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let stop = StopFlag()
@@ -271,5 +266,16 @@ func promote(_ cluster: TestCluster, _ i: Int, force: Bool = false) throws -> (s
             #expect(try await documents(cluster, i, failed).isEmpty)
         }
         #expect(await load.acknowledged.count > 50)
+    }
+
+    /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round.
+    @Test func theCrashHarnessClusterModeFindsNoLostAcknowledgedWrite() throws {
+        let run = try Binaries.run("aerodb-crashtest", ["cluster", "--rounds", "2", "--seconds", "1.5", "--writers", "4"])
+        let lines = run.output.split(separator: "\n").map(String.init)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(lines.last == "rounds: 2, 0 violations", "\(run.output)")
+        let checked = lines.first { $0.hasPrefix("acknowledged writes checked: ") }
+            .flatMap { Int($0.dropFirst("acknowledged writes checked: ".count).prefix { $0.isNumber }) } ?? 0
+        #expect(checked > 0)
     }
 }

@@ -6,6 +6,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Kernel
+import LiveCluster
 
 enum Binaries {
     /// `swift test` builds the executables next to the test bundle.
@@ -18,38 +19,7 @@ enum Binaries {
 
     /// Runs a command to completion; returns exit status and standard output.
     static func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path(name))
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-}
-
-struct HTTPAnswer: Sendable {
-    let status: Int
-    let body: JSONValue?
-    let lsn: UInt64?
-
-    /// One HTTP request with the service or anon key; `headers` are added as given.
-    static func fetch(_ method: String, _ url: String, _ body: JSONValue? = nil, key: String?,
-                      headers: [String: String] = [:], timeout: TimeInterval = 10) async throws -> HTTPAnswer {
-        var request = URLRequest(url: URL(string: url)!)
-        request.httpMethod = method
-        request.timeoutInterval = timeout
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        if let body { request.httpBody = Data(JSON.encode(body)) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        let parsed = data.isEmpty ? nil : try? JSON.parse(Array(data))
-        return HTTPAnswer(status: http.statusCode, body: parsed,
-                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) })
+        try LiveCluster.run(path(name), arguments)
     }
 }
 
@@ -115,20 +85,7 @@ final class TestNode: @unchecked Sendable {
         try await request(method, "/admin/v1/" + path, body, key: serviceKey)
     }
 
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    static func freePort() -> Int { LiveCluster.freePort() }
 }
 
 func parse(_ text: String) -> JSONValue {

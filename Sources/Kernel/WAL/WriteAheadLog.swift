@@ -407,7 +407,15 @@ public final class WriteAheadLog: Sendable {
                 if record.lsn > lsn { cut = offset; break }
             }
             guard let cut else { continue }
-            try zeroFill(handle, from: cut, to: options.segmentBytes)
+            // Zero what was written after the cut; the rest of a preallocated segment is zero
+            // already (the first all-zero chunk ends the written part).
+            var offset = cut
+            while offset < options.segmentBytes {
+                let end = min(offset + zeroChunkBytes, options.segmentBytes)
+                guard try handle.read(at: Int64(offset), count: end - offset).contains(where: { $0 != 0 }) else { break }
+                try zeroFill(handle, from: offset, to: end)
+                offset = end
+            }
             try handle.sync()
         }
         for index in remove { try fs.remove(Path.join(options.directory, WALFormat.segmentName(index))) }

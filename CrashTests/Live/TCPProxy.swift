@@ -23,14 +23,14 @@ import Glibc
 
 // @unchecked Sendable is sound: the class's own stored properties are immutable
 // (`let`), and all mutable state is inside `State`, guarded by one NSCondition.
-final class TCPProxy: @unchecked Sendable {
-    struct Failure: Error, CustomStringConvertible { let description: String }
+public final class TCPProxy: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     /// The port (on 127.0.0.1) clients should connect to.
-    let port: Int
+    public let port: Int
     private let state: State
 
-    init(targetHost: String = "127.0.0.1", targetPort: Int) throws {
+    public init(targetHost: String = "127.0.0.1", targetPort: Int) throws {
         let target = try Self.resolve(targetHost, targetPort)
         let fd = socket(AF_INET, Self.streamCloexec, 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
@@ -57,11 +57,11 @@ final class TCPProxy: @unchecked Sendable {
 
     deinit { stop() }
 
-    var isCut: Bool { state.cond.withLock { state.isCut } }
+    public var isCut: Bool { state.cond.withLock { state.isCut } }
 
     /// Partition: close every proxied connection; new ones are closed right after accept.
     /// Returns once the connections' fds are closed (or after 5 s). Idempotent.
-    func cut() {
+    public func cut() {
         state.cond.withLock {
             state.isCut = true
             for conn in state.live.values { conn.shutdownBoth() }
@@ -70,11 +70,11 @@ final class TCPProxy: @unchecked Sendable {
     }
 
     /// End the partition: new connections are proxied again.
-    func heal() { state.cond.withLock { state.isCut = false } }
+    public func heal() { state.cond.withLock { state.isCut = false } }
 
     /// Close the listener and all connections; returns once the accept thread has exited
     /// and all fds are closed (or after 5 s). Idempotent.
-    func stop() {
+    public func stop() {
         state.cond.withLock {
             if !state.stopped {
                 state.stopped = true
