@@ -8,6 +8,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Kernel
+import LiveCluster
 
 struct KillHarness {
     let kills: Int
@@ -109,7 +110,7 @@ final class KilledNode: @unchecked Sendable {
     private var process: Process?
 
     init() throws {
-        port = Self.freeLoopbackPort()
+        port = LiveCluster.freePort()
         _ = try Self.run(["init", "--dir", directory, "--http", "127.0.0.1:\(port)"])
         let keys = try JSON.parse(try Self.run(["keys", "--dir", directory, "--json"]))
         guard let key = keys["service_role"]?.stringValue else { throw AeroError(.internalError, "no service key") }
@@ -119,20 +120,6 @@ final class KilledNode: @unchecked Sendable {
     deinit {
         kill()
         try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// A port the kernel just handed out for 127.0.0.1 (bind to port 0, read it back, close).
-    static func freeLoopbackPort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     static var binary: String {

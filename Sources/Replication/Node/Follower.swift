@@ -92,9 +92,7 @@ extension ReplicationNode {
     /// A WELCOME in a newer epoch from the node we already follow: adopt it without restarting
     /// this session (the marker changes durably before anything of that epoch is applied).
     private func learnWhileFollowing(epoch: UInt64, primary: String) async throws {
-        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
-        try authority.replace(with: next)
-        marker = next
+        try adopt(epoch: epoch, primary: primary)
     }
 
     private func setFollowerState(_ text: String) { followerState = text }

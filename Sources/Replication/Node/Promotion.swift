@@ -169,9 +169,7 @@ extension ReplicationNode {
         // then on (while the epoch record is flushed) are kept.
         replicas = [:]
         acks.reset()
-        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: config.nodeID)
-        try authority.replace(with: next)
-        marker = next
+        try adopt(epoch: epoch, primary: config.nodeID)
         let fork = try await database.advanceEpoch(to: epoch)
         divergence = nil
         divergedReason.withLock { $0 = nil }
@@ -276,12 +274,9 @@ extension ReplicationNode {
             }
             try await Task.sleep(for: .milliseconds(2))
         }
-        acks.fence(AeroError(.commitInDoubt, "switchover to \(target)", invariant: "A2"))
-        database.setCommitGate(nil)
-        watcherTask?.cancel()
-        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: target)
-        try authority.replace(with: next)
-        marker = next
+        stepDown(refusing: AeroError(.notPrimary, "\(config.nodeID) handed over to \(target) in epoch \(epoch)", invariant: "A1"),
+                 inDoubt: AeroError(.commitInDoubt, "switchover to \(target)", invariant: "A2"))
+        try adopt(epoch: epoch, primary: target)
         logger.notice("demoted for a switchover", metadata: ["epoch": "\(epoch)", "primary": "\(target)", "final_lsn": "\(last)"])
         startFollower()
     }

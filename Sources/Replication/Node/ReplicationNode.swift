@@ -156,21 +156,32 @@ public actor ReplicationNode {
         guard primary != config.nodeID else { return }
         let wasPrimary = isPrimary
         if wasPrimary {
-            let deposed = AeroError(.epochStale, "node \(config.nodeID) was deposed: epoch \(epoch) has primary \(primary)", invariant: "A2")
-            database.setAcceptsWrites(false, reason: deposed)
-            acks.fence(AeroError(.commitInDoubt, "node \(config.nodeID) learned of epoch \(epoch) (primary \(primary)) while this commit waited for replicas; it may not survive", invariant: "A2"))
-            database.setCommitGate(nil)
-            watcherTask?.cancel()
+            stepDown(refusing: AeroError(.epochStale, "node \(config.nodeID) was deposed: epoch \(epoch) has primary \(primary)", invariant: "A2"),
+                     inDoubt: AeroError(.commitInDoubt, "node \(config.nodeID) learned of epoch \(epoch) (primary \(primary)) while this commit waited for replicas; it may not survive", invariant: "A2"))
         }
-        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
-        try authority.replace(with: next)
-        marker = next
+        try adopt(epoch: epoch, primary: primary)
         logger.warning("adopted a newer epoch", metadata: ["epoch": "\(epoch)", "primary": "\(primary)", "source": "\(source)",
                                                           "was_primary": "\(wasPrimary)"])
         database.setAcceptsWrites(false, reason: notPrimaryError())
         guard !byFollower else { return }
         await stopFollower()
         startFollower()
+    }
+
+    /// Leaves the primary role: refuses local writes with `refusal`, fails commits still waiting
+    /// for replicas with `inDoubt`, stops the peer watch. The marker is the caller's to replace.
+    func stepDown(refusing refusal: AeroError, inDoubt: AeroError) {
+        database.setAcceptsWrites(false, reason: refusal)
+        acks.fence(inDoubt)
+        database.setCommitGate(nil)
+        watcherTask?.cancel()
+    }
+
+    /// Replaces the marker durably with a newer epoch and its primary.
+    func adopt(epoch: UInt64, primary: String) throws {
+        let next = AuthorityMarker(clusterID: marker.clusterID, epoch: epoch, primary: primary)
+        try authority.replace(with: next)
+        marker = next
     }
 
     /// Every few hundred milliseconds a primary asks its peers for their epoch: a primary cut
