@@ -36,4 +36,7 @@ public enum KernelLimits {
     public static let memoryBytesDefault = 4 << 30
     /// Checkpoints kept on disk: the newest and one older to fall back to if the newest is damaged.
     public static let checkpointsKept = 2
+    /// WAL segments kept past what checkpoints need, for connected replicas still behind
+    /// (SPEC §3.5); a replica further behind is sent a checkpoint instead.
+    public static let walSegmentsRetainedForReplicasMax = 16
 }

@@ -14,6 +14,19 @@ public protocol CommitGate: Sendable {
     func wait(_ lsn: UInt64) async throws
 }
 
+/// The oldest LSN a connected replica still needs from this node's WAL (nil when none): the
+/// WAL keeps those segments past its checkpoints, within a bound (SPEC §3.5).
+public protocol RetentionFloor: Sendable {
+    var lsn: UInt64? { get }
+}
+
+/// Shared by the database and its checkpoint runner.
+final class RetentionSetting: Sendable {
+    private let floor = Mutex<(any RetentionFloor)?>(nil)
+    func set(_ value: (any RetentionFloor)?) { floor.withLock { $0 = value } }
+    var lsn: UInt64? { floor.withLock { $0 }?.lsn }
+}
+
 public final class Database: Sendable {
     public let options: KernelOptions
     public let openReport: OpenReport
@@ -25,6 +38,7 @@ public final class Database: Sendable {
     /// Called after a commit is durable here and before it is acknowledged: the replication
     /// layer waits there for replica flushes (`sync`, `all` commit modes).
     private let commitGate = Mutex<(any CommitGate)?>(nil)
+    private let retention = RetentionSetting()
 
     private struct Core: Sendable {
         let wal: WriteAheadLog
@@ -47,18 +61,18 @@ public final class Database: Sendable {
         self.store = store
         self.visibility = Visibility(initial: state)
         self.core = Mutex(Self.makeCore(wal: wal, state: state, visibility: visibility, options: options,
-                                        store: store, lastCheckpointLSN: lastCheckpointLSN))
+                                        store: store, lastCheckpointLSN: lastCheckpointLSN, retention: retention))
     }
 
     private static func makeCore(wal: WriteAheadLog, state: DatabaseState, visibility: Visibility, options: KernelOptions,
-                                 store: CheckpointStore, lastCheckpointLSN: UInt64?) -> Core {
+                                 store: CheckpointStore, lastCheckpointLSN: UInt64?, retention: RetentionSetting) -> Core {
         let writer = Writer(head: state, wal: wal, visibility: visibility, options: options)
         if options.role == .replica {
             writer.setAcceptsWrites(false, reason: AeroError(.notPrimary, "this node is a replica", invariant: "A1"))
         }
         wal.setDurableHandler { lsn in visibility.publish(through: lsn) }
         return Core(wal: wal, writer: writer,
-                    checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN))
+                    checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN, retention: retention))
     }
 
     private var walOptions: WALOptions {
@@ -281,6 +295,11 @@ public final class Database: Sendable {
         return before
     }
 
+    /// What connected replicas still need; the replication layer sets it on a primary.
+    public func setRetentionFloor(_ floor: (any RetentionFloor)?) {
+        retention.set(floor)
+    }
+
     public func setCommitGate(_ gate: (any CommitGate)?) {
         commitGate.withLock { $0 = gate }
     }
@@ -378,7 +397,7 @@ public final class Database: Sendable {
             throw AeroError(.internalError, "a freshly installed log holds record \(record.lsn)")
         }
         let next = Self.makeCore(wal: wal, state: state, visibility: visibility, options: options, store: store,
-                                 lastCheckpointLSN: state.lsn)
+                                 lastCheckpointLSN: state.lsn, retention: retention)
         core.withLock { $0 = next }
         visibility.reset(to: state)
     }
@@ -520,11 +539,13 @@ actor CheckpointRunner {
     private let wal: WriteAheadLog
     private(set) var lastLSN: UInt64?
     private(set) var lastError: AeroError?
+    private let retention: RetentionSetting
 
-    init(store: CheckpointStore, wal: WriteAheadLog, lastLSN: UInt64?) {
+    init(store: CheckpointStore, wal: WriteAheadLog, lastLSN: UInt64?, retention: RetentionSetting) {
         self.store = store
         self.wal = wal
         self.lastLSN = lastLSN
+        self.retention = retention
     }
 
     func run(_ state: DatabaseState) throws -> UInt64 {
@@ -532,7 +553,7 @@ actor CheckpointRunner {
         do {
             _ = try store.write(state)
             lastLSN = state.lsn
-            if let oldestKept = try store.prune() { try wal.recycle(through: oldestKept) }
+            if let oldestKept = try store.prune() { try wal.recycle(through: oldestKept, retainFrom: retention.lsn) }
             lastError = nil
             return state.lsn
         } catch {

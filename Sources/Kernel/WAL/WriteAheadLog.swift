@@ -566,14 +566,23 @@ public final class WriteAheadLog: Sendable {
     /// The oldest LSN still in the segment files.
     public var oldestLSN: UInt64 { state.withLock { $0.segments.first?.firstLSN ?? ($0.last.lsn + 1) } }
 
-    /// Removes segments whose records are all <= `lsn` (never the segment being written).
-    public func recycle(through lsn: UInt64) throws {
+    /// Removes segments whose records are all <= `lsn` (never the segment being written). With
+    /// `retainFrom`, segments holding records >= it are kept too, at most `extraMax` of them
+    /// (a connected replica still reading them).
+    public func recycle(through lsn: UInt64, retainFrom floor: UInt64? = nil,
+                        extraMax: Int = KernelLimits.walSegmentsRetainedForReplicasMax) throws {
         let obsolete = state.withLock { s -> [UInt64] in
             var out: [UInt64] = []
             for (i, segment) in s.segments.enumerated().dropLast() where s.segments[i + 1].firstLSN <= lsn + 1 {
                 out.append(segment.index)
             }
-            return out
+            guard let floor else { return out }
+            let needed = out.filter { index in
+                let i = s.segments.firstIndex { $0.index == index }!
+                return s.segments[i + 1].firstLSN > floor
+            }
+            let kept = Set(needed.suffix(extraMax))
+            return out.filter { !kept.contains($0) }
         }
         guard !obsolete.isEmpty else { return }
         for index in obsolete {

@@ -119,6 +119,13 @@ final class AckTracker: Sendable {
     }
 }
 
+/// What the primary's WAL keeps for connected replicas: everything after the least flushed one.
+struct ReplicaRetention: RetentionFloor {
+    let tracker: AckTracker
+
+    var lsn: UInt64? { tracker.all.values.min().map { $0 + 1 } }
+}
+
 /// The commit gate of `sync` and `all` modes: `needed` replica flushes within the timeout.
 struct ReplicaFlushGate: CommitGate {
     let tracker: AckTracker

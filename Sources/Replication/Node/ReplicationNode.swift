@@ -126,6 +126,7 @@ public actor ReplicationNode {
         precondition(isPrimary, "only the node the marker names takes the primary role")
         acks.unfence()
         database.setCommitGate(commitGate())
+        database.setRetentionFloor(ReplicaRetention(tracker: acks))
         database.setAcceptsWrites(true)
         watcherTask?.cancel()
         watcherTask = Task { await self.watchPeers() }

@@ -137,4 +137,27 @@ import Testing
         #expect(fromDisk.count == 302)
         await reopened.close()
     }
+
+    @Test func recyclingKeepsWhatAConnectedReplicaStillNeedsWithinTheBound() async throws {
+        let dir = TemporaryDirectory()
+        let options = WALOptions(directory: dir.path + "/wal", segmentBytes: 64 << 10, engine: .pwrite, preallocateInBackground: false)
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        var last = LogPosition.origin
+        for k in 0..<600 {
+            last = try wal.append(type: .transaction, epoch: 1, timestampMicros: Int64(k), payload: [UInt8](repeating: 7, count: 900))
+        }
+        try await wal.waitDurable(last.lsn)
+        #expect(try wal.read(from: 1, maxBytes: 1).first?.lsn == 1)
+        // A replica at LSN 100 keeps the segments from the one holding 100 on...
+        try wal.recycle(through: 500, retainFrom: 100)
+        #expect(wal.oldestLSN <= 100)
+        #expect(try wal.read(from: 100, maxBytes: 1).first?.lsn == 100)
+        // ...but only up to the bound: past it the replica is sent a checkpoint instead.
+        try wal.recycle(through: 500, retainFrom: 100, extraMax: 2)
+        #expect(wal.oldestLSN > 100)
+        #expect(throws: AeroError.self) { _ = try wal.read(from: 100, maxBytes: 1) }
+        try wal.recycle(through: 500)
+        #expect(wal.oldestLSN > 400 && wal.oldestLSN <= 501)
+        wal.close()
+    }
 }
