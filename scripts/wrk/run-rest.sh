@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Measures the REST surface of a release node with wrk (64 connections, loopback), the way the
 # supabase client calls it: GET by key, a filtered list of 20 rows, POST of one row (durable).
-# Usage: scripts/wrk/run-rest.sh [seconds]   (needs: swift build -c release; apt-get install wrk)
+# Usage: scripts/wrk/run-rest.sh [seconds]   (needs: swift build -c release, or AERODB_BIN; apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
-bin=$(swift build -c release --show-bin-path)/aerodb
+bin=${AERODB_BIN:-$(swift build -c release --show-bin-path)/aerodb}
 dir=$(mktemp -d /tmp/aerodb-wrk-XXXXXX)
 port=54390
 "$bin" init --dir "$dir/n1" --http 127.0.0.1:$port >/dev/null

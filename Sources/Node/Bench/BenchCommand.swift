@@ -21,6 +21,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(help: "commit, read, restart, or cluster (real nodes on loopback: replicated inserts, replica lag, promotion).") var workload: Workload = .commit
     @Option(help: "First port of the cluster workload (HTTP from here, replication from here + 100).") var portBase = 56100
+    @Option(help: "Promotions timed by the cluster workload.") var promotions = 20
     @Option(help: "Concurrent writers for the commit workload.") var writers = 1
     @Option(help: "Seconds to run the commit and read workloads.") var seconds = 5.0
     @Option(help: "Documents loaded for the read and restart workloads.") var documents = 100_000
@@ -39,7 +40,7 @@ struct BenchCommand: AsyncParsableCommand {
         case .commit: try await benchCommits(options)
         case .read: try await benchReads(options)
         case .restart: try await benchRestart(options)
-        case .cluster: try await ClusterBench(root: root, portBase: portBase, seconds: seconds).run()
+        case .cluster: try await ClusterBench(root: root, portBase: portBase, seconds: seconds, promotionRuns: promotions).run()
         }
     }
 

@@ -21,17 +21,18 @@ import Replication
 struct ClusterBench {
     /// Commit rate the lag workload paces its writers to (the issue asks for ~10k commits/s).
     static let lagTargetCommitsPerSecond = 10_000
-    static let promotionRuns = 20
 
     let root: String
     let portBase: Int
     let seconds: Double
+    let promotionRuns: Int
     let client: HTTPClient
 
-    init(root: String, portBase: Int, seconds: Double) {
+    init(root: String, portBase: Int, seconds: Double, promotionRuns: Int) {
         self.root = root
         self.portBase = portBase
         self.seconds = seconds
+        self.promotionRuns = promotionRuns
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -140,7 +141,7 @@ struct ClusterBench {
         var times: [Double] = []
         var reported: [Double] = []
         var primary = 0
-        for run in 0..<Self.promotionRuns {
+        for run in 0..<promotionRuns {
             let target = (primary + 1) % 3
             cluster.kill(primary)
             let t0 = DispatchTime.now().uptimeNanoseconds

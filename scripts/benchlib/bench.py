@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: AeroDB against PostgreSQL 15 and SQLite on this machine, in one run.
+
+Called by scripts/bench (which installs the packages and builds the release binary). Every
+workload runs AeroDB and its peer one after the other with the same durability (a commit returns
+after fdatasync on both sides) and prints one line per comparison, exactly:
+
+    RATIO <workload> aerodb/<peer> = <x.xx> (aerodb <value> <unit>, <peer> <value> <unit>)
+
+where a ratio above 1 always means AeroDB is better (latencies are inverted). Every figure also
+goes to a JSON file (.bench/results-<UTC time>.json). PostgreSQL runs from Debian's binaries as
+the `postgres` user in a temporary directory on 127.0.0.1 ports 55440-55442, stopped at the end.
+No figure here is ever an assertion; see docs/BENCHMARKS.md.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+PG_PORTS = (55440, 55441)
+RESULTS = {"machine": {}, "workloads": {}}
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def ratio(workload, peer, ours, theirs, unit, higher_is_better=True):
+    x = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else 0.0
+    print(f"RATIO {workload} aerodb/{peer} = {x:.2f} (aerodb {ours:.6g} {unit}, {peer} {theirs:.6g} {unit})", flush=True)
+    RESULTS["workloads"].setdefault(workload, {})[peer] = {
+        "aerodb": ours, peer: theirs, "unit": unit, "ratio": round(x, 3), "higher_is_better": higher_is_better}
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw).stdout
+
+
+def field(pattern, text, what):
+    m = re.search(pattern, text)
+    if not m:
+        raise RuntimeError(f"{what}: no match for {pattern!r} in:\n{text}")
+    return float(m.group(1))
+
+
+# ----------------------------------------------------------------------------- AeroDB
+
+class AeroDB:
+    def __init__(self, binary, scratch):
+        self.binary, self.scratch = binary, scratch
+
+    def bench(self, *args):
+        return run([self.binary, "bench", "--dir", tempfile.mkdtemp(dir=self.scratch), *args])
+
+    def commits(self, writers, seconds):
+        out = self.bench("--workload", "commit", "--writers", str(writers), "--seconds", str(seconds))
+        return field(r"rate=(\d+)/s", out, "aerodb commit")
+
+    def reads(self, documents, seconds):
+        out = self.bench("--workload", "read", "--documents", str(documents), "--seconds", str(seconds))
+        planned = field(r"rate=(\d+)/s \(query", out, "aerodb read")
+        return planned
+
+    def restart(self, documents):
+        out = self.bench("--workload", "restart", "--documents", str(documents))
+        return field(r"wal_replay=([\d.]+)s", out, "aerodb restart"), field(r"([\d.]+) MB/s", out, "aerodb replay rate")
+
+    def cluster(self, seconds, promotions):
+        return self.bench("--workload", "cluster", "--seconds", str(seconds), "--promotions", str(promotions),
+                          "--port-base", "56200")
+
+    def idle_rss_kb(self):
+        d = tempfile.mkdtemp(dir=self.scratch)
+        run([self.binary, "init", "--dir", d + "/n", "--http", "127.0.0.1:56390"])
+        p = subprocess.Popen([self.binary, "start", "--dir", d + "/n"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(3)
+            return rss_kb(p.pid)
+        finally:
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+def as_postgres(cmd, **kw):
+    return run(["runuser", "-u", "postgres", "--", *cmd], **kw)
+
+
+class Postgres:
+    """One PostgreSQL 15 instance in a temporary directory, on 127.0.0.1."""
+
+    BASE_CONFIG = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{sock}'
+shared_buffers = 256MB
+max_connections = 100
+fsync = on
+synchronous_commit = on
+wal_level = replica
+max_wal_senders = 8
+hot_standby = on
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+"""
+
+    def __init__(self, root, name, port):
+        self.root, self.dir, self.port = root, f"{root}/{name}", port
+        self.log = f"{root}/{name}.log"
+
+    def init(self):
+        as_postgres([f"{PGBIN}/initdb", "-D", self.dir, "-A", "trust", "-U", "postgres", "--no-sync"])
+        self.configure()
+
+    def configure(self, extra=""):
+        with open(f"{self.dir}/postgresql.conf", "a") as f:
+            f.write(self.BASE_CONFIG.format(port=self.port, sock=self.root) + extra)
+
+    def start(self):
+        as_postgres([f"{PGBIN}/pg_ctl", "-D", self.dir, "-l", self.log, "-w", "-t", "60", "start"])
+
+    def stop(self, mode="fast"):
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{PGBIN}/pg_ctl", "-D", self.dir, "-m", mode, "-w", "stop"],
+                       capture_output=True, stdin=subprocess.DEVNULL)
+
+    def sql(self, query):
+        return run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-At",
+                    "-v", "ON_ERROR_STOP=1", "-c", query]).strip()
+
+    def pgbench(self, script, clients, seconds, rate=None):
+        path = f"{self.root}/bench-{time.monotonic_ns()}.sql"
+        with open(path, "w") as f:
+            f.write(script)
+        os.chmod(path, 0o644)
+        cmd = [f"{PGBIN}/pgbench", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-n", "-M", "prepared",
+               "-f", path, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "postgres"]
+        if rate:
+            cmd[cmd.index("-T"):cmd.index("-T")] = ["-R", str(rate)]
+        out = run(cmd)
+        return field(r"tps = ([\d.]+)", out, "pgbench")
+
+    def reset_docs(self):
+        self.sql("DROP TABLE IF EXISTS docs; CREATE TABLE docs(id bigserial PRIMARY KEY, n bigint, body text)")
+
+    def backend_rss_kb(self):
+        pid = int(open(f"{self.dir}/postmaster.pid").readline())
+        children = run(["ps", "-o", "pid=", "--ppid", str(pid)]).split()
+        return rss_kb(pid) + sum(rss_kb(int(c)) for c in children if os.path.exists(f"/proc/{c}"))
+
+
+INSERT = "INSERT INTO docs(n, body) VALUES (1, repeat('x', 980));\n"
+
+
+def replica_of(primary, name, port, synchronous):
+    replica = Postgres(primary.root, name, port)
+    as_postgres([f"{PGBIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                 "-D", replica.dir, "-R", "-X", "stream", "-c", "fast"])
+    with open(f"{replica.dir}/postgresql.auto.conf", "a") as f:
+        f.write(f"primary_conninfo = 'host=127.0.0.1 port={primary.port} user=postgres application_name={name}'\n")
+    replica.configure()
+    replica.start()
+    for _ in range(200):
+        if primary.sql(f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{name}' AND state = 'streaming'") == "1":
+            break
+        time.sleep(0.05)
+    if synchronous:
+        primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+        primary.sql("SELECT pg_reload_conf()")
+        for _ in range(100):
+            if primary.sql(f"SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'") == "sync":
+                break
+            time.sleep(0.05)
+    return replica
+
+
+# ----------------------------------------------------------------------------- SQLite
+
+class SQLite:
+    def __init__(self, binary, scratch):
+        self.binary, self.scratch = binary, scratch
+
+    def _db(self):
+        return tempfile.mkdtemp(dir=self.scratch) + "/bench.db"
+
+    def commits(self, threads, seconds):
+        return field(r"rate=(\d+)", run([self.binary, "commit", self._db(), str(threads), str(seconds)]), "sqlite commit")
+
+    def reads(self, documents, seconds):
+        return field(r"rate=(\d+)", run([self.binary, "read", self._db(), str(documents), str(seconds)]), "sqlite read")
+
+
+# ----------------------------------------------------------------------------- workloads
+
+def w_commit(ctx, writers):
+    name = f"commit_{writers}w"
+    ours = ctx.aerodb.commits(writers, ctx.seconds)
+    ctx.pg.reset_docs()
+    theirs = ctx.pg.pgbench(INSERT, writers, ctx.seconds)
+    ratio(name, "postgresql", ours, theirs, "commits/s")
+    ratio(name, "sqlite", ours, ctx.sqlite.commits(writers, ctx.seconds), "commits/s")
+
+
+def w_point_read(ctx):
+    docs = 100_000
+    ours = ctx.aerodb.reads(docs, ctx.seconds)
+    ratio("point_read", "sqlite", ours, ctx.sqlite.reads(docs, ctx.seconds), "reads/s")
+    ctx.pg.reset_docs()
+    ctx.pg.sql(f"INSERT INTO docs(n, body) SELECT g, repeat('x', 980) FROM generate_series(1, {docs}) g")
+    theirs = ctx.pg.pgbench(f"\\set k random(1, {docs})\nSELECT n, body FROM docs WHERE id = :k;\n", 1, ctx.seconds)
+    ratio("point_read", "postgresql", ours, theirs, "reads/s")
+
+
+def w_rest(ctx):
+    out = run(["scripts/wrk/run-rest.sh", str(ctx.seconds)], env={**os.environ, "AERODB_BIN": ctx.aerodb.binary})
+    rates = [float(x) for x in re.findall(r"Requests/sec:\s+([\d.]+)", out)]
+    if len(rates) != 3:
+        raise RuntimeError(f"run-rest.sh printed:\n{out}")
+    ctx.pg.reset_docs()
+    ctx.pg.sql("INSERT INTO docs(n, body) SELECT g, repeat('x', 980) FROM generate_series(1, 10000) g")
+    pg_get = ctx.pg.pgbench("\\set k random(1, 10000)\nSELECT n, body FROM docs WHERE id = :k;\n", 64, ctx.seconds)
+    pg_insert = ctx.pg.pgbench(INSERT, 64, ctx.seconds)
+    ratio("rest_get", "postgresql", rates[0], pg_get, "req/s (aerodb over HTTP with wrk, postgresql pgbench at 64 clients)")
+    ratio("rest_insert", "postgresql", rates[2], pg_insert, "req/s (aerodb over HTTP with wrk, postgresql pgbench at 64 clients)")
+
+
+def cluster_figures(ctx):
+    if ctx.cluster_out is None:
+        log("aerodb cluster workload (kernel and HTTP inserts, lag, promotions)")
+        ctx.cluster_out = ctx.aerodb.cluster(ctx.seconds, ctx.promotions)
+        RESULTS["aerodb_cluster_output"] = ctx.cluster_out.splitlines()
+    return ctx.cluster_out
+
+
+def w_sync_commit(ctx):
+    out = cluster_figures(ctx)
+    ours = field(r"kernel inserts sync\s+8 writers:\s+(\d+)", out, "aerodb sync 8 writers")
+    ctx.pg.reset_docs()
+    replica = replica_of(ctx.pg, "replica1", PG_PORTS[1], synchronous=True)
+    try:
+        theirs = ctx.pg.pgbench(INSERT, 8, ctx.seconds)
+    finally:
+        ctx.pg.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        ctx.pg.sql("SELECT pg_reload_conf()")
+        replica.stop("immediate")
+        shutil.rmtree(replica.dir, ignore_errors=True)
+    ratio("sync_commit_8w", "postgresql", ours, theirs, "commits/s")
+
+
+def w_replica_lag(ctx):
+    out = cluster_figures(ctx)
+    m = re.search(r"kernel replica visibility lag at (\d+) commits/s.*?p50 ([\d.]+) ms\s+p99 ([\d.]+) ms", out)
+    if not m:
+        raise RuntimeError(f"no lag line in:\n{out}")
+    ours_p50, ours_p99 = float(m.group(2)), float(m.group(3))
+    import psycopg
+    ctx.pg.reset_docs()
+    replica = replica_of(ctx.pg, "replica1", PG_PORTS[1], synchronous=False)
+    samples = []
+    try:
+        ctx.pg.sql("CREATE TABLE IF NOT EXISTS probe(id bigserial PRIMARY KEY, at double precision)")
+        load = threading.Thread(target=lambda: ctx.pg.pgbench(INSERT, 8, ctx.seconds, rate=10_000))
+        load.start()
+        with psycopg.connect(f"host=127.0.0.1 port={ctx.pg.port} user=postgres dbname=postgres", autocommit=True) as p, \
+             psycopg.connect(f"host=127.0.0.1 port={replica.port} user=postgres dbname=postgres", autocommit=True) as r:
+            end = time.monotonic() + ctx.seconds - 0.5
+            while time.monotonic() < end:
+                (pid,) = p.execute("INSERT INTO probe(at) VALUES (0) RETURNING id").fetchone()
+                t0 = time.monotonic()
+                while r.execute("SELECT 1 FROM probe WHERE id = %s", (pid,)).fetchone() is None:
+                    pass
+                samples.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.01)
+        load.join()
+    finally:
+        replica.stop("immediate")
+        shutil.rmtree(replica.dir, ignore_errors=True)
+    samples.sort()
+    p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+    RESULTS["workloads"].setdefault("replica_lag", {})["postgresql_samples"] = len(samples)
+    ratio("replica_lag", "postgresql", ours_p99, p99, "ms p99 (aerodb p50 %.2f, postgresql p50 %.2f)" % (ours_p50, p50),
+          higher_is_better=False)
+
+
+def w_promote(ctx):
+    out = cluster_figures(ctx)
+    m = re.search(r"promotion to first accepted write \((\d+) runs.*?p50 ([\d.]+) ms\s+max ([\d.]+) ms", out)
+    if not m:
+        raise RuntimeError(f"no promotion line in:\n{out}")
+    ours_p50, ours_max = float(m.group(2)), float(m.group(3))
+    times = []
+    for run_number in range(ctx.promotions):
+        replica = replica_of(ctx.pg, f"promo{run_number}", PG_PORTS[1], synchronous=False)
+        ctx.pg.stop("immediate")
+        t0 = time.monotonic()
+        as_postgres([f"{PGBIN}/pg_ctl", "-D", replica.dir, "-W", "promote"])
+        while True:
+            try:
+                replica.sql("INSERT INTO docs(n, body) VALUES (0, 'promoted')")
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.001)
+        times.append((time.monotonic() - t0) * 1000)
+        replica.stop("immediate")
+        shutil.rmtree(replica.dir, ignore_errors=True)
+        ctx.pg.start()
+    times.sort()
+    ratio("promote", "postgresql", ours_p50, times[len(times) // 2], f"ms p50 over {len(times)} runs", higher_is_better=False)
+    ratio("promote_max", "postgresql", ours_max, times[-1], f"ms max over {len(times)} runs", higher_is_better=False)
+
+
+def w_recovery(ctx):
+    docs = ctx.recovery_documents
+    ours_s, ours_rate = ctx.aerodb.restart(docs)
+    ctx.pg.reset_docs()
+    ctx.pg.sql("CHECKPOINT")
+    before = ctx.pg.sql("SELECT pg_current_wal_lsn()")
+    ctx.pg.sql(f"INSERT INTO docs(n, body) SELECT g, repeat('x', 980) FROM generate_series(1, {docs}) g")
+    wal_bytes = int(ctx.pg.sql(f"SELECT pg_current_wal_lsn() - '{before}'::pg_lsn"))
+    ctx.pg.stop("immediate")
+    t0 = time.monotonic()
+    ctx.pg.start()
+    theirs_s = time.monotonic() - t0
+    ratio("recovery", "postgresql", ours_s, theirs_s, f"s to restart after {docs} documents", higher_is_better=False)
+    ratio("recovery_replay", "postgresql", ours_rate, wal_bytes / 1e6 / theirs_s, "MB/s of WAL replayed")
+
+
+def w_idle_rss(ctx):
+    ours = ctx.aerodb.idle_rss_kb() / 1024
+    time.sleep(2)
+    theirs = ctx.pg.backend_rss_kb() / 1024
+    ratio("idle_rss", "postgresql", ours, theirs, "MB resident at idle", higher_is_better=False)
+
+
+WORKLOADS = {
+    "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
+    "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
+    "recovery": w_recovery, "idle_rss": w_idle_rss,
+}
+
+
+class Context:
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs: the whole set in under 5 minutes")
+    ap.add_argument("--only", choices=sorted(WORKLOADS), help="one workload")
+    ap.add_argument("--aerodb", required=True, help="the release aerodb binary")
+    ap.add_argument("--sqlite-bench", required=True, help="the compiled scripts/benchlib/sqlite_bench.c")
+    ap.add_argument("--out", default=".bench")
+    args = ap.parse_args()
+    ctx = Context()
+    ctx.seconds = 3 if args.quick else 10
+    ctx.promotions = 5 if args.quick else 20
+    ctx.recovery_documents = 100_000 if args.quick else 1_000_000
+    ctx.cluster_out = None
+    scratch = tempfile.mkdtemp(prefix="aerodb-bench-")
+    os.chmod(scratch, 0o755)
+    shutil.chown(scratch, "postgres", "postgres")
+    ctx.aerodb = AeroDB(args.aerodb, scratch)
+    ctx.sqlite = SQLite(args.sqlite_bench, scratch)
+    ctx.pg = Postgres(scratch, "primary", PG_PORTS[0])
+    RESULTS["machine"] = {"nproc": os.cpu_count(), "uname": " ".join(os.uname()), "quick": args.quick,
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    failed = []
+    try:
+        ctx.pg.init()
+        ctx.pg.start()
+        for name in ([args.only] if args.only else list(WORKLOADS)):
+            log(f"workload {name}")
+            try:
+                WORKLOADS[name](ctx)
+            except Exception as e:  # report and go on: one broken workload must not hide the others
+                failed.append(name)
+                log(f"workload {name} FAILED: {e}")
+                RESULTS["workloads"].setdefault(name, {})["error"] = str(e)
+    finally:
+        ctx.pg.stop("fast")
+        shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(args.out, exist_ok=True)
+    path = f"{args.out}/results-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    with open(path, "w") as f:
+        json.dump(RESULTS, f, indent=1)
+    log(f"figures: {path}")
+    if failed:
+        log(f"failed workloads: {', '.join(failed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
