@@ -2,6 +2,8 @@
  * kernel): WAL mode, synchronous=FULL (a commit returns after fsync), one connection per thread.
  *   sqlite_bench commit DB THREADS SECONDS   -> "rate=<commits/s> p50=<us> p99=<us>"
  *   sqlite_bench read DB DOCUMENTS SECONDS    -> "rate=<reads/s>" (random keys, 1 thread)
+ *   sqlite_bench fsync FILE 1 SECONDS         -> "rate=<appends/s>": the raw floor, one 4 KiB pwrite +
+ *                                                fdatasync per append into a preallocated, zeroed file
  * Documents are ~1 KiB like AeroDB's bench: (id TEXT PRIMARY KEY, n INTEGER, body TEXT). */
 #include <pthread.h>
 #include <sqlite3.h>
@@ -9,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 static char body[981];
 static double seconds;
@@ -126,6 +130,25 @@ static int read_bench(long documents) {
     return 0;
 }
 
+static int fsync_bench(void) {
+    const long blocks = 16384; /* 64 MiB, like a WAL segment */
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { perror("open"); return 1; }
+    static char block[4096];
+    for (long i = 0; i < blocks; i++) if (pwrite(fd, block, sizeof block, i * 4096) != sizeof block) { perror("pwrite"); return 1; }
+    fsync(fd);
+    memset(block, 'x', sizeof block);
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9);
+    long n = 0;
+    while (now_ns() < end) {
+        if (pwrite(fd, block, sizeof block, (n % blocks) * 4096) != sizeof block || fdatasync(fd) != 0) { perror("write"); return 1; }
+        n++;
+    }
+    printf("rate=%.0f\n", n / ((now_ns() - start) / 1e9));
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 5) { fprintf(stderr, "usage: sqlite_bench commit|read DB N SECONDS\n"); return 2; }
     memset(body, 'x', 980);
@@ -133,6 +156,7 @@ int main(int argc, char **argv) {
     seconds = atof(argv[4]);
     if (strcmp(argv[1], "commit") == 0) return commit(atoi(argv[3]) > 256 ? 256 : atoi(argv[3]));
     if (strcmp(argv[1], "read") == 0) return read_bench(atol(argv[3]));
+    if (strcmp(argv[1], "fsync") == 0) return fsync_bench();
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 2;
 }

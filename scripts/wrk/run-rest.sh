@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-10}
 bin=${AERODB_BIN:-$(swift build -c release --show-bin-path)/aerodb}
 dir=$(mktemp -d /tmp/aerodb-wrk-XXXXXX)
-port=54390
+port=30490  # below the ephemeral port range
 "$bin" init --dir "$dir/n1" --http 127.0.0.1:$port >/dev/null
 "$bin" start --dir "$dir/n1" 2>/dev/null &
 pid=$!

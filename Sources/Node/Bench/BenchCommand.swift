@@ -20,7 +20,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     @Option(help: "commit, read, restart, or cluster (real nodes on loopback: replicated inserts, replica lag, promotion).") var workload: Workload = .commit
-    @Option(help: "First port of the cluster workload (HTTP from here, replication from here + 100).") var portBase = 56100
+    /// Below Linux's ephemeral range (32768-60999), so no outgoing connection holds a node's port.
+    @Option(help: "First port of the cluster workload (HTTP from here, replication from here + 100).") var portBase = 30100
     @Option(help: "Promotions timed by the cluster workload.") var promotions = 20
     @Option(help: "Concurrent writers for the commit workload.") var writers = 1
     @Option(help: "Seconds to run the commit and read workloads.") var seconds = 5.0

@@ -149,7 +149,11 @@ struct ClusterBench {
             guard status == 200 else { throw CommandFailure("promotion \(run) refused: \(JSON.encodeString(report))") }
             let doc = BenchCommand.document("promote-\(run)", run)
             let body = JSON.encode(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string("bench"), "doc": doc])])]))
-            while try await post(cluster.url(target) + "/admin/v1/transactions", cluster.key, body) != 200 {}
+            var attempts = 0
+            while try await post(cluster.url(target) + "/admin/v1/transactions", cluster.key, body) != 200 {
+                attempts += 1
+                guard attempts < 10_000 else { throw CommandFailure("promotion \(run): the new primary accepted no write") }
+            }
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
             if case .float(let ms)? = report["elapsed_ms"] { reported.append(ms) }
             try await cluster.start(primary)  // it learns the new epoch and follows
@@ -184,10 +188,10 @@ struct ClusterBench {
         return (Int(response.status.code), (try? JSON.parse(Array(bytes.readableBytesView))) ?? .null)
     }
 
-    func get(_ url: String, _ key: String) async throws -> (Int, JSONValue) {
+    func get(_ url: String, _ key: String, timeoutMillis: Int64 = 30_000) async throws -> (Int, JSONValue) {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "apikey", value: key)
-        let response = try await client.execute(request, timeout: .seconds(30))
+        let response = try await client.execute(request, timeout: .milliseconds(timeoutMillis))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), (try? JSON.parse(Array(bytes.readableBytesView))) ?? .null)
     }
@@ -239,7 +243,10 @@ final class BenchCluster: @unchecked Sendable {
         try process.run()
         processes[i] = process
         for _ in 0..<300 {
-            if let (status, _) = try? await bench.get(url(i) + "/ready", key), status == 200 { return }
+            if let (status, _) = try? await bench.get(url(i) + "/ready", key, timeoutMillis: 500), status == 200 { return }
+            guard process.isRunning else {
+                throw CommandFailure("bench node \(members[i].nodeID) exited with \(process.terminationStatus) at start (port \(members[i].http) in use?)")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailure("bench node \(members[i].nodeID) did not become ready")
@@ -248,7 +255,7 @@ final class BenchCluster: @unchecked Sendable {
     /// Waits until node i reports that it streams from `primary`.
     func waitFollowing(_ i: Int, primary: Int) async throws {
         for _ in 0..<200 {
-            if let (_, status) = try? await bench.get(url(i) + "/admin/v1/status", key),
+            if let (_, status) = try? await bench.get(url(i) + "/admin/v1/status", key, timeoutMillis: 500),
                status["replication"]?["state"]?.stringValue == "streaming from \(members[primary].nodeID)" {
                 return
             }
