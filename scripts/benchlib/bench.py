@@ -166,6 +166,10 @@ checkpoint_timeout = 30min
         out = run(cmd)
         return field(r"tps = ([\d.]+)", out, "pgbench")
 
+    def discard(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def reset_docs(self):
         self.sql("DROP TABLE IF EXISTS docs; CREATE TABLE docs(id bigserial PRIMARY KEY, n bigint, body text)")
 
@@ -265,6 +269,13 @@ def cluster_figures(ctx):
     return ctx.cluster_out
 
 
+def cluster_match(ctx, pattern, what):
+    m = re.search(pattern, cluster_figures(ctx))
+    if not m:
+        raise RuntimeError(f"no {what} line in:\n{ctx.cluster_out}")
+    return m
+
+
 def w_sync_commit(ctx):
     out = cluster_figures(ctx)
     ours = field(r"kernel inserts sync\s+8 writers:\s+(\d+)", out, "aerodb sync 8 writers")
@@ -275,16 +286,12 @@ def w_sync_commit(ctx):
     finally:
         ctx.pg.sql("ALTER SYSTEM RESET synchronous_standby_names")
         ctx.pg.sql("SELECT pg_reload_conf()")
-        replica.stop("immediate")
-        shutil.rmtree(replica.dir, ignore_errors=True)
+        replica.discard()
     ratio("sync_commit_8w", "postgresql", ours, theirs, "commits/s")
 
 
 def w_replica_lag(ctx):
-    out = cluster_figures(ctx)
-    m = re.search(r"kernel replica visibility lag at (\d+) commits/s.*?p50 ([\d.]+) ms\s+p99 ([\d.]+) ms", out)
-    if not m:
-        raise RuntimeError(f"no lag line in:\n{out}")
+    m = cluster_match(ctx, r"kernel replica visibility lag at (\d+) commits/s.*?p50 ([\d.]+) ms\s+p99 ([\d.]+) ms", "lag")
     ours_p50, ours_p99 = float(m.group(2)), float(m.group(3))
     import psycopg
     ctx.pg.reset_docs()
@@ -306,8 +313,7 @@ def w_replica_lag(ctx):
                 time.sleep(0.01)
         load.join()
     finally:
-        replica.stop("immediate")
-        shutil.rmtree(replica.dir, ignore_errors=True)
+        replica.discard()
     samples.sort()
     p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
     RESULTS["workloads"].setdefault("replica_lag", {})["postgresql_samples"] = len(samples)
@@ -317,10 +323,7 @@ def w_replica_lag(ctx):
 
 
 def w_promote(ctx):
-    out = cluster_figures(ctx)
-    m = re.search(r"promotion to first accepted write \((\d+) runs.*?p50 ([\d.]+) ms\s+max ([\d.]+) ms", out)
-    if not m:
-        raise RuntimeError(f"no promotion line in:\n{out}")
+    m = cluster_match(ctx, r"promotion to first accepted write \((\d+) runs.*?p50 ([\d.]+) ms\s+max ([\d.]+) ms", "promotion")
     ours_p50, ours_max = float(m.group(2)), float(m.group(3))
     ctx.pg.reset_docs()
     times = []
@@ -340,8 +343,7 @@ def w_promote(ctx):
                     time.sleep(0.001)
             times.append((time.monotonic() - t0) * 1000)
         finally:
-            replica.stop("immediate")
-            shutil.rmtree(replica.dir, ignore_errors=True)
+            replica.discard()
             ctx.pg.start()
     times.sort()
     note = f"command to first accepted write after killing the primary, {len(times)} runs"
