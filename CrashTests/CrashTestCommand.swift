@@ -53,6 +53,7 @@ struct DiskCommand: AsyncParsableCommand {
             violations += outcome.violations
             ran += 1
             for v in outcome.violations.prefix(5) { print("VIOLATION \(v)") }
+            if let history = outcome.minimalHistory { print(history) }
         }
         let elapsed = Double(clock.monotonicNanos() - started) / 1e9
         if json {

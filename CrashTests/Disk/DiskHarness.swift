@@ -22,6 +22,8 @@ struct DiskHarness {
     struct Outcome {
         var crashStates = 0
         var violations: [String] = []
+        /// The first violation's shortest reproducing workload, printed with the summary.
+        var minimalHistory: String?
     }
 
     /// What goes wrong in one crash run.
@@ -36,6 +38,7 @@ struct DiskHarness {
     }
 
     /// One workload: reference run, then crash runs at random cut points, cycling through faults.
+    /// The first violation is shrunk to the shortest workload prefix that still shows it.
     func run(cutPoints: Int) async throws -> Outcome {
         let workload = Workload(seed: seed, operations: operationsPerWorkload)
         let reference = try await referenceRun(workload)
@@ -44,25 +47,71 @@ struct DiskHarness {
         for cutNumber in 0..<cutPoints {
             let fault = sabotage == nil ? Fault.allCases[cutNumber % Fault.allCases.count] : .powerCut
             let cut = 1 + random.next(below: max(1, reference.diskOperations))
-            let disk = CrashDisk()
             let failSync = fault == .flushError ? 1 + random.next(below: max(1, reference.syncs)) : nil
-            let acked = await crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync)
-            for image in 0..<imagesPerCrash {
+            let crash = Crash(fault: fault, cut: cut, failSync: failSync)
+            let results = await crash.images(imagesPerCrash, of: workload, reference: reference, harness: self)
+            for (image, label, violation) in results {
                 outcome.crashStates += 1
-                var imageRandom = SeededRandom(seed: seed &+ UInt64(cut) &* 31 &+ UInt64(image))
-                let crashed = disk.crashImage(random: &imageRandom, keepAllPending: image == 0)
-                var flipped: String?
-                if fault == .bitFlip { flipped = crashed.flipRandomBit(random: &imageRandom) }
-                let label = "seed \(seed) \(fault.rawValue) after disk operation \(cut)"
-                    + (failSync.map { " (sync \($0) fails)" } ?? "") + (flipped.map { " (flipped \($0))" } ?? "")
-                    + " image \(image)"
-                let violation = fault == .bitFlip
-                    ? await checkNeverLoadsDamage(crashed, reference: reference)
-                    : await check(crashed, acked: acked, reference: reference)
-                if let violation { outcome.violations.append("\(label): \(violation)") }
+                guard let violation else { continue }
+                outcome.violations.append("seed \(seed) \(label): \(violation)")
+                if outcome.minimalHistory == nil {
+                    outcome.minimalHistory = await shrink(workload, crash, image: image)
+                }
             }
         }
         return outcome
+    }
+
+    /// A crash run's parameters: with the workload's seed they reproduce it exactly.
+    struct Crash {
+        let fault: Fault
+        let cut: Int
+        let failSync: Int?
+
+        /// Runs the workload on a disk that fails this way; checks `count` crash images.
+        func images(_ count: Int, of workload: Workload, reference: Reference, harness: DiskHarness,
+                    only: Int? = nil) async -> [(Int, String, String?)] {
+            let disk = CrashDisk()
+            let acked = await harness.crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync)
+            var out: [(Int, String, String?)] = []
+            for image in 0..<count where only == nil || only == image {
+                var imageRandom = SeededRandom(seed: harness.seed &+ UInt64(cut) &* 31 &+ UInt64(image))
+                let crashed = disk.crashImage(random: &imageRandom, keepAllPending: image == 0)
+                var flipped: String?
+                if fault == .bitFlip { flipped = crashed.flipRandomBit(random: &imageRandom) }
+                let label = "\(fault.rawValue) after disk operation \(cut)"
+                    + (failSync.map { " (sync \($0) fails)" } ?? "") + (flipped.map { " (flipped \($0))" } ?? "")
+                    + " image \(image)"
+                let violation = fault == .bitFlip
+                    ? await harness.checkNeverLoadsDamage(crashed, reference: reference)
+                    : await harness.check(crashed, acked: acked, reference: reference)
+                out.append((image, label, violation))
+            }
+            return out
+        }
+    }
+
+    /// The shortest prefix of the workload whose crash run (same fault, cut and image) still
+    /// violates: what to replay to reproduce it, step by step.
+    private func shrink(_ workload: Workload, _ crash: Crash, image: Int) async -> String {
+        var shortest = workload.steps.count
+        var low = 1, high = workload.steps.count - 1
+        while low <= high {
+            let n = (low + high) / 2
+            let prefix = Workload(steps: Array(workload.steps.prefix(n)))
+            let violates: Bool
+            if let reference = try? await referenceRun(prefix) {
+                violates = await crash.images(image + 1, of: prefix, reference: reference, harness: self, only: image)
+                    .contains { $0.2 != nil }
+            } else {
+                violates = false
+            }
+            if violates { shortest = n; high = n - 1 } else { low = n + 1 }
+        }
+        let steps = workload.steps.prefix(shortest).enumerated().map { "  \($0.offset + 1). \($0.element.summary)" }
+        return "minimal history (seed \(seed), \(crash.fault.rawValue) after disk operation \(crash.cut)"
+            + (crash.failSync.map { ", sync \($0) fails" } ?? "") + ", image \(image)): \(shortest) of \(workload.steps.count) steps\n"
+            + steps.joined(separator: "\n")
     }
 
     struct Reference {
@@ -82,7 +131,7 @@ struct DiskHarness {
         return options
     }
 
-    private func referenceRun(_ workload: Workload) async throws -> Reference {
+    func referenceRun(_ workload: Workload) async throws -> Reference {
         let disk = CrashDisk()
         let db = try await Database.open(options(disk))
         var reference = Reference()
@@ -99,7 +148,7 @@ struct DiskHarness {
 
     /// Runs the workload on a disk that loses power after `cutAfter` operations (in the middle
     /// of whatever the kernel is doing then). Returns the last acknowledged LSN.
-    private func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?) async -> UInt64 {
+    func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?) async -> UInt64 {
         disk.setFaults(CrashDisk.Faults(failSyncAt: failSyncAt, crashAfterOperations: cutAfter, sabotage: sabotage))
         guard let db = try? await Database.open(options(disk)) else { return 0 }
         var acked = db.snapshot().lsn
@@ -115,7 +164,7 @@ struct DiskHarness {
     /// Bit flips: a refusal naming the damage, or exactly some committed state. A flip in the
     /// last acknowledged record looks like a torn write (as in every WAL) and may cost that
     /// record; what must never happen is loading damaged data.
-    private func checkNeverLoadsDamage(_ disk: CrashDisk, reference: Reference) async -> String? {
+    func checkNeverLoadsDamage(_ disk: CrashDisk, reference: Reference) async -> String? {
         let db: Database
         do {
             db = try await Database.open(options(disk))
@@ -132,7 +181,7 @@ struct DiskHarness {
         return StateComparison.difference(recovered, expected).map { "damaged data loaded: \($0)" }
     }
 
-    private func check(_ disk: CrashDisk, acked: UInt64, reference: Reference) async -> String? {
+    func check(_ disk: CrashDisk, acked: UInt64, reference: Reference) async -> String? {
         let db: Database
         do {
             db = try await Database.open(options(disk))

@@ -13,6 +13,17 @@ struct Workload {
         case commit(JSONValue)
         case checkpoint
 
+        /// One line for a printed history.
+        var summary: String {
+            switch self {
+            case .schema(let s): return "create collection \(JSON.encodeString(s).prefix(160))"
+            case .addIndex(let c, let index): return "add index on \(c): \(JSON.encodeString(index))"
+            case .dropIndex(let c, let name): return "drop index \(name) on \(c)"
+            case .commit(let tx): return "commit \(JSON.encodeString(tx).prefix(200))"
+            case .checkpoint: return "checkpoint"
+            }
+        }
+
         /// Runs the step; returns the LSN it made durable.
         func run(on db: Database) async throws -> UInt64 {
             switch self {
@@ -26,6 +37,8 @@ struct Workload {
     }
 
     let steps: [Step]
+
+    init(steps: [Step]) { self.steps = steps }
 
     init(seed: UInt64, operations: Int) {
         var random = SeededRandom(seed: seed)
