@@ -70,7 +70,8 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         cluster.stop(2)
         var behind: [String] = []
         for round in 0..<2 {
-            for t in 0..<8 { behind += try await bulkInsert(cluster, 0, prefix: "e\(round)-\(t)", count: 100) }
+            // ~6 KiB per transaction: 20 of them cross a 64 KiB segment boundary before the first checkpoint.
+            for t in 0..<20 { behind += try await bulkInsert(cluster, 0, prefix: "e\(round)-\(t)", count: 100) }
             #expect(try await cluster.admin(0, "POST", "checkpoint").status == 200)
         }
         try await cluster.start(2)

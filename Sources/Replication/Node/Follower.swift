@@ -44,7 +44,7 @@ extension ReplicationNode {
             if Task.isCancelled || divergence != nil { break }
             try? await Task.sleep(for: .milliseconds(Self.reconnectMillis))
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
-                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer probe", byFollower: true)
+                await learnLogged(epoch: newer.epoch, primary: newer.primary, from: "peer probe", byFollower: true)
             }
         }
     }

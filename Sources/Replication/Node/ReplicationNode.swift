@@ -169,6 +169,17 @@ public actor ReplicationNode {
         startFollower()
     }
 
+    /// `learn` from a background loop: a failure to record the epoch durably is logged (local
+    /// writes already stopped before the marker write was tried; the loop tries again).
+    func learnLogged(epoch: UInt64, primary: String, from source: String, byFollower: Bool = false) async {
+        do {
+            try await learn(epoch: epoch, primary: primary, from: source, byFollower: byFollower)
+        } catch {
+            logger.error("could not record a newer epoch durably", metadata: ["epoch": "\(epoch)", "primary": "\(primary)",
+                                                                            "error": "\(error)"])
+        }
+    }
+
     /// Leaves the primary role: refuses local writes with `refusal`, fails commits still waiting
     /// for replicas with `inDoubt`, stops the peer watch. The marker is the caller's to replace.
     func stepDown(refusing refusal: AeroError, inDoubt: AeroError) {
@@ -190,7 +201,7 @@ public actor ReplicationNode {
     func watchPeers() async {
         while !Task.isCancelled && isPrimary {
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
-                try? await learn(epoch: newer.epoch, primary: newer.primary, from: "peer watch")
+                await learnLogged(epoch: newer.epoch, primary: newer.primary, from: "peer watch")
                 return
             }
             try? await Task.sleep(for: .milliseconds(Self.peerWatchMillis))
