@@ -4,9 +4,6 @@
 // killed by pid when the run ends.
 
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Kernel
 import LiveCluster
 
@@ -127,18 +124,11 @@ final class KilledNode: @unchecked Sendable {
     }
 
     static func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw AeroError(.internalError, "aerodb \(arguments.first ?? "") exited with \(process.terminationStatus)")
+        let (status, output) = try LiveCluster.run(binary, arguments)
+        guard status == 0 else {
+            throw AeroError(.internalError, "aerodb \(arguments.first ?? "") exited with \(status)")
         }
-        return String(decoding: data, as: UTF8.self)
+        return output
     }
 
     func start() async throws {
@@ -169,13 +159,7 @@ final class KilledNode: @unchecked Sendable {
     }
 
     private func request(_ method: String, _ path: String, _ body: JSONValue?) async throws -> (status: Int, body: JSONValue?) {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)" + path)!)
-        request.httpMethod = method
-        request.timeoutInterval = 10
-        request.setValue("Bearer \(serviceKey)", forHTTPHeaderField: "Authorization")
-        if let body { request.httpBody = Data(JSON.encode(body)) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        return (status, data.isEmpty ? nil : try? JSON.parse(Array(data)))
+        let answer = try await HTTPAnswer.fetch(method, "http://127.0.0.1:\(port)" + path, body, key: serviceKey)
+        return (answer.status, answer.body)
     }
 }

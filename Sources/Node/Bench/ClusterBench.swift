@@ -94,7 +94,7 @@ struct ClusterBench {
             let paced = try await run(32, pace: Self.lagTargetCommitsPerSecond)
             let lag = await node.status()["replicas"]?.arrayValue?.first?["visibility_lag_ms"]
             print(String(format: "kernel replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
-                         paced.rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"]), text(lag?["p99"]), text(lag?["max"]), text(lag?["samples"])))
+                         paced.rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"], decimals: 2), text(lag?["p99"], decimals: 2), text(lag?["max"], decimals: 2), text(lag?["samples"])))
         }
         for writers in [1, 8, 32] {
             let result = try await run(writers, pace: nil)
@@ -129,7 +129,7 @@ struct ClusterBench {
         let replica = status["replication"]?["replicas"]?.arrayValue?.first
         let lag = replica?["visibility_lag_ms"]
         print(String(format: "replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
-                     rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"]), text(lag?["p99"]), text(lag?["max"]), text(lag?["samples"])))
+                     rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"], decimals: 2), text(lag?["p99"], decimals: 2), text(lag?["max"], decimals: 2), text(lag?["samples"])))
     }
 
     /// Kill the primary, promote the next node, time until a write is accepted there; restart
@@ -194,14 +194,6 @@ struct ClusterBench {
         let response = try await client.execute(request, timeout: .milliseconds(timeoutMillis))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), (try? JSON.parse(Array(bytes.readableBytesView))) ?? .null)
-    }
-
-    private func text(_ value: JSONValue?) -> String {
-        switch value {
-        case .float(let x)?: return String(format: "%.2f", x)
-        case .int(let n)?: return String(n)
-        default: return "-"
-        }
     }
 }
 

@@ -256,10 +256,11 @@ struct CommandFailure: Error, CustomStringConvertible {
 
 private func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
 
-private func text(_ value: JSONValue?) -> String {
+/// A JSON value as the CLI and the bench print it (floats with `decimals` digits, "-" for none).
+func text(_ value: JSONValue?, decimals: Int = 1) -> String {
     switch value {
     case .int(let n)?: return String(n)
-    case .float(let x)?: return String(format: "%.1f", x)
+    case .float(let x)?: return String(format: "%.\(decimals)f", x)
     case .string(let s)?: return s
     case .bool(let b)?: return String(b)
     default: return "-"

@@ -98,7 +98,6 @@ extension ReplicationNode {
     private func setFollowerState(_ text: String) { followerState = text }
 
     private func halt(diverged message: String) {
-        divergence = message
         divergedReason.withLock { $0 = message }
         followerState = "diverged"
         logger.error("this node's history diverged from the primary's: run `aerodb rejoin`", metadata: ["detail": "\(message)"])

@@ -49,7 +49,6 @@ extension ReplicationNode {
     public func promote(force: Bool) async -> PromotionReport {
         let started = DispatchTime.now()
         var report = PromotionReport()
-        defer { _ = report }
         func finish(_ r: PromotionReport) -> PromotionReport {
             var r = r
             r.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
@@ -171,7 +170,6 @@ extension ReplicationNode {
         acks.reset()
         try adopt(epoch: epoch, primary: config.nodeID)
         let fork = try await database.advanceEpoch(to: epoch)
-        divergence = nil
         divergedReason.withLock { $0 = nil }
         takePrimaryRole()
         logger.notice("promoted to primary", metadata: ["epoch": "\(epoch)", "fork_lsn": "\(fork.lsn)"])

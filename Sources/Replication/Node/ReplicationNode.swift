@@ -42,8 +42,6 @@ public actor ReplicationNode {
     var watcherTask: Task<Void, Never>?
     var serverTask: Task<Void, Never>?
     var followerState = "idle"
-    /// Set when the primary refused this node's history (A4); cleared only by a rejoin.
-    var divergence: String?
     var replicas: [String: ReplicaProgress] = [:]
     var nextSessionID = 0
 
@@ -244,7 +242,7 @@ public actor ReplicationNode {
 
     public func state() -> NodeState {
         NodeState(isPrimary: isPrimary, epoch: marker.epoch, primary: marker.primary, durable: database.durablePosition,
-                  applied: database.snapshot().lsn, detail: divergence.map { "diverged: \($0)" } ?? followerState)
+                  applied: database.snapshot().lsn, detail: stateDetail)
     }
 
     /// This node's replication status for `/admin/v1/status`.
@@ -254,7 +252,7 @@ public actor ReplicationNode {
         var o: [String: JSONValue] = [
             "role": .string(isPrimary ? "primary" : "replica"), "epoch": .int(Int64(marker.epoch)),
             "primary": .string(marker.primary), "commit_mode": .string(config.commitMode.rawValue),
-            "state": .string(divergence.map { "diverged: \($0)" } ?? followerState),
+            "state": .string(stateDetail),
         ]
         if isPrimary {
             o["replicas"] = .array(config.peers.map { peer in
@@ -295,6 +293,12 @@ public actor ReplicationNode {
     /// Set while this node's history is refused by the primary: its data may hold commits that
     /// were never acknowledged, so it serves no reads until `aerodb rejoin` (P2, A4).
     public nonisolated let divergedReason = Mutex<String?>(nil)
+
+    /// Why the primary refused this node's history (A4), cleared only by a promotion or rejoin.
+    nonisolated var divergence: String? { divergedReason.withLock { $0 } }
+
+    /// The follower's state, or why the node halted.
+    var stateDetail: String { divergence.map { "diverged: \($0)" } ?? followerState }
 }
 
 extension ReplicationNode {

@@ -46,7 +46,7 @@ extension ReplicationNode {
                     guard case .forkQuery(let positions)? = try await messages.next() else { return }
                     try await outbound.write(await forkPoint(positions))
                 case .follow:
-                    try await follow(hello, channel: channel, messages: &messages, outbound: outbound)
+                    try await follow(hello, messages: &messages, outbound: outbound)
                 }
             }
         } catch {
@@ -105,7 +105,7 @@ extension ReplicationNode {
                        message: "position \(hello.position) is not on the history of \(config.nodeID): \(why); run `aerodb rejoin`")
     }
 
-    private nonisolated func follow(_ hello: ReplicationMessage.Hello, channel: ReplicationChannel,
+    private nonisolated func follow(_ hello: ReplicationMessage.Hello,
                                     messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
                                     outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
         let admission = try await admit(hello)
@@ -139,7 +139,6 @@ extension ReplicationNode {
             await acked(hello.nodeID, session: session, received: received, durable: durable, applied: applied)
             if sender.isCancelled { break }
         }
-        _ = channel
     }
 
     /// Sends durable records as they appear, and a heartbeat when idle, until this node is no
