@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CLiburing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CNuma", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
         .target(
             name: "Kernel",
             dependencies: ["CLiburing", "CZlib", "CNuma"],
@@ -46,7 +47,7 @@ let package = Package(
         .target(
             name: "BaaS",
             dependencies: [
-                "Kernel",
+                "Kernel", "CArgon2",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -19,8 +19,8 @@ public protocol ClusterView: Sendable {
 }
 
 public enum AdminAPI {
-    public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView) -> Router<BasicRequestContext> {
-        let router = Router()
+    public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView) -> Router<AeroRequestContext> {
+        let router = Router(context: AeroRequestContext.self)
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database))
         router.get("/health") { _, _ in HTTPJSON.response(.object(["status": .string("ok")])) }
@@ -89,7 +89,7 @@ public enum AdminAPI {
         return router
     }
 
-    private static func addDataRoutes(_ admin: RouterGroup<BasicRequestContext>, database: Database, keys: KeyChecker,
+    private static func addDataRoutes(_ admin: RouterGroup<AeroRequestContext>, database: Database, keys: KeyChecker,
                                       cluster: any ClusterView) {
         admin.post("transactions") { request, _ in
             try await guarded(request, keys) {

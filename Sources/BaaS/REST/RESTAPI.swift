@@ -10,7 +10,7 @@ import Kernel
 import NIOCore
 
 enum RESTAPI {
-    static func register(on router: Router<BasicRequestContext>, database: Database, keys: KeyChecker, cluster: any ClusterView) {
+    static func register(on router: Router<AeroRequestContext>, database: Database, keys: KeyChecker, cluster: any ClusterView) {
         let rest = router.group("rest/v1")
         rest.get("/") { request, _ in await guarded(request, keys) { try openAPI(database) } }
         rest.post("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
@@ -43,7 +43,7 @@ enum RESTAPI {
 
     // MARK: Reads
 
-    private static func read(_ request: Request, _ context: BasicRequestContext, _ database: Database, head: Bool) throws -> Response {
+    private static func read(_ request: Request, _ context: AeroRequestContext, _ database: Database, head: Bool) throws -> Response {
         let snapshot = database.snapshot()
         let schema = try collection(context, snapshot)
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
@@ -80,7 +80,7 @@ enum RESTAPI {
         return body(JSON.encode(.array(rows)), "application/json", headers, head: head)
     }
 
-    private static func collection(_ context: BasicRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
+    private static func collection(_ context: AeroRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
         let name = try context.parameters.require("collection")
         guard let data = snapshot.state.collections[name] else {
             throw AeroError(.collectionNotFound, "Could not find the table 'public.\(name)' in the schema cache")
@@ -116,7 +116,7 @@ enum RESTAPI {
 
     // MARK: Writes
 
-    private static func insert(_ request: Request, _ context: BasicRequestContext, _ database: Database) async throws -> Response {
+    private static func insert(_ request: Request, _ context: AeroRequestContext, _ database: Database) async throws -> Response {
         let snapshot = database.snapshot()
         let schema = try collection(context, snapshot)
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
@@ -148,7 +148,7 @@ enum RESTAPI {
                            database: database, status: .created)
     }
 
-    private static func modify(_ request: Request, _ context: BasicRequestContext, _ database: Database,
+    private static func modify(_ request: Request, _ context: AeroRequestContext, _ database: Database,
                                delete: Bool) async throws -> Response {
         let schema = try collection(context, database.snapshot())
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
@@ -193,7 +193,7 @@ enum RESTAPI {
 
     // MARK: rpc and OpenAPI
 
-    private static func rpcMissing(_ context: BasicRequestContext) throws -> Response {
+    private static func rpcMissing(_ context: AeroRequestContext) throws -> Response {
         let name = try context.parameters.require("name")
         return RESTError.response(code: "PGRST202", message: "Could not find the function public.\(name) in the schema cache",
                                   details: "callable functions are not built yet (the functions issue provides them)",

@@ -143,8 +143,10 @@ public final class Database: Sendable {
         try await commit(try WriteOperation.parseList(request))
     }
 
-    public func commit(_ operations: [WriteOperation]) async throws -> CommitResult {
-        let (lsn, changes) = try writer.commit(operations)
+    /// `check` (if any) sees every change before the record is written and may refuse the
+    /// transaction (row-level-security `with check` conditions).
+    public func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws -> CommitResult {
+        let (lsn, changes) = try writer.commit(operations, check: check)
         try await waitVisible(lsn)
         checkpointIfDue()
         return CommitResult(lsn: lsn, changes: changes)

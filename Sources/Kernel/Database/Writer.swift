@@ -14,8 +14,8 @@ final class Writer: Sendable {
         state = Mutex(WriterState(head: head, wal: wal, visibility: visibility, options: options))
     }
 
-    func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
-        try state.withLock { try $0.commit(operations) }
+    func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) throws -> (UInt64, [DocumentChange]) {
+        try state.withLock { try $0.commit(operations, check: check) }
     }
 
     func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
@@ -72,11 +72,12 @@ struct WriterState: ~Copyable {
         self.options = options
     }
 
-    mutating func commit(_ operations: [WriteOperation]) throws -> (UInt64, [DocumentChange]) {
+    mutating func commit(_ operations: [WriteOperation], check: (any ChangeCheck)?) throws -> (UInt64, [DocumentChange]) {
         if let refusal { throw refusal }
         var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: options.query)
         for operation in operations { try builder.apply(operation) }
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
+        if let check { for change in builder.changes { try check.check(change) } }
         try checkMemory(builder.state)
         let payload = TransactionRecord.encode(builder.changes)
         guard payload.count <= KernelLimits.transactionBytesMax else {

@@ -10,7 +10,7 @@ import NIOCore
 import Replication
 
 enum ClusterRoutes {
-    static func add(to router: Router<BasicRequestContext>, replication: ReplicationNode, keys: KeyChecker, logger: Logger) {
+    static func add(to router: Router<AeroRequestContext>, replication: ReplicationNode, keys: KeyChecker, logger: Logger) {
         let cluster = router.group("admin/v1/cluster")
         cluster.get("status") { request, _ in
             try await AdminAPI.guarded(request, keys) { HTTPJSON.response(await replication.clusterStatus()) }
