@@ -4,6 +4,7 @@
 
 import Hummingbird
 import Kernel
+import Logging
 
 /// What the HTTP front ends need to know of the node's place in the cluster. The Node module
 /// implements it over the replication layer; BaaS never sees replication's internals.
@@ -19,10 +20,12 @@ public protocol ClusterView: Sendable {
 }
 
 public enum AdminAPI {
-    public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView) -> Router<AeroRequestContext> {
+    public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
+                              logger: Logger) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
         router.add(middleware: LogRequestsMiddleware(.info))
-        router.add(middleware: ClusterMiddleware(cluster: cluster, database: database))
+        router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
+        router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))
         router.get("/health") { _, _ in HTTPJSON.response(.object(["status": .string("ok")])) }
         router.get("/ready") { _, _ in
             if let failure = database.failure { return HTTPErrors.response(failure) }
@@ -40,7 +43,7 @@ public enum AdminAPI {
         }
         admin.post("collections") { request, _ in
             try await guarded(request, keys) {
-                let (schema, lsn) = try await database.createCollection(try await HTTPJSON.body(request))
+                let (schema, lsn) = try await database.createCollection(try userSchema(try await HTTPJSON.body(request)))
                 return HTTPJSON.response(schema.json, status: .created, lsn: lsn)
             }
         }
@@ -85,7 +88,10 @@ public enum AdminAPI {
             }
         }
         addDataRoutes(admin, database: database, keys: keys, cluster: cluster)
+        addLogRoutes(admin, database: database, keys: keys)
         RESTAPI.register(on: router, database: database, keys: keys, cluster: cluster)
+        let service = try AuthService(database: database, settings: auth, secret: keys.secret, clock: keys.clock, logger: logger)
+        AuthAPI.register(on: router, service: service, keys: keys)
         return router
     }
 
@@ -121,6 +127,38 @@ public enum AdminAPI {
         }
     }
 
+    /// The dev outbox and the audit log, newest first: `?limit=` (default 50, at most
+    /// `KernelLimits.queryLimitMax`), outbox `?to=<address>`, audit `?action=<name>`.
+    private static func addLogRoutes(_ admin: RouterGroup<AeroRequestContext>, database: Database, keys: KeyChecker) {
+        admin.get("outbox") { request, _ in
+            try await guarded(request, keys) {
+                try recent(AuthCollections.outbox, time: "created_at", filterField: "to", parameter: "to", request, database, key: "messages")
+            }
+        }
+        admin.get("audit") { request, _ in
+            try await guarded(request, keys) {
+                try recent(AuthCollections.audit, time: "at", filterField: "action", parameter: "action", request, database, key: "events")
+            }
+        }
+    }
+
+    private static func recent(_ collection: String, time: String, filterField: String, parameter: String, _ request: Request,
+                               _ database: Database, key: String) throws -> Response {
+        let q = AuthAPI.query(request)
+        let limit = try q["limit"].map { text -> Int in
+            guard let n = Int(text), n > 0 else { throw AeroError(.requestInvalid, "limit must be a positive integer") }
+            return min(n, KernelLimits.queryLimitMax)
+        } ?? 50
+        let snapshot = database.snapshot()
+        guard snapshot.state.collections[collection] != nil else {
+            return HTTPJSON.response(.object([key: .array([])]), lsn: snapshot.lsn)
+        }
+        let filter = q[parameter].map { Filter.compare(field: filterField, op: .eq, value: .string($0)) }
+        let order = filter == nil ? [Sort(field: time, direction: .desc)] : [Sort(field: filterField), Sort(field: time, direction: .desc)]
+        let rows = try snapshot.query(Query(collection: collection, filter: filter, order: order, limit: limit)).rows
+        return HTTPJSON.response(.object([key: .array(rows.map { .object($0) })]), lsn: snapshot.lsn)
+    }
+
     private static func status(_ database: Database, _ cluster: any ClusterView) async throws -> Response {
         let s = await database.status()
         let now = SystemClock().nowMicros()
@@ -138,6 +176,14 @@ public enum AdminAPI {
         body["last_checkpoint_lsn"] = s.lastCheckpointLSN.map { .int(Int64($0)) } ?? .null
         if let error = s.lastCheckpointError { body["last_checkpoint_error"] = .string(error.description) }
         return HTTPJSON.response(.object(body), lsn: s.appliedLSN)
+    }
+
+    /// A schema for a user collection: names starting with `_` are reserved for the system.
+    static func userSchema(_ schema: JSONValue) throws -> JSONValue {
+        if case .string(let name)? = schema["name"], SystemCollections.isSystem(name) {
+            throw AeroError(.schemaInvalid, "collection names starting with _ are reserved for system collections")
+        }
+        return schema
     }
 
     /// Checks the service key, runs the handler, and turns any error into the error shape.

@@ -76,7 +76,7 @@ enum Migrations {
             throw AeroError(.requestInvalid, "a step is an object with exactly one key")
         }
         switch (kind, value) {
-        case ("create_collection", _): _ = try await database.createCollection(value)
+        case ("create_collection", _): _ = try await database.createCollection(try AdminAPI.userSchema(value))
         case ("drop_collection", .string(let name)): _ = try await database.dropCollection(name)
         case ("add_index", _):
             _ = try await database.addIndex(collection: try string(value, "collection"), value["index"] ?? .null)

@@ -11,14 +11,4 @@ public enum APIKeys {
         JWT.sign(.object(["role": .string(role), "iss": .string("aerodb"), "iat": .int(nowSeconds),
                           "exp": .int(nowSeconds + lifetimeSeconds)]), secret: secret)
     }
-
-    /// The role of a verified key or token; AERO_AUTH_UNAUTHORIZED when it does not verify
-    /// or names no role we know.
-    public static func role(of token: String, secret: [UInt8], nowSeconds: Int64) throws -> String {
-        let claims = try JWT.verify(token, secret: secret, nowSeconds: nowSeconds)
-        guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
-            throw AeroError(.unauthorized, "token has no known role")
-        }
-        return role
-    }
 }

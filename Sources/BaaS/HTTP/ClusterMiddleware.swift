@@ -4,9 +4,10 @@
 //   current LSN in `X-AeroDB-LSN` (retry, or read from the primary). P2: reads never lie.
 // - A diverged replica (A4) answers every data request with 503 AERO_REPL_DIVERGED: its state
 //   may hold commits that were never acknowledged.
-// - Write forwarding: on a replica, a write is sent to the primary unchanged (headers and
-//   body); the primary's answer is returned once this node has applied the commit it names in
-//   `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
+// - Write forwarding: on a replica, a write (REST and admin writes, every auth POST/PUT/DELETE
+//   and GET /auth/v1/verify, which consumes a code) is sent to the primary unchanged (headers
+//   and body, including the signed client address); the primary's answer (2xx or a redirect)
+//   is returned once this node has applied the commit it names in `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
 //   request carries `X-AeroDB-Forwarded-By` and is never forwarded again.
 
 import AsyncHTTPClient
@@ -32,9 +33,11 @@ extension HTTPLimits {
     public static let forwardApplyWaitMillis: Int64 = 5_000
 }
 
-struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
+struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let cluster: any ClusterView
     let database: Database
+    /// Signs the client's address on forwarded requests (ClientAddressMiddleware).
+    let secret: [UInt8]
 
     /// Admin routes that are POSTs but read or act on this node only: never forwarded.
     static var localAdminPaths: Set<String> {
@@ -59,23 +62,27 @@ struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
             }
         }
         if isWrite(request), request.headers[ClusterHTTP.forwardedHeader] == nil, let primary = cluster.primaryHTTP() {
-            return await forward(request, to: primary)
+            return await forward(request, to: primary, clientIP: context.clientIP)
         }
         return try await next(request, context)
     }
 
     private func isWrite(_ request: Request) -> Bool {
-        guard [.post, .patch, .put, .delete].contains(request.method) else { return false }
         let path = request.uri.path
-        if path.hasPrefix("/rest/v1/") { return true }
+        if path == "/auth/v1/verify" || path == "/auth/v1/reauthenticate" { return true }  // GETs that consume or issue codes
+        guard [.post, .patch, .put, .delete].contains(request.method) else { return false }
+        if path.hasPrefix("/rest/v1/") || path.hasPrefix("/auth/v1/") { return true }
         return path.hasPrefix("/admin/v1/") && !Self.localAdminPaths.contains(path) && !path.hasPrefix("/admin/v1/cluster")
     }
 
     private func errorResponse(_ request: Request, _ error: AeroError) -> Response {
-        request.uri.path.hasPrefix("/rest/v1") ? RESTError.response(error) : HTTPErrors.response(error)
+        let path = request.uri.path
+        if path.hasPrefix("/rest/v1") { return RESTError.response(error) }
+        if path.hasPrefix("/auth/v1") { return AuthErrorResponse.response(error, request: request) }
+        return HTTPErrors.response(error)
     }
 
-    private func forward(_ request: Request, to primary: String) async -> Response {
+    private func forward(_ request: Request, to primary: String, clientIP: String?) async -> Response {
         var request = request
         let body: ByteBuffer
         do {
@@ -85,9 +92,11 @@ struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
         outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength && field.name != .connection {
+        for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
+            && field.name != .connection && field.name != ClientAddress.header {
             outbound.headers.add(name: field.name.rawName, value: field.value)
         }
+        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, secret: secret)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
         outbound.body = .bytes(body)
         let answer: HTTPClientResponse
@@ -104,7 +113,7 @@ struct ClusterMiddleware<Context: RequestContext>: RouterMiddleware {
             guard !["content-length", "transfer-encoding", "connection"].contains(name), let field = HTTPField.Name(header.name) else { continue }
             headers.append(HTTPField(name: field, value: header.value))
         }
-        if (200..<300).contains(Int(answer.status.code)), let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
+        if (200..<400).contains(Int(answer.status.code)), let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
             let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
             if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
         }

@@ -19,7 +19,8 @@ public enum HTTPErrors {
              .typeMismatch, .unknownField:
             return .badRequest
         case .unauthorized: return .unauthorized
-        case .forbidden: return .forbidden
+        case .forbidden, .policyViolation: return .forbidden
+        case .rateLimited: return .tooManyRequests
         case .collectionNotFound, .indexNotFound, .documentNotFound, .notFound: return .notFound
         case .collectionExists, .indexExists, .duplicateKey, .referenceViolation: return .conflict
         case .transactionTooLarge, .documentTooLarge: return .contentTooLarge
@@ -46,6 +47,7 @@ public enum HTTPErrors {
 
 public enum HTTPJSON {
     public static let lsnHeader = HTTPField.Name("X-AeroDB-LSN")!
+    static let emptyBodyMessage = "the request needs a JSON body"
 
     public static func response(_ value: JSONValue, status: HTTPResponse.Status = .ok, lsn: UInt64? = nil) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
@@ -62,36 +64,85 @@ public enum HTTPJSON {
         } catch {
             throw AeroError(.requestInvalid, "request body larger than \(HTTPLimits.requestBodyBytesMax) bytes or unreadable")
         }
-        guard buffer.readableBytes > 0 else { throw AeroError(.jsonInvalid, "the request needs a JSON body") }
+        guard buffer.readableBytes > 0 else { throw AeroError(.jsonInvalid, emptyBodyMessage) }
         return try buffer.readableBytesView.withContiguousStorageIfAvailable { try JSON.parse($0) }
             ?? JSON.parse(Array(buffer.readableBytesView))
     }
 }
 
-/// Checks API keys: `Authorization: Bearer <key>` or `apikey: <key>`.
+/// Who is calling: the verified claims of the API key or user access token.
+public struct Caller: Sendable {
+    public let role: String
+    public let claims: JSONValue
+
+    public var userID: String? { claims["sub"]?.stringValue }
+    public var sessionID: String? { claims["session_id"]?.stringValue }
+    public var isService: Bool { role == "service_role" }
+    public var email: String? { claims["email"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
+
+    public init(role: String, claims: JSONValue) {
+        self.role = role
+        self.claims = claims
+    }
+}
+
+/// Checks API keys and user access tokens: `Authorization: Bearer <token>` or `apikey: <key>`.
+/// A user token (role `authenticated`) must name its user and session, and the session must
+/// still exist on this node: signing out, refresh-token reuse and deleting the user revoke it.
 public struct KeyChecker: Sendable {
     let secret: [UInt8]
     let clock: any KernelClock
+    let database: Database?
 
-    public init(secret: [UInt8], clock: any KernelClock) {
+    public init(secret: [UInt8], clock: any KernelClock, database: Database? = nil) {
         self.secret = secret
         self.clock = clock
+        self.database = database
+    }
+
+    public static func bearer(_ request: Request) throws -> String? {
+        if let auth = request.headers[.authorization] {
+            guard auth.hasPrefix("Bearer ") || auth.hasPrefix("bearer ") else {
+                throw AeroError(.unauthorized, "Authorization must be Bearer <key>")
+            }
+            return String(auth.dropFirst(7))
+        }
+        return request.headers[HTTPField.Name("apikey")!]
+    }
+
+    /// The caller, or 401 when no valid key or token was sent.
+    public func caller(_ request: Request) throws -> Caller {
+        guard let token = try Self.bearer(request), !token.isEmpty else {
+            throw AeroError(.unauthorized, "an API key is required (Authorization: Bearer <key> or apikey: <key>)")
+        }
+        return try caller(token: token)
+    }
+
+    public func caller(token: String) throws -> Caller {
+        let nowSeconds = clock.nowMicros() / 1_000_000
+        let claims = try JWT.verify(token, secret: secret, nowSeconds: nowSeconds)
+        guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
+            throw AeroError(.unauthorized, "token has no known role")
+        }
+        if role == "authenticated" {
+            guard case .string(let sessionID)? = claims["session_id"], claims["sub"]?.stringValue != nil else {
+                throw AeroError(.unauthorized, "a user token needs sub and session_id claims")
+            }
+            if let database, !Self.sessionExists(sessionID, database) {
+                throw AeroError(.unauthorized, "the session of this token was revoked (signed out)")
+            }
+        }
+        return Caller(role: role, claims: claims)
+    }
+
+    static func sessionExists(_ id: String, _ database: Database) -> Bool {
+        let snapshot = database.snapshot()
+        guard snapshot.state.collections[AuthCollections.sessions] != nil, let key = UUIDText.normalize(id) else { return false }
+        return (try? snapshot.document(AuthCollections.sessions, key: .string(key))) != nil
     }
 
     /// The caller's role, or 401 when no valid key was sent.
-    public func role(_ request: Request) throws -> String {
-        var token: String?
-        if let auth = request.headers[.authorization] {
-            guard auth.hasPrefix("Bearer ") else { throw AeroError(.unauthorized, "Authorization must be Bearer <key>") }
-            token = String(auth.dropFirst(7))
-        } else if let key = request.headers[HTTPField.Name("apikey")!] {
-            token = key
-        }
-        guard let token, !token.isEmpty else {
-            throw AeroError(.unauthorized, "an API key is required (Authorization: Bearer <key> or apikey: <key>)")
-        }
-        return try APIKeys.role(of: token, secret: secret, nowSeconds: clock.nowMicros() / 1_000_000)
-    }
+    public func role(_ request: Request) throws -> String { try caller(request).role }
 
     /// 401 without a valid key, 403 with a valid key that is not the service role.
     public func requireServiceRole(_ request: Request) throws {

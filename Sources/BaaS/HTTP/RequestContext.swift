@@ -4,9 +4,17 @@
 import Hummingbird
 import NIOCore
 
-public struct AeroRequestContext: RequestContext, RemoteAddressRequestContext {
+/// A context that carries the client's address (set by ClientAddressMiddleware).
+public protocol ClientAddressContext: RequestContext {
+    var clientIP: String? { get set }
+}
+
+public struct AeroRequestContext: RequestContext, RemoteAddressRequestContext, ClientAddressContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The original client's address: the TCP peer, or the verified address a cluster node
+    /// forwarded the request for.
+    public var clientIP: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -82,7 +82,8 @@ enum RESTAPI {
 
     private static func collection(_ context: AeroRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
         let name = try context.parameters.require("collection")
-        guard let data = snapshot.state.collections[name] else {
+        // System collections (users, sessions, policies, audit...) are never served over REST.
+        guard !SystemCollections.isSystem(name), let data = snapshot.state.collections[name] else {
             throw AeroError(.collectionNotFound, "Could not find the table 'public.\(name)' in the schema cache")
         }
         return data.schema

@@ -27,7 +27,7 @@ enum RESTError {
         case .schemaViolation: return ("23502", .badRequest)
         case .queryInvalid, .requestInvalid, .jsonInvalid, .queryUnbounded: return ("PGRST100", .badRequest)
         case .unauthorized: return ("PGRST301", .unauthorized)
-        case .forbidden: return ("42501", .forbidden)
+        case .forbidden, .policyViolation: return ("42501", .forbidden)
         case .documentNotFound, .notFound: return ("PGRST116", .notFound)
         default: return (code.rawValue, HTTPErrors.status(of: code))
         }

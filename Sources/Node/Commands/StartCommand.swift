@@ -59,9 +59,16 @@ struct StartCommand: AsyncParsableCommand {
             logger.critical("replication did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
         }
-        let keys = KeyChecker(secret: secrets.jwtSecret, clock: clock)
+        let keys = KeyChecker(secret: secrets.jwtSecret, clock: clock, database: database)
         let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
-        let router = AdminAPI.router(database: database, keys: keys, cluster: view)
+        let router: Router<AeroRequestContext>
+        do {
+            if database.acceptsWrites { try await SystemCollections.ensureAll(in: database) }
+            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: config.auth, logger: logger)
+        } catch {
+            logger.critical("the HTTP front ends did not start", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
         ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)

@@ -7,6 +7,7 @@
 //               "replication":"127.0.0.1:55321","commit_mode":"sync","replica_wait_ms":5000,
 //               "cluster":[{"node_id":"n1","http":"127.0.0.1:54321","replication":"127.0.0.1:55321"}, ...]}
 // `cluster` lists every member, this node included; a node without it runs alone (commit mode async).
+// `auth` (optional) holds the /auth/v1 settings, e.g. {"mailer_autoconfirm":true} (docs/AUTH.md).
 // secrets.json: {"jwt_secret":"<base64url>","anon_key":"<jwt>","service_role_key":"<jwt>"}
 
 import BaaS
@@ -34,6 +35,9 @@ struct NodeConfig {
     var commitMode: CommitMode?
     /// How long a `sync`/`all` commit waits for replica flushes before it is in doubt.
     var replicaWaitMillis: Int64 = 5_000
+    /// The `auth` object as written (kept verbatim so `json` round-trips it) and its parse.
+    var authJSON: JSONValue?
+    var auth = AuthSettings()
 
     /// The commit mode in effect: as configured, else `sync` in a cluster and `async` alone.
     var effectiveCommitMode: CommitMode { commitMode ?? (members.count > 1 ? .sync : .async) }
@@ -50,6 +54,7 @@ struct NodeConfig {
         var o: [String: JSONValue] = ["replica_wait_ms": .int(replicaWaitMillis)]
         if let replication { o["replication"] = .string(replication) }
         if let commitMode { o["commit_mode"] = .string(commitMode.rawValue) }
+        if let authJSON { o["auth"] = authJSON }
         if !members.isEmpty {
             o["cluster"] = .array(members.map {
                 .object(["node_id": .string($0.nodeID), "http": .string($0.http), "replication": .string($0.replication.description)])
@@ -118,6 +123,9 @@ struct NodeConfig {
                 guard let mode = CommitMode(rawValue: s) else { throw invalid("commit_mode must be async, sync or all") }
                 config.commitMode = mode
             case ("replica_wait_ms", .int(let n)) where n > 0: config.replicaWaitMillis = n
+            case ("auth", let v):
+                config.authJSON = v
+                config.auth = try AuthSettings.parse(v)
             default: throw invalid("unknown or invalid setting \"\(key)\": \(JSON.encodeString(value))")
             }
         }

@@ -1,0 +1,106 @@
+// The system collections of `/auth/v1` (SPEC §3.2: system data lives in the kernel, so it is
+// durable, replicated and backed up like any data). Names start with `_`: the REST API never
+// serves them and user collections cannot take such names. Secrets are stored hashed:
+// passwords as argon2id, refresh tokens as SHA-256, one-time tokens as SHA-256 of email + code.
+// Deleting a user cascades to identities, sessions and their tokens; deleting a session
+// cascades to its refresh tokens (that is what revocation is).
+
+import Kernel
+
+enum AuthCollections {
+    static let users = "_auth_users"
+    static let identities = "_auth_identities"
+    static let sessions = "_auth_sessions"
+    static let refreshTokens = "_auth_refresh_tokens"
+    static let oneTimeTokens = "_auth_one_time_tokens"
+    static let outbox = "_auth_outbox"
+    static let audit = "_audit_log"
+
+    static func field(_ type: String, nullable: Bool = true, default value: String? = nil,
+                      references: String? = nil) -> JSONValue {
+        var o: [String: JSONValue] = ["type": .string(type)]
+        o["nullable"] = .bool(nullable)
+        if !nullable { o["required"] = .bool(value == nil) }
+        if let value { o["default"] = .string(value) }
+        if let references { o["references"] = .object(["collection": .string(references), "on_delete": .string("cascade")]) }
+        return .object(o)
+    }
+
+    static func index(_ name: String, _ fields: [String], unique: Bool = false) -> JSONValue {
+        .object(["name": .string(name), "fields": .array(fields.map(JSONValue.string)), "unique": .bool(unique)])
+    }
+
+    static func schema(_ name: String, key: String, _ fields: [String: JSONValue], _ indexes: [JSONValue]) -> JSONValue {
+        .object(["name": .string(name), "primary_key": .string(key), "fields": .object(fields), "indexes": .array(indexes)])
+    }
+
+    static let created = field("timestamp", nullable: false, default: "now()")
+
+    static var all: [JSONValue] {
+        [
+            schema(users, key: "id", [
+                "id": field("uuid", nullable: false), "aud": field("text", nullable: false), "role": field("text", nullable: false),
+                "email": field("text"), "phone": field("text"), "encrypted_password": field("text"),
+                "email_confirmed_at": field("timestamp"), "confirmation_sent_at": field("timestamp"),
+                "recovery_sent_at": field("timestamp"), "email_change_sent_at": field("timestamp"), "new_email": field("text"),
+                "invited_at": field("timestamp"), "last_sign_in_at": field("timestamp"), "banned_until": field("timestamp"),
+                "app_metadata": field("json", nullable: false), "user_metadata": field("json", nullable: false),
+                "is_anonymous": field("bool", nullable: false), "created_at": created, "updated_at": created,
+            ], [index("by_email", ["email"], unique: true), index("by_new_email", ["new_email"]), index("by_created", ["created_at"])]),
+            schema(identities, key: "id", [
+                "id": field("text", nullable: false), "user_id": field("uuid", nullable: false, references: users),
+                "provider": field("text", nullable: false), "provider_id": field("text", nullable: false),
+                "identity_data": field("json", nullable: false), "last_sign_in_at": field("timestamp"),
+                "created_at": created, "updated_at": created,
+            ], [index("by_user", ["user_id"])]),
+            schema(sessions, key: "id", [
+                "id": field("uuid", nullable: false), "user_id": field("uuid", nullable: false, references: users),
+                "aal": field("text", nullable: false), "amr": field("json", nullable: false), "ip": field("text"),
+                "user_agent": field("text"), "created_at": created, "updated_at": created,
+            ], [index("by_user", ["user_id"])]),
+            schema(refreshTokens, key: "id", [
+                "id": field("text", nullable: false), "session_id": field("uuid", nullable: false, references: sessions),
+                "user_id": field("uuid", nullable: false), "parent": field("text"), "revoked": field("bool", nullable: false),
+                "rotated_at": field("timestamp"), "created_at": created,
+            ], [index("by_session", ["session_id"])]),
+            schema(oneTimeTokens, key: "id", [
+                "id": field("text", nullable: false), "user_id": field("uuid", nullable: false, references: users),
+                "type": field("text", nullable: false), "email": field("text", nullable: false), "new_email": field("text"),
+                "expires_at": field("timestamp", nullable: false), "created_at": created,
+            ], [index("by_user", ["user_id"])]),
+            schema(outbox, key: "id", [
+                "id": field("uuid", nullable: false), "to": field("text", nullable: false), "subject": field("text", nullable: false),
+                "body": field("text", nullable: false), "type": field("text", nullable: false), "link": field("text"),
+                "created_at": created,
+            ], [index("by_created", ["created_at"]), index("by_to", ["to", "created_at"])]),
+            schema(audit, key: "id", [
+                "id": field("uuid", nullable: false), "at": created, "action": field("text", nullable: false),
+                "actor_id": field("text"), "actor_role": field("text"), "target": field("text"), "ip": field("text"),
+                "details": field("json"),
+            ], [index("by_at", ["at"]), index("by_action", ["action", "at"])]),
+        ]
+    }
+}
+
+/// Creates missing system collections (the primary at start, and lazily before a write, so a
+/// node upgraded in place gets them). Creating one that another request just created is fine.
+public enum SystemCollections {
+    static func ensure(_ schemas: [JSONValue], in database: Database) async throws {
+        for schema in schemas {
+            guard case .string(let name)? = schema["name"], database.snapshot().state.collections[name] == nil else { continue }
+            do {
+                _ = try await database.createCollection(schema)
+            } catch let error as AeroError where error.code == .collectionExists {
+                continue
+            }
+        }
+    }
+
+    /// Every system collection of the BaaS front ends; called by the node when it is primary.
+    public static func ensureAll(in database: Database) async throws {
+        try await ensure(AuthCollections.all, in: database)
+    }
+
+    /// Names starting with `_` belong to the system.
+    public static func isSystem(_ name: String) -> Bool { name.hasPrefix("_") }
+}

@@ -1,0 +1,159 @@
+// Email codes and links: sign-up confirmation, magic links and email OTP, recovery, email
+// change, invites, reauthentication. A code is `otp_length` digits, valid `otp_expiry` seconds,
+// single use; its link is `<node>/auth/v1/verify?token=<hash>&type=<type>&redirect_to=<url>`.
+// Mail goes to the dev outbox (`_auth_outbox`, GET /admin/v1/outbox) and to the log: SMTP is
+// not built yet. /recover and /otp answer the same whether or not the address is known.
+
+import Foundation
+import Kernel
+
+extension AuthService {
+    /// Which stored code types a verify of `type` accepts.
+    static func acceptedTokenTypes(_ type: String) -> [String]? {
+        switch type {
+        case "signup": return ["signup"]
+        case "invite": return ["invite"]
+        case "magiclink": return ["magiclink", "signup"]
+        case "email": return ["magiclink", "signup", "invite"]
+        case "recovery": return ["recovery"]
+        case "email_change": return ["email_change"]
+        default: return nil
+        }
+    }
+
+    func link(_ hash: String, type: String, _ request: AuthRequest) -> String {
+        let redirect = request.redirectTo ?? settings.siteURL
+        let encoded = redirect.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        return "\(request.baseURL)/auth/v1/verify?token=\(hash)&type=\(type)&redirect_to=\(encoded)"
+    }
+
+    /// The operations that issue a code of `type` to `email` and put the message in the outbox.
+    func confirmation(type: String, userID: String, email: String, newEmail: String? = nil,
+                      _ request: AuthRequest) throws -> [WriteOperation] {
+        let token = try issue(type: type, userID: userID, email: email, newEmail: newEmail)
+        let message = MailMessage.compose(type: type, to: email, code: token.code, link: link(token.hash, type: type, request))
+        logger.info("dev outbox: mail not sent (SMTP is not built); read it at GET /admin/v1/outbox",
+                    metadata: ["to": "\(email)", "type": "\(type)", "subject": "\(message.subject)"])
+        var ops = token.operations + [message.operation(now: store.now)]
+        if let field = Self.sentField(type) { ops.append(store.updateUser(userID, [field: store.now])) }
+        return ops
+    }
+
+    func issue(type: String, userID: String, email: String, newEmail: String? = nil) throws -> AuthStore.OneTimeToken {
+        try store.newOneTimeToken(userID: userID, type: type, email: email, newEmail: newEmail, length: settings.otpLength,
+                                  lifetimeSeconds: settings.otpExpirySeconds)
+    }
+
+    static func sentField(_ type: String) -> String? {
+        switch type {
+        case "signup": return "confirmation_sent_at"
+        case "recovery", "magiclink": return "recovery_sent_at"
+        case "email_change": return "email_change_sent_at"
+        case "invite": return "invited_at"
+        default: return nil
+        }
+    }
+
+    func sendCode(type: String, user: Document, email: String, _ request: AuthRequest) async throws {
+        try limitEmail(email)
+        let id = user["id"]!.stringValue!
+        let action = type == "recovery" ? "user_recovery_requested" : "user_confirmation_requested"
+        try await commit(try confirmation(type: type, userID: id, email: email, request) + [event(action, user: id, target: id, request)])
+    }
+
+    // MARK: Endpoints
+
+    func recover(_ body: JSONValue, _ request: AuthRequest) async throws {
+        try limit("otp", settings.rateLimits.otp, request)
+        let email = try validEmail(body["email"])
+        guard let user = try store.user(email: email) else { return }
+        try await sendCode(type: "recovery", user: user, email: email, request)
+    }
+
+    func otp(_ body: JSONValue, _ request: AuthRequest) async throws {
+        try limit("otp", settings.rateLimits.otp, request)
+        if body["phone"]?.stringValue != nil { throw AuthFailure.badRequest("phone_provider_disabled", "Phone OTP is not built yet") }
+        let email = try validEmail(body["email"])
+        if let user = try store.user(email: email) {
+            let confirmed = !(user["email_confirmed_at"]?.isNull ?? true)
+            return try await sendCode(type: confirmed ? "magiclink" : "signup", user: user, email: email, request)
+        }
+        guard body["create_user"]?.boolValue ?? true else {
+            throw AuthFailure.unprocessable("otp_disabled", "Signups not allowed for otp")
+        }
+        guard !settings.disableSignup else { throw AuthFailure.unprocessable("signup_disabled", "Signups not allowed for this instance") }
+        try limitEmail(email)
+        let (user, ops) = store.newUser(email: email, passwordHash: nil, confirmed: false, userMetadata: try Self.metadata(body, "data"))
+        let id = user["id"]!.stringValue!
+        try await commit(ops + (try confirmation(type: "signup", userID: id, email: email, request))
+            + [event("user_confirmation_requested", user: id, target: id, request)])
+    }
+
+    func resend(_ body: JSONValue, _ request: AuthRequest) async throws {
+        try limit("otp", settings.rateLimits.otp, request)
+        guard case .string(let type)? = body["type"], ["signup", "email_change"].contains(type) else {
+            throw AuthFailure.validation("resend supports type signup or email_change (phone is not built yet)")
+        }
+        let email = try validEmail(body["email"])
+        if type == "signup" {
+            guard let user = try store.user(email: email), user["email_confirmed_at"]?.isNull ?? true else { return }
+            return try await sendCode(type: "signup", user: user, email: email, request)
+        }
+        guard let user = try store.rows(AuthCollections.users, where: "email", equals: .string(email)).first
+            ?? (try currentPendingChange(email)), case .string(let newEmail)? = user["new_email"] else { return }
+        try limitEmail(newEmail)
+        let id = user["id"]!.stringValue!
+        try await commit(try confirmation(type: "email_change", userID: id, email: newEmail, request)
+            + [event("user_confirmation_requested", user: id, target: id, request)])
+    }
+
+    /// The user whose pending new address is `email` (resend of an email change by new address).
+    func currentPendingChange(_ email: String) throws -> Document? {
+        let snapshot = store.database.snapshot()
+        guard snapshot.state.collections[AuthCollections.users] != nil else { return nil }
+        return try snapshot.query(Query(collection: AuthCollections.users, filter: .compare(field: "new_email", op: .eq, value: .string(email)),
+                                        limit: 1)).rows.first
+    }
+
+    /// Verifies a code (`email` + `token`) or a link's `token_hash`; answers a session.
+    func verify(type: String, tokenHash: String?, email: String?, code: String?, _ request: AuthRequest) async throws -> JSONValue {
+        try limit("verify", settings.rateLimits.verify, request)
+        guard let accepted = Self.acceptedTokenTypes(type) else {
+            throw AuthFailure.validation("Verify requires a valid type (signup, invite, magiclink, email, recovery, email_change; phone is not built yet)")
+        }
+        let hash: String
+        if let tokenHash, !tokenHash.isEmpty {
+            hash = tokenHash
+        } else if let email, let code, !code.isEmpty {
+            hash = AuthStore.tokenHash(email: AuthStore.normalizeEmail(email), code: code.trimmingCharacters(in: .whitespaces))
+        } else {
+            throw AuthFailure.validation("Verify requires a token_hash, or an email and a token")
+        }
+        guard let token = try store.liveOneTimeToken(hash: hash), case .string(let stored)? = token["type"], accepted.contains(stored),
+              case .string(let userID)? = token["user_id"], let user = try store.user(id: userID) else {
+            await recordFailure("verify_failed", target: email, request, reason: "otp_expired")
+            throw AuthFailure.otpExpired
+        }
+        var ops: [WriteOperation] = [.delete(collection: AuthCollections.oneTimeTokens, target: .key(.string(hash)))]
+        var set: Document = [:]
+        let address = (stored == "email_change" ? token["new_email"]?.stringValue : nil) ?? token["email"]?.stringValue ?? ""
+        if stored == "email_change" {
+            set = ["email": .string(address), "new_email": .null, "email_confirmed_at": store.now, "is_anonymous": .bool(false)]
+            ops += try store.syncEmailIdentity(userID, email: address, verified: true)
+        } else if user["email_confirmed_at"]?.isNull ?? true {
+            set["email_confirmed_at"] = store.now
+            ops += try store.syncEmailIdentity(userID, email: address, verified: true)
+        }
+        if !set.isEmpty { ops.append(store.updateUser(userID, set)) }
+        let action = stored == "signup" && (user["email_confirmed_at"]?.isNull ?? true) ? "user_signedup" : "login"
+        return try await signIn(userID, method: Self.method(stored), request, with: ops, action: action)
+    }
+
+    static func method(_ tokenType: String) -> String {
+        switch tokenType {
+        case "signup": return "email/signup"
+        case "magiclink": return "otp"
+        default: return tokenType
+        }
+    }
+}

@@ -1,0 +1,357 @@
+// The GoTrue flows of `/auth/v1` over AuthStore: sign-up, sign-in, refresh-token rotation with
+// reuse detection, user updates, sign-out scopes, email codes and links. Every event is one
+// kernel transaction together with its audit row (and its outbox message, when it sends mail).
+//
+// Refresh tokens (invariants):
+// - a refresh rotates: the presented token is marked revoked and a child token is issued in the
+//   same session (`session_id` never changes);
+// - a revoked token presented within `refresh_token_reuse_interval` of its rotation gets a new
+//   sibling (two tabs refreshing at once); presented later it is reuse: the whole session (its
+//   token family) is deleted and the caller gets `refresh_token_already_used`.
+
+import Kernel
+import Logging
+
+/// What a flow needs from the HTTP request.
+struct AuthRequest: Sendable {
+    let ip: String?
+    let userAgent: String?
+    /// `http://<Host>` as the client addressed this node.
+    let baseURL: String
+    let redirectTo: String?
+
+    var issuer: String { baseURL + "/auth/v1" }
+}
+
+final class AuthService: Sendable {
+    let store: AuthStore
+    let settings: AuthSettings
+    let secret: [UInt8]
+    let limiter = RateLimiter()
+    let logger: Logger
+    /// Verified when an email is unknown, so a sign-in takes as long whether or not it exists.
+    let decoyHash: String
+
+    init(database: Database, settings: AuthSettings, secret: [UInt8], clock: any KernelClock, logger: Logger) throws {
+        store = AuthStore(database: database, clock: clock)
+        self.settings = settings
+        self.secret = secret
+        self.logger = logger
+        decoyHash = try PasswordHasher.hash(SecureRandom.token(16), cost: settings.passwordCost)
+    }
+
+    // MARK: Commits
+
+    func commit(_ operations: [WriteOperation]) async throws {
+        try await store.ensureCollections()
+        _ = try await store.database.commit(operations)
+    }
+
+    func event(_ action: String, user: String? = nil, role: String? = nil, target: String? = nil, _ request: AuthRequest,
+               details: [String: JSONValue] = [:]) -> WriteOperation {
+        AuthEvent(action: action, actorID: user, actorRole: role, target: target, ip: request.ip, details: details)
+            .operation(now: store.now)
+    }
+
+    /// Records a refused attempt (its own transaction: nothing else changed).
+    func recordFailure(_ action: String, target: String?, _ request: AuthRequest, reason: String) async {
+        do {
+            try await commit([event(action, target: target, request, details: ["reason": .string(reason)])])
+        } catch {
+            logger.error("audit row not written", metadata: ["action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Rate limits
+
+    func limit(_ name: String, _ budget: AuthRateLimits.Budget, _ request: AuthRequest) throws {
+        guard limiter.allow(name, key: request.ip ?? "unknown", budget: budget, nowSeconds: store.nowSeconds) else {
+            throw AuthFailure.rateLimited("over_request_rate_limit")
+        }
+    }
+
+    func limitEmail(_ email: String) throws {
+        guard limiter.allow("email", key: email, budget: settings.rateLimits.emailPerAddress, nowSeconds: store.nowSeconds) else {
+            throw AuthFailure.rateLimited("over_email_send_rate_limit")
+        }
+    }
+
+    // MARK: Validation
+
+    static let emailBytesMax = 255
+
+    func validEmail(_ value: JSONValue?) throws -> String {
+        guard case .string(let raw)? = value else { throw AuthFailure.validation("An email address is required") }
+        let email = AuthStore.normalizeEmail(raw)
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard email.utf8.count <= Self.emailBytesMax, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+              !parts[1].hasPrefix("."), !parts[1].hasSuffix("."), !email.contains(where: { $0.isWhitespace }) else {
+            throw AuthFailure(status: .badRequest, code: "email_address_invalid", message: "Unable to validate email address: invalid format")
+        }
+        return email
+    }
+
+    func checkPassword(_ password: String) throws {
+        guard password.utf8.count <= PasswordHasher.passwordBytesMax else {
+            throw AuthFailure.validation("Password cannot be longer than \(PasswordHasher.passwordBytesMax) bytes")
+        }
+        var reasons: [JSONValue] = []
+        if password.count < settings.passwordMinLength { reasons.append(.string("length")) }
+        if settings.passwordRequiredCharacters.contains(where: { set in !password.contains(where: set.contains) }) {
+            reasons.append(.string("characters"))
+        }
+        guard reasons.isEmpty else {
+            var failure = AuthFailure.unprocessable("weak_password", reasons.first == .string("length")
+                ? "Password should be at least \(settings.passwordMinLength) characters."
+                : "Password should contain at least one character of each of: \(settings.passwordRequiredCharacters.joined(separator: ", "))")
+            failure.extra["weak_password"] = .object(["reasons": .array(reasons)])
+            throw failure
+        }
+    }
+
+    func password(_ body: JSONValue) throws -> String {
+        guard case .string(let password)? = body["password"], !password.isEmpty else {
+            throw AuthFailure.validation("A password is required")
+        }
+        return password
+    }
+
+    func hash(_ password: String) throws -> String { try PasswordHasher.hash(password, cost: settings.passwordCost) }
+
+    static func metadata(_ body: JSONValue, _ key: String) throws -> [String: JSONValue] {
+        switch body[key] {
+        case nil, .null?: return [:]
+        case .object(let o)?: return o
+        default: throw AuthFailure.validation("\(key) must be an object")
+        }
+    }
+
+    // MARK: Sessions
+
+    func userJSON(_ user: Document) throws -> JSONValue {
+        AuthWire.user(user, identities: try store.identities(of: user["id"]?.stringValue ?? ""))
+    }
+
+    func accessToken(_ user: Document, sessionID: String, amr: JSONValue, _ request: AuthRequest) -> String {
+        JWT.sign(AuthWire.claims(user: user, sessionID: sessionID, amr: amr, issuer: request.issuer, now: store.nowSeconds,
+                                 lifetime: settings.accessTokenSeconds), secret: secret)
+    }
+
+    /// Starts a session for `userID` in one transaction with `operations` and `action`'s audit row.
+    func signIn(_ userID: String, method: String, _ request: AuthRequest, with operations: [WriteOperation] = [],
+                action: String = "login") async throws -> JSONValue {
+        let session = store.newSession(userID: userID, method: method, ip: request.ip, userAgent: request.userAgent)
+        try await commit(operations + session.operations
+            + [event(action, user: userID, role: "authenticated", target: userID, request, details: ["method": .string(method)])])
+        guard let user = try store.user(id: userID) else { throw AuthFailure.userNotFound }
+        return AuthWire.session(accessToken: accessToken(user, sessionID: session.id, amr: session.amr, request),
+                                refreshToken: session.refreshToken, lifetime: settings.accessTokenSeconds,
+                                now: store.nowSeconds, user: try userJSON(user))
+    }
+
+    func isBanned(_ user: Document) -> Bool {
+        guard case .string(let until)? = user["banned_until"], let t = Timestamp.parse(until) else { return false }
+        return t > store.nowMicros
+    }
+
+    // MARK: Sign-up and sign-in
+
+    func signUp(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
+        try limit("signup", settings.rateLimits.signup, request)
+        if body["phone"]?.stringValue != nil {
+            throw AuthFailure.badRequest("phone_provider_disabled", "Phone sign-ups are not built yet: use an email address")
+        }
+        let data = try Self.metadata(body, "data")
+        guard body["email"] != nil, body["email"] != .null else { return try await signInAnonymously(data, request) }
+        guard !settings.disableSignup else { throw AuthFailure.unprocessable("signup_disabled", "Signups not allowed for this instance") }
+        let email = try validEmail(body["email"])
+        let password = try password(body)
+        try checkPassword(password)
+        if let existing = try store.user(email: email) {
+            guard existing["email_confirmed_at"]?.isNull ?? true else {
+                throw AuthFailure.unprocessable("user_already_exists", "User already registered")
+            }
+            try await sendCode(type: "signup", user: existing, email: email, request)
+            return try userJSON(try store.user(email: email) ?? existing)
+        }
+        let (user, ops) = store.newUser(email: email, passwordHash: try hash(password), confirmed: settings.mailerAutoconfirm,
+                                        userMetadata: data)
+        let id = user["id"]!.stringValue!
+        if settings.mailerAutoconfirm {
+            return try await signIn(id, method: "password", request, with: ops, action: "user_signedup")
+        }
+        try limitEmail(email)
+        let code = try confirmation(type: "signup", userID: id, email: email, request)
+        try await commit(ops + code + [event("user_confirmation_requested", user: id, target: id, request)])
+        return try userJSON(try store.user(id: id) ?? user)
+    }
+
+    func signInAnonymously(_ data: [String: JSONValue], _ request: AuthRequest) async throws -> JSONValue {
+        guard settings.anonymousSignIns else {
+            throw AuthFailure.unprocessable("anonymous_provider_disabled", "Anonymous sign-ins are disabled")
+        }
+        let (user, ops) = store.newUser(email: nil, passwordHash: nil, confirmed: false, userMetadata: data, anonymous: true)
+        return try await signIn(user["id"]!.stringValue!, method: "anonymous", request, with: ops, action: "user_signedup")
+    }
+
+    func signInWithPassword(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
+        try limit("token", settings.rateLimits.token, request)
+        if body["phone"]?.stringValue != nil { throw AuthFailure.badRequest("phone_provider_disabled", "Phone sign-in is not built yet") }
+        let email = try validEmail(body["email"])
+        let password = try password(body)
+        let user = try store.user(email: email)
+        let stored = user?["encrypted_password"]?.stringValue
+        let matches = PasswordHasher.verify(password, encoded: stored ?? decoyHash) && stored != nil
+        guard let user, matches else {
+            await recordFailure("login_failed", target: email, request, reason: "invalid_credentials")
+            throw AuthFailure.invalidCredentials
+        }
+        guard !isBanned(user) else { throw AuthFailure.badRequest("user_banned", "User is banned") }
+        guard !(user["email_confirmed_at"]?.isNull ?? true) else {
+            throw AuthFailure.badRequest("email_not_confirmed", "Email not confirmed")
+        }
+        return try await signIn(user["id"]!.stringValue!, method: "password", request)
+    }
+
+    func refresh(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
+        try limit("token", settings.rateLimits.token, request)
+        guard case .string(let token)? = body["refresh_token"], !token.isEmpty else {
+            throw AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+        }
+        let hash = AuthStore.sha256Hex(token)
+        guard let row = try store.document(AuthCollections.refreshTokens, hash), case .string(let sessionID)? = row["session_id"],
+              let session = try store.document(AuthCollections.sessions, sessionID),
+              case .string(let userID)? = row["user_id"], let user = try store.user(id: userID) else {
+            throw AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+        }
+        guard !isBanned(user) else { throw AuthFailure.badRequest("user_banned", "User is banned") }
+        var ops: [WriteOperation] = []
+        if row["revoked"] == .bool(true) {
+            let rotated = row["rotated_at"]?.stringValue.flatMap(Timestamp.parse) ?? 0
+            guard store.nowMicros - rotated <= settings.refreshReuseIntervalSeconds * 1_000_000 else {
+                try await commit(store.revokeSessions([.string(sessionID)])
+                    + [event("token_revoked", user: userID, target: sessionID, request, details: ["reason": .string("refresh token reused")])])
+                throw AuthFailure.badRequest("refresh_token_already_used", "Invalid Refresh Token: Already Used")
+            }
+        } else {
+            ops.append(.update(collection: AuthCollections.refreshTokens, target: .key(.string(hash)),
+                               set: ["revoked": .bool(true), "rotated_at": store.now]))
+        }
+        let child = SecureRandom.token(AuthStore.refreshTokenLength)
+        ops.append(store.refreshTokenInsert(child, sessionID: sessionID, userID: userID, parent: hash))
+        ops.append(.update(collection: AuthCollections.sessions, target: .key(.string(sessionID)), set: ["updated_at": store.now]))
+        try await commit(ops + [event("token_refreshed", user: userID, role: "authenticated", target: sessionID, request)])
+        let amr = session["amr"] ?? .array([])
+        return AuthWire.session(accessToken: accessToken(user, sessionID: sessionID, amr: amr, request), refreshToken: child,
+                                lifetime: settings.accessTokenSeconds, now: store.nowSeconds, user: try userJSON(user))
+    }
+
+    // MARK: Signed-in user
+
+    func currentUser(_ caller: Caller) throws -> Document {
+        guard caller.role == "authenticated", let id = caller.userID else {
+            throw AuthFailure.forbidden("bad_jwt", "invalid claim: missing sub claim (a user access token is required)")
+        }
+        guard let user = try store.user(id: id) else { throw AuthFailure.forbidden("user_not_found", "User from sub claim in JWT does not exist") }
+        return user
+    }
+
+    func logout(_ caller: Caller, scope: String, _ request: AuthRequest) async throws {
+        let user = try currentUser(caller)
+        let id = user["id"]!.stringValue!
+        let sessions = try store.sessions(of: id).compactMap { $0["id"] }
+        let current = caller.sessionID.flatMap(UUIDText.normalize).map(JSONValue.string)
+        let revoked: [JSONValue]
+        switch scope {
+        case "global": revoked = sessions
+        case "local": revoked = current.map { [$0] } ?? []
+        case "others": revoked = sessions.filter { $0 != current }
+        default: throw AuthFailure.validation("scope must be global, local or others")
+        }
+        try await commit(store.revokeSessions(revoked)
+            + [event("logout", user: id, role: "authenticated", target: id, request, details: ["scope": .string(scope)])])
+    }
+
+    func updateUser(_ caller: Caller, _ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
+        let user = try currentUser(caller)
+        let id = user["id"]!.stringValue!
+        var set: Document = [:]
+        var ops: [WriteOperation] = []
+        var actions: [String] = []
+        if body["data"] != nil, body["data"] != .null {
+            set["user_metadata"] = .object(Self.merge(user["user_metadata"]?.objectValue ?? [:], try Self.metadata(body, "data")))
+            actions.append("user_modified")
+        }
+        if case .string(let newPassword)? = body["password"] {
+            try await checkPasswordChange(user, caller, newPassword: newPassword, body)
+            set["encrypted_password"] = .string(try hash(newPassword))
+            actions.append("user_updated_password")
+        }
+        if body["email"] != nil, body["email"] != .null {
+            let email = try validEmail(body["email"])
+            if email != user["email"]?.stringValue {
+                if let other = try store.user(email: email), other["id"] != user["id"] {
+                    throw AuthFailure.unprocessable("email_exists", "A user with this email address has already been registered")
+                }
+                if settings.mailerAutoconfirm {
+                    set["email"] = .string(email)
+                    set["email_confirmed_at"] = store.now
+                    set["is_anonymous"] = .bool(false)
+                    ops += try store.syncEmailIdentity(id, email: email, verified: true)
+                } else {
+                    try limitEmail(email)
+                    set["new_email"] = .string(email)
+                    set["email_change_sent_at"] = store.now
+                    ops += try confirmation(type: "email_change", userID: id, email: email, request)
+                }
+                actions.append("user_modified")
+            }
+        }
+        guard !set.isEmpty else { return try userJSON(user) }
+        try await commit([store.updateUser(id, set)] + ops
+            + actions.map { event($0, user: id, role: "authenticated", target: id, request) })
+        return try userJSON(try store.user(id: id) ?? user)
+    }
+
+    /// GoTrue's rules: never the same password; with `current_password` it must match; with
+    /// `secure_password_change`, a sign-in older than a day needs the code from /reauthenticate.
+    func checkPasswordChange(_ user: Document, _ caller: Caller, newPassword: String, _ body: JSONValue) async throws {
+        try checkPassword(newPassword)
+        let stored = user["encrypted_password"]?.stringValue
+        if let stored, PasswordHasher.verify(newPassword, encoded: stored) {
+            throw AuthFailure.unprocessable("same_password", "New password should be different from the old password.")
+        }
+        if case .string(let current)? = body["current_password"] {
+            guard let stored, PasswordHasher.verify(current, encoded: stored) else {
+                throw AuthFailure.badRequest("invalid_credentials", "Current password is incorrect")
+            }
+        }
+        guard settings.securePasswordChange else { return }
+        let signedIn = caller.claims["amr"]?.arrayValue?.first?["timestamp"]?.intValue ?? 0
+        if store.nowSeconds - signedIn <= AuthSettings.recentSignInSeconds { return }
+        guard case .string(let nonce)? = body["nonce"] else {
+            throw AuthFailure.badRequest("reauthentication_needed", "Password update requires reauthentication")
+        }
+        let email = user["email"]?.stringValue ?? ""
+        guard let token = try store.liveOneTimeToken(hash: AuthStore.tokenHash(email: email, code: nonce)),
+              token["type"] == .string("reauthentication"), token["user_id"] == user["id"] else {
+            throw AuthFailure.badRequest("reauthentication_not_valid", "Verification code is invalid or has expired")
+        }
+    }
+
+    /// Top-level merge as GoTrue does it: given keys replace, a null value removes the key.
+    static func merge(_ base: [String: JSONValue], _ changes: [String: JSONValue]) -> [String: JSONValue] {
+        var out = base
+        for (key, value) in changes { out[key] = value.isNull ? nil : value }
+        return out
+    }
+
+    func reauthenticate(_ caller: Caller, _ request: AuthRequest) async throws {
+        let user = try currentUser(caller)
+        guard case .string(let email)? = user["email"] else { throw AuthFailure.validation("Reauthentication needs an email address") }
+        try limitEmail(email)
+        let id = user["id"]!.stringValue!
+        try await commit(try confirmation(type: "reauthentication", userID: id, email: email, request)
+            + [event("user_reauthenticate_requested", user: id, target: id, request)])
+    }
+}

@@ -1,0 +1,111 @@
+// Settings of `/auth/v1`, read from the `auth` object of aerodb.json (docs/AUTH.md lists every
+// key). Defaults follow GoTrue's where GoTrue has one; every limit is named and enforced.
+
+import Kernel
+
+public struct AuthSettings: Sendable {
+    /// Where email links send the browser when a request names no `redirect_to`.
+    public var siteURL = "http://localhost:3000"
+    /// Access-token lifetime (GoTrue's JWT_EXP).
+    public var accessTokenSeconds: Int64 = 3_600
+    /// A rotated refresh token still refreshes for this long (concurrent refreshes of one tab).
+    public var refreshReuseIntervalSeconds: Int64 = 10
+    /// Sign-ups are confirmed at once (no confirmation email) when true.
+    public var mailerAutoconfirm = false
+    public var disableSignup = false
+    public var anonymousSignIns = true
+    public var passwordMinLength = 6
+    /// Each string is a set of characters of which a password must contain at least one.
+    public var passwordRequiredCharacters: [String] = []
+    /// Changing the password needs a fresh sign-in (≤ 24 h) or a reauthentication code.
+    public var securePasswordChange = false
+    public var otpLength = 6
+    public var otpExpirySeconds: Int64 = 3_600
+    public var passwordCost = PasswordCost.standard
+    public var rateLimits = AuthRateLimits()
+
+    public static let accessTokenSecondsRange: ClosedRange<Int64> = 30...86_400 * 7
+    public static let otpLengthRange: ClosedRange<Int> = 6...10
+    public static let passwordMinLengthRange: ClosedRange<Int> = 6...PasswordHasher.passwordBytesMax
+    /// A sign-in this recent allows a password change without a reauthentication code.
+    public static let recentSignInSeconds: Int64 = 86_400
+
+    public init() {}
+
+    public static func parse(_ json: JSONValue?) throws -> AuthSettings {
+        var s = AuthSettings()
+        guard let json else { return s }
+        guard case .object(let o) = json else { throw invalid("auth must be an object") }
+        for (key, value) in o {
+            switch (key, value) {
+            case ("site_url", .string(let v)): s.siteURL = v
+            case ("jwt_expiry", .int(let v)): s.accessTokenSeconds = try within(v, accessTokenSecondsRange, key)
+            case ("refresh_token_reuse_interval", .int(let v)): s.refreshReuseIntervalSeconds = try within(v, 0...3_600, key)
+            case ("mailer_autoconfirm", .bool(let v)): s.mailerAutoconfirm = v
+            case ("disable_signup", .bool(let v)): s.disableSignup = v
+            case ("anonymous_sign_ins", .bool(let v)): s.anonymousSignIns = v
+            case ("password_min_length", .int(let v)):
+                s.passwordMinLength = Int(try within(v, Int64(passwordMinLengthRange.lowerBound)...Int64(passwordMinLengthRange.upperBound), key))
+            case ("password_required_characters", .array(let items)):
+                s.passwordRequiredCharacters = try items.map { item in
+                    guard case .string(let set) = item, !set.isEmpty else { throw invalid("\(key) holds non-empty strings") }
+                    return set
+                }
+            case ("secure_password_change", .bool(let v)): s.securePasswordChange = v
+            case ("otp_length", .int(let v)): s.otpLength = Int(try within(v, 6...10, key))
+            case ("otp_expiry", .int(let v)): s.otpExpirySeconds = try within(v, 60...86_400, key)
+            case ("argon2", .object(let cost)):
+                s.passwordCost = PasswordCost(memoryKiB: UInt32(cost["memory_kib"]?.intValue ?? Int64(s.passwordCost.memoryKiB)),
+                                              iterations: UInt32(cost["iterations"]?.intValue ?? Int64(s.passwordCost.iterations)),
+                                              parallelism: UInt32(cost["parallelism"]?.intValue ?? Int64(s.passwordCost.parallelism)))
+                try s.passwordCost.validate()
+            case ("rate_limits", .object(let limits)): s.rateLimits = try AuthRateLimits.parse(limits)
+            case ("smtp", _):
+                throw invalid("auth.smtp: sending mail through SMTP is not built yet; leave it out and read mail from the dev outbox (GET /admin/v1/outbox)")
+            default: throw invalid("unknown or mistyped auth setting \"\(key)\" (see docs/AUTH.md)")
+            }
+        }
+        return s
+    }
+
+    static func within(_ value: Int64, _ range: ClosedRange<Int64>, _ key: String) throws -> Int64 {
+        guard range.contains(value) else { throw invalid("auth.\(key) must be within \(range)") }
+        return value
+    }
+
+    static func invalid(_ message: String) -> AeroError { AeroError(.configInvalid, "aerodb.json: " + message) }
+}
+
+/// Fixed-window request budgets. `perIP` budgets key on the client address, `perEmail` on the
+/// address a message goes to. Defaults follow GoTrue's (per 5 minutes, emails per hour).
+public struct AuthRateLimits: Sendable {
+    public struct Budget: Sendable {
+        public var limit: Int
+        public var windowSeconds: Int64
+    }
+    public var signup = Budget(limit: 30, windowSeconds: 300)
+    public var token = Budget(limit: 150, windowSeconds: 300)
+    public var verify = Budget(limit: 30, windowSeconds: 300)
+    public var otp = Budget(limit: 30, windowSeconds: 300)
+    public var emailPerAddress = Budget(limit: 5, windowSeconds: 3_600)
+
+    static func parse(_ o: [String: JSONValue]) throws -> AuthRateLimits {
+        var r = AuthRateLimits()
+        for (key, value) in o {
+            guard case .object(let b) = value, case .int(let limit)? = b["limit"], limit > 0,
+                  case .int(let window)? = b["window_seconds"], window > 0 else {
+                throw AuthSettings.invalid("auth.rate_limits.\(key) is {\"limit\": n > 0, \"window_seconds\": n > 0}")
+            }
+            let budget = Budget(limit: Int(limit), windowSeconds: window)
+            switch key {
+            case "signup": r.signup = budget
+            case "token": r.token = budget
+            case "verify": r.verify = budget
+            case "otp": r.otp = budget
+            case "email_per_address": r.emailPerAddress = budget
+            default: throw AuthSettings.invalid("unknown rate limit \"\(key)\" (signup, token, verify, otp, email_per_address)")
+            }
+        }
+        return r
+    }
+}
