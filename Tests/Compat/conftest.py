@@ -22,13 +22,20 @@ def free_port():
 
 
 class Node:
-    def __init__(self):
+    def __init__(self, auth=None):
         self.dir = tempfile.mkdtemp(prefix="aerodb-compat-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         node = os.path.join(self.dir, "n1")
         subprocess.run([BINARY, "init", "--dir", node, "--http", f"127.0.0.1:{self.port}"], check=True,
                        stdout=subprocess.DEVNULL)
+        if auth is not None:
+            config_path = os.path.join(node, "aerodb.json")
+            with open(config_path) as f:
+                config = json.load(f)
+            config["auth"] = auth
+            with open(config_path, "w") as f:
+                json.dump(config, f)
         keys = json.loads(subprocess.run([BINARY, "keys", "--dir", node, "--json"], check=True,
                                          capture_output=True).stdout)
         self.anon, self.service = keys["anon"], keys["service_role"]
