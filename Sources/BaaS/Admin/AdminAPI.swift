@@ -89,6 +89,7 @@ public enum AdminAPI {
         }
         addDataRoutes(admin, database: database, keys: keys, cluster: cluster)
         addLogRoutes(admin, database: database, keys: keys)
+        addPolicyRoutes(admin, database: database, keys: keys)
         RESTAPI.register(on: router, database: database, keys: keys, cluster: cluster)
         let service = try AuthService(database: database, settings: auth, secret: keys.secret, clock: keys.clock, logger: logger)
         AuthAPI.register(on: router, service: service, keys: keys)
@@ -123,6 +124,38 @@ public enum AdminAPI {
             try await guarded(request, keys) {
                 let lsn = try await database.checkpoint()
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
+            }
+        }
+    }
+
+    private static func addPolicyRoutes(_ admin: RouterGroup<AeroRequestContext>, database: Database, keys: KeyChecker) {
+        admin.get("policies") { request, _ in
+            try await guarded(request, keys) {
+                let (body, lsn) = try PolicyAdmin.list(database)
+                return HTTPJSON.response(body, lsn: lsn)
+            }
+        }
+        admin.post("collections/:name/policies") { request, context in
+            try await guarded(request, keys) {
+                let (policy, lsn) = try await PolicyAdmin.create(collection: try context.parameters.require("name"),
+                                                                 try await HTTPJSON.body(request), database)
+                return HTTPJSON.response(policy, status: .created, lsn: lsn)
+            }
+        }
+        admin.delete("collections/:name/policies/:policy") { request, context in
+            try await guarded(request, keys) {
+                let lsn = try await PolicyAdmin.drop(collection: try context.parameters.require("name"),
+                                                     name: try context.parameters.require("policy"), database)
+                return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
+            }
+        }
+        admin.post("collections/:name/rls") { request, context in
+            try await guarded(request, keys) {
+                guard case .bool(let enabled)? = try await HTTPJSON.body(request)["enabled"] else {
+                    throw AeroError(.requestInvalid, "send {\"enabled\": true} or {\"enabled\": false}")
+                }
+                let lsn = try await PolicyAdmin.setEnabled(collection: try context.parameters.require("name"), enabled, database)
+                return HTTPJSON.response(.object(["enabled": .bool(enabled), "lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
     }

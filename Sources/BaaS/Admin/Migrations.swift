@@ -6,6 +6,8 @@
 //   {"create_collection":<schema>} {"drop_collection":"name"}
 //   {"add_index":{"collection":"c","index":{...}}} {"drop_index":{"collection":"c","name":"i"}}
 //   {"add_field":{"collection":"c","field":{"name":"f",...}}} {"drop_field":{"collection":"c","name":"f"}}
+//   {"create_policy":{"collection":"c","policy":{...}}} {"drop_policy":{"collection":"c","name":"p"}}
+//   {"enable_rls":"c"} {"disable_rls":"c"}   (docs/POLICIES.md)
 // Steps run in order; the first failure stops the migration, which is then not recorded (the
 // error names the step; steps before it stay applied, as in PostgreSQL without transactional DDL).
 
@@ -86,8 +88,14 @@ enum Migrations {
             _ = try await database.addField(collection: try string(value, "collection"), value["field"] ?? .null)
         case ("drop_field", _):
             _ = try await database.dropField(collection: try string(value, "collection"), name: try string(value, "name"))
+        case ("create_policy", _):
+            _ = try await PolicyAdmin.create(collection: try string(value, "collection"), value["policy"] ?? .null, database)
+        case ("drop_policy", _):
+            _ = try await PolicyAdmin.drop(collection: try string(value, "collection"), name: try string(value, "name"), database)
+        case ("enable_rls", .string(let name)): _ = try await PolicyAdmin.setEnabled(collection: name, true, database)
+        case ("disable_rls", .string(let name)): _ = try await PolicyAdmin.setEnabled(collection: name, false, database)
         default:
-            throw AeroError(.requestInvalid, "unknown step \(kind) (create_collection, drop_collection, add_index, drop_index, add_field, drop_field)")
+            throw AeroError(.requestInvalid, "unknown step \(kind) (create_collection, drop_collection, add_index, drop_index, add_field, drop_field, create_policy, drop_policy, enable_rls, disable_rls)")
         }
     }
 

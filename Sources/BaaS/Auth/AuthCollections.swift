@@ -98,7 +98,7 @@ public enum SystemCollections {
 
     /// Every system collection of the BaaS front ends; called by the node when it is primary.
     public static func ensureAll(in database: Database) async throws {
-        try await ensure(AuthCollections.all, in: database)
+        try await ensure(AuthCollections.all + PolicyStore.schemas, in: database)
     }
 
     /// Names starting with `_` belong to the system.

@@ -3,7 +3,9 @@
 // An embedded name is a collection related by a declared reference, in either direction:
 // - many-to-one: this collection has a field referencing it -> an object (or null);
 // - one-to-many: it has a field referencing this collection -> an array of its rows.
-// Related rows are read from the same snapshot as the parent rows (P2).
+// Related rows are read from the same snapshot as the parent rows (P2), under the related
+// collection's row-level-security policies for the caller (RLS1): an invisible row embeds as
+// null (many-to-one) or is left out (one-to-many).
 
 import Kernel
 
@@ -84,6 +86,25 @@ enum Relationship {
 
 struct Projector {
     let snapshot: Snapshot
+    /// The caller's select condition on each embedded collection that has one.
+    private var conditions: [String: (filter: Filter, matcher: FilterMatcher)] = [:]
+
+    /// `condition` gives the caller's select condition on a collection (nil: all rows visible);
+    /// it is asked once per embedded collection of `items`.
+    init(snapshot: Snapshot, items: [SelectItem], condition: (CollectionSchema) throws -> Filter?) throws {
+        self.snapshot = snapshot
+        for name in Set(Self.embedded(items)) {
+            let schema = try snapshot.state.collection(name).schema
+            if let filter = try condition(schema) { conditions[name] = (filter, try FilterMatcher(filter, schema: schema)) }
+        }
+    }
+
+    private static func embedded(_ items: [SelectItem]) -> [String] {
+        items.flatMap { item -> [String] in
+            if case .embed(let name, _, let inner) = item { return [name] + embedded(inner) }
+            return []
+        }
+    }
 
     func project(_ doc: Document, _ items: [SelectItem], schema: CollectionSchema) throws -> JSONValue {
         if items == [.all] { return .object(doc) }
@@ -105,10 +126,12 @@ struct Projector {
         switch Relationship.between(schema, related) {
         case .manyToOne(let field)?:
             guard let key = doc[field], !key.isNull, let target = try snapshot.document(name, key: key) else { return .null }
+            if let condition = conditions[name], !condition.matcher.matches(target) { return .null }
             return try project(target, items, schema: related)
         case .oneToMany(let field)?:
             guard let key = doc[schema.primaryKey] else { return .array([]) }
-            let query = Query(collection: name, filter: .compare(field: field, op: .eq, value: key),
+            let link = Filter.compare(field: field, op: .eq, value: key)
+            let query = Query(collection: name, filter: conditions[name].map { .and([link, $0.filter]) } ?? link,
                               order: [Sort(field: related.primaryKey)])
             return .array(try snapshot.query(query).rows.map { try project($0, items, schema: related) })
         case nil:

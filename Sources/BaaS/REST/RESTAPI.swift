@@ -1,7 +1,10 @@
 // `/rest/v1/<collection>`: the PostgREST surface the Supabase clients use (supabase-wire §3).
 // Reads run on one snapshot (answer header X-AeroDB-LSN); writes are one kernel transaction,
-// answered after they are durable. Until the auth issue lands, the anon key may read and write
-// every collection (documented in docs/API.md); a bad, expired or unknown-role token gets 401.
+// answered after they are durable. A bad, expired, revoked or unknown-role token gets 401.
+// Row-level security (docs/POLICIES.md, RLS1): on a collection with policies enabled, the
+// caller's policy conditions are ANDed into every read, count, embedding, update and delete
+// filter before execution, and the writer checks every new row; service_role bypasses them.
+// Collections without policies enabled are open to every valid key (docs/API.md).
 
 import Foundation
 import HTTPTypes
@@ -12,30 +15,52 @@ import NIOCore
 enum RESTAPI {
     static func register(on router: Router<AeroRequestContext>, database: Database, keys: KeyChecker, cluster: any ClusterView) {
         let rest = router.group("rest/v1")
-        rest.get("/") { request, _ in await guarded(request, keys) { try openAPI(database) } }
-        rest.post("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
-        rest.get("rpc/:name") { request, context in await guarded(request, keys) { try rpcMissing(context) } }
+        let engine = PolicyEngine()
+        rest.get("/") { request, _ in await guarded(request, keys) { _ in try openAPI(database) } }
+        rest.post("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
+        rest.get("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
         rest.get(":collection") { request, context in
-            await guarded(request, keys) { try read(request, context, database, head: false) }
+            await guarded(request, keys) { caller in
+                try read(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), head: false)
+            }
         }
         rest.head(":collection") { request, context in
-            await guarded(request, keys) { try read(request, context, database, head: true) }
+            await guarded(request, keys) { caller in
+                try read(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), head: true)
+            }
         }
         rest.post(":collection") { request, context in
-            await guarded(request, keys) { return try await insert(request, context, database) }
+            await guarded(request, keys) { caller in
+                try await insert(request, context, Access(database: database, caller: caller, engine: engine, keys: keys))
+            }
         }
         rest.patch(":collection") { request, context in
-            await guarded(request, keys) { return try await modify(request, context, database, delete: false) }
+            await guarded(request, keys) { caller in
+                try await modify(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), delete: false)
+            }
         }
         rest.delete(":collection") { request, context in
-            await guarded(request, keys) { return try await modify(request, context, database, delete: true) }
+            await guarded(request, keys) { caller in
+                try await modify(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), delete: true)
+            }
         }
     }
 
-    private static func guarded(_ request: Request, _ keys: KeyChecker, _ body: () async throws -> Response) async -> Response {
+    /// Who is asking and how their policies are found.
+    struct Access {
+        let database: Database
+        let caller: Caller
+        let engine: PolicyEngine
+        let keys: KeyChecker
+
+        func policies(_ schema: CollectionSchema, _ snapshot: Snapshot) throws -> PolicyView {
+            try engine.view(schema, caller: caller, snapshot: snapshot)
+        }
+    }
+
+    private static func guarded(_ request: Request, _ keys: KeyChecker, _ body: (Caller) async throws -> Response) async -> Response {
         do {
-            _ = try keys.role(request)
-            return try await body()
+            return try await body(try keys.caller(request))
         } catch {
             return RESTError.response(error)
         }
@@ -43,12 +68,16 @@ enum RESTAPI {
 
     // MARK: Reads
 
-    private static func read(_ request: Request, _ context: AeroRequestContext, _ database: Database, head: Bool) throws -> Response {
+    private static func read(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) throws -> Response {
+        let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(context, snapshot)
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
         let prefer = Prefer(request)
-        var query = Query(collection: schema.name, filter: parsed.filter, order: parsed.order,
+        let accept = request.headers[.accept] ?? "*/*"
+        let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
+        let policies = try explainAs.policies(schema, snapshot)
+        var query = Query(collection: schema.name, filter: policies.restrict(parsed.filter, for: .select), order: parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
         if let range = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let (from, to) = parseRange(range) {
             query.offset = from
@@ -56,13 +85,12 @@ enum RESTAPI {
         }
         let maxRows = database.options.query.limitMax
         query.limit = min(query.limit ?? database.options.query.limitDefault, maxRows)
-        let accept = request.headers[.accept] ?? "*/*"
         if accept.hasPrefix("application/vnd.pgrst.plan") {
-            return HTTPJSON.response(try snapshot.explain(query).json, lsn: snapshot.lsn)
+            return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
         let result = try snapshot.query(query)
         let items = try selectItems(parsed, schema, snapshot)
-        let projector = Projector(snapshot: snapshot)
+        let projector = try Projector(snapshot: snapshot, items: items) { try explainAs.policies($0, snapshot).condition(.select) }
         let rows = try result.rows.map { try projector.project($0, items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
         headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
@@ -78,6 +106,27 @@ enum RESTAPI {
             return body(CSV.encode(rows, columns: columns), "text/csv", headers, head: head)
         }
         return body(JSON.encode(.array(rows)), "application/json", headers, head: head)
+    }
+
+    /// Explain is for the service role (it shows plans and policy conditions). With
+    /// `X-AeroDB-Explain-As: <access token>` it explains the query as that caller would run it,
+    /// injected policy predicates included.
+    static let explainAsHeader = HTTPField.Name("X-AeroDB-Explain-As")!
+
+    private static func explainCaller(_ request: Request, _ access: Access, explain: Bool) throws -> Access {
+        guard explain else { return access }
+        guard access.caller.isService else { throw AeroError(.forbidden, "explain needs the service_role key") }
+        guard let token = request.headers[explainAsHeader] else { return access }
+        return Access(database: access.database, caller: try access.keys.caller(token: token), engine: access.engine, keys: access.keys)
+    }
+
+    private static func explained(_ plan: Plan, _ policies: PolicyView, _ caller: Caller) -> JSONValue {
+        guard case .object(var o) = plan.json else { return plan.json }
+        o["policies"] = .object([
+            "role": .string(caller.role), "enabled": .bool(policies.isActive),
+            "select": policies.condition(.select).map { .string($0.description) } ?? .null,
+        ])
+        return .object(o)
     }
 
     private static func collection(_ context: AeroRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
@@ -117,7 +166,8 @@ enum RESTAPI {
 
     // MARK: Writes
 
-    private static func insert(_ request: Request, _ context: AeroRequestContext, _ database: Database) async throws -> Response {
+    private static func insert(_ request: Request, _ context: AeroRequestContext, _ access: Access) async throws -> Response {
+        let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(context, snapshot)
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
@@ -144,50 +194,55 @@ enum RESTAPI {
             default: return .insert(collection: schema.name, document: doc)
             }
         }
-        let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations)
+        let check = try access.policies(schema, snapshot).writeCheck(includeInsert: true)
+        let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations, check: check)
         return try written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, schema: schema,
-                           database: database, status: .created)
+                           access: access, status: .created)
     }
 
-    private static func modify(_ request: Request, _ context: AeroRequestContext, _ database: Database,
+    private static func modify(_ request: Request, _ context: AeroRequestContext, _ access: Access,
                                delete: Bool) async throws -> Response {
-        let schema = try collection(context, database.snapshot())
+        let database = access.database
+        let snapshot = database.snapshot()
+        let schema = try collection(context, snapshot)
         let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
-        guard let filter = parsed.filter else {
+        guard let requested = parsed.filter else {
             return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",
                                       details: nil, hint: "add a filter, e.g. ?id=eq.1", status: .badRequest)
         }
+        let policies = try access.policies(schema, snapshot)
         let operation: WriteOperation
         if delete {
-            operation = .delete(collection: schema.name, target: .matching(filter))
+            operation = .delete(collection: schema.name, target: .matching(policies.restrict(requested, for: .delete)!))
         } else {
             guard case .object(let set) = try await HTTPJSON.body(request) else { throw RESTError.parse("PATCH needs a JSON object") }
-            operation = .update(collection: schema.name, target: .matching(filter), set: set)
+            operation = .update(collection: schema.name, target: .matching(policies.restrict(requested, for: .updateUsing)!), set: set)
         }
-        let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name)
-        return try written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, schema: schema, database: database,
+        let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name,
+                                           check: try policies.writeCheck(includeInsert: false))
+        return try written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, schema: schema, access: access,
                            status: .ok)
     }
 
     /// Commits and returns the affected documents of `collection` (after images, or before images for deletes).
     private static func commit(_ database: Database, _ operations: [WriteOperation], deleted: Bool = false,
-                               collection: String? = nil) async throws -> (lsn: UInt64, docs: [Document]) {
-        let result = try await database.commit(operations)
+                               collection: String? = nil, check: (any ChangeCheck)?) async throws -> (lsn: UInt64, docs: [Document]) {
+        let result = try await database.commit(operations, check: check)
         let target = collection ?? operations.first?.collection
         let docs = result.changes.filter { $0.collection == target }.compactMap { deleted ? $0.before : $0.after }
         return (result.lsn, docs)
     }
 
     private static func written(_ docs: [Document], lsn: UInt64, prefer: Prefer, parsed: PostgRESTQuery,
-                                schema: CollectionSchema, database: Database, status: HTTPResponse.Status) throws -> Response {
+                                schema: CollectionSchema, access: Access, status: HTTPResponse.Status) throws -> Response {
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
         if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
         guard prefer.returnRepresentation else {
             return Response(status: status == .created ? .created : .noContent, headers: headers)
         }
-        let snapshot = database.snapshot()
+        let snapshot = access.database.snapshot()
         let items = try selectItems(parsed, schema, snapshot)
-        let projector = Projector(snapshot: snapshot)
+        let projector = try Projector(snapshot: snapshot, items: items) { try access.policies($0, snapshot).condition(.select) }
         return body(JSON.encode(.array(try docs.map { try projector.project($0, items, schema: schema) })), "application/json",
                     headers, head: false, status: status)
     }
