@@ -26,6 +26,7 @@ public enum AdminAPI {
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))
+        router.add(middleware: AdminAuditMiddleware(database: database, logger: logger))
         router.get("/health") { _, _ in HTTPJSON.response(.object(["status": .string("ok")])) }
         router.get("/ready") { _, _ in
             if let failure = database.failure { return HTTPErrors.response(failure) }
