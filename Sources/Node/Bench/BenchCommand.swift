@@ -3,6 +3,7 @@
 // and SQLite is `scripts/bench` (issue #7).
 
 import ArgumentParser
+import BaaS
 import Foundation
 import Kernel
 
@@ -16,14 +17,17 @@ struct BenchCommand: AsyncParsableCommand {
         """)
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
-        case commit, read, restart, cluster
+        case commit, read, restart, cluster, auth
     }
 
-    @Option(help: "commit, read, restart, or cluster (real nodes on loopback: replicated inserts, replica lag, promotion).") var workload: Workload = .commit
+    @Option(help: "commit, read, restart, cluster (real nodes on loopback: replicated inserts, replica lag, promotion), or auth (a real node: sign-ins/s, refreshes/s, REST GET with and without a policy).") var workload: Workload = .commit
     /// Below Linux's ephemeral range (32768-60999), so no outgoing connection holds a node's port.
     @Option(help: "First port of the cluster workload (HTTP from here, replication from here + 100).") var portBase = 30100
     @Option(help: "Promotions timed by the cluster workload.") var promotions = 20
     @Option(help: "Concurrent writers for the commit workload.") var writers = 1
+    @Option(help: "Concurrent HTTP clients for the auth workload.") var clients = 8
+    @Option(help: "argon2id memory cost (KiB) of the auth workload's node (the default is the node default).") var argon2MemoryKib = Int(PasswordCost.standard.memoryKiB)
+    @Option(help: "argon2id passes of the auth workload's node.") var argon2Iterations = Int(PasswordCost.standard.iterations)
     @Option(help: "Seconds to run the commit and read workloads.") var seconds = 5.0
     @Option(help: "Documents loaded for the read and restart workloads.") var documents = 100_000
     @Option(help: "WAL engine: automatic, uring or pwrite.") var engine: String = "automatic"
@@ -42,6 +46,16 @@ struct BenchCommand: AsyncParsableCommand {
         case .read: try await benchReads(options)
         case .restart: try await benchRestart(options)
         case .cluster: try await ClusterBench(root: root, portBase: portBase, seconds: seconds, promotionRuns: promotions).run()
+        case .auth:
+            let http = ClusterBench(root: root, portBase: portBase, seconds: seconds, promotionRuns: 0)
+            do {
+                try await AuthBench(bench: http, root: root, portBase: portBase, seconds: seconds, clients: clients,
+                                    argon2: (argon2MemoryKib, argon2Iterations)).run()
+            } catch {
+                try? await http.client.shutdown()
+                throw error
+            }
+            try await http.client.shutdown()
         }
     }
 

@@ -1,0 +1,53 @@
+// Auth across a real three-node cluster: a user signs in on a replica (the write is forwarded
+// and applied there before the answer, so the new session works at once), refreshes on the
+// other replica, and the tokens work on every node; reusing a rotated refresh token revokes the
+// session everywhere.
+
+import Foundation
+import Testing
+import Kernel
+import LiveCluster
+
+@Suite(.serialized) struct ClusterAuthTests {
+    let auth: JSONValue = .object([
+        "refresh_token_reuse_interval": .int(0),
+        "argon2": .object(["memory_kib": .int(8_192), "iterations": .int(1), "parallelism": .int(1)]),
+    ])
+
+    func post(_ cluster: LiveCluster, _ i: Int, _ path: String, _ body: JSONValue) async throws -> HTTPAnswer {
+        try await cluster.request(i, "POST", "/auth/v1/" + path, body, headers: ["X-Supabase-Api-Version": "2024-01-01"])
+    }
+
+    func user(_ cluster: LiveCluster, _ i: Int, token: String) async throws -> HTTPAnswer {
+        try await HTTPAnswer.fetch("GET", cluster.url(i) + "/auth/v1/user", key: token)
+    }
+
+    @Test func signInOnAReplicaRefreshOnAnotherAndReuseRevokesEverywhere() async throws {
+        let cluster = try makeCluster(settings: ["auth": auth])
+        try await cluster.startAll()
+        let created = try await post(cluster, 1, "admin/users", .object([
+            "email": .string("r@example.com"), "password": .string("replica pw 1"), "email_confirm": .bool(true)]))
+        #expect(created.status == 200, "\(created.body.map(JSON.encodeString) ?? "")")
+
+        let signIn = try await post(cluster, 1, "token?grant_type=password",
+                                    .object(["email": .string("r@example.com"), "password": .string("replica pw 1")]))
+        #expect(signIn.status == 200, "\(signIn.body.map(JSON.encodeString) ?? "")")
+        let access = try #require(signIn.body?["access_token"]?.stringValue)
+        let refresh = try #require(signIn.body?["refresh_token"]?.stringValue)
+        #expect(try await user(cluster, 1, token: access).status == 200)  // the replica that forwarded it
+
+        let refreshed = try await post(cluster, 2, "token?grant_type=refresh_token", .object(["refresh_token": .string(refresh)]))
+        #expect(refreshed.status == 200, "\(refreshed.body.map(JSON.encodeString) ?? "")")
+        let newAccess = try #require(refreshed.body?["access_token"]?.stringValue)
+        #expect(refreshed.body?["refresh_token"]?.stringValue != refresh)
+        for i in 0..<3 { #expect(try await user(cluster, i, token: newAccess).status == 200, "node n\(i + 1)") }
+
+        let reused = try await post(cluster, 0, "token?grant_type=refresh_token", .object(["refresh_token": .string(refresh)]))
+        #expect(reused.status == 400 && reused.body?["code"] == .string("refresh_token_already_used"))
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        for i in 0..<3 { #expect(try await user(cluster, i, token: newAccess).status == 401, "node n\(i + 1) still accepts a revoked session") }
+        let wrong = try await post(cluster, 2, "token?grant_type=password",
+                                   .object(["email": .string("r@example.com"), "password": .string("not it")]))
+        #expect(wrong.status == 400 && wrong.body?["code"] == .string("invalid_credentials"))
+    }
+}
