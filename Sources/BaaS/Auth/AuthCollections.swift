@@ -82,8 +82,9 @@ enum AuthCollections {
     }
 }
 
-/// Creates missing system collections (the primary at start, and lazily before a write, so a
-/// node upgraded in place gets them). Creating one that another request just created is fine.
+/// Creates missing system collections lazily, before the first write that needs them (not at
+/// start: in sync mode a primary's first commit waits for a replica that may not be up yet).
+/// Creating one that another request just created is fine.
 public enum SystemCollections {
     static func ensure(_ schemas: [JSONValue], in database: Database) async throws {
         for schema in schemas {
@@ -94,11 +95,6 @@ public enum SystemCollections {
                 continue
             }
         }
-    }
-
-    /// Every system collection of the BaaS front ends; called by the node when it is primary.
-    public static func ensureAll(in database: Database) async throws {
-        try await ensure(AuthCollections.all + PolicyStore.schemas, in: database)
     }
 
     /// Names starting with `_` belong to the system.

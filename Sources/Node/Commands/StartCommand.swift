@@ -63,7 +63,6 @@ struct StartCommand: AsyncParsableCommand {
         let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
         let router: Router<AeroRequestContext>
         do {
-            if database.acceptsWrites { try await SystemCollections.ensureAll(in: database) }
             router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: config.auth, logger: logger)
         } catch {
             logger.critical("the HTTP front ends did not start", metadata: ["error": "\(error)"])
