@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Measures the REST surface of a release node with wrk (64 connections, loopback), the way the
+# Measures the REST surface of release nodes with wrk (64 connections, loopback), the way the
 # supabase client calls it: GET by key, a filtered list of 20 rows, POST of one row (durable).
+# First a single node, then the same three requests sent to the replica of a two-node cluster
+# (async commit mode): reads are served by the replica, the POST is forwarded to the primary and
+# answered once the replica applied it (read-your-writes).
 # Usage: scripts/wrk/run-rest.sh [seconds]   (needs: swift build -c release, or AERODB_BIN; apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -8,15 +11,20 @@ seconds=${1:-10}
 bin=${AERODB_BIN:-$(swift build -c release --show-bin-path)/aerodb}
 dir=$(mktemp -d /tmp/aerodb-wrk-XXXXXX)
 port=30490  # below the ephemeral port range
-"$bin" init --dir "$dir/n1" --http 127.0.0.1:$port >/dev/null
-"$bin" start --dir "$dir/n1" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$port/ready >/dev/null && break; sleep 0.1; done
-key=$("$bin" keys --dir "$dir/n1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])')
-curl -sf -H "apikey: $key" -X POST http://127.0.0.1:$port/admin/v1/collections \
-  -d '{"name":"items","fields":{"id":{"type":"text"},"name":{"type":"text"},"qty":{"type":"int"}},"indexes":[{"fields":["qty"]}]}' >/dev/null
-python3 - "$port" "$key" <<'PY'
+pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$dir"' EXIT
+
+start() {  # start DIR PORT
+    "$bin" start --dir "$1" 2>/dev/null &
+    pids+=($!)
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/ready" >/dev/null && return; sleep 0.1; done
+    echo "node $1 did not start" >&2; exit 1
+}
+
+load() {  # load PORT KEY: the collection and 10,000 rows
+    curl -sf -H "apikey: $2" -X POST "http://127.0.0.1:$1/admin/v1/collections" \
+      -d '{"name":"items","fields":{"id":{"type":"text"},"name":{"type":"text"},"qty":{"type":"int"}},"indexes":[{"fields":["qty"]}]}' >/dev/null
+    python3 - "$1" "$2" <<'PY'
 import json, sys, urllib.request
 port, key = sys.argv[1], sys.argv[2]
 for start in range(0, 10000, 1000):
@@ -25,9 +33,35 @@ for start in range(0, 10000, 1000):
                                  headers={"apikey": key, "Content-Type": "application/json", "Prefer": "return=minimal"})
     urllib.request.urlopen(req).read()
 PY
-common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $key" -H "Authorization: Bearer $key" -H "Accept: */*" \
-        -H "Accept-Profile: public" -H "Content-Type: application/json")
-echo "== GET by key"; wrk "${common[@]}" "http://127.0.0.1:$port/rest/v1/items?select=*&id=eq.k4242" | grep -E 'Requests/sec|99%|Non-2xx'
-echo "== GET 20 rows by filter"; wrk "${common[@]}" "http://127.0.0.1:$port/rest/v1/items?select=*&qty=eq.42&limit=20" | grep -E 'Requests/sec|99%|Non-2xx'
-echo "== POST one row (durable)"; wrk "${common[@]}" -H "Prefer: return=representation" -s scripts/wrk/rest_insert.lua \
-  "http://127.0.0.1:$port/rest/v1/items" | grep -E 'Requests/sec|99%|Non-2xx'
+}
+
+measure() {  # measure PORT KEY LABEL
+    local common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $2" -H "Authorization: Bearer $2" -H "Accept: */*"
+                  -H "Accept-Profile: public" -H "Content-Type: application/json")
+    echo "== $3: GET by key"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&id=eq.k4242" | grep -E 'Requests/sec|99%|Non-2xx'
+    echo "== $3: GET 20 rows by filter"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&qty=eq.42&limit=20" | grep -E 'Requests/sec|99%|Non-2xx'
+    echo "== $3: POST one row (durable)"; wrk "${common[@]}" -H "Prefer: return=representation" -s scripts/wrk/rest_insert.lua \
+      "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|99%|Non-2xx'
+}
+
+key_of() { "$bin" keys --dir "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])'; }
+
+"$bin" init --dir "$dir/single" --http 127.0.0.1:$port >/dev/null
+start "$dir/single" $port
+key=$(key_of "$dir/single")
+load $port "$key"
+measure $port "$key" "single node"
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
+
+primary=$((port + 1)); replica=$((port + 2))
+"$bin" cluster init --dir "$dir/cluster" --nodes 2 --http-port $primary --repl-port $((port + 11)) --commit-mode async >/dev/null
+start "$dir/cluster/n1" $primary
+start "$dir/cluster/n2" $replica
+key=$(key_of "$dir/cluster/n1")
+load $primary "$key"
+for _ in $(seq 1 100); do  # the replica has every row
+    n=$(curl -sf -H "apikey: $key" -H "Prefer: count=exact" -H "Range: 0-0" -D - -o /dev/null "http://127.0.0.1:$replica/rest/v1/items?select=id" \
+        | tr -d '\r' | sed -n 's/^[Cc]ontent-[Rr]ange: .*\///p')
+    [ "$n" = "10000" ] && break; sleep 0.1
+done
+measure $replica "$key" "through the replica"

@@ -23,7 +23,7 @@ public enum AdminAPI {
     public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
                               logger: Logger) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
-        router.add(middleware: LogRequestsMiddleware(.info))
+        router.add(middleware: RequestLogMiddleware())
         router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))
         router.add(middleware: AdminAuditMiddleware(database: database, logger: logger))
