@@ -72,3 +72,72 @@ def node():
     n = Node()
     yield n
     n.stop()
+
+
+def free_consecutive_ports(count):
+    """`count` consecutive free loopback ports below the ephemeral range."""
+    import random
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        try:
+            sockets = []
+            for p in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+class Cluster:
+    """`aerodb cluster init` + one `aerodb start` per member (n1 primary), loopback only."""
+
+    def __init__(self, nodes=2, commit_mode="sync"):
+        self.dir = tempfile.mkdtemp(prefix="aerodb-compat-cluster-")
+        http, repl = free_consecutive_ports(nodes), free_consecutive_ports(nodes)
+        subprocess.run([BINARY, "cluster", "init", "--dir", self.dir, "--nodes", str(nodes), "--http-port", str(http),
+                        "--repl-port", str(repl), "--commit-mode", commit_mode], check=True, stdout=subprocess.DEVNULL)
+        keys = json.loads(subprocess.run([BINARY, "keys", "--dir", os.path.join(self.dir, "n1"), "--json"], check=True,
+                                         capture_output=True).stdout)
+        self.anon, self.service = keys["anon"], keys["service_role"]
+        self.urls = [f"http://127.0.0.1:{http + i}" for i in range(nodes)]
+        self.logs, self.processes = [], []
+        for i in range(nodes):
+            log = open(os.path.join(self.dir, f"n{i + 1}.log"), "wb")
+            self.logs.append(log)
+            self.processes.append(subprocess.Popen([BINARY, "start", "--dir", os.path.join(self.dir, f"n{i + 1}")],
+                                                   stdout=log, stderr=log))
+        deadline = time.time() + READY_TIMEOUT_SECONDS
+        for url in self.urls:
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/ready", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{url} did not become ready")
+                    time.sleep(0.1)
+
+    def admin(self, i, method, path, body=None):
+        request = urllib.request.Request(self.urls[i] + "/admin/v1/" + path, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {self.service}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        for p in self.processes:
+            p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in self.logs:
+            log.close()

@@ -188,3 +188,14 @@ def test_bad_policies_are_refused_with_clear_errors(world):
         assert e.value.code == 400 and needle in json.loads(e.value.read())["message"]
     listed = node.admin("GET", "policies")
     assert {p["id"] for p in listed["policies"]} >= {"notes.owner_all", "notes.public_read", "docs.team_read"}
+
+
+def test_system_collections_are_never_served_over_rest(world):
+    node = world["node"]
+    for name in ("_auth_users", "_auth_sessions", "_policies", "_audit_log"):
+        status, body = rest_get(node, name + "?select=*", node.service)
+        assert status == 404 and body["code"] == "PGRST205", (name, status, body)
+    request = urllib.request.Request(node.url + "/rest/v1/", headers={"apikey": node.anon})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        paths = json.loads(r.read())["paths"]
+    assert "/notes" in paths and not any(p.startswith("/_") for p in paths)

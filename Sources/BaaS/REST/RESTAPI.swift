@@ -260,7 +260,7 @@ enum RESTAPI {
         let snapshot = database.snapshot()
         var paths: [String: JSONValue] = [:]
         var schemas: [String: JSONValue] = [:]
-        for schema in snapshot.collections {
+        for schema in snapshot.collections where !SystemCollections.isSystem(schema.name) {
             let operation: JSONValue = .object(["tags": .array([.string(schema.name)]),
                                                 "responses": .object(["200": .object(["description": .string("OK")])])])
             paths["/" + schema.name] = .object(["get": operation, "post": operation, "patch": operation, "delete": operation])
