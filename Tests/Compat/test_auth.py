@@ -285,3 +285,80 @@ def test_settings_and_health(auth_node):
     assert settings["external"]["email"] is True and settings["mailer_autoconfirm"] is False
     with urllib.request.urlopen(auth_node.url + "/auth/v1/health") as r:
         assert json.loads(r.read())["name"] == "GoTrue"
+
+
+class FakeSMTP:
+    """A minimal SMTP server on loopback that keeps what it receives (the node's real socket client talks to it)."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+        received = self.received = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                send = lambda line: self.wfile.write((line + "\r\n").encode())
+                send("220 fake ESMTP")
+                envelope, data = {}, None
+                while True:
+                    line = self.rfile.readline().decode().rstrip("\r\n")
+                    if data is not None:
+                        if line == ".":
+                            received.append(dict(envelope, data="\n".join(data)))
+                            data = None
+                            send("250 queued")
+                        else:
+                            data.append(line[1:] if line.startswith("..") else line)
+                        continue
+                    verb = line.split(" ", 1)[0].upper()
+                    if verb == "EHLO":
+                        self.wfile.write(b"250-fake\r\n250 8BITMIME\r\n")
+                    elif verb == "MAIL":
+                        envelope["from"] = line.split(":", 1)[1].strip("<> ")
+                        send("250 ok")
+                    elif verb == "RCPT":
+                        envelope["to"] = line.split(":", 1)[1].strip("<> ")
+                        send("250 ok")
+                    elif verb == "DATA":
+                        data = []
+                        send("354 go ahead")
+                    elif verb == "QUIT":
+                        send("221 bye")
+                        return
+                    else:
+                        send("502 not implemented")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, to, seconds=10):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            for message in self.received:
+                if message["to"] == to:
+                    return message
+            time.sleep(0.05)
+        raise AssertionError(f"no mail delivered to {to}: {self.received}")
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def test_mail_is_delivered_over_smtp_and_leaves_the_outbox():
+    smtp = FakeSMTP()
+    n = Node(auth=dict(SETTINGS, smtp={"host": "127.0.0.1", "port": smtp.port, "sender": "no-reply@aerodb.test"}))
+    try:
+        sb, address = client(n), email()
+        sb.auth.sign_up({"email": address, "password": "smtp pass 1"})
+        message = smtp.wait_for(address)
+        assert message["from"] == "no-reply@aerodb.test" and "Subject: Confirm your signup" in message["data"]
+        code = re.search(r"code (\d+)", message["data"]).group(1)
+        assert sb.auth.verify_otp({"email": address, "token": code, "type": "signup"}).session
+        deadline = time.time() + 5
+        while n.admin("GET", "outbox?to=" + urllib.parse.quote(address))["messages"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert n.admin("GET", "outbox?to=" + urllib.parse.quote(address))["messages"] == []
+    finally:
+        n.stop()
+        smtp.stop()

@@ -2,7 +2,7 @@
 // needs a valid API key or user token (as behind Supabase's gateway); GET /verify is the link in
 // an email and needs none. Errors are GoTrue-shaped (AuthErrorResponse). Not built yet, each
 // answering a clear error: phone/SMS, OAuth and SSO providers, MFA factors, the PKCE code
-// exchange, SMTP delivery (mail goes to the dev outbox).
+// exchange, TLS to the SMTP server.
 
 import Foundation
 import HTTPTypes

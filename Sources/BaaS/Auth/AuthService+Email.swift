@@ -1,8 +1,9 @@
 // Email codes and links: sign-up confirmation, magic links and email OTP, recovery, email
 // change, invites, reauthentication. A code is `otp_length` digits, valid `otp_expiry` seconds,
 // single use; its link is `<node>/auth/v1/verify?token=<hash>&type=<type>&redirect_to=<url>`.
-// Mail goes to the dev outbox (`_auth_outbox`, GET /admin/v1/outbox) and to the log: SMTP is
-// not built yet. /recover and /otp answer the same whether or not the address is known.
+// Mail goes to the outbox (`_auth_outbox`) in the transaction that issues the code; with
+// `auth.smtp` it is then delivered and removed (SMTPSender), without it it stays there: the dev
+// outbox (GET /admin/v1/outbox), also announced in the log. /recover and /otp answer the same whether or not the address is known.
 
 import Foundation
 import Kernel
@@ -32,8 +33,10 @@ extension AuthService {
                       _ request: AuthRequest) throws -> [WriteOperation] {
         let token = try issue(type: type, userID: userID, email: email, newEmail: newEmail)
         let message = MailMessage.compose(type: type, to: email, code: token.code, link: link(token.hash, type: type, request))
-        logger.info("dev outbox: mail not sent (SMTP is not built); read it at GET /admin/v1/outbox",
-                    metadata: ["to": "\(email)", "type": "\(type)", "subject": "\(message.subject)"])
+        if settings.smtp == nil {
+            logger.info("dev outbox: mail kept, not sent (no auth.smtp); read it at GET /admin/v1/outbox",
+                        metadata: ["to": "\(email)", "type": "\(type)", "subject": "\(message.subject)"])
+        }
         var ops = token.operations + [message.operation(now: store.now)]
         if let field = Self.sentField(type) { ops.append(store.updateUser(userID, [field: store.now])) }
         return ops

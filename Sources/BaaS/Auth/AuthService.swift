@@ -45,6 +45,30 @@ final class AuthService: Sendable {
     func commit(_ operations: [WriteOperation]) async throws {
         try await store.ensureCollections()
         _ = try await store.database.commit(operations)
+        deliver(operations.compactMap { op -> Document? in
+            if case .insert(AuthCollections.outbox, let doc) = op { return doc }
+            return nil
+        })
+    }
+
+    /// Sends committed outbox messages over SMTP (when configured) off the request path, and
+    /// deletes each delivered row; a failed delivery stays in the outbox and is logged.
+    func deliver(_ messages: [Document]) {
+        guard let smtp = settings.smtp, !messages.isEmpty else { return }
+        let sender = SMTPSender(settings: smtp)
+        let (database, logger) = (store.database, self.logger)
+        Task.detached {
+            for doc in messages {
+                guard let message = MailMessage(doc), let id = doc["id"] else { continue }
+                do {
+                    try sender.send(message)
+                    _ = try await database.commit([.delete(collection: AuthCollections.outbox, target: .key(id))])
+                    logger.info("mail delivered over SMTP", metadata: ["to": "\(message.to)", "type": "\(message.type)"])
+                } catch {
+                    logger.error("mail not delivered; it stays in the outbox", metadata: ["to": "\(message.to)", "error": "\(error)"])
+                }
+            }
+        }
     }
 
     func event(_ action: String, user: String? = nil, role: String? = nil, target: String? = nil, _ request: AuthRequest,

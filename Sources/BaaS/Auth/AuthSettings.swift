@@ -23,6 +23,8 @@ public struct AuthSettings: Sendable {
     public var otpExpirySeconds: Int64 = 3_600
     public var passwordCost = PasswordCost.standard
     public var rateLimits = AuthRateLimits()
+    /// Mail is delivered over SMTP when set; otherwise it stays in the dev outbox.
+    public var smtp: SMTPSettings?
 
     public static let accessTokenSecondsRange: ClosedRange<Int64> = 30...86_400 * 7
     public static let otpLengthRange: ClosedRange<Int> = 6...10
@@ -60,8 +62,7 @@ public struct AuthSettings: Sendable {
                                               parallelism: UInt32(cost["parallelism"]?.intValue ?? Int64(s.passwordCost.parallelism)))
                 try s.passwordCost.validate()
             case ("rate_limits", .object(let limits)): s.rateLimits = try AuthRateLimits.parse(limits)
-            case ("smtp", _):
-                throw invalid("auth.smtp: sending mail through SMTP is not built yet; leave it out and read mail from the dev outbox (GET /admin/v1/outbox)")
+            case ("smtp", let v): s.smtp = try SMTPSettings.parse(v)
             default: throw invalid("unknown or mistyped auth setting \"\(key)\" (see docs/AUTH.md)")
             }
         }

@@ -80,6 +80,21 @@ struct MailMessage: Sendable {
     let type: String
     let link: String?
 
+    init(to: String, subject: String, body: String, type: String, link: String?) {
+        self.to = to
+        self.subject = subject
+        self.body = body
+        self.type = type
+        self.link = link
+    }
+
+    /// A message read back from its outbox row.
+    init?(_ doc: Document) {
+        guard case .string(let to)? = doc["to"], case .string(let subject)? = doc["subject"], case .string(let body)? = doc["body"],
+              case .string(let type)? = doc["type"] else { return nil }
+        self.init(to: to, subject: subject, body: body, type: type, link: doc["link"]?.stringValue)
+    }
+
     func operation(now: JSONValue) -> WriteOperation {
         .insert(collection: AuthCollections.outbox, document: [
             "id": .string(UUIDText.random()), "to": .string(to), "subject": .string(subject), "body": .string(body),
