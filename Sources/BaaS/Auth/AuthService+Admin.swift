@@ -36,7 +36,7 @@ extension AuthService {
         var passwordHash: String?
         if case .string(let password)? = body["password"] {
             try checkPassword(password)
-            passwordHash = try hash(password)
+            passwordHash = try await hash(password)
         }
         let id = try body["id"].map { value -> String in
             guard case .string(let text) = value, let id = UUIDText.normalize(text) else { throw AuthFailure.validation("id must be a UUID") }
@@ -68,7 +68,7 @@ extension AuthService {
         }
         if case .string(let password)? = body["password"] {
             try checkPassword(password)
-            set["encrypted_password"] = .string(try hash(password))
+            set["encrypted_password"] = .string(try await hash(password))
         }
         if let confirm = body["email_confirm"]?.boolValue {
             set["email_confirmed_at"] = confirm ? (user["email_confirmed_at"].flatMap { $0.isNull ? nil : $0 } ?? store.now) : .null
@@ -145,7 +145,7 @@ extension AuthService {
                 if type == "signup" {
                     let password = try password(body)
                     try checkPassword(password)
-                    passwordHash = try hash(password)
+                    passwordHash = try await hash(password)
                 }
                 let made = store.newUser(email: email, passwordHash: passwordHash, confirmed: false,
                                          userMetadata: try Self.metadata(body, "data"))

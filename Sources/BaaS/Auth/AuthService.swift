@@ -11,6 +11,7 @@
 
 import Kernel
 import Logging
+import NIOPosix
 
 /// What a flow needs from the HTTP request.
 struct AuthRequest: Sendable {
@@ -140,7 +141,16 @@ final class AuthService: Sendable {
         return password
     }
 
-    func hash(_ password: String) throws -> String { try PasswordHasher.hash(password, cost: settings.passwordCost) }
+    /// argon2id runs for tens of milliseconds: on NIO's blocking-work pool, never on the
+    /// cooperative executor (two threads on two cores: a burst of sign-ins would stall every request).
+    func hash(_ password: String) async throws -> String {
+        let cost = settings.passwordCost
+        return try await NIOThreadPool.singleton.runIfActive { try PasswordHasher.hash(password, cost: cost) }
+    }
+
+    func verify(_ password: String, _ encoded: String) async -> Bool {
+        (try? await NIOThreadPool.singleton.runIfActive { PasswordHasher.verify(password, encoded: encoded) }) ?? false
+    }
 
     static func metadata(_ body: JSONValue, _ key: String) throws -> [String: JSONValue] {
         switch body[key] {
@@ -198,7 +208,7 @@ final class AuthService: Sendable {
             try await sendCode(type: "signup", user: existing, email: email, request)
             return try userJSON(try store.user(email: email) ?? existing)
         }
-        let (user, ops) = store.newUser(email: email, passwordHash: try hash(password), confirmed: settings.mailerAutoconfirm,
+        let (user, ops) = store.newUser(email: email, passwordHash: try await hash(password), confirmed: settings.mailerAutoconfirm,
                                         userMetadata: data)
         let id = user["id"]!.stringValue!
         if settings.mailerAutoconfirm {
@@ -225,7 +235,7 @@ final class AuthService: Sendable {
         let password = try password(body)
         let user = try store.user(email: email)
         let stored = user?["encrypted_password"]?.stringValue
-        let matches = PasswordHasher.verify(password, encoded: stored ?? decoyHash) && stored != nil
+        let matches = await verify(password, stored ?? decoyHash) && stored != nil
         guard let user, matches else {
             await recordFailure("login_failed", target: email, request, reason: "invalid_credentials")
             throw AuthFailure.invalidCredentials
@@ -308,7 +318,7 @@ final class AuthService: Sendable {
         }
         if case .string(let newPassword)? = body["password"] {
             try await checkPasswordChange(user, caller, newPassword: newPassword, body)
-            set["encrypted_password"] = .string(try hash(newPassword))
+            set["encrypted_password"] = .string(try await hash(newPassword))
             actions.append("user_updated_password")
         }
         if body["email"] != nil, body["email"] != .null {
@@ -342,11 +352,11 @@ final class AuthService: Sendable {
     func checkPasswordChange(_ user: Document, _ caller: Caller, newPassword: String, _ body: JSONValue) async throws {
         try checkPassword(newPassword)
         let stored = user["encrypted_password"]?.stringValue
-        if let stored, PasswordHasher.verify(newPassword, encoded: stored) {
+        if let stored, await verify(newPassword, stored) {
             throw AuthFailure.unprocessable("same_password", "New password should be different from the old password.")
         }
         if case .string(let current)? = body["current_password"] {
-            guard let stored, PasswordHasher.verify(current, encoded: stored) else {
+            guard let stored, await verify(current, stored) else {
                 throw AuthFailure.badRequest("invalid_credentials", "Current password is incorrect")
             }
         }
