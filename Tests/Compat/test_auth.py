@@ -16,6 +16,8 @@ from conftest import Node
 
 SETTINGS = {
     "mailer_autoconfirm": False,
+    "anonymous_sign_ins": True,
+    "redirect_urls": ["http://app.test/*"],
     "refresh_token_reuse_interval": 0,
     # Cheap hashes keep the suite fast; the default cost is measured by `aerodb bench --workload auth`.
     "argon2": {"memory_kib": 8192, "iterations": 1, "parallelism": 1},
@@ -96,9 +98,12 @@ def test_wrong_password_duplicate_and_weak_password_errors(auth_node):
     with pytest.raises(AuthApiError) as e:
         sb.auth.sign_in_with_password({"email": email(), "password": "nope-nope"})
     assert e.value.code == "invalid_credentials"
-    with pytest.raises(AuthApiError) as e:
-        sb.auth.sign_up({"email": address, "password": "another1"})
-    assert e.value.code == "user_already_exists" and e.value.status == 422
+    # With confirmations on, signing up an existing address answers a look-alike user (no mail,
+    # no session), so sign-up does not reveal who has an account (as GoTrue).
+    existing = admin_id = client(auth_node, auth_node.service).auth.admin.list_users(per_page=1000)
+    real = next(u.id for u in existing if u.email == address)
+    masked = sb.auth.sign_up({"email": address, "password": "another1"})
+    assert masked.session is None and masked.user.email == address and masked.user.id != real
     with pytest.raises(AuthWeakPasswordError) as e:
         sb.auth.sign_up({"email": email(), "password": "abc"})
     assert e.value.code == "weak_password" and e.value.reasons == ["length"]
@@ -199,6 +204,11 @@ def test_magic_link_and_email_otp_through_the_outbox(auth_node):
     assert target.startswith("http://app.test/cb#access_token=")
     fragment = dict(urllib.parse.parse_qsl(target.split("#", 1)[1]))
     assert sb.auth.get_user(fragment["access_token"]).user.email == address
+    # A redirect_to outside site_url and redirect_urls falls back to site_url: a link cannot hand
+    # a session to another site.
+    sb.auth.sign_in_with_otp({"email": address, "options": {"email_redirect_to": "https://attacker.test/steal"}})
+    link = last_mail(auth_node, address)["link"]
+    assert "attacker" not in link and link.startswith(auth_node.url + "/auth/v1/verify?")
     with pytest.raises(AuthApiError) as e:
         sb.auth.sign_in_with_otp({"email": email(), "options": {"should_create_user": False}})
     assert e.value.code == "otp_disabled"
@@ -215,6 +225,16 @@ def test_password_recovery(auth_node):
     assert sb.auth.verify_otp({"email": address, "token": code_of(mail), "type": "recovery"}).session
     sb.auth.update_user({"password": "recovered pw 3"})
     assert client(auth_node).auth.sign_in_with_password({"email": address, "password": "recovered pw 3"}).session
+
+
+def test_anonymous_sign_in_is_off_by_default():
+    n = Node(auth={"argon2": SETTINGS["argon2"]})
+    try:
+        with pytest.raises(AuthApiError) as e:
+            client(n).auth.sign_in_anonymously()
+        assert e.value.code == "anonymous_provider_disabled"
+    finally:
+        n.stop()
 
 
 def test_anonymous_sign_in(auth_node):

@@ -199,3 +199,22 @@ def test_system_collections_are_never_served_over_rest(world):
     with urllib.request.urlopen(request, timeout=10) as r:
         paths = json.loads(r.read())["paths"]
     assert "/notes" in paths and not any(p.startswith("/_") for p in paths)
+    # A user collection may reference the users collection, but never embed it.
+    node.admin("POST", "collections", {"name": "profiles", "fields": {
+        "id": {"type": "text"}, "user_id": {"type": "uuid", "references": {"collection": "_auth_users", "on_delete": "cascade"}}}})
+    status, body = rest_get(node, "profiles?select=*,_auth_users(*)", node.service)
+    assert status == 400 and "relationship" in body["message"], (status, body)
+
+
+def test_password_change_signs_out_other_sessions(world):
+    from test_auth import client
+    node = world["node"]
+    address, first = "changer@example.com", "changer pw 1"
+    client(node, node.service).auth.admin.create_user({"email": address, "password": first, "email_confirm": True})
+    a, b = client(node), client(node)
+    a.auth.sign_in_with_password({"email": address, "password": first})
+    other = b.auth.sign_in_with_password({"email": address, "password": first}).session
+    a.auth.update_user({"password": "changer pw 2"})
+    status, _ = rest_get(node, "notes?select=id", other.access_token)
+    assert status == 401
+    assert a.auth.get_user().user.email == address  # the session that changed it stays

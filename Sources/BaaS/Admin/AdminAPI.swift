@@ -50,7 +50,7 @@ public enum AdminAPI {
         }
         admin.delete("collections/:name") { request, context in
             try await guarded(request, keys) {
-                let lsn = try await database.dropCollection(try context.parameters.require("name"))
+                let lsn = try await dropUserCollection(try context.parameters.require("name"), database)
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
@@ -218,6 +218,17 @@ public enum AdminAPI {
             throw AeroError(.schemaInvalid, "collection names starting with _ are reserved for system collections")
         }
         return schema
+    }
+
+    /// Drops a user collection and its row-level-security rows (a new collection of the same
+    /// name starts without policies). System collections cannot be dropped: dropping `_rls`
+    /// would switch every policy off.
+    static func dropUserCollection(_ name: String, _ database: Database) async throws -> UInt64 {
+        guard !SystemCollections.isSystem(name) else {
+            throw AeroError(.schemaInvalid, "system collections (names starting with _) cannot be dropped")
+        }
+        let lsn = try await database.dropCollection(name)
+        return try await PolicyAdmin.forget(collection: name, database) ?? lsn
     }
 
     /// Checks the service key, runs the handler, and turns any error into the error shape.

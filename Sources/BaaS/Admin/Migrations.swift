@@ -79,7 +79,7 @@ enum Migrations {
         }
         switch (kind, value) {
         case ("create_collection", _): _ = try await database.createCollection(try AdminAPI.userSchema(value))
-        case ("drop_collection", .string(let name)): _ = try await database.dropCollection(name)
+        case ("drop_collection", .string(let name)): _ = try await AdminAPI.dropUserCollection(name, database)
         case ("add_index", _):
             _ = try await database.addIndex(collection: try string(value, "collection"), value["index"] ?? .null)
         case ("drop_index", _):

@@ -146,7 +146,7 @@ enum AuthAPI {
     /// with the session in the fragment, or with `error`, `error_code`, `error_description`.
     private static func verifyLink(_ request: Request, _ ctx: AeroRequestContext, _ service: AuthService) async -> Response {
         let q = query(request)
-        let target = q["redirect_to"].flatMap { $0.isEmpty ? nil : $0 } ?? service.settings.siteURL
+        let target = service.settings.allowedRedirect(q["redirect_to"])
         var fragment: String
         do {
             let session = try await service.verify(type: q["type"] ?? "", tokenHash: q["token"], email: nil, code: nil, context(request, ctx, service))
@@ -174,10 +174,10 @@ enum AuthAPI {
     // MARK: Plumbing
 
     static func context(_ request: Request, _ ctx: AeroRequestContext, _ service: AuthService) -> AuthRequest {
-        let host = request.head.authority ?? request.headers[HTTPField.Name("Host")!] ?? "localhost"
         let redirect = query(request)["redirect_to"].flatMap { $0.isEmpty ? nil : $0 }
-        return AuthRequest(ip: ctx.clientIP,
-                           userAgent: request.headers[.userAgent], baseURL: "http://" + host, redirectTo: redirect)
+        return AuthRequest(ip: ctx.clientIP, userAgent: request.headers[.userAgent],
+                           baseURL: service.settings.externalURL ?? "http://localhost",
+                           redirectTo: service.settings.allowedRedirect(redirect))
     }
 
     static func query(_ request: Request) -> [String: String] {
@@ -211,13 +211,15 @@ enum AuthAPI {
     /// Runs a handler; answers carry the node's LSN after it (a replica that forwarded a write
     /// waits to apply it before answering, so the new session works there at once).
     static func handle(_ request: Request, _ service: AuthService, _ body: () async throws -> Response) async -> Response {
+        var response: Response
         do {
-            var response = try await body()
-            response.headers[HTTPJSON.lsnHeader] = String(service.store.database.snapshot().lsn)
-            return response
+            response = try await body()
         } catch {
-            return AuthErrorResponse.response(error, request: request)
+            response = AuthErrorResponse.response(error, request: request)
         }
+        // Also on errors: a refused refresh may have revoked a session (the replica must apply it).
+        response.headers[HTTPJSON.lsnHeader] = String(service.store.database.snapshot().lsn)
+        return response
     }
 
     static func admin(_ request: Request, _ service: AuthService, _ keys: KeyChecker,

@@ -1,7 +1,8 @@
 // The system collections of `/auth/v1` (SPEC §3.2: system data lives in the kernel, so it is
 // durable, replicated and backed up like any data). Names start with `_`: the REST API never
 // serves them and user collections cannot take such names. Secrets are stored hashed:
-// passwords as argon2id, refresh tokens as SHA-256, one-time tokens as SHA-256 of email + code.
+// passwords as argon2id, refresh tokens as SHA-256, one-time tokens under an HMAC (cluster
+// secret) of their link hash, SHA-256 of email + code.
 // Deleting a user cascades to identities, sessions and their tokens; deleting a session
 // cascades to its refresh tokens (that is what revocation is).
 

@@ -58,7 +58,6 @@ enum AuthErrorResponse {
         case .unauthorized: code = "bad_jwt"
         case .forbidden: code = "not_admin"
         case .jsonInvalid, .requestInvalid: code = "validation_failed"
-        case .rateLimited: code = "over_request_rate_limit"
         default: code = status.code >= 500 ? "unexpected_failure" : "validation_failed"
         }
         return AuthFailure(status: status, code: code, message: error.message)

@@ -76,7 +76,13 @@ extension AuthService {
         for key in ["user_metadata", "app_metadata"] where body[key] != nil && body[key] != .null {
             set[key] = .object(Self.merge(user[key]?.objectValue ?? [:], try Self.metadata(body, key)))
         }
-        if let ban = try banUntil(body) { set["banned_until"] = ban }
+        var signOut = false  // a new password or a ban ends every session
+        if let ban = try banUntil(body) {
+            set["banned_until"] = ban
+            signOut = !ban.isNull
+        }
+        if case .string? = body["password"] { signOut = true }
+        if signOut { ops += store.revokeSessions(try store.sessions(of: userID).compactMap { $0["id"] }) }
         if !set.isEmpty {
             try await commit([store.updateUser(userID, set)] + ops + [event("user_modified", role: "service_role", target: userID, request)])
         }

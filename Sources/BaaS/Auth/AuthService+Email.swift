@@ -128,7 +128,12 @@ extension AuthService {
         if let tokenHash, !tokenHash.isEmpty {
             hash = tokenHash
         } else if let email, let code, !code.isEmpty {
-            hash = AuthStore.tokenHash(email: AuthStore.normalizeEmail(email), code: code.trimmingCharacters(in: .whitespaces))
+            let address = AuthStore.normalizeEmail(email)
+            // Guessing a code: the per-IP budget alone would let many addresses spread the work.
+            guard limiter.allow("verify-address", key: address, budget: settings.rateLimits.verify, nowSeconds: store.nowSeconds) else {
+                throw AuthFailure.rateLimited("over_request_rate_limit")
+            }
+            hash = AuthStore.tokenHash(email: address, code: code.trimmingCharacters(in: .whitespaces))
         } else {
             throw AuthFailure.validation("Verify requires a token_hash, or an email and a token")
         }
@@ -137,7 +142,7 @@ extension AuthService {
             await recordFailure("verify_failed", target: email, request, reason: "otp_expired")
             throw AuthFailure.otpExpired
         }
-        var ops: [WriteOperation] = [.delete(collection: AuthCollections.oneTimeTokens, target: .key(.string(hash)))]
+        var ops: [WriteOperation] = [.delete(collection: AuthCollections.oneTimeTokens, target: .key(token["id"] ?? .null))]
         var set: Document = [:]
         let address = (stored == "email_change" ? token["new_email"]?.stringValue : nil) ?? token["email"]?.stringValue ?? ""
         if stored == "email_change" {

@@ -34,7 +34,7 @@ final class AuthService: Sendable {
     let decoyHash: String
 
     init(database: Database, settings: AuthSettings, secret: [UInt8], clock: any KernelClock, logger: Logger) throws {
-        store = AuthStore(database: database, clock: clock)
+        store = AuthStore(database: database, clock: clock, secret: secret)
         self.settings = settings
         self.secret = secret
         self.logger = logger
@@ -62,7 +62,7 @@ final class AuthService: Sendable {
             for doc in messages {
                 guard let message = MailMessage(doc), let id = doc["id"] else { continue }
                 do {
-                    try sender.send(message)
+                    try await NIOThreadPool.singleton.runIfActive { try sender.send(message) }  // blocking socket I/O
                     _ = try await database.commit([.delete(collection: AuthCollections.outbox, target: .key(id))])
                     logger.info("mail delivered over SMTP", metadata: ["to": "\(message.to)", "type": "\(message.type)"])
                 } catch {
@@ -138,6 +138,9 @@ final class AuthService: Sendable {
         guard case .string(let password)? = body["password"], !password.isEmpty else {
             throw AuthFailure.validation("A password is required")
         }
+        guard password.utf8.count <= PasswordHasher.passwordBytesMax else {
+            throw AuthFailure.validation("Password cannot be longer than \(PasswordHasher.passwordBytesMax) bytes")
+        }
         return password
     }
 
@@ -203,6 +206,9 @@ final class AuthService: Sendable {
         try checkPassword(password)
         if let existing = try store.user(email: email) {
             guard existing["email_confirmed_at"]?.isNull ?? true else {
+                // As GoTrue: with confirmations on, answer a look-alike user (nothing is sent), so
+                // sign-up does not tell who has an account; with autoconfirm there is no hiding it.
+                guard settings.mailerAutoconfirm else { return Self.obfuscatedUser(email: email, data: data, now: store.now) }
                 throw AuthFailure.unprocessable("user_already_exists", "User already registered")
             }
             try await sendCode(type: "signup", user: existing, email: email, request)
@@ -220,8 +226,14 @@ final class AuthService: Sendable {
         return try userJSON(try store.user(id: id) ?? user)
     }
 
+    static func obfuscatedUser(email: String, data: [String: JSONValue], now: JSONValue) -> JSONValue {
+        AuthWire.user(["id": .string(UUIDText.random()), "email": .string(email), "user_metadata": .object(data),
+                       "app_metadata": .object(["provider": .string("email"), "providers": .array([.string("email")])]),
+                       "confirmation_sent_at": now, "created_at": now, "updated_at": now], identities: [])
+    }
+
     func signInAnonymously(_ data: [String: JSONValue], _ request: AuthRequest) async throws -> JSONValue {
-        guard settings.anonymousSignIns else {
+        guard settings.anonymousSignIns, !settings.disableSignup else {
             throw AuthFailure.unprocessable("anonymous_provider_disabled", "Anonymous sign-ins are disabled")
         }
         let (user, ops) = store.newUser(email: nil, passwordHash: nil, confirmed: false, userMetadata: data, anonymous: true)
@@ -317,8 +329,11 @@ final class AuthService: Sendable {
             actions.append("user_modified")
         }
         if case .string(let newPassword)? = body["password"] {
-            try await checkPasswordChange(user, caller, newPassword: newPassword, body)
+            ops += try await checkPasswordChange(user, caller, newPassword: newPassword, body)
             set["encrypted_password"] = .string(try await hash(newPassword))
+            // A new password signs out every other session (a thief's refresh token dies with it).
+            let current = caller.sessionID.flatMap(UUIDText.normalize).map(JSONValue.string)
+            ops += store.revokeSessions(try store.sessions(of: id).compactMap { $0["id"] }.filter { $0 != current })
             actions.append("user_updated_password")
         }
         if body["email"] != nil, body["email"] != .null {
@@ -348,8 +363,9 @@ final class AuthService: Sendable {
     }
 
     /// GoTrue's rules: never the same password; with `current_password` it must match; with
-    /// `secure_password_change`, a sign-in older than a day needs the code from /reauthenticate.
-    func checkPasswordChange(_ user: Document, _ caller: Caller, newPassword: String, _ body: JSONValue) async throws {
+    /// `secure_password_change`, a sign-in older than a day needs the code from /reauthenticate
+    /// (consumed by the change: the operations returned delete it).
+    func checkPasswordChange(_ user: Document, _ caller: Caller, newPassword: String, _ body: JSONValue) async throws -> [WriteOperation] {
         try checkPassword(newPassword)
         let stored = user["encrypted_password"]?.stringValue
         if let stored, await verify(newPassword, stored) {
@@ -360,9 +376,9 @@ final class AuthService: Sendable {
                 throw AuthFailure.badRequest("invalid_credentials", "Current password is incorrect")
             }
         }
-        guard settings.securePasswordChange else { return }
+        guard settings.securePasswordChange else { return [] }
         let signedIn = caller.claims["amr"]?.arrayValue?.first?["timestamp"]?.intValue ?? 0
-        if store.nowSeconds - signedIn <= AuthSettings.recentSignInSeconds { return }
+        if store.nowSeconds - signedIn <= AuthSettings.recentSignInSeconds { return [] }
         guard case .string(let nonce)? = body["nonce"] else {
             throw AuthFailure.badRequest("reauthentication_needed", "Password update requires reauthentication")
         }
@@ -371,6 +387,7 @@ final class AuthService: Sendable {
               token["type"] == .string("reauthentication"), token["user_id"] == user["id"] else {
             throw AuthFailure.badRequest("reauthentication_not_valid", "Verification code is invalid or has expired")
         }
+        return [.delete(collection: AuthCollections.oneTimeTokens, target: .key(token["id"] ?? .null))]
     }
 
     /// Top-level merge as GoTrue does it: given keys replace, a null value removes the key.

@@ -4,8 +4,14 @@
 import Kernel
 
 public struct AuthSettings: Sendable {
-    /// Where email links send the browser when a request names no `redirect_to`.
+    /// Where email links send the browser when a request names no allowed `redirect_to`.
     public var siteURL = "http://localhost:3000"
+    /// Other `redirect_to` targets allowed (exact URLs or prefixes ending in `*`); anything else
+    /// falls back to `siteURL`, so a link cannot hand a session to another site.
+    public var redirectURLs: [String] = []
+    /// The URL clients reach this service at: email links and the token issuer are built from
+    /// it, never from a request's Host header. Default: `http://<this node's http address>`.
+    public var externalURL: String?
     /// Access-token lifetime (GoTrue's JWT_EXP).
     public var accessTokenSeconds: Int64 = 3_600
     /// A rotated refresh token still refreshes for this long (concurrent refreshes of one tab).
@@ -13,7 +19,8 @@ public struct AuthSettings: Sendable {
     /// Sign-ups are confirmed at once (no confirmation email) when true.
     public var mailerAutoconfirm = false
     public var disableSignup = false
-    public var anonymousSignIns = true
+    /// Off by default, as in GoTrue: anonymous users get the `authenticated` role.
+    public var anonymousSignIns = false
     public var passwordMinLength = 6
     /// Each string is a set of characters of which a password must contain at least one.
     public var passwordRequiredCharacters: [String] = []
@@ -34,6 +41,15 @@ public struct AuthSettings: Sendable {
 
     public init() {}
 
+    /// `redirect_to` when it is the site URL or allowed by `redirect_urls`; else the site URL.
+    public func allowedRedirect(_ requested: String?) -> String {
+        guard let requested, !requested.isEmpty else { return siteURL }
+        let allowed = ([siteURL] + redirectURLs).contains { pattern in
+            pattern.hasSuffix("*") ? requested.hasPrefix(String(pattern.dropLast())) : requested == pattern
+        }
+        return allowed ? requested : siteURL
+    }
+
     public static func parse(_ json: JSONValue?) throws -> AuthSettings {
         var s = AuthSettings()
         guard let json else { return s }
@@ -41,6 +57,14 @@ public struct AuthSettings: Sendable {
         for (key, value) in o {
             switch (key, value) {
             case ("site_url", .string(let v)): s.siteURL = v
+            case ("redirect_urls", .array(let items)):
+                s.redirectURLs = try items.map { item in
+                    guard case .string(let url) = item, !url.isEmpty else { throw invalid("auth.redirect_urls holds URL strings") }
+                    return url
+                }
+            case ("external_url", .string(let v)):
+                guard v.hasPrefix("http://") || v.hasPrefix("https://") else { throw invalid("auth.external_url must start with http:// or https://") }
+                s.externalURL = v.hasSuffix("/") ? String(v.dropLast()) : v
             case ("jwt_expiry", .int(let v)): s.accessTokenSeconds = try within(v, accessTokenSecondsRange, key)
             case ("refresh_token_reuse_interval", .int(let v)): s.refreshReuseIntervalSeconds = try within(v, 0...3_600, key)
             case ("mailer_autoconfirm", .bool(let v)): s.mailerAutoconfirm = v
@@ -57,10 +81,19 @@ public struct AuthSettings: Sendable {
             case ("otp_length", .int(let v)): s.otpLength = Int(try within(v, 6...10, key))
             case ("otp_expiry", .int(let v)): s.otpExpirySeconds = try within(v, 60...86_400, key)
             case ("argon2", .object(let cost)):
-                s.passwordCost = PasswordCost(memoryKiB: UInt32(cost["memory_kib"]?.intValue ?? Int64(s.passwordCost.memoryKiB)),
-                                              iterations: UInt32(cost["iterations"]?.intValue ?? Int64(s.passwordCost.iterations)),
-                                              parallelism: UInt32(cost["parallelism"]?.intValue ?? Int64(s.passwordCost.parallelism)))
-                try s.passwordCost.validate()
+                func part(_ key: String, _ current: UInt32, _ range: ClosedRange<UInt32>) throws -> UInt32 {
+                    guard let value = cost[key] else { return current }
+                    guard case .int(let n) = value, n >= Int64(range.lowerBound), n <= Int64(range.upperBound) else {
+                        throw invalid("auth.argon2.\(key) must be an integer within \(range)")
+                    }
+                    return UInt32(n)
+                }
+                if let unknown = cost.keys.first(where: { !["memory_kib", "iterations", "parallelism"].contains($0) }) {
+                    throw invalid("unknown auth.argon2 setting \"\(unknown)\" (memory_kib, iterations, parallelism)")
+                }
+                s.passwordCost = PasswordCost(memoryKiB: try part("memory_kib", s.passwordCost.memoryKiB, PasswordCost.memoryKiBRange),
+                                              iterations: try part("iterations", s.passwordCost.iterations, PasswordCost.iterationsRange),
+                                              parallelism: try part("parallelism", s.passwordCost.parallelism, PasswordCost.parallelismRange))
             case ("rate_limits", .object(let limits)): s.rateLimits = try AuthRateLimits.parse(limits)
             case ("smtp", let v): s.smtp = try SMTPSettings.parse(v)
             default: throw invalid("unknown or mistyped auth setting \"\(key)\" (see docs/AUTH.md)")

@@ -9,6 +9,8 @@ import Kernel
 struct AuthStore: Sendable {
     let database: Database
     let clock: any KernelClock
+    /// Keys the one-time token ids (see `storedID`).
+    let secret: [UInt8]
 
     var nowMicros: Int64 { clock.nowMicros() }
     var nowSeconds: Int64 { nowMicros / 1_000_000 }
@@ -158,7 +160,7 @@ struct AuthStore: Sendable {
             .filter { $0["type"] == .string(type) }
             .map { .delete(collection: AuthCollections.oneTimeTokens, target: .key($0["id"] ?? .null)) }
         ops.append(.insert(collection: AuthCollections.oneTimeTokens, document: [
-            "id": .string(hash), "user_id": .string(userID), "type": .string(type), "email": .string(email),
+            "id": .string(storedID(hash)), "user_id": .string(userID), "type": .string(type), "email": .string(email),
             "new_email": newEmail.map(JSONValue.string) ?? .null,
             "expires_at": .string(Timestamp.format(nowMicros + lifetimeSeconds * 1_000_000)), "created_at": now,
         ]))
@@ -167,7 +169,7 @@ struct AuthStore: Sendable {
 
     /// The live token with this hash, or nil when unknown or expired.
     func liveOneTimeToken(hash: String) throws -> Document? {
-        guard let token = try document(AuthCollections.oneTimeTokens, hash),
+        guard let token = try document(AuthCollections.oneTimeTokens, storedID(hash)),
               case .string(let expires)? = token["expires_at"], let expiry = Timestamp.parse(expires), expiry > nowMicros else {
             return nil
         }
@@ -181,6 +183,13 @@ struct AuthStore: Sendable {
     /// A one-time token's hash: hex SHA-256 of the email followed by the code (GoTrue uses
     /// SHA-224; the value is opaque to clients).
     static func tokenHash(email: String, code: String) -> String { sha256Hex(email + code) }
+
+    /// The key a one-time token is stored under: HMAC-SHA256 of its hash under the cluster
+    /// secret. The hash is what a link carries (`token_hash`); a leaked backup holds neither it
+    /// nor anything a 6-digit code can be guessed against without the secret.
+    func storedID(_ tokenHash: String) -> String {
+        Self.hex(Array(HMAC<SHA256>.authenticationCode(for: Array(tokenHash.utf8), using: SymmetricKey(data: secret))))
+    }
 
     static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)

@@ -6,8 +6,9 @@
 //   may hold commits that were never acknowledged.
 // - Write forwarding: on a replica, a write (REST and admin writes, every auth POST/PUT/DELETE
 //   and GET /auth/v1/verify, which consumes a code) is sent to the primary unchanged (headers
-//   and body, including the signed client address); the primary's answer (2xx or a redirect)
-//   is returned once this node has applied the commit it names in `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
+//   and body, including the signed client address); the primary's answer (any status: a
+//   refusal may have committed too, e.g. a revoked session) is returned once this node has
+//   applied the LSN it names in `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
 //   request carries `X-AeroDB-Forwarded-By` and is never forwarded again.
 
 import AsyncHTTPClient
@@ -46,7 +47,8 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || (path.hasPrefix("/admin/v1/") && !path.hasPrefix("/admin/v1/cluster") && path != "/admin/v1/status") {
+        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || path.hasPrefix("/auth/v1")
+            || (path.hasPrefix("/admin/v1/") && !path.hasPrefix("/admin/v1/cluster") && path != "/admin/v1/status") {
             return errorResponse(request, refusal)
         }
         if let minimum = request.headers[ClusterHTTP.minLSNHeader] {
@@ -113,7 +115,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             guard !["content-length", "transfer-encoding", "connection"].contains(name), let field = HTTPField.Name(header.name) else { continue }
             headers.append(HTTPField(name: field, value: header.value))
         }
-        if (200..<400).contains(Int(answer.status.code)), let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
+        if let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
             let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
             if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
         }

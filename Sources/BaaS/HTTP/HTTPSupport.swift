@@ -20,7 +20,6 @@ public enum HTTPErrors {
             return .badRequest
         case .unauthorized: return .unauthorized
         case .forbidden, .policyViolation: return .forbidden
-        case .rateLimited: return .tooManyRequests
         case .collectionNotFound, .indexNotFound, .documentNotFound, .notFound: return .notFound
         case .collectionExists, .indexExists, .duplicateKey, .referenceViolation: return .conflict
         case .transactionTooLarge, .documentTooLarge: return .contentTooLarge
@@ -124,6 +123,7 @@ public struct KeyChecker: Sendable {
         guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
             throw AeroError(.unauthorized, "token has no known role")
         }
+        guard claims["exp"]?.numberValue != nil else { throw AeroError(.unauthorized, "token has no expiry (exp)") }
         if role == "authenticated" {
             guard case .string(let sessionID)? = claims["session_id"], claims["sub"]?.stringValue != nil else {
                 throw AeroError(.unauthorized, "a user token needs sub and session_id claims")

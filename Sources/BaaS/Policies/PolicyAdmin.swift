@@ -82,6 +82,21 @@ enum PolicyAdmin {
         ])]).lsn
     }
 
+    /// Deletes a dropped collection's policies and enablement row; the commit's LSN, or nil
+    /// when it had none.
+    static func forget(collection: String, _ database: Database) async throws -> UInt64? {
+        let snapshot = database.snapshot()
+        var ops: [WriteOperation] = try PolicyStore.rows(collection, snapshot).compactMap { row in
+            row["id"].map { .delete(collection: PolicyStore.policies, target: .key($0)) }
+        }
+        if snapshot.state.collections[PolicyStore.enabled] != nil,
+           try snapshot.document(PolicyStore.enabled, key: .string(collection)) != nil {
+            ops.append(.delete(collection: PolicyStore.enabled, target: .key(.string(collection))))
+        }
+        guard !ops.isEmpty else { return nil }
+        return try await database.commit(ops).lsn
+    }
+
     static func list(_ database: Database) throws -> (JSONValue, UInt64) {
         let snapshot = database.snapshot()
         func all(_ collection: String, _ order: [Sort]) throws -> [JSONValue] {

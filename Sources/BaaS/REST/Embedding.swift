@@ -44,7 +44,9 @@ enum SelectParser {
             let inner = String(raw[raw.index(after: open)..<raw.index(before: raw.endIndex)])
             let (alias, target) = split(head)
             let name = String(target.split(separator: "!").first ?? Substring(target))  // drops !inner / !hint
-            guard let related = collections[name] else {
+            // System collections (users, sessions, tokens...) are never embedded, even when a
+            // user collection references one (profiles.id -> _auth_users is a useful reference).
+            guard !SystemCollections.isSystem(name), let related = collections[name] else {
                 throw AeroError(.queryInvalid, "Could not find a relationship between '\(schema.name)' and '\(name)' in the schema cache")
             }
             guard Relationship.between(schema, related) != nil else {

@@ -213,10 +213,13 @@ enum RESTAPI {
         let policies = try access.policies(schema, snapshot)
         let operation: WriteOperation
         if delete {
-            operation = .delete(collection: schema.name, target: .matching(policies.restrict(requested, for: .delete)!))
+            let target = policies.restrict(policies.restrict(requested, for: .select), for: .delete)!
+            operation = .delete(collection: schema.name, target: .matching(target))
         } else {
             guard case .object(let set) = try await HTTPJSON.body(request) else { throw RESTError.parse("PATCH needs a JSON object") }
-            operation = .update(collection: schema.name, target: .matching(policies.restrict(requested, for: .updateUsing)!), set: set)
+            // As in PostgreSQL: an update or delete only reaches rows the caller may also select.
+            let target = policies.restrict(policies.restrict(requested, for: .select), for: .updateUsing)!
+            operation = .update(collection: schema.name, target: .matching(target), set: set)
         }
         let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name,
                                            check: try policies.writeCheck(includeInsert: false))
@@ -243,6 +246,9 @@ enum RESTAPI {
         let snapshot = access.database.snapshot()
         let items = try selectItems(parsed, schema, snapshot)
         let projector = try Projector(snapshot: snapshot, items: items) { try access.policies($0, snapshot).condition(.select) }
+        // Returned rows are only those the caller may select (an insert may create a row its author cannot read).
+        let visible = try access.policies(schema, snapshot).condition(.select).map { try FilterMatcher($0, schema: schema) }
+        let docs = docs.filter { visible?.matches($0) ?? true }
         return body(JSON.encode(.array(try docs.map { try projector.project($0, items, schema: schema) })), "application/json",
                     headers, head: false, status: status)
     }

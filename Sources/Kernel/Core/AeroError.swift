@@ -53,7 +53,6 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case forbidden = "AERO_AUTH_FORBIDDEN"
         /// A write's new (or old) row fails the collection's row-level-security policy.
         case policyViolation = "AERO_POLICY_VIOLATION"
-        case rateLimited = "AERO_RATE_LIMITED"
         case notFound = "AERO_NOT_FOUND"
         case configInvalid = "AERO_CONFIG_INVALID"
         case notPrimary = "AERO_NOT_PRIMARY"

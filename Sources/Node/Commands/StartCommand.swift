@@ -63,7 +63,9 @@ struct StartCommand: AsyncParsableCommand {
         let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
         let router: Router<AeroRequestContext>
         do {
-            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: config.auth, logger: logger)
+            var auth = config.auth
+            if auth.externalURL == nil { auth.externalURL = "http://\(address.host):\(address.port)" }
+            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger)
         } catch {
             logger.critical("the HTTP front ends did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
