@@ -113,3 +113,24 @@ def test_delete_without_filter_is_refused(sb):
     with pytest.raises(APIError) as error:
         sb.table("items").delete().execute()
     assert error.value.code == "21000"
+
+
+def test_upsert_on_conflict_with_a_unique_index(node):
+    node.admin("POST", "collections", {"name": "accounts", "fields": {
+        "id": {"type": "text"}, "email": {"type": "text"}, "plan": {"type": "text"}},
+        "indexes": [{"fields": ["email"], "unique": True}]})
+    sb = create_client(node.url, node.anon)
+    sb.table("accounts").insert({"id": "u1", "email": "a@x.io", "plan": "free"}).execute()
+    merged = sb.table("accounts").upsert({"id": "other", "email": "a@x.io", "plan": "pro"}, on_conflict="email").execute().data
+    assert merged == [{"id": "u1", "email": "a@x.io", "plan": "pro"}]
+    skipped = sb.table("accounts").upsert([{"id": "u2", "email": "a@x.io", "plan": "team"}, {"id": "u3", "email": "b@x.io", "plan": "free"}],
+                                          on_conflict="email", ignore_duplicates=True).execute().data
+    assert [r["id"] for r in skipped] == ["u3"]
+    rows = sb.table("accounts").select("id,plan").order("id").execute().data
+    assert rows == [{"id": "u1", "plan": "pro"}, {"id": "u3", "plan": "free"}]
+    with pytest.raises(APIError) as e:
+        sb.table("accounts").upsert({"id": "u4", "email": "c@x.io", "plan": "x"}, on_conflict="plan").execute()
+    assert e.value.code == "PGRST100" and "unique index" in e.value.message
+    with pytest.raises(APIError) as e:  # a plain insert of a taken address is a unique violation
+        sb.table("accounts").insert({"id": "u5", "email": "b@x.io", "plan": "x"}).execute()
+    assert e.value.code == "23505"

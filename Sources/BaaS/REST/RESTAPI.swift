@@ -182,22 +182,47 @@ enum RESTAPI {
             }
         default: throw RESTError.parse("insert a JSON object or an array of objects")
         }
-        if let onConflict = parsed.onConflict, onConflict != [schema.primaryKey] {
-            throw RESTError.parse("on_conflict on columns other than the primary key (\(schema.primaryKey)) is not built yet")
-        }
-        let operations: [WriteOperation] = try documents.compactMap { doc in
-            switch prefer.resolution {
-            case "merge-duplicates": return .upsert(collection: schema.name, document: doc)
-            case "ignore-duplicates":
-                if let key = doc[schema.primaryKey], try snapshot.document(schema.name, key: key) != nil { return nil }
-                return .insert(collection: schema.name, document: doc)
-            default: return .insert(collection: schema.name, document: doc)
-            }
-        }
+        let operations = try writeOperations(documents, onConflict: parsed.onConflict ?? [schema.primaryKey],
+                                             resolution: prefer.resolution, schema: schema, snapshot: snapshot)
         let check = try access.policies(schema, snapshot).writeCheck(includeInsert: true)
         let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations, check: check)
         return try written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, schema: schema,
                            access: access, status: .created)
+    }
+
+    /// The operations of an insert. `on_conflict` names the primary key (default) or the fields
+    /// of a unique index; a row whose conflict fields match an existing row is merged into it
+    /// (`merge-duplicates`: an update of that row's key, the payload's primary key left out),
+    /// skipped (`ignore-duplicates`), or inserted (and refused 409 by the unique index). Rows with
+    /// a null conflict field never conflict. The match is read from this request's snapshot; a
+    /// row inserted concurrently makes the commit fail with 409, never merge twice.
+    static func writeOperations(_ documents: [Document], onConflict: [String], resolution: String?, schema: CollectionSchema,
+                                snapshot: Snapshot) throws -> [WriteOperation] {
+        let byKey = onConflict == [schema.primaryKey]
+        if !byKey, !schema.indexes.contains(where: { $0.unique && Set($0.fields) == Set(onConflict) }) {
+            throw AeroError(.queryInvalid, "there is no unique index matching the ON CONFLICT specification (\(onConflict.joined(separator: ","))): name the primary key \(schema.primaryKey) or the fields of a unique index")
+        }
+        return try documents.compactMap { doc in
+            guard let resolution, resolution == "merge-duplicates" || resolution == "ignore-duplicates" else {
+                return .insert(collection: schema.name, document: doc)
+            }
+            if byKey, resolution == "merge-duplicates" { return .upsert(collection: schema.name, document: doc) }
+            guard let existing = try conflicting(doc, onConflict, schema, snapshot) else { return .insert(collection: schema.name, document: doc) }
+            guard resolution == "merge-duplicates" else { return nil }
+            var set = doc
+            set[schema.primaryKey] = nil
+            return .update(collection: schema.name, target: .key(existing[schema.primaryKey] ?? .null), set: set)
+        }
+    }
+
+    private static func conflicting(_ doc: Document, _ fields: [String], _ schema: CollectionSchema, _ snapshot: Snapshot) throws -> Document? {
+        var parts: [Filter] = []
+        for field in fields {
+            guard let value = doc[field], !value.isNull else { return nil }
+            parts.append(.compare(field: field, op: .eq, value: value))
+        }
+        if fields == [schema.primaryKey], let key = doc[schema.primaryKey] { return try snapshot.document(schema.name, key: key) }
+        return try snapshot.query(Query(collection: schema.name, filter: parts.count == 1 ? parts[0] : .and(parts), limit: 1)).rows.first
     }
 
     private static func modify(_ request: Request, _ context: AeroRequestContext, _ access: Access,
