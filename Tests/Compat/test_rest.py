@@ -134,3 +134,13 @@ def test_upsert_on_conflict_with_a_unique_index(node):
     with pytest.raises(APIError) as e:  # a plain insert of a taken address is a unique violation
         sb.table("accounts").insert({"id": "u5", "email": "b@x.io", "plan": "x"}).execute()
     assert e.value.code == "23505"
+
+
+def test_bulk_insert_missing_columns_null_or_default(node):
+    node.admin("POST", "collections", {"name": "tasks", "fields": {
+        "id": {"type": "text"}, "state": {"type": "text", "nullable": True, "default": "open"}}})
+    sb = create_client(node.url, node.anon)
+    rows = sb.table("tasks").insert([{"id": "t1", "state": "done"}, {"id": "t2"}]).execute().data
+    assert rows == [{"id": "t1", "state": "done"}, {"id": "t2", "state": None}]  # the client's default_to_null=True
+    rows = sb.table("tasks").insert([{"id": "t3", "state": "done"}, {"id": "t4"}], default_to_null=False).execute().data
+    assert rows == [{"id": "t3", "state": "done"}, {"id": "t4", "state": "open"}]  # Prefer: missing=default

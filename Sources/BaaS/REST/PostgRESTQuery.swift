@@ -18,6 +18,9 @@ struct PostgRESTQuery {
     var limit: Int?
     var offset = 0
     var onConflict: [String]?
+    /// `columns=` of an insert: the payload keys that count (the client sends the union of its
+    /// rows' keys for bulk inserts).
+    var columns: [String]?
 
     static let reserved: Set<String> = ["select", "order", "limit", "offset", "on_conflict", "columns"]
 
@@ -30,7 +33,7 @@ struct PostgRESTQuery {
             case "limit": query.limit = try nonNegative(value, "limit")
             case "offset": query.offset = try nonNegative(value, "offset")
             case "on_conflict": query.onConflict = value.split(separator: ",").map { String($0).trimmingSpaces() }
-            case "columns": break  // the insert body names its columns itself
+            case "columns": query.columns = value.split(separator: ",").map { String($0).trimmingSpaces().replacingOccurrences(of: "\"", with: "") }
             case "or", "and", "not.or", "not.and":
                 let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
                 query.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)

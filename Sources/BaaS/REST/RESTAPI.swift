@@ -182,12 +182,26 @@ enum RESTAPI {
             }
         default: throw RESTError.parse("insert a JSON object or an array of objects")
         }
-        let operations = try writeOperations(documents, onConflict: parsed.onConflict ?? [schema.primaryKey],
+        let operations = try writeOperations(applyColumns(documents, parsed.columns, missingDefault: prefer.missingDefault), onConflict: parsed.onConflict ?? [schema.primaryKey],
                                              resolution: prefer.resolution, schema: schema, snapshot: snapshot)
         let check = try access.policies(schema, snapshot).writeCheck(includeInsert: true)
         let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations, check: check)
         return try written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, schema: schema,
                            access: access, status: .created)
+    }
+
+    /// PostgREST's `columns=`: only the listed keys of each row are inserted, and a listed key a
+    /// row lacks is null, unless `Prefer: missing=default` asks for the field's declared default
+    /// (the kernel fills defaults for absent fields).
+    static func applyColumns(_ documents: [Document], _ columns: [String]?, missingDefault: Bool) -> [Document] {
+        guard let columns else { return documents }
+        return documents.map { doc in
+            var out: Document = [:]
+            for column in columns {
+                if let value = doc[column] { out[column] = value } else if !missingDefault { out[column] = .null }
+            }
+            return out
+        }
     }
 
     /// The operations of an insert. `on_conflict` names the primary key (default) or the fields
@@ -327,6 +341,8 @@ struct Prefer {
     var returnRepresentation = false
     var count = false
     var resolution: String?
+    /// `missing=default`: a column a row lacks takes its declared default, not null.
+    var missingDefault = false
 
     init(_ request: Request) {
         let header = request.headers[HTTPField.Name("Prefer")!] ?? ""
@@ -337,6 +353,7 @@ struct Prefer {
             case "return": returnRepresentation = parts[1] == "representation"
             case "count": count = ["exact", "planned", "estimated"].contains(parts[1])
             case "resolution": resolution = parts[1]
+            case "missing": missingDefault = parts[1] == "default"
             default: break
             }
         }
