@@ -19,30 +19,21 @@ enum RESTAPI {
         rest.get("/") { request, _ in await guarded(request, keys) { _ in try openAPI(database) } }
         rest.post("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
         rest.get("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
+        @Sendable func access(_ caller: Caller) -> Access { Access(database: database, caller: caller, engine: engine, keys: keys) }
         rest.get(":collection") { request, context in
-            await guarded(request, keys) { caller in
-                try read(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), head: false)
-            }
+            await guarded(request, keys) { try read(request, context, access($0), head: false) }
         }
         rest.head(":collection") { request, context in
-            await guarded(request, keys) { caller in
-                try read(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), head: true)
-            }
+            await guarded(request, keys) { try read(request, context, access($0), head: true) }
         }
         rest.post(":collection") { request, context in
-            await guarded(request, keys) { caller in
-                try await insert(request, context, Access(database: database, caller: caller, engine: engine, keys: keys))
-            }
+            await guarded(request, keys) { try await insert(request, context, access($0)) }
         }
         rest.patch(":collection") { request, context in
-            await guarded(request, keys) { caller in
-                try await modify(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), delete: false)
-            }
+            await guarded(request, keys) { try await modify(request, context, access($0), delete: false) }
         }
         rest.delete(":collection") { request, context in
-            await guarded(request, keys) { caller in
-                try await modify(request, context, Access(database: database, caller: caller, engine: engine, keys: keys), delete: true)
-            }
+            await guarded(request, keys) { try await modify(request, context, access($0), delete: true) }
         }
     }
 
