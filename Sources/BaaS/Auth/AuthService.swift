@@ -245,6 +245,10 @@ final class AuthService: Sendable {
         if body["phone"]?.stringValue != nil { throw AuthFailure.badRequest("phone_provider_disabled", "Phone sign-in is not built yet") }
         let email = try validEmail(body["email"])
         let password = try password(body)
+        // Per address too: guessing one account's password from many addresses.
+        guard limiter.allow("token-address", key: email, budget: settings.rateLimits.token, nowSeconds: store.nowSeconds) else {
+            throw AuthFailure.rateLimited("over_request_rate_limit")
+        }
         let user = try store.user(email: email)
         let stored = user?["encrypted_password"]?.stringValue
         let matches = await verify(password, stored ?? decoyHash) && stored != nil
