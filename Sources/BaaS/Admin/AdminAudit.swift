@@ -1,6 +1,6 @@
 // Every admin action that changes something is recorded in the audit log (`_audit_log`, SPEC §5
 // Observability): action `admin <METHOD> <path>`, the service role as actor, the client address,
-// the answer's status. Data writes (`POST /admin/v1/transactions`, like REST writes) are not
+// the answer's status. The row is written after the answer, in the background. Data writes (`POST /admin/v1/transactions`, like REST writes) are not
 // admin events: the WAL records them. Runs where the request executes (a replica forwards admin writes to the
 // primary first), after the handler answered; the body is never stored. A failed audit write
 // is logged (and the answer still returned: the action itself already happened).
@@ -21,11 +21,17 @@ struct AdminAuditMiddleware<Context: ClientAddressContext>: RouterMiddleware {
               response.status.code < 400 else { return response }
         let event = AuthEvent(action: "admin \(request.method.rawValue) \(path)", actorRole: "service_role", target: nil,
                               ip: context.clientIP, details: ["status": .int(Int64(response.status.code))])
-        do {
-            try await SystemCollections.ensure(AuthCollections.all, in: database)
-            _ = try await database.commit([event.operation(now: .string(Timestamp.format(SystemClock().nowMicros())))])
-        } catch {
-            logger.error("audit row not written", metadata: ["action": "\(event.action)", "error": "\(error)"])
+        // Off the answer's path: a sync-mode commit right after a promotion may wait for a
+        // replica that is not following yet, and the operator's command must not wait for it.
+        let (database, logger) = (self.database, self.logger)
+        let operation = event.operation(now: .string(Timestamp.format(SystemClock().nowMicros())))
+        Task {
+            do {
+                try await SystemCollections.ensure(AuthCollections.all, in: database)
+                _ = try await database.commit([operation])
+            } catch {
+                logger.error("audit row not written", metadata: ["action": "\(event.action)", "error": "\(error)"])
+            }
         }
         return response
     }
