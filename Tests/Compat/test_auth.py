@@ -34,8 +34,10 @@ def auth_node():
     n.stop()
 
 
-def client(node, key=None):
-    return create_client(node.url, key or node.anon, options=ClientOptions(auto_refresh_token=False, persist_session=False))
+def client(node, key=None, flow_type="implicit"):
+    """The implicit flow: mail links carry the session in the fragment (PKCE mode has its own test)."""
+    return create_client(node.url, key or node.anon,
+                         options=ClientOptions(auto_refresh_token=False, persist_session=False, flow_type=flow_type))
 
 
 def email():
@@ -382,3 +384,28 @@ def test_mail_is_delivered_over_smtp_and_leaves_the_outbox():
     finally:
         n.stop()
         smtp.stop()
+
+
+def test_magic_link_in_pkce_mode_is_exchanged_for_a_session(auth_node):
+    address = email()
+    confirmed_user(auth_node, address)
+    sb = client(auth_node, flow_type="pkce")
+    sb.auth.sign_in_with_otp({"email": address, "options": {"email_redirect_to": "http://app.test/cb"}})
+    link = last_mail(auth_node, address)["link"]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(NoRedirect).open(link)
+    target = redirect.value.headers["Location"]
+    assert target.startswith("http://app.test/cb?code=") and "access_token" not in target
+    code = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)["code"][0]
+    with pytest.raises(AuthApiError) as e:  # another client does not hold the verifier
+        client(auth_node).auth.exchange_code_for_session({"auth_code": code, "code_verifier": "x" * 43})
+    assert e.value.code == "bad_code_verifier"
+    session = sb.auth.exchange_code_for_session({"auth_code": code}).session
+    assert session.user.email == address
+    with pytest.raises(AuthApiError) as e:  # single use
+        sb.auth.exchange_code_for_session({"auth_code": code, "code_verifier": "y" * 43})
+    assert e.value.code == "flow_state_not_found"

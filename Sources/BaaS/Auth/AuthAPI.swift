@@ -1,8 +1,9 @@
 // `/auth/v1`: the GoTrue HTTP surface the Supabase clients use (supabase-wire §2). Every POST
 // needs a valid API key or user token (as behind Supabase's gateway); GET /verify is the link in
 // an email and needs none. Errors are GoTrue-shaped (AuthErrorResponse). Not built yet, each
-// answering a clear error: phone/SMS, OAuth and SSO providers, MFA factors, the PKCE code
-// exchange, TLS to the SMTP server.
+// answering a clear error: phone/SMS, OAuth and SSO providers, MFA factors, TLS to the SMTP
+// server. PKCE: a mail link requested with a `code_challenge` redirects with `?code=`, which
+// `grant_type=pkce` exchanges with the verifier.
 
 import Foundation
 import HTTPTypes
@@ -20,7 +21,8 @@ enum AuthAPI {
         auth.post("signup") { request, ctx in
             await handle(request, service) {
                 _ = try keys.caller(request)
-                return json(request, try await service.signUp(try await body(request), context(request, ctx, service)))
+                let b = try await body(request)
+                return json(request, try await service.signUp(b, try context(request, ctx, service, body: b)))
             }
         }
         auth.post("token") { request, ctx in
@@ -31,8 +33,9 @@ enum AuthAPI {
                 switch query(request)["grant_type"] {
                 case "password": return json(request, try await service.signInWithPassword(payload, ctx))
                 case "refresh_token": return json(request, try await service.refresh(payload, ctx))
+                case "pkce": return json(request, try await service.exchange(payload, ctx))
                 case let other:
-                    throw AuthFailure.badRequest("validation_failed", "grant_type \(other ?? "(none)") is not supported (password, refresh_token; pkce and id_token are not built yet)")
+                    throw AuthFailure.badRequest("validation_failed", "grant_type \(other ?? "(none)") is not supported (password, refresh_token, pkce; id_token is not built yet)")
                 }
             }
         }
@@ -52,7 +55,8 @@ enum AuthAPI {
         auth.put("user") { request, ctx in
             await handle(request, service) {
                 let caller = try keys.caller(request)
-                return json(request, try await service.updateUser(caller, try await body(request), context(request, ctx, service)))
+                let b = try await body(request)
+                return json(request, try await service.updateUser(caller, b, try context(request, ctx, service, body: b)))
             }
         }
         auth.post("logout") { request, ctx in
@@ -74,21 +78,24 @@ enum AuthAPI {
         auth.post("recover") { request, ctx in
             await handle(request, service) {
                 _ = try keys.caller(request)
-                try await service.recover(try await body(request), context(request, ctx, service))
+                let b = try await body(request)
+                try await service.recover(b, try context(request, ctx, service, body: b))
                 return json(request, .object([:]))
             }
         }
         auth.post("otp") { request, ctx in
             await handle(request, service) {
                 _ = try keys.caller(request)
-                try await service.otp(try await body(request), context(request, ctx, service))
+                let b = try await body(request)
+                try await service.otp(b, try context(request, ctx, service, body: b))
                 return json(request, .object([:]))
             }
         }
         auth.post("resend") { request, ctx in
             await handle(request, service) {
                 _ = try keys.caller(request)
-                try await service.resend(try await body(request), context(request, ctx, service))
+                let b = try await body(request)
+                try await service.resend(b, try context(request, ctx, service, body: b))
                 return json(request, .object([:]))
             }
         }
@@ -149,10 +156,15 @@ enum AuthAPI {
         let target = service.settings.allowedRedirect(q["redirect_to"])
         var fragment: String
         do {
-            let session = try await service.verify(type: q["type"] ?? "", tokenHash: q["token"], email: nil, code: nil, context(request, ctx, service))
-            fragment = ["access_token", "expires_at", "expires_in", "refresh_token", "token_type"].map { key in
-                "\(key)=\(formValue(session[key]))"
-            }.joined(separator: "&") + "&type=\(formValue(.string(q["type"] ?? "")))"
+            switch try await service.verifyLink(type: q["type"] ?? "", tokenHash: q["token"], context(request, ctx, service)) {
+            case .authCode(let code):  // PKCE: the app exchanges the code with its verifier
+                return Response(status: .seeOther, headers: [.location: target + (target.contains("?") ? "&" : "?") + "code=" + code,
+                                                             HTTPJSON.lsnHeader: String(service.store.database.snapshot().lsn)])
+            case .session(let session):
+                fragment = ["access_token", "expires_at", "expires_in", "refresh_token", "token_type"].map { key in
+                    "\(key)=\(formValue(session[key]))"
+                }.joined(separator: "&") + "&type=\(formValue(.string(q["type"] ?? "")))"
+            }
         } catch {
             let failure = (error as? AuthFailure) ?? AuthErrorResponse.translate(AeroError.wrap(error))
             fragment = "error=access_denied&error_code=\(failure.code)&error_description=\(formValue(.string(failure.message)))"
@@ -178,6 +190,13 @@ enum AuthAPI {
         return AuthRequest(ip: ctx.clientIP, userAgent: request.headers[.userAgent],
                            baseURL: service.settings.externalURL ?? "http://localhost",
                            redirectTo: service.settings.allowedRedirect(redirect))
+    }
+
+    /// The same, with the PKCE challenge of a request that mails a link.
+    static func context(_ request: Request, _ ctx: AeroRequestContext, _ service: AuthService, body: JSONValue) throws -> AuthRequest {
+        var auth = context(request, ctx, service)
+        auth.pkce = try PKCEChallenge(body)
+        return auth
     }
 
     static func query(_ request: Request) -> [String: String] {

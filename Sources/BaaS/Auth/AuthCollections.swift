@@ -68,6 +68,9 @@ enum AuthCollections {
                 "id": field("text", nullable: false), "user_id": field("uuid", nullable: false, references: users),
                 "type": field("text", nullable: false), "email": field("text", nullable: false), "new_email": field("text"),
                 "expires_at": field("timestamp", nullable: false), "created_at": created,
+                // PKCE (a client in PKCE mode asked for the mail): the challenge and, on an
+                // authorization code (type pkce), the sign-in method it will stand for.
+                "code_challenge": field("text"), "code_challenge_method": field("text"), "method": field("text"),
             ], [index("by_user", ["user_id"])]),
             schema(outbox, key: "id", [
                 "id": field("uuid", nullable: false), "to": field("text", nullable: false), "subject": field("text", nullable: false),
@@ -89,10 +92,28 @@ enum AuthCollections {
 public enum SystemCollections {
     static func ensure(_ schemas: [JSONValue], in database: Database) async throws {
         for schema in schemas {
-            guard case .string(let name)? = schema["name"], database.snapshot().state.collections[name] == nil else { continue }
+            guard case .string(let name)? = schema["name"] else { continue }
+            if let existing = database.snapshot().state.collections[name]?.schema {
+                try await addMissingFields(schema, to: existing, in: database)
+                continue
+            }
             do {
                 _ = try await database.createCollection(schema)
             } catch let error as AeroError where error.code == .collectionExists {
+                continue
+            }
+        }
+    }
+
+    /// A system collection made by an older version gains the nullable fields added since.
+    static func addMissingFields(_ schema: JSONValue, to existing: CollectionSchema, in database: Database) async throws {
+        guard case .object(let fields)? = schema["fields"] else { return }
+        for (field, definition) in fields.sorted(by: { $0.key < $1.key }) where existing.fields[field] == nil {
+            guard case .object(var o) = definition else { continue }
+            o["name"] = .string(field)
+            do {
+                _ = try await database.addField(collection: existing.name, .object(o))
+            } catch let error as AeroError where error.code == .schemaInvalid && error.message.contains("already has a field") {
                 continue
             }
         }

@@ -5,6 +5,7 @@
 // `auth.smtp` it is then delivered and removed (SMTPSender), without it it stays there: the dev
 // outbox (GET /admin/v1/outbox), also announced in the log. /recover and /otp answer the same whether or not the address is known.
 
+import Crypto
 import Foundation
 import Kernel
 
@@ -31,7 +32,7 @@ extension AuthService {
     /// The operations that issue a code of `type` to `email` and put the message in the outbox.
     func confirmation(type: String, userID: String, email: String, newEmail: String? = nil,
                       _ request: AuthRequest) throws -> [WriteOperation] {
-        let token = try issue(type: type, userID: userID, email: email, newEmail: newEmail)
+        let token = try issue(type: type, userID: userID, email: email, newEmail: newEmail, pkce: request.pkce)
         let message = MailMessage.compose(type: type, to: email, code: token.code, link: link(token.hash, type: type, request))
         if settings.smtp == nil {
             logger.info("dev outbox: mail kept, not sent (no auth.smtp); read it at GET /admin/v1/outbox",
@@ -42,9 +43,9 @@ extension AuthService {
         return ops
     }
 
-    func issue(type: String, userID: String, email: String, newEmail: String? = nil) throws -> AuthStore.OneTimeToken {
+    func issue(type: String, userID: String, email: String, newEmail: String? = nil, pkce: PKCEChallenge? = nil) throws -> AuthStore.OneTimeToken {
         try store.newOneTimeToken(userID: userID, type: type, email: email, newEmail: newEmail, length: settings.otpLength,
-                                  lifetimeSeconds: settings.otpExpirySeconds)
+                                  lifetimeSeconds: settings.otpExpirySeconds, pkce: pkce)
     }
 
     static func sentField(_ type: String) -> String? {
@@ -120,6 +121,73 @@ extension AuthService {
 
     /// Verifies a code (`email` + `token`) or a link's `token_hash`; answers a session.
     func verify(type: String, tokenHash: String?, email: String?, code: String?, _ request: AuthRequest) async throws -> JSONValue {
+        let v = try await verified(type: type, tokenHash: tokenHash, email: email, code: code, request)
+        return try await signIn(v.userID, method: v.method, request, with: v.operations, action: v.action)
+    }
+
+    /// The mail link (GET /verify): a session, or for a code requested by a client in PKCE mode
+    /// an authorization code to exchange with its verifier (`grant_type=pkce`).
+    func verifyLink(type: String, tokenHash: String?, _ request: AuthRequest) async throws -> VerifyOutcome {
+        let v = try await verified(type: type, tokenHash: tokenHash, email: nil, code: nil, request)
+        guard case .string(let challenge)? = v.token["code_challenge"], case .string(let method)? = v.token["code_challenge_method"] else {
+            return .session(try await signIn(v.userID, method: v.method, request, with: v.operations, action: v.action))
+        }
+        let authCode = UUIDText.random()
+        let flow: Document = [
+            "id": .string(store.storedID(AuthStore.sha256Hex(authCode))), "user_id": .string(v.userID), "type": .string("pkce"),
+            "email": v.token["email"] ?? .string(""), "code_challenge": .string(challenge), "code_challenge_method": .string(method),
+            "method": .string(v.method), "expires_at": .string(Timestamp.format(store.nowMicros + Self.flowStateSeconds * 1_000_000)),
+            "created_at": store.now,
+        ]
+        try await commit(v.operations + [.insert(collection: AuthCollections.oneTimeTokens, document: flow)])
+        return .authCode(authCode)
+    }
+
+    enum VerifyOutcome {
+        case session(JSONValue)
+        case authCode(String)
+    }
+
+    /// How long a PKCE authorization code can be exchanged (GoTrue's flow state: 5 minutes).
+    static let flowStateSeconds: Int64 = 300
+
+    /// `grant_type=pkce`: the authorization code from a mail link and the verifier whose SHA-256
+    /// (s256) or text (plain) is the challenge the client sent when it asked for the mail.
+    func exchange(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
+        try limit("token", settings.rateLimits.token, request)
+        guard case .string(let authCode)? = body["auth_code"], case .string(let verifier)? = body["code_verifier"], !verifier.isEmpty else {
+            throw AuthFailure.validation("grant_type=pkce needs auth_code and code_verifier")
+        }
+        guard let flow = try store.liveOneTimeToken(hash: AuthStore.sha256Hex(authCode)), flow["type"] == .string("pkce"),
+              case .string(let userID)? = flow["user_id"], case .string(let challenge)? = flow["code_challenge"] else {
+            throw AuthFailure.notFound("flow_state_not_found", "invalid flow state, no valid flow state found")
+        }
+        let computed = flow["code_challenge_method"] == .string("plain")
+            ? verifier : JWT.base64URL(Array(SHA256.hash(data: Array(verifier.utf8))))
+        guard Self.constantTimeEqual(computed, challenge) else {
+            throw AuthFailure.forbidden("bad_code_verifier", "code challenge does not match previously saved code verifier")
+        }
+        return try await signIn(userID, method: flow["method"]?.stringValue ?? "otp", request,
+                                with: [.delete(collection: AuthCollections.oneTimeTokens, target: .key(flow["id"] ?? .null))])
+    }
+
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let (x, y) = (Array(a.utf8), Array(b.utf8))
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    struct Verified {
+        let userID: String
+        let token: Document
+        let operations: [WriteOperation]
+        let method: String
+        let action: String
+    }
+
+    /// Checks and consumes a code; the operations confirm the address (or switch it, for an
+    /// email change) and delete the code. Nothing is committed here.
+    func verified(type: String, tokenHash: String?, email: String?, code: String?, _ request: AuthRequest) async throws -> Verified {
         try limit("verify", settings.rateLimits.verify, request)
         guard let accepted = Self.acceptedTokenTypes(type) else {
             throw AuthFailure.validation("Verify requires a valid type (signup, invite, magiclink, email, recovery, email_change; phone is not built yet)")
@@ -154,7 +222,7 @@ extension AuthService {
         }
         if !set.isEmpty { ops.append(store.updateUser(userID, set)) }
         let action = stored == "signup" && (user["email_confirmed_at"]?.isNull ?? true) ? "user_signedup" : "login"
-        return try await signIn(userID, method: Self.method(stored), request, with: ops, action: action)
+        return Verified(userID: userID, token: token, operations: ops, method: Self.method(stored), action: action)
     }
 
     static func method(_ tokenType: String) -> String {

@@ -20,8 +20,27 @@ struct AuthRequest: Sendable {
     /// `http://<Host>` as the client addressed this node.
     let baseURL: String
     let redirectTo: String?
+    /// The PKCE challenge a client in PKCE mode sent with a request that mails a link.
+    var pkce: PKCEChallenge?
 
     var issuer: String { baseURL + "/auth/v1" }
+}
+
+struct PKCEChallenge: Sendable {
+    let challenge: String
+    /// `s256` or `plain`.
+    let method: String
+
+    /// From a request body's `code_challenge` and `code_challenge_method`; nil when absent.
+    init?(_ body: JSONValue) throws {
+        guard case .string(let challenge)? = body["code_challenge"], !challenge.isEmpty else { return nil }
+        let method = (body["code_challenge_method"]?.stringValue ?? "plain").lowercased()
+        guard ["s256", "plain"].contains(method), (43...128).contains(challenge.utf8.count) else {
+            throw AuthFailure.validation("code_challenge must be 43-128 characters with code_challenge_method s256 or plain")
+        }
+        self.challenge = challenge
+        self.method = method
+    }
 }
 
 final class AuthService: Sendable {

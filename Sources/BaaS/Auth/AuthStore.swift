@@ -153,7 +153,7 @@ struct AuthStore: Sendable {
 
     /// A new code of `type` for `email`; earlier codes of the same type for the user are dropped.
     func newOneTimeToken(userID: String, type: String, email: String, newEmail: String? = nil, length: Int,
-                         lifetimeSeconds: Int64) throws -> OneTimeToken {
+                         lifetimeSeconds: Int64, pkce: PKCEChallenge? = nil) throws -> OneTimeToken {
         let code = SecureRandom.digits(length)
         let hash = Self.tokenHash(email: email, code: code)
         var ops: [WriteOperation] = try rows(AuthCollections.oneTimeTokens, where: "user_id", equals: .string(userID))
@@ -163,6 +163,7 @@ struct AuthStore: Sendable {
             "id": .string(storedID(hash)), "user_id": .string(userID), "type": .string(type), "email": .string(email),
             "new_email": newEmail.map(JSONValue.string) ?? .null,
             "expires_at": .string(Timestamp.format(nowMicros + lifetimeSeconds * 1_000_000)), "created_at": now,
+            "code_challenge": pkce.map { .string($0.challenge) } ?? .null, "code_challenge_method": pkce.map { .string($0.method) } ?? .null,
         ]))
         return OneTimeToken(code: code, hash: hash, operations: ops)
     }
