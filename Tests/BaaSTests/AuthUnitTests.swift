@@ -64,6 +64,27 @@ import Kernel
         }
     }
 
+    @Test func systemCollectionsFromAnOlderVersionGainNewFields() async throws {
+        let dir = NSTemporaryDirectory() + "aerodb-auth-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try await Database.open(KernelOptions(dataDirectory: dir))
+        guard case .object(var old) = AuthCollections.all.first(where: { $0["name"] == .string(AuthCollections.oneTimeTokens) }),
+              case .object(var fields)? = old["fields"] else { Issue.record("no schema"); return }
+        fields["code_challenge"] = nil
+        fields["method"] = nil
+        old["fields"] = .object(fields)
+        for schema in AuthCollections.all.prefix(while: { $0["name"] != .string(AuthCollections.oneTimeTokens) }) {
+            _ = try await db.createCollection(schema)
+        }
+        _ = try await db.createCollection(.object(old))
+        try await SystemCollections.ensure(AuthCollections.all, in: db)
+        let schema = try #require(db.snapshot().state.collections[AuthCollections.oneTimeTokens]?.schema)
+        #expect(schema.fields["code_challenge"]?.nullable == true && schema.fields["method"] != nil)
+        #expect(db.snapshot().state.collections[AuthCollections.audit] != nil)  // later ones are created
+        try await SystemCollections.ensure(AuthCollections.all, in: db)  // idempotent
+        await db.close()
+    }
+
     @Test func goTrueDurationsParse() {
         #expect(AuthService.durationSeconds("24h") == 86_400)
         #expect(AuthService.durationSeconds("1h30m") == 5_400)

@@ -37,8 +37,8 @@ enum AuthCollections {
 
     static let created = field("timestamp", nullable: false, default: "now()")
 
-    static var all: [JSONValue] {
-        [
+    static let all: [JSONValue] = {
+        return [
             schema(users, key: "id", [
                 "id": field("uuid", nullable: false), "aud": field("text", nullable: false), "role": field("text", nullable: false),
                 "email": field("text"), "phone": field("text"), "encrypted_password": field("text"),
@@ -83,7 +83,7 @@ enum AuthCollections {
                 "details": field("json"),
             ], [index("by_at", ["at"]), index("by_action", ["action", "at"])]),
         ]
-    }
+    }()
 }
 
 /// Creates missing system collections lazily, before the first write that needs them (not at

@@ -34,8 +34,8 @@ enum PolicyStore {
     /// Policies on one collection: bounds the work of compiling them on every request.
     static let policiesPerCollectionMax = 100
 
-    static var schemas: [JSONValue] {
-        [
+    static let schemas: [JSONValue] = {
+        return [
             AuthCollections.schema(policies, key: "id", [
                 "id": AuthCollections.field("text", nullable: false), "collection": AuthCollections.field("text", nullable: false),
                 "name": AuthCollections.field("text", nullable: false), "operation": AuthCollections.field("text", nullable: false),
@@ -47,7 +47,7 @@ enum PolicyStore {
                 "updated_at": AuthCollections.created,
             ], []),
         ]
-    }
+    }()
 
     static func isEnabled(_ collection: String, _ snapshot: Snapshot) -> Bool {
         guard snapshot.state.collections[enabled] != nil,
