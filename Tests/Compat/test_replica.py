@@ -40,3 +40,21 @@ def test_sign_in_through_a_replica(cluster):
     assert sb.auth.get_user(session.access_token).user.email == "replica@example.com"
     refreshed = create_client(cluster.urls[0], cluster.anon, options=ClientOptions(auto_refresh_token=False, persist_session=False))
     assert refreshed.auth.refresh_session(session.refresh_token).session.refresh_token != session.refresh_token
+
+
+def test_the_client_address_survives_forwarding(cluster):
+    """A sign-in attempt from 127.0.0.2 sent to the replica is executed by the primary, whose audit
+    row names 127.0.0.2 (the replica signs the address it saw), not the replica's own address."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+    replica = urlsplit(cluster.urls[1])
+    connection = http.client.HTTPConnection(replica.hostname, replica.port, timeout=10, source_address=("127.0.0.2", 0))
+    connection.request("POST", "/auth/v1/token?grant_type=password",
+                       body=json.dumps({"email": "nobody@example.com", "password": "wrong pw 1"}),
+                       headers={"apikey": cluster.anon, "Content-Type": "application/json"})
+    answer = connection.getresponse()
+    assert answer.status == 400 and json.loads(answer.read())["error_code"] == "invalid_credentials"
+    connection.close()
+    events = cluster.admin(0, "GET", "audit?action=login_failed")["events"]
+    assert [e["ip"] for e in events if e["target"] == "nobody@example.com"] == ["127.0.0.2"]

@@ -46,8 +46,14 @@ import LiveCluster
         #expect(reused.status == 400 && reused.body?["code"] == .string("refresh_token_already_used"))
         _ = try await cluster.waitConverged([0, 1, 2], to: 0)
         for i in 0..<3 { #expect(try await user(cluster, i, token: newAccess).status == 401, "node n\(i + 1) still accepts a revoked session") }
-        let wrong = try await post(cluster, 2, "token?grant_type=password",
-                                   .object(["email": .string("r@example.com"), "password": .string("not it")]))
+        // The attempt is forwarded by n3; the primary's audit row names the real client, and a
+        // client-sent (unsigned) address header is ignored.
+        let wrong = try await cluster.request(2, "POST", "/auth/v1/token?grant_type=password",
+                                              .object(["email": .string("r@example.com"), "password": .string("not it")]),
+                                              headers: ["X-Supabase-Api-Version": "2024-01-01", "X-AeroDB-Client-IP": "203.0.113.66;forged"])
         #expect(wrong.status == 400 && wrong.body?["code"] == .string("invalid_credentials"))
+        let audit = try await cluster.admin(0, "GET", "audit?action=login_failed")
+        let ips = audit.body?["events"]?.arrayValue?.compactMap { $0["ip"]?.stringValue } ?? []
+        #expect(ips == ["127.0.0.1"], "\(audit.body.map(JSON.encodeString) ?? "")")
     }
 }
