@@ -36,7 +36,7 @@ import Kernel
     @Test(arguments: [
         "qty=eq.abc", "qty=gt", "nope=eq.1", "qty=between.1", "or=(qty.eq.1", "or=qty.eq.1", "or=((((",
         "limit=-1", "offset=x", "order=nope.desc", "order=qty.sideways", 
-        "qty=in.1,2", "qty=is.maybe", "ok=eq.yes", "name=like", "a.b=eq.1", "tags=cs.{\"unterminated}",
+        "qty=in.1,2", "qty=is.maybe", "ok=eq.yes", "name=like", "tags=cs.{\"unterminated}",
         "or=(" + String(repeating: "and(", count: 40) + "qty.eq.1" + String(repeating: ")", count: 41),
         "%ZZ=%", "=&&=", "qty=eq.99999999999999999999999",
     ])
@@ -66,6 +66,31 @@ import Kernel
         for bad in ["nope", "*,author:users(name)", "users(nope)", "ghosts(*)", "posts(" ] {
             let target = bad.hasPrefix("users") ? posts : (bad == "*,author:users(name)" ? schema : users)
             #expect(throws: AeroError.self, "\(bad)") { try SelectParser.parse(bad, schema: target, collections: all) }
+        }
+    }
+
+    @Test func embeddedResourceParametersAttachToTheirEmbedding() throws {
+        let users = CollectionSchema(name: "users", primaryKey: "id", fields: ["id": FieldSchema(type: .text), "name": FieldSchema(type: .text)], indexes: [])
+        let posts = CollectionSchema(name: "posts", primaryKey: "id", fields: [
+            "id": FieldSchema(type: .text), "n": FieldSchema(type: .int, nullable: true),
+            "author": FieldSchema(type: .text, nullable: true, references: FieldReference(collection: "users", onDelete: .restrict)),
+        ], indexes: [])
+        let all = ["users": users, "posts": posts]
+        #expect(PostgRESTQuery.embeddedKey("posts.n")! == (["posts"], "n"))
+        #expect(PostgRESTQuery.embeddedKey("a.b.not.or")! == (["a", "b"], "not.or"))
+        for bad in ["n", "posts.", ".n", "a..b"] { #expect(PostgRESTQuery.embeddedKey(bad) == nil, "\(bad)") }
+        let q = try PostgRESTQuery.parse("select=name,p:posts!inner(id)&p.n=gt.2&p.order=n.desc&p.limit=3", schema: users)
+        let items = try EmbedParameters.attach(q.embedded, to: try SelectParser.parse(q.select!, schema: users, collections: all), collections: all)
+        guard case .embed(_, "p", _, let options) = items[1] else { Issue.record("no embedding"); return }
+        #expect(options.inner && options.limit == 3 && options.order == [Sort(field: "n", direction: .desc)])
+        #expect(options.filters == [.compare(field: "n", op: .gt, value: .int(2))])
+        for bad in ["select=name&posts.n=eq.1", "select=name,posts(id)&ghost.n=eq.1", "select=name,posts(id)&posts.nope=eq.1",
+                    "select=name,posts(id)&posts.n=eq.x", "select=name,posts(id)&posts.limit=-1", "select=name,posts(id)&posts.or=(n.eq"] {
+            #expect(throws: AeroError.self, "\(bad)") {
+                let q = try PostgRESTQuery.parse(bad, schema: users)
+                guard let select = q.select, !q.embedded.isEmpty else { throw AeroError(.queryInvalid, "no select") }
+                _ = try EmbedParameters.attach(q.embedded, to: try SelectParser.parse(select, schema: users, collections: all), collections: all)
+            }
         }
     }
 }

@@ -107,6 +107,22 @@ def test_embedding_declared_references_both_ways(node, sb):
     assert users == [{"name": "Ada", "posts": [{"title": "one"}, {"title": "two"}]}, {"name": "Bob", "posts": []}]
     with pytest.raises(APIError):
         sb.table("items").select("*,users(name)").execute()
+    # Filters, order and limit on an embedded resource restrict the embedded rows only...
+    users = sb.table("users").select("name,posts(title)").eq("posts.title", "two").order("id").execute().data
+    assert users == [{"name": "Ada", "posts": [{"title": "two"}]}, {"name": "Bob", "posts": []}]
+    users = sb.table("users").select("name,posts(title)").order("id").order("title", desc=True, foreign_table="posts") \
+        .limit(1, foreign_table="posts").execute().data
+    assert users == [{"name": "Ada", "posts": [{"title": "two"}]}, {"name": "Bob", "posts": []}]
+    posts = sb.table("posts").select("title,author:users(name)").eq("author.name", "Bob").order("id").execute().data
+    assert posts == [{"title": "one", "author": None}, {"title": "two", "author": None}]
+    # ...and !inner keeps only the parents that have a matching embedded row (counts included).
+    r = sb.table("users").select("name,posts!inner(title)", count="exact").eq("posts.title", "one").execute()
+    assert r.data == [{"name": "Ada", "posts": [{"title": "one"}]}] and r.count == 1
+    r = sb.table("posts").select("title,author:users!inner(name)", count="exact").eq("author.name", "Bob").execute()
+    assert r.data == [] and r.count == 0
+    with pytest.raises(APIError) as e:
+        sb.table("users").select("name").eq("posts.title", "one").execute()
+    assert e.value.code == "PGRST100"
 
 
 def test_delete_without_filter_is_refused(sb):

@@ -12,14 +12,28 @@ import Kernel
 indirect enum SelectItem: Equatable {
     case all
     case column(name: String, alias: String)
-    case embed(collection: String, alias: String, items: [SelectItem])
+    case embed(collection: String, alias: String, items: [SelectItem], options: EmbedOptions = EmbedOptions())
 
     var outputName: String? {
         switch self {
         case .all: return nil
-        case .column(_, let alias), .embed(_, let alias, _): return alias
+        case .column(_, let alias), .embed(_, let alias, _, _): return alias
         }
     }
+}
+
+/// What the query string asks of one embedded resource: `<alias>.<column>=<op>.<value>`,
+/// `<alias>.or=(...)`, `<alias>.order=`, `<alias>.limit=`, `<alias>.offset=` (nested resources:
+/// `posts.comments.order=`), and `!inner` in the select (`author:users!inner(name)`): only
+/// parents with a matching embedded row are returned.
+struct EmbedOptions: Equatable {
+    var inner = false
+    var filters: [Filter] = []
+    var order: [Sort] = []
+    var limit: Int?
+    var offset = 0
+
+    var filter: Filter? { filters.isEmpty ? nil : (filters.count == 1 ? filters[0] : .and(filters)) }
 }
 
 /// Embedding deeper than this is refused: bounds the reads one request can fan out into.
@@ -43,7 +57,8 @@ enum SelectParser {
             let head = String(raw[..<open])
             let inner = String(raw[raw.index(after: open)..<raw.index(before: raw.endIndex)])
             let (alias, target) = split(head)
-            let name = String(target.split(separator: "!").first ?? Substring(target))  // drops !inner / !hint
+            let hints = target.split(separator: "!").map(String.init)
+            let name = hints.first ?? target  // !inner is kept, other !hints are dropped
             // System collections (users, sessions, tokens...) are never embedded, even when a
             // user collection references one (profiles.id -> _auth_users is a useful reference).
             guard !SystemCollections.isSystem(name), let related = collections[name] else {
@@ -53,7 +68,8 @@ enum SelectParser {
                 throw AeroError(.queryInvalid, "Could not find a relationship between '\(schema.name)' and '\(name)': declare a reference")
             }
             return .embed(collection: name, alias: alias == target ? name : alias,
-                          items: try parse(inner, schema: related, collections: collections, depth: depth + 1))
+                          items: try parse(inner, schema: related, collections: collections, depth: depth + 1),
+                          options: EmbedOptions(inner: hints.dropFirst().contains("inner")))
         }
         let (alias, column) = split(raw)
         let name = String(column.split(separator: ":").first ?? Substring(column))
@@ -103,7 +119,7 @@ struct Projector {
 
     private static func embedded(_ items: [SelectItem]) -> [String] {
         items.flatMap { item -> [String] in
-            if case .embed(let name, _, let inner) = item { return [name] + embedded(inner) }
+            if case .embed(let name, _, let inner, _) = item { return [name] + embedded(inner) }
             return []
         }
     }
@@ -115,29 +131,107 @@ struct Projector {
             switch item {
             case .all: out.merge(doc) { current, _ in current }
             case .column(let name, let alias): out[alias] = doc[name] ?? .null
-            case .embed(let name, let alias, let inner):
-                out[alias] = try embedded(doc, schema: schema, related: name, items: inner)
+            case .embed(let name, let alias, let inner, let options):
+                out[alias] = try embedded(doc, schema: schema, related: name, items: inner, options: options)
             }
         }
         return .object(out)
     }
 
     private func embedded(_ doc: Document, schema: CollectionSchema, related name: String,
-                          items: [SelectItem]) throws -> JSONValue {
+                          items: [SelectItem], options: EmbedOptions) throws -> JSONValue {
         let related = try snapshot.state.collection(name).schema
         switch Relationship.between(schema, related) {
         case .manyToOne(let field)?:
             guard let key = doc[field], !key.isNull, let target = try snapshot.document(name, key: key) else { return .null }
             if let condition = conditions[name], !condition.matcher.matches(target) { return .null }
+            if let filter = options.filter, !(try FilterMatcher(filter, schema: related).matches(target)) { return .null }
             return try project(target, items, schema: related)
         case .oneToMany(let field)?:
             guard let key = doc[schema.primaryKey] else { return .array([]) }
-            let link = Filter.compare(field: field, op: .eq, value: key)
-            let query = Query(collection: name, filter: conditions[name].map { .and([link, $0.filter]) } ?? link,
-                              order: [Sort(field: related.primaryKey)])
+            let parts = [Filter.compare(field: field, op: .eq, value: key)] + [conditions[name]?.filter, options.filter].compactMap { $0 }
+            let query = Query(collection: name, filter: parts.count == 1 ? parts[0] : .and(parts),
+                              order: options.order.isEmpty ? [Sort(field: related.primaryKey)] : options.order,
+                              limit: options.limit, offset: options.offset)
             return .array(try snapshot.query(query).rows.map { try project($0, items, schema: related) })
         case nil:
             throw AeroError(.queryInvalid, "no relationship between \(schema.name) and \(name)")
         }
+    }
+}
+
+/// Attaches the query string's embedded-resource parameters to the select items they name.
+enum EmbedParameters {
+    static func attach(_ pairs: [(path: [String], key: String, value: String)], to items: [SelectItem],
+                       collections: [String: CollectionSchema]) throws -> [SelectItem] {
+        var items = items
+        for pair in pairs { items = try apply(pair, path: pair.path[...], items, collections) }
+        return items
+    }
+
+    private static func apply(_ pair: (path: [String], key: String, value: String), path: ArraySlice<String>, _ items: [SelectItem],
+                              _ collections: [String: CollectionSchema]) throws -> [SelectItem] {
+        guard let head = path.first else { return items }
+        var found = false
+        let updated = try items.map { item -> SelectItem in
+            guard case .embed(let name, let alias, let inner, var options) = item, alias == head || name == head, !found else { return item }
+            found = true
+            guard let schema = collections[name] else { return item }
+            if path.count > 1 {
+                return .embed(collection: name, alias: alias, items: try apply(pair, path: path.dropFirst(), inner, collections), options: options)
+            }
+            try set(&options, pair.key, pair.value, schema)
+            return .embed(collection: name, alias: alias, items: inner, options: options)
+        }
+        guard found else {
+            throw RESTError.parse("\(pair.path.joined(separator: ".")).\(pair.key): no embedded resource \(pair.path.joined(separator: ".")) in select")
+        }
+        return updated
+    }
+
+    private static func set(_ options: inout EmbedOptions, _ key: String, _ value: String, _ schema: CollectionSchema) throws {
+        switch key {
+        case "order": options.order = try PostgRESTQuery.parseOrder(value, schema: schema)
+        case "limit": options.limit = try PostgRESTQuery.nonNegative(value, "limit")
+        case "offset": options.offset = try PostgRESTQuery.nonNegative(value, "offset")
+        case "or", "and", "not.or", "not.and":
+            let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
+            options.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)
+        default: options.filters.append(try FilterParser.parse(column: key, expression: value, schema: schema))
+        }
+    }
+}
+
+/// `!inner` on a top-level embedding: the parent query keeps only rows with a matching related
+/// row, as an `IN` over the related rows' keys read from the same snapshot (with the related
+/// collection's policies and the embedding's own filters), so counts, ranges and limits stay
+/// exact. At most `KernelLimits.inListMax` related rows may match (else 400: filter the parent).
+enum InnerEmbedding {
+    static func restrict(_ filter: Filter?, items: [SelectItem], schema: CollectionSchema, snapshot: Snapshot,
+                         visible: (CollectionSchema) throws -> Filter?) throws -> Filter? {
+        var parts = filter.map { [$0] } ?? []
+        for item in items {
+            guard case .embed(let name, let alias, let inner, let options) = item else { continue }
+            if inner.contains(where: { if case .embed(_, _, _, let o) = $0 { return o.inner }; return false }) {
+                throw RESTError.parse("!inner below the first embedding level (\(alias)) is not built yet")
+            }
+            guard options.inner else { continue }
+            let related = try snapshot.state.collection(name).schema
+            let conditions = [try visible(related), options.filter].compactMap { $0 }
+            let relatedFilter = conditions.isEmpty ? nil : (conditions.count == 1 ? conditions[0] : .and(conditions))
+            let rows = try snapshot.query(Query(collection: name, filter: relatedFilter, limit: KernelLimits.inListMax + 1)).rows
+            guard rows.count <= KernelLimits.inListMax else {
+                throw AeroError(.queryUnbounded, "\(alias)!inner matches more than \(KernelLimits.inListMax) rows of \(name): filter \(schema.name) itself, or narrow the embedded filter", invariant: "Q1")
+            }
+            switch Relationship.between(schema, related) {
+            case .manyToOne(let field)?:
+                parts.append(.in(field: field, values: rows.compactMap { $0[related.primaryKey] }))
+            case .oneToMany(let field)?:
+                parts.append(.in(field: schema.primaryKey, values: Array(Set(rows.compactMap { $0[field] }.filter { !$0.isNull }))
+                    .sorted { JSONValue.compare($0, $1) < 0 }))
+            case nil: continue
+            }
+        }
+        return parts.isEmpty ? nil : (parts.count == 1 ? parts[0] : .and(parts))
     }
 }

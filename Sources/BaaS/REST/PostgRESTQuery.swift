@@ -21,6 +21,9 @@ struct PostgRESTQuery {
     /// `columns=` of an insert: the payload keys that count (the client sends the union of its
     /// rows' keys for bulk inserts).
     var columns: [String]?
+    /// Parameters of embedded resources (`comments.order=...`): path, key, value; attached to
+    /// the parsed select by `EmbedParameters`.
+    var embedded: [(path: [String], key: String, value: String)] = []
 
     static let reserved: Set<String> = ["select", "order", "limit", "offset", "on_conflict", "columns"]
 
@@ -38,8 +41,9 @@ struct PostgRESTQuery {
                 let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
                 query.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)
             default:
-                guard !key.contains(".") else {
-                    throw RESTError.parse("filters on embedded resources (\(key)) are not built yet")
+                if let embedded = Self.embeddedKey(key) {
+                    query.embedded.append((embedded.path, embedded.key, value))
+                    continue
                 }
                 query.filters.append(try FilterParser.parse(column: key, expression: value, schema: schema))
             }
@@ -51,7 +55,16 @@ struct PostgRESTQuery {
 
     // MARK: Pieces
 
-    private static func nonNegative(_ text: String, _ name: String) throws -> Int {
+    /// `a.b.key` -> (["a","b"], "key"); `a.not.or` -> (["a"], "not.or"); nil without a dot.
+    static func embeddedKey(_ key: String) -> (path: [String], key: String)? {
+        var parts = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2, !parts.contains(where: \.isEmpty) else { return nil }
+        var last = parts.removeLast()
+        if parts.count >= 2, parts.last == "not", last == "or" || last == "and" { last = "not." + last; parts.removeLast() }
+        return (parts, last)
+    }
+
+    static func nonNegative(_ text: String, _ name: String) throws -> Int {
         guard let n = Int(text), n >= 0 else { throw RESTError.parse("\(name) must be a non-negative integer") }
         return n
     }

@@ -68,7 +68,11 @@ enum RESTAPI {
         let accept = request.headers[.accept] ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
-        var query = Query(collection: schema.name, filter: policies.restrict(parsed.filter, for: .select), order: parsed.order,
+        let items = try selectItems(parsed, schema, snapshot)
+        let visible: (CollectionSchema) throws -> Filter? = { try explainAs.policies($0, snapshot).condition(.select) }
+        let filter = try InnerEmbedding.restrict(policies.restrict(parsed.filter, for: .select), items: items, schema: schema,
+                                                  snapshot: snapshot, visible: visible)
+        var query = Query(collection: schema.name, filter: filter, order: parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
         if let range = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let (from, to) = parseRange(range) {
             query.offset = from
@@ -80,8 +84,7 @@ enum RESTAPI {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
         let result = try snapshot.query(query)
-        let items = try selectItems(parsed, schema, snapshot)
-        let projector = try Projector(snapshot: snapshot, items: items) { try explainAs.policies($0, snapshot).condition(.select) }
+        let projector = try Projector(snapshot: snapshot, items: items, condition: visible)
         let rows = try result.rows.map { try projector.project($0, items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
         headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
@@ -131,9 +134,13 @@ enum RESTAPI {
 
     private static func selectItems(_ parsed: PostgRESTQuery, _ schema: CollectionSchema,
                                     _ snapshot: Snapshot) throws -> [SelectItem] {
-        guard let text = parsed.select else { return [.all] }
+        guard let text = parsed.select else {
+            guard parsed.embedded.isEmpty else { throw RESTError.parse("parameters of an embedded resource need it in select") }
+            return [.all]
+        }
         let collections = snapshot.state.collections.mapValues(\.schema)
-        return try SelectParser.parse(text, schema: schema, collections: collections)
+        return try EmbedParameters.attach(parsed.embedded, to: try SelectParser.parse(text, schema: schema, collections: collections),
+                                          collections: collections)
     }
 
     /// `Range: 0-9` (items); nil when absent or malformed (then it is ignored, as PostgREST does).
