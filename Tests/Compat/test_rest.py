@@ -36,6 +36,8 @@ def test_filters_order_and_range(sb):
     assert ids(sb.table("items").select("id").not_.in_("id", ["a1"]).order("id").execute()) == ["a2", "a3"]
     assert ids(sb.table("items").select("id").contains("tags", ["x"]).execute()) == ["a1"]
     assert ids(sb.table("items").select("id").order("qty", desc=False, nullsfirst=True).execute()) == ["a3", "a2", "a1"]
+    assert ids(sb.table("items").select("id").like_any_of("name", "blue*,red*").order("id").execute()) == ["a1", "a2"]
+    assert ids(sb.table("items").select("id").ilike_all_of("name", "%WIDGET,GREEN%").execute()) == ["a3"]
 
 
 def test_full_text_search(sb):

@@ -3,10 +3,11 @@
 // Decoding: the clients form-encode the query string (`+` is a space, `%2B` a plus), so it is
 // split and decoded here by hand, never with URLComponents (which keeps `+`).
 // Supported: `select` (columns, `*`, `alias:column`, embedded references: Embedding.swift), filters `<col>=[not.]<op>.<value>` with
-// eq neq gt gte lt lte like ilike (`*` or `%` wildcards) is in cs cd ov fts plfts phfts wfts
-// (optional `(language)`), `or=(...)`, `and=(...)` nested with `not.`, `order`, `limit`,
-// `offset`. Values are typed by the column's declared type. Not built yet (clear errors):
-// filters on embedded resources, range operators, `like(any)`/`like(all)`.
+// eq neq gt gte lt lte like ilike (`*` or `%` wildcards) `like(any)`/`like(all)`/`ilike(...)`
+// over `{p1,p2}`, is in cs cd ov fts plfts phfts wfts (optional `(language)`), `or=(...)`,
+// `and=(...)` nested with `not.`, `order`, `limit`, `offset`, and the same on embedded
+// resources (`<embed>.<col>=...`, EmbedParameters). Values are typed by the column's declared
+// type. Not built yet (clear errors): range operators (`sl`, `sr`, `nxl`, `nxr`, `adj`).
 
 import Kernel
 
@@ -150,6 +151,14 @@ enum FilterParser {
             }
         case "like", "ilike":
             return .like(field: column, pattern: value.replacingStars(), caseInsensitive: op == "ilike")
+        case "like(any)", "like(all)", "ilike(any)", "ilike(all)":
+            guard value.hasPrefix("{"), value.hasSuffix("}") else { throw RESTError.parse("\(op).\(value): expected {pattern1,pattern2}") }
+            let patterns = try ListSplitter.split(String(value.dropFirst().dropLast()))
+            guard !patterns.isEmpty, patterns.count <= KernelLimits.inListMax else {
+                throw RESTError.parse("\(op) takes 1 to \(KernelLimits.inListMax) patterns")
+            }
+            let likes = patterns.map { Filter.like(field: column, pattern: $0.replacingStars(), caseInsensitive: op.hasPrefix("i")) }
+            return likes.count == 1 ? likes[0] : (op.hasSuffix("(any)") ? .or(likes) : .and(likes))
         case "in":
             guard value.hasPrefix("("), value.hasSuffix(")") else { throw RESTError.parse("in.\(value): expected (v1,v2)") }
             let items = try ListSplitter.split(String(value.dropFirst().dropLast()))
