@@ -29,11 +29,11 @@ enum AuthAPI {
             await handle(request, service) {
                 _ = try keys.caller(request)
                 let payload = try await body(request)
-                let ctx = context(request, ctx, service)
+                let caller = context(request, ctx, service)
                 switch query(request)["grant_type"] {
-                case "password": return json(request, try await service.signInWithPassword(payload, ctx))
-                case "refresh_token": return json(request, try await service.refresh(payload, ctx))
-                case "pkce": return json(request, try await service.exchange(payload, ctx))
+                case "password": return json(request, try await service.signInWithPassword(payload, caller))
+                case "refresh_token": return json(request, try await service.refresh(payload, caller))
+                case "pkce": return json(request, try await service.exchange(payload, caller))
                 case let other:
                     throw AuthFailure.badRequest("validation_failed", "grant_type \(other ?? "(none)") is not supported (password, refresh_token, pkce; id_token is not built yet)")
                 }
