@@ -218,3 +218,21 @@ def test_password_change_signs_out_other_sessions(world):
     status, _ = rest_get(node, "notes?select=id", other.access_token)
     assert status == 401
     assert a.auth.get_user().user.email == address  # the session that changed it stays
+
+
+def test_policies_are_declared_by_migrations(world):
+    node = world["node"]
+    node.admin("POST", "collections", {"name": "journal", "fields": {"id": {"type": "text"}, "owner": {"type": "uuid"}}})
+    up = {"version": "20261201_rls", "name": "journal owner only", "checksum": "c1", "direction": "up", "steps": [
+        {"create_policy": {"collection": "journal", "policy": {"name": "mine", "operation": "all", "using": "owner = auth.uid()"}}},
+        {"enable_rls": "journal"}]}
+    node.admin("POST", "migrations", up)
+    listed = node.admin("GET", "policies")
+    assert "journal.mine" in {p["id"] for p in listed["policies"]}
+    assert {"collection": "journal", "enabled": True} in [{k: r[k] for k in ("collection", "enabled")} for r in listed["rls"]]
+    bob_id, bob, _ = world["users"]["bob"]
+    world["service"].table("journal").insert([{"id": "j1", "owner": bob_id}, {"id": "j2", "owner": world["users"]["alice"][0]}]).execute()
+    assert ids(bob.table("journal").select("id").execute()) == ["j1"]
+    down = dict(up, direction="down", steps=[{"disable_rls": "journal"}, {"drop_policy": {"collection": "journal", "name": "mine"}}])
+    node.admin("POST", "migrations", down)
+    assert ids(bob.table("journal").select("id").execute()) == ["j1", "j2"]
