@@ -236,3 +236,16 @@ def test_policies_are_declared_by_migrations(world):
     down = dict(up, direction="down", steps=[{"disable_rls": "journal"}, {"drop_policy": {"collection": "journal", "name": "mine"}}])
     node.admin("POST", "migrations", down)
     assert ids(bob.table("journal").select("id").execute()) == ["j1", "j2"]
+
+
+def test_the_policy_tester_shows_a_callers_conditions(world):
+    node = world["node"]
+    bob_id, _, session = world["users"]["bob"]
+    as_bob = node.admin("POST", "collections/notes/policies/test", {"token": session.access_token})
+    assert as_bob["enabled"] is True and as_bob["role"] == "authenticated"
+    assert bob_id in as_bob["select"] and bob_id in as_bob["update_check"] and "public" in as_bob["select"]
+    as_anon = node.admin("POST", "collections/notes/policies/test", {"role": "anon"})
+    assert "public" in as_anon["select"] and as_anon["insert_check"] == "id IN []"  # denied by default
+    assert node.admin("POST", "collections/notes/policies/test", {"role": "service_role"})["enabled"] is False
+    as_member = node.admin("POST", "collections/docs/policies/test", {"role": "authenticated", "claims": {"sub": bob_id}})
+    assert as_member["select"] == 'team_id IN ["red"]'

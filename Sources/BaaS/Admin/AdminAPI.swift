@@ -150,6 +150,18 @@ public enum AdminAPI {
                 return HTTPJSON.response(.object(["lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
+        admin.post("collections/:name/policies/test") { request, context in
+            try await guarded(request, keys) {
+                let caller = try PolicyAdmin.testCaller(try await HTTPJSON.body(request), keys)
+                let snapshot = database.snapshot()
+                let name = try context.parameters.require("name")
+                guard !SystemCollections.isSystem(name), let schema = snapshot.state.collections[name]?.schema else {
+                    throw AeroError(.collectionNotFound, "collection \(name) does not exist")
+                }
+                return HTTPJSON.response(PolicyAdmin.conditions(try PolicyEngine().view(schema, caller: caller, snapshot: snapshot), caller),
+                                         lsn: snapshot.lsn)
+            }
+        }
         admin.post("collections/:name/rls") { request, context in
             try await guarded(request, keys) {
                 guard case .bool(let enabled)? = try await HTTPJSON.body(request)["enabled"] else {

@@ -3,6 +3,7 @@
 //   POST   /admin/v1/collections/:name/policies         {"name","operation","roles"?,"using"?,"check"?}
 //   DELETE /admin/v1/collections/:name/policies/:policy
 //   POST   /admin/v1/collections/:name/rls              {"enabled": true|false}
+//   POST   /admin/v1/collections/:name/policies/test    {"token"} or {"role","claims"?}: the compiled conditions
 // Migration steps: {"create_policy":{"collection":"c","policy":{...}}}, {"drop_policy":{"collection":"c","name":"p"}},
 //   {"enable_rls":"c"}, {"disable_rls":"c"}.
 // A policy is parsed and validated against the collection's schema when declared; select,
@@ -105,6 +106,26 @@ enum PolicyAdmin {
         }
         return (.object(["policies": .array(try all(PolicyStore.policies, [Sort(field: "collection"), Sort(field: "name")])),
                          "rls": .array(try all(PolicyStore.enabled, [Sort(field: "collection")]))]), snapshot.lsn)
+    }
+
+    /// The policy tester's caller: `{"token":"<access token or key>"}`, or `{"role":"anon"|
+    /// "authenticated","claims":{...}}` (claims as a token would carry them, e.g. `sub`).
+    static func testCaller(_ body: JSONValue, _ keys: KeyChecker) throws -> Caller {
+        if case .string(let token)? = body["token"] { return try keys.caller(token: token) }
+        guard case .string(let role)? = body["role"], roles.contains(role) || role == "service_role" else {
+            throw invalid("the tester needs {\"token\"} or {\"role\": anon|authenticated|service_role, \"claims\"?: {...}}")
+        }
+        var claims = body["claims"]?.objectValue ?? [:]
+        claims["role"] = .string(role)
+        return Caller(role: role, claims: .object(claims))
+    }
+
+    /// What the tester answers: each condition the caller's requests would be held to, as text.
+    static func conditions(_ view: PolicyView, _ caller: Caller) -> JSONValue {
+        func text(_ c: PolicyCondition) -> JSONValue { view.condition(c).map { .string($0.description) } ?? .null }
+        return .object(["role": .string(caller.role), "enabled": .bool(view.isActive), "select": text(.select),
+                        "insert_check": text(.insertCheck), "update_using": text(.updateUsing),
+                        "update_check": text(.updateCheck), "delete": text(.delete)])
     }
 
     static func invalid(_ message: String) -> AeroError { AeroError(.requestInvalid, "policy: " + message) }
