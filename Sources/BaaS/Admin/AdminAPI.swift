@@ -196,12 +196,9 @@ public enum AdminAPI {
             return min(n, KernelLimits.queryLimitMax)
         } ?? 50
         let snapshot = database.snapshot()
-        guard snapshot.state.collections[collection] != nil else {
-            return HTTPJSON.response(.object([key: .array([])]), lsn: snapshot.lsn)
-        }
         let filter = q[parameter].map { Filter.compare(field: filterField, op: .eq, value: .string($0)) }
         let order = filter == nil ? [Sort(field: time, direction: .desc)] : [Sort(field: filterField), Sort(field: time, direction: .desc)]
-        let rows = try snapshot.query(Query(collection: collection, filter: filter, order: order, limit: limit)).rows
+        let rows = try snapshot.rowsIfPresent(Query(collection: collection, filter: filter, order: order, limit: limit))
         return HTTPJSON.response(.object([key: .array(rows.map { .object($0) })]), lsn: snapshot.lsn)
     }
 

@@ -29,11 +29,8 @@ enum Migrations {
 
     static func list(_ database: Database) throws -> Response {
         let snapshot = database.snapshot()
-        guard snapshot.state.collections[collection] != nil else {
-            return HTTPJSON.response(.object(["migrations": .array([])]), lsn: snapshot.lsn)
-        }
-        let rows = try snapshot.query(Query(collection: collection, order: [Sort(field: "version")],
-                                            limit: KernelLimits.queryLimitMax)).rows
+        let rows = try snapshot.rowsIfPresent(Query(collection: collection, order: [Sort(field: "version")],
+                                                    limit: KernelLimits.queryLimitMax))
         return HTTPJSON.response(.object(["migrations": .array(rows.map { .object($0) })]), lsn: snapshot.lsn)
     }
 

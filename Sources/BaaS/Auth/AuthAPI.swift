@@ -75,28 +75,18 @@ enum AuthAPI {
     }
 
     private static func registerEmailRoutes(_ auth: RouterGroup<AeroRequestContext>, service: AuthService, keys: KeyChecker) {
-        auth.post("recover") { request, ctx in
-            await handle(request, service) {
-                _ = try keys.caller(request)
-                let b = try await body(request)
-                try await service.recover(b, try context(request, ctx, service, body: b))
-                return json(request, .object([:]))
-            }
-        }
-        auth.post("otp") { request, ctx in
-            await handle(request, service) {
-                _ = try keys.caller(request)
-                let b = try await body(request)
-                try await service.otp(b, try context(request, ctx, service, body: b))
-                return json(request, .object([:]))
-            }
-        }
-        auth.post("resend") { request, ctx in
-            await handle(request, service) {
-                _ = try keys.caller(request)
-                let b = try await body(request)
-                try await service.resend(b, try context(request, ctx, service, body: b))
-                return json(request, .object([:]))
+        // The mail-sending endpoints: any key, a body with an optional PKCE challenge, `{}` back.
+        let mailers: [(String, @Sendable (JSONValue, AuthRequest) async throws -> Void)] = [
+            ("recover", service.recover), ("otp", service.otp), ("resend", service.resend),
+        ]
+        for (path, send) in mailers {
+            auth.post(RouterPath(path)) { request, ctx in
+                await handle(request, service) {
+                    _ = try keys.caller(request)
+                    let b = try await body(request)
+                    try await send(b, try context(request, ctx, service, body: b))
+                    return json(request, .object([:]))
+                }
             }
         }
         auth.post("verify") { request, ctx in
@@ -208,15 +198,15 @@ enum AuthAPI {
     /// The JSON body, or `{}` when there is none (the client sends a JSON content type on
     /// body-less requests, supabase-wire §0.2).
     static func body(_ request: Request) async throws -> JSONValue {
+        let value: JSONValue?
         do {
-            let value = try await HTTPJSON.body(request)
-            guard case .object = value else { throw AuthFailure.badRequest("bad_json", "The request body must be a JSON object") }
-            return value
-        } catch let error as AeroError where error.message == HTTPJSON.emptyBodyMessage {
-            return .object([:])
+            value = try await HTTPJSON.optionalBody(request)
         } catch let error as AeroError where error.code == .jsonInvalid {
             throw AuthFailure.badRequest("bad_json", "Could not parse request body as JSON: \(error.message)")
         }
+        guard let value else { return .object([:]) }
+        guard case .object = value else { throw AuthFailure.badRequest("bad_json", "The request body must be a JSON object") }
+        return value
     }
 
     static func json(_ request: Request, _ value: JSONValue) -> Response {

@@ -86,6 +86,23 @@ enum AuthCollections {
     }()
 }
 
+/// Reads of collections that may not exist yet: system collections are created lazily, so
+/// before their first write they read as empty.
+extension Snapshot {
+    func documentIfPresent(_ collection: String, key: JSONValue) throws -> Document? {
+        guard state.collections[collection] != nil else { return nil }
+        return try document(collection, key: key)
+    }
+
+    /// nil when the collection does not exist.
+    func queryIfPresent(_ query: Query) throws -> ReadResult? {
+        guard state.collections[query.collection] != nil else { return nil }
+        return try self.query(query)
+    }
+
+    func rowsIfPresent(_ query: Query) throws -> [Document] { try queryIfPresent(query)?.rows ?? [] }
+}
+
 /// Creates missing system collections lazily, before the first write that needs them (not at
 /// start: in sync mode a primary's first commit waits for a replica that may not be up yet).
 /// Creating one that another request just created is fine.
@@ -108,7 +125,7 @@ public enum SystemCollections {
     /// A system collection made by an older version gains the nullable fields added since.
     static func addMissingFields(_ schema: JSONValue, to existing: CollectionSchema, in database: Database) async throws {
         guard case .object(let fields)? = schema["fields"] else { return }
-        for (field, definition) in fields.sorted(by: { $0.key < $1.key }) where existing.fields[field] == nil {
+        for (field, definition) in fields.filter({ existing.fields[$0.key] == nil }).sorted(by: { $0.key < $1.key }) {
             guard case .object(var o) = definition else { continue }
             o["name"] = .string(field)
             do {

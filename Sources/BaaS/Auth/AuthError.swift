@@ -31,6 +31,8 @@ struct AuthFailure: Error {
 
 enum AuthErrorResponse {
     static let versionHeader = HTTPField.Name("X-Supabase-Api-Version")!
+    /// `Retry-After` of a 429 (the budgets' windows are minutes long).
+    static let retryAfterSeconds = 60
 
     static func response(_ error: any Error, request: Request) -> Response {
         let failure = (error as? AuthFailure) ?? translate(AeroError.wrap(error))
@@ -45,7 +47,7 @@ enum AuthErrorResponse {
         }
         var response = HTTPJSON.response(.object(body), status: failure.status)
         if let version = request.headers[versionHeader] { response.headers[versionHeader] = version }
-        if failure.status == .tooManyRequests { response.headers[.retryAfter] = "60" }
+        if failure.status == .tooManyRequests { response.headers[.retryAfter] = String(retryAfterSeconds) }
         return response
     }
 

@@ -20,10 +20,9 @@ extension AuthService {
     func listUsers(page: Int?, perPage: Int?) throws -> (users: [JSONValue], total: Int) {
         let perPage = min(max(perPage ?? Self.perPageDefault, 1), Self.perPageMax)
         let page = max(page ?? 1, 1)
-        let snapshot = store.database.snapshot()
-        guard snapshot.state.collections[AuthCollections.users] != nil else { return ([], 0) }
-        let result = try snapshot.query(Query(collection: AuthCollections.users, order: [Sort(field: "created_at"), Sort(field: "id")],
-                                              limit: perPage, offset: (page - 1) * perPage, count: true))
+        guard let result = try store.database.snapshot().queryIfPresent(Query(
+            collection: AuthCollections.users, order: [Sort(field: "created_at"), Sort(field: "id")],
+            limit: perPage, offset: (page - 1) * perPage, count: true)) else { return ([], 0) }
         return (try result.rows.map(userJSON), result.totalCount ?? result.rows.count)
     }
 

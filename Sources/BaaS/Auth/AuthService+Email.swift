@@ -103,20 +103,13 @@ extension AuthService {
             guard let user = try store.user(email: email), user["email_confirmed_at"]?.isNull ?? true else { return }
             return try await sendCode(type: "signup", user: user, email: email, request)
         }
-        guard let user = try store.rows(AuthCollections.users, where: "email", equals: .string(email)).first
-            ?? (try currentPendingChange(email)), case .string(let newEmail)? = user["new_email"] else { return }
+        // By the current address, or by the pending new one.
+        guard let user = try store.user(email: email) ?? store.rows(AuthCollections.users, where: "new_email", equals: .string(email)).first,
+              case .string(let newEmail)? = user["new_email"] else { return }
         try limitEmail(newEmail)
         let id = user["id"]!.stringValue!
         try await commit(try confirmation(type: "email_change", userID: id, email: newEmail, request)
             + [event("user_confirmation_requested", user: id, target: id, request)])
-    }
-
-    /// The user whose pending new address is `email` (resend of an email change by new address).
-    func currentPendingChange(_ email: String) throws -> Document? {
-        let snapshot = store.database.snapshot()
-        guard snapshot.state.collections[AuthCollections.users] != nil else { return nil }
-        return try snapshot.query(Query(collection: AuthCollections.users, filter: .compare(field: "new_email", op: .eq, value: .string(email)),
-                                        limit: 1)).rows.first
     }
 
     /// Verifies a code (`email` + `token`) or a link's `token_hash`; answers a session.

@@ -30,12 +30,14 @@ struct PKCEChallenge: Sendable {
     let challenge: String
     /// `s256` or `plain`.
     let method: String
+    /// RFC 7636 §4.2: a challenge (and a verifier) is 43 to 128 characters.
+    static let lengthRange = 43...128
 
     /// From a request body's `code_challenge` and `code_challenge_method`; nil when absent.
     init?(_ body: JSONValue) throws {
         guard case .string(let challenge)? = body["code_challenge"], !challenge.isEmpty else { return nil }
         let method = (body["code_challenge_method"]?.stringValue ?? "plain").lowercased()
-        guard ["s256", "plain"].contains(method), (43...128).contains(challenge.utf8.count) else {
+        guard ["s256", "plain"].contains(method), Self.lengthRange.contains(challenge.utf8.count) else {
             throw AuthFailure.validation("code_challenge must be 43-128 characters with code_challenge_method s256 or plain")
         }
         self.challenge = challenge
@@ -170,8 +172,8 @@ final class AuthService: Sendable {
         return try await NIOThreadPool.singleton.runIfActive { try PasswordHasher.hash(password, cost: cost) }
     }
 
-    func verify(_ password: String, _ encoded: String) async -> Bool {
-        (try? await NIOThreadPool.singleton.runIfActive { PasswordHasher.verify(password, encoded: encoded) }) ?? false
+    func verify(_ password: String, _ encoded: String) async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { PasswordHasher.verify(password, encoded: encoded) }
     }
 
     static func metadata(_ body: JSONValue, _ key: String) throws -> [String: JSONValue] {
@@ -270,7 +272,7 @@ final class AuthService: Sendable {
         }
         let user = try store.user(email: email)
         let stored = user?["encrypted_password"]?.stringValue
-        let matches = await verify(password, stored ?? decoyHash) && stored != nil
+        let matches = try await verify(password, stored ?? decoyHash) && stored != nil
         guard let user, matches else {
             await recordFailure("login_failed", target: email, request, reason: "invalid_credentials")
             throw AuthFailure.invalidCredentials
@@ -391,11 +393,11 @@ final class AuthService: Sendable {
     func checkPasswordChange(_ user: Document, _ caller: Caller, newPassword: String, _ body: JSONValue) async throws -> [WriteOperation] {
         try checkPassword(newPassword)
         let stored = user["encrypted_password"]?.stringValue
-        if let stored, await verify(newPassword, stored) {
+        if let stored, try await verify(newPassword, stored) {
             throw AuthFailure.unprocessable("same_password", "New password should be different from the old password.")
         }
         if case .string(let current)? = body["current_password"] {
-            guard let stored, await verify(current, stored) else {
+            guard let stored, try await verify(current, stored) else {
                 throw AuthFailure.badRequest("invalid_credentials", "Current password is incorrect")
             }
         }

@@ -34,8 +34,10 @@ public struct AuthSettings: Sendable {
     public var smtp: SMTPSettings?
 
     public static let accessTokenSecondsRange: ClosedRange<Int64> = 30...86_400 * 7
-    public static let otpLengthRange: ClosedRange<Int> = 6...10
-    public static let passwordMinLengthRange: ClosedRange<Int> = 6...PasswordHasher.passwordBytesMax
+    public static let refreshReuseIntervalRange: ClosedRange<Int64> = 0...3_600
+    public static let otpLengthRange: ClosedRange<Int64> = 6...10
+    public static let otpExpirySecondsRange: ClosedRange<Int64> = 60...86_400
+    public static let passwordMinLengthRange: ClosedRange<Int64> = 6...Int64(PasswordHasher.passwordBytesMax)
     /// A sign-in this recent allows a password change without a reauthentication code.
     public static let recentSignInSeconds: Int64 = 86_400
 
@@ -66,20 +68,20 @@ public struct AuthSettings: Sendable {
                 guard v.hasPrefix("http://") || v.hasPrefix("https://") else { throw invalid("auth.external_url must start with http:// or https://") }
                 s.externalURL = v.hasSuffix("/") ? String(v.dropLast()) : v
             case ("jwt_expiry", .int(let v)): s.accessTokenSeconds = try within(v, accessTokenSecondsRange, key)
-            case ("refresh_token_reuse_interval", .int(let v)): s.refreshReuseIntervalSeconds = try within(v, 0...3_600, key)
+            case ("refresh_token_reuse_interval", .int(let v)): s.refreshReuseIntervalSeconds = try within(v, refreshReuseIntervalRange, key)
             case ("mailer_autoconfirm", .bool(let v)): s.mailerAutoconfirm = v
             case ("disable_signup", .bool(let v)): s.disableSignup = v
             case ("anonymous_sign_ins", .bool(let v)): s.anonymousSignIns = v
             case ("password_min_length", .int(let v)):
-                s.passwordMinLength = Int(try within(v, Int64(passwordMinLengthRange.lowerBound)...Int64(passwordMinLengthRange.upperBound), key))
+                s.passwordMinLength = Int(try within(v, passwordMinLengthRange, key))
             case ("password_required_characters", .array(let items)):
                 s.passwordRequiredCharacters = try items.map { item in
                     guard case .string(let set) = item, !set.isEmpty else { throw invalid("\(key) holds non-empty strings") }
                     return set
                 }
             case ("secure_password_change", .bool(let v)): s.securePasswordChange = v
-            case ("otp_length", .int(let v)): s.otpLength = Int(try within(v, 6...10, key))
-            case ("otp_expiry", .int(let v)): s.otpExpirySeconds = try within(v, 60...86_400, key)
+            case ("otp_length", .int(let v)): s.otpLength = Int(try within(v, otpLengthRange, key))
+            case ("otp_expiry", .int(let v)): s.otpExpirySeconds = try within(v, otpExpirySecondsRange, key)
             case ("argon2", .object(let cost)):
                 func part(_ key: String, _ current: UInt32, _ range: ClosedRange<UInt32>) throws -> UInt32 {
                     guard let value = cost[key] else { return current }

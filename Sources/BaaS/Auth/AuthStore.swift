@@ -23,17 +23,12 @@ struct AuthStore: Sendable {
     // MARK: Reads (missing collections read as empty: nothing was ever written)
 
     func document(_ collection: String, _ key: String) throws -> Document? {
-        let snapshot = database.snapshot()
-        guard snapshot.state.collections[collection] != nil else { return nil }
-        return try snapshot.document(collection, key: .string(key))
+        try database.snapshot().documentIfPresent(collection, key: .string(key))
     }
 
-    func rows(_ collection: String, where field: String, equals value: JSONValue, limit: Int = 1_000,
-              order: [Sort] = []) throws -> [Document] {
-        let snapshot = database.snapshot()
-        guard snapshot.state.collections[collection] != nil else { return [] }
-        return try snapshot.query(Query(collection: collection, filter: .compare(field: field, op: .eq, value: value),
-                                        order: order, limit: limit)).rows
+    func rows(_ collection: String, where field: String, equals value: JSONValue, limit: Int = 1_000) throws -> [Document] {
+        try database.snapshot().rowsIfPresent(Query(collection: collection, filter: .compare(field: field, op: .eq, value: value),
+                                                    limit: limit))
     }
 
     func user(id: String) throws -> Document? {

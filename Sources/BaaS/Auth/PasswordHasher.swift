@@ -24,13 +24,6 @@ public struct PasswordCost: Sendable, Hashable {
         self.iterations = iterations
         self.parallelism = parallelism
     }
-
-    public func validate() throws {
-        guard Self.memoryKiBRange.contains(memoryKiB), Self.iterationsRange.contains(iterations),
-              Self.parallelismRange.contains(parallelism) else {
-            throw AeroError(.configInvalid, "argon2id cost m=\(memoryKiB) KiB t=\(iterations) p=\(parallelism) is outside m \(Self.memoryKiBRange), t \(Self.iterationsRange), p \(Self.parallelismRange)")
-        }
-    }
 }
 
 public enum PasswordHasher {

@@ -1,7 +1,8 @@
 // Fixed-window counters per (budget, key), in memory on the node that handles the write (the
 // primary: auth writes are forwarded there, with the client's address in X-AeroDB-Client-IP).
-// Bounded: at most `keysMax` live keys; when full, expired windows are dropped first and then
-// the oldest window, so an attacker spraying keys cannot grow memory without bound.
+// Bounded: at most `keysMax` live keys; when full, expired windows are dropped and, if that is
+// not enough, the oldest tenth, so an attacker spraying keys can grow neither memory nor the
+// cost of a request (one eviction pass per `keysMax / 10` new keys at worst).
 
 import Synchronization
 
@@ -26,8 +27,7 @@ final class RateLimiter: Sendable {
 
     private static func evict(_ windows: inout [String: Window], nowSeconds: Int64, window: Int64) {
         windows = windows.filter { nowSeconds - $0.value.start < window }
-        if windows.count >= keysMax, let oldest = windows.min(by: { $0.value.start < $1.value.start })?.key {
-            windows[oldest] = nil
-        }
+        guard windows.count > keysMax - keysMax / 10 else { return }
+        for key in windows.sorted(by: { $0.value.start < $1.value.start }).prefix(keysMax / 10).map(\.key) { windows[key] = nil }
     }
 }

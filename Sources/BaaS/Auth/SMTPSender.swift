@@ -22,6 +22,7 @@ public struct SMTPSettings: Sendable {
     public var user: String?
     public var password: String?
     public var timeoutSeconds = 10
+    public static let timeoutSecondsRange: ClosedRange<Int64> = 1...120
 
     static func parse(_ json: JSONValue) throws -> SMTPSettings {
         guard case .object(let o) = json, case .string(let host)? = o["host"], case .string(let sender)? = o["sender"] else {
@@ -34,7 +35,7 @@ public struct SMTPSettings: Sendable {
             case ("port", .int(let p)) where (1...65_535).contains(p): s.port = Int(p)
             case ("user", .string(let u)): s.user = u
             case ("password", .string(let p)): s.password = p
-            case ("timeout_seconds", .int(let t)) where (1...120).contains(t): s.timeoutSeconds = Int(t)
+            case ("timeout_seconds", .int(let t)) where timeoutSecondsRange.contains(t): s.timeoutSeconds = Int(t)
             default: throw AuthSettings.invalid("auth.smtp.\(key) is unknown or out of range")
             }
         }
@@ -93,8 +94,13 @@ final class SMTPConnection {
         fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
         guard fd >= 0 else { throw AeroError(.ioError, "SMTP: socket() failed (errno \(errno))") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // Without the timeouts a silent server would hold a blocking-pool thread forever.
+        guard setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0,
+              setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw AeroError(.ioError, "SMTP: cannot set socket timeouts (errno \(code))")
+        }
         guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             let code = errno
             Glibc.close(fd)

@@ -26,14 +26,13 @@ enum ClientAddress {
 }
 
 public struct ClientAddressMiddleware<Context: ClientAddressContext>: RouterMiddleware {
-    static var header: HTTPField.Name { ClientAddress.header }
     let secret: [UInt8]
 
     public init(secret: [UInt8]) { self.secret = secret }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.clientIP = request.headers[Self.header].flatMap { ClientAddress.verify($0, secret: secret) }
+        context.clientIP = request.headers[ClientAddress.header].flatMap { ClientAddress.verify($0, secret: secret) }
             ?? (context as? any RemoteAddressRequestContext)?.remoteAddress?.ipAddress
         return try await next(request, context)
     }

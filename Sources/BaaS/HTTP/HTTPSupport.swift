@@ -46,7 +46,6 @@ public enum HTTPErrors {
 
 public enum HTTPJSON {
     public static let lsnHeader = HTTPField.Name("X-AeroDB-LSN")!
-    static let emptyBodyMessage = "the request needs a JSON body"
 
     public static func response(_ value: JSONValue, status: HTTPResponse.Status = .ok, lsn: UInt64? = nil) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
@@ -54,8 +53,15 @@ public enum HTTPJSON {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: JSON.encode(value))))
     }
 
-    /// Reads and parses the request body; 413 past the limit, AERO_JSON_INVALID when malformed.
+    /// Reads and parses the request body; 413 past the limit, AERO_JSON_INVALID when malformed
+    /// or empty.
     public static func body(_ request: Request) async throws -> JSONValue {
+        guard let value = try await optionalBody(request) else { throw AeroError(.jsonInvalid, "the request needs a JSON body") }
+        return value
+    }
+
+    /// The same, nil for an empty body (GoTrue's clients send a JSON content type on body-less requests).
+    public static func optionalBody(_ request: Request) async throws -> JSONValue? {
         var request = request
         let buffer: ByteBuffer
         do {
@@ -63,7 +69,7 @@ public enum HTTPJSON {
         } catch {
             throw AeroError(.requestInvalid, "request body larger than \(HTTPLimits.requestBodyBytesMax) bytes or unreadable")
         }
-        guard buffer.readableBytes > 0 else { throw AeroError(.jsonInvalid, emptyBodyMessage) }
+        guard buffer.readableBytes > 0 else { return nil }
         return try buffer.readableBytesView.withContiguousStorageIfAvailable { try JSON.parse($0) }
             ?? JSON.parse(Array(buffer.readableBytesView))
     }
@@ -136,9 +142,9 @@ public struct KeyChecker: Sendable {
     }
 
     static func sessionExists(_ id: String, _ database: Database) -> Bool {
-        let snapshot = database.snapshot()
-        guard snapshot.state.collections[AuthCollections.sessions] != nil, let key = UUIDText.normalize(id) else { return false }
-        return (try? snapshot.document(AuthCollections.sessions, key: .string(key))) != nil
+        guard let key = UUIDText.normalize(id) else { return false }
+        // A read that fails counts as revoked (fail closed).
+        return (try? database.snapshot().documentIfPresent(AuthCollections.sessions, key: .string(key))) != nil
     }
 
     /// The caller's role, or 401 when no valid key was sent.

@@ -66,8 +66,7 @@ enum PolicyAdmin {
 
     static func drop(collection: String, name: String, _ database: Database) async throws -> UInt64 {
         let id = JSONValue.string("\(collection).\(name)")
-        let snapshot = database.snapshot()
-        guard snapshot.state.collections[PolicyStore.policies] != nil, try snapshot.document(PolicyStore.policies, key: id) != nil else {
+        guard try database.snapshot().documentIfPresent(PolicyStore.policies, key: id) != nil else {
             throw AeroError(.notFound, "no policy \(name) on \(collection)")
         }
         return try await database.commit([.delete(collection: PolicyStore.policies, target: .key(id))]).lsn
@@ -90,8 +89,7 @@ enum PolicyAdmin {
         var ops: [WriteOperation] = try PolicyStore.rows(collection, snapshot).compactMap { row in
             row["id"].map { .delete(collection: PolicyStore.policies, target: .key($0)) }
         }
-        if snapshot.state.collections[PolicyStore.enabled] != nil,
-           try snapshot.document(PolicyStore.enabled, key: .string(collection)) != nil {
+        if try snapshot.documentIfPresent(PolicyStore.enabled, key: .string(collection)) != nil {
             ops.append(.delete(collection: PolicyStore.enabled, target: .key(.string(collection))))
         }
         guard !ops.isEmpty else { return nil }
@@ -101,8 +99,7 @@ enum PolicyAdmin {
     static func list(_ database: Database) throws -> (JSONValue, UInt64) {
         let snapshot = database.snapshot()
         func all(_ collection: String, _ order: [Sort]) throws -> [JSONValue] {
-            guard snapshot.state.collections[collection] != nil else { return [] }
-            return try snapshot.query(Query(collection: collection, order: order, limit: KernelLimits.queryLimitMax)).rows.map { .object($0) }
+            try snapshot.rowsIfPresent(Query(collection: collection, order: order, limit: KernelLimits.queryLimitMax)).map { .object($0) }
         }
         return (.object(["policies": .array(try all(PolicyStore.policies, [Sort(field: "collection"), Sort(field: "name")])),
                          "rls": .array(try all(PolicyStore.enabled, [Sort(field: "collection")]))]), snapshot.lsn)

@@ -22,7 +22,7 @@ final class PolicyEngine: Sendable {
     /// The policies of `schema`'s collection for `caller`: inactive for the service role and for
     /// collections without row-level security.
     func view(_ schema: CollectionSchema, caller: Caller, snapshot: Snapshot) throws -> PolicyView {
-        guard !caller.isService, PolicyStore.isEnabled(schema.name, snapshot) else { return PolicyView(schema: schema, filters: nil) }
+        guard !caller.isService, try PolicyStore.isEnabled(schema.name, snapshot) else { return PolicyView(schema: schema, filters: nil) }
         let policyCaller = PolicyCaller(uid: caller.userID, role: caller.role, email: caller.email, claims: caller.claims)
         let lookup = SnapshotLookup(snapshot: snapshot)
         var parts: [PolicyCondition: [Filter]] = [:]

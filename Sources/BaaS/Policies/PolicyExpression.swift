@@ -131,7 +131,7 @@ extension PolicyExpression: CustomStringConvertible {
         case .and(let parts): return parts.isEmpty ? "true" : parts.map(\.asConjunct).joined(separator: " and ")
         case .or(let parts): return parts.isEmpty ? "false" : parts.map(\.asDisjunct).joined(separator: " or ")
         case .not(let inner): return "not (\(inner))"
-        case .compare(let l, let op, let r): return "\(l) \(op.policyText) \(r)"
+        case .compare(let l, let op, let r): return "\(l) \(op.symbol) \(r)"
         case .inList(let x, let values, let negated):
             return "\(x) \(negated ? "not in" : "in") (\(values.map(PolicyText.literal).joined(separator: ",")))"
         case .inSelect(let x, let field, let collection, let whereField, let value, let negated):
@@ -167,20 +167,6 @@ extension PolicyOperand: CustomStringConvertible {
             }
             return "auth.jwt()" + steps.joined()
         case .literal(let value): return PolicyText.literal(value)
-        }
-    }
-}
-
-extension CompareOp {
-    /// The operator as policy text.
-    var policyText: String {
-        switch self {
-        case .eq: return "="
-        case .ne: return "<>"
-        case .gt: return ">"
-        case .gte: return ">="
-        case .lt: return "<"
-        case .lte: return "<="
         }
     }
 }

@@ -49,16 +49,20 @@ enum PolicyStore {
         ]
     }()
 
-    static func isEnabled(_ collection: String, _ snapshot: Snapshot) -> Bool {
-        guard snapshot.state.collections[enabled] != nil,
-              let row = try? snapshot.document(enabled, key: .string(collection)) else { return false }
-        return row["enabled"] == .bool(true)
+    /// Throws rather than answering "off" when the enablement cannot be read (fail closed).
+    static func isEnabled(_ collection: String, _ snapshot: Snapshot) throws -> Bool {
+        try snapshot.documentIfPresent(enabled, key: .string(collection))?["enabled"] == .bool(true)
     }
 
+    /// The collection's policies; more than `policiesPerCollectionMax` (two creates racing past
+    /// the check) is an error, never a silently shortened list.
     static func rows(_ collection: String, _ snapshot: Snapshot) throws -> [Document] {
-        guard snapshot.state.collections[policies] != nil else { return [] }
-        return try snapshot.query(Query(collection: policies, filter: .compare(field: "collection", op: .eq, value: .string(collection)),
-                                        order: [Sort(field: "collection"), Sort(field: "name")], limit: policiesPerCollectionMax)).rows
+        let rows = try snapshot.rowsIfPresent(Query(collection: policies, filter: .compare(field: "collection", op: .eq, value: .string(collection)),
+                                                    order: [Sort(field: "collection"), Sort(field: "name")], limit: policiesPerCollectionMax + 1))
+        guard rows.count <= policiesPerCollectionMax else {
+            throw AeroError(.queryUnbounded, "\(collection) has more than \(policiesPerCollectionMax) policies: drop some", invariant: "RLS1")
+        }
+        return rows
     }
 }
 

@@ -107,6 +107,9 @@ struct Projector {
     /// The caller's select condition on each embedded collection that has one.
     private var conditions: [String: (filter: Filter, matcher: FilterMatcher)] = [:]
 
+    /// The caller's select condition on an embedded collection (nil: every row is visible).
+    func condition(_ collection: String) -> Filter? { conditions[collection]?.filter }
+
     /// `condition` gives the caller's select condition on a collection (nil: all rows visible);
     /// it is asked once per embedded collection of `items`.
     init(snapshot: Snapshot, items: [SelectItem], condition: (CollectionSchema) throws -> Filter?) throws {
@@ -208,7 +211,7 @@ enum EmbedParameters {
 /// exact. At most `KernelLimits.inListMax` related rows may match (else 400: filter the parent).
 enum InnerEmbedding {
     static func restrict(_ filter: Filter?, items: [SelectItem], schema: CollectionSchema, snapshot: Snapshot,
-                         visible: (CollectionSchema) throws -> Filter?) throws -> Filter? {
+                         projector: Projector) throws -> Filter? {
         var parts = filter.map { [$0] } ?? []
         for item in items {
             guard case .embed(let name, let alias, let inner, let options) = item else { continue }
@@ -217,7 +220,7 @@ enum InnerEmbedding {
             }
             guard options.inner else { continue }
             let related = try snapshot.state.collection(name).schema
-            let conditions = [try visible(related), options.filter].compactMap { $0 }
+            let conditions = [projector.condition(name), options.filter].compactMap { $0 }
             let relatedFilter = conditions.isEmpty ? nil : (conditions.count == 1 ? conditions[0] : .and(conditions))
             let rows = try snapshot.query(Query(collection: name, filter: relatedFilter, limit: KernelLimits.inListMax + 1)).rows
             guard rows.count <= KernelLimits.inListMax else {

@@ -69,9 +69,9 @@ enum RESTAPI {
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
         let items = try selectItems(parsed, schema, snapshot)
-        let visible: (CollectionSchema) throws -> Filter? = { try explainAs.policies($0, snapshot).condition(.select) }
+        let projector = try Projector(snapshot: snapshot, items: items) { try explainAs.policies($0, snapshot).condition(.select) }
         let filter = try InnerEmbedding.restrict(policies.restrict(parsed.filter, for: .select), items: items, schema: schema,
-                                                  snapshot: snapshot, visible: visible)
+                                                  snapshot: snapshot, projector: projector)
         var query = Query(collection: schema.name, filter: filter, order: parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
         if let range = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let (from, to) = parseRange(range) {
@@ -84,7 +84,6 @@ enum RESTAPI {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
         let result = try snapshot.query(query)
-        let projector = try Projector(snapshot: snapshot, items: items, condition: visible)
         let rows = try result.rows.map { try projector.project($0, items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
         headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
@@ -180,12 +179,14 @@ enum RESTAPI {
             }
         default: throw RESTError.parse("insert a JSON object or an array of objects")
         }
-        let operations = try writeOperations(applyColumns(documents, parsed.columns, missingDefault: prefer.missingDefault), onConflict: parsed.onConflict ?? [schema.primaryKey],
+        let rows = applyColumns(documents, parsed.columns, missingDefault: prefer.missingDefault)
+        let operations = try writeOperations(rows, onConflict: parsed.onConflict ?? [schema.primaryKey],
                                              resolution: prefer.resolution, schema: schema, snapshot: snapshot)
-        let check = try access.policies(schema, snapshot).writeCheck(includeInsert: true)
+        let policies = try access.policies(schema, snapshot)
+        let check = try policies.writeCheck(includeInsert: true)
         let changes = operations.isEmpty ? (lsn: snapshot.lsn, docs: []) : try await commit(database, operations, check: check)
         return try written(changes.docs, lsn: changes.lsn, prefer: prefer, parsed: parsed, schema: schema,
-                           access: access, status: .created)
+                           access: access, policies: policies, status: .created)
     }
 
     /// PostgREST's `columns=`: only the listed keys of each row are inserted, and a listed key a
@@ -261,7 +262,7 @@ enum RESTAPI {
         let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name,
                                            check: try policies.writeCheck(includeInsert: false))
         return try written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, schema: schema, access: access,
-                           status: .ok)
+                           policies: policies, status: .ok)
     }
 
     /// Commits and returns the affected documents of `collection` (after images, or before images for deletes).
@@ -274,7 +275,8 @@ enum RESTAPI {
     }
 
     private static func written(_ docs: [Document], lsn: UInt64, prefer: Prefer, parsed: PostgRESTQuery,
-                                schema: CollectionSchema, access: Access, status: HTTPResponse.Status) throws -> Response {
+                                schema: CollectionSchema, access: Access, policies: PolicyView,
+                                status: HTTPResponse.Status) throws -> Response {
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
         if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
         guard prefer.returnRepresentation else {
@@ -284,7 +286,7 @@ enum RESTAPI {
         let items = try selectItems(parsed, schema, snapshot)
         let projector = try Projector(snapshot: snapshot, items: items) { try access.policies($0, snapshot).condition(.select) }
         // Returned rows are only those the caller may select (an insert may create a row its author cannot read).
-        let visible = try access.policies(schema, snapshot).condition(.select).map { try FilterMatcher($0, schema: schema) }
+        let visible = try policies.condition(.select).map { try FilterMatcher($0, schema: schema) }
         let docs = docs.filter { visible?.matches($0) ?? true }
         return body(JSON.encode(.array(try docs.map { try projector.project($0, items, schema: schema) })), "application/json",
                     headers, head: false, status: status)

@@ -7,7 +7,8 @@
 public enum CompareOp: String, Sendable, Hashable, CaseIterable {
     case eq, ne, gt, gte, lt, lte
 
-    var symbol: String {
+    /// SQL text of the operator (explain, policy text).
+    public var symbol: String {
         switch self {
         case .eq: return "="
         case .ne: return "<>"

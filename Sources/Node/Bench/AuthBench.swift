@@ -11,6 +11,7 @@ import AsyncHTTPClient
 import Foundation
 import Kernel
 import NIOCore
+import Synchronization
 
 struct AuthBench {
     let bench: ClusterBench
@@ -32,7 +33,9 @@ struct AuthBench {
             _ = try await self.signIn(url, node.key, user)
         }
         report("sign-ins (argon2id m=\(argon2.memoryKiB) KiB t=\(argon2.iterations) p=1)", signIns)
-        let chains = Chains(try await (0..<clients).asyncMap { _ in try await self.signIn(url, node.key, user).refresh })
+        var first: [String] = []
+        for _ in 0..<clients { first.append(try await signIn(url, node.key, user).refresh) }
+        let chains = Chains(first)
         let refreshes = try await TimedWriters.run(writers: clients, seconds: seconds) { w, _ in
             let (status, body) = try await self.send("POST", url + "/auth/v1/token?grant_type=refresh_token", key: node.key,
                                                      body: .object(["refresh_token": .string(chains.get(w))]))
@@ -118,18 +121,9 @@ struct AuthBench {
 }
 
 /// The latest refresh token of each client's chain.
-final class Chains: @unchecked Sendable {
-    private var tokens: [String]
-    private let lock = NSLock()
-    init(_ tokens: [String]) { self.tokens = tokens }
-    func get(_ i: Int) -> String { lock.withLock { tokens[i] } }
-    func set(_ i: Int, _ token: String) { lock.withLock { tokens[i] = token } }
-}
-
-extension Sequence {
-    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
-        var out: [T] = []
-        for element in self { out.append(try await transform(element)) }
-        return out
-    }
+final class Chains: Sendable {
+    private let tokens: Mutex<[String]>
+    init(_ tokens: [String]) { self.tokens = Mutex(tokens) }
+    func get(_ i: Int) -> String { tokens.withLock { $0[i] } }
+    func set(_ i: Int, _ token: String) { tokens.withLock { $0[i] = token } }
 }

@@ -45,22 +45,27 @@ extension ReplicationNode {
     /// Below the session idle time, so the demote session is never cut while it drains.
     static let switchoverWaitMillis: Int64 = 1_500
 
-    /// Failover: makes this replica the primary of a new epoch, after the checks of SPEC §4.
-    public func promote(force: Bool) async -> PromotionReport {
+    /// Runs `steps` after the target checks pass and reports how long it all took.
+    private func timedReport(_ steps: (inout PromotionReport) async -> Void) async -> PromotionReport {
         let started = DispatchTime.now()
         var report = PromotionReport()
-        func finish(_ r: PromotionReport) -> PromotionReport {
-            var r = r
-            r.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
-            return r
-        }
-        guard checkTarget(&report) else { return finish(report) }
+        if checkTarget(&report) { await steps(&report) }
+        report.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
+        return report
+    }
+
+    /// Failover: makes this replica the primary of a new epoch, after the checks of SPEC §4.
+    public func promote(force: Bool) async -> PromotionReport {
+        await timedReport { await promoteSteps(force: force, &$0) }
+    }
+
+    private func promoteSteps(force: Bool, _ report: inout PromotionReport) async {
         let probes = await probePeers()
         let oldPrimary = marker.primary
         if let s = probes[oldPrimary] ?? nil, s.isPrimary, s.epoch >= marker.epoch {
             report.check("old primary unreachable", "refuse",
                          "\(oldPrimary) answered as primary of epoch \(s.epoch): use `aerodb switchover` for a planned handover")
-            return finish(report)
+            return
         }
         report.check("old primary unreachable", "pass", (probes[oldPrimary] ?? nil) == nil
                      ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
@@ -71,11 +76,11 @@ extension ReplicationNode {
         let reachable = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
         guard checkNoneAhead(&report, reachable, mine: mine, after: "") else {
             startFollower()
-            return finish(report)
+            return
         }
         guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else {
             startFollower()
-            return finish(report)
+            return
         }
         let epoch = (probes.values.compactMap { $0?.epoch } + [marker.epoch]).max()! + 1
         // Fence the other replicas first: once they adopted the epoch durably they acknowledge
@@ -83,7 +88,7 @@ extension ReplicationNode {
         let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
         guard checkNoneAhead(&report, fenced, mine: mine, after: " after fencing") else {
             startFollower()
-            return finish(report)
+            return
         }
         do {
             let fork = try await becomePrimary(epoch: epoch)
@@ -93,9 +98,7 @@ extension ReplicationNode {
             report.check("epoch bumped durably", "pass", "epoch \(epoch) opened at LSN \(fork.lsn + 1); marker names \(config.nodeID)")
         } catch {
             report.check("epoch bumped durably", "refuse", "\(error)")
-            return finish(report)
         }
-        return finish(report)
     }
 
     /// Refuses (naming the best one) when a replica holds more than this node.
@@ -205,17 +208,13 @@ extension ReplicationNode {
     /// Planned handover to this replica while the primary is alive: the primary stops writing
     /// and drains, this node confirms it holds the primary's final position, then takes over.
     public func switchover() async -> PromotionReport {
-        let started = DispatchTime.now()
-        var report = PromotionReport()
-        func finish(_ r: PromotionReport) -> PromotionReport {
-            var r = r
-            r.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
-            return r
-        }
-        guard checkTarget(&report) else { return finish(report) }
+        await timedReport { await switchoverSteps(&$0) }
+    }
+
+    private func switchoverSteps(_ report: inout PromotionReport) async {
         guard let old = config.member(marker.primary), progress.withLock({ $0.connected }) else {
             report.check("primary reachable", "refuse", "this node is not streaming from \(marker.primary): use `aerodb promote` for a failover")
-            return finish(report)
+            return
         }
         report.check("primary reachable", "pass", "streaming from \(old.nodeID)")
         let epoch = marker.epoch + 1
@@ -225,18 +224,18 @@ extension ReplicationNode {
                                                  idleMillis: Self.switchoverWaitMillis + 1_000)
             guard case .state(let s) = answer, !s.isPrimary else {
                 report.check("old primary demoted and drained", "refuse", "\(old.nodeID) did not hand over: \(answer)")
-                return finish(report)
+                return
             }
             final = s.durable
         } catch {
             report.check("old primary demoted and drained", "refuse", "\(AeroError.wrap(error).message)")
-            return finish(report)
+            return
         }
         report.check("old primary demoted and drained", "pass", "\(old.nodeID) stopped writing; its final durable position is \(final)")
         guard await database.waitApplied(final.lsn, timeout: .milliseconds(Self.switchoverWaitMillis)),
               (try? database.position(at: final.lsn)) == final else {
             report.check("final position applied here", "refuse", "this node does not hold \(final); the old primary stays demoted: run `aerodb promote`")
-            return finish(report)
+            return
         }
         report.check("final position applied here", "pass", "applied through LSN \(final.lsn): nothing is lost")
         do {
@@ -247,10 +246,9 @@ extension ReplicationNode {
             report.check("epoch bumped durably", "pass", "epoch \(marker.epoch) opened at LSN \(fork.lsn + 1)")
         } catch {
             report.check("epoch bumped durably", "refuse", "\(error)")
-            return finish(report)
+            return
         }
         _ = await adoptEpoch(marker.epoch, on: config.peers.map(\.nodeID), &report)
-        return finish(report)
     }
 
     /// The primary's half of a switchover: stop local writes, wait until they are durable and
