@@ -106,7 +106,7 @@ enum AuthAPI {
             await handle(request, service) {
                 try service.requireAdmin(try keys.caller(request))
                 let q = query(request)
-                let (users, total) = try service.listUsers(page: q["page"].flatMap { Int($0) }, perPage: q["per_page"].flatMap { Int($0) })
+                let (users, total) = try service.listUsers(page: q["page"], perPage: q["per_page"])
                 var response = json(request, .object(["users": .array(users), "aud": .string("authenticated")]))
                 response.headers[HTTPField.Name("X-Total-Count")!] = String(total)
                 return response

@@ -47,7 +47,8 @@ enum AuthCollections {
                 "invited_at": field("timestamp"), "last_sign_in_at": field("timestamp"), "banned_until": field("timestamp"),
                 "app_metadata": field("json", nullable: false), "user_metadata": field("json", nullable: false),
                 "is_anonymous": field("bool", nullable: false), "created_at": created, "updated_at": created,
-            ], [index("by_email", ["email"], unique: true), index("by_new_email", ["new_email"]), index("by_created", ["created_at"])]),
+            ], [index("by_email", ["email"], unique: true), index("by_new_email", ["new_email"]), index("by_created", ["created_at"]),
+                index("by_anonymous", ["is_anonymous", "updated_at"])]),
             schema(identities, key: "id", [
                 "id": field("text", nullable: false), "user_id": field("uuid", nullable: false, references: users),
                 "provider": field("text", nullable: false), "provider_id": field("text", nullable: false),
@@ -62,8 +63,9 @@ enum AuthCollections {
             schema(refreshTokens, key: "id", [
                 "id": field("text", nullable: false), "session_id": field("uuid", nullable: false, references: sessions),
                 "user_id": field("uuid", nullable: false), "parent": field("text"), "revoked": field("bool", nullable: false),
-                "rotated_at": field("timestamp"), "created_at": created,
-            ], [index("by_session", ["session_id"])]),
+                // The child that rotated it out (the rotation's compare-and-set writes it).
+                "rotated_at": field("timestamp"), "rotated_to": field("text"), "created_at": created,
+            ], [index("by_session", ["session_id"]), index("by_rotated", ["rotated_at"])]),
             schema(oneTimeTokens, key: "id", [
                 "id": field("text", nullable: false), "user_id": field("uuid", nullable: false, references: users),
                 "type": field("text", nullable: false), "email": field("text", nullable: false), "new_email": field("text"),
@@ -112,6 +114,7 @@ public enum SystemCollections {
             guard case .string(let name)? = schema["name"] else { continue }
             if let existing = database.snapshot().state.collections[name]?.schema {
                 try await addMissingFields(schema, to: existing, in: database)
+                try await addMissingIndexes(schema, to: existing, in: database)
                 continue
             }
             do {
@@ -132,6 +135,31 @@ public enum SystemCollections {
                 _ = try await database.addField(collection: existing.name, .object(o))
             } catch let error as AeroError where error.code == .schemaInvalid && error.message.contains("already has a field") {
                 continue
+            }
+        }
+    }
+
+    /// The collections of `schemas` that exist gain the fields and indexes added since they
+    /// were made; missing ones stay missing (they are created by their first write).
+    static func upgradeExisting(_ schemas: [JSONValue], in database: Database) async throws {
+        for schema in schemas {
+            guard case .string(let name)? = schema["name"], let existing = database.snapshot().state.collections[name]?.schema else { continue }
+            try await addMissingFields(schema, to: existing, in: database)
+            try await addMissingIndexes(schema, to: existing, in: database)
+        }
+    }
+
+    /// A system collection made by an older version gains the indexes added since (their fields
+    /// are added first; building one is a schema change like any other).
+    static func addMissingIndexes(_ schema: JSONValue, to existing: CollectionSchema, in database: Database) async throws {
+        guard case .array(let indexes)? = schema["indexes"] else { return }
+        let present = Set(existing.indexes.map(\.name))
+        for index in indexes {
+            guard case .string(let name)? = index["name"], !present.contains(name) else { continue }
+            do {
+                _ = try await database.addIndex(collection: existing.name, index)
+            } catch let error as AeroError where error.code == .indexExists {
+                continue  // another request added it just now
             }
         }
     }

@@ -5,8 +5,18 @@
 import Kernel
 
 extension AuthService {
-    static let perPageDefault = 50
-    static let perPageMax = 1_000
+    static let perPageDefault: Int64 = 50
+    /// GoTrue's page-size ceiling: a larger `per_page` is clamped to it (as GoTrue does).
+    static let perPageMax: Int64 = 1_000
+    /// `per_page` accepted: at least one user a page, at most what an Int64 holds (clamped to
+    /// `perPageMax`); anything else is GoTrue's 400 "Bad Pagination Parameters".
+    static let perPageRange: ClosedRange<Int64> = 1...Int64.max
+    /// `page` accepted: the first page is 1; past the page whose offset is the kernel's largest
+    /// (`Query.offsetMax`) at one user a page nothing could ever be listed.
+    static let pageRange: ClosedRange<Int64> = 1...Int64(Query.offsetMax) + 1
+    /// `ban_duration` accepted: a second to a century (Go's durations end at ~292 years; a
+    /// century keeps `now + duration` far inside the timestamp range).
+    static let banDurationSecondsRange: ClosedRange<Int64> = 1...100 * 365 * 86_400
 
     func requireAdmin(_ caller: Caller) throws {
         guard caller.isService else { throw AuthFailure.forbidden("not_admin", "User not allowed") }
@@ -17,13 +27,21 @@ extension AuthService {
         return user
     }
 
-    func listUsers(page: Int?, perPage: Int?) throws -> (users: [JSONValue], total: Int) {
-        let perPage = min(max(perPage ?? Self.perPageDefault, 1), Self.perPageMax)
-        let page = max(page ?? 1, 1)
-        guard let result = try store.database.snapshot().queryIfPresent(Query(
+    /// GET /admin/users: `page` and `per_page` as the client sent them (query text).
+    func listUsers(page pageText: String?, perPage perPageText: String?) throws -> (users: [JSONValue], total: Int) {
+        let context = "Bad Pagination Parameters: "
+        let perPage = min(try AuthInput.integer(perPageText, "per_page", in: Self.perPageRange, context: context) ?? Self.perPageDefault,
+                          Self.perPageMax)
+        let page = try AuthInput.integer(pageText, "page", in: Self.pageRange, context: context) ?? 1
+        let offset = AuthInput.multiply(page - 1, perPage)
+        let snapshot = store.database.snapshot()
+        // Past the kernel's largest offset there are no rows to show (a node holds far fewer
+        // users): the page is empty, as GoTrue answers a page past the end.
+        let beyond = offset > Int64(Query.offsetMax)
+        guard let result = try snapshot.queryIfPresent(Query(
             collection: AuthCollections.users, order: [Sort(field: "created_at"), Sort(field: "id")],
-            limit: perPage, offset: (page - 1) * perPage, count: true)) else { return ([], 0) }
-        return (try result.rows.map(userJSON), result.totalCount ?? result.rows.count)
+            limit: beyond ? 1 : Int(perPage), offset: beyond ? 0 : Int(offset), count: true)) else { return ([], 0) }
+        return (beyond ? [] : try result.rows.map(userJSON), result.totalCount ?? result.rows.count)
     }
 
     func adminCreate(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {
@@ -96,29 +114,33 @@ extension AuthService {
 
     /// `ban_duration`: "none" lifts a ban; otherwise Go-style "24h", "90m", "3600s" or "1h30m".
     func banUntil(_ body: JSONValue) throws -> JSONValue? {
-        guard case .string(let text)? = body["ban_duration"] else { return nil }
+        guard let value = body["ban_duration"], !value.isNull else { return nil }
+        guard case .string(let text) = value else { throw AuthFailure.validation("ban_duration must be a string") }
         if text == "none" { return .null }
         guard let seconds = Self.durationSeconds(text) else {
-            throw AuthFailure.validation("ban_duration must be \"none\" or a duration like 24h, 90m, 3600s")
+            throw AuthFailure.validation("ban_duration must be \"none\" or a duration like 24h, 90m, 3600s, within "
+                                         + "\(Self.banDurationSecondsRange.lowerBound)...\(Self.banDurationSecondsRange.upperBound) seconds")
         }
-        return .string(Timestamp.format(store.nowMicros + seconds * 1_000_000))
+        return .string(Timestamp.format(AuthInput.micros(afterSeconds: seconds, now: store.nowMicros)))
     }
 
+    /// A Go-style duration of h, m and s parts in `banDurationSecondsRange`, else nil. The sum
+    /// saturates, so no number of parts or digits can overflow it.
     static func durationSeconds(_ text: String) -> Int64? {
         var total: Int64 = 0
         var digits = ""
         for ch in text {
             if ch.isASCII, ch.isNumber { digits.append(ch); continue }
-            guard let n = Int64(digits), digits.count <= 9 else { return nil }
+            guard let n = Int64(digits) else { return nil }  // also nil past Int64: out of range anyway
             switch ch {
-            case "h": total += n * 3_600
-            case "m": total += n * 60
-            case "s": total += n
+            case "h": total = AuthInput.add(total, AuthInput.multiply(n, 3_600))
+            case "m": total = AuthInput.add(total, AuthInput.multiply(n, 60))
+            case "s": total = AuthInput.add(total, n)
             default: return nil
             }
             digits = ""
         }
-        return digits.isEmpty && total > 0 ? total : nil
+        return digits.isEmpty && banDurationSecondsRange.contains(total) ? total : nil
     }
 
     func invite(_ body: JSONValue, _ request: AuthRequest) async throws -> JSONValue {

@@ -151,7 +151,12 @@ extension AuthService {
         guard case .string(let authCode)? = body["auth_code"], case .string(let verifier)? = body["code_verifier"], !verifier.isEmpty else {
             throw AuthFailure.validation("grant_type=pkce needs auth_code and code_verifier")
         }
-        guard let flow = try store.liveOneTimeToken(hash: AuthStore.sha256Hex(authCode)), flow["type"] == .string("pkce"),
+        guard PKCEChallenge.isWellFormed(verifier) else {
+            throw AuthFailure.validation("code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+        }
+        // The code is a UUID this node issued, in its canonical (lowercase) text only.
+        guard UUIDText.normalize(authCode) == authCode,
+              let flow = try store.liveOneTimeToken(hash: AuthStore.sha256Hex(authCode)), flow["type"] == .string("pkce"),
               case .string(let userID)? = flow["user_id"], case .string(let challenge)? = flow["code_challenge"] else {
             throw AuthFailure.notFound("flow_state_not_found", "invalid flow state, no valid flow state found")
         }
@@ -185,20 +190,22 @@ extension AuthService {
         guard let accepted = Self.acceptedTokenTypes(type) else {
             throw AuthFailure.validation("Verify requires a valid type (signup, invite, magiclink, email, recovery, email_change; phone is not built yet)")
         }
-        let hash: String
+        let hash: String?
         if let tokenHash, !tokenHash.isEmpty {
-            hash = tokenHash
+            hash = AuthStore.isTokenHash(tokenHash) ? tokenHash : nil
         } else if let email, let code, !code.isEmpty {
             let address = AuthStore.normalizeEmail(email)
             // Guessing a code: the per-IP budget alone would let many addresses spread the work.
             guard limiter.allow("verify-address", key: address, budget: settings.rateLimits.verify, nowSeconds: store.nowSeconds) else {
                 throw AuthFailure.rateLimited("over_request_rate_limit")
             }
-            hash = AuthStore.tokenHash(email: address, code: code.trimmingCharacters(in: .whitespaces))
+            hash = AuthStore.isCode(code) ? AuthStore.tokenHash(email: address, code: code) : nil
         } else {
             throw AuthFailure.validation("Verify requires a token_hash, or an email and a token")
         }
-        guard let token = try store.liveOneTimeToken(hash: hash), case .string(let stored)? = token["type"], accepted.contains(stored),
+        // A code or hash not in the one form this node issues names no token (answered as one
+        // that expired, like any unknown one).
+        guard let hash, let token = try store.liveOneTimeToken(hash: hash), case .string(let stored)? = token["type"], accepted.contains(stored),
               case .string(let userID)? = token["user_id"], let user = try store.user(id: userID) else {
             await recordFailure("verify_failed", target: email, request, reason: "otp_expired")
             throw AuthFailure.otpExpired

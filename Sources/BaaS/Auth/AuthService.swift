@@ -33,12 +33,20 @@ struct PKCEChallenge: Sendable {
     /// RFC 7636 §4.2: a challenge (and a verifier) is 43 to 128 characters.
     static let lengthRange = 43...128
 
+    /// RFC 7636 §4.1: `lengthRange` characters of the unreserved set [A-Z a-z 0-9 - . _ ~].
+    static func isWellFormed(_ text: String) -> Bool {
+        lengthRange.contains(text.utf8.count) && text.utf8.allSatisfy { c in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) || "-._~".utf8.contains(c)
+        }
+    }
+
     /// From a request body's `code_challenge` and `code_challenge_method`; nil when absent.
     init?(_ body: JSONValue) throws {
         guard case .string(let challenge)? = body["code_challenge"], !challenge.isEmpty else { return nil }
         let method = (body["code_challenge_method"]?.stringValue ?? "plain").lowercased()
-        guard ["s256", "plain"].contains(method), Self.lengthRange.contains(challenge.utf8.count) else {
-            throw AuthFailure.validation("code_challenge must be 43-128 characters with code_challenge_method s256 or plain")
+        guard ["s256", "plain"].contains(method), Self.isWellFormed(challenge) else {
+            throw AuthFailure.validation("code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~ with code_challenge_method s256 or plain")
         }
         self.challenge = challenge
         self.method = method
@@ -64,9 +72,9 @@ final class AuthService: Sendable {
 
     // MARK: Commits
 
-    func commit(_ operations: [WriteOperation]) async throws {
+    func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws {
         try await store.ensureCollections()
-        _ = try await store.database.commit(operations)
+        _ = try await store.database.commit(operations, check: check)
         deliver(operations.compactMap { op -> Document? in
             if case .insert(AuthCollections.outbox, let doc) = op { return doc }
             return nil
@@ -289,6 +297,10 @@ final class AuthService: Sendable {
         guard case .string(let token)? = body["refresh_token"], !token.isEmpty else {
             throw AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
         }
+        // Only the form this node issues (40 of [A-Za-z0-9]); anything else names no token.
+        guard AuthStore.isRefreshToken(token) else {
+            throw AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+        }
         let hash = AuthStore.sha256Hex(token)
         guard let row = try store.document(AuthCollections.refreshTokens, hash), case .string(let sessionID)? = row["session_id"],
               let session = try store.document(AuthCollections.sessions, sessionID),
@@ -296,22 +308,50 @@ final class AuthService: Sendable {
             throw AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
         }
         guard !isBanned(user) else { throw AuthFailure.badRequest("user_banned", "User is banned") }
-        var ops: [WriteOperation] = []
-        if row["revoked"] == .bool(true) {
-            let rotated = row["rotated_at"]?.stringValue.flatMap(Timestamp.parse) ?? 0
-            guard store.nowMicros - rotated <= settings.refreshReuseIntervalSeconds * 1_000_000 else {
-                try await commit(store.revokeSessions([.string(sessionID)])
-                    + [event("token_revoked", user: userID, target: sessionID, request, details: ["reason": .string("refresh token reused")])])
-                throw AuthFailure.badRequest("refresh_token_already_used", "Invalid Refresh Token: Already Used")
+        let notFound = AuthFailure.badRequest("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+        func reuse() async throws -> Never {
+            let audit = event("token_revoked", user: userID, target: sessionID, request, details: ["reason": .string("refresh token reused")])
+            do {
+                try await commit(store.revokeSessions([.string(sessionID)]) + [audit])
+            } catch let error as AeroError where error.code == .documentNotFound {
+                try await commit([audit])  // a concurrent reuse of the family deleted the session first
             }
-        } else {
-            ops.append(.update(collection: AuthCollections.refreshTokens, target: .key(.string(hash)),
-                               set: ["revoked": .bool(true), "rotated_at": store.now]))
+            throw AuthFailure.badRequest("refresh_token_already_used", "Invalid Refresh Token: Already Used")
+        }
+        // Interval 0: every second presentation is reuse, however close in time.
+        let interval = settings.refreshReuseIntervalSeconds
+        let withinReuseInterval = { (rotatedMicros: Int64) in
+            interval > 0 && AuthInput.subtract(self.store.nowMicros, rotatedMicros) <= AuthInput.multiply(interval, 1_000_000)
         }
         let child = SecureRandom.token(AuthStore.refreshTokenLength)
-        ops.append(store.refreshTokenInsert(child, sessionID: sessionID, userID: userID, parent: hash))
-        ops.append(.update(collection: AuthCollections.sessions, target: .key(.string(sessionID)), set: ["updated_at": store.now]))
-        try await commit(ops + [event("token_refreshed", user: userID, role: "authenticated", target: sessionID, request)])
+        let childHash = AuthStore.sha256Hex(child)
+        let issue: [WriteOperation] = [
+            store.refreshTokenInsert(child, sessionID: sessionID, userID: userID, parent: hash),
+            .update(collection: AuthCollections.sessions, target: .key(.string(sessionID)), set: ["updated_at": store.now]),
+            event("token_refreshed", user: userID, role: "authenticated", target: sessionID, request),
+        ]
+        if row["revoked"] == .bool(true) {
+            // Already rotated: a sibling within the reuse interval (two tabs), else reuse.
+            guard withinReuseInterval(row["rotated_at"]?.stringValue.flatMap(Timestamp.parse) ?? 0) else { try await reuse() }
+            try await commit(issue)
+        } else {
+            // The rotation is a compare-and-set in the writer: the transaction commits only if the
+            // token is still unrevoked there (RefreshRotation), so of concurrent refreshes of one
+            // token exactly one rotates it (C1). `rotated_to` (the child, unique to this attempt)
+            // makes the update a change even when two attempts share a timestamp.
+            let rotate = WriteOperation.update(collection: AuthCollections.refreshTokens, target: .key(.string(hash)),
+                                               set: ["revoked": .bool(true), "rotated_at": store.now, "rotated_to": .string(childHash)])
+            do {
+                try await commit([rotate] + issue, check: RefreshRotation(tokenID: hash))
+            } catch let error as AeroError where error.code == .documentNotFound {
+                throw notFound  // the session (and its tokens) was revoked meanwhile
+            } catch is RefreshRotation.Lost {
+                // Another request rotated it a moment ago: what it is now decides, as for any
+                // rotated token (a sibling within the interval; with interval 0, reuse).
+                guard interval > 0 else { try await reuse() }
+                try await commit(issue)
+            }
+        }
         let amr = session["amr"] ?? .array([])
         return AuthWire.session(accessToken: accessToken(user, sessionID: sessionID, amr: amr, request), refreshToken: child,
                                 lifetime: settings.accessTokenSeconds, now: store.nowSeconds, user: try userJSON(user))
@@ -403,7 +443,7 @@ final class AuthService: Sendable {
         }
         guard settings.securePasswordChange else { return [] }
         let signedIn = caller.claims["amr"]?.arrayValue?.first?["timestamp"]?.intValue ?? 0
-        if store.nowSeconds - signedIn <= AuthSettings.recentSignInSeconds { return [] }
+        if AuthInput.subtract(store.nowSeconds, signedIn) <= AuthSettings.recentSignInSeconds { return [] }
         guard case .string(let nonce)? = body["nonce"] else {
             throw AuthFailure.badRequest("reauthentication_needed", "Password update requires reauthentication")
         }
@@ -429,5 +469,19 @@ final class AuthService: Sendable {
         let id = user["id"]!.stringValue!
         try await commit(try confirmation(type: "reauthentication", userID: id, email: email, request)
             + [event("user_reauthenticate_requested", user: id, target: id, request)])
+    }
+}
+
+/// The compare-and-set of a refresh-token rotation, evaluated by the writer on the resolved
+/// changes of the rotating transaction (under its lock, against the latest state): the token's
+/// row must go from unrevoked to revoked in this very transaction, else the whole transaction is
+/// refused with `Lost` and nothing of it happens (C1).
+struct RefreshRotation: ChangeCheck {
+    struct Lost: Error {}
+    let tokenID: String
+
+    func check(_ change: DocumentChange) throws {
+        guard change.collection == AuthCollections.refreshTokens, change.key == .string(tokenID) else { return }
+        guard change.before?["revoked"] == .bool(false) else { throw Lost() }
     }
 }

@@ -32,6 +32,8 @@ public struct AuthSettings: Sendable {
     public var rateLimits = AuthRateLimits()
     /// Mail is delivered over SMTP when set; otherwise it stays in the dev outbox.
     public var smtp: SMTPSettings?
+    /// How the primary trims the tables clients grow (AuthRetention).
+    public var retention = AuthRetentionSettings()
 
     public static let accessTokenSecondsRange: ClosedRange<Int64> = 30...86_400 * 7
     public static let refreshReuseIntervalRange: ClosedRange<Int64> = 0...3_600
@@ -98,6 +100,7 @@ public struct AuthSettings: Sendable {
                                               parallelism: try part("parallelism", s.passwordCost.parallelism, PasswordCost.parallelismRange))
             case ("rate_limits", .object(let limits)): s.rateLimits = try AuthRateLimits.parse(limits)
             case ("smtp", let v): s.smtp = try SMTPSettings.parse(v)
+            case ("retention", .object(let r)): s.retention = try AuthRetentionSettings.parse(r)
             default: throw invalid("unknown or mistyped auth setting \"\(key)\" (see docs/AUTH.md)")
             }
         }
@@ -118,6 +121,11 @@ public struct AuthRateLimits: Sendable {
     public struct Budget: Sendable {
         public var limit: Int
         public var windowSeconds: Int64
+
+        /// Requests a window allows: one to a million (more is no budget at all).
+        public static let limitRange: ClosedRange<Int64> = 1...1_000_000
+        /// A second to a week.
+        public static let windowSecondsRange: ClosedRange<Int64> = 1...7 * 86_400
     }
     public var signup = Budget(limit: 30, windowSeconds: 300)
     public var token = Budget(limit: 150, windowSeconds: 300)
@@ -128,9 +136,9 @@ public struct AuthRateLimits: Sendable {
     static func parse(_ o: [String: JSONValue]) throws -> AuthRateLimits {
         var r = AuthRateLimits()
         for (key, value) in o {
-            guard case .object(let b) = value, case .int(let limit)? = b["limit"], limit > 0,
-                  case .int(let window)? = b["window_seconds"], window > 0 else {
-                throw AuthSettings.invalid("auth.rate_limits.\(key) is {\"limit\": n > 0, \"window_seconds\": n > 0}")
+            guard case .object(let b) = value, case .int(let limit)? = b["limit"], Budget.limitRange.contains(limit),
+                  case .int(let window)? = b["window_seconds"], Budget.windowSecondsRange.contains(window) else {
+                throw AuthSettings.invalid("auth.rate_limits.\(key) is {\"limit\": \(Budget.limitRange), \"window_seconds\": \(Budget.windowSecondsRange)}")
             }
             let budget = Budget(limit: Int(limit), windowSeconds: window)
             switch key {

@@ -111,6 +111,15 @@ struct AuthStore: Sendable {
 
     static let refreshTokenLength = 40
 
+    /// A refresh token as this node issues it: `refreshTokenLength` of [A-Za-z0-9]
+    /// (SecureRandom.token). Anything else is refused before a lookup: one token, one spelling.
+    static func isRefreshToken(_ text: String) -> Bool {
+        text.utf8.count == refreshTokenLength && text.utf8.allSatisfy { c in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c)
+        }
+    }
+
     func newSession(userID: String, method: String, ip: String?, userAgent: String?) -> NewSession {
         let id = UUIDText.random()
         let amr: JSONValue = .array([.object(["method": .string(method), "timestamp": .int(nowSeconds)])])
@@ -176,15 +185,28 @@ struct AuthStore: Sendable {
 
     static func sha256Hex(_ text: String) -> String { hex(Array(SHA256.hash(data: Array(text.utf8)))) }
 
+    /// A link's `token_hash` as this node writes it: 64 lowercase hex digits.
+    static func isTokenHash(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+            || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+    }
+
+    /// An email code as this node writes it: only decimal digits, as many as `otp_length` may be.
+    static func isCode(_ text: String) -> Bool {
+        AuthSettings.otpLengthRange.contains(Int64(text.utf8.count))
+            && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
+
     /// A one-time token's hash: hex SHA-256 of the email followed by the code (GoTrue uses
     /// SHA-224; the value is opaque to clients).
     static func tokenHash(email: String, code: String) -> String { sha256Hex(email + code) }
 
-    /// The key a one-time token is stored under: HMAC-SHA256 of its hash under the cluster
-    /// secret. The hash is what a link carries (`token_hash`); a leaked backup holds neither it
-    /// nor anything a 6-digit code can be guessed against without the secret.
+    /// The key a one-time token is stored under: HMAC-SHA256 of its hash under the key of
+    /// `SecretDomain.oneTimeTokenID` (derived from the cluster secret: no other MAC of the
+    /// cluster equals a stored id). The hash is what a link carries (`token_hash`); a leaked
+    /// backup holds neither it nor anything a 6-digit code can be guessed against without the secret.
     func storedID(_ tokenHash: String) -> String {
-        Self.hex(Array(HMAC<SHA256>.authenticationCode(for: Array(tokenHash.utf8), using: SymmetricKey(data: secret))))
+        Self.hex(Array(HMAC<SHA256>.authenticationCode(for: Array(tokenHash.utf8), using: SecretDomain.oneTimeTokenID.key(secret))))
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

@@ -1,38 +1,62 @@
 // The client's address as every handler sees it (`context.clientIP`): the TCP peer, unless the
-// request carries `X-AeroDB-Client-IP: <ip>;<mac>` that verifies, where the MAC is an
-// HMAC-SHA256 of the address under the cluster secret: a write another node of the cluster
-// forwarded here, on behalf of that client. A client cannot forge one, so per-IP rate limits
-// and the audit log's "from where" survive forwarding.
+// request carries `X-AeroDB-Client-IP: <ip>;<mac>` that verifies: a write another node of the
+// cluster forwarded here, on behalf of that client. A client cannot forge one, so per-IP rate
+// limits and the audit log's "from where" survive forwarding.
+//
+// The MAC is HMAC-SHA256 of the address under the key of `SecretDomain.clientAddress` (derived
+// from the cluster secret, never the secret itself: under the raw secret every JWT, the public
+// anon key included, is an HMAC of its own `header.payload`, and so would sign a made-up
+// address). Only a syntactically valid IPv4 or IPv6 address is accepted; the MAC is canonical
+// base64url (JWT.decodeBase64URL).
 
 import Crypto
 import HTTPTypes
 import Hummingbird
 import Kernel
+import NIOCore
 
 enum ClientAddress {
     static var header: HTTPField.Name { HTTPField.Name("X-AeroDB-Client-IP")! }
 
     static func sign(_ ip: String, secret: [UInt8]) -> String {
-        ip + ";" + JWT.base64URL(Array(HMAC<SHA256>.authenticationCode(for: Array(ip.utf8), using: SymmetricKey(data: secret))))
+        sign(ip, key: SecretDomain.clientAddress.key(secret))
+    }
+
+    static func sign(_ ip: String, key: SymmetricKey) -> String {
+        ip + ";" + JWT.base64URL(Array(HMAC<SHA256>.authenticationCode(for: Array(ip.utf8), using: key)))
     }
 
     /// The address in a signed header value, or nil when the MAC does not verify.
     static func verify(_ value: String, secret: [UInt8]) -> String? {
+        verify(value, key: SecretDomain.clientAddress.key(secret))
+    }
+
+    static func verify(_ value: String, key: SymmetricKey) -> String? {
         guard let split = value.lastIndex(of: ";"), let mac = JWT.decodeBase64URL(value[value.index(after: split)...]) else { return nil }
         let ip = String(value[..<split])
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(ip.utf8), using: SymmetricKey(data: secret)) else { return nil }
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(ip.utf8), using: key), isIPAddress(ip) else { return nil }
         return ip
+    }
+
+    /// A literal IPv4 or IPv6 address (what a node ever signs: its TCP peer's address).
+    static func isIPAddress(_ text: String) -> Bool {
+        do {
+            _ = try SocketAddress(ipAddress: text, port: 0)
+            return true
+        } catch {
+            return false  // not an address literal: the only failure this parse has
+        }
     }
 }
 
 public struct ClientAddressMiddleware<Context: ClientAddressContext>: RouterMiddleware {
-    let secret: [UInt8]
+    let key: SymmetricKey
 
-    public init(secret: [UInt8]) { self.secret = secret }
+    public init(secret: [UInt8]) { key = SecretDomain.clientAddress.key(secret) }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.clientIP = request.headers[ClientAddress.header].flatMap { ClientAddress.verify($0, secret: secret) }
+        context.clientIP = request.headers[ClientAddress.header].flatMap { ClientAddress.verify($0, key: key) }
             ?? (context as? any RemoteAddressRequestContext)?.remoteAddress?.ipAddress
         return try await next(request, context)
     }

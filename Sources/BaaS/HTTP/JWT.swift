@@ -1,7 +1,23 @@
-// HS256 JSON Web Tokens (RFC 7519) signed with the cluster's secret: the API keys and, later,
-// user access tokens. Only HS256 is accepted: `alg: none`, other algorithms, malformed tokens,
+// HS256 JSON Web Tokens (RFC 7519) signed with the cluster's secret: the API keys and user
+// access tokens. Only HS256 is accepted: `alg: none`, other algorithms, malformed tokens,
 // bad signatures and expired tokens are refused (401). Signatures are compared in constant time
 // (HMAC.isValidAuthenticationCode).
+//
+// Base64url (RFC 4648 §5) is read in its canonical form only: the alphabet `A-Z a-z 0-9 - _`,
+// no `=` padding, a length that is not 1 mod 4, and zero unused bits in the last character.
+// Every byte string then has exactly one spelling (the one `base64URL` writes), so a token can
+// neither be presented twice under different texts nor smuggle bytes past a text comparison.
+//
+// One secret, several MACs (domain separation; docs/POLICIES.md, threat model):
+// a MAC of one purpose must never verify as a MAC of another, or any access token becomes a
+// signature for something else. The domains:
+// - JWT signatures (HS256): the raw secret, over `<base64url>.<base64url>`: always holds `.`
+//   and only base64url characters (Supabase's clients and tools verify with the raw secret).
+// - The replication membership token (`ClusterConfig.token`, Replication module): the raw
+//   secret over `aerodb-replication:<cluster id>` (`:` never occurs in a JWT signing input).
+// - Everything else: a key of its own, `SecretDomain.key` = HMAC-SHA256(secret, label), where
+//   every label holds spaces (never a JWT signing input, never the replication prefix). A derived
+//   key never leaves the process, so no answer is ever a MAC under it except its own purpose's.
 
 import Crypto
 import Foundation
@@ -39,14 +55,53 @@ public enum JWT {
 
     static func unauthorized(_ why: String) -> AeroError { AeroError(.unauthorized, why) }
 
+    /// Canonical unpadded base64url.
     public static func base64URL(_ bytes: [UInt8]) -> String {
         Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
+    /// The bytes of canonical unpadded base64url, or nil for anything else (padding, `+`, `/`,
+    /// whitespace, a dangling character, non-zero unused bits).
     public static func decodeBase64URL(_ text: Substring) -> [UInt8]? {
-        var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while s.count % 4 != 0 { s += "=" }
-        return Data(base64Encoded: s).map { Array($0) }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count / 4 * 3 + 2)
+        var accumulator: UInt32 = 0  // holds fewer than 8 pending bits between characters
+        var bits = 0
+        for c in text.utf8 {
+            let value: UInt8
+            switch c {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = c - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = c - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = c - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"): value = 62
+            case UInt8(ascii: "_"): value = 63
+            default: return nil
+            }
+            accumulator = accumulator << 6 | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+                accumulator &= (1 << UInt32(bits)) - 1
+            }
+        }
+        // Left over: 0 bits (length 0 mod 4), 4 (2 mod 4) or 2 (3 mod 4), all zero; 6 bits is a
+        // dangling character (length 1 mod 4), which encodes nothing.
+        guard bits < 6, accumulator == 0 else { return nil }
+        return out
+    }
+}
+
+/// The purposes that MAC with the cluster secret under a key of their own (see the file header).
+public enum SecretDomain: String, Sendable, CaseIterable {
+    /// `X-AeroDB-Client-IP`: the client address a node forwards with a request (ClientAddress).
+    case clientAddress = "aerodb client-address v1"
+    /// The storage key of a one-time token (email code, link, PKCE flow): AuthStore.storedID.
+    case oneTimeTokenID = "aerodb one-time-token-id v1"
+
+    /// HMAC-SHA256(secret, label): the key of this purpose only.
+    public func key(_ secret: [UInt8]) -> SymmetricKey {
+        SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(rawValue.utf8), using: SymmetricKey(data: secret))))
     }
 }

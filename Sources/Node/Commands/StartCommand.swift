@@ -74,6 +74,9 @@ struct StartCommand: AsyncParsableCommand {
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
+        // Auth retention (docs/AUTH.md): runs while this node is the primary.
+        let retention = AuthRetention.start(database: database, settings: config.auth,
+                                            isPrimary: { replication.currentRole.isPrimary }, logger: logger)
         let role = replication.currentRole
         logger.info("node started", metadata: ["node_id": "\(config.nodeID)", "http": "\(address.host):\(address.port)",
                                                "replication": "\(replication.config.me.replication)",
@@ -83,6 +86,7 @@ struct StartCommand: AsyncParsableCommand {
                                                "wal_engine": "\(database.openReport.wal.engine)"])
         try await app.runService()
         watchdog.cancel()
+        retention.cancel()
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
