@@ -21,6 +21,15 @@
 //
 // Invariants (D2): a checkpoint is loaded only if both checksums, both lengths and the
 // decoded counts match; otherwise it is reported corrupt and never used.
+// Every integer read from the file goes through a checked range before use (the checksums are
+// not a MAC: a crafted file passes them): LSN and epoch <= KernelLimits.lsnMax; the compressed
+// length = the file's bytes after the header; the plain length <= compressed length x
+// `Compression.expansionMax` (what deflate can reach), and decompression allocates only what the
+// stream really produces; a collection's count <= the lines left. Out of range = AERO_CHECKPOINT_CORRUPT
+// (recovery skips the file and falls back to an older checkpoint), never a trap or a huge allocation.
+// Acknowledged implies replayable: a document line frames its document in 0 levels, a schema
+// line a field default in 4 (`{"schema":{"fields":{"f":{"default":V}}}}`), within
+// KernelLimits.recordFramingDepth, so whatever the writer accepted loads back.
 
 enum CheckpointFile {
     static let magic: [UInt8] = Array("AEROCKPT".utf8)
@@ -78,10 +87,22 @@ enum CheckpointFile {
         let payloadHash: UInt64 = reader.read(), headerHash: UInt64 = reader.read()
         guard XXH64.hash(Array(bytes[0..<64])) == headerHash else { throw corrupt("header checksum mismatch") }
         guard fileVersion == version else { throw corrupt("unsupported format version \(fileVersion)") }
+        guard lsn <= KernelLimits.lsnMax, epoch <= KernelLimits.lsnMax else {
+            throw corrupt("LSN \(lsn) or epoch \(epoch) out of range (at most \(KernelLimits.lsnMax))")
+        }
         guard UInt64(bytes.count - headerBytes) == compressedLength else { throw corrupt("payload length mismatch") }
+        let (plainBound, overflow) = compressedLength.multipliedReportingOverflow(by: Compression.expansionMax)
+        guard !overflow, plainLength <= plainBound, plainLength <= UInt64(Int.max) else {
+            throw corrupt("declared payload length \(plainLength) is impossible for \(compressedLength) compressed bytes")
+        }
         let compressed = Array(bytes[headerBytes...])
         guard XXH64.hash(compressed) == payloadHash else { throw corrupt("payload checksum mismatch") }
-        let payload = try Compression.decompress(compressed, expectedLength: Int(plainLength))
+        let payload: [UInt8]
+        do {
+            payload = try Compression.decompress(compressed, expectedLength: Int(plainLength))
+        } catch let error as AeroError {
+            throw corrupt(error.message)
+        }
         var state = DatabaseState(position: LogPosition(lsn: lsn, checksum: checksum), epoch: epoch, collections: [:])
         do {
             state.collections = try decodeCollections(payload, corrupt: corrupt)
@@ -103,6 +124,11 @@ enum CheckpointFile {
                 throw corrupt("bad collection header")
             }
             let schema = try CollectionSchema.parse(schemaJSON)
+            guard collections[schema.name] == nil else { throw corrupt("collection \(schema.name) appears twice") }
+            // Each document is at least 3 bytes ("{}" and a newline): a larger count is a lie.
+            guard count <= Int64(lines.remainingBytes / 3) else {
+                throw corrupt("collection \(schema.name) declares \(count) documents in \(lines.remainingBytes) bytes")
+            }
             var documents: [Document] = []
             documents.reserveCapacity(Int(count))
             for _ in 0..<count {
@@ -123,6 +149,8 @@ struct LineIterator {
     var position = 0
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var remainingBytes: Int { max(0, bytes.count - position) }
 
     mutating func next() -> [UInt8]? {
         guard position < bytes.count else { return nil }

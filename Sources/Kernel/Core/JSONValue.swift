@@ -62,6 +62,23 @@ extension JSONValue {
         if case .object(let o) = self { return o[key] }
         return nil
     }
+
+    /// Nesting levels as the parser counts them (a scalar or an empty container is 1, like
+    /// `KernelLimits.jsonDepthMax`), but never more than `cap`: the walk stops `cap` levels down,
+    /// so a value built deeper than any limit costs no more (and no more stack) than the limit.
+    public func nestingDepth(cappedAt cap: Int) -> Int {
+        guard cap > 1 else { return min(cap, 1) }
+        var deepest = 0
+        switch self {
+        case .array(let items):
+            for item in items where deepest < cap - 1 { deepest = max(deepest, item.nestingDepth(cappedAt: cap - 1)) }
+        case .object(let fields):
+            for value in fields.values where deepest < cap - 1 { deepest = max(deepest, value.nestingDepth(cappedAt: cap - 1)) }
+        default:
+            return 1
+        }
+        return 1 + deepest
+    }
 }
 
 // MARK: - Total order

@@ -2,16 +2,37 @@
 // docs/LIMITS.md lists them; values that operators may change are also fields of `KernelOptions`.
 
 public enum KernelLimits {
-    /// Deepest JSON nesting accepted. Parsing is recursive; this keeps the stack bounded.
+    /// Deepest JSON nesting the parser accepts (requests, WAL record payloads, checkpoint lines);
+    /// a scalar or an empty container is one level. Parsing is recursive; this keeps the stack bounded.
     public static let jsonDepthMax = 64
+    /// Levels a WAL record or a checkpoint line wraps around a stored value. The deepest framing:
+    /// a field default inside a schema record, `{"create":{"fields":{"f":{"default":V}}}}` (V at
+    /// level 5, 4 levels of framing); a document in a transaction record has 3
+    /// (`{"changes":[{"a":DOC}]}`). `TransactionRecord.framing` names both; tests check them.
+    public static let recordFramingDepth = 4
+    /// Deepest document (and field default) the write path accepts: the decoder's limit minus the
+    /// record's framing, so whatever is acknowledged, replay decodes ("acknowledged implies
+    /// replayable"). Deeper documents are refused with AERO_DOCUMENT_TOO_LARGE before anything is logged.
+    public static let documentDepthMax = jsonDepthMax - recordFramingDepth
     /// Largest encoded document. Keeps one record well inside one WAL segment.
     public static let documentBytesMax = 1 << 20
     /// Most operations in one transaction. Bounds validation time and record size.
     public static let transactionOpsMax = 10_000
-    /// Largest encoded transaction record. Must be below `walSegmentBytesMin - walSegmentHeaderBytes`.
+    /// Largest encoded transaction record payload (an update carries a before and an after image,
+    /// so this holds several maximal documents). Checked on the write path before anything is
+    /// logged; `walSegmentBytesNodeMin` makes every node's segments able to hold such a record.
     public static let transactionBytesMax = 16 << 20
-    /// Smallest segment size accepted (tests use small segments to exercise rollover).
+    /// Smallest segment size the kernel accepts (tests and the crash harness use small segments to
+    /// exercise rollover; a record larger than one segment is refused before it is logged).
     public static let walSegmentBytesMin = 64 << 10
+    /// Segment size that holds the largest transaction record (4 KiB segment header, 64-byte
+    /// record header + `transactionBytesMax`). Below it a node refuses (before logging) records
+    /// its segments cannot hold, and a replica cannot log such a record from a primary with larger
+    /// segments: `aerodb start` warns, docs/OPERATIONS.md says to give every member one value.
+    public static let walSegmentBytesNodeMin = 4096 + ((64 + transactionBytesMax + 4095) & ~4095)
+    /// LSNs and epochs are u64 on disk but never exceed Int64.max: they travel as JSON integers
+    /// (Int64) and are incremented; a file declaring more is corrupt, never a crash.
+    public static let lsnMax = UInt64(Int64.max)
     /// Default WAL segment size: large enough to amortize preallocation, small enough to recycle often.
     public static let walSegmentBytesDefault = 64 << 20
     /// Collection and field names: ASCII letters, digits and `_`, starting with a letter or `_`.

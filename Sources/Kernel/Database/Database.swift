@@ -576,7 +576,8 @@ actor CheckpointRunner {
 
 // MARK: - Offline verification
 
-/// What `aerodb verify` found: every checkpoint decoded and checked, the WAL scanned like recovery.
+/// What `aerodb verify` found: every checkpoint decoded and checked, the WAL scanned like
+/// recovery, every record's payload decoded and the records after the newest checkpoint replayed.
 public struct VerifyReport: Sendable {
     public let checkpointLSNs: [UInt64]
     public let wal: RecoveryReport
@@ -586,7 +587,9 @@ public struct VerifyReport: Sendable {
 extension Database {
     /// Checks a stopped node's data directory without changing it. Throws the AeroError that
     /// makes it unsound: a damaged checkpoint (even one recovery could fall back from: D2 says
-    /// corruption is never ignored) or WAL corruption (segment, offset, LSN).
+    /// corruption is never ignored) or WAL corruption (segment, offset, LSN), including a record
+    /// whose checksum passes but whose payload does not decode or does not replay onto the
+    /// newest checkpoint: "sound" means `aerodb start` replays this directory.
     public static func verify(dataDirectory: String, fileSystem: any FileSystem = POSIXFileSystem()) throws -> VerifyReport {
         guard fileSystem.exists(dataDirectory) else {
             throw AeroError(.dataDirectoryInvalid, "no data directory at \(dataDirectory)")
@@ -598,14 +601,27 @@ extension Database {
         for lsn in lsns {
             let name = CheckpointFile.fileName(lsn: lsn)
             let state = try CheckpointFile.decode(try fileSystem.readFile(Path.join(options.checkpointDirectory, name)), name: name)
+            guard state.position.lsn == lsn else {
+                throw AeroError(.checkpointCorrupt, "checkpoint \(name) holds LSN \(state.position.lsn)", invariant: "D2")
+            }
             if newest == nil { newest = state }
         }
+        // Replays like `open` (records after the newest checkpoint onto its state) and decodes the
+        // records before it too: a record recovery would fail on is reported here, not at start.
+        var state = newest ?? .empty
+        let start = newest?.position.lsn ?? 0
         let wal = try WriteAheadLog.verify(fileSystem: fileSystem,
                                            options: WALOptions(directory: options.walDirectory, segmentBytes: KernelLimits.walSegmentBytesMin),
-                                           after: newest?.position)
+                                           after: newest?.position) { record in
+            if record.lsn > start {
+                try state.replay(record)
+            } else {
+                _ = try decode(record)
+            }
+        }
         var summary = "sound: \(lsns.count) checkpoint(s)"
         if let newest { summary += " (newest at LSN \(newest.lsn))" }
-        summary += ", WAL \(wal.segmentsScanned) segment(s), \(wal.recordsRead) record(s), last LSN \(wal.lastPosition.lsn)"
+        summary += ", WAL \(wal.segmentsScanned) segment(s), \(wal.recordsRead) record(s) decoded, last LSN \(wal.lastPosition.lsn)"
         if let torn = wal.tornTail { summary += "; \(torn) (truncated at the next start)" }
         return VerifyReport(checkpointLSNs: lsns, wal: wal, summary: summary)
     }

@@ -154,9 +154,8 @@ struct TransactionBuilder {
     static let cascadeDepthMax = 16
 
     private mutating func record(_ change: DocumentChange) throws {
-        if let after = change.after, JSON.encode(.object(after)).count > KernelLimits.documentBytesMax {
-            throw AeroError(.documentTooLarge, "a document is limited to \(KernelLimits.documentBytesMax) bytes encoded")
-        }
+        // Acknowledged implies replayable: what joins the record must decode at replay.
+        if let after = change.after { try TransactionRecord.checkStorable(after, collection: change.collection) }
         try state.apply(change)
         changes.append(change)
     }
@@ -206,7 +205,8 @@ struct TransactionBuilder {
         for (otherName, other) in state.collections.sorted(by: { $0.key < $1.key }) {
             for (field, schema) in other.schema.fields.sorted(by: { $0.key < $1.key }) {
                 guard let reference = schema.references, reference.collection == collection else { continue }
-                let referencing = try referencingKeys(other, field: field, value: key)
+                let referencing = try referencingKeys(other, field: field, value: key, deleting: collection,
+                                                      onlyOne: reference.onDelete == .restrict)
                 guard !referencing.isEmpty else { continue }
                 switch reference.onDelete {
                 case .restrict:
@@ -222,12 +222,35 @@ struct TransactionBuilder {
         }
     }
 
-    private func referencingKeys(_ data: CollectionData, field: String, value: JSONValue) throws -> [JSONValue] {
+    /// Keys of the documents of `data` whose `field` references `value`. This runs under the
+    /// writer's lock, so it is bounded like any query (Q1): the planner uses an index starting
+    /// with `field` when one is declared (a range of exactly the referencing rows); without one,
+    /// a scan is allowed up to `referenceScanRowsMax` rows and refused past it naming the index
+    /// to declare. More than `transactionOpsMax` referencing rows to cascade or set null is
+    /// refused, never cut (C1). `onlyOne`: restrict needs only to know whether one exists.
+    private func referencingKeys(_ data: CollectionData, field: String, value: JSONValue, deleting: String,
+                                 onlyOne: Bool) throws -> [JSONValue] {
         var options = queryOptions
-        options.scanRowsMax = Int.max  // integrity checks must see every referencing row
-        options.limitMax = Int.max
-        let query = Query(collection: data.schema.name, filter: .compare(field: field, op: .eq, value: value),
-                          limit: Int.max)
-        return try QueryEngine.execute(query, on: data, options: options).rows.map { $0[data.schema.primaryKey]! }
+        options.limitMax = KernelLimits.transactionOpsMax + 1
+        // An index path examines at most the limit; a scan at most referenceScanRowsMax rows.
+        options.scanRowsMax = max(Self.referenceScanRowsMax, options.limitMax)
+        let name = data.schema.name
+        let query = Query(collection: name, filter: .compare(field: field, op: .eq, value: value),
+                          limit: onlyOne ? 1 : options.limitMax)
+        let tooMany = AeroError(.transactionTooLarge, "deleting from \(deleting): more than \(KernelLimits.transactionOpsMax) documents of \(name) reference it through \(field); delete or detach them in smaller transactions first", invariant: "C1")
+        let rows: [Document]
+        do {
+            rows = try QueryEngine.execute(query, on: data, options: options).rows
+        } catch let error as AeroError where error.code == .queryUnbounded {
+            if data.schema.indexes.contains(where: { $0.kind == .ordered && $0.fields.first == field }) { throw tooMany }
+            throw AeroError(.queryUnbounded, "deleting from \(deleting) must find the documents of \(name) whose \(field) references it, and \(name) has more than \(Self.referenceScanRowsMax) documents and no index on \(field): declare one ({\"fields\":[\"\(field)\"]} on \(name))", invariant: "Q1")
+        }
+        guard rows.count <= KernelLimits.transactionOpsMax else { throw tooMany }
+        return rows.map { $0[data.schema.primaryKey]! }
     }
+
+    /// Rows of a referencing collection a delete may scan, under the writer's lock, when no
+    /// index starts with the referencing field (restrict, cascade and set null must find the
+    /// referencing rows). Past it the delete is refused naming the index to declare.
+    static let referenceScanRowsMax = 10_000
 }

@@ -11,6 +11,14 @@
 //   epoch (RecordType.epoch): {"epoch":N}
 // Invariants: one record = one atomic transaction (C1); a record that fails to decode after its
 // checksum passed is a bug or corruption and stops recovery with AERO_WAL_CORRUPT (D2).
+//
+// Acknowledged implies replayable (INVARIANTS "acknowledged implies replayable"): the decoder is
+// `JSON.parse`, bounded by `KernelLimits.jsonDepthMax`; the layouts above wrap a document in
+// `framing.document` levels and a field default in `framing.fieldDefault` levels, both at most
+// `KernelLimits.recordFramingDepth`. The write path refuses any document (`checkStorable`) or
+// default (`CollectionSchema.parseField`) deeper than `documentDepthMax = jsonDepthMax -
+// recordFramingDepth`, so every payload the writer logs decodes. Checkpoint lines frame values
+// no deeper (CheckpointFile). Tests: TransactionRecordTests.
 
 /// One document's change inside a committed transaction.
 public struct DocumentChange: Sendable, Equatable {
@@ -52,6 +60,23 @@ public struct CommittedTransaction: Sendable {
 }
 
 enum TransactionRecord {
+    /// Levels of framing around stored values in these payloads (see the layout above):
+    /// `{"changes":[{"a":DOC}]}` puts a document under 3 levels; `{"create":{"fields":{"f":
+    /// {"default":V}}}}` (and a checkpoint's schema line) puts a default under 4.
+    static let framing = (document: 3, fieldDefault: 4)
+
+    /// The write path's check of a document before it joins a record: at most
+    /// `documentBytesMax` encoded and `documentDepthMax` deep, so the record it goes into decodes.
+    static func checkStorable(_ document: Document, collection: String) throws {
+        let depth = JSONValue.object(document).nestingDepth(cappedAt: KernelLimits.documentDepthMax + 1)
+        guard depth <= KernelLimits.documentDepthMax else {
+            throw AeroError(.documentTooLarge, "\(collection): a document may nest at most \(KernelLimits.documentDepthMax) levels deep (the document itself is one level); this one nests deeper")
+        }
+        guard JSON.encode(.object(document)).count <= KernelLimits.documentBytesMax else {
+            throw AeroError(.documentTooLarge, "\(collection): a document is limited to \(KernelLimits.documentBytesMax) bytes encoded")
+        }
+    }
+
     static func encode(_ changes: [DocumentChange]) -> [UInt8] {
         let items: [JSONValue] = changes.map { change in
             var o: [String: JSONValue] = ["c": .string(change.collection), "k": change.key]
@@ -109,11 +134,12 @@ enum TransactionRecord {
         do {
             return try JSON.parse(payload)
         } catch {
-            throw corrupt(lsn)
+            throw corrupt(lsn, because: "\(error)")
         }
     }
 
-    static func corrupt(_ lsn: UInt64) -> AeroError {
-        AeroError(.walCorrupt, "record at LSN \(lsn) passed its checksum but its payload does not decode", invariant: "D2")
+    static func corrupt(_ lsn: UInt64, because reason: String? = nil) -> AeroError {
+        AeroError(.walCorrupt, "record at LSN \(lsn) passed its checksum but its payload does not decode"
+                  + (reason.map { " (\($0))" } ?? ""), invariant: "D2")
     }
 }

@@ -83,6 +83,11 @@ extension CollectionSchema {
             }
             return .randomUUID
         }
+        // A default is logged inside the schema record (TransactionRecord.framing.fieldDefault):
+        // deeper than documentDepthMax it would not decode at replay.
+        guard json.nestingDepth(cappedAt: KernelLimits.documentDepthMax + 1) <= KernelLimits.documentDepthMax else {
+            throw invalid("field \(field): a default may nest at most \(KernelLimits.documentDepthMax) levels deep")
+        }
         do {
             return .literal(try FieldValidator.normalize(json, as: type, field: field))
         } catch let error as AeroError {

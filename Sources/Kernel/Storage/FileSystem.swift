@@ -48,13 +48,23 @@ extension FileHandle {
 
 extension FileSystem {
     /// Writes a whole file atomically and durably: temp file, write, fsync, rename, fsync dir.
+    /// A failure before the rename (a full disk, ENOSPC) removes the temp file, so a failed write
+    /// leaks no space: the next attempt, once space is freed, is not refused for the leak.
     public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let temp = path + ".tmp"
         if exists(temp) { try remove(temp) }
-        let handle = try open(temp, create: true)
-        defer { handle.close() }
-        try handle.write(bytes, at: 0)
-        try handle.sync()
+        do {
+            let handle = try open(temp, create: true)
+            defer { handle.close() }
+            try handle.write(bytes, at: 0)
+            try handle.sync()
+        } catch {
+            // The write's own error is what the caller must see. If the removal fails too, the
+            // file stays until the next write of this path or the next start
+            // (`CheckpointStore.prepare` removes stale `.tmp` files): that error is irrelevant here.
+            if exists(temp) { try? remove(temp) }
+            throw error
+        }
         try rename(temp, path)
         try syncDirectory(Path.parent(of: path))
     }

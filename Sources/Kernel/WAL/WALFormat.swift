@@ -25,6 +25,9 @@
 //     24  8  epoch
 //
 // Invariants:
+// - Every integer read from a file goes through a checked range before it is used: LSNs and
+//   epochs within 1...KernelLimits.lsnMax (0 for an epoch), segment indexes likewise, lengths
+//   within the segment; anything else is a damaged record or header, never an overflow trap.
 // - LSNs are consecutive from 1; never reused, never reset (checkpoints do not restart them).
 // - Every record's `previous checksum` equals the checksum of the record with LSN - 1, so a
 //   (LSN, checksum) pair identifies one history (P1 builds on it).
@@ -84,7 +87,8 @@ enum WALFormat {
 
     static func segmentIndex(fromName name: String) -> UInt64? {
         guard name.hasPrefix("segment-"), name.hasSuffix(".wal"), name.count == 8 + 16 + 4 else { return nil }
-        return UInt64(name.dropFirst(8).dropLast(4), radix: 16)
+        guard let index = UInt64(name.dropFirst(8).dropLast(4), radix: 16), index <= KernelLimits.lsnMax else { return nil }
+        return index
     }
 
     // MARK: Records
@@ -144,7 +148,8 @@ enum WALFormat {
         let record = WALRecord(lsn: u64(16), epoch: u64(24), type: type, timestampMicros: Int64(bitPattern: u64(40)),
                                batchStart: u64(32), previousChecksum: u64(48), checksum: checksum,
                                payload: Array(UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length])))
-        guard record.lsn > 0, record.batchStart <= record.lsn else { return .invalid("impossible LSN fields") }
+        guard record.lsn > 0, record.lsn <= KernelLimits.lsnMax, record.batchStart <= record.lsn,
+              record.epoch <= KernelLimits.lsnMax else { return .invalid("impossible LSN or epoch fields") }
         return .record(record, size: aligned(recordHeaderBytes + length))
     }
 
@@ -176,7 +181,10 @@ enum WALFormat {
         func u64(_ at: Int) -> UInt64 { bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian }
         guard XXH64.hash(UnsafeRawBufferPointer(rebasing: bytes[0..<48])) == u64(48),
               bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian == version else { return nil }
-        return SegmentHeader(index: u64(16), firstLSN: u64(24), epoch: u64(32), previousChecksum: u64(40))
+        let header = SegmentHeader(index: u64(16), firstLSN: u64(24), epoch: u64(32), previousChecksum: u64(40))
+        guard header.index <= KernelLimits.lsnMax, (1...KernelLimits.lsnMax).contains(header.firstLSN),
+              header.epoch <= KernelLimits.lsnMax else { return nil }
+        return header
     }
 }
 

@@ -44,10 +44,14 @@ struct WALScan {
     var laterSegments: [UInt64] = []
 
     /// Scans the WAL; with `repair`, truncates a torn tail durably.
-    /// Records are handed to `visit` one at a time, so recovery never holds the whole log in
-    /// memory; a segment's bytes are released once the scan moves past it.
+    /// Records after `after` (every accepted record with `visitAll`, as `aerodb verify` wants) are
+    /// handed to `visit` one at a time, so recovery never holds the whole log in memory; a
+    /// segment's bytes are released once the scan moves past it. An error thrown by `visit` (a
+    /// payload that does not decode or does not apply) is corruption of an accepted record: it
+    /// is rethrown as AERO_WAL_CORRUPT naming the segment, offset and LSN (D2).
     static func run(fileSystem fs: any FileSystem, directory: String, segmentBytes: Int,
-                    after: LogPosition?, repair: Bool, visit: (WALRecord) throws -> Void) throws -> WALScan {
+                    after: LogPosition?, repair: Bool, visitAll: Bool = false,
+                    visit: (WALRecord) throws -> Void) throws -> WALScan {
         let indexes = try fs.list(directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
         let start = after ?? .origin
         var scan = WALScan(last: start, tail: Tail(segmentIndex: indexes.first ?? 0, offset: WALFormat.segmentHeaderBytes,
@@ -92,7 +96,8 @@ struct WALScan {
                 first = false
             }
             scan.segmentFirstLSNs.append((index, header.firstLSN))
-            let end = try scan.scanRecords(segment, index: index, from: expected, start: start, visit: visit)
+            let end = try scan.scanRecords(segment, index: index, from: expected, start: start, visitAll: visitAll,
+                                           visit: visit)
             expected = end.last
             // Continue into the next segment when its header continues the chain exactly.
             if let nextIndex = indexes.first(where: { $0 == index + 1 }),
@@ -111,6 +116,7 @@ struct WALScan {
 
     /// Accepts records of one segment; returns the last accepted position and where the run ended.
     private mutating func scanRecords(_ segment: [UInt8], index: UInt64, from: LogPosition, start: LogPosition,
+                                      visitAll: Bool,
                                       visit: (WALRecord) throws -> Void) throws -> (last: LogPosition, offset: Int) {
         var expected = from
         var offset = WALFormat.segmentHeaderBytes
@@ -122,7 +128,12 @@ struct WALScan {
                     guard record.lsn == expected.lsn + 1, record.previousChecksum == expected.checksum else {
                         return (expected, offset)
                     }
-                    try accept(record, start: start, visit: visit)
+                    do {
+                        try accept(record, start: start, visitAll: visitAll, visit: visit)
+                    } catch {
+                        let reason = (error as? AeroError)?.message ?? "\(error)"
+                        throw AeroError(.walCorrupt, "WAL corrupt in \(WALFormat.segmentName(index)) at offset \(offset), LSN \(record.lsn): \(reason); refusing to start (run `aerodb verify`)", invariant: "D2")
+                    }
                     expected = record.position
                     offset += size
                     bytesRead += size
@@ -131,7 +142,8 @@ struct WALScan {
         }
     }
 
-    private mutating func accept(_ record: WALRecord, start: LogPosition, visit: (WALRecord) throws -> Void) throws {
+    private mutating func accept(_ record: WALRecord, start: LogPosition, visitAll: Bool,
+                                 visit: (WALRecord) throws -> Void) throws {
         recordsRead += 1
         if record.lsn == start.lsn && record.checksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) is not the one the checkpoint continues from (checksum \(String(record.checksum, radix: 16)) vs \(String(start.checksum, radix: 16)))", invariant: "D2")
@@ -139,7 +151,7 @@ struct WALScan {
         if record.lsn == start.lsn + 1 && start.lsn > 0 && record.previousChecksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) does not continue the checkpoint's history", invariant: "D2")
         }
-        if record.lsn > start.lsn { try visit(record) }
+        if visitAll || record.lsn > start.lsn { try visit(record) }
         last = record.position
     }
 

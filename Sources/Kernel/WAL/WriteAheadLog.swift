@@ -146,11 +146,14 @@ public final class WriteAheadLog: Sendable {
         return (wal, report)
     }
 
-    /// Offline check (`aerodb verify`): the same scan as recovery, changing nothing.
-    public static func verify(fileSystem: any FileSystem, options: WALOptions,
-                              after: LogPosition?) throws -> RecoveryReport {
+    /// Offline check (`aerodb verify`): the same scan as recovery, changing nothing. Every
+    /// accepted record (also those at or before `after`) is handed to `inspect`; an error it
+    /// throws is reported as AERO_WAL_CORRUPT naming the segment, offset and LSN.
+    public static func verify(fileSystem: any FileSystem, options: WALOptions, after: LogPosition?,
+                              inspect: (WALRecord) throws -> Void = { _ in }) throws -> RecoveryReport {
         let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
-                                   segmentBytes: options.segmentBytes, after: after, repair: false, visit: { _ in })
+                                   segmentBytes: options.segmentBytes, after: after, repair: false, visitAll: true,
+                                   visit: inspect)
         return RecoveryReport(engine: "none", segmentsScanned: scan.segmentsScanned, recordsRead: scan.recordsRead,
                               bytesRead: scan.bytesRead, lastPosition: scan.last, tornTail: scan.tornTail)
     }

@@ -196,6 +196,8 @@ struct RejoinCommand: AsyncParsableCommand {
         let secrets = try NodeSecrets.load(directory: dir)
         let options = config.kernelOptions(directory: dir)
         try await Self.requireStopped(config)
+        // One process per data directory: a running node (or another rejoin) holds the lock.
+        let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
         guard let marker = try authority.read() else { throw CommandFailure("no authority marker in \(options.dataDirectory)") }
         let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
@@ -225,9 +227,9 @@ struct RejoinCommand: AsyncParsableCommand {
         } else if answer.primary != marker.primary {
             throw CommandFailure("this node's marker names \(marker.primary) in epoch \(marker.epoch), but \(answer.primary) answered as primary of epoch \(answer.epoch)")
         }
-        guard !noStart else { return }
+        guard !noStart else { lock.release(); return }
         print("starting \(config.nodeID) as a replica of \(answer.primary)")
-        try await StartCommand.run(directory: dir, httpOverride: nil)
+        try await StartCommand.run(directory: dir, httpOverride: nil, lock: lock)
     }
 
     /// A rejoin cuts the log under the node's feet: refuse while its HTTP port answers.

@@ -74,6 +74,9 @@ struct VerifyCommand: ParsableCommand {
     func run() throws {
         let options = try NodeConfig.load(directory: dir).kernelOptions(directory: dir)
         do {
+            // A running node changes the log under the scan: refuse, naming it (one process per data directory).
+            let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
+            defer { lock.release() }
             print(try Database.verify(dataDirectory: options.dataDirectory).summary)
         } catch let error as AeroError {
             print("\(error.code.rawValue): \(error.message)")

@@ -18,16 +18,28 @@ struct StartCommand: AsyncParsableCommand {
     static let walWatchIntervalMillis = 50
 
     func run() async throws {
-        try await Self.run(directory: dir, httpOverride: http)
+        try await Self.run(directory: dir, httpOverride: http, lock: nil)
     }
 
-    static func run(directory dir: String, httpOverride http: String?) async throws {
+    /// Runs the node. `lock` is the data directory's lock when the caller (`aerodb rejoin`)
+    /// already holds it; otherwise it is taken here, before anything in the directory is read.
+    static func run(directory dir: String, httpOverride http: String?, lock held: DataDirectoryLock?) async throws {
         NodeLogging.bootstrap()
         let logger = Logger(label: "aerodb")
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
         let address = try HostPort.parse(http ?? config.http)
         var options = config.kernelOptions(directory: dir)
+        // One process per data directory: held until this process exits (the kernel releases it).
+        let lock: DataDirectoryLock
+        do {
+            lock = try held ?? DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
+        } catch {
+            logger.critical("the node did not start", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
+        defer { lock.release() }
+        warnIfSegmentsAreSmall(options.walSegmentBytes, logger)
         let database: Database
         let marker: AuthorityMarker
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
@@ -90,6 +102,16 @@ struct StartCommand: AsyncParsableCommand {
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
+    }
+
+    /// A record must fit one segment: below `walSegmentBytesNodeMin` this node refuses (before
+    /// logging) transactions its segments cannot hold, and as a replica it could not log such a
+    /// record from a primary with larger segments. Small segments are for tests; say so.
+    static func warnIfSegmentsAreSmall(_ bytes: Int, _ logger: Logger) {
+        guard bytes < KernelLimits.walSegmentBytesNodeMin else { return }
+        logger.warning("wal_segment_bytes is below the size that holds the largest transaction record; give every member the same value, at least the minimum",
+                       metadata: ["wal_segment_bytes": "\(bytes)", "minimum": "\(KernelLimits.walSegmentBytesNodeMin)",
+                                  "transaction_bytes_max": "\(KernelLimits.transactionBytesMax)"])
     }
 
     private static func logOpen(_ database: Database, _ logger: Logger) {

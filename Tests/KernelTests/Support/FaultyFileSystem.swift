@@ -7,6 +7,9 @@ final class FaultyFileSystem: FileSystem {
     struct Faults {
         var failSyncs = false
         var diskFull = false
+        /// Writes to files whose path ends with this fail with ENOSPC (a full disk as a
+        /// checkpoint's temp file grows).
+        var failWritesToPathsEndingWith: String?
         var syncs = 0
     }
 
@@ -36,7 +39,13 @@ final class FaultyHandle: FileHandle {
     var path: String { base.path }
     var descriptor: Int32? { nil }
     func read(at offset: Int64, count: Int) throws -> [UInt8] { try base.read(at: offset, count: count) }
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws { try base.write(bytes, at: offset) }
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        if let suffix = owner.faults.withLock({ $0.failWritesToPathsEndingWith }), path.hasSuffix(suffix) {
+            try base.write(UnsafeRawBufferPointer(rebasing: bytes.prefix(bytes.count / 2)), at: offset)  // partly written, then full
+            throw AeroError(.storageFull, "pwrite \(path): No space left on device (injected)")
+        }
+        try base.write(bytes, at: offset)
+    }
     func sync() throws {
         let fail = owner.faults.withLock { f in
             f.syncs += 1
