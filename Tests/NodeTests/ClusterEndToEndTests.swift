@@ -269,6 +269,36 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(await load.acknowledged.count > 50)
     }
 
+    /// Issue 12 item 13: a write sent to a replica while the primary is down is refused at once
+    /// (it was never sent), not held until the forward deadline (30 s); once a new primary is
+    /// promoted, the replica forwards there.
+    @Test func forwardedWritesFailFastWhileThePrimaryIsDownAndFollowTheNewPrimary() async throws {
+        let cluster = try makeCluster(commitMode: "sync")
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        let before = try await cluster.request(2, "POST", "/rest/v1/items", parse(#"{"id":"before","qty":1}"#))
+        #expect(before.status == 201)
+        cluster.kill(0)
+        for (k, node) in [1, 2].enumerated() {
+            let started = Date()
+            let during = try await cluster.request(node, "POST", "/rest/v1/items", parse(#"{"id":"down-\#(k)","qty":1}"#), timeout: 40)
+            let seconds = Date().timeIntervalSince(started)
+            // A correctness bound (no request may be held anywhere near the 30 s forward deadline), not a benchmark.
+            #expect(seconds < 10, "a forwarded write to a dead primary took \(seconds) s")
+            #expect(during.status == 503, "\(during.body.map(JSON.encodeString) ?? "")")
+            #expect(during.body?["code"] == .string("AERO_PRIMARY_UNAVAILABLE"))
+        }
+        let (status, report) = try promote(cluster, 1)
+        #expect(status == 0, "\(JSON.encodeString(report))")
+        // n3 was fenced by the promotion: its forwards go to n2 at once, and the write is readable on n3.
+        let after = try await cluster.request(2, "POST", "/rest/v1/items", parse(#"{"id":"after","qty":2}"#),
+                                              headers: ["Prefer": "return=representation"])
+        #expect(after.status == 201, "\(after.body.map(JSON.encodeString) ?? "")")
+        for i in [1, 2] {
+            #expect(try await documents(cluster, i, ["before", "after", "down-0", "down-1"]) == ["before": 1, "after": 2])
+        }
+    }
+
     /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round.
     @Test func theCrashHarnessClusterModeFindsNoLostAcknowledgedWrite() throws {
         let run = try Binaries.run("aerodb-crashtest", ["cluster", "--rounds", "2", "--seconds", "1.5", "--writers", "4"])

@@ -100,11 +100,13 @@ import Testing
 
     @Test func syncWaitsAreReleasedByAcksAndFailInDoubtOnTimeoutOrFence() async throws {
         let tracker = AckTracker()
-        tracker.update("n2", durable: 5)
-        try await tracker.wait(5, needed: 1, timeoutMillis: 100)  // already flushed
+        tracker.admit("n2", session: 1, verified: 5)
+        try await tracker.wait(5, needed: 1, timeoutMillis: 100)  // verified by the history check
+        tracker.admit("n3", session: 2, verified: 5)
         let waiting = Task { try await tracker.wait(9, needed: 1, timeoutMillis: 5_000) }
         try await Task.sleep(for: .milliseconds(50))
-        tracker.update("n3", durable: 9)
+        tracker.sent("n3", session: 2, through: 9)
+        tracker.update("n3", session: 2, durable: 9)
         try await waiting.value
         await #expect(throws: AeroError.self) { try await tracker.wait(10, needed: 1, timeoutMillis: 50) }
         let fenced = Task { try await tracker.wait(11, needed: 1, timeoutMillis: 5_000) }
@@ -117,5 +119,35 @@ import Testing
             #expect(error.code == .commitInDoubt)
         }
         await #expect(throws: AeroError.self) { try await tracker.wait(1, needed: 1, timeoutMillis: 50) }
+    }
+
+    /// A1/A4 (issue 12, item 10): a replica counts only from its admission (after the history
+    /// check), only up to what its session verified or sent, and only in its own session.
+    @Test func acksCountOnlyWhatTheSessionVerifiedOrSent() async throws {
+        let tracker = AckTracker()
+        // Nothing counts before admission: an ACK of an unknown node is ignored.
+        tracker.update("n2", session: 1, durable: 100)
+        #expect(tracker.durable(of: "n2") == nil)
+        tracker.admit("n2", session: 1, verified: 10)
+        #expect(tracker.durable(of: "n2") == 10)
+        // Claiming more than was sent counts as what was sent.
+        tracker.update("n2", session: 1, durable: 100)
+        #expect(tracker.durable(of: "n2") == 10)
+        await #expect(throws: AeroError.self) { try await tracker.wait(11, needed: 1, timeoutMillis: 50) }
+        tracker.sent("n2", session: 1, through: 20)
+        tracker.update("n2", session: 1, durable: 100)
+        #expect(tracker.durable(of: "n2") == 20)
+        try await tracker.wait(20, needed: 1, timeoutMillis: 100)
+        // A new session replaces the old one: the old session's ACKs, sends and end are ignored,
+        // and the new one counts from its own verified position (not the old maximum).
+        tracker.admit("n2", session: 2, verified: 15)
+        #expect(tracker.durable(of: "n2") == 15)
+        tracker.sent("n2", session: 1, through: 50)
+        tracker.update("n2", session: 1, durable: 50)
+        tracker.forget("n2", session: 1)
+        #expect(tracker.durable(of: "n2") == 15)
+        tracker.forget("n2", session: 2)
+        #expect(tracker.durable(of: "n2") == nil)
+        #expect(tracker.all.isEmpty)
     }
 }

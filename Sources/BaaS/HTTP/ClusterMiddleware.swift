@@ -10,6 +10,11 @@
 //   refusal may have committed too, e.g. a revoked session) is returned once this node has
 //   applied the LSN it names in `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
 //   request carries `X-AeroDB-Forwarded-By` and is never forwarded again.
+// - The primary is resolved per attempt. A connection that could not be made (refused, connect
+//   timeout) means the write was never sent: it is retried once, at once, when this node
+//   meanwhile learned of another primary (or became it: then it runs here), and otherwise
+//   answered 503 AERO_PRIMARY_UNAVAILABLE at once (never held until a deadline). A write that
+//   was sent is never sent again: no answer is 504 AERO_COMMIT_IN_DOUBT.
 
 import AsyncHTTPClient
 import HTTPTypes
@@ -17,6 +22,7 @@ import Hummingbird
 import Kernel
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 public enum ClusterHTTP {
     public static let minLSNHeader = HTTPField.Name("X-AeroDB-Min-LSN")!
@@ -32,6 +38,25 @@ extension HTTPLimits {
     public static let forwardTimeoutMillis: Int64 = 30_000
     /// Longest a replica waits to apply a forwarded write before answering (read-your-writes).
     public static let forwardApplyWaitMillis: Int64 = 5_000
+    /// Longest a forward waits for the connection to the primary (members are on one network;
+    /// a primary cut off answers 503 after this, not after `forwardTimeoutMillis`).
+    public static let forwardConnectMillis: Int64 = 1_000
+    /// Attempts of one forwarded write: the second only when the first was never sent and the
+    /// primary changed meanwhile.
+    public static let forwardAttemptsMax = 2
+}
+
+extension ClusterHTTP {
+    /// The client of forwarded writes. A connection that cannot be made fails the request at once
+    /// (AsyncHTTPClient's default retries connecting until the request's deadline: a write held
+    /// 30 s while the primary was down); redirects are never followed.
+    static let forwardClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .milliseconds(HTTPLimits.forwardConnectMillis)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 }
 
 struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
@@ -64,7 +89,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             }
         }
         if isWrite(request), request.headers[ClusterHTTP.forwardedHeader] == nil, let primary = cluster.primaryHTTP() {
-            return await forward(request, to: primary, clientIP: context.clientIP)
+            return try await forward(request, to: primary, context: context, next: next)
         }
         return try await next(request, context)
     }
@@ -84,7 +109,8 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         return HTTPErrors.response(error)
     }
 
-    private func forward(_ request: Request, to primary: String, clientIP: String?) async -> Response {
+    private func forward(_ request: Request, to first: String, context: Context,
+                         next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
         let body: ByteBuffer
         do {
@@ -92,6 +118,34 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         } catch {
             return errorResponse(request, AeroError(.requestInvalid, "request body larger than \(HTTPLimits.requestBodyBytesMax) bytes or unreadable"))
         }
+        var primary = first
+        for attempt in 1...HTTPLimits.forwardAttemptsMax {
+            let outcome = await send(request, body: body, to: primary, clientIP: context.clientIP)
+            switch outcome {
+            case .answered(let response):
+                return response
+            case .failed(let error) where error.code == .primaryUnavailable && attempt < HTTPLimits.forwardAttemptsMax:
+                // Never sent: follow the primary this node knows now, if it changed.
+                guard let current = cluster.primaryHTTP() else {
+                    request.body = .init(buffer: body)
+                    return try await next(request, context)  // this node was promoted meanwhile
+                }
+                guard current != primary else { return errorResponse(request, error) }
+                primary = current
+            case .failed(let error):
+                return errorResponse(request, error)
+            }
+        }
+        preconditionFailure("the last attempt returns")
+    }
+
+    private enum Forwarded {
+        case answered(Response)
+        case failed(AeroError)
+    }
+
+    /// One attempt: the primary's answer (returned once this node applied its LSN), or why there is none.
+    private func send(_ request: Request, body: ByteBuffer, to primary: String, clientIP: String?) async -> Forwarded {
         var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
         outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
@@ -104,10 +158,10 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer
         do {
-            answer = try await HTTPClient.shared.execute(outbound, timeout: .milliseconds(HTTPLimits.forwardTimeoutMillis))
+            answer = try await ClusterHTTP.forwardClient.execute(outbound, timeout: .milliseconds(HTTPLimits.forwardTimeoutMillis))
             answerBody = try await answer.body.collect(upTo: HTTPLimits.requestBodyBytesMax)
         } catch {
-            return errorResponse(request, Self.classify(error, primary: primary))
+            return .failed(Self.classify(error, primary: primary))
         }
         var headers = HTTPFields()
         for header in answer.headers {
@@ -119,19 +173,25 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
             if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
         }
-        return Response(status: HTTPResponse.Status(code: Int(answer.status.code)), headers: headers,
-                         body: .init(byteBuffer: answerBody))
+        return .answered(Response(status: HTTPResponse.Status(code: Int(answer.status.code)), headers: headers,
+                                  body: .init(byteBuffer: answerBody)))
     }
 
     /// A write that never reached the primary is refused as unavailable; one that may have
     /// reached it but got no answer is in doubt (never reported as failed or as done).
     static func classify(_ error: any Error, primary: String) -> AeroError {
-        let text = "\(error)"
-        let notSent = (error as? HTTPClientError) == .connectTimeout
-            || text.contains("connectTimeout") || text.contains("connectionRefused") || text.contains("Connection refused")
-        if notSent {
-            return AeroError(.primaryUnavailable, "the primary \(primary) cannot be reached to forward this write: \(text)")
+        if neverSent(error) {
+            return AeroError(.primaryUnavailable, "the primary \(primary) cannot be reached to forward this write (it was not sent): \(error)")
         }
-        return AeroError(.commitInDoubt, "the write was forwarded to the primary \(primary) but no answer came back (\(text)); it may or may not have been committed")
+        return AeroError(.commitInDoubt, "the write was forwarded to the primary \(primary) but no answer came back (\(error)); it may or may not have been committed")
+    }
+
+    /// True only when no connection to the primary was made, so no byte of the request left.
+    static func neverSent(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError { return error == .connectTimeout || error == .getConnectionFromPoolTimeout }
+        if error is NIOConnectionError { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
+        return false
     }
 }

@@ -2,6 +2,11 @@
 //
 // Invariants:
 // - A commit waiting here returns only when `needed` replicas reported durable >= its LSN.
+// - A replica counts only from its admission, which follows the history check of its session
+//   (`admit`: its verified position), and only up to what it verifiably holds: the position
+//   the check verified or the records this session sent it (`sent`). An ACK claiming more is
+//   counted as that much (A1: a diverged or lying follower releases nothing). A new session of
+//   a node replaces the old one's entry; a closed session's ACKs and sends are ignored.
 // - A wait that times out, or that is pending when the node is fenced, fails with
 //   AERO_COMMIT_IN_DOUBT: it may or may not survive a failover, so it is never reported as
 //   success (SPEC §4). After `fence`, every wait fails at once until `reset`.
@@ -17,37 +22,78 @@ final class AckTracker: Sendable {
         let continuation: CheckedContinuation<Void, any Error>
     }
 
+    private struct Replica {
+        let session: Int
+        /// What counts for waits: min(what it reported durable, `sentThrough`), only growing.
+        var durable: UInt64
+        /// The highest LSN this session verified or sent to the replica.
+        var sentThrough: UInt64
+    }
+
     private struct State {
-        var durable: [String: UInt64] = [:]
+        var replicas: [String: Replica] = [:]
         var waiters: [Int: Waiter] = [:]
         var nextID = 0
         var fenced: AeroError?
         /// Waits whose timer fired before they were registered.
         var expired: Set<Int> = []
+
+        var durable: [String: UInt64] { replicas.mapValues(\.durable) }
     }
 
     private let state = Mutex(State())
 
-    func durable(of node: String) -> UInt64? { state.withLock { $0.durable[node] } }
+    func durable(of node: String) -> UInt64? { state.withLock { $0.replicas[node]?.durable } }
 
     var all: [String: UInt64] { state.withLock { $0.durable } }
 
-    /// Records a replica's flush and releases the commits it completes.
-    func update(_ node: String, durable: UInt64) {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            s.durable[node] = max(s.durable[node] ?? 0, durable)
-            var out: [CheckedContinuation<Void, any Error>] = []
-            for (id, w) in s.waiters where Self.count(s.durable, w.lsn) >= w.needed {
-                out.append(w.continuation)
-                s.waiters[id] = nil
-            }
-            return out
+    /// A follower's session passed the history check: it holds this history through `verified`
+    /// (0 when it is being bootstrapped). Replaces any earlier session of the node.
+    func admit(_ node: String, session: Int, verified: UInt64) {
+        let ready = state.withLock { s in
+            s.replicas[node] = Replica(session: session, durable: verified, sentThrough: verified)
+            return Self.released(&s)
         }
         for c in ready { c.resume() }
     }
 
-    func forget(_ node: String) {
-        state.withLock { _ = $0.durable.removeValue(forKey: node) }
+    /// The session sent the replica everything through `lsn` (records or a checkpoint).
+    func sent(_ node: String, session: Int, through lsn: UInt64) {
+        state.withLock { s in
+            guard var r = s.replicas[node], r.session == session else { return }
+            r.sentThrough = max(r.sentThrough, lsn)
+            s.replicas[node] = r
+        }
+    }
+
+    /// Records a replica's flush report (counted up to what the session sent it) and releases
+    /// the commits it completes.
+    func update(_ node: String, session: Int, durable: UInt64) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            guard var r = s.replicas[node], r.session == session else { return [] }
+            r.durable = max(r.durable, min(durable, r.sentThrough))
+            s.replicas[node] = r
+            return Self.released(&s)
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// Removes the waits that are now complete; returns them to resume outside the lock.
+    private static func released(_ s: inout State) -> [CheckedContinuation<Void, any Error>] {
+        let durable = s.durable
+        var out: [CheckedContinuation<Void, any Error>] = []
+        for (id, w) in s.waiters where count(durable, w.lsn) >= w.needed {
+            out.append(w.continuation)
+            s.waiters[id] = nil
+        }
+        return out
+    }
+
+    /// The session ended: its flushes no longer count.
+    func forget(_ node: String, session: Int) {
+        state.withLock { s in
+            if s.replicas[node]?.session == session { s.replicas[node] = nil }
+        }
     }
 
     private static func count(_ durable: [String: UInt64], _ lsn: UInt64) -> Int {
@@ -110,7 +156,7 @@ final class AckTracker: Sendable {
 
     /// A new primary term: no replica known yet (before the node can admit any).
     func reset() {
-        state.withLock { $0.durable = [:] }
+        state.withLock { $0.replicas = [:] }
     }
 
     /// Waits are honoured again (the node is primary of its marker's epoch).

@@ -29,6 +29,8 @@ public actor ReplicationNode {
     nonisolated let role: Mutex<RoleSnapshot>
     /// What the follower received, flushed and applied (replica side).
     nonisolated let progress = Mutex(FollowerProgress())
+    /// The listener's places for connections whose HELLO is not verified yet.
+    nonisolated let handshakePlaces = HandshakePlaces(max: ReplicationLimits.unauthenticatedConnectionsMax)
 
     /// The durable marker as last written; every change is published to `role` at once, so
     /// sender sessions and the HTTP layer never act on an older role than the marker's.
@@ -70,7 +72,7 @@ public actor ReplicationNode {
     }
 
     public init(config: ClusterConfig, database: Database, authority: AuthorityStore, marker: AuthorityMarker,
-                logger: Logger) {
+                logger: Logger = Logger(label: "aerodb.replication")) {
         self.config = config
         self.database = database
         self.authority = authority
@@ -88,7 +90,8 @@ public actor ReplicationNode {
     /// Listens for peers, then takes the role the marker gives. A node that boots as primary
     /// first asks its peers whether a newer epoch exists (it may have been deposed while down).
     public func start() async throws {
-        let server = try await Transport.listen(config.me.replication)
+        let server = try await Transport.listen(config.me.replication, places: handshakePlaces,
+                                                authenticate: { [config] in config.admits($0) })
         serverTask = Task { await self.serve(server) }
         if isPrimary {
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
@@ -234,8 +237,25 @@ public actor ReplicationNode {
     }
 
     func helloMessage(_ purpose: HelloPurpose, epoch: UInt64? = nil, primary: String? = nil) -> ReplicationMessage {
-        .hello(.init(purpose: purpose, clusterID: config.clusterID, nodeID: config.nodeID, token: config.token,
-                     epoch: epoch ?? marker.epoch, primary: primary ?? marker.primary, position: database.durablePosition))
+        let (position, positionEpoch) = durablePositionWithEpoch()
+        return .hello(.init(purpose: purpose, clusterID: config.clusterID, nodeID: config.nodeID, token: config.token,
+                            epoch: epoch ?? marker.epoch, primary: primary ?? marker.primary, position: position,
+                            positionEpoch: positionEpoch))
+    }
+
+    /// This node's last durable record and its epoch (what a follower presents): from the WAL
+    /// (its recent records are in memory), or, right after a checkpoint install left the log
+    /// empty, from the installed state, whose position it is. 0 when neither can tell: the
+    /// primary then cannot prove such a position when it is older than its WAL, and refuses it.
+    nonisolated func durablePositionWithEpoch() -> (LogPosition, UInt64) {
+        let position = database.durablePosition
+        guard position.lsn > 0 else { return (position, 0) }
+        // An unreadable record only makes the epoch unknown (0), which the primary treats as unprovable.
+        if let record = try? database.records(from: position.lsn, maxBytes: 1).first, record.position == position {
+            return (position, record.epoch)
+        }
+        let state = database.snapshot().state
+        return (position, state.position == position ? state.epoch : 0)
     }
 
     // MARK: State

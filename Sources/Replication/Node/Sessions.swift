@@ -1,5 +1,13 @@
 // The accepting side of the replication protocol: every node listens (probes, adopt, demote,
 // rejoin reach any node); only the primary streams its WAL to followers.
+//
+// Admission of a follower decides, then acts: epoch checks, then the history check (P1, A4),
+// and only then is the follower registered. Nothing a follower says counts for `sync`/`all`
+// waits before its position passed the history check, and afterwards only up to what this
+// session has verified or actually sent it (`AckTracker.sent`): a deposed primary reconnecting
+// with a diverged, longer log releases no commit (A1). A follower older than the retained WAL
+// is bootstrapped from a checkpoint only when its position is proven to be on this history
+// (`bootstrapProof`); otherwise it is refused as diverged and halts until `aerodb rejoin` (A4).
 
 import Foundation
 import Kernel
@@ -28,9 +36,10 @@ extension ReplicationNode {
             try await channel.executeThenClose { inbound, outbound in
                 var messages = inbound.makeAsyncIterator()
                 guard case .hello(let hello)? = try await messages.next() else { return }
-                guard hello.clusterID == config.clusterID, config.accepts(token: hello.token),
-                      config.member(hello.nodeID) != nil else {
-                    try await outbound.write(.refuse(.notMember, epoch: 0, primary: "", message: "not a member of cluster \(config.clusterID)"))
+                guard config.admits(hello) else {
+                    // A stranger learns nothing: no cluster id, epoch, primary or node names.
+                    logger.notice("refused a replication peer that is not a member", metadata: ["node": "\(hello.nodeID.prefix(64))"])
+                    try await outbound.write(Self.strangerRefusal)
                     return
                 }
                 switch hello.purpose {
@@ -54,10 +63,22 @@ extension ReplicationNode {
         }
     }
 
+    /// What every peer failing the membership check gets: a refusal that names nothing.
+    static let strangerRefusal = ReplicationMessage.refuse(.notMember, epoch: 0, primary: "", message: "refused")
+
     private enum Admission {
         case refuse(ReplicationMessage)
         case stream(from: UInt64, epoch: UInt64, session: Int)
         case bootstrap(epoch: UInt64, session: Int)
+    }
+
+    /// Where a follower's position stands on this primary's history.
+    enum HistoryCheck: Equatable {
+        /// On the history within the retained WAL: stream from the next LSN.
+        case stream(from: UInt64)
+        /// Older than the retained WAL and proven to hold nothing this history lacks.
+        case bootstrap
+        case diverged(String)
     }
 
     /// Decides how a follower is served: the checks of SPEC §4 on its epoch and position.
@@ -75,34 +96,81 @@ extension ReplicationNode {
             return .refuse(.refuse(.notPrimary, epoch: marker.epoch, primary: marker.primary,
                                    message: "\(config.nodeID) is not the primary; \(marker.primary) is, in epoch \(marker.epoch)"))
         }
+        // The history check comes first: nothing of this follower is registered or counted
+        // before it passed (A1, A4).
+        let check = try historyCheck(hello.position, recordEpoch: hello.positionEpoch)
+        if case .diverged(let why) = check {
+            logger.warning("refused a diverged follower", metadata: ["node": "\(hello.nodeID)", "position": "\(hello.position)",
+                                                                    "position_epoch": "\(hello.positionEpoch)", "why": "\(why)"])
+            return .refuse(.refuse(.diverged, epoch: marker.epoch, primary: marker.primary,
+                                   message: "position \(hello.position) is not proven to be on the history of \(config.nodeID): \(why); run `aerodb rejoin`"))
+        }
         let session = nextSessionID
         nextSessionID += 1
         let now = Self.nowMicros()
-        replicas[hello.nodeID] = ReplicaProgress(session: session, durable: hello.position.lsn, connectedMicros: now,
+        // A streamed follower verifiably holds this history through its position; a bootstrapped
+        // one holds nothing that counts until it reports the shipped checkpoint installed.
+        let verified: UInt64 = check == .bootstrap ? 0 : hello.position.lsn
+        replicas[hello.nodeID] = ReplicaProgress(session: session, durable: verified, connectedMicros: now,
                                                  lastAckMicros: now, caughtUpMicros: now)
-        acks.update(hello.nodeID, durable: hello.position.lsn)
-        if hello.position.lsn + 1 < database.oldestLSN {
-            return .bootstrap(epoch: marker.epoch, session: session)
-        }
-        do {
-            guard let mine = try database.position(at: hello.position.lsn) else {
-                return .refuse(divergedRefusal(hello, "it is ahead of this primary's log (durable \(database.durablePosition))"))
-            }
-            guard mine == hello.position else {
-                return .refuse(divergedRefusal(hello, "its record \(hello.position.lsn) differs from this primary's (\(mine))"))
-            }
-            return .stream(from: hello.position.lsn + 1, epoch: marker.epoch, session: session)
-        } catch let error as AeroError where error.code == .lsnUnavailable {
-            return .bootstrap(epoch: marker.epoch, session: session)
+        acks.admit(hello.nodeID, session: session, verified: verified)
+        switch check {
+        case .stream(let from): return .stream(from: from, epoch: marker.epoch, session: session)
+        case .bootstrap, .diverged: return .bootstrap(epoch: marker.epoch, session: session)
         }
     }
 
-    private func divergedRefusal(_ hello: ReplicationMessage.Hello, _ why: String) -> ReplicationMessage {
-        replicas[hello.nodeID] = nil
-        acks.forget(hello.nodeID)
-        logger.warning("refused a diverged follower", metadata: ["node": "\(hello.nodeID)", "position": "\(hello.position)", "why": "\(why)"])
-        return .refuse(.diverged, epoch: marker.epoch, primary: marker.primary,
-                       message: "position \(hello.position) is not on the history of \(config.nodeID): \(why); run `aerodb rejoin`")
+    /// P1/A4: the follower's last durable record `position`, of epoch `recordEpoch`, against this
+    /// node's log. Within the retained WAL the record at its LSN must have its checksum. Older
+    /// than that, the follower is bootstrapped only when `bootstrapProof` shows it holds nothing
+    /// this history lacks.
+    func historyCheck(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
+        if position.lsn + 1 >= database.oldestLSN {
+            do {
+                guard let mine = try database.position(at: position.lsn) else {
+                    return .diverged("it is ahead of this primary's log (durable \(database.durablePosition))")
+                }
+                guard mine == position else {
+                    return .diverged("its record \(position.lsn) differs from this primary's (\(mine))")
+                }
+                return .stream(from: position.lsn + 1)
+            } catch let error as AeroError where error.code == .lsnUnavailable {
+                // Recycled meanwhile: the proof below decides.
+            }
+        }
+        return try bootstrapProof(position, recordEpoch: recordEpoch)
+    }
+
+    /// A follower whose last record is older than every record this node retains. Its log is a
+    /// prefix of this history, so bootstrapping it discards nothing this history lacks, when:
+    /// - it is empty (LSN 0); or
+    /// - its position is the one just before the oldest retained record (that record's
+    ///   previous checksum names it exactly); or
+    /// - its last record is of the epoch of the oldest retained record, which is not that
+    ///   epoch's first record. In one epoch only one node ever wrote (A1), and a durable record
+    ///   is never rewritten; every node's records of that epoch are a prefix of that writer's
+    ///   log, which continues its chain from before the epoch. This node holds that epoch's
+    ///   records past the follower's LSN, so the follower's log up to its LSN is a prefix of
+    ///   this one (Raft's log-matching argument, with epochs as terms).
+    /// Anything else (an older epoch, or a later one this history does not have there) cannot
+    /// be proven: a deposed primary's unreplicated tail would be lost silently, so it is refused.
+    func bootstrapProof(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
+        if position.lsn == 0 { return .bootstrap }
+        guard let oldest = try database.records(from: database.oldestLSN, maxBytes: 1).first else {
+            return .diverged("this primary retains no record to prove LSN \(position.lsn) against")
+        }
+        if position.lsn + 1 == oldest.lsn {
+            return position.checksum == oldest.previousChecksum ? .stream(from: oldest.lsn)
+                : .diverged("its record \(position.lsn) differs from the one this primary's record \(oldest.lsn) follows")
+        }
+        guard position.lsn < oldest.lsn else {
+            return .diverged("record \(position.lsn) is no longer readable on this primary")
+        }
+        guard recordEpoch == oldest.epoch, oldest.type != .epoch else {
+            return .diverged("its last record (LSN \(position.lsn), epoch \(recordEpoch)) is older than this primary's retained WAL "
+                             + "(from LSN \(oldest.lsn), epoch \(oldest.epoch)): that it is on this history cannot be proven")
+        }
+        return .bootstrap
     }
 
     private nonisolated func follow(_ hello: ReplicationMessage.Hello,
@@ -127,7 +195,8 @@ extension ReplicationNode {
         }
         logger.info("replica connected", metadata: ["node": "\(hello.nodeID)", "from_lsn": "\(first)"])
         lag.reset(hello.nodeID)
-        let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound, replica: hello.nodeID) }
+        if case .bootstrap = admission { acks.sent(hello.nodeID, session: session, through: first - 1) }
+        let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound, replica: hello.nodeID, session: session) }
         defer {
             sender.cancel()
             Task { await self.disconnected(hello.nodeID, session: session) }
@@ -144,7 +213,8 @@ extension ReplicationNode {
     /// Sends durable records as they appear, and a heartbeat when idle, until this node is no
     /// longer the primary of `epoch`.
     private nonisolated func stream(from first: UInt64, epoch: UInt64,
-                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, replica: String) async throws {
+                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, replica: String,
+                                    session: Int) async throws {
         let (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let signals = database.appliedSignals()
         let relay = Task {
@@ -172,6 +242,7 @@ extension ReplicationNode {
                 precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
                 lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
                 try await outbound.write(.records(records))
+                acks.sent(replica, session: session, through: last.lsn)  // its ACKs count this far now
                 next = last.lsn + 1
             }
             // Under load too: the replica's view of the primary's durable LSN (promotion's
@@ -188,19 +259,19 @@ extension ReplicationNode {
         guard var r = replicas[node], r.session == session else { return }
         let now = Self.nowMicros()
         r.received = received
-        r.durable = max(r.durable, durable)
+        acks.update(node, session: session, durable: durable)
+        r.durable = acks.durable(of: node) ?? r.durable  // as counted: at most what this session sent
         r.applied = applied
         r.lastAckMicros = now
         if r.durable >= database.durablePosition.lsn { r.caughtUpMicros = now }
         replicas[node] = r
-        acks.update(node, durable: durable)
         lag.applied(node, through: applied, atMicros: now)
     }
 
     private func disconnected(_ node: String, session: Int) {
         guard replicas[node]?.session == session else { return }
         replicas[node] = nil
-        acks.forget(node)
+        acks.forget(node, session: session)
         logger.info("replica disconnected", metadata: ["node": "\(node)"])
     }
 

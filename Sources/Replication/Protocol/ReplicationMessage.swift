@@ -1,11 +1,12 @@
 // The replication wire protocol (SwiftNIO TCP). docs/REPLICATION.md describes it in full.
 //
 // Frame: u32 little-endian length of what follows, u8 message type, payload. Integers are
-// little-endian; a string is u16 length + UTF-8 bytes. A frame is at most `frameBytesMax`.
+// little-endian; a string is u16 length + UTF-8 bytes (at most `stringBytesMax`). A frame is at
+// most `frameBytesMax`; on the listening side the first frame (HELLO) at most `helloFrameBytesMax`.
 //
-//   1 HELLO      node -> node       version u32, purpose u8 (0 follow, 1 probe, 2 adopt, 3 demote,
-//                                   4 rejoin), cluster str, node str, token str, epoch u64,
-//                                   primary str, lsn u64, checksum u64
+//   1 HELLO      node -> node       version u32 (2), purpose u8 (0 follow, 1 probe, 2 adopt,
+//                                   3 demote, 4 rejoin), cluster str, node str, token str, epoch u64,
+//                                   primary str, lsn u64, checksum u64, epoch of that record u64
 //   2 WELCOME    primary -> replica epoch u64, primary str, first LSN to be sent u64
 //   3 REFUSE     either way         reason u8, epoch u64, primary str, message str
 //   4 RECORDS    primary -> replica count u32, then per record: u32 length + the record's WAL bytes
@@ -26,20 +27,34 @@
 // Invariants: records travel byte for byte as the primary's WAL holds them, each checked by the
 // replica's decoder (checksum) and chain check before it is applied (P1). Every session starts
 // with HELLO, whose token proves cluster membership; the answer names the answerer's epoch, so
-// a node talking to a newer epoch learns it at the first exchange (A2).
+// a node talking to a newer epoch learns it at the first exchange (A2). Before that token is
+// verified the listening side buffers at most one HELLO-sized frame per connection, for at most
+// `handshakeMillis`, on at most `unauthenticatedConnectionsMax` connections, and tells the peer
+// nothing about the cluster (a generic REFUSE).
 
 import Kernel
 import NIOCore
+import Synchronization
 
 public enum ReplicationLimits {
     /// Largest frame: one whole record (16 MiB) plus headroom; checkpoints are framed whole and
-    /// may be larger, up to `checkpointFrameBytesMax`.
+    /// may be larger, up to `checkpointFrameBytesMax`. Only an authenticated peer gets this much.
     public static let frameBytesMax = 20 << 20
+    /// Largest first frame on the listening side, before the peer's token is verified: exactly
+    /// the largest HELLO (type, version, purpose, four strings of `stringBytesMax`, four u64).
+    /// A stranger can make a node buffer no more than this per connection.
+    public static let helloFrameBytesMax = 1 + 4 + 1 + 4 * (2 + stringBytesMax) + 4 * 8
+    /// Connections accepted at once whose HELLO has not been verified yet; more are closed at
+    /// accept. Members open a few at a time (probes every 250 ms, a follow session, a promotion),
+    /// each verified within a round trip; the bound caps what strangers can hold
+    /// (`unauthenticatedConnectionsMax` × `helloFrameBytesMax` of frame buffers).
+    public static let unauthenticatedConnectionsMax = 64
     /// A shipped checkpoint travels in one frame: bounds the state a replica can be bootstrapped with.
     public static let checkpointFrameBytesMax = 1 << 30
     /// WAL payload bytes per RECORDS frame (the primary reads this much at a time).
     public static let recordsFrameBytesMax = 1 << 20
-    public static let protocolVersion: UInt32 = 1
+    /// 2: HELLO carries the epoch of the sender's last durable record (the bootstrap fork check).
+    public static let protocolVersion: UInt32 = 2
     /// Strings in the protocol (node ids, cluster id, messages).
     public static let stringBytesMax = 4096
     /// Positions a rejoining node sends to find the fork: how far a diverged tail can reach back.
@@ -109,9 +124,12 @@ public enum ReplicationMessage: Sendable, Equatable {
         public var primary: String
         /// The sender's last durable record.
         public var position: LogPosition
+        /// The epoch of that record (0 for the origin): what lets a primary prove a follower older
+        /// than its retained WAL is on its history before it bootstraps it (A4).
+        public var positionEpoch: UInt64
 
         public init(purpose: HelloPurpose, clusterID: String, nodeID: String, token: String, epoch: UInt64,
-                    primary: String, position: LogPosition) {
+                    primary: String, position: LogPosition, positionEpoch: UInt64 = 0) {
             self.purpose = purpose
             self.clusterID = clusterID
             self.nodeID = nodeID
@@ -119,6 +137,7 @@ public enum ReplicationMessage: Sendable, Equatable {
             self.epoch = epoch
             self.primary = primary
             self.position = position
+            self.positionEpoch = positionEpoch
         }
     }
 
@@ -154,6 +173,7 @@ public enum ReplicationMessage: Sendable, Equatable {
             Self.write(h.primary, &buffer)
             buffer.writeInteger(h.position.lsn, endianness: .little)
             buffer.writeInteger(h.position.checksum, endianness: .little)
+            buffer.writeInteger(h.positionEpoch, endianness: .little)
         case .welcome(let epoch, let primary, let first):
             buffer.writeInteger(epoch, endianness: .little)
             Self.write(primary, &buffer)
@@ -229,7 +249,7 @@ public enum ReplicationMessage: Sendable, Equatable {
             guard let purpose = HelloPurpose(rawValue: try int(&b)) else { throw malformed("hello purpose") }
             message = .hello(Hello(purpose: purpose, clusterID: try string(&b), nodeID: try string(&b), token: try string(&b),
                                    epoch: try int(&b), primary: try string(&b),
-                                   position: LogPosition(lsn: try int(&b), checksum: try int(&b))))
+                                   position: LogPosition(lsn: try int(&b), checksum: try int(&b)), positionEpoch: try int(&b)))
         case 2:
             message = .welcome(epoch: try int(&b), primary: try string(&b), firstLSN: try int(&b))
         case 3:
@@ -282,6 +302,7 @@ public enum ReplicationMessage: Sendable, Equatable {
 
     private static func string(_ b: inout ByteBuffer) throws -> String {
         let length: UInt16 = try int(&b)
+        guard length <= ReplicationLimits.stringBytesMax else { throw malformed("string of \(length) bytes") }
         guard let bytes = b.readBytes(length: Int(length)) else { throw malformed("string past the frame") }
         guard let text = String(validating: bytes, as: UTF8.self) else { throw malformed("string is not UTF-8") }
         return text
@@ -292,19 +313,48 @@ public enum ReplicationMessage: Sendable, Equatable {
     }
 }
 
-/// Splits the TCP stream into frames; refuses a frame over the limit (the peer is cut off).
-/// Only a follower accepts checkpoint frames (up to `checkpointFrameBytesMax`); the accepting
-/// side, reachable before any HELLO is checked, never buffers more than `frameBytesMax`.
+/// Splits the TCP stream into frames; refuses a frame over the limit (the peer is cut off the
+/// moment its length field is read, before anything of the frame is buffered).
+///
+/// The opening side (a follower, a prober) talks to a configured member and accepts CHECKPOINT
+/// frames up to `checkpointFrameBytesMax`. The listening side is reachable by anyone: its first
+/// frame must be a HELLO of at most `helloFrameBytesMax`; only once that HELLO's membership
+/// check passes (`Handshake.authenticate`, on the event loop, before the next frame is looked
+/// at) does the limit become `frameBytesMax`. After a failed check nothing more is decoded or
+/// buffered: the session answers a generic REFUSE and closes.
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ReplicationMessage
-    let acceptsCheckpoints: Bool
+
+    enum Side {
+        case opener
+        case listener(Handshake)
+    }
+
+    let side: Side
+
+    /// The largest frame accepted now, and whether it may be a CHECKPOINT.
+    var frameBytesMax: Int {
+        switch side {
+        case .opener: ReplicationLimits.checkpointFrameBytesMax
+        case .listener(let handshake):
+            switch handshake.state {
+            case .awaitingHello: ReplicationLimits.helloFrameBytesMax
+            case .authenticated: ReplicationLimits.frameBytesMax
+            case .refused: 0
+            }
+        }
+    }
 
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if case .listener(let handshake) = side, handshake.state == .refused {
+            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)  // a refused peer is not listened to
+            return .needMoreData
+        }
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .little, as: UInt32.self) else {
             return .needMoreData
         }
-        let limit = acceptsCheckpoints ? ReplicationLimits.checkpointFrameBytesMax : ReplicationLimits.frameBytesMax
-        guard length >= 1, Int(length) <= limit else { throw ReplicationMessage.malformed("frame of \(length) bytes") }
+        let limit = frameBytesMax
+        guard length >= 1, UInt64(length) <= UInt64(limit) else { throw ReplicationMessage.malformed("frame of \(length) bytes") }
         guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
         let type: UInt8 = buffer.readInteger()!
@@ -312,9 +362,70 @@ struct FrameDecoder: ByteToMessageDecoder {
             throw ReplicationMessage.malformed("frame of \(length) bytes")
         }
         let payload = buffer.readSlice(length: Int(length) - 1)!
-        context.fireChannelRead(wrapInboundOut(try ReplicationMessage.decode(type: type, payload: payload)))
+        let message = try ReplicationMessage.decode(type: type, payload: payload)
+        if case .listener(let handshake) = side, handshake.state == .awaitingHello {
+            guard case .hello(let hello) = message else { throw ReplicationMessage.malformed("the first message must be HELLO") }
+            handshake.decide(hello)
+        }
+        context.fireChannelRead(wrapInboundOut(message))
         return .continue
     }
+}
+
+/// One accepted connection's handshake: waiting for its HELLO, authenticated, or refused. Holds
+/// one of the listener's `unauthenticatedConnectionsMax` places until decided or closed.
+final class Handshake: Sendable {
+    enum State: UInt8 {
+        case awaitingHello = 0, authenticated = 1, refused = 2
+    }
+
+    private let raw = Atomic<UInt8>(State.awaitingHello.rawValue)
+    private let placeHeld = Atomic<Bool>(true)
+    private let places: HandshakePlaces
+    private let authenticate: @Sendable (ReplicationMessage.Hello) -> Bool
+
+    /// Nil when every place is taken: the connection is to be closed at once.
+    init?(places: HandshakePlaces, authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) {
+        guard places.take() else { return nil }
+        self.places = places
+        self.authenticate = authenticate
+    }
+
+    var state: State { State(rawValue: raw.load(ordering: .acquiring))! }
+
+    /// The membership check of the first HELLO (cluster id, token, node id).
+    func decide(_ hello: ReplicationMessage.Hello) {
+        let accepted = authenticate(hello)
+        raw.store((accepted ? State.authenticated : .refused).rawValue, ordering: .releasing)
+        release()
+    }
+
+    /// Gives the place back (decided or closed); idempotent.
+    func release() {
+        if placeHeld.exchange(false, ordering: .acquiringAndReleasing) { places.give() }
+    }
+}
+
+/// The listener's places for connections whose HELLO is not verified yet.
+final class HandshakePlaces: Sendable {
+    let max: Int
+    private let taken = Atomic<Int>(0)
+
+    init(max: Int) { self.max = max }
+
+    var inUse: Int { taken.load(ordering: .relaxed) }
+
+    func take() -> Bool {
+        var current = taken.load(ordering: .relaxed)
+        while current < max {
+            let (exchanged, original) = taken.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    func give() { taken.subtract(1, ordering: .acquiringAndReleasing) }
 }
 
 struct FrameEncoder: MessageToByteEncoder {

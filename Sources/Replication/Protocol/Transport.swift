@@ -1,5 +1,11 @@
 // TCP plumbing for the replication protocol: framed NIO channels for both sides, with a read
 // timeout on every connection (a silent peer is cut off, never waited on forever).
+//
+// The listening side is reachable by anyone who can reach the port. Until a connection's HELLO
+// passes the membership check it holds one of `unauthenticatedConnectionsMax` places (more are
+// closed at accept), its frames are limited to `helloFrameBytesMax`, and it is closed when that
+// HELLO has not arrived within `handshakeMillis`. So strangers can make a node buffer at most
+// places × HELLO limit (plus one socket read each), whatever they send.
 
 import Kernel
 import NIOCore
@@ -17,6 +23,9 @@ public enum ReplicationTimeouts {
     public static let probeMillis: Int64 = 500
     /// How often an idle primary heartbeats its replicas.
     public static let heartbeatMillis: Int64 = 100
+    /// A connection to the listener must have sent its whole HELLO within this (a peer trickling
+    /// bytes keeps no place for longer); members send it right after connecting.
+    public static let handshakeMillis: Int64 = 1_000
 }
 
 /// Closes the channel when no frame arrived within the idle time.
@@ -46,8 +55,8 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 enum Transport {
-    static func configure(_ channel: any Channel, idleMillis: Int64, acceptsCheckpoints: Bool) throws -> ReplicationChannel {
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(acceptsCheckpoints: acceptsCheckpoints)))
+    static func configure(_ channel: any Channel, idleMillis: Int64, side: FrameDecoder.Side) throws -> ReplicationChannel {
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(side: side)))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .milliseconds(idleMillis)))
         try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
@@ -60,21 +69,35 @@ enum Transport {
                 .connectTimeout(.milliseconds(ReplicationTimeouts.connectMillis))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: address.host, port: address.port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis, acceptsCheckpoints: true) }
+                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis, side: .opener) }
                 }
         } catch {
             throw AeroError(.primaryUnavailable, "cannot reach \(address): \(error)")
         }
     }
 
-    static func listen(_ address: PeerAddress) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
+    /// Listens on `address`. Every accepted connection takes one of `places` until its first
+    /// HELLO is decided by `authenticate` (or it closes), and is closed when none is free or when
+    /// the HELLO has not arrived within `handshakeMillis`.
+    static func listen(_ address: PeerAddress, places: HandshakePlaces,
+                       authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, acceptsCheckpoints: false)
+                    guard let handshake = Handshake(places: places, authenticate: authenticate) else {
+                        // NIO ignores a failed initializer: the connection is closed here.
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeFailedFuture(AeroError(.replicationRefused, "too many connections awaiting their HELLO"))
+                    }
+                    channel.closeFuture.whenComplete { _ in handshake.release() }
+                    let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(ReplicationTimeouts.handshakeMillis)) {
+                        if handshake.state == .awaitingHello { channel.close(promise: nil) }
+                    }
+                    channel.closeFuture.whenComplete { _ in deadline.cancel() }
+                    return channel.eventLoop.makeCompletedFuture {
+                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake))
                     }
                 }
         } catch {
