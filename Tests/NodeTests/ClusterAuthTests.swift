@@ -56,4 +56,33 @@ import LiveCluster
         let ips = audit.body?["events"]?.arrayValue?.compactMap { $0["ip"]?.stringValue } ?? []
         #expect(ips == ["127.0.0.1"], "\(audit.body.map(JSON.encodeString) ?? "")")
     }
+
+    /// Issue 12 item 7: the primary trims the dev outbox to its ring on its timer; the replica
+    /// receives the deletions by replication and never runs the rules itself.
+    @Test func retentionRunsOnThePrimaryOnly() async throws {
+        let cluster = try makeCluster(settings: ["auth": .object([
+            "argon2": .object(["memory_kib": .int(8_192), "iterations": .int(1), "parallelism": .int(1)]),
+            "retention": .object(["interval_seconds": .int(1), "outbox_messages_max": .int(10)]),
+        ])])
+        try await cluster.startAll()
+        for n in 0..<15 {  // each creates a user and mails a code (no SMTP: the dev outbox)
+            let sent = try await post(cluster, n % 3, "otp", .object(["email": .string("ring\(n)@example.com")]))
+            #expect(sent.status == 200, "\(sent.body.map(JSON.encodeString) ?? "")")
+        }
+        func outbox(_ i: Int) async throws -> [String] {
+            let answer = try await cluster.admin(i, "GET", "outbox?limit=100")
+            return answer.body?["messages"]?.arrayValue?.compactMap { $0["to"]?.stringValue } ?? []
+        }
+        var primary: [String] = []
+        for _ in 0..<100 {  // up to 20 s for a run of the 1 s timer
+            primary = try await outbox(0)
+            if primary.count <= 10 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(Set(primary) == Set((5..<15).map { "ring\($0)@example.com" }), "\(primary)")
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        for i in 1..<3 { #expect(Set(try await outbox(i)) == Set(primary), "n\(i + 1)") }
+        #expect(cluster.log(0).contains("auth retention run"))
+        for i in 1..<3 { #expect(!cluster.log(i).contains("auth retention"), "n\(i + 1) ran retention: \(cluster.log(i))") }
+    }
 }

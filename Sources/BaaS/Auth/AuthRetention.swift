@@ -94,7 +94,8 @@ public final class AuthRetention: Sendable {
     let isPrimary: @Sendable () -> Bool
     let logger: Logger
 
-    init(database: Database, settings: AuthSettings, clock: any KernelClock, isPrimary: @escaping @Sendable () -> Bool, logger: Logger) {
+    init(database: Database, settings: AuthSettings, clock: any KernelClock, isPrimary: @escaping @Sendable () -> Bool,
+         logger: Logger = Logger(label: "aerodb.auth-retention")) {
         self.database = database
         self.settings = settings.retention
         reuseIntervalSeconds = settings.refreshReuseIntervalSeconds

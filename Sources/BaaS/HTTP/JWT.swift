@@ -101,7 +101,9 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case oneTimeTokenID = "aerodb one-time-token-id v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
-    public func key(_ secret: [UInt8]) -> SymmetricKey {
-        SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(rawValue.utf8), using: SymmetricKey(data: secret))))
+    public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }
+
+    func keyBytes(_ secret: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Array(rawValue.utf8), using: SymmetricKey(data: secret)))
     }
 }
