@@ -105,7 +105,8 @@ import Kernel
         #expect(throws: AuthFailure.self) { try AuthInput.integer("9223372036854775808", "page", in: 1...10) }
         #expect(throws: AuthFailure.self) { try AuthInput.integer("-1", "page", in: 1...10) }
         #expect(throws: AuthFailure.self) { try AuthInput.integer("+3", "page", in: 1...10) }
-        #expect(throws: AuthFailure.self) { try AuthInput.integer("", "page", in: 1...10) }
+        #expect(try AuthInput.integer("", "page", in: 1...10) == nil)  // `page=`: absent, as GoTrue reads it
+        #expect(throws: AuthFailure.self) { try AuthInput.integer("1 ", "page", in: 1...10) }
         #expect(throws: AuthFailure.self) { try AuthInput.integer("11", "page", in: 1...10) }
         #expect(try AuthInput.integer("10", "page", in: 1...10) == 10)
         #expect(try AuthInput.integer(nil, "page", in: 1...10) == nil)

@@ -409,3 +409,18 @@ def test_magic_link_in_pkce_mode_is_exchanged_for_a_session(auth_node):
     with pytest.raises(AuthApiError) as e:  # single use
         sb.auth.exchange_code_for_session({"auth_code": code, "code_verifier": "y" * 43})
     assert e.value.code == "flow_state_not_found"
+
+
+def test_admin_pagination_out_of_range_is_a_400_not_a_crash(auth_node):
+    """Issue 12 item 1: (page - 1) * per_page overflowed and stopped the node. Out of range is
+    GoTrue's 400 (validation_failed); `page=` (what the client sends for no page) is the first
+    page; a per_page past 1,000 is clamped, as GoTrue does."""
+    admin = client(auth_node, auth_node.service).auth.admin
+    confirmed_user(auth_node, email())
+    for page, per_page in [(9223372036854775807, 1000), (0, 50), (1, 0), (18446744073709551616, 1)]:
+        with pytest.raises(AuthApiError) as e:
+            admin.list_users(page=page, per_page=per_page)
+        assert e.value.status == 400 and e.value.code == "validation_failed", (page, per_page)
+    assert len(admin.list_users(per_page=5000)) >= 1
+    assert admin.list_users(page=1000001, per_page=1000) == []
+    assert auth_node.admin("GET", "status")["node_id"]  # still serving

@@ -5,10 +5,11 @@
 
 enum AuthInput {
     /// A decimal integer parameter (digits only, as Go's strconv.ParseUint reads GoTrue's), nil
-    /// when absent; refused when it is not one or lies outside `range`.
+    /// when absent or empty (as GoTrue: supabase-py sends `page=` for "no page"); refused when
+    /// it is not one or lies outside `range`.
     static func integer(_ text: String?, _ name: String, in range: ClosedRange<Int64>, context: String = "") throws -> Int64? {
-        guard let text else { return nil }
-        guard !text.isEmpty, text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+        guard let text, !text.isEmpty else { return nil }
+        guard text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
               let value = Int64(text), range.contains(value) else {
             throw AuthFailure.validation("\(context)\(name) must be an integer within \(range.lowerBound)...\(range.upperBound)")
         }
