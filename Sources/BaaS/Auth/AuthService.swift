@@ -92,7 +92,9 @@ final class AuthService: Sendable {
                 guard let message = MailMessage(doc), let id = doc["id"] else { continue }
                 do {
                     try await NIOThreadPool.singleton.runIfActive { try sender.send(message) }  // blocking socket I/O
-                    _ = try await database.commit([.delete(collection: AuthCollections.outbox, target: .key(id))])
+                    // By filter, not key: retention may have trimmed the row meanwhile (outbox ring).
+                    _ = try await database.commit([.delete(collection: AuthCollections.outbox,
+                                                           target: .matching(.compare(field: "id", op: .eq, value: id)))])
                     logger.info("mail delivered over SMTP", metadata: ["to": "\(message.to)", "type": "\(message.type)"])
                 } catch {
                     logger.error("mail not delivered; it stays in the outbox", metadata: ["to": "\(message.to)", "error": "\(error)"])
