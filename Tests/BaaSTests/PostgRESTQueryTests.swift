@@ -35,7 +35,7 @@ import Kernel
 
     @Test(arguments: [
         "qty=eq.abc", "qty=gt", "nope=eq.1", "qty=between.1", "or=(qty.eq.1", "or=qty.eq.1", "or=((((",
-        "limit=-1", "offset=x", "order=nope.desc", "order=qty.sideways", 
+        "limit=x", "offset=x", "order=nope.desc", "order=qty.sideways", 
         "qty=in.1,2", "qty=is.maybe", "ok=eq.yes", "name=like", "tags=cs.{\"unterminated}",
         "or=(" + String(repeating: "and(", count: 40) + "qty.eq.1" + String(repeating: ")", count: 41),
         "%ZZ=%", "=&&=", "qty=eq.99999999999999999999999",
@@ -85,7 +85,7 @@ import Kernel
         #expect(options.inner && options.limit == 3 && options.order == [Sort(field: "n", direction: .desc)])
         #expect(options.filters == [.compare(field: "n", op: .gt, value: .int(2))])
         for bad in ["select=name&posts.n=eq.1", "select=name,posts(id)&ghost.n=eq.1", "select=name,posts(id)&posts.nope=eq.1",
-                    "select=name,posts(id)&posts.n=eq.x", "select=name,posts(id)&posts.limit=-1", "select=name,posts(id)&posts.or=(n.eq"] {
+                    "select=name,posts(id)&posts.n=eq.x", "select=name,posts(id)&posts.limit=ten", "select=name,posts(id)&posts.or=(n.eq"] {
             #expect(throws: AeroError.self, "\(bad)") {
                 let q = try PostgRESTQuery.parse(bad, schema: users)
                 guard let select = q.select, !q.embedded.isEmpty else { throw AeroError(.queryInvalid, "no select") }

@@ -23,7 +23,8 @@ public enum AdminAPI {
     public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
                               logger: Logger) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
-        router.add(middleware: RequestLogMiddleware())
+        let routes = KnownRoutes()  // unmatched requests answer 404 or 405 in their API's error shape
+        router.add(middleware: RequestLogMiddleware(routes: routes))
         router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))
         router.add(middleware: AdminAuditMiddleware(database: database, logger: logger))
@@ -94,6 +95,7 @@ public enum AdminAPI {
         RESTAPI.register(on: router, database: database, keys: keys, cluster: cluster)
         let service = try AuthService(database: database, settings: auth, secret: keys.secret, clock: keys.clock, logger: logger)
         AuthAPI.register(on: router, service: service, keys: keys)
+        routes.load(router)
         return router
     }
 

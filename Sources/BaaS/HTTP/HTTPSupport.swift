@@ -16,11 +16,12 @@ public enum HTTPErrors {
     public static func status(of code: AeroError.Code) -> HTTPResponse.Status {
         switch code {
         case .jsonInvalid, .requestInvalid, .schemaInvalid, .schemaViolation, .queryInvalid, .queryUnbounded,
-             .typeMismatch, .unknownField:
+             .queryBudget, .typeMismatch, .unknownField:
             return .badRequest
         case .unauthorized: return .unauthorized
         case .forbidden, .policyViolation: return .forbidden
         case .collectionNotFound, .indexNotFound, .documentNotFound, .notFound: return .notFound
+        case .methodNotAllowed: return .methodNotAllowed
         case .collectionExists, .indexExists, .duplicateKey, .referenceViolation: return .conflict
         case .transactionTooLarge, .documentTooLarge: return .contentTooLarge
         case .memoryLimit, .storageFull: return HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")

@@ -1,16 +1,34 @@
 // One log line per request, after the answer: method, path, query, status, milliseconds.
 // The query of an email link (`/auth/v1/verify?token=...`) is a bearer secret and is never
 // logged; no header (keys, tokens) and no body is ever logged.
+//
+// As the outermost middleware it also gives every answer that no handler produced the JSON
+// error shape of the API the path belongs to (RouteErrors): an unknown route is a 404, a known
+// path with another method a 405 with `Allow`, and an error thrown past the handlers keeps its
+// status. Nothing leaves the node as an empty error body.
 
+import HTTPTypes
 import Hummingbird
+import Kernel
 import Logging
+import Synchronization
 
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     static var secretQueryPaths: Set<String> { ["/auth/v1/verify"] }
 
+    /// The router's routes (loaded once they are all registered), to tell 405 from 404.
+    let routes: KnownRoutes?
+
+    init(routes: KnownRoutes? = nil) { self.routes = routes }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
-        let response = try await next(request, context)
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = RouteErrors.response(error, request: request, allowed: routes?.methods(for: request.uri.path) ?? [])
+        }
         let path = request.uri.path
         let query = Self.secretQueryPaths.contains(path) ? "(redacted)" : (request.uri.query ?? "")
         let elapsed = ContinuousClock.now - started
@@ -20,5 +38,114 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             "ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)",
         ])
         return response
+    }
+}
+
+/// The routes a router registered: path patterns and their methods. Filled once, after every
+/// route is added (`load`), read on each unmatched request.
+public final class KnownRoutes: Sendable {
+    private let routes = Mutex<[(path: RouterPath, method: HTTPRequest.Method)]>([])
+
+    public init() {}
+
+    public func load<Context>(_ router: Router<Context>) {
+        let table = router.routes.map { (path: $0.path, method: $0.method) }
+        routes.withLock { $0 = table }
+    }
+
+    /// Methods registered for a path matching `path`, sorted; empty when no route matches it.
+    func methods(for path: String) -> [HTTPRequest.Method] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        let methods = routes.withLock { table in
+            table.filter { Self.matches($0.path, parts) }.map(\.method)
+        }
+        return Array(Set(methods)).sorted { $0.rawValue < $1.rawValue }
+    }
+
+    private static func matches(_ pattern: RouterPath, _ parts: [Substring]) -> Bool {
+        var i = 0
+        for element in pattern.components {
+            if element.description == "**" { return true }
+            guard i < parts.count, element ~= parts[i] else { return false }
+            i += 1
+        }
+        return i == parts.count
+    }
+}
+
+/// The error answers no handler wrote, in the shape of the path's API.
+enum RouteErrors {
+    enum API { case rest, auth, admin, other }
+
+    static func api(of path: String) -> API {
+        if path == "/rest/v1" || path.hasPrefix("/rest/v1/") { return .rest }
+        if path == "/auth/v1" || path.hasPrefix("/auth/v1/") { return .auth }
+        if path == "/admin/v1" || path.hasPrefix("/admin/v1/") { return .admin }
+        return .other
+    }
+
+    /// `error` was thrown past every handler: Hummingbird's not-found (no route, or no route for
+    /// this method: then `allowed` is not empty), an HTTP error of the framework (its status), or
+    /// any other error (an AeroError keeps its code and status).
+    static func response(_ error: any Error, request: Request, allowed: [HTTPRequest.Method]) -> Response {
+        let method = request.method.rawValue, path = request.uri.path
+        if let http = error as? HTTPError, http.status == .notFound {
+            if !allowed.isEmpty {
+                var response = methodNotAllowed(method, path, allowed: allowed, request: request)
+                response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
+                return response
+            }
+            return notFound(method, path, request: request)
+        }
+        let aero: AeroError
+        let status: HTTPResponse.Status
+        if let http = error as? HTTPError {
+            status = http.status
+            aero = AeroError(status.code >= 500 ? .internalError : .requestInvalid, http.body ?? status.reasonPhrase)
+        } else {
+            aero = AeroError.wrap(error)
+            status = HTTPErrors.status(of: aero.code)
+        }
+        switch api(of: path) {
+        case .rest:
+            let (code, _) = RESTError.postgrest(aero.code)
+            return RESTError.response(code: code, message: aero.message, details: aero.code.rawValue, status: status)
+        case .auth:
+            var failure = AuthErrorResponse.translate(aero)
+            failure = AuthFailure(status: status, code: failure.code, message: failure.message)
+            return AuthErrorResponse.response(failure, request: request)
+        case .admin, .other:
+            return HTTPJSON.response(.object(["code": .string(aero.code.rawValue), "message": .string(aero.message)]), status: status)
+        }
+    }
+
+    private static func notFound(_ method: String, _ path: String, request: Request) -> Response {
+        switch api(of: path) {
+        case .rest:
+            // PostgREST's answer to a path it does not serve.
+            return RESTError.response(code: "PGRST125", message: "Invalid path specified in request URL",
+                                      details: "\(method) \(path)", status: .notFound)
+        case .auth:
+            return AuthErrorResponse.response(AuthFailure.notFound("not_found", "no such route: \(method) \(path)"), request: request)
+        case .admin, .other:
+            return HTTPErrors.response(AeroError(.notFound, "no such route: \(method) \(path)"))
+        }
+    }
+
+    private static func methodNotAllowed(_ method: String, _ path: String, allowed: [HTTPRequest.Method],
+                                         request: Request) -> Response {
+        let list = allowed.map(\.rawValue).joined(separator: ", ")
+        switch api(of: path) {
+        case .rest:
+            // PostgREST's code for an HTTP method it does not support on a resource.
+            return RESTError.response(code: "PGRST117", message: "Unsupported HTTP method: \(method)",
+                                      details: "\(path) allows \(list)", status: .methodNotAllowed)
+        case .auth:
+            return AuthErrorResponse.response(AuthFailure(status: .methodNotAllowed, code: "method_not_allowed",
+                                                          message: "\(method) is not allowed on \(path) (allowed: \(list))"),
+                                              request: request)
+        case .admin, .other:
+            return HTTPErrors.response(AeroError(.methodNotAllowed, "\(method) is not allowed on \(path) (allowed: \(list))"))
+        }
     }
 }

@@ -102,8 +102,12 @@ enum Relationship {
     }
 }
 
+/// Projects rows through the select items, reading embedded resources from the snapshot. Every
+/// embedded read (a look-up by key or a query, one per parent row and embedding) goes through
+/// the request's budget, so a nesting that multiplies is refused as soon as it would pass it.
 struct Projector {
     let snapshot: Snapshot
+    let budget: RequestBudget
     /// The caller's select condition on each embedded collection that has one.
     private var conditions: [String: (filter: Filter, matcher: FilterMatcher)] = [:]
 
@@ -112,8 +116,9 @@ struct Projector {
 
     /// `condition` gives the caller's select condition on a collection (nil: all rows visible);
     /// it is asked once per embedded collection of `items`.
-    init(snapshot: Snapshot, items: [SelectItem], condition: (CollectionSchema) throws -> Filter?) throws {
+    init(snapshot: Snapshot, items: [SelectItem], budget: RequestBudget, condition: (CollectionSchema) throws -> Filter?) throws {
         self.snapshot = snapshot
+        self.budget = budget
         for name in Set(Self.embedded(items)) {
             let schema = try snapshot.state.collection(name).schema
             if let filter = try condition(schema) { conditions[name] = (filter, try FilterMatcher(filter, schema: schema)) }
@@ -146,7 +151,7 @@ struct Projector {
         let related = try snapshot.state.collection(name).schema
         switch Relationship.between(schema, related) {
         case .manyToOne(let field)?:
-            guard let key = doc[field], !key.isNull, let target = try snapshot.document(name, key: key) else { return .null }
+            guard let key = doc[field], !key.isNull, let target = try budget.document(name, key: key, on: snapshot) else { return .null }
             if let condition = conditions[name], !condition.matcher.matches(target) { return .null }
             if let filter = options.filter, !(try FilterMatcher(filter, schema: related).matches(target)) { return .null }
             return try project(target, items, schema: related)
@@ -155,8 +160,8 @@ struct Projector {
             let parts = [Filter.compare(field: field, op: .eq, value: key)] + [conditions[name]?.filter, options.filter].compactMap { $0 }
             let query = Query(collection: name, filter: parts.count == 1 ? parts[0] : .and(parts),
                               order: options.order.isEmpty ? [Sort(field: related.primaryKey)] : options.order,
-                              limit: options.limit, offset: options.offset)
-            return .array(try snapshot.query(query).rows.map { try project($0, items, schema: related) })
+                              limit: options.limit.map { min($0, budget.limitMax) }, offset: options.offset)
+            return .array(try budget.query(query, on: snapshot).rows.map { try project($0, items, schema: related) })
         case nil:
             throw AeroError(.queryInvalid, "no relationship between \(schema.name) and \(name)")
         }
@@ -195,8 +200,8 @@ enum EmbedParameters {
     private static func set(_ options: inout EmbedOptions, _ key: String, _ value: String, _ schema: CollectionSchema) throws {
         switch key {
         case "order": options.order = try PostgRESTQuery.parseOrder(value, schema: schema)
-        case "limit": options.limit = try PostgRESTQuery.nonNegative(value, "limit")
-        case "offset": options.offset = try PostgRESTQuery.nonNegative(value, "offset")
+        case "limit": options.limit = try PostgRESTQuery.limit(value)
+        case "offset": options.offset = try PostgRESTQuery.offset(value)
         case "or", "and", "not.or", "not.and":
             let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
             options.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)
@@ -222,7 +227,8 @@ enum InnerEmbedding {
             let related = try snapshot.state.collection(name).schema
             let conditions = [projector.condition(name), options.filter].compactMap { $0 }
             let relatedFilter = conditions.isEmpty ? nil : (conditions.count == 1 ? conditions[0] : .and(conditions))
-            let rows = try snapshot.query(Query(collection: name, filter: relatedFilter, limit: KernelLimits.inListMax + 1)).rows
+            let rows = try projector.budget.query(Query(collection: name, filter: relatedFilter, limit: KernelLimits.inListMax + 1),
+                                                  on: snapshot).rows
             guard rows.count <= KernelLimits.inListMax else {
                 throw AeroError(.queryUnbounded, "\(alias)!inner matches more than \(KernelLimits.inListMax) rows of \(name): filter \(schema.name) itself, or narrow the embedded filter", invariant: "Q1")
             }

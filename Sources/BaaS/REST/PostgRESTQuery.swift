@@ -34,8 +34,8 @@ struct PostgRESTQuery {
             switch key {
             case "select": query.select = value
             case "order": query.order = try parseOrder(value, schema: schema)
-            case "limit": query.limit = try nonNegative(value, "limit")
-            case "offset": query.offset = try nonNegative(value, "offset")
+            case "limit": query.limit = try limit(value)
+            case "offset": query.offset = try offset(value)
             case "on_conflict": query.onConflict = value.split(separator: ",").map { String($0).trimmingSpaces() }
             case "columns": query.columns = value.split(separator: ",").map { String($0).trimmingSpaces().replacingOccurrences(of: "\"", with: "") }
             case "or", "and", "not.or", "not.and":
@@ -65,9 +65,14 @@ struct PostgRESTQuery {
         return (parts, last)
     }
 
-    static func nonNegative(_ text: String, _ name: String) throws -> Int {
-        guard let n = Int(text), n >= 0 else { throw RESTError.parse("\(name) must be a non-negative integer") }
-        return n
+    /// `limit=`: an integer in `RESTLimits.limitRange` (the node's `limit_max` caps it later).
+    static func limit(_ text: String) throws -> Int {
+        try ClientInteger.parameter(text, "limit", in: RESTLimits.limitRange)
+    }
+
+    /// `offset=`: an integer in `RESTLimits.offsetRange`.
+    static func offset(_ text: String) throws -> Int {
+        try ClientInteger.parameter(text, "offset", in: RESTLimits.offsetRange)
     }
 
     static func parseOrder(_ text: String, schema: CollectionSchema) throws -> [Sort] {

@@ -11,6 +11,7 @@ import HTTPTypes
 import Hummingbird
 import Kernel
 import NIOCore
+import NIOPosix
 
 enum RESTAPI {
     static func register(on router: Router<AeroRequestContext>, database: Database, keys: KeyChecker, cluster: any ClusterView) {
@@ -21,10 +22,10 @@ enum RESTAPI {
         rest.get("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
         @Sendable func access(_ caller: Caller) -> Access { Access(database: database, caller: caller, engine: engine, keys: keys) }
         rest.get(":collection") { request, context in
-            await guarded(request, keys) { try read(request, context, access($0), head: false) }
+            await guarded(request, keys) { try await read(request, context, access($0), head: false) }
         }
         rest.head(":collection") { request, context in
-            await guarded(request, keys) { try read(request, context, access($0), head: true) }
+            await guarded(request, keys) { try await read(request, context, access($0), head: true) }
         }
         rest.post(":collection") { request, context in
             await guarded(request, keys) { try await insert(request, context, access($0)) }
@@ -59,7 +60,24 @@ enum RESTAPI {
 
     // MARK: Reads
 
-    private static func read(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) throws -> Response {
+    /// Reads with embedded resources fan out into one query per parent row and embedding; they
+    /// run on this pool, not on the cooperative threads every other request needs, so at most
+    /// `readPoolThreads` of them run at once and a burst of them cannot stall the node (the
+    /// request budget bounds each one). Other reads are one query bounded by Q1 and run inline.
+    static let readPoolThreads = 2
+    private static let readPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: readPoolThreads)
+        pool.start()
+        return pool  // lives as long as the process
+    }()
+
+    private static func read(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) async throws -> Response {
+        let select = PostgRESTQuery.decodePairs(request.uri.query ?? "").first { $0.0 == "select" }?.1
+        guard select?.contains("(") == true else { return try readNow(request, context, access, head: head) }
+        return try await readPool.runIfActive { try readNow(request, context, access, head: head) }
+    }
+
+    private static func readNow(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) throws -> Response {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(context, snapshot)
@@ -69,36 +87,58 @@ enum RESTAPI {
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
         let items = try selectItems(parsed, schema, snapshot)
-        let projector = try Projector(snapshot: snapshot, items: items) { try explainAs.policies($0, snapshot).condition(.select) }
+        let budget = RequestBudget(options: database.options.query)
+        let projector = try Projector(snapshot: snapshot, items: items, budget: budget) {
+            try explainAs.policies($0, snapshot).condition(.select)
+        }
         let filter = try InnerEmbedding.restrict(policies.restrict(parsed.filter, for: .select), items: items, schema: schema,
                                                   snapshot: snapshot, projector: projector)
         var query = Query(collection: schema.name, filter: filter, order: parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
-        if let range = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let (from, to) = parseRange(range) {
-            query.offset = from
-            query.limit = to - from + 1
+        if let header = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let range = try RangeHeader.parse(header) {
+            query.offset = range.offset
+            query.limit = range.count
         }
         let maxRows = database.options.query.limitMax
         query.limit = min(query.limit ?? database.options.query.limitDefault, maxRows)
         if accept.hasPrefix("application/vnd.pgrst.plan") {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
-        let result = try snapshot.query(query)
-        let rows = try result.rows.map { try projector.project($0, items, schema: schema) }
+        let result = try budget.query(query, on: snapshot)
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
-        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: result.totalCount)
+        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: result.rows.count, total: result.totalCount)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
-            guard rows.count == 1 else {
+            guard result.rows.count == 1 else {
                 return RESTError.response(code: "PGRST116", message: "JSON object requested, multiple (or no) rows returned",
-                                          details: "The result contains \(rows.count) rows", status: .notAcceptable)
+                                          details: "The result contains \(result.rows.count) rows", status: .notAcceptable)
             }
-            return body(JSON.encode(rows[0]), "application/json", headers, head: head)
+            let row = try projector.project(result.rows[0], items, schema: schema)
+            var out: [UInt8] = []
+            JSON.encode(row, into: &out)
+            try budget.chargeBytes(out.count)
+            return body(out, "application/json", headers, head: head)
         }
         if accept.hasPrefix("text/csv") {
             let columns = items == [.all] ? schema.fieldNames : items.compactMap(\.outputName)
-            return body(CSV.encode(rows, columns: columns), "text/csv", headers, head: head)
+            var out = CSV.header(columns)
+            for doc in result.rows {
+                let before = out.count
+                CSV.append(try projector.project(doc, items, schema: schema), columns: columns, to: &out)
+                try budget.chargeBytes(out.count - before)
+            }
+            return body(out, "text/csv", headers, head: head)
         }
-        return body(JSON.encode(.array(rows)), "application/json", headers, head: head)
+        // Rows are projected and encoded one at a time, so the response budget is checked while
+        // the body is built, not after the whole fan-out was materialized.
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        for (i, doc) in result.rows.enumerated() {
+            let before = out.count
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSON.encode(try projector.project(doc, items, schema: schema), into: &out)
+            try budget.chargeBytes(out.count - before)
+        }
+        out.append(UInt8(ascii: "]"))
+        return body(out, "application/json", headers, head: head)
     }
 
     /// Explain is for the service role (it shows plans and policy conditions). With
@@ -142,16 +182,10 @@ enum RESTAPI {
                                           collections: collections)
     }
 
-    /// `Range: 0-9` (items); nil when absent or malformed (then it is ignored, as PostgREST does).
-    static func parseRange(_ header: String) -> (Int, Int)? {
-        let parts = header.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, let from = parts[0], let to = parts[1], from >= 0, to >= from else { return nil }
-        return (from, to)
-    }
-
+    /// `Content-Range: <first>-<last>/<total or *>`; `*/<total>` without rows.
     static func contentRange(offset: Int, count: Int, total: Int?) -> String {
         let totalText = total.map(String.init) ?? "*"
-        return count == 0 ? "*/\(totalText)" : "\(offset)-\(offset + count - 1)/\(totalText)"
+        return count == 0 ? "*/\(totalText)" : "\(offset)-\(ClientInteger.saturatingAdd(offset, count - 1))/\(totalText)"
     }
 
     private static func body(_ bytes: [UInt8], _ type: String, _ headers: HTTPFields, head: Bool,
@@ -178,6 +212,10 @@ enum RESTAPI {
                 return doc
             }
         default: throw RESTError.parse("insert a JSON object or an array of objects")
+        }
+        // Decided before any work under the writer's lock; the writer holds the same bound for every path.
+        guard documents.count <= KernelLimits.transactionOpsMax else {
+            throw AeroError(.transactionTooLarge, "at most \(KernelLimits.transactionOpsMax) operations per transaction: insert \(documents.count) rows in several requests")
         }
         let rows = applyColumns(documents, parsed.columns, missingDefault: prefer.missingDefault)
         let operations = try writeOperations(rows, onConflict: parsed.onConflict ?? [schema.primaryKey],
@@ -284,12 +322,19 @@ enum RESTAPI {
         }
         let snapshot = access.database.snapshot()
         let items = try selectItems(parsed, schema, snapshot)
-        let projector = try Projector(snapshot: snapshot, items: items) { try access.policies($0, snapshot).condition(.select) }
+        let budget = RequestBudget(options: access.database.options.query)
+        let projector = try Projector(snapshot: snapshot, items: items, budget: budget) { try access.policies($0, snapshot).condition(.select) }
         // Returned rows are only those the caller may select (an insert may create a row its author cannot read).
         let visible = try policies.condition(.select).map { try FilterMatcher($0, schema: schema) }
-        let docs = docs.filter { visible?.matches($0) ?? true }
-        return body(JSON.encode(.array(try docs.map { try projector.project($0, items, schema: schema) })), "application/json",
-                    headers, head: false, status: status)
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        for doc in docs where visible?.matches(doc) ?? true {
+            let before = out.count
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
+            JSON.encode(try projector.project(doc, items, schema: schema), into: &out)
+            try budget.chargeBytes(out.count - before)
+        }
+        out.append(UInt8(ascii: "]"))
+        return body(out, "application/json", headers, head: false, status: status)
     }
 
     // MARK: rpc and OpenAPI
@@ -360,20 +405,19 @@ struct Prefer {
     }
 }
 
-/// RFC 4180 CSV of rows (for `Accept: text/csv`).
+/// RFC 4180 CSV of rows (for `Accept: text/csv`), built row by row.
 enum CSV {
-    static func encode(_ rows: [JSONValue], columns: [String]) -> [UInt8] {
-        var out = columns.map(field).joined(separator: ",") + "\n"
-        for row in rows {
-            out += columns.map { column -> String in
-                switch row[column] ?? .null {
-                case .null: return ""
-                case .string(let s): return field(s)
-                case let other: return field(JSON.encodeString(other))
-                }
-            }.joined(separator: ",") + "\n"
-        }
-        return Array(out.utf8)
+    static func header(_ columns: [String]) -> [UInt8] { Array((columns.map(field).joined(separator: ",") + "\n").utf8) }
+
+    static func append(_ row: JSONValue, columns: [String], to out: inout [UInt8]) {
+        let line = columns.map { column -> String in
+            switch row[column] ?? .null {
+            case .null: return ""
+            case .string(let s): return field(s)
+            case let other: return field(JSON.encodeString(other))
+            }
+        }.joined(separator: ",") + "\n"
+        out.append(contentsOf: line.utf8)
     }
 
     private static func field(_ text: String) -> String {

@@ -29,14 +29,20 @@ enum RESTError {
         case .unauthorized: return ("PGRST301", .unauthorized)
         case .forbidden, .policyViolation: return ("42501", .forbidden)
         case .documentNotFound, .notFound: return ("PGRST116", .notFound)
+        // AERO_QUERY_BUDGET (400) and every other code keep their AeroDB code: PostgREST has none like them.
         default: return (code.rawValue, HTTPErrors.status(of: code))
         }
     }
 
     static func response(_ error: any Error) -> Response {
+        if let failure = error as? PostgRESTFailure {
+            return response(code: failure.code, message: failure.message, details: failure.details, hint: failure.hint,
+                            status: HTTPResponse.Status(code: Int(failure.status)))
+        }
         let aero = AeroError.wrap(error)
         let (code, status) = postgrest(aero.code)
-        return response(code: code, message: aero.message, details: aero.code.rawValue, status: status)
+        let hint = aero.code == .queryBudget ? RequestBudget.hint : nil
+        return response(code: code, message: aero.message, details: aero.code.rawValue, hint: hint, status: status)
     }
 
     static func response(code: String, message: String, details: String?, hint: String? = nil,

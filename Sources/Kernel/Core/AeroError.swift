@@ -39,6 +39,8 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case queryUnbounded = "AERO_QUERY_UNBOUNDED"
         case typeMismatch = "AERO_QUERY_TYPE_MISMATCH"
         case unknownField = "AERO_QUERY_UNKNOWN_FIELD"
+        /// One request's queries together would pass its budget (rows, queries, response bytes).
+        case queryBudget = "AERO_QUERY_BUDGET"
         // WAL and storage (D1, D2, F1, R2)
         case walCorrupt = "AERO_WAL_CORRUPT"
         case walFlushFailed = "AERO_WAL_FLUSH_FAILED"
@@ -54,6 +56,8 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A write's new (or old) row fails the collection's row-level-security policy.
         case policyViolation = "AERO_POLICY_VIOLATION"
         case notFound = "AERO_NOT_FOUND"
+        /// A known HTTP path asked with a method it does not serve (405 with `Allow`).
+        case methodNotAllowed = "AERO_METHOD_NOT_ALLOWED"
         case configInvalid = "AERO_CONFIG_INVALID"
         case notPrimary = "AERO_NOT_PRIMARY"
         case authorityCorrupt = "AERO_AUTHORITY_CORRUPT"

@@ -89,7 +89,15 @@ struct TransactionBuilder {
         self.queryOptions = queryOptions
     }
 
+    /// Operations applied so far. Every write path (JSON transactions, REST, auth, storage,
+    /// functions) commits through here, so this is where `transactionOpsMax` holds for all.
+    private(set) var operationsApplied = 0
+
     mutating func apply(_ op: WriteOperation) throws {
+        guard operationsApplied < KernelLimits.transactionOpsMax else {
+            throw AeroError(.transactionTooLarge, "at most \(KernelLimits.transactionOpsMax) operations per transaction")
+        }
+        operationsApplied += 1
         switch op {
         case .insert(let c, let doc): try insert(c, doc)
         case .upsert(let c, let doc): try upsert(c, doc)

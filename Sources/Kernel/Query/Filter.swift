@@ -1,7 +1,11 @@
 // The filter language as a Swift value: built by `Query.parse` from JSON, or directly by callers
-// (the REST layer builds it from PostgREST syntax). Semantics (see FilterEvaluator):
-// - A missing field reads as null. Comparisons follow SQL: `gt/gte/lt/lte/ne` are false when the
-//   field is null; `eq null` and `is null` match null; ints and floats compare as numbers.
+// (the REST layer builds it from PostgREST syntax). Semantics (Predicate.evaluate):
+// - A missing field reads as null. Comparisons follow SQL's three-valued logic: a comparison,
+//   `in`, `like`, containment or fulltext test on a null field is UNKNOWN; `eq null`/`ne null`
+//   are IS [NOT] NULL and `is` is never UNKNOWN; ints and floats compare as numbers.
+// - `and`/`or`/`not` combine TRUE, FALSE and UNKNOWN as SQL does (`not` of UNKNOWN is UNKNOWN);
+//   a row matches only when the filter is TRUE. So `not(qty = 1)` leaves out rows whose qty is
+//   null, and `not(qty in [1,2])` too, as in PostgreSQL (Predicate.swift evaluates it).
 // - Values of a different kind than the field never match (validation refuses them first).
 
 public enum CompareOp: String, Sendable, Hashable, CaseIterable {

@@ -1,6 +1,7 @@
 // A filter validated against a collection's schema and compiled once, for callers that test
 // single documents outside a query: the row-level-security checks on a write's new and old
-// rows (SPEC §5, RLS1). Same semantics as a query's filter (see `Filter`).
+// rows (SPEC §5, RLS1). Same semantics as a query's filter (see `Filter`): a document matches
+// only when the filter is TRUE under SQL's three-valued logic (UNKNOWN does not match).
 
 public struct FilterMatcher: Sendable {
     private let predicate: Predicate

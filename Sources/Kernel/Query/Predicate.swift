@@ -1,5 +1,11 @@
 // A validated filter compiled for evaluation on documents: LIKE patterns and fulltext queries
 // are parsed once per query, not once per row. Semantics are documented on `Filter`.
+//
+// Evaluation is SQL's three-valued logic: a leaf on a null (or missing) field is UNKNOWN unless
+// the operator is defined on null (`is`, `eq null`/`ne null`, the keyset bound); AND/OR/NOT
+// combine TRUE/FALSE/UNKNOWN as SQL does (NOT UNKNOWN is UNKNOWN); a row matches only when the
+// whole predicate is TRUE. So `NOT qty = 1` leaves out rows whose qty is null, as PostgreSQL
+// (and PostgREST's `not.eq`) does.
 
 indirect enum Predicate: Sendable {
     case and([Predicate])
@@ -33,56 +39,95 @@ indirect enum Predicate: Sendable {
         }
     }
 
-    func matches(_ doc: Document) -> Bool {
+    /// Whether the row is selected: the predicate is TRUE (not FALSE, not UNKNOWN).
+    func matches(_ doc: Document) -> Bool { evaluate(doc) == .true }
+
+    /// The predicate's SQL truth value on `doc`. Recursion is bounded by the validated filter's
+    /// depth (`KernelLimits.filterDepthMax`).
+    func evaluate(_ doc: Document) -> Truth {
         switch self {
-        case .and(let parts): return parts.allSatisfy { $0.matches(doc) }
-        case .or(let parts): return parts.contains { $0.matches(doc) }
-        case .not(let inner): return !inner.matches(doc)
+        case .and(let parts):
+            var result = Truth.true
+            for part in parts {
+                switch part.evaluate(doc) {
+                case .false: return .false
+                case .unknown: result = .unknown
+                case .true: continue
+                }
+            }
+            return result
+        case .or(let parts):
+            var result = Truth.false
+            for part in parts {
+                switch part.evaluate(doc) {
+                case .true: return .true
+                case .unknown: result = .unknown
+                case .false: continue
+                }
+            }
+            return result
+        case .not(let inner): return inner.evaluate(doc).negated
         case .compare(let f, let op, let v): return Self.compare(doc[f] ?? .null, op, v)
         case .in(let f, let vs):
+            // An OR of `eq` over the list: TRUE if some element is equal, else UNKNOWN when the
+            // field is null (and no element is null), else FALSE. An empty list is FALSE.
             let actual = doc[f] ?? .null
-            return vs.contains { Self.compare(actual, .eq, $0) }
+            var result = Truth.false
+            for value in vs {
+                switch Self.compare(actual, .eq, value) {
+                case .true: return .true
+                case .unknown: result = .unknown
+                case .false: continue
+                }
+            }
+            return result
         case .is(let f, let v):
             let actual = doc[f] ?? .null
-            return v.isNull ? actual.isNull : actual == v
+            return Truth(v.isNull ? actual.isNull : actual == v)
         case .like(let f, let pattern):
-            guard case .string(let s)? = doc[f] else { return false }
-            return pattern.matches(s)
+            guard let actual = doc[f], !actual.isNull else { return .unknown }
+            guard case .string(let s) = actual else { return .false }
+            return Truth(pattern.matches(s))
         case .contains(let f, let v):
-            guard let actual = doc[f], !actual.isNull else { return false }
-            return Self.jsonContains(actual, v)
+            guard let actual = doc[f], !actual.isNull else { return .unknown }
+            return Truth(Self.jsonContains(actual, v))
         case .containedBy(let f, let v):
-            guard let actual = doc[f], !actual.isNull else { return false }
-            return Self.jsonContains(v, actual)
+            guard let actual = doc[f], !actual.isNull else { return .unknown }
+            return Truth(Self.jsonContains(v, actual))
         case .overlaps(let f, let vs):
-            guard case .array(let items)? = doc[f] else { return false }
-            return items.contains { item in vs.contains { JSONValue.compare(item, $0) == 0 } }
+            guard let actual = doc[f], !actual.isNull else { return .unknown }
+            guard case .array(let items) = actual else { return .false }
+            return Truth(items.contains { item in vs.contains { JSONValue.compare(item, $0) == 0 } })
         case .fulltext(let f, let q):
-            guard case .string(let s)? = doc[f] else { return false }
-            return q.matches(TokenizedText(s))
+            guard let actual = doc[f], !actual.isNull else { return .unknown }
+            guard case .string(let s) = actual else { return .false }
+            return Truth(q.matches(TokenizedText(s)))
         case .after(let row, let order):
-            return order.compare(doc, row) > 0
+            return Truth(order.compare(doc, row) > 0)
         }
     }
 
-    /// SQL comparison: null only equals null via `eq null`; different kinds never compare.
-    static func compare(_ actual: JSONValue, _ op: CompareOp, _ value: JSONValue) -> Bool {
+    /// SQL comparison. `eq null`/`ne null` are the kernel's spelling of IS [NOT] NULL (never
+    /// UNKNOWN); otherwise a null field is UNKNOWN; values of different kinds never compare (FALSE;
+    /// validation refuses them except on json fields).
+    static func compare(_ actual: JSONValue, _ op: CompareOp, _ value: JSONValue) -> Truth {
         if value.isNull {
             switch op {
-            case .eq: return actual.isNull
-            case .ne: return !actual.isNull
-            default: return false
+            case .eq: return Truth(actual.isNull)
+            case .ne: return Truth(!actual.isNull)
+            default: return .false
             }
         }
-        guard !actual.isNull, sameKind(actual, value) else { return false }
+        if actual.isNull { return .unknown }
+        guard sameKind(actual, value) else { return .false }
         let c = JSONValue.compare(actual, value)
         switch op {
-        case .eq: return c == 0
-        case .ne: return c != 0
-        case .gt: return c > 0
-        case .gte: return c >= 0
-        case .lt: return c < 0
-        case .lte: return c <= 0
+        case .eq: return Truth(c == 0)
+        case .ne: return Truth(c != 0)
+        case .gt: return Truth(c > 0)
+        case .gte: return Truth(c >= 0)
+        case .lt: return Truth(c < 0)
+        case .lte: return Truth(c <= 0)
         }
     }
 
@@ -106,6 +151,22 @@ indirect enum Predicate: Sendable {
             return false
         default:
             return sameKind(container, wanted) && JSONValue.compare(container, wanted) == 0
+        }
+    }
+}
+
+/// SQL's three truth values.
+enum Truth: Sendable, Equatable {
+    case `true`, `false`, unknown
+
+    init(_ value: Bool) { self = value ? .true : .false }
+
+    /// NOT: TRUE and FALSE swap, UNKNOWN stays UNKNOWN.
+    var negated: Truth {
+        switch self {
+        case .true: return .false
+        case .false: return .true
+        case .unknown: return .unknown
         }
     }
 }

@@ -106,7 +106,17 @@ struct TokenizedText {
 
 /// tsquery: or := and ('|' and)* ; and := unary (('&' | '<->') unary)* ;
 /// unary := '!' unary | '(' or ')' | word. `<->` joins words or phrases into a longer phrase.
+///
+/// The grammar recurses in two places, `'!' unary` and `'(' or ')'`; both count against one
+/// nesting depth (`nestingDepthMax`), so no input (10,000 `!`, 10,000 `(`, or any mix) can grow
+/// the parser's stack, nor the depth of the `TextQuery` tree that `matches` walks recursively.
+/// Past the bound the query is refused (AERO_QUERY_INVALID, Q1), never a crash.
 struct TSQueryParser {
+    /// Deepest nesting of `!` and parentheses together. PostgreSQL's own bound is far higher, but
+    /// no meaningful query negates or groups more than a few levels; the kernel's filter depth
+    /// (16) is the same order. Each level is a few stack frames, so 32 is far from any stack limit.
+    static let nestingDepthMax = 32
+
     private let chars: [Character]
     private var position = 0
     private var depth = 0
@@ -168,14 +178,21 @@ struct TSQueryParser {
         }
     }
 
+    /// Runs one recursive rule one level deeper, refusing past `nestingDepthMax`.
+    private mutating func nested(_ rule: (inout TSQueryParser) throws -> TextQuery) throws -> TextQuery {
+        guard depth < Self.nestingDepthMax else {
+            throw error("! and parentheses nest deeper than \(Self.nestingDepthMax)")
+        }
+        depth += 1
+        defer { depth -= 1 }
+        return try rule(&self)
+    }
+
     private mutating func parseUnary() throws -> TextQuery {
-        if take("!") { return .not(try parseUnary()) }
+        if take("!") { return .not(try nested { try $0.parseUnary() }) }
         if take("(") {
-            depth += 1
-            guard depth <= KernelLimits.filterDepthMax else { throw error("parentheses nest too deep") }
-            let inner = try parseOr()
+            let inner = try nested { try $0.parseOr() }
             guard take(")") else { throw error("missing )") }
-            depth -= 1
             return inner
         }
         skipSpaces()
