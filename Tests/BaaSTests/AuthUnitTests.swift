@@ -259,6 +259,11 @@ final class TestClock: KernelClock, @unchecked Sendable {
         ops += (0..<3).map { audit($0, at: Self.now - 40 * Self.day) }
         ops += (3..<5).map { audit($0, at: Self.now - 10 * Self.day) }
         ops += (0..<15).map(mail)
+        for (id, expires) in [("expired-code", Self.now - 1), ("live-code", Self.now + Self.day)] {
+            ops.append(.insert(collection: AuthCollections.oneTimeTokens, document: [
+                "id": .string(id), "user_id": .string(u4), "type": .string("recovery"), "email": .string("r@example.com"),
+                "expires_at": at(expires), "created_at": at(Self.now - Self.day)]))
+        }
         _ = try await db.commit(ops)
     }
 
@@ -269,7 +274,8 @@ final class TestClock: KernelClock, @unchecked Sendable {
         var settings = AuthSettings()
         settings.retention.outboxMessagesMax = 10
         let report = try #require(await retention(db, settings).run())
-        #expect(report == AuthRetention.Report(refreshTokens: 1, auditRows: 3, outboxMessages: 5, anonymousUsers: 0))
+        #expect(report == AuthRetention.Report(refreshTokens: 1, auditRows: 3, outboxMessages: 5, anonymousUsers: 0, expiredCodes: 1))
+        #expect(try ids(db, AuthCollections.oneTimeTokens) == ["live-code"])
         #expect(try ids(db, AuthCollections.refreshTokens) == ["rotated-1-hour-ago", "live", "anon-live"])
         #expect(try ids(db, AuthCollections.audit, field: "target") == ["t3", "t4"])
         #expect(try ids(db, AuthCollections.outbox, field: "to") == Set((5..<15).map { "m\($0)@example.com" }))  // the newest 10
@@ -277,7 +283,7 @@ final class TestClock: KernelClock, @unchecked Sendable {
 
         settings.retention.anonymousUserDays = 30
         let second = try #require(await retention(db, settings).run())
-        #expect(second == AuthRetention.Report(refreshTokens: 0, auditRows: 0, outboxMessages: 0, anonymousUsers: 1))
+        #expect(second == AuthRetention.Report(refreshTokens: 0, auditRows: 0, outboxMessages: 0, anonymousUsers: 1, expiredCodes: 0))
         #expect(try ids(db, AuthCollections.users) == ["00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000003",
                                                         "00000000-0000-4000-8000-000000000004"])
         #expect(try ids(db, AuthCollections.refreshTokens) == ["rotated-1-hour-ago", "live", "anon-live"])
@@ -297,6 +303,7 @@ final class TestClock: KernelClock, @unchecked Sendable {
         #expect(db.snapshot().lsn == lsn)
         #expect(try ids(db, AuthCollections.outbox).count == 15)
         #expect(try ids(db, AuthCollections.audit).count == 5)
+        #expect(try ids(db, AuthCollections.oneTimeTokens).count == 2)
         await db.close()
     }
 

@@ -73,7 +73,7 @@ enum AuthCollections {
                 // PKCE (a client in PKCE mode asked for the mail): the challenge and, on an
                 // authorization code (type pkce), the sign-in method it will stand for.
                 "code_challenge": field("text"), "code_challenge_method": field("text"), "method": field("text"),
-            ], [index("by_user", ["user_id"])]),
+            ], [index("by_user", ["user_id"]), index("by_expires", ["expires_at"])]),
             schema(outbox, key: "id", [
                 "id": field("uuid", nullable: false), "to": field("text", nullable: false), "subject": field("text", nullable: false),
                 "body": field("text", nullable: false), "type": field("text", nullable: false), "link": field("text"),

@@ -10,6 +10,8 @@
 //   Live tokens go with their session (sign-out, reuse, password change, user deletion).
 // - audit rows: older than `audit_days`, and beyond the newest `audit_rows_max`.
 // - the dev outbox: a ring of the newest `outbox_messages_max` messages.
+// - expired one-time tokens (codes, links, PKCE flow states): deleted once past `expires_at`
+//   (they can never verify again; a PKCE flow row is written per link opened).
 // - anonymous users: off unless `anonymous_user_days` is set (as Supabase, which leaves it to
 //   the operator); then an anonymous user with no activity (sign-in, update, refresh of any of
 //   its sessions) for that many days is deleted with its sessions and tokens.
@@ -84,7 +86,8 @@ public final class AuthRetention: Sendable {
         var auditRows = 0
         var outboxMessages = 0
         var anonymousUsers = 0
-        var total: Int { refreshTokens + auditRows + outboxMessages + anonymousUsers }
+        var expiredCodes = 0
+        var total: Int { refreshTokens + auditRows + outboxMessages + anonymousUsers + expiredCodes }
     }
 
     let database: Database
@@ -136,13 +139,15 @@ public final class AuthRetention: Sendable {
             report.auditRows += pass.auditRows
             report.outboxMessages += pass.outboxMessages
             report.anonymousUsers += pass.anonymousUsers
+            report.expiredCodes += pass.expiredCodes
             guard pass.total > 0 else { break }
             await Task.yield()
         }
         if report.total > 0 {
             logger.info("auth retention run", metadata: [
                 "refresh_tokens": "\(report.refreshTokens)", "audit_rows": "\(report.auditRows)",
-                "outbox_messages": "\(report.outboxMessages)", "anonymous_users": "\(report.anonymousUsers)"])
+                "outbox_messages": "\(report.outboxMessages)", "anonymous_users": "\(report.anonymousUsers)",
+                "expired_codes": "\(report.expiredCodes)"])
         }
         return report
     }
@@ -167,6 +172,11 @@ public final class AuthRetention: Sendable {
         }
         report.outboxMessages = await apply("outbox messages", AuthCollections.outbox) { snapshot in
             try self.oldestBeyond(snapshot, AuthCollections.outbox, time: "created_at", keep: self.settings.outboxMessagesMax, not: [])
+        }
+        report.expiredCodes = await apply("expired one-time tokens", AuthCollections.oneTimeTokens) { snapshot in
+            try self.keys(snapshot, Query(
+                collection: AuthCollections.oneTimeTokens, filter: .compare(field: "expires_at", op: .lt, value: Self.time(now, minus: 0)),
+                order: [Sort(field: "expires_at")], limit: Self.batchRowsMax))
         }
         if let days = settings.anonymousUserDays {
             report.anonymousUsers = await apply("anonymous users", AuthCollections.users) { snapshot in

@@ -23,6 +23,8 @@ public struct SMTPSettings: Sendable {
     public var password: String?
     public var timeoutSeconds = 10
     public static let timeoutSecondsRange: ClosedRange<Int64> = 1...120
+    /// A TCP port.
+    public static let portRange: ClosedRange<Int64> = 1...65_535
 
     static func parse(_ json: JSONValue) throws -> SMTPSettings {
         guard case .object(let o) = json, case .string(let host)? = o["host"], case .string(let sender)? = o["sender"] else {
@@ -32,7 +34,7 @@ public struct SMTPSettings: Sendable {
         for (key, value) in o {
             switch (key, value) {
             case ("host", _), ("sender", _): continue
-            case ("port", .int(let p)) where (1...65_535).contains(p): s.port = Int(p)
+            case ("port", .int(let p)) where portRange.contains(p): s.port = Int(p)
             case ("user", .string(let u)): s.user = u
             case ("password", .string(let p)): s.password = p
             case ("timeout_seconds", .int(let t)) where timeoutSecondsRange.contains(t): s.timeoutSeconds = Int(t)
