@@ -162,3 +162,42 @@ def test_bulk_insert_missing_columns_null_or_default(node):
     assert rows == [{"id": "t1", "state": "done"}, {"id": "t2", "state": None}]  # the client's default_to_null=True
     rows = sb.table("tasks").insert([{"id": "t3", "state": "done"}, {"id": "t4"}], default_to_null=False).execute().data
     assert rows == [{"id": "t3", "state": "done"}, {"id": "t4", "state": "open"}]  # Prefer: missing=default
+
+
+def test_not_filters_are_three_valued(node):
+    """Issue 12 item 14: PostgreSQL's NOT (qty = 1) is null where qty is null, so PostgREST leaves
+    those rows out of not.eq, not.in, not.like and negated or(); is.null / not.is.null are two-valued."""
+    node.admin("POST", "collections", {"name": "tv", "fields": {
+        "id": {"type": "text"}, "name": {"type": "text", "nullable": True}, "qty": {"type": "int", "nullable": True}}})
+    client = create_client(node.url, node.anon)
+    client.table("tv").insert([{"id": "a", "name": "blue", "qty": 1}, {"id": "b", "name": "red", "qty": 2},
+                               {"id": "c", "name": None, "qty": None}]).execute()
+
+    def tv():
+        return client.table("tv").select("id").order("id")
+
+    assert ids(tv().not_.eq("qty", 1).execute()) == ["b"]
+    assert ids(tv().neq("qty", 1).execute()) == ["b"]
+    assert ids(tv().not_.in_("qty", [1, 3]).execute()) == ["b"]
+    assert ids(tv().not_.like("name", "blue*").execute()) == ["b"]
+    assert ids(tv().not_.gt("qty", 1).execute()) == ["a"]
+    assert ids(tv().or_("qty.eq.1,qty.not.eq.1").execute()) == ["a", "b"]
+    assert ids(tv().or_("not.or(qty.eq.1,name.eq.x)").execute()) == ["b"]
+    # FALSE AND UNKNOWN is FALSE, so its negation is TRUE: c is returned.
+    assert ids(tv().or_("not.and(qty.gt.5,id.eq.x)").execute()) == ["a", "b", "c"]
+    assert ids(tv().or_("not.and(qty.gt.5,name.eq.x)").execute()) == ["a", "b"]  # UNKNOWN AND UNKNOWN
+    assert ids(tv().not_.is_("qty", "null").execute()) == ["a", "b"]
+    assert ids(tv().is_("qty", "null").execute()) == ["c"]
+
+
+def test_hostile_integers_and_tsqueries_are_clear_errors(node, sb):
+    """Issue 12 items 1-2 through the official client: huge ranges are capped, out-of-range
+    offsets are 416 PGRST103, a 10,000-deep tsquery is PGRST100, and the node keeps answering."""
+    assert ids(sb.table("items").select("id").order("id").range(0, 2**63 - 2).execute())[:3] == ["a1", "a2", "a3"]
+    with pytest.raises(APIError) as offset:
+        sb.table("items").select("id").range(2**63 - 2, 2**63 - 1).execute()
+    assert offset.value.code == "PGRST103"
+    with pytest.raises(APIError) as deep:
+        sb.table("items").select("id").text_search("name", "!" * 10_000 + "widget").execute()
+    assert deep.value.code == "PGRST100"
+    assert ids(sb.table("items").select("id").eq("id", "a1").execute()) == ["a1"]
