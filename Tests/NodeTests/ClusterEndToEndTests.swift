@@ -278,6 +278,7 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let before = try await cluster.request(2, "POST", "/rest/v1/items", parse(#"{"id":"before","qty":1}"#))
         #expect(before.status == 201)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)  // n2 can be promoted (none ahead of it)
         cluster.kill(0)
         for (k, node) in [1, 2].enumerated() {
             let started = Date()

@@ -37,8 +37,13 @@ extension ReplicationNode {
                 var messages = inbound.makeAsyncIterator()
                 guard case .hello(let hello)? = try await messages.next() else { return }
                 guard config.admits(hello) else {
-                    // A stranger learns nothing: no cluster id, epoch, primary or node names.
-                    logger.notice("refused a replication peer that is not a member", metadata: ["node": "\(hello.nodeID.prefix(64))"])
+                    // A stranger learns nothing: no cluster id, epoch, primary or node names. The
+                    // operator finds why in this node's log.
+                    let why = hello.clusterID != config.clusterID ? "another cluster id"
+                        : config.member(hello.nodeID) == nil ? "an unknown node id" : "a wrong token (another JWT secret?)"
+                    logger.notice("refused a replication peer that is not a member",
+                                  metadata: ["node": "\(hello.nodeID.prefix(64))", "why": "\(why)",
+                                             "peer": "\(channel.channel.remoteAddress.map { "\($0)" } ?? "unknown")"])
                     try await outbound.write(Self.strangerRefusal)
                     return
                 }
@@ -241,8 +246,11 @@ extension ReplicationNode {
                 guard let last = records.last else { break }
                 precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
                 lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
+                // Counted before the write, so an ACK can never arrive ahead of it: the follower's
+                // log is this history through its verified position, so all it can hold past
+                // that is what this session writes it.
+                acks.sent(replica, session: session, through: last.lsn)
                 try await outbound.write(.records(records))
-                acks.sent(replica, session: session, through: last.lsn)  // its ACKs count this far now
                 next = last.lsn + 1
             }
             // Under load too: the replica's view of the primary's durable LSN (promotion's
