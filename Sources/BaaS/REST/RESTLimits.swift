@@ -158,11 +158,13 @@ final class RequestBudget {
         let remaining = rowsVisitedMax - rowsVisited
         var bounded = options
         bounded.scanRowsMax = min(options.scanRowsMax, remaining)
+        let data = try snapshot.state.collection(query.collection)
         let result: QueryResult
         do {
-            result = try QueryEngine.execute(query, on: try snapshot.state.collection(query.collection), options: bounded)
+            result = try QueryEngine.execute(query, on: data, options: bounded)
         } catch let error as AeroError where error.code == .queryUnbounded && bounded.scanRowsMax < options.scanRowsMax {
-            // The query alone fits the node's bound: it is the request's remaining budget that is short.
+            // Planning only: a query past the node's own bound keeps its error (it names the index to declare).
+            _ = try QueryEngine.explain(query, on: data, options: options)
             throw exceeded("a query on \(query.collection) could examine more rows than the \(remaining) left of \(rowsVisitedMax)")
         }
         rowsVisited = ClientInteger.saturatingAdd(rowsVisited, result.rowsExamined)
