@@ -21,7 +21,9 @@ struct DiskCommand: AsyncParsableCommand {
         disk operations; from each cut several crash images are derived (flushed data kept, a
         prefix and a random subset of unflushed writes kept, writes torn at 512-byte sectors,
         unsynced creates and renames possibly lost). Each image is recovered by the real kernel
-        and compared with the reference. Ends with: crash states: <N> explored, <V> violations
+        and compared with the reference. Then the maximal-document workloads (deepest and largest
+        documents the write path accepts, 16 MiB segments): every acknowledged one must replay.
+        Ends with: crash states: <N> explored, <V> violations
         """)
 
     @Option(help: "Seed of the first workload (each next workload uses seed+1).") var seed: UInt64 = 1
@@ -30,6 +32,9 @@ struct DiskCommand: AsyncParsableCommand {
     @Option(help: "Operations per workload.") var operations = 120
     @Option(help: "Power cuts per workload.") var cuts = 24
     @Option(help: "Crash images derived from each cut.") var images = 4
+    @Option(help: "Workloads of maximal documents (deepest, largest, largest transaction), after the others.")
+    var maximalWorkloads = 1
+    @Option(help: "Power cuts per maximal-document workload (each image replays tens of MiB).") var maximalCuts = 6
     @Option(help: "Run against a deliberately broken disk to show the harness catches it: \(CrashDisk.Sabotage.allCases.map(\.rawValue).joined(separator: ", ")).")
     var sabotage: String?
     @Flag(help: "Print the summary as JSON as well.") var json = false
@@ -44,20 +49,27 @@ struct DiskCommand: AsyncParsableCommand {
         var explored = 0
         var violations: [String] = []
         var ran = 0
-        for w in 0..<workloads {
+        var maximalExplored = 0, maximalRan = 0
+        let plan = (0..<workloads).map { (seed + UInt64($0), false) } + (0..<maximalWorkloads).map { (seed + UInt64($0), true) }
+        for (workloadSeed, maximal) in plan {
             if seconds > 0 && Double(clock.monotonicNanos() - started) / 1e9 > seconds { break }
-            let harness = DiskHarness(seed: seed + UInt64(w), operationsPerWorkload: operations, imagesPerCrash: images,
+            var harness = DiskHarness(seed: workloadSeed, operationsPerWorkload: operations, imagesPerCrash: images,
                                       sabotage: broken)
-            let outcome = try await harness.run(cutPoints: cuts)
+            harness.maximal = maximal
+            let outcome = try await harness.run(cutPoints: maximal ? maximalCuts : cuts)
             explored += outcome.crashStates
             violations += outcome.violations
             ran += 1
+            if maximal { maximalExplored += outcome.crashStates; maximalRan += 1 }
             for v in outcome.violations.prefix(5) { print("VIOLATION \(v)") }
             if let history = outcome.minimalHistory { print(history) }
         }
+        print("maximal documents: \(maximalRan) workload(s), \(maximalExplored) crash states (documents of \(KernelLimits.documentDepthMax) levels and \(KernelLimits.documentBytesMax) bytes, records up to \(KernelLimits.transactionBytesMax) bytes)")
         let elapsed = Double(clock.monotonicNanos() - started) / 1e9
         if json {
             let summary: JSONValue = .object(["mode": .string("disk"), "workloads": .int(Int64(ran)),
+                                              "maximal_workloads": .int(Int64(maximalRan)),
+                                              "maximal_crash_states": .int(Int64(maximalExplored)),
                                               "crash_states": .int(Int64(explored)),
                                               "violations": .int(Int64(violations.count)),
                                               "first_seed": .int(Int64(seed)), "seconds": .float(elapsed)])

@@ -19,6 +19,10 @@ import Synchronization
 
 final class CrashDisk: FileSystem {
     static let sectorBytes = 512
+    /// Files up to this size pick a bit flip among all their written bytes; larger ones sample.
+    static let flipIndexBytesMax = 1 << 20
+    /// Random offsets tried on a large file before flipping a zero byte.
+    static let flipSamplesMax = 64
 
     struct Write: Sendable {
         let offset: Int
@@ -319,9 +323,17 @@ final class CrashDisk: FileSystem {
             }
             guard !files.isEmpty else { return nil }
             let (path, inode) = files[random.next(below: files.count)]
-            // Aim at written bytes: zero space flipped is also fine, but rarely interesting.
-            let written = inode.current.indices.filter { inode.current[$0] != 0 }
-            let offset = written.isEmpty ? random.next(below: inode.current.count) : written[random.next(below: written.count)]
+            // Aim at written bytes: zero space flipped is also fine, but rarely interesting. Large
+            // files (segments of maximal-document workloads) are sampled instead of indexed.
+            let offset: Int
+            if inode.current.count <= Self.flipIndexBytesMax {
+                let written = inode.current.indices.filter { inode.current[$0] != 0 }
+                offset = written.isEmpty ? random.next(below: inode.current.count) : written[random.next(below: written.count)]
+            } else {
+                var pick = random.next(below: inode.current.count)
+                for _ in 0..<Self.flipSamplesMax where inode.current[pick] == 0 { pick = random.next(below: inode.current.count) }
+                offset = pick
+            }
             inode.current[offset] ^= UInt8(1) << UInt8(random.next(below: 8))
             inode.durable = inode.current
             return "\(path) byte \(offset)"

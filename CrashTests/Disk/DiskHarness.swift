@@ -14,10 +14,15 @@ import Kernel
 
 struct DiskHarness {
     let seed: UInt64
-    let segmentBytes = KernelLimits.walSegmentBytesMin
     let operationsPerWorkload: Int
     let imagesPerCrash: Int
     var sabotage: CrashDisk.Sabotage?
+    /// Mixed workloads (`Workload(seed:operations:)`), or maximal documents (`Workload.maximal`).
+    var maximal = false
+
+    var workload: Workload {
+        maximal ? Workload.maximal(seed: seed) : Workload(seed: seed, operations: operationsPerWorkload)
+    }
 
     struct Outcome {
         var crashStates = 0
@@ -40,9 +45,10 @@ struct DiskHarness {
     /// One workload: reference run, then crash runs at random cut points, cycling through faults.
     /// The first violation is shrunk to the shortest workload prefix that still shows it.
     func run(cutPoints: Int) async throws -> Outcome {
-        let workload = Workload(seed: seed, operations: operationsPerWorkload)
+        let workload = self.workload
         let reference = try await referenceRun(workload)
         var outcome = Outcome()
+        outcome.violations += reference.stepViolations.map { "seed \(seed) reference run: \($0)" }
         var random = SeededRandom(seed: seed ^ 0xC0FFEE)
         for cutNumber in 0..<cutPoints {
             let fault = sabotage == nil ? Fault.allCases[cutNumber % Fault.allCases.count] : .powerCut
@@ -73,6 +79,7 @@ struct DiskHarness {
                     only: Int? = nil) async -> [(Int, String, String?)] {
             let disk = CrashDisk()
             let acked = await harness.crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync)
+            let segmentBytes = workload.segmentBytes
             var out: [(Int, String, String?)] = []
             for image in 0..<count where only == nil || only == image {
                 var imageRandom = SeededRandom(seed: harness.seed &+ UInt64(cut) &* 31 &+ UInt64(image))
@@ -83,8 +90,8 @@ struct DiskHarness {
                     + (failSync.map { " (sync \($0) fails)" } ?? "") + (flipped.map { " (flipped \($0))" } ?? "")
                     + " image \(image)"
                 let violation = fault == .bitFlip
-                    ? await harness.checkNeverLoadsDamage(crashed, reference: reference)
-                    : await harness.check(crashed, acked: acked, reference: reference)
+                    ? await harness.checkNeverLoadsDamage(crashed, segmentBytes: segmentBytes, reference: reference)
+                    : await harness.check(crashed, segmentBytes: segmentBytes, acked: acked, reference: reference)
                 out.append((image, label, violation))
             }
             return out
@@ -98,7 +105,7 @@ struct DiskHarness {
         var low = 1, high = workload.steps.count - 1
         while low <= high {
             let n = (low + high) / 2
-            let prefix = Workload(steps: Array(workload.steps.prefix(n)))
+            let prefix = workload.prefix(n)
             let violates: Bool
             if let reference = try? await referenceRun(prefix) {
                 violates = await crash.images(image + 1, of: prefix, reference: reference, harness: self, only: image)
@@ -118,9 +125,11 @@ struct DiskHarness {
         var states: [UInt64: DatabaseState] = [:]
         var diskOperations = 0
         var syncs = 0
+        /// Steps accepted or refused against the workload's expectation (maximal workloads).
+        var stepViolations: [String] = []
     }
 
-    func options(_ disk: CrashDisk) -> KernelOptions {
+    func options(_ disk: CrashDisk, segmentBytes: Int) -> KernelOptions {
         var options = KernelOptions(dataDirectory: "/data")
         options.fileSystem = disk
         options.clock = ManualClock()
@@ -133,11 +142,22 @@ struct DiskHarness {
 
     func referenceRun(_ workload: Workload) async throws -> Reference {
         let disk = CrashDisk()
-        let db = try await Database.open(options(disk))
+        let db = try await Database.open(options(disk, segmentBytes: workload.segmentBytes))
         var reference = Reference()
         reference.states[db.snapshot().lsn] = db.snapshot().state
-        for step in workload.steps {
-            _ = try? await step.run(on: db)  // refused steps (by design some are invalid) change nothing
+        for (i, step) in workload.steps.enumerated() {
+            // Refused steps (by design some are invalid) change nothing.
+            let before = db.snapshot().lsn
+            do {
+                _ = try await step.run(on: db)
+                if workload.mustRefuse.contains(i) { reference.stepViolations.append("step \(i + 1) was accepted but must be refused: \(step.summary)") }
+            } catch {
+                let refusedAsExpected = workload.mustRefuse.contains(i) && (error as? AeroError)?.code == .documentTooLarge
+                if workload.checksOutcomes && !refusedAsExpected {
+                    reference.stepViolations.append("step \(i + 1) was refused (\(error)) but must be \(workload.mustRefuse.contains(i) ? "refused with AERO_DOCUMENT_TOO_LARGE" : "accepted"): \(step.summary)")
+                }
+                if db.snapshot().lsn != before { reference.stepViolations.append("refused step \(i + 1) changed the state (C1)") }
+            }
             reference.states[db.snapshot().lsn] = db.snapshot().state
         }
         await db.close()
@@ -150,7 +170,7 @@ struct DiskHarness {
     /// of whatever the kernel is doing then). Returns the last acknowledged LSN.
     func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?) async -> UInt64 {
         disk.setFaults(CrashDisk.Faults(failSyncAt: failSyncAt, crashAfterOperations: cutAfter, sabotage: sabotage))
-        guard let db = try? await Database.open(options(disk)) else { return 0 }
+        guard let db = try? await Database.open(options(disk, segmentBytes: workload.segmentBytes)) else { return 0 }
         var acked = db.snapshot().lsn
         for step in workload.steps where !disk.hasCrashed {
             // A step refused by the kernel or cut by the power loss was not acknowledged.
@@ -164,10 +184,10 @@ struct DiskHarness {
     /// Bit flips: a refusal naming the damage, or exactly some committed state. A flip in the
     /// last acknowledged record looks like a torn write (as in every WAL) and may cost that
     /// record; what must never happen is loading damaged data.
-    func checkNeverLoadsDamage(_ disk: CrashDisk, reference: Reference) async -> String? {
+    func checkNeverLoadsDamage(_ disk: CrashDisk, segmentBytes: Int, reference: Reference) async -> String? {
         let db: Database
         do {
-            db = try await Database.open(options(disk))
+            db = try await Database.open(options(disk, segmentBytes: segmentBytes))
         } catch let error as AeroError where [.walCorrupt, .checkpointCorrupt, .lsnUnavailable].contains(error.code) {
             return nil
         } catch {
@@ -181,10 +201,10 @@ struct DiskHarness {
         return StateComparison.difference(recovered, expected).map { "damaged data loaded: \($0)" }
     }
 
-    func check(_ disk: CrashDisk, acked: UInt64, reference: Reference) async -> String? {
+    func check(_ disk: CrashDisk, segmentBytes: Int, acked: UInt64, reference: Reference) async -> String? {
         let db: Database
         do {
-            db = try await Database.open(options(disk))
+            db = try await Database.open(options(disk, segmentBytes: segmentBytes))
         } catch {
             return "recovery refused: \(error)"
         }

@@ -37,8 +37,30 @@ struct Workload {
     }
 
     let steps: [Step]
+    /// Indexes of steps the kernel must refuse (with AERO_DOCUMENT_TOO_LARGE): the reference run
+    /// reports a violation when one is accepted, or when any other step is refused, so a workload
+    /// of maximal documents never silently tests less than the limits.
+    let mustRefuse: Set<Int>
+    /// True when every step but `mustRefuse` must be accepted (maximal workloads); mixed
+    /// workloads contain steps that are refused by design (duplicate index, missing key).
+    let checksOutcomes: Bool
+    /// WAL segment size: mixed workloads use the smallest (many rollovers); maximal ones the size
+    /// that holds the largest transaction record, as every node's does.
+    let segmentBytes: Int
 
-    init(steps: [Step]) { self.steps = steps }
+    init(steps: [Step], mustRefuse: Set<Int> = [], checksOutcomes: Bool = false,
+         segmentBytes: Int = KernelLimits.walSegmentBytesMin) {
+        self.steps = steps
+        self.mustRefuse = mustRefuse
+        self.checksOutcomes = checksOutcomes
+        self.segmentBytes = segmentBytes
+    }
+
+    /// The same workload cut to its first `count` steps (the shrinker replays prefixes).
+    func prefix(_ count: Int) -> Workload {
+        Workload(steps: Array(steps.prefix(count)), mustRefuse: mustRefuse.filter { $0 < count },
+                 checksOutcomes: checksOutcomes, segmentBytes: segmentBytes)
+    }
 
     init(seed: UInt64, operations: Int) {
         var random = SeededRandom(seed: seed)
@@ -50,7 +72,73 @@ struct Workload {
         for i in 0..<operations {
             steps.append(Self.step(i, random: &random))
         }
-        self.steps = steps
+        self.init(steps: steps)
+    }
+
+    // MARK: Maximal documents
+
+    /// Documents at the limits of the write path ("acknowledged implies replayable"): the
+    /// deepest (`documentDepthMax` levels), the largest (`documentBytesMax` bytes encoded), both
+    /// at once, updates whose records carry two maximal images, a transaction of as many maximal
+    /// documents as `transactionBytesMax` holds, checkpoints between them; and one level deeper
+    /// and one byte larger, which must be refused. Every acknowledged one must replay exactly.
+    static func maximal(seed: UInt64) -> Workload {
+        var random = SeededRandom(seed: seed)
+        func fill() -> String { String(UnicodeScalar(UInt8(97 + random.next(below: 26)))) }
+        var steps: [Step] = [
+            .schema(parse(#"{"name":"blobs","fields":{"id":{"type":"text"},"n":{"type":"int","nullable":true},"data":{"type":"json","nullable":true}},"indexes":[{"fields":["n"]}]}"#)),
+        ]
+        var refuse: Set<Int> = []
+        func insert(_ docs: [Document]) -> Step {
+            .commit(.object(["ops": .array(docs.map { .object(["op": .string("insert"), "collection": .string("blobs"), "doc": .object($0)]) })]))
+        }
+        func update(_ id: String, _ data: JSONValue) -> Step {
+            .commit(.object(["ops": .array([.object(["op": .string("update"), "collection": .string("blobs"),
+                                                     "key": .string(id), "set": .object(["data": data])])])]))
+        }
+        let deepestDoc = { (id: String) in Self.deep(id, levels: KernelLimits.documentDepthMax, fill: fill()) }
+        let largestDoc = { (id: String, deep: Bool) in Self.largest(id, deep: deep, fill: fill()) }
+        steps.append(insert([deepestDoc("deep-1")]))
+        steps.append(insert([largestDoc("big-1", false)]))
+        refuse.insert(steps.count)
+        steps.append(insert([Self.deep("deeper", levels: KernelLimits.documentDepthMax + 1, fill: "x")]))
+        refuse.insert(steps.count)
+        var tooLarge = largestDoc("larger", false)
+        tooLarge["data"] = .string(tooLarge["data"]!.stringValue! + "x")
+        steps.append(insert([tooLarge]))
+        steps.append(update("big-1", largestDoc("big-1", false)["data"]!))
+        steps.append(insert([largestDoc("deep-big-1", true)]))
+        steps.append(.checkpoint)
+        // As many maximal documents as one transaction record holds (each ~documentBytesMax).
+        let perTransaction = KernelLimits.transactionBytesMax / (KernelLimits.documentBytesMax + 256)
+        for round in 0..<2 {
+            steps.append(insert((0..<perTransaction).map { largestDoc("batch-\(round)-\($0)", $0 % 2 == 0) }))
+            steps.append(update("deep-1", deepestDoc("deep-1")["data"]!))
+            if random.next(below: 2) == 0 { steps.append(.checkpoint) }
+            steps.append(.commit(.object(["ops": .array([.object(["op": .string("delete"), "collection": .string("blobs"),
+                                                                  "key": .string("batch-\(round)-\(random.next(below: perTransaction))")])])])))
+        }
+        steps.append(update("deep-big-1", largestDoc("deep-big-1", true)["data"]!))
+        steps.append(.checkpoint)
+        return Workload(steps: steps, mustRefuse: refuse, checksOutcomes: true, segmentBytes: KernelLimits.walSegmentBytesNodeMin)
+    }
+
+    /// A document of exactly `levels` nesting levels (the document itself is one), with every
+    /// field of `blobs` given, so the stored document is exactly this one.
+    static func deep(_ id: String, levels: Int, fill: String) -> Document {
+        var value: JSONValue = .string(fill)
+        for _ in 0..<max(0, levels - 2) { value = .array([value]) }
+        return ["id": .string(id), "n": .null, "data": value]
+    }
+
+    /// A document of exactly `documentBytesMax` bytes encoded; with `deep`, also `documentDepthMax` levels.
+    static func largest(_ id: String, deep: Bool, fill: String) -> Document {
+        func make(_ text: String) -> Document {
+            deep ? Self.deep(id, levels: KernelLimits.documentDepthMax, fill: text) : ["id": .string(id), "n": .null, "data": .string(text)]
+        }
+        let base = JSON.encode(.object(make(""))).count
+        let byte = fill.utf8.first ?? UInt8(ascii: "x")
+        return make(String(decoding: [UInt8](repeating: byte, count: KernelLimits.documentBytesMax - base), as: UTF8.self))
     }
 
     private static func step(_ i: Int, random: inout SeededRandom) -> Step {

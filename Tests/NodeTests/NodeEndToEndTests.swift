@@ -124,6 +124,85 @@ let itemsSchema = parse(#"""
         await #expect(throws: (any Error).self) { try await node.start() }
     }
 
+    /// Acknowledged implies replayable (issue 12 item 3): a json field nested as deep as the
+    /// write path accepts is acknowledged, survives a restart and `aerodb verify`; one level
+    /// deeper (still within what the JSON parser takes) is refused before anything is logged,
+    /// over /rest/v1 and /admin/v1 alike, so the node always restarts.
+    @Test func deeplyNestedJSONIsReplayableOrRefusedAndTheNodeRestarts() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        #expect(try await node.admin("POST", "collections", parse(#"{"name":"blobs","fields":{"id":{"type":"text"},"data":{"type":"json","nullable":true}}}"#)).status == 201)
+        func nested(_ depth: Int) -> JSONValue { (1..<depth).reduce(JSONValue.int(1)) { inner, _ in .array([inner]) } }
+        let deepest = nested(KernelLimits.documentDepthMax - 1)   // the document itself is one more level
+        let accepted = try await node.request("POST", "/rest/v1/blobs", .object(["id": .string("deep"), "data": deepest]), key: node.serviceKey)
+        #expect(accepted.status == 201)
+        // The issue's case: 60-odd levels, accepted by the parser (64), one level past the documents' limit.
+        let tooDeep = try await node.request("POST", "/rest/v1/blobs", .object(["id": .string("deeper"), "data": nested(KernelLimits.documentDepthMax)]), key: node.serviceKey)
+        #expect(tooDeep.status == 413, "\(tooDeep.body.map(JSON.encodeString) ?? "")")
+        #expect(tooDeep.body?["code"] == .string("AERO_DOCUMENT_TOO_LARGE"))
+        let parserMax = try await node.request("POST", "/rest/v1/blobs", .object(["id": .string("deepest"), "data": nested(KernelLimits.jsonDepthMax - 1)]), key: node.serviceKey)
+        #expect(parserMax.status == 413)
+        let admin = try await node.admin("POST", "transactions", .object(["ops": .array([.object([
+            "op": .string("insert"), "collection": .string("blobs"),
+            "doc": .object(["id": .string("admin-deeper"), "data": nested(KernelLimits.documentDepthMax)])])])]))
+        #expect(admin.status == 413)
+        #expect(admin.body?["code"] == .string("AERO_DOCUMENT_TOO_LARGE"))
+        #expect(node.terminate() == 0)
+
+        let verified = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        #expect(verified.status == 0, "\(verified.output)")
+        #expect(verified.output.hasPrefix("sound:"))
+        try await node.start()
+        let read = try await node.request("GET", "/rest/v1/blobs?select=*", key: node.serviceKey)
+        #expect(read.body?.arrayValue?.count == 1)
+        #expect(read.body?.arrayValue?.first?["data"] == deepest)
+        #expect(node.terminate() == 0)
+    }
+
+    /// One process per data directory (issue 12 item 9): a second `aerodb start` on the same
+    /// directory (even on another HTTP port) and `aerodb verify` are refused while a node runs,
+    /// naming its pid; once it stopped, both work.
+    @Test func twoProcessesNeverShareADataDirectory() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        let pid = try #require(node.process?.processIdentifier)
+        let second = try Self.runCapturingAll(Binaries.path("aerodb"),
+                                              ["start", "--dir", node.directory, "--http", "127.0.0.1:\(TestNode.freePort())"])
+        #expect(second.status == 2, "a second node on the same directory did not stop: \(second.output)")
+        #expect(second.output.contains("in use") && second.output.contains("pid \(pid)"), "\(second.output)")
+        let verify = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        #expect(verify.status == 1)
+        #expect(verify.output.hasPrefix("AERO_DATA_DIRECTORY_INVALID") && verify.output.contains("pid \(pid)"), "\(verify.output)")
+        #expect(try await node.admin("GET", "status").status == 200)   // the first node is unaffected
+        #expect(node.terminate() == 0)
+        #expect(try Binaries.run("aerodb", ["verify", "--dir", node.directory]).status == 0)
+        try await node.start()   // the lock died with its holder
+        #expect(node.terminate() == 0)
+    }
+
+    /// Runs a command with stdout and stderr captured together; kills it (and fails) if it is
+    /// still running after `seconds`.
+    static func runCapturingAll(_ path: String, _ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return (-1, "still running after \(seconds) s: " + String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self))
+        }
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
     @Test func theCrashHarnessFindsNothingInTheKernelAndCatchesBothSabotages() throws {
         let clean = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3"])
         #expect(clean.status == 0)

@@ -31,6 +31,10 @@
 // line a field default in 4 (`{"schema":{"fields":{"f":{"default":V}}}}`), within
 // KernelLimits.recordFramingDepth, so whatever the writer accepted loads back.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 enum CheckpointFile {
     static let magic: [UInt8] = Array("AEROCKPT".utf8)
     static let version: UInt32 = 1
@@ -155,7 +159,11 @@ struct LineIterator {
     mutating func next() -> [UInt8]? {
         guard position < bytes.count else { return nil }
         let start = position
-        while position < bytes.count && bytes[position] != 0x0A { position += 1 }
+        // memchr: a checkpoint line can be a MiB long.
+        position = bytes.withUnsafeBufferPointer { buffer in
+            guard let found = memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start) else { return buffer.count }
+            return UnsafeRawPointer(found) - UnsafeRawPointer(buffer.baseAddress!)
+        }
         let line = Array(bytes[start..<position])
         position += 1
         return line

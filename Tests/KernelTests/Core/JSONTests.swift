@@ -52,4 +52,20 @@ import Testing
         }
         #expect(JSONValue.compare(.int(1), .float(1.0)) == 0)
     }
+
+    /// The 8-bytes-at-a-time scan finds every byte that needs escaping, at every offset.
+    @Test func stringsEscapeAndParseAtEveryOffsetOfTheWordScan() throws {
+        for special in ["\"", "\\", "\n", "\u{01}", "\u{1F}", "é"] {
+            for offset in 0..<20 {
+                let text = String(repeating: "a", count: offset) + special + String(repeating: "b", count: 19 - offset)
+                let encoded = JSON.encode(.string(text))
+                #expect(try JSON.parse(encoded) == .string(text), "\(special) at \(offset)")
+                let plain = encoded.dropFirst().dropLast()
+                let expectedEscapes = special == "é" ? 0 : 1
+                #expect(plain.filter { $0 == 0x5C }.count == expectedEscapes + (special == "\\" ? 1 : 0), "\(special) at \(offset)")
+            }
+        }
+        let raw = Array("abcdefgh\u{01}ijk".utf8) + [0x22]
+        #expect(throws: AeroError.self) { try JSON.parse([0x22] + raw) }  // a raw control character is refused
+    }
 }

@@ -281,7 +281,7 @@ func nested(_ depth: Int) -> JSONValue {
     /// and past it the delete is refused naming the index to declare.
     @Test func referenceChecksOnDeleteUseTheIndexOrAreBounded() async throws {
         let dir = TemporaryDirectory()
-        let db = try await Database.open(smallOptions(dir))
+        let db = try await Database.open(nodeOptions(dir))  // a 10,000-insert record needs a node's segment
         _ = try await db.createCollection(json(#"{"name":"users","fields":{"id":{"type":"text"}}}"#))
         _ = try await db.createCollection(json(#"{"name":"posts","fields":{"id":{"type":"text"},"author":{"type":"text","references":{"collection":"users","on_delete":"cascade"}}}}"#))
         _ = try await db.commit([.insert(collection: "users", document: ["id": .string("u1")]),
