@@ -269,6 +269,55 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(await load.acknowledged.count > 50)
     }
 
+    /// A4 (issue 12 item 11): a deposed primary that was down while the new primary recycled every
+    /// segment of the old epoch is not bootstrapped over its unreplicated tail: its position cannot
+    /// be proven on the new history, so it halts as diverged until an explicit `aerodb rejoin`.
+    @Test func aDeposedPrimaryOlderThanTheRetainedWALHaltsInsteadOfBeingBootstrapped() async throws {
+        let cluster = try makeCluster(commitMode: "sync", proxies: true,
+                                      settings: ["replica_wait_ms": .int(300), "wal_segment_bytes": .int(65_536)])
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        // Cut off, n1 logs writes no replica holds (each ends in doubt), then n2 is promoted.
+        cluster.isolate(0, true)
+        for k in 0..<3 {
+            let write = try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"tail-\#(k)","qty":1}}]}"#))
+            #expect(write.status == 504)
+        }
+        let (status, report) = try promote(cluster, 1)
+        #expect(status == 0, "\(JSON.encodeString(report))")
+        cluster.stop(0)
+        cluster.isolate(0, false)
+        // While n1 is down, n2 writes several segments and checkpoints twice: epoch 1 is recycled.
+        for round in 0..<2 {
+            for t in 0..<20 { _ = try await bulkInsert(cluster, 1, prefix: "new\(round)-\(t)", count: 100) }
+            #expect(try await cluster.admin(1, "POST", "checkpoint").status == 200)
+        }
+        try await cluster.start(0)
+        var state = ""
+        for _ in 0..<100 {
+            state = try await cluster.status(0)["replication"]?["state"]?.stringValue ?? ""
+            if state.hasPrefix("diverged") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(state.hasPrefix("diverged"), "n1: \(state)")
+        #expect(state.contains("cannot be proven"), "n1: \(state)")
+        #expect(!cluster.log(0).contains("installed a checkpoint"), "n1 was bootstrapped over its unreplicated tail")
+        #expect(try await cluster.request(0, "GET", "/rest/v1/items").body?["code"] == .string("AERO_REPL_DIVERGED"))
+        // Only an explicit rejoin discards it: the fork is not within n2's retained WAL, so a full resync.
+        cluster.stop(0)
+        let (cutStatus, cutOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
+        #expect(cutStatus != 0, "\(cutOutput)")
+        let (resyncStatus, resyncOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--resync", "--no-start"])
+        #expect(resyncStatus == 0, "\(resyncOutput)")
+        try await cluster.start(0)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 1)
+        for i in 0..<3 {
+            #expect(try await documents(cluster, i, ["tail-0", "tail-1", "tail-2"]).isEmpty)
+            #expect(try await documents(cluster, i, ["new1-19-99"])["new1-19-99"] == 99)
+        }
+    }
+
     /// Issue 12 item 13: a write sent to a replica while the primary is down is refused at once
     /// (it was never sent), not held until the forward deadline (30 s); once a new primary is
     /// promoted, the replica forwards there.
