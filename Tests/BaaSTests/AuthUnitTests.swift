@@ -291,6 +291,22 @@ final class TestClock: KernelClock, @unchecked Sendable {
         await db.close()
     }
 
+    @Test func candidatesAreReadThroughIndexesInTheirOrder() async throws {
+        let (db, dir) = try await open()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cutoff = at(Self.now)
+        let queries = [
+            AuthRetention.olderThan(AuthCollections.refreshTokens, "rotated_at", cutoff), AuthRetention.olderThan(AuthCollections.audit, "at", cutoff),
+            AuthRetention.olderThan(AuthCollections.oneTimeTokens, "expires_at", cutoff), AuthRetention.anonymousCandidates(cutoff),
+            AuthRetention.oldest(AuthCollections.outbox, "created_at", limit: 10), AuthRetention.oldest(AuthCollections.audit, "at", limit: 10),
+        ]
+        for query in queries {
+            let plan = try db.snapshot().explain(query)
+            #expect(plan.index != nil && plan.sortSatisfied && plan.residual.isEmpty, "\(query.collection): \(plan.json)")
+        }
+        await db.close()
+    }
+
     @Test func aReplicaNeverRunsTheRules() async throws {
         let (db, dir) = try await open()
         defer { try? FileManager.default.removeItem(atPath: dir) }

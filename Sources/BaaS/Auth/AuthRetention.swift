@@ -158,15 +158,11 @@ public final class AuthRetention: Sendable {
         var report = Report()
         report.refreshTokens = await apply("rotated refresh tokens", AuthCollections.refreshTokens) { snapshot in
             let keep = AuthInput.multiply(max(self.settings.rotatedRefreshTokenSeconds, self.reuseIntervalSeconds), 1_000_000)
-            return try self.keys(snapshot, Query(
-                collection: AuthCollections.refreshTokens, filter: .compare(field: "rotated_at", op: .lt, value: Self.time(now, minus: keep)),
-                order: [Sort(field: "rotated_at")], limit: Self.batchRowsMax))
+            return try self.keys(snapshot, Self.olderThan(AuthCollections.refreshTokens, "rotated_at", Self.time(now, minus: keep)))
         }
         report.auditRows = await apply("audit rows", AuthCollections.audit) { snapshot in
             let age = AuthInput.multiply(self.settings.auditDays, 86_400 * 1_000_000)
-            var keys = try self.keys(snapshot, Query(
-                collection: AuthCollections.audit, filter: .compare(field: "at", op: .lt, value: Self.time(now, minus: age)),
-                order: [Sort(field: "at")], limit: Self.batchRowsMax))
+            var keys = try self.keys(snapshot, Self.olderThan(AuthCollections.audit, "at", Self.time(now, minus: age)))
             keys += try self.oldestBeyond(snapshot, AuthCollections.audit, time: "at", keep: self.settings.auditRowsMax, not: keys)
             return keys
         }
@@ -174,9 +170,7 @@ public final class AuthRetention: Sendable {
             try self.oldestBeyond(snapshot, AuthCollections.outbox, time: "created_at", keep: self.settings.outboxMessagesMax, not: [])
         }
         report.expiredCodes = await apply("expired one-time tokens", AuthCollections.oneTimeTokens) { snapshot in
-            try self.keys(snapshot, Query(
-                collection: AuthCollections.oneTimeTokens, filter: .compare(field: "expires_at", op: .lt, value: Self.time(now, minus: 0)),
-                order: [Sort(field: "expires_at")], limit: Self.batchRowsMax))
+            try self.keys(snapshot, Self.olderThan(AuthCollections.oneTimeTokens, "expires_at", Self.time(now, minus: 0)))
         }
         if let days = settings.anonymousUserDays {
             report.anonymousUsers = await apply("anonymous users", AuthCollections.users) { snapshot in
@@ -213,17 +207,13 @@ public final class AuthRetention: Sendable {
         let excess = AuthInput.subtract(Int64(count - not.count), keep)
         guard excess > 0 else { return [] }
         let skip = Set(not)
-        let rows = try keys(snapshot, Query(collection: collection, order: [Sort(field: time)],
-                                            limit: min(Self.batchRowsMax, Int(excess) + not.count)))
+        let rows = try keys(snapshot, Self.oldest(collection, time, limit: min(Self.batchRowsMax, Int(excess) + not.count)))
         return Array(rows.filter { !skip.contains($0) }.prefix(Int(min(excess, Int64(Self.batchRowsMax)))))
     }
 
     /// Anonymous users untouched since `cutoff` whose sessions were not refreshed since either.
     private func idleAnonymousUsers(_ snapshot: Snapshot, cutoff: JSONValue) throws -> [JSONValue] {
-        let candidates = try snapshot.rowsIfPresent(Query(
-            collection: AuthCollections.users,
-            filter: .and([.compare(field: "is_anonymous", op: .eq, value: .bool(true)), .compare(field: "updated_at", op: .lt, value: cutoff)]),
-            order: [Sort(field: "is_anonymous"), Sort(field: "updated_at")], limit: Self.anonymousUsersPerPassMax))
+        let candidates = try snapshot.rowsIfPresent(Self.anonymousCandidates(cutoff))
         return try candidates.compactMap { user -> JSONValue? in
             guard let id = user["id"] else { return nil }
             let active = try snapshot.rowsIfPresent(Query(
@@ -232,6 +222,25 @@ public final class AuthRetention: Sendable {
                 limit: 1))
             return active.isEmpty ? id : nil
         }
+    }
+
+    // The candidate queries: each is read through an index in its own order, so a batch examines
+    // only the rows it returns (Q1), however large the table (AuthRetentionTests checks the plans).
+
+    /// The oldest rows whose `field` is before `cutoff` (nulls never match), a batch.
+    static func olderThan(_ collection: String, _ field: String, _ cutoff: JSONValue) -> Query {
+        Query(collection: collection, filter: .compare(field: field, op: .lt, value: cutoff), order: [Sort(field: field)], limit: batchRowsMax)
+    }
+
+    /// The oldest `limit` rows by `field`.
+    static func oldest(_ collection: String, _ field: String, limit: Int) -> Query {
+        Query(collection: collection, order: [Sort(field: field)], limit: limit)
+    }
+
+    static func anonymousCandidates(_ cutoff: JSONValue) -> Query {
+        Query(collection: AuthCollections.users,
+              filter: .and([.compare(field: "is_anonymous", op: .eq, value: .bool(true)), .compare(field: "updated_at", op: .lt, value: cutoff)]),
+              order: [Sort(field: "is_anonymous"), Sort(field: "updated_at")], limit: anonymousUsersPerPassMax)
     }
 
     static func time(_ now: Int64, minus micros: Int64) -> JSONValue {
