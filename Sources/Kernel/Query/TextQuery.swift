@@ -13,7 +13,16 @@ indirect enum TextQuery: Sendable, Hashable {
     case not(TextQuery)
     case nothing
 
+    /// Words in one fulltext query (any mode). Far more than a search box sends; it bounds the
+    /// work per row and the parser's phrase joining (`a<->b<->...` copies the phrase so far, so
+    /// the parse is quadratic in the words of one phrase).
+    static let termsMax = 256
+
     static func parse(_ text: String, mode: FullTextMode) throws -> TextQuery {
+        let terms = TextTokenizer.tokens(text).count
+        guard terms <= termsMax else {
+            throw AeroError(.queryInvalid, "a fulltext query holds \(terms) words, more than \(termsMax)", invariant: "Q1")
+        }
         switch mode {
         case .plain: return all(TextTokenizer.tokens(text).map(TextQuery.term))
         case .phrase: return phraseOf(TextTokenizer.tokens(text))

@@ -36,8 +36,21 @@ import Testing
         #expect(grouped.matches(TokenizedText("fox")))
         #expect(refused(String(repeating: "(", count: max + 1) + "fox" + String(repeating: ")", count: max + 1)))
         // Depth is per path, not a total: many sibling groups are fine.
-        let siblings = Array(repeating: "!(a | !b)", count: 500).joined(separator: " & ")
+        let siblings = Array(repeating: "!(a | !b)", count: TextQuery.termsMax / 2).joined(separator: " & ")
         #expect(try TextQuery.parse(siblings, mode: .tsquery) != .nothing)
+    }
+
+    @Test func wordsPerQueryAreBoundedInEveryMode() throws {
+        let max = TextQuery.termsMax
+        let phrase = Array(repeating: "a", count: max + 1).joined(separator: "<->")
+        for mode in FullTextMode.allCases {
+            let text = mode == .tsquery ? phrase : Array(repeating: "a", count: max + 1).joined(separator: " ")
+            #expect(throws: AeroError.self, "\(mode)") { _ = try TextQuery.parse(text, mode: mode) }
+        }
+        // 100,000 words joined by <-> once took quadratic time in the parser: refused at once.
+        #expect(refused(Array(repeating: "w", count: 100_000).joined(separator: "<->")))
+        let atMax = try TextQuery.parse(Array(repeating: "a", count: max).joined(separator: "<->"), mode: .tsquery)
+        #expect(atMax == .phrase(Array(repeating: "a", count: max)))
     }
 
     @Test func theQueryLanguagesFtsRefusesItToo() throws {
