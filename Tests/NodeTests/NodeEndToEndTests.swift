@@ -209,6 +209,9 @@ let itemsSchema = parse(#"""
         let summary = clean.output.split(separator: "\n").last.map(String.init) ?? ""
         #expect(summary.hasPrefix("crash states: ") && summary.hasSuffix(" explored, 0 violations"), "\(summary)")
         #expect(!summary.hasPrefix("crash states: 0 "))
+        // Acknowledged implies replayable: the maximal-document workload ran and found nothing.
+        let maximal = clean.output.split(separator: "\n").first { $0.hasPrefix("maximal documents: 1 workload(s), ") }
+        #expect(maximal != nil && !maximal!.hasPrefix("maximal documents: 1 workload(s), 0 "), "\(clean.output.suffix(500))")
         for sabotage in ["ack-before-flush", "skip-directory-sync"] {
             let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3", "--sabotage", sabotage])
             #expect(broken.status != 0, "\(sabotage) was not caught")
