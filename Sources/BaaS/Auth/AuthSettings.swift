@@ -122,8 +122,9 @@ public struct AuthRateLimits: Sendable {
         public var limit: Int
         public var windowSeconds: Int64
 
-        /// Requests a window allows: one to a million (more is no budget at all).
-        public static let limitRange: ClosedRange<Int64> = 1...1_000_000
+        /// Requests a window allows: one to a billion (the top is "no budget", as benchmarks ask;
+        /// the counter is an Int, so no value here can overflow it).
+        public static let limitRange: ClosedRange<Int64> = 1...1_000_000_000
         /// A second to a week.
         public static let windowSecondsRange: ClosedRange<Int64> = 1...7 * 86_400
     }
