@@ -90,7 +90,7 @@ enum RouteErrors {
     static func response(_ error: any Error, request: Request, allowed: [HTTPRequest.Method]) -> Response {
         let method = request.method.rawValue, path = request.uri.path
         if let http = error as? HTTPError, http.status == .notFound {
-            if !allowed.isEmpty {
+            if !allowed.isEmpty, !allowed.contains(request.method) {
                 var response = methodNotAllowed(method, path, allowed: allowed, request: request)
                 response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
                 return response
