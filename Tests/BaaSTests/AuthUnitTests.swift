@@ -20,10 +20,16 @@ import Kernel
         #expect(s.allowedRedirect("https://app.test/cb?x=1") == "https://app.test/cb?x=1")
         #expect(s.allowedRedirect("https://evil.test/") == s.siteURL)
         #expect(s.allowedRedirect(nil) == s.siteURL)
+        #expect(s.retention.anonymousUserDays == nil && s.retention.auditDays == 30 && s.retention.outboxMessagesMax == 1_000)  // defaults
+        let r = try AuthSettings.parse(try JSON.parse(Array(#"{"retention":{"interval_seconds":5,"anonymous_user_days":7,"audit_rows_max":5000}}"#.utf8))).retention
+        #expect(r.intervalSeconds == 5 && r.anonymousUserDays == 7 && r.auditRowsMax == 5_000)
         for bad in [#"{"jwt_expiry":5}"#, #"{"argon2":{"memory_kib":-1}}"#, #"{"argon2":{"memory_kib":99999999999}}"#,
                     #"{"argon2":{"pepper":1}}"#, #"{"unknown":1}"#, #"{"mailer_autoconfirm":"yes"}"#, #"{"external_url":"ftp://x"}"#,
                     #"{"rate_limits":{"token":{"limit":0,"window_seconds":1}}}"#, #"{"smtp":{"host":"mail.example.com","sender":"a@b.c","user":"u","password":"p"}}"#,
-                    #"{"otp_length":4}"#, "[]"] {
+                    #"{"otp_length":4}"#, "[]", #"{"retention":{"audit_days":0}}"#, #"{"retention":{"pepper":1}}"#,
+                    #"{"retention":{"interval_seconds":"1"}}"#, #"{"retention":{"outbox_messages_max":9}}"#,
+                    #"{"retention":{"anonymous_user_days":3651}}"#, #"{"rate_limits":{"token":{"limit":1000000001,"window_seconds":1}}}"#,
+                    #"{"rate_limits":{"token":{"limit":1,"window_seconds":604801}}}"#] {
             #expect(throws: AeroError.self, "\(bad)") { try AuthSettings.parse(try JSON.parse(Array(bad.utf8))) }
         }
     }
