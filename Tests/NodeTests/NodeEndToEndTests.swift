@@ -213,7 +213,8 @@ let itemsSchema = parse(#"""
         let maximal = clean.output.split(separator: "\n").first { $0.hasPrefix("maximal documents: 1 workload(s), ") }
         #expect(maximal != nil && !maximal!.hasPrefix("maximal documents: 1 workload(s), 0 "), "\(clean.output.suffix(500))")
         for sabotage in ["ack-before-flush", "skip-directory-sync"] {
-            let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3", "--sabotage", sabotage])
+            let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3",
+                                                                "--maximal-workloads", "0", "--sabotage", sabotage])
             #expect(broken.status != 0, "\(sabotage) was not caught")
             #expect(broken.output.contains(" violations") && !broken.output.contains(" 0 violations"), "\(sabotage)")
         }

@@ -132,7 +132,7 @@ struct WALScan {
                         try accept(record, start: start, visitAll: visitAll, visit: visit)
                     } catch {
                         let reason = (error as? AeroError)?.message ?? "\(error)"
-                        throw AeroError(.walCorrupt, "WAL corrupt in \(WALFormat.segmentName(index)) at offset \(offset), LSN \(record.lsn): \(reason); refusing to start (run `aerodb verify`)", invariant: "D2")
+                        throw AeroError(.walCorrupt, "WAL corrupt in \(WALFormat.segmentName(index)) at offset \(offset), LSN \(record.lsn): the record passed its checksum but does not replay: \(reason)", invariant: "D2")
                     }
                     expected = record.position
                     offset += size
