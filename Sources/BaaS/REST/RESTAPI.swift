@@ -118,6 +118,9 @@ enum RESTAPI {
             try budget.chargeBytes(out.count)
             return body(out, "application/json", headers, head: head)
         }
+        if head {  // headers only: nothing is projected, no embedded resource is read
+            return body([], accept.hasPrefix("text/csv") ? "text/csv" : "application/json", headers, head: true)
+        }
         if accept.hasPrefix("text/csv") {
             let columns = items == [.all] ? schema.fieldNames : items.compactMap(\.outputName)
             var out = CSV.header(columns)
