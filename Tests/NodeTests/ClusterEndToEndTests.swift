@@ -318,6 +318,44 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         }
     }
 
+    /// A1 (issue 12 item 10): a deposed primary reconnecting with a diverged, longer log while a
+    /// `sync` commit waits on the new primary (its only other replica down) releases nothing: its
+    /// HELLO position is refused by the history check before it could count.
+    @Test func aDivergedDeposedPrimaryReconnectingReleasesNoSyncCommit() async throws {
+        let cluster = try makeCluster(commitMode: "sync", proxies: true, settings: ["replica_wait_ms": .int(3000)])
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        cluster.isolate(0, true)
+        // n1 logs three writes no replica holds: its log is now longer than the fork.
+        await withTaskGroup(of: Void.self) { group in
+            for k in 0..<3 {
+                group.addTask {
+                    let write = try? await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"tail-\#(k)","qty":1}}]}"#))
+                    #expect(write?.status == 504)
+                }
+            }
+        }
+        let (status, report) = try promote(cluster, 1)
+        #expect(status == 0, "\(JSON.encodeString(report))")
+        cluster.stop(2)  // n2's only follower will be n1
+        let waiting = Task {
+            try await cluster.admin(1, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"waits","qty":1}}]}"#))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        cluster.isolate(0, false)  // n1 learns epoch 2 and follows n2 with its longer log
+        let answer = try await waiting.value
+        #expect(answer.status == 504, "a sync commit was acknowledged with no replica holding it: \(answer.body.map(JSON.encodeString) ?? "")")
+        var state = ""
+        for _ in 0..<50 {
+            state = try await cluster.status(0)["replication"]?["state"]?.stringValue ?? ""
+            if state.hasPrefix("diverged") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(state.hasPrefix("diverged"), "n1: \(state)")
+        #expect(cluster.log(1).contains("refused a diverged follower"), "n1 never reached n2 while the commit waited")
+    }
+
     /// Issue 12 item 13: a write sent to a replica while the primary is down is refused at once
     /// (it was never sent), not held until the forward deadline (30 s); once a new primary is
     /// promoted, the replica forwards there.
