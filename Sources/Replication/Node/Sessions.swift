@@ -130,7 +130,9 @@ extension ReplicationNode {
     /// than that, the follower is bootstrapped only when `bootstrapProof` shows it holds nothing
     /// this history lacks.
     func historyCheck(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        if position.lsn + 1 >= database.oldestLSN {
+        // No arithmetic on the peer's LSN (UInt64.max is simply "ahead").
+        let oldestRetained = database.oldestLSN
+        if oldestRetained == 0 || position.lsn >= oldestRetained - 1 {
             do {
                 guard let mine = try database.position(at: position.lsn) else {
                     return .diverged("it is ahead of this primary's log (durable \(database.durablePosition))")
@@ -164,12 +166,12 @@ extension ReplicationNode {
         guard let oldest = try database.records(from: database.oldestLSN, maxBytes: 1).first else {
             return .diverged("this primary retains no record to prove LSN \(position.lsn) against")
         }
+        guard position.lsn < oldest.lsn else {
+            return .diverged("record \(position.lsn) is no longer readable on this primary")
+        }
         if position.lsn + 1 == oldest.lsn {
             return position.checksum == oldest.previousChecksum ? .stream(from: oldest.lsn)
                 : .diverged("its record \(position.lsn) differs from the one this primary's record \(oldest.lsn) follows")
-        }
-        guard position.lsn < oldest.lsn else {
-            return .diverged("record \(position.lsn) is no longer readable on this primary")
         }
         guard recordEpoch == oldest.epoch, oldest.type != .epoch else {
             return .diverged("its last record (LSN \(position.lsn), epoch \(recordEpoch)) is older than this primary's retained WAL "
