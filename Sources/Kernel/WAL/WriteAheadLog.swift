@@ -662,6 +662,9 @@ struct RecentRecords {
     /// than what is kept (the caller reads the disk).
     func records(from lsn: UInt64, through last: UInt64, maxBytes: Int) -> [WALRecord]? {
         guard start < records.count, lsn >= records[start].lsn else { return nil }
+        // `lsn` may come from a peer or a client (any u64): past the end there is nothing, and
+        // the distance below then fits an Int.
+        guard lsn <= last, lsn - records[start].lsn < UInt64(records.count - start) else { return [] }
         let first = start + Int(lsn - records[start].lsn)
         guard first < records.count else { return [] }
         precondition(records[first].lsn == lsn, "recent records are consecutive")

@@ -318,6 +318,20 @@ func nested(_ depth: Int) -> JSONValue {
         await db.close()
     }
 
+    /// LSNs that come from a peer or a client are any u64: reading past the end answers
+    /// nothing, never an overflow trap.
+    @Test func lsnsFromPeersOrClientsNeverTrap() async throws {
+        let dir = TemporaryDirectory()
+        let db = try await Database.open(smallOptions(dir))
+        _ = try await db.createCollection(json(Self.blobs))
+        for lsn: UInt64 in [UInt64.max, UInt64.max - 1, UInt64(Int64.max) + 2, db.lastPosition.lsn + 1] {
+            #expect(try db.records(from: lsn, maxBytes: 1).isEmpty)
+            #expect(try db.position(at: lsn) == nil)
+        }
+        #expect(try db.records(from: 1, maxBytes: 1).first?.lsn == 1)
+        await db.close()
+    }
+
     @Test func oneProcessPerDataDirectory() throws {
         let dir = TemporaryDirectory()
         let lock = try DataDirectoryLock.acquire(dataDirectory: dir.path)
