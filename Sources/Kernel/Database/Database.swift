@@ -430,7 +430,7 @@ public final class Database: Sendable {
         let visibility = self.visibility
         return AsyncThrowingStream { continuation in
             let task = Task {
-                var next = lsn + 1
+                var next = min(lsn, KernelLimits.lsnMax) + 1  // a client value: never an overflow trap
                 do {
                     for await _ in signals {
                         let visibleLSN = visibility.current.lsn

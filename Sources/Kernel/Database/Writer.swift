@@ -79,10 +79,7 @@ struct WriterState: ~Copyable {
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
         if let check { for change in builder.changes { try check.check(change) } }
         try checkMemory(builder.state)
-        let payload = TransactionRecord.encode(builder.changes)
-        guard payload.count <= KernelLimits.transactionBytesMax else {
-            throw AeroError(.transactionTooLarge, "a transaction record is limited to \(KernelLimits.transactionBytesMax) bytes")
-        }
+        let payload = builder.payload.bytes  // encoded and size-checked change by change (TransactionBuilder.record)
         try append(builder.state, type: .transaction, payload: payload)
         return (head.lsn, builder.changes)
     }

@@ -80,6 +80,8 @@ public enum WriteOperation: Sendable, Equatable {
 struct TransactionBuilder {
     private(set) var state: DatabaseState
     private(set) var changes: [DocumentChange] = []
+    /// The record's payload, encoded as changes are recorded (its size bounds the work).
+    private(set) var payload = TransactionRecord.Payload()
     let clock: any KernelClock
     let queryOptions: QueryOptions
 
@@ -163,7 +165,12 @@ struct TransactionBuilder {
 
     private mutating func record(_ change: DocumentChange) throws {
         // Acknowledged implies replayable: what joins the record must decode at replay.
-        if let after = change.after { try TransactionRecord.checkStorable(after, collection: change.collection) }
+        if let after = change.after { try TransactionRecord.checkDepth(after, collection: change.collection) }
+        // The payload grows with each change: a transaction (cascades, updates by filter) is
+        // refused as soon as its record passes transactionBytesMax, not after all its work.
+        let documentBytes = payload.append(change)
+        try TransactionRecord.checkSize(documentBytes: documentBytes, payloadBytes: payload.byteCount,
+                                        collection: change.collection)
         try state.apply(change)
         changes.append(change)
     }

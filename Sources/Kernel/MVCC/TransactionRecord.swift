@@ -66,25 +66,73 @@ enum TransactionRecord {
     static let framing = (document: 3, fieldDefault: 4)
 
     /// The write path's check of a document before it joins a record: at most
-    /// `documentBytesMax` encoded and `documentDepthMax` deep, so the record it goes into decodes.
-    static func checkStorable(_ document: Document, collection: String) throws {
+    /// `documentDepthMax` deep, so the record it goes into decodes (checked before encoding,
+    /// which recurses); its size is checked on the encoding (`checkSize`).
+    static func checkDepth(_ document: Document, collection: String) throws {
         let depth = JSONValue.object(document).nestingDepth(cappedAt: KernelLimits.documentDepthMax + 1)
         guard depth <= KernelLimits.documentDepthMax else {
             throw AeroError(.documentTooLarge, "\(collection): a document may nest at most \(KernelLimits.documentDepthMax) levels deep (the document itself is one level); this one nests deeper")
         }
-        guard JSON.encode(.object(document)).count <= KernelLimits.documentBytesMax else {
+    }
+
+    /// Both checks of one document on its own (what the write path applies to each after image).
+    static func checkStorable(_ document: Document, collection: String) throws {
+        try checkDepth(document, collection: collection)
+        try checkSize(documentBytes: JSON.encode(.object(document)).count, payloadBytes: 0, collection: collection)
+    }
+
+    static func checkSize(documentBytes: Int, payloadBytes: Int, collection: String) throws {
+        guard documentBytes <= KernelLimits.documentBytesMax else {
             throw AeroError(.documentTooLarge, "\(collection): a document is limited to \(KernelLimits.documentBytesMax) bytes encoded")
+        }
+        guard payloadBytes <= KernelLimits.transactionBytesMax else {
+            throw AeroError(.transactionTooLarge, "a transaction record is limited to \(KernelLimits.transactionBytesMax) bytes")
         }
     }
 
     static func encode(_ changes: [DocumentChange]) -> [UInt8] {
-        let items: [JSONValue] = changes.map { change in
-            var o: [String: JSONValue] = ["c": .string(change.collection), "k": change.key]
-            if let b = change.before { o["b"] = .object(b) }
-            if let a = change.after { o["a"] = .object(a) }
-            return .object(o)
+        var payload = Payload()
+        for change in changes { _ = payload.append(change) }
+        return payload.bytes
+    }
+
+    /// A transaction payload built one change at a time, as the writer records them: its size
+    /// is known after every change (so a transaction is refused as soon as it passes
+    /// `transactionBytesMax`, not after all its work), and nothing is encoded twice. The bytes
+    /// are exactly `JSON.encode` of the layout above (keys in UTF-8 order: a, b, c, k).
+    struct Payload {
+        static let prefix = Array(#"{"changes":["#.utf8), suffix = Array("]}".utf8)
+        private var items: [UInt8] = []
+        private var count = 0
+
+        var byteCount: Int { Self.prefix.count + items.count + Self.suffix.count }
+        var bytes: [UInt8] { Self.prefix + items + Self.suffix }
+
+        /// Appends a change; returns the encoded size of its after image (0 when deleted).
+        mutating func append(_ change: DocumentChange) -> Int {
+            if count > 0 { items.append(UInt8(ascii: ",")) }
+            count += 1
+            items.append(UInt8(ascii: "{"))
+            var afterBytes = 0
+            if let after = change.after {
+                items.append(contentsOf: #""a":"#.utf8)
+                let start = items.count
+                JSON.encode(.object(after), into: &items)
+                afterBytes = items.count - start
+                items.append(UInt8(ascii: ","))
+            }
+            if let before = change.before {
+                items.append(contentsOf: #""b":"#.utf8)
+                JSON.encode(.object(before), into: &items)
+                items.append(UInt8(ascii: ","))
+            }
+            items.append(contentsOf: #""c":"#.utf8)
+            JSON.encodeString(change.collection, into: &items)
+            items.append(contentsOf: #","k":"#.utf8)
+            JSON.encode(change.key, into: &items)
+            items.append(UInt8(ascii: "}"))
+            return afterBytes
         }
-        return JSON.encode(.object(["changes": .array(items)]))
     }
 
     static func decodeChanges(_ payload: [UInt8], lsn: UInt64) throws -> [DocumentChange] {

@@ -131,6 +131,19 @@ func nested(_ depth: Int) -> JSONValue {
         } catch let error as AeroError {
             #expect(error.code == .schemaInvalid)
         }
+        // The incremental payload is byte for byte the JSON encoding of the documented layout.
+        let changes = [DocumentChange(collection: "blobs", key: .string("x"), before: nil, after: ["id": .string("x"), "data": nested(3)]),
+                       DocumentChange(collection: "blobs", key: .string("x"), before: ["id": .string("x")], after: ["id": .string("x"), "n": .int(1)]),
+                       DocumentChange(collection: "blo\"bs", key: .int(7), before: ["id": .int(7)], after: nil)]
+        let items: [JSONValue] = changes.map { c in
+            var o: [String: JSONValue] = ["c": .string(c.collection), "k": c.key]
+            if let b = c.before { o["b"] = .object(b) }
+            if let a = c.after { o["a"] = .object(a) }
+            return .object(o)
+        }
+        #expect(TransactionRecord.encode(changes) == JSON.encode(.object(["changes": .array(items)])))
+        #expect(try TransactionRecord.decodeChanges(TransactionRecord.encode(changes), lsn: 1) == changes)
+        #expect(TransactionRecord.encode([]) == JSON.encode(.object(["changes": .array([])])))
         #expect(nested(7).nestingDepth(cappedAt: 100) == 7)
         #expect(nested(2_000).nestingDepth(cappedAt: 65) == 65)
         #expect(JSONValue.object([:]).nestingDepth(cappedAt: 10) == 1)
