@@ -120,6 +120,9 @@ public final class Database: Sendable {
     private static func discardInterruptedInstall(_ options: KernelOptions, _ store: CheckpointStore) throws {
         let fs = options.fileSystem
         let marker = Path.join(options.dataDirectory, installPendingFile)
+        // A crash while the marker itself was written leaves only its temp file: the install had
+        // not started (the marker comes first), so the temp file is all there is to remove.
+        if fs.exists(marker + ".tmp") { try fs.remove(marker + ".tmp") }
         guard fs.exists(marker) else { return }
         try removeLogAndCheckpoints(options, store)
         try fs.remove(marker)
