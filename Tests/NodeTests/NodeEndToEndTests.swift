@@ -124,7 +124,7 @@ let itemsSchema = parse(#"""
         await #expect(throws: (any Error).self) { try await node.start() }
     }
 
-    /// Acknowledged implies replayable (issue 12 item 3): a json field nested as deep as the
+    /// AR1, acknowledged implies replayable (issue 12 item 3): a json field nested as deep as the
     /// write path accepts is acknowledged, survives a restart and `aerodb verify`; one level
     /// deeper (still within what the JSON parser takes) is refused before anything is logged,
     /// over /rest/v1 and /admin/v1 alike, so the node always restarts.
@@ -160,7 +160,7 @@ let itemsSchema = parse(#"""
         #expect(node.terminate() == 0)
     }
 
-    /// One process per data directory (issue 12 item 9): a second `aerodb start` on the same
+    /// DIR1, one process per data directory (issue 12 item 9): a second `aerodb start` on the same
     /// directory (even on another HTTP port) and `aerodb verify` are refused while a node runs,
     /// naming its pid; once it stopped, both work.
     @Test func twoProcessesNeverShareADataDirectory() async throws {

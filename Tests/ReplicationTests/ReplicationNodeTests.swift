@@ -120,8 +120,21 @@ func freePort() -> Int {
 final class RawSocket {
     let fd: Int32
 
-    init(_ address: PeerAddress, receiveTimeoutMillis: Int = 3_000) throws {
+    /// `source`: the local address to connect from (any of 127.0.0.0/8 on loopback).
+    init(_ address: PeerAddress, source: String? = nil, receiveTimeoutMillis: Int = 3_000) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                close(fd)
+                throw AeroError(.ioError, "bind to \(source) failed: errno \(errno)")
+            }
+        }
         var timeout = timeval(tv_sec: receiveTimeoutMillis / 1000, tv_usec: (receiveTimeoutMillis % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var target = sockaddr_in()
@@ -267,18 +280,38 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
     }
 
     @Test func connectionsAwaitingTheirHelloAreBoundedAndTimedOut() async throws {
-        try await PrimaryUnderTest.with() { primary in
+        try await PrimaryUnderTest.with { primary in
             let places = primary.node.handshakePlaces
-            // Fill every place with silent connections.
-            var silent: [RawSocket] = []
-            for _ in 0..<places.max { silent.append(try RawSocket(primary.address)) }
-            for _ in 0..<200 where places.inUse < places.max { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(places.max == ReplicationLimits.unauthenticatedConnectionsMax)
+            #expect(places.perAddressMax == ReplicationLimits.unauthenticatedConnectionsPerAddressMax)
+            /// Silent connections from `source` until the node holds `count` places in all.
+            func fill(_ source: String, _ n: Int, until count: Int) async throws -> [RawSocket] {
+                let sockets = try (0..<n).map { _ in try RawSocket(primary.address, source: source) }
+                for _ in 0..<200 where places.inUse < count { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(places.inUse == count)
+                return sockets
+            }
+            func expectClosedAtAccept(_ source: String) {
+                guard let extra = try? RawSocket(primary.address, source: source) else { return }  // refused outright: closed too
+                _ = extra.send(frameBytes(primary.hello(.probe)))
+                let refused = extra.readUntilClosed()
+                #expect(refused.closed && refused.bytes.isEmpty, "a connection past the places was answered")
+            }
+            // One source address gets its share of the places, not more...
+            var silent = try await fill("127.0.0.2", places.perAddressMax, until: places.perAddressMax)
+            expectClosedAtAccept("127.0.0.2")
+            // ...so a member on another address still gets in,
+            guard case .state? = try await primary.answer(primary.hello(.probe)) else {
+                Issue.record("a member's probe was refused while one stranger held its share")
+                return
+            }
+            // and all sources together get at most the global bound.
+            let perAddress = places.perAddressMax
+            for k in 1..<(places.max / perAddress) {
+                silent += try await fill("127.0.1.\(k)", perAddress, until: perAddress * (k + 1))
+            }
             #expect(places.inUse == places.max)
-            // One more is closed at accept, without an answer.
-            let extra = try RawSocket(primary.address)
-            _ = extra.send(frameBytes(primary.hello(.probe)))
-            let refused = extra.readUntilClosed()
-            #expect(refused.closed && refused.bytes.isEmpty)
+            expectClosedAtAccept("127.0.2.1")
             // The silent ones are closed when their handshake time is up, and their places freed.
             for socket in silent { #expect(socket.readUntilClosed().closed) }
             for _ in 0..<200 where places.inUse > 0 { try await Task.sleep(for: .milliseconds(10)) }

@@ -11,8 +11,8 @@ public enum KernelLimits {
     /// (`{"changes":[{"a":DOC}]}`). `TransactionRecord.framing` names both; tests check them.
     public static let recordFramingDepth = 4
     /// Deepest document (and field default) the write path accepts: the decoder's limit minus the
-    /// record's framing, so whatever is acknowledged, replay decodes ("acknowledged implies
-    /// replayable"). Deeper documents are refused with AERO_DOCUMENT_TOO_LARGE before anything is logged.
+    /// record's framing, so whatever is acknowledged, replay decodes (AR1: acknowledged implies
+    /// replayable). Deeper documents are refused with AERO_DOCUMENT_TOO_LARGE before anything is logged.
     public static let documentDepthMax = jsonDepthMax - recordFramingDepth
     /// Largest encoded document. Keeps one record well inside one WAL segment.
     public static let documentBytesMax = 1 << 20

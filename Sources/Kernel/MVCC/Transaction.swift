@@ -164,7 +164,7 @@ struct TransactionBuilder {
     static let cascadeDepthMax = 16
 
     private mutating func record(_ change: DocumentChange) throws {
-        // Acknowledged implies replayable: what joins the record must decode at replay.
+        // AR1 (acknowledged implies replayable): what joins the record must decode at replay.
         if let after = change.after { try TransactionRecord.checkDepth(after, collection: change.collection) }
         // The payload grows with each change: a transaction (cascades, updates by filter) is
         // refused as soon as its record passes transactionBytesMax, not after all its work.

@@ -12,7 +12,7 @@
 // Invariants: one record = one atomic transaction (C1); a record that fails to decode after its
 // checksum passed is a bug or corruption and stops recovery with AERO_WAL_CORRUPT (D2).
 //
-// Acknowledged implies replayable (INVARIANTS "acknowledged implies replayable"): the decoder is
+// Acknowledged implies replayable (AR1 in docs/INVARIANTS.md): the decoder is
 // `JSON.parse`, bounded by `KernelLimits.jsonDepthMax`; the layouts above wrap a document in
 // `framing.document` levels and a field default in `framing.fieldDefault` levels, both at most
 // `KernelLimits.recordFramingDepth`. The write path refuses any document (`checkStorable`) or

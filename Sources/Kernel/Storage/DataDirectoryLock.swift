@@ -1,4 +1,4 @@
-// One process per data directory (INVARIANTS "one process per data directory"). Two `aerodb
+// One process per data directory (DIR1 in docs/INVARIANTS.md). Two `aerodb
 // start` on one directory would both replay the same log and both append to it as primary:
 // each acknowledges writes the other overwrites. A process that uses a data directory (start,
 // verify, rejoin) first takes this lock, before it reads anything there, and holds it until it

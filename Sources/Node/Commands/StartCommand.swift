@@ -30,7 +30,7 @@ struct StartCommand: AsyncParsableCommand {
         let secrets = try NodeSecrets.load(directory: dir)
         let address = try HostPort.parse(http ?? config.http)
         var options = config.kernelOptions(directory: dir)
-        // One process per data directory: held until this process exits (the kernel releases it).
+        // DIR1, one process per data directory: held until this process exits (the OS releases it).
         let lock: DataDirectoryLock
         do {
             lock = try held ?? DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)

@@ -72,7 +72,6 @@ public struct ClusterConfig: Sendable {
     /// The membership check every session starts with: this cluster's id, its token, a listed
     /// node id. Anything else is a stranger, answered a REFUSE that names nothing.
     func admits(_ hello: ReplicationMessage.Hello) -> Bool {
-        // Evaluated in full (no short-circuit) so the answer's timing does not tell which part failed.
         let cluster = hello.clusterID == clusterID
         let token = accepts(token: hello.token)
         let member = member(hello.nodeID) != nil

@@ -30,7 +30,8 @@ public actor ReplicationNode {
     /// What the follower received, flushed and applied (replica side).
     nonisolated let progress = Mutex(FollowerProgress())
     /// The listener's places for connections whose HELLO is not verified yet.
-    nonisolated let handshakePlaces = HandshakePlaces(max: ReplicationLimits.unauthenticatedConnectionsMax)
+    nonisolated let handshakePlaces = HandshakePlaces(max: ReplicationLimits.unauthenticatedConnectionsMax,
+                                                      perAddressMax: ReplicationLimits.unauthenticatedConnectionsPerAddressMax)
 
     /// The durable marker as last written; every change is published to `role` at once, so
     /// sender sessions and the HTTP layer never act on an older role than the marker's.

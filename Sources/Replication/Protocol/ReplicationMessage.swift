@@ -49,6 +49,9 @@ public enum ReplicationLimits {
     /// each verified within a round trip; the bound caps what strangers can hold
     /// (`unauthenticatedConnectionsMax` × `helloFrameBytesMax` of frame buffers).
     public static let unauthenticatedConnectionsMax = 64
+    /// Of those, from one source address: one stranger cannot take every place and lock the
+    /// members out (members connect from their own hosts, a few at a time).
+    public static let unauthenticatedConnectionsPerAddressMax = 8
     /// A shipped checkpoint travels in one frame: bounds the state a replica can be bootstrapped with.
     public static let checkpointFrameBytesMax = 1 << 30
     /// WAL payload bytes per RECORDS frame (the primary reads this much at a time).
@@ -373,7 +376,7 @@ struct FrameDecoder: ByteToMessageDecoder {
 }
 
 /// One accepted connection's handshake: waiting for its HELLO, authenticated, or refused. Holds
-/// one of the listener's `unauthenticatedConnectionsMax` places until decided or closed.
+/// one of the listener's places (`HandshakePlaces`) until decided or closed.
 final class Handshake: Sendable {
     enum State: UInt8 {
         case awaitingHello = 0, authenticated = 1, refused = 2
@@ -382,12 +385,14 @@ final class Handshake: Sendable {
     private let raw = Atomic<UInt8>(State.awaitingHello.rawValue)
     private let placeHeld = Atomic<Bool>(true)
     private let places: HandshakePlaces
+    private let address: String
     private let authenticate: @Sendable (ReplicationMessage.Hello) -> Bool
 
-    /// Nil when every place is taken: the connection is to be closed at once.
-    init?(places: HandshakePlaces, authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) {
-        guard places.take() else { return nil }
+    /// Nil when no place is free (in all, or for `address`): the connection is to be closed at once.
+    init?(places: HandshakePlaces, address: String = "", authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) {
+        guard places.take(address) else { return nil }
         self.places = places
+        self.address = address
         self.authenticate = authenticate
     }
 
@@ -402,30 +407,46 @@ final class Handshake: Sendable {
 
     /// Gives the place back (decided or closed); idempotent.
     func release() {
-        if placeHeld.exchange(false, ordering: .acquiringAndReleasing) { places.give() }
+        if placeHeld.exchange(false, ordering: .acquiringAndReleasing) { places.give(address) }
     }
 }
 
-/// The listener's places for connections whose HELLO is not verified yet.
+/// The listener's places for connections whose HELLO is not verified yet: at most `max` in all
+/// and `perAddressMax` from one source address.
 final class HandshakePlaces: Sendable {
     let max: Int
-    private let taken = Atomic<Int>(0)
+    let perAddressMax: Int
+    private struct Taken {
+        var total = 0
+        var byAddress: [String: Int] = [:]
+    }
+    private let taken = Mutex(Taken())
 
-    init(max: Int) { self.max = max }
-
-    var inUse: Int { taken.load(ordering: .relaxed) }
-
-    func take() -> Bool {
-        var current = taken.load(ordering: .relaxed)
-        while current < max {
-            let (exchanged, original) = taken.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
-            if exchanged { return true }
-            current = original
-        }
-        return false
+    /// `perAddressMax` defaults to `max` (no per-address bound).
+    init(max: Int, perAddressMax: Int? = nil) {
+        self.max = max
+        self.perAddressMax = perAddressMax ?? max
     }
 
-    func give() { taken.subtract(1, ordering: .acquiringAndReleasing) }
+    var inUse: Int { taken.withLock { $0.total } }
+
+    func take(_ address: String) -> Bool {
+        taken.withLock { t in
+            let mine = t.byAddress[address, default: 0]
+            guard t.total < max, mine < perAddressMax else { return false }
+            t.total += 1
+            t.byAddress[address] = mine + 1
+            return true
+        }
+    }
+
+    func give(_ address: String) {
+        taken.withLock { t in
+            t.total -= 1
+            let mine = t.byAddress[address, default: 1] - 1
+            t.byAddress[address] = mine > 0 ? mine : nil
+        }
+    }
 }
 
 struct FrameEncoder: MessageToByteEncoder {

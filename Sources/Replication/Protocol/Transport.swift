@@ -2,10 +2,11 @@
 // timeout on every connection (a silent peer is cut off, never waited on forever).
 //
 // The listening side is reachable by anyone who can reach the port. Until a connection's HELLO
-// passes the membership check it holds one of `unauthenticatedConnectionsMax` places (more are
-// closed at accept), its frames are limited to `helloFrameBytesMax`, and it is closed when that
-// HELLO has not arrived within `handshakeMillis`. So strangers can make a node buffer at most
-// places × HELLO limit (plus one socket read each), whatever they send.
+// passes the membership check it holds one of `unauthenticatedConnectionsMax` places, at most
+// `unauthenticatedConnectionsPerAddressMax` of them per source address (more are closed at
+// accept), its frames are limited to `helloFrameBytesMax`, and it is closed when that HELLO has
+// not arrived within `handshakeMillis`. So strangers can make a node buffer at most places ×
+// HELLO limit (plus one socket read each), whatever they send.
 
 import Kernel
 import NIOCore
@@ -86,7 +87,8 @@ enum Transport {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
-                    guard let handshake = Handshake(places: places, authenticate: authenticate) else {
+                    let source = channel.remoteAddress?.ipAddress ?? "unknown"
+                    guard let handshake = Handshake(places: places, address: source, authenticate: authenticate) else {
                         // NIO ignores a failed initializer: the connection is closed here.
                         channel.close(promise: nil)
                         return channel.eventLoop.makeFailedFuture(AeroError(.replicationRefused, "too many connections awaiting their HELLO"))

@@ -1,8 +1,8 @@
-// Data safety (issue 12): "acknowledged implies replayable" (the deepest and largest documents
+// Data safety (issue 12): AR1 "acknowledged implies replayable" (the deepest and largest documents
 // the write path accepts are logged, replayed, checkpointed and verified; one level deeper is
 // refused before anything is logged), `aerodb verify` decodes every payload, checkpoint failures
 // leak no temp file, crafted checkpoint integers are corruption (D2), reference checks on delete
-// are bounded under the writer lock (Q1), and one process per data directory.
+// are bounded under the writer lock (Q1), and DIR1 one process per data directory.
 
 import Foundation
 import Testing
