@@ -68,10 +68,26 @@ enum TransactionRecord {
     /// The write path's check of a document before it joins a record: at most
     /// `documentDepthMax` deep, so the record it goes into decodes (checked before encoding,
     /// which recurses); its size is checked on the encoding (`checkSize`).
+    /// Also refuses a float that is NaN or infinite (a value a front end computed, never one
+    /// parsed from JSON): JSON has no such number, the encoder writes `null`, so replay would
+    /// load another document than the one acknowledged.
     static func checkDepth(_ document: Document, collection: String) throws {
         let depth = JSONValue.object(document).nestingDepth(cappedAt: KernelLimits.documentDepthMax + 1)
         guard depth <= KernelLimits.documentDepthMax else {
             throw AeroError(.documentTooLarge, "\(collection): a document may nest at most \(KernelLimits.documentDepthMax) levels deep (the document itself is one level); this one nests deeper")
+        }
+        guard allFloatsFinite(.object(document)) else {
+            throw AeroError(.schemaViolation, "\(collection): a document holds a float that is NaN or infinite, which JSON cannot represent", invariant: "S1")
+        }
+    }
+
+    /// Depth-bounded by the check above (called only on values at most documentDepthMax deep).
+    private static func allFloatsFinite(_ value: JSONValue) -> Bool {
+        switch value {
+        case .float(let d): return d.isFinite
+        case .array(let items): return items.allSatisfy(allFloatsFinite)
+        case .object(let fields): return fields.values.allSatisfy(allFloatsFinite)
+        default: return true
         }
     }
 

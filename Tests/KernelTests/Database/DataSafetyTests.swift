@@ -63,6 +63,15 @@ func nested(_ depth: Int) -> JSONValue {
         }
         // Deeper still than the parser allows (built in memory, as a front end could): refused too, no crash.
         await #expect(throws: AeroError.self) { try await db.commit(insert("deepest", nested(2_000))) }
+        // A computed NaN or infinity (JSON has none; the encoder would write null): refused too.
+        for value in [Double.nan, Double.infinity, -Double.infinity] {
+            do {
+                _ = try await db.commit(insert("float", .array([.float(value)])))
+                Issue.record("a non-finite float was acknowledged; replay would load null")
+            } catch let error as AeroError {
+                #expect(error.code == .schemaViolation)
+            }
+        }
         #expect(db.lastPosition == position)
         await db.close()
 
