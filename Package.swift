@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swiftwasm/WasmKit.git", exact: "0.4.2"),
     ],
     targets: [
         // C libraries from Debian packages, imported through small module maps.
@@ -54,6 +55,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "WasmKit", package: "WasmKit"),
             ],
             swiftSettings: strictSettings
         ),
@@ -93,7 +95,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BaaSTests",
-            dependencies: ["Kernel", "BaaS"],
+            dependencies: ["Kernel", "BaaS", .product(name: "WAT", package: "WasmKit")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -20,5 +20,5 @@ struct AeroDBCommand: AsyncParsableCommand {
         """,
         subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, MigrateCommand.self,
                       BenchCommand.self, ClusterCommand.self, StatusCommand.self, PromoteCommand.self,
-                      SwitchoverCommand.self, RejoinCommand.self])
+                      SwitchoverCommand.self, RejoinCommand.self, FunctionsCommand.self])
 }

@@ -72,7 +72,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || path.hasPrefix("/auth/v1")
+        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || path.hasPrefix("/auth/v1") || path.hasPrefix("/functions/v1")
             || (path.hasPrefix("/admin/v1/") && !path.hasPrefix("/admin/v1/cluster") && path != "/admin/v1/status") {
             return errorResponse(request, refusal)
         }
@@ -99,6 +99,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         if path == "/auth/v1/verify" || path == "/auth/v1/reauthenticate" { return true }  // GETs that consume or issue codes
         guard [.post, .patch, .put, .delete].contains(request.method) else { return false }
         if path.hasPrefix("/rest/v1/") || path.hasPrefix("/auth/v1/") { return true }
+        if path.hasPrefix("/functions/v1/") { return true }  // an invocation that may write runs on the primary
         return path.hasPrefix("/admin/v1/") && !Self.localAdminPaths.contains(path) && !path.hasPrefix("/admin/v1/cluster")
     }
 

@@ -30,6 +30,11 @@ public enum HTTPErrors {
              .replicationDiverged:
             return .serviceUnavailable
         case .commitInDoubt: return .gatewayTimeout
+        case .functionNotFound: return .notFound
+        case .functionInvalid: return .badRequest
+        case .functionFailed: return .internalServerError
+        // Supabase's edge runtime answers 546 when a worker exceeds a resource limit.
+        case .functionLimit: return HTTPResponse.Status(code: 546, reasonPhrase: "Resource Limit")
         case .replicationRefused, .promotionRefused: return .conflict
         case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid,
              .internalError:

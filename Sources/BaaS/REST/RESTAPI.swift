@@ -18,23 +18,65 @@ enum RESTAPI {
         let rest = router.group("rest/v1")
         let engine = PolicyEngine()
         rest.get("/") { request, _ in await guarded(request, keys) { _ in try openAPI(database) } }
-        rest.post("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
-        rest.get("rpc/:name") { request, context in await guarded(request, keys) { _ in try rpcMissing(context) } }
+        // rpc/<name> is registered by FunctionsAPI (Sources/BaaS/Functions): functions deployed as rpc.
         @Sendable func access(_ caller: Caller) -> Access { Access(database: database, caller: caller, engine: engine, keys: keys) }
         rest.get(":collection") { request, context in
-            await guarded(request, keys) { try await read(request, context, access($0), head: false) }
+            await guarded(request, keys) { try await read(try DataRequest(request, context), access($0), head: false) }
         }
         rest.head(":collection") { request, context in
-            await guarded(request, keys) { try await read(request, context, access($0), head: true) }
+            await guarded(request, keys) { try await read(try DataRequest(request, context), access($0), head: true) }
         }
         rest.post(":collection") { request, context in
-            await guarded(request, keys) { try await insert(request, context, access($0)) }
+            await guarded(request, keys) { try await insert(try DataRequest(request, context), access($0)) }
         }
         rest.patch(":collection") { request, context in
-            await guarded(request, keys) { try await modify(request, context, access($0), delete: false) }
+            await guarded(request, keys) { try await modify(try DataRequest(request, context), access($0), delete: false) }
         }
         rest.delete(":collection") { request, context in
-            await guarded(request, keys) { try await modify(request, context, access($0), delete: true) }
+            await guarded(request, keys) { try await modify(try DataRequest(request, context), access($0), delete: true) }
+        }
+    }
+
+    /// One data request, as /rest/v1 and a function's `db_request` make it: the same code answers
+    /// both, with the same policies, budgets and ranges (docs/FUNCTIONS.md "Database calls").
+    struct DataRequest: Sendable {
+        let collection: String
+        let query: String?
+        let headers: HTTPFields
+        /// The JSON body, read when (and if) the operation needs it.
+        let body: @Sendable () async throws -> JSONValue
+
+        init(_ request: Request, _ context: AeroRequestContext) throws {
+            collection = try context.parameters.require("collection")
+            query = request.uri.query
+            headers = request.headers
+            body = { try await HTTPJSON.body(request) }
+        }
+
+        init(collection: String, query: String?, headers: HTTPFields, body: JSONValue?) {
+            self.collection = collection
+            self.query = query
+            self.headers = headers
+            self.body = {
+                guard let body else { throw AeroError(.jsonInvalid, "the request needs a JSON body") }
+                return body
+            }
+        }
+    }
+
+    /// Runs a data request as `access.caller`: GET, HEAD, POST, PATCH or DELETE, as the routes above.
+    static func data(method: String, _ request: DataRequest, _ access: Access) async -> Response {
+        do {
+            switch method {
+            case "GET": return try await read(request, access, head: false)
+            case "HEAD": return try await read(request, access, head: true)
+            case "POST": return try await insert(request, access)
+            case "PATCH": return try await modify(request, access, delete: false)
+            case "DELETE": return try await modify(request, access, delete: true)
+            default: throw AeroError(.methodNotAllowed, "method \(method.prefix(16)) is not one of GET, HEAD, POST, PATCH, DELETE")
+            }
+        } catch {
+            return RESTError.response(error)
         }
     }
 
@@ -71,18 +113,18 @@ enum RESTAPI {
         return pool  // lives as long as the process
     }()
 
-    private static func read(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) async throws -> Response {
-        let select = PostgRESTQuery.decodePairs(request.uri.query ?? "").first { $0.0 == "select" }?.1
-        guard select?.contains("(") == true else { return try readNow(request, context, access, head: head) }
-        return try await readPool.runIfActive { try readNow(request, context, access, head: head) }
+    private static func read(_ request: DataRequest, _ access: Access, head: Bool) async throws -> Response {
+        let select = PostgRESTQuery.decodePairs(request.query ?? "").first { $0.0 == "select" }?.1
+        guard select?.contains("(") == true else { return try readNow(request, access, head: head) }
+        return try await readPool.runIfActive { try readNow(request, access, head: head) }
     }
 
-    private static func readNow(_ request: Request, _ context: AeroRequestContext, _ access: Access, head: Bool) throws -> Response {
+    private static func readNow(_ request: DataRequest, _ access: Access, head: Bool) throws -> Response {
         let database = access.database
         let snapshot = database.snapshot()
-        let schema = try collection(context, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
-        let prefer = Prefer(request)
+        let schema = try collection(request.collection, snapshot)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let prefer = Prefer(request.headers)
         let accept = request.headers[.accept] ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
@@ -149,7 +191,7 @@ enum RESTAPI {
     /// injected policy predicates included.
     static let explainAsHeader = HTTPField.Name("X-AeroDB-Explain-As")!
 
-    private static func explainCaller(_ request: Request, _ access: Access, explain: Bool) throws -> Access {
+    private static func explainCaller(_ request: DataRequest, _ access: Access, explain: Bool) throws -> Access {
         guard explain else { return access }
         guard access.caller.isService else { throw AeroError(.forbidden, "explain needs the service_role key") }
         guard let token = request.headers[explainAsHeader] else { return access }
@@ -165,8 +207,7 @@ enum RESTAPI {
         return .object(o)
     }
 
-    private static func collection(_ context: AeroRequestContext, _ snapshot: Snapshot) throws -> CollectionSchema {
-        let name = try context.parameters.require("collection")
+    private static func collection(_ name: String, _ snapshot: Snapshot) throws -> CollectionSchema {
         // System collections (users, sessions, policies, audit...) are never served over REST.
         guard !SystemCollections.isSystem(name), let data = snapshot.state.collections[name] else {
             throw AeroError(.collectionNotFound, "Could not find the table 'public.\(name)' in the schema cache")
@@ -200,14 +241,14 @@ enum RESTAPI {
 
     // MARK: Writes
 
-    private static func insert(_ request: Request, _ context: AeroRequestContext, _ access: Access) async throws -> Response {
+    private static func insert(_ request: DataRequest, _ access: Access) async throws -> Response {
         let database = access.database
         let snapshot = database.snapshot()
-        let schema = try collection(context, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
-        let prefer = Prefer(request)
+        let schema = try collection(request.collection, snapshot)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let prefer = Prefer(request.headers)
         let documents: [Document]
-        switch try await HTTPJSON.body(request) {
+        switch try await request.body() {
         case .object(let doc): documents = [doc]
         case .array(let items):
             documents = try items.map { item in
@@ -279,12 +320,12 @@ enum RESTAPI {
         return try snapshot.query(Query(collection: schema.name, filter: parts.count == 1 ? parts[0] : .and(parts), limit: 1)).rows.first
     }
 
-    private static func modify(_ request: Request, _ context: AeroRequestContext, _ access: Access,
+    private static func modify(_ request: DataRequest, _ access: Access,
                                delete: Bool) async throws -> Response {
         let database = access.database
         let snapshot = database.snapshot()
-        let schema = try collection(context, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.uri.query, schema: schema)
+        let schema = try collection(request.collection, snapshot)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
         guard let requested = parsed.filter else {
             return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",
                                       details: nil, hint: "add a filter, e.g. ?id=eq.1", status: .badRequest)
@@ -295,14 +336,14 @@ enum RESTAPI {
             let target = policies.restrict(policies.restrict(requested, for: .select), for: .delete)!
             operation = .delete(collection: schema.name, target: .matching(target))
         } else {
-            guard case .object(let set) = try await HTTPJSON.body(request) else { throw RESTError.parse("PATCH needs a JSON object") }
+            guard case .object(let set) = try await request.body() else { throw RESTError.parse("PATCH needs a JSON object") }
             // As in PostgreSQL: an update or delete only reaches rows the caller may also select.
             let target = policies.restrict(policies.restrict(requested, for: .select), for: .updateUsing)!
             operation = .update(collection: schema.name, target: .matching(target), set: set)
         }
         let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name,
                                            check: try policies.writeCheck(includeInsert: false))
-        return try written(docs, lsn: lsn, prefer: Prefer(request), parsed: parsed, schema: schema, access: access,
+        return try written(docs, lsn: lsn, prefer: Prefer(request.headers), parsed: parsed, schema: schema, access: access,
                            policies: policies, status: .ok)
     }
 
@@ -340,14 +381,7 @@ enum RESTAPI {
         return body(out, "application/json", headers, head: false, status: status)
     }
 
-    // MARK: rpc and OpenAPI
-
-    private static func rpcMissing(_ context: AeroRequestContext) throws -> Response {
-        let name = try context.parameters.require("name")
-        return RESTError.response(code: "PGRST202", message: "Could not find the function public.\(name) in the schema cache",
-                                  details: "callable functions are not built yet (the functions issue provides them)",
-                                  status: .notFound)
-    }
+    // MARK: OpenAPI
 
     private static func openAPI(_ database: Database) throws -> Response {
         let snapshot = database.snapshot()
@@ -392,8 +426,8 @@ struct Prefer {
     /// `missing=default`: a column a row lacks takes its declared default, not null.
     var missingDefault = false
 
-    init(_ request: Request) {
-        let header = request.headers[HTTPField.Name("Prefer")!] ?? ""
+    init(_ headers: HTTPFields) {
+        let header = headers[HTTPField.Name("Prefer")!] ?? ""
         for item in header.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }

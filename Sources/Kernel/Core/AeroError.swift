@@ -70,6 +70,11 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case epochStale = "AERO_EPOCH_STALE"
         case promotionRefused = "AERO_PROMOTION_REFUSED"
         case internalError = "AERO_INTERNAL"
+        // Functions (docs/FUNCTIONS.md)
+        case functionNotFound = "AERO_FUNCTION_NOT_FOUND"
+        case functionInvalid = "AERO_FUNCTION_INVALID"
+        case functionFailed = "AERO_FUNCTION_FAILED"
+        case functionLimit = "AERO_FUNCTION_LIMIT"
     }
 }
 

@@ -83,6 +83,8 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
+        // Functions (docs/FUNCTIONS.md): /functions/v1, /rest/v1/rpc, /admin/v1/functions.
+        FunctionsAPI.register(on: router, service: FunctionService(database: database, keys: keys, logger: logger), keys: keys)
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
