@@ -1,0 +1,216 @@
+// Object bytes on disk, content-addressed (docs/STORAGE.md).
+//
+// Layout under the node's data directory:
+//   blobs/<first two hex digits>/<sha256 hex of the content>   one file per distinct content
+//   blobs/tmp/<random>.part                                    an upload in progress
+// Invariants:
+// - ST1 (bytes before metadata): a blob is complete and durable before any metadata names it.
+//   `BlobWriter.finish` writes every byte, fsyncs the temp file, renames it to its hash name and
+//   fsyncs the directory; only then does the caller commit the object row that references it.
+// - ST2 (content addressing): a blob's name is the SHA-256 of its bytes, computed while they
+//   streamed in; a file is never modified after its rename. Readers verify nothing per request
+//   (the name was proven at write), `verify(sha256:)` re-hashes on demand.
+// - Never a whole object in memory: bytes stream through `chunkBytes` buffers both ways.
+// A crash before the rename leaves a `.part` file (collected: BlobCollector); a crash after the
+// rename but before the metadata commit leaves an unreferenced blob (collected too).
+
+import Crypto
+import Foundation
+import Kernel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class BlobStore: Sendable {
+    public let root: String
+    var tmp: String { root + "/tmp" }
+
+    public init(dataDirectory: String) throws {
+        root = dataDirectory + "/blobs"
+        try Self.makeDurableDirectory(root, parent: dataDirectory)
+        try Self.makeDurableDirectory(root + "/tmp", parent: root)
+    }
+
+    static func makeDurableDirectory(_ path: String, parent: String) throws {
+        var st = stat()
+        if stat(path, &st) == 0 { return }
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw posix("mkdir", path) }
+        try syncDirectory(parent)
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw posix("open", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw posix("fsync", path) }
+    }
+
+    static func posix(_ call: String, _ path: String) -> AeroError {
+        let code = errno
+        let text = String(cString: strerror(code))
+        if code == ENOSPC || code == EDQUOT { return AeroError(.storageFull, "\(call) \(path): \(text)") }
+        return AeroError(.ioError, "\(call) \(path): \(text)")
+    }
+
+    /// A valid blob name: 64 lowercase hex digits.
+    public static func isHash(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+    }
+
+    public func path(of sha256: String) -> String {
+        precondition(Self.isHash(sha256), "blob names are SHA-256 hex")
+        return root + "/" + sha256.prefix(2) + "/" + sha256
+    }
+
+    public func exists(_ sha256: String) -> Bool {
+        guard Self.isHash(sha256) else { return false }
+        var st = stat()
+        return stat(path(of: sha256), &st) == 0
+    }
+
+    /// Size of the stored blob, nil when absent.
+    public func size(_ sha256: String) -> Int64? {
+        guard Self.isHash(sha256) else { return nil }
+        var st = stat()
+        guard stat(path(of: sha256), &st) == 0 else { return nil }
+        return Int64(st.st_size)
+    }
+
+    public func writer(limitBytes: Int64) throws -> BlobWriter {
+        try BlobWriter(store: self, limitBytes: limitBytes)
+    }
+
+    /// Opens a blob for streaming reads.
+    public func reader(_ sha256: String) throws -> BlobReader? {
+        guard Self.isHash(sha256) else { return nil }
+        let fd = open(path(of: sha256), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw Self.posix("open", path(of: sha256))
+        }
+        return BlobReader(fd: fd)
+    }
+
+    /// Removes a blob (only BlobCollector calls this, after proving it unreferenced).
+    func remove(_ sha256: String) throws {
+        let p = path(of: sha256)
+        guard unlink(p) == 0 || errno == ENOENT else { throw Self.posix("unlink", p) }
+    }
+}
+
+/// Streams one upload into a temp file while hashing it; `finish` makes it a durable blob (ST1).
+/// Not thread-safe: one request owns it.
+public final class BlobWriter {
+    let store: BlobStore
+    let tempPath: String
+    private var fd: Int32
+    private var hasher = SHA256()
+    private(set) var bytes: Int64 = 0
+    let limitBytes: Int64
+    private var done = false
+
+    init(store: BlobStore, limitBytes: Int64) throws {
+        self.store = store
+        self.limitBytes = limitBytes
+        tempPath = store.tmp + "/" + UUID().uuidString.lowercased() + ".part"
+        fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw BlobStore.posix("open", tempPath) }
+    }
+
+    deinit { if !done { abort() } }
+
+    /// Appends bytes; throws StorageError.tooLarge past `limitBytes` (nothing is kept).
+    public func write(_ chunk: UnsafeRawBufferPointer) throws {
+        guard chunk.count > 0 else { return }
+        let (sum, overflow) = bytes.addingReportingOverflow(Int64(chunk.count))
+        guard !overflow, sum <= limitBytes else {
+            abort()
+            throw StorageError.tooLarge(limitBytes)
+        }
+        hasher.update(bufferPointer: chunk)
+        var offset = 0
+        while offset < chunk.count {
+            let n = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                let error = BlobStore.posix("write", tempPath)
+                abort()
+                throw error
+            }
+            offset += n
+        }
+        bytes = sum
+    }
+
+    public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+
+    /// fsync, rename to the content's name, fsync the directory (ST1). Returns (sha256 hex, size).
+    public func finish() throws -> (sha256: String, size: Int64) {
+        precondition(!done, "finish once")
+        guard fsync(fd) == 0 else {
+            // F1's spirit: a failed flush is never trusted; the upload fails, nothing refers to it.
+            let error = BlobStore.posix("fsync", tempPath)
+            abort()
+            throw error
+        }
+        close(fd)
+        fd = -1
+        let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let shard = store.root + "/" + sha.prefix(2)
+        do {
+            try BlobStore.makeDurableDirectory(shard, parent: store.root)
+            let target = store.path(of: sha)
+            var st = stat()
+            if stat(target, &st) == 0 {
+                // Same content already durable: keep it, mark it fresh for the collector's grace period.
+                unlink(tempPath)
+                utimes(target, nil)
+            } else {
+                guard rename(tempPath, target) == 0 else { throw BlobStore.posix("rename", tempPath) }
+                try BlobStore.syncDirectory(shard)
+            }
+        } catch {
+            abort()
+            throw error
+        }
+        done = true
+        return (sha, bytes)
+    }
+
+    /// Drops the temp file (an upload refused or cut).
+    public func abort() {
+        guard !done else { return }
+        done = true
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(tempPath)
+    }
+}
+
+/// Reads a blob in chunks; closes its descriptor when released.
+public final class BlobReader: @unchecked Sendable {  // one request's task owns it; the fd is immutable
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    public var size: Int64 {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+    }
+
+    /// Up to `count` bytes at `offset` (fewer only at the end of the file).
+    public func read(at offset: Int64, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, count - got, off_t(offset) + off_t(got)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw AeroError(.ioError, "pread of a blob: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            got += n
+        }
+        out.removeLast(count - got)
+        return out
+    }
+}

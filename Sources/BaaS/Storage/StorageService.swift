@@ -1,0 +1,412 @@
+// Storage metadata over the kernel (StorageCollections) and bytes in the BlobStore.
+// Every object change is one kernel transaction committed after its blob is durable (ST1);
+// access is decided by StorageAccess before any byte is read or written.
+
+import Foundation
+import Kernel
+import Logging
+import Synchronization
+
+public final class StorageService: Sendable {
+    let database: Database
+    let blobs: BlobStore
+    let secret: [UInt8]
+    let clock: any KernelClock
+    let objectBytesMax: Int64
+    let access: StorageAccess
+    let replicator: BlobReplicator
+    let logger: Logger
+    private let ensured = Mutex(false)
+
+    public init(database: Database, secret: [UInt8], clock: any KernelClock, objectBytesMax: Int64 = StorageLimits.objectBytesMaxDefault,
+                peers: StoragePeers, logger: Logger) throws {
+        self.database = database
+        self.blobs = try BlobStore(dataDirectory: database.options.dataDirectory)
+        self.secret = secret
+        self.clock = clock
+        self.objectBytesMax = objectBytesMax
+        self.access = StorageAccess(database: database)
+        self.replicator = BlobReplicator(blobs: blobs, peers: peers, secret: secret, clock: clock, logger: logger)
+        self.logger = logger
+    }
+
+    var nowMicros: Int64 { clock.nowMicros() }
+    var nowSeconds: Int64 { nowMicros / 1_000_000 }
+    var now: JSONValue { .string(Timestamp.format(nowMicros)) }
+
+    func ensureCollections() async throws {
+        if ensured.withLock({ $0 }) { return }
+        try await SystemCollections.ensure(StorageCollections.all, in: database)
+        ensured.withLock { $0 = true }
+    }
+
+    // MARK: Reads
+
+    func bucket(_ id: String, _ snapshot: Snapshot) throws -> Document? {
+        try snapshot.documentIfPresent(StorageCollections.buckets, key: .string(id))
+    }
+
+    func requireBucket(_ id: String, _ snapshot: Snapshot) throws -> Document {
+        guard let b = try bucket(try StorageNames.bucket(id), snapshot) else { throw StorageError.bucketNotFound }
+        return b
+    }
+
+    func object(_ bucket: String, _ name: String, _ snapshot: Snapshot) throws -> Document? {
+        try snapshot.rowsIfPresent(Query(collection: StorageCollections.objects,
+                                         filter: .and([.compare(field: "bucket_id", op: .eq, value: .string(bucket)),
+                                                       .compare(field: "name", op: .eq, value: .string(name))]),
+                                         limit: 1)).first
+    }
+
+    /// Objects of a bucket whose names start with `prefix`, in name order, in pages, at most
+    /// `examinedRowsMax` rows (past it the request is refused: it would be unbounded).
+    func objects(_ bucket: String, prefix: String, _ snapshot: Snapshot, max: Int = StorageLimits.examinedRowsMax) throws -> [Document] {
+        var out: [Document] = []
+        var after: String?
+        while true {
+            var parts: [Filter] = [.compare(field: "bucket_id", op: .eq, value: .string(bucket))]
+            if let after { parts.append(.compare(field: "name", op: .gt, value: .string(after))) }
+            if !prefix.isEmpty {
+                parts.append(.compare(field: "name", op: .gte, value: .string(prefix)))
+                parts.append(.compare(field: "name", op: .lt, value: .string(prefix + "\u{10FFFF}")))
+            }
+            let page = try snapshot.rowsIfPresent(Query(collection: StorageCollections.objects, filter: .and(parts),
+                                                        order: [Sort(field: "name")], limit: StorageLimits.pageRows))
+            out.append(contentsOf: page.filter { ($0["name"]?.stringValue ?? "").hasPrefix(prefix) })
+            guard out.count <= max else {
+                throw StorageError.invalid("more than \(max) objects under this prefix; list a narrower prefix")
+            }
+            guard page.count == StorageLimits.pageRows, let last = page.last?["name"]?.stringValue else { return out }
+            after = last
+        }
+    }
+
+    // MARK: Buckets
+
+    static func bucketJSON(_ d: Document) -> JSONValue {
+        .object(["id": d["id"] ?? .null, "name": d["name"] ?? .null, "owner": .string(d["owner"]?.stringValue ?? ""),
+                 "owner_id": d["owner"] ?? .null, "public": d["public"] ?? .bool(false),
+                 "file_size_limit": d["file_size_limit"] ?? .null, "allowed_mime_types": d["allowed_mime_types"] ?? .null,
+                 "type": .string("STANDARD"), "created_at": d["created_at"] ?? .null, "updated_at": d["updated_at"] ?? .null])
+    }
+
+    /// `file_size_limit`: an integer, a numeric string or a size like `"1mb"`, `"500KB"`; null clears it.
+    static func sizeLimit(_ value: JSONValue) throws -> JSONValue {
+        switch value {
+        case .null: return .null
+        case .int(let n):
+            guard n >= 0 else { throw StorageError.invalid("file_size_limit must not be negative") }
+            return .int(n)
+        case .float(let d) where d >= 0 && d <= 9e15 && d.rounded() == d: return .int(Int64(d))
+        case .string(let s):
+            let t = s.trimmingCharacters(in: .whitespaces).lowercased()
+            let units: [(String, Int64)] = [("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("b", 1)]
+            for (suffix, factor) in units where t.hasSuffix(suffix) {
+                guard let n = Int64(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), n >= 0 else { break }
+                let (v, o) = n.multipliedReportingOverflow(by: factor)
+                guard !o else { break }
+                return .int(v)
+            }
+            if let n = Int64(t), n >= 0 { return .int(n) }
+            throw StorageError.invalid("file_size_limit \(s) is not a size")
+        default: throw StorageError.invalid("file_size_limit must be an integer or a size string")
+        }
+    }
+
+    static func mimeList(_ value: JSONValue) throws -> JSONValue {
+        switch value {
+        case .null: return .null
+        case .array(let items):
+            guard items.count <= StorageLimits.mimeTypesMax else { throw StorageError.invalid("at most \(StorageLimits.mimeTypesMax) allowed_mime_types") }
+            return .array(try items.map {
+                guard case .string(let s) = $0 else { throw StorageError.invalid("allowed_mime_types holds strings") }
+                return .string(try StorageNames.mime(s))
+            })
+        default: throw StorageError.invalid("allowed_mime_types must be a list of strings or null")
+        }
+    }
+
+    func createBucket(_ body: JSONValue, caller: Caller) async throws -> UInt64 {
+        try access.requireService(caller)
+        guard case .object(let o) = body, case .string(let rawID)? = o["id"] ?? o["name"] else {
+            throw StorageError.invalid("a bucket needs an id")
+        }
+        let id = try StorageNames.bucket(rawID)
+        let name = try StorageNames.bucket(o["name"]?.stringValue ?? id)
+        try await ensureCollections()
+        let count = try database.snapshot().rowsIfPresent(Query(collection: StorageCollections.buckets, limit: StorageLimits.bucketsMax + 1)).count
+        guard count < StorageLimits.bucketsMax else { throw StorageError.invalid("a node holds at most \(StorageLimits.bucketsMax) buckets") }
+        let doc: Document = ["id": .string(id), "name": .string(name), "owner": caller.userID.map(JSONValue.string) ?? .null,
+                             "public": .bool(o["public"]?.boolValue ?? false),
+                             "file_size_limit": try Self.sizeLimit(o["file_size_limit"] ?? .null),
+                             "allowed_mime_types": try Self.mimeList(o["allowed_mime_types"] ?? .null),
+                             "created_at": now, "updated_at": now]
+        return try await database.commit([.insert(collection: StorageCollections.buckets, document: doc)]).lsn
+    }
+
+    func updateBucket(_ id: String, _ body: JSONValue, caller: Caller) async throws -> UInt64 {
+        try access.requireService(caller)
+        _ = try requireBucket(id, database.snapshot())
+        guard case .object(let o) = body else { throw StorageError.invalid("the body must be a JSON object") }
+        var set: Document = ["updated_at": now]
+        if let p = o["public"] {
+            guard case .bool(let b) = p else { throw StorageError.invalid("public must be true or false") }
+            set["public"] = .bool(b)
+        }
+        if let limit = o["file_size_limit"] { set["file_size_limit"] = try Self.sizeLimit(limit) }
+        if let mimes = o["allowed_mime_types"] { set["allowed_mime_types"] = try Self.mimeList(mimes) }
+        return try await database.commit([.update(collection: StorageCollections.buckets, target: .key(.string(id)), set: set)]).lsn
+    }
+
+    /// Deletes every object row of the bucket (pages of `pageRows`, each one transaction).
+    func emptyBucket(_ id: String, caller: Caller) async throws -> UInt64 {
+        try access.requireService(caller)
+        _ = try requireBucket(id, database.snapshot())
+        var lsn = database.snapshot().lsn
+        var examined = 0
+        while examined < StorageLimits.examinedRowsMax {
+            let page = try database.snapshot().rowsIfPresent(Query(collection: StorageCollections.objects,
+                                                                   filter: .compare(field: "bucket_id", op: .eq, value: .string(id)),
+                                                                   limit: StorageLimits.pageRows))
+            guard !page.isEmpty else { return lsn }
+            examined += page.count
+            lsn = try await database.commit(page.map { .delete(collection: StorageCollections.objects, target: .key($0["id"] ?? .null)) }).lsn
+        }
+        throw StorageError.invalid("emptied \(examined) objects; call empty again for the rest")
+    }
+
+    func deleteBucket(_ id: String, caller: Caller) async throws -> UInt64 {
+        try access.requireService(caller)
+        let snapshot = database.snapshot()
+        _ = try requireBucket(id, snapshot)
+        let any = try snapshot.rowsIfPresent(Query(collection: StorageCollections.objects,
+                                                   filter: .compare(field: "bucket_id", op: .eq, value: .string(id)), limit: 1))
+        guard any.isEmpty else { throw StorageError.bucketNotEmpty }
+        do {
+            return try await database.commit([.delete(collection: StorageCollections.buckets, target: .key(.string(id)))]).lsn
+        } catch let error as AeroError where error.code == .referenceViolation {
+            throw StorageError.bucketNotEmpty  // an upload landed meanwhile
+        }
+    }
+
+    // MARK: Objects
+
+    struct Upload {
+        let bucket: String
+        let name: String
+        let mime: String
+        let cacheControl: String
+        let metadata: JSONValue
+        let upsert: Bool
+        let owner: String?
+    }
+
+    /// The byte limit of an upload into `bucket` (the node's, lowered by the bucket's).
+    func limit(of bucket: Document) -> Int64 {
+        if case .int(let n)? = bucket["file_size_limit"], n > 0 { return min(n, objectBytesMax) }
+        return objectBytesMax
+    }
+
+    /// Refusals known before any byte is read: bucket, name, MIME type, duplicate, policy.
+    func precheck(_ u: Upload, caller: Caller?, signedUpload: Bool) throws -> Document {
+        let snapshot = database.snapshot()
+        let bucket = try requireBucket(u.bucket, snapshot)
+        _ = try StorageNames.object(u.name)
+        try checkMime(u.mime, bucket)
+        let existing = try object(u.bucket, u.name, snapshot)
+        if existing != nil, !u.upsert { throw StorageError.duplicate }
+        if !signedUpload, let caller {
+            let row = prospectiveRow(u, existing: existing)
+            if let existing {
+                try access.authorize(caller, .update, row: existing, newRow: row, bucket: bucket, snapshot: snapshot)
+            } else {
+                try access.authorize(caller, .insert, row: row, bucket: bucket, snapshot: snapshot)
+            }
+        }
+        return bucket
+    }
+
+    /// For a signed upload URL: the bucket exists, the name is valid, the issuer may write there.
+    func precheckAccessOnly(_ u: Upload, caller: Caller) throws -> Document {
+        let snapshot = database.snapshot()
+        let bucket = try requireBucket(u.bucket, snapshot)
+        _ = try StorageNames.object(u.name)
+        let existing = try object(u.bucket, u.name, snapshot)
+        if existing != nil, !u.upsert { throw StorageError.duplicate }
+        let row = prospectiveRow(u, existing: existing)
+        if let existing {
+            try access.authorize(caller, .update, row: existing, newRow: row, bucket: bucket, snapshot: snapshot)
+        } else {
+            try access.authorize(caller, .insert, row: row, bucket: bucket, snapshot: snapshot)
+        }
+        return bucket
+    }
+
+    func checkMime(_ mime: String, _ bucket: Document) throws {
+        guard case .array(let allowed)? = bucket["allowed_mime_types"] else { return }
+        let list = allowed.compactMap(\.stringValue)
+        guard StorageNames.mimeAllowed(mime, list) else { throw StorageError.mimeNotAllowed(mime) }
+    }
+
+    func prospectiveRow(_ u: Upload, existing: Document?) -> Document {
+        ["id": existing?["id"] ?? .string(UUIDText.random()), "bucket_id": .string(u.bucket), "name": .string(u.name),
+         "top_folder": StorageNames.folders(u.name).first.map(JSONValue.string) ?? .null,
+         "owner": u.owner.map(JSONValue.string) ?? existing?["owner"] ?? .null, "mime_type": .string(u.mime),
+         "metadata": u.metadata]
+    }
+
+    /// Commits the object row for a durable blob (ST1: the blob is durable, and on replicas per
+    /// the commit mode, before this runs). Returns the row and the LSN.
+    func commitUpload(_ u: Upload, sha256: String, size: Int64) async throws -> (Document, UInt64) {
+        try await ensureCollections()
+        let snapshot = database.snapshot()
+        let existing = try object(u.bucket, u.name, snapshot)
+        if existing != nil, !u.upsert { throw StorageError.duplicate }
+        var row = prospectiveRow(u, existing: existing)
+        row["sha256"] = .string(sha256)
+        row["size"] = .int(size)
+        row["cache_control"] = .string(u.cacheControl)
+        row["etag"] = .string("\"\(sha256.prefix(32))\"")
+        row["updated_at"] = now
+        row["last_accessed_at"] = now
+        row["created_at"] = existing?["created_at"] ?? now
+        let op: WriteOperation = existing != nil
+            ? .update(collection: StorageCollections.objects, target: .key(row["id"]!), set: row.filter { $0.key != "id" })
+            : .insert(collection: StorageCollections.objects, document: row)
+        do {
+            let result = try await database.commit([op])
+            return (row, result.lsn)
+        } catch let error as AeroError where error.code == .duplicateKey {
+            throw StorageError.duplicate
+        } catch let error as AeroError where error.code == .referenceViolation {
+            throw StorageError.bucketNotFound
+        }
+    }
+
+    static func infoJSON(_ d: Document) -> JSONValue {
+        .object(["id": d["id"] ?? .null, "name": d["name"] ?? .null, "bucket_id": d["bucket_id"] ?? .null,
+                 "version": d["sha256"] ?? .null, "size": d["size"] ?? .null, "content_type": d["mime_type"] ?? .null,
+                 "cache_control": d["cache_control"] ?? .null, "etag": d["etag"] ?? .null,
+                 "metadata": d["metadata"] ?? .null, "last_modified": d["updated_at"] ?? .null,
+                 "created_at": d["created_at"] ?? .null, "updated_at": d["updated_at"] ?? .null])
+    }
+
+    static func listMetadata(_ d: Document) -> JSONValue {
+        .object(["eTag": d["etag"] ?? .null, "size": d["size"] ?? .null, "mimetype": d["mime_type"] ?? .null,
+                 "cacheControl": .string("max-age=\(d["cache_control"]?.stringValue ?? "3600")"),
+                 "lastModified": d["updated_at"] ?? .null, "contentLength": d["size"] ?? .null, "httpStatusCode": .int(200)])
+    }
+
+    /// Supabase's folder listing: the entries directly under `prefix/` (files and sub-folders),
+    /// filtered by a case-insensitive name prefix `search`, sorted, then offset/limit.
+    func list(bucket: String, body: JSONValue, caller: Caller) throws -> JSONValue {
+        let snapshot = database.snapshot()
+        let b = try requireBucket(bucket, snapshot)
+        var folder = body["prefix"]?.stringValue ?? ""
+        while folder.hasSuffix("/") { folder.removeLast() }
+        let prefix = folder.isEmpty ? "" : folder + "/"
+        let limit = try Self.range(body["limit"], "limit", default: 100, 1...StorageLimits.listLimitMax)
+        let offset = try Self.range(body["offset"], "offset", default: 0, 0...StorageLimits.examinedRowsMax)
+        let search = (body["search"]?.stringValue ?? "").lowercased()
+        let column = body["sortBy"]?["column"]?.stringValue ?? "name"
+        let descending = body["sortBy"]?["order"]?.stringValue?.lowercased() == "desc"
+        guard ["name", "created_at", "updated_at", "last_accessed_at"].contains(column) else {
+            throw StorageError.invalid("sortBy.column must be name, created_at, updated_at or last_accessed_at")
+        }
+        var folders: [String: Bool] = [:]
+        var files: [Document] = []
+        for row in try objects(bucket, prefix: prefix, snapshot) {
+            guard access.allows(caller, .select, row: row, bucket: b, snapshot: snapshot), blobs.exists(row["sha256"]?.stringValue ?? "") else { continue }
+            let rest = String((row["name"]?.stringValue ?? "").dropFirst(prefix.count))
+            guard search.isEmpty || rest.lowercased().hasPrefix(search) else { continue }
+            if let slash = rest.firstIndex(of: "/") { folders[String(rest[..<slash])] = true } else { files.append(row) }
+        }
+        var entries: [(key: String, sortKey: JSONValue, value: JSONValue)] = folders.keys.map {
+            ($0, column == "name" ? .string($0) : .null,
+             .object(["name": .string($0), "id": .null, "updated_at": .null, "created_at": .null, "last_accessed_at": .null, "metadata": .null]))
+        }
+        for f in files {
+            let short = String((f["name"]?.stringValue ?? "").dropFirst(prefix.count))
+            entries.append((short, column == "name" ? .string(short) : (f[column] ?? .null),
+                            .object(["name": .string(short), "id": f["id"] ?? .null, "updated_at": f["updated_at"] ?? .null,
+                                     "created_at": f["created_at"] ?? .null, "last_accessed_at": f["last_accessed_at"] ?? .null,
+                                     "metadata": Self.listMetadata(f)])))
+        }
+        entries.sort { a, b in
+            var c = JSONValue.compare(a.sortKey, b.sortKey)
+            if c == 0 { c = JSONValue.compareUTF8(a.key, b.key) }
+            return descending ? c > 0 : c < 0
+        }
+        return .array(entries.dropFirst(offset).prefix(limit).map(\.value))
+    }
+
+    static func range(_ value: JSONValue?, _ name: String, default d: Int, _ r: ClosedRange<Int>) throws -> Int {
+        guard let value, value != .null else { return d }
+        let n: Int64
+        switch value {
+        case .int(let i): n = i
+        case .string(let s): guard let i = Int64(s) else { throw StorageError.invalid("\(name) must be an integer") }; n = i
+        default: throw StorageError.invalid("\(name) must be an integer")
+        }
+        guard n >= Int64(r.lowerBound), n <= Int64(r.upperBound) else {
+            throw StorageError.invalid("\(name) must be in \(r.lowerBound)...\(r.upperBound)")
+        }
+        return Int(n)
+    }
+
+    /// Removes the named objects the caller may delete; answers the removed rows (Supabase).
+    func remove(bucket: String, paths: [String], caller: Caller) async throws -> ([Document], UInt64) {
+        let snapshot = database.snapshot()
+        let b = try requireBucket(bucket, snapshot)
+        guard paths.count <= StorageLimits.batchPathsMax else { throw StorageError.invalid("at most \(StorageLimits.batchPathsMax) paths") }
+        var rows: [Document] = []
+        for path in Set(paths) {
+            guard let name = try? StorageNames.object(path), let row = try object(bucket, name, snapshot),
+                  access.allows(caller, .delete, row: row, bucket: b, snapshot: snapshot) else { continue }
+            rows.append(row)
+        }
+        guard !rows.isEmpty else { return ([], snapshot.lsn) }
+        let lsn = try await database.commit(rows.map { .delete(collection: StorageCollections.objects, target: .key($0["id"] ?? .null)) }).lsn
+        return (rows.sorted { ($0["name"]?.stringValue ?? "") < ($1["name"]?.stringValue ?? "") }, lsn)
+    }
+
+    /// Move or copy within or across buckets (`destinationBucket`); no byte is copied (the row
+    /// points at the same blob). A move is one transaction (delete + insert).
+    func moveOrCopy(_ body: JSONValue, copy: Bool, caller: Caller) async throws -> (String, UInt64) {
+        guard case .string(let bucketID)? = body["bucketId"], case .string(let from)? = body["sourceKey"],
+              case .string(let to)? = body["destinationKey"] else {
+            throw StorageError.invalid("bucketId, sourceKey and destinationKey are required")
+        }
+        let targetBucket = body["destinationBucket"]?.stringValue ?? bucketID
+        let snapshot = database.snapshot()
+        let source = try requireBucket(bucketID, snapshot)
+        let target = try requireBucket(targetBucket, snapshot)
+        let toName = try StorageNames.object(to)
+        guard let row = try object(bucketID, try StorageNames.object(from), snapshot) else { throw StorageError.objectNotFound }
+        guard try object(targetBucket, toName, snapshot) == nil else { throw StorageError.duplicate }
+        try checkMime(row["mime_type"]?.stringValue ?? "", target)
+        if case .int(let size)? = row["size"], size > limit(of: target) { throw StorageError.tooLarge(limit(of: target)) }
+        var new = row
+        new["id"] = .string(UUIDText.random())
+        new["bucket_id"] = .string(targetBucket)
+        new["name"] = .string(toName)
+        new["top_folder"] = StorageNames.folders(toName).first.map(JSONValue.string) ?? .null
+        new["updated_at"] = now
+        if copy {
+            new["created_at"] = now
+            if let uid = caller.userID { new["owner"] = .string(uid) }
+        }
+        try access.authorize(caller, copy ? .select : .update, row: row, bucket: source, snapshot: snapshot)
+        try access.authorize(caller, .insert, row: new, bucket: target, snapshot: snapshot)
+        var ops: [WriteOperation] = [.insert(collection: StorageCollections.objects, document: new)]
+        if !copy {
+            try access.authorize(caller, .delete, row: row, bucket: source, snapshot: snapshot)
+            ops.insert(.delete(collection: StorageCollections.objects, target: .key(row["id"]!)), at: 0)
+        }
+        do {
+            return ("\(targetBucket)/\(toName)", try await database.commit(ops).lsn)
+        } catch let error as AeroError where error.code == .duplicateKey {
+            throw StorageError.duplicate
+        }
+    }
+}
