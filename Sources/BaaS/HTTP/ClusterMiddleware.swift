@@ -72,7 +72,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || path.hasPrefix("/auth/v1") || path.hasPrefix("/functions/v1")
+        if let refusal = cluster.dataRefusal(), path.hasPrefix("/rest/v1") || path.hasPrefix("/auth/v1") || path.hasPrefix("/functions/v1") || path.hasPrefix("/storage/v1")
             || (path.hasPrefix("/admin/v1/") && !path.hasPrefix("/admin/v1/cluster") && path != "/admin/v1/status") {
             return errorResponse(request, refusal)
         }
@@ -99,6 +99,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         if path == "/auth/v1/verify" || path == "/auth/v1/reauthenticate" { return true }  // GETs that consume or issue codes
         guard [.post, .patch, .put, .delete].contains(request.method) else { return false }
         if path.hasPrefix("/rest/v1/") || path.hasPrefix("/auth/v1/") { return true }
+        if path.hasPrefix("/storage/v1/") { return StorageRoutes.writes(path, method: request.method.rawValue) }
         if path.hasPrefix("/functions/v1/") { return true }  // an invocation that may write runs on the primary
         return path.hasPrefix("/admin/v1/") && !Self.localAdminPaths.contains(path) && !path.hasPrefix("/admin/v1/cluster")
     }
@@ -113,6 +114,16 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     private func forward(_ request: Request, to first: String, context: Context,
                          next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
+        if request.uri.path.hasPrefix("/storage/v1/") {
+            // Uploads are forwarded as a stream (never collected in memory); a body cannot be
+            // replayed, so a primary that cannot be reached is answered 503 without a retry.
+            let length = request.headers[.contentLength].flatMap { Int64($0) }
+            let stream = HTTPClientRequest.Body.stream(request.body, length: length.map { .known($0) } ?? .unknown)
+            switch await send(request, body: stream, to: first, clientIP: context.clientIP) {
+            case .answered(let response): return response
+            case .failed(let error): return errorResponse(request, error)
+            }
+        }
         let body: ByteBuffer
         do {
             body = try await request.collectBody(upTo: HTTPLimits.requestBodyBytesMax)
@@ -121,7 +132,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         }
         var primary = first
         for attempt in 1...HTTPLimits.forwardAttemptsMax {
-            let outcome = await send(request, body: body, to: primary, clientIP: context.clientIP)
+            let outcome = await send(request, body: .bytes(body), to: primary, clientIP: context.clientIP)
             switch outcome {
             case .answered(let response):
                 return response
@@ -146,7 +157,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     }
 
     /// One attempt: the primary's answer (returned once this node applied its LSN), or why there is none.
-    private func send(_ request: Request, body: ByteBuffer, to primary: String, clientIP: String?) async -> Forwarded {
+    private func send(_ request: Request, body: HTTPClientRequest.Body, to primary: String, clientIP: String?) async -> Forwarded {
         var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
         outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
@@ -155,7 +166,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         }
         if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, secret: secret)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
-        outbound.body = .bytes(body)
+        outbound.body = body
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer
         do {

@@ -99,6 +99,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case clientAddress = "aerodb client-address v1"
     /// The storage key of a one-time token (email code, link, PKCE flow): AuthStore.storedID.
     case oneTimeTokenID = "aerodb one-time-token-id v1"
+    /// Storage signed URLs (download and upload tokens): StorageSignedURL.
+    case storageSignedURL = "aerodb storage-signed-url v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

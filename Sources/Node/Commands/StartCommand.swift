@@ -83,6 +83,17 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
+        do {
+            // Storage (docs/STORAGE.md): blobs under the data directory, pushed to the other members.
+            let cluster = replication.config
+            let peers = StoragePeers(others: { cluster.peers.map(\.http) }, primary: { view.primaryHTTP() },
+                                     copiesRequired: { cluster.replicaAcksNeeded })
+            let storage = try StorageService(database: database, secret: secrets.jwtSecret, clock: clock, peers: peers, logger: logger)
+            StorageAPI.register(on: router, service: storage, keys: keys)
+        } catch {
+            logger.critical("the storage front end did not start", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
         // Functions (docs/FUNCTIONS.md): /functions/v1, /rest/v1/rpc, /admin/v1/functions.
         FunctionsAPI.register(on: router, service: FunctionService(database: database, keys: keys, logger: logger), keys: keys)
         let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
