@@ -17,7 +17,7 @@ static int put(char *dst, int at, const char *s) {
 
 // The status from {"status":NNN,...}.
 static int status_of(int n) {
-    for (int i = 0; i + 12 < n; i++) {
+    for (int i = 0; i + 8 < n; i++) {
         if (answer[i] == 's' && answer[i + 1] == 't' && answer[i + 6] == '"' && answer[i + 7] == ':') {
             int v = 0, j = i + 8;
             while (j < n && answer[j] >= '0' && answer[j] <= '9') v = v * 10 + (answer[j++] - '0');

@@ -1,0 +1,266 @@
+"""Functions through the official Supabase client (supabase==2.34.1) against a real AeroDB node:
+functions.invoke with JSON, text and binary bodies, error mapping, rpc with POST and GET, the
+caller's policies inside a function, limits that stop hostile guests while REST keeps serving,
+and deploy/versions/rollback/delete with the `aerodb functions` CLI (docs/FUNCTIONS.md).
+The example modules are built by scripts/build-examples (wabt, clang's wasm32 target)."""
+import base64
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from postgrest.exceptions import APIError
+from supabase import ClientOptions, create_client
+from supabase_functions.errors import FunctionsHttpError, FunctionsRelayError
+
+from conftest import BINARY, ROOT, Node
+from test_auth import SETTINGS
+
+EXAMPLES = os.path.join(ROOT, "examples", "functions", "build")
+PASSWORD = "functions pass 1"
+
+
+def wasm(name):
+    path = os.path.join(EXAMPLES, name + ".wasm")
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(ROOT, "scripts", "build-examples")], check=True)
+    return path
+
+
+def wat(text):
+    """A module from WAT text, through wabt's wat2wasm (installed by scripts/build-examples)."""
+    wasm("hello")
+    with tempfile.TemporaryDirectory() as d:
+        source, out = os.path.join(d, "m.wat"), os.path.join(d, "m.wasm")
+        with open(source, "w") as f:
+            f.write(text)
+        subprocess.run(["wat2wasm", source, "-o", out], check=True)
+        with open(out, "rb") as f:
+            return f.read()
+
+
+ABI = """
+  (import "aerodb" "response_write" (func $write (param i32 i32) (result i32)))
+  (import "aerodb" "response_status" (func $status (param i32) (result i32)))
+  (memory (export "memory") 1)
+"""
+TEAPOT = wat_source = "(module " + ABI + """
+  (data (i32.const 0) "{\\"error\\":\\"short and stout\\"}")
+  (func (export "handle") (result i32)
+    (drop (call $status (i32.const 418))) (drop (call $write (i32.const 0) (i32.const 27))) (i32.const 0)))"""
+SPIN = "(module " + ABI + "(func (export \"handle\") (result i32) (loop $l (br $l)) (i32.const 0)))"
+BOMB = "(module " + ABI + """(func (export "handle") (result i32)
+    (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"""
+FLOOD = "(module " + ABI + """(func (export "handle") (result i32)
+    (loop $l (drop (call $write (i32.const 0) (i32.const 65536))) (br $l)) (i32.const 0)))"""
+TRAP = "(module " + ABI + "(func (export \"handle\") (result i32) unreachable))"
+
+
+def cli(node, *args):
+    return subprocess.run([BINARY, "functions", *args, "--url", node.url, "--key", node.service],
+                          capture_output=True, text=True, timeout=120)
+
+
+def deploy(node, name, module, **extra):
+    body = {"name": name, "module": base64.b64encode(module).decode()}
+    body.update(extra)
+    return node.admin("POST", "functions", body)
+
+
+def admin_error(node, method, path, body=None):
+    try:
+        node.admin(method, path, body)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    raise AssertionError("expected an error")
+
+
+@pytest.fixture(scope="module")
+def world():
+    node = Node(auth=SETTINGS)
+    done = cli(node, "deploy", "hello", "--file", wasm("hello"))
+    assert done.returncode == 0, done.stderr
+    done = cli(node, "deploy", "add", "--file", wasm("add"), "--rpc", "a:int,b:int")
+    assert done.returncode == 0, done.stderr
+    deploy(node, "notes", open(wasm("notes"), "rb").read())
+    deploy(node, "teapot", wat(TEAPOT))
+    deploy(node, "trap", wat(TRAP))
+    deploy(node, "open", wat(TEAPOT), verify_jwt=False)
+    deploy(node, "spin", wat(SPIN), limits={"fuel": 10_000_000_000, "wall_ms": 1500})
+    deploy(node, "bomb", wat(BOMB), limits={"memory_bytes": 16 << 20})
+    deploy(node, "flood", wat(FLOOD))
+    yield node
+    node.stop()
+
+
+def client(node, key=None):
+    return create_client(node.url, key or node.anon,
+                         options=ClientOptions(auto_refresh_token=False, persist_session=False))
+
+
+def test_invoke_json_text_binary_and_headers(world):
+    sb = client(world)
+    assert sb.functions.invoke("hello", {"body": {"name": "aero", "n": [1, 2]}, "responseType": "json"}) == {"name": "aero", "n": [1, 2]}
+    assert sb.functions.invoke("hello", {"body": "plain text é"}) == "plain text é".encode()
+    blob = bytes(range(256)) * 64
+    assert sb.functions.invoke("hello", {"body": blob}) == blob
+    assert sb.functions.invoke("hello", {"body": "x", "headers": {"Content-Type": "text/x-custom", "X-Trace": "1"}}) == b"x"
+    assert sb.functions.invoke("hello?q=1", {"method": "GET"}) == b"{}"
+    # The function chose the answer's content type from the request's.
+    request = urllib.request.Request(world.url + "/functions/v1/hello", data=b"<a/>", method="POST",
+                                     headers={"apikey": world.anon, "Authorization": f"Bearer {world.anon}",
+                                              "Content-Type": "application/xml"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.headers["Content-Type"] == "application/xml" and r.read() == b"<a/>"
+
+
+def test_errors_map_to_the_clients_exceptions(world):
+    sb = client(world)
+    with pytest.raises(FunctionsHttpError) as missing:
+        sb.functions.invoke("nope", {"body": {}})
+    assert missing.value.status == 404
+    with pytest.raises(FunctionsHttpError) as teapot:
+        sb.functions.invoke("teapot", {"body": {}})
+    assert teapot.value.status == 418 and "short and stout" in teapot.value.message
+    with pytest.raises(FunctionsHttpError) as trap:
+        sb.functions.invoke("trap", {"body": {}})
+    assert trap.value.status == 500 and "trapped" in trap.value.message
+    forged = client(world, world.anon[:-4] + "AAAA")
+    with pytest.raises(FunctionsHttpError) as unauthorized:
+        forged.functions.invoke("hello", {"body": {}})
+    assert unauthorized.value.status == 401
+    # verify_jwt false: the bad key is let in (as anon), the function's own answer comes back.
+    with pytest.raises(FunctionsHttpError) as open_teapot:
+        forged.functions.invoke("open", {"body": {}})
+    assert open_teapot.value.status == 418
+    assert not isinstance(open_teapot.value, FunctionsRelayError)
+
+
+def test_rpc_post_and_get(world):
+    sb = client(world)
+    assert sb.rpc("add", {"a": 2, "b": 40}).execute().data == 42
+    assert sb.rpc("add", {"a": 5, "b": 6}, get=True).execute().data == 11
+    assert sb.rpc("add", {"a": -7, "b": 3}, get=True).execute().data == -4
+    with pytest.raises(APIError) as missing_arg:
+        sb.rpc("add", {"a": 1}).execute()
+    assert missing_arg.value.code == "PGRST202"
+    with pytest.raises(APIError) as unknown:
+        sb.rpc("nope", {}).execute()
+    assert unknown.value.code == "PGRST202"
+    with pytest.raises(APIError) as not_rpc:
+        sb.rpc("hello", {}).execute()
+    assert not_rpc.value.code == "PGRST202"
+    with pytest.raises(APIError) as wrong_type:
+        sb.rpc("add", {"a": "two", "b": 1}).execute()
+    assert wrong_type.value.code == "22P02"
+    with pytest.raises(APIError) as wrong_get:
+        sb.rpc("add", {"a": "x", "b": 1}, get=True).execute()
+    assert wrong_get.value.code == "22P02"
+
+
+def test_database_calls_run_as_the_caller_under_policies(world):
+    node = world
+    node.admin("POST", "collections", {"name": "notes", "fields": {
+        "id": {"type": "text"}, "owner": {"type": "uuid"}, "body": {"type": "text"}}, "indexes": [{"fields": ["owner"]}]})
+    node.admin("POST", "collections/notes/policies", {"name": "own", "operation": "all", "roles": ["authenticated"],
+                                                      "using": "owner = auth.uid()", "check": "owner = auth.uid()"})
+    node.admin("POST", "collections/notes/rls", {"enabled": True})
+    service = client(node, node.service)
+    users = {}
+    for who in ("alice", "bob"):
+        user = service.auth.admin.create_user({"email": f"{who}@fn.example", "password": PASSWORD, "email_confirm": True}).user
+        sb = client(node)
+        sb.auth.sign_in_with_password({"email": f"{who}@fn.example", "password": PASSWORD})
+        users[who] = (user.id, sb)
+    (alice, alice_sb), (bob, bob_sb) = users["alice"], users["bob"]
+    service.table("notes").insert([{"id": "a1", "owner": alice, "body": "alice"},
+                                   {"id": "b1", "owner": bob, "body": "bob"}]).execute()
+    seen = alice_sb.functions.invoke("notes", {"method": "GET", "responseType": "json"})
+    assert seen["status"] == 200 and [r["id"] for r in seen["body"]] == ["a1"]
+    assert client(node).functions.invoke("notes", {"method": "GET", "responseType": "json"})["body"] == []
+    everything = service.functions.invoke("notes", {"method": "GET", "responseType": "json"})
+    assert [r["id"] for r in everything["body"]] == ["a1", "b1"]
+    # Writes as the caller: the policy's check refuses a row for someone else.
+    wrote = bob_sb.functions.invoke("notes", {"body": {"id": "b2", "owner": bob, "body": "mine"}, "responseType": "json"})
+    assert wrote["status"] == 201 and wrote["body"][0]["id"] == "b2"
+    with pytest.raises(FunctionsHttpError) as refused:
+        bob_sb.functions.invoke("notes", {"body": {"id": "b3", "owner": alice, "body": "forged"}})
+    assert refused.value.status == 403
+    assert [r["id"] for r in service.table("notes").select("id").order("id").execute().data] == ["a1", "b1", "b2"]
+
+
+def test_limits_stop_hostile_guests_while_rest_serves(world):
+    node = world
+    sb = client(node, node.service)
+    node.admin("POST", "collections", {"name": "pings", "fields": {"id": {"type": "text"}}})
+    sb.table("pings").insert({"id": "p"}).execute()
+    results = {}
+
+    def hostile(name):
+        try:
+            sb.functions.invoke(name, {"body": {}})
+        except FunctionsHttpError as e:
+            results[name] = (e.status, e.message)
+
+    threads = [threading.Thread(target=hostile, args=(n,)) for n in ("spin", "bomb", "flood")]
+    for t in threads:
+        t.start()
+    served, started = 0, time.time()
+    while any(t.is_alive() for t in threads) and time.time() - started < 20:
+        assert sb.table("pings").select("id").eq("id", "p").execute().data == [{"id": "p"}]
+        served += 1
+    for t in threads:
+        t.join(timeout=30)
+    assert served > 0
+    assert results["spin"][0] == 546 and "wall_ms" in results["spin"][1]
+    assert results["bomb"][0] == 546 and "memory_bytes" in results["bomb"][1]
+    assert results["flood"][0] == 546 and "response_bytes" in results["flood"][1]
+    logs = cli(node, "logs", "spin")
+    assert logs.returncode == 0 and "AERO_FUNCTION_LIMIT" in logs.stdout
+
+
+def test_bad_deploys_store_nothing(world):
+    node = world
+    before = node.admin("GET", "functions")
+    cases = [
+        {"name": "bad", "module": base64.b64encode(b"\0asm\x01\0\0\0garbage").decode()},
+        {"name": "Bad Name", "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode()},
+        {"name": "hello", "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode(), "limits": {"fuel": -1}},
+        {"name": "hello", "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode(), "limits": {"cpu": 1}},
+        {"name": "noexport", "module": base64.b64encode(wat("(module (memory (export \"memory\") 1))")).decode()},
+        {"name": "sys", "module": base64.b64encode(wat("(module (import \"env\" \"system\" (func)) (memory (export \"memory\") 1) (func (export \"handle\") (result i32) (i32.const 0)))")).decode()},
+        {"name": "hello", "module": "not base64!"},
+    ]
+    for body in cases:
+        status, error = admin_error(node, "POST", "functions", body)
+        assert status == 400 and error["code"] == "AERO_FUNCTION_INVALID", (body["name"], error)
+    assert node.admin("GET", "functions") == before
+
+
+def test_versions_rollback_and_delete_with_the_cli(world):
+    node = world
+    assert cli(node, "deploy", "ver", "--file", wasm("hello")).returncode == 0
+    assert cli(node, "deploy", "ver", "--file", wasm("add"), "--rpc", "a:int,b:int").returncode == 0
+    sb = client(node)
+    assert sb.rpc("ver", {"a": 1, "b": 2}).execute().data == 3
+    info = node.admin("GET", "functions/ver")
+    assert info["version"] == 2 and [v["version"] for v in info["versions"]] == [1, 2]
+    rolled = cli(node, "rollback", "ver")
+    assert rolled.returncode == 0 and "version 1" in rolled.stdout
+    assert sb.functions.invoke("ver", {"body": {"back": True}, "responseType": "json"}) == {"back": True}
+    assert cli(node, "rollback", "ver", "--version", "2").returncode == 0
+    assert sb.rpc("ver", {"a": 2, "b": 2}).execute().data == 4
+    listed = cli(node, "list")
+    assert listed.returncode == 0 and "ver  v2  rpc(a:int,b:int)" in listed.stdout
+    invoked = cli(node, "invoke", "hello", "--data", '{"k":1}')
+    assert invoked.returncode == 0 and invoked.stdout.strip() == '{"k":1}'
+    assert cli(node, "delete", "ver").returncode == 0
+    with pytest.raises(FunctionsHttpError) as gone:
+        sb.functions.invoke("ver", {"body": {}})
+    assert gone.value.status == 404
+    assert cli(node, "delete", "ver").returncode != 0
