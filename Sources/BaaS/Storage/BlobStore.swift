@@ -16,6 +16,7 @@
 
 import Crypto
 import Foundation
+import Synchronization
 import Kernel
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,9 @@ import Glibc
 
 public final class BlobStore: Sendable {
     public let root: String
+    /// Serializes "name a blob" (rename or, for known content, refresh its mtime) with the
+    /// collector's "check age and unlink" (BlobCollector, ST3).
+    let naming = Mutex(())
     var tmp: String { root + "/tmp" }
 
     public init(dataDirectory: String) throws {
@@ -160,15 +164,19 @@ public final class BlobWriter {
         do {
             try BlobStore.makeDurableDirectory(shard, parent: store.root)
             let target = store.path(of: sha)
-            var st = stat()
-            if stat(target, &st) == 0 {
-                // Same content already durable: keep it, mark it fresh for the collector's grace period.
-                unlink(tempPath)
-                utimes(target, nil)
-            } else {
-                guard rename(tempPath, target) == 0 else { throw BlobStore.posix("rename", tempPath) }
-                try BlobStore.syncDirectory(shard)
+            let temp = tempPath
+            let renamed: Bool = try store.naming.withLock { _ in
+                var st = stat()
+                if stat(target, &st) == 0 {
+                    // Same content already durable: keep it, fresh again for the collector's grace period.
+                    unlink(temp)
+                    guard utimes(target, nil) == 0 else { throw BlobStore.posix("utimes", target) }
+                    return false
+                }
+                guard rename(temp, target) == 0 else { throw BlobStore.posix("rename", temp) }
+                return true
             }
+            if renamed { try BlobStore.syncDirectory(shard) }
         } catch {
             abort()
             throw error

@@ -30,6 +30,9 @@ public final class StorageService: Sendable {
         self.logger = logger
     }
 
+    /// Starts the periodic blob pass (BlobCollector); the caller cancels it at shutdown.
+    public func startCollector() -> Task<Void, Never> { BlobCollector.start(self) }
+
     var nowMicros: Int64 { clock.nowMicros() }
     var nowSeconds: Int64 { nowMicros / 1_000_000 }
     var now: JSONValue { .string(Timestamp.format(nowMicros)) }

@@ -83,6 +83,7 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
+        let storageCollector: Task<Void, Never>
         do {
             // Storage (docs/STORAGE.md): blobs under the data directory, pushed to the other members.
             let cluster = replication.config
@@ -90,6 +91,7 @@ struct StartCommand: AsyncParsableCommand {
                                      copiesRequired: { cluster.replicaAcksNeeded })
             let storage = try StorageService(database: database, secret: secrets.jwtSecret, clock: clock, peers: peers, logger: logger)
             StorageAPI.register(on: router, service: storage, keys: keys)
+            storageCollector = storage.startCollector()
         } catch {
             logger.critical("the storage front end did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
@@ -111,6 +113,7 @@ struct StartCommand: AsyncParsableCommand {
                                                "wal_engine": "\(database.openReport.wal.engine)"])
         try await app.runService()
         watchdog.cancel()
+        storageCollector.cancel()
         retention.cancel()
         await replication.stop()
         await database.close()
