@@ -264,3 +264,37 @@ def test_versions_rollback_and_delete_with_the_cli(world):
         sb.functions.invoke("ver", {"body": {}})
     assert gone.value.status == 404
     assert cli(node, "delete", "ver").returncode != 0
+
+
+def test_cluster_deploy_through_a_replica_and_run_everywhere():
+    """Modules are replicated documents: deployed through n3 (forwarded to the primary n1, answered
+    after n3 applied it), they run on n3 itself; a writing invocation on n3 is forwarded to the
+    primary and its write is then readable on n3."""
+    from conftest import Cluster
+    cluster = Cluster(nodes=3)
+    try:
+        def admin3(method, path, body=None):
+            request = urllib.request.Request(cluster.urls[2] + "/admin/v1/" + path, method=method,
+                                             data=None if body is None else json.dumps(body).encode(),
+                                             headers={"Authorization": f"Bearer {cluster.service}"})
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return json.loads(r.read())
+        admin3("POST", "functions", {"name": "hello", "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode()})
+        admin3("POST", "functions", {"name": "add", "rpc": "a:int,b:int",
+                                     "module": base64.b64encode(open(wasm("add"), "rb").read()).decode()})
+        admin3("POST", "functions", {"name": "notes", "module": base64.b64encode(open(wasm("notes"), "rb").read()).decode()})
+        admin3("POST", "collections", {"name": "notes", "fields": {"id": {"type": "text"}, "body": {"type": "text"}}})
+        n3 = create_client(cluster.urls[2], cluster.service,
+                           options=ClientOptions(auto_refresh_token=False, persist_session=False))
+        assert n3.functions.invoke("hello", {"method": "GET"}) == b"{}"
+        assert n3.rpc("add", {"a": 20, "b": 22}, get=True).execute().data == 42
+        logs = admin3("GET", "functions/hello/logs")["logs"]
+        assert [line["message"] for line in logs] == ["hello: echoing the body"]  # it ran on n3
+        assert n3.rpc("add", {"a": 1, "b": 1}).execute().data == 2  # POST rpc: forwarded, answered
+        wrote = n3.functions.invoke("notes", {"body": {"id": "x", "body": "from n3"}, "responseType": "json"})
+        assert wrote["status"] == 201
+        seen = n3.functions.invoke("notes", {"method": "GET", "responseType": "json"})
+        assert [r["id"] for r in seen["body"]] == ["x"]
+        assert [f["name"] for f in cluster.admin(0, "GET", "functions")["functions"]] == ["add", "hello", "notes"]
+    finally:
+        cluster.stop()
