@@ -36,6 +36,8 @@ public enum HTTPErrors {
         // Supabase's edge runtime answers 546 when a worker exceeds a resource limit.
         case .functionLimit: return HTTPResponse.Status(code: 546, reasonPhrase: "Resource Limit")
         case .replicationRefused, .promotionRefused: return .conflict
+        case .realtimeInvalid: return .badRequest
+        case .realtimeLimit: return .tooManyRequests
         case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid,
              .internalError:
             return .internalServerError

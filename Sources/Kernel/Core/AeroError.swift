@@ -75,6 +75,9 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case functionInvalid = "AERO_FUNCTION_INVALID"
         case functionFailed = "AERO_FUNCTION_FAILED"
         case functionLimit = "AERO_FUNCTION_LIMIT"
+        // Realtime (docs/REALTIME.md)
+        case realtimeInvalid = "AERO_REALTIME_INVALID"
+        case realtimeLimit = "AERO_REALTIME_LIMIT"
     }
 }
 

@@ -39,6 +39,8 @@ public final class Database: Sendable {
     /// layer waits there for replica flushes (`sync`, `all` commit modes).
     private let commitGate = Mutex<(any CommitGate)?>(nil)
     private let retention = RetentionSetting()
+    /// The committed-transaction stream all subscribers read (ChangeHub.swift).
+    private let hub: ChangeHub
 
     private struct Core: Sendable {
         let wal: WriteAheadLog
@@ -60,17 +62,21 @@ public final class Database: Sendable {
         self.openReport = report
         self.store = store
         self.visibility = Visibility(initial: state)
-        self.core = Mutex(Self.makeCore(wal: wal, state: state, visibility: visibility, options: options,
+        self.hub = ChangeHub(visible: state.lsn)
+        self.core = Mutex(Self.makeCore(wal: wal, state: state, visibility: visibility, hub: hub, options: options,
                                         store: store, lastCheckpointLSN: lastCheckpointLSN, retention: retention))
     }
 
-    private static func makeCore(wal: WriteAheadLog, state: DatabaseState, visibility: Visibility, options: KernelOptions,
+    private static func makeCore(wal: WriteAheadLog, state: DatabaseState, visibility: Visibility, hub: ChangeHub, options: KernelOptions,
                                  store: CheckpointStore, lastCheckpointLSN: UInt64?, retention: RetentionSetting) -> Core {
         let writer = Writer(head: state, wal: wal, visibility: visibility, options: options)
         if options.role == .replica {
             writer.setAcceptsWrites(false, reason: AeroError(.notPrimary, "this node is a replica", invariant: "A1"))
         }
-        wal.setDurableHandler { lsn in visibility.publish(through: lsn) }
+        wal.setDurableHandler { lsn in
+            visibility.publish(through: lsn)
+            hub.visibleAdvanced(to: visibility.current.lsn)
+        }
         return Core(wal: wal, writer: writer,
                     checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN, retention: retention))
     }
@@ -280,12 +286,16 @@ public final class Database: Sendable {
     /// Durable here, visible, and through the commit gate (replica flushes in `sync` mode).
     private func waitVisible(_ lsn: UInt64) async throws {
         try await waitLocallyDurable(lsn)
-        if let gate = commitGate.withLock({ $0 }) { try await gate.wait(lsn) }
+        if let gate = commitGate.withLock({ $0 }) {
+            try await gate.wait(lsn)
+            hub.acknowledged(through: lsn)
+        }
     }
 
     private func waitLocallyDurable(_ lsn: UInt64) async throws {
         try await wal.waitDurable(lsn)
         visibility.publish(through: lsn)
+        hub.visibleAdvanced(to: visibility.current.lsn)
     }
 
     /// Opens `epoch` with an epoch record when the database is behind it (the authority
@@ -307,6 +317,7 @@ public final class Database: Sendable {
 
     public func setCommitGate(_ gate: (any CommitGate)?) {
         commitGate.withLock { $0 = gate }
+        hub.setGated(gate != nil)
     }
 
     /// Starts or stops accepting local writes (promotion, fencing, switchover). When it returns
@@ -401,10 +412,11 @@ public final class Database: Sendable {
         let (wal, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions, after: state.position) { record in
             throw AeroError(.internalError, "a freshly installed log holds record \(record.lsn)")
         }
-        let next = Self.makeCore(wal: wal, state: state, visibility: visibility, options: options, store: store,
+        let next = Self.makeCore(wal: wal, state: state, visibility: visibility, hub: hub, options: options, store: store,
                                  lastCheckpointLSN: state.lsn, retention: retention)
         core.withLock { $0 = next }
         visibility.reset(to: state)
+        hub.reset(to: state.lsn)
     }
 
     // MARK: Reads
@@ -425,53 +437,35 @@ public final class Database: Sendable {
 
     // MARK: Change stream
 
-    /// Every committed transaction with LSN > `lsn`, in order, then live ones as they commit.
-    /// Fails with AERO_WAL_LSN_UNAVAILABLE when `lsn` is older than the retained WAL.
+    /// Every released transaction with LSN > `lsn`, in order, then live ones as they are
+    /// released (ChangeHub: durable, and acknowledged through the commit gate in `sync`/`all`
+    /// mode). Fails with AERO_WAL_LSN_UNAVAILABLE when `lsn` is older than the retained WAL.
+    /// Pull-based: the stream reads the next batch only when its consumer asks for it.
     public func changes(after lsn: UInt64) -> AsyncThrowingStream<CommittedTransaction, any Error> {
-        let wal = self.wal
-        let signals = visibility.subscribe()
-        let visibility = self.visibility
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                var next = min(lsn, KernelLimits.lsnMax) + 1  // a client value: never an overflow trap
-                do {
-                    for await _ in signals {
-                        let visibleLSN = visibility.current.lsn
-                        while next <= visibleLSN {
-                            let records = try wal.read(from: next, maxBytes: Self.streamReadBytesMax)
-                            guard !records.isEmpty else { break }
-                            for record in records where record.lsn <= visibleLSN {
-                                continuation.yield(try Self.decode(record))
-                                next = record.lsn + 1
-                            }
-                        }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+        // The unfolding closure runs once at a time; the mutex only makes that state Sendable.
+        let state = Mutex<(cursor: UInt64, pending: [CommittedTransaction])>((min(lsn, KernelLimits.lsnMax), []))
+        return AsyncThrowingStream(unfolding: { [self] in
+            while true {
+                let (cursor, next) = state.withLock { s in (s.cursor, s.pending.popLast()) }
+                if let next { return next }
+                let batch = try await nextChanges(after: cursor, maxCount: 256)
+                state.withLock { $0 = (batch.through, batch.transactions.reversed()) }
             }
-            continuation.onTermination = { _ in task.cancel() }
+        })
+    }
+
+    /// One pull of the change stream: the released records after `lsn` (at most `maxCount`),
+    /// waiting until there is at least one. Move the cursor to the batch's `through`.
+    public func nextChanges(after lsn: UInt64, maxCount: Int) async throws -> ChangeBatch {
+        try await hub.next(after: min(lsn, KernelLimits.lsnMax), maxCount: maxCount) { [self] from, maxBytes in
+            try wal.read(from: from, maxBytes: maxBytes)  // the current log (a replica may have installed a new one)
         }
     }
 
-    /// Bytes of WAL read per step of a change stream: bounds the memory one subscriber uses.
-    static let streamReadBytesMax = 1 << 20
+    /// The newest LSN the change stream may show (visible, and acknowledged when gated).
+    public var releasedLSN: UInt64 { hub.released }
 
-    static func decode(_ record: WALRecord) throws -> CommittedTransaction {
-        switch record.type {
-        case .transaction:
-            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
-                                        changes: try TransactionRecord.decodeChanges(record.payload, lsn: record.lsn),
-                                        schemaChange: nil)
-        case .schema:
-            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
-                                        changes: [], schemaChange: try TransactionRecord.decodeSchemaChange(record.payload, lsn: record.lsn))
-        default:
-            return CommittedTransaction(lsn: record.lsn, epoch: record.epoch, timestampMicros: record.timestampMicros,
-                                        changes: [], schemaChange: nil)
-        }
-    }
+    static func decode(_ record: WALRecord) throws -> CommittedTransaction { try ChangeHub.decode(record) }
 
     // MARK: Checkpoints, status, shutdown
 

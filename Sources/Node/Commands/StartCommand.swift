@@ -2,6 +2,7 @@ import ArgumentParser
 import BaaS
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Kernel
 import Logging
 import Replication
@@ -98,7 +99,14 @@ struct StartCommand: AsyncParsableCommand {
         }
         // Functions (docs/FUNCTIONS.md): /functions/v1, /rest/v1/rpc, /admin/v1/functions.
         FunctionsAPI.register(on: router, service: FunctionService(database: database, keys: keys, logger: logger), keys: keys)
-        let app = Application(router: router, configuration: .init(address: .hostname(address.host, port: address.port)),
+        // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
+        let realtime = RealtimeService(database: database, keys: keys, logger: logger)
+        realtime.register(on: router)
+        let app = Application(router: router,
+                              server: .http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
+                                  realtime.shouldUpgrade(request)
+                              },
+                              configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
         // Auth retention (docs/AUTH.md): runs while this node is the primary.

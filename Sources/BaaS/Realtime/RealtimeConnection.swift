@@ -1,0 +1,362 @@
+// One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
+//
+// Tasks per connection: the reader (this file's `run`, one frame at a time, in order), the
+// writer (drains the bounded RealtimeOutbox), a ticker (idle timeout, token expiry), and one
+// postgres_changes pump per channel with bindings. State lives in one Mutex; no I/O under it.
+//
+// Invariants:
+// - Every client frame is answered or dropped within the connection's own tasks: a malformed,
+//   unknown or oversized frame gets an error reply or a close code, never a crash, and never
+//   blocks another connection.
+// - A pump only advances its cursor to the `through` of a batch whose frames were all queued:
+//   events are delivered in LSN order with no gap and no repeat (RT1). A full outbox pauses
+//   the pump (it catches up from the WAL later); the WAL no longer holding the cursor is
+//   reported with a `system` message naming the missed LSN range.
+// - A channel's token is checked as REST checks it (KeyChecker) at join and on `access_token`;
+//   when it expires, the channel gets a `system` error and is closed.
+
+import Foundation
+import HummingbirdWebSocket
+import Kernel
+import Synchronization
+
+final class RealtimeConnection: Sendable {
+    let id: Int
+    let service: RealtimeService
+    let version: RealtimeVersion
+    let apikey: String
+    let outbox: RealtimeOutbox
+
+    private struct Channel {
+        let topic: String
+        let joinRef: String?
+        var caller: Caller
+        var token: String
+        let presenceKey: String
+        let presenceEnabled: Bool
+        let broadcastAck: Bool
+        let subscription: ChangeSubscription?
+        let pump: Task<Void, Never>?
+    }
+
+    private struct State {
+        var channels: [String: Channel] = [:]
+        var lastSeen = ContinuousClock.now
+        var frameTokens = Double(RealtimeLimits.framesPerSecondPerConnectionMax)
+        var frameRefill = ContinuousClock.now
+        var overRate = 0
+    }
+
+    private let state = Mutex(State())
+
+    init(id: Int, service: RealtimeService, version: RealtimeVersion, apikey: String) {
+        self.id = id
+        self.service = service
+        self.version = version
+        self.apikey = apikey
+        self.outbox = RealtimeOutbox(version: version)
+    }
+
+    // MARK: Run
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [outbox] in
+                while let (frames, close) = await outbox.take() {
+                    do {
+                        for frame in frames { try await outbound.write(.text(frame)) }
+                        if let close {
+                            try await outbound.close(.init(codeNumber: close.code), reason: close.reason)
+                            return
+                        }
+                    } catch {
+                        outbox.close()
+                        return
+                    }
+                }
+            }
+            group.addTask { [self] in
+                while !outbox.isClosed {
+                    try? await Task.sleep(for: .seconds(1))
+                    tick()
+                }
+            }
+            do {
+                for try await message in inbound.messages(maxSize: RealtimeLimits.messageBytesMax) {
+                    guard !outbox.isClosed else { break }
+                    receive(message)
+                }
+            } catch {
+                outbox.close(code: 1009, reason: "message larger than \(RealtimeLimits.messageBytesMax) bytes or unreadable")
+            }
+            closeAllChannels()
+            outbox.close()
+            await group.waitForAll()
+        }
+    }
+
+    private func receive(_ message: WebSocketMessage) {
+        guard takeFrameToken() else { return }
+        let frame: RealtimeFrame
+        do {
+            switch message {
+            case .text(let text): frame = try RealtimeFrame.parse(text: text, version)
+            case .binary(let buffer): frame = try RealtimeFrame.parse(binary: Array(buffer.readableBytesView), version)
+            }
+        } catch {
+            // No topic or ref to answer to: a phx_error on the socket topic.
+            outbox.push(RealtimeFrame(joinRef: nil, ref: nil, topic: "phoenix", event: "phx_error",
+                                      payload: .object(["reason": .string(AeroError.wrap(error).message)])), .control)
+            return
+        }
+        do {
+            try handle(frame)
+        } catch {
+            outbox.push(RealtimeFrame.errorReply(frame, AeroError.wrap(error)), .control)
+        }
+    }
+
+    /// The connection's frame budget (token bucket); far over it, the socket closes (1008).
+    private func takeFrameToken() -> Bool {
+        let (ok, close) = state.withLock { s -> (Bool, Bool) in
+            let now = ContinuousClock.now
+            let elapsed = now - s.frameRefill
+            s.frameRefill = now
+            s.lastSeen = now
+            let rate = Double(RealtimeLimits.framesPerSecondPerConnectionMax)
+            s.frameTokens = min(rate, s.frameTokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
+            guard s.frameTokens >= 1 else {
+                s.overRate += 1
+                return (false, s.overRate > RealtimeLimits.framesPerSecondPerConnectionMax)
+            }
+            s.frameTokens -= 1
+            s.overRate = 0
+            return (true, false)
+        }
+        if close { outbox.close(code: 1008, reason: "more than \(RealtimeLimits.framesPerSecondPerConnectionMax) frames per second") }
+        return ok
+    }
+
+    // MARK: Frames
+
+    private func handle(_ frame: RealtimeFrame) throws {
+        if frame.topic == "phoenix" {
+            guard frame.event == "heartbeat" else { throw RealtimeFrame.invalid("unknown event \(frame.event) on topic phoenix") }
+            outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
+            return
+        }
+        if frame.event == "phx_join" { return try join(frame) }
+        guard let channel = state.withLock({ $0.channels[frame.topic] }) else {
+            outbox.push(RealtimeFrame.reply(frame, ok: false, .object(["reason": .string("unmatched topic")])), .control)
+            return
+        }
+        switch frame.event {
+        case "phx_leave":
+            outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
+            close(frame.topic)
+            outbox.push(RealtimeFrame(joinRef: channel.joinRef, ref: frame.ref, topic: frame.topic, event: "phx_close",
+                                      payload: .object([:])), .control)
+        case "broadcast":
+            guard case .object(let body) = frame.payload, case .string(let event)? = body["event"] else {
+                throw RealtimeFrame.invalid("a broadcast is {\"type\":\"broadcast\",\"event\":str,\"payload\":object}")
+            }
+            let payload = body["payload"] ?? .object([:])
+            guard case .object = payload else { throw RealtimeFrame.invalid("a broadcast payload is a JSON object") }
+            service.deliverBroadcast(topic: frame.topic, event: event, payload: payload, from: id)
+            if channel.broadcastAck { outbox.push(RealtimeFrame.reply(frame, ok: true), .control) }
+        case "presence":
+            guard case .string(let event)? = frame.payload["event"] else { throw RealtimeFrame.invalid("presence needs event track or untrack") }
+            switch event {
+            case "track":
+                let payload = frame.payload["payload"] ?? .object([:])
+                guard case .object(let meta) = payload else { throw RealtimeFrame.invalid("a presence state is a JSON object") }
+                guard JSON.encode(payload).count <= RealtimeLimits.presencePayloadBytesMax else {
+                    throw AeroError(.realtimeLimit, "a presence state is at most \(RealtimeLimits.presencePayloadBytesMax) bytes")
+                }
+                try service.track(topic: frame.topic, connection: id, key: channel.presenceKey, state: meta)
+            case "untrack":
+                service.untrack(topic: frame.topic, connection: id)
+            default:
+                throw RealtimeFrame.invalid("presence event must be track or untrack")
+            }
+            outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
+        case "access_token":
+            guard case .string(let token)? = frame.payload["access_token"] else {
+                throw RealtimeFrame.invalid("access_token needs {\"access_token\": str}")
+            }
+            try refreshToken(topic: frame.topic, token: token, frame: frame)
+        default:
+            throw RealtimeFrame.invalid("unknown event \(frame.event.prefix(64))")
+        }
+    }
+
+    private func join(_ frame: RealtimeFrame) throws {
+        let topic = frame.topic
+        guard topic.hasPrefix("realtime:"), topic.utf8.count - 9 <= RealtimeLimits.topicBytesMax, topic.utf8.count > 9 else {
+            throw RealtimeFrame.invalid("a topic is realtime:<name> with a name of 1 to \(RealtimeLimits.topicBytesMax) bytes")
+        }
+        guard service.takeJoin() else {
+            throw AeroError(.realtimeLimit, "ClientJoinRateLimitReached: more than \(RealtimeLimits.joinsPerSecondMax) joins per second on this node")
+        }
+        let count = state.withLock { s in s.channels[topic] == nil ? s.channels.count : 0 }
+        guard count < RealtimeLimits.channelsPerConnectionMax else {
+            throw AeroError(.realtimeLimit, "ChannelRateLimitReached: at most \(RealtimeLimits.channelsPerConnectionMax) channels per connection")
+        }
+        let token = frame.payload["access_token"]?.stringValue ?? apikey
+        let caller: Caller
+        do { caller = try service.keys.caller(token: token) } catch {
+            throw AeroError(.unauthorized, "Unauthorized: \(AeroError.wrap(error).message)")
+        }
+        let config = frame.payload["config"] ?? .object([:])
+        let broadcast = config["broadcast"] ?? .object([:])
+        let presence = config["presence"] ?? .object([:])
+        if config["private"]?.boolValue == true { try service.authorizeBroadcast(caller, isPrivate: true) }
+        let rawBindings = config["postgres_changes"]?.arrayValue ?? []
+        guard rawBindings.count <= RealtimeLimits.bindingsPerChannelMax else {
+            throw AeroError(.realtimeLimit, "at most \(RealtimeLimits.bindingsPerChannelMax) postgres_changes bindings per channel")
+        }
+        let bindings = try rawBindings.map { try ChangeBinding.parse($0, database: service.database) }
+        let resume = try Self.resumeLSN(config["resume_after_lsn"])
+        var presenceKey = presence["key"]?.stringValue ?? ""
+        if presenceKey.isEmpty { presenceKey = UUID().uuidString.lowercased() }
+        guard presenceKey.utf8.count <= 256 else { throw RealtimeFrame.invalid("presence key is at most 256 bytes") }
+        let presenceEnabled = presence["enabled"]?.boolValue ?? false
+
+        close(topic)  // a join on a joined topic replaces the channel (as Phoenix does)
+        let subscription = bindings.isEmpty ? nil
+            : ChangeSubscription(topic: topic, joinRef: frame.joinRef, bindings: bindings, caller: caller,
+                                 database: service.database, engine: service.engine)
+        // The reply is queued before the pump starts: no event can precede it.
+        outbox.push(RealtimeFrame.reply(frame, ok: true, .object(["postgres_changes": .array(bindings.map(\.reply))])), .control)
+        var pump: Task<Void, Never>?
+        if let subscription {
+            let database = service.database
+            let oldest = database.oldestLSN
+            if let resume, resume < oldest &- 1, oldest > 0 {
+                outbox.push(RealtimeFrame.system(topic: topic, extension: "postgres_changes", ok: false,
+                                                 "resume_after_lsn \(resume) is older than the oldest retained LSN \(oldest): resume after \(oldest - 1) or later (the changes in between are gone)",
+                                                 extra: ["oldest_lsn": .string(String(oldest)), "code": .string(AeroError.Code.lsnUnavailable.rawValue)]),
+                            .control)
+            } else {
+                outbox.push(RealtimeFrame.system(topic: topic, extension: "postgres_changes", ok: true, "Subscribed to PostgreSQL"), .control)
+                pump = Self.startPump(subscription, from: resume ?? database.releasedLSN, database: database, outbox: outbox)
+            }
+        }
+        let channel = Channel(topic: topic, joinRef: frame.joinRef, caller: caller, token: token, presenceKey: presenceKey,
+                              presenceEnabled: presenceEnabled, broadcastAck: broadcast["ack"]?.boolValue ?? false,
+                              subscription: subscription, pump: pump)
+        state.withLock { $0.channels[topic] = channel }
+        service.join(topic: topic, connection: id,
+                     member: .init(outbox: outbox, joinRef: frame.joinRef, broadcastSelf: broadcast["self"]?.boolValue ?? false,
+                                   presenceEnabled: presenceEnabled))
+        if presenceEnabled {
+            outbox.push(RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "presence_state",
+                                      payload: service.presenceState(topic: topic)), .control)
+        }
+    }
+
+    /// `config.resume_after_lsn`: a decimal string or an integer, at most KernelLimits.lsnMax.
+    static func resumeLSN(_ value: JSONValue?) throws -> UInt64? {
+        switch value {
+        case nil, .null?: return nil
+        case .int(let i)? where i >= 0: return min(UInt64(i), KernelLimits.lsnMax)
+        case .string(let s)?:
+            guard let n = UInt64(s) else { throw RealtimeFrame.invalid("resume_after_lsn is a decimal LSN") }
+            return min(n, KernelLimits.lsnMax)
+        default: throw RealtimeFrame.invalid("resume_after_lsn is a decimal LSN")
+        }
+    }
+
+    private static func startPump(_ subscription: ChangeSubscription, from start: UInt64, database: Database,
+                                  outbox: RealtimeOutbox) -> Task<Void, Never> {
+        Task {
+            var cursor = start
+            while !Task.isCancelled && !outbox.isClosed {
+                if !outbox.hasRoom {
+                    await outbox.waitForRoom()
+                    continue
+                }
+                do {
+                    let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
+                    for transaction in batch.transactions {
+                        if transaction.schemaChange != nil { subscription.invalidate() }
+                        for change in transaction.changes {
+                            guard let frame = subscription.frame(for: change, in: transaction) else { continue }
+                            while !outbox.push(frame, .event) {
+                                if outbox.isClosed || Task.isCancelled { return }
+                                await outbox.waitForRoom()
+                            }
+                        }
+                    }
+                    cursor = batch.through
+                } catch let error as AeroError where error.code == .lsnUnavailable {
+                    let oldest = database.oldestLSN
+                    let through = max(cursor &+ 1, oldest &- 1)
+                    outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: true,
+                                                     "changes after LSN \(cursor) through \(through) were missed (this subscriber fell behind the retained WAL); continuing from LSN \(oldest)",
+                                                     extra: ["missed_from_lsn": .string(String(cursor &+ 1)),
+                                                             "missed_through_lsn": .string(String(through)),
+                                                             "oldest_lsn": .string(String(oldest))]), .control)
+                    cursor = through
+                } catch {
+                    if Task.isCancelled { return }
+                    outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: false,
+                                                     "the change stream stopped: \(AeroError.wrap(error).message)"), .control)
+                    return
+                }
+            }
+        }
+    }
+
+    private func refreshToken(topic: String, token: String, frame: RealtimeFrame) throws {
+        guard let channel = state.withLock({ $0.channels[topic] }) else { return }
+        if channel.token == token {
+            outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
+            return
+        }
+        let caller: Caller
+        do { caller = try service.keys.caller(token: token) } catch {
+            expire(topic, reason: "Invalid token: \(AeroError.wrap(error).message)")
+            throw AeroError(.unauthorized, "Unauthorized: \(AeroError.wrap(error).message)")
+        }
+        state.withLock { s in
+            s.channels[topic]?.caller = caller
+            s.channels[topic]?.token = token
+        }
+        channel.subscription?.setCaller(caller)
+        outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
+    }
+
+    // MARK: Lifecycle
+
+    private func tick() {
+        let now = ContinuousClock.now
+        let nowSeconds = Double(service.keys.clock.nowMicros()) / 1e6
+        let (idle, expired) = state.withLock { s -> (Bool, [String]) in
+            let idle = now - s.lastSeen > .seconds(RealtimeLimits.idleTimeoutSeconds)
+            let expired = s.channels.values.filter { ($0.caller.claims["exp"]?.numberValue ?? .infinity) <= nowSeconds }.map(\.topic)
+            return (idle, expired)
+        }
+        for topic in expired { expire(topic, reason: "Token has expired") }
+        if idle { outbox.close(code: 1000, reason: "no heartbeat for \(RealtimeLimits.idleTimeoutSeconds) s") }
+    }
+
+    /// A `system` error and phx_close for the channel, which is closed.
+    private func expire(_ topic: String, reason: String) {
+        guard let channel = state.withLock({ $0.channels[topic] }) else { return }
+        outbox.push(RealtimeFrame.system(topic: topic, extension: "system", ok: false, reason), .control)
+        close(topic)
+        outbox.push(RealtimeFrame(joinRef: channel.joinRef, ref: nil, topic: topic, event: "phx_close", payload: .object([:])), .control)
+    }
+
+    private func close(_ topic: String) {
+        guard let channel = state.withLock({ $0.channels.removeValue(forKey: topic) }) else { return }
+        channel.pump?.cancel()
+        service.leave(topic: topic, connection: id)
+    }
+
+    private func closeAllChannels() {
+        let topics = state.withLock { Array($0.channels.keys) }
+        for topic in topics { close(topic) }
+    }
+}

@@ -1,0 +1,253 @@
+"""Realtime through the official Supabase client (supabase==2.34.1, its `realtime` package):
+postgres_changes insert/update/delete with and without filters, row-level security per
+subscriber (two users, owner-only policy), resume after an LSN (RT1), broadcast with self and
+ack, the REST broadcast endpoint, presence sync/join/leave, unsubscribe (docs/REALTIME.md)."""
+import asyncio
+import json
+import urllib.request
+
+import pytest
+import realtime._async.client as realtime_client
+from supabase import AsyncClientOptions, acreate_client
+
+from conftest import Node
+from test_auth import SETTINGS
+
+PASSWORD = "realtime pass 1"
+WAIT_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def world():
+    node = Node(auth=SETTINGS)
+    node.admin("POST", "collections", {"name": "items", "fields": {
+        "id": {"type": "text"}, "qty": {"type": "int"}, "tags": {"type": "array<text>", "nullable": True}}})
+    node.admin("POST", "collections", {"name": "notes", "fields": {
+        "id": {"type": "text"}, "owner": {"type": "uuid"}, "body": {"type": "text"}}})
+    node.admin("POST", "collections/notes/policies", {"name": "owner_all", "operation": "all", "roles": ["authenticated"],
+                                                      "using": "owner = auth.uid()", "check": "owner = auth.uid()"})
+    node.admin("POST", "collections/notes/rls", {"enabled": True})
+    yield node
+    node.stop()
+
+
+class RawFrames:
+    """The official clients validate frames into typed dicts that drop unknown keys, so the
+    `lsn` of a postgres_changes event (docs/REALTIME.md) is read from the raw frames here."""
+    def __init__(self, adapter):
+        self.adapter, self.frames = adapter, []
+
+    def validate_json(self, raw, *args, **kwargs):
+        self.frames.append(json.loads(raw))
+        return self.adapter.validate_json(raw, *args, **kwargs)
+
+    def lsn_of(self, table, record_id, kind):
+        for f in self.frames:
+            data = f.get("payload", {}).get("data") if f.get("event") == "postgres_changes" else None
+            if data and data["table"] == table and data["type"] == kind \
+                    and (data.get("record") or data.get("old_record"))["id"] == record_id:
+                return int(data["lsn"])
+        raise AssertionError(f"no {kind} frame for {table}/{record_id}")
+
+
+RAW = RawFrames(realtime_client.ServerMessageAdapter)
+realtime_client.ServerMessageAdapter = RAW
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+async def service_client(node):
+    return await acreate_client(node.url, node.service)
+
+
+async def user_client(node, who):
+    service = await service_client(node)
+    try:
+        user = (await service.auth.admin.create_user(
+            {"email": f"{who}@example.com", "password": PASSWORD, "email_confirm": True})).user
+    except Exception:
+        user = None
+    client = await acreate_client(node.url, node.anon, options=AsyncClientOptions(auto_refresh_token=False, persist_session=False))
+    session = (await client.auth.sign_in_with_password({"email": f"{who}@example.com", "password": PASSWORD})).session
+    await client.realtime.set_auth(session.access_token)
+    return client, (user.id if user else session.user.id)
+
+
+async def subscribed(channel):
+    """Subscribes and waits for SUBSCRIBED (raises on CHANNEL_ERROR / TIMED_OUT)."""
+    done = asyncio.get_running_loop().create_future()
+
+    def on_state(state, error):
+        if not done.done():
+            done.set_result((state, error))
+
+    await channel.subscribe(on_state)
+    state, error = await asyncio.wait_for(done, WAIT_SECONDS)
+    assert str(state).endswith("SUBSCRIBED"), (state, error)
+    return channel
+
+
+async def take(queue, count):
+    return [await asyncio.wait_for(queue.get(), WAIT_SECONDS) for _ in range(count)]
+
+
+async def nothing_more(queue, seconds=0.7):
+    await asyncio.sleep(seconds)
+    assert queue.empty(), [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+def test_insert_update_delete_events_carry_payload_shape_and_lsn(world):
+    async def main():
+        sb = await service_client(world)
+        events = asyncio.Queue()
+        channel = sb.channel("items-all")
+        channel.on_postgres_changes("*", schema="public", table="items", callback=events.put_nowait)
+        await subscribed(channel)
+        await sb.table("items").insert({"id": "i1", "qty": 1, "tags": ["a"]}).execute()
+        await sb.table("items").update({"qty": 2}).eq("id", "i1").execute()
+        await sb.table("items").delete().eq("id", "i1").execute()
+        insert, update, delete = [e["data"] for e in await take(events, 3)]
+        assert (insert["type"], update["type"], delete["type"]) == ("INSERT", "UPDATE", "DELETE")
+        assert insert["schema"] == "public" and insert["table"] == "items" and insert["errors"] is None
+        assert insert["record"] == {"id": "i1", "qty": 1, "tags": ["a"]}
+        assert {"name": "qty", "type": "int8"} in insert["columns"] and {"name": "tags", "type": "_text"} in insert["columns"]
+        assert update["record"]["qty"] == 2 and update["old_record"]["qty"] == 1
+        assert delete["old_record"]["id"] == "i1" and "record" not in delete
+        assert insert["commit_timestamp"].startswith("20")
+        lsns = [RAW.lsn_of("items", "i1", kind) for kind in ("INSERT", "UPDATE", "DELETE")]
+        assert lsns == sorted(lsns) and len(set(lsns)) == 3
+        await sb.remove_channel(channel)
+        await sb.realtime.close()
+    run(main())
+
+
+def test_event_and_filter_bindings_get_only_their_rows(world):
+    async def main():
+        sb = await service_client(world)
+        inserts, filtered = asyncio.Queue(), asyncio.Queue()
+        channel = sb.channel("items-filtered")
+        channel.on_postgres_changes("INSERT", schema="public", table="items", callback=inserts.put_nowait)
+        channel.on_postgres_changes("UPDATE", schema="public", table="items", filter="qty=gt.10", callback=filtered.put_nowait)
+        await subscribed(channel)
+        await sb.table("items").insert([{"id": "f1", "qty": 5}, {"id": "f2", "qty": 50}]).execute()
+        await sb.table("items").update({"qty": 6}).eq("id", "f1").execute()
+        await sb.table("items").update({"qty": 60}).eq("id", "f2").execute()
+        got = sorted(e["data"]["record"]["id"] for e in await take(inserts, 2))
+        assert got == ["f1", "f2"]
+        (update,) = await take(filtered, 1)
+        assert update["data"]["record"] == {"id": "f2", "qty": 60, "tags": None}
+        await nothing_more(filtered)
+        await nothing_more(inserts, 0.1)
+        await sb.realtime.close()
+    run(main())
+
+
+def test_row_level_security_each_user_receives_only_own_rows(world):
+    async def main():
+        alice, alice_id = await user_client(world, "alice")
+        bob, bob_id = await user_client(world, "bob")
+        anon = await acreate_client(world.url, world.anon)
+        queues = {"alice": asyncio.Queue(), "bob": asyncio.Queue(), "anon": asyncio.Queue()}
+        for name, client in (("alice", alice), ("bob", bob), ("anon", anon)):
+            channel = client.channel(f"notes-{name}")
+            channel.on_postgres_changes("*", schema="public", table="notes", callback=queues[name].put_nowait)
+            await subscribed(channel)
+        sb = await service_client(world)
+        await sb.table("notes").insert([{"id": "na", "owner": alice_id, "body": "alice's"},
+                                        {"id": "nb", "owner": bob_id, "body": "bob's"}]).execute()
+        # An update that moves a row from alice to bob: bob sees it, and its old_record shows
+        # only the key (bob could not read the old row); alice sees nothing of it.
+        await sb.table("notes").update({"owner": bob_id, "body": "now bob's"}).eq("id", "na").execute()
+        (a1,) = await take(queues["alice"], 1)
+        assert a1["data"]["record"]["id"] == "na" and a1["data"]["type"] == "INSERT"
+        b1, b2 = await take(queues["bob"], 2)
+        assert b1["data"]["record"]["id"] == "nb"
+        assert b2["data"]["type"] == "UPDATE" and b2["data"]["record"]["body"] == "now bob's"
+        assert b2["data"]["old_record"] == {"id": "na"}
+        await sb.table("notes").delete().eq("id", "nb").execute()
+        (b3,) = await take(queues["bob"], 1)
+        assert b3["data"]["type"] == "DELETE" and b3["data"]["old_record"]["id"] == "nb"
+        await nothing_more(queues["alice"])
+        await nothing_more(queues["anon"], 0.1)
+        for client in (alice, bob, anon):
+            await client.realtime.close()
+    run(main())
+
+
+def resume_after(channel, lsn):
+    """Adds `config.resume_after_lsn` to the channel's join (docs/REALTIME.md "Resume")."""
+    prepare = channel._prepare_join
+
+    def patched(callback):
+        prepare(callback)
+        channel.join_push.payload["config"]["resume_after_lsn"] = str(lsn)
+    channel._prepare_join = patched
+
+
+def test_rt1_resume_after_lsn_replays_exactly_the_missed_events(world):
+    async def main():
+        sb = await service_client(world)
+        first = asyncio.Queue()
+        channel = sb.channel("items-resume")
+        channel.on_postgres_changes("INSERT", schema="public", table="items", filter="id=like.r*", callback=first.put_nowait)
+        await subscribed(channel)
+        await sb.table("items").insert({"id": "r0", "qty": 0}).execute()
+        await take(first, 1)
+        last = RAW.lsn_of("items", "r0", "INSERT")
+        await sb.remove_channel(channel)
+        for n in range(1, 4):  # missed while disconnected
+            await sb.table("items").insert({"id": f"r{n}", "qty": n}).execute()
+        again = asyncio.Queue()
+        channel = sb.channel("items-resume")
+        channel.on_postgres_changes("INSERT", schema="public", table="items", filter="id=like.r*", callback=again.put_nowait)
+        resume_after(channel, last)
+        await subscribed(channel)
+        await sb.table("items").insert({"id": "r4", "qty": 4}).execute()  # live, after the replay
+        got = [e["data"]["record"]["id"] for e in await take(again, 4)]
+        assert got == ["r1", "r2", "r3", "r4"]
+        await nothing_more(again)
+        await sb.realtime.close()
+    run(main())
+
+
+def test_broadcast_self_ack_rest_and_presence(world):
+    async def main():
+        one = await acreate_client(world.url, world.anon)
+        two = await acreate_client(world.url, world.anon)
+        got_one, got_two = asyncio.Queue(), asyncio.Queue()
+        c1 = one.channel("room-1", {"config": {"broadcast": {"self": True, "ack": True}, "presence": {"key": "one"}}})
+        c1.on_broadcast("ping", got_one.put_nowait)
+        joins = asyncio.Queue()
+        c1.on_presence_join(lambda key, current, new: joins.put_nowait(key))
+        leaves = asyncio.Queue()
+        c1.on_presence_leave(lambda key, current, left: leaves.put_nowait(key))
+        c2 = two.channel("room-1", {"config": {"broadcast": {"self": False}, "presence": {"key": "two"}}})
+        c2.on_broadcast("ping", got_two.put_nowait)
+        await subscribed(c1)
+        await subscribed(c2)
+        await c1.send_broadcast("ping", {"n": 1})
+        assert (await take(got_one, 1))[0]["payload"] == {"n": 1}  # self
+        assert (await take(got_two, 1))[0]["payload"] == {"n": 1}
+        await c2.send_broadcast("ping", {"n": 2})
+        assert (await take(got_one, 1))[0]["payload"] == {"n": 2}
+        await nothing_more(got_two)  # no self for c2
+        request = urllib.request.Request(world.url + "/realtime/v1/api/broadcast/room-1/events/ping", method="POST",
+                                         data=json.dumps({"n": 3}).encode(),
+                                         headers={"apikey": world.anon, "Authorization": f"Bearer {world.anon}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 202
+        assert (await take(got_one, 1))[0]["payload"] == {"n": 3}
+        assert (await take(got_two, 1))[0]["payload"] == {"n": 3}
+        await c1.track({"status": "online"})
+        await c2.track({"status": "away"})
+        assert sorted(await take(joins, 2)) == ["one", "two"]
+        state = c1.presence_state()
+        assert state["two"][0]["status"] == "away"
+        await c2.unsubscribe()
+        assert await take(leaves, 1) == ["two"]
+        await one.realtime.close()
+        await two.realtime.close()
+    run(main())
