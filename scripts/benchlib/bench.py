@@ -375,10 +375,26 @@ def w_idle_rss(ctx):
           note="resident memory at idle: a freshly started aerodb node; the freshly started postmaster and its children")
 
 
+def w_functions(ctx):
+    """Functions (docs/FUNCTIONS.md): scripts/benchlib/functions_bench.py."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import functions_bench
+    f = functions_bench.run(ctx.aerodb.binary, ctx.seconds)
+    RESULTS["workloads"]["functions"] = f
+    ratio("functions_hello", "rest_get", f["hello_rps"], f["rest_get_rps"], "req/s",
+          note="warm invocations of hello (POST {\"a\":1}) vs REST GET by key, same node, wrk -c64; goal >= 0.5")
+    ratio("functions_cold_100k", "goal_50ms", f["cold_100k_ms"], 50.0, "ms", higher_is_better=False,
+          note="first invocation after deploy of a 100 KB module (median of 5)")
+    ratio("functions_cold_1m", "goal_50ms", f["cold_1m_ms"], 50.0, "ms", higher_is_better=False,
+          note="first invocation after deploy of a 1 MB module (median of 5)")
+    ratio("functions_compute", "native_c", f["compute_wasm_s"], f["compute_native_s"], "s", higher_is_better=False,
+          note="examples/functions/compute/compute.c: fuel-metered WasmKit interpreter vs gcc -O2 (invocation over HTTP)")
+
+
 WORKLOADS = {
     "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
     "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
-    "recovery": w_recovery, "idle_rss": w_idle_rss,
+    "recovery": w_recovery, "idle_rss": w_idle_rss, "functions": w_functions,
 }
 
 
