@@ -4,6 +4,7 @@ subscriber (two users, owner-only policy), resume after an LSN (RT1), broadcast 
 ack, the REST broadcast endpoint, presence sync/join/leave, unsubscribe (docs/REALTIME.md)."""
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -250,4 +251,100 @@ def test_broadcast_self_ack_rest_and_presence(world):
         assert await take(leaves, 1) == ["two"]
         await one.realtime.close()
         await two.realtime.close()
+    run(main())
+
+
+def test_three_node_cluster_subscriber_on_a_replica_sees_writes_through_another_node():
+    """A replica serves postgres_changes from the WAL it applied (sync commit mode): a
+    subscriber on n3 receives what was written through n2 (forwarded to the primary n1), in
+    LSN order, and resumes on another node after its last LSN."""
+    from conftest import Cluster
+    cluster = Cluster(nodes=3)
+    try:
+        cluster.admin(0, "POST", "collections", {"name": "feed", "fields": {"id": {"type": "text"}, "n": {"type": "int"}}})
+
+        async def main():
+            n3 = await acreate_client(cluster.urls[2], cluster.service)
+            n2 = await acreate_client(cluster.urls[1], cluster.service)
+            events = asyncio.Queue()
+            channel = n3.channel("feed-n3")
+            channel.on_postgres_changes("INSERT", schema="public", table="feed", callback=events.put_nowait)
+            await subscribed(channel)
+            for n in range(3):
+                await n2.table("feed").insert({"id": f"c{n}", "n": n}).execute()
+            got = [e["data"]["record"]["id"] for e in await take(events, 3)]
+            assert got == ["c0", "c1", "c2"]
+            last = RAW.lsn_of("feed", "c0", "INSERT")
+            await n3.realtime.close()
+            # The same subscriber moves to n2 and resumes after c0: exactly c1, c2.
+            moved = asyncio.Queue()
+            channel = n2.channel("feed-moved")
+            channel.on_postgres_changes("INSERT", schema="public", table="feed", callback=moved.put_nowait)
+            resume_after(channel, last)
+            await subscribed(channel)
+            assert [e["data"]["record"]["id"] for e in await take(moved, 2)] == ["c1", "c2"]
+            await nothing_more(moved)
+            await n2.realtime.close()
+        run(main())
+    finally:
+        cluster.stop()
+
+
+def test_protocol_vsn2_arrays_binary_broadcast_and_bad_frames(world):
+    """vsn 2.0.0 (what realtime-js speaks): array frames both ways and kind-3 binary broadcast
+    pushes; malformed, unknown and oversized frames get an error reply or close code, and the
+    socket (and the node) keep serving."""
+    import websockets
+
+    async def main():
+        base = world.url.replace("http://", "ws://") + "/realtime/v1/websocket"
+        async with websockets.connect(f"{base}?apikey={world.anon}&vsn=2.0.0", max_size=None) as ws:
+            async def next_frame():
+                return json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))
+            await ws.send(json.dumps(["1", "1", "realtime:v2room", "phx_join",
+                                      {"config": {"broadcast": {"self": True, "ack": True}, "presence": {"key": ""},
+                                                  "postgres_changes": []}}]))
+            reply = await next_frame()
+            assert reply[:4] == ["1", "1", "realtime:v2room", "phx_reply"] and reply[4]["status"] == "ok"
+            await ws.send(json.dumps([None, "2", "phoenix", "heartbeat", {}]))
+            assert await next_frame() == [None, "2", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
+            # Binary broadcast push (kind 3, JSON encoding): delivered to self as a broadcast.
+            join_ref, ref, topic, event, meta = b"1", b"3", b"realtime:v2room", b"bin-event", b""
+            payload = json.dumps({"x": 1}).encode()
+            frame = bytes([3, len(join_ref), len(ref), len(topic), len(event), len(meta), 1]) + join_ref + ref + topic + event + meta + payload
+            await ws.send(frame)
+            frames = [await next_frame(), await next_frame()]
+            broadcast = next(f for f in frames if f[3] == "broadcast")
+            assert broadcast[2] == "realtime:v2room" and broadcast[4]["event"] == "bin-event" and broadcast[4]["payload"] == {"x": 1}
+            assert any(f[3] == "phx_reply" and f[1] == "3" for f in frames)  # ack
+            # Bad input: malformed JSON, an object under vsn 2, an unknown event, an unjoined topic.
+            await ws.send("{not json")
+            assert (await next_frame())[3] == "phx_error"
+            await ws.send(json.dumps({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "9"}))
+            assert (await next_frame())[3] == "phx_error"
+            await ws.send(json.dumps(["1", "4", "realtime:v2room", "no_such_event", {}]))
+            bad = await next_frame()
+            assert bad[3] == "phx_reply" and bad[4]["status"] == "error" and bad[4]["response"]["code"] == "AERO_REALTIME_INVALID"
+            await ws.send(json.dumps([None, "5", "realtime:elsewhere", "broadcast", {"event": "e", "payload": {}}]))
+            assert (await next_frame())[4]["response"]["reason"] == "unmatched topic"
+            await ws.send(json.dumps([None, "6", "phoenix", "heartbeat", {}]))
+            assert (await next_frame())[1] == "6"  # still serving
+        # An oversized message closes that socket with 1009; the node keeps serving others.
+        async with websockets.connect(f"{base}?apikey={world.anon}&vsn=1.0.0", max_size=None) as ws:
+            await ws.send("x" * ((1 << 20) + 1))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), WAIT_SECONDS)
+            assert closed.value.rcvd.code == 1009
+        async with websockets.connect(f"{base}?apikey={world.anon}&vsn=1.0.0") as ws:
+            await ws.send(json.dumps({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "1", "join_ref": None}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))["payload"]["status"] == "ok"
+        # A bad key is refused before the upgrade (hummingbird-websocket answers a refused
+        # upgrade with 400); a plain GET says why with 401.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(f"{base}?apikey=nope&vsn=1.0.0"):
+                pass
+        assert refused.value.response.status_code == 400
+        with pytest.raises(urllib.error.HTTPError) as plain:
+            urllib.request.urlopen(f"{world.url}/realtime/v1/websocket?apikey=nope&vsn=1.0.0", timeout=10)
+        assert plain.value.code == 401 and json.loads(plain.value.read())["code"] == "AERO_AUTH_UNAUTHORIZED"
     run(main())
