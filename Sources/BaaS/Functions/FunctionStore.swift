@@ -36,6 +36,8 @@ public struct FunctionVersion: Sendable {
     public var verifyJWT: Bool
     public var config: [String: String]
     public var secrets: [String: String]
+    /// A 5-field cron schedule (FunctionCron), or nil.
+    public var schedule: String?
     public var createdAt: JSONValue
 
     /// Config and secrets as the guest sees them (secrets win on a clash).
@@ -48,6 +50,7 @@ public struct FunctionVersion: Sendable {
             "rpc": rpc.map { .array($0.map(\.json)) } ?? .null, "limits": limits.json, "verify_jwt": .bool(verifyJWT),
             "config": .object(config.mapValues(JSONValue.string)),
             "secrets": .array(secrets.keys.sorted().map(JSONValue.string)), "created_at": createdAt,
+            "schedule": schedule.map(JSONValue.string) ?? .null,
         ])
     }
 }
@@ -106,10 +109,11 @@ public struct DeployRequest: Sendable {
     public var verifyJWT: Bool
     public var config: [String: String]
     public var secrets: [String: String]
+    public var schedule: String?
 
     public init(json: JSONValue) throws {
         guard case .object(let o) = json else { throw AeroError(.functionInvalid, "deploy takes a JSON object") }
-        let known: Set<String> = ["name", "module", "rpc", "limits", "verify_jwt", "config", "secrets"]
+        let known: Set<String> = ["name", "module", "rpc", "limits", "verify_jwt", "config", "secrets", "schedule"]
         if let unknown = o.keys.sorted().first(where: { !known.contains($0) }) {
             throw AeroError(.functionInvalid, "unknown deploy field \(unknown); known: \(known.sorted().joined(separator: ", "))")
         }
@@ -132,6 +136,11 @@ public struct DeployRequest: Sendable {
         }
         config = try Self.strings(o["config"], "config")
         secrets = try Self.strings(o["secrets"], "secrets")
+        switch o["schedule"] {
+        case nil, .null?: schedule = nil
+        case .string(let text)?: schedule = try CronSchedule(text).text
+        default: throw AeroError(.functionInvalid, "schedule must be a 5-field cron string such as \"*/5 * * * *\"")
+        }
     }
 
     static func strings(_ value: JSONValue?, _ what: String) throws -> [String: String] {
@@ -170,6 +179,7 @@ public enum FunctionStore {
                 "bytes": C.field("int", nullable: false), "chunks": C.field("int", nullable: false),
                 "rpc": C.field("json"), "limits": C.field("json", nullable: false), "verify_jwt": C.field("bool", nullable: false),
                 "config": C.field("json", nullable: false), "secrets": C.field("json", nullable: false), "created_at": C.created,
+                "schedule": C.field("text"),
             ], [C.index("by_name", ["name", "version"])]),
             C.schema(chunks, key: "id", [
                 "id": C.field("text", nullable: false), "name": C.field("text", nullable: false),
@@ -239,7 +249,7 @@ public enum FunctionStore {
                                bytes: int("bytes"), chunks: int("chunks"), rpc: rpc,
                                limits: (try? FunctionLimits.parse(doc["limits"])) ?? .default,
                                verifyJWT: doc["verify_jwt"] == .bool(true), config: strings("config"), secrets: strings("secrets"),
-                               createdAt: doc["created_at"] ?? .null)
+                               schedule: doc["schedule"]?.stringValue, createdAt: doc["created_at"] ?? .null)
     }
 
     /// The module bytes of a version, from its chunks, checked against length and SHA-256.
@@ -270,7 +280,7 @@ public enum FunctionStore {
         let chunkCount = (request.module.count + FunctionRuntimeLimits.chunkBytes - 1) / FunctionRuntimeLimits.chunkBytes
         let v = FunctionVersion(name: request.name, version: next, sha256: sha256(request.module), bytes: request.module.count,
                                 chunks: chunkCount, rpc: request.rpc, limits: request.limits, verifyJWT: request.verifyJWT,
-                                config: request.config, secrets: request.secrets, createdAt: .null)
+                                config: request.config, secrets: request.secrets, schedule: request.schedule, createdAt: .null)
         var ops: [WriteOperation] = [
             .upsert(collection: heads, document: ["name": .string(request.name), "active_version": .int(Int64(next))]),
             .insert(collection: versions, document: [
@@ -279,6 +289,7 @@ public enum FunctionStore {
                 "rpc": request.rpc.map { .array($0.map(\.json)) } ?? .null, "limits": request.limits.json,
                 "verify_jwt": .bool(request.verifyJWT), "config": .object(request.config.mapValues(JSONValue.string)),
                 "secrets": .object(request.secrets.mapValues(JSONValue.string)),
+                "schedule": request.schedule.map(JSONValue.string) ?? .null,
             ]),
         ]
         for index in 0..<chunkCount {

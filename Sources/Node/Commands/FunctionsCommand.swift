@@ -33,6 +33,8 @@ struct FunctionsCommand: AsyncParsableCommand {
         @Option(parsing: .singleValue, help: "A config entry KEY=VALUE the function reads with config_get; repeatable.") var config: [String] = []
         @Option(parsing: .singleValue, help: "A secret KEY=VALUE (config_get; never listed back); repeatable.") var secret: [String] = []
         @Flag(help: "Let requests without a valid JWT in (as anon), like Supabase's --no-verify-jwt.") var noVerifyJwt = false
+        @Option(help: "A 5-field cron schedule in UTC, e.g. '*/5 * * * *': the primary invokes the function once per matching minute.")
+        var schedule: String?
 
         func run() async throws {
             let bytes: Data
@@ -40,6 +42,7 @@ struct FunctionsCommand: AsyncParsableCommand {
             var body: [String: JSONValue] = ["name": .string(name), "module": .string(bytes.base64EncodedString()),
                                              "verify_jwt": .bool(!noVerifyJwt)]
             if let rpc { body["rpc"] = .string(rpc) }
+            if let schedule { body["schedule"] = .string(schedule) }
             var limits: [String: JSONValue] = [:]
             for (key, value) in try pairs(limit, "--limit") {
                 guard let n = Int64(value) else { throw ValidationError("--limit \(key)=\(value): the value must be an integer") }

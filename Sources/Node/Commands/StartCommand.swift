@@ -98,7 +98,10 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         // Functions (docs/FUNCTIONS.md): /functions/v1, /rest/v1/rpc, /admin/v1/functions.
-        FunctionsAPI.register(on: router, service: FunctionService(database: database, keys: keys, logger: logger), keys: keys)
+        let functions = FunctionService(database: database, keys: keys, logger: logger)
+        FunctionsAPI.register(on: router, service: functions, keys: keys)
+        // Cron schedules of functions fire on the primary only (docs/FUNCTIONS.md "Cron").
+        let cron = FunctionCron.start(service: functions, isPrimary: { replication.currentRole.isPrimary })
         // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
         let realtime = RealtimeService(database: database, keys: keys, logger: logger)
         realtime.register(on: router)
@@ -123,6 +126,7 @@ struct StartCommand: AsyncParsableCommand {
         watchdog.cancel()
         storageCollector.cancel()
         retention.cancel()
+        cron.cancel()
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
