@@ -298,3 +298,24 @@ def test_cluster_deploy_through_a_replica_and_run_everywhere():
         assert [f["name"] for f in cluster.admin(0, "GET", "functions")["functions"]] == ["add", "hello", "notes"]
     finally:
         cluster.stop()
+
+
+def test_cron_fires_on_the_primary_once_per_minute(world):
+    """A `* * * * *` schedule fires at the next minute on the (single) primary, once for that slot
+    (up to ~62 s of waiting: cron slots are minutes)."""
+    node = world
+    done = cli(node, "deploy", "tick", "--file", wasm("hello"), "--schedule", "* * * * *")
+    assert done.returncode == 0, done.stderr
+    assert node.admin("GET", "functions/tick")["schedule"] == "* * * * *"
+    deadline = time.time() + 75
+    fired = []
+    while time.time() < deadline and not fired:
+        time.sleep(1)
+        fired = [l for l in node.admin("GET", "functions/tick/logs")["logs"] if l["message"].startswith("cron: slot")]
+    assert len(fired) == 1 and fired[0]["message"].endswith("answered 200"), fired
+    time.sleep(2)  # the same minute: nothing more
+    again = [l for l in node.admin("GET", "functions/tick/logs")["logs"] if l["message"].startswith("cron: slot")]
+    assert len(again) == 1 or again[1]["message"] != again[0]["message"]
+    status, error = admin_error(node, "POST", "functions", {"name": "tock", "schedule": "@hourly",
+                                                             "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode()})
+    assert status == 400 and "5 fields" in error["message"]
