@@ -318,6 +318,53 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         }
     }
 
+    /// A4/P1 (issue 12 item 11 follow-up): an honest replica stopped before a promotion, whose
+    /// epoch the new primary recycled meanwhile, is bootstrapped without operator action by the
+    /// epoch history proof (the new primary's record at its LSN is of its epoch) and converges;
+    /// the deposed primary, whose unreplicated tail sits where the new primary has the next
+    /// epoch, is still refused.
+    @Test func anHonestReplicaDownAcrossAPromotionIsBootstrappedButTheDeposedPrimaryIsRefused() async throws {
+        // async: the isolated primary acknowledges its tail, the new one writes with no replica up.
+        let cluster = try makeCluster(commitMode: "async", proxies: true, settings: ["wal_segment_bytes": .int(65_536)])
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        _ = try await bulkInsert(cluster, 0, prefix: "old", count: 10)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        cluster.stop(2)  // n3: an honest replica, its last record of epoch 1
+        cluster.isolate(0, true)
+        for k in 0..<3 {  // n1's unreplicated tail in epoch 1
+            let write = try await cluster.admin(0, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"tail-\#(k)","qty":1}}]}"#))
+            #expect(write.status == 200)
+        }
+        let (status, report) = try promote(cluster, 1, force: true)
+        #expect(status == 0, "\(JSON.encodeString(report))")
+        cluster.stop(0)
+        cluster.isolate(0, false)
+        // n2 writes several segments and checkpoints twice: epoch 1 is recycled on it.
+        for round in 0..<2 {
+            for t in 0..<20 { _ = try await bulkInsert(cluster, 1, prefix: "new\(round)-\(t)", count: 100) }
+            #expect(try await cluster.admin(1, "POST", "checkpoint").status == 200)
+        }
+        // n3 comes back: it learns epoch 2, is proven on n2's history and bootstrapped, no rejoin.
+        try await cluster.start(2)
+        _ = try await cluster.waitConverged([1, 2], to: 1)
+        let honest = try await cluster.status(2)["replication"]?["state"]?.stringValue ?? ""
+        #expect(honest.hasPrefix("streaming"), "n3: \(honest)")
+        #expect(cluster.log(2).contains("installed a checkpoint"), "n3 was not bootstrapped from a checkpoint")
+        #expect(try await documents(cluster, 2, ["old-9", "new1-19-99"]) == ["old-9": 9, "new1-19-99": 99])
+        // n1 comes back with its tail in epoch 1 where n2 has epoch 2: refused, it halts.
+        try await cluster.start(0)
+        var state = ""
+        for _ in 0..<100 {
+            state = try await cluster.status(0)["replication"]?["state"]?.stringValue ?? ""
+            if state.hasPrefix("diverged") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(state.hasPrefix("diverged") && state.contains("cannot be proven"), "n1: \(state)")
+        #expect(!cluster.log(0).contains("installed a checkpoint"), "n1 was bootstrapped over its unreplicated tail")
+        for i in 1...2 { #expect(try await documents(cluster, i, ["tail-0", "tail-1", "tail-2"]).isEmpty) }
+    }
+
     /// A1 (issue 12 item 10): a deposed primary reconnecting with a diverged, longer log while a
     /// `sync` commit waits on the new primary (its only other replica down) releases nothing: its
     /// HELLO position is refused by the history check before it could count.

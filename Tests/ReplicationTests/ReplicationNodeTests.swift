@@ -400,33 +400,41 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
             try #require(oldest.lsn > fork + 3)
             #expect(oldest.epoch == 2 && oldest.type != .epoch)
 
-            // The deposed primary: its last record is of epoch 1 past the fork. Refused (A4), never
-            // bootstrapped over its unreplicated tail.
-            let deposed = try await primary.answer(primary.hello(.follow, epoch: 2, position: LogPosition(lsn: fork + 2, checksum: 0x5EED),
-                                                                 positionEpoch: 1))
-            guard case .refuse(.diverged, _, _, let why)? = deposed else {
-                Issue.record("a deposed primary older than the retained WAL was not refused: \(String(describing: deposed))")
-                return
-            }
-            #expect(why.contains("cannot be proven"))
-            // A replica of epoch 1 at the fork or before cannot be proven either (the history of epoch
-            // 1 is recycled here): refused too, it rejoins explicitly.
-            guard case .refuse(.diverged, _, _, _)? = try await primary.answer(primary.hello(.follow, epoch: 2, position: LogPosition(lsn: fork, checksum: 1),
-                                                                                              positionEpoch: 1)) else {
-                Issue.record("an unprovable position was not refused")
-                return
-            }
-            // A replica whose last record is of epoch 2 (the epoch of the oldest retained record) is
-            // on this history: bootstrapped from a checkpoint, as is an empty one.
-            for (position, epoch) in [(LogPosition(lsn: fork + 2, checksum: 7), UInt64(2)), (LogPosition.origin, UInt64(0))] {
-                let frames = try await primary.session(primary.hello(.follow, epoch: 2, position: position, positionEpoch: epoch)) { messages, _ in
+            // The proof by this primary's epoch history (epoch 1 from LSN 1, epoch 2 from fork + 1):
+            // a follower whose record at its LSN is of the same epoch as this primary's record
+            // there is bootstrapped; anything else is refused (A4).
+            #expect(primary.database.snapshot().state.epochHistory.entries
+                    == [EpochHistory.Entry(epoch: 1, startLSN: 1), EpochHistory.Entry(epoch: 2, startLSN: fork + 1)])
+            let cases: [(what: String, lsn: UInt64, epoch: UInt64, bootstrapped: Bool)] = [
+                ("an empty replica", 0, 0, true),
+                ("an honest replica of epoch 1, down across the promotion, at the fork", fork, 1, true),
+                ("an honest replica of epoch 1 further back", fork - 2, 1, true),
+                ("the deposed primary's longer tail in epoch 1", fork + 2, 1, false),
+                ("a tail in epoch 1 just past the fork", fork + 1, 1, false),
+                ("a replica that got epoch 2's epoch record", fork + 1, 2, true),
+                ("a replica of epoch 2", fork + 2, 2, true),
+                ("epoch 2 before it began here", fork, 2, false),
+                ("an epoch this primary never had", fork + 2, 3, false),
+                ("an unknown epoch", fork, 0, false),
+            ]
+            for c in cases {
+                let frames = try await primary.session(primary.hello(.follow, epoch: 2, position: LogPosition(lsn: c.lsn, checksum: 0x5EED),
+                                                                    positionEpoch: c.epoch)) { messages, _ in
                     [try await messages.next(), try await messages.next()]
                 }
-                guard case .welcome(2, "n1", let first)?? = frames.first, case .checkpoint(let lsn, _)?? = frames.last else {
-                    Issue.record("a provable follower was not bootstrapped: \(frames)")
-                    return
+                if c.bootstrapped {
+                    guard case .welcome(2, "n1", let first)?? = frames.first, case .checkpoint(let lsn, _)?? = frames.last else {
+                        Issue.record("\(c.what) (LSN \(c.lsn), epoch \(c.epoch)) was not bootstrapped: \(frames)")
+                        continue
+                    }
+                    #expect(first == lsn + 1)
+                } else {
+                    guard case .refuse(.diverged, _, _, let why)?? = frames.first else {
+                        Issue.record("\(c.what) (LSN \(c.lsn), epoch \(c.epoch)) was not refused: \(frames)")
+                        continue
+                    }
+                    #expect(why.contains("cannot be proven"), "\(c.what): \(why)")
                 }
-                #expect(first == lsn + 1)
             }
             // The position just before the oldest retained record is proven exactly by its chain:
             // streamed, no checkpoint.

@@ -5,7 +5,7 @@
 //
 //   offset size  field
 //   0      8     magic "AEROCKPT"
-//   8      4     format version (1), little-endian like every integer here
+//   8      4     format version (2; 1 is still read), little-endian like every integer here
 //   12     4     reserved (0)
 //   16     8     LSN: the last transaction included
 //   24     8     checksum of the WAL record at LSN (continues the hash chain on replay)
@@ -16,8 +16,16 @@
 //   64     8     XXH64 of bytes 0..<64
 //   72     ...   compressed payload
 //
-// Payload (before compression), newline-separated JSON: for each collection in name order a
-// line {"schema":<schema>,"count":N} followed by its N documents in primary-key order.
+// Payload (before compression):
+//   format 2: the epoch history of the log through LSN (`EpochHistory`, P1/A4): u32 count
+//             (<= EpochHistory.entriesMax), then count x (u64 epoch, u64 start LSN), oldest first,
+//             epochs and starts strictly increasing, every start in 1...LSN, the last epoch <=
+//             the header's epoch; then, as in format 1:
+//   newline-separated JSON: for each collection in name order a line
+//   {"schema":<schema>,"count":N} followed by its N documents in primary-key order.
+// A format 1 file has no history: it is read as "history unknown before its LSN" (one entry:
+// the header's epoch from LSN on), which leaves older positions unprovable, never wrongly proven.
+// Files are always written in format 2 (a node of an older version refuses them as unsupported).
 //
 // Invariants (D2): a checkpoint is loaded only if both checksums, both lengths and the
 // decoded counts match; otherwise it is reported corrupt and never used.
@@ -37,7 +45,11 @@ import Glibc
 
 enum CheckpointFile {
     static let magic: [UInt8] = Array("AEROCKPT".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
+    /// The format without the epoch history, still read.
+    static let versionWithoutHistory: UInt32 = 1
+    /// Bytes of one epoch history entry (epoch, start LSN).
+    static let historyEntryBytes = 16
     static let headerBytes = 72
     static let fileExtension = ".ckpt"
 
@@ -51,7 +63,13 @@ enum CheckpointFile {
     }
 
     static func encode(_ state: DatabaseState) throws -> [UInt8] {
-        var payload: [UInt8] = []
+        var history = ByteWriter()
+        history.append(UInt32(state.epochHistory.entries.count))
+        for entry in state.epochHistory.entries {
+            history.append(entry.epoch)
+            history.append(entry.startLSN)
+        }
+        var payload = history.bytes
         for name in state.collections.keys.sorted() {
             let data = state.collections[name]!
             JSON.encode(.object(["schema": data.schema.json, "count": .int(Int64(data.count))]), into: &payload)
@@ -90,7 +108,9 @@ enum CheckpointFile {
         let plainLength: UInt64 = reader.read(), compressedLength: UInt64 = reader.read()
         let payloadHash: UInt64 = reader.read(), headerHash: UInt64 = reader.read()
         guard XXH64.hash(Array(bytes[0..<64])) == headerHash else { throw corrupt("header checksum mismatch") }
-        guard fileVersion == version else { throw corrupt("unsupported format version \(fileVersion)") }
+        guard fileVersion == version || fileVersion == versionWithoutHistory else {
+            throw corrupt("unsupported format version \(fileVersion)")
+        }
         guard lsn <= KernelLimits.lsnMax, epoch <= KernelLimits.lsnMax else {
             throw corrupt("LSN \(lsn) or epoch \(epoch) out of range (at most \(KernelLimits.lsnMax))")
         }
@@ -107,9 +127,17 @@ enum CheckpointFile {
         } catch let error as AeroError {
             throw corrupt(error.message)
         }
-        var state = DatabaseState(position: LogPosition(lsn: lsn, checksum: checksum), epoch: epoch, collections: [:])
+        let history: EpochHistory
+        var collectionsStart = 0
+        if fileVersion == versionWithoutHistory {
+            history = .unknown(before: lsn, epoch: epoch)
+        } else {
+            (history, collectionsStart) = try decodeHistory(payload, lsn: lsn, epoch: epoch, corrupt: corrupt)
+        }
+        var state = DatabaseState(position: LogPosition(lsn: lsn, checksum: checksum), epoch: epoch, collections: [:],
+                                  epochHistory: history)
         do {
-            state.collections = try decodeCollections(payload, corrupt: corrupt)
+            state.collections = try decodeCollections(payload, from: collectionsStart, corrupt: corrupt)
         } catch let error as AeroError where error.code == .checkpointCorrupt {
             throw error
         } catch {
@@ -118,10 +146,34 @@ enum CheckpointFile {
         return state
     }
 
-    private static func decodeCollections(_ payload: [UInt8],
+    /// The epoch history at the start of a format 2 payload, every integer through its range;
+    /// returns it and the offset where the collections begin.
+    private static func decodeHistory(_ payload: [UInt8], lsn: UInt64, epoch: UInt64,
+                                      corrupt: (String) -> AeroError) throws -> (EpochHistory, Int) {
+        guard payload.count >= 4 else { throw corrupt("payload too short for its epoch history") }
+        var reader = ByteReader(payload)
+        let count = Int(reader.read() as UInt32)
+        guard count <= EpochHistory.entriesMax, count <= (payload.count - 4) / historyEntryBytes else {
+            throw corrupt("epoch history declares \(count) entries (at most \(EpochHistory.entriesMax), in \(payload.count - 4) bytes)")
+        }
+        var entries: [EpochHistory.Entry] = []
+        entries.reserveCapacity(count)
+        for _ in 0..<count {
+            let entryEpoch: UInt64 = reader.read(), start: UInt64 = reader.read()
+            entries.append(EpochHistory.Entry(epoch: entryEpoch, startLSN: start))
+        }
+        guard let history = EpochHistory(entries: entries),
+              entries.last.map({ $0.startLSN <= lsn && $0.epoch <= epoch }) ?? true else {
+            throw corrupt("epoch history is not increasing or reaches past LSN \(lsn) or epoch \(epoch)")
+        }
+        return (history, reader.position)
+    }
+
+    private static func decodeCollections(_ payload: [UInt8], from start: Int,
                                           corrupt: (String) -> AeroError) throws -> [String: CollectionData] {
         var collections: [String: CollectionData] = [:]
         var lines = LineIterator(payload)
+        lines.position = start
         while let header = lines.next() {
             let meta = try JSON.parse(header)
             guard let schemaJSON = meta["schema"], case .int(let count)? = meta["count"], count >= 0 else {

@@ -134,6 +134,7 @@ struct WriterState: ~Copyable {
         precondition(position.lsn == head.lsn + 1, "the WAL assigns the next LSN to the single writer")
         var committed = next
         committed.position = position
+        committed.epochHistory.extend(epoch: next.epoch, at: position.lsn)  // a new epoch's first record
         head = committed
         bytesSinceCheckpoint += payload.count
         visibility.enqueue(committed)

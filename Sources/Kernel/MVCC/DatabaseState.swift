@@ -11,8 +11,19 @@ public struct DatabaseState: Sendable {
     public internal(set) var position: LogPosition
     public internal(set) var epoch: UInt64
     public internal(set) var collections: [String: CollectionData]
+    /// Where each epoch begins in this log (P1, A4): what lets a primary prove that a follower
+    /// older than its retained WAL is on its history. Extended by `replay` and the writer,
+    /// carried in every checkpoint, cut with the log by `Database.truncateHistory`.
+    public internal(set) var epochHistory = EpochHistory()
 
     static let empty = DatabaseState(position: LogPosition(lsn: 0, checksum: 0), epoch: 0, collections: [:])
+
+    init(position: LogPosition, epoch: UInt64, collections: [String: CollectionData], epochHistory: EpochHistory = EpochHistory()) {
+        self.position = position
+        self.epoch = epoch
+        self.collections = collections
+        self.epochHistory = epochHistory
+    }
 
     public var lsn: UInt64 { position.lsn }
 
@@ -100,5 +111,82 @@ public struct DatabaseState: Sendable {
         }
         position = LogPosition(lsn: record.lsn, checksum: record.checksum)
         epoch = max(epoch, record.epoch)
+        epochHistory.extend(epoch: record.epoch, at: record.lsn)
+    }
+}
+
+/// The epochs of one log, compactly: for each epoch, the LSN of its first record in this log
+/// (the epoch record), oldest first. Like PostgreSQL's timeline history files and Raft's terms,
+/// it names which writer wrote any LSN of the log without holding the records themselves.
+///
+/// Invariants: epochs and start LSNs strictly increase; an entry (E, s) followed by (E', s')
+/// says records s ..< s' of this log are of epoch E (the last entry: from s through the log's
+/// end). The first entry's start is where the history's knowledge begins: epoch E may have begun
+/// earlier when older entries were dropped (`entriesMax`) or the history was read from a
+/// checkpoint of format 1, which has none ("unknown before its LSN"). Below the first start
+/// nothing is known, which only makes old positions unprovable, never wrongly proven.
+public struct EpochHistory: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public let epoch: UInt64
+        public let startLSN: UInt64
+
+        public init(epoch: UInt64, startLSN: UInt64) {
+            self.epoch = epoch
+            self.startLSN = startLSN
+        }
+    }
+
+    /// Entries kept: the last 10,000 epochs (160 KB in a checkpoint). One epoch per promotion or
+    /// switchover, so this reaches back further than any WAL is retained; older entries are
+    /// dropped, which only leaves positions that old unprovable (their node rejoins explicitly).
+    public static let entriesMax = 10_000
+
+    public private(set) var entries: [Entry]
+
+    public init() { entries = [] }
+
+    /// `entries` as given, when they satisfy the invariants (a checkpoint's, a test's); else nil.
+    public init?(entries: [Entry]) {
+        guard entries.count <= Self.entriesMax,
+              zip(entries, entries.dropFirst()).allSatisfy({ $0.epoch < $1.epoch && $0.startLSN < $1.startLSN }),
+              entries.allSatisfy({ $0.startLSN >= 1 && $0.startLSN <= KernelLimits.lsnMax && $0.epoch <= KernelLimits.lsnMax })
+        else { return nil }
+        self.entries = entries
+    }
+
+    /// The history of a log known only from LSN `lsn` on, whose record there is of `epoch` (a
+    /// checkpoint of format 1).
+    static func unknown(before lsn: UInt64, epoch: UInt64) -> EpochHistory {
+        var history = EpochHistory()
+        if lsn > 0 { history.entries = [Entry(epoch: epoch, startLSN: lsn)] }
+        return history
+    }
+
+    /// Notes the record at `lsn` (the log's next one) being of `epoch`: a new entry when the
+    /// epoch is above the last one (the epoch record), dropping the oldest past `entriesMax`.
+    mutating func extend(epoch: UInt64, at lsn: UInt64) {
+        if let last = entries.last, epoch <= last.epoch || lsn <= last.startLSN { return }
+        entries.append(Entry(epoch: epoch, startLSN: lsn))
+        if entries.count > Self.entriesMax { entries.removeFirst(entries.count - Self.entriesMax) }
+    }
+
+    /// The epoch of the record at `lsn` of a log whose last record is `last`; nil when the
+    /// history does not know (before its first entry, after the log's end, LSN 0).
+    public func epoch(at lsn: UInt64, last: UInt64) -> UInt64? {
+        guard lsn >= 1, lsn <= last, let first = entries.first, lsn >= first.startLSN else { return nil }
+        // The last entry starting at or before `lsn` (binary search: up to `entriesMax` entries).
+        var low = 0, high = entries.count - 1
+        while low < high {
+            let mid = (low + high + 1) / 2
+            if entries[mid].startLSN <= lsn { low = mid } else { high = mid - 1 }
+        }
+        return entries[low].epoch
+    }
+
+    /// The history of this log cut after `lsn` (what `truncateHistory` leaves).
+    public func truncated(after lsn: UInt64) -> EpochHistory {
+        var cut = self
+        cut.entries.removeAll { $0.startLSN > lsn }
+        return cut
     }
 }

@@ -7,7 +7,8 @@
 // session has verified or actually sent it (`AckTracker.sent`): a deposed primary reconnecting
 // with a diverged, longer log releases no commit (A1). A follower older than the retained WAL
 // is bootstrapped from a checkpoint only when its position is proven to be on this history
-// (`bootstrapProof`); otherwise it is refused as diverged and halts until `aerodb rejoin` (A4).
+// (`bootstrapProof`, by this node's epoch history: its record at that LSN is of the follower's
+// epoch); otherwise it is refused as diverged and halts until `aerodb rejoin` (A4).
 
 import Foundation
 import Kernel
@@ -148,19 +149,27 @@ extension ReplicationNode {
         return try bootstrapProof(position, recordEpoch: recordEpoch)
     }
 
-    /// A follower whose last record is older than every record this node retains. Its log is a
-    /// prefix of this history, so bootstrapping it discards nothing this history lacks, when:
-    /// - it is empty (LSN 0); or
-    /// - its position is the one just before the oldest retained record (that record's
-    ///   previous checksum names it exactly); or
-    /// - its last record is of the epoch of the oldest retained record, which is not that
-    ///   epoch's first record. In one epoch only one node ever wrote (A1), and a durable record
-    ///   is never rewritten; every node's records of that epoch are a prefix of that writer's
-    ///   log, which continues its chain from before the epoch. This node holds that epoch's
-    ///   records past the follower's LSN, so the follower's log up to its LSN is a prefix of
-    ///   this one (Raft's log-matching argument, with epochs as terms).
-    /// Anything else (an older epoch, or a later one this history does not have there) cannot
-    /// be proven: a deposed primary's unreplicated tail would be lost silently, so it is refused.
+    /// A follower whose last record (LSN L, of epoch E) is older than every record this node
+    /// retains. Its log is a prefix of this history, so bootstrapping it discards nothing this
+    /// history lacks, when:
+    /// - it is empty (L = 0); or
+    /// - L is just before the oldest retained record (that record's previous checksum names it
+    ///   exactly: streamed, no checkpoint); or
+    /// - this node's epoch history (`EpochHistory`, kept in its state and checkpoints) says its
+    ///   own record at L is of epoch E too: the history has E starting at s_E <= L and the next
+    ///   epoch starting after L, or E is its last epoch and L is within its log. The argument
+    ///   (Raft's log matching, epochs as terms; PostgreSQL's timeline histories): in one epoch
+    ///   only one node ever wrote (A1), a record is shipped only once durable and a durable
+    ///   record is never rewritten, so every node's records of epoch E are a prefix of that
+    ///   writer's log. This node's record at L and the follower's are both that writer's record
+    ///   at L, hence identical, and by the hash chain so is everything before it: the follower's
+    ///   log is a prefix of this one; or
+    /// - (a history that does not reach back to L, e.g. read from a format 1 checkpoint) the
+    ///   oldest retained record is of epoch E and not its first: by the same argument this node
+    ///   holds E's writer's log past L.
+    /// Anything else cannot be proven and is refused as diverged: above all a deposed primary's
+    /// unreplicated tail in its old epoch, at LSNs where this history already has the next epoch
+    /// (or beyond this log's end), which a checkpoint would overwrite silently (A4).
     func bootstrapProof(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
         if position.lsn == 0 { return .bootstrap }
         guard let oldest = try database.records(from: database.oldestLSN, maxBytes: 1).first else {
@@ -173,11 +182,13 @@ extension ReplicationNode {
             return position.checksum == oldest.previousChecksum ? .stream(from: oldest.lsn)
                 : .diverged("its record \(position.lsn) differs from the one this primary's record \(oldest.lsn) follows")
         }
-        guard recordEpoch == oldest.epoch, oldest.type != .epoch else {
-            return .diverged("its last record (LSN \(position.lsn), epoch \(recordEpoch)) is older than this primary's retained WAL "
-                             + "(from LSN \(oldest.lsn), epoch \(oldest.epoch)): that it is on this history cannot be proven")
-        }
-        return .bootstrap
+        let state = database.snapshot().state
+        let mine = state.epochHistory.epoch(at: position.lsn, last: state.lsn)
+        if recordEpoch != 0, mine == recordEpoch { return .bootstrap }
+        if mine == nil, recordEpoch != 0, recordEpoch == oldest.epoch, oldest.type != .epoch { return .bootstrap }
+        let here = mine.map { "epoch \($0)" } ?? "an epoch this primary's history no longer knows"
+        return .diverged("its last record (LSN \(position.lsn), epoch \(recordEpoch)) is older than this primary's retained WAL "
+                         + "(from LSN \(oldest.lsn)) and this primary's record there is of \(here): that it is on this history cannot be proven")
     }
 
     private nonisolated func follow(_ hello: ReplicationMessage.Hello,
