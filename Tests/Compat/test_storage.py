@@ -218,7 +218,7 @@ def test_cluster_upload_through_n2_download_from_n3():
     c = Cluster(nodes=3)
     try:
         create_client(c.urls[0], c.service).storage.create_bucket("shared")
-        body = os.urandom(3 * 1024 * 1024 + 17)
+        body = os.urandom(40 * 1024 * 1024 + 17)  # past the 32 MiB a collected forward would take
         n2 = create_client(c.urls[1], c.service).storage.from_("shared")
         assert n2.upload("big/blob.bin", body, {"content-type": "application/octet-stream"}).full_path == "shared/big/blob.bin"
         n3 = create_client(c.urls[2], c.service).storage.from_("shared")
