@@ -212,6 +212,17 @@ def test_policies_own_folder(node, storage):
     anon = create_client(node.url, node.anon).storage.from_("docs")
     with pytest.raises(StorageApiError):
         anon.download(f"{uid}/mine.txt")
+    # a public bucket is readable by anyone, writable by no one without a policy
+    with pytest.raises(StorageApiError) as e:
+        create_client(node.url, node.anon).storage.from_("pics").upload("anon.png", b"x", {"content-type": "image/png"})
+    assert (e.value.status, e.value.code) == ("403", "Unauthorized")
+    # the user removes only what its policy allows: another folder's object is skipped
+    assert user.remove(["s/secret.txt"]) == []
+    assert storage.from_("docs").exists("s/secret.txt") is True
+    # bucket management needs the service key
+    with pytest.raises(StorageApiError) as e:
+        sb.storage.create_bucket("mine")
+    assert e.value.status == "403"
 
 
 def test_cluster_upload_through_n2_download_from_n3():
