@@ -240,6 +240,13 @@ def test_cluster_upload_through_n2_download_from_n3():
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
         # the bytes were pushed before the metadata: n3 holds the blob file itself
         sha = hashlib.sha256(body).hexdigest()
-        assert os.path.exists(os.path.join(c.dir, "n3", "data", "blobs", sha[:2], sha))
+        path = os.path.join(c.dir, "n3", "data", "blobs", sha[:2], sha)
+        assert os.path.exists(path)
+        # a replica that lacks the bytes (a missed push) never lists the object, and fetches the
+        # bytes from the primary on a download
+        os.remove(path)
+        assert n3.list("big") == []
+        assert hashlib.sha256(n3.download("big/blob.bin")).hexdigest() == sha
+        assert os.path.exists(path) and [e["name"] for e in n3.list("big")] == ["blob.bin"]
     finally:
         c.stop()
