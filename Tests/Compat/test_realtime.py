@@ -4,6 +4,7 @@ subscriber (two users, owner-only policy), resume after an LSN (RT1), broadcast 
 ack, the REST broadcast endpoint, presence sync/join/leave, unsubscribe (docs/REALTIME.md)."""
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -348,3 +349,58 @@ def test_protocol_vsn2_arrays_binary_broadcast_and_bad_frames(world):
             urllib.request.urlopen(f"{world.url}/realtime/v1/websocket?apikey=nope&vsn=1.0.0", timeout=10)
         assert plain.value.code == 401 and json.loads(plain.value.read())["code"] == "AERO_AUTH_UNAUTHORIZED"
     run(main())
+
+
+def test_slow_subscriber_pauses_without_loss_and_never_stalls_others(world):
+    """Backpressure (docs/REALTIME.md): a subscriber that reads nothing while 10,000 changes
+    commit fills its bounded queue; its pump pauses (nothing dropped, nothing grows), the fast
+    subscriber receives everything meanwhile, and once the slow one reads it gets every change
+    in LSN order, caught up from the WAL."""
+    import socket
+    import websockets
+
+    total, batch = 10_000, 500
+    world.admin("POST", "collections", {"name": "flood", "fields": {"id": {"type": "int"}, "pad": {"type": "text"}}})
+
+    async def join(ws, ref):
+        await ws.send(json.dumps({"event": "phx_join", "topic": "realtime:flood", "ref": ref, "join_ref": ref, "payload": {
+            "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "flood"}]}}}))
+
+    async def main():
+        base = world.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={world.service}&vsn=1.0.0"
+        raw = socket.create_connection(("127.0.0.1", world.port))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # No client keepalive: the slow client's pongs would wait behind what it does not read.
+        slow = await websockets.connect(base, sock=raw, max_size=None, max_queue=1, ping_interval=None)
+        fast = await websockets.connect(base, max_size=None, ping_interval=None)
+        await join(slow, "1")
+        await join(fast, "1")
+        for ws in (slow, fast):
+            while json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))["event"] != "phx_reply":
+                pass
+        sb = await service_client(world)
+        pad = "x" * 200
+        started = time.monotonic()
+        for start in range(0, total, batch):
+            await sb.table("flood").insert([{"id": n, "pad": pad} for n in range(start, start + batch)]).execute()
+
+        async def collect(ws, seconds):
+            ids, lsns = [], []
+            while len(ids) < total:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+                if frame["event"] == "postgres_changes":
+                    ids.append(frame["payload"]["data"]["record"]["id"])
+                    lsns.append(int(frame["payload"]["data"]["lsn"]))
+                elif frame["event"] == "system":
+                    assert frame["payload"]["status"] == "ok", frame
+            return ids, lsns
+        committed = time.monotonic()
+        ids, _ = await collect(fast, WAIT_SECONDS)
+        assert ids == list(range(total))
+        print(f"commits {committed - started:.1f}s, fast subscriber done {time.monotonic() - started:.1f}s")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # now it reads at full speed
+        ids, lsns = await collect(slow, 30)
+        assert ids == list(range(total)) and lsns == sorted(lsns)
+        await slow.close()
+        await fast.close()
+    asyncio.run(asyncio.wait_for(main(), 240))
