@@ -404,3 +404,28 @@ def test_slow_subscriber_pauses_without_loss_and_never_stalls_others(world):
         await slow.close()
         await fast.close()
     asyncio.run(asyncio.wait_for(main(), 240))
+
+
+def test_token_refresh_on_a_live_channel_and_a_bad_token_closes_it(world):
+    """`set_auth` sends `access_token` on every joined channel: a new valid token keeps the
+    channel and its row-level security (recompiled for the token); an invalid one closes the
+    channel with a system error."""
+    async def main():
+        carol, carol_id = await user_client(world, "carol")
+        events, systems = asyncio.Queue(), asyncio.Queue()
+        channel = carol.channel("notes-carol")
+        channel.on_postgres_changes("INSERT", schema="public", table="notes", callback=events.put_nowait)
+        channel.on_system(systems.put_nowait)
+        await subscribed(channel)
+        again = await acreate_client(world.url, world.anon, options=AsyncClientOptions(auto_refresh_token=False, persist_session=False))
+        fresh = (await again.auth.sign_in_with_password({"email": "carol@example.com", "password": PASSWORD})).session
+        await carol.realtime.set_auth(fresh.access_token)
+        sb = await service_client(world)
+        await sb.table("notes").insert([{"id": "nc1", "owner": carol_id, "body": "carol's"}]).execute()
+        assert (await take(events, 1))[0]["data"]["record"]["id"] == "nc1"
+        await carol.realtime.set_auth("not-a-jwt")
+        await asyncio.sleep(0.5)
+        await sb.table("notes").insert([{"id": "nc2", "owner": carol_id, "body": "carol's too"}]).execute()
+        await nothing_more(events)
+        await carol.realtime.close()
+    run(main())
