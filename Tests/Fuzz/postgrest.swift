@@ -54,7 +54,6 @@ private struct Fixture: @unchecked Sendable {
     let responder: RouterResponder<AeroRequestContext>
     let anon: String
     let service: String
-    let channel: EmbeddedChannel
 }
 
 private let schemas = [
@@ -103,7 +102,7 @@ private let fixture: Fixture = {
                          cluster: FuzzCluster())
         return Fixture(database: database, responder: router.buildResponder(),
                        anon: APIKeys.make(role: "anon", secret: secret, nowSeconds: now),
-                       service: APIKeys.make(role: "service_role", secret: secret, nowSeconds: now), channel: EmbeddedChannel())
+                       service: APIKeys.make(role: "service_role", secret: secret, nowSeconds: now))
     }
 }()
 
@@ -157,8 +156,9 @@ private func request(_ query: String, headers: [String], collection: String, hea
                                             headerFields: fields),
                           body: RequestBody(buffer: ByteBuffer()))
     let responder = fixture.responder
-    let context = AeroRequestContext(source: ApplicationRequestContextSource(channel: fixture.channel, logger: Logger(label: "fuzz")))
     let status = block { () async -> HTTPResponse.Status in
+        // An EmbeddedChannel is used on the thread that made it: one per request, in the task.
+        let context = AeroRequestContext(source: ApplicationRequestContextSource(channel: EmbeddedChannel(), logger: Logger(label: "fuzz")))
         do {
             return try await responder.respond(to: request, context: context).status
         } catch let error as HTTPError {
