@@ -2,6 +2,7 @@
 // switchover and rejoin, exactly as an operator and an application would use them.
 
 import Foundation
+import Synchronization
 import Testing
 import Kernel
 import LiveCluster
@@ -47,10 +48,15 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         let cluster = try makeCluster(settings: ["wal_segment_bytes": .int(65_536)])
         try await cluster.startAll()
         #expect(try await cluster.admin(1, "POST", "collections", clusterItems).status == 201)  // forwarded by n2
-        let stop = StopFlag()
-        Task { try? await Task.sleep(for: .seconds(2)); stop.stop() }
-        let load = await WriteLog.run(cluster, writers: 8, prefix: "c", target: { w, _ in w % 3 }, until: { stop.isStopped })
-        #expect(await load.acknowledged.count > 100)
+        // At least 2 s and 150 writes (a slow, loaded machine writes longer, up to 60 s): enough
+        // to recycle the WAL without a timed assertion.
+        let started = Date(), writes = Mutex(0)
+        let load = await WriteLog.run(cluster, writers: 8, prefix: "c", target: { w, _ in w % 3 }, until: {
+            let n = writes.withLock { $0 += 1; return $0 }
+            let elapsed = Date().timeIntervalSince(started)
+            return (elapsed > 2 && n > 150 + 8) || elapsed > 60
+        })
+        #expect(await load.acknowledged.count > 150)
         #expect(await load.attempts.allSatisfy { $0.status == 200 })
         let converged = try await cluster.waitConverged([0, 1, 2], to: 0)
         for i in 0..<3 { try await expectAcknowledged(load, on: cluster, i) }

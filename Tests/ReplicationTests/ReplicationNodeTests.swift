@@ -117,7 +117,7 @@ func freePort() -> Int {
 }
 
 /// A plain blocking TCP socket: what an attacker uses, no framing help.
-final class RawSocket {
+final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
     /// `source`: the local address to connect from (any of 127.0.0.0/8 on loopback).
@@ -164,7 +164,15 @@ final class RawSocket {
     }
 
     /// What arrives until the peer closes (or the receive timeout): bytes, and whether it closed.
-    func readUntilClosed(max: Int = 1 << 20) -> (bytes: [UInt8], closed: Bool) {
+    /// The blocking reads run on a thread of their own: on the cooperative pool (two threads on a
+    /// two-core machine) they would starve the in-process node that is to answer them.
+    func readUntilClosed(max: Int = 1 << 20) async -> (bytes: [UInt8], closed: Bool) {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: self.readUntilClosedBlocking(max: max)) }
+        }
+    }
+
+    private func readUntilClosedBlocking(max: Int) -> (bytes: [UInt8], closed: Bool) {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while out.count < max {
@@ -208,7 +216,7 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
                                                          epoch: 1, primary: "n1", position: .origin))] {
                 let socket = try RawSocket(primary.address)
                 #expect(socket.send(frameBytes(hello)))
-                let (bytes, closed) = socket.readUntilClosed()
+                let (bytes, closed) = await socket.readUntilClosed()
                 #expect(closed, "the node closes the connection after refusing")
                 let answers = try decodeFrames(bytes)
                 #expect(answers == [.refuse(.notMember, epoch: 0, primary: "", message: "refused")])
@@ -240,7 +248,7 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
             #expect(frame.count - 4 > ReplicationLimits.helloFrameBytesMax)
             let socket = try RawSocket(primary.address)
             _ = socket.send(frame)  // may already fail: the node closes at the length field
-            let (bytes, closed) = socket.readUntilClosed()
+            let (bytes, closed) = await socket.readUntilClosed()
             #expect(closed)
             #expect(bytes.isEmpty, "an oversized first frame is never answered")
 
@@ -291,15 +299,15 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
                 #expect(places.inUse == count)
                 return sockets
             }
-            func expectClosedAtAccept(_ source: String) {
+            func expectClosedAtAccept(_ source: String) async {
                 guard let extra = try? RawSocket(primary.address, source: source) else { return }  // refused outright: closed too
                 _ = extra.send(frameBytes(primary.hello(.probe)))
-                let refused = extra.readUntilClosed()
+                let refused = await extra.readUntilClosed()
                 #expect(refused.closed && refused.bytes.isEmpty, "a connection past the places was answered")
             }
             // One source address gets its share of the places, not more...
             var silent = try await fill("127.0.0.2", places.perAddressMax, until: places.perAddressMax)
-            expectClosedAtAccept("127.0.0.2")
+            await expectClosedAtAccept("127.0.0.2")
             // ...so a member on another address still gets in,
             guard case .state? = try await primary.answer(primary.hello(.probe)) else {
                 Issue.record("a member's probe was refused while one stranger held its share")
@@ -311,9 +319,9 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
                 silent += try await fill("127.0.1.\(k)", perAddress, until: perAddress * (k + 1))
             }
             #expect(places.inUse == places.max)
-            expectClosedAtAccept("127.0.2.1")
+            await expectClosedAtAccept("127.0.2.1")
             // The silent ones are closed when their handshake time is up, and their places freed.
-            for socket in silent { #expect(socket.readUntilClosed().closed) }
+            for socket in silent { #expect(await socket.readUntilClosed().closed) }
             for _ in 0..<200 where places.inUse > 0 { try await Task.sleep(for: .milliseconds(10)) }
             #expect(places.inUse == 0)
             guard case .state? = try await primary.answer(primary.hello(.probe)) else {
