@@ -239,7 +239,14 @@ func nested(_ depth: Int) -> JSONValue {
     }
 
     /// Writes a checkpoint file with valid checksums (they are not a MAC) and chosen integers.
-    func craft(_ path: String, lsn: UInt64, epoch: UInt64 = 1, plainLength: UInt64? = nil, payload: [UInt8]) throws {
+    /// A format 2 checkpoint whose checksums are right whatever it declares: a one-entry epoch
+    /// history (epoch 1 from LSN 1), then `payload` (the JSON lines).
+    func craft(_ path: String, lsn: UInt64, epoch: UInt64 = 1, plainLength: UInt64? = nil, payload lines: [UInt8]) throws {
+        var history = ByteWriter()
+        history.append(UInt32(1))
+        history.append(UInt64(1))
+        history.append(UInt64(1))
+        let payload = history.bytes + lines
         let compressed = try Compression.compress(payload)
         var header = ByteWriter()
         header.append(CheckpointFile.magic)
@@ -280,6 +287,12 @@ func nested(_ depth: Int) -> JSONValue {
                 try craft(checkpoints + CheckpointFile.fileName(lsn: newer), lsn: newer, payload: huge)
             }),
         ]
+        // The control: crafted the same way with sound integers, the file decodes (so each
+        // refusal below is for the integer it names, not for the way it was crafted).
+        let control = dir.path + "/control.ckpt"
+        try craft(control, lsn: newer, payload: line)
+        let state = try CheckpointFile.decode(Array(try Data(contentsOf: URL(fileURLWithPath: control))), name: "control.ckpt")
+        #expect(state.lsn == newer)
         for (label, lsn, write) in crafted {
             try write()
             db = try await Database.open(smallOptions(dir))
