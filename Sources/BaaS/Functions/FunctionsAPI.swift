@@ -79,6 +79,9 @@ public enum FunctionsAPI {
                 if let field = HTTPField.Name(name) { fields.append(HTTPField(name: field, value: value)) }
             }
             if fields[.contentType] == nil { fields[.contentType] = "text/plain; charset=utf-8" }
+            // Read-your-writes through a replica: the LSN this node had applied when the function
+            // returned covers every write it made, and the forwarding node waits for it (P2).
+            fields[HTTPJSON.lsnHeader] = String(service.database.snapshot().lsn)
             return Response(status: HTTPResponse.Status(code: out.status), headers: fields,
                             body: .init(byteBuffer: ByteBuffer(bytes: out.body)))
         } catch {
