@@ -18,6 +18,7 @@ struct AeroDBCommand: AsyncParsableCommand {
           aerodb status --url http://127.0.0.1:54321 --dir ./c/n1
           aerodb promote --url http://127.0.0.1:54322 --dir ./c/n2     # after n1 failed
         """,
+        version: BuildInfo.line,
         subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, MigrateCommand.self,
                       BenchCommand.self, ClusterCommand.self, StatusCommand.self, PromoteCommand.self,
                       SwitchoverCommand.self, RejoinCommand.self, FunctionsCommand.self])

@@ -20,10 +20,11 @@ public protocol ClusterView: Sendable {
 }
 
 public enum AdminAPI {
+    /// `routes` tells 405 from 404 for unmatched requests: it is loaded here, and the caller that
+    /// registers more routes on the router (storage, cluster) loads it again once they are all in.
     public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
-                              logger: Logger) throws -> Router<AeroRequestContext> {
+                              logger: Logger, routes: KnownRoutes = KnownRoutes()) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
-        let routes = KnownRoutes()  // unmatched requests answer 404 or 405 in their API's error shape
         router.add(middleware: RequestLogMiddleware(routes: routes))
         router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))

@@ -75,13 +75,45 @@ public final class KnownRoutes: Sendable {
 
 /// The error answers no handler wrote, in the shape of the path's API.
 enum RouteErrors {
-    enum API { case rest, auth, admin, other }
+    /// The API a path belongs to: its first two segments (`/storage/v1/...` is storage).
+    /// Paths of no API (`/`, `/nope`) answer in AeroDB's own shape `{"code","message"}`.
+    enum API { case rest, auth, storage, functions, realtime, admin, other }
 
     static func api(of path: String) -> API {
-        if path == "/rest/v1" || path.hasPrefix("/rest/v1/") { return .rest }
-        if path == "/auth/v1" || path.hasPrefix("/auth/v1/") { return .auth }
-        if path == "/admin/v1" || path.hasPrefix("/admin/v1/") { return .admin }
+        func under(_ root: String) -> Bool { path == root || path.hasPrefix(root + "/") }
+        if under("/rest/v1") { return .rest }
+        if under("/auth/v1") { return .auth }
+        if under("/storage/v1") { return .storage }
+        if under("/functions/v1") { return .functions }
+        if under("/realtime/v1") { return .realtime }
+        if under("/admin/v1") { return .admin }
         return .other
+    }
+
+    /// The error of one API in its own shape (how the official client of that API reads it):
+    /// PostgREST `{code,details,hint,message}`, GoTrue `{code,error_code,msg}`, Supabase Storage
+    /// `{statusCode,error,message}`, the edge runtime `{code,message,error}`; realtime, admin and
+    /// the rest of the node AeroDB's `{code,message}`. Every shape keeps the stable AERO_ code
+    /// (in `details`, `code` or `error_code` as the shape allows).
+    static func shaped(_ aero: AeroError, status: HTTPResponse.Status, request: Request,
+                       rest restCode: String? = nil, auth authCode: String? = nil, storageError: String? = nil) -> Response {
+        switch api(of: request.uri.path) {
+        case .rest:
+            let code = restCode ?? RESTError.postgrest(aero.code).0
+            return RESTError.response(code: code, message: aero.message, details: aero.code.rawValue, status: status)
+        case .auth:
+            var failure = AuthErrorResponse.translate(aero)
+            failure = AuthFailure(status: status, code: authCode ?? failure.code, message: aero.message)
+            return AuthErrorResponse.response(failure, request: request)
+        case .storage:
+            let word = storageError ?? (status.reasonPhrase.isEmpty ? "Error" : status.reasonPhrase)
+            return StorageError(Int(status.code), word, aero.message, code: aero.code.rawValue).response
+        case .functions:
+            return HTTPJSON.response(.object(["code": .string(aero.code.rawValue), "message": .string(aero.message),
+                                              "error": .string(aero.message)]), status: status)
+        case .realtime, .admin, .other:
+            return HTTPJSON.response(.object(["code": .string(aero.code.rawValue), "message": .string(aero.message)]), status: status)
+        }
     }
 
     /// `error` was thrown past every handler: Hummingbird's not-found (no route, or no route for
@@ -102,21 +134,13 @@ enum RouteErrors {
         if let http = error as? HTTPError {
             status = http.status
             aero = AeroError(status.code >= 500 ? .internalError : .requestInvalid, http.body ?? status.reasonPhrase)
+        } else if let storage = error as? StorageError {
+            return storage.response
         } else {
             aero = AeroError.wrap(error)
             status = HTTPErrors.status(of: aero.code)
         }
-        switch api(of: path) {
-        case .rest:
-            let (code, _) = RESTError.postgrest(aero.code)
-            return RESTError.response(code: code, message: aero.message, details: aero.code.rawValue, status: status)
-        case .auth:
-            var failure = AuthErrorResponse.translate(aero)
-            failure = AuthFailure(status: status, code: failure.code, message: failure.message)
-            return AuthErrorResponse.response(failure, request: request)
-        case .admin, .other:
-            return HTTPJSON.response(.object(["code": .string(aero.code.rawValue), "message": .string(aero.message)]), status: status)
-        }
+        return shaped(aero, status: status, request: request)
     }
 
     private static func notFound(_ method: String, _ path: String, request: Request) -> Response {
@@ -125,10 +149,13 @@ enum RouteErrors {
             // PostgREST's answer to a path it does not serve.
             return RESTError.response(code: "PGRST125", message: "Invalid path specified in request URL",
                                       details: "\(method) \(path)", status: .notFound)
-        case .auth:
-            return AuthErrorResponse.response(AuthFailure.notFound("not_found", "no such route: \(method) \(path)"), request: request)
-        case .admin, .other:
-            return HTTPErrors.response(AeroError(.notFound, "no such route: \(method) \(path)"))
+        case .storage:
+            // Supabase Storage (fastify) names the route it did not find.
+            return shaped(AeroError(.notFound, "Route \(method):\(path) not found"), status: .notFound, request: request,
+                          storageError: "not_found")
+        default:
+            return shaped(AeroError(.notFound, "no such route: \(method) \(path)"), status: .notFound, request: request,
+                          auth: "not_found")
         }
     }
 
@@ -140,12 +167,10 @@ enum RouteErrors {
             // PostgREST's code for an HTTP method it does not support on a resource.
             return RESTError.response(code: "PGRST117", message: "Unsupported HTTP method: \(method)",
                                       details: "\(path) allows \(list)", status: .methodNotAllowed)
-        case .auth:
-            return AuthErrorResponse.response(AuthFailure(status: .methodNotAllowed, code: "method_not_allowed",
-                                                          message: "\(method) is not allowed on \(path) (allowed: \(list))"),
-                                              request: request)
-        case .admin, .other:
-            return HTTPErrors.response(AeroError(.methodNotAllowed, "\(method) is not allowed on \(path) (allowed: \(list))"))
+        default:
+            return shaped(AeroError(.methodNotAllowed, "\(method) is not allowed on \(path) (allowed: \(list))"),
+                          status: .methodNotAllowed, request: request, auth: "method_not_allowed",
+                          storageError: "Method Not Allowed")
         }
     }
 }

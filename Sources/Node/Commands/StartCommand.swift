@@ -75,10 +75,11 @@ struct StartCommand: AsyncParsableCommand {
         let keys = KeyChecker(secret: secrets.jwtSecret, clock: clock, database: database)
         let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
         let router: Router<AeroRequestContext>
+        let knownRoutes = KnownRoutes()  // every route, once all are registered: 405 vs 404 (RouteErrors)
         do {
             var auth = config.auth
             if auth.externalURL == nil { auth.externalURL = "http://\(address.host):\(address.port)" }
-            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger)
+            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger, routes: knownRoutes)
         } catch {
             logger.critical("the HTTP front ends did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
@@ -105,6 +106,8 @@ struct StartCommand: AsyncParsableCommand {
         // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
         let realtime = RealtimeService(database: database, keys: keys, logger: logger)
         realtime.register(on: router)
+        NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
+        knownRoutes.load(router)
         let app = Application(router: router,
                               server: .http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
                                   realtime.shouldUpgrade(request)
