@@ -27,6 +27,7 @@ struct BlobCollector: Sendable {
         var removed = 0
         var partsRemoved = 0
         var fetched = 0
+        var uploadsExpired = 0
     }
 
     /// Blobs a replica fetches in one catch-up pass (bounded work per pass).
@@ -39,9 +40,9 @@ struct BlobCollector: Sendable {
                 guard !Task.isCancelled else { return }
                 do {
                     let report = try await BlobCollector(service: service).pass(nowSeconds: service.nowSeconds)
-                    if report.removed + report.partsRemoved + report.fetched > 0 {
+                    if report.removed + report.partsRemoved + report.fetched + report.uploadsExpired > 0 {
                         service.logger.info("storage blob pass", metadata: ["removed": "\(report.removed)", "parts_removed": "\(report.partsRemoved)",
-                                                                             "fetched": "\(report.fetched)", "examined": "\(report.examined)"])
+                                                                             "fetched": "\(report.fetched)", "uploads_expired": "\(report.uploadsExpired)", "examined": "\(report.examined)"])
                     }
                 } catch {
                     service.logger.error("storage blob pass failed", metadata: ["error": "\(error)"])
@@ -68,6 +69,7 @@ struct BlobCollector: Sendable {
         let blobs = service.blobs
         let fm = FileManager.default
         let cutoff = nowSeconds - graceSeconds
+        report.uploadsExpired = service.resumable.expire(nowSeconds: nowSeconds)
         for part in (try? fm.contentsOfDirectory(atPath: blobs.tmp)) ?? [] {
             let path = blobs.tmp + "/" + part
             if let m = Self.mtimeSeconds(path), m < cutoff, unlink(path) == 0 { report.partsRemoved += 1 }

@@ -95,6 +95,39 @@ public final class BlobStore: Sendable {
         return BlobReader(fd: fd)
     }
 
+    /// Names a durable file (a finished resumable upload) as a blob without copying it: hashes
+    /// it, then, under the naming lock, hard-links it to its hash name (or refreshes the mtime
+    /// of the same content already stored), then fsyncs the shard directory (ST1). The caller
+    /// fsynced the file and never writes it again (ST2).
+    func adopt(_ file: String) throws -> (sha256: String, size: Int64) {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Self.posix("open", file) }
+        let reader = BlobReader(fd: fd)
+        var hasher = SHA256()
+        var offset: Int64 = 0
+        while true {
+            let chunk = try reader.read(at: offset, count: StorageLimits.chunkBytes)
+            if chunk.isEmpty { break }
+            hasher.update(data: chunk)
+            offset += Int64(chunk.count)
+        }
+        let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let shard = root + "/" + sha.prefix(2)
+        try Self.makeDurableDirectory(shard, parent: root)
+        let target = path(of: sha)
+        let linked: Bool = try naming.withLock { _ in
+            var st = stat()
+            if stat(target, &st) == 0 {
+                guard utimes(target, nil) == 0 else { throw Self.posix("utimes", target) }
+                return false
+            }
+            guard link(file, target) == 0 else { throw Self.posix("link", target) }
+            return true
+        }
+        if linked { try Self.syncDirectory(shard) }
+        return (sha, offset)
+    }
+
     /// Removes a blob (only BlobCollector calls this, after proving it unreferenced).
     func remove(_ sha256: String) throws {
         let p = path(of: sha256)

@@ -78,6 +78,13 @@ public enum StorageAPI {
                 return json(try service.list(bucket: try context.parameters.require("bucket"), body: body, caller: c))
             }
         }
+        s.post("object/list-v2/:bucket") { request, context in
+            await run(request) {
+                let c = try caller(request)
+                let body = try await HTTPJSON.optionalBody(request) ?? .object([:])
+                return json(try service.listV2(bucket: try context.parameters.require("bucket"), body: body, caller: c))
+            }
+        }
         for prefix in ["object/info/:bucket/**", "object/info/authenticated/:bucket/**", "object/info/public/:bucket/**"] {
             s.get(RouterPath(prefix)) { request, context in
                 await run(request) {
@@ -238,6 +245,9 @@ public enum StorageAPI {
                 return try await download(service, request, row)
             }
         }
+
+        // TUS resumable uploads (ResumableAPI)
+        ResumableAPI.register(on: s, service: service, keys: keys)
 
         // Storage policies (service role)
         s.get("policies") { request, _ in

@@ -42,4 +42,15 @@ public enum StorageLimits {
     public static let collectIntervalSeconds: Int64 = 600
     /// Longest a replica push or a blob fetch between nodes may take.
     public static let peerTransferTimeoutSeconds: Int64 = 600
+    /// Pending TUS uploads per node (each holds a directory and a reservation).
+    public static let resumableUploadsMax = 1_000
+    /// Declared lengths of all pending TUS uploads of a node together (disk reserved for them).
+    public static let resumableBytesMax: Int64 = 64 << 30
+    /// A TUS upload is removed this long after its creation, finished or not (Supabase: 24 h).
+    public static let resumableRetentionSeconds: Int64 = 86_400
+    /// `Upload-Metadata` header, and one upload's info.json on disk.
+    public static let resumableMetadataBytesMax = 16 << 10
+    public static let resumableInfoBytesMax = 64 << 10
+    /// Longest upload id in a TUS URL (base64url of bucket/name/uuid).
+    public static let resumableIDBytesMax = 2_048
 }

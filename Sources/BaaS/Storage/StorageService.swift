@@ -15,6 +15,8 @@ public final class StorageService: Sendable {
     let objectBytesMax: Int64
     let access: StorageAccess
     let replicator: BlobReplicator
+    /// Pending TUS uploads (ResumableAPI).
+    let resumable: ResumableStore
     let logger: Logger
     private let ensured = Mutex(false)
 
@@ -22,6 +24,7 @@ public final class StorageService: Sendable {
                 peers: StoragePeers, logger: Logger) throws {
         self.database = database
         self.blobs = try BlobStore(dataDirectory: database.options.dataDirectory)
+        self.resumable = try ResumableStore(blobRoot: blobs.root)
         self.secret = secret
         self.clock = clock
         self.objectBytesMax = objectBytesMax
@@ -341,6 +344,71 @@ public final class StorageService: Sendable {
             return descending ? c > 0 : c < 0
         }
         return .array(entries.dropFirst(offset).prefix(limit).map(\.value))
+    }
+
+    /// storage-api's `list-v2` (`POST /object/list-v2/<bucket>`): objects whose names start
+    /// with `prefix` (a plain string prefix, as S3's), in pages of `limit` with an opaque
+    /// `cursor`; `with_delimiter` groups names at the next `/` into folders (`name` ends with
+    /// `/`). `name` is the full path, `key` the last segment (storage-api's search_v2 columns).
+    /// Sort: `sortBy.column` name (default), created_at or updated_at, ties by name.
+    func listV2(bucket: String, body: JSONValue, caller: Caller) throws -> JSONValue {
+        let snapshot = database.snapshot()
+        let b = try requireBucket(bucket, snapshot)
+        let prefix = body["prefix"]?.stringValue ?? ""
+        guard prefix.utf8.count <= StorageLimits.objectNameBytesMax else { throw StorageError.invalid("prefix is too long") }
+        let limit = try Self.range(body["limit"], "limit", default: 100, 1...StorageLimits.listLimitMax)
+        let delimiter = body["with_delimiter"]?.boolValue ?? false
+        let column = body["sortBy"]?["column"]?.stringValue ?? "name"
+        let descending = body["sortBy"]?["order"]?.stringValue?.lowercased() == "desc"
+        guard ["name", "created_at", "updated_at"].contains(column) else {
+            throw StorageError.invalid("sortBy.column must be name, created_at or updated_at")
+        }
+        // The cursor: base64url JSON {"n": last name, "v": its sort value} of the previous page.
+        var after: (value: JSONValue, name: String)?
+        if let cursor = body["cursor"]?.stringValue, !cursor.isEmpty {
+            guard cursor.utf8.count <= StorageLimits.tokenBytesMax, let bytes = JWT.decodeBase64URL(Substring(cursor)),
+                  let c = try? JSON.parse(bytes), case .string(let n)? = c["n"] else { throw StorageError.invalid("cursor is not valid") }
+            after = (c["v"] ?? .null, n)
+        }
+        var folders: [String: Bool] = [:]
+        var entries: [(name: String, sortValue: JSONValue, value: JSONValue)] = []
+        for row in try objects(bucket, prefix: prefix, snapshot) {
+            guard access.allows(caller, .select, row: row, bucket: b, snapshot: snapshot), blobs.exists(row["sha256"]?.stringValue ?? "") else { continue }
+            let name = row["name"]?.stringValue ?? ""
+            let rest = name.dropFirst(prefix.count)
+            if delimiter, let slash = rest.firstIndex(of: "/") {
+                let folder = prefix + rest[..<slash] + "/"
+                if folders.updateValue(true, forKey: folder) == nil {
+                    let key = String(folder.dropLast().split(separator: "/").last ?? "")
+                    entries.append((folder, .null, .object(["key": .string(key), "name": .string(folder)])))
+                }
+                continue
+            }
+            entries.append((name, column == "name" ? .string(name) : (row[column] ?? .null),
+                            .object(["id": row["id"] ?? .null, "key": .string(String(name.split(separator: "/").last ?? "")),
+                                     "name": .string(name), "updated_at": row["updated_at"] ?? .null,
+                                     "created_at": row["created_at"] ?? .null, "last_accessed_at": row["last_accessed_at"] ?? .null,
+                                     "metadata": Self.listMetadata(row)])))
+        }
+        func order(_ av: JSONValue, _ an: String, _ bv: JSONValue, _ bn: String) -> Bool {
+            var c = column == "name" ? 0 : JSONValue.compare(av, bv)
+            if c == 0 { c = JSONValue.compareUTF8(an, bn) }
+            return descending ? c > 0 : c < 0
+        }
+        entries.sort { order($0.sortValue, $0.name, $1.sortValue, $1.name) }
+        if let after { entries.removeAll { !order(after.value, after.name, $0.sortValue, $0.name) } }
+        let page = entries.prefix(limit)
+        let hasNext = entries.count > limit
+        var out: [String: JSONValue] = [
+            "hasNext": .bool(hasNext),
+            "folders": .array(page.filter { $0.value["id"] == nil }.map(\.value)),
+            "objects": .array(page.filter { $0.value["id"] != nil }.map(\.value)),
+        ]
+        if hasNext, let last = page.last {
+            out["nextCursor"] = .string(JWT.base64URL(JSON.encode(.object(["n": .string(last.name), "v": last.sortValue]))))
+            out["nextCursorKey"] = .string(last.name)
+        }
+        return .object(out)
     }
 
     static func range(_ value: JSONValue?, _ name: String, default d: Int, _ r: ClosedRange<Int>) throws -> Int {
