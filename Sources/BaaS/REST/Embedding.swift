@@ -12,12 +12,15 @@ import Kernel
 indirect enum SelectItem: Equatable {
     case all
     case column(name: String, alias: String)
+    /// A JSON path and/or a cast (`doc->a->>b`, `qty::text`, `n:doc->>n::int`): named by its
+    /// last key (or its column) unless aliased, as PostgREST names it.
+    case path(FieldPath, alias: String)
     case embed(collection: String, alias: String, items: [SelectItem], options: EmbedOptions = EmbedOptions())
 
     var outputName: String? {
         switch self {
         case .all: return nil
-        case .column(_, let alias), .embed(_, let alias, _, _): return alias
+        case .column(_, let alias), .path(_, let alias), .embed(_, let alias, _, _): return alias
         }
     }
 }
@@ -28,6 +31,11 @@ indirect enum SelectItem: Equatable {
 /// parents with a matching embedded row are returned.
 struct EmbedOptions: Equatable {
     var inner = false
+    /// `...rel(cols)`: a to-one resource whose columns are lifted into the parent row.
+    var spread = false
+    /// `rel(count)`: the number of related rows the caller may see, `[{"count":n}]`
+    /// (one-to-many) or `{"count":n}` (many-to-one), instead of the rows.
+    var count = false
     var filters: [Filter] = []
     var order: [Sort] = []
     var limit: Int?
@@ -54,7 +62,9 @@ enum SelectParser {
                              depth: Int) throws -> SelectItem {
         if raw == "*" { return .all }
         if let open = raw.firstIndex(of: "("), raw.hasSuffix(")") {
-            let head = String(raw[..<open])
+            var head = String(raw[..<open])
+            let spread = head.hasPrefix("...")
+            if spread { head.removeFirst(3) }
             let inner = String(raw[raw.index(after: open)..<raw.index(before: raw.endIndex)])
             let (alias, target) = split(head)
             let hints = target.split(separator: "!").map(String.init)
@@ -64,17 +74,32 @@ enum SelectParser {
             guard !SystemCollections.isSystem(name), let related = collections[name] else {
                 throw AeroError(.queryInvalid, "Could not find a relationship between '\(schema.name)' and '\(name)' in the schema cache")
             }
-            guard Relationship.between(schema, related) != nil else {
+            guard let relationship = Relationship.between(schema, related) else {
                 throw AeroError(.queryInvalid, "Could not find a relationship between '\(schema.name)' and '\(name)': declare a reference")
+            }
+            var options = EmbedOptions(inner: hints.dropFirst().contains("inner"), spread: spread)
+            if spread, case .oneToMany = relationship {
+                throw PostgRESTFailure(code: "PGRST119", message: "A spread operation on '\(name)' is not possible",
+                                       details: "'\(schema.name)' and '\(name)' do not form a many-to-one or one-to-one relationship",
+                                       hint: nil, status: 400)
+            }
+            let trimmed = inner.trimmingSpaces()
+            if (trimmed == "count" || trimmed == "count()"), related.fields["count"] == nil {
+                guard !spread else { throw RESTError.parse("a spread embedding cannot count: \(raw.prefix(60))") }
+                options.count = true
+                return .embed(collection: name, alias: alias == target ? name : alias, items: [], options: options)
             }
             return .embed(collection: name, alias: alias == target ? name : alias,
                           items: try parse(inner, schema: related, collections: collections, depth: depth + 1),
-                          options: EmbedOptions(inner: hints.dropFirst().contains("inner")))
+                          options: options)
         }
         let (alias, column) = split(raw)
-        let name = String(column.split(separator: ":").first ?? Substring(column))
-        guard schema.fields[name] != nil else { throw RESTError.unknownColumn(name, schema.name) }
-        return .column(name: name, alias: alias)
+        if FieldPath.isPath(column) {
+            let path = try SelectCast.path(column, schema: schema)
+            return .path(path, alias: alias == column ? path.outputName : alias)
+        }
+        guard schema.fields[column] != nil else { throw RESTError.unknownColumn(column, schema.name) }
+        return .column(name: column, alias: alias)
     }
 
     /// `alias:name` -> (alias, name); `name` -> (name, name). A `::cast` suffix is not an alias.
@@ -139,8 +164,17 @@ struct Projector {
             switch item {
             case .all: out.merge(doc) { current, _ in current }
             case .column(let name, let alias): out[alias] = doc[name] ?? .null
+            case .path(let path, let alias): out[alias] = try SelectCast.value(path, in: doc, schema: schema)
             case .embed(let name, let alias, let inner, let options):
-                out[alias] = try embedded(doc, schema: schema, related: name, items: inner, options: options)
+                let value = try embedded(doc, schema: schema, related: name, items: inner, options: options)
+                guard options.spread else { out[alias] = value; continue }
+                if case .object(let fields) = value {
+                    for (key, v) in fields { out[key] = v }
+                } else {  // no related row (or not visible): its columns are null, as PostgREST's LEFT JOIN
+                    let names = inner == [.all] || inner.contains(.all)
+                        ? try snapshot.state.collection(name).schema.fieldNames : inner.compactMap(\.outputName)
+                    for key in names { out[key] = .null }
+                }
             }
         }
         return .object(out)
@@ -151,13 +185,19 @@ struct Projector {
         let related = try snapshot.state.collection(name).schema
         switch Relationship.between(schema, related) {
         case .manyToOne(let field)?:
-            guard let key = doc[field], !key.isNull, let target = try budget.document(name, key: key, on: snapshot) else { return .null }
-            if let condition = conditions[name], !condition.matcher.matches(target) { return .null }
-            if let filter = options.filter, !(try FilterMatcher(filter, schema: related).matches(target)) { return .null }
+            let zero: JSONValue = options.count ? .object(["count": .int(0)]) : .null
+            guard let key = doc[field], !key.isNull, let target = try budget.document(name, key: key, on: snapshot) else { return zero }
+            if let condition = conditions[name], !condition.matcher.matches(target) { return zero }
+            if let filter = options.filter, !(try FilterMatcher(filter, schema: related).matches(target)) { return zero }
+            if options.count { return .object(["count": .int(1)]) }
             return try project(target, items, schema: related)
         case .oneToMany(let field)?:
             guard let key = doc[schema.primaryKey] else { return .array([]) }
             let parts = [Filter.compare(field: field, op: .eq, value: key)] + [conditions[name]?.filter, options.filter].compactMap { $0 }
+            if options.count {  // counts only the rows the caller may see (the policy condition is in `parts`)
+                let counted = Query(collection: name, filter: parts.count == 1 ? parts[0] : .and(parts), limit: 0, count: true)
+                return .array([.object(["count": .int(Int64(try budget.query(counted, on: snapshot).totalCount ?? 0))])])
+            }
             let query = Query(collection: name, filter: parts.count == 1 ? parts[0] : .and(parts),
                               order: options.order.isEmpty ? [Sort(field: related.primaryKey)] : options.order,
                               limit: options.limit.map { min($0, budget.limitMax) }, offset: options.offset)
@@ -199,7 +239,7 @@ enum EmbedParameters {
 
     private static func set(_ options: inout EmbedOptions, _ key: String, _ value: String, _ schema: CollectionSchema) throws {
         switch key {
-        case "order": options.order = try PostgRESTQuery.parseOrder(value, schema: schema)
+        case "order": options.order = try PostgRESTQuery.parseOrder(value, schema: schema, allowEmbedded: false)
         case "limit": options.limit = try PostgRESTQuery.limit(value)
         case "offset": options.offset = try PostgRESTQuery.offset(value)
         case "or", "and", "not.or", "not.and":

@@ -75,14 +75,26 @@ struct PostgRESTQuery {
         try ClientInteger.parameter(text, "offset", in: RESTLimits.offsetRange)
     }
 
-    static func parseOrder(_ text: String, schema: CollectionSchema) throws -> [Sort] {
-        try text.split(separator: ",").map { term in
-            let parts = term.split(separator: ".").map(String.init)
-            guard let field = parts.first, schema.fields[field] != nil else {
-                throw RESTError.unknownColumn(parts.first ?? "", schema.name)
+    /// `order=a.desc,doc->>k.asc.nullsfirst,author(name).desc`. A term naming an embedded
+    /// resource's column keeps the `alias(column)` text as its field (`embeddedOrder`), resolved
+    /// against the select by `EmbeddedOrder`; the others are fields or JSON paths of `schema`.
+    static func parseOrder(_ text: String, schema: CollectionSchema, allowEmbedded: Bool = true) throws -> [Sort] {
+        try ListSplitter.split(text).filter { !$0.isEmpty }.map { term in
+            var field: String
+            var modifiers: [String]
+            if let close = term.lastIndex(of: ")"), term.contains("(") {
+                guard allowEmbedded else { throw RESTError.parse("order=\(term.prefix(60)): ordering by an embedded column is built for the top level only") }
+                field = String(term[...close])
+                modifiers = term[term.index(after: close)...].split(separator: ".").map(String.init)
+                _ = try EmbeddedOrder.split(field)
+            } else {
+                let parts = term.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+                guard let first = parts.first, !first.isEmpty else { throw RESTError.parse("order=\(text.prefix(60)): empty term") }
+                field = try ColumnReference.resolve(first, schema: schema).name
+                modifiers = Array(parts.dropFirst())
             }
             var sort = Sort(field: field)
-            for modifier in parts.dropFirst() {
+            for modifier in modifiers {
                 switch modifier {
                 case "asc": sort.direction = .asc
                 case "desc": sort.direction = .desc
@@ -129,30 +141,45 @@ extension String {
     }
 }
 
+/// A column as filters and `order` name it: a declared field, or a JSON path into a json or
+/// array field (`doc->a->0`, `doc->>k`, optionally cast: `doc->>n::int`; FieldPath). The name
+/// is the field, or the path's canonical text, which the kernel reads (Filter, Sort).
+enum ColumnReference {
+    static func resolve(_ quoted: String, schema: CollectionSchema) throws -> (name: String, type: FieldType) {
+        // The clients double-quote a column holding any of `,:()"\` (`"doc->>n::int"=gt.2`).
+        let raw = quoted.count >= 2 && quoted.hasPrefix("\"") && quoted.hasSuffix("\"") ? FilterParser.unquoted(quoted) : quoted
+        if let field = schema.fields[raw] { return (raw, field.type) }
+        guard FieldPath.isPath(raw) else { throw RESTError.unknownColumn(raw, schema.name) }
+        let path = try FieldPath(parsing: raw)
+        guard schema.fields[path.column] != nil else { throw RESTError.unknownColumn(path.column, schema.name) }
+        return (path.description, try path.valueType(in: schema))
+    }
+}
+
 /// One `<op>.<value>` expression on a column, typed by the column's declared type.
 enum FilterParser {
-    static func parse(column: String, expression: String, schema: CollectionSchema) throws -> Filter {
-        guard let field = schema.fields[column] else { throw RESTError.unknownColumn(column, schema.name) }
+    static func parse(column raw: String, expression: String, schema: CollectionSchema) throws -> Filter {
+        let (column, type) = try ColumnReference.resolve(raw, schema: schema)
         var text = Substring(expression)
         var negated = false
         if text.hasPrefix("not.") { negated = true; text = text.dropFirst(4) }
         guard let dot = text.firstIndex(of: ".") else { throw RESTError.parse("\(column)=\(expression): expected <operator>.<value>") }
         let op = String(text[..<dot]), value = String(text[text.index(after: dot)...])
-        let filter = try build(column, field, op, value)
+        let filter = try build(column, type, op, value)
         return negated ? .not(filter) : filter
     }
 
-    private static func build(_ column: String, _ field: FieldSchema, _ op: String, _ value: String) throws -> Filter {
+    private static func build(_ column: String, _ type: FieldType, _ op: String, _ value: String) throws -> Filter {
         switch op {
         case "eq", "neq", "gt", "gte", "lt", "lte":
             let compare: CompareOp = ["eq": .eq, "neq": .ne, "gt": .gt, "gte": .gte, "lt": .lt, "lte": .lte][op]!
-            return .compare(field: column, op: compare, value: try typed(value, field.type, column))
+            return .compare(field: column, op: compare, value: try typed(value, type, column))
         case "is":
             switch value.lowercased() {
-            case "null": return .is(field: column, value: .null)
+            case "null", "unknown": return .is(field: column, value: .null)  // IS UNKNOWN is IS NULL
             case "true": return .is(field: column, value: .bool(true))
             case "false": return .is(field: column, value: .bool(false))
-            default: throw RESTError.parse("is.\(value): expected null, true or false")
+            default: throw RESTError.parse("is.\(value): expected null, unknown, true or false")
             }
         case "like", "ilike":
             return .like(field: column, pattern: value.replacingStars(), caseInsensitive: op == "ilike")
@@ -167,10 +194,10 @@ enum FilterParser {
         case "in":
             guard value.hasPrefix("("), value.hasSuffix(")") else { throw RESTError.parse("in.\(value): expected (v1,v2)") }
             let items = try ListSplitter.split(String(value.dropFirst().dropLast()))
-            return .in(field: column, values: try items.map { try typed($0, field.type, column) })
+            return .in(field: column, values: try items.map { try typed($0, type, column) })
         case "cs", "cd", "ov":
             let parsed: JSONValue
-            if value.hasPrefix("{") && value.hasSuffix("}"), case .array(let element) = field.type {
+            if value.hasPrefix("{") && value.hasSuffix("}"), case .array(let element) = type {
                 let items = try ListSplitter.split(String(value.dropFirst().dropLast()))
                 parsed = .array(try items.map { try typed($0, element, column) })
             } else {

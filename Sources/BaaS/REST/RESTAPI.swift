@@ -114,8 +114,9 @@ enum RESTAPI {
     }()
 
     private static func read(_ request: DataRequest, _ access: Access, head: Bool) async throws -> Response {
-        let select = PostgRESTQuery.decodePairs(request.query ?? "").first { $0.0 == "select" }?.1
-        guard select?.contains("(") == true else { return try readNow(request, access, head: head) }
+        let pairs = PostgRESTQuery.decodePairs(request.query ?? "")
+        let select = pairs.first { $0.0 == "select" }?.1, order = pairs.first { $0.0 == "order" }?.1
+        guard select?.contains("(") == true || order?.contains("(") == true else { return try readNow(request, access, head: head) }
         return try await readPool.runIfActive { try readNow(request, access, head: head) }
     }
 
@@ -124,7 +125,7 @@ enum RESTAPI {
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
         let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
-        let prefer = Prefer(request.headers)
+        let prefer = try Prefer(request.headers)
         let accept = request.headers[.accept] ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
@@ -135,7 +136,8 @@ enum RESTAPI {
         }
         let filter = try InnerEmbedding.restrict(policies.restrict(parsed.filter, for: .select), items: items, schema: schema,
                                                   snapshot: snapshot, projector: projector)
-        var query = Query(collection: schema.name, filter: filter, order: parsed.order,
+        let embeddedOrder = parsed.order.contains(where: EmbeddedOrder.isEmbedded)
+        var query = Query(collection: schema.name, filter: filter, order: embeddedOrder ? [] : parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
         if let header = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let range = try RangeHeader.parse(header) {
             query.offset = range.offset
@@ -146,15 +148,24 @@ enum RESTAPI {
         if accept.hasPrefix("application/vnd.pgrst.plan") {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
-        let result = try budget.query(query, on: snapshot)
+        let rows: [Document], total: Int?
+        if embeddedOrder {
+            let sorted = try EmbeddedOrder.rows(query, order: parsed.order, items: items, schema: schema, snapshot: snapshot,
+                                                budget: budget) { try explainAs.policies($0, snapshot).condition(.select) }
+            (rows, total) = (sorted.rows, prefer.count ? sorted.total : nil)
+        } else {
+            let result = try budget.query(query, on: snapshot)
+            (rows, total) = (result.rows, result.totalCount)
+        }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
-        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: result.rows.count, total: result.totalCount)
+        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: total)
+        prefer.applied(read: true, into: &headers)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
-            guard result.rows.count == 1 else {
+            guard rows.count == 1 else {
                 return RESTError.response(code: "PGRST116", message: "JSON object requested, multiple (or no) rows returned",
-                                          details: "The result contains \(result.rows.count) rows", status: .notAcceptable)
+                                          details: "The result contains \(rows.count) rows", status: .notAcceptable)
             }
-            let row = try projector.project(result.rows[0], items, schema: schema)
+            let row = try projector.project(rows[0], items, schema: schema)
             var out: [UInt8] = []
             JSON.encode(row, into: &out)
             try budget.chargeBytes(out.count)
@@ -166,7 +177,7 @@ enum RESTAPI {
         if accept.hasPrefix("text/csv") {
             let columns = items == [.all] ? schema.fieldNames : items.compactMap(\.outputName)
             var out = CSV.header(columns)
-            for doc in result.rows {
+            for doc in rows {
                 let before = out.count
                 CSV.append(try projector.project(doc, items, schema: schema), columns: columns, to: &out)
                 try budget.chargeBytes(out.count - before)
@@ -176,7 +187,7 @@ enum RESTAPI {
         // Rows are projected and encoded one at a time, so the response budget is checked while
         // the body is built, not after the whole fan-out was materialized.
         var out: [UInt8] = [UInt8(ascii: "[")]
-        for (i, doc) in result.rows.enumerated() {
+        for (i, doc) in rows.enumerated() {
             let before = out.count
             if i > 0 { out.append(UInt8(ascii: ",")) }
             JSON.encode(try projector.project(doc, items, schema: schema), into: &out)
@@ -246,7 +257,7 @@ enum RESTAPI {
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
         let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
-        let prefer = Prefer(request.headers)
+        let prefer = try Prefer(request.headers)
         let documents: [Document]
         switch try await request.body() {
         case .object(let doc): documents = [doc]
@@ -326,24 +337,34 @@ enum RESTAPI {
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
         let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let prefer = try Prefer(request.headers)
         guard let requested = parsed.filter else {
             return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",
                                       details: nil, hint: "add a filter, e.g. ?id=eq.1", status: .badRequest)
         }
         let policies = try access.policies(schema, snapshot)
         let operation: WriteOperation
+        let target: Filter
         if delete {
-            let target = policies.restrict(policies.restrict(requested, for: .select), for: .delete)!
+            target = policies.restrict(policies.restrict(requested, for: .select), for: .delete)!
             operation = .delete(collection: schema.name, target: .matching(target))
         } else {
             guard case .object(let set) = try await request.body() else { throw RESTError.parse("PATCH needs a JSON object") }
             // As in PostgreSQL: an update or delete only reaches rows the caller may also select.
-            let target = policies.restrict(policies.restrict(requested, for: .select), for: .updateUsing)!
+            target = policies.restrict(policies.restrict(requested, for: .select), for: .updateUsing)!
             operation = .update(collection: schema.name, target: .matching(target), set: set)
         }
-        let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name,
-                                           check: try policies.writeCheck(includeInsert: false))
-        return try written(docs, lsn: lsn, prefer: Prefer(request.headers), parsed: parsed, schema: schema, access: access,
+        var check: (any ChangeCheck)? = try policies.writeCheck(includeInsert: false)
+        if let most = prefer.maxAffected {
+            // Refused before the commit when the snapshot already shows too many rows (the exact
+            // number in details); the check refuses the commit itself if more rows match by then.
+            let counted = try RequestBudget(options: database.options.query)
+                .query(Query(collection: schema.name, filter: target, limit: 0, count: true), on: snapshot).totalCount ?? 0
+            if counted > most { throw MaxAffected.failure(counted) }
+            check = MaxAffected(most: most, collection: schema.name, next: check)
+        }
+        let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name, check: check)
+        return try written(docs, lsn: lsn, prefer: prefer, parsed: parsed, schema: schema, access: access,
                            policies: policies, status: .ok)
     }
 
@@ -361,6 +382,13 @@ enum RESTAPI {
                                 status: HTTPResponse.Status) throws -> Response {
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
         if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
+        prefer.applied(read: false, into: &headers)
+        if prefer.headersOnly, status == .created, let key = docs.first?[schema.primaryKey] {
+            // PostgREST's Location: the inserted (first) row by its primary key.
+            let value: String
+            if case .string(let s) = key { value = s } else { value = JSON.encodeString(key) }
+            headers[.location] = "/\(schema.name)?\(schema.primaryKey)=eq.\(Preferences.escape(value))"
+        }
         guard prefer.returnRepresentation else {
             return Response(status: status == .created ? .created : .noContent, headers: headers)
         }
@@ -414,30 +442,6 @@ enum RESTAPI {
         case .text: return .object(["type": .string("string")])
         case .json: return .object([:])
         case .array(let element): return .object(["type": .string("array"), "items": openAPIType(element)])
-        }
-    }
-}
-
-/// The `Prefer` header: one comma-joined list (`return=representation,count=exact,...`).
-struct Prefer {
-    var returnRepresentation = false
-    var count = false
-    var resolution: String?
-    /// `missing=default`: a column a row lacks takes its declared default, not null.
-    var missingDefault = false
-
-    init(_ headers: HTTPFields) {
-        let header = headers[HTTPField.Name("Prefer")!] ?? ""
-        for item in header.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { continue }
-            switch parts[0] {
-            case "return": returnRepresentation = parts[1] == "representation"
-            case "count": count = ["exact", "planned", "estimated"].contains(parts[1])
-            case "resolution": resolution = parts[1]
-            case "missing": missingDefault = parts[1] == "default"
-            default: break
-            }
         }
     }
 }

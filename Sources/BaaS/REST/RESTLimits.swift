@@ -34,6 +34,9 @@ public enum RESTLimits {
     /// `limit=` as written (an integer >= 0); the effective limit is then at most the node's
     /// `query.limit_max`, as PostgREST caps at `db-max-rows`.
     public static let limitRange = 0...Int.max
+    /// Parent rows a read ordered by an embedded resource's column may sort (EmbeddedOrder.swift):
+    /// they are all read and sorted in memory, so the bound is ten pages of the largest limit.
+    public static let orderByEmbeddedRowsMax = 10_000
 }
 
 /// A PostgREST error that is not a kernel error: its code, message and HTTP status as PostgREST
@@ -153,18 +156,23 @@ final class RequestBudget {
     /// Runs `query` on `snapshot` within the budget: counts one query, plans it with at most the
     /// remaining rows as its scan bound (refused before it runs if it could examine more), and
     /// charges the rows it examined.
-    func query(_ query: Query, on snapshot: Snapshot) throws -> QueryResult {
+    /// `limitMax` raises the node's largest limit for this query only (a read the REST layer
+    /// sorts itself, EmbeddedOrder); the scan bound still applies.
+    func query(_ query: Query, on snapshot: Snapshot, limitMax: Int? = nil) throws -> QueryResult {
         try chargeQuery()
         let remaining = rowsVisitedMax - rowsVisited
         var bounded = options
         bounded.scanRowsMax = min(options.scanRowsMax, remaining)
+        if let limitMax { bounded.limitMax = max(bounded.limitMax, limitMax) }
         let data = try snapshot.state.collection(query.collection)
         let result: QueryResult
         do {
             result = try QueryEngine.execute(query, on: data, options: bounded)
         } catch let error as AeroError where error.code == .queryUnbounded && bounded.scanRowsMax < options.scanRowsMax {
             // Planning only: a query past the node's own bound keeps its error (it names the index to declare).
-            _ = try QueryEngine.explain(query, on: data, options: options)
+            var planning = options
+            planning.limitMax = bounded.limitMax
+            _ = try QueryEngine.explain(query, on: data, options: planning)
             throw exceeded("a query on \(query.collection) could examine more rows than the \(remaining) left of \(rowsVisitedMax)")
         }
         rowsVisited = ClientInteger.saturatingAdd(rowsVisited, result.rowsExamined)

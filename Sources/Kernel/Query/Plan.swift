@@ -57,12 +57,20 @@ public struct Plan: Sendable, Hashable {
 struct RowOrder: Sendable, Hashable {
     let sorts: [Sort]
     let primaryKey: String
+    /// The JSON path of each sort term that names one (FieldPath), else nil.
+    private let paths: [FieldPath?]
+
+    init(sorts: [Sort], primaryKey: String) {
+        self.sorts = sorts
+        self.primaryKey = primaryKey
+        paths = sorts.map { FieldPath.isPath($0.field) ? try? FieldPath(parsing: $0.field) : nil }
+    }
 
     var tiebreakDescending: Bool { sorts.first?.direction == .desc }
 
     func compare(_ a: Document, _ b: Document) -> Int {
-        for sort in sorts {
-            let x = a[sort.field] ?? .null, y = b[sort.field] ?? .null
+        for (sort, path) in zip(sorts, paths) {
+            let x = path?.value(in: a) ?? a[sort.field] ?? .null, y = path?.value(in: b) ?? b[sort.field] ?? .null
             switch (x.isNull, y.isNull) {
             case (true, true): continue
             case (true, false): return sort.nullsFirst ? -1 : 1

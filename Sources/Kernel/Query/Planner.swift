@@ -44,7 +44,7 @@ private struct ConjunctAnalysis {
             switch c {
             case .compare(let f, .eq, let v), .is(let f, let v):
                 if equalities[f] == nil { equalities[f] = (v, i) }
-            case .compare(let f, let op, let v) where Self.isRangeable(schema.fields[f]?.type):
+            case .compare(let f, let op, let v) where Self.isRangeable(schema.fields[f]?.type ?? (try? QueryValidator.fieldType(f, schema))):
                 let endpoint = Endpoint(value: v, inclusive: op == .gte || op == .lte)
                 if op == .gt || op == .gte {
                     lower[f] = Self.tighter(lower[f], endpoint, keepGreater: true)

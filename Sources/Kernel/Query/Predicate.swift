@@ -21,9 +21,23 @@ indirect enum Predicate: Sendable {
     case fulltext(field: String, query: TextQuery)
     /// Keyset pagination: rows strictly after this one in the query's order.
     case after(row: Document, order: RowOrder)
+    /// A leaf on a JSON path (FieldPath): `inner` reads field `name` of a one-field document
+    /// holding the value at the path.
+    case path(FieldPath, name: String, inner: Predicate)
 
     /// Compiles a filter already checked by `QueryValidator` (so shapes are known to be right).
     static func compile(_ filter: Filter) throws -> Predicate {
+        let leaf = try compileLeaf(filter)
+        switch filter {
+        case .and, .or, .not: return leaf
+        case .compare(let f, _, _), .in(let f, _), .is(let f, _), .like(let f, _, _), .contains(let f, _),
+             .containedBy(let f, _), .overlaps(let f, _), .fulltext(let f, _, _, _):
+            guard FieldPath.isPath(f) else { return leaf }
+            return .path(try FieldPath(parsing: f), name: f, inner: leaf)
+        }
+    }
+
+    private static func compileLeaf(_ filter: Filter) throws -> Predicate {
         switch filter {
         case .and(let parts): return .and(try parts.map(compile))
         case .or(let parts): return .or(try parts.map(compile))
@@ -104,6 +118,8 @@ indirect enum Predicate: Sendable {
             return Truth(q.matches(TokenizedText(s)))
         case .after(let row, let order):
             return Truth(order.compare(doc, row) > 0)
+        case .path(let path, let name, let inner):
+            return inner.evaluate([name: path.value(in: doc)])
         }
     }
 

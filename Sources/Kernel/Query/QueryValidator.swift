@@ -71,6 +71,7 @@ enum QueryValidator {
 
     static func fieldType(_ name: String, _ schema: CollectionSchema) throws -> FieldType {
         guard let field = schema.fields[name] else {
+            if FieldPath.isPath(name) { return try FieldPath(parsing: name).valueType(in: schema) }
             throw AeroError(.unknownField, "collection \(schema.name) has no field \"\(name)\"", invariant: "Q1")
         }
         return field.type
