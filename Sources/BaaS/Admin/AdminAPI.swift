@@ -25,6 +25,7 @@ public enum AdminAPI {
     public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
                               logger: Logger, routes: KnownRoutes = KnownRoutes()) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
+        router.add(middleware: OpsMiddleware())  // request id and HTTP metrics (Sources/BaaS/Ops)
         router.add(middleware: RequestLogMiddleware(routes: routes))
         router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
         router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))

@@ -48,6 +48,7 @@ public enum HTTPErrors {
         let aero = AeroError.wrap(error)
         var body: [String: JSONValue] = ["code": .string(aero.code.rawValue), "message": .string(aero.message)]
         if let invariant = aero.invariant { body["invariant"] = .string(invariant) }
+        if let id = RequestID.current { body["request_id"] = .string(id) }
         return HTTPJSON.response(.object(body), status: status(of: aero.code))
     }
 }

@@ -159,6 +159,9 @@ public final class RealtimeService: Sendable {
 
     // MARK: Connections and topics
 
+    /// Open realtime connections on this node (the `aerodb_realtime_connections` gauge).
+    public var connectionCount: Int { registry.withLock { $0.connections } }
+
     private func reserveConnection() -> Int? {
         registry.withLock { r in
             guard r.connections < RealtimeLimits.connectionsPerNodeMax else { return nil }

@@ -155,8 +155,11 @@ public final class Database: Sendable {
     /// `check` (if any) sees every change before the record is written and may refuse the
     /// transaction (row-level-security `with check` conditions).
     public func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws -> CommitResult {
+        let started = ContinuousClock.now
         let (lsn, changes) = try writer.commit(operations, check: check)
         try await waitVisible(lsn)
+        KernelMetrics.commit.recordNanoseconds(KernelMetrics.nanos(since: started))
+        KernelMetrics.commits.increment()
         checkpointIfDue()
         return CommitResult(lsn: lsn, changes: changes)
     }
@@ -549,6 +552,8 @@ actor CheckpointRunner {
 
     func run(_ state: DatabaseState) throws -> UInt64 {
         if let lastLSN, lastLSN >= state.lsn { return lastLSN }
+        let started = ContinuousClock.now
+        defer { KernelMetrics.checkpoint.recordNanoseconds(KernelMetrics.nanos(since: started)) }
         do {
             _ = try store.write(state)
             lastLSN = state.lsn

@@ -481,7 +481,10 @@ public final class WriteAheadLog: Sendable {
         let padded = (bytes.count + WALFormat.blockBytes - 1) & ~(WALFormat.blockBytes - 1)
         bytes.append(contentsOf: [UInt8](repeating: 0, count: padded - bytes.count))
         precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
+        let started = ContinuousClock.now
         try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+        KernelMetrics.walFsync.recordNanoseconds(KernelMetrics.nanos(since: started))
+        KernelMetrics.walBytes.increment(by: Int64(bytes.count))
     }
 
     private func handle(_ index: UInt64) throws -> any FileHandle {

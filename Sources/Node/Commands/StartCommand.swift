@@ -26,6 +26,7 @@ struct StartCommand: AsyncParsableCommand {
     /// already holds it; otherwise it is taken here, before anything in the directory is read.
     static func run(directory dir: String, httpOverride http: String?, lock held: DataDirectoryLock?) async throws {
         NodeLogging.bootstrap()
+        NodeMetrics.shared.bootstrapSwiftMetrics()  // before the database opens: the kernel's series bind to it
         let logger = Logger(label: "aerodb")
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
@@ -106,6 +107,8 @@ struct StartCommand: AsyncParsableCommand {
         // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
         let realtime = RealtimeService(database: database, keys: keys, logger: logger)
         realtime.register(on: router)
+        OpsRoutes.register(on: router, database: database, keys: keys, cluster: view,
+                           realtimeConnections: { realtime.connectionCount })  // GET /metrics
         NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
         knownRoutes.load(router)
         let app = Application(router: router,

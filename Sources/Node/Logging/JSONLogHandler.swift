@@ -1,6 +1,7 @@
 // Structured logs: one JSON object per line on standard error:
 // {"ts":"2026-11-24T12:00:00.123+00:00","level":"info","msg":"...","label":"aerodb", ...metadata}
 
+import BaaS
 import Foundation
 import Kernel
 import Logging
@@ -26,6 +27,8 @@ struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(extra ?? [:], uniquingKeysWith: { $1 }) {
             fields[key] = .string(value.description)
         }
+        // Every line written while a request runs names it, whichever logger wrote it.
+        if fields["request_id"] == nil, let id = RequestID.current { fields["request_id"] = .string(id) }
         var text = JSON.encode(.object(fields))
         text.append(0x0A)
         FileHandle.standardError.write(Data(text))

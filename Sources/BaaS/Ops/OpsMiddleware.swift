@@ -1,0 +1,42 @@
+// The outermost middleware of every router: gives the request its id (RequestID.swift) and
+// counts it in the HTTP metrics (NodeMetrics.swift) by method, route pattern and status.
+//
+// The route label is the pattern of the route that answered (`/rest/v1/:table`), never the
+// path: patterns are the routes the node registered, so the label set is bounded. Unmatched
+// requests count as `unmatched`. Methods outside the standard ones count as `other`.
+// Latency is measured until the answer's head is ready (a streamed body may continue).
+
+import Hummingbird
+import Logging
+
+public struct OpsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: NodeMetrics
+
+    public init(metrics: NodeMetrics = .shared) { self.metrics = metrics }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let sent = request.headers[RequestID.header]
+        let id = RequestID.accept(sent) ?? RequestID.generate()
+        var request = request
+        if sent != id {  // carried on (write forwarding copies the request's headers)
+            var head = request.head
+            head.headerFields[RequestID.header] = id
+            request = Request(head: head, body: request.body)
+        }
+        var context = context
+        context.logger[metadataKey: "request_id"] = .string(id)
+        let started = ContinuousClock.now
+        do {
+            var response = try await RequestID.$current.withValue(id) { try await next(request, context) }
+            response.headers[RequestID.header] = id
+            metrics.recordRequest(method: request.method.rawValue, route: context.endpointPath,
+                                  status: Int(response.status.code), elapsed: ContinuousClock.now - started)
+            return response
+        } catch {
+            // RequestLogMiddleware answers every error; one that still gets here is a 500.
+            metrics.recordRequest(method: request.method.rawValue, route: context.endpointPath, status: 500,
+                                  elapsed: ContinuousClock.now - started)
+            throw error
+        }
+    }
+}
