@@ -37,6 +37,18 @@ func bulkInsert(_ cluster: LiveCluster, _ i: Int, prefix: String, count: Int) as
     return ids
 }
 
+/// Writes several segments' worth through node `i` and checkpoints twice, so that the primary
+/// recycles the WAL before it (~6 KiB per transaction: 20 of them cross a 64 KiB segment
+/// boundary before each checkpoint). Returns the ids written.
+func recycleWAL(_ cluster: LiveCluster, _ i: Int, prefix: String) async throws -> [String] {
+    var ids: [String] = []
+    for round in 0..<2 {
+        for t in 0..<20 { ids += try await bulkInsert(cluster, i, prefix: "\(prefix)\(round)-\(t)", count: 100) }
+        #expect(try await cluster.admin(i, "POST", "checkpoint").status == 200)
+    }
+    return ids
+}
+
 func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (status: Int32, report: JSONValue) {
     let (status, output) = try cluster.cli(["promote", "--url", cluster.url(i), "--json"] + (force ? ["--force"] : []))
     return (status, try JSON.parse(output.trimmingCharacters(in: .whitespacesAndNewlines)))
@@ -75,11 +87,7 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         // down, the primary writes several segments' worth and checkpoints twice (recycling).
         cluster.stop(2)
         var behind: [String] = []
-        for round in 0..<2 {
-            // ~6 KiB per transaction: 20 of them cross a 64 KiB segment boundary before the first checkpoint.
-            for t in 0..<20 { behind += try await bulkInsert(cluster, 0, prefix: "e\(round)-\(t)", count: 100) }
-            #expect(try await cluster.admin(0, "POST", "checkpoint").status == 200)
-        }
+        behind += try await recycleWAL(cluster, 0, prefix: "e")
         try await cluster.start(2)
         _ = try await cluster.waitConverged([0, 1, 2], to: 0)
         #expect(cluster.log(2).contains("installed a checkpoint shipped by the primary"), "\(cluster.log(2).suffix(2000))")
@@ -295,10 +303,7 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         cluster.stop(0)
         cluster.isolate(0, false)
         // While n1 is down, n2 writes several segments and checkpoints twice: epoch 1 is recycled.
-        for round in 0..<2 {
-            for t in 0..<20 { _ = try await bulkInsert(cluster, 1, prefix: "new\(round)-\(t)", count: 100) }
-            #expect(try await cluster.admin(1, "POST", "checkpoint").status == 200)
-        }
+        _ = try await recycleWAL(cluster, 1, prefix: "new")
         try await cluster.start(0)
         var state = ""
         for _ in 0..<100 {
@@ -347,10 +352,7 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         cluster.stop(0)
         cluster.isolate(0, false)
         // n2 writes several segments and checkpoints twice: epoch 1 is recycled on it.
-        for round in 0..<2 {
-            for t in 0..<20 { _ = try await bulkInsert(cluster, 1, prefix: "new\(round)-\(t)", count: 100) }
-            #expect(try await cluster.admin(1, "POST", "checkpoint").status == 200)
-        }
+        _ = try await recycleWAL(cluster, 1, prefix: "new")
         // n3 comes back: it learns epoch 2, is proven on n2's history and bootstrapped, no rejoin.
         try await cluster.start(2)
         _ = try await cluster.waitConverged([1, 2], to: 1)

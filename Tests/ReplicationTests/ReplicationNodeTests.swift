@@ -4,6 +4,7 @@
 // The peers of the primary's config are ports nobody listens on, so its peer watch finds nothing.
 
 import Foundation
+import LiveCluster
 import NIOCore
 import Testing
 @testable import Kernel
@@ -31,7 +32,7 @@ final class PrimaryUnderTest: @unchecked Sendable {
         try await prepare(database)
         if epoch > 1 { try await database.advanceEpoch(to: epoch) }
         let members = (1...3).map { i in
-            ClusterMember(nodeID: "n\(i)", http: "127.0.0.1:1", replication: PeerAddress(host: "127.0.0.1", port: freePort()))
+            ClusterMember(nodeID: "n\(i)", http: "127.0.0.1:1", replication: PeerAddress(host: "127.0.0.1", port: LiveCluster.freePort()))
         }
         let config = ClusterConfig(nodeID: "n1", clusterID: "c-test", members: members, commitMode: commitMode,
                                    replicaWaitMillis: replicaWaitMillis, secret: secret)
@@ -100,20 +101,6 @@ final class PrimaryUnderTest: @unchecked Sendable {
     }
 
     static let items = #"{"name":"items","fields":{"id":{"type":"text"},"pad":{"type":"text","nullable":true}}}"#
-}
-
-/// A port the kernel just handed out for 127.0.0.1 (bind to port 0, read it back, close).
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// A plain blocking TCP socket: what an attacker uses, no framing help.
