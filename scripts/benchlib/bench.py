@@ -391,10 +391,29 @@ def w_functions(ctx):
           note="examples/functions/compute/compute.c: fuel-metered WasmKit interpreter vs gcc -O2 (invocation over HTTP)")
 
 
+def w_storage(ctx):
+    """Storage (docs/STORAGE.md): scripts/benchlib/storage_bench.py (Debian's nginx beside the node)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import storage_bench
+    f = storage_bench.run(ctx.aerodb.binary, ctx.seconds)
+    RESULTS["workloads"]["storage"] = f
+    ratio("storage_download_1m", "nginx", f["download_1m_mibs"], f["nginx_download_1m_mibs"], "MiB/s",
+          note="the same 1 MiB file: public URL vs nginx from disk, wrk -c64; goal >= 0.5")
+    ratio("storage_upload_1m", "dd_dsync", f["upload_1m_mibs"], f["dd_dsync_1m_mibs"], "MiB/s",
+          note="sequential durable 1 MiB uploads (x-upsert) vs dd bs=1M count=1 oflag=dsync repeated; goal >= 0.5")
+    ratio("storage_upload_1m", "nginx", f["upload_1m_mibs"], f["nginx_upload_1m_mibs"], "MiB/s",
+          note="nginx stores the body in a file without fsync (client_body_in_file_only): not durable, an upper bound")
+    ratio("storage_upload_100m", "dd_dsync", f["upload_100m_mibs"], f["dd_dsync_100m_mibs"], "MiB/s",
+          note="one 100 MiB upload (curl -T) vs dd bs=1M count=100 oflag=dsync; goal >= 0.5")
+    ratio("storage_rss_256m", "goal_64mb", max(f["rss_peak_kb"] - f["rss_before_kb"], 1) / 1024, 64.0, "MB", higher_is_better=False,
+          note="RSS growth of the node during a 256 MiB upload then download")
+
+
 WORKLOADS = {
     "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
     "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
     "recovery": w_recovery, "idle_rss": w_idle_rss, "functions": w_functions,
+    "storage": w_storage,
 }
 
 
