@@ -122,6 +122,8 @@ public final class BlobStore: Sendable {
                 return false
             }
             guard link(file, target) == 0 else { throw Self.posix("link", target) }
+            // A link keeps the file's mtime (its last PATCH, maybe hours ago): fresh for ST3's grace.
+            guard utimes(target, nil) == 0 else { throw Self.posix("utimes", target) }
             return true
         }
         if linked { try Self.syncDirectory(shard) }
