@@ -101,6 +101,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case oneTimeTokenID = "aerodb one-time-token-id v1"
     /// Storage signed URLs (download and upload tokens): StorageSignedURL.
     case storageSignedURL = "aerodb storage-signed-url v1"
+    /// Broadcast/presence batches between cluster members: RealtimeRelay.
+    case realtimeRelay = "aerodb realtime-relay v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

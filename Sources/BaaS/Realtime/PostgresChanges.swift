@@ -73,10 +73,19 @@ struct ChangeBinding: Sendable {
 
 /// `col=op.value[,col=op.value...]`: the REST filter operators, comma = AND.
 enum BindingFilter {
+    /// PostgREST operators that Supabase Realtime's filters do not have (its walrus filters take
+    /// eq, neq, lt, lte, gt, gte, in): refused by name at join rather than misread.
+    static let refusedOperators: Set<String> = ["match", "imatch", "isdistinct"]
+
     static func parse(_ text: String, schema: CollectionSchema) throws -> Filter {
         var parts: [Filter] = []
         for term in try split(text) {
             guard let eq = term.firstIndex(of: "=") else { throw RealtimeFrame.invalid("filter \(term.prefix(64)): expected column=operator.value") }
+            let expression = term[term.index(after: eq)...]
+            let op = (expression.hasPrefix("not.") ? expression.dropFirst(4) : expression).prefix { $0 != "." }
+            guard !refusedOperators.contains(String(op)) else {
+                throw RealtimeFrame.invalid("filter operator \(op) is not supported in postgres_changes (Supabase Realtime accepts eq, neq, lt, lte, gt, gte, in; AeroDB also like, ilike, is, and not.<op>)")
+            }
             parts.append(try FilterParser.parse(column: String(term[..<eq]), expression: String(term[term.index(after: eq)...]),
                                                 schema: schema))
         }

@@ -29,6 +29,9 @@ final class RealtimeConnection: Sendable {
 
     private struct Channel {
         let topic: String
+        let key: TopicKey
+        /// Private channels: the member's authorization (RealtimeAccess).
+        let access: ChannelAccess?
         let joinRef: String?
         var caller: Caller
         var token: String
@@ -162,7 +165,10 @@ final class RealtimeConnection: Sendable {
             }
             let payload = body["payload"] ?? .object([:])
             guard case .object = payload else { throw RealtimeFrame.invalid("a broadcast payload is a JSON object") }
-            service.deliverBroadcast(topic: frame.topic, event: event, payload: payload, from: id)
+            if let access = channel.access, !(try access.check(.write, .broadcast)) {
+                throw ChannelAccess.denied(.write, topic: access.topic)
+            }
+            service.deliverBroadcast(channel.key, event: event, payload: payload, from: id)
             if channel.broadcastAck { outbox.push(RealtimeFrame.reply(frame, ok: true), .control) }
         case "presence":
             guard case .string(let event)? = frame.payload["event"] else { throw RealtimeFrame.invalid("presence needs event track or untrack") }
@@ -173,9 +179,12 @@ final class RealtimeConnection: Sendable {
                 guard JSON.encode(payload).count <= RealtimeLimits.presencePayloadBytesMax else {
                     throw AeroError(.realtimeLimit, "a presence state is at most \(RealtimeLimits.presencePayloadBytesMax) bytes")
                 }
-                try service.track(topic: frame.topic, connection: id, key: channel.presenceKey, state: meta)
+                if let access = channel.access, !(try access.check(.write, .presence)) {
+                    throw ChannelAccess.denied(.write, topic: access.topic)
+                }
+                try service.track(channel.key, connection: id, presenceKey: channel.presenceKey, state: meta)
             case "untrack":
-                service.untrack(topic: frame.topic, connection: id)
+                service.untrack(channel.key, connection: id)
             default:
                 throw RealtimeFrame.invalid("presence event must be track or untrack")
             }
@@ -210,7 +219,17 @@ final class RealtimeConnection: Sendable {
         let config = frame.payload["config"] ?? .object([:])
         let broadcast = config["broadcast"] ?? .object([:])
         let presence = config["presence"] ?? .object([:])
-        if config["private"]?.boolValue == true { try service.authorizeBroadcast(caller, isPrivate: true) }
+        let isPrivate = config["private"]?.boolValue ?? false
+        let key = TopicKey(topic: topic, isPrivate: isPrivate)
+        var access: ChannelAccess?
+        if isPrivate {
+            // Joining needs the select policy to admit broadcast or presence messages of the topic.
+            let checked = ChannelAccess(topic: String(topic.dropFirst(9)), caller: caller, service: service)
+            guard try checked.check(.read, .broadcast) || checked.check(.read, .presence) else {
+                throw ChannelAccess.denied(.read, topic: checked.topic)
+            }
+            access = checked
+        }
         let rawBindings = config["postgres_changes"]?.arrayValue ?? []
         guard rawBindings.count <= RealtimeLimits.bindingsPerChannelMax else {
             throw AeroError(.realtimeLimit, "at most \(RealtimeLimits.bindingsPerChannelMax) postgres_changes bindings per channel")
@@ -242,16 +261,16 @@ final class RealtimeConnection: Sendable {
                 pump = Self.startPump(subscription, from: resume ?? database.releasedLSN, database: database, outbox: outbox)
             }
         }
-        let channel = Channel(topic: topic, joinRef: frame.joinRef, caller: caller, token: token, presenceKey: presenceKey,
+        let channel = Channel(topic: topic, key: key, access: access, joinRef: frame.joinRef, caller: caller, token: token, presenceKey: presenceKey,
                               presenceEnabled: presenceEnabled, broadcastAck: broadcast["ack"]?.boolValue ?? false,
                               subscription: subscription, pump: pump)
         state.withLock { $0.channels[topic] = channel }
-        service.join(topic: topic, connection: id,
-                     member: .init(outbox: outbox, joinRef: frame.joinRef, broadcastSelf: broadcast["self"]?.boolValue ?? false,
-                                   presenceEnabled: presenceEnabled))
-        if presenceEnabled {
+        let member = RealtimeService.Member(outbox: outbox, joinRef: frame.joinRef, broadcastSelf: broadcast["self"]?.boolValue ?? false,
+                                            presenceEnabled: presenceEnabled, access: access)
+        service.join(key, connection: id, member: member)
+        if member.receivesPresence {
             outbox.push(RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "presence_state",
-                                      payload: service.presenceState(topic: topic)), .control)
+                                      payload: service.presenceState(key)), .control)
         }
     }
 
@@ -279,7 +298,8 @@ final class RealtimeConnection: Sendable {
                 do {
                     let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
                     for transaction in batch.transactions {
-                        if transaction.schemaChange != nil { subscription.invalidate() }
+                        // A schema change or a policy edit reaches the live subscription (RT5).
+                        if RealtimeService.touchesPolicies(transaction) { subscription.invalidate() }
                         for change in transaction.changes {
                             guard let frame = subscription.frame(for: change, in: transaction) else { continue }
                             while !outbox.push(frame, .event) {
@@ -324,6 +344,7 @@ final class RealtimeConnection: Sendable {
             s.channels[topic]?.token = token
         }
         channel.subscription?.setCaller(caller)
+        channel.access?.setCaller(caller)
         outbox.push(RealtimeFrame.reply(frame, ok: true), .control)
     }
 
@@ -352,7 +373,7 @@ final class RealtimeConnection: Sendable {
     private func close(_ topic: String) {
         guard let channel = state.withLock({ $0.channels.removeValue(forKey: topic) }) else { return }
         channel.pump?.cancel()
-        service.leave(topic: topic, connection: id)
+        service.leave(channel.key, connection: id)
     }
 
     private func closeAllChannels() {

@@ -32,4 +32,27 @@ public enum RealtimeLimits {
     public static let changesPerPull = 256
     /// Presences (keys) per topic on one node; past it `track` is answered with an error.
     public static let presencesPerTopicMax = 10_000
+
+    // Cluster relay of broadcast and presence (RealtimeRelay, docs/REALTIME.md "Cluster").
+    /// Messages waiting for one other member; past it broadcasts are dropped (counted, logged)
+    /// and presence is resent as a snapshot.
+    public static let relayQueueMessagesMax = 10_000
+    /// Messages per relay request.
+    public static let relayBatchMessagesMax = 1_000
+    /// Largest relay request body (a snapshot of many presences is the big one).
+    public static let relayBodyBytesMax = 16 << 20
+    /// Presences read from one snapshot.
+    public static let relaySnapshotPresencesMax = 200_000
+    /// A relay request (connect included) that takes longer fails: the batch is dropped.
+    public static let relayRequestMillis: Int64 = 2_000
+    /// Pause after a failed relay request before the next attempt to that member.
+    public static let relayRetryMillis: Int64 = 500
+    /// An idle link still sends an empty batch this often (the member's liveness).
+    public static let relayHeartbeatMillis: Int64 = 1_000
+    /// A member not heard from for this long has its presences dropped (leaves sent).
+    public static let peerPresenceTimeoutSeconds: Int64 = 5
+    /// Relay batches older or newer than this (by the receiver's clock) are refused (replays).
+    public static let relayClockSkewSecondsMax: Int64 = 60
+    /// Distinct members whose presences one node keeps.
+    public static let relayOriginsMax = 64
 }

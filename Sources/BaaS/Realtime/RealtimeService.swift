@@ -9,7 +9,12 @@
 //   never waits for a slow member (RealtimeOutbox).
 // - postgres_changes never goes through this table: each subscription pulls the kernel's
 //   change stream itself (RealtimeConnection), so realtime never slows a commit.
-// - Broadcast and presence reach the members on this node only (docs/REALTIME.md "Cluster").
+// - Broadcast and presence reach the members of the topic on every node: what happens here is
+//   queued once per other member (RealtimeRelay, bounded); what another member relays is
+//   delivered here like a local message, never relayed again. The presences of another member
+//   are kept per origin and dropped when it is not heard from for peerPresenceTimeoutSeconds.
+// - Private and public channels of one name are separate topics (TopicKey); private ones are
+//   authorized per member by the policies of `realtime_messages` (RealtimeAccess).
 
 import Foundation
 import HTTPTypes
@@ -20,17 +25,50 @@ import Logging
 import NIOCore
 import Synchronization
 
+/// A topic as the registry keys it: a private channel and a public one of the same name are
+/// separate topics.
+struct TopicKey: Hashable, Sendable {
+    let topic: String  // "realtime:<name>", as on the wire
+    let isPrivate: Bool
+
+    var json: [String: JSONValue] { ["topic": .string(topic), "private": .bool(isPrivate)] }
+
+    init(topic: String, isPrivate: Bool) {
+        self.topic = topic
+        self.isPrivate = isPrivate
+    }
+
+    init?(_ message: JSONValue) {
+        guard let topic = message["topic"]?.stringValue, topic.hasPrefix("realtime:"),
+              topic.utf8.count - 9 <= RealtimeLimits.topicBytesMax else { return nil }
+        self.init(topic: topic, isPrivate: message["private"]?.boolValue ?? false)
+    }
+}
+
 public final class RealtimeService: Sendable {
     let database: Database
     let keys: KeyChecker
     let engine = PolicyEngine()
     let logger: Logger
+    let peers: RealtimePeers
+    /// Random per process start: a receiver that sees a new one asks for a presence snapshot.
+    let incarnation = UUID().uuidString.lowercased()
+    private let links: [RelayLink]
+    private let generation = Atomic<UInt64>(0)
+
+    /// Bumped when a released transaction touches policies or schemas (RealtimeAccess caches).
+    var policyGeneration: UInt64 { generation.load(ordering: .acquiring) }
 
     struct Member: Sendable {
         let outbox: RealtimeOutbox
         let joinRef: String?
         let broadcastSelf: Bool
         let presenceEnabled: Bool
+        /// Private channels only.
+        let access: ChannelAccess?
+
+        var receivesBroadcast: Bool { access?.allows(.read, .broadcast) ?? true }
+        var receivesPresence: Bool { presenceEnabled && (access?.allows(.read, .presence) ?? true) }
     }
 
     struct Presence: Sendable {
@@ -38,11 +76,22 @@ public final class RealtimeService: Sendable {
         let meta: [String: JSONValue]  // includes phx_ref
     }
 
+    /// What another member relayed: its presences, kept while it is heard from.
+    private struct Origin {
+        var incarnation: String
+        var seq: Int64
+        /// false until a snapshot arrived for this incarnation (or after a gap).
+        var synced: Bool
+        var lastHeard: ContinuousClock.Instant
+        var presences: [TopicKey: [Int: Presence]] = [:]
+    }
+
     private struct Registry {
         var connections = 0
         var nextConnection = 0
-        var topics: [String: [Int: Member]] = [:]
-        var presences: [String: [Int: Presence]] = [:]
+        var topics: [TopicKey: [Int: Member]] = [:]
+        var presences: [TopicKey: [Int: Presence]] = [:]
+        var origins: [String: Origin] = [:]
         var nextPresenceRef: UInt64 = 0
         var joinTokens = Double(RealtimeLimits.joinsPerSecondMax)
         var joinRefill = ContinuousClock.now
@@ -50,10 +99,24 @@ public final class RealtimeService: Sendable {
 
     private let registry = Mutex(Registry())
 
-    public init(database: Database, keys: KeyChecker, logger: Logger) {
+    public init(database: Database, keys: KeyChecker, logger: Logger, peers: RealtimePeers = .alone) {
         self.database = database
         self.keys = keys
         self.logger = logger
+        self.peers = peers
+        links = peers.others.map(RelayLink.init(address:))
+    }
+
+    /// The node's background work: one relay sender per other member, the sweep of members not
+    /// heard from, and the policy watcher. Cancel the task to stop them.
+    public func start() -> Task<Void, Never> {
+        Task { [self] in
+            await withTaskGroup(of: Void.self) { group in
+                for link in links { group.addTask { await RealtimeRelay.runSender(link, service: self) } }
+                group.addTask { await self.sweepOrigins() }
+                group.addTask { await self.watchPolicies() }
+            }
+        }
     }
 
     // MARK: HTTP
@@ -91,7 +154,8 @@ public final class RealtimeService: Sendable {
         return (String(parts[0]), query)
     }
 
-    /// GET /realtime/v1/websocket without a valid upgrade, and the REST broadcast endpoint.
+    /// GET /realtime/v1/websocket without a valid upgrade, the REST broadcast endpoint and the
+    /// members' relay.
     public func register(on router: Router<AeroRequestContext>) {
         router.get("realtime/v1/websocket") { [self] request, _ in
             do {
@@ -121,13 +185,24 @@ public final class RealtimeService: Sendable {
                 let isPrivate = request.uri.queryParameters.get("private") == "true"
                 let body = try await HTTPJSON.body(request)
                 guard case .object = body else { throw RealtimeFrame.invalid("the broadcast payload is a JSON object") }
-                try authorizeBroadcast(caller, isPrivate: isPrivate)
-                deliverBroadcast(topic: "realtime:" + topic, event: event, payload: body, from: nil)
+                let key = try Self.restTopic(topic, isPrivate: isPrivate)
+                try authorizeSend(caller, key)
+                deliverBroadcast(key, event: event, payload: body, from: nil)
                 return Response(status: .accepted)
             } catch {
                 return HTTPErrors.response(error)
             }
         }
+        router.post("realtime/v1/internal/relay") { [self] request, _ in
+            await RealtimeRelay.receive(request, service: self)
+        }
+    }
+
+    static func restTopic(_ name: String, isPrivate: Bool) throws -> TopicKey {
+        guard !name.isEmpty, name.utf8.count <= RealtimeLimits.topicBytesMax else {
+            throw RealtimeFrame.invalid("a topic is 1 to \(RealtimeLimits.topicBytesMax) bytes")
+        }
+        return TopicKey(topic: "realtime:" + name, isPrivate: isPrivate)
     }
 
     /// Supabase's batch form: {"messages":[{"topic","event","payload","private"?}]}.
@@ -137,23 +212,28 @@ public final class RealtimeService: Sendable {
             guard let messages = try await HTTPJSON.body(request)["messages"]?.arrayValue, messages.count <= 100 else {
                 throw RealtimeFrame.invalid("the body is {\"messages\":[{\"topic\",\"event\",\"payload\"}]} with at most 100 messages")
             }
+            var checked: [(TopicKey, String, JSONValue)] = []
             for message in messages {
                 guard let topic = message["topic"]?.stringValue, let event = message["event"]?.stringValue,
                       case .object? = message["payload"] else { throw RealtimeFrame.invalid("each message has topic, event and an object payload") }
-                try authorizeBroadcast(caller, isPrivate: message["private"]?.boolValue ?? false)
-                deliverBroadcast(topic: "realtime:" + topic, event: event, payload: message["payload"]!, from: nil)
+                let key = try Self.restTopic(topic, isPrivate: message["private"]?.boolValue ?? false)
+                try authorizeSend(caller, key)
+                checked.append((key, event, message["payload"]!))
             }
+            for (key, event, payload) in checked { deliverBroadcast(key, event: event, payload: payload, from: nil) }
             return Response(status: .accepted)
         } catch {
             return HTTPErrors.response(error)
         }
     }
 
-    /// Private channels: a signed-in user or the service role (policies on channel messages are
-    /// not built; docs/REALTIME.md).
-    func authorizeBroadcast(_ caller: Caller, isPrivate: Bool) throws {
-        if isPrivate && caller.role == "anon" {
-            throw AeroError(.forbidden, "Unauthorized: private channels need a signed-in user or the service role")
+    /// A broadcast sent through REST: on a private topic, the caller's insert policy on
+    /// `realtime_messages` must admit it.
+    func authorizeSend(_ caller: Caller, _ key: TopicKey) throws {
+        guard key.isPrivate else { return }
+        let name = String(key.topic.dropFirst(9))
+        guard try ChannelAccess.decide(caller: caller, topic: name, .write, .broadcast, database: database, engine: engine) else {
+            throw ChannelAccess.denied(.write, topic: name)
         }
     }
 
@@ -186,64 +266,82 @@ public final class RealtimeService: Sendable {
         }
     }
 
-    func join(topic: String, connection: Int, member: Member) {
-        registry.withLock { $0.topics[topic, default: [:]][connection] = member }
+    func join(_ key: TopicKey, connection: Int, member: Member) {
+        registry.withLock { $0.topics[key, default: [:]][connection] = member }
     }
 
-    /// Removes the connection from the topic; returns the presence diff to send, if any.
-    func leave(topic: String, connection: Int) {
+    /// Removes the connection from the topic, with a presence leave if it had tracked one.
+    func leave(_ key: TopicKey, connection: Int) {
         let (left, members) = registry.withLock { r -> (Presence?, [Member]) in
-            r.topics[topic]?[connection] = nil
-            if r.topics[topic]?.isEmpty == true { r.topics[topic] = nil }
-            let left = r.presences[topic]?.removeValue(forKey: connection)
-            if r.presences[topic]?.isEmpty == true { r.presences[topic] = nil }
-            return (left, Array(r.topics[topic]?.values ?? [:].values))
+            r.topics[key]?[connection] = nil
+            if r.topics[key]?.isEmpty == true { r.topics[key] = nil }
+            let left = r.presences[key]?.removeValue(forKey: connection)
+            if r.presences[key]?.isEmpty == true { r.presences[key] = nil }
+            return (left, Array(r.topics[key]?.values ?? [:].values))
         }
-        if let left { sendDiff(topic: topic, joins: [], leaves: [left], to: members) }
+        if let left {
+            sendDiff(key, joins: [], leaves: [left], to: members)
+            relay(.object(key.json.merging(["kind": .string("untrack"), "conn": .int(Int64(connection))]) { a, _ in a }))
+        }
     }
 
-    func deliverBroadcast(topic: String, event: String, payload: JSONValue, from connection: Int?) {
+    /// A broadcast from a local client (`from`), REST (`from` nil) or another member
+    /// (`relayed`: delivered here only).
+    func deliverBroadcast(_ key: TopicKey, event: String, payload: JSONValue, from connection: Int?, relayed: Bool = false) {
         let members = registry.withLock { r in
-            (r.topics[topic] ?? [:]).filter { $0.key != connection || $0.value.broadcastSelf }.map(\.value)
+            (r.topics[key] ?? [:]).filter { $0.key != connection || $0.value.broadcastSelf }.map(\.value)
         }
-        for member in members {
-            member.outbox.pushDroppable(RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "broadcast",
-                                                      payload: .object(["type": .string("broadcast"), "event": .string(event),
-                                                                        "payload": payload])))
+        let frame = RealtimeFrame(joinRef: nil, ref: nil, topic: key.topic, event: "broadcast",
+                                  payload: .object(["type": .string("broadcast"), "event": .string(event), "payload": payload]))
+        for member in members where member.receivesBroadcast { member.outbox.pushDroppable(frame) }
+        if !relayed {
+            relay(.object(key.json.merging(["kind": .string("broadcast"), "event": .string(event), "payload": payload]) { a, _ in a }))
         }
+    }
+
+    private func relay(_ message: JSONValue) {
+        for link in links { link.enqueue(message) }
     }
 
     /// Tracks (or re-tracks) this connection's presence on the topic: leave of the old meta,
-    /// join of the new, to every presence member (the sender too).
-    func track(topic: String, connection: Int, key: String, state: [String: JSONValue]) throws {
+    /// join of the new, to every presence member (the sender too), on every node.
+    func track(_ key: TopicKey, connection: Int, presenceKey: String, state: [String: JSONValue]) throws {
         let (old, new, members) = try registry.withLock { r -> (Presence?, Presence, [Member]) in
-            let current = r.presences[topic] ?? [:]
+            let current = r.presences[key] ?? [:]
             guard current[connection] != nil || current.count < RealtimeLimits.presencesPerTopicMax else {
                 throw AeroError(.realtimeLimit, "at most \(RealtimeLimits.presencesPerTopicMax) presences per topic on one node")
             }
             r.nextPresenceRef += 1
             var meta = state
-            meta["phx_ref"] = .string(String(r.nextPresenceRef))
+            meta["phx_ref"] = .string("\(incarnation.prefix(8))-\(r.nextPresenceRef)")
             let old = current[connection]
             if let old, case .string(let prev)? = old.meta["phx_ref"] { meta["phx_ref_prev"] = .string(prev) }
-            let new = Presence(key: key, meta: meta)
-            r.presences[topic, default: [:]][connection] = new
-            return (old, new, Array((r.topics[topic] ?? [:]).values))
+            let new = Presence(key: presenceKey, meta: meta)
+            r.presences[key, default: [:]][connection] = new
+            return (old, new, Array((r.topics[key] ?? [:]).values))
         }
-        sendDiff(topic: topic, joins: [new], leaves: old.map { [$0] } ?? [], to: members)
+        sendDiff(key, joins: [new], leaves: old.map { [$0] } ?? [], to: members)
+        relay(.object(key.json.merging(["kind": .string("track"), "conn": .int(Int64(connection)), "key": .string(presenceKey),
+                                        "meta": .object(new.meta)]) { a, _ in a }))
     }
 
-    func untrack(topic: String, connection: Int) {
+    func untrack(_ key: TopicKey, connection: Int) {
         let (left, members) = registry.withLock { r -> (Presence?, [Member]) in
-            let left = r.presences[topic]?.removeValue(forKey: connection)
-            return (left, Array((r.topics[topic] ?? [:]).values))
+            let left = r.presences[key]?.removeValue(forKey: connection)
+            if r.presences[key]?.isEmpty == true { r.presences[key] = nil }
+            return (left, Array((r.topics[key] ?? [:]).values))
         }
-        if let left { sendDiff(topic: topic, joins: [], leaves: [left], to: members) }
+        if let left {
+            sendDiff(key, joins: [], leaves: [left], to: members)
+            relay(.object(key.json.merging(["kind": .string("untrack"), "conn": .int(Int64(connection))]) { a, _ in a }))
+        }
     }
 
-    /// `{key: {metas: [...]}}` of every presence on the topic.
-    func presenceState(topic: String) -> JSONValue {
-        let presences = registry.withLock { Array(($0.presences[topic] ?? [:]).values) }
+    /// `{key: {metas: [...]}}` of every presence on the topic, on every node heard from.
+    func presenceState(_ key: TopicKey) -> JSONValue {
+        let presences = registry.withLock { r in
+            Array((r.presences[key] ?? [:]).values) + r.origins.values.flatMap { Array(($0.presences[key] ?? [:]).values) }
+        }
         return Self.grouped(presences)
     }
 
@@ -253,12 +351,157 @@ public final class RealtimeService: Sendable {
         return .object(out.mapValues { .object(["metas": .array($0)]) })
     }
 
-    private func sendDiff(topic: String, joins: [Presence], leaves: [Presence], to members: [Member]) {
-        var leavesMeta = leaves
+    private func sendDiff(_ key: TopicKey, joins: [Presence], leaves: [Presence], to members: [Member]) {
+        guard !joins.isEmpty || !leaves.isEmpty else { return }
         // A re-track's leave carries the old meta without phx_ref_prev.
-        leavesMeta = leavesMeta.map { Presence(key: $0.key, meta: $0.meta.filter { $0.key != "phx_ref_prev" }) }
-        let frame = RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "presence_diff",
+        let leavesMeta = leaves.map { Presence(key: $0.key, meta: $0.meta.filter { $0.key != "phx_ref_prev" }) }
+        let frame = RealtimeFrame(joinRef: nil, ref: nil, topic: key.topic, event: "presence_diff",
                                   payload: .object(["joins": Self.grouped(joins), "leaves": Self.grouped(leavesMeta)]))
-        for member in members where member.presenceEnabled { member.outbox.pushDroppable(frame) }
+        for member in members where member.receivesPresence { member.outbox.pushDroppable(frame) }
+    }
+
+    // MARK: Cluster relay
+
+    /// This node's own presences, for a relay snapshot.
+    func localPresenceSnapshot() -> JSONValue {
+        let all = registry.withLock { $0.presences }
+        var out: [JSONValue] = []
+        for (key, byConnection) in all {
+            for (connection, presence) in byConnection {
+                out.append(.object(key.json.merging(["conn": .int(Int64(connection)), "key": .string(presence.key),
+                                                     "meta": .object(presence.meta)]) { a, _ in a }))
+            }
+        }
+        return .array(out)
+    }
+
+    private struct Diff {
+        var joins: [Presence] = []
+        var leaves: [Presence] = []
+    }
+
+    /// Applies one batch from another member; returns whether it must send a snapshot.
+    func applyRelay(origin: String, incarnation: String, seq: Int64, snapshot: [JSONValue]?,
+                    messages: [JSONValue]) throws -> Bool {
+        guard messages.count <= RealtimeLimits.relayBatchMessagesMax else {
+            throw AeroError(.realtimeLimit, "a relay batch has at most \(RealtimeLimits.relayBatchMessagesMax) messages")
+        }
+        var broadcasts: [(TopicKey, String, JSONValue)] = []
+        let (diffs, needed, members) = try registry.withLock { r -> ([TopicKey: Diff], Bool, [TopicKey: [Member]]) in
+            guard r.origins[origin] != nil || r.origins.count < RealtimeLimits.relayOriginsMax else {
+                throw AeroError(.realtimeLimit, "relay batches from more than \(RealtimeLimits.relayOriginsMax) members")
+            }
+            var o = r.origins[origin] ?? Origin(incarnation: incarnation, seq: seq &- 1, synced: false, lastHeard: .now)
+            var diffs: [TopicKey: Diff] = [:]
+            func remove(_ key: TopicKey, _ connection: Int) {
+                if let left = o.presences[key]?.removeValue(forKey: connection) { diffs[key, default: Diff()].leaves.append(left) }
+                if o.presences[key]?.isEmpty == true { o.presences[key] = nil }
+            }
+            func put(_ key: TopicKey, _ connection: Int, _ presence: Presence) {
+                let current = o.presences[key] ?? [:]
+                guard current[connection] != nil || current.count < RealtimeLimits.presencesPerTopicMax else { return }
+                if let old = current[connection] { diffs[key, default: Diff()].leaves.append(old) }
+                o.presences[key, default: [:]][connection] = presence
+                diffs[key, default: Diff()].joins.append(presence)
+            }
+            func parsePresence(_ m: JSONValue) -> (TopicKey, Int, Presence)? {
+                guard let key = TopicKey(m), case .int(let c)? = m["conn"], let k = m["key"]?.stringValue,
+                      case .object(let meta)? = m["meta"] else { return nil }
+                return (key, Int(truncatingIfNeeded: c), Presence(key: k, meta: meta))
+            }
+            if let snapshot {
+                // Replace this origin's presences: leaves for what is gone, joins for what is new.
+                var next: [TopicKey: [Int: Presence]] = [:]
+                for item in snapshot.prefix(RealtimeLimits.relaySnapshotPresencesMax) {
+                    if let (key, c, p) = parsePresence(item) { next[key, default: [:]][c] = p }
+                }
+                for (key, byConnection) in o.presences {
+                    for (c, p) in byConnection where next[key]?[c]?.meta["phx_ref"] != p.meta["phx_ref"] {
+                        diffs[key, default: Diff()].leaves.append(p)
+                    }
+                }
+                for (key, byConnection) in next {
+                    for (c, p) in byConnection where o.presences[key]?[c]?.meta["phx_ref"] != p.meta["phx_ref"] {
+                        diffs[key, default: Diff()].joins.append(p)
+                    }
+                }
+                o.presences = next
+                o.synced = true
+            } else if o.incarnation != incarnation || seq != o.seq &+ 1 {
+                o.synced = false  // a gap or a restart: presences wait for a snapshot
+            }
+            o.incarnation = incarnation
+            o.seq = seq
+            o.lastHeard = .now
+            for m in messages {
+                switch m["kind"]?.stringValue {
+                case "broadcast":
+                    if let key = TopicKey(m), let event = m["event"]?.stringValue, case .object? = m["payload"] {
+                        broadcasts.append((key, event, m["payload"]!))
+                    }
+                case "track" where o.synced:
+                    if let (key, c, p) = parsePresence(m) { put(key, c, p) }
+                case "untrack" where o.synced:
+                    if let key = TopicKey(m), case .int(let c)? = m["conn"] { remove(key, Int(truncatingIfNeeded: c)) }
+                default:
+                    break
+                }
+            }
+            r.origins[origin] = o
+            var members: [TopicKey: [Member]] = [:]
+            for key in diffs.keys { members[key] = Array((r.topics[key] ?? [:]).values) }
+            return (diffs, !o.synced, members)
+        }
+        for (key, diff) in diffs { sendDiff(key, joins: diff.joins, leaves: diff.leaves, to: members[key] ?? []) }
+        for (key, event, payload) in broadcasts { deliverBroadcast(key, event: event, payload: payload, from: nil, relayed: true) }
+        return needed
+    }
+
+    /// Drops the presences of members not heard from for `peerPresenceTimeoutSeconds`.
+    private func sweepOrigins() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(RealtimeLimits.relayHeartbeatMillis))
+            let gone = registry.withLock { r -> [(TopicKey, [Presence], [Member])] in
+                let deadline = ContinuousClock.now - .seconds(RealtimeLimits.peerPresenceTimeoutSeconds)
+                var out: [(TopicKey, [Presence], [Member])] = []
+                for (id, origin) in r.origins where origin.lastHeard < deadline {
+                    for (key, byConnection) in origin.presences {
+                        out.append((key, Array(byConnection.values), Array((r.topics[key] ?? [:]).values)))
+                    }
+                    r.origins[id] = nil
+                }
+                return out
+            }
+            for (key, leaves, members) in gone { sendDiff(key, joins: [], leaves: leaves, to: members) }
+            if !gone.isEmpty { logger.warning("realtime presences of a silent member dropped", metadata: ["topics": "\(gone.count)"]) }
+        }
+    }
+
+    /// Bumps `policyGeneration` when a released transaction touches policies, row-level
+    /// security or a schema, so private channels re-check (RT5).
+    private func watchPolicies() async {
+        var cursor = database.releasedLSN
+        while !Task.isCancelled {
+            do {
+                let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
+                if batch.transactions.contains(where: { Self.touchesPolicies($0) }) {
+                    generation.add(1, ordering: .releasing)
+                }
+                cursor = batch.through
+            } catch let error as AeroError where error.code == .lsnUnavailable {
+                generation.add(1, ordering: .releasing)
+                cursor = max(cursor, database.oldestLSN &- 1)
+            } catch {
+                if Task.isCancelled { return }
+                generation.add(1, ordering: .releasing)
+                try? await Task.sleep(for: .milliseconds(RealtimeLimits.relayRetryMillis))
+                cursor = database.releasedLSN
+            }
+        }
+    }
+
+    static func touchesPolicies(_ transaction: CommittedTransaction) -> Bool {
+        transaction.schemaChange != nil
+            || transaction.changes.contains { $0.collection == PolicyStore.policies || $0.collection == PolicyStore.enabled }
     }
 }

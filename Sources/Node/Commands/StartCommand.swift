@@ -105,8 +105,10 @@ struct StartCommand: AsyncParsableCommand {
         // Cron schedules of functions fire on the primary only (docs/FUNCTIONS.md "Cron").
         let cron = FunctionCron.start(service: functions, isPrimary: { replication.currentRole.isPrimary })
         // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
-        let realtime = RealtimeService(database: database, keys: keys, logger: logger)
+        let realtime = RealtimeService(database: database, keys: keys, logger: logger,
+                                       peers: RealtimePeers(nodeID: config.nodeID, others: replication.config.peers.map(\.http)))
         realtime.register(on: router)
+        let realtimeRelay = realtime.start()  // broadcast/presence between members, policy watch
         OpsRoutes.register(on: router, database: database, keys: keys, cluster: view,
                            realtimeConnections: { realtime.connectionCount })  // GET /metrics
         NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
@@ -133,6 +135,7 @@ struct StartCommand: AsyncParsableCommand {
         storageCollector.cancel()
         retention.cancel()
         cron.cancel()
+        realtimeRelay.cancel()
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
