@@ -22,18 +22,20 @@ def free_port():
 
 
 class Node:
-    def __init__(self, auth=None):
+    def __init__(self, auth=None, settings=None):
         self.dir = tempfile.mkdtemp(prefix="aerodb-compat-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         node = os.path.join(self.dir, "n1")
         subprocess.run([BINARY, "init", "--dir", node, "--http", f"127.0.0.1:{self.port}"], check=True,
                        stdout=subprocess.DEVNULL)
-        if auth is not None:
+        if auth is not None or settings:
             config_path = os.path.join(node, "aerodb.json")
             with open(config_path) as f:
                 config = json.load(f)
-            config["auth"] = auth
+            if auth is not None:
+                config["auth"] = auth
+            config.update(settings or {})  # e.g. {"db_aggregates_enabled": True}
             with open(config_path, "w") as f:
                 json.dump(config, f)
         keys = json.loads(subprocess.run([BINARY, "keys", "--dir", node, "--json"], check=True,

@@ -250,3 +250,65 @@ def test_row_level_security_applies_to_every_new_feature(owned):
     # anon sees nothing at all
     anon = create_client(node.url, node.anon)
     assert anon.table("shelves").select("id,notes(count)").execute().data == []
+
+
+def test_an_index_on_a_json_path_serves_filters_and_explain_shows_it(node):
+    node.admin("POST", "collections", {"name": "fdocs", "fields": {"id": {"type": "int"}, "doc": {"type": "json"}},
+                                       "indexes": [{"fields": ["doc->>color"]}, {"fields": ["doc->n::int"]}]})
+    client = create_client(node.url, node.service)
+    client.table("fdocs").insert([{"id": i, "doc": {"color": ["red", "blue"][i % 2], "n": i}} for i in range(200)]).execute()
+    assert len(client.table("fdocs").select("id").eq("doc->>color", "red").limit(1000).execute().data) == 100
+    assert ids(client.table("fdocs").select("id").gte("doc->n::int", 197).order("id").execute()) == [197, 198, 199]
+    plan = client.table("fdocs").select("id").eq("doc->>color", "red").explain(format="json").execute().data
+    assert plan["access"] == "indexEquality" and plan["index"] == "fdocs_doc___color_ordered"
+    assert plan["bounds"] == ['doc->>color = "red"'] and plan["candidate_rows"] == 100
+    plan = client.table("fdocs").select("id").gt("doc->n::int", 190).explain(format="json").execute().data
+    assert plan["access"] == "indexRange" and plan["candidate_rows"] == 9
+    # the index follows writes: an update moves the row between keys
+    client.table("fdocs").update({"doc": {"color": "green", "n": 0}}).eq("id", 0).execute()
+    assert ids(client.table("fdocs").select("id").eq("doc->>color", "green").execute()) == [0]
+    with pytest.raises(urllib.error.HTTPError):  # a path into a text field cannot be indexed
+        node.admin("POST", "collections", {"name": "fbad", "fields": {"id": {"type": "int"}, "t": {"type": "text"}},
+                                           "indexes": [{"fields": ["t->>x"]}]})
+
+
+def test_aggregates_are_off_by_default(sb):
+    with pytest.raises(APIError) as e:
+        books(sb, "count()").execute()
+    assert e.value.code == "PGRST123"
+
+
+@pytest.fixture(scope="module")
+def aggregating():
+    node = Node(settings={"db_aggregates_enabled": True})
+    node.admin("POST", "collections", {"name": "sales", "fields": {
+        "id": {"type": "int"}, "region": {"type": "text", "nullable": True}, "qty": {"type": "int", "nullable": True},
+        "price": {"type": "float"}, "doc": {"type": "json", "nullable": True}}})
+    client = create_client(node.url, node.service)
+    client.table("sales").insert([
+        {"id": 1, "region": "north", "qty": 2, "price": 1.5, "doc": {"k": "a"}},
+        {"id": 2, "region": "north", "qty": 3, "price": 2.5, "doc": {"k": "b"}},
+        {"id": 3, "region": "south", "qty": None, "price": 4.0, "doc": {"k": "a"}},
+        {"id": 4, "region": None, "qty": 7, "price": 1.0, "doc": None},
+    ]).execute()
+    yield node, client
+    node.stop()
+
+
+def test_aggregates_group_by_the_other_columns(aggregating):
+    _, client = aggregating
+    assert client.table("sales").select("count()").execute().data == [{"count": 4}]
+    assert client.table("sales").select("n:count(),qty.sum(),qty.count(),price.avg()").execute().data == \
+        [{"n": 4, "sum": 12, "count": 3, "avg": 2.25}]
+    rows = client.table("sales").select("region,qty.sum(),price.max()").order("region").execute().data
+    assert rows == [{"region": "north", "sum": 5, "max": 2.5}, {"region": "south", "sum": None, "max": 4.0},
+                    {"region": None, "sum": 7, "max": 1.0}]
+    rows = client.table("sales").select("doc->>k,total:qty.sum()").gt("price", 1.2).order("doc->>k", desc=True).execute().data
+    assert rows == [{"k": "b", "total": 3}, {"k": "a", "total": 2}]
+    r = client.table("sales").select("region,count()", count="exact").order("region").limit(1).execute()
+    assert r.data == [{"region": "north", "count": 2}] and r.count == 3
+    assert client.table("sales").select("count()").eq("region", "west").execute().data == [{"count": 0}]
+    assert client.table("sales").select("region,count()").eq("region", "west").execute().data == []
+    with pytest.raises(APIError) as e:
+        client.table("sales").select("region.sum()").execute()
+    assert e.value.code == "42883"

@@ -38,6 +38,8 @@ public struct FunctionVersion: Sendable {
     public var secrets: [String: String]
     /// A 5-field cron schedule (FunctionCron), or nil.
     public var schedule: String?
+    /// The collection changes that invoke it (FunctionTriggers), or nil.
+    public var trigger: FunctionTrigger?
     public var createdAt: JSONValue
 
     /// Config and secrets as the guest sees them (secrets win on a clash).
@@ -50,7 +52,7 @@ public struct FunctionVersion: Sendable {
             "rpc": rpc.map { .array($0.map(\.json)) } ?? .null, "limits": limits.json, "verify_jwt": .bool(verifyJWT),
             "config": .object(config.mapValues(JSONValue.string)),
             "secrets": .array(secrets.keys.sorted().map(JSONValue.string)), "created_at": createdAt,
-            "schedule": schedule.map(JSONValue.string) ?? .null,
+            "schedule": schedule.map(JSONValue.string) ?? .null, "trigger": trigger?.json ?? .null,
         ])
     }
 }
@@ -110,10 +112,11 @@ public struct DeployRequest: Sendable {
     public var config: [String: String]
     public var secrets: [String: String]
     public var schedule: String?
+    public var trigger: FunctionTrigger?
 
     public init(json: JSONValue) throws {
         guard case .object(let o) = json else { throw AeroError(.functionInvalid, "deploy takes a JSON object") }
-        let known: Set<String> = ["name", "module", "rpc", "limits", "verify_jwt", "config", "secrets", "schedule"]
+        let known: Set<String> = ["name", "module", "rpc", "limits", "verify_jwt", "config", "secrets", "schedule", "trigger"]
         if let unknown = o.keys.sorted().first(where: { !known.contains($0) }) {
             throw AeroError(.functionInvalid, "unknown deploy field \(unknown); known: \(known.sorted().joined(separator: ", "))")
         }
@@ -140,6 +143,10 @@ public struct DeployRequest: Sendable {
         case nil, .null?: schedule = nil
         case .string(let text)?: schedule = try CronSchedule(text).text
         default: throw AeroError(.functionInvalid, "schedule must be a 5-field cron string such as \"*/5 * * * *\"")
+        }
+        switch o["trigger"] {
+        case nil, .null?: trigger = nil
+        case let value?: trigger = try FunctionTrigger(json: value)
         }
     }
 
@@ -179,7 +186,7 @@ public enum FunctionStore {
                 "bytes": C.field("int", nullable: false), "chunks": C.field("int", nullable: false),
                 "rpc": C.field("json"), "limits": C.field("json", nullable: false), "verify_jwt": C.field("bool", nullable: false),
                 "config": C.field("json", nullable: false), "secrets": C.field("json", nullable: false), "created_at": C.created,
-                "schedule": C.field("text"),
+                "schedule": C.field("text"), "trigger": C.field("json"),
             ], [C.index("by_name", ["name", "version"])]),
             C.schema(chunks, key: "id", [
                 "id": C.field("text", nullable: false), "name": C.field("text", nullable: false),
@@ -249,7 +256,9 @@ public enum FunctionStore {
                                bytes: int("bytes"), chunks: int("chunks"), rpc: rpc,
                                limits: (try? FunctionLimits.parse(doc["limits"])) ?? .default,
                                verifyJWT: doc["verify_jwt"] == .bool(true), config: strings("config"), secrets: strings("secrets"),
-                               schedule: doc["schedule"]?.stringValue, createdAt: doc["created_at"] ?? .null)
+                               schedule: doc["schedule"]?.stringValue,
+                               trigger: doc["trigger"].flatMap { $0.isNull ? nil : try? FunctionTrigger(json: $0) },
+                               createdAt: doc["created_at"] ?? .null)
     }
 
     /// The module bytes of a version, from its chunks, checked against length and SHA-256.
@@ -273,14 +282,15 @@ public enum FunctionStore {
 
     /// Stores a checked module as the next version and makes it active, in one transaction.
     static func deploy(_ request: DeployRequest, database: Database) async throws -> (FunctionVersion, lsn: UInt64) {
-        try await SystemCollections.ensure(schemas, in: database)
+        try await SystemCollections.ensure(schemas + FunctionTriggers.schemas, in: database)
         let snapshot = database.snapshot()
         let existing = try allVersions(request.name, snapshot)
         let next = (existing.map(\.version).max() ?? 0) + 1
         let chunkCount = (request.module.count + FunctionRuntimeLimits.chunkBytes - 1) / FunctionRuntimeLimits.chunkBytes
         let v = FunctionVersion(name: request.name, version: next, sha256: sha256(request.module), bytes: request.module.count,
                                 chunks: chunkCount, rpc: request.rpc, limits: request.limits, verifyJWT: request.verifyJWT,
-                                config: request.config, secrets: request.secrets, schedule: request.schedule, createdAt: .null)
+                                config: request.config, secrets: request.secrets, schedule: request.schedule,
+                                trigger: request.trigger, createdAt: .null)
         var ops: [WriteOperation] = [
             .upsert(collection: heads, document: ["name": .string(request.name), "active_version": .int(Int64(next))]),
             .insert(collection: versions, document: [
@@ -289,9 +299,13 @@ public enum FunctionStore {
                 "rpc": request.rpc.map { .array($0.map(\.json)) } ?? .null, "limits": request.limits.json,
                 "verify_jwt": .bool(request.verifyJWT), "config": .object(request.config.mapValues(JSONValue.string)),
                 "secrets": .object(request.secrets.mapValues(JSONValue.string)),
-                "schedule": request.schedule.map(JSONValue.string) ?? .null,
+                "schedule": request.schedule.map(JSONValue.string) ?? .null, "trigger": request.trigger?.json ?? .null,
             ]),
         ]
+        // A trigger starts after what this deploy saw; a redeploy keeps its cursor (FN5).
+        if request.trigger != nil, let start = try FunctionTriggers.initialCursor(request.name, after: snapshot.lsn, snapshot) {
+            ops.append(start)
+        }
         for index in 0..<chunkCount {
             let start = index * FunctionRuntimeLimits.chunkBytes
             let end = min(start + FunctionRuntimeLimits.chunkBytes, request.module.count)
@@ -343,6 +357,7 @@ public enum FunctionStore {
         guard try activeVersion(name, snapshot) != nil else { throw notFound(name) }
         var ops: [WriteOperation] = [.delete(collection: heads, target: .key(.string(name)))]
         for v in try allVersions(name, snapshot) { ops += deleteOps(v) }
+        ops += try FunctionTriggers.deleteOps(name, snapshot)
         return try await database.commit(ops).lsn
     }
 

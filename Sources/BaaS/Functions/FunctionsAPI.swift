@@ -263,5 +263,16 @@ public enum FunctionsAPI {
                 return HTTPJSON.response(.object(["function": .string(name), "logs": .array(lines)]))
             }
         }
+        // Changes a database trigger could not deliver (FunctionTriggers), oldest first.
+        admin.get("functions/:name/dead-letters") { request, context in
+            try await AdminAPI.guarded(request, keys) {
+                let name = try context.parameters.require("name")
+                let snapshot = service.database.snapshot()
+                let rows = try FunctionTriggers.listDeadLetters(name, snapshot, limit: FunctionTriggers.deadLettersKept)
+                return HTTPJSON.response(.object(["function": .string(name), "dead_letters": .array(rows.map { .object($0) }),
+                                                  "cursor": (try FunctionTriggers.cursor(name, snapshot)).map { .int(Int64($0)) } ?? .null]),
+                                         lsn: snapshot.lsn)
+            }
+        }
     }
 }

@@ -16,11 +16,13 @@ indirect enum SelectItem: Equatable {
     /// last key (or its column) unless aliased, as PostgREST names it.
     case path(FieldPath, alias: String)
     case embed(collection: String, alias: String, items: [SelectItem], options: EmbedOptions = EmbedOptions())
+    /// `count()`, `qty.sum()`, ... (Aggregates.swift); `column` nil for `count()`.
+    case aggregate(AggregateFunction, column: String?, alias: String)
 
     var outputName: String? {
         switch self {
         case .all: return nil
-        case .column(_, let alias), .path(_, let alias), .embed(_, let alias, _, _): return alias
+        case .column(_, let alias), .path(_, let alias), .embed(_, let alias, _, _), .aggregate(_, _, let alias): return alias
         }
     }
 }
@@ -61,6 +63,13 @@ enum SelectParser {
     private static func item(_ raw: String, schema: CollectionSchema, collections: [String: CollectionSchema],
                              depth: Int) throws -> SelectItem {
         if raw == "*" { return .all }
+        if raw.hasSuffix("()") {
+            let (alias, body) = split(raw)
+            if let aggregate = try Aggregates.parse(body, alias: alias == body ? nil : alias, schema: schema) {
+                guard depth == 0 else { throw RESTError.parse("aggregates inside an embedded resource are not built yet: \(raw.prefix(60))") }
+                return aggregate
+            }
+        }
         if let open = raw.firstIndex(of: "("), raw.hasSuffix(")") {
             var head = String(raw[..<open])
             let spread = head.hasPrefix("...")
@@ -165,6 +174,7 @@ struct Projector {
             case .all: out.merge(doc) { current, _ in current }
             case .column(let name, let alias): out[alias] = doc[name] ?? .null
             case .path(let path, let alias): out[alias] = try SelectCast.value(path, in: doc, schema: schema)
+            case .aggregate: throw RESTError.parse("aggregates are answered by the read of their collection only")
             case .embed(let name, let alias, let inner, let options):
                 let value = try embedded(doc, schema: schema, related: name, items: inner, options: options)
                 guard options.spread else { out[alias] = value; continue }

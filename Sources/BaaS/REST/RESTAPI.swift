@@ -129,7 +129,7 @@ enum RESTAPI {
         let accept = request.headers[.accept] ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
-        let items = try selectItems(parsed, schema, snapshot)
+        let items = try selectItems(parsed, schema, snapshot, aggregates: database.options.query.aggregatesEnabled, read: true)
         let budget = RequestBudget(options: database.options.query)
         let projector = try Projector(snapshot: snapshot, items: items, budget: budget) {
             try explainAs.policies($0, snapshot).condition(.select)
@@ -148,8 +148,13 @@ enum RESTAPI {
         if accept.hasPrefix("application/vnd.pgrst.plan") {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
-        let rows: [Document], total: Int?
-        if embeddedOrder {
+        var rows: [Document] = [], total: Int?
+        // Aggregates answer computed rows (Aggregates.swift); every other read projects documents.
+        var aggregated: [JSONValue]?
+        if Aggregates.contains(items) {
+            let folded = try Aggregates.rows(query, order: parsed.order, items: items, schema: schema, snapshot: snapshot, budget: budget)
+            (aggregated, total) = (folded.rows, prefer.count ? folded.total : nil)
+        } else if embeddedOrder {
             let sorted = try EmbeddedOrder.rows(query, order: parsed.order, items: items, schema: schema, snapshot: snapshot,
                                                 budget: budget) { try explainAs.policies($0, snapshot).condition(.select) }
             (rows, total) = (sorted.rows, prefer.count ? sorted.total : nil)
@@ -157,15 +162,17 @@ enum RESTAPI {
             let result = try budget.query(query, on: snapshot)
             (rows, total) = (result.rows, result.totalCount)
         }
+        let count = aggregated?.count ?? rows.count
+        func row(_ i: Int) throws -> JSONValue { try aggregated?[i] ?? projector.project(rows[i], items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
-        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: rows.count, total: total)
+        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: count, total: total)
         prefer.applied(read: true, into: &headers)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
-            guard rows.count == 1 else {
+            guard count == 1 else {
                 return RESTError.response(code: "PGRST116", message: "JSON object requested, multiple (or no) rows returned",
-                                          details: "The result contains \(rows.count) rows", status: .notAcceptable)
+                                          details: "The result contains \(count) rows", status: .notAcceptable)
             }
-            let row = try projector.project(rows[0], items, schema: schema)
+            let row = try row(0)
             var out: [UInt8] = []
             JSON.encode(row, into: &out)
             try budget.chargeBytes(out.count)
@@ -177,9 +184,9 @@ enum RESTAPI {
         if accept.hasPrefix("text/csv") {
             let columns = items == [.all] ? schema.fieldNames : items.compactMap(\.outputName)
             var out = CSV.header(columns)
-            for doc in rows {
+            for i in 0..<count {
                 let before = out.count
-                CSV.append(try projector.project(doc, items, schema: schema), columns: columns, to: &out)
+                CSV.append(try row(i), columns: columns, to: &out)
                 try budget.chargeBytes(out.count - before)
             }
             return body(out, "text/csv", headers, head: head)
@@ -187,10 +194,10 @@ enum RESTAPI {
         // Rows are projected and encoded one at a time, so the response budget is checked while
         // the body is built, not after the whole fan-out was materialized.
         var out: [UInt8] = [UInt8(ascii: "[")]
-        for (i, doc) in rows.enumerated() {
+        for i in 0..<count {
             let before = out.count
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            JSON.encode(try projector.project(doc, items, schema: schema), into: &out)
+            JSON.encode(try row(i), into: &out)
             try budget.chargeBytes(out.count - before)
         }
         out.append(UInt8(ascii: "]"))
@@ -226,15 +233,21 @@ enum RESTAPI {
         return data.schema
     }
 
-    private static func selectItems(_ parsed: PostgRESTQuery, _ schema: CollectionSchema,
-                                    _ snapshot: Snapshot) throws -> [SelectItem] {
+    /// `aggregates`: the node allows them (QueryOptions.aggregatesEnabled); `read`: a GET/HEAD.
+    private static func selectItems(_ parsed: PostgRESTQuery, _ schema: CollectionSchema, _ snapshot: Snapshot,
+                                    aggregates: Bool, read: Bool) throws -> [SelectItem] {
         guard let text = parsed.select else {
             guard parsed.embedded.isEmpty else { throw RESTError.parse("parameters of an embedded resource need it in select") }
             return [.all]
         }
         let collections = snapshot.state.collections.mapValues(\.schema)
-        return try EmbedParameters.attach(parsed.embedded, to: try SelectParser.parse(text, schema: schema, collections: collections),
-                                          collections: collections)
+        let items = try EmbedParameters.attach(parsed.embedded, to: try SelectParser.parse(text, schema: schema, collections: collections),
+                                               collections: collections)
+        if Aggregates.contains(items) {
+            guard aggregates else { throw Aggregates.disabled }
+            guard read else { throw RESTError.parse("aggregates in the rows a write returns are not built: select columns") }
+        }
+        return items
     }
 
     /// `Content-Range: <first>-<last>/<total or *>`; `*/<total>` without rows.
@@ -393,7 +406,7 @@ enum RESTAPI {
             return Response(status: status == .created ? .created : .noContent, headers: headers)
         }
         let snapshot = access.database.snapshot()
-        let items = try selectItems(parsed, schema, snapshot)
+        let items = try selectItems(parsed, schema, snapshot, aggregates: access.database.options.query.aggregatesEnabled, read: false)
         let budget = RequestBudget(options: access.database.options.query)
         let projector = try Projector(snapshot: snapshot, items: items, budget: budget) { try access.policies($0, snapshot).condition(.select) }
         // Returned rows are only those the caller may select (an insert may create a row its author cannot read).

@@ -37,6 +37,9 @@ public enum RESTLimits {
     /// Parent rows a read ordered by an embedded resource's column may sort (EmbeddedOrder.swift):
     /// they are all read and sorted in memory, so the bound is ten pages of the largest limit.
     public static let orderByEmbeddedRowsMax = 10_000
+    /// Rows one aggregate read folds (Aggregates.swift): the kernel's default scan bound, so an
+    /// aggregate never reads more than one ordinary query may examine.
+    public static let aggregateRowsMax = KernelLimits.scanRowsMaxDefault
 }
 
 /// A PostgREST error that is not a kernel error: its code, message and HTTP status as PostgREST

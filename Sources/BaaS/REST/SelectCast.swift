@@ -79,6 +79,10 @@ enum SelectCast {
     static func value(_ path: FieldPath, in doc: Document, schema: CollectionSchema) throws -> JSONValue {
         let raw = FieldPath(column: path.column, steps: path.steps, asText: path.asText).value(in: doc)
         guard let cast = path.cast else { return raw }
+        // JSON read as JSON stays itself (a JSON string is not parsed again); text is parsed.
+        if cast == .json, (try? FieldPath(column: path.column, steps: path.steps, asText: path.asText).valueType(in: schema)) != .text {
+            return raw
+        }
         if cast == .text, path.steps.isEmpty, case .array(let items) = raw { return .string(arrayLiteral(items)) }
         if let converted = FieldPath.convert(raw, to: cast) { return converted }
         let shown: String

@@ -266,7 +266,7 @@ public final class Database: Sendable {
             let schema = try head.collection(collection).schema
             guard schema.fields[name] != nil else { throw AeroError(.schemaInvalid, "\(collection) has no field \(name)") }
             guard name != schema.primaryKey else { throw AeroError(.schemaInvalid, "the primary key cannot be dropped") }
-            if let index = schema.indexes.first(where: { $0.fields.contains(name) }) {
+            if let index = schema.indexes.first(where: { $0.fields.contains { $0 == name || (try? FieldPath(parsing: $0))?.column == name } }) {
                 throw AeroError(.schemaInvalid, "field \(name) is part of index \(index.name); drop the index first")
             }
             return .dropField(collection: collection, name: name)

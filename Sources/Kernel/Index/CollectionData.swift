@@ -16,7 +16,7 @@ struct IndexData: Sendable {
     func keys(for doc: Document, primaryKey: JSONValue) -> [IndexKey] {
         switch schema.kind {
         case .ordered:
-            return [IndexKey(schema.fields.map { doc[$0] ?? .null } + [primaryKey])]
+            return [IndexKey(schema.fields.map { FieldPath.read(doc, $0) } + [primaryKey])]  // fields or JSON paths
         case .fulltext:
             guard case .string(let text)? = doc[schema.fields[0]] else { return [] }
             return Set(TextTokenizer.tokens(text)).sorted { JSONValue.compareUTF8($0, $1) < 0 }
@@ -27,7 +27,7 @@ struct IndexData: Sendable {
     /// The indexed values of an ordered index when they may conflict under `unique` (no nulls).
     func uniqueValues(for doc: Document) -> [JSONValue]? {
         guard schema.unique, schema.kind == .ordered else { return nil }
-        let values = schema.fields.map { doc[$0] ?? .null }
+        let values = schema.fields.map { FieldPath.read(doc, $0) }
         return values.contains(where: \.isNull) ? nil : values
     }
 

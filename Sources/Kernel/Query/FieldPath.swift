@@ -167,6 +167,7 @@ public struct FieldPath: Sendable, Hashable, CustomStringConvertible {
         }
         if asText { current = Self.text(current) }
         guard let cast else { return current }
+        if cast == .json, !asText, !steps.isEmpty { return current }  // JSON stays JSON
         return Self.convert(current, to: cast) ?? .null
     }
 

@@ -11,6 +11,9 @@ public struct QueryOptions: Sendable, Hashable {
     public var limitMax: Int = KernelLimits.queryLimitMax
     /// Rows a plan may examine; plans that could examine more are refused (Q1).
     public var scanRowsMax: Int = KernelLimits.scanRowsMaxDefault
+    /// REST aggregates (`select=count()`, `qty.sum()`), PostgREST's `db-aggregates-enabled`:
+    /// off unless the node's config turns them on (they fold up to a scan's worth of rows).
+    public var aggregatesEnabled = false
 
     public init(limitDefault: Int = KernelLimits.queryLimitDefault, limitMax: Int = KernelLimits.queryLimitMax,
                 scanRowsMax: Int = KernelLimits.scanRowsMaxDefault) {

@@ -135,23 +135,31 @@ extension CollectionSchema {
             throw invalid("index fields must be a non-empty array of field names")
         }
         let fieldNames = try names.map { value -> String in
-            guard case .string(let s) = value, fields[s] != nil else {
+            guard case .string(let s) = value else { throw invalid("index names an undeclared field \(JSON.encodeString(value))") }
+            if fields[s] != nil { return s }
+            // A JSON path into a json or array field (`doc->>color`, `doc->n::int`; FieldPath),
+            // stored in its canonical text so filters written either way find it (T1).
+            guard FieldPath.isPath(s), let path = try? FieldPath(parsing: s), let field = fields[path.column], !path.steps.isEmpty else {
                 throw invalid("index names an undeclared field \(JSON.encodeString(value))")
             }
-            return s
+            switch field.type {
+            case .json, .array: return path.description
+            default: throw invalid("index path \(s) needs a json or array field, \(path.column) is \(field.type)")
+            }
         }
         guard Set(fieldNames).count == fieldNames.count else { throw invalid("index names a field twice") }
         let kindName = try reader.optionalString("type") ?? "ordered"
         guard let kind = IndexKind(rawValue: kindName) else { throw invalid("index type must be ordered or fulltext") }
         let unique = try reader.optionalBool("unique") ?? false
         if kind == .fulltext {
-            guard fieldNames.count == 1, fields[fieldNames[0]]!.type == .text else {
+            guard fieldNames.count == 1, fields[fieldNames[0]]?.type == .text else {
                 throw invalid("a fulltext index names exactly one text field")
             }
             guard !unique else { throw invalid("a fulltext index cannot be unique") }
         }
         let name = try reader.optionalString("name")
-            ?? "\(collection)_\(fieldNames.joined(separator: "_"))_\(unique ? "unique" : kind.rawValue)"
+            ?? String("\(collection)_\(fieldNames.joined(separator: "_"))_\(unique ? "unique" : kind.rawValue)"
+                .map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" }.prefix(KernelLimits.nameBytesMax))  // paths: doc->>c -> doc___c
         try validateName(name, what: "index name")
         return IndexSchema(name: name, fields: fieldNames, unique: unique, kind: kind)
     }

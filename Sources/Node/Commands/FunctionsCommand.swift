@@ -35,6 +35,8 @@ struct FunctionsCommand: AsyncParsableCommand {
         @Flag(help: "Let requests without a valid JWT in (as anon), like Supabase's --no-verify-jwt.") var noVerifyJwt = false
         @Option(help: "A 5-field cron schedule in UTC, e.g. '*/5 * * * *': the primary invokes the function once per matching minute.")
         var schedule: String?
+        @Option(help: "A database trigger COLLECTION[:EVENTS], e.g. 'notes:insert,update' (events: insert, update, delete; default all): the primary invokes the function once per committed change.")
+        var trigger: String?
 
         func run() async throws {
             let bytes: Data
@@ -43,6 +45,12 @@ struct FunctionsCommand: AsyncParsableCommand {
                                              "verify_jwt": .bool(!noVerifyJwt)]
             if let rpc { body["rpc"] = .string(rpc) }
             if let schedule { body["schedule"] = .string(schedule) }
+            if let trigger {
+                let parts = trigger.split(separator: ":", maxSplits: 1).map(String.init)
+                var spec: [String: JSONValue] = ["collection": .string(parts.first ?? "")]
+                if parts.count == 2 { spec["events"] = .array(parts[1].split(separator: ",").map { .string(String($0)) }) }
+                body["trigger"] = .object(spec)
+            }
             var limits: [String: JSONValue] = [:]
             for (key, value) in try pairs(limit, "--limit") {
                 guard let n = Int64(value) else { throw ValidationError("--limit \(key)=\(value): the value must be an integer") }

@@ -7,6 +7,7 @@
 //               "replication":"127.0.0.1:55321","commit_mode":"sync","replica_wait_ms":5000,
 //               "cluster":[{"node_id":"n1","http":"127.0.0.1:54321","replication":"127.0.0.1:55321"}, ...]}
 // `cluster` lists every member, this node included; a node without it runs alone (commit mode async).
+// `db_aggregates_enabled` (optional, default false) allows REST aggregates (`select=count()`), as PostgREST's setting.
 // `auth` (optional) holds the /auth/v1 settings, e.g. {"mailer_autoconfirm":true} (docs/AUTH.md).
 // secrets.json: {"jwt_secret":"<base64url>","anon_key":"<jwt>","service_role_key":"<jwt>"}
 
@@ -55,6 +56,7 @@ struct NodeConfig {
         if let replication { o["replication"] = .string(replication) }
         if let commitMode { o["commit_mode"] = .string(commitMode.rawValue) }
         if let authJSON { o["auth"] = authJSON }
+        if query.aggregatesEnabled { o["db_aggregates_enabled"] = .bool(true) }
         if !members.isEmpty {
             o["cluster"] = .array(members.map {
                 .object(["node_id": .string($0.nodeID), "http": .string($0.http), "replication": .string($0.replication.description)])
@@ -117,6 +119,7 @@ struct NodeConfig {
             case ("query_limit_default", .int(let n)) where n > 0: config.query.limitDefault = Int(n)
             case ("query_limit_max", .int(let n)) where n > 0: config.query.limitMax = Int(n)
             case ("scan_rows_max", .int(let n)) where n > 0: config.query.scanRowsMax = Int(n)
+            case ("db_aggregates_enabled", .bool(let b)): config.query.aggregatesEnabled = b  // REST aggregates (docs/API.md)
             case ("replication", .string(let s)): _ = try HostPort.parse(s); config.replication = s
             case ("cluster", let v): config.members = try parseMembers(v)
             case ("commit_mode", .string(let s)):
