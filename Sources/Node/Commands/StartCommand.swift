@@ -104,6 +104,8 @@ struct StartCommand: AsyncParsableCommand {
         FunctionsAPI.register(on: router, service: functions, keys: keys)
         // Cron schedules of functions fire on the primary only (docs/FUNCTIONS.md "Cron").
         let cron = FunctionCron.start(service: functions, isPrimary: { replication.currentRole.isPrimary })
+        // Database triggers of functions fire on the primary only (docs/FUNCTIONS.md "Database triggers").
+        let triggers = FunctionTriggers.start(service: functions, isPrimary: { replication.currentRole.isPrimary })
         // Realtime (docs/REALTIME.md): /realtime/v1/websocket and the REST broadcast endpoint.
         let realtime = RealtimeService(database: database, keys: keys, logger: logger,
                                        peers: RealtimePeers(nodeID: config.nodeID, others: replication.config.peers.map(\.http)))
@@ -135,6 +137,7 @@ struct StartCommand: AsyncParsableCommand {
         storageCollector.cancel()
         retention.cancel()
         cron.cancel()
+        triggers.cancel()
         realtimeRelay.cancel()
         await replication.stop()
         await database.close()
