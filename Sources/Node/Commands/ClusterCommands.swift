@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import AsyncHTTPClient
+import BaaS
 import Foundation
 import Kernel
 import NIOCore
@@ -27,6 +28,7 @@ struct ClusterInitCommand: ParsableCommand {
     @Option(help: "HTTP port of n1.") var httpPort: Int = 54321
     @Option(help: "Replication port of n1.") var replPort: Int = 55321
     @Option(help: "Commit mode: async, sync (at least one replica flushed) or all.") var commitMode: String = "sync"
+    @Flag(help: "A development cluster: sign-ups confirmed at once, anonymous sign-ins on (scripts/dev uses it).") var dev = false
 
     func validate() throws {
         guard (2...9).contains(nodes) else { throw ValidationError("--nodes must be between 2 and 9") }
@@ -38,8 +40,10 @@ struct ClusterInitCommand: ParsableCommand {
 
     func run() throws {
         let (clusterID, members, secrets) = try Self.write(dir: dir, nodes: nodes, host: host, httpPort: httpPort,
-                                                           replPort: replPort, commitMode: CommitMode(rawValue: commitMode)!)
+                                                           replPort: replPort, commitMode: CommitMode(rawValue: commitMode)!,
+                                                           auth: dev ? NodeConfig.developmentAuth : nil)
         print("initialized cluster \(clusterID) in \(dir): \(nodes) nodes, commit mode \(commitMode), n1 primary at epoch 1")
+        if dev { print(NodeConfig.developmentNotice) }
         for member in members { print("  \(member.nodeID)  http://\(member.http)  replication \(member.replication)") }
         print("anon key:         \(secrets.anonKey)")
         print("service_role key: \(secrets.serviceRoleKey)")
@@ -48,7 +52,7 @@ struct ClusterInitCommand: ParsableCommand {
 
     /// Writes the member directories; returns the cluster id, the members and the shared secrets.
     static func write(dir: String, nodes: Int, host: String, httpPort: Int, replPort: Int,
-                      commitMode: CommitMode) throws -> (String, [ClusterMember], NodeSecrets) {
+                      commitMode: CommitMode, auth: JSONValue? = nil) throws -> (String, [ClusterMember], NodeSecrets) {
         let members = (1...nodes).map { i in
             ClusterMember(nodeID: "n\(i)", http: "\(host):\(httpPort + i - 1)",
                           replication: PeerAddress(host: host, port: replPort + i - 1))
@@ -62,6 +66,10 @@ struct ClusterInitCommand: ParsableCommand {
             config.replication = member.replication.description
             config.members = members
             config.commitMode = commitMode
+            if let auth {
+                config.authJSON = auth
+                config.auth = try AuthSettings.parse(auth)
+            }
             try NodeDirectory.create(dir + "/" + member.nodeID, config: config, secrets: secrets,
                                      marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: "n1"))
         }

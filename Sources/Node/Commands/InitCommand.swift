@@ -1,4 +1,5 @@
 import ArgumentParser
+import BaaS
 import Foundation
 import Kernel
 import Replication
@@ -11,18 +12,24 @@ struct InitCommand: ParsableCommand {
     @Option(help: "The node directory to create (must not exist or be empty).") var dir: String
     @Option(help: "HTTP address HOST:PORT.") var http: String = NodeConfig.defaultHTTP
     @Option(help: "This node's id.") var nodeId: String = "n1"
+    @Flag(help: "A development node: sign-ups confirmed at once, anonymous sign-ins on.") var dev = false
 
     func run() throws {
         _ = try HostPort.parse(http)
         var config = NodeConfig()
         config.http = http
         config.nodeID = nodeId
+        if dev {
+            config.authJSON = NodeConfig.developmentAuth
+            config.auth = try AuthSettings.parse(NodeConfig.developmentAuth)
+        }
         let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
         let marker = AuthorityMarker(clusterID: FieldValidator.randomUUID(), epoch: 1, primary: nodeId)
         try NodeDirectory.create(dir, config: config, secrets: secrets, marker: marker)
         print("initialized node \(nodeId) in \(dir) (HTTP \(http))")
         print("anon key:         \(secrets.anonKey)")
         print("service_role key: \(secrets.serviceRoleKey)")
+        if dev { print(NodeConfig.developmentNotice) }
     }
 }
 

@@ -36,9 +36,19 @@ struct NodeConfig {
     var commitMode: CommitMode?
     /// How long a `sync`/`all` commit waits for replica flushes before it is in doubt.
     var replicaWaitMillis: Int64 = 5_000
+    /// Requests slower than this are logged and kept in the slow log (0: off). `slow_query_ms`.
+    var slowQueryMillis: Int64 = SlowLog.thresholdMillisDefault
+    /// HTTPS certificate and key files (`tls`); nil: plain HTTP.
+    var tls: TLSFiles?
     /// The `auth` object as written (kept verbatim so `json` round-trips it) and its parse.
     var authJSON: JSONValue?
     var auth = AuthSettings()
+
+    /// The `auth` settings of a development node or cluster (`--dev`, scripts/dev), like
+    /// `supabase start`: sign-ups confirmed at once, anonymous sign-ins on. Production
+    /// defaults (without `--dev`) keep both off.
+    static let developmentAuth: JSONValue = .object(["mailer_autoconfirm": .bool(true), "anonymous_sign_ins": .bool(true)])
+    static let developmentNotice = "development settings: sign-ups are confirmed at once (auth.mailer_autoconfirm) and anonymous sign-ins are on (auth.anonymous_sign_ins)"
 
     /// The commit mode in effect: as configured, else `sync` in a cluster and `async` alone.
     var effectiveCommitMode: CommitMode { commitMode ?? (members.count > 1 ? .sync : .async) }
@@ -57,6 +67,8 @@ struct NodeConfig {
         if let commitMode { o["commit_mode"] = .string(commitMode.rawValue) }
         if let authJSON { o["auth"] = authJSON }
         if query.aggregatesEnabled { o["db_aggregates_enabled"] = .bool(true) }
+        if slowQueryMillis != SlowLog.thresholdMillisDefault { o["slow_query_ms"] = .int(slowQueryMillis) }
+        if let tls { o["tls"] = tls.json }
         if !members.isEmpty {
             o["cluster"] = .array(members.map {
                 .object(["node_id": .string($0.nodeID), "http": .string($0.http), "replication": .string($0.replication.description)])
@@ -126,6 +138,8 @@ struct NodeConfig {
                 guard let mode = CommitMode(rawValue: s) else { throw invalid("commit_mode must be async, sync or all") }
                 config.commitMode = mode
             case ("replica_wait_ms", .int(let n)) where n > 0: config.replicaWaitMillis = n
+            case ("slow_query_ms", let v): config.slowQueryMillis = try SlowLog.parseThreshold(v)  // docs/OPERATIONS.md
+            case ("tls", let v): config.tls = try TLSFiles.parse(v)
             case ("auth", let v):
                 config.authJSON = v
                 config.auth = try AuthSettings.parse(v)
