@@ -319,3 +319,100 @@ def test_cron_fires_on_the_primary_once_per_minute(world):
     status, error = admin_error(node, "POST", "functions", {"name": "tock", "schedule": "@hourly",
                                                              "module": base64.b64encode(open(wasm("hello"), "rb").read()).decode()})
     assert status == 400 and "5 fields" in error["message"]
+
+
+def audit_rows(url, service):
+    c = create_client(url, service, options=ClientOptions(auto_refresh_token=False, persist_session=False))
+    return c.table("audit").select("*").order("id").limit(10000).execute().data
+
+
+def wait_for(condition, seconds=30):
+    """Polls `condition` until it holds or `seconds` pass (nothing here is a timed assertion)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_database_trigger_audits_each_change_and_dead_letters_failures():
+    """FN5 through the binary: the audit example deployed with `--trigger notes:insert,delete` gets
+    one invocation per inserted or deleted row (not updates), keyed "<lsn>:<index>"; a trigger
+    whose function answers 418 is retried, then its change is dead-lettered and listed."""
+    node = Node()
+    try:
+        node.admin("POST", "collections", {"name": "notes", "fields": {"id": {"type": "text"}, "body": {"type": "text"}}})
+        node.admin("POST", "collections", {"name": "audit", "fields": {"id": {"type": "text"}, "event": {"type": "json"}}})
+        done = cli(node, "deploy", "audit", "--file", wasm("audit"), "--trigger", "notes:insert,delete")
+        assert done.returncode == 0, done.stderr
+        c = client(node, node.service)
+        c.table("notes").insert([{"id": "a", "body": "1"}, {"id": "b", "body": "2"}]).execute()
+        c.table("notes").insert({"id": "c", "body": "3"}).execute()
+        c.table("notes").update({"body": "changed"}).eq("id", "a").execute()
+        c.table("notes").delete().eq("id", "b").execute()
+        assert wait_for(lambda: len(audit_rows(node.url, node.service)) >= 4)
+        rows = audit_rows(node.url, node.service)
+        events = sorted(((r["event"]["lsn"], r["event"]["index"]), r["event"]["type"],
+                         (r["event"]["record"] or r["event"]["old_record"])["id"]) for r in rows)
+        assert [(kind, key) for _, kind, key in events] == [("INSERT", "a"), ("INSERT", "b"), ("INSERT", "c"), ("DELETE", "b")]
+        assert all(r["id"] == f'{r["event"]["lsn"]}:{r["event"]["index"]}' for r in rows)
+        assert events[0][0][0] == events[1][0][0] and (events[0][0][1], events[1][0][1]) == (0, 1)  # one transaction
+        deleted = next(r for r in rows if r["event"]["type"] == "DELETE")
+        assert deleted["event"]["record"] is None and deleted["event"]["old_record"]["body"] == "2"
+
+        deploy(node, "teapot-trigger", wat(TEAPOT), trigger={"collection": "notes", "events": ["insert"]})
+        c.table("notes").insert({"id": "d", "body": "4"}).execute()
+        letters = lambda: node.admin("GET", "functions/teapot-trigger/dead-letters")["dead_letters"]
+        assert wait_for(letters)
+        [letter] = letters()
+        assert letter["key"] == "d" and letter["attempts"] == 5 and "418" in letter["error"]
+        assert wait_for(lambda: len(audit_rows(node.url, node.service)) == 5)  # the audit trigger saw "d" too
+        code, body = admin_error(node, "POST", "functions", {"name": "x", "module": base64.b64encode(wat(TEAPOT)).decode(),
+                                                               "trigger": {"collection": "_functions"}})
+        assert code == 400 and "system collection" in body["message"]
+    finally:
+        node.stop()
+
+
+def test_cluster_trigger_fires_once_per_change_across_kill_and_promotion():
+    """kill -9 of the primary while rows are inserted, `aerodb promote` of n2: every acknowledged
+    insert has exactly one audit row (the cursor is replicated, the key is the LSN), and changes
+    after the promotion are delivered by the new primary."""
+    from conftest import Cluster
+    cluster = Cluster(nodes=3)
+    try:
+        cluster.admin(0, "POST", "collections", {"name": "notes", "fields": {"id": {"type": "text"}}})
+        cluster.admin(0, "POST", "collections", {"name": "audit", "fields": {"id": {"type": "text"}, "event": {"type": "json"}}})
+        cluster.admin(0, "POST", "functions", {"name": "audit", "module": base64.b64encode(open(wasm("audit"), "rb").read()).decode(),
+                                               "trigger": {"collection": "notes", "events": ["insert"]}})
+        acknowledged = []
+
+        def write(url, prefix, count):
+            c = create_client(url, cluster.service, options=ClientOptions(auto_refresh_token=False, persist_session=False))
+            for k in range(count):
+                try:
+                    c.table("notes").insert({"id": f"{prefix}-{k}"}).execute()
+                    acknowledged.append(f"{prefix}-{k}")
+                except Exception:
+                    pass
+
+        writer = threading.Thread(target=write, args=(cluster.urls[0], "before", 400))
+        writer.start()
+        assert wait_for(lambda: len(acknowledged) >= 40)
+        cluster.processes[0].kill()  # kill -9 of the primary, inserts and deliveries in flight
+        writer.join(timeout=60)
+        out = subprocess.run([BINARY, "promote", "--url", cluster.urls[1], "--key", cluster.service, "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        write(cluster.urls[1], "after", 10)
+        assert {f"after-{k}" for k in range(10)} <= set(acknowledged)
+
+        def audited():
+            return [r["event"]["record"]["id"] for r in audit_rows(cluster.urls[1], cluster.service)]
+        assert wait_for(lambda: set(acknowledged) <= set(audited()), seconds=60), \
+            sorted(set(acknowledged) - set(audited()))[:10]
+        seen = audited()
+        assert len(seen) == len(set(seen)), "a change was audited twice"
+    finally:
+        cluster.stop()
