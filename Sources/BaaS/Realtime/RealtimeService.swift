@@ -392,6 +392,9 @@ public final class RealtimeService: Sendable {
                 throw AeroError(.realtimeLimit, "relay batches from more than \(RealtimeLimits.relayOriginsMax) members")
             }
             var o = r.origins[origin] ?? Origin(incarnation: incarnation, seq: seq &- 1, synced: false, lastHeard: .now)
+            if o.incarnation == incarnation && seq <= o.seq {
+                return ([:], !o.synced, [:])  // a duplicate or replayed batch: already applied
+            }
             var diffs: [TopicKey: Diff] = [:]
             func remove(_ key: TopicKey, _ connection: Int) {
                 if let left = o.presences[key]?.removeValue(forKey: connection) { diffs[key, default: Diff()].leaves.append(left) }
