@@ -100,12 +100,12 @@ def run(binary, seconds):
                 times.append((time.perf_counter() - started) * 1000)
             out[label] = statistics.median(times)
         started = time.perf_counter()
-        wasm_answer = call(base + "/functions/v1/compute", "GET", None, key).decode()
+        wasm_answer = call(base + "/functions/v1/compute?n=20000000", "GET", None, key).decode()
         out["compute_wasm_s"] = time.perf_counter() - started
         native = os.path.join(d, "compute-native")
         subprocess.run(["gcc", "-O2", "-DNATIVE", "-o", native, os.path.join(ROOT, "examples", "functions", "compute", "compute.c")], check=True)
         started = time.perf_counter()
-        native_answer = subprocess.run([native], capture_output=True, text=True, check=True).stdout.strip()
+        native_answer = subprocess.run([native, "20000000"], capture_output=True, text=True, check=True).stdout.strip()
         out["compute_native_s"] = time.perf_counter() - started
         if wasm_answer != native_answer:
             raise RuntimeError(f"compute answers differ: wasm {wasm_answer}, native {native_answer}")

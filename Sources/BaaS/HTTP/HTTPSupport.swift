@@ -38,7 +38,7 @@ public enum HTTPErrors {
         case .replicationRefused, .promotionRefused: return .conflict
         case .realtimeInvalid: return .badRequest
         case .realtimeLimit: return .tooManyRequests
-        case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid,
+        case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid, .portInUse,
              .internalError:
             return .internalServerError
         }

@@ -59,6 +59,8 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A known HTTP path asked with a method it does not serve (405 with `Allow`).
         case methodNotAllowed = "AERO_METHOD_NOT_ALLOWED"
         case configInvalid = "AERO_CONFIG_INVALID"
+        /// A port this node must listen on is taken by another process (`aerodb start`).
+        case portInUse = "AERO_PORT_IN_USE"
         case notPrimary = "AERO_NOT_PRIMARY"
         case authorityCorrupt = "AERO_AUTHORITY_CORRUPT"
         // Replication and authority (P1, A1-A4)

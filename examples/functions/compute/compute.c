@@ -1,28 +1,44 @@
-// compute: a fixed integer loop (a linear congruential generator, ITERATIONS steps), for the
-// fuel-metered compute benchmark (scripts/bench --only functions): the same file is built for
-// wasm32 (the function) and natively with -DNATIVE (the baseline). Answers the final value.
-#ifndef ITERATIONS
-#define ITERATIONS 20000000u
-#endif
+// compute: an integer loop (a linear congruential generator, N steps), for the fuel-metered
+// compute benchmark (scripts/bench --only functions): the same file is built for wasm32 (the
+// function) and natively with -DNATIVE (the baseline). N comes from the request's query string
+// (`?n=20000000`) or the native program's first argument, never a compile-time constant, so
+// neither compiler can fold the loop away. Answers the final value in decimal.
+#define DEFAULT_ITERATIONS 20000000u
 
-static unsigned long long work(void) {
+static unsigned long long work(unsigned int n) {
     unsigned long long x = 1;
-    for (unsigned int i = 0; i < ITERATIONS; i++) x = x * 6364136223846793005ULL + i;
+    for (unsigned int i = 0; i < n; i++) x = x * 6364136223846793005ULL + i;
     return x;
+}
+
+// Digits after the first '=' of `text` (length len), or DEFAULT_ITERATIONS.
+static unsigned int parse(const char *text, int len) {
+    int i = 0;
+    while (i < len && text[i] != '=') i++;
+    unsigned int n = 0;
+    int digits = 0;
+    for (i++; i < len && text[i] >= '0' && text[i] <= '9' && digits < 9; i++, digits++) n = n * 10 + (unsigned)(text[i] - '0');
+    return digits ? n : DEFAULT_ITERATIONS;
 }
 
 #ifdef NATIVE
 #include <stdio.h>
-int main(void) {
-    printf("%llu\n", work());
+#include <string.h>
+int main(int argc, char **argv) {
+    char arg[32] = "n=";
+    if (argc > 1) strncat(arg, argv[1], sizeof arg - 3);
+    printf("%llu\n", work(parse(arg, (int)strlen(arg))));
     return 0;
 }
 #else
 #include "aerodb.h"
 static char out[24];
+static char query[64];
 
 int handle(void) {
-    unsigned long long v = work();
+    int len = aerodb_request_read(AERODB_QUERY, query, sizeof query);
+    if (len > (int)sizeof query) len = sizeof query;
+    unsigned long long v = work(parse(query, len < 0 ? 0 : len));
     int pos = sizeof out;
     do { out[--pos] = (char)('0' + v % 10); v /= 10; } while (v);
     aerodb_response_write(out + pos, (int)sizeof out - pos);
