@@ -165,3 +165,35 @@ import Testing
         #expect(Aggregates.Accumulator(function: .min).result == .null)
     }
 }
+
+@Suite struct JSONPathIndexTests {
+    @Test func anIndexOnAPathServesEqualityAndRangeAndFollowsWrites() throws {
+        let schema = try CollectionSchema.parse(try JSON.parse(#"""
+            {"name":"d","fields":{"id":{"type":"int"},"doc":{"type":"json","nullable":true}},
+             "indexes":[{"fields":["doc->>c"]},{"fields":["doc->n::int"],"name":"d_n"}]}
+            """#))
+        #expect(schema.indexes.map(\.fields) == [["doc->>c"], ["doc->n::int"]])
+        #expect(schema.indexes[0].name == "d_doc___c_ordered")
+        var docs: [Document] = []
+        for i in 0..<50 {
+            let parity: JSONValue = .string(i % 2 == 0 ? "even" : "odd")
+            let doc: JSONValue = i == 7 ? .null : .object(["c": parity, "n": .int(Int64(i))])
+            docs.append(["id": .int(Int64(i)), "doc": doc])
+        }
+        let data = try CollectionData(schema: schema, documents: docs)
+        let eq = Query(collection: "d", filter: .compare(field: "doc->>c", op: .eq, value: .string("even")), limit: 100)
+        let plan = try QueryEngine.explain(eq, on: data)
+        #expect(plan.access == .indexEquality && plan.index == "d_doc___c_ordered" && plan.candidateRows == 25 && plan.residual.isEmpty)
+        #expect(try QueryEngine.execute(eq, on: data).rows.count == 25)
+        let range = Query(collection: "d", filter: .and([.compare(field: "doc->n::int", op: .gte, value: .int(40)),
+                                                          .compare(field: "doc->n::int", op: .lt, value: .int(45))]))
+        let rangePlan = try QueryEngine.explain(range, on: data)
+        #expect(rangePlan.access == .indexRange && rangePlan.index == "d_n" && rangePlan.candidateRows == 5)
+        #expect(try QueryEngine.execute(range, on: data).rows.compactMap { $0["id"]?.intValue } == [40, 41, 42, 43, 44])
+        for bad in [#"{"fields":["t->>x"]}"#, #"{"fields":["doc->>x"],"type":"fulltext"}"#, #"{"fields":["nope->>x"]}"#, #"{"fields":["doc->>"]}"#] {
+            #expect(throws: AeroError.self, "\(bad)") {
+                try CollectionSchema.parse(try JSON.parse(#"{"name":"e","fields":{"id":{"type":"int"},"t":{"type":"text"},"doc":{"type":"json"}},"indexes":["# + bad + "]}"))
+            }
+        }
+    }
+}

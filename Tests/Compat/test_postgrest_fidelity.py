@@ -196,7 +196,7 @@ def test_order_by_a_to_one_embedded_column(sb):
 @pytest.fixture(scope="module")
 def owned():
     """An owner-only policy on the embedded collection and on the parent."""
-    node = Node(auth=SETTINGS)
+    node = Node(auth=SETTINGS, settings={"db_aggregates_enabled": True})
     node.admin("POST", "collections", {"name": "shelves", "fields": {
         "id": {"type": "text"}, "owner": {"type": "uuid"}, "label": {"type": "text"}}})
     node.admin("POST", "collections", {"name": "notes", "fields": {
@@ -247,9 +247,18 @@ def test_row_level_security_applies_to_every_new_feature(owned):
     assert e.value.code == "PGRST124" and e.value.details == "The query affects 2 rows"
     assert ids(alice.table("notes").update({"doc": {"tag": "w"}}).eq("doc->>tag", "x").max_affected(1).execute()) == ["n1"]
     assert ids(bob.table("notes").select("id").eq("doc->>tag", "x").order("id").execute()) == ["n3", "n4"]
+    # aggregates fold only the visible rows
+    assert alice.table("notes").select("count()").execute().data == [{"count": 2}]
+    assert bob.table("notes").select("shelf_id,count()").order("shelf_id").execute().data == \
+        [{"shelf_id": "s-a", "count": 1}, {"shelf_id": "s-b", "count": 1}]
     # anon sees nothing at all
+    assert anon_count(node) == [{"count": 0}]
     anon = create_client(node.url, node.anon)
     assert anon.table("shelves").select("id,notes(count)").execute().data == []
+
+
+def anon_count(node):
+    return create_client(node.url, node.anon).table("notes").select("count()").execute().data
 
 
 def test_an_index_on_a_json_path_serves_filters_and_explain_shows_it(node):
