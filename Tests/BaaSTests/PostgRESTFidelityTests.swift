@@ -150,6 +150,9 @@ import Testing
             }
         }
         #expect(Preferences.escape("a b/é") == "a%20b%2F%C3%A9")
+        // The fuzzer's `Prefer: ==` once trapped on an empty split (Tests/Fuzz/crashers/postgrest-prefer-empty-split).
+        for odd in ["=", "==", "=, a=, =b", ",,", "return", "handling=strict"] { _ = try prefer(odd) }
+        #expect(throws: PostgRESTFailure.self) { try prefer("handling=strict,==") }
     }
 
     @Test func aggregatesFoldGroupsOfRows() throws {

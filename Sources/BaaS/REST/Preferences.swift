@@ -38,7 +38,8 @@ struct Prefer {
         var most: Int?
         for value in headers[values: HTTPField.Name("Prefer")!] {
             for item in value.split(separator: ",").map({ $0.trimmingSpacesAndTabs() }) where !item.isEmpty {
-                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                // `=`, `==`, `a=`: never an empty split (the fuzzer's `Prefer: ==` once trapped here).
+                let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 let key = parts[0], arg = parts.count == 2 ? parts[1] : ""
                 switch (key, arg) {
                 case ("return", "minimal"), ("return", "representation"), ("return", "headers-only"):

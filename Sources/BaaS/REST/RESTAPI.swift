@@ -371,9 +371,15 @@ enum RESTAPI {
         if let most = prefer.maxAffected {
             // Refused before the commit when the snapshot already shows too many rows (the exact
             // number in details); the check refuses the commit itself if more rows match by then.
-            let counted = try RequestBudget(options: database.options.query)
-                .query(Query(collection: schema.name, filter: target, limit: 0, count: true), on: snapshot).totalCount ?? 0
-            if counted > most { throw MaxAffected.failure(counted) }
+            // A count the scan bound refuses (no usable index) is left to the writer's check.
+            let counted: Int?
+            do {
+                counted = try RequestBudget(options: database.options.query)
+                    .query(Query(collection: schema.name, filter: target, limit: 0, count: true), on: snapshot).totalCount
+            } catch let error as AeroError where error.code == .queryUnbounded || error.code == .queryBudget {
+                counted = nil
+            }
+            if let counted, counted > most { throw MaxAffected.failure(counted) }
             check = MaxAffected(most: most, collection: schema.name, next: check)
         }
         let (lsn, docs) = try await commit(database, [operation], deleted: delete, collection: schema.name, check: check)

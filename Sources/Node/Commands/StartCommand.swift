@@ -2,6 +2,7 @@ import ArgumentParser
 import BaaS
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Kernel
 import Logging
@@ -113,12 +114,23 @@ struct StartCommand: AsyncParsableCommand {
         let realtimeRelay = realtime.start()  // broadcast/presence between members, policy watch
         OpsRoutes.register(on: router, database: database, keys: keys, cluster: view,
                            realtimeConnections: { realtime.connectionCount })  // GET /metrics
+        BackupRoutes.register(on: router, database: database, keys: keys, nodeID: config.nodeID)  // aerodb backup
+        SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
+        SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
+        let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
+            realtime.shouldUpgrade(request)
+        }
+        let server: HTTPServerBuilder
+        do {
+            server = try Self.httpServer(plainServer, config: config, directory: dir, logger: logger)
+        } catch {
+            logger.critical("the HTTP server did not start", metadata: ["error": "\(error)"])
+            throw ExitCode(2)
+        }
         NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
         knownRoutes.load(router)
         let app = Application(router: router,
-                              server: .http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
-                                  realtime.shouldUpgrade(request)
-                              },
+                              server: server,
                               configuration: .init(address: .hostname(address.host, port: address.port)),
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
@@ -142,6 +154,20 @@ struct StartCommand: AsyncParsableCommand {
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
+    }
+
+    /// HTTPS when `tls` is configured (docs/OPERATIONS.md "TLS"), else plain HTTP, said at start.
+    /// A cluster's members forward writes and probe each other over plain HTTP: TLS there is
+    /// refused until forwarding speaks it.
+    static func httpServer(_ plain: HTTPServerBuilder, config: NodeConfig, directory: String, logger: Logger) throws -> HTTPServerBuilder {
+        guard let tls = config.tls else {
+            logger.warning("HTTP without TLS: for local development or a private network; set tls.cert_file and tls.key_file in aerodb.json for HTTPS")
+            return plain
+        }
+        guard config.members.count <= 1 else {
+            throw AeroError(.configInvalid, "tls is not supported in a cluster yet: members forward writes to each other over plain HTTP")
+        }
+        return try tls.server(plain, directory: directory)
     }
 
     /// A record must fit one segment: below `walSegmentBytesNodeMin` this node refuses (before
