@@ -155,3 +155,202 @@ func findProgram(_ name: String) -> String? {
         for i in 0..<3 { cluster.stop(i) }
     }
 }
+
+/// Which of `ids` a restored node directory holds, opened in-process (its epoch is set, so
+/// opening writes nothing), and its LSN and number of items.
+func restoredIDs(_ nodeDirectory: String, among ids: [String]) async throws -> (ids: Set<String>, lsn: UInt64, count: Int) {
+    let database = try await Database.open(KernelOptions(dataDirectory: nodeDirectory + "/data"))
+    let snapshot = database.snapshot()
+    let present = try Set(ids.filter { try snapshot.document("items", key: .string($0)) != nil })
+    let count = snapshot.state.collections["items"]?.count ?? 0
+    await database.close()
+    return (present, snapshot.lsn, count)
+}
+
+struct Ack: Sendable { let id: String; let status: Int; let lsn: UInt64? }
+
+actor AckLog {
+    private(set) var all: [Ack] = []
+    func append(_ ack: Ack) { all.append(ack) }
+    var count: Int { all.count }
+}
+
+@Suite(.serialized) struct BackupRestoreTests {
+    /// B1, B2: a backup taken while writers run restores to its end with every acknowledged write
+    /// up to its LSN and none after; to an LSN and to a time between two commits exactly; a
+    /// flipped byte is caught by `aerodb backup verify`; the restored node starts and serves.
+    @Test func onlineBackupWhileWritingAndPointInTimeRestore() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        #expect(try await node.admin("POST", "collections", clusterItems).status == 201)
+        let insert: @Sendable (String) async throws -> HTTPAnswer = { id in
+            try await node.admin("POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"\#(id)","qty":1}}]}"#))
+        }
+        let a = try await insert("A")
+        try await Task.sleep(for: .milliseconds(30))
+        let between = SystemClock().nowMicros()
+        try await Task.sleep(for: .milliseconds(30))
+        let b = try await insert("B")
+        let lsnA = try #require(a.lsn), lsnB = try #require(b.lsn)
+        #expect(a.status == 200 && b.status == 200 && lsnB > lsnA)
+
+        // Writers run before, during and after the backup.
+        let stop = StopFlag()
+        let acks = AckLog()
+        let writers = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for w in 0..<4 {
+                    group.addTask {
+                        var n = 0
+                        while !stop.isStopped {
+                            let id = "w\(w)-\(n)"
+                            let answer = try? await insert(id)
+                            await acks.append(Ack(id: id, status: answer?.status ?? -1, lsn: answer?.lsn))
+                            n += 1
+                        }
+                    }
+                }
+            }
+        }
+        while await acks.count < 100 { try await Task.sleep(for: .milliseconds(20)) }
+        let backupDir = node.directory + "-backup"
+        defer { try? FileManager.default.removeItem(atPath: backupDir) }
+        let taken = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", backupDir,
+                                                                   "--key", node.serviceKey, "--json"])
+        #expect(taken.status == 0, "\(taken.output)")
+        let countAtEnd = await acks.count
+        while await acks.count < countAtEnd + 50 { try await Task.sleep(for: .milliseconds(20)) }
+        stop.stop()
+        await writers.value
+        let manifest = try JSON.parse(taken.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        let end = UInt64(try #require(manifest["end"]?["lsn"]?.intValue))
+        let acknowledged = await acks.all.filter { $0.status == 200 }
+        #expect(acknowledged.contains { $0.lsn! > end }, "writes continued after the backup's end")
+
+        // verify: sound; a flipped byte in a WAL chunk is caught.
+        let verified = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", backupDir])
+        #expect(verified.status == 0, "\(verified.output)")
+        let damaged = backupDir + "-damaged"
+        defer { try? FileManager.default.removeItem(atPath: damaged) }
+        try FileManager.default.copyItem(atPath: backupDir, toPath: damaged)
+        let chunk = damaged + "/wal-000001.records"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: chunk))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: chunk))
+        let refused = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", damaged])
+        #expect(refused.status == 1 && refused.output.contains("AERO_BACKUP_CORRUPT"), "\(refused.output)")
+
+        // Restore to the end: every acknowledged write up to `end`, none after; aerodb verify passes.
+        let full = node.directory + "-restored"
+        defer { try? FileManager.default.removeItem(atPath: full) }
+        let port = TestNode.freePort()
+        let restored = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backupDir, "--dir", full,
+                                                                      "--http", "127.0.0.1:\(port)", "--secrets-from", node.directory])
+        #expect(restored.status == 0, "\(restored.output)")
+        #expect(try await runProgram(Binaries.path("aerodb"), ["verify", "--dir", full]).status == 0)
+        let everyID = ["A", "B"] + acknowledged.map(\.id)
+        let (ids, lsn, count) = try await restoredIDs(full, among: everyID)
+        #expect(lsn == end)
+        #expect(count == ids.count, "the restored node holds only documents that were written and acknowledged")
+        let missing = acknowledged.filter { $0.lsn! <= end && !ids.contains($0.id) }
+        let extra = acknowledged.filter { $0.lsn! > end && ids.contains($0.id) }
+        #expect(missing.isEmpty, "acknowledged up to \(end) but not restored: \(missing.prefix(3).map(\.id))")
+        #expect(extra.isEmpty, "after \(end) but restored: \(extra.prefix(3).map(\.id))")
+        #expect(ids.contains("A") && ids.contains("B"))
+
+        // The restored node starts (a new single-node cluster) and serves the data with the old keys.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+        process.arguments = ["start", "--dir", full]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        var served: HTTPAnswer?
+        for _ in 0..<200 where process.isRunning {
+            served = try? await HTTPAnswer.fetch("GET", "http://127.0.0.1:\(port)/rest/v1/items?id=eq.A&select=id", key: node.serviceKey)
+            if served?.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(served?.status == 200 && served?.body == parse(#"[{"id":"A"}]"#), "\(String(describing: served?.body))")
+
+        // To the time between A and B: A and not B. To A's LSN: exactly up to it.
+        let atTime = node.directory + "-at-time"
+        defer { try? FileManager.default.removeItem(atPath: atTime) }
+        let toTime = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backupDir, "--dir", atTime,
+                                                                    "--to-time", Timestamp.format(between)])
+        #expect(toTime.status == 0, "\(toTime.output)")
+        let timeIDs = try await restoredIDs(atTime, among: everyID)
+        #expect(timeIDs.ids == ["A"] && timeIDs.count == 1, "\(timeIDs.ids.sorted().prefix(5))")
+        let atLSN = node.directory + "-at-lsn"
+        defer { try? FileManager.default.removeItem(atPath: atLSN) }
+        let toLSN = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backupDir, "--dir", atLSN, "--to-lsn", String(lsnB)])
+        #expect(toLSN.status == 0, "\(toLSN.output)")
+        let (lsnIDs, restoredLSN, lsnCount) = try await restoredIDs(atLSN, among: everyID)
+        #expect(lsnIDs == ["A", "B"] && lsnCount == 2 && restoredLSN == lsnB)
+        #expect(try await runProgram(Binaries.path("aerodb"), ["verify", "--dir", atLSN]).status == 0)
+        // Past the end is refused, never rounded.
+        let beyond = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backupDir, "--dir", atLSN + "-x",
+                                                                    "--to-lsn", String(end + 1)])
+        #expect(beyond.status == 1 && beyond.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(beyond.output)")
+        #expect(!FileManager.default.fileExists(atPath: atLSN + "-x"))
+    }
+}
+
+@Suite(.serialized) struct TLSAndSlowLogTests {
+    /// HTTPS with the certificate and key files of aerodb.json, checked by curl against the CA;
+    /// plain HTTP on that port gets no answer; a request slower than `slow_query_ms` is in the
+    /// slow log with its request id.
+    @Test func httpsWithConfiguredFilesAndTheSlowLog() async throws {
+        let node = try TestNode()
+        let openssl = try #require(findProgram("openssl")), curl = try #require(findProgram("curl"))
+        let made = try await runProgram(openssl, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                                  "-keyout", node.directory + "/key.pem", "-out", node.directory + "/cert.pem",
+                                                  "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        #expect(made.status == 0, "\(made.output)")
+        let configPath = node.directory + "/aerodb.json"
+        guard case .object(var config) = try JSON.parse(Array(FileManager.default.contents(atPath: configPath)!)) else { return }
+        config["tls"] = parse(#"{"cert_file":"cert.pem","key_file":"key.pem"}"#)
+        config["slow_query_ms"] = .int(500)
+        try Data(JSON.encode(.object(config))).write(to: URL(fileURLWithPath: configPath))
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+        process.arguments = ["start", "--dir", node.directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        let https = "https://127.0.0.1:\(node.port)"
+        var ready = false
+        for _ in 0..<200 where process.isRunning && !ready {
+            ready = try await runProgram(curl, ["-sSf", "--max-time", "2", "--cacert", node.directory + "/cert.pem", https + "/ready"]).status == 0
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready)
+        // Not trusted without the CA; plain HTTP on the port gets no HTTP answer.
+        #expect(try await runProgram(curl, ["-sS", "--max-time", "5", https + "/ready"]).status != 0)
+        #expect(try await runProgram(curl, ["-sS", "--max-time", "5", "http://127.0.0.1:\(node.port)/ready"]).status != 0)
+
+        let key = ["-H", "Authorization: Bearer \(node.serviceKey)"]
+        let created = try await runProgram(curl, ["-sS", "--cacert", node.directory + "/cert.pem"] + key +
+                                           ["-X", "POST", https + "/admin/v1/collections", "-d", JSON.encodeString(clusterItems)])
+        #expect(created.output.contains("\"name\":\"items\""), "\(created.output)")
+        // A read that waits for an LSN the node never reaches answers after about 2 s: slow.
+        let id = "slow-\(UUID().uuidString)"
+        let slow = try await runProgram(curl, ["-sS", "--cacert", node.directory + "/cert.pem"] + key +
+                                        ["-H", "X-Request-Id: \(id)", "-H", "X-AeroDB-Min-LSN: 1000000", https + "/rest/v1/items?select=id"])
+        #expect(slow.status == 0)
+        let log = try await runProgram(curl, ["-sS", "--cacert", node.directory + "/cert.pem"] + key + [https + "/admin/v1/logs/slow?limit=10"])
+        let entries = try JSON.parse(log.output)
+        #expect(entries["threshold_ms"]?.intValue == 500)
+        guard case .array(let list)? = entries["entries"] else { Issue.record("no entries: \(log.output)"); return }
+        let entry = list.first { $0["request_id"]?.stringValue == id }
+        #expect(entry?["route"]?.stringValue == "/rest/v1/:table" || entry?["path"]?.stringValue == "/rest/v1/items", "\(log.output)")
+        #expect((entry?["ms"]?.numberValue ?? 0) >= 500)
+        #expect(!list.contains { $0["path"]?.stringValue == "/admin/v1/collections" }, "fast requests are not slow")
+        #expect(try await runProgram(curl, ["-sS", "--cacert", node.directory + "/cert.pem"] + key + [https + "/admin/v1/logs/slow?limit=0"])
+                    .output.contains("AERO_REQUEST_INVALID"))
+    }
+}

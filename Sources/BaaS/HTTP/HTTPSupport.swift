@@ -38,6 +38,8 @@ public enum HTTPErrors {
         case .replicationRefused, .promotionRefused: return .conflict
         case .realtimeInvalid: return .badRequest
         case .realtimeLimit: return .tooManyRequests
+        case .backupTargetUnavailable: return .badRequest
+        case .backupCorrupt, .backupIncomplete: return .internalServerError
         case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid, .portInUse,
              .internalError:
             return .internalServerError

@@ -11,8 +11,12 @@ import Logging
 
 public struct OpsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: NodeMetrics
+    let slowLog: SlowLog
 
-    public init(metrics: NodeMetrics = .shared) { self.metrics = metrics }
+    public init(metrics: NodeMetrics = .shared, slowLog: SlowLog = .shared) {
+        self.metrics = metrics
+        self.slowLog = slowLog
+    }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let sent = request.headers[RequestID.header]
@@ -29,8 +33,11 @@ public struct OpsMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             var response = try await RequestID.$current.withValue(id) { try await next(request, context) }
             response.headers[RequestID.header] = id
+            let elapsed = ContinuousClock.now - started
             metrics.recordRequest(method: request.method.rawValue, route: context.endpointPath,
-                                  status: Int(response.status.code), elapsed: ContinuousClock.now - started)
+                                  status: Int(response.status.code), elapsed: elapsed)
+            slowLog.observe(method: request.method.rawValue, route: context.endpointPath, path: request.uri.path,
+                            status: Int(response.status.code), elapsed: elapsed, requestID: id, logger: context.logger)
             return response
         } catch {
             // RequestLogMiddleware answers every error; one that still gets here is a 500.

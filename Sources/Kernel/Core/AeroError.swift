@@ -80,6 +80,10 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         // Realtime (docs/REALTIME.md)
         case realtimeInvalid = "AERO_REALTIME_INVALID"
         case realtimeLimit = "AERO_REALTIME_LIMIT"
+        // Backup and restore (docs/OPERATIONS.md)
+        case backupCorrupt = "AERO_BACKUP_CORRUPT"
+        case backupIncomplete = "AERO_BACKUP_INCOMPLETE"
+        case backupTargetUnavailable = "AERO_BACKUP_TARGET_UNAVAILABLE"
     }
 }
 

@@ -1,0 +1,57 @@
+// The operations settings of `aerodb.json` (docs/OPERATIONS.md):
+//
+//   "slow_query_ms": 1000                    requests slower than this are logged and kept in the
+//                                            slow log (0 turns it off); 0...SlowLog.thresholdMillisMax
+//   "tls": {"cert_file": "tls/cert.pem",     HTTPS on the HTTP port: a PEM certificate chain and
+//           "key_file": "tls/key.pem"}       its PEM private key, relative to the node directory
+//                                            or absolute. Absent: plain HTTP (said at start).
+
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Kernel
+
+public struct TLSFiles: Sendable, Equatable {
+    public var certFile: String
+    public var keyFile: String
+
+    public init(certFile: String, keyFile: String) {
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+
+    public static func parse(_ value: JSONValue) throws -> TLSFiles {
+        guard case .object(let o) = value else { throw AeroError(.configInvalid, "tls must be {\"cert_file\": ..., \"key_file\": ...}") }
+        for key in o.keys where key != "cert_file" && key != "key_file" {
+            throw AeroError(.configInvalid, "tls: unknown setting \"\(key)\" (cert_file, key_file)")
+        }
+        guard let cert = o["cert_file"]?.stringValue, !cert.isEmpty, let key = o["key_file"]?.stringValue, !key.isEmpty else {
+            throw AeroError(.configInvalid, "tls needs cert_file and key_file (PEM files)")
+        }
+        return TLSFiles(certFile: cert, keyFile: key)
+    }
+
+    public var json: JSONValue { .object(["cert_file": .string(certFile), "key_file": .string(keyFile)]) }
+
+    /// The HTTP server wrapped in TLS with these files (paths relative to `directory`). Throws
+    /// AERO_CONFIG_INVALID naming the file that cannot be read or parsed.
+    public func server(_ base: HTTPServerBuilder, directory: String) throws -> HTTPServerBuilder {
+        func path(_ p: String) -> String { p.hasPrefix("/") ? p : directory + "/" + p }
+        let certificates: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(path(certFile))
+        } catch {
+            throw AeroError(.configInvalid, "tls.cert_file \(path(certFile)): not a readable PEM certificate chain (\(error))")
+        }
+        do {
+            key = try NIOSSLPrivateKey(file: path(keyFile), format: .pem)
+        } catch {
+            throw AeroError(.configInvalid, "tls.key_file \(path(keyFile)): not a readable PEM private key (\(error))")
+        }
+        guard !certificates.isEmpty else { throw AeroError(.configInvalid, "tls.cert_file \(path(certFile)) holds no certificate") }
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates.map { .certificate($0) },
+                                                                     privateKey: .privateKey(key))
+        return try .tls(base, tlsConfiguration: configuration)
+    }
+}

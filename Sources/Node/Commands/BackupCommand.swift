@@ -1,0 +1,189 @@
+// `aerodb backup` (online, from a running node's admin API), `aerodb backup verify` and
+// `aerodb restore` (a new node directory, optionally to an LSN or a time). The backup format
+// and its invariants (B1, B2): Sources/Kernel/Backup/Backup.swift; runbook: docs/OPERATIONS.md.
+
+import ArgumentParser
+import AsyncHTTPClient
+import BaaS
+import Foundation
+import Kernel
+import NIOCore
+import Replication
+
+enum BackupCLILimits {
+    /// Largest base checkpoint the backup tool accepts in one answer (bytes): the node's memory
+    /// limit is 4 GiB by default and a checkpoint is compressed, so 8 GiB leaves room.
+    static let baseBytesMax = 8 << 30
+    /// One WAL page answer at most (bytes): a page's payload bound plus framing and headers.
+    static let walPageAnswerBytesMax = 2 * BackupLimits.walPageBytesMax + (1 << 20)
+    /// How long one request of a backup may take.
+    static let requestTimeoutSeconds: Int64 = 600
+}
+
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup",
+        abstract: "Back up a running node (primary or replica) into a new directory while writes continue; or verify a backup.",
+        subcommands: [BackupTakeCommand.self, BackupVerifyCommand.self],
+        defaultSubcommand: BackupTakeCommand.self)
+}
+
+struct BackupTakeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "take",
+        abstract: "Copy a node's base checkpoint and its WAL up to the durable LSN at the start into --out (`aerodb backup --url URL --out DIR`).")
+
+    @OptionGroup var target: AdminTarget
+    @Option(help: "The backup directory to create (must not exist, or be empty).") var out: String
+    @Flag(help: "Print the manifest as JSON.") var json = false
+
+    func run() async throws {
+        do {
+            let manifest = try await take()
+            if json {
+                print(JSON.encodeString(manifest.summary))
+            } else {
+                print("backup of \(manifest.nodeID) in \(out): base LSN \(manifest.base.lsn), end LSN \(manifest.end.lsn) (\(manifest.records) records, \(manifest.chunks.count) WAL chunk(s))")
+            }
+        } catch let error as AeroError {
+            print("\(error.code.rawValue): \(error.message)")
+            if FileManager.default.fileExists(atPath: out + "/manifest.json") == false {
+                print("the backup in \(out) is incomplete (no manifest.json): remove it")
+            }
+            throw ExitCode(1)
+        }
+    }
+
+    private func get(_ path: String, limit: Int) async throws -> (HTTPClientResponse, ByteBuffer) {
+        let base = target.url.hasSuffix("/") ? String(target.url.dropLast()) : target.url
+        var request = HTTPClientRequest(url: base + path)
+        request.headers.add(name: "apikey", value: try target.serviceKey())
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(BackupCLILimits.requestTimeoutSeconds))
+            body = try await response.body.collect(upTo: limit)
+        } catch {
+            throw AeroError(.primaryUnavailable, "cannot read \(base + path): \(error)")
+        }
+        guard response.status == .ok else {
+            let answer = (try? JSON.parse(Array(body.readableBytesView)))
+            if let code = answer?["code"]?.stringValue, let known = AeroError.Code(rawValue: code) {
+                throw AeroError(known, answer?["message"]?.stringValue ?? "")
+            }
+            throw AeroError(.internalError, "\(path) answered \(response.status.code): \(String(buffer: body))")
+        }
+        return (response, body)
+    }
+
+    func take() async throws -> BackupManifest {
+        let (head, baseBody) = try await get("/admin/v1/backup/base", limit: BackupCLILimits.baseBytesMax)
+        func header(_ name: String) throws -> String {
+            guard let value = head.headers.first(name: name) else { throw AeroError(.internalError, "the base answer has no \(name)") }
+            return value
+        }
+        guard let baseLSN = UInt64(try header("X-AeroDB-Backup-Base-LSN")),
+              let baseChecksum = UInt64(try header("X-AeroDB-Backup-Base-Checksum"), radix: 16),
+              let baseEpoch = UInt64(try header("X-AeroDB-Backup-Base-Epoch")),
+              let end = UInt64(try header("X-AeroDB-Durable-LSN")) else {
+            throw AeroError(.internalError, "the base answer's headers are not LSNs")
+        }
+        let nodeID = head.headers.first(name: "X-AeroDB-Node") ?? ""
+        let writer = try BackupWriter(directory: out, nodeID: nodeID, base: LogPosition(lsn: baseLSN, checksum: baseChecksum),
+                                      baseBytes: Array(baseBody.readableBytesView))
+        // The WAL from the base to the durable LSN when the base was taken: writes continue and
+        // are not waited for (a later backup takes them).
+        while writer.position.lsn < end {
+            let (_, page) = try await get("/admin/v1/backup/wal?after=\(writer.position.lsn)", limit: BackupCLILimits.walPageAnswerBytesMax)
+            let records = try Self.frames(Array(page.readableBytesView))
+            guard !records.isEmpty else {
+                throw AeroError(.internalError, "the node sent no records after \(writer.position.lsn) (its durable LSN was \(end))")
+            }
+            try writer.append(records.filter { $0.lsn <= end })
+        }
+        return try writer.finish(createdMicros: SystemClock().nowMicros(), baseEpoch: baseEpoch, baseTimestampMicros: 0)
+    }
+
+    static func frames(_ bytes: [UInt8]) throws -> [WALRecord] {
+        var records: [WALRecord] = [], offset = 0
+        while offset < bytes.count {
+            guard bytes.count - offset >= 4 else { throw AeroError(.backupCorrupt, "a WAL page ends inside a frame") }
+            let length = Int(UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24)
+            guard length <= bytes.count - offset - 4 else { throw AeroError(.backupCorrupt, "a WAL page's frame is longer than the page") }
+            records.append(try WALRecord.decode(Array(bytes[(offset + 4)..<(offset + 4 + length)])))
+            offset += 4 + length
+        }
+        return records
+    }
+}
+
+struct BackupVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check a backup: every file's size and XXH64, the record chain, then restore it into a scratch directory and verify that. Exit 0 when sound, 1 otherwise.")
+
+    @Argument(help: "The backup directory.") var backup: String
+
+    func run() async throws {
+        let scratch = NSTemporaryDirectory() + "aerodb-backup-verify-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        do {
+            let report = try await Database.restore(backup: backup, into: KernelOptions(dataDirectory: scratch), target: .end)
+            let verified = try Database.verify(dataDirectory: scratch)
+            print("sound: restored to LSN \(report.restored.lsn) (\(report.recordsApplied) records after the base at LSN \(report.base.lsn)), \(report.documentCount) documents; \(verified.summary)")
+        } catch let error as AeroError {
+            print("\(error.code.rawValue): \(error.message)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Make a new node directory (a new single-node cluster) from a backup, to its end, an LSN or a time.")
+
+    @Option(help: "The backup directory (from `aerodb backup`).") var from: String
+    @Option(help: "The node directory to create (must not exist, or be empty).") var dir: String
+    @Option(help: "Restore exactly the commits up to this LSN.") var toLsn: UInt64?
+    @Option(help: "Restore the commits up to this time (RFC 3339, e.g. 2026-12-04T07:30:00.123456Z).") var toTime: String?
+    @Option(help: "HTTP address HOST:PORT of the new node.") var http: String = NodeConfig.defaultHTTP
+    @Option(help: "The new node's id.") var nodeId: String = "n1"
+    @Option(help: "Copy secrets.json from this node directory (keep the JWT secret and API keys; default: new ones).") var secretsFrom: String?
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func validate() throws {
+        if toLsn != nil && toTime != nil { throw ValidationError("give --to-lsn or --to-time, not both") }
+        if let toTime, Timestamp.parse(toTime) == nil { throw ValidationError("--to-time is not an RFC 3339 time: \(toTime)") }
+        _ = try HostPort.parse(http)
+    }
+
+    func run() async throws {
+        let target: RestoreTarget = toLsn.map { .lsn($0) } ?? toTime.flatMap(Timestamp.parse).map { .time(micros: $0) } ?? .end
+        var config = NodeConfig()
+        config.http = http
+        config.nodeID = nodeId
+        let createdHere = !FileManager.default.fileExists(atPath: dir)
+        do {
+            let secrets = try secretsFrom.map { try NodeSecrets.load(directory: $0) }
+                ?? NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
+            let clusterID = FieldValidator.randomUUID()
+            try NodeDirectory.create(dir, config: config, secrets: secrets, marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: nodeId))
+            let options = config.kernelOptions(directory: dir)
+            let report = try await Database.restore(backup: from, into: options, target: target)
+            // The restored log ends in some epoch; the new node opens the next one (a new history
+            // of a new cluster: its records are never confused with the original cluster's).
+            try AuthorityStore(dataDirectory: options.dataDirectory)
+                .replace(with: AuthorityMarker(clusterID: clusterID, epoch: report.epoch + 1, primary: nodeId))
+            if json {
+                print(JSON.encodeString(report.json))
+            } else {
+                print("restored \(from) into \(dir): LSN \(report.restored.lsn) (base \(report.base.lsn), \(report.recordsApplied) records applied), \(report.documentCount) documents; start it with `aerodb start --dir \(dir)`")
+            }
+        } catch let error as AeroError {
+            if createdHere { try? FileManager.default.removeItem(atPath: dir) }
+            print("\(error.code.rawValue): \(error.message)")
+            throw ExitCode(1)
+        }
+    }
+}
