@@ -95,13 +95,15 @@ def test_tus_options_and_whole_upload(node, storage, tmp_path):
     assert h["tus-resumable"] == "1.0.0" and h["tus-version"] == "1.0.0"
     assert set(h["tus-extension"].split(",")) >= {"creation", "termination", "expiration", "creation-with-upload"}
     path, body = write_file(tmp_path, "whole.bin", 5 * MiB + 123)
-    uploader = tus(node.url, node.service).uploader(path, chunk_size=MiB, metadata=meta("tus", "dir/whole.bin", "application/x-test", "60"))
+    md = {**meta("tus", "dir/whole.bin", "application/x-test", "60"), "metadata": json.dumps({"camera": "x100"})}
+    uploader = tus(node.url, node.service).uploader(path, chunk_size=MiB, metadata=md)
     uploader.upload()
     assert "/storage/v1/upload/resumable/" in uploader.url
     files = storage.from_("tus")
     assert hashlib.sha256(files.download("dir/whole.bin")).digest() == hashlib.sha256(body).digest()
     info = files.info("dir/whole.bin")
     assert (info["size"], info["content_type"], info["cache_control"]) == (len(body), "application/x-test", "60")
+    assert info["metadata"] == {"camera": "x100"}
     assert [e["name"] for e in files.list("dir")] == ["whole.bin"]
     # a finished upload is gone: its URL answers 404, and nothing is left in the parts directory
     assert head(uploader.url, node.service)[0] == 404
