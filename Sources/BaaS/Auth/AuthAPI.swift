@@ -42,7 +42,8 @@ enum AuthAPI {
         registerUserRoutes(auth, service: service, keys: keys)
         registerEmailRoutes(auth, service: service, keys: keys)
         registerAdminRoutes(auth, service: service, keys: keys)
-        for path in ["authorize", "factors", "sso", "user/identities/authorize"] {
+        registerMFARoutes(auth, service: service, keys: keys)
+        for path in ["authorize", "sso", "user/identities/authorize"] {
             auth.on(RouterPath(path), method: .get, use: notBuilt)
             auth.on(RouterPath(path), method: .post, use: notBuilt)
         }
@@ -70,6 +71,42 @@ enum AuthAPI {
             await handle(request, service) {
                 try await service.reauthenticate(try keys.caller(request), context(request, ctx, service))
                 return json(request, .object([:]))
+            }
+        }
+    }
+
+    /// TOTP multi-factor (AuthMFA): the client's `auth.mfa.*` and `auth.admin.mfa.*`.
+    private static func registerMFARoutes(_ auth: RouterGroup<AeroRequestContext>, service: AuthService, keys: KeyChecker) {
+        auth.post("factors") { request, ctx in
+            await handle(request, service) {
+                json(request, try await service.enrollFactor(try keys.caller(request), try await body(request), context(request, ctx, service)))
+            }
+        }
+        auth.post("factors/:factor/challenge") { request, ctx in
+            await handle(request, service) {
+                json(request, try await service.challengeFactor(try keys.caller(request), factorID: try ctx.parameters.require("factor"),
+                                                                context(request, ctx, service)))
+            }
+        }
+        auth.post("factors/:factor/verify") { request, ctx in
+            await handle(request, service) {
+                json(request, try await service.verifyFactor(try keys.caller(request), factorID: try ctx.parameters.require("factor"),
+                                                             try await body(request), context(request, ctx, service)))
+            }
+        }
+        auth.delete("factors/:factor") { request, ctx in
+            await handle(request, service) {
+                json(request, try await service.unenrollFactor(try keys.caller(request), factorID: try ctx.parameters.require("factor"),
+                                                               context(request, ctx, service)))
+            }
+        }
+        auth.get("admin/users/:id/factors") { request, ctx in
+            await admin(request, service, keys) { json(request, try service.adminFactors(try ctx.parameters.require("id"))) }
+        }
+        auth.delete("admin/users/:id/factors/:factor") { request, ctx in
+            await admin(request, service, keys) {
+                json(request, try await service.adminDeleteFactor(try ctx.parameters.require("id"), factorID: try ctx.parameters.require("factor"),
+                                                                  context(request, ctx, service)))
             }
         }
     }

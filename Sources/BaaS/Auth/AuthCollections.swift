@@ -84,7 +84,7 @@ enum AuthCollections {
                 "actor_id": field("text"), "actor_role": field("text"), "target": field("text"), "ip": field("text"),
                 "details": field("json"),
             ], [index("by_at", ["at"]), index("by_action", ["action", "at"])]),
-        ]
+        ] + AuthMFA.schemas
     }()
 }
 

@@ -197,11 +197,12 @@ final class AuthService: Sendable {
     // MARK: Sessions
 
     func userJSON(_ user: Document) throws -> JSONValue {
-        AuthWire.user(user, identities: try store.identities(of: user["id"]?.stringValue ?? ""))
+        let id = user["id"]?.stringValue ?? ""
+        return AuthWire.user(user, identities: try store.identities(of: id), factors: try factors(of: id))
     }
 
-    func accessToken(_ user: Document, sessionID: String, amr: JSONValue, _ request: AuthRequest) -> String {
-        JWT.sign(AuthWire.claims(user: user, sessionID: sessionID, amr: amr, issuer: request.issuer, now: store.nowSeconds,
+    func accessToken(_ user: Document, sessionID: String, aal: String = "aal1", amr: JSONValue, _ request: AuthRequest) -> String {
+        JWT.sign(AuthWire.claims(user: user, sessionID: sessionID, aal: aal, amr: amr, issuer: request.issuer, now: store.nowSeconds,
                                  lifetime: settings.accessTokenSeconds), secret: secret)
     }
 
@@ -355,7 +356,8 @@ final class AuthService: Sendable {
             }
         }
         let amr = session["amr"] ?? .array([])
-        return AuthWire.session(accessToken: accessToken(user, sessionID: sessionID, amr: amr, request), refreshToken: child,
+        let aal = session["aal"]?.stringValue ?? "aal1"  // an MFA-verified session stays aal2 (AuthMFA)
+        return AuthWire.session(accessToken: accessToken(user, sessionID: sessionID, aal: aal, amr: amr, request), refreshToken: child,
                                 lifetime: settings.accessTokenSeconds, now: store.nowSeconds, user: try userJSON(user))
     }
 

@@ -9,7 +9,7 @@ enum AuthWire {
     static let userFields = ["email_confirmed_at", "confirmation_sent_at", "recovery_sent_at", "email_change_sent_at",
                              "new_email", "invited_at", "last_sign_in_at", "banned_until", "created_at", "updated_at"]
 
-    static func user(_ doc: Document, identities: [Document]) -> JSONValue {
+    static func user(_ doc: Document, identities: [Document], factors: [Document] = []) -> JSONValue {
         var o: Document = [
             "id": doc["id"] ?? .null, "aud": doc["aud"] ?? .string("authenticated"), "role": doc["role"] ?? .string("authenticated"),
             "email": doc["email"].flatMap { $0.isNull ? nil : $0 } ?? .string(""), "phone": .string(""),
@@ -17,6 +17,7 @@ enum AuthWire {
             "is_anonymous": doc["is_anonymous"] ?? .bool(false),
             "identities": .array(identities.map(identity)),
         ]
+        if !factors.isEmpty { o["factors"] = .array(factors.map(AuthMFA.factorJSON)) }  // GoTrue omits an empty list
         for field in userFields { o[field] = doc[field] ?? .null }
         o["confirmed_at"] = doc["email_confirmed_at"] ?? .null
         return .object(o)
@@ -33,13 +34,13 @@ enum AuthWire {
     }
 
     /// GoTrue's claim set (§2.4); `iss` is this node's auth URL as the client addressed it.
-    static func claims(user: Document, sessionID: String, amr: JSONValue, issuer: String, now: Int64, lifetime: Int64) -> JSONValue {
+    static func claims(user: Document, sessionID: String, aal: String = "aal1", amr: JSONValue, issuer: String, now: Int64, lifetime: Int64) -> JSONValue {
         .object([
             "iss": .string(issuer), "sub": user["id"] ?? .null, "aud": .string("authenticated"),
             "exp": .int(now + lifetime), "iat": .int(now),
             "email": user["email"].flatMap { $0.isNull ? nil : $0 } ?? .string(""), "phone": .string(""),
             "app_metadata": user["app_metadata"] ?? .object([:]), "user_metadata": user["user_metadata"] ?? .object([:]),
-            "role": user["role"] ?? .string("authenticated"), "aal": .string("aal1"), "amr": amr,
+            "role": user["role"] ?? .string("authenticated"), "aal": .string(aal), "amr": amr,
             "session_id": .string(sessionID), "is_anonymous": user["is_anonymous"] ?? .bool(false),
         ])
     }

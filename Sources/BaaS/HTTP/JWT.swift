@@ -103,6 +103,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case storageSignedURL = "aerodb storage-signed-url v1"
     /// Broadcast/presence batches between cluster members: RealtimeRelay.
     case realtimeRelay = "aerodb realtime-relay v1"
+    /// The AES-GCM key sealing TOTP secrets at rest: AuthMFA.
+    case mfaSecret = "aerodb mfa-secret v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

@@ -11,10 +11,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the kernel on this machine: durable commits/s, point reads/s, restart time.",
-        discussion: """
-        Runs in a scratch directory (removed afterwards) with the release build you invoke.
-        Example: aerodb bench --workload commit --writers 32 --seconds 10
-        """)
+        discussion: "Runs in a scratch directory (removed afterwards) with the build you invoke; measure a release build (scripts/install). Progress goes to standard error, figures to standard output.\n\nExamples:\n  aerodb bench --workload commit --writers 32 --seconds 10\n  aerodb bench --workload read\n  aerodb bench --workload restart --documents 1000000\n  aerodb bench --workload cluster --port-base 56100")
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
         case commit, read, restart, cluster, auth

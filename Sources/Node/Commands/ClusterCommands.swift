@@ -13,6 +13,7 @@ import Replication
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Create the node directories of a cluster.",
+        discussion: "Examples:\n  aerodb cluster init --dir ./c --nodes 3",
         subcommands: [ClusterInitCommand.self])
 }
 
@@ -20,7 +21,7 @@ struct ClusterInitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Write DIR/n1 ... DIR/nN: one cluster id, JWT secret and key pair for all, n1 primary at epoch 1.",
-        discussion: "Ports are consecutive: node i gets HTTP port http-port+i-1 and replication port repl-port+i-1. Start each member with `aerodb start --dir DIR/n<i>`.")
+        discussion: "Ports are consecutive: node i gets HTTP port http-port+i-1 and replication port repl-port+i-1. Start each member with `aerodb start --dir DIR/n<i>`. Production defaults: sign-ups wait for a confirmation mail and anonymous sign-ins are off; --dev turns both on (scripts/dev uses it).\n\nExamples:\n  aerodb cluster init --dir ./c --nodes 3\n  aerodb cluster init --dir /tmp/c --host 10.0.0.1 --commit-mode all\n  aerodb cluster init --dir ./dev --dev --http-port 56321 --repl-port 57321")
 
     @Option(help: "The directory to hold the node directories.") var dir: String
     @Option(help: "Number of members (2 to 9).") var nodes: Int = 3
@@ -112,7 +113,8 @@ struct AdminTarget: ParsableArguments {
 
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "status", abstract: "Show every member of the cluster: role, epoch, LSNs, lag, reachable or not.")
+        commandName: "status", abstract: "Show every member of the cluster: role, epoch, LSNs, lag, reachable or not.",
+        discussion: "Any node answers; it probes the others. The service_role key comes from --key, else $AERODB_SERVICE_KEY, else the secrets.json of --dir.\n\nExamples:\n  aerodb status --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb status --url http://127.0.0.1:54322 --key \"$SERVICE_KEY\" --json")
 
     @OptionGroup var target: AdminTarget
     @Flag(help: "Print the JSON answer.") var json = false
@@ -143,7 +145,7 @@ struct PromoteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "promote",
         abstract: "Make the replica at --url the primary of a new epoch (failover), after checking it is safe.",
-        discussion: "Checks, each printed with its outcome: the target is a healthy replica; the old primary is unreachable; no reachable replica is ahead (else the better candidate is named); in sync mode every acknowledged commit is provably on the target (else refused unless --force, which lists the LSNs at risk). Exits non-zero and changes nothing when a check refuses.")
+        discussion: "Checks, each printed with its outcome: the target is a healthy replica; the old primary is unreachable; no reachable replica is ahead (else the better candidate is named); in sync mode every acknowledged commit is provably on the target (else refused unless --force, which lists the LSNs at risk). Exits non-zero and changes nothing when a check refuses.\n\nExamples:\n  aerodb promote --url http://127.0.0.1:54322 --dir ./c/n2\n  aerodb promote --url http://127.0.0.1:54323 --dir ./c/n3 --force")
 
     @OptionGroup var target: AdminTarget
     @Flag(help: "Promote even when the acknowledged history cannot be proven on the target.") var force = false
@@ -158,7 +160,7 @@ struct SwitchoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchover",
         abstract: "Planned, zero-loss handover to the replica at --url while the primary is alive.",
-        discussion: "The primary stops accepting writes, drains, and hands over once the target holds its final position; writes sent meanwhile fail cleanly with AERO_NOT_PRIMARY (retry).")
+        discussion: "The primary stops accepting writes, drains, and hands over once the target holds its final position; writes sent meanwhile fail cleanly with AERO_NOT_PRIMARY (retry).\n\nExamples:\n  aerodb switchover --url http://127.0.0.1:54322 --dir ./c/n2")
 
     @OptionGroup var target: AdminTarget
     @Flag(help: "Print the JSON report.") var json = false
@@ -193,7 +195,7 @@ struct RejoinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rejoin",
         abstract: "Rejoin a diverged former primary: cut its log at the fork point, report what was cut, follow the primary.",
-        discussion: "The node must be stopped. Asks the current primary (found among the peers) where the histories fork, removes this node's records after it and writes them to DIR/rejoin-<epoch>-<time>.json, then starts the node as a replica (unless --no-start).")
+        discussion: "The node must be stopped. Asks the current primary (found among the peers) where the histories fork, removes this node's records after it and writes them to DIR/rejoin-<epoch>-<time>.json, then starts the node as a replica (unless --no-start).\n\nExamples:\n  aerodb rejoin --dir ./c/n1\n  aerodb rejoin --dir ./c/n1 --no-start\n  aerodb rejoin --dir ./c/n1 --resync")
 
     @Option(help: "The stopped node's directory.") var dir: String
     @Flag(help: "Discard the whole local log instead; the primary ships a checkpoint.") var resync = false

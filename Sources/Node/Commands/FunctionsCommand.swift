@@ -11,6 +11,7 @@ import NIOCore
 struct FunctionsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "functions", abstract: "Deploy, list, invoke and manage WebAssembly functions.",
+        discussion: "Each command talks to the admin API of the node at --url with the service_role key: --key, else $AERODB_SERVICE_KEY, else the secrets.json of --dir.\n\nExamples:\n  aerodb functions deploy hello --file hello.wasm --url http://127.0.0.1:54321\n  aerodb functions list --url http://127.0.0.1:54321 --dir ./node1",
         subcommands: [Deploy.self, List.self, Invoke.self, Logs.self, Rollback.self, Delete.self])
 
     static func check(_ status: Int, _ body: JSONValue, _ what: String) throws {
@@ -22,7 +23,7 @@ struct FunctionsCommand: AsyncParsableCommand {
     struct Deploy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Deploy a .wasm module as the next version of NAME and make it active.",
-            discussion: "Example: aerodb functions deploy add --file add.wasm --rpc 'a:int,b:int' --url http://127.0.0.1:54321 --dir node1")
+            discussion: "Examples:\n  aerodb functions deploy hello --file hello.wasm --url http://127.0.0.1:54321\n  aerodb functions deploy add --file add.wasm --rpc 'a:int,b:int' \\\n      --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Argument(help: "Function name: [a-z][a-z0-9_-]*, at most 63 bytes.") var name: String
         @Option(help: "The WebAssembly module (.wasm).") var file: String
@@ -75,7 +76,9 @@ struct FunctionsCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List deployed functions with their active version.")
+        static let configuration = CommandConfiguration(
+            abstract: "List deployed functions with their active version.",
+            discussion: "Examples:\n  aerodb functions list --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Flag(help: "Print the JSON answer.") var json = false
 
@@ -91,7 +94,9 @@ struct FunctionsCommand: AsyncParsableCommand {
     }
 
     struct Invoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Invoke NAME at /functions/v1/NAME and print the answer body.")
+        static let configuration = CommandConfiguration(
+            abstract: "Invoke NAME at /functions/v1/NAME and print the answer body.",
+            discussion: "Examples:\n  aerodb functions invoke hello --data '{\"name\":\"Ada\"}' \\\n      --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Argument(help: "Function name.") var name: String
         @Option(help: "The request body (text).") var data: String?
@@ -119,7 +124,9 @@ struct FunctionsCommand: AsyncParsableCommand {
     }
 
     struct Logs: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Recent log lines of NAME on the node at --url (logs are kept per node, in memory).")
+        static let configuration = CommandConfiguration(
+            abstract: "Recent log lines of NAME on the node at --url (logs are kept per node, in memory).",
+            discussion: "Examples:\n  aerodb functions logs hello --limit 20 --url http://127.0.0.1:54321")
         @OptionGroup var target: AdminTarget
         @Argument(help: "Function name.") var name: String
         @Option(help: "Lines to show (newest last).") var limit = 50
@@ -134,7 +141,9 @@ struct FunctionsCommand: AsyncParsableCommand {
     }
 
     struct Rollback: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make an older version of NAME active (default: the one before the active one).")
+        static let configuration = CommandConfiguration(
+            abstract: "Make an older version of NAME active (default: the one before the active one).",
+            discussion: "Examples:\n  aerodb functions rollback hello --url http://127.0.0.1:54321 --dir ./node1\n  aerodb functions rollback hello --version 2 --url http://127.0.0.1:54321")
         @OptionGroup var target: AdminTarget
         @Argument(help: "Function name.") var name: String
         @Option(help: "The version to make active.") var version: Int?
@@ -148,7 +157,9 @@ struct FunctionsCommand: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete NAME with all its versions.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete NAME with all its versions.",
+            discussion: "Examples:\n  aerodb functions delete hello --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Argument(help: "Function name.") var name: String
 

@@ -7,7 +7,8 @@ import Replication
 struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
-        abstract: "Create a node directory: config, data directory, JWT secret and the anon and service_role keys.")
+        abstract: "Create a node directory: config, data directory, JWT secret and the anon and service_role keys.",
+        discussion: "Refuses a directory that exists and is not empty. Production defaults: sign-ups wait for a confirmation mail and anonymous sign-ins are off; --dev turns both on.\n\nExamples:\n  aerodb init --dir ./node1\n  aerodb init --dir ./node2 --http 127.0.0.1:54400 --node-id n2\n  aerodb init --dir ./play --dev")
 
     @Option(help: "The node directory to create (must not exist or be empty).") var dir: String
     @Option(help: "HTTP address HOST:PORT.") var http: String = NodeConfig.defaultHTTP
@@ -55,7 +56,9 @@ enum NodeDirectory {
 }
 
 struct KeysCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Print the node's anon and service_role API keys.")
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Print the node's anon and service_role API keys.",
+        discussion: "Examples:\n  aerodb keys --dir ./node1\n  aerodb keys --dir ./node1 --json")
 
     @Option(help: "The node directory.") var dir: String
     @Flag(help: "Print {\"anon\": ..., \"service_role\": ...}.") var json = false
@@ -74,7 +77,8 @@ struct KeysCommand: ParsableCommand {
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check a stopped node's WAL and checkpoints offline. Exit 0 when sound, 1 with the AERO_ error otherwise.")
+        abstract: "Check a stopped node's WAL and checkpoints offline. Exit 0 when sound, 1 with the AERO_ error otherwise.",
+        discussion: "Decodes every record and replays the log onto the newest checkpoint, so sound means the node will start. Refuses while a node runs on the directory.\n\nExamples:\n  aerodb verify --dir ./node1")
 
     @Option(help: "The node directory.") var dir: String
 

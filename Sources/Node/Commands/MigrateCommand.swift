@@ -16,6 +16,7 @@ struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
         abstract: "Create and apply migration files of schema changes.",
+        discussion: "Examples:\n  aerodb migrate new --dir ./migrations create_items\n  aerodb migrate up --url http://127.0.0.1:54321 --dir ./migrations",
         subcommands: [New.self, Up.self, Down.self, Status.self])
 
     struct Connection: ParsableArguments {
@@ -32,7 +33,9 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     struct New: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create an empty migration file.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create an empty migration file.",
+            discussion: "Writes DIR/<YYYYMMDDHHMMSS>_<name>.json with empty up and down steps.\n\nExamples:\n  aerodb migrate new --dir ./migrations create_items")
         @Option(help: "The migrations directory.") var dir: String
         @Argument(help: "A short name: letters, digits and _.") var name: String
 
@@ -50,7 +53,9 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     struct Up: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Apply every pending migration, in order.")
+        static let configuration = CommandConfiguration(
+            abstract: "Apply every pending migration, in order.",
+            discussion: "Examples:\n  aerodb migrate up --url http://127.0.0.1:54321 --dir ./migrations")
         @OptionGroup var connection: Connection
 
         func run() async throws {
@@ -71,7 +76,9 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     struct Down: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revert the last applied migration with its down steps.")
+        static let configuration = CommandConfiguration(
+            abstract: "Revert the last applied migration with its down steps.",
+            discussion: "Examples:\n  aerodb migrate down --url http://127.0.0.1:54321 --dir ./migrations")
         @OptionGroup var connection: Connection
 
         func run() async throws {
@@ -92,7 +99,9 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show each migration file as applied, pending or changed.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show each migration file as applied, pending or changed.",
+            discussion: "Examples:\n  aerodb migrate status --url http://127.0.0.1:54321 --dir ./migrations")
         @OptionGroup var connection: Connection
 
         func run() async throws {

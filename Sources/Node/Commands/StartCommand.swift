@@ -11,7 +11,8 @@ import Replication
 struct StartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "start",
-        abstract: "Run a node in the foreground (primary or replica, as its authority marker says). Stops cleanly on SIGINT or SIGTERM.")
+        abstract: "Run a node in the foreground (primary or replica, as its authority marker says). Stops cleanly on SIGINT or SIGTERM.",
+        discussion: "Logs one JSON object per line on standard error. Refuses to start when its port is in use (AERO_PORT_IN_USE) or another process holds its data directory.\n\nExamples:\n  aerodb start --dir ./node1\n  aerodb start --dir ./node1 --http 0.0.0.0:54321\n  aerodb start --dir ./node1 2>node1.log &")
 
     @Option(help: "The node directory (from `aerodb init` or `aerodb cluster init`).") var dir: String
     @Option(help: "Override the HTTP address HOST:PORT.") var http: String?
