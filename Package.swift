@@ -81,11 +81,11 @@ let package = Package(
         .executableTarget(
             name: "CrashTests",
             dependencies: [
-                "Kernel", "LiveCluster",
+                "Kernel", "LiveCluster", "ClusterSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "CrashTests",
-            exclude: ["Live"],
+            exclude: ["Live", "Sim"],
             swiftSettings: strictSettings
         ),
         // Real `aerodb` processes on loopback with fault injection (TCP proxies): shared by the
@@ -94,6 +94,14 @@ let package = Package(
             name: "LiveCluster",
             dependencies: ["Kernel"],
             path: "CrashTests/Live",
+            swiftSettings: strictSettings
+        ),
+        // The seeded cluster simulator (`aerodb-crashtest sim`): three replication roles in one
+        // process under a simulated network and clock. Never part of a release node.
+        .target(
+            name: "ClusterSim",
+            dependencies: ["Kernel", "Replication"],
+            path: "CrashTests/Sim",
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -108,7 +116,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplicationTests",
-            dependencies: ["Kernel", "Replication", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Kernel", "Replication", "ClusterSim", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(

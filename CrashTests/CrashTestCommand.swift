@@ -9,7 +9,7 @@ struct CrashTestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aerodb-crashtest",
         abstract: "Crash-test the AeroDB kernel: simulated power cuts, torn writes and fsync failures.",
-        subcommands: [DiskCommand.self, KillCommand.self, ClusterCommand.self])
+        subcommands: [DiskCommand.self, KillCommand.self, ClusterCommand.self, SimCommand.self])
 }
 
 struct DiskCommand: AsyncParsableCommand {

@@ -16,88 +16,49 @@ import Kernel
 import Synchronization
 
 final class AckTracker: Sendable {
-    private struct Waiter {
-        let lsn: UInt64
-        let needed: Int
-        let continuation: CheckedContinuation<Void, any Error>
-    }
-
-    private struct Replica {
-        let session: Int
-        /// What counts for waits: min(what it reported durable, `sentThrough`), only growing.
-        var durable: UInt64
-        /// The highest LSN this session verified or sent to the replica.
-        var sentThrough: UInt64
-    }
-
+    /// The accounting is the role's value (`AckLedger`); this shell keeps the continuations and
+    /// timers and resumes them outside the lock.
     private struct State {
-        var replicas: [String: Replica] = [:]
-        var waiters: [Int: Waiter] = [:]
+        var ledger = AckLedger()
+        var continuations: [Int: CheckedContinuation<Void, any Error>] = [:]
         var nextID = 0
         var fenced: AeroError?
         /// Waits whose timer fired before they were registered.
         var expired: Set<Int> = []
 
-        var durable: [String: UInt64] { replicas.mapValues(\.durable) }
+        mutating func take(_ ids: [Int]) -> [CheckedContinuation<Void, any Error>] {
+            ids.compactMap { continuations.removeValue(forKey: $0) }
+        }
     }
 
     private let state = Mutex(State())
 
-    func durable(of node: String) -> UInt64? { state.withLock { $0.replicas[node]?.durable } }
+    func durable(of node: String) -> UInt64? { state.withLock { $0.ledger.replicas[node]?.durable } }
 
-    var all: [String: UInt64] { state.withLock { $0.durable } }
+    var all: [String: UInt64] { state.withLock { $0.ledger.durable } }
 
     /// A follower's session passed the history check: it holds this history through `verified`
     /// (0 when it is being bootstrapped). Replaces any earlier session of the node.
     func admit(_ node: String, session: Int, verified: UInt64) {
-        let ready = state.withLock { s in
-            s.replicas[node] = Replica(session: session, durable: verified, sentThrough: verified)
-            return Self.released(&s)
-        }
+        let ready = state.withLock { s in s.take(s.ledger.admit(node, session: session, verified: verified)) }
         for c in ready { c.resume() }
     }
 
     /// The session sent the replica everything through `lsn` (records or a checkpoint).
     func sent(_ node: String, session: Int, through lsn: UInt64) {
-        state.withLock { s in
-            guard var r = s.replicas[node], r.session == session else { return }
-            r.sentThrough = max(r.sentThrough, lsn)
-            s.replicas[node] = r
-        }
+        state.withLock { $0.ledger.sent(node, session: session, through: lsn) }
     }
 
     /// Records a replica's flush report (counted up to what the session sent it) and releases
     /// the commits it completes.
     func update(_ node: String, session: Int, durable: UInt64) {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            guard var r = s.replicas[node], r.session == session else { return [] }
-            r.durable = max(r.durable, min(durable, r.sentThrough))
-            s.replicas[node] = r
-            return Self.released(&s)
-        }
+        let ready = state.withLock { s in s.take(s.ledger.update(node, session: session, durable: durable)) }
         for c in ready { c.resume() }
-    }
-
-    /// Removes the waits that are now complete; returns them to resume outside the lock.
-    private static func released(_ s: inout State) -> [CheckedContinuation<Void, any Error>] {
-        let durable = s.durable
-        var out: [CheckedContinuation<Void, any Error>] = []
-        for (id, w) in s.waiters where count(durable, w.lsn) >= w.needed {
-            out.append(w.continuation)
-            s.waiters[id] = nil
-        }
-        return out
     }
 
     /// The session ended: its flushes no longer count.
     func forget(_ node: String, session: Int) {
-        state.withLock { s in
-            if s.replicas[node]?.session == session { s.replicas[node] = nil }
-        }
-    }
-
-    private static func count(_ durable: [String: UInt64], _ lsn: UInt64) -> Int {
-        durable.values.reduce(0) { $0 + ($1 >= lsn ? 1 : 0) }
+        state.withLock { $0.ledger.forget(node, session: session) }
     }
 
     /// Waits until `needed` replicas flushed `lsn`; in doubt after `timeoutMillis` or a fence.
@@ -118,11 +79,11 @@ final class AckTracker: Sendable {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             let outcome: Result<Bool, AeroError> = state.withLock { s in
                 if let fenced = s.fenced { return .failure(fenced) }
-                if Self.count(s.durable, lsn) >= needed { return .success(true) }
-                if s.expired.remove(id) != nil {
+                if s.expired.remove(id) != nil, !s.ledger.satisfied(lsn, needed: needed) {
                     return .failure(AeroError(.commitInDoubt, "commit \(lsn) was not confirmed by a replica in time", invariant: "D1"))
                 }
-                s.waiters[id] = Waiter(lsn: lsn, needed: needed, continuation: c)
+                if s.ledger.wait(id, lsn: lsn, needed: needed) { return .success(true) }
+                s.continuations[id] = c
                 return .success(false)
             }
             switch outcome {
@@ -134,29 +95,28 @@ final class AckTracker: Sendable {
     }
 
     private func expire(_ id: Int, _ error: AeroError) {
-        let waiter = state.withLock { s -> Waiter? in
-            guard let w = s.waiters.removeValue(forKey: id) else {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            guard s.ledger.expire(id), let c = s.continuations.removeValue(forKey: id) else {
                 s.expired.insert(id)
                 return nil
             }
-            return w
+            return c
         }
-        waiter?.continuation.resume(throwing: error)
+        waiter?.resume(throwing: error)
     }
 
     /// Fails every pending and future wait (the node learned it was deposed, or hands over).
     func fence(_ error: AeroError) {
-        let waiters = state.withLock { s -> [Waiter] in
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
             s.fenced = error
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
+            return s.take(s.ledger.drain())
         }
-        for w in waiters { w.continuation.resume(throwing: error) }
+        for c in waiters { c.resume(throwing: error) }
     }
 
     /// A new primary term: no replica known yet (before the node can admit any).
     func reset() {
-        state.withLock { $0.replicas = [:] }
+        state.withLock { $0.ledger.reset() }
     }
 
     /// Waits are honoured again (the node is primary of its marker's epoch).

@@ -78,14 +78,8 @@ extension ReplicationNode {
         case bootstrap(epoch: UInt64, session: Int)
     }
 
-    /// Where a follower's position stands on this primary's history.
-    enum HistoryCheck: Equatable {
-        /// On the history within the retained WAL: stream from the next LSN.
-        case stream(from: UInt64)
-        /// Older than the retained WAL and proven to hold nothing this history lacks.
-        case bootstrap
-        case diverged(String)
-    }
+    /// Where a follower's position stands on this primary's history (decided by the role value).
+    typealias HistoryCheck = Replication.HistoryCheck
 
     /// Decides how a follower is served: the checks of SPEC §4 on its epoch and position.
     private func admit(_ hello: ReplicationMessage.Hello) async throws -> Admission {
@@ -126,69 +120,43 @@ extension ReplicationNode {
         }
     }
 
-    /// P1/A4: the follower's last durable record `position`, of epoch `recordEpoch`, against this
-    /// node's log. Within the retained WAL the record at its LSN must have its checksum. Older
-    /// than that, the follower is bootstrapped only when `bootstrapProof` shows it holds nothing
-    /// this history lacks.
+    /// P1/A4: reads the facts at the follower's position from this node's log, then lets
+    /// `ReplicationRole.historyCheck` decide (no I/O in the decision; see `bootstrapProof` there
+    /// for the argument).
     func historyCheck(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        // No arithmetic on the peer's LSN (UInt64.max is simply "ahead").
-        let oldestRetained = database.oldestLSN
-        if oldestRetained == 0 || position.lsn >= oldestRetained - 1 {
-            do {
-                guard let mine = try database.position(at: position.lsn) else {
-                    return .diverged("it is ahead of this primary's log (durable \(database.durablePosition))")
-                }
-                guard mine == position else {
-                    return .diverged("its record \(position.lsn) differs from this primary's (\(mine))")
-                }
-                return .stream(from: position.lsn + 1)
-            } catch let error as AeroError where error.code == .lsnUnavailable {
-                // Recycled meanwhile: the proof below decides.
-            }
-        }
-        return try bootstrapProof(position, recordEpoch: recordEpoch)
+        ReplicationRole.historyCheck(position, recordEpoch: recordEpoch, facts: try historyFacts(at: position))
     }
 
-    /// A follower whose last record (LSN L, of epoch E) is older than every record this node
-    /// retains. Its log is a prefix of this history, so bootstrapping it discards nothing this
-    /// history lacks, when:
-    /// - it is empty (L = 0); or
-    /// - L is just before the oldest retained record (that record's previous checksum names it
-    ///   exactly: streamed, no checkpoint); or
-    /// - this node's epoch history (`EpochHistory`, kept in its state and checkpoints) says its
-    ///   own record at L is of epoch E too: the history has E starting at s_E <= L and the next
-    ///   epoch starting after L, or E is its last epoch and L is within its log. The argument
-    ///   (Raft's log matching, epochs as terms; PostgreSQL's timeline histories): in one epoch
-    ///   only one node ever wrote (A1), a record is shipped only once durable and a durable
-    ///   record is never rewritten, so every node's records of epoch E are a prefix of that
-    ///   writer's log. This node's record at L and the follower's are both that writer's record
-    ///   at L, hence identical, and by the hash chain so is everything before it: the follower's
-    ///   log is a prefix of this one; or
-    /// - (a history that does not reach back to L, e.g. read from a format 1 checkpoint) the
-    ///   oldest retained record is of epoch E and not its first: by the same argument this node
-    ///   holds E's writer's log past L.
-    /// Anything else cannot be proven and is refused as diverged: above all a deposed primary's
-    /// unreplicated tail in its old epoch, at LSNs where this history already has the next epoch
-    /// (or beyond this log's end), which a checkpoint would overwrite silently (A4).
+    /// The proof for a follower older than the retained WAL alone (what `historyCheck` falls back to).
     func bootstrapProof(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        if position.lsn == 0 { return .bootstrap }
-        guard let oldest = try database.records(from: database.oldestLSN, maxBytes: 1).first else {
-            return .diverged("this primary retains no record to prove LSN \(position.lsn) against")
+        var facts = try historyFacts(at: position)
+        facts.mine = .unavailable
+        return ReplicationRole.bootstrapProof(position, recordEpoch: recordEpoch, facts: facts)
+    }
+
+    /// What the role needs to know of this log at a follower's position.
+    func historyFacts(at position: LogPosition) throws -> HistoryFacts {
+        // No arithmetic on the peer's LSN (UInt64.max is simply "ahead").
+        let oldestRetained = database.oldestLSN
+        var mine = HistoryFacts.Lookup.unavailable
+        if HistoryFacts.withinRetained(position.lsn, oldestRetained: oldestRetained) {
+            do {
+                mine = try database.position(at: position.lsn).map { .at($0) } ?? .beyondEnd
+            } catch let error as AeroError where error.code == .lsnUnavailable {
+                mine = .unavailable  // recycled meanwhile: the proof decides
+            }
         }
-        guard position.lsn < oldest.lsn else {
-            return .diverged("record \(position.lsn) is no longer readable on this primary")
+        if mine != .unavailable {  // decisive: the proof's facts are not read
+            return HistoryFacts(oldestRetained: oldestRetained, mine: mine, oldest: nil, epochAtPosition: nil,
+                                durable: database.durablePosition)
         }
-        if position.lsn + 1 == oldest.lsn {
-            return position.checksum == oldest.previousChecksum ? .stream(from: oldest.lsn)
-                : .diverged("its record \(position.lsn) differs from the one this primary's record \(oldest.lsn) follows")
+        let oldest = try database.records(from: database.oldestLSN, maxBytes: 1).first.map {
+            HistoryFacts.OldestRecord(lsn: $0.lsn, previousChecksum: $0.previousChecksum, epoch: $0.epoch, isEpochRecord: $0.type == .epoch)
         }
         let state = database.snapshot().state
-        let mine = state.epochHistory.epoch(at: position.lsn, last: state.lsn)
-        if recordEpoch != 0, mine == recordEpoch { return .bootstrap }
-        if mine == nil, recordEpoch != 0, recordEpoch == oldest.epoch, oldest.type != .epoch { return .bootstrap }
-        let here = mine.map { "epoch \($0)" } ?? "an epoch this primary's history no longer knows"
-        return .diverged("its last record (LSN \(position.lsn), epoch \(recordEpoch)) is older than this primary's retained WAL "
-                         + "(from LSN \(oldest.lsn)) and this primary's record there is of \(here): that it is on this history cannot be proven")
+        return HistoryFacts(oldestRetained: oldestRetained, mine: mine, oldest: oldest,
+                            epochAtPosition: state.epochHistory.epoch(at: position.lsn, last: state.lsn),
+                            durable: database.durablePosition)
     }
 
     private nonisolated func follow(_ hello: ReplicationMessage.Hello,

@@ -1,0 +1,764 @@
+// The seeded cluster simulator (`aerodb-crashtest sim`): three nodes' `ReplicationRole` values
+// in one process, a simulated network (delay, loss, reorder, duplicate, partition, heal), a
+// simulated clock, an in-memory log per node, clients writing in the seed's commit mode and an
+// operator that partitions, promotes and rejoins. One seed decides everything: same seed, same
+// run, same trace byte for byte (no dictionary is iterated, no wall clock is read).
+//
+// What it models: the role's decisions (admission with the history check and bootstrap proof,
+// ack accounting, learning epochs, promotion) exactly as the node runs them, since it runs the
+// same value. What it does not: the kernel's real WAL and disk (records are durable the moment
+// they are appended; the log is an array with a retention horizon standing for recycled
+// segments and checkpoints), TCP (messages of one connection may be lost, duplicated or
+// reordered: a follower drops a connection on any gap, which TCP would give as a reset), the
+// follower loop of `Follower.swift` and the operator's RPCs (promotion probes and adopts are
+// atomic steps reaching the nodes whose link is up), switchover, node crashes and min-LSN reads.
+//
+// Checks after every step (docs/INVARIANTS.md SIM1-SIM6): see `Violation`.
+
+import Kernel
+import Replication
+
+/// splitmix64: small, fast, and the same on every platform.
+package struct SimRNG: Sendable {
+    private var state: UInt64
+    package init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 ^ 0xD1B5_4A32_D192_ED03 }
+    package mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in 0..<n (n > 0).
+    package mutating func below(_ n: UInt64) -> UInt64 { next() % n }
+    package mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
+    package mutating func between(_ a: Int64, _ b: Int64) -> Int64 { a + Int64(below(UInt64(b - a + 1))) }
+}
+
+struct SimRecord: Equatable {
+    let lsn: UInt64
+    let epoch: UInt64
+    let previousChecksum: UInt64
+    let checksum: UInt64
+    let isEpoch: Bool
+    /// The client write it carries (0 for an epoch record).
+    let write: Int
+
+    var position: LogPosition { LogPosition(lsn: lsn, checksum: checksum) }
+
+    static func make(after previous: SimRecord?, epoch: UInt64, isEpoch: Bool, write: Int) -> SimRecord {
+        let lsn = (previous?.lsn ?? 0) + 1
+        let prev = previous?.checksum ?? 0
+        var h = SimRNG(seed: prev ^ (lsn &* 31) ^ (epoch << 40) ^ UInt64(write) &* 0x100_0000_01B3)
+        return SimRecord(lsn: lsn, epoch: epoch, previousChecksum: prev, checksum: h.next(), isEpoch: isEpoch, write: write)
+    }
+}
+
+enum SimMessage {
+    case hello(conn: Int, epoch: UInt64, primary: String, position: LogPosition, positionEpoch: UInt64)
+    case welcome(conn: Int, epoch: UInt64, from: UInt64)
+    case checkpoint(conn: Int, epoch: UInt64, records: [SimRecord])
+    case records(conn: Int, epoch: UInt64, [SimRecord])
+    case ack(conn: Int, durable: UInt64)
+    case refuse(conn: Int, ReplicationRole.RefuseReason, epoch: UInt64, primary: String)
+    case heartbeat(conn: Int, epoch: UInt64, primary: String)
+    case probe
+    case probeAnswer(epoch: UInt64, primary: String)
+    case reset(conn: Int)
+}
+
+/// A broken guarantee, named by its id in docs/INVARIANTS.md.
+package struct Violation: Sendable, CustomStringConvertible {
+    package let id: String
+    package let detail: String
+    package var description: String { "\(id): \(detail)" }
+}
+
+package struct SimOutcome: Sendable {
+    package var seed: UInt64
+    package var steps = 0
+    package var operations = 0
+    package var simulatedMicros: Int64 = 0
+    package var violation: Violation?
+    /// The trace of the run (through the violation, when there is one).
+    package var trace: [String] = []
+    package var promotions = 0
+    package var rejoins = 0
+    package var bootstraps = 0
+    package var acknowledged = 0
+    package var inDoubt = 0
+    package var commitMode = ""
+}
+
+package struct SimOptions: Sendable {
+    package var seconds: Double = 6
+    package var faults: Set<RoleFault> = []
+    /// Keep the trace (off for the deep run: it is only needed to print a failing seed).
+    package var trace = true
+    package init(seconds: Double = 6, faults: Set<RoleFault> = [], trace: Bool = true) {
+        self.seconds = seconds
+        self.faults = faults
+        self.trace = trace
+    }
+}
+
+final class TraceBox {
+    var lines: [String] = []
+}
+
+final class SimNode {
+    let id: String
+    var role: ReplicationRole
+    var log: [SimRecord] = []
+    /// Records below this LSN are recycled (only in the state / checkpoints), as `oldestLSN`.
+    var oldest: UInt64 = 1
+    var acceptsWrites: Bool
+    // Follower side.
+    var conn: Int?
+    var welcomed = false
+    var lastHeard: Int64 = 0
+    var nextConnectAt: Int64 = 0
+    // Primary side: outbound sessions, by connection.
+    struct Outbound { let conn: Int; let node: Int; let session: Int; let epoch: UInt64; var next: UInt64; var lastAck: Int64 }
+    var outbound: [Outbound] = []
+    var broken: [Int] = []
+    /// Waits of `sync`/`all` commits: id -> (lsn, write).
+    var waits: [(id: Int, lsn: UInt64, write: Int, epoch: UInt64, expires: Int64)] = []
+
+    init(id: String, role: ReplicationRole) {
+        self.id = id
+        self.role = role
+        acceptsWrites = role.isPrimary
+    }
+
+    var last: SimRecord? { log.last }
+    var durable: LogPosition { last?.position ?? .origin }
+
+    func facts(at position: LogPosition) -> HistoryFacts {
+        var mine = HistoryFacts.Lookup.unavailable
+        if HistoryFacts.withinRetained(position.lsn, oldestRetained: oldest) {
+            if position.lsn == 0 { mine = .at(.origin) }
+            else if position.lsn > UInt64(log.count) { mine = .beyondEnd }
+            else { mine = .at(log[Int(position.lsn) - 1].position) }
+        }
+        if mine != .unavailable {
+            return HistoryFacts(oldestRetained: oldest, mine: mine, oldest: nil, epochAtPosition: nil, durable: durable)
+        }
+        let o = oldest <= UInt64(log.count) ? log[Int(oldest) - 1] : nil
+        let epochAt = position.lsn >= 1 && position.lsn <= UInt64(log.count) ? log[Int(position.lsn) - 1].epoch : nil
+        return HistoryFacts(oldestRetained: oldest, mine: mine,
+                            oldest: o.map { .init(lsn: $0.lsn, previousChecksum: $0.previousChecksum, epoch: $0.epoch, isEpochRecord: $0.isEpoch) },
+                            epochAtPosition: epochAt, durable: durable)
+    }
+
+    func holds(_ r: SimRecord) -> Bool { r.lsn >= 1 && r.lsn <= UInt64(log.count) && log[Int(r.lsn) - 1] == r }
+}
+
+package struct ClusterSimulation {
+    let seed: UInt64
+    let options: SimOptions
+    var rng: SimRNG
+    var now: Int64 = 0
+    var nodes: [SimNode] = []
+    let names = ["n1", "n2", "n3"]
+    let needed: Int
+    // Network.
+    struct Envelope { let at: Int64; let seq: Int; let from: Int; let to: Int; let message: SimMessage }
+    var queue: [Envelope] = []  // a binary heap on (at, seq)
+    var seq = 0
+    var cut: [[Bool]] = Array(repeating: Array(repeating: false, count: 3), count: 3)
+    var healAt: Int64?
+    let delayMin: Int64, delayJitter: Int64, loss: Double, duplicate: Double
+    // Clients and checks.
+    var clientView = [0, 0, 0]
+    var nextWrite = 1
+    var nextConn = 1
+    var nextWait = 1
+    var acked: [SimRecord] = []
+    var writers: [UInt64: Int] = [:]  // epoch -> node index that accepted a write (looked up only)
+    var outcome: SimOutcome
+    var lastIsolated: (node: Int, since: Int64)?
+    let traceBox = TraceBox()
+
+    package init(seed: UInt64, options: SimOptions = SimOptions()) {
+        self.seed = seed
+        self.options = options
+        rng = SimRNG(seed: seed)
+        outcome = SimOutcome(seed: seed)
+        let mode: Int = options.faults.isEmpty ? Int(rng.below(3)) : 1  // sabotage runs use sync
+        needed = mode
+        outcome.commitMode = ["async", "sync", "all"][mode]
+        delayMin = rng.between(1, 4) * 1000
+        delayJitter = rng.between(0, 20) * 1000
+        loss = Double(rng.below(30)) / 1000
+        duplicate = Double(rng.below(30)) / 1000
+        for name in names {
+            nodes.append(SimNode(id: name, role: ReplicationRole(nodeID: name, epoch: 1, primary: "n1", faults: options.faults)))
+        }
+        // The primary opens epoch 1.
+        nodes[0].log.append(.make(after: nil, epoch: 1, isEpoch: true, write: 0))
+        note("start: mode \(outcome.commitMode), delay \(delayMin / 1000)+\(delayJitter / 1000) ms, loss \(loss), duplicate \(duplicate)")
+    }
+
+    // MARK: Run
+
+    package static func run(seed: UInt64, options: SimOptions = SimOptions()) -> SimOutcome {
+        var sim = ClusterSimulation(seed: seed, options: options)
+        sim.runToEnd()
+        sim.outcome.trace = sim.traceBox.lines
+        return sim.outcome
+    }
+
+    mutating func runToEnd() {
+        let end = Int64(options.seconds * 1_000_000)
+        let tick: Int64 = 5_000
+        var nextTick: Int64 = 0
+        var nextClient: Int64 = 0
+        var nextOperator: Int64 = 50_000
+        while now < end && outcome.violation == nil {
+            // The earliest of: a delivery, a node tick, a client write, an operator step.
+            let delivery = queue.first?.at ?? Int64.max
+            let t = min(delivery, nextTick, nextClient, nextOperator)
+            now = t
+            if t == delivery {
+                let e = popEnvelope()
+                deliver(e)
+            } else if t == nextTick {
+                for i in 0..<3 { nodeTick(i) }
+                nextTick += tick
+            } else if t == nextClient {
+                clientWrite()
+                nextClient += rng.between(500, 6_000)
+            } else {
+                operatorStep(final: false)
+                nextOperator += 50_000
+            }
+            outcome.steps += 1
+            checkStep()
+        }
+        // Heal everything, rejoin halted nodes, and let the cluster settle: replicas converge.
+        if outcome.violation == nil {
+            healAll()
+            settle(until: now + 3_000_000)
+            for i in 0..<3 where nodes[i].role.mode == .diverged { rejoin(i) }
+            settle(until: now + 3_000_000)
+            if outcome.violation == nil { checkConverged() }
+        }
+        outcome.simulatedMicros = now
+    }
+
+    mutating func settle(until end: Int64) {
+        var nextTick = now
+        while now < end && outcome.violation == nil {
+            let delivery = queue.first?.at ?? Int64.max
+            let t = min(delivery, nextTick)
+            now = t
+            if t == delivery { deliver(popEnvelope()) } else {
+                for i in 0..<3 { nodeTick(i) }
+                nextTick += 5_000
+            }
+            outcome.steps += 1
+            checkStep()
+        }
+    }
+
+    func note(_ line: @autoclosure () -> String) {
+        if options.trace { traceBox.lines.append("\(now / 1000)ms \(line())") }
+    }
+
+    mutating func violate(_ id: String, _ detail: String) {
+        guard outcome.violation == nil else { return }
+        outcome.violation = Violation(id: id, detail: detail)
+        note("VIOLATION \(id): \(detail)")
+    }
+
+    // MARK: Network
+
+    mutating func send(_ from: Int, _ to: Int, _ message: SimMessage) {
+        guard !cut[from][to] else { return }
+        if rng.chance(loss) {
+            // A frame lost on a connection is a reset of that connection (TCP never skips one
+            // silently): both ends drop it; the follower reconnects.
+            switch message {
+            case .welcome(let c, _, _), .checkpoint(let c, _, _), .records(let c, _, _), .heartbeat(let c, _, _):
+                pushEnvelope(Envelope(at: now + delayMin, seq: seq, from: from, to: to, message: .reset(conn: c)))
+                seq += 1
+                nodes[from].broken.append(c)  // reaped by `reap` (not while the sessions are walked)
+            default: break
+            }
+            return
+        }
+        let copies = rng.chance(duplicate) ? 2 : 1
+        for _ in 0..<copies {
+            pushEnvelope(Envelope(at: now + delayMin + rng.between(0, delayJitter), seq: seq, from: from, to: to, message: message))
+            seq += 1
+        }
+    }
+
+    mutating func pushEnvelope(_ e: Envelope) {
+        queue.append(e)
+        var i = queue.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            guard Self.before(queue[i], queue[p]) else { break }
+            queue.swapAt(i, p)
+            i = p
+        }
+    }
+
+    mutating func popEnvelope() -> Envelope {
+        let top = queue[0]
+        let lastE = queue.removeLast()
+        if !queue.isEmpty {
+            queue[0] = lastE
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < queue.count && Self.before(queue[l], queue[m]) { m = l }
+                if r < queue.count && Self.before(queue[r], queue[m]) { m = r }
+                if m == i { break }
+                queue.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+
+    static func before(_ a: Envelope, _ b: Envelope) -> Bool { a.at != b.at ? a.at < b.at : a.seq < b.seq }
+
+    // MARK: Nodes
+
+    mutating func apply(_ i: Int, _ actions: [ReplicationRole.Action]) {
+        let node = nodes[i]
+        for action in actions {
+            switch action {
+            case .refuse(let peer, let reason, let epoch, let primary, _):
+                if let j = names.firstIndex(of: peer), let c = pendingConn(of: j) {
+                    send(i, j, .refuse(conn: c, reason, epoch: epoch, primary: primary))
+                }
+            case .stream(let peer, let session, let from):
+                let j = names.firstIndex(of: peer)!
+                let c = pendingConn(of: j) ?? 0
+                node.outbound.removeAll { $0.node == j }
+                node.outbound.append(.init(conn: c, node: j, session: session, epoch: node.role.epoch, next: from, lastAck: now))
+                send(i, j, .welcome(conn: c, epoch: node.role.epoch, from: from))
+                note("\(node.id) streams to \(peer) from \(from) (session \(session))")
+            case .bootstrap(let peer, let session):
+                let j = names.firstIndex(of: peer)!
+                let c = pendingConn(of: j) ?? 0
+                let through = UInt64(node.log.count)
+                node.outbound.removeAll { $0.node == j }
+                node.outbound.append(.init(conn: c, node: j, session: session, epoch: node.role.epoch, next: through + 1, lastAck: now))
+                _ = node.role.handle(.sent(node: peer, session: session, through: through))
+                send(i, j, .checkpoint(conn: c, epoch: node.role.epoch, records: node.log))
+                outcome.bootstraps += 1
+                note("\(node.id) bootstraps \(peer) with a checkpoint through \(through)")
+            case .release(let ids):
+                for id in ids { releaseWait(i, id) }
+            case .failInDoubt(let ids):
+                node.waits.removeAll { w in ids.contains(w.id) }
+                outcome.inDoubt += ids.count
+            case .acceptWrites(let on):
+                node.acceptsWrites = on
+            case .persistMarker(let epoch, let primary):
+                note("\(node.id) persists marker epoch \(epoch) primary \(primary)")
+            case .openEpoch(let epoch):
+                node.log.append(.make(after: node.last, epoch: epoch, isEpoch: true, write: 0))
+            case .follow:
+                node.conn = nil
+                node.welcomed = false
+                node.nextConnectAt = now
+            case .stopFollowing:
+                node.conn = nil
+                node.welcomed = false
+            }
+        }
+        if !node.role.isPrimary { node.outbound = [] }
+    }
+
+    /// The connection a HELLO from node j is being answered on (the last one it opened).
+    var pendingHello: [Int: Int] = [:]
+    func pendingConn(of j: Int) -> Int? { pendingHello[j] }
+
+    mutating func releaseWait(_ i: Int, _ id: Int) {
+        let node = nodes[i]
+        guard let k = node.waits.firstIndex(where: { $0.id == id }) else { return }
+        let w = node.waits.remove(at: k)
+        let record = node.log[Int(w.lsn) - 1]
+        // SIM4: a node that is not the primary of the write's epoch acknowledges nothing.
+        if !(node.role.mode == .primary && node.role.epoch == w.epoch) {
+            violate("SIM4", "\(node.id) acknowledged write \(w.write) (LSN \(w.lsn), epoch \(w.epoch)) as \(node.role.mode) of epoch \(node.role.epoch)")
+        }
+        // SIM2: a sync/all acknowledgement only once the record is on 1 + needed logs.
+        let holders = nodes.filter { $0.holds(record) }.count
+        if holders < 1 + needed {
+            violate("SIM2", "\(node.id) acknowledged write \(w.write) (LSN \(w.lsn)) in \(outcome.commitMode) mode while it is on \(holders) log(s)")
+        }
+        acked.append(record)
+        outcome.acknowledged += 1
+        note("\(node.id) acknowledges write \(w.write) at LSN \(w.lsn)")
+    }
+
+    /// Drops the primary's sessions whose connection was reset.
+    mutating func reap(_ i: Int) {
+        let node = nodes[i]
+        guard !node.broken.isEmpty else { return }
+        for c in node.broken {
+            if let k = node.outbound.firstIndex(where: { $0.conn == c }) {
+                _ = node.role.handle(.disconnected(node: names[node.outbound[k].node], session: node.outbound[k].session))
+                node.outbound.remove(at: k)
+            }
+        }
+        node.broken = []
+    }
+
+    mutating func nodeTick(_ i: Int) {
+        reap(i)
+        defer { reap(i) }
+        let node = nodes[i]
+        // Retention: recycle all but the last records, never past a connected replica (the
+        // retention floor); a checkpoint keeps the state (the array stays).
+        let keep: UInt64 = 24
+        let count = UInt64(node.log.count)
+        if count > keep {
+            var horizon = count - keep
+            if node.role.isPrimary, let floor = node.role.ledger.durable.values.min() { horizon = min(horizon, floor + 1) }
+            node.oldest = max(node.oldest, horizon)
+        }
+        if node.role.isPrimary {
+            for k in node.outbound.indices {
+                var o = node.outbound[k]
+                if now - o.lastAck > 600_000 {  // the session went silent
+                    _ = node.role.handle(.disconnected(node: names[o.node], session: o.session))
+                    o.next = UInt64.max
+                    node.outbound[k] = o
+                    continue
+                }
+                if o.next <= count {
+                    let through = min(count, o.next + 15)
+                    let batch = Array(node.log[Int(o.next) - 1..<Int(through)])
+                    _ = node.role.handle(.sent(node: names[o.node], session: o.session, through: through))
+                    send(i, o.node, .records(conn: o.conn, epoch: o.epoch, batch))
+                    o.next = through + 1
+                } else if now % 50_000 == 0 {
+                    send(i, o.node, .heartbeat(conn: o.conn, epoch: node.role.epoch, primary: node.id))
+                }
+                node.outbound[k] = o
+            }
+            node.outbound.removeAll { $0.next == UInt64.max }
+            if now % 250_000 == 0 { for j in 0..<3 where j != i { send(i, j, .probe) } }  // peer watch (A2)
+            // Commit waits that timed out: in doubt.
+            for w in node.waits where w.expires <= now {
+                apply(i, node.role.handle(.waitExpired(wait: w.id)))
+            }
+        } else if node.role.mode == .replica || node.role.mode == .fenced {
+            if node.conn != nil && now - node.lastHeard > 500_000 { node.conn = nil; node.welcomed = false }
+            if node.conn == nil && now >= node.nextConnectAt {
+                guard let p = names.firstIndex(of: node.role.primary) else { return }
+                let c = nextConn
+                nextConn += 1
+                node.conn = c
+                node.welcomed = false
+                node.lastHeard = now
+                node.nextConnectAt = now + 100_000
+                send(i, p, .hello(conn: c, epoch: node.role.epoch, primary: node.role.primary, position: node.durable,
+                                  positionEpoch: node.last?.epoch ?? 0))
+                // Cannot find its primary for a while: ask every peer (the follower's probe).
+                for j in 0..<3 where j != i && j != p { send(i, j, .probe) }
+            }
+        }
+    }
+
+    mutating func learnFrom(_ i: Int, epoch: UInt64, primary: String) {
+        let node = nodes[i]
+        guard epoch > node.role.epoch, primary != node.id else { return }
+        note("\(node.id) learns epoch \(epoch) (primary \(primary))")
+        apply(i, node.role.handle(.learned(epoch: epoch, primary: primary)))
+    }
+
+    mutating func deliver(_ e: Envelope) {
+        reap(e.to)
+        defer { reap(e.to); reap(e.from) }
+        let i = e.to, node = nodes[i], from = names[e.from]
+        switch e.message {
+        case .reset(let c):
+            if c == node.conn { node.conn = nil; node.welcomed = false }
+        case .probe:
+            send(i, e.from, .probeAnswer(epoch: node.role.epoch, primary: node.role.primary))
+        case .probeAnswer(let epoch, let primary):
+            learnFrom(i, epoch: epoch, primary: primary)
+        case .hello(let c, let epoch, let primary, let position, let positionEpoch):
+            pendingHello[e.from] = c
+            let actions = node.role.handle(.followHello(node: from, epoch: epoch, primary: primary, position: position,
+                                                        positionEpoch: positionEpoch, facts: node.facts(at: position)))
+            if actions.contains(where: { if case .refuse = $0 { return true } else { return false } }) {
+                note("\(node.id) refuses \(from) at \(position.lsn) (epoch \(positionEpoch))")
+            }
+            apply(i, actions)
+        case .ack(let c, let durable):
+            guard node.role.isPrimary, let k = node.outbound.firstIndex(where: { $0.conn == c }) else { return }
+            node.outbound[k].lastAck = now
+            apply(i, node.role.handle(.ack(node: from, session: node.outbound[k].session, durable: durable)))
+        case .welcome(let c, let epoch, _):
+            learnFrom(i, epoch: epoch, primary: from)
+            guard c == node.conn, epoch == node.role.epoch else { return }
+            node.welcomed = true
+            node.lastHeard = now
+        case .heartbeat(let c, let epoch, let primary):
+            learnFrom(i, epoch: epoch, primary: primary)
+            if c == node.conn { node.lastHeard = now; send(i, e.from, .ack(conn: c, durable: node.durable.lsn)) }
+        case .refuse(let c, let reason, let epoch, let primary):
+            learnFrom(i, epoch: epoch, primary: primary)
+            guard c == node.conn else { return }
+            node.conn = nil
+            if reason == .diverged {
+                note("\(node.id) halts as diverged")
+                apply(i, node.role.handle(.refusedDiverged))
+            }
+        case .checkpoint(let c, let epoch, let records):
+            guard c == node.conn, epoch == node.role.epoch else { return }
+            // SIM5: installing a checkpoint discards nothing silently: this log must be a prefix of it.
+            for r in node.log where r.lsn > UInt64(records.count) || records[Int(r.lsn) - 1] != r {
+                violate("SIM5", "\(node.id) was bootstrapped over its record \(r.lsn) (epoch \(r.epoch), write \(r.write)) that \(from)'s history lacks, with no rejoin report")
+                break
+            }
+            node.log = records
+            node.oldest = UInt64(records.count) + 1
+            node.welcomed = true
+            node.lastHeard = now
+            send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
+        case .records(let c, let epoch, let batch):
+            guard c == node.conn, node.welcomed, epoch == node.role.epoch, node.role.mode == .replica else { return }
+            node.lastHeard = now
+            for r in batch {
+                if r.lsn <= UInt64(node.log.count) {
+                    if node.log[Int(r.lsn) - 1] == r { continue }  // a duplicate
+                    node.conn = nil  // P1 refuses it: the connection drops
+                    return
+                }
+                // P1: only the next record continuing the chain, of an epoch not below the log's.
+                guard r.lsn == UInt64(node.log.count) + 1, r.previousChecksum == (node.last?.checksum ?? 0),
+                      r.epoch >= (node.last?.epoch ?? 0), r.epoch <= epoch else {
+                    node.conn = nil  // a gap (lost or reordered frame): reconnect
+                    return
+                }
+                node.log.append(r)
+            }
+            send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
+        }
+    }
+
+    // MARK: Clients
+
+    mutating func clientWrite() {
+        let client = Int(rng.below(3))
+        let i = clientView[client]
+        let node = nodes[i]
+        guard node.acceptsWrites, node.role.isPrimary else {
+            // Refused: the client asks around for the primary of the highest epoch it can see.
+            clientView[client] = (0..<3).filter { nodes[$0].role.isPrimary }.max { nodes[$0].role.epoch < nodes[$1].role.epoch } ?? Int(rng.below(3))
+            return
+        }
+        let write = nextWrite
+        nextWrite += 1
+        let epoch = node.role.epoch
+        // SIM3: one writer per epoch.
+        if let other = writers[epoch], other != i {
+            violate("SIM3", "\(node.id) accepted write \(write) in epoch \(epoch), in which \(names[other]) accepted writes")
+        }
+        writers[epoch] = i
+        let record = SimRecord.make(after: node.last, epoch: epoch, isEpoch: false, write: write)
+        node.log.append(record)
+        outcome.operations += 1
+        note("\(node.id) appends write \(write) at LSN \(record.lsn) (epoch \(epoch))")
+        if needed == 0 {
+            acked.append(record)
+            outcome.acknowledged += 1
+            return  // async: acknowledged after the local flush; may be lost on failover
+        }
+        let id = nextWait
+        nextWait += 1
+        node.waits.append((id: id, lsn: record.lsn, write: write, epoch: epoch, expires: now + 1_000_000))
+        apply(i, node.role.handle(.commitDurable(wait: id, lsn: record.lsn, needed: needed)))
+        if rng.chance(0.1) { clientView[client] = Int(rng.below(3)) }  // some clients wander
+    }
+
+    // MARK: Operator
+
+    func reachable(_ a: Int, _ b: Int) -> Bool { !cut[a][b] && !cut[b][a] }
+
+    mutating func healAll() {
+        cut = Array(repeating: Array(repeating: false, count: 3), count: 3)
+        healAt = nil
+        lastIsolated = nil
+        note("operator heals every link")
+    }
+
+    mutating func operatorStep(final: Bool) {
+        if let h = healAt, now >= h { healAll() }
+        if healAt == nil && rng.chance(0.04) {
+            let n = Int(rng.below(3))
+            if rng.chance(0.7) {
+                for j in 0..<3 where j != n { cut[n][j] = true; cut[j][n] = true }
+                lastIsolated = (n, now)
+                note("operator isolates \(names[n])")
+            } else {
+                let m = (n + 1 + Int(rng.below(2))) % 3
+                cut[n][m] = true
+                note("operator cuts \(names[n]) -> \(names[m])")
+            }
+            healAt = now + rng.between(200_000, 3_000_000)
+        }
+        // Failover: the primary has been cut off for a while.
+        if let iso = lastIsolated, nodes[iso.node].role.isPrimary, now - iso.since > 300_000, rng.chance(0.3) {
+            let candidates = (0..<3).filter { $0 != iso.node && nodes[$0].role.mode == .replica }
+            if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
+        }
+        // Rejoin a halted node once it can reach the primary.
+        for i in 0..<3 where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
+    }
+
+    func ahead(_ a: Int, of b: Int) -> Bool {
+        PromotionOrder.isAhead((nodes[a].last?.epoch ?? 0, nodes[a].durable.lsn), of: (nodes[b].last?.epoch ?? 0, nodes[b].durable.lsn),
+                               faults: options.faults)
+    }
+
+    /// `aerodb promote` on node c: the checks of `ReplicationNode.promoteSteps`, as one step.
+    mutating func promote(_ c: Int) {
+        let cand = nodes[c]
+        let oldPrimary = names.firstIndex(of: cand.role.primary)
+        if let o = oldPrimary, reachable(c, o), nodes[o].role.isPrimary {
+            note("promotion of \(cand.id) refused: the old primary answers")
+            return
+        }
+        let others = (0..<3).filter { $0 != c && $0 != oldPrimary }
+        let answering = others.filter { reachable(c, $0) }
+        if answering.contains(where: { ahead($0, of: c) }) {
+            note("promotion of \(cand.id) refused: a replica is ahead")
+            return
+        }
+        if needed == 1 && answering.count < others.count {
+            note("promotion of \(cand.id) refused: a replica did not answer (sync, no --force)")
+            return
+        }
+        let epoch = ([cand.role.epoch] + answering.map { nodes[$0].role.epoch }).max()! + 1
+        apply(c, cand.role.beginPromotion())
+        for j in answering { learnFrom(j, epoch: epoch, primary: cand.id) }  // fence first
+        if answering.contains(where: { ahead($0, of: c) }) {
+            apply(c, cand.role.handle(.promotionRefused))
+            return
+        }
+        apply(c, cand.role.handle(.promote(epoch: epoch)))
+        outcome.promotions += 1
+        note("operator promotes \(cand.id) to epoch \(epoch) at LSN \(cand.durable.lsn)")
+        // SIM1: every acknowledged sync/all write is on the new primary.
+        if needed > 0, let lost = acked.first(where: { !cand.holds($0) }) {
+            violate("SIM1", "acknowledged write \(lost.write) (LSN \(lost.lsn)) is not on \(cand.id), promoted to epoch \(epoch)")
+        }
+    }
+
+    /// `aerodb rejoin`: cut the log after the newest position on the primary's retained history
+    /// (or everything: --resync), reporting what is discarded.
+    mutating func rejoin(_ i: Int) {
+        let node = nodes[i]
+        // `Rejoin.findFork`: the reachable peer acting as primary of the highest epoch.
+        guard let p = (0..<3).filter({ $0 != i && reachable(i, $0) && nodes[$0].role.isPrimary })
+            .max(by: { nodes[$0].role.epoch < nodes[$1].role.epoch }) else { return }
+        let primary = nodes[p]
+        learnFrom(i, epoch: primary.role.epoch, primary: primary.id)
+        var fork: UInt64 = 0
+        var l = UInt64(node.log.count)
+        while l > 0 {
+            let f = primary.facts(at: node.log[Int(l) - 1].position)
+            if case .at(let pos) = f.mine, pos == node.log[Int(l) - 1].position { fork = l; break }
+            if f.mine == .unavailable { break }
+            l -= 1
+        }
+        let discarded = node.log.count - Int(fork)
+        // SIM5: a rejoin discards nothing acknowledged (sync/all), and reports what it discards.
+        if needed > 0 {
+            for r in node.log[Int(fork)...] where !primary.holds(r) && acked.contains(r) {
+                violate("SIM5", "rejoin of \(node.id) discarded acknowledged write \(r.write) at LSN \(r.lsn)")
+            }
+        }
+        node.log.removeLast(discarded)
+        node.oldest = min(node.oldest, fork + 1)
+        if fork == 0 { node.oldest = 1 }
+        outcome.rejoins += 1
+        note("operator rejoins \(node.id): fork at \(fork), \(discarded) record(s) discarded and reported")
+        apply(i, node.role.handle(.rejoined))
+    }
+
+    // MARK: Checks
+
+    mutating func checkStep() {
+        // SIM3: no two primaries accept writes in one epoch.
+        let primaries = (0..<3).filter { nodes[$0].role.isPrimary && nodes[$0].acceptsWrites }
+        for a in primaries { for b in primaries where b > a && nodes[a].role.epoch == nodes[b].role.epoch {
+            violate("SIM3", "\(names[a]) and \(names[b]) both accept writes in epoch \(nodes[a].role.epoch)")
+        } }
+        // P1 on every replica: its log continues its own chain.
+        for n in nodes where n.log.count >= 2 {
+            let a = n.log[n.log.count - 2], b = n.log[n.log.count - 1]
+            if b.previousChecksum != a.checksum || b.lsn != a.lsn + 1 {
+                violate("SIM6", "\(n.id)'s log breaks its chain at LSN \(b.lsn)")
+            }
+        }
+    }
+
+    mutating func checkConverged() {
+        let primaries = (0..<3).filter { nodes[$0].role.isPrimary }
+        guard primaries.count == 1, let p = primaries.first else {
+            violate("SIM6", "after healing, \(primaries.count) node(s) act as primary")
+            return
+        }
+        for n in nodes where n.log != nodes[p].log {
+            violate("SIM6", "after healing, \(n.id) (\(n.role.mode), durable \(n.durable)) differs from the primary \(names[p]) (durable \(nodes[p].durable))")
+        }
+        // SIM1 once more on the final primary.
+        if needed > 0, let lost = acked.first(where: { !nodes[p].holds($0) }) {
+            violate("SIM1", "acknowledged write \(lost.write) (LSN \(lost.lsn)) is not on the final primary \(names[p])")
+        }
+    }
+}
+
+/// Many seeds, and for the failing ones the seed and the shortest history found.
+package struct SimBatch: Sendable {
+    package var seeds = 0
+    package var operations = 0
+    package var simulatedSeconds = 0.0
+    package var realSeconds = 0.0
+    package var violations: [(seed: UInt64, violation: Violation)] = []
+    /// The failing seed with the fewest steps to its violation, replayed with its trace.
+    package var failureReport: [String] = []
+
+    package static func run(firstSeed: UInt64, seeds: Int, options: SimOptions, stopAtFirst: Bool) -> SimBatch {
+        var batch = SimBatch()
+        let clock = SystemClock()
+        let started = clock.monotonicNanos()
+        var shortest: (seed: UInt64, steps: Int)?
+        for k in 0..<seeds {
+            let seed = firstSeed &+ UInt64(k)
+            let o = ClusterSimulation.run(seed: seed, options: options)
+            batch.seeds += 1
+            batch.operations += o.operations
+            batch.simulatedSeconds += Double(o.simulatedMicros) / 1e6
+            if let v = o.violation {
+                batch.violations.append((seed, v))
+                if shortest == nil || o.steps < shortest!.steps { shortest = (seed, o.steps) }
+                if stopAtFirst { break }
+            }
+        }
+        batch.realSeconds = Double(clock.monotonicNanos() - started) / 1e9
+        if let s = shortest {
+            var traced = options
+            traced.trace = true
+            let replay = ClusterSimulation.run(seed: s.seed, options: traced)
+            batch.failureReport.append("VIOLATION seed \(s.seed) (\(replay.commitMode)) after \(replay.steps) steps: \(replay.violation.map { "\($0)" } ?? "not reproduced")")
+            batch.failureReport.append("shortest history (seed \(s.seed), last \(min(60, replay.trace.count)) of \(replay.trace.count) events; replay: aerodb-crashtest sim --seed \(s.seed) --seeds 1\(options.faults.first.map { " --sabotage \($0.rawValue)" } ?? "")):")
+            batch.failureReport += replay.trace.suffix(60).map { "  " + $0 }
+        }
+        return batch
+    }
+}
