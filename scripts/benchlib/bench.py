@@ -409,11 +409,26 @@ def w_storage(ctx):
           note="RSS growth of the node during a 256 MiB upload then download")
 
 
+def w_backup(ctx):
+    """Backup and restore (docs/OPERATIONS.md): scripts/benchlib/backup_bench.py."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import backup_bench
+    docs = ctx.recovery_documents
+    ours = backup_bench.aerodb(ctx.aerodb.binary, ctx.aerodb.scratch, docs, 30260)
+    theirs = backup_bench.postgres(ctx.pg, PGBIN, as_postgres, docs, PG_PORTS[1])
+    RESULTS["workloads"]["backup"] = {"aerodb": ours, "postgresql": theirs, "documents": docs}
+    note = f"{docs} documents of about 1 KiB on a running node: aerodb backup vs pg_basebackup -X stream -c fast"
+    ratio("backup", "postgresql", ours["backup_s"], theirs["backup_s"], "s", higher_is_better=False, note=note)
+    ratio("backup_size", "postgresql", ours["backup_bytes"] / 1e6, theirs["backup_bytes"] / 1e6, "MB", higher_is_better=False, note=note)
+    ratio("restore", "postgresql", ours["restore_s"], theirs["restore_s"], "s", higher_is_better=False,
+          note="aerodb restore into a new node directory vs pg_ctl start on the base backup (until it accepts connections)")
+
+
 WORKLOADS = {
     "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
     "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
     "recovery": w_recovery, "idle_rss": w_idle_rss, "functions": w_functions,
-    "storage": w_storage,
+    "storage": w_storage, "backup": w_backup,
 }
 
 
