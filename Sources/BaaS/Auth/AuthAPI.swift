@@ -43,6 +43,7 @@ enum AuthAPI {
         registerEmailRoutes(auth, service: service, keys: keys)
         registerAdminRoutes(auth, service: service, keys: keys)
         registerMFARoutes(auth, service: service, keys: keys)
+        registerSigningKeyRoutes(auth, service: service, keys: keys)
         for path in ["authorize", "sso", "user/identities/authorize"] {
             auth.on(RouterPath(path), method: .get, use: notBuilt)
             auth.on(RouterPath(path), method: .post, use: notBuilt)
@@ -107,6 +108,28 @@ enum AuthAPI {
             await admin(request, service, keys) {
                 json(request, try await service.adminDeleteFactor(try ctx.parameters.require("id"), factorID: try ctx.parameters.require("factor"),
                                                                   context(request, ctx, service)))
+            }
+        }
+    }
+
+    /// The JWKS (public, like GoTrue's) and the operator's key rotation (AuthSigningKeys).
+    private static func registerSigningKeyRoutes(_ auth: RouterGroup<AeroRequestContext>, service: AuthService, keys: KeyChecker) {
+        auth.get(".well-known/jwks.json") { request, _ in
+            await handle(request, service) {
+                json(request, try AuthSigningKeys.jwks(service.store.database.snapshot(), nowSeconds: service.store.nowSeconds))
+            }
+        }
+        auth.get("admin/signing-keys") { request, _ in
+            await admin(request, service, keys) {
+                json(request, try AuthSigningKeys.list(service.store.database.snapshot(), nowSeconds: service.store.nowSeconds))
+            }
+        }
+        auth.post("admin/signing-keys/rotate") { request, ctx in
+            await admin(request, service, keys) {
+                let kid = try await AuthSigningKeys.rotate(service.store.database, secret: service.secret,
+                                                           lifetimeSeconds: service.settings.accessTokenSeconds, nowSeconds: service.store.nowSeconds)
+                try await service.commit([service.event("signing_key_rotated", role: "service_role", target: kid, context(request, ctx, service))])
+                return json(request, try AuthSigningKeys.list(service.store.database.snapshot(), nowSeconds: service.store.nowSeconds))
             }
         }
     }

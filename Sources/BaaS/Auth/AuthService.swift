@@ -201,9 +201,19 @@ final class AuthService: Sendable {
         return AuthWire.user(user, identities: try store.identities(of: id), factors: try factors(of: id))
     }
 
+    /// ES256 with the cluster's current signing key when it has one (AuthSigningKeys), else HS256.
     func accessToken(_ user: Document, sessionID: String, aal: String = "aal1", amr: JSONValue, _ request: AuthRequest) -> String {
-        JWT.sign(AuthWire.claims(user: user, sessionID: sessionID, aal: aal, amr: amr, issuer: request.issuer, now: store.nowSeconds,
-                                 lifetime: settings.accessTokenSeconds), secret: secret)
+        let claims = AuthWire.claims(user: user, sessionID: sessionID, aal: aal, amr: amr, issuer: request.issuer, now: store.nowSeconds,
+                                     lifetime: settings.accessTokenSeconds)
+        do {
+            if let (kid, key) = try AuthSigningKeys.current(store.database.snapshot(), secret: secret) {
+                return try JWT.signES256(claims, kid: kid, key: key)
+            }
+        } catch {
+            // A key that cannot be unsealed (another cluster secret?) must not stop sign-ins: say so.
+            logger.error("the current signing key cannot be used; signing HS256", metadata: ["error": "\(error)"])
+        }
+        return JWT.sign(claims, secret: secret)
     }
 
     /// Starts a session for `userID` in one transaction with `operations` and `action`'s audit row.

@@ -136,7 +136,10 @@ public struct KeyChecker: Sendable {
 
     public func caller(token: String) throws -> Caller {
         let nowSeconds = clock.nowMicros() / 1_000_000
-        let claims = try JWT.verify(token, secret: secret, nowSeconds: nowSeconds)
+        let snapshot = database?.snapshot()
+        let claims = try JWT.verify(token, secret: secret, nowSeconds: nowSeconds, publicKey: snapshot.map { snapshot in
+            { kid in AuthSigningKeys.publicKey(kid, snapshot, nowSeconds: nowSeconds) }
+        })
         guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
             throw AeroError(.unauthorized, "token has no known role")
         }

@@ -1,7 +1,9 @@
-// HS256 JSON Web Tokens (RFC 7519) signed with the cluster's secret: the API keys and user
-// access tokens. Only HS256 is accepted: `alg: none`, other algorithms, malformed tokens,
-// bad signatures and expired tokens are refused (401). Signatures are compared in constant time
-// (HMAC.isValidAuthenticationCode).
+// JSON Web Tokens (RFC 7519): HS256 signed with the cluster's secret (the API keys, and user
+// access tokens until the cluster has an asymmetric signing key), and ES256 (P-256) signed with
+// the cluster's current signing key (AuthSigningKeys), named by `kid`. Only these two are
+// accepted: `alg: none`, other algorithms, an ES256 token whose `kid` names no key allowed to
+// verify now, malformed tokens, bad signatures and expired tokens are refused (401). HMACs are
+// compared in constant time (HMAC.isValidAuthenticationCode).
 //
 // Base64url (RFC 4648 §5) is read in its canonical form only: the alphabet `A-Z a-z 0-9 - _`,
 // no `=` padding, a length that is not 1 mod 4, and zero unused bits in the last character.
@@ -36,17 +38,38 @@ public enum JWT {
         return signingInput + "." + base64URL(Array(mac))
     }
 
-    /// The verified claims, or AERO_AUTH_UNAUTHORIZED saying why not.
-    public static func verify(_ token: String, secret: [UInt8], nowSeconds: Int64) throws -> JSONValue {
+    /// An ES256 token signed with `key`, named `kid` in its header.
+    public static func signES256(_ claims: JSONValue, kid: String, key: P256.Signing.PrivateKey) throws -> String {
+        let header = base64URL(JSON.encode(.object(["alg": .string("ES256"), "typ": .string("JWT"), "kid": .string(kid)])))
+        let signingInput = header + "." + base64URL(JSON.encode(claims))
+        let signature = try key.signature(for: Array(signingInput.utf8))
+        return signingInput + "." + base64URL(Array(signature.rawRepresentation))  // JWS: r || s, 64 bytes
+    }
+
+    /// The verified claims, or AERO_AUTH_UNAUTHORIZED saying why not. `publicKey` resolves the
+    /// `kid` of an ES256 token to a key allowed to verify now (nil: ES256 is refused).
+    public static func verify(_ token: String, secret: [UInt8], nowSeconds: Int64,
+                              publicKey: ((String) -> P256.Signing.PublicKey?)? = nil) throws -> JSONValue {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = decodeBase64URL(parts[0]), let payloadBytes = decodeBase64URL(parts[1]),
               let signature = decodeBase64URL(parts[2]) else { throw unauthorized("malformed token") }
-        guard let header = try? JSON.parse(headerBytes), header["alg"] == .string("HS256") else {
-            throw unauthorized("token algorithm must be HS256")
-        }
+        guard let header = try? JSON.parse(headerBytes) else { throw unauthorized("malformed token header") }
         let signingInput = Array((parts[0] + "." + parts[1]).utf8)
-        guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: SymmetricKey(data: secret)) else {
-            throw unauthorized("invalid token signature")
+        switch header["alg"] {
+        case .string("HS256")?:
+            guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: SymmetricKey(data: secret)) else {
+                throw unauthorized("invalid token signature")
+            }
+        case .string("ES256")?:
+            guard case .string(let kid)? = header["kid"], let publicKey, let key = publicKey(kid) else {
+                throw unauthorized("token signing key (kid) is unknown or retired")
+            }
+            guard signature.count == 64, let ecdsa = try? P256.Signing.ECDSASignature(rawRepresentation: signature),
+                  key.isValidSignature(ecdsa, for: signingInput) else {
+                throw unauthorized("invalid token signature")
+            }
+        default:
+            throw unauthorized("token algorithm must be HS256 or ES256")
         }
         guard let claims = try? JSON.parse(payloadBytes), case .object = claims else { throw unauthorized("malformed token claims") }
         if let exp = claims["exp"]?.numberValue, Double(nowSeconds) >= exp { throw unauthorized("token expired") }
@@ -105,6 +128,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case realtimeRelay = "aerodb realtime-relay v1"
     /// The AES-GCM key sealing TOTP secrets at rest: AuthMFA.
     case mfaSecret = "aerodb mfa-secret v1"
+    /// The AES-GCM key sealing the private signing keys of access tokens: AuthSigningKeys.
+    case signingKey = "aerodb signing-key v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }
