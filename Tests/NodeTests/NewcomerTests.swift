@@ -58,4 +58,110 @@ struct NewcomerTests {
         let post = try await node.request("POST", "/", .object([:]), key: nil)
         #expect(post.status == 405 && post.body?["code"] == .string("AERO_METHOD_NOT_ALLOWED"))
     }
+
+    /// Commands added by issues in flight (operations: backup, restore, logs; auth signing keys)
+    /// whose help has no example or whose flags are not in the command reference yet: exempt
+    /// from those two checks only (named in issue 13's report), never from the wrapping checks.
+    static let examplesPending: Set<String> = ["backup", "backup take", "backup verify", "restore", "logs",
+                                               "auth", "auth keys", "auth keys rotate", "auth keys list"]
+
+    @Test("Help texts: no line broken mid-word or mid-command, no hard-wrapped sentence, every subcommand has an example, every flag is in docs/OPERATIONS.md")
+    func helpTexts() async throws {
+        let operations = try String(contentsOfFile: Self.repositoryRoot + "/docs/OPERATIONS.md", encoding: .utf8)
+        var checked = 0
+        var queue: [[String]] = [[]]
+        while let path = queue.popLast() {
+            let wide = try await Self.help(path, columns: 1000)
+            let narrow = try await Self.help(path, columns: 80)
+            let name = path.joined(separator: " ")
+            let subcommands = Self.subcommands(wide)
+            queue += subcommands.map { path + [$0] }
+            checked += 1
+            // Mid-word: every word of the 80-column text is a word of the unwrapped text.
+            let words = Set(wide.split(whereSeparator: \.isWhitespace))
+            for word in narrow.split(whereSeparator: \.isWhitespace) where !words.contains(word) {
+                Issue.record("aerodb help \(name): \"\(word)\" is a word broken by wrapping")
+            }
+            // Mid-command: each example command (with its `\\` continuations) stays whole at 80 columns.
+            let narrowLines = Set(narrow.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) })
+            for line in wide.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) })
+            where line.hasPrefix("aerodb ") || line.hasPrefix("for ") {
+                #expect(narrowLines.contains(line), "aerodb help \(name): the command \"\(line)\" is broken across lines at 80 columns")
+            }
+            // Hard-wrapped prose: in the unwrapped text a sentence never continues on the next line.
+            let prose = wide.components(separatedBy: "USAGE:")[0].split(separator: "\n", omittingEmptySubsequences: false)
+            for (line, next) in zip(prose, prose.dropFirst()) {
+                let text = line.trimmingCharacters(in: .whitespaces), following = next.trimmingCharacters(in: .whitespaces)
+                guard !text.isEmpty, !text.hasPrefix("aerodb "), !text.hasSuffix("\\"), let first = following.first else { continue }
+                #expect(!first.isLowercase || text.hasSuffix(":") || following.hasPrefix("aerodb ") || following.hasPrefix("for "),
+                        "aerodb help \(name): a sentence is hard-wrapped after \"\(text)\"")
+            }
+            guard !path.isEmpty else { continue }
+            // An example of this very command.
+            if !Self.examplesPending.contains(name) {
+                #expect(wide.contains("  aerodb \(name) ") || wide.contains("  aerodb \(name)\n"), "aerodb help \(name) shows no example of itself")
+            }
+            // Every flag in OPERATIONS.md's command reference row of this command.
+            guard subcommands.isEmpty, !Self.examplesPending.contains(name) else { continue }
+            let row = operations.split(separator: "\n").first { line in
+                line.hasPrefix("| `aerodb \(name)`") || line.hasPrefix("| `aerodb \(name)` ")
+                    || (path.count == 2 && line.hasPrefix("| `aerodb \(path[0]) ") && line.contains("`\(path[1])`"))
+                    || (path.count == 2 && line.hasPrefix("| `aerodb \(path[0])` (`\(path[1])`)"))
+            }
+            guard let row else {
+                Issue.record("docs/OPERATIONS.md has no command reference row for aerodb \(name)")
+                continue
+            }
+            for flag in Self.flags(wide) where !row.contains("`\(flag)") {
+                Issue.record("docs/OPERATIONS.md: the row of aerodb \(name) does not name \(flag)")
+            }
+        }
+        #expect(checked > 20)
+    }
+
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// `aerodb help PATH` with COLUMNS set, run on a thread of its own (never blocking the pool).
+    static func help(_ path: [String], columns: Int) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                do {
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+                    process.arguments = ["help"] + path
+                    process.environment = ProcessInfo.processInfo.environment.merging(["COLUMNS": String(columns)]) { _, new in new }
+                    let pipe = Pipe()
+                    process.standardOutput = pipe
+                    process.standardError = FileHandle.nullDevice
+                    try process.run()
+                    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                    process.waitUntilExit()
+                    continuation.resume(returning: String(decoding: data, as: UTF8.self))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }.start()
+        }
+    }
+
+    static func subcommands(_ help: String) -> [String] {
+        guard let range = help.range(of: "SUBCOMMANDS:\n") else { return [] }
+        return help[range.upperBound...].split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("  "), !line.hasPrefix("   "), let word = line.split(separator: " ").first,
+                  word.allSatisfy({ $0.isLowercase || $0 == "-" }) else { return nil }
+            return String(word)
+        }
+    }
+
+    static func flags(_ help: String) -> [String] {
+        guard let range = help.range(of: "OPTIONS:\n") else { return [] }
+        return help[range.upperBound...].split(separator: "\n").compactMap { line in
+            let parts = line.trimmingCharacters(in: .whitespaces).split(separator: " ")
+            guard line.hasPrefix("  "), let flag = parts.first(where: { $0.hasPrefix("--") }).map({ String($0.trimmingCharacters(in: CharacterSet(charactersIn: ","))) }),
+                  !["--help", "--version"].contains(flag) else { return nil }
+            return flag
+        }
+    }
 }

@@ -88,7 +88,7 @@ struct AdminTarget: ParsableArguments {
         if let key { return key }
         if let env = ProcessInfo.processInfo.environment["AERODB_SERVICE_KEY"], !env.isEmpty { return env }
         if let dir { return try NodeSecrets.load(directory: dir).serviceRoleKey }
-        throw ValidationError("the admin API needs the service_role key: pass --key, set AERODB_SERVICE_KEY, or pass --dir NODE_DIR")
+        throw AeroError(.unauthorized, "this command needs the service_role key: pass --dir NODE_DIR (a node directory, e.g. --dir .dev-cluster/n1), --key KEY (from `aerodb keys --dir NODE_DIR`), or set AERODB_SERVICE_KEY")
     }
 
     /// Sends a request; returns the HTTP status and the parsed JSON body.
@@ -104,7 +104,7 @@ struct AdminTarget: ParsableArguments {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
             bytes = try await response.body.collect(upTo: 16 << 20)
         } catch {
-            throw AeroError(.primaryUnavailable, "cannot reach \(base): \(error)")
+            throw AeroError(.primaryUnavailable, "cannot reach \(base): \(CLIErrors.networkPhrase(error)) (is a node running there?)")
         }
         let json = (try? JSON.parse(Array(bytes.readableBytesView))) ?? .string(String(buffer: bytes))
         return (Int(response.status.code), json)

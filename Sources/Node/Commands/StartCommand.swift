@@ -33,6 +33,7 @@ struct StartCommand: AsyncParsableCommand {
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
         let address = try HostPort.parse(http ?? config.http)
+        try CLIErrors.requireNodePortsFree(config, http: address)  // "port N is in use", before anything is opened
         var options = config.kernelOptions(directory: dir)
         // DIR1, one process per data directory: held until this process exits (the OS releases it).
         let lock: DataDirectoryLock
@@ -145,7 +146,7 @@ struct StartCommand: AsyncParsableCommand {
                                                "epoch": "\(role.epoch)", "cluster_id": "\(marker.clusterID)",
                                                "commit_mode": "\(replication.config.commitMode.rawValue)",
                                                "wal_engine": "\(database.openReport.wal.engine)"])
-        try await app.runService()
+        do { try await app.runService() } catch { throw CLIErrors.bindFailure(error, address, "HTTP") }
         watchdog.cancel()
         storageCollector.cancel()
         retention.cancel()
