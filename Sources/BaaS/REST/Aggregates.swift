@@ -6,7 +6,8 @@
 // `"db_aggregates_enabled": true` in aerodb.json (QueryOptions.aggregatesEnabled); otherwise
 // 400 PGRST123. The other selected columns (fields, JSON paths, casts) are the grouping keys.
 //
-// How it runs: the kernel runs the read's query (its filter with the caller's policy condition
+// How it runs: a lone `count()` is the kernel's exact count (the planner's index counts where
+// it can). Otherwise the kernel runs the read's query (its filter with the caller's policy condition
 // injected, RLS1) through the request budget, with at most `RESTLimits.aggregateRowsMax` rows
 // (more: 400 AERO_QUERY_UNBOUNDED, filter first; a plan that could examine more than the budget
 // is refused before it runs, Q1); the rows are then grouped and folded here. Groups come out
@@ -63,6 +64,12 @@ enum Aggregates {
             case .all, .embed: throw RESTError.parse("aggregates next to * or an embedded resource are not built yet: select the grouping columns")
             default: continue
             }
+        }
+        if items.count == 1, case .aggregate(.count, nil, let alias) = items[0] {
+            // A lone count() is the planner's exact count: index counts where the plan allows, no rows folded.
+            let counted = try budget.query(Query(collection: query.collection, filter: query.filter, limit: 0, count: true), on: snapshot)
+            let row: JSONValue = .object([alias: .int(Int64(counted.totalCount ?? 0))])
+            return (query.offset == 0 && query.limit != 0 ? [row] : [], 1)
         }
         let most = RESTLimits.aggregateRowsMax
         let read = try budget.query(Query(collection: query.collection, filter: query.filter, limit: most + 1), on: snapshot,
