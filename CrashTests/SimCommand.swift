@@ -27,6 +27,7 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Simulated seconds per seed.") var seconds = 6.0
     @Option(help: "Reintroduce a known bug: \(RoleFault.allCases.map(\.rawValue).joined(separator: ", ")). Stops at the first seed that catches it.")
     var sabotage: String?
+    @Option(help: "Events of the shortest failing history to print.") var history = 60
     @Flag(help: "Print the summary as JSON as well.") var json = false
 
     func run() throws {
@@ -37,7 +38,7 @@ struct SimCommand: ParsableCommand {
             return [f]
         } ?? []
         let report = SimBatch.run(firstSeed: seed, seeds: seeds, options: SimOptions(seconds: seconds, faults: faults, trace: false),
-                                  stopAtFirst: !faults.isEmpty)
+                                  stopAtFirst: !faults.isEmpty, historyLines: history)
         for line in report.failureReport { print(line) }
         if json {
             let summary: JSONValue = .object([

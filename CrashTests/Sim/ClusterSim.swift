@@ -167,6 +167,7 @@ package struct ClusterSimulation {
     var queue: [Envelope] = []  // a binary heap on (at, seq)
     var seq = 0
     var cut: [[Bool]] = Array(repeating: Array(repeating: false, count: 3), count: 3)
+    var streamTail: [[Int64]] = Array(repeating: Array(repeating: 0, count: 3), count: 3)
     var healAt: Int64?
     let delayMin: Int64, delayJitter: Int64, loss: Double, duplicate: Double
     // Clients and checks.
@@ -241,7 +242,7 @@ package struct ClusterSimulation {
             healAll()
             settle(until: now + 3_000_000)
             for i in 0..<3 where nodes[i].role.mode == .diverged { rejoin(i) }
-            settle(until: now + 3_000_000)
+            settle(until: now + 5_000_000)
             if outcome.violation == nil { checkConverged() }
         }
         outcome.simulatedMicros = now
@@ -275,7 +276,15 @@ package struct ClusterSimulation {
     // MARK: Network
 
     mutating func send(_ from: Int, _ to: Int, _ message: SimMessage) {
-        guard !cut[from][to] else { return }
+        if cut[from][to] {
+            // A partitioned connection is dead to its sender (the receiver times it out).
+            switch message {
+            case .welcome(let c, _, _), .checkpoint(let c, _, _), .records(let c, _, _), .heartbeat(let c, _, _):
+                nodes[from].broken.append(c)
+            default: break
+            }
+            return
+        }
         if rng.chance(loss) {
             // A frame lost on a connection is a reset of that connection (TCP never skips one
             // silently): both ends drop it; the follower reconnects.
@@ -288,9 +297,26 @@ package struct ClusterSimulation {
             }
             return
         }
-        let copies = rng.chance(duplicate) ? 2 : 1
+        // Duplicates only where a resend or a retried frame can repeat one; a connection's opening
+        // HELLO, WELCOME and checkpoint are never repeated on it (TCP).
+        var repeatable = true
+        switch message {
+        case .hello, .welcome, .checkpoint, .refuse: repeatable = false
+        default: break
+        }
+        var ordered = false  // a connection's stream frames arrive in order (TCP)
+        switch message {
+        case .welcome, .checkpoint, .records, .heartbeat: ordered = true
+        default: break
+        }
+        let copies = repeatable && rng.chance(duplicate) ? 2 : 1
         for _ in 0..<copies {
-            pushEnvelope(Envelope(at: now + delayMin + rng.between(0, delayJitter), seq: seq, from: from, to: to, message: message))
+            var at = now + delayMin + rng.between(0, delayJitter)
+            if ordered {
+                at = max(at, streamTail[from][to])
+                streamTail[from][to] = at
+            }
+            pushEnvelope(Envelope(at: at, seq: seq, from: from, to: to, message: message))
             seq += 1
         }
     }
@@ -507,7 +533,10 @@ package struct ClusterSimulation {
             node.lastHeard = now
         case .heartbeat(let c, let epoch, let primary):
             learnFrom(i, epoch: epoch, primary: primary)
-            if c == node.conn { node.lastHeard = now; send(i, e.from, .ack(conn: c, durable: node.durable.lsn)) }
+            guard c == node.conn else { return }
+            guard node.welcomed else { node.conn = nil; return }  // ahead of its WELCOME: reset
+            node.lastHeard = now
+            send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
         case .refuse(let c, let reason, let epoch, let primary):
             learnFrom(i, epoch: epoch, primary: primary)
             guard c == node.conn else { return }
@@ -529,7 +558,9 @@ package struct ClusterSimulation {
             node.lastHeard = now
             send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
         case .records(let c, let epoch, let batch):
-            guard c == node.conn, node.welcomed, epoch == node.role.epoch, node.role.mode == .replica else { return }
+            guard c == node.conn, epoch == node.role.epoch, node.role.mode == .replica else { return }
+            // Ahead of its WELCOME (reordered): TCP would not, so the connection resets.
+            guard node.welcomed else { node.conn = nil; return }
             node.lastHeard = now
             for r in batch {
                 if r.lsn <= UInt64(node.log.count) {
@@ -733,7 +764,7 @@ package struct SimBatch: Sendable {
     /// The failing seed with the fewest steps to its violation, replayed with its trace.
     package var failureReport: [String] = []
 
-    package static func run(firstSeed: UInt64, seeds: Int, options: SimOptions, stopAtFirst: Bool) -> SimBatch {
+    package static func run(firstSeed: UInt64, seeds: Int, options: SimOptions, stopAtFirst: Bool, historyLines: Int = 60) -> SimBatch {
         var batch = SimBatch()
         let clock = SystemClock()
         let started = clock.monotonicNanos()
@@ -756,8 +787,8 @@ package struct SimBatch: Sendable {
             traced.trace = true
             let replay = ClusterSimulation.run(seed: s.seed, options: traced)
             batch.failureReport.append("VIOLATION seed \(s.seed) (\(replay.commitMode)) after \(replay.steps) steps: \(replay.violation.map { "\($0)" } ?? "not reproduced")")
-            batch.failureReport.append("shortest history (seed \(s.seed), last \(min(60, replay.trace.count)) of \(replay.trace.count) events; replay: aerodb-crashtest sim --seed \(s.seed) --seeds 1\(options.faults.first.map { " --sabotage \($0.rawValue)" } ?? "")):")
-            batch.failureReport += replay.trace.suffix(60).map { "  " + $0 }
+            batch.failureReport.append("shortest history (seed \(s.seed), last \(min(historyLines, replay.trace.count)) of \(replay.trace.count) events; replay: aerodb-crashtest sim --seed \(s.seed) --seeds 1\(options.faults.first.map { " --sabotage \($0.rawValue)" } ?? "")):")
+            batch.failureReport += replay.trace.suffix(historyLines).map { "  " + $0 }
         }
         return batch
     }
