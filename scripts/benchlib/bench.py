@@ -405,8 +405,8 @@ def w_storage(ctx):
           note="nginx stores the body in a file without fsync (client_body_in_file_only): not durable, an upper bound")
     ratio("storage_upload_100m", "dd_dsync", f["upload_100m_mibs"], f["dd_dsync_100m_mibs"], "MiB/s",
           note="one 100 MiB upload (curl -T) vs dd bs=1M count=100 oflag=dsync; goal >= 0.5")
-    ratio("storage_rss_256m", "goal_64mb", max(f["rss_peak_kb"] - f["rss_before_kb"], 1) / 1024, 64.0, "MB", higher_is_better=False,
-          note="RSS growth of the node during a 256 MiB upload then download")
+    ratio(f"storage_rss_{f['rss_run_mib']}m", "goal_64mb", max(f["rss_peak_kb"] - f["rss_before_kb"], 1) / 1024, 64.0, "MB", higher_is_better=False,
+          note="RSS growth of the node during one upload then download of that many MiB")
 
 
 def w_backup(ctx):
@@ -424,11 +424,50 @@ def w_backup(ctx):
           note="aerodb restore into a new node directory vs pg_ctl start on the base backup (until it accepts connections)")
 
 
+def w_realtime_fanout(ctx):
+    """Realtime (docs/REALTIME.md): scripts/benchlib/realtime_bench.py, beside PostgreSQL LISTEN/NOTIFY."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import realtime_bench
+    subscribers, matching = (2_000, 200) if ctx.quick else (10_000, 1_000)
+    rate = 1_000
+    f = realtime_bench.fanout(ctx.aerodb.binary, subscribers, matching, rate, ctx.seconds)
+    listeners = min(matching, realtime_bench.PG_LISTENERS_MAX)
+    pg = Postgres(ctx.aerodb.scratch, "realtime", PG_PORTS[1])
+    pg.init()
+    pg.configure(f"max_connections = {listeners + 20}\n")
+    pg.start()
+    try:
+        p = realtime_bench.pg_fanout(pg, listeners, rate, ctx.seconds)
+    finally:
+        pg.discard()
+    RESULTS["workloads"]["realtime_fanout"] = {"aerodb": f, "postgresql": p}
+    note = (f"{rate} changes/s for {ctx.seconds} s; aerodb: {subscribers} subscribers, {matching} matching "
+            f"({f['events']} of {f['expected']} events delivered); postgresql: {listeners} LISTEN connections "
+            f"({p['events']} of {p['expected']} notifications)")
+    ratio("realtime_fanout_p50", "postgresql", f["p50_ms"], p["p50_ms"], "ms", higher_is_better=False, note=note)
+    ratio("realtime_fanout_p99", "postgresql", f["p99_ms"], p["p99_ms"], "ms", higher_is_better=False, note=note)
+    ratio("realtime_fanout_p99", "goal_20ms", f["p99_ms"], 20.0, "ms", higher_is_better=False, note=note)
+    ratio("realtime_idle_memory", "goal_20mb", f["rss_added_per_1000_idle_mb"], 20.0, "MB", higher_is_better=False,
+          note="RSS the node adds per 1,000 idle joined subscribers (goal: 10k in under 200 MB)")
+
+
+def w_realtime_resume(ctx):
+    """Replay of missed events to a subscriber resuming after an LSN (config.resume_after_lsn)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import realtime_bench
+    events = 20_000 if ctx.quick else 100_000
+    f = realtime_bench.resume(ctx.aerodb.binary, events)
+    RESULTS["workloads"]["realtime_resume"] = f
+    goal = 10.0 * events / 100_000
+    ratio("realtime_resume", f"goal_{goal:g}s", f["seconds"], goal, "s", higher_is_better=False,
+          note=f"{events} missed events replayed from the WAL to one resuming subscriber (join to last event)")
+
+
 WORKLOADS = {
     "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
     "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
     "recovery": w_recovery, "idle_rss": w_idle_rss, "functions": w_functions,
-    "storage": w_storage, "backup": w_backup,
+    "storage": w_storage, "backup": w_backup, "realtime_fanout": w_realtime_fanout, "realtime_resume": w_realtime_resume,
 }
 
 
@@ -446,6 +485,7 @@ def main():
     args = ap.parse_args()
     ctx = Context()
     ctx.seconds = 3 if args.quick else 10
+    ctx.quick = args.quick
     ctx.promotions = 5 if args.quick else 20
     ctx.recovery_documents = 100_000 if args.quick else 1_000_000
     ctx.cluster_out = None

@@ -6,7 +6,8 @@ Debian's nginx on the same machine, same files, same clients.
   body into a file (client_body_in_file_only, no fsync: an upper bound) and vs `dd oflag=dsync`
   of the same size (the raw durable write rate; goal: at least 0.5x);
 - upload of a 100 MiB object vs `dd bs=1M oflag=dsync` of 100 MiB;
-- RSS of the node before and at most during a 256 MiB upload and download (goal: grows < 64 MB).
+- RSS of the node before and at most during a 256 MiB (AERODB_BENCH_STORAGE_RSS_MIB) upload and download
+  (goal: grows < 64 MB).
 Every server is started here and stopped by pid."""
 import http.client
 import json
@@ -22,6 +23,8 @@ import urllib.request
 PORT = 30530  # below the ephemeral port range
 NGINX_PORT = 30531
 MiB = 1024 * 1024
+# Size of the RSS run (the issue asks for 1 GiB; 256 MiB keeps the default bench short).
+RSS_MIB = int(os.environ.get("AERODB_BENCH_STORAGE_RSS_MIB", "256"))
 
 
 def rss_kb(pid):
@@ -138,10 +141,10 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
                         f"http://127.0.0.1:{PORT}/storage/v1/object/bench/big.bin"], check=True)
         out["upload_100m_mibs"] = 100 / (time.time() - start)
         out["dd_dsync_100m_mibs"] = dd_dsync_mibs(work, 100)
-        # RSS during a 256 MiB upload and download.
+        # RSS during an RSS_MIB upload and download.
         huge = os.path.join(work, "huge.bin")
         with open(huge, "wb") as f:
-            for _ in range(256):
+            for _ in range(RSS_MIB):
                 f.write(os.urandom(MiB))
         os.remove(big)
         before = rss_kb(node.pid)
@@ -160,7 +163,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
         subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{PORT}/storage/v1/object/public/bench/huge.bin"], check=True)
         stop.set()
         t.join()
-        out["rss_before_kb"], out["rss_peak_kb"] = before, peak[0]
+        out["rss_before_kb"], out["rss_peak_kb"], out["rss_run_mib"] = before, peak[0], RSS_MIB
         return out
     finally:
         nginx.send_signal(signal.SIGTERM)
