@@ -10,6 +10,10 @@
 // 1. The pure part on the small-stack thread: PostgRESTQuery.parse, SelectParser,
 //    EmbedParameters and the parsed filter run on a snapshot (fulltext filters parse their
 //    tsquery there): a result or an AERO_* error, never a trap or unbounded recursion.
+//    The query string grammar includes issue 22's syntax (corpus: jsonpath, casts, spread,
+//    count, aggregate, prefer-equals): JSON paths `doc->a->0->>b` with `::casts` in select,
+//    filters and order, `rel(count)`, `...rel(cols)`, `order=rel(col)`, `count()`/`col.sum()`;
+//    and `Prefer` lines (handling=strict, max-affected, return=headers-only).
 // 2. The whole request through the real router (RESTAPI.register) on a real database with
 //    rows (Range arithmetic, Prefer, Accept, embedding, count): an answer, never a trap or a
 //    hang, and never a 5xx (a client's query is a 4xx or a result).
