@@ -67,6 +67,24 @@ import Kernel
         #expect(store.peek(id, nowSeconds: 1_000) == .proceed(over))
     }
 
+    /// A body that stops sending is ended after the stall time; what arrived counts and the upload is free again.
+    @Test func aStalledBodyIsEndedAndKeepsWhatArrived() async throws {
+        let dir = try StorageUnitTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let blobs = try BlobStore(dataDirectory: dir)
+        let store = try ResumableStore(blobRoot: blobs.root, stallMillis: 200)
+        let id = try store.create(Self.info(length: 10), nowSeconds: 1_000)
+        guard case .proceed(let held) = store.acquire(id, nowSeconds: 1_000) else { Issue.record("not acquired"); return }
+        let (stream, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        continuation.yield([1, 2, 3])  // then nothing, and the stream stays open
+        let (after, failure) = await store.append(id, held, body: stream)
+        continuation.finish()
+        #expect((failure as? StorageError)?.code == "AERO_STORAGE_UPLOAD_STALLED")
+        #expect(after.offset == 3 && ResumableStore.readInfo(store.dir(id))?.offset == 3)
+        store.release(id, info: after)
+        #expect(store.acquire(id, nowSeconds: 1_000) == .proceed(after))
+    }
+
     /// Bounds: pending count and reserved bytes; expiry frees both and removes the parts; `.new` leftovers go at open.
     @Test func boundsExpiryAndLeftovers() throws {
         let dir = try StorageUnitTests.tempDir()

@@ -288,7 +288,7 @@ enum ResumableAPI {
     /// Appends the body (the caller holds the upload) and, once every byte is there, completes:
     /// policy again, blob named by hash, pushed to replicas, row committed, upload removed.
     /// Returns the durable state and the commit's LSN when the object was committed.
-    static func appendAndMaybeComplete<S: AsyncSequence>(_ service: StorageService, uuid: String, _ info: ResumableInfo, body: S,
+    static func appendAndMaybeComplete<S: AsyncSequence & Sendable>(_ service: StorageService, uuid: String, _ info: ResumableInfo, body: S,
                                                           who: Actor) async throws -> (ResumableInfo, UInt64?) where S.Element: ByteBufferLike {
         var info = info
         if info.offset < info.length {

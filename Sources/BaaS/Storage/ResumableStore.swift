@@ -14,7 +14,8 @@
 //   `data` to it, so a resumed upload never keeps torn or unacknowledged bytes.
 // - A directory is created as `<uuid>.new` and renamed once info.json and an empty `data` are
 //   durable; a `.new` left by a crash is removed when the store opens.
-// - At most one request appends to an upload at a time (`busy`), decided under `state`.
+// - At most one request appends to an upload at a time (`busy`), decided under `state`; a body
+//   that sends nothing for `resumableStallMillis` is ended, so a stalled client cannot hold it.
 // - Bounded: at most `resumableUploadsMax` pending uploads, their declared lengths at most
 //   `resumableBytesMax` in total (reserved at creation), each at most its bucket's limit; an
 //   upload expires `resumableRetentionSeconds` after its creation and is then removed (on
@@ -77,6 +78,8 @@ final class ResumableStore: Sendable {
     let root: String
     let uploadsMax: Int
     let bytesMax: Int64
+    /// A PATCH whose body sends nothing for this long is ended (its bytes so far are kept).
+    let stallMillis: Int
 
     struct Entry: Sendable {
         var info: ResumableInfo
@@ -88,10 +91,12 @@ final class ResumableStore: Sendable {
     }
     private let state = Mutex(State())
 
-    init(blobRoot: String, uploadsMax: Int = StorageLimits.resumableUploadsMax, bytesMax: Int64 = StorageLimits.resumableBytesMax) throws {
+    init(blobRoot: String, uploadsMax: Int = StorageLimits.resumableUploadsMax, bytesMax: Int64 = StorageLimits.resumableBytesMax,
+         stallMillis: Int = StorageLimits.resumableStallMillis) throws {
         root = blobRoot + "/resumable"
         self.uploadsMax = uploadsMax
         self.bytesMax = bytesMax
+        self.stallMillis = stallMillis
         try BlobStore.makeDurableDirectory(root, parent: blobRoot)
         try load()
     }
@@ -251,7 +256,7 @@ final class ResumableStore: Sendable {
     /// Appends one request's bytes at `info.offset` (the caller holds the upload). Whatever
     /// arrives before the body ends or fails is made durable and recorded; returns the new info
     /// and the body's error, if any (the bytes before it still count, as TUS wants).
-    func append<S: AsyncSequence>(_ id: String, _ info: ResumableInfo, body: S) async -> (ResumableInfo, (any Error)?)
+    func append<S: AsyncSequence & Sendable>(_ id: String, _ info: ResumableInfo, body: S) async -> (ResumableInfo, (any Error)?)
     where S.Element: ByteBufferLike {
         var info = info
         let path = dir(id) + "/data"
@@ -260,29 +265,50 @@ final class ResumableStore: Sendable {
         defer { close(fd) }
         // Bytes past the recorded offset were never acknowledged (a cut request before a crash).
         guard ftruncate(fd, off_t(info.offset)) == 0 else { return (info, BlobStore.posix("ftruncate", path)) }
-        var written = info.offset
+        let progress = AppendProgress(written: info.offset)
+        let length = info.length, stall = stallMillis
         var failure: (any Error)?
         do {
-            for try await chunk in body {
-                try chunk.withBytes { (buffer: UnsafeRawBufferPointer) in
-                    guard buffer.count > 0 else { return }
-                    let (sum, overflow) = written.addingReportingOverflow(Int64(buffer.count))
-                    guard !overflow, sum <= info.length else {
-                        throw StorageError(413, "Payload too large", "the body goes past Upload-Length (\(info.length) bytes)",
-                                           code: "AERO_STORAGE_TOO_LARGE")
+            // The body is read in one child task; a watchdog ends the request when no byte has
+            // arrived for `stall` ms (a stalled client would otherwise hold its upload forever).
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await chunk in body {
+                        try chunk.withBytes { (buffer: UnsafeRawBufferPointer) in
+                            guard buffer.count > 0 else { return }
+                            let written = progress.written
+                            let (sum, overflow) = written.addingReportingOverflow(Int64(buffer.count))
+                            guard !overflow, sum <= length else {
+                                throw StorageError(413, "Payload too large", "the body goes past Upload-Length (\(length) bytes)",
+                                                   code: "AERO_STORAGE_TOO_LARGE")
+                            }
+                            var off = 0
+                            while off < buffer.count {
+                                let n = pwrite(fd, buffer.baseAddress! + off, buffer.count - off, off_t(written) + off_t(off))
+                                if n < 0 { if errno == EINTR { continue }; throw BlobStore.posix("write", path) }
+                                off += n
+                            }
+                            progress.advance(to: sum)
+                        }
                     }
-                    var off = 0
-                    while off < buffer.count {
-                        let n = pwrite(fd, buffer.baseAddress! + off, buffer.count - off, off_t(written) + off_t(off))
-                        if n < 0 { if errno == EINTR { continue }; throw BlobStore.posix("write", path) }
-                        off += n
-                    }
-                    written = sum
                 }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .milliseconds(max(10, stall / 4)))
+                        if progress.idle > .milliseconds(stall) {
+                            throw StorageError(408, "Request Timeout", "no byte of the body arrived for \(stall) ms; HEAD the upload and resume",
+                                               code: "AERO_STORAGE_UPLOAD_STALLED")
+                        }
+                    }
+                }
+                // The first to end decides: the body (done or failed) or the watchdog (stalled).
+                try await group.next()
+                group.cancelAll()
             }
         } catch {
             failure = error
         }
+        let written = progress.written
         guard written > info.offset else { return (info, failure) }
         // Durable bytes first, then the offset that acknowledges them (ST4).
         guard fsync(fd) == 0 else { return (info, BlobStore.posix("fsync", path)) }
@@ -296,6 +322,15 @@ final class ResumableStore: Sendable {
         info = next
         return (info, failure)
     }
+}
+
+/// Bytes written by an append and when the last ones arrived (shared with its watchdog).
+final class AppendProgress: Sendable {
+    private let state: Mutex<(written: Int64, last: ContinuousClock.Instant)>
+    init(written: Int64) { state = Mutex((written, ContinuousClock.now)) }
+    var written: Int64 { state.withLock { $0.written } }
+    var idle: Duration { ContinuousClock.now - state.withLock { $0.last } }
+    func advance(to written: Int64) { state.withLock { $0 = (written, ContinuousClock.now) } }
 }
 
 /// A chunk of a request body, whatever its buffer type (ByteBuffer in the server, [UInt8] in tests).

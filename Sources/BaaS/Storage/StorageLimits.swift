@@ -51,6 +51,9 @@ public enum StorageLimits {
     /// `Upload-Metadata` header, and one upload's info.json on disk.
     public static let resumableMetadataBytesMax = 16 << 10
     public static let resumableInfoBytesMax = 64 << 10
+    /// A TUS PATCH whose body sends no byte for this long is ended (408; the bytes so far count):
+    /// the upload is free again for the client's resumed request.
+    public static let resumableStallMillis = 30_000
     /// Longest upload id in a TUS URL (base64url of bucket/name/uuid).
     public static let resumableIDBytesMax = 2_048
 }
