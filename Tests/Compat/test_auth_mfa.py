@@ -5,6 +5,10 @@ unenroll needing aal2, the admin's recovery of a user who lost the device, a clu
 factor enrolled on n2 is verified on n3."""
 import base64
 import json
+import os
+import re
+import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -24,6 +28,25 @@ def client(url, key):
 def claims(token):
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def decode_qr(data_url):
+    """The text of the SVG QR code the client got (data:image/svg+xml;utf-8,<svg>), read by a real
+    decoder: the modules are drawn 8 pixels each into a PBM image for zbarimg (Debian zbar-tools)."""
+    svg = data_url.split(",", 1)[1]
+    size = int(re.search(r'viewBox="0 0 (\d+) \d+"', svg).group(1))
+    dark = {(int(x), int(y)) for x, y in re.findall(r"M(\d+) (\d+)h1v1h-1z", svg)}
+    scale = 8
+    rows = []
+    for y in range(size * scale):
+        rows.append(" ".join("1" if (x // scale, y // scale) in dark else "0" for x in range(size * scale)))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "qr.pbm")
+        with open(path, "w") as f:
+            f.write(f"P1\n{size * scale} {size * scale}\n" + "\n".join(rows) + "\n")
+        out = subprocess.run(["zbarimg", "--quiet", "--raw", path], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def fresh_code(totp, used):
@@ -64,6 +87,7 @@ def test_enroll_challenge_verify_raises_the_session_to_aal2_and_a_policy_require
     enrolled = c.auth.mfa.enroll({"factor_type": "totp", "friendly_name": "phone", "issuer": "AeroDB test"})
     assert enrolled.type == "totp" and enrolled.totp.uri.startswith("otpauth://totp/AeroDB%20test:")
     assert f"secret={enrolled.totp.secret}" in enrolled.totp.uri
+    assert decode_qr(enrolled.totp.qr_code) == enrolled.totp.uri  # a real QR decoder reads the URI
     totp, used = pyotp.TOTP(enrolled.totp.secret), set()
     # Before verification the factor is unverified; the session is still aal1 and the vault is closed.
     assert [f.status for f in c.auth.mfa.list_factors().all] == ["unverified"]

@@ -2,7 +2,7 @@
 # Works with no standard input (CI) and as root or through sudo.
 
 # Debian packages the build and the tests need.
-AERODB_APT_PACKAGES=(liburing-dev libssl-dev zlib1g-dev libnuma-dev libargon2-dev pkg-config curl python3-venv prometheus)
+AERODB_APT_PACKAGES=(liburing-dev libssl-dev zlib1g-dev libnuma-dev libargon2-dev pkg-config curl python3-venv prometheus zbar-tools)
 
 aerodb_log() { printf '[aerodb] %s\n' "$*" >&2; }
 
