@@ -295,6 +295,24 @@ actor AckLog {
                                                                     "--to-lsn", String(end + 1)])
         #expect(beyond.status == 1 && beyond.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(beyond.output)")
         #expect(!FileManager.default.fileExists(atPath: atLSN + "-x"))
+
+        // A stopped node is backed up from its directory (refused while it runs: DIR1).
+        let offline = node.directory + "-offline"
+        defer { try? FileManager.default.removeItem(atPath: offline) }
+        let running = try await runProgram(Binaries.path("aerodb"), ["backup", "--dir", node.directory, "--out", offline])
+        #expect(running.status == 1 && running.output.contains("AERO_DATA_DIRECTORY_INVALID"), "\(running.output)")
+        try? FileManager.default.removeItem(atPath: offline)
+        #expect(node.terminate() == 0)
+        let stopped = try await runProgram(Binaries.path("aerodb"), ["backup", "--dir", node.directory, "--out", offline, "--json"])
+        #expect(stopped.status == 0, "\(stopped.output)")
+        let offlineEnd = try JSON.parse(stopped.output.trimmingCharacters(in: .whitespacesAndNewlines))["end"]?["lsn"]?.intValue
+        let lastAck = acknowledged.compactMap(\.lsn).max() ?? 0
+        #expect(offlineEnd.map { UInt64($0) >= lastAck } == true)
+        let fromOffline = node.directory + "-from-offline"
+        defer { try? FileManager.default.removeItem(atPath: fromOffline) }
+        #expect(try await runProgram(Binaries.path("aerodb"), ["restore", "--from", offline, "--dir", fromOffline]).status == 0)
+        let all = try await restoredIDs(fromOffline, among: everyID)
+        #expect(all.ids.count == acknowledged.count + 2 && all.count == all.ids.count)
     }
 }
 

@@ -427,3 +427,37 @@ extension Database {
         return report
     }
 }
+
+extension Database {
+    /// A backup of a stopped node's data directory (the caller holds its lock): its oldest valid
+    /// checkpoint (the origin when there is none) and every record after it, checked like an
+    /// online backup (B1). A torn tail is left out (it was never acknowledged).
+    public static func backupOffline(_ options: KernelOptions, into directory: String, nodeID: String) throws -> BackupManifest {
+        let fs = options.fileSystem
+        let kept = fs.exists(options.checkpointDirectory)
+            ? try fs.list(options.checkpointDirectory).compactMap(CheckpointFile.lsn(fromFileName:)).sorted() : []
+        var base: DatabaseState?
+        var baseBytes: [UInt8] = []
+        for lsn in kept {
+            let name = CheckpointFile.fileName(lsn: lsn)
+            guard let bytes = try? fs.readFile(Path.join(options.checkpointDirectory, name)),
+                  let state = try? CheckpointFile.decode(bytes, name: name), state.position.lsn == lsn else { continue }
+            base = state
+            baseBytes = bytes
+            break
+        }
+        let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: base?.position ?? .origin,
+                                      baseBytes: baseBytes, fileSystem: fs)
+        var batch: [WALRecord] = []
+        _ = try WALScan.run(fileSystem: fs, directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
+                            after: base?.position, repair: false) { record in
+            batch.append(record)
+            if batch.count >= BackupLimits.restoreBatchRecordsMax {
+                try writer.append(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        try writer.append(batch)
+        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base?.epoch ?? 0, baseTimestampMicros: 0)
+    }
+}

@@ -31,15 +31,42 @@ struct BackupCommand: AsyncParsableCommand {
 struct BackupTakeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "take",
-        abstract: "Copy a node's base checkpoint and its WAL up to the durable LSN at the start into --out (`aerodb backup --url URL --out DIR`).")
+        abstract: "Copy a node's base checkpoint and its WAL up to the durable LSN at the start into --out: `aerodb backup --url URL --out DIR` (a running node), or `aerodb backup --dir NODE_DIR --out DIR` (a stopped one).")
 
-    @OptionGroup var target: AdminTarget
+    @Option(help: "Base URL of a running node, e.g. http://127.0.0.1:54322.") var url: String?
+    @Option(help: "The service_role key (default: $AERODB_SERVICE_KEY, or the keys of --dir).") var key: String?
+    @Option(help: "A node directory: the stopped node to back up without --url; with --url, where to read the key.") var dir: String?
     @Option(help: "The backup directory to create (must not exist, or be empty).") var out: String
     @Flag(help: "Print the manifest as JSON.") var json = false
 
+    func validate() throws {
+        if url == nil && dir == nil { throw ValidationError("give --url URL (a running node) or --dir NODE_DIR (a stopped node)") }
+    }
+
+    private func serviceKey() throws -> String {
+        if let key { return key }
+        if let env = ProcessInfo.processInfo.environment["AERODB_SERVICE_KEY"], !env.isEmpty { return env }
+        if let dir { return try NodeSecrets.load(directory: dir).serviceRoleKey }
+        throw ValidationError("the admin API needs the service_role key: pass --key, set AERODB_SERVICE_KEY, or pass --dir NODE_DIR")
+    }
+
+    /// A stopped node: its directory's lock refuses while it runs (one process per data directory).
+    private func takeOffline(_ dir: String) throws -> BackupManifest {
+        let config = try NodeConfig.load(directory: dir)
+        let options = config.kernelOptions(directory: dir)
+        let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
+        defer { lock.release() }
+        return try Database.backupOffline(options, into: out, nodeID: config.nodeID)
+    }
+
     func run() async throws {
         do {
-            let manifest = try await take()
+            let manifest: BackupManifest
+            if url == nil, let dir {
+                manifest = try takeOffline(dir)
+            } else {
+                manifest = try await take()
+            }
             if json {
                 print(JSON.encodeString(manifest.summary))
             } else {
@@ -55,9 +82,10 @@ struct BackupTakeCommand: AsyncParsableCommand {
     }
 
     private func get(_ path: String, limit: Int) async throws -> (HTTPClientResponse, ByteBuffer) {
-        let base = target.url.hasSuffix("/") ? String(target.url.dropLast()) : target.url
+        let url = self.url ?? ""
+        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
         var request = HTTPClientRequest(url: base + path)
-        request.headers.add(name: "apikey", value: try target.serviceKey())
+        request.headers.add(name: "apikey", value: try serviceKey())
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
