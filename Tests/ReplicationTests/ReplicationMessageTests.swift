@@ -25,7 +25,7 @@ import Testing
         .ack(received: 10, durable: 9, applied: 8),
         .heartbeat(epoch: 2, durableLSN: 77, timeMicros: -5),
         .checkpoint(lsn: 12, bytes: Array(repeating: 7, count: 1000)),
-        .state(NodeState(isPrimary: false, epoch: 2, primary: "n1", durable: LogPosition(lsn: 5, checksum: 6), applied: 5, detail: "streaming")),
+        .state(NodeState(isPrimary: false, epoch: 2, primary: "n1", durable: LogPosition(lsn: 5, checksum: 6), applied: 5, detail: "streaming", durableEpoch: 2)),
         .forkQuery([LogPosition(lsn: 1, checksum: 2), LogPosition(lsn: 3, checksum: 4)]),
         .forkPoint(LogPosition(lsn: 3, checksum: 4)),
     ]

@@ -101,16 +101,29 @@ extension ReplicationNode {
         }
     }
 
-    /// Refuses (naming the best one) when a replica holds more than this node.
+    /// Refuses (naming the best one) when a replica holds more than this node, in the order of
+    /// `PromotionOrder`: the epoch of the last durable record first, then the LSN. A deposed
+    /// primary's longer tail in an older epoch is not ahead of a replica holding records of the
+    /// newer one (found by `aerodb-crashtest sim --sabotage promote-by-lsn-only`: promoting it
+    /// loses `sync`-acknowledged commits). A peer that does not report its record's epoch (0)
+    /// is compared by LSN alone.
     private func checkNoneAhead(_ report: inout PromotionReport, _ states: [(String, NodeState)], mine: LogPosition,
                                 after: String) -> Bool {
-        if let (better, s) = states.filter({ $0.1.durable.lsn > mine.lsn }).max(by: { $0.1.durable.lsn < $1.1.durable.lsn }) {
+        let (position, positionEpoch) = durablePositionWithEpoch()
+        let myEpoch = position == mine ? positionEpoch : 0
+        func key(_ s: NodeState) -> (epoch: UInt64, lsn: UInt64) { (s.durableEpoch, s.durable.lsn) }
+        func ahead(_ a: (epoch: UInt64, lsn: UInt64), of b: (epoch: UInt64, lsn: UInt64)) -> Bool {
+            a.epoch == 0 || b.epoch == 0 ? a.lsn > b.lsn : PromotionOrder.isAhead(a, of: b)
+        }
+        let me = (epoch: myEpoch, lsn: mine.lsn)
+        if let (better, s) = states.filter({ ahead(key($0.1), of: me) }).max(by: { ahead(key($1.1), of: key($0.1)) }) {
             report.betterCandidate = better
             report.check("most up-to-date replica" + after, "refuse",
-                         "\(better) has durable LSN \(s.durable.lsn), ahead of this node's \(mine.lsn): promote \(better)")
+                         "\(better) has durable LSN \(s.durable.lsn) of epoch \(s.durableEpoch), ahead of this node's \(mine.lsn) of epoch \(myEpoch): promote \(better)")
             return false
         }
-        report.check("most up-to-date replica" + after, "pass", "durable LSN \(mine.lsn); no reachable replica is ahead")
+        report.check("most up-to-date replica" + after, "pass",
+                     "durable LSN \(mine.lsn) of epoch \(myEpoch); no reachable replica is ahead (epoch of the last record, then LSN)")
         return true
     }
 

@@ -262,8 +262,9 @@ public actor ReplicationNode {
     // MARK: State
 
     public func state() -> NodeState {
-        NodeState(isPrimary: isPrimary, epoch: marker.epoch, primary: marker.primary, durable: database.durablePosition,
-                  applied: database.snapshot().lsn, detail: stateDetail)
+        let (durable, durableEpoch) = durablePositionWithEpoch()
+        return NodeState(isPrimary: isPrimary, epoch: marker.epoch, primary: marker.primary, durable: durable,
+                         applied: database.snapshot().lsn, detail: stateDetail, durableEpoch: durableEpoch)
     }
 
     /// This node's replication status for `/admin/v1/status`.

@@ -4,7 +4,7 @@
 // little-endian; a string is u16 length + UTF-8 bytes (at most `stringBytesMax`). A frame is at
 // most `frameBytesMax`; on the listening side the first frame (HELLO) at most `helloFrameBytesMax`.
 //
-//   1 HELLO      node -> node       version u32 (2), purpose u8 (0 follow, 1 probe, 2 adopt,
+//   1 HELLO      node -> node       version u32 (3), purpose u8 (0 follow, 1 probe, 2 adopt,
 //                                   3 demote, 4 rejoin), cluster str, node str, token str, epoch u64,
 //                                   primary str, lsn u64, checksum u64, epoch of that record u64
 //   2 WELCOME    primary -> replica epoch u64, primary str, first LSN to be sent u64
@@ -14,7 +14,9 @@
 //   6 HEARTBEAT  primary -> replica epoch u64, durable LSN u64, time (µs since the Unix epoch) i64
 //   7 CHECKPOINT primary -> replica LSN u64, XXH64 of the file u64, the checkpoint file's bytes
 //   8 STATE      answer to a probe  role u8 (0 primary, 1 replica), epoch u64, primary str,
-//                                   durable lsn u64, durable checksum u64, applied u64, state str
+//                                   durable lsn u64, durable checksum u64, applied u64, state str,
+//                                   epoch of the durable record u64 (0: unknown; promotion then
+//                                   compares LSNs alone)
 //   9 FORK_QUERY rejoining -> primary  count u32, then (lsn u64, checksum u64) oldest first
 //  10 FORK_POINT primary -> rejoining  lsn u64, checksum u64: the newest position on both histories
 //
@@ -56,8 +58,9 @@ public enum ReplicationLimits {
     public static let checkpointFrameBytesMax = 1 << 30
     /// WAL payload bytes per RECORDS frame (the primary reads this much at a time).
     public static let recordsFrameBytesMax = 1 << 20
-    /// 2: HELLO carries the epoch of the sender's last durable record (the bootstrap fork check).
-    public static let protocolVersion: UInt32 = 2
+    /// 2: HELLO carries the epoch of the sender's last durable record (the bootstrap fork check);
+    /// 3: STATE carries the epoch of the durable record (promotion's order, `PromotionOrder`).
+    public static let protocolVersion: UInt32 = 3
     /// Strings in the protocol (node ids, cluster id, messages).
     public static let stringBytesMax = 4096
     /// Positions a rejoining node sends to find the fork: how far a diverged tail can reach back.
@@ -94,8 +97,12 @@ public struct NodeState: Sendable, Equatable {
     public var applied: UInt64
     /// The follower's state on a replica (`streaming`, `connecting`, `diverged: ...`), `primary` on a primary.
     public var detail: String
+    /// The epoch of the durable record (0: unknown): what promotion compares first (`PromotionOrder`).
+    public var durableEpoch: UInt64
 
-    public init(isPrimary: Bool, epoch: UInt64, primary: String, durable: LogPosition, applied: UInt64, detail: String) {
+    public init(isPrimary: Bool, epoch: UInt64, primary: String, durable: LogPosition, applied: UInt64, detail: String,
+                durableEpoch: UInt64 = 0) {
+        self.durableEpoch = durableEpoch
         self.isPrimary = isPrimary
         self.epoch = epoch
         self.primary = primary
@@ -213,6 +220,7 @@ public enum ReplicationMessage: Sendable, Equatable {
             buffer.writeInteger(s.durable.checksum, endianness: .little)
             buffer.writeInteger(s.applied, endianness: .little)
             Self.write(s.detail, &buffer)
+            buffer.writeInteger(s.durableEpoch, endianness: .little)
         case .forkQuery(let positions):
             buffer.writeInteger(UInt32(positions.count), endianness: .little)
             for p in positions {
@@ -282,7 +290,8 @@ public enum ReplicationMessage: Sendable, Equatable {
             let role: UInt8 = try int(&b)
             message = .state(NodeState(isPrimary: role == 0, epoch: try int(&b), primary: try string(&b),
                                        durable: LogPosition(lsn: try int(&b), checksum: try int(&b)),
-                                       applied: try int(&b), detail: try string(&b)))
+                                       applied: try int(&b), detail: try string(&b),
+                                       durableEpoch: try int(&b)))
         case 9:
             let count: UInt32 = try int(&b)
             guard count <= ReplicationLimits.forkPositionsMax else { throw malformed("\(count) fork positions") }
