@@ -3,7 +3,7 @@
 // every `--help` wraps cleanly and shows an example.
 
 import Foundation
-import Kernel
+@testable import Kernel
 import LiveCluster
 import Testing
 
@@ -117,6 +117,29 @@ struct NewcomerTests {
             }
         }
         #expect(checked > 20)
+    }
+
+    @Test("Recovery finds the last non-zero byte of a segment at every block boundary (the scan that made opening slow)")
+    func lastNonZeroByteAtBlockBoundaries() {
+        let size = 4 * WALFormat.blockBytes + 100
+        var bytes = [UInt8](repeating: 0, count: size)
+        #expect(bytes.withUnsafeBytes { WALScan.lastNonZero($0, from: 0) } == nil)
+        for position in [0, 1, 4095, 4096, 4097, 8191, 8192, 3 * 4096 - 1, size - 101, size - 1] {
+            bytes = [UInt8](repeating: 0, count: size)
+            bytes[position] = 0x5A
+            for from in [0, position, max(0, position - 1)] {
+                #expect(bytes.withUnsafeBytes { WALScan.lastNonZero($0, from: from) } == position, "byte at \(position), from \(from)")
+            }
+            if position + 1 < size {
+                #expect(bytes.withUnsafeBytes { WALScan.lastNonZero($0, from: position + 1) } == nil)
+            }
+        }
+        bytes = [UInt8](repeating: 0, count: size)
+        bytes[10] = 1
+        bytes[5000] = 2
+        #expect(bytes.withUnsafeBytes { WALScan.lastNonZero($0, from: 0) } == 5000)
+        #expect(bytes.withUnsafeBytes { WALScan.isZero($0, 4096, 4096) } == false)
+        #expect(bytes.withUnsafeBytes { WALScan.isZero($0, 8192, 4096) } == true)
     }
 
     static var repositoryRoot: String {
