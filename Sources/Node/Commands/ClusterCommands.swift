@@ -211,7 +211,9 @@ struct RejoinCommand: AsyncParsableCommand {
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
         guard let marker = try authority.read() else { throw CommandFailure("no authority marker in \(options.dataDirectory)") }
         let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+        print("reading the last \(ReplicationLimits.forkPositionsMax) record positions of \(options.dataDirectory)")
         let positions = try Database.lastPositions(options, count: Int(ReplicationLimits.forkPositionsMax))
+        print("asking the peers (\(cluster.peers.map(\.nodeID).joined(separator: ", "))) for the primary and the fork point")
         let report: JSONValue
         let answer: Rejoin.Answer
         if resync {

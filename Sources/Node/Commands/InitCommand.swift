@@ -88,6 +88,7 @@ struct VerifyCommand: ParsableCommand {
             // A running node changes the log under the scan: refuse, naming it (one process per data directory).
             let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
             defer { lock.release() }
+            FileHandle.standardError.write(Data("verifying \(options.dataDirectory): every WAL record decoded, the log replayed onto the newest checkpoint\n".utf8))
             print(try Database.verify(dataDirectory: options.dataDirectory).summary)
         } catch let error as AeroError {
             print("\(error.code.rawValue): \(error.message)")

@@ -54,6 +54,7 @@ struct StartCommand: AsyncParsableCommand {
             }
             marker = read
             options.role = marker.isPrimary(config.nodeID) ? .primary : .replica
+            logger.info("opening the database: newest checkpoint, then WAL replay", metadata: ["data_dir": "\(options.dataDirectory)"])
             database = try await Database.open(options)
             // The primary opens its epoch in the log (SPEC §4: every epoch starts with an epoch record).
             if marker.isPrimary(config.nodeID) { try await database.advanceEpoch(to: marker.epoch) }
