@@ -213,12 +213,13 @@ public final class StorageService: Sendable {
         return objectBytesMax
     }
 
-    /// Refusals known before any byte is read: bucket, name, MIME type, duplicate, policy.
-    func precheck(_ u: Upload, caller: Caller?, signedUpload: Bool) throws -> Document {
+    /// Refusals known before any byte is read: bucket, name, MIME type (unless `mime` is false),
+    /// duplicate, policy (skipped for a signed upload: its issuer was checked when signing).
+    func precheck(_ u: Upload, caller: Caller?, signedUpload: Bool, mime: Bool = true) throws -> Document {
         let snapshot = database.snapshot()
         let bucket = try requireBucket(u.bucket, snapshot)
         _ = try StorageNames.object(u.name)
-        try checkMime(u.mime, bucket)
+        if mime { try checkMime(u.mime, bucket) }
         let existing = try object(u.bucket, u.name, snapshot)
         if existing != nil, !u.upsert { throw StorageError.duplicate }
         if !signedUpload, let caller {
@@ -232,20 +233,10 @@ public final class StorageService: Sendable {
         return bucket
     }
 
-    /// For a signed upload URL: the bucket exists, the name is valid, the issuer may write there.
+    /// For a signed upload URL: the bucket exists, the name is valid, the issuer may write there
+    /// (the MIME type is checked when the bytes come).
     func precheckAccessOnly(_ u: Upload, caller: Caller) throws -> Document {
-        let snapshot = database.snapshot()
-        let bucket = try requireBucket(u.bucket, snapshot)
-        _ = try StorageNames.object(u.name)
-        let existing = try object(u.bucket, u.name, snapshot)
-        if existing != nil, !u.upsert { throw StorageError.duplicate }
-        let row = prospectiveRow(u, existing: existing)
-        if let existing {
-            try access.authorize(caller, .update, row: existing, newRow: row, bucket: bucket, snapshot: snapshot)
-        } else {
-            try access.authorize(caller, .insert, row: row, bucket: bucket, snapshot: snapshot)
-        }
-        return bucket
+        try precheck(u, caller: caller, signedUpload: false, mime: false)
     }
 
     func checkMime(_ mime: String, _ bucket: Document) throws {
