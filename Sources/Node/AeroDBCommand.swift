@@ -22,6 +22,6 @@ struct AeroDBCommand: AsyncParsableCommand {
         version: BuildInfo.line,
         subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, MigrateCommand.self,
                       BenchCommand.self, ClusterCommand.self, StatusCommand.self, PromoteCommand.self,
-                      SwitchoverCommand.self, RejoinCommand.self, FunctionsCommand.self,
+                      SwitchoverCommand.self, RejoinCommand.self, FunctionsCommand.self, ConfigCommand.self,
                       BackupCommand.self, RestoreCommand.self, LogsCommand.self, AuthCommand.self])
 }

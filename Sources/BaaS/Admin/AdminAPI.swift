@@ -23,7 +23,8 @@ public enum AdminAPI {
     /// `routes` tells 405 from 404 for unmatched requests: it is loaded here, and the caller that
     /// registers more routes on the router (storage, cluster) loads it again once they are all in.
     public static func router(database: Database, keys: KeyChecker, cluster: any ClusterView, auth: AuthSettings,
-                              logger: Logger, routes: KnownRoutes = KnownRoutes()) throws -> Router<AeroRequestContext> {
+                              logger: Logger, routes: KnownRoutes = KnownRoutes(),
+                              clusterSettings: ClusterSettings? = nil) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
         router.add(middleware: OpsMiddleware())  // request id and HTTP metrics (Sources/BaaS/Ops)
         router.add(middleware: RequestLogMiddleware(routes: routes))
@@ -95,7 +96,10 @@ public enum AdminAPI {
         addLogRoutes(admin, database: database, keys: keys)
         addPolicyRoutes(admin, database: database, keys: keys)
         RESTAPI.register(on: router, database: database, keys: keys, cluster: cluster)
-        let service = try AuthService(database: database, settings: auth, secret: keys.secret, clock: keys.clock, logger: logger)
+        var live: (@Sendable () -> AuthSettings)? = nil
+        if let clusterSettings { live = { clusterSettings.auth() } }
+        let service = try AuthService(database: database, settings: auth, secret: keys.secret, clock: keys.clock, logger: logger,
+                                      live: live)
         AuthAPI.register(on: router, service: service, keys: keys)
         routes.load(router)
         return router

@@ -55,16 +55,21 @@ struct PKCEChallenge: Sendable {
 
 final class AuthService: Sendable {
     let store: AuthStore
-    let settings: AuthSettings
+    private let fileSettings: AuthSettings
+    /// The cluster-wide settings laid over the file's (ClusterSettings), read per request.
+    private let liveSettings: (@Sendable () -> AuthSettings)?
+    var settings: AuthSettings { liveSettings?() ?? fileSettings }
     let secret: [UInt8]
     let limiter = RateLimiter()
     let logger: Logger
     /// Verified when an email is unknown, so a sign-in takes as long whether or not it exists.
     let decoyHash: String
 
-    init(database: Database, settings: AuthSettings, secret: [UInt8], clock: any KernelClock, logger: Logger) throws {
+    init(database: Database, settings: AuthSettings, secret: [UInt8], clock: any KernelClock, logger: Logger,
+         live: (@Sendable () -> AuthSettings)? = nil) throws {
         store = AuthStore(database: database, clock: clock, secret: secret)
-        self.settings = settings
+        fileSettings = settings
+        liveSettings = live
         self.secret = secret
         self.logger = logger
         decoyHash = try PasswordHasher.hash(SecureRandom.token(16), cost: settings.passwordCost)

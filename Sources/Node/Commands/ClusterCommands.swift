@@ -138,6 +138,11 @@ struct StatusCommand: AsyncParsableCommand {
         for replica in body["replicas"]?.arrayValue ?? [] where replica["connected"] == .bool(true) {
             print("  lag of \(replica["node_id"]?.stringValue ?? "?") seen by the primary: \(text(replica["lag_lsn"])) LSNs, \(text(replica["lag_ms"])) ms")
         }
+        // Cluster-wide settings that differ from the defaults (aerodb config list shows all).
+        if let (code, settings) = try? await target.call("GET", "/admin/v1/settings"), code == 200 {
+            let set = (settings["settings"]?.arrayValue ?? []).filter { $0["source"] != .string("default") }
+            print("settings: " + (set.isEmpty ? "all defaults" : set.map { "\(text($0["key"]))=\(JSON.encodeString($0["value"] ?? .null)) (\(text($0["source"])))" }.joined(separator: ", ")))
+        }
     }
 }
 

@@ -81,10 +81,15 @@ struct StartCommand: AsyncParsableCommand {
         let view = NodeClusterView(replication: replication, startedMicros: clock.nowMicros())
         let router: Router<AeroRequestContext>
         let knownRoutes = KnownRoutes()  // every route, once all are registered: 405 vs 404 (RouteErrors)
+        // Cluster-wide settings (docs/OPERATIONS.md "Cluster settings"): aerodb.json's auth with the replicated values over it.
+        var fileAuth = config.auth
+        if fileAuth.externalURL == nil { fileAuth.externalURL = "http://\(address.host):\(address.port)" }
+        let clusterSettings = ClusterSettings(database: database, fileAuth: config.authJSON, fileSettings: fileAuth, logger: logger)
         do {
             var auth = config.auth
             if auth.externalURL == nil { auth.externalURL = "http://\(address.host):\(address.port)" }
-            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger, routes: knownRoutes)
+            router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger, routes: knownRoutes,
+                                         clusterSettings: clusterSettings)
         } catch {
             logger.critical("the HTTP front ends did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
@@ -131,6 +136,7 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
+        ClusterSettingsAPI.register(on: router, settings: clusterSettings, keys: keys)
         knownRoutes.load(router)
         let app = Application(router: router,
                               server: server,

@@ -1,0 +1,187 @@
+// Cluster-wide settings (issue 13 part 2): settings every member must agree on live in the
+// replicated database, not in each node's aerodb.json, so a change made through any node takes
+// effect on every node (its WAL record reaches them like any commit) and is audited (an admin
+// write: AdminAuditMiddleware records `admin PUT /admin/v1/settings/<key>`).
+//
+// Collection `_settings`: one document per setting, {"key": "auth.mailer_autoconfirm",
+// "value": <JSON>, "updated_at": <timestamp>}. Settable today: the `auth.<name>` settings of
+// docs/AUTH.md that are read per request (SettingsKeys.auth). The effective `/auth/v1` settings
+// are the node's aerodb.json `auth` object with the stored values laid over it, key by key;
+// deleting a stored value falls back to the file. Node-local settings (ports, directories) stay
+// in the file. Not built yet: commit mode, retention and query limits as cluster settings.
+// Invariants: a value is stored only after the merged settings parse (a bad value is refused
+// with AERO_REQUEST_INVALID, never stored); at most `keysMax` documents.
+
+import Hummingbird
+import Kernel
+import Logging
+import Synchronization
+
+public enum SettingsKeys {
+    /// The `auth` settings that may be changed cluster-wide: each is read on every request.
+    /// (`smtp`, `argon2`, `retention` and `rate_limits` are read at start: file only for now.)
+    public static let auth: Set<String> = [
+        "mailer_autoconfirm", "anonymous_sign_ins", "disable_signup", "site_url", "redirect_urls",
+        "jwt_expiry", "refresh_token_reuse_interval", "password_min_length", "password_required_characters",
+        "secure_password_change", "otp_length", "otp_expiry",
+    ]
+}
+
+public final class ClusterSettings: Sendable {
+    public static let collection = "_settings"
+    /// Stored settings at most (one per settable key; the bound keeps every read of the table small).
+    public static let keysMax = 64
+
+    static let schema: JSONValue = .object([
+        "name": .string(collection), "primary_key": .string("key"),
+        "fields": .object(["key": .object(["type": .string("text")]),
+                           "value": .object(["type": .string("json"), "nullable": .bool(true)]),
+                           "updated_at": .object(["type": .string("timestamp"), "nullable": .bool(false), "default": .string("now()")])]),
+        "indexes": .array([]),
+    ])
+
+    let database: Database
+    /// The node's aerodb.json `auth` object (may be absent) and its parse.
+    let fileAuth: [String: JSONValue]
+    let fileSettings: AuthSettings
+    let logger: Logger
+    /// The last merge, keyed by the stored values it was made from.
+    private let cache = Mutex<(stored: [String: JSONValue], settings: AuthSettings)?>(nil)
+
+    public init(database: Database, fileAuth: JSONValue?, fileSettings: AuthSettings, logger: Logger) {
+        self.database = database
+        if case .object(let o)? = fileAuth { self.fileAuth = o } else { self.fileAuth = [:] }
+        self.fileSettings = fileSettings
+        self.logger = logger
+    }
+
+    /// The stored values, by key ("auth.mailer_autoconfirm").
+    public func stored() throws -> [String: JSONValue] {
+        let rows = try database.snapshot().rowsIfPresent(Query(collection: Self.collection, order: [Sort(field: "key")],
+                                                                limit: Self.keysMax))
+        var out: [String: JSONValue] = [:]
+        for row in rows { if case .string(let key)? = row["key"] { out[key] = row["value"] ?? .null } }
+        return out
+    }
+
+    /// The effective `/auth/v1` settings: the file's, with the stored values laid over them.
+    public func auth() -> AuthSettings {
+        let current: [String: JSONValue]
+        do { current = try stored() } catch {
+            logger.error("cluster settings unreadable: using aerodb.json", metadata: ["error": "\(error)"])
+            return fileSettings
+        }
+        if current.isEmpty { return fileSettings }
+        if let hit = cache.withLock({ $0 }), hit.stored == current { return hit.settings }
+        do {
+            let merged = try merge(current)
+            cache.withLock { $0 = (current, merged) }
+            return merged
+        } catch {
+            logger.error("stored cluster settings do not parse: using aerodb.json", metadata: ["error": "\(error)"])
+            return fileSettings
+        }
+    }
+
+    /// The file's auth object with the stored values over it (the node's default external URL kept).
+    func merge(_ stored: [String: JSONValue]) throws -> AuthSettings {
+        var auth = fileAuth
+        for (key, value) in stored where key.hasPrefix("auth.") { auth[String(key.dropFirst(5))] = value }
+        var merged = try AuthSettings.parse(.object(auth))
+        if merged.externalURL == nil { merged.externalURL = fileSettings.externalURL }
+        return merged
+    }
+
+    /// Every settable key with its effective value and where it comes from.
+    public func list() throws -> JSONValue {
+        let current = try stored()
+        let effective = Self.authJSON(auth())
+        return .object(["settings": .array(SettingsKeys.auth.sorted().map { name in
+            let key = "auth." + name
+            let source = current[key] != nil ? "cluster" : (fileAuth[name] != nil ? "aerodb.json" : "default")
+            return .object(["key": .string(key), "value": effective[name] ?? .null, "source": .string(source)])
+        })])
+    }
+
+    /// Validates and stores one value (on the primary: the route is an admin write, forwarded).
+    public func set(_ key: String, _ value: JSONValue) async throws -> UInt64 {
+        let name = try Self.settable(key)
+        var current = try stored()
+        current[key] = value
+        do {
+            _ = try merge(current)
+        } catch let error as AeroError {
+            throw AeroError(.requestInvalid, "\(key): \(error.message.replacingOccurrences(of: "aerodb.json: ", with: ""))")
+        }
+        _ = name
+        try await SystemCollections.ensure([Self.schema], in: database)
+        let doc: Document = ["key": .string(key), "value": value, "updated_at": .string(Timestamp.format(SystemClock().nowMicros()))]
+        return try await database.commit([.upsert(collection: Self.collection, document: doc)]).lsn
+    }
+
+    /// Removes a stored value: the file's (or the default) applies again.
+    public func unset(_ key: String) async throws -> UInt64 {
+        _ = try Self.settable(key)
+        try await SystemCollections.ensure([Self.schema], in: database)
+        return try await database.commit([.delete(collection: Self.collection, target: .key(.string(key)))]).lsn
+    }
+
+    static func settable(_ key: String) throws -> String {
+        guard key.hasPrefix("auth."), SettingsKeys.auth.contains(String(key.dropFirst(5))) else {
+            throw AeroError(.requestInvalid, "\(key) is not a cluster setting; settable: \(SettingsKeys.auth.sorted().map { "auth." + $0 }.joined(separator: ", ")) (ports and directories stay in aerodb.json; commit mode, retention and limits are not cluster settings yet)")
+        }
+        return String(key.dropFirst(5))
+    }
+
+    /// The settable auth settings as JSON (the names of docs/AUTH.md).
+    static func authJSON(_ s: AuthSettings) -> [String: JSONValue] {
+        ["mailer_autoconfirm": .bool(s.mailerAutoconfirm), "anonymous_sign_ins": .bool(s.anonymousSignIns),
+         "disable_signup": .bool(s.disableSignup), "site_url": .string(s.siteURL),
+         "redirect_urls": .array(s.redirectURLs.map(JSONValue.string)), "jwt_expiry": .int(s.accessTokenSeconds),
+         "refresh_token_reuse_interval": .int(s.refreshReuseIntervalSeconds),
+         "password_min_length": .int(Int64(s.passwordMinLength)),
+         "password_required_characters": .array(s.passwordRequiredCharacters.map(JSONValue.string)),
+         "secure_password_change": .bool(s.securePasswordChange), "otp_length": .int(Int64(s.otpLength)),
+         "otp_expiry": .int(s.otpExpirySeconds)]
+    }
+}
+
+/// `/admin/v1/settings` (service key): GET lists every settable key with its effective value
+/// and source; GET/PUT/DELETE `/admin/v1/settings/<key>` reads, sets (`{"value": <JSON>}`) or
+/// removes one. Writes go to the primary (forwarded) and are audited.
+public enum ClusterSettingsAPI {
+    public static func register(on router: Router<AeroRequestContext>, settings: ClusterSettings, keys: KeyChecker) {
+        let group = router.group("admin/v1/settings")
+        group.get { request, _ in
+            try await AdminAPI.guarded(request, keys) { HTTPJSON.response(try settings.list(), lsn: settings.database.snapshot().lsn) }
+        }
+        group.get(":key") { request, context in
+            try await AdminAPI.guarded(request, keys) {
+                let key = try context.parameters.require("key")
+                let name = try ClusterSettings.settable(key)
+                let all = try settings.list()["settings"]?.arrayValue ?? []
+                guard let row = all.first(where: { $0["key"] == .string(key) }) else {
+                    throw AeroError(.notFound, "no setting \(key) (\(name))")
+                }
+                return HTTPJSON.response(row, lsn: settings.database.snapshot().lsn)
+            }
+        }
+        group.put(":key") { request, context in
+            try await AdminAPI.guarded(request, keys) {
+                let key = try context.parameters.require("key")
+                guard case .object(let body) = try await HTTPJSON.body(request), let value = body["value"], body.count == 1 else {
+                    throw AeroError(.requestInvalid, "the body is {\"value\": <JSON>}")
+                }
+                let lsn = try await settings.set(key, value)
+                return HTTPJSON.response(.object(["key": .string(key), "value": value, "lsn": .int(Int64(lsn))]), lsn: lsn)
+            }
+        }
+        group.delete(":key") { request, context in
+            try await AdminAPI.guarded(request, keys) {
+                let key = try context.parameters.require("key")
+                let lsn = try await settings.unset(key)
+                return HTTPJSON.response(.object(["key": .string(key), "lsn": .int(Int64(lsn))]), lsn: lsn)
+            }
+        }
+    }
+}
