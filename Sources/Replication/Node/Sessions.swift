@@ -129,17 +129,16 @@ extension ReplicationNode {
 
     /// The proof for a follower older than the retained WAL alone (what `historyCheck` falls back to).
     func bootstrapProof(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        var facts = try historyFacts(at: position)
-        facts.mine = .unavailable
-        return ReplicationRole.bootstrapProof(position, recordEpoch: recordEpoch, facts: facts)
+        ReplicationRole.bootstrapProof(position, recordEpoch: recordEpoch, facts: try historyFacts(at: position, forProof: true))
     }
 
     /// What the role needs to know of this log at a follower's position.
-    func historyFacts(at position: LogPosition) throws -> HistoryFacts {
+    /// `forProof`: skip the lookup at the position (the proof's facts are wanted).
+    func historyFacts(at position: LogPosition, forProof: Bool = false) throws -> HistoryFacts {
         // No arithmetic on the peer's LSN (UInt64.max is simply "ahead").
         let oldestRetained = database.oldestLSN
         var mine = HistoryFacts.Lookup.unavailable
-        if HistoryFacts.withinRetained(position.lsn, oldestRetained: oldestRetained) {
+        if !forProof, HistoryFacts.withinRetained(position.lsn, oldestRetained: oldestRetained) {
             do {
                 mine = try database.position(at: position.lsn).map { .at($0) } ?? .beyondEnd
             } catch let error as AeroError where error.code == .lsnUnavailable {
