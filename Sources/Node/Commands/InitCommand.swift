@@ -58,14 +58,21 @@ enum NodeDirectory {
 struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys", abstract: "Print the node's anon and service_role API keys.",
-        discussion: "Examples:\n  aerodb keys --dir ./node1\n  aerodb keys --dir ./node1 --json")
+        discussion: "Examples:\n  aerodb keys --dir ./node1\n  aerodb keys --dir ./node1 --json\n  SERVICE_KEY=$(aerodb keys --dir ./node1 --role service_role)")
 
     @Option(help: "The node directory.") var dir: String
     @Flag(help: "Print {\"anon\": ..., \"service_role\": ...}.") var json = false
+    @Option(help: "Print only this key: anon or service_role (for KEY=$(aerodb keys ...)).") var role: String?
 
     func run() throws {
         let secrets = try NodeSecrets.load(directory: dir)
-        if json {
+        if let role {
+            switch role {
+            case "anon": print(secrets.anonKey)
+            case "service_role": print(secrets.serviceRoleKey)
+            default: throw ValidationError("--role is anon or service_role")
+            }
+        } else if json {
             print(JSON.encodeString(.object(["anon": .string(secrets.anonKey), "service_role": .string(secrets.serviceRoleKey)])))
         } else {
             print("anon:         \(secrets.anonKey)")
