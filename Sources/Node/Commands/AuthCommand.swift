@@ -8,18 +8,20 @@ struct AuthCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "auth",
         abstract: "Operate auth: the signing keys of access tokens.",
+        discussion: "Examples:\n  aerodb auth keys list --url http://127.0.0.1:54321 --dir ./node1\n  aerodb auth keys rotate --url http://127.0.0.1:54321 --dir ./node1",
         subcommands: [Keys.self])
 
     struct Keys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List or rotate the ES256 keys that sign access tokens (published at /auth/v1/.well-known/jwks.json).",
+            discussion: "Examples:\n  aerodb auth keys list --url http://127.0.0.1:54321 --dir ./node1\n  aerodb auth keys rotate --url http://127.0.0.1:54321 --dir ./node1",
             subcommands: [List.self, Rotate.self])
     }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List the signing keys: kid, status (current or previous) and until when a previous one verifies.",
-            discussion: "Example: aerodb auth keys list --url http://127.0.0.1:54321 --dir .dev-cluster/n1")
+            discussion: "Examples:\n  aerodb auth keys list --url http://127.0.0.1:54321 --dir ./node1\n  aerodb auth keys list --url http://127.0.0.1:54321 --dir ./node1 --json")
         @OptionGroup var target: AdminTarget
         @Flag(help: "Print the answer as JSON.") var json = false
 
@@ -39,7 +41,7 @@ struct AuthCommand: AsyncParsableCommand {
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a new current ES256 key; the old one keeps verifying for one access-token lifetime plus 5 minutes.",
-            discussion: "The first rotation switches access tokens from HS256 to ES256. Example: aerodb auth keys rotate --url http://127.0.0.1:54321 --dir .dev-cluster/n1")
+            discussion: "The first rotation switches access tokens from HS256 to ES256.\n\nExamples:\n  aerodb auth keys rotate --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
 
         func run() async throws {
