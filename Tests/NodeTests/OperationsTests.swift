@@ -152,6 +152,19 @@ func findProgram(_ name: String) -> String? {
             followers = Set(series.compactMap { $0["metric"]?["follower"]?.stringValue })
         }
         #expect(followers == ["n2", "n3"], "prometheus running: \(prometheus.isRunning)")
+
+        // A stopped follower reads as disconnected, and its lag series disappear (no stale figure).
+        cluster.stop(2)
+        var scraped = ""
+        let until = Date().addingTimeInterval(30)
+        while Date() < until, !scraped.contains(#"aerodb_replication_follower_connected{follower="n3"} 0"#) {
+            try await Task.sleep(for: .milliseconds(200))
+            scraped = String(decoding: try await exchange("GET", cluster.url(0) + "/metrics",
+                                                          headers: ["Authorization": "Bearer \(cluster.serviceKey)"]).body, as: UTF8.self)
+        }
+        #expect(scraped.contains(#"aerodb_replication_follower_connected{follower="n3"} 0"#))
+        #expect(!scraped.contains(#"aerodb_replication_follower_lag_lsn{follower="n3"}"#))
+        #expect(scraped.contains(#"aerodb_replication_follower_lag_lsn{follower="n2"}"#))
         for i in 0..<3 { cluster.stop(i) }
     }
 }

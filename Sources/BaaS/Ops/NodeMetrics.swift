@@ -109,6 +109,11 @@ public final class NodeMetrics: Sendable {
                     if connected {
                         gauge("aerodb_replication_follower_lag_lsn", replica["lag_lsn"]?.numberValue ?? 0, labels: [("follower", node)])
                         gauge("aerodb_replication_follower_lag_seconds", (replica["lag_ms"]?.numberValue ?? 0) / 1000, labels: [("follower", node)])
+                    } else {
+                        // No figure for a disconnected follower (a stale one would hide it).
+                        for name in ["aerodb_replication_follower_lag_lsn", "aerodb_replication_follower_lag_seconds"] {
+                            registry.unregisterGauge(registry.makeGauge(descriptor: Self.descriptor(name), labels: [("follower", node)]))
+                        }
                     }
                 }
             } else if let lag = replication["lag_lsn"]?.numberValue {
