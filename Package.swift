@@ -64,6 +64,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
             ],
+            // The dashboard's static files, compiled into the binary (no resource bundle next to it): docs/DASHBOARD.md.
+            resources: [.embedInCode("Dashboard/static")],
             swiftSettings: strictSettings
         ),
         .executableTarget(

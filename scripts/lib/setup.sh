@@ -2,7 +2,7 @@
 # Works with no standard input (CI) and as root or through sudo.
 
 # Debian packages the build and the tests need.
-AERODB_APT_PACKAGES=(liburing-dev libssl-dev zlib1g-dev libnuma-dev libargon2-dev pkg-config curl python3-venv prometheus zbar-tools)
+AERODB_APT_PACKAGES=(liburing-dev libssl-dev zlib1g-dev libnuma-dev libargon2-dev pkg-config curl python3-venv prometheus zbar-tools chromium chromium-driver)
 
 aerodb_log() { printf '[aerodb] %s\n' "$*" >&2; }
 
@@ -31,14 +31,14 @@ aerodb_require_swift() {
 }
 
 # Python packages of the compatibility tests, in a venv inside the repository (git-ignored).
-AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0)
+AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0 selenium==4.40.0)
 
 aerodb_python_venv() {
     if [ ! -x .venv/bin/python ]; then
         aerodb_log "creating .venv for the compatibility tests"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c 'import supabase, pytest, tusclient, pyotp' >/dev/null 2>&1; then
+    if ! .venv/bin/python -c 'import supabase, pytest, tusclient, pyotp, selenium' >/dev/null 2>&1; then
         aerodb_log "installing ${AERODB_PY_PACKAGES[*]} into .venv"
         .venv/bin/python -m pip install -q "${AERODB_PY_PACKAGES[@]}" </dev/null
     fi

@@ -136,6 +136,7 @@ struct StartCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
+        DashboardRoutes.register(on: router)  // GET /dashboard: the web console (docs/DASHBOARD.md)
         ClusterSettingsAPI.register(on: router, settings: clusterSettings, keys: keys)
         knownRoutes.load(router)
         let app = Application(router: router,
