@@ -59,4 +59,17 @@ AERODB_IMPORT("db_request") int32_t aerodb_db_request(const char *request, int32
 /* Copies min(len, cap) bytes of the last db_request answer; returns len. */
 AERODB_IMPORT("db_result") int32_t aerodb_db_result(void *dst, int32_t cap);
 
+/* The status N of a db_result answer {"status":N,...} (500 when there is none): a helper in C,
+ * not a host call. */
+static inline int aerodb_db_status(const char *answer, int n) {
+    for (int i = 0; i + 8 < n; i++) {
+        if (answer[i] == 's' && answer[i + 1] == 't' && answer[i + 6] == '"' && answer[i + 7] == ':') {
+            int v = 0, j = i + 8;
+            while (j < n && answer[j] >= '0' && answer[j] <= '9') v = v * 10 + (answer[j++] - '0');
+            return v;
+        }
+    }
+    return 500;
+}
+
 #endif

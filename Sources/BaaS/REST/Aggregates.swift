@@ -110,15 +110,7 @@ enum Aggregates {
         out.sort { a, b in
             for (i, sort) in sorts {
                 let x = a.key[i], y = b.key[i]
-                let nullsFirst = (sort.nulls ?? (sort.direction == .asc ? .last : .first)) == .first
-                switch (x.isNull, y.isNull) {
-                case (true, true): continue
-                case (true, false): return nullsFirst
-                case (false, true): return !nullsFirst
-                case (false, false):
-                    let c = JSONValue.compare(x, y)
-                    if c != 0 { return sort.direction == .asc ? c < 0 : c > 0 }
-                }
+                if let first = sort.precedes(x, y) { return first }
             }
             for (x, y) in zip(a.key, b.key) {
                 let c = JSONValue.compare(x, y)

@@ -72,15 +72,7 @@ enum EmbeddedOrder {
         keyed.sort { a, b in
             for (i, sort) in sorts.enumerated() {
                 let x = a.keys[i], y = b.keys[i]
-                let nullsFirst = (sort.nulls ?? (sort.direction == .asc ? .last : .first)) == .first
-                switch (x.isNull, y.isNull) {
-                case (true, true): continue
-                case (true, false): return nullsFirst
-                case (false, true): return !nullsFirst
-                case (false, false):
-                    let c = JSONValue.compare(x, y)
-                    if c != 0 { return sort.direction == .asc ? c < 0 : c > 0 }
-                }
+                if let first = sort.precedes(x, y) { return first }
             }
             let c = JSONValue.compare(a.doc[pk] ?? .null, b.doc[pk] ?? .null)
             return sorts.first?.direction == .desc ? c > 0 : c < 0
@@ -109,5 +101,21 @@ enum EmbeddedOrder {
         let resolved = try ColumnReference.resolve(column, schema: related).name
         let visible = try condition(related).map { try FilterMatcher($0, schema: related) }
         return .related(sort, collection: name, field: field, column: resolved, visible: visible)
+    }
+}
+
+extension Sort {
+    /// Whether `x` comes before `y` under this sort as PostgREST orders (nulls last ascending and
+    /// first descending unless `nulls` says otherwise), or nil when they are equal.
+    func precedes(_ x: JSONValue, _ y: JSONValue) -> Bool? {
+        let nullsFirst = (nulls ?? (direction == .asc ? .last : .first)) == .first
+        switch (x.isNull, y.isNull) {
+        case (true, true): return nil
+        case (true, false): return nullsFirst
+        case (false, true): return !nullsFirst
+        case (false, false):
+            let c = JSONValue.compare(x, y)
+            return c == 0 ? nil : (direction == .asc ? c < 0 : c > 0)
+        }
     }
 }

@@ -19,18 +19,6 @@ static int put(char *dst, int at, const char *s) {
     return at;
 }
 
-// The status from {"status":NNN,...}.
-static int status_of(const char *answer, int n) {
-    for (int i = 0; i + 8 < n; i++) {
-        if (answer[i] == 's' && answer[i + 1] == 't' && answer[i + 6] == '"' && answer[i + 7] == ':') {
-            int v = 0, j = i + 8;
-            while (j < n && answer[j] >= '0' && answer[j] <= '9') v = v * 10 + (answer[j++] - '0');
-            return v;
-        }
-    }
-    return 500;
-}
-
 static int fail(int status, const char *message, int len) {
     aerodb_response_status(status);
     aerodb_response_write(message, len);
@@ -60,7 +48,7 @@ int handle(void) {
     static char answer[4096];
     int got = aerodb_db_result(answer, sizeof answer);
     if (got > (int)sizeof answer) got = sizeof answer;
-    aerodb_response_status(status_of(answer, got));
+    aerodb_response_status(aerodb_db_status(answer, got));
     aerodb_response_header("content-type", 12, "application/json", 16);
     aerodb_response_write(answer, got);
     return 0;
