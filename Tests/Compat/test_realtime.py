@@ -77,8 +77,8 @@ async def user_client(node, who):
     return client, (user.id if user else session.user.id)
 
 
-async def subscribed(channel):
-    """Subscribes and waits for SUBSCRIBED (raises on CHANNEL_ERROR / TIMED_OUT)."""
+async def subscribe_state(channel):
+    """Subscribes and returns the first (state, error) the client reports."""
     done = asyncio.get_running_loop().create_future()
 
     def on_state(state, error):
@@ -86,7 +86,12 @@ async def subscribed(channel):
             done.set_result((state, error))
 
     await channel.subscribe(on_state)
-    state, error = await asyncio.wait_for(done, WAIT_SECONDS)
+    return await asyncio.wait_for(done, WAIT_SECONDS)
+
+
+async def subscribed(channel):
+    """Subscribes and waits for SUBSCRIBED (raises on CHANNEL_ERROR / TIMED_OUT)."""
+    state, error = await subscribe_state(channel)
     assert str(state).endswith("SUBSCRIBED"), (state, error)
     return channel
 

@@ -12,7 +12,7 @@ from supabase import acreate_client
 
 from conftest import Node
 from test_auth import SETTINGS
-from test_realtime import WAIT_SECONDS, nothing_more, run, service_client, subscribed, take, user_client
+from test_realtime import WAIT_SECONDS, nothing_more, run, service_client, subscribe_state, subscribed, take, user_client
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def world():
 async def join_error(client, channel):
     """Subscribes and returns the join's error (the client reports CHANNEL_ERROR); the channel
     is removed (the client keeps one instance per topic)."""
-    done = asyncio.get_running_loop().create_future()
-
-    def on_state(state, error):
-        if not done.done():
-            done.set_result((state, error))
-
-    await channel.subscribe(on_state)
-    state, error = await asyncio.wait_for(done, WAIT_SECONDS)
+    state, error = await subscribe_state(channel)
     assert str(state).endswith("CHANNEL_ERROR"), (state, error)
     await client.remove_channel(channel)
     return str(error)
