@@ -176,3 +176,27 @@ def test_dashboard_users_storage_functions_query(dash_node, browser):
     assert "HTTP 4" in browser.find_element(By.ID, "query-output").text
     errs = [e for e in console_errors(browser) if not (e.get("source") == "network" and " 404 " in e["message"])]
     assert errs == []
+
+
+# Screenshots of every page at a laptop and a phone size, saved as artifacts (docs/DASHBOARD.md).
+ARTIFACTS = os.environ.get("AERODB_ARTIFACTS_DIR", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), ".build", "dashboard-screenshots"))
+PAGES = {"cluster": "node-status", "collections/notes": "rows", "query": "query-input", "users": "users",
+         "storage": "buckets", "functions": "functions"}
+
+
+def test_dashboard_every_page_at_laptop_and_phone_width(dash_node, browser):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    sign_in(browser, dash_node.url, dash_node.service)
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "node-status")))
+    for width, height in ((1280, 800), (390, 844)):
+        browser.set_window_size(width, height)
+        for page, marker in PAGES.items():
+            browser.get(f"{dash_node.url}/dashboard#/{page}")
+            wait(browser).until(EC.presence_of_element_located((By.ID, marker)))
+            # Wide tables scroll inside their card; the page itself never scrolls sideways.
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 1, (page, width, overflow)
+            browser.save_screenshot(os.path.join(ARTIFACTS, f"{page.replace('/', '-')}-{width}x{height}.png"))
+    assert console_errors(browser) == []
