@@ -113,6 +113,14 @@ def test_dashboard_sign_in_cluster_and_rows(dash_node, browser):
     browser.find_element(By.LINK_TEXT, "next →").click()
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 51–100 of 121"))
     assert "r049" in browser.find_element(By.ID, "rows").text  # ids sort "a-xss", r000.., so r049 is row 51
+    # Sort by a column: n descending puts r119 (n=119) first; the pager keeps the order.
+    browser.find_element(By.LINK_TEXT, "n").click()
+    wait(browser).until(EC.presence_of_element_located((By.LINK_TEXT, "n ▲")))
+    browser.find_element(By.LINK_TEXT, "n ▲").click()
+    wait(browser).until(EC.presence_of_element_located((By.LINK_TEXT, "n ▼")))
+    first_row = browser.find_element(By.CSS_SELECTOR, "#rows tbody tr").text
+    assert first_row.startswith("r119"), first_row
+    assert "sort=n&dir=desc" in browser.find_element(By.LINK_TEXT, "next →").get_attribute("href")
     assert console_errors(browser) == []
     browser.find_element(By.ID, "signout").click()
     wait(browser).until(EC.visibility_of_element_located((By.ID, "key")))

@@ -114,15 +114,19 @@ async function collectionsView(view, name, params) {
   const rowsCard = h("div", { class: "card", id: "rows" }, h("p", { class: "muted" }, "Loading…"));
   replace(content, rowsCard, schemaCard(schema));
   const pk = schema.primary_key || "id";
+  // Sort by one column (a field of the schema, else the primary key); ties are broken by the primary key.
+  const sort = Object.hasOwn(schema.fields || {}, params.get("sort") || "") ? params.get("sort") : pk;
+  const dir = params.get("dir") === "desc" ? "desc" : "asc";
+  const here = (p, s, d) => `#/collections/${encodeURIComponent(name)}?page=${p}&sort=${encodeURIComponent(s)}&dir=${d}`;
   const t0 = performance.now();
-  const result = await post("/admin/v1/query", { collection: name, order: [{ field: pk, dir: "asc" }], limit: pageRows, offset: page * pageRows, count: true });
+  const result = await post("/admin/v1/query", { collection: name, order: [{ field: sort, dir }], limit: pageRows, offset: page * pageRows, count: true });
   const ms = Math.round(performance.now() - t0);
   const rows = result.body.rows || [];
   const total = result.body.count ?? rows.length;
   const columns = [pk, ...Object.keys(schema.fields || {}).filter((f) => f !== pk)];
   const first = total === 0 ? 0 : page * pageRows + 1;
   const link = (p, label, enabled) => enabled
-    ? h("a", { href: `#/collections/${encodeURIComponent(name)}?page=${p}`, class: "pager-link" }, label)
+    ? h("a", { href: here(p, sort, dir), class: "pager-link" }, label)
     : h("span", { class: "muted" }, label);
   const lastPage = Math.max(0, Math.ceil(total / pageRows) - 1);
   replace(rowsCard,
@@ -132,7 +136,10 @@ async function collectionsView(view, name, params) {
       h("span", { id: "row-range" }, `rows ${first}–${page * pageRows + rows.length} of ${total}`),
       link(page + 1, "next →", page < lastPage),
       h("span", { class: "muted" }, `LSN ${result.body.lsn}, ${ms} ms`)),
-    rows.length ? table(columns, rows) : h("p", { class: "muted" }, "no rows"));
+    rows.length ? table(columns, rows, (c) => h("a", {
+      href: here(0, c, c === sort && dir === "asc" ? "desc" : "asc"), class: "sort-link",
+      "aria-sort": c === sort ? (dir === "asc" ? "ascending" : "descending") : undefined,
+    }, c === sort ? `${c} ${dir === "asc" ? "▲" : "▼"}` : c)) : h("p", { class: "muted" }, "no rows"));
 }
 
 async function queryView(view) {

@@ -42,10 +42,11 @@ export function cellText(value) {
   return text.length > cellCharsMax ? text.slice(0, cellCharsMax) + "…" : text;
 }
 
-/** A table of `rows` (objects) over `columns` (names); every cell is text. */
-export function table(columns, rows) {
+/** A table of `rows` (objects) over `columns` (names); every cell is text. `header(c)`, when
+ *  given, builds a column's heading (e.g. a sort link). */
+export function table(columns, rows, header) {
   return h("table", {},
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, header ? header(c) : c)))),
     h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => {
       const v = row[c];
       return h("td", { class: v === null || v === undefined ? "null" : "" }, cellText(v));
