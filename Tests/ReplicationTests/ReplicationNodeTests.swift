@@ -363,7 +363,18 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
                     try await Task.sleep(for: .milliseconds(5))
                 }
                 #expect(primary.node.acks.durable(of: "n2") == start.lsn)
+                // Meanwhile the follower acknowledges what it verified every heartbeat, as a real one
+                // does: the primary closes a session silent for `sessionIdleMillis`, and the commit
+                // below waits `replicaWaitMillis`, which with scheduling on a loaded machine can pass it.
+                let keepalive = Task {
+                    while !Task.isCancelled {
+                        try await outbound.write(.ack(received: start.lsn, durable: start.lsn, applied: start.lsn))
+                        try await Task.sleep(for: .milliseconds(ReplicationTimeouts.heartbeatMillis))
+                    }
+                }
                 await #expect(throws: AeroError.self) { _ = try await primary.insert("unconfirmed") }
+                keepalive.cancel()
+                _ = await keepalive.result
                 // A follower that acknowledges what it was actually sent releases the commit: sync works.
                 let confirmed = Task { try await primary.insert("confirmed") }
                 var received: UInt64 = 0
