@@ -33,6 +33,16 @@ import Testing
         // A third rotation past the window deletes the expired key.
         _ = try await AuthSigningKeys.rotate(db, secret: secret, lifetimeSeconds: 3_600, nowSeconds: window + 1)
         #expect(try db.snapshot().documentIfPresent(AuthSigningKeys.collection, key: .string(first)) == nil)
+        // At most `keysMax` keys verify at once: rotating faster than their windows end is refused.
+        var rotations = 0
+        await #expect(throws: AeroError.self) {
+            for _ in 0..<AuthSigningKeys.keysMax + 1 {
+                _ = try await AuthSigningKeys.rotate(db, secret: secret, lifetimeSeconds: 3_600, nowSeconds: window + 2)
+                rotations += 1
+            }
+        }
+        #expect(rotations < AuthSigningKeys.keysMax)
+        #expect(try AuthSigningKeys.current(db.snapshot(), secret: secret) != nil)
         // At rest: no row holds the raw private key.
         let raw = JWT.base64URL(Array(key.rawRepresentation))
         let stored = try AuthSigningKeys.rows(db.snapshot()).map { JSON.encodeString(.object($0)) }.joined()

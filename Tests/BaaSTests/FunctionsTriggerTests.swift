@@ -122,6 +122,26 @@ import WAT
         await node.close()
     }
 
+    /// A worker whose conditional cursor write loses (another writer moved the cursor) stops and
+    /// is started again by the reconciler from the stored cursor: later changes are still
+    /// delivered (a change may be delivered again: at least once).
+    @Test func aWorkerThatLosesItsCursorIsStartedAgain() async throws {
+        let node = try await Node.open()
+        try await node.deploy("log", Self.logsItsTriggerID, trigger: .object(["collection": .string("notes")]))
+        let runner = FunctionTriggers.start(service: node.service, isPrimary: { true })
+        let a = try await node.insert(["a"])
+        #expect(try await eventually { try FunctionTriggers.cursor("log", node.db.snapshot()) == a })
+        // Someone else moves the cursor: the worker's next conditional write fails.
+        _ = try await node.db.commit([.update(collection: FunctionTriggers.cursors, target: .key(.string("log")), set: ["after_lsn": .int(Int64(a))  ])])
+        _ = try await node.db.commit([.update(collection: FunctionTriggers.cursors, target: .key(.string("log")), set: ["after_lsn": .int(Int64(a - 1))])])
+        let b = try await node.insert(["b"])
+        let c = try await node.insert(["c"])
+        #expect(try await eventually { node.delivered("log").contains("\(c):0") }, "\(node.delivered("log"))")
+        #expect(node.delivered("log").contains("\(b):0"))
+        runner.cancel()
+        await node.close()
+    }
+
     /// A delivery that keeps failing is retried `attemptsMax` times, then dead-lettered, and the
     /// trigger moves on to the next change.
     @Test func aFailingDeliveryIsRetriedThenDeadLettered() async throws {

@@ -50,6 +50,8 @@ import Testing
         #expect(!RealtimeRelay.validMAC(mac, body, secret: Array(repeating: 8, count: 32)))  // other cluster
         #expect(!RealtimeRelay.validMAC(String(mac.dropLast()) + "g", body, secret: Self.secret))
         #expect(!RealtimeRelay.validMAC(nil, body, secret: Self.secret))
+        // 64 bytes but 63 characters (a two-byte character last): refused, never a trap.
+        #expect(!RealtimeRelay.validMAC(String(repeating: "a", count: 62) + "é", body, secret: Self.secret))
         // Not the key of another purpose: a plain HMAC with the secret, or another domain's key, differs.
         let other = RealtimeRelay.mac(body, secret: SecretDomain.storageSignedURL.keyBytes(Self.secret))
         #expect(other != mac)

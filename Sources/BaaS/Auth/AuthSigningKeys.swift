@@ -94,6 +94,13 @@ public enum AuthSigningKeys {
     static func rotate(_ database: Database, secret: [UInt8], lifetimeSeconds: Int64, nowSeconds: Int64) async throws -> String {
         try await SystemCollections.ensure([schema], in: database)
         let existing = try rows(database.snapshot())
+        let live = existing.filter { row in
+            if case .int(let until)? = row["verify_until"] { return until > nowSeconds }
+            return true  // current
+        }
+        guard live.count < keysMax else {
+            throw AeroError(.requestInvalid, "\(live.count) signing keys still verify tokens (at most \(keysMax)); rotate again after the oldest previous key's window ends")
+        }
         let key = P256.Signing.PrivateKey()
         let kid = UUIDText.random()
         guard let sealed = try AES.GCM.seal(Array(key.rawRepresentation), using: SecretDomain.signingKey.key(secret)).combined else {

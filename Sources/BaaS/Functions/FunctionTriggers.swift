@@ -145,18 +145,25 @@ public enum FunctionTriggers {
     public static func start(service: FunctionService, isPrimary: @escaping @Sendable () -> Bool) -> Task<Void, Never> {
         Task.detached {
             var workers: [String: Task<Void, Never>] = [:]
+            // Workers that returned (a lost cursor update, a redeploy): started again next pass,
+            // reading the cursor afresh.
+            let ended = EndedWorkers()
             defer { for worker in workers.values { worker.cancel() } }
             while !Task.isCancelled {
                 var wanted: [String: FunctionVersion] = [:]
                 if isPrimary(), let listed = try? FunctionStore.list(service.database.snapshot()) {
                     for (_, v) in listed where v.trigger != nil { wanted["\(v.name)@\(v.version)"] = v }
                 }
+                for key in ended.take() { workers[key] = nil }
                 for (key, worker) in workers where wanted[key] == nil {
                     worker.cancel()
                     workers[key] = nil
                 }
                 for (key, v) in wanted where workers[key] == nil {
-                    workers[key] = Task.detached { await run(service, v, isPrimary: isPrimary) }
+                    workers[key] = Task.detached {
+                        await run(service, v, isPrimary: isPrimary)
+                        ended.add(key)
+                    }
                 }
                 try? await Task.sleep(for: .milliseconds(reconcileMillis))
             }
@@ -179,13 +186,13 @@ public enum FunctionTriggers {
         } else {
             // Deployed by a version that wrote no cursor: start at what is released now.
             persisted = database.releasedLSN
-            guard await persist(database, v.name, from: nil, to: persisted) else { return }
+            guard await persist(service, v.name, from: nil, to: persisted) else { return }
         }
         var cursor = persisted
         var lastPersist = ContinuousClock.now
         while !Task.isCancelled && isPrimary() {
             if cursor > persisted && ContinuousClock.now - lastPersist > .milliseconds(cursorPersistMillis) {
-                guard await persist(database, v.name, from: persisted, to: cursor) else { return }
+                guard await persist(service, v.name, from: persisted, to: cursor) else { return }
                 persisted = cursor
                 lastPersist = .now
             }
@@ -200,9 +207,10 @@ public enum FunctionTriggers {
                 // The WAL no longer holds changes this trigger did not deliver: say so durably.
                 let now = database.releasedLSN
                 service.logger.error("trigger: changes are gone from the WAL", metadata: ["function": "\(v.name)", "after": "\(cursor)", "through": "\(now)"])
-                await deadLetter(service, v.name, lsn: cursor + 1, index: -1, collection: trigger.collection, event: "gap", key: nil,
-                                 error: "changes after LSN \(cursor) through \(now) are no longer in the WAL and were not delivered", attempts: 0)
-                guard await persist(database, v.name, from: persisted, to: now) else { return }
+                guard await deadLetter(service, v.name, lsn: cursor + 1, index: -1, collection: trigger.collection, event: "gap", key: nil,
+                                       error: "changes after LSN \(cursor) through \(now) are no longer in the WAL and were not delivered",
+                                       attempts: 0) else { return }
+                guard await persist(service, v.name, from: persisted, to: now) else { return }
                 (cursor, persisted) = (now, now)
                 continue
             } catch {
@@ -216,7 +224,7 @@ public enum FunctionTriggers {
                 for (index, change) in matching {
                     guard await deliver(service, v.name, trigger, transaction, index: index, change, isPrimary: isPrimary) else { return }
                 }
-                guard await persist(database, v.name, from: persisted, to: transaction.lsn) else { return }
+                guard await persist(service, v.name, from: persisted, to: transaction.lsn) else { return }
                 persisted = transaction.lsn
                 lastPersist = .now
             }
@@ -227,7 +235,8 @@ public enum FunctionTriggers {
     /// Conditional cursor write: `from` -> `to` (an insert when `from` is nil). False when another
     /// worker or primary moved it, or this node cannot write: the worker stops (the reconciler
     /// starts a fresh one that reads the cursor again).
-    static func persist(_ database: Database, _ name: String, from: UInt64?, to: UInt64) async -> Bool {
+    static func persist(_ service: FunctionService, _ name: String, from: UInt64?, to: UInt64) async -> Bool {
+        let database = service.database
         do {
             guard let from else {
                 _ = try await database.commit([.insert(collection: cursors, document: ["name": .string(name), "after_lsn": .int(Int64(to))])])
@@ -239,6 +248,8 @@ public enum FunctionTriggers {
             let result = try await database.commit([.update(collection: cursors, target: .matching(filter), set: ["after_lsn": .int(Int64(to))])])
             return result.changes.contains { $0.collection == cursors }
         } catch {
+            // The worker stops and is started again (the reconciler); say why it stopped.
+            service.logger.warning("trigger: cursor not written", metadata: ["function": "\(name)", "error": "\(error)"])
             return false
         }
     }
@@ -277,14 +288,14 @@ public enum FunctionTriggers {
             try? await Task.sleep(for: .milliseconds(wait))
             attempt += 1
         }
-        await deadLetter(service, name, lsn: transaction.lsn, index: index, collection: change.collection, event: change.kind.rawValue,
-                         key: change.key, error: lastError, attempts: attempt)
-        return true
+        // True only when recorded: otherwise the worker stops with its cursor before this change.
+        return await deadLetter(service, name, lsn: transaction.lsn, index: index, collection: change.collection,
+                                event: change.kind.rawValue, key: change.key, error: lastError, attempts: attempt)
     }
 
     /// Records a change that was not delivered, and keeps at most `deadLettersKept` per function.
     static func deadLetter(_ service: FunctionService, _ name: String, lsn: UInt64, index: Int, collection: String, event: String,
-                           key: JSONValue?, error: String, attempts: Int) async {
+                           key: JSONValue?, error: String, attempts: Int) async -> Bool {
         let database = service.database
         do {
             _ = try await database.commit([.upsert(collection: deadLetters, document: [
@@ -300,8 +311,11 @@ public enum FunctionTriggers {
                 _ = try await database.commit(ops)
             }
             service.logger.warning("trigger: change dead-lettered", metadata: ["function": "\(name)", "lsn": "\(lsn)", "index": "\(index)", "error": "\(error.prefix(300))"])
+            return true
         } catch {
+            // Not recorded: the caller must not move the cursor past the change (FN5).
             service.logger.error("trigger: cannot write a dead letter", metadata: ["function": "\(name)", "lsn": "\(lsn)", "error": "\(error)"])
+            return false
         }
     }
 
@@ -310,4 +324,11 @@ public enum FunctionTriggers {
         try snapshot.rowsIfPresent(Query(collection: deadLetters, filter: .compare(field: "name", op: .eq, value: .string(name)),
                                          order: [Sort(field: "name"), Sort(field: "lsn"), Sort(field: "index")], limit: limit))
     }
+}
+
+/// Keys of trigger workers that returned, for the reconciler to start again.
+private final class EndedWorkers: Sendable {
+    private let keys = Mutex<Set<String>>([])
+    func add(_ key: String) { _ = keys.withLock { $0.insert(key) } }
+    func take() -> Set<String> { keys.withLock { k in defer { k = [] }; return k } }
 }

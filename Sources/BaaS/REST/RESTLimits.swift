@@ -35,7 +35,8 @@ public enum RESTLimits {
     /// `query.limit_max`, as PostgREST caps at `db-max-rows`.
     public static let limitRange = 0...Int.max
     /// Parent rows a read ordered by an embedded resource's column may sort (EmbeddedOrder.swift):
-    /// they are all read and sorted in memory, so the bound is ten pages of the largest limit.
+    /// they are all read and sorted in memory, so the bound is one page of the largest limit
+    /// (`KernelLimits.queryLimitMax`).
     public static let orderByEmbeddedRowsMax = 10_000
     /// Rows one aggregate read folds (Aggregates.swift): the kernel's default scan bound, so an
     /// aggregate never reads more than one ordinary query may examine.

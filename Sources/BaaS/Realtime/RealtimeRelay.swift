@@ -167,14 +167,22 @@ enum RealtimeRelay {
     }
 
     static func validMAC(_ header: String?, _ body: [UInt8], secret: [UInt8]) -> Bool {
+        // Decoded byte by byte from UTF-8 (a header's characters may be multi-byte: stepping by
+        // characters through a 64-byte header could run past its end).
         guard let header, header.utf8.count == 64 else { return false }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        let text = Array(header.utf8)
         var bytes: [UInt8] = []
-        var index = header.startIndex
-        while index < header.endIndex {
-            let next = header.index(index, offsetBy: 2)
-            guard let byte = UInt8(header[index..<next], radix: 16) else { return false }
-            bytes.append(byte)
-            index = next
+        for i in stride(from: 0, to: text.count, by: 2) {
+            guard let high = nibble(text[i]), let low = nibble(text[i + 1]) else { return false }
+            bytes.append(high << 4 | low)
         }
         return HMAC<SHA256>.isValidAuthenticationCode(bytes, authenticating: body, using: SecretDomain.realtimeRelay.key(secret))
     }

@@ -114,9 +114,15 @@ final class ResumableStore: Sendable {
                 try? FileManager.default.removeItem(atPath: path)
                 continue
             }
-            guard loaded.entries.count < uploadsMax else { try? FileManager.default.removeItem(atPath: path); continue }
+            // The same bounds as at creation: a damaged or foreign info.json cannot wrap the
+            // reservation or lift the node's limits.
+            let (sum, overflow) = loaded.reservedBytes.addingReportingOverflow(info.length)
+            guard loaded.entries.count < uploadsMax, info.length >= 0, !overflow, sum <= bytesMax else {
+                try? FileManager.default.removeItem(atPath: path)
+                continue
+            }
             loaded.entries[name] = Entry(info: info, busy: false)
-            loaded.reservedBytes = loaded.reservedBytes.addingReportingOverflow(info.length).partialValue
+            loaded.reservedBytes = sum
         }
         state.withLock { $0 = loaded }
     }
