@@ -26,6 +26,14 @@ struct ChangeBinding: Sendable {
     let select: [String]?
     /// The binding as the client sent it, with its id: one entry of the join reply.
     let reply: JSONValue
+    /// A single `column=eq.value` filter on an int or text column: the fan-out's index key
+    /// (ChangeFanout). nil: evaluated for every change of the table.
+    let eq: EqKey?
+
+    struct EqKey: Hashable, Sendable {
+        let column: String
+        let value: String
+    }
 
     static func parse(_ value: JSONValue, database: Database) throws -> ChangeBinding {
         guard case .object(let o) = value else { throw RealtimeFrame.invalid("a postgres_changes binding is an object") }
@@ -45,11 +53,15 @@ struct ChangeBinding: Sendable {
             }
         }
         let snapshot = database.snapshot()
+        var eq: EqKey?
         if let table, table != "*" {
             guard !SystemCollections.isSystem(table), let data = snapshot.state.collections[table] else {
                 throw AeroError(.collectionNotFound, "Could not find the table 'public.\(table.prefix(64))'")
             }
-            if let filter { _ = try BindingFilter.parse(filter, schema: data.schema) }
+            if let filter {
+                _ = try BindingFilter.parse(filter, schema: data.schema)
+                eq = eqKey(filter, schema: data.schema)
+            }
         } else if filter != nil {
             throw RealtimeFrame.invalid("a filter needs a table")
         }
@@ -62,7 +74,27 @@ struct ChangeBinding: Sendable {
         if let filter { reply["filter"] = .string(filter) }
         if let select { reply["select"] = .array(select.map(JSONValue.string)) }
         return ChangeBinding(id: id, event: event, table: table == "*" ? nil : table, filter: filter, select: select,
-                             reply: .object(reply))
+                             reply: .object(reply), eq: eq)
+    }
+
+    /// The index key of a lone `col=eq.v` filter on an int or text column, in the form
+    /// `ChangeFanout.indexValue` gives a row's value (`5` for int 5, the text itself).
+    static func eqKey(_ filter: String, schema: CollectionSchema) -> EqKey? {
+        guard let eq = filter.firstIndex(of: "=") else { return nil }
+        let column = String(filter[..<eq])
+        let expression = filter[filter.index(after: eq)...]
+        guard expression.hasPrefix("eq."), let field = schema.fields[column] else { return nil }
+        let literal = String(expression.dropFirst(3))
+        switch field.type {
+        case .int:
+            guard let n = Int64(literal) else { return nil }
+            return EqKey(column: column, value: String(n))
+        case .text:
+            guard !literal.contains(","), !literal.contains("("), !literal.hasPrefix("\""), literal != "null" else { return nil }
+            return EqKey(column: column, value: literal)
+        default:
+            return nil
+        }
     }
 
     func applies(to kind: DocumentChange.Kind, collection: String) -> Bool {
@@ -106,19 +138,56 @@ enum BindingFilter {
     }
 }
 
-/// One channel's postgres_changes: its bindings and the caller's compiled policies.
+/// Binding filters compiled once per (collection, filter text) for every subscription of the
+/// node (a thousand subscribers of `grp=eq.1` share one matcher). Cleared on a schema change
+/// and when it reaches `compiledFiltersMax` entries (client-growable: bounded).
+final class ChangeFilters: Sendable {
+    /// Distinct compiled binding filters kept (past it the cache starts again).
+    static let compiledFiltersMax = 4_096
+
+    private let cache = Mutex<[String: FilterMatcher?]>([:])
+
+    /// The matcher for a binding's filter on `collection`, nil when it no longer compiles
+    /// (a dropped column): such a binding matches nothing (fail closed).
+    func matcher(_ filter: String, collection: String, schema: CollectionSchema) -> FilterMatcher? {
+        let key = collection + "\u{0}" + filter
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let compiled = try? FilterMatcher(try BindingFilter.parse(filter, schema: schema), schema: schema)
+        cache.withLock { c in
+            if c.count >= Self.compiledFiltersMax { c = [:] }
+            c[key] = .some(compiled)
+        }
+        return compiled
+    }
+
+    func invalidate() { cache.withLock { $0 = [:] } }
+}
+
+/// What is shared between the subscribers that see one change: filter results per distinct
+/// filter and the encoded `data` object per distinct shape (decoded and encoded once, not once
+/// per subscriber). Lives for one change.
+struct ChangeMemo {
+    var filterResults: [String: Bool] = [:]
+    var payloads: [String: String] = [:]
+    var columns: [String: JSONValue] = [:]
+}
+
+/// One channel's postgres_changes: its bindings and the caller's compiled policies. Compact:
+/// no task of its own while it is live (ChangeFanout delivers to it).
 final class ChangeSubscription: Sendable {
+    let id: Int
     let topic: String
-    let joinRef: String?
     let bindings: [ChangeBinding]
+    let outbox: RealtimeOutbox
     private let database: Database
     private let engine: PolicyEngine
+    private let filters: ChangeFilters
+    private let closedFlag = Atomic<Bool>(false)
 
     private struct Compiled {
         let schema: CollectionSchema
         /// nil: every row is visible (no row-level security for this caller).
         let policy: FilterMatcher?
-        let filters: [Int64: FilterMatcher]
     }
 
     private struct State {
@@ -128,21 +197,28 @@ final class ChangeSubscription: Sendable {
 
     private let state: Mutex<State>
 
-    init(topic: String, joinRef: String?, bindings: [ChangeBinding], caller: Caller, database: Database, engine: PolicyEngine) {
+    init(id: Int, topic: String, bindings: [ChangeBinding], caller: Caller, outbox: RealtimeOutbox,
+         database: Database, engine: PolicyEngine, filters: ChangeFilters) {
+        self.id = id
         self.topic = topic
-        self.joinRef = joinRef
         self.bindings = bindings
+        self.outbox = outbox
         self.database = database
         self.engine = engine
+        self.filters = filters
         state = Mutex(State(caller: caller))
     }
+
+    /// The channel closed: nothing more is queued for it.
+    var isClosed: Bool { closedFlag.load(ordering: .acquiring) || outbox.isClosed }
+    func markClosed() { closedFlag.store(true, ordering: .releasing) }
 
     /// A new token on the live channel: policies are compiled again for it.
     func setCaller(_ caller: Caller) {
         state.withLock { $0 = State(caller: caller) }
     }
 
-    /// A schema change: compile again (fields, policies).
+    /// A schema change or a policy edit: compile again (fields, policies) (RT5).
     func invalidate() {
         state.withLock { $0.compiled = [:] }
     }
@@ -155,11 +231,7 @@ final class ChangeSubscription: Sendable {
         let schema = data.schema
         let view = try engine.view(schema, caller: caller, snapshot: snapshot)
         let policy = try view.condition(.select).map { try FilterMatcher($0, schema: schema) }
-        var filters: [Int64: FilterMatcher] = [:]
-        for binding in bindings where binding.filter != nil && binding.table == collection {
-            filters[binding.id] = try FilterMatcher(try BindingFilter.parse(binding.filter!, schema: schema), schema: schema)
-        }
-        let result = Compiled(schema: schema, policy: policy, filters: filters)
+        let result = Compiled(schema: schema, policy: policy)
         state.withLock { s in
             if s.compiled.count >= KernelLimits.collectionsMax { s.compiled = [:] }
             s.compiled[collection] = result
@@ -169,6 +241,22 @@ final class ChangeSubscription: Sendable {
 
     /// The frame for one change, or nil when no binding matches or the policy hides it.
     func frame(for change: DocumentChange, in transaction: CommittedTransaction) -> RealtimeFrame? {
+        var memo = ChangeMemo()
+        guard let (ids, data) = render(change, in: transaction, memo: &memo),
+              let value = try? JSON.parse(data) else { return nil }
+        return RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "postgres_changes",
+                             payload: .object(["ids": .array(ids.map { .int($0) }), "data": value]))
+    }
+
+    /// The encoded frame for one change in this subscription's protocol version, or nil.
+    func frameText(for change: DocumentChange, in transaction: CommittedTransaction, memo: inout ChangeMemo) -> String? {
+        guard let (ids, data) = render(change, in: transaction, memo: &memo) else { return nil }
+        return RealtimeFrame.changeText(outbox.version, topic: topic, ids: ids, data: data)
+    }
+
+    /// The matching binding ids and the encoded `data` object (RT3: the policy decides first).
+    private func render(_ change: DocumentChange, in transaction: CommittedTransaction,
+                        memo: inout ChangeMemo) -> ([Int64], String)? {
         guard !SystemCollections.isSystem(change.collection) else { return nil }
         let kind = change.kind
         let candidates = bindings.filter { $0.applies(to: kind, collection: change.collection) }
@@ -184,21 +272,32 @@ final class ChangeSubscription: Sendable {
         case .delete: guard oldVisible else { return nil }
         }
         let subject = kind == .delete ? change.before! : change.after!
-        let ids = candidates.filter { binding in
-            guard let filter = compiled.filters[binding.id] else { return binding.filter == nil }
-            return filter.matches(subject)
+        var ids: [ChangeBinding] = []
+        for binding in candidates {
+            guard let filter = binding.filter else { ids.append(binding); continue }
+            if let known = memo.filterResults[filter] {
+                if known { ids.append(binding) }
+                continue
+            }
+            let result = filters.matcher(filter, collection: change.collection, schema: compiled.schema)?.matches(subject) ?? false
+            memo.filterResults[filter] = result
+            if result { ids.append(binding) }
         }
         guard !ids.isEmpty else { return nil }
         let select = ids.count == 1 ? ids[0].select : nil
+        let shape = (select?.joined(separator: "\u{0}") ?? "*") + (select == nil ? "" : "\u{1}") + (oldVisible ? "o" : "p")
+        if let data = memo.payloads[shape] { return (ids.map(\.id), data) }
         func project(_ doc: Document) -> JSONValue {
             guard let select else { return .object(doc) }
             return .object(doc.filter { select.contains($0.key) || $0.key == compiled.schema.primaryKey })
         }
+        let columns = memo.columns[change.collection] ?? .array(Self.columns(compiled.schema))
+        memo.columns[change.collection] = columns
         var data: [String: JSONValue] = [
             "schema": .string("public"), "table": .string(change.collection),
             "commit_timestamp": .string(Timestamp.format(transaction.timestampMicros)),
             "type": .string(kind.rawValue.uppercased()), "errors": .null,
-            "columns": .array(Self.columns(compiled.schema)), "lsn": .string(String(transaction.lsn)),
+            "columns": columns, "lsn": .string(String(transaction.lsn)),
         ]
         switch kind {
         case .insert:
@@ -210,8 +309,9 @@ final class ChangeSubscription: Sendable {
         case .delete:
             data["old_record"] = project(change.before!)
         }
-        return RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "postgres_changes",
-                             payload: .object(["ids": .array(ids.map { .int($0.id) }), "data": .object(data)]))
+        let text = JSON.encodeString(.object(data))
+        if memo.payloads.count < 64 { memo.payloads[shape] = text }
+        return (ids.map(\.id), text)
     }
 
     /// Columns in Postgres type names, primary key first then by name (realtime-js casts by them).

@@ -1,17 +1,18 @@
 // One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
 //
 // Tasks per connection: the reader (this file's `run`, one frame at a time, in order), the
-// writer (drains the bounded RealtimeOutbox), a ticker (idle timeout, token expiry), and one
-// postgres_changes pump per channel with bindings. State lives in one Mutex; no I/O under it.
+// writer (drains the bounded RealtimeOutbox) and a ticker (idle timeout, token expiry).
+// postgres_changes are queued by the node's shared reader (ChangeFanout); a channel has a task
+// of its own only while it catches up (a resume, or after its outbox was full). State lives
+// in one Mutex; no I/O under it.
 //
 // Invariants:
 // - Every client frame is answered or dropped within the connection's own tasks: a malformed,
 //   unknown or oversized frame gets an error reply or a close code, never a crash, and never
 //   blocks another connection.
-// - A pump only advances its cursor to the `through` of a batch whose frames were all queued:
-//   events are delivered in LSN order with no gap and no repeat (RT1). A full outbox pauses
-//   the pump (it catches up from the WAL later); the WAL no longer holding the cursor is
-//   reported with a `system` message naming the missed LSN range.
+// - postgres_changes are delivered in LSN order with no gap and no repeat (RT1, ChangeFanout):
+//   a full outbox moves the channel to its own pump, which catches up from the WAL; the WAL no
+//   longer holding its cursor is reported with a `system` message naming the missed LSN range.
 // - A channel's token is checked as REST checks it (KeyChecker) at join and on `access_token`;
 //   when it expires, the channel gets a `system` error and is closed.
 
@@ -39,7 +40,6 @@ final class RealtimeConnection: Sendable {
         let presenceEnabled: Bool
         let broadcastAck: Bool
         let subscription: ChangeSubscription?
-        let pump: Task<Void, Never>?
     }
 
     private struct State {
@@ -242,12 +242,13 @@ final class RealtimeConnection: Sendable {
         let presenceEnabled = presence["enabled"]?.boolValue ?? false
 
         close(topic)  // a join on a joined topic replaces the channel (as Phoenix does)
+        let fanout = service.fanout
         let subscription = bindings.isEmpty ? nil
-            : ChangeSubscription(topic: topic, joinRef: frame.joinRef, bindings: bindings, caller: caller,
-                                 database: service.database, engine: service.engine)
-        // The reply is queued before the pump starts: no event can precede it.
+            : ChangeSubscription(id: fanout.nextID(), topic: topic, bindings: bindings, caller: caller, outbox: outbox,
+                                 database: service.database, engine: service.engine, filters: fanout.filters)
+        // The reply is queued before the subscription starts: no event can precede it.
         outbox.push(RealtimeFrame.reply(frame, ok: true, .object(["postgres_changes": .array(bindings.map(\.reply))])), .control)
-        var pump: Task<Void, Never>?
+        var subscribed = false
         if let subscription {
             let database = service.database
             let oldest = database.oldestLSN
@@ -258,13 +259,17 @@ final class RealtimeConnection: Sendable {
                             .control)
             } else {
                 outbox.push(RealtimeFrame.system(topic: topic, extension: "postgres_changes", ok: true, "Subscribed to PostgreSQL"), .control)
-                pump = Self.startPump(subscription, from: resume ?? database.releasedLSN, database: database, outbox: outbox)
+                subscribed = true
             }
         }
         let channel = Channel(topic: topic, key: key, access: access, joinRef: frame.joinRef, caller: caller, token: token, presenceKey: presenceKey,
                               presenceEnabled: presenceEnabled, broadcastAck: broadcast["ack"]?.boolValue ?? false,
-                              subscription: subscription, pump: pump)
+                              subscription: subscribed ? subscription : nil)
         state.withLock { $0.channels[topic] = channel }
+        if subscribed, let subscription {
+            // Live at once, or (a resume) through its own pump until it has caught up (ChangeFanout).
+            fanout.subscribe(subscription, after: resume ?? service.database.releasedLSN)
+        }
         let member = RealtimeService.Member(outbox: outbox, joinRef: frame.joinRef, broadcastSelf: broadcast["self"]?.boolValue ?? false,
                                             presenceEnabled: presenceEnabled, access: access)
         service.join(key, connection: id, member: member)
@@ -283,48 +288,6 @@ final class RealtimeConnection: Sendable {
             guard let n = UInt64(s) else { throw RealtimeFrame.invalid("resume_after_lsn is a decimal LSN") }
             return min(n, KernelLimits.lsnMax)
         default: throw RealtimeFrame.invalid("resume_after_lsn is a decimal LSN")
-        }
-    }
-
-    private static func startPump(_ subscription: ChangeSubscription, from start: UInt64, database: Database,
-                                  outbox: RealtimeOutbox) -> Task<Void, Never> {
-        Task {
-            var cursor = start
-            while !Task.isCancelled && !outbox.isClosed {
-                if !outbox.hasRoom {
-                    await outbox.waitForRoom()
-                    continue
-                }
-                do {
-                    let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
-                    for transaction in batch.transactions {
-                        // A schema change or a policy edit reaches the live subscription (RT5).
-                        if RealtimeService.touchesPolicies(transaction) { subscription.invalidate() }
-                        for change in transaction.changes {
-                            guard let frame = subscription.frame(for: change, in: transaction) else { continue }
-                            while !outbox.push(frame, .event) {
-                                if outbox.isClosed || Task.isCancelled { return }
-                                await outbox.waitForRoom()
-                            }
-                        }
-                    }
-                    cursor = batch.through
-                } catch let error as AeroError where error.code == .lsnUnavailable {
-                    let oldest = database.oldestLSN
-                    let through = max(cursor &+ 1, oldest &- 1)
-                    outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: true,
-                                                     "changes after LSN \(cursor) through \(through) were missed (this subscriber fell behind the retained WAL); continuing from LSN \(oldest)",
-                                                     extra: ["missed_from_lsn": .string(String(cursor &+ 1)),
-                                                             "missed_through_lsn": .string(String(through)),
-                                                             "oldest_lsn": .string(String(oldest))]), .control)
-                    cursor = through
-                } catch {
-                    if Task.isCancelled { return }
-                    outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: false,
-                                                     "the change stream stopped: \(AeroError.wrap(error).message)"), .control)
-                    return
-                }
-            }
         }
     }
 
@@ -372,7 +335,7 @@ final class RealtimeConnection: Sendable {
 
     private func close(_ topic: String) {
         guard let channel = state.withLock({ $0.channels.removeValue(forKey: topic) }) else { return }
-        channel.pump?.cancel()
+        if let subscription = channel.subscription { service.fanout.remove(subscription) }
         service.leave(channel.key, connection: id)
     }
 

@@ -28,8 +28,12 @@ public enum RealtimeLimits {
     /// A connection that sends nothing (not even a heartbeat, every 25 s by default) for this
     /// long is closed.
     public static let idleTimeoutSeconds: Int64 = 60
-    /// Records pulled from the change stream per step of one subscription.
+    /// Records pulled from the change stream per step (the node's shared reader, or one
+    /// catching-up subscription).
     public static let changesPerPull = 256
+    /// Frames the shared reader gathers for one subscriber within one transaction before it
+    /// hands that subscriber to its own catch-up pump (bounds the reader's memory per change).
+    public static let fanoutFramesPerTransactionMax = 512
     /// Presences (keys) per topic on one node; past it `track` is answered with an error.
     public static let presencesPerTopicMax = 10_000
 

@@ -2,9 +2,9 @@
 //
 // Policy (docs/REALTIME.md "Backpressure"):
 // - Events (postgres_changes, broadcast, presence) enter while fewer than
-//   RealtimeLimits.outboundEventsMax frames wait. A postgres_changes pump that finds the queue
-//   full does not drop: it stops pulling (its cursor stays) and waits for room, then catches up
-//   from the WAL. Broadcasts and presence diffs are not in the WAL: they are dropped and counted
+//   RealtimeLimits.outboundEventsMax frames wait. postgres_changes are not dropped: when one
+//   transaction's frames do not fit, the subscription leaves the node's shared reader with its
+//   cursor before that transaction, waits for room and catches up from the WAL (ChangeFanout). Broadcasts and presence diffs are not in the WAL: they are dropped and counted
 //   per topic; once the queue has drained to half, a `system` message says how many were lost.
 // - Replies and system messages may use RealtimeLimits.outboundControlHeadroom more; past that
 //   the client reads nothing at all and the connection is closed (1008).
@@ -40,6 +40,25 @@ final class RealtimeOutbox: Sendable {
     @discardableResult
     func push(_ frame: RealtimeFrame, _ kind: Kind) -> Bool {
         let text = frame.encoded(version)
+        return push(text: text, kind)
+    }
+
+    /// Queues encoded event frames all together, or none of them when they do not all fit
+    /// (ChangeFanout: one transaction's frames for a subscriber) or the outbox closed.
+    func push(texts: [String]) -> Bool {
+        guard !texts.isEmpty else { return true }
+        let (accepted, wake) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
+            guard !s.closed, s.count + texts.count <= RealtimeLimits.outboundEventsMax else { return (false, nil) }
+            s.frames.append(contentsOf: texts)
+            let w = s.writer
+            s.writer = nil
+            return (true, w)
+        }
+        wake?.resume()
+        return accepted
+    }
+
+    private func push(text: String, _ kind: Kind) -> Bool {
         let (accepted, wake) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
             guard !s.closed else { return (false, nil) }
             let limit = RealtimeLimits.outboundEventsMax + (kind == .control ? RealtimeLimits.outboundControlHeadroom : 0)

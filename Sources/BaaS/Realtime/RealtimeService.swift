@@ -7,8 +7,9 @@
 //   every table here shrinks when its connection goes.
 // - Fan-out (broadcast, presence) only queues frames into each member's bounded outbox; it
 //   never waits for a slow member (RealtimeOutbox).
-// - postgres_changes never goes through this table: each subscription pulls the kernel's
-//   change stream itself (RealtimeConnection), so realtime never slows a commit.
+// - postgres_changes never goes through this table: one shared reader per node (ChangeFanout)
+//   pulls the kernel's change stream and queues frames for the subscriptions it may match;
+//   it never waits for a subscriber, so realtime never slows a commit.
 // - Broadcast and presence reach the members of the topic on every node: what happens here is
 //   queued once per other member (RealtimeRelay, bounded); what another member relays is
 //   delivered here like a local message, never relayed again. The presences of another member
@@ -51,6 +52,8 @@ public final class RealtimeService: Sendable {
     let engine = PolicyEngine()
     let logger: Logger
     let peers: RealtimePeers
+    /// postgres_changes: the node's shared change reader and its subscription index.
+    let fanout: ChangeFanout
     /// Random per process start: a receiver that sees a new one asks for a presence snapshot.
     let incarnation = UUID().uuidString.lowercased()
     private let links: [RelayLink]
@@ -104,17 +107,20 @@ public final class RealtimeService: Sendable {
         self.keys = keys
         self.logger = logger
         self.peers = peers
+        fanout = ChangeFanout(database: database, logger: logger)
         links = peers.others.map(RelayLink.init(address:))
     }
 
-    /// The node's background work: one relay sender per other member, the sweep of members not
-    /// heard from, and the policy watcher. Cancel the task to stop them.
+    /// The node's background work: the shared postgres_changes reader, one relay sender per
+    /// other member, the sweep of members not heard from, and the policy watcher. Cancel the
+    /// task to stop them.
     public func start() -> Task<Void, Never> {
         Task { [self] in
             await withTaskGroup(of: Void.self) { group in
                 for link in links { group.addTask { await RealtimeRelay.runSender(link, service: self) } }
                 group.addTask { await self.sweepOrigins() }
                 group.addTask { await self.watchPolicies() }
+                group.addTask { await self.fanout.run() }
             }
         }
     }

@@ -1,0 +1,349 @@
+// postgres_changes fan-out: one shared reader per node reads each released change once from
+// the kernel's change stream (ChangeHub: decoded once) and queues frames only for the
+// subscriptions whose bindings can match it.
+//
+// Layout: subscriptions are indexed by table ("*" = a binding without a table) and, for a lone
+// `column=eq.value` filter on an int or text column (ChangeBinding.eq), by column and value:
+// a change looks up the subscriptions of its table's value (one dictionary probe per indexed
+// column) plus the table's unindexed ones. Each candidate then applies its own policy (RT3,
+// per subscriber, as before) and its bindings; a filter shared by many subscribers is
+// evaluated once per change (ChangeMemo), and the `data` object is encoded once per change and
+// shape, then wrapped per subscriber (topic, ids).
+//
+// States of a subscription:
+// - live: in the index; the reader queues its frames. `after`: changes at or before this LSN
+//   were already delivered (or predate the join): the reader skips them.
+// - catching up: a task of its own pulls the change stream from its cursor (a resume, or a
+//   subscriber whose outbox was full), exactly as one subscription's pump always did, and
+//   becomes live again once its cursor reaches what the reader has taken (`pendingThrough`).
+//
+// Invariants:
+// - No gap, no repeat (RT1): the reader queues one transaction's frames for a subscriber all
+//   at once or not at all (RealtimeOutbox.push(texts:)); when they do not fit, the subscriber
+//   leaves the index with its cursor just before that transaction and catches up from there. A
+//   subscription attaches only with a cursor at or past what the reader has taken.
+// - A slow subscriber never slows the reader, commits or other subscribers: the reader never
+//   waits for an outbox; memory per subscriber is its outbox bound plus, within one
+//   transaction, at most `fanoutFramesPerTransactionMax` pending frames.
+// - A policy or schema change reaches the subscriptions before the next change after it (RT5):
+//   the reader invalidates every live subscription's compiled policies and the shared filters
+//   at that transaction; a catching-up pump does the same for its own.
+// - No I/O and no filter evaluation under the lock; the lock guards the index and the states.
+
+import Kernel
+import Logging
+import Synchronization
+
+final class ChangeFanout: Sendable {
+    private struct Live {
+        let subscription: ChangeSubscription
+        let after: UInt64
+    }
+
+    /// The subscriptions with a binding on one table.
+    private struct TableIndex {
+        var general: Set<Int> = []
+        var eq: [String: [String: Set<Int>]] = [:]  // column -> value -> ids
+
+        var isEmpty: Bool { general.isEmpty && eq.isEmpty }
+    }
+
+    private struct State {
+        var members: [Int: ChangeSubscription] = [:]
+        var live: [Int: Live] = [:]
+        var tables: [String: TableIndex] = [:]
+        var catchingUp: [Int: Task<Void, Never>] = [:]
+        /// Every change up to here has been taken by the reader (queued or being queued).
+        var pendingThrough: UInt64
+        var nextID = 0
+    }
+
+    private let state: Mutex<State>
+    let database: Database
+    let filters = ChangeFilters()
+    private let logger: Logger
+
+    init(database: Database, logger: Logger) {
+        self.database = database
+        self.logger = logger
+        state = Mutex(State(pendingThrough: database.releasedLSN))
+    }
+
+    func nextID() -> Int {
+        state.withLock { s in
+            s.nextID += 1
+            return s.nextID
+        }
+    }
+
+    /// Subscriptions on this node (live or catching up), and how many are catching up.
+    var counts: (members: Int, catchingUp: Int) { state.withLock { ($0.members.count, $0.catchingUp.count) } }
+
+    // MARK: Membership
+
+    /// Starts delivering the changes after `cursor` to `subscription`: live at once when the
+    /// reader has not gone past `cursor`, else through a catch-up pump (a resume).
+    func subscribe(_ subscription: ChangeSubscription, after cursor: UInt64) {
+        state.withLock { $0.members[subscription.id] = subscription }
+        if !attach(subscription, after: cursor) { startCatchUp(subscription, from: cursor) }
+    }
+
+    /// The channel closed: the subscription leaves the index; its pump, if any, is cancelled.
+    func remove(_ subscription: ChangeSubscription) {
+        subscription.markClosed()
+        let task = state.withLock { s -> Task<Void, Never>? in
+            s.members[subscription.id] = nil
+            if s.live.removeValue(forKey: subscription.id) != nil { Self.unindex(subscription, from: &s.tables) }
+            return s.catchingUp.removeValue(forKey: subscription.id)
+        }
+        task?.cancel()
+    }
+
+    private func attach(_ subscription: ChangeSubscription, after cursor: UInt64) -> Bool {
+        state.withLock { s in
+            guard s.members[subscription.id] != nil, !subscription.isClosed else { return true }  // gone: stop
+            guard cursor >= s.pendingThrough else { return false }
+            if s.live[subscription.id] == nil { Self.index(subscription, into: &s.tables, eq: { $0.eq }) }
+            s.live[subscription.id] = Live(subscription: subscription, after: cursor)
+            s.catchingUp[subscription.id] = nil
+            return true
+        }
+    }
+
+    /// Takes a live subscription out of the index; its pump resumes after `cursor`.
+    private func detach(_ subscription: ChangeSubscription, cursor: UInt64) {
+        let move = state.withLock { s -> Bool in
+            guard s.live.removeValue(forKey: subscription.id) != nil else { return false }
+            Self.unindex(subscription, from: &s.tables)
+            return s.members[subscription.id] != nil
+        }
+        if move && !subscription.isClosed { startCatchUp(subscription, from: cursor) }
+    }
+
+    private func startCatchUp(_ subscription: ChangeSubscription, from cursor: UInt64) {
+        let task = Task { [self] in await catchUp(subscription, from: cursor) }
+        let keep = state.withLock { s -> Bool in
+            guard s.members[subscription.id] != nil, s.live[subscription.id] == nil else { return false }
+            s.catchingUp[subscription.id] = task
+            return true
+        }
+        if !keep { task.cancel() }
+    }
+
+    private static func index(_ subscription: ChangeSubscription, into tables: inout [String: TableIndex],
+                              eq: (ChangeBinding) -> ChangeBinding.EqKey?) {
+        for binding in subscription.bindings {
+            let table = binding.table ?? "*"
+            if let key = eq(binding) {
+                tables[table, default: TableIndex()].eq[key.column, default: [:]][key.value, default: []].insert(subscription.id)
+            } else {
+                tables[table, default: TableIndex()].general.insert(subscription.id)
+            }
+        }
+    }
+
+    private static func unindex(_ subscription: ChangeSubscription, from tables: inout [String: TableIndex]) {
+        for binding in subscription.bindings {
+            let table = binding.table ?? "*"
+            guard var index = tables[table] else { continue }
+            index.general.remove(subscription.id)
+            // The key may have been recomputed after a schema change: look in every column.
+            for (column, byValue) in index.eq {
+                var byValue = byValue
+                for (value, ids) in byValue where ids.contains(subscription.id) {
+                    var ids = ids
+                    ids.remove(subscription.id)
+                    byValue[value] = ids.isEmpty ? nil : ids
+                }
+                index.eq[column] = byValue.isEmpty ? nil : byValue
+            }
+            tables[table] = index.isEmpty ? nil : index
+        }
+    }
+
+    /// A schema change: index keys are computed again from the current schemas.
+    private func reindex() -> [String: TableIndex] {
+        let snapshot = database.snapshot()
+        return state.withLock { s in
+            var tables: [String: TableIndex] = [:]
+            for live in s.live.values {
+                Self.index(live.subscription, into: &tables) { binding in
+                    guard let table = binding.table, let filter = binding.filter,
+                          let schema = snapshot.state.collections[table]?.schema else { return nil }
+                    return ChangeBinding.eqKey(filter, schema: schema)
+                }
+            }
+            s.tables = tables
+            return tables
+        }
+    }
+
+    // MARK: The shared reader
+
+    /// Reads the change stream once for every live subscription; runs until cancelled.
+    func run() async {
+        var cursor = state.withLock { $0.pendingThrough }
+        while !Task.isCancelled {
+            let batch: ChangeBatch
+            do {
+                batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
+            } catch let error as AeroError where error.code == .lsnUnavailable {
+                // The reader fell behind the retained WAL: every live subscriber missed the range.
+                let oldest = database.oldestLSN
+                let through = max(cursor &+ 1, oldest &- 1)
+                let live = state.withLock { s -> [ChangeSubscription] in
+                    s.pendingThrough = max(s.pendingThrough, through)
+                    return s.live.values.map(\.subscription)
+                }
+                for subscription in live { Self.reportMissed(subscription, from: cursor, through: through, oldest: oldest) }
+                cursor = through
+                continue
+            } catch {
+                if Task.isCancelled { return }
+                logger.error("realtime change reader failed", metadata: ["error": "\(AeroError.wrap(error).message)"])
+                // As a failed pump did: its subscribers are told the stream stopped.
+                let live = state.withLock { s -> [ChangeSubscription] in
+                    let out = s.live.values.map(\.subscription)
+                    for subscription in out { Self.unindex(subscription, from: &s.tables) }
+                    s.live = [:]
+                    return out
+                }
+                for subscription in live {
+                    subscription.outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: false,
+                                                                  "the change stream stopped: \(AeroError.wrap(error).message)"), .control)
+                }
+                try? await Task.sleep(for: .milliseconds(RealtimeLimits.relayRetryMillis))
+                cursor = max(cursor, database.releasedLSN)
+                state.withLock { $0.pendingThrough = max($0.pendingThrough, cursor) }
+                continue
+            }
+            var (live, tables) = state.withLock { s in
+                s.pendingThrough = max(s.pendingThrough, batch.through)
+                return (s.live, s.tables)
+            }
+            var left: Set<Int> = []
+            for transaction in batch.transactions {
+                if RealtimeService.touchesPolicies(transaction) {
+                    filters.invalidate()
+                    for entry in live.values { entry.subscription.invalidate() }
+                    if transaction.schemaChange != nil { tables = reindex() }
+                }
+                guard !transaction.changes.isEmpty else { continue }
+                var pending: [Int: [String]] = [:]
+                for change in transaction.changes where !SystemCollections.isSystem(change.collection) {
+                    var memo = ChangeMemo()
+                    Self.candidates(change, tables) { id in
+                        guard !left.contains(id), let entry = live[id], entry.after < transaction.lsn,
+                              !entry.subscription.isClosed else { return }
+                        guard let text = entry.subscription.frameText(for: change, in: transaction, memo: &memo) else { return }
+                        if pending[id, default: []].count >= RealtimeLimits.fanoutFramesPerTransactionMax {
+                            // A big transaction for this subscriber: its own pump queues it as room frees.
+                            left.insert(id)
+                            pending[id] = nil
+                            detach(entry.subscription, cursor: transaction.lsn &- 1)
+                            return
+                        }
+                        pending[id, default: []].append(text)
+                    }
+                }
+                for (id, texts) in pending {
+                    guard let entry = live[id] else { continue }
+                    if !entry.subscription.outbox.push(texts: texts) {
+                        // Full: the subscriber reads too slowly; it catches up from the WAL (no loss).
+                        left.insert(id)
+                        detach(entry.subscription, cursor: transaction.lsn &- 1)
+                    }
+                }
+            }
+            for id in left { live[id] = nil }
+            cursor = batch.through
+        }
+    }
+
+    /// Calls `visit` with every subscription id whose bindings may match `change` (maybe twice).
+    private static func candidates(_ change: DocumentChange, _ tables: [String: TableIndex], _ visit: (Int) -> Void) {
+        var sets: [Set<Int>] = []
+        if let index = tables[change.collection] {
+            if !index.general.isEmpty { sets.append(index.general) }
+            if !index.eq.isEmpty, let subject = change.kind == .delete ? change.before : change.after {
+                for (column, byValue) in index.eq {
+                    guard let value = subject[column] else { continue }  // eq never matches a missing value
+                    if let key = indexValue(value) {
+                        if let ids = byValue[key] { sets.append(ids) }
+                    } else {
+                        for ids in byValue.values { sets.append(ids) }  // not indexable: every one is checked
+                    }
+                }
+            }
+        }
+        if let any = tables["*"], !any.general.isEmpty { sets.append(any.general) }
+        if sets.count == 1 {
+            for id in sets[0] { visit(id) }
+        } else if sets.count > 1 {
+            var seen: Set<Int> = []
+            for set in sets { for id in set where seen.insert(id).inserted { visit(id) } }
+        }
+    }
+
+    /// A row's value as an index key (ChangeBinding.eqKey): nil when it is not an int or text.
+    static func indexValue(_ value: JSONValue) -> String? {
+        switch value {
+        case .int(let i): return String(i)
+        case .string(let s): return s
+        case .null: return "\u{0}null"  // eq never matches null: a key no filter has
+        default: return nil
+        }
+    }
+
+    // MARK: Catch-up
+
+    /// One subscription's own pump, from `start` until it can join the reader again: what one
+    /// subscription's pump always was (a full outbox pauses it; the WAL no longer holding its
+    /// cursor is reported with the missed LSN range).
+    private func catchUp(_ subscription: ChangeSubscription, from start: UInt64) async {
+        let outbox = subscription.outbox
+        var cursor = start
+        while !Task.isCancelled && !subscription.isClosed {
+            if !outbox.hasRoom {
+                await outbox.waitForRoom()
+                continue
+            }
+            if attach(subscription, after: cursor) { return }
+            do {
+                let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
+                for transaction in batch.transactions {
+                    // A schema change or a policy edit reaches the subscription (RT5).
+                    if RealtimeService.touchesPolicies(transaction) { subscription.invalidate() }
+                    for change in transaction.changes {
+                        var memo = ChangeMemo()
+                        guard let text = subscription.frameText(for: change, in: transaction, memo: &memo) else { continue }
+                        while !outbox.push(texts: [text]) {
+                            if subscription.isClosed || Task.isCancelled { return }
+                            await outbox.waitForRoom()
+                        }
+                    }
+                }
+                cursor = batch.through
+            } catch let error as AeroError where error.code == .lsnUnavailable {
+                let oldest = database.oldestLSN
+                let through = max(cursor &+ 1, oldest &- 1)
+                Self.reportMissed(subscription, from: cursor, through: through, oldest: oldest)
+                cursor = through
+            } catch {
+                if Task.isCancelled { return }
+                outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: false,
+                                                 "the change stream stopped: \(AeroError.wrap(error).message)"), .control)
+                state.withLock { _ = $0.catchingUp.removeValue(forKey: subscription.id) }
+                return
+            }
+        }
+    }
+
+    private static func reportMissed(_ subscription: ChangeSubscription, from cursor: UInt64, through: UInt64, oldest: UInt64) {
+        subscription.outbox.push(RealtimeFrame.system(topic: subscription.topic, extension: "postgres_changes", ok: true,
+                                                      "changes after LSN \(cursor) through \(through) were missed (this subscriber fell behind the retained WAL); continuing from LSN \(oldest)",
+                                                      extra: ["missed_from_lsn": .string(String(cursor &+ 1)),
+                                                              "missed_through_lsn": .string(String(through)),
+                                                              "oldest_lsn": .string(String(oldest))]), .control)
+    }
+}
