@@ -25,6 +25,9 @@ if CHROMIUM is None or CHROMEDRIVER is None:
     raise RuntimeError("chromium and chromium-driver are required (apt-get install chromium chromium-driver)")
 
 WAIT_SECONDS = 20
+STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "Sources", "BaaS", "Dashboard", "static")
+JS_FILES = sorted(f for f in os.listdir(STATIC) if f.endswith(".js"))
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 
@@ -77,8 +80,7 @@ def console_errors(driver):
 
 
 def test_dashboard_headers_csp_and_files(dash_node):
-    for path in ("/dashboard", "/dashboard/", "/dashboard/app.js", "/dashboard/api.js", "/dashboard/dom.js",
-                 "/dashboard/style.css"):
+    for path in ("/dashboard", "/dashboard/", "/dashboard/style.css", *(f"/dashboard/{f}" for f in JS_FILES)):
         with urllib.request.urlopen(dash_node.url + path, timeout=10) as r:
             csp = r.headers["Content-Security-Policy"]
             assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
@@ -110,7 +112,7 @@ def test_dashboard_sign_in_cluster_and_rows(dash_node, browser):
     assert "r000" in rows.text and "row 0" in rows.text
     assert browser.find_element(By.ID, "row-range").text == "rows 1–50 of 121"
     assert "text" in browser.find_element(By.ID, "schema").text
-    browser.find_element(By.LINK_TEXT, "next →").click()
+    browser.find_element(By.ID, "page-next").click()
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 51–100 of 121"))
     assert "r049" in browser.find_element(By.ID, "rows").text  # ids sort "a-xss", r000.., so r049 is row 51
     # Sort by a column: n descending puts r119 (n=119) first; the pager keeps the order.
@@ -120,7 +122,18 @@ def test_dashboard_sign_in_cluster_and_rows(dash_node, browser):
     wait(browser).until(EC.presence_of_element_located((By.LINK_TEXT, "n ▼")))
     first_row = browser.find_element(By.CSS_SELECTOR, "#rows tbody tr").text
     assert first_row.startswith("r119"), first_row
-    assert "sort=n&dir=desc" in browser.find_element(By.LINK_TEXT, "next →").get_attribute("href")
+    assert "sort=n&dir=desc" in browser.current_url
+    # Keyset paging in that order (the cursor is the last row: n < 70, ties by id), and back.
+    browser.find_element(By.ID, "page-next").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 51–100 of 121"))
+    assert browser.find_element(By.CSS_SELECTOR, "#rows tbody tr").text.startswith("r069")
+    browser.find_element(By.ID, "page-next").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 101–121 of 121"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")[-1].text.startswith("a-xss")  # n = -1 last
+    assert browser.find_element(By.ID, "page-next").get_attribute("disabled") is not None
+    browser.find_element(By.ID, "page-prev").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 51–100 of 121"))
+    assert browser.find_element(By.CSS_SELECTOR, "#rows tbody tr").text.startswith("r069")
     assert console_errors(browser) == []
     browser.find_element(By.ID, "signout").click()
     wait(browser).until(EC.visibility_of_element_located((By.ID, "key")))
@@ -187,10 +200,14 @@ def test_dashboard_users_storage_functions_query(dash_node, browser):
 
 
 # Screenshots of every page at a laptop and a phone size, saved as artifacts (docs/DASHBOARD.md).
+DOC_IMAGES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "images")
 ARTIFACTS = os.environ.get("AERODB_ARTIFACTS_DIR", os.path.join(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))), ".build", "dashboard-screenshots"))
-PAGES = {"cluster": "node-status", "collections/notes": "rows", "query": "query-input", "users": "users",
-         "storage": "buckets", "functions": "functions"}
+PAGES = {"cluster": "lag-chart", "collections/notes": "rows", "collections": "migrations", "query": "query-input",
+         "policies": "tester", "users": "outbox", "storage": "buckets", "functions": "functions",
+         "realtime": "realtime-messages", "logs": "audit-log"}
+# Pages whose laptop screenshot goes to docs/images when AERODB_DASHBOARD_DOC_IMAGES=1 (docs/DASHBOARD.md).
+DOC_IMAGES = {"cluster", "collections/notes", "policies", "logs"}
 
 
 def test_dashboard_every_page_at_laptop_and_phone_width(dash_node, browser):
@@ -207,4 +224,182 @@ def test_dashboard_every_page_at_laptop_and_phone_width(dash_node, browser):
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 1, (page, width, overflow)
             browser.save_screenshot(os.path.join(ARTIFACTS, f"{page.replace('/', '-')}-{width}x{height}.png"))
+            if os.environ.get("AERODB_DASHBOARD_DOC_IMAGES") == "1" and width == 1280 and page in DOC_IMAGES:
+                browser.save_screenshot(os.path.join(DOC_IMAGES_DIR, f"dashboard-{page.replace('/', '-')}.png"))
     assert console_errors(browser) == []
+
+
+# --- Editing through the dashboard, checked through the public APIs -------------------------------------------------
+
+def rest(node, method, path, body=None, token=None, headers=None):
+    """A request with the service key, or with the anon key and a user's access token; returns (status, body)."""
+    h = {"apikey": node.service if token is None else node.anon, "Authorization": f"Bearer {token or node.service}",
+         **(headers or {})}
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(node.url + path, method=method, data=data, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw, status = e.read(), e.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def accept_confirm(driver):
+    WebDriverWait(driver, WAIT_SECONDS).until(EC.alert_is_present())
+    driver.switch_to.alert.accept()
+
+
+def signed_in(driver, url, key, page):
+    sign_in(driver, url, key)
+    wait(driver).until(EC.visibility_of_element_located((By.ID, "node-status")))
+    driver.get(f"{url}/dashboard#/{page}")
+
+
+def status_text(driver, element_id, text):
+    wait(driver).until(EC.text_to_be_present_in_element((By.ID, element_id), text))
+    return driver.find_element(By.ID, element_id).text
+
+
+def test_dashboard_schema_and_row_editing_round_trip(dash_node, browser):
+    """Creates a collection, adds a field and an index, inserts, edits, filters and deletes a row from the
+    page; every step is checked through /rest/v1 and /admin/v1, an API refusal is shown with its code."""
+    signed_in(browser, dash_node.url, dash_node.service, "collections")
+    box = wait(browser).until(EC.visibility_of_element_located((By.ID, "new-collection")))
+    box.clear()
+    box.send_keys(json.dumps({"name": "edits", "primary_key": "id", "fields": {
+        "id": {"type": "text", "required": True}, "title": {"type": "text", "nullable": True},
+        "qty": {"type": "int", "nullable": True}}}))
+    browser.find_element(By.ID, "create-collection").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "row-range")))
+    assert "edits" in browser.current_url
+    # Add a field and an index through the schema forms.
+    browser.find_element(By.XPATH, "//summary[text()='Add a field']").click()
+    browser.find_element(By.ID, "field-name").send_keys("tags")
+    ty = browser.find_element(By.ID, "field-type")
+    ty.clear()
+    ty.send_keys("array<text>")
+    browser.find_element(By.ID, "field-add").click()
+    status_text(browser, "schema-outcome", "added tags")
+    browser.find_element(By.XPATH, "//summary[text()='Add an index']").click()
+    browser.find_element(By.ID, "index-fields").send_keys("qty")
+    browser.find_element(By.ID, "index-add").click()
+    status_text(browser, "schema-outcome", "index added")
+    schema = next(c for c in dash_node.admin("GET", "collections")["collections"] if c["name"] == "edits")
+    assert schema["fields"]["tags"]["type"] == "array<text>"
+    assert [i["fields"] for i in schema["indexes"]] == [["qty"]]
+    # Insert a row.
+    wait(browser).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Insert row']"))).click()
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "edit-id"))).send_keys("e1")
+    browser.find_element(By.ID, "edit-title").send_keys("first")
+    browser.find_element(By.ID, "edit-qty").send_keys("5")
+    browser.find_element(By.ID, "edit-tags").send_keys('["a","b"]')
+    browser.find_element(By.ID, "row-save").click()
+    status_text(browser, "row-outcome", "inserted id = e1")
+    assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1") == (200, [{"id": "e1", "title": "first", "qty": 5, "tags": ["a", "b"]}])
+    # Edit it: only the changed fields are sent; an emptied field becomes null.
+    row = browser.find_element(By.XPATH, "//tr[td[1][text()='e1']]")
+    row.find_element(By.XPATH, ".//button[text()='edit']").click()
+    title = wait(browser).until(EC.visibility_of_element_located((By.ID, "edit-title")))
+    assert title.get_attribute("value") == "first"
+    title.clear()
+    title.send_keys('second, with "quotes" & <b>')
+    qty = browser.find_element(By.ID, "edit-qty")
+    qty.clear()
+    qty.send_keys("7")
+    browser.find_element(By.ID, "edit-tags").clear()
+    browser.find_element(By.ID, "row-save").click()
+    status_text(browser, "row-outcome", "saved id = e1")
+    assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1") == (
+        200, [{"id": "e1", "title": 'second, with "quotes" & <b>', "qty": 7, "tags": None}])
+    # A bad value is refused by the page; a duplicate key by the API, shown with status and code.
+    rest(dash_node, "POST", "/rest/v1/edits", {"id": "e2", "title": "other", "qty": 1})
+    browser.find_element(By.XPATH, "//button[text()='Insert row']").click()
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "edit-id"))).send_keys("e2")
+    browser.find_element(By.ID, "edit-qty").send_keys("seven")
+    browser.find_element(By.ID, "row-save").click()
+    assert "not an integer" in status_text(browser, "editor-outcome", "AERO_DASHBOARD_VALUE")
+    q = browser.find_element(By.ID, "edit-qty")
+    q.clear()
+    q.send_keys("2")
+    browser.find_element(By.ID, "row-save").click()
+    err = status_text(browser, "editor-outcome", "HTTP 409")
+    assert "23505" in err, err
+    # Filter with PostgREST operators (through the builder and the box).
+    browser.get(dash_node.url + "/dashboard#/collections/edits")
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "of 2"))
+    browser.find_element(By.ID, "filter-column").send_keys("qty")
+    browser.find_element(By.ID, "filter-op").send_keys("gte")
+    browser.find_element(By.ID, "filter-value").send_keys("6")
+    browser.find_element(By.XPATH, "//button[text()='+ condition']").click()
+    assert browser.find_element(By.ID, "filter-input").get_attribute("value") == "qty=gte.6"
+    browser.find_element(By.ID, "filter-apply").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 1–1 of 1"))
+    assert "e1" in browser.find_element(By.CSS_SELECTOR, "#rows tbody").text
+    box = browser.find_element(By.ID, "filter-input")
+    box.clear()
+    box.send_keys("qty=gte.abc")
+    browser.find_element(By.ID, "filter-apply").click()
+    assert "22P02" in status_text(browser, "rows", "HTTP 400")
+    box = browser.find_element(By.ID, "filter-input")
+    box.clear()
+    box.send_keys("title=like.*quotes*")
+    browser.find_element(By.ID, "filter-apply").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 1–1 of 1"))
+    # Delete it, after the confirmation.
+    browser.find_element(By.XPATH, "//tr[td[1][text()='e1']]//button[text()='delete']").click()
+    accept_confirm(browser)
+    status_text(browser, "row-outcome", "deleted id = e1")
+    assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1") == (200, [])
+    # Drop the field (confirmed), then the collection.
+    browser.get(dash_node.url + "/dashboard#/collections/edits")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='tags']]//button[text()='drop']"))).click()
+    accept_confirm(browser)
+    status_text(browser, "schema-outcome", "dropped tags")
+    schema = next(c for c in dash_node.admin("GET", "collections")["collections"] if c["name"] == "edits")
+    assert "tags" not in schema["fields"]
+    browser.find_element(By.XPATH, "//button[text()='Drop collection edits']").click()
+    accept_confirm(browser)
+    wait(browser).until(EC.presence_of_element_located((By.ID, "migrations")))
+    assert all(c["name"] != "edits" for c in dash_node.admin("GET", "collections")["collections"])
+    assert console_errors(browser) == [] or all(" 409 " in e["message"] or " 400 " in e["message"] for e in console_errors(browser))
+
+
+def test_dashboard_csv_export_and_import(dash_node, browser, tmp_path):
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    dash_node.admin("POST", "collections", {"name": "csvs", "primary_key": "id", "fields": {
+        "id": {"type": "int", "required": True}, "label": {"type": "text", "nullable": True},
+        "meta": {"type": "json", "nullable": True}}})
+    source = tmp_path / "in.csv"
+    lines = ["id,label,meta"] + [f'{i},"label, {i} ""q""",{{""k"":{i}}}' for i in range(1, 1501)] + ['1501,,null']
+    source.write_text("\r\n".join(lines) + "\r\n")
+    signed_in(browser, dash_node.url, dash_node.service, "collections/csvs")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "csv-file"))).send_keys(str(source))
+    status_text(browser, "row-outcome", "imported 1501 rows")
+    assert rest(dash_node, "GET", "/rest/v1/csvs?id=eq.7") == (200, [{"id": 7, "label": 'label, 7 "q"', "meta": {"k": 7}}])
+    assert rest(dash_node, "GET", "/rest/v1/csvs?id=eq.1501") == (200, [{"id": 1501, "label": None, "meta": None}])
+    # Export (keyset pages of 1,000: two requests) gives the same rows back.
+    browser.find_element(By.XPATH, "//button[text()='Export CSV']").click()
+    status_text(browser, "row-outcome", "exported 1501 rows")
+    target = tmp_path / "csvs.csv"
+    deadline = WAIT_SECONDS
+    import time
+    end = time.time() + deadline
+    while not target.exists() and time.time() < end:
+        time.sleep(0.1)
+    text = target.read_text()
+    out = text.split("\r\n")
+    assert out[0] == "id,label,meta" and out[7] == '7,"label, 7 ""q""","{""k"":7}"' and out[1501] == "1501,,"
+    assert len([x for x in out if x]) == 1502
+    # A CSV naming an unknown column is refused before anything is sent.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,nope\n1,x\n")
+    browser.find_element(By.ID, "csv-file").send_keys(str(bad))
+    assert "nope is not a field" in status_text(browser, "row-outcome", "AERO_DASHBOARD_CSV")

@@ -38,6 +38,15 @@ public enum DashboardAssets {
         "api.js": File(body: ByteBuffer(bytes: PackageResources.api_js), contentType: "text/javascript; charset=utf-8"),
         "dom.js": File(body: ByteBuffer(bytes: PackageResources.dom_js), contentType: "text/javascript; charset=utf-8"),
         "style.css": File(body: ByteBuffer(bytes: PackageResources.style_css), contentType: "text/css; charset=utf-8"),
+        "ui.js": File(body: ByteBuffer(bytes: PackageResources.ui_js), contentType: "text/javascript; charset=utf-8"),
+        "table.js": File(body: ByteBuffer(bytes: PackageResources.table_js), contentType: "text/javascript; charset=utf-8"),
+        "policies.js": File(body: ByteBuffer(bytes: PackageResources.policies_js), contentType: "text/javascript; charset=utf-8"),
+        "users.js": File(body: ByteBuffer(bytes: PackageResources.users_js), contentType: "text/javascript; charset=utf-8"),
+        "storage.js": File(body: ByteBuffer(bytes: PackageResources.storage_js), contentType: "text/javascript; charset=utf-8"),
+        "functions.js": File(body: ByteBuffer(bytes: PackageResources.functions_js), contentType: "text/javascript; charset=utf-8"),
+        "realtime.js": File(body: ByteBuffer(bytes: PackageResources.realtime_js), contentType: "text/javascript; charset=utf-8"),
+        "cluster.js": File(body: ByteBuffer(bytes: PackageResources.cluster_js), contentType: "text/javascript; charset=utf-8"),
+        "logs.js": File(body: ByteBuffer(bytes: PackageResources.logs_js), contentType: "text/javascript; charset=utf-8"),
     ]
 
     /// Total bytes of the dashboard (the page-weight goal is under 300 KB uncompressed).
