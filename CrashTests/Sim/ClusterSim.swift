@@ -122,8 +122,18 @@ final class SimNode {
     struct Outbound { let conn: Int; let node: Int; let session: Int; let epoch: UInt64; var next: UInt64; var lastAck: Int64 }
     var outbound: [Outbound] = []
     var broken: [Int] = []
-    /// Waits of `sync`/`all` commits: id -> (lsn, write).
+    /// Waits of `sync`/`all` commits, in id order (ids and expiry times only grow).
     var waits: [(id: Int, lsn: UInt64, write: Int, epoch: UInt64, expires: Int64)] = []
+
+    /// The index of wait `id` (binary search: `waits` is in id order).
+    func waitIndex(_ id: Int) -> Int? {
+        var lo = 0, hi = waits.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if waits[mid].id < id { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < waits.count && waits[lo].id == id ? lo : nil
+    }
 
     init(id: String, role: ReplicationRole) {
         self.id = id
@@ -382,9 +392,16 @@ package struct ClusterSimulation {
                 note("\(node.id) bootstraps \(peer) with a checkpoint through \(through)")
             case .release(let ids):
                 for id in ids { releaseWait(i, id) }
-            case .failInDoubt(let ids):
-                node.waits.removeAll { w in ids.contains(w.id) }
+            case .failInDoubt(let ids), .fence(let ids):
+                if ids.count > 8 {
+                    let gone = Set(ids)
+                    node.waits.removeAll { gone.contains($0.id) }
+                } else {
+                    for id in ids { if let k = node.waitIndex(id) { node.waits.remove(at: k) } }
+                }
                 outcome.inDoubt += ids.count
+            case .forgetReplicas:
+                break  // the role's ledger already forgot them; sessions are dropped below
             case .acceptWrites(let on):
                 node.acceptsWrites = on
             case .persistMarker(let epoch, let primary):
@@ -409,7 +426,7 @@ package struct ClusterSimulation {
 
     mutating func releaseWait(_ i: Int, _ id: Int) {
         let node = nodes[i]
-        guard let k = node.waits.firstIndex(where: { $0.id == id }) else { return }
+        guard let k = node.waitIndex(id) else { return }
         let w = node.waits.remove(at: k)
         let record = node.log[Int(w.lsn) - 1]
         // SIM4: a node that is not the primary of the write's epoch acknowledges nothing.
@@ -417,7 +434,8 @@ package struct ClusterSimulation {
             violate("SIM4", "\(node.id) acknowledged write \(w.write) (LSN \(w.lsn), epoch \(w.epoch)) as \(node.role.mode) of epoch \(node.role.epoch)")
         }
         // SIM2: a sync/all acknowledgement only once the record is on 1 + needed logs.
-        let holders = nodes.filter { $0.holds(record) }.count
+        var holders = 0
+        for n in nodes where n.holds(record) { holders += 1 }
         if holders < 1 + needed {
             violate("SIM2", "\(node.id) acknowledged write \(w.write) (LSN \(w.lsn)) in \(outcome.commitMode) mode while it is on \(holders) log(s)")
         }
@@ -449,7 +467,7 @@ package struct ClusterSimulation {
         let count = UInt64(node.log.count)
         if count > keep {
             var horizon = count - keep
-            if node.role.isPrimary, let floor = node.role.ledger.durable.values.min() { horizon = min(horizon, floor + 1) }
+            if node.role.isPrimary, let floor = node.role.ledger.minDurable { horizon = min(horizon, floor + 1) }
             node.oldest = max(node.oldest, horizon)
         }
         if node.role.isPrimary {
@@ -474,10 +492,13 @@ package struct ClusterSimulation {
             }
             node.outbound.removeAll { $0.next == UInt64.max }
             if now % 250_000 == 0 { for j in 0..<3 where j != i { send(i, j, .probe) } }  // peer watch (A2)
-            // Commit waits that timed out: in doubt.
-            for w in node.waits where w.expires <= now {
-                apply(i, node.role.handle(.waitExpired(wait: w.id)))
+            // Commit waits that timed out: in doubt (a prefix: expiry times grow with ids).
+            var expired: [Int] = []
+            for w in node.waits {
+                guard w.expires <= now else { break }
+                expired.append(w.id)
             }
+            for id in expired { apply(i, node.role.handle(.waitExpired(wait: id))) }
         } else if node.role.mode == .replica || node.role.mode == .fenced {
             if node.conn != nil && now - node.lastHeard > 500_000 { node.conn = nil; node.welcomed = false }
             if node.conn == nil && now >= node.nextConnectAt {
@@ -650,22 +671,26 @@ package struct ClusterSimulation {
         for i in 0..<3 where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
     }
 
-    func ahead(_ a: Int, of b: Int) -> Bool {
-        PromotionOrder.isAhead((nodes[a].last?.epoch ?? 0, nodes[a].durable.lsn), of: (nodes[b].last?.epoch ?? 0, nodes[b].durable.lsn),
-                               faults: options.faults)
+    func key(_ i: Int) -> PromotionDecision.Key { (nodes[i].last?.epoch ?? 0, nodes[i].durable.lsn) }
+
+    func ahead(_ a: Int, of b: Int) -> Bool { PromotionDecision.isAhead(key(a), of: key(b), faults: options.faults) }
+
+    func betterThan(_ c: Int, among peers: [Int]) -> String? {
+        PromotionDecision.betterCandidate(than: key(c), among: peers.map { (names[$0], key($0)) }, faults: options.faults)?.0
     }
 
     /// `aerodb promote` on node c: the checks of `ReplicationNode.promoteSteps`, as one step.
     mutating func promote(_ c: Int) {
         let cand = nodes[c]
         let oldPrimary = names.firstIndex(of: cand.role.primary)
-        if let o = oldPrimary, reachable(c, o), nodes[o].role.isPrimary {
+        if let o = oldPrimary, reachable(c, o),
+           PromotionDecision.oldPrimaryAnswers(isPrimary: nodes[o].role.isPrimary, epoch: nodes[o].role.epoch, candidateEpoch: cand.role.epoch) {
             note("promotion of \(cand.id) refused: the old primary answers")
             return
         }
         let others = (0..<3).filter { $0 != c && $0 != oldPrimary }
         let answering = others.filter { reachable(c, $0) }
-        if answering.contains(where: { ahead($0, of: c) }) {
+        if betterThan(c, among: answering) != nil {
             note("promotion of \(cand.id) refused: a replica is ahead")
             return
         }
@@ -673,10 +698,10 @@ package struct ClusterSimulation {
             note("promotion of \(cand.id) refused: a replica did not answer (sync, no --force)")
             return
         }
-        let epoch = ([cand.role.epoch] + answering.map { nodes[$0].role.epoch }).max()! + 1
-        apply(c, cand.role.beginPromotion())
+        let epoch = PromotionDecision.nextEpoch(mine: cand.role.epoch, peers: answering.map { nodes[$0].role.epoch })
+        apply(c, cand.role.handle(.beginPromotion))
         for j in answering { learnFrom(j, epoch: epoch, primary: cand.id) }  // fence first
-        if answering.contains(where: { ahead($0, of: c) }) {
+        if betterThan(c, among: answering) != nil {
             apply(c, cand.role.handle(.promotionRefused))
             return
         }
@@ -723,15 +748,22 @@ package struct ClusterSimulation {
 
     // MARK: Checks
 
+    /// After every step; constant work (no allocation, no scan of a log): SIM3 over the three
+    /// roles, P1 on each log's newest link (a replica appends a shipped batch record by record
+    /// only after the chain check of `deliver`, so the newest link is the one a step can break).
     mutating func checkStep() {
         // SIM3: no two primaries accept writes in one epoch.
-        let primaries = (0..<3).filter { nodes[$0].role.isPrimary && nodes[$0].acceptsWrites }
-        for a in primaries { for b in primaries where b > a && nodes[a].role.epoch == nodes[b].role.epoch {
-            violate("SIM3", "\(names[a]) and \(names[b]) both accept writes in epoch \(nodes[a].role.epoch)")
-        } }
+        for a in 0..<3 where nodes[a].acceptsWrites && nodes[a].role.isPrimary {
+            for b in (a + 1)..<3 where nodes[b].acceptsWrites && nodes[b].role.isPrimary && nodes[a].role.epoch == nodes[b].role.epoch {
+                violate("SIM3", "\(names[a]) and \(names[b]) both accept writes in epoch \(nodes[a].role.epoch)")
+            }
+        }
         // P1 on every replica: its log continues its own chain.
-        for n in nodes where n.log.count >= 2 {
-            let a = n.log[n.log.count - 2], b = n.log[n.log.count - 1]
+        for k in 0..<3 {
+            let n = nodes[k]
+            let c = n.log.count
+            guard c >= 2 else { continue }
+            let a = n.log[c - 2], b = n.log[c - 1]
             if b.previousChecksum != a.checksum || b.lsn != a.lsn + 1 {
                 violate("SIM6", "\(n.id)'s log breaks its chain at LSN \(b.lsn)")
             }

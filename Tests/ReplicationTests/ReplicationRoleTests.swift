@@ -76,7 +76,7 @@ import Testing
         #expect(role.handle(.learned(epoch: 2, primary: "n1")).isEmpty, "not higher")
         #expect(role.handle(.learned(epoch: 5, primary: "n2")).isEmpty, "a peer naming this node is ignored (A3)")
         #expect(role.handle(.learned(epoch: 3, primary: "n1"))
-                == [.acceptWrites(false), .failInDoubt(waits: [4]), .persistMarker(epoch: 3, primary: "n1"), .follow(primary: "n1")])
+                == [.acceptWrites(false), .fence(waits: [4]), .persistMarker(epoch: 3, primary: "n1"), .follow(primary: "n1")])
         #expect(role.mode == .replica)
         // A fenced node releases nothing: a commit reaching it fails in doubt.
         #expect(role.handle(.commitDurable(wait: 5, lsn: 21, needed: 1)) == [.failInDoubt(waits: [5])])

@@ -75,7 +75,7 @@ extension ReplicationNode {
                 if e > myEpoch { try await learnWhileFollowing(epoch: e, primary: p) }
                 epoch = e
             case .refuse(.diverged, _, _, let message):
-                self.halt(diverged: message)
+                await self.halt(diverged: message)
                 return
             case .refuse(let reason, let e, let p, let message):
                 if e > myEpoch { try await self.learn(epoch: e, primary: p, from: "\(primary.nodeID) refusing (\(reason))", byFollower: true) }
@@ -92,13 +92,20 @@ extension ReplicationNode {
     /// A WELCOME in a newer epoch from the node we already follow: adopt it without restarting
     /// this session (the marker changes durably before anything of that epoch is applied).
     private func learnWhileFollowing(epoch: UInt64, primary: String) async throws {
-        try adopt(epoch: epoch, primary: primary)
+        try await learn(epoch: epoch, primary: primary, from: "WELCOME of \(primary)", byFollower: true)
     }
 
     private func setFollowerState(_ text: String) { followerState = text }
 
-    private func halt(diverged message: String) {
+    private func halt(diverged message: String) async {
         divergedReason.withLock { $0 = message }
+        // The role's one action (stop following) is this follower's own return.
+        let error = AeroError(.replicationDiverged, message, invariant: "A4")
+        do {
+            try await run(.refusedDiverged, RoleShell(source: "the primary's refusal", refusal: error, inDoubt: error, byFollower: true))
+        } catch {
+            logger.error("could not halt the role as diverged", metadata: ["error": "\(error)"])
+        }
         followerState = "diverged"
         logger.error("this node's history diverged from the primary's: run `aerodb rejoin`", metadata: ["detail": "\(message)"])
     }

@@ -62,7 +62,8 @@ extension ReplicationNode {
     private func promoteSteps(force: Bool, _ report: inout PromotionReport) async {
         let probes = await probePeers()
         let oldPrimary = marker.primary
-        if let s = probes[oldPrimary] ?? nil, s.isPrimary, s.epoch >= marker.epoch {
+        if let s = probes[oldPrimary] ?? nil,
+           PromotionDecision.oldPrimaryAnswers(isPrimary: s.isPrimary, epoch: s.epoch, candidateEpoch: marker.epoch) {
             report.check("old primary unreachable", "refuse",
                          "\(oldPrimary) answered as primary of epoch \(s.epoch): use `aerodb switchover` for a planned handover")
             return
@@ -70,24 +71,32 @@ extension ReplicationNode {
         report.check("old primary unreachable", "pass", (probes[oldPrimary] ?? nil) == nil
                      ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
         // From here this node's position must be final: it stops following (resumed on refusal).
-        await stopFollower()
+        do {
+            guard try await run(.beginPromotion, promotionShell()).actions.contains(.stopFollowing) else {
+                report.check("promotion started", "refuse", "the role of \(config.nodeID) is \(machine.mode.rawValue), not replica (a promotion in progress?)")
+                return
+            }
+        } catch {
+            report.check("promotion started", "refuse", "\(error)")
+            return
+        }
         let mine = database.durablePosition
         let others = config.peers.filter { $0.nodeID != oldPrimary }
         let reachable = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
         guard checkNoneAhead(&report, reachable, mine: mine, after: "") else {
-            startFollower()
+            await promotionRefused()
             return
         }
         guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else {
-            startFollower()
+            await promotionRefused()
             return
         }
-        let epoch = (probes.values.compactMap { $0?.epoch } + [marker.epoch]).max()! + 1
+        let epoch = PromotionDecision.nextEpoch(mine: marker.epoch, peers: probes.values.compactMap { $0?.epoch })
         // Fence the other replicas first: once they adopted the epoch durably they acknowledge
         // nothing more of the old primary, so their positions are final; check them again.
         let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
         guard checkNoneAhead(&report, fenced, mine: mine, after: " after fencing") else {
-            startFollower()
+            await promotionRefused()
             return
         }
         do {
@@ -98,6 +107,22 @@ extension ReplicationNode {
             report.check("epoch bumped durably", "pass", "epoch \(epoch) opened at LSN \(fork.lsn + 1); marker names \(config.nodeID)")
         } catch {
             report.check("epoch bumped durably", "refuse", "\(error)")
+            await promotionRefused()
+        }
+    }
+
+    /// The errors of the operator's commands (promote, switchover) when the role stops writes.
+    private func promotionShell() -> RoleShell {
+        RoleShell(source: "operator", refusal: notPrimaryError(),
+                  inDoubt: AeroError(.commitInDoubt, "node \(config.nodeID) changed role while this commit waited for replicas", invariant: "A2"))
+    }
+
+    /// The promotion was refused after it started: the role follows again.
+    private func promotionRefused() async {
+        do {
+            try await run(.promotionRefused, promotionShell())
+        } catch {
+            logger.error("could not resume following after a refused promotion", metadata: ["error": "\(error)"])
         }
     }
 
@@ -111,15 +136,11 @@ extension ReplicationNode {
                                 after: String) -> Bool {
         let (position, positionEpoch) = durablePositionWithEpoch()
         let myEpoch = position == mine ? positionEpoch : 0
-        func key(_ s: NodeState) -> (epoch: UInt64, lsn: UInt64) { (s.durableEpoch, s.durable.lsn) }
-        func ahead(_ a: (epoch: UInt64, lsn: UInt64), of b: (epoch: UInt64, lsn: UInt64)) -> Bool {
-            a.epoch == 0 || b.epoch == 0 ? a.lsn > b.lsn : PromotionOrder.isAhead(a, of: b)
-        }
-        let me = (epoch: myEpoch, lsn: mine.lsn)
-        if let (better, s) = states.filter({ ahead(key($0.1), of: me) }).max(by: { ahead(key($1.1), of: key($0.1)) }) {
+        let peers = states.map { ($0.0, (epoch: $0.1.durableEpoch, lsn: $0.1.durable.lsn)) }
+        if let (better, key) = PromotionDecision.betterCandidate(than: (myEpoch, mine.lsn), among: peers) {
             report.betterCandidate = better
             report.check("most up-to-date replica" + after, "refuse",
-                         "\(better) has durable LSN \(s.durable.lsn) of epoch \(s.durableEpoch), ahead of this node's \(mine.lsn) of epoch \(myEpoch): promote \(better)")
+                         "\(better) has durable LSN \(key.lsn) of epoch \(key.epoch), ahead of this node's \(mine.lsn) of epoch \(myEpoch): promote \(better)")
             return false
         }
         report.check("most up-to-date replica" + after, "pass",
@@ -177,18 +198,14 @@ extension ReplicationNode {
         }
     }
 
-    /// Stops following, writes the new marker durably, opens the epoch in the WAL, accepts writes.
+    /// The role's `.promote`: stops following, forgets replica progress (before the marker names
+    /// this node: sessions admitted from then on, while the epoch record is flushed, are kept),
+    /// writes the new marker durably, opens the epoch in the WAL, accepts writes.
     func becomePrimary(epoch: UInt64) async throws -> LogPosition {
-        await stopFollower()
-        // Forget replica progress before the marker names this node: sessions admitted from
-        // then on (while the epoch record is flushed) are kept.
-        replicas = [:]
-        acks.reset()
-        try adopt(epoch: epoch, primary: config.nodeID)
-        let fork = try await database.advanceEpoch(to: epoch)
-        divergedReason.withLock { $0 = nil }
-        takePrimaryRole()
-        logger.notice("promoted to primary", metadata: ["epoch": "\(epoch)", "fork_lsn": "\(fork.lsn)"])
+        let executed = try await run(.promote(epoch: epoch), promotionShell())
+        guard let fork = executed.fork else {
+            throw AeroError(.promotionRefused, "epoch \(epoch) is not above this node's epoch \(machine.epoch) (it learned a newer one meanwhile)")
+        }
         return fork
     }
 
@@ -268,26 +285,35 @@ extension ReplicationNode {
     /// flushed by the target (and by enough replicas for the commit mode), then adopt the new
     /// epoch and follow the target. On timeout it resumes as primary and refuses.
     func demote(epoch: UInt64, primary target: String) async throws {
-        guard isPrimary else { throw notPrimaryError() }
-        guard epoch > marker.epoch, target != config.nodeID, config.member(target) != nil else {
+        guard isPrimary, machine.mode == .primary else { throw notPrimaryError() }
+        let shell = RoleShell(source: "switchover to \(target)",
+                              refusal: AeroError(.notPrimary, "switchover to \(target) in progress: retry on the new primary", invariant: "A1"),
+                              inDoubt: AeroError(.commitInDoubt, "switchover to \(target)", invariant: "A2"))
+        guard config.member(target) != nil, !(try await run(.demote(epoch: epoch, target: target), shell).actions.isEmpty) else {
             throw AeroError(.promotionRefused, "demotion to epoch \(epoch), primary \(target) is not valid from epoch \(marker.epoch)")
         }
-        database.setAcceptsWrites(false, reason: AeroError(.notPrimary, "switchover to \(target) in progress: retry on the new primary", invariant: "A1"))
         let last = database.lastPosition.lsn
-        try await database.waitDurable(last)
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.switchoverWaitMillis) * 1_000_000
-        while (acks.durable(of: target) ?? 0) < last || acks.all.values.filter({ $0 >= last }).count < config.replicaAcksNeeded {
-            guard DispatchTime.now().uptimeNanoseconds < deadline else {
-                database.setAcceptsWrites(true)
-                throw AeroError(.promotionRefused, "\(target) did not flush LSN \(last) within \(Self.switchoverWaitMillis) ms; \(config.nodeID) stays primary")
+        do {
+            try await database.waitDurable(last)
+            let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.switchoverWaitMillis) * 1_000_000
+            while !PromotionDecision.drained(last: last, target: acks.durable(of: target), replicas: Array(acks.all.values),
+                                             needed: config.replicaAcksNeeded) {
+                guard DispatchTime.now().uptimeNanoseconds < deadline else {
+                    throw AeroError(.promotionRefused, "\(target) did not flush LSN \(last) within \(Self.switchoverWaitMillis) ms; \(config.nodeID) stays primary")
+                }
+                try await Task.sleep(for: .milliseconds(2))
             }
-            try await Task.sleep(for: .milliseconds(2))
+        } catch {
+            try await run(.demoteAborted, shell)
+            throw error
         }
-        stepDown(refusing: AeroError(.notPrimary, "\(config.nodeID) handed over to \(target) in epoch \(epoch)", invariant: "A1"),
-                 inDoubt: AeroError(.commitInDoubt, "switchover to \(target)", invariant: "A2"))
-        try adopt(epoch: epoch, primary: target)
+        let handedOver = RoleShell(source: "switchover to \(target)",
+                                   refusal: AeroError(.notPrimary, "\(config.nodeID) handed over to \(target) in epoch \(epoch)", invariant: "A1"),
+                                   inDoubt: shell.inDoubt)
+        guard !(try await run(.drained, handedOver).actions.isEmpty) else {
+            throw AeroError(.promotionRefused, "\(config.nodeID) learned a newer epoch than \(epoch) during the switchover to \(target)")
+        }
         logger.notice("demoted for a switchover", metadata: ["epoch": "\(epoch)", "primary": "\(target)", "final_lsn": "\(last)"])
-        startFollower()
     }
 }
 

@@ -11,6 +11,11 @@
 //   the handshake and by the kernel on every record.
 // - A4: a replica whose position is not on the primary's history halts as `diverged` until
 //   `aerodb rejoin`.
+// - Decide, then act: every decision of the role (admission, learning an epoch, promotion,
+//   switchover, halting as diverged) is `machine.handle(event)` (`ReplicationRole`, the value
+//   the simulator runs); this actor gathers the facts, feeds the event and executes the
+//   actions in their order (`RoleShell.swift`). The marker is what is durable: `isPrimary`
+//   reads it; the value's mode runs ahead of it only while its actions execute.
 
 import Foundation
 import Kernel
@@ -38,6 +43,8 @@ public actor ReplicationNode {
     var marker: AuthorityMarker {
         didSet { publishRole() }
     }
+    /// The role's decisions (`ReplicationRole`); fed only through `run` (RoleShell.swift).
+    var machine: ReplicationRole
     var followerTask: Task<Void, Never>?
     /// The follower's current connection, closed by `stopFollower` so it stops at once even
     /// when the primary went silent without closing it.
@@ -46,7 +53,6 @@ public actor ReplicationNode {
     var serverTask: Task<Void, Never>?
     var followerState = "idle"
     var replicas: [String: ReplicaProgress] = [:]
-    var nextSessionID = 0
 
     public struct RoleSnapshot: Sendable {
         public var isPrimary: Bool
@@ -79,6 +85,7 @@ public actor ReplicationNode {
         self.authority = authority
         self.marker = marker
         self.logger = logger
+        self.machine = ReplicationRole(nodeID: config.nodeID, epoch: marker.epoch, primary: marker.primary)
         self.role = Mutex(RoleSnapshot(isPrimary: marker.isPrimary(config.nodeID), epoch: marker.epoch, primary: marker.primary))
     }
 
@@ -148,27 +155,21 @@ public actor ReplicationNode {
 
     // MARK: Epochs and fencing
 
-    /// Adopts a higher epoch and its primary (A2): stops local writes at once, fails waiting
-    /// commits as in doubt, replaces the marker durably, and follows the new primary. Unless the
-    /// caller is the follower itself (which carries on with the new marker), the old follower is
-    /// stopped and awaited first: once this returns, nothing of the old epoch is acknowledged
-    /// by this node any more.
+    /// Adopts a higher epoch and its primary (A2): the role's `.learned` (stop local writes at
+    /// once, fail waiting commits as in doubt, replace the marker durably, follow the new
+    /// primary). Unless the caller is the follower itself (which carries on with the new
+    /// marker), the old follower is stopped and awaited first: once this returns, nothing of
+    /// the old epoch is acknowledged by this node any more.
     func learn(epoch: UInt64, primary: String, from source: String, byFollower: Bool = false) async throws {
-        guard epoch > marker.epoch else { return }
-        // Only an explicit promotion makes this node primary (A3): a peer naming it is ignored.
-        guard primary != config.nodeID else { return }
-        let wasPrimary = isPrimary
-        if wasPrimary {
-            stepDown(refusing: AeroError(.epochStale, "node \(config.nodeID) was deposed: epoch \(epoch) has primary \(primary)", invariant: "A2"),
-                     inDoubt: AeroError(.commitInDoubt, "node \(config.nodeID) learned of epoch \(epoch) (primary \(primary)) while this commit waited for replicas; it may not survive", invariant: "A2"))
-        }
-        try adopt(epoch: epoch, primary: primary)
-        logger.warning("adopted a newer epoch", metadata: ["epoch": "\(epoch)", "primary": "\(primary)", "source": "\(source)",
-                                                          "was_primary": "\(wasPrimary)"])
-        database.setAcceptsWrites(false, reason: notPrimaryError())
-        guard !byFollower else { return }
-        await stopFollower()
-        startFollower()
+        try await run(.learned(epoch: epoch, primary: primary), learnShell(epoch: epoch, primary: primary, from: source, byFollower: byFollower))
+    }
+
+    /// How a higher epoch's actions are carried out: the errors writes and waits end with.
+    func learnShell(epoch: UInt64, primary: String, from source: String, byFollower: Bool = false) -> RoleShell {
+        RoleShell(source: source,
+                  refusal: AeroError(.epochStale, "node \(config.nodeID) was deposed: epoch \(epoch) has primary \(primary)", invariant: "A2"),
+                  inDoubt: AeroError(.commitInDoubt, "node \(config.nodeID) learned of epoch \(epoch) (primary \(primary)) while this commit waited for replicas; it may not survive", invariant: "A2"),
+                  byFollower: byFollower)
     }
 
     /// `learn` from a background loop: a failure to record the epoch durably is logged (local
@@ -180,15 +181,6 @@ public actor ReplicationNode {
             logger.error("could not record a newer epoch durably", metadata: ["epoch": "\(epoch)", "primary": "\(primary)",
                                                                             "error": "\(error)"])
         }
-    }
-
-    /// Leaves the primary role: refuses local writes with `refusal`, fails commits still waiting
-    /// for replicas with `inDoubt`, stops the peer watch. The marker is the caller's to replace.
-    func stepDown(refusing refusal: AeroError, inDoubt: AeroError) {
-        database.setAcceptsWrites(false, reason: refusal)
-        acks.fence(inDoubt)
-        database.setCommitGate(nil)
-        watcherTask?.cancel()
     }
 
     /// Replaces the marker durably with a newer epoch and its primary.

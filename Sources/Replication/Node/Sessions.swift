@@ -7,7 +7,7 @@
 // session has verified or actually sent it (`AckTracker.sent`): a deposed primary reconnecting
 // with a diverged, longer log releases no commit (A1). A follower older than the retained WAL
 // is bootstrapped from a checkpoint only when its position is proven to be on this history
-// (`bootstrapProof`, by this node's epoch history: its record at that LSN is of the follower's
+// (`ReplicationRole.bootstrapProof`, by this node's epoch history: its record at that LSN is of the follower's
 // epoch); otherwise it is refused as diverged and halts until `aerodb rejoin` (A4).
 
 import Foundation
@@ -78,67 +78,46 @@ extension ReplicationNode {
         case bootstrap(epoch: UInt64, session: Int)
     }
 
-    /// Where a follower's position stands on this primary's history (decided by the role value).
-    typealias HistoryCheck = Replication.HistoryCheck
-
-    /// Decides how a follower is served: the checks of SPEC §4 on its epoch and position.
+    /// Decides how a follower is served: the role value's admission (`ReplicationRole` states
+    /// the order of its checks and why) over the facts read here from this node's log.
     private func admit(_ hello: ReplicationMessage.Hello) async throws -> Admission {
-        if hello.epoch > marker.epoch && hello.primary == config.nodeID {
-            return .refuse(.refuse(.notPrimary, epoch: marker.epoch, primary: marker.primary,
-                                   message: "\(config.nodeID) is being promoted to epoch \(hello.epoch) and does not stream yet"))
+        // The facts are read only when the value will get to the history check.
+        let facts = machine.needsHistoryFacts(epoch: hello.epoch)
+            ? try historyFacts(at: hello.position)
+            : HistoryFacts(oldestRetained: 0, mine: .unavailable, oldest: nil, epochAtPosition: nil, durable: database.durablePosition)
+        let executed = try await run(.followHello(node: hello.nodeID, epoch: hello.epoch, primary: hello.primary, position: hello.position,
+                                                  positionEpoch: hello.positionEpoch, facts: facts),
+                                     learnShell(epoch: hello.epoch, primary: hello.primary, from: "follower \(hello.nodeID)"))
+        for action in executed.actions {
+            switch action {
+            case .refuse(_, let reason, let epoch, let primary, let message):
+                if reason == .diverged {
+                    logger.warning("refused a diverged follower", metadata: ["node": "\(hello.nodeID)", "position": "\(hello.position)",
+                                                                            "position_epoch": "\(hello.positionEpoch)", "why": "\(message)"])
+                }
+                let code: RefusalReason = switch reason {
+                case .notPrimary: .notPrimary
+                case .staleEpoch: .staleEpoch
+                case .diverged: .diverged
+                }
+                return .refuse(.refuse(code, epoch: epoch, primary: primary, message: message))
+            case .stream(_, let session, let from):
+                return .stream(from: from, epoch: machine.epoch, session: session)
+            case .bootstrap(_, let session):
+                return .bootstrap(epoch: machine.epoch, session: session)
+            default:
+                continue
+            }
         }
-        if hello.epoch > marker.epoch {
-            try await learn(epoch: hello.epoch, primary: hello.primary, from: "follower \(hello.nodeID)")
-            return .refuse(.refuse(.staleEpoch, epoch: marker.epoch, primary: marker.primary,
-                                   message: "this node learned of epoch \(hello.epoch) from you and stopped being primary"))
-        }
-        guard isPrimary else {
-            return .refuse(.refuse(.notPrimary, epoch: marker.epoch, primary: marker.primary,
-                                   message: "\(config.nodeID) is not the primary; \(marker.primary) is, in epoch \(marker.epoch)"))
-        }
-        // The history check comes first: nothing of this follower is registered or counted
-        // before it passed (A1, A4).
-        let check = try historyCheck(hello.position, recordEpoch: hello.positionEpoch)
-        if case .diverged(let why) = check {
-            logger.warning("refused a diverged follower", metadata: ["node": "\(hello.nodeID)", "position": "\(hello.position)",
-                                                                    "position_epoch": "\(hello.positionEpoch)", "why": "\(why)"])
-            return .refuse(.refuse(.diverged, epoch: marker.epoch, primary: marker.primary,
-                                   message: "position \(hello.position) is not proven to be on the history of \(config.nodeID): \(why); run `aerodb rejoin`"))
-        }
-        let session = nextSessionID
-        nextSessionID += 1
-        let now = Self.nowMicros()
-        // A streamed follower verifiably holds this history through its position; a bootstrapped
-        // one holds nothing that counts until it reports the shipped checkpoint installed.
-        let verified: UInt64 = check == .bootstrap ? 0 : hello.position.lsn
-        replicas[hello.nodeID] = ReplicaProgress(session: session, durable: verified, connectedMicros: now,
-                                                 lastAckMicros: now, caughtUpMicros: now)
-        acks.admit(hello.nodeID, session: session, verified: verified)
-        switch check {
-        case .stream(let from): return .stream(from: from, epoch: marker.epoch, session: session)
-        case .bootstrap, .diverged: return .bootstrap(epoch: marker.epoch, session: session)
-        }
-    }
-
-    /// P1/A4: reads the facts at the follower's position from this node's log, then lets
-    /// `ReplicationRole.historyCheck` decide (no I/O in the decision; see `bootstrapProof` there
-    /// for the argument).
-    func historyCheck(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        ReplicationRole.historyCheck(position, recordEpoch: recordEpoch, facts: try historyFacts(at: position))
-    }
-
-    /// The proof for a follower older than the retained WAL alone (what `historyCheck` falls back to).
-    func bootstrapProof(_ position: LogPosition, recordEpoch: UInt64) throws -> HistoryCheck {
-        ReplicationRole.bootstrapProof(position, recordEpoch: recordEpoch, facts: try historyFacts(at: position, forProof: true))
+        throw AeroError(.replicationRefused, "the role decided nothing for the HELLO of \(hello.nodeID)")
     }
 
     /// What the role needs to know of this log at a follower's position.
-    /// `forProof`: skip the lookup at the position (the proof's facts are wanted).
-    func historyFacts(at position: LogPosition, forProof: Bool = false) throws -> HistoryFacts {
+    func historyFacts(at position: LogPosition) throws -> HistoryFacts {
         // No arithmetic on the peer's LSN (UInt64.max is simply "ahead").
         let oldestRetained = database.oldestLSN
         var mine = HistoryFacts.Lookup.unavailable
-        if !forProof, HistoryFacts.withinRetained(position.lsn, oldestRetained: oldestRetained) {
+        if HistoryFacts.withinRetained(position.lsn, oldestRetained: oldestRetained) {
             do {
                 mine = try database.position(at: position.lsn).map { .at($0) } ?? .beyondEnd
             } catch let error as AeroError where error.code == .lsnUnavailable {
@@ -257,6 +236,7 @@ extension ReplicationNode {
     }
 
     private func disconnected(_ node: String, session: Int) {
+        _ = machine.handle(.disconnected(node: node, session: session))
         guard replicas[node]?.session == session else { return }
         replicas[node] = nil
         acks.forget(node, session: session)

@@ -6,14 +6,24 @@
 // Invariants (docs/INVARIANTS.md A1, A2, A4, SIM1-SIM6):
 // - Admission decides in this order: (1) an epoch above this node's and naming this node: it is
 //   being promoted and does not stream yet; (2) an epoch above this node's: learn it (A2) and
-//   refuse; (3) not primary: refuse; (4) the history check (P1/A4); only then (5) the follower
+//   refuse; (3) not primary (nor a demoting primary, which still streams to drain): refuse; (4) the history check (P1/A4); only then (5) the follower
 //   is registered in the ack ledger, at the position the check verified (0 when bootstrapped).
 //   Nothing a follower says counts for `sync`/`all` before (4) passed: a deposed primary with a
 //   diverged, longer log releases nothing (A1).
 // - The history check bootstraps a follower older than the retained WAL only with a proof that
 //   its log is a prefix of this history (`bootstrapProof`); anything else is diverged (A4).
-// - Learning a higher epoch emits, in this order: refuse writes, fail every waiting commit in
-//   doubt, persist the marker, follow. A node not in `primary` mode releases no commit.
+// - Learning a higher epoch emits, in this order: refuse writes, fence (fail every waiting
+//   commit in doubt), persist the marker, follow. A node not in `primary` mode releases no commit.
+// - Promotion: `beginPromotion` (stop following: the position is final), the operator's checks
+//   (`PromotionDecision`: the old primary does not answer as primary, no reachable replica is
+//   ahead in `PromotionOrder`, the next epoch), the peers fenced, the checks again, then
+//   `.promote(epoch)`: forget replica progress, persist the marker, open the epoch, accept
+//   writes; or `.promotionRefused`: follow again.
+// - Switchover (the primary's half): `.demote` stops writes; `.drained` (the target and enough
+//   replicas flushed everything, `PromotionDecision.drained`) fences, persists the new marker
+//   and follows the target; `.demoteAborted` accepts writes again.
+// - The node (`ReplicationNode`) and the simulator run this one value: the node executes the
+//   actions (`ReplicationNode.execute`), the simulator applies them to its simulated nodes.
 // - `faults` is empty outside the simulator; each fault reintroduces one known bug so that the
 //   simulator shows its checks can fail (`aerodb-crashtest sim --sabotage NAME`).
 
@@ -83,8 +93,8 @@ package enum RoleFault: String, Sendable, CaseIterable {
     case bootstrapWithoutProof = "bootstrap-without-proof"
     /// A `sync` commit is released with one replica flush fewer than needed.
     case releaseWithOneAckShort = "release-one-ack-short"
-    /// Promotion compares durable LSNs only, not (epoch of the last record, LSN): how
-    /// `ReplicationNode.promote` compares today (found by the simulator, see docs/REPLICATION.md).
+    /// Promotion compares durable LSNs only, not (epoch of the last record, LSN): how the node
+    /// compared before protocol v3 (found by the simulator, see docs/REPLICATION.md).
     case promoteByLSNOnly = "promote-by-lsn-only"
 }
 
@@ -101,8 +111,49 @@ package enum PromotionOrder {
     }
 }
 
+/// The operator's promotion and switchover decisions over facts the shell gathered (probes,
+/// positions): pure, shared by `ReplicationNode` (promote, switchover, demote) and the simulator.
+package enum PromotionDecision {
+    /// A node's last durable record: its epoch (0: the peer could not tell) and LSN.
+    package typealias Key = (epoch: UInt64, lsn: UInt64)
+
+    /// The old primary answered as primary of an epoch not below the candidate's: a failover is
+    /// refused (a planned handover is a switchover).
+    package static func oldPrimaryAnswers(isPrimary: Bool, epoch: UInt64, candidateEpoch: UInt64) -> Bool {
+        isPrimary && epoch >= candidateEpoch
+    }
+
+    /// `PromotionOrder`, except that a key of unknown epoch (0) is compared by LSN alone.
+    package static func isAhead(_ a: Key, of b: Key, faults: Set<RoleFault> = []) -> Bool {
+        a.epoch == 0 || b.epoch == 0 ? a.lsn > b.lsn : PromotionOrder.isAhead(a, of: b, faults: faults)
+    }
+
+    /// The best of `peers` ahead of the candidate `me`, or nil when none is ahead.
+    package static func betterCandidate(than me: Key, among peers: [(String, Key)],
+                                        faults: Set<RoleFault> = []) -> (String, Key)? {
+        peers.filter { isAhead($0.1, of: me, faults: faults) }.max { isAhead($1.1, of: $0.1, faults: faults) }
+    }
+
+    /// The promotion's epoch: above every epoch the candidate and the answering peers know.
+    package static func nextEpoch(mine: UInt64, peers: [UInt64]) -> UInt64 {
+        (peers + [mine]).max()! &+ 1
+    }
+
+    /// The primary's half of a switchover may hand over: the target and `needed` replicas
+    /// flushed everything through `last`.
+    package static func drained(last: UInt64, target: UInt64?, replicas: [UInt64], needed: Int) -> Bool {
+        (target ?? 0) >= last && replicas.filter { $0 >= last }.count >= needed
+    }
+}
+
 /// The ack accounting of `sync`/`all` commits as a value (what `AckTracker` locks and the
 /// simulator owns): replica positions per session and the waits they release.
+///
+/// Incremental: a wait of `needed` flushes is satisfied once the `needed`-th highest replica
+/// position reaches its LSN, so the waits of each `needed` are kept in LSN order and a flush
+/// report releases a prefix of them (no scan of every wait per ACK). Waits that expired stay in
+/// that order as tombstones until the prefix passes them; the order is rebuilt when tombstones
+/// outnumber the live waits (`tombstonesMax`), so it never grows past twice the waits pending.
 package struct AckLedger: Sendable, Equatable {
     package struct Replica: Sendable, Equatable {
         package let session: Int
@@ -117,20 +168,55 @@ package struct AckLedger: Sendable, Equatable {
         package let needed: Int
     }
 
+    struct Pending: Sendable, Equatable {
+        let lsn: UInt64
+        let id: Int
+    }
+
     package private(set) var replicas: [String: Replica] = [:]
     package private(set) var waits: [Int: Wait] = [:]
+    /// The waits of each `needed`, in (LSN, id) order, from `head` on (expired ones included).
+    private var order: [Int: (head: Int, items: [Pending])] = [:]
     /// Subtracted from `needed` (the `release-one-ack-short` sabotage only).
     package var slack = 0
+    /// Entries of `order` that are not pending any more, beyond which it is rebuilt.
+    static let tombstonesMax = 64
 
     package init() {}
 
+    package static func == (a: AckLedger, b: AckLedger) -> Bool {
+        a.replicas == b.replicas && a.waits == b.waits && a.slack == b.slack
+    }
+
     package var durable: [String: UInt64] { replicas.mapValues(\.durable) }
 
+    /// The lowest position any replica holds (the retention floor), nil without replicas.
+    package var minDurable: UInt64? {
+        var low: UInt64?
+        for r in replicas.values { low = min(low ?? r.durable, r.durable) }
+        return low
+    }
+
     package func count(_ lsn: UInt64) -> Int {
-        replicas.values.reduce(0) { $0 + ($1.durable >= lsn ? 1 : 0) }
+        var n = 0
+        for r in replicas.values where r.durable >= lsn { n += 1 }
+        return n
     }
 
     package func satisfied(_ lsn: UInt64, needed: Int) -> Bool { count(lsn) >= needed - slack }
+
+    /// The highest LSN a wait of `needed` flushes is satisfied at: the (needed - slack)-th
+    /// highest replica position; nil when too few replicas are connected.
+    private func threshold(_ needed: Int) -> UInt64? {
+        let n = needed - slack
+        if n <= 0 { return UInt64.max }
+        guard replicas.count >= n else { return nil }
+        var top: [UInt64] = []
+        top.reserveCapacity(replicas.count)
+        for r in replicas.values { top.append(r.durable) }
+        top.sort(by: >)
+        return top[n - 1]
+    }
 
     /// A follower's session passed the history check: it holds this history through
     /// `verified`. Replaces any earlier session of the node. Returns the waits released.
@@ -148,9 +234,10 @@ package struct AckLedger: Sendable, Equatable {
     /// A flush report, counted up to what the session sent. Returns the waits released.
     package mutating func update(_ node: String, session: Int, durable: UInt64) -> [Int] {
         guard var r = replicas[node], r.session == session else { return [] }
+        let before = r.durable
         r.durable = max(r.durable, min(durable, r.sentThrough))
         replicas[node] = r
-        return released()
+        return r.durable == before ? [] : released()  // nothing moved: nothing more is satisfied
     }
 
     package mutating func forget(_ node: String, session: Int) {
@@ -161,24 +248,59 @@ package struct AckLedger: Sendable, Equatable {
     package mutating func wait(_ id: Int, lsn: UInt64, needed: Int) -> Bool {
         if satisfied(lsn, needed: needed) { return true }
         waits[id] = Wait(lsn: lsn, needed: needed)
+        var q = order[needed] ?? (0, [])
+        let entry = Pending(lsn: lsn, id: id)
+        if let last = q.items.last, (last.lsn, last.id) > (lsn, id) {
+            var lo = q.head, hi = q.items.count  // first entry after this one
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if (q.items[mid].lsn, q.items[mid].id) < (lsn, id) { lo = mid + 1 } else { hi = mid }
+            }
+            q.items.insert(entry, at: lo)
+        } else {
+            q.items.append(entry)
+        }
+        order[needed] = q
         return false
     }
 
     /// Removes a wait (timed out); true when it was pending.
-    package mutating func expire(_ id: Int) -> Bool { waits.removeValue(forKey: id) != nil }
+    package mutating func expire(_ id: Int) -> Bool {
+        guard let w = waits.removeValue(forKey: id) else { return false }
+        if let q = order[w.needed], q.items.count - q.head > 2 * waits.count + Self.tombstonesMax {
+            order[w.needed] = (0, q.items[q.head...].filter { waits[$0.id] != nil })
+        }
+        return true
+    }
 
     /// Removes every wait (fence); returns their ids, sorted.
     package mutating func drain() -> [Int] {
-        defer { waits = [:] }
+        defer {
+            waits = [:]
+            order = [:]
+        }
         return waits.keys.sorted()
     }
 
     package mutating func reset() { replicas = [:] }
 
+    /// The waits satisfied now, removed; their ids sorted.
     private mutating func released() -> [Int] {
+        guard !waits.isEmpty else { return [] }
         var out: [Int] = []
-        for (id, w) in waits where satisfied(w.lsn, needed: w.needed) { out.append(id) }
-        for id in out { waits[id] = nil }
+        for (needed, queue) in order {
+            guard let limit = threshold(needed) else { continue }
+            var q = queue
+            while q.head < q.items.count, q.items[q.head].lsn <= limit {
+                let id = q.items[q.head].id
+                if waits.removeValue(forKey: id) != nil { out.append(id) }
+                q.head += 1
+            }
+            if q.head == q.items.count { q = (0, []) } else if q.head > Self.tombstonesMax && q.head * 2 > q.items.count {
+                q = (0, Array(q.items[q.head...]))
+            }
+            order[needed] = q
+        }
         return out.sorted()
     }
 }
@@ -214,6 +336,8 @@ package struct ReplicationRole: Sendable {
         case waitExpired(wait: Int)
         /// A message (HELLO, probe answer, WELCOME, REFUSE, adopt) named a higher epoch.
         case learned(epoch: UInt64, primary: String)
+        /// The operator starts a promotion of this node: it stops following (its position is final).
+        case beginPromotion
         /// The operator's promotion passed its checks: open `epoch` with this node primary.
         case promote(epoch: UInt64)
         /// The operator's promotion was refused after `promoting`: follow again.
@@ -221,6 +345,7 @@ package struct ReplicationRole: Sendable {
         /// The primary's half of a switchover to `target` starts / has drained.
         case demote(epoch: UInt64, target: String)
         case demoteAborted
+        /// The target and enough replicas flushed everything: hand over (`PromotionDecision.drained`).
         case drained
         /// The primary refused this node as diverged (A4).
         case refusedDiverged
@@ -233,7 +358,13 @@ package struct ReplicationRole: Sendable {
         case stream(node: String, session: Int, from: UInt64)
         case bootstrap(node: String, session: Int)
         case release(waits: [Int])
+        /// These waits end in doubt (a wait expired, or a commit durable on a node not primary).
         case failInDoubt(waits: [Int])
+        /// Leave the primary role: fail every waiting commit in doubt (the node: every wait of its
+        /// `AckTracker`; `waits` are the ones this value's ledger held), release nothing more.
+        case fence(waits: [Int])
+        /// Forget every replica's progress (a new epoch of this node's: sessions start anew).
+        case forgetReplicas
         case acceptWrites(Bool)
         /// Replace the authority marker durably.
         case persistMarker(epoch: UInt64, primary: String)
@@ -249,6 +380,8 @@ package struct ReplicationRole: Sendable {
     package private(set) var mode: Mode
     package private(set) var ledger = AckLedger()
     package private(set) var nextSession = 0
+    /// The switchover in progress (mode `demoting`): its epoch and target.
+    package private(set) var demotion: (epoch: UInt64, target: String)?
     package let faults: Set<RoleFault>
 
     package init(nodeID: String, epoch: UInt64, primary: String, faults: Set<RoleFault> = []) {
@@ -261,6 +394,12 @@ package struct ReplicationRole: Sendable {
     }
 
     package var isPrimary: Bool { mode == .primary }
+
+    /// Whether a follow HELLO of `epoch` reaches the history check (the shell reads the facts
+    /// from its log only then).
+    package func needsHistoryFacts(epoch e: UInt64) -> Bool {
+        e <= epoch && (mode == .primary || mode == .demoting)
+    }
 
     package mutating func handle(_ event: Event) -> [Action] {
         switch event {
@@ -283,13 +422,17 @@ package struct ReplicationRole: Sendable {
             return ledger.expire(id) ? [.failInDoubt(waits: [id])] : []
         case .learned(let e, let p):
             return learn(epoch: e, primary: p)
+        case .beginPromotion:
+            guard mode == .replica else { return [] }
+            mode = .promoting
+            return [.stopFollowing]
         case .promote(let e):
             guard e > epoch else { return [] }
             ledger.reset()
             epoch = e
             primary = nodeID
             mode = .primary
-            return [.stopFollowing, .persistMarker(epoch: e, primary: nodeID), .openEpoch(e), .acceptWrites(true)]
+            return [.stopFollowing, .forgetReplicas, .persistMarker(epoch: e, primary: nodeID), .openEpoch(e), .acceptWrites(true)]
         case .promotionRefused:
             guard mode == .promoting else { return [] }
             mode = .replica
@@ -297,13 +440,23 @@ package struct ReplicationRole: Sendable {
         case .demote(let e, let target):
             guard mode == .primary, e > epoch, target != nodeID else { return [] }
             mode = .demoting
+            demotion = (e, target)
             return [.acceptWrites(false)]
         case .demoteAborted:
             guard mode == .demoting else { return [] }
             mode = .primary
+            demotion = nil
             return [.acceptWrites(true)]
         case .drained:
-            return []
+            // The demoting primary drained to its target: adopt the new epoch and follow it.
+            guard mode == .demoting, let (e, target) = demotion else { return [] }
+            let failed = ledger.drain()
+            ledger.reset()
+            demotion = nil
+            epoch = e
+            primary = target
+            mode = .replica
+            return [.fence(waits: failed), .persistMarker(epoch: e, primary: target), .follow(primary: target)]
         case .refusedDiverged:
             guard mode == .replica || mode == .fenced else { return [] }
             mode = .diverged
@@ -313,23 +466,6 @@ package struct ReplicationRole: Sendable {
             mode = .replica
             return [.follow(primary: primary)]
         }
-    }
-
-    /// Marks this node as being promoted (it stops following; the operator runs the checks).
-    package mutating func beginPromotion() -> [Action] {
-        guard mode == .replica else { return [] }
-        mode = .promoting
-        return [.stopFollowing]
-    }
-
-    /// The demoting primary drained to `target`: adopt the new epoch and follow it.
-    package mutating func completeDemotion(epoch e: UInt64, target: String) -> [Action] {
-        guard mode == .demoting else { return [] }
-        let failed = ledger.drain()
-        epoch = e
-        primary = target
-        mode = .replica
-        return [.failInDoubt(waits: failed), .persistMarker(epoch: e, primary: target), .follow(primary: target)]
     }
 
     private func releasing(_ ids: [Int]) -> [Action] {
@@ -343,8 +479,9 @@ package struct ReplicationRole: Sendable {
         var out: [Action] = []
         if mode == .primary || mode == .demoting {
             out.append(.acceptWrites(false))
-            out.append(.failInDoubt(waits: ledger.drain()))
+            out.append(.fence(waits: ledger.drain()))
             ledger.reset()
+            demotion = nil
         }
         epoch = e
         primary = p
@@ -367,7 +504,8 @@ package struct ReplicationRole: Sendable {
                                message: "this node learned of epoch \(e) from you and stopped being primary"))
             return out
         }
-        guard mode == .primary else {
+        // A demoting primary still streams: its target and replicas drain what it wrote.
+        guard mode == .primary || mode == .demoting else {
             return [.refuse(node: node, .notPrimary, epoch: epoch, primary: primary,
                             message: "\(nodeID) is not the primary; \(primary) is, in epoch \(epoch)")]
         }
