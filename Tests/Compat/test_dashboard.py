@@ -333,7 +333,7 @@ def test_dashboard_schema_and_row_editing_round_trip(dash_node, browser):
     err = status_text(browser, "editor-outcome", "HTTP 409")
     assert "23505" in err, err
     # Filter with PostgREST operators (through the builder and the box).
-    browser.get(dash_node.url + "/dashboard#/collections/edits")
+    browser.get(dash_node.url + "/dashboard#/collections/edits?sort=id&dir=asc")
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "of 2"))
     browser.find_element(By.ID, "filter-column").send_keys("qty")
     browser.find_element(By.ID, "filter-op").send_keys("gte")
@@ -378,7 +378,7 @@ def test_dashboard_csv_export_and_import(dash_node, browser, tmp_path):
         "id": {"type": "int", "required": True}, "label": {"type": "text", "nullable": True},
         "meta": {"type": "json", "nullable": True}}})
     source = tmp_path / "in.csv"
-    lines = ["id,label,meta"] + [f'{i},"label, {i} ""q""",{{""k"":{i}}}' for i in range(1, 1501)] + ['1501,,null']
+    lines = ["id,label,meta"] + [f'{i},"label, {i} ""q""","{{""k"":{i}}}"' for i in range(1, 1501)] + ['1501,,null']
     source.write_text("\r\n".join(lines) + "\r\n")
     signed_in(browser, dash_node.url, dash_node.service, "collections/csvs")
     wait(browser).until(EC.presence_of_element_located((By.ID, "csv-file"))).send_keys(str(source))
@@ -394,7 +394,7 @@ def test_dashboard_csv_export_and_import(dash_node, browser, tmp_path):
     end = time.time() + deadline
     while not target.exists() and time.time() < end:
         time.sleep(0.1)
-    text = target.read_text()
+    text = target.read_bytes().decode()
     out = text.split("\r\n")
     assert out[0] == "id,label,meta" and out[7] == '7,"label, 7 ""q""","{""k"":7}"' and out[1501] == "1501,,"
     assert len([x for x in out if x]) == 1502
@@ -403,3 +403,255 @@ def test_dashboard_csv_export_and_import(dash_node, browser, tmp_path):
     bad.write_text("id,nope\n1,x\n")
     browser.find_element(By.ID, "csv-file").send_keys(str(bad))
     assert "nope is not a field" in status_text(browser, "row-outcome", "AERO_DASHBOARD_CSV")
+
+
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+
+def choose(driver, element_id, value):
+    Select(driver.find_element(By.ID, element_id)).select_by_value(value)
+
+
+def sign_in_user(node, email, password):
+    return rest(node, "POST", "/auth/v1/token?grant_type=password", {"email": email, "password": password},
+                token=node.anon)
+
+
+def create_user_from_page(browser, email, password):
+    browser.find_element(By.ID, "user-email").send_keys(email)
+    browser.find_element(By.ID, "user-password").send_keys(password)
+    browser.find_element(By.ID, "user-create").click()
+    return status_text(browser, "user-outcome", f"user {email} created")
+
+
+def test_dashboard_policies_checked_with_a_user_token(dash_node, browser):
+    """RLS on, a policy with a mistake (marked where it is), fixed, then a user's JWT sees only its rows through
+    /rest/v1; the tester shows the condition; editing and deleting the policy change what the user sees."""
+    dash_node.admin("POST", "collections", {"name": "secrets", "primary_key": "id", "fields": {
+        "id": {"type": "text", "required": True}, "owner": {"type": "text", "nullable": True},
+        "body": {"type": "text", "nullable": True}}})
+    signed_in(browser, dash_node.url, dash_node.service, "users")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "user-email")))
+    create_user_from_page(browser, "pol@example.com", "pw-Policies-1")
+    status, session = sign_in_user(dash_node, "pol@example.com", "pw-Policies-1")
+    assert status == 200, session
+    uid, token = session["user"]["id"], session["access_token"]
+    dash_node.admin("POST", "transactions", {"ops": [
+        {"op": "insert", "collection": "secrets", "doc": {"id": "mine", "owner": uid, "body": "x"}},
+        {"op": "insert", "collection": "secrets", "doc": {"id": "theirs", "owner": "someone", "body": "x"}},
+        {"op": "insert", "collection": "secrets", "doc": {"id": "open", "owner": "someone", "body": "public"}}]})
+    assert len(rest(dash_node, "GET", "/rest/v1/secrets", token=token)[1]) == 3  # RLS off: everything
+    browser.get(dash_node.url + "/dashboard#/policies")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='secrets']]//button[text()='enable']"))).click()
+    status_text(browser, "policy-outcome", "row-level security enabled on secrets")
+    assert rest(dash_node, "GET", "/rest/v1/secrets", token=token) == (200, [])  # on, no policy: nothing
+    choose(browser, "policy-collection", "secrets")
+    browser.find_element(By.ID, "policy-name").send_keys("owner_read")
+    choose(browser, "policy-operation", "select")
+    browser.find_element(By.ID, "policy-using").send_keys("owner =\n  = auth.uid()")
+    browser.find_element(By.ID, "policy-save").click()
+    err = status_text(browser, "policy-outcome", "HTTP 400")
+    assert "using: policy expression" in err and "at offset" in err, err
+    mark = browser.find_element(By.ID, "mark-using").text
+    assert mark.startswith("line 2, column 3:") and "\n  = auth.uid()\n  ^" in mark, mark
+    using = browser.find_element(By.ID, "policy-using")
+    using.clear()
+    using.send_keys("owner = auth.uid()")
+    browser.find_element(By.ID, "policy-save").click()
+    status_text(browser, "policy-outcome", "policy owner_read on secrets created")
+    assert rest(dash_node, "GET", "/rest/v1/secrets?select=id", token=token) == (200, [{"id": "mine"}])
+    # The tester, as that user (made-up caller with its claims).
+    wait(browser).until(EC.presence_of_element_located((By.ID, "tester-collection")))
+    choose(browser, "tester-collection", "secrets")
+    browser.find_element(By.ID, "tester-claims").send_keys(json.dumps({"sub": uid}))
+    browser.find_element(By.ID, "tester-run").click()
+    out = status_text(browser, "tester-output", uid)
+    assert "row-level security\nenabled" in out and "owner" in out, out
+    # Edit (wider), then delete: the user's view follows.
+    browser.find_element(By.XPATH, "//tr[td[2][text()='owner_read']]//button[text()='edit']").click()
+    using = browser.find_element(By.ID, "policy-using")
+    using.clear()
+    using.send_keys("owner = auth.uid() or body = 'public'")
+    browser.find_element(By.ID, "policy-save").click()
+    status_text(browser, "policy-outcome", "policy owner_read on secrets saved")
+    assert rest(dash_node, "GET", "/rest/v1/secrets?select=id&order=id", token=token) == (200, [{"id": "mine"}, {"id": "open"}])
+    browser.find_element(By.XPATH, "//tr[td[2][text()='owner_read']]//button[text()='delete']").click()
+    accept_confirm(browser)
+    status_text(browser, "policy-outcome", "policy owner_read deleted")
+    assert rest(dash_node, "GET", "/rest/v1/secrets", token=token) == (200, [])
+    assert dash_node.admin("GET", "policies")["policies"] == []
+
+
+def test_dashboard_users_ban_invite_link_delete(dash_node, browser):
+    signed_in(browser, dash_node.url, dash_node.service, "users")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "user-email")))
+    create_user_from_page(browser, "ban@example.com", "pw-Banned-1")
+    assert sign_in_user(dash_node, "ban@example.com", "pw-Banned-1")[0] == 200
+    row = "//tr[td[text()='ban@example.com']]"
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='ban']"))).click()
+    WebDriverWait(browser, WAIT_SECONDS).until(EC.alert_is_present())
+    prompt = browser.switch_to.alert
+    prompt.send_keys("24h")
+    prompt.accept()
+    status_text(browser, "user-outcome", "ban@example.com banned for 24h")
+    status, body = sign_in_user(dash_node, "ban@example.com", "pw-Banned-1")
+    assert status == 400 and "banned" in json.dumps(body), (status, body)
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='unban']"))).click()
+    status_text(browser, "user-outcome", "ban@example.com unbanned")
+    assert sign_in_user(dash_node, "ban@example.com", "pw-Banned-1")[0] == 200
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='recovery link']"))).click()
+    assert "/auth/v1/verify?" in status_text(browser, "link-output", "Recovery link for ban@example.com")
+    browser.find_element(By.ID, "invite-email").send_keys("invited@example.com")
+    browser.find_element(By.ID, "invite-send").click()
+    status_text(browser, "user-outcome", "invitation sent to invited@example.com")
+    assert "invited@example.com" in status_text(browser, "outbox", "invited@example.com")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='delete']"))).click()
+    accept_confirm(browser)
+    status_text(browser, "user-outcome", "ban@example.com deleted")
+    users = rest(dash_node, "GET", "/auth/v1/admin/users?per_page=1000")[1]["users"]
+    assert all(u.get("email") != "ban@example.com" for u in users)
+
+
+def tiny_png():
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_dashboard_storage_upload_download_sign_delete(dash_node, browser, tmp_path):
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path / "dl")})
+    png = tmp_path / "pic.png"
+    png.write_bytes(tiny_png())
+    signed_in(browser, dash_node.url, dash_node.service, "storage")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "bucket-name"))).send_keys("files")
+    browser.find_element(By.ID, "bucket-create").click()
+    status_text(browser, "storage-outcome", "bucket files created")
+    assert rest(dash_node, "GET", "/storage/v1/bucket/files")[1]["public"] is False
+    browser.find_element(By.XPATH, "//tr[td[1][text()='files']]//a[text()='browse']").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "upload-file"))).send_keys(str(png))
+    browser.find_element(By.ID, "upload-send").click()
+    status_text(browser, "storage-outcome", f"uploaded pic.png ({len(tiny_png())} bytes)")
+    assert rest(dash_node, "GET", "/storage/v1/object/files/pic.png") == (200, tiny_png())
+    # A folder made through the API shows as a folder; its file downloads byte for byte.
+    text = "a text file, é\n".encode()
+    assert rest(dash_node, "POST", "/storage/v1/object/files/docs/readme.txt", text, headers={"Content-Type": "text/plain"})[0] == 200
+    browser.get(dash_node.url + "/dashboard#/storage/files?prefix=")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='docs/']]//a[text()='open']"))).click()
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='readme.txt']]//button[text()='download']"))).click()
+    status_text(browser, "storage-outcome", "downloaded docs/readme.txt")
+    target = tmp_path / "dl" / "readme.txt"
+    import time
+    end = time.time() + WAIT_SECONDS
+    while not target.exists() and time.time() < end:
+        time.sleep(0.1)
+    assert target.read_bytes() == text
+    # Preview (a blob: image, allowed by img-src) and a signed URL that works without a key.
+    browser.find_element(By.XPATH, "//a[text()='files']").click()
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='pic.png']]//button[text()='preview']"))).click()
+    img = wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#preview img")))
+    assert img.get_attribute("src").startswith("blob:")
+    wait(browser).until(lambda d: d.execute_script("return arguments[0].naturalWidth", img) == 2)
+    browser.find_element(By.XPATH, "//tr[td[1][text()='pic.png']]//button[text()='signed URL']").click()
+    WebDriverWait(browser, WAIT_SECONDS).until(EC.alert_is_present())
+    browser.switch_to.alert.accept()
+    url = wait(browser).until(EC.presence_of_element_located((By.ID, "signed-url"))).text
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.read() == tiny_png()
+    # A bucket that is not empty cannot be deleted (the API's 409, shown); delete the objects, then the bucket.
+    browser.find_element(By.XPATH, "//tr[td[1][text()='pic.png']]//button[text()='delete']").click()
+    accept_confirm(browser)
+    status_text(browser, "storage-outcome", "deleted pic.png")
+    assert rest(dash_node, "GET", "/storage/v1/object/files/pic.png")[0] in (400, 404)
+    browser.get(dash_node.url + "/dashboard#/storage")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='files']]//button[text()='delete']"))).click()
+    accept_confirm(browser)
+    assert "409" in status_text(browser, "storage-outcome", "HTTP 409")
+    browser.find_element(By.XPATH, "//tr[td[1][text()='files']]//button[text()='empty']").click()
+    accept_confirm(browser)
+    status_text(browser, "storage-outcome", "bucket files emptied")
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, "//tr[td[1][text()='files']]//button[text()='delete']"))).click()
+    accept_confirm(browser)
+    status_text(browser, "storage-outcome", "bucket files deleted")
+    assert rest(dash_node, "GET", "/storage/v1/bucket/files")[0] in (400, 404)
+
+
+def test_dashboard_realtime_inspector_sees_a_rest_insert(dash_node, browser):
+    signed_in(browser, dash_node.url, dash_node.service, "realtime")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "rt-table")))
+    choose(browser, "rt-table", "notes")
+    browser.find_element(By.ID, "rt-connect").click()
+    status_text(browser, "realtime-status", "joined realtime:dashboard")
+    status_text(browser, "realtime-log", "Subscribed to PostgreSQL")
+    assert rest(dash_node, "POST", "/rest/v1/notes", {"id": "rt-1", "body": "live <b>", "n": 7})[0] == 201
+    line = status_text(browser, "realtime-log", "rt-1")
+    assert "postgres_changes" in line and "INSERT" in line and "live <b>" in line
+    assert browser.find_elements(By.CSS_SELECTOR, "#realtime-log b") == []
+    browser.find_element(By.ID, "rt-broadcast").click()
+    status_text(browser, "realtime-status", "broadcast message sent")
+    status_text(browser, "realtime-log", '"text":"hello"')
+    browser.find_element(By.XPATH, "//button[text()='Track presence']").click()
+    status_text(browser, "realtime-log", "presence_diff")
+    # Leaving the page closes the socket (no stray connection, no console error).
+    browser.find_element(By.LINK_TEXT, "Cluster").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "node-status")))
+    assert console_errors(browser) == []
+
+
+def test_dashboard_observability_and_functions(dash_node, browser):
+    from test_functions import wasm
+    module = wasm("hello")
+    signed_in(browser, dash_node.url, dash_node.service, "logs")
+    metrics = status_text(browser, "metrics", "durable LSN")
+    assert "commits" in metrics and "documents" in metrics
+    assert "admin POST /admin/v1/collections" in status_text(browser, "audit-log", "admin POST /admin/v1/collections")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "slow-log")))
+    # Two polls later the rate chart has a line of two points.
+    wait(browser).until(lambda d: len((d.find_element(By.CSS_SELECTOR, "#rate-chart polyline").get_attribute("points") or "").split()) >= 2)
+    browser.get(dash_node.url + "/dashboard#/functions")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "fn-name"))).send_keys("echo")
+    browser.find_element(By.ID, "fn-module").send_keys(module)
+    browser.find_element(By.ID, "fn-deploy").click()
+    status_text(browser, "function-outcome", "deployed echo version 1")
+    browser.find_element(By.XPATH, "//tr[td[text()='echo']]//a[text()='open']").click()
+    body = wait(browser).until(EC.visibility_of_element_located((By.ID, "fn-body")))
+    body.clear()
+    body.send_keys('{"from":"dashboard"}')
+    browser.find_element(By.ID, "fn-invoke").click()
+    assert '{"from":"dashboard"}' in status_text(browser, "fn-answer", "HTTP 200")
+    assert "1" in browser.find_element(By.ID, "fn-versions").text
+    assert console_errors(browser) == []
+
+
+def test_dashboard_on_a_replica_of_three_nodes(browser):
+    """The dashboard served by a replica: every member shown with its lag chart, a row inserted from the
+    table editor is forwarded to the primary and read there."""
+    from conftest import Cluster
+    cluster = Cluster(nodes=3)
+    try:
+        cluster.admin(0, "POST", "collections", {"name": "items", "primary_key": "id", "fields": {
+            "id": {"type": "text", "required": True}, "qty": {"type": "int", "nullable": True}}})
+        replica = cluster.urls[1]
+        signed_in(browser, replica, cluster.service, "cluster")
+        members = wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#members table")))
+        for node_id in ("n1", "n2", "n3"):
+            assert node_id in members.text
+        assert "replica" in browser.find_element(By.ID, "node-status").text
+        wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#lag-chart polyline")) == 3)
+        assert browser.find_element(By.XPATH, "//button[text()='Promote']")  # offered on a replica
+        browser.get(replica + "/dashboard#/collections/items")
+        wait(browser).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Insert row']"))).click()
+        wait(browser).until(EC.visibility_of_element_located((By.ID, "edit-id"))).send_keys("via-replica")
+        browser.find_element(By.ID, "edit-qty").send_keys("3")
+        browser.find_element(By.ID, "row-save").click()
+        status_text(browser, "row-outcome", "inserted id = via-replica")
+        rows = cluster.admin(0, "POST", "query", {"collection": "items", "filter": {"id": "via-replica"}})["rows"]
+        assert rows == [{"id": "via-replica", "qty": 3}]
+        assert "via-replica" in browser.find_element(By.CSS_SELECTOR, "#rows tbody").text  # read your write on the replica
+        assert console_errors(browser) == []
+    finally:
+        cluster.stop()

@@ -14,7 +14,8 @@ import Logging
 import Synchronization
 
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
-    static var secretQueryPaths: Set<String> { ["/auth/v1/verify"] }
+    /// Paths whose query holds a secret: an email link's token; the realtime socket's `apikey` (a browser cannot send it as a header).
+    static var secretQueryPaths: Set<String> { ["/auth/v1/verify", "/realtime/v1/websocket"] }
 
     /// The router's routes (loaded once they are all registered), to tell 405 from 404.
     let routes: KnownRoutes?

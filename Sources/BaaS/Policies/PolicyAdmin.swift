@@ -38,9 +38,14 @@ enum PolicyAdmin {
         for key in ["using", "check"] {
             guard let value = o[key], value != .null else { continue }
             guard case .string(let text) = value else { throw invalid("\(key) must be a policy expression string") }
-            let expression = try PolicyExpression.parse(text)
-            try expression.validate(for: data.schema, collections: collections)
-            doc[key] = .string(expression.description)
+            do {
+                let expression = try PolicyExpression.parse(text)
+                try expression.validate(for: data.schema, collections: collections)
+                doc[key] = .string(expression.description)
+            } catch let error as AeroError {
+                // Name the expression, so an editor can mark the mistake in the right one (the dashboard).
+                throw AeroError(error.code, "\(key): \(error.message)", invariant: error.invariant)
+            }
         }
         let needsUsing = operation != "insert"
         if needsUsing && doc["using"] == nil { throw invalid("a \(operation) policy needs \"using\"") }

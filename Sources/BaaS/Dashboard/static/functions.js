@@ -26,14 +26,16 @@ export async function functionsView(view, name) {
   const fns = body.functions || [];
   const [nl, ni] = field("name", { id: "fn-name" });
   const file = h("input", { type: "file", id: "fn-module", accept: ".wasm,application/wasm", "aria-label": "module (.wasm)" });
-  const rpc = h("input", { type: "checkbox", id: "fn-rpc" });
+  const [rl, rpc] = field("rpc parameters (e.g. a:int,b:int: callable as /rest/v1/rpc/<name>; empty: not an rpc)", { id: "fn-rpc" });
   const deploy = async (e) => {
     e.preventDefault();
     try {
       const f = file.files && file.files[0];
       if (!f) throw new ApiError(400, "AERO_DASHBOARD", "choose a .wasm module");
       if (f.size > moduleBytesMax) throw new ApiError(413, "AERO_DASHBOARD", `the module is over ${moduleBytesMax} bytes`);
-      const r = (await post("/admin/v1/functions", { name: ni.value.trim(), module: base64(new Uint8Array(await f.arrayBuffer())), rpc: rpc.checked })).body;
+      const b = { name: ni.value.trim(), module: base64(new Uint8Array(await f.arrayBuffer())) };
+      if (rpc.value.trim()) b.rpc = rpc.value.trim();
+      const r = (await post("/admin/v1/functions", b)).body;
       rerender(`deployed ${r.name} version ${r.version}`);
     } catch (err) { status.fail(err); }
   };
@@ -41,7 +43,7 @@ export async function functionsView(view, name) {
     fns.length ? table(columnsOf(fns, ["name", "version", "active", "created_at"]).filter((c) => c !== "module" && c !== "secrets"), fns, undefined,
       (f) => [h("a", { href: `#/functions/${encodeURIComponent(f.name)}`, class: "button-link" }, "open")]) : h("p", { class: "muted" }, "no functions deployed")),
   h("div", { class: "card" }, h("h2", {}, "Deploy"), h("form", { id: "deploy-form", onsubmit: deploy }, nl, ni,
-    h("label", { for: "fn-module" }, "module (.wasm, docs/FUNCTIONS.md)"), file, h("label", { class: "inline" }, rpc, " callable as /rest/v1/rpc/<name>"),
+    h("label", { for: "fn-module" }, "module (.wasm, docs/FUNCTIONS.md)"), file, rl, rpc,
     h("button", { type: "submit", id: "fn-deploy" }, "Deploy"))));
 }
 
