@@ -1,7 +1,8 @@
 // One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
 //
 // Tasks per connection: the reader (this file's `run`, one frame at a time, in order), the
-// writer (drains the bounded RealtimeOutbox) and a ticker (idle timeout, token expiry).
+// writer (drains the bounded RealtimeOutbox); the service's one ticker calls `tick` (idle
+// timeout, token expiry).
 // postgres_changes are queued by the node's shared reader (ChangeFanout); a channel has a task
 // of its own only while it catches up (a resume, or after its outbox was full). State lives
 // in one Mutex; no I/O under it.
@@ -76,12 +77,6 @@ final class RealtimeConnection: Sendable {
                         outbox.close()
                         return
                     }
-                }
-            }
-            group.addTask { [self] in
-                while !outbox.isClosed {
-                    try? await Task.sleep(for: .seconds(1))
-                    tick()
                 }
             }
             do {
@@ -249,7 +244,7 @@ final class RealtimeConnection: Sendable {
         // The reply is queued before the subscription starts: no event can precede it.
         outbox.push(RealtimeFrame.reply(frame, ok: true, .object(["postgres_changes": .array(bindings.map(\.reply))])), .control)
         var subscribed = false
-        if let subscription {
+        if subscription != nil {
             let database = service.database
             let oldest = database.oldestLSN
             if let resume, resume < oldest &- 1, oldest > 0 {
@@ -313,7 +308,9 @@ final class RealtimeConnection: Sendable {
 
     // MARK: Lifecycle
 
-    private func tick() {
+    /// Idle timeout and token expiry, called every second by the service's one ticker (no task
+    /// per connection).
+    func tick() {
         let now = ContinuousClock.now
         let nowSeconds = Double(service.keys.clock.nowMicros()) / 1e6
         let (idle, expired) = state.withLock { s -> (Bool, [String]) in

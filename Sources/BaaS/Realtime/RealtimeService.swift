@@ -92,6 +92,8 @@ public final class RealtimeService: Sendable {
     private struct Registry {
         var connections = 0
         var nextConnection = 0
+        /// The open connections (bounded by connectionsPerNodeMax), for the one ticker.
+        var open: [Int: RealtimeConnection] = [:]
         var topics: [TopicKey: [Int: Member]] = [:]
         var presences: [TopicKey: [Int: Presence]] = [:]
         var origins: [String: Origin] = [:]
@@ -111,9 +113,9 @@ public final class RealtimeService: Sendable {
         links = peers.others.map(RelayLink.init(address:))
     }
 
-    /// The node's background work: the shared postgres_changes reader, one relay sender per
-    /// other member, the sweep of members not heard from, and the policy watcher. Cancel the
-    /// task to stop them.
+    /// The node's background work: the shared postgres_changes reader, the connections' ticker,
+    /// one relay sender per other member, the sweep of members not heard from, and the policy
+    /// watcher. Cancel the task to stop them.
     public func start() -> Task<Void, Never> {
         Task { [self] in
             await withTaskGroup(of: Void.self) { group in
@@ -121,6 +123,7 @@ public final class RealtimeService: Sendable {
                 group.addTask { await self.sweepOrigins() }
                 group.addTask { await self.watchPolicies() }
                 group.addTask { await self.fanout.run() }
+                group.addTask { await self.tickConnections() }
             }
         }
     }
@@ -139,8 +142,9 @@ public final class RealtimeService: Sendable {
                 try await outbound.close(.init(codeNumber: 1013), reason: "too many connections on this node")
                 return
             }
-            defer { releaseConnection() }
             let connection = RealtimeConnection(id: id, service: self, version: version, apikey: key)
+            registry.withLock { $0.open[id] = connection }
+            defer { releaseConnection(id) }
             await connection.run(inbound: inbound, outbound: outbound)
         }
     }
@@ -257,7 +261,21 @@ public final class RealtimeService: Sendable {
         }
     }
 
-    private func releaseConnection() { registry.withLock { $0.connections -= 1 } }
+    private func releaseConnection(_ id: Int) {
+        registry.withLock { r in
+            r.connections -= 1
+            r.open[id] = nil
+        }
+    }
+
+    /// Every second: each open connection checks its idle time and its channels' tokens.
+    private func tickConnections() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let open = registry.withLock { Array($0.open.values) }
+            for connection in open { connection.tick() }
+        }
+    }
 
     /// Takes one join from the node's budget (token bucket).
     func takeJoin() -> Bool {
