@@ -159,6 +159,21 @@ final class RealtimeOutbox: Sendable {
         }
     }
 
+    /// The frames queued now, without waiting (tests); room waiters are woken as by `take`.
+    /// Dropped-broadcast notices are left for `take`.
+    func takeAvailable() -> [String] {
+        let (out, room) = state.withLock { s -> ([String], [CheckedContinuation<Void, Never>]) in
+            guard s.count > 0 else { return ([], []) }
+            let out = Array(s.frames[s.head...])
+            s.frames = []
+            s.head = 0
+            defer { s.roomWaiters = [:] }
+            return (out, Array(s.roomWaiters.values))
+        }
+        for w in room { w.resume() }
+        return out
+    }
+
     /// Closes the outbox: frames already queued are still written, then the socket closes.
     func close(code: Int? = nil, reason: String = "") {
         let (writer, room) = state.withLock { s -> (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) in
