@@ -41,8 +41,8 @@ async function signIn(event) {
     saveKey(key);
     $("key").value = "";
     $("signin-error").hidden = true;
-    if (!location.hash || location.hash === "#/") location.hash = "#/cluster";
-    await route();
+    if (!location.hash || location.hash === "#/") location.hash = "#/cluster"; // the hashchange routes
+    else await route();
   } catch (e) {
     showSignedOut(e instanceof ApiError ? e.toString() : String(e));
   } finally {

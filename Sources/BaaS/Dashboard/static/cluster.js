@@ -94,8 +94,10 @@ export async function clusterView(view) {
       : h("p", { class: "muted" }, "This node is the primary: open the dashboard of a replica to promote it (or run aerodb promote there)."),
     result.el, reportBox));
   replace(view, parts);
-  timer = setInterval(async () => {
-    if (!document.body.contains(members)) { stopCluster(); return; }
+  // Each poller stops itself (not the module's current one) once its page is gone.
+  const mine = setInterval(async () => {
+    if (!document.body.contains(members)) { clearInterval(mine); return; }
     try { showMembers((await get("/admin/v1/cluster/status")).body); pollStatus.busy(""); } catch (e) { pollStatus.fail(e); }
   }, pollMs);
+  timer = mine;
 }

@@ -78,10 +78,11 @@ export async function logsView(view) {
       lineChart([{ name: "request ms", points: history.latency }, { name: "commit ms", points: history.commitLatency }], "mean latency (ms)", "latency-chart"));
   };
   try { await refreshMetrics(); } catch (e) { replace(summary, h("h2", {}, "Metrics"), errorBox(e)); }
-  timer = setInterval(async () => {
-    if (!document.body.contains(summary)) { stopLogs(); return; }
+  const mine = setInterval(async () => {
+    if (!document.body.contains(summary)) { clearInterval(mine); return; }
     try { await refreshMetrics(); pollStatus.busy(""); } catch (e) { pollStatus.fail(e); }
   }, pollMs);
+  timer = mine;
 
   try {
     const s = (await get(`/admin/v1/logs/slow?limit=${logEntriesShown}`)).body;
