@@ -31,7 +31,7 @@ aerodb_require_swift() {
 }
 
 # Python packages of the compatibility tests, in a venv inside the repository (git-ignored).
-AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0 selenium==4.40.0)
+AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0 selenium==4.40.0 Django==5.2.19 django-oidc-provider==0.9.0)
 
 aerodb_python_venv() {
     if [ ! -x .venv/bin/python ]; then

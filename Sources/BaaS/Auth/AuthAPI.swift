@@ -1,8 +1,8 @@
 // `/auth/v1`: the GoTrue HTTP surface the Supabase clients use (supabase-wire §2). Every POST
 // needs a valid API key or user token (as behind Supabase's gateway); GET /verify is the link in
 // an email and needs none. Errors are GoTrue-shaped (AuthErrorResponse). Not built yet, each
-// answering a clear error: phone/SMS, OAuth and SSO providers, MFA factors, TLS to the SMTP
-// server. PKCE: a mail link requested with a `code_challenge` redirects with `?code=`, which
+// answering a clear error: phone/SMS, SAML SSO, TLS to the SMTP server (OAuth/OIDC: OAuth/).
+// PKCE: a mail link requested with a `code_challenge` redirects with `?code=`, which
 // `grant_type=pkce` exchanges with the verifier.
 
 import Foundation
@@ -34,8 +34,9 @@ enum AuthAPI {
                 case "password": return json(request, try await service.signInWithPassword(payload, caller))
                 case "refresh_token": return json(request, try await service.refresh(payload, caller))
                 case "pkce": return json(request, try await service.exchange(payload, caller))
+                case "id_token": return json(request, try await service.signInWithIDToken(payload, caller))
                 case let other:
-                    throw AuthFailure.badRequest("validation_failed", "grant_type \(other ?? "(none)") is not supported (password, refresh_token, pkce; id_token is not built yet)")
+                    throw AuthFailure.badRequest("validation_failed", "grant_type \(other ?? "(none)") is not supported (password, refresh_token, pkce, id_token)")
                 }
             }
         }
@@ -44,7 +45,8 @@ enum AuthAPI {
         registerAdminRoutes(auth, service: service, keys: keys)
         registerMFARoutes(auth, service: service, keys: keys)
         registerSigningKeyRoutes(auth, service: service, keys: keys)
-        for path in ["authorize", "sso", "user/identities/authorize"] {
+        registerOAuthRoutes(auth, service: service, keys: keys)
+        for path in ["sso"] {
             auth.on(RouterPath(path), method: .get, use: notBuilt)
             auth.on(RouterPath(path), method: .post, use: notBuilt)
         }
@@ -305,7 +307,8 @@ enum AuthAPI {
 
     static func settingsJSON(_ s: AuthSettings) -> JSONValue {
         .object([
-            "external": .object(["email": .bool(true), "phone": .bool(false), "anonymous_users": .bool(s.anonymousSignIns)]),
+            "external": .object(["email": .bool(true), "phone": .bool(false), "anonymous_users": .bool(s.anonymousSignIns)]
+                .merging(s.oauthProviders.keys.map { ($0, JSONValue.bool(true)) }, uniquingKeysWith: { a, _ in a })),
             "disable_signup": .bool(s.disableSignup), "mailer_autoconfirm": .bool(s.mailerAutoconfirm),
             "phone_autoconfirm": .bool(false), "sms_provider": .string(""), "saml_enabled": .bool(false),
             "password_min_length": .int(Int64(s.passwordMinLength)),

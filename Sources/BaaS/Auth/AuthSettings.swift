@@ -34,6 +34,10 @@ public struct AuthSettings: Sendable {
     public var smtp: SMTPSettings?
     /// How the primary trims the tables clients grow (AuthRetention).
     public var retention = AuthRetentionSettings()
+    /// OAuth / OpenID Connect providers by name (OAuth/OAuthSettings.swift).
+    public var oauthProviders: [String: OAuthProviderSettings] = [:]
+    /// GoTrue's GOTRUE_SECURITY_MANUAL_LINKING_ENABLED: `/user/identities/authorize` and unlinking.
+    public var manualLinking = false
 
     public static let accessTokenSecondsRange: ClosedRange<Int64> = 30...86_400 * 7
     public static let refreshReuseIntervalRange: ClosedRange<Int64> = 0...3_600
@@ -101,6 +105,8 @@ public struct AuthSettings: Sendable {
             case ("rate_limits", .object(let limits)): s.rateLimits = try AuthRateLimits.parse(limits)
             case ("smtp", let v): s.smtp = try SMTPSettings.parse(v)
             case ("retention", .object(let r)): s.retention = try AuthRetentionSettings.parse(r)
+            case ("oauth_providers", let v): s.oauthProviders = try OAuthSettings.parse(v)
+            case ("manual_linking", .bool(let v)): s.manualLinking = v
             default: throw invalid("unknown or mistyped auth setting \"\(key)\" (see docs/AUTH.md)")
             }
         }

@@ -96,7 +96,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     private func isWrite(_ request: Request) -> Bool {
         let path = request.uri.path
-        if path == "/auth/v1/verify" || path == "/auth/v1/reauthenticate" { return true }  // GETs that consume or issue codes
+        if path == "/auth/v1/verify" || path == "/auth/v1/reauthenticate" || path == "/auth/v1/callback" { return true }  // GETs that consume or issue codes
         // HEAD of a TUS upload reads its offset, which only the primary holds (storage ResumableAPI).
         if request.method == .head { return path.hasPrefix("/storage/v1/upload/resumable/") }
         guard [.post, .patch, .put, .delete].contains(request.method) else { return false }

@@ -130,6 +130,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case mfaSecret = "aerodb mfa-secret v1"
     /// The AES-GCM key sealing the private signing keys of access tokens: AuthSigningKeys.
     case signingKey = "aerodb signing-key v1"
+    /// The `state` of an OAuth sign-in (provider, redirect, PKCE challenge, nonce, expiry): OAuthState.
+    case oauthState = "aerodb oauth-state v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

@@ -24,6 +24,7 @@ public enum SettingsKeys {
         "mailer_autoconfirm", "anonymous_sign_ins", "disable_signup", "site_url", "redirect_urls",
         "jwt_expiry", "refresh_token_reuse_interval", "password_min_length", "password_required_characters",
         "secure_password_change", "otp_length", "otp_expiry",
+        "oauth_providers", "manual_linking",  // OAuth (Auth/OAuth): client secrets are never shown back
     ]
 }
 
@@ -142,7 +143,8 @@ public final class ClusterSettings: Sendable {
          "password_min_length": .int(Int64(s.passwordMinLength)),
          "password_required_characters": .array(s.passwordRequiredCharacters.map(JSONValue.string)),
          "secure_password_change": .bool(s.securePasswordChange), "otp_length": .int(Int64(s.otpLength)),
-         "otp_expiry": .int(s.otpExpirySeconds)]
+         "otp_expiry": .int(s.otpExpirySeconds),
+         "oauth_providers": OAuthSettings.redacted(s.oauthProviders), "manual_linking": .bool(s.manualLinking)]
     }
 }
 
@@ -173,7 +175,8 @@ public enum ClusterSettingsAPI {
                     throw AeroError(.requestInvalid, "the body is {\"value\": <JSON>}")
                 }
                 let lsn = try await settings.set(key, value)
-                return HTTPJSON.response(.object(["key": .string(key), "value": value, "lsn": .int(Int64(lsn))]), lsn: lsn)
+                let shown = key == "auth.oauth_providers" ? OAuthSettings.redacted(value) : value  // no client secret in the echo
+                return HTTPJSON.response(.object(["key": .string(key), "value": shown, "lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
         group.delete(":key") { request, context in
