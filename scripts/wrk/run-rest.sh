@@ -3,7 +3,8 @@
 # supabase client calls it: GET by key, a filtered list of 20 rows, POST of one row (durable).
 # First a single node, then the same three requests sent to the replica of a two-node cluster
 # (async commit mode): reads are served by the replica, the POST is forwarded to the primary and
-# answered once the replica applied it (read-your-writes).
+# answered once the replica applied it (read-your-writes). Between them, GET by key against a bare
+# Hummingbird route answering the node's same JSON bytes (the HTTP stack's ceiling on this box).
 # Usage: scripts/wrk/run-rest.sh [seconds]   (needs: swift build -c release, or AERODB_BIN; apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +18,13 @@ trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; 
 start() {  # start DIR PORT
     "$bin" start --dir "$1" 2>/dev/null &
     pids+=($!)
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/ready" >/dev/null && return; sleep 0.1; done
-    echo "node $1 did not start" >&2; exit 1
+    local deadline=$((SECONDS + 60))  # a loaded machine (or a debug build) starts slowly
+    while [ $SECONDS -lt $deadline ]; do
+        curl -sf "http://127.0.0.1:$2/ready" >/dev/null && return
+        kill -0 "${pids[-1]}" 2>/dev/null || { echo "node $1 exited at start" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "node $1 did not start within 60 s" >&2; exit 1
 }
 
 load() {  # load PORT KEY: the collection and 10,000 rows
@@ -35,13 +41,17 @@ for start in range(0, 10000, 1000):
 PY
 }
 
+get_by_key() {  # get_by_key PORT KEY LABEL
+    echo "== $3: GET by key"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&id=eq.k4242" | grep -E 'Requests/sec|^ +99%|Non-2xx'
+}
+
 measure() {  # measure PORT KEY LABEL
-    local common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $2" -H "Authorization: Bearer $2" -H "Accept: */*"
-                  -H "Accept-Profile: public" -H "Content-Type: application/json")
-    echo "== $3: GET by key"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&id=eq.k4242" | grep -E 'Requests/sec|99%|Non-2xx'
-    echo "== $3: GET 20 rows by filter"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&qty=eq.42&limit=20" | grep -E 'Requests/sec|99%|Non-2xx'
+    common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $2" -H "Authorization: Bearer $2" -H "Accept: */*"
+            -H "Accept-Profile: public" -H "Content-Type: application/json")
+    get_by_key "$@"
+    echo "== $3: GET 20 rows by filter"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&qty=eq.42&limit=20" | grep -E 'Requests/sec|^ +99%|Non-2xx'
     echo "== $3: POST one row (durable)"; wrk "${common[@]}" -H "Prefer: return=representation" -s scripts/wrk/rest_insert.lua \
-      "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|99%|Non-2xx'
+      "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|^ +99%|Non-2xx'
 }
 
 key_of() { "$bin" keys --dir "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])'; }
@@ -51,6 +61,18 @@ start "$dir/single" $port
 key=$(key_of "$dir/single")
 load $port "$key"
 measure $port "$key" "single node"
+# The same JSON bytes the node answered, captured before it stops
+curl -sf -H "apikey: $key" -H "Authorization: Bearer $key" -H "Accept: */*" -H "Accept-Profile: public" \
+    -o "$dir/get-by-key.json" "http://127.0.0.1:$port/rest/v1/items?select=*&id=eq.k4242"
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
+
+# A bare Hummingbird route of the bench's own (aerodb bench --workload http-baseline) answering
+# those bytes without any database, middleware or key check: the ceiling of the HTTP stack here.
+baseline=$((port + 3))
+"$bin" bench --workload http-baseline --port-base $baseline --body-file "$dir/get-by-key.json" --seconds $((seconds * 3 + 60)) 2>/dev/null &
+pids+=($!)
+for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$baseline/rest/v1/items" && break; sleep 0.1; done
+get_by_key $baseline "$key" "bare Hummingbird route"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
 
 primary=$((port + 1)); replica=$((port + 2))
@@ -59,7 +81,7 @@ start "$dir/cluster/n1" $primary
 start "$dir/cluster/n2" $replica
 key=$(key_of "$dir/cluster/n1")
 load $primary "$key"
-for _ in $(seq 1 100); do  # the replica has every row
+for _ in $(seq 1 600); do  # the replica has every row
     n=$(curl -sf -H "apikey: $key" -H "Prefer: count=exact" -H "Range: 0-0" -D - -o /dev/null "http://127.0.0.1:$replica/rest/v1/items?select=id" \
         | tr -d '\r' | sed -n 's/^[Cc]ontent-[Rr]ange: .*\///p')
     [ "$n" = "10000" ] && break; sleep 0.1

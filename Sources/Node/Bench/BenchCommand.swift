@@ -15,9 +15,10 @@ struct BenchCommand: AsyncParsableCommand {
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
         case commit, read, restart, cluster, auth
+        case httpBaseline = "http-baseline"
     }
 
-    @Option(help: "commit, read, restart, cluster (real nodes on loopback: replicated inserts, replica lag, promotion), or auth (a real node: sign-ins/s, refreshes/s, REST GET with and without a policy).") var workload: Workload = .commit
+    @Option(help: "commit, read, restart, cluster (real nodes on loopback: replicated inserts, replica lag, promotion), or auth (a real node: sign-ins/s, refreshes/s, REST GET with and without a policy), or http-baseline (a bare Hummingbird route answering --body-file to GET /rest/v1/*, on 127.0.0.1:<port-base>, for scripts/wrk/run-rest.sh).") var workload: Workload = .commit
     /// Below Linux's ephemeral range (32768-60999), so no outgoing connection holds a node's port.
     @Option(help: "First port of the cluster workload (HTTP from here, replication from here + 100).") var portBase = 30100
     @Option(help: "Promotions timed by the cluster workload.") var promotions = 20
@@ -29,8 +30,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Documents loaded for the read and restart workloads.") var documents = 100_000
     @Option(help: "WAL engine: automatic, uring or pwrite.") var engine: String = "automatic"
     @Option(help: "Scratch directory (default: a new one under /tmp).") var dir: String?
+    @Option(help: "The JSON the http-baseline workload answers.") var bodyFile: String?
 
     func run() async throws {
+        if workload == .httpBaseline {  // no kernel, no scratch directory
+            try await HTTPBaseline.serve(port: portBase, bodyFile: bodyFile, seconds: seconds)
+            return
+        }
         guard let choice = IOEngineChoice(rawValue: engine) else { throw ValidationError("unknown engine \(engine)") }
         let root = dir ?? NSTemporaryDirectory() + "aerodb-bench-\(UUID().uuidString)"
         defer { if dir == nil { try? FileManager.default.removeItem(atPath: root) } }
@@ -39,6 +45,7 @@ struct BenchCommand: AsyncParsableCommand {
         options.checkpointEveryWALBytes = 0
         options.memoryBytesMax = 16 << 30
         switch workload {
+        case .httpBaseline: break  // served above
         case .commit: try await benchCommits(options)
         case .read: try await benchReads(options)
         case .restart: try await benchRestart(options)

@@ -231,7 +231,10 @@ final class BenchCluster: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
         process.arguments = ["start", "--dir", root + "/" + members[i].nodeID]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        if !FileManager.default.fileExists(atPath: logPath(i)) { FileManager.default.createFile(atPath: logPath(i), contents: nil) }
+        let log = FileHandle(forWritingAtPath: logPath(i))
+        _ = try log?.seekToEnd()  // a restarted member appends
+        process.standardError = log ?? FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         processes[i] = process
         for _ in 0..<300 {
@@ -244,17 +247,32 @@ final class BenchCluster: @unchecked Sendable {
         throw CommandFailure("bench node \(members[i].nodeID) did not become ready")
     }
 
-    /// Waits until node i reports that it streams from `primary`.
+    /// Waits until node i reports that it streams from `primary`: a condition with a deadline, not
+    /// a count of polls (a loaded machine stretches a restart and its peer probe; a count of polls
+    /// of unknown length each failed once on a slower machine). A node that reports itself
+    /// diverged will never follow: that is reported at once, with the state, not waited out.
     func waitFollowing(_ i: Int, primary: Int) async throws {
-        for _ in 0..<200 {
-            if let (_, status) = try? await bench.get(url(i) + "/admin/v1/status", key, timeoutMillis: 500),
-               status["replication"]?["state"]?.stringValue == "streaming from \(members[primary].nodeID)" {
-                return
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.followWaitSeconds) * 1_000_000_000
+        var last = "no answer to /admin/v1/status"
+        while DispatchTime.now().uptimeNanoseconds < deadline {
+            if let (_, status) = try? await bench.get(url(i) + "/admin/v1/status", key, timeoutMillis: 1_000) {
+                let state = status["replication"]?["state"]?.stringValue ?? "no replication state"
+                if state == "streaming from \(members[primary].nodeID)" { return }
+                last = state
+                if state.hasPrefix("diverged") { break }
             }
             try await Task.sleep(for: .milliseconds(25))
         }
-        throw CommandFailure("\(members[i].nodeID) did not follow \(members[primary].nodeID)")
+        throw CommandFailure("\(members[i].nodeID) did not follow \(members[primary].nodeID) within \(Self.followWaitSeconds) s: "
+                             + "its replication state: \(last) (node log: \(logPath(i)))")
     }
+
+    /// How long a restarted member may take to stream from the primary before the bench fails.
+    static let followWaitSeconds = 60
+
+    /// Each member's standard error, kept for a failed run (the bench's root is removed afterwards
+    /// unless --dir is given).
+    func logPath(_ i: Int) -> String { root + "/" + members[i].nodeID + ".log" }
 
     func kill(_ i: Int) {
         guard let p = processes[i], p.isRunning else { return }

@@ -1,0 +1,76 @@
+"""scripts/benchlib/bench.py's parsing of scripts/wrk/run-rest.sh, on outputs recorded from real runs
+(Tests/Bench/recorded/: run-rest.txt from `scripts/wrk/run-rest.sh 3` with the release build at
+13:03 UTC 2026-12-04 on the shared, loaded machine; run-rest-six-rates.txt from the script before
+the baseline section). The REST rows of docs/BENCHMARKS.md once went stale for days because the
+script began printing six rates while the parser took the first three or failed: every expected
+figure must be found by its section, once, or the parse fails naming what is missing.
+
+Run by scripts/test: .venv/bin/python -m pytest -q -p no:cacheprovider Tests/Bench
+"""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "benchlib"))
+import bench  # noqa: E402
+
+
+def recorded(name):
+    with open(os.path.join(HERE, "recorded", name)) as f:
+        return f.read()
+
+
+def test_full_output_gives_every_figure_by_section():
+    rest = bench.parse_rest(recorded("run-rest.txt"))
+    assert set(rest) == set(bench.REST_EXPECTED)
+    for figures in rest.values():
+        assert figures["rps"] > 0 and figures["p99_ms"] > 0
+    # The values of that recorded run, each from its own section (not by position).
+    assert rest[(bench.REST_SINGLE, bench.REST_GET)] == {"rps": 6993.51, "p99_ms": 23.53}
+    assert rest[(bench.REST_BASELINE, bench.REST_GET)] == {"rps": 20789.03, "p99_ms": 9.98}
+    assert rest[(bench.REST_SINGLE, bench.REST_POST)]["rps"] == 4371.74
+    assert rest[(bench.REST_REPLICA, bench.REST_POST)] == {"rps": 1150.53, "p99_ms": 104.28}
+
+
+def test_six_rate_output_without_the_baseline_is_refused_not_misread():
+    # Recorded from the script before the baseline section (12:40 UTC 2026-12-04, old binary).
+    out = recorded("run-rest-six-rates.txt")
+    with pytest.raises(RuntimeError, match="bare Hummingbird route: GET by key"):
+        bench.parse_rest(out)
+
+
+def test_wrk_latency_summary_is_not_taken_for_the_99th_percentile():
+    # The old script's grep let wrk's "Latency ... 83.99%" line through (recorded above it):
+    # the p99 of that section is the "99%" line, 77.91 ms, whatever the order of the lines.
+    old = recorded("run-rest-six-rates.txt")
+    assert "83.99%" in old
+    full = recorded("run-rest.txt")
+    single_get = old.split("== single node: GET 20 rows")[0]
+    out = full.replace(full.split("== single node: GET 20 rows")[0], single_get, 1)
+    assert bench.parse_rest(out)[(bench.REST_SINGLE, bench.REST_GET)] == {"rps": 4768.31, "p99_ms": 77.91}
+
+
+def test_non_2xx_answers_fail_the_workload():
+    out = recorded("run-rest.txt").replace("Requests/sec:  20789.03",
+                                           "  Non-2xx or 3xx responses: 17\nRequests/sec:  20789.03", 1)
+    with pytest.raises(RuntimeError, match="bare Hummingbird route: GET by key: 17 non-2xx"):
+        bench.parse_rest(out)
+
+
+def test_unknown_or_repeated_section_fails():
+    out = recorded("run-rest.txt")
+    with pytest.raises(RuntimeError, match="unknown section"):
+        bench.parse_rest(out + "== single node: DELETE everything\nRequests/sec: 1.0\n")
+    first = out.split("== ")[1]
+    with pytest.raises(RuntimeError, match="twice"):
+        bench.parse_rest(out + "== " + first)
+
+
+def test_p99_units():
+    out = recorded("run-rest.txt")
+    out = out.replace("99%    9.98ms", "99%  998.00us", 1).replace("99%   23.53ms", "99%    1.50s", 1)
+    rest = bench.parse_rest(out)
+    assert rest[(bench.REST_BASELINE, bench.REST_GET)]["p99_ms"] == pytest.approx(0.998)
+    assert rest[(bench.REST_SINGLE, bench.REST_GET)]["p99_ms"] == pytest.approx(1500.0)
