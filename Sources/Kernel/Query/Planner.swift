@@ -91,25 +91,28 @@ enum Planner {
     static func prepare(_ query: Query, on data: CollectionData, options: QueryOptions) throws -> PreparedQuery {
         let validated = try QueryValidator.validate(query, schema: data.schema, options: options)
         let conjuncts = validated.filter?.conjuncts ?? []
-        let analysis = try ConjunctAnalysis(conjuncts, schema: data.schema)
-        let choice = try choose(analysis, conjuncts, validated, data)
+        let choice: Choice
+        if conjuncts.count == 1, case .compare(let f, .eq, let v) = conjuncts[0], f == data.schema.primaryKey {
+            // Rule 1 for the commonest query, one `eq` on the primary key: the choice `choose`
+            // makes, without building its analysis (dictionaries on every point read).
+            choice = Choice(access: .keyLookup, index: nil, path: .keys(v.isNull ? [] : [v], reverse: false),
+                            consumed: [0], sortSatisfied: true)
+        } else {
+            choice = try choose(try ConjunctAnalysis(conjuncts, schema: data.schema), conjuncts, validated, data)
+        }
         let residualFilters = conjuncts.indices.filter { !choice.consumed.contains($0) }.map { conjuncts[$0] }
         var residualPredicates = try residualFilters.map(Predicate.compile)
-        var residualText = residualFilters.map(\.description)
-        if let after = validated.after, let values = query.after {
-            residualPredicates.append(after)
-            residualText.append("after \(JSON.encodeString(.object(values)))")
-        }
+        if let after = validated.after, query.after != nil { residualPredicates.append(after) }
         let candidates = candidateCount(choice.path, data, exact: query.count)
         let want = saturatingAdd(query.offset, validated.limit)
         let bound = residualPredicates.isEmpty && choice.sortSatisfied ? min(candidates, want) : candidates
         let plan = Plan(collection: data.schema.name, access: choice.access, index: choice.index,
-                        bounds: choice.consumed.sorted().map { conjuncts[$0].description },
-                        reverse: isReverse(choice.path), residual: residualText,
+                        reverse: isReverse(choice.path),
                         sortSatisfied: choice.sortSatisfied, candidateRows: candidates,
-                        rowsExaminedBound: bound, path: choice.path)
+                        rowsExaminedBound: bound, boundFilters: choice.consumed.sorted().map { conjuncts[$0] },
+                        residualFilters: residualFilters, after: validated.after == nil ? nil : query.after, path: choice.path)
         if bound > options.scanRowsMax {
-            throw unbounded(plan, options, suggestion: suggestedFields(residualFilters, analysis, query.order))
+            throw unbounded(plan, options, suggestion: suggestedFields(residualFilters, query.order))
         }
         let residual: Predicate? = residualPredicates.isEmpty ? nil
             : (residualPredicates.count == 1 ? residualPredicates[0] : .and(residualPredicates))
@@ -122,7 +125,6 @@ enum Planner {
                                _ data: CollectionData) throws -> Choice {
         let schema = data.schema
         let pk = schema.primaryKey
-        let ordered = schema.indexes.filter { $0.kind == .ordered }.sorted { $0.name < $1.name }
         // 1. Key lookup.
         let keyOrder = sortDirection(keyFields: [], equalities: [], q.order, schema)
         if let eq = a.equalities[pk] {
@@ -134,6 +136,7 @@ enum Planner {
             return Choice(access: .keyLookup, index: nil, path: .keys(list.values, reverse: keyOrder ?? false),
                           consumed: [list.conjunct], sortSatisfied: keyOrder != nil)
         }
+        let ordered = schema.indexes.filter { $0.kind == .ordered }.sorted { $0.name < $1.name }
         // 2. Unique index, every field bound by eq.
         if let index = ordered.first(where: { $0.unique && $0.fields.allSatisfy { a.equalities[$0] != nil } }) {
             return indexChoice(.uniqueIndex, index, prefix: index.fields.count, a, q, schema)
@@ -261,7 +264,7 @@ enum Planner {
 
     /// Fields whose index would bound the query: residual equalities first, then a residual
     /// range, then the sort fields, then any field the residual filter reads.
-    private static func suggestedFields(_ residual: [Filter], _ a: ConjunctAnalysis, _ order: [Sort]) -> [String] {
+    private static func suggestedFields(_ residual: [Filter], _ order: [Sort]) -> [String] {
         var fields: [String] = []
         for case .compare(let f, .eq, _) in residual where !fields.contains(f) { fields.append(f) }
         if let range = residual.lazy.compactMap({ f -> String? in

@@ -43,7 +43,7 @@ enum QueryValidator {
         }
         guard query.offset >= 0 else { throw Query.invalid("offset may not be negative") }
         for sort in query.order { _ = try fieldType(sort.field, schema) }
-        guard Set(query.order.map(\.field)).count == query.order.count else {
+        guard query.order.count < 2 || Set(query.order.map(\.field)).count == query.order.count else {
             throw Query.invalid("order names a field twice")
         }
         for name in query.select ?? [] { _ = try fieldType(name, schema) }
