@@ -109,6 +109,8 @@ public struct KeyChecker: Sendable {
     let secret: [UInt8]
     let clock: any KernelClock
     let database: Database?
+    /// HS256 tokens this checker verified (bounded; expiry, role and session still checked on each use).
+    let verified = VerifiedTokens()
 
     public init(secret: [UInt8], clock: any KernelClock, database: Database? = nil) {
         self.secret = secret
@@ -136,10 +138,18 @@ public struct KeyChecker: Sendable {
 
     public func caller(token: String) throws -> Caller {
         let nowSeconds = clock.nowMicros() / 1_000_000
-        let snapshot = database?.snapshot()
-        let claims = try JWT.verify(token, secret: secret, nowSeconds: nowSeconds, publicKey: snapshot.map { snapshot in
-            { kid in AuthSigningKeys.publicKey(kid, snapshot, nowSeconds: nowSeconds) }
-        })
+        let claims: JSONValue
+        if let known = verified.claims(token) {
+            try JWT.checkExpiry(known, nowSeconds: nowSeconds)
+            claims = known
+        } else {
+            let snapshot = database?.snapshot()
+            let result = try JWT.verified(token, secret: secret, nowSeconds: nowSeconds, publicKey: snapshot.map { snapshot in
+                { kid in AuthSigningKeys.publicKey(kid, snapshot, nowSeconds: nowSeconds) }
+            })
+            if result.hs256 { verified.remember(token, result.claims) }
+            claims = result.claims
+        }
         guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
             throw AeroError(.unauthorized, "token has no known role")
         }

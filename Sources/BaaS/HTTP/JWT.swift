@@ -50,11 +50,19 @@ public enum JWT {
     /// `kid` of an ES256 token to a key allowed to verify now (nil: ES256 is refused).
     public static func verify(_ token: String, secret: [UInt8], nowSeconds: Int64,
                               publicKey: ((String) -> P256.Signing.PublicKey?)? = nil) throws -> JSONValue {
+        try verified(token, secret: secret, nowSeconds: nowSeconds, publicKey: publicKey).claims
+    }
+
+    /// `verify`, also saying whether the token was HS256 (verified by the secret alone, so its
+    /// verification holds while the secret is the same: VerifiedTokens).
+    static func verified(_ token: String, secret: [UInt8], nowSeconds: Int64,
+                         publicKey: ((String) -> P256.Signing.PublicKey?)?) throws -> (claims: JSONValue, hs256: Bool) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = decodeBase64URL(parts[0]), let payloadBytes = decodeBase64URL(parts[1]),
               let signature = decodeBase64URL(parts[2]) else { throw unauthorized("malformed token") }
         guard let header = try? JSON.parse(headerBytes) else { throw unauthorized("malformed token header") }
         let signingInput = Array((parts[0] + "." + parts[1]).utf8)
+        let hs256 = header["alg"] == .string("HS256")
         switch header["alg"] {
         case .string("HS256")?:
             guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: SymmetricKey(data: secret)) else {
@@ -72,8 +80,13 @@ public enum JWT {
             throw unauthorized("token algorithm must be HS256 or ES256")
         }
         guard let claims = try? JSON.parse(payloadBytes), case .object = claims else { throw unauthorized("malformed token claims") }
+        try checkExpiry(claims, nowSeconds: nowSeconds)
+        return (claims, hs256)
+    }
+
+    /// Refuses claims whose `exp` has passed (on every use, also of a remembered token).
+    static func checkExpiry(_ claims: JSONValue, nowSeconds: Int64) throws {
         if let exp = claims["exp"]?.numberValue, Double(nowSeconds) >= exp { throw unauthorized("token expired") }
-        return claims
     }
 
     static func unauthorized(_ why: String) -> AeroError { AeroError(.unauthorized, why) }
