@@ -57,6 +57,13 @@ struct BlobCollector: Sendable {
                                                                limit: 1))).isEmpty
     }
 
+    /// A removal that failed is logged, never swallowed (the next pass tries again).
+    func logUnlinkFailure(_ path: String) {
+        let code = errno
+        guard code != ENOENT else { return }
+        service.logger.error("storage blob pass: cannot remove", metadata: ["path": "\(path)", "errno": "\(code)"])
+    }
+
     static func mtimeSeconds(_ path: String) -> Int64? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
@@ -72,7 +79,8 @@ struct BlobCollector: Sendable {
         report.uploadsExpired = service.resumable.expire(nowSeconds: nowSeconds)
         for part in (try? fm.contentsOfDirectory(atPath: blobs.tmp)) ?? [] {
             let path = blobs.tmp + "/" + part
-            if let m = Self.mtimeSeconds(path), m < cutoff, unlink(path) == 0 { report.partsRemoved += 1 }
+            guard let m = Self.mtimeSeconds(path), m < cutoff else { continue }
+            if unlink(path) == 0 { report.partsRemoved += 1 } else { logUnlinkFailure(path) }
         }
         for shard in ((try? fm.contentsOfDirectory(atPath: blobs.root)) ?? []).sorted() where shard.count == 2 {
             for name in ((try? fm.contentsOfDirectory(atPath: blobs.root + "/" + shard)) ?? []).sorted() where BlobStore.isHash(name) {
@@ -82,7 +90,8 @@ struct BlobCollector: Sendable {
                 let removed: Bool = try blobs.naming.withLock { _ in
                     // Re-checked under the lock: an upload may have just named this content.
                     guard let m = Self.mtimeSeconds(path), m < cutoff, !(try referenced(name)) else { return false }
-                    return unlink(path) == 0
+                    guard unlink(path) == 0 else { logUnlinkFailure(path); return false }
+                    return true
                 }
                 if removed { report.removed += 1 }
             }

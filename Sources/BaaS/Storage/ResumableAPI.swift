@@ -3,7 +3,8 @@
 //
 // Wire:
 //   OPTIONS /upload/resumable[/<id>]   204  Tus-Resumable, Tus-Version: 1.0.0,
-//                                           Tus-Extension: creation,creation-with-upload,termination,expiration, Tus-Max-Size
+//                                           Tus-Extension: creation,creation-with-upload,termination,expiration,checksum,
+//                                           Tus-Checksum-Algorithm: sha1,md5,sha256, Tus-Max-Size
 //   POST    /upload/resumable          Tus-Resumable: 1.0.0, Upload-Length: n, Upload-Metadata: key base64,...
 //                                      (bucketName, objectName, contentType, cacheControl, metadata), x-upsert
 //                                      → 201 Location: /storage/v1/upload/resumable/<id>, Upload-Expires
@@ -11,6 +12,9 @@
 //   HEAD    /upload/resumable/<id>     → 200 Upload-Offset, Upload-Length, Upload-Metadata, Cache-Control: no-store
 //   PATCH   /upload/resumable/<id>     Content-Type: application/offset+octet-stream, Upload-Offset: o
 //                                      → 204 Upload-Offset (and Tus-Complete: 1 once the object is committed)
+//                                      Upload-Checksum: <algorithm> <base64 digest> (POST with a body too): the
+//                                      request's bytes count only if the whole body arrived and matches;
+//                                      else 460 Checksum Mismatch (or the body's error) and the offset stays
 //   DELETE  /upload/resumable/<id>     → 204 (an unfinished upload only)
 //   The same under /upload/resumable/sign with `x-signature: <token of a signed upload URL>`.
 // <id> is base64url("<bucket>/<object name>/<uuid>") like storage-api's (tenant left out).
@@ -18,7 +22,11 @@
 // code in `X-AeroDB-Error-Code`.
 // Policies: creation and completion run the same checks as an upload (bucket, name, MIME type,
 // size limit, duplicate without x-upsert, insert/update policy); every request of an upload must
-// come from its creator (or the service role). Writes are forwarded to the primary by
+// come from its creator's share (ResumableShare: the same signed-in user; any anonymous caller for
+// an anonymous upload, for which the random id is the capability; a valid signature for the
+// object under /sign) or the service role.
+// A creation whose first chunk fails (creation-with-upload) removes the upload: the client never
+// saw its Location, so it could only hold a slot until expiry. Writes are forwarded to the primary by
 // ClusterMiddleware (PATCH bodies as a stream, HEAD too: the parts live on the primary).
 
 import Foundation
@@ -29,7 +37,8 @@ import NIOCore
 
 enum ResumableAPI {
     static let version = "1.0.0"
-    static let extensions = "creation,creation-with-upload,termination,expiration"
+    /// Only what is built is advertised (not: concatenation, creation-defer-length).
+    static let extensions = "creation,creation-with-upload,termination,expiration,checksum"
     static let offsetStream = "application/offset+octet-stream"
     static let basePath = "/storage/v1/upload/resumable"
 
@@ -43,6 +52,9 @@ enum ResumableAPI {
     static let uploadMetadata = HTTPField.Name("Upload-Metadata")!
     static let uploadExpires = HTTPField.Name("Upload-Expires")!
     static let uploadDeferLength = HTTPField.Name("Upload-Defer-Length")!
+    static let uploadChecksum = HTTPField.Name("Upload-Checksum")!
+    static let uploadConcat = HTTPField.Name("Upload-Concat")!
+    static let tusChecksumAlgorithm = HTTPField.Name("Tus-Checksum-Algorithm")!
     static let signature = HTTPField.Name("x-signature")!
     static let errorCode = HTTPField.Name("X-AeroDB-Error-Code")!
 
@@ -83,7 +95,7 @@ enum ResumableAPI {
 
     static func options(_ service: StorageService) -> Response {
         Response(status: .noContent, headers: [tusResumable: version, tusVersion: version, tusExtension: extensions,
-                                               tusMaxSize: String(service.objectBytesMax)])
+                                               tusChecksumAlgorithm: ResumableChecksum.advertised, tusMaxSize: String(service.objectBytesMax)])
     }
 
     /// Every request but OPTIONS names the protocol version (TUS §"Tus-Resumable").
@@ -151,6 +163,8 @@ enum ResumableAPI {
         let caller: Caller?
         let owner: String?
         let upsert: Bool
+        /// ResumableShare of the uploads this actor creates.
+        let share: String
     }
 
     static func actor(_ service: StorageService, _ keys: KeyChecker, _ request: Request, signed: Bool, bucket: String, name: String) throws -> Actor {
@@ -158,11 +172,12 @@ enum ResumableAPI {
             guard let token = request.headers[signature] else { throw StorageError.invalidSignature("Missing x-signature header") }
             let s = try StorageSignedURL.verify(token, kind: .upload, bucket: bucket, name: name, secret: service.secret,
                                                 nowSeconds: service.nowSeconds)
-            return Actor(caller: nil, owner: s.owner, upsert: s.upsert)
+            return Actor(caller: nil, owner: s.owner, upsert: s.upsert, share: ResumableShare.signed(s.owner))
         }
         let c: Caller
         do { c = try keys.caller(request) } catch let error as AeroError { throw StorageError(400, "Error", error.message, code: error.code.rawValue) }
-        return Actor(caller: c, owner: c.userID, upsert: request.headers[HTTPField.Name("x-upsert")!]?.lowercased() == "true")
+        return Actor(caller: c, owner: c.userID, upsert: request.headers[HTTPField.Name("x-upsert")!]?.lowercased() == "true",
+                     share: c.isService ? ResumableShare.service : ResumableShare.user(c.userID))
     }
 
     static func upload(_ info: ResumableInfo) -> StorageService.Upload {
@@ -184,8 +199,13 @@ enum ResumableAPI {
     static func create(_ service: StorageService, _ keys: KeyChecker, _ request: Request, signed: Bool) async throws -> Response {
         try requireVersion(request)
         if request.headers[uploadDeferLength] != nil {
-            throw tusError(400, "Upload-Defer-Length is not supported: send Upload-Length", "AERO_STORAGE_RESUMABLE_INVALID")
+            throw tusError(400, "Upload-Defer-Length is not supported (creation-defer-length is not built): send Upload-Length",
+                           "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
         }
+        if request.headers[uploadConcat] != nil {
+            throw tusError(400, "Upload-Concat is not supported (the concatenation extension is not built)", "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
+        }
+        let checksum = try parseChecksum(request)
         guard let length = try headerInt(request, uploadLength, max: service.objectBytesMax) else {
             throw tusError(400, "Upload-Length is required (at most \(service.objectBytesMax) bytes)")
         }
@@ -201,7 +221,7 @@ enum ResumableAPI {
         let now = service.nowSeconds
         var info = ResumableInfo(bucket: bucket, name: name, mime: mime, cacheControl: cacheControl, metadata: metadata,
                                  upsert: who.upsert, owner: who.owner, length: length, offset: 0, created: now,
-                                 expires: now + StorageLimits.resumableRetentionSeconds)
+                                 expires: now + StorageLimits.resumableRetentionSeconds, share: who.share)
         // Policy at creation: the same refusals as a plain upload, before any byte is stored.
         let bucketDoc = try service.precheck(upload(info), caller: who.caller, signedUpload: who.caller == nil)
         let limit = service.limit(of: bucketDoc)
@@ -214,9 +234,16 @@ enum ResumableAPI {
         var lsn: UInt64?
         if request.headers[.contentType]?.lowercased().hasPrefix(offsetStream) == true || length == 0 {
             guard case .proceed(let held) = service.resumable.acquire(uuid, nowSeconds: now) else {
+                service.resumable.remove(uuid)
                 throw tusError(409, "the upload is busy", "AERO_STORAGE_UPLOAD_BUSY")
             }
-            (info, lsn) = try await appendAndMaybeComplete(service, uuid: uuid, held, body: request.body, who: who)
+            do {
+                (info, lsn) = try await appendAndMaybeComplete(service, uuid: uuid, held, body: request.body, who: who, checksum: checksum)
+            } catch {
+                // The client never saw the Location: nobody could resume it, so its slot is freed now.
+                service.resumable.remove(uuid)
+                throw error
+            }
             headers[uploadOffset] = String(info.offset)
             if info.offset == info.length { headers[tusComplete] = "1" }
         }
@@ -240,8 +267,11 @@ enum ResumableAPI {
         case .expired: throw tusError(410, "The upload expired (uploads are kept \(StorageLimits.resumableRetentionSeconds) s)", "AERO_STORAGE_UPLOAD_EXPIRED")
         case .busy: throw tusError(409, "Another request is appending to this upload; retry after it ends", "AERO_STORAGE_UPLOAD_BUSY")
         case .proceed(let info):
+            // Under /sign the verified signature for this object is the capability; otherwise the
+            // caller's share must be the creator's (never an anonymous caller on a user's or a
+            // signed upload, never one user on another's).
             let mine = info.bucket == bucket && info.name == name
-                && (who.caller?.isService == true || info.owner == who.owner || (who.caller == nil && signed))
+                && (who.caller?.isService == true || (signed ? who.caller == nil : info.share == who.share))
             guard mine else {
                 if take { service.resumable.release(uuid, info: nil) }
                 throw tusError(404, "Upload not found", "AERO_STORAGE_UPLOAD_NOT_FOUND")
@@ -265,18 +295,29 @@ enum ResumableAPI {
         guard let offset = try headerInt(request, uploadOffset, max: service.objectBytesMax) else {
             throw tusError(400, "Upload-Offset is required")
         }
+        let checksum = try parseChecksum(request)
         let (uuid, info, who) = try resolve(service, keys, request, id: id, signed: signed, take: true)
         guard offset == info.offset else {
             service.resumable.release(uuid, info: nil)
             throw tusError(409, "Upload-Offset \(offset) does not match the upload's offset \(info.offset)", "AERO_STORAGE_UPLOAD_OFFSET")
         }
-        let (now, lsn) = try await appendAndMaybeComplete(service, uuid: uuid, info, body: request.body, who: who)
+        let (now, lsn) = try await appendAndMaybeComplete(service, uuid: uuid, info, body: request.body, who: who, checksum: checksum)
         var headers: HTTPFields = [tusResumable: version, uploadOffset: String(now.offset), uploadExpires: expiresHeader(now.expires)]
         if let lsn {
             headers[tusComplete] = "1"
             headers[HTTPJSON.lsnHeader] = String(lsn)
         }
         return Response(status: .noContent, headers: headers)
+    }
+
+    /// `Upload-Checksum` (checksum extension): an unknown algorithm or a malformed digest is a 400.
+    static func parseChecksum(_ request: Request) throws -> ResumableChecksum? {
+        guard let text = request.headers[uploadChecksum] else { return nil }
+        guard let c = ResumableChecksum(header: text) else {
+            throw tusError(400, "Upload-Checksum must be '<algorithm> <base64 digest>' with an algorithm of \(ResumableChecksum.advertised)",
+                           "AERO_STORAGE_CHECKSUM_INVALID")
+        }
+        return c
     }
 
     static func delete(_ service: StorageService, _ keys: KeyChecker, _ request: Request, id: String, signed: Bool) throws -> Response {
@@ -289,10 +330,11 @@ enum ResumableAPI {
     /// policy again, blob named by hash, pushed to replicas, row committed, upload removed.
     /// Returns the durable state and the commit's LSN when the object was committed.
     static func appendAndMaybeComplete<S: AsyncSequence & Sendable>(_ service: StorageService, uuid: String, _ info: ResumableInfo, body: S,
-                                                          who: Actor) async throws -> (ResumableInfo, UInt64?) where S.Element: ByteBufferLike {
+                                                          who: Actor, checksum: ResumableChecksum? = nil) async throws -> (ResumableInfo, UInt64?)
+    where S.Element: ByteBufferLike {
         var info = info
         if info.offset < info.length {
-            let (next, failure) = await service.resumable.append(uuid, info, body: body)
+            let (next, failure) = await service.resumable.append(uuid, info, body: body, checksum: checksum)
             info = next
             if let failure {
                 service.resumable.release(uuid, info: info)

@@ -4,7 +4,8 @@
 // file system, no copy):
 //
 //   data/blobs/resumable/<uuid>/info.json   {"bucket","name","mime","cache_control","metadata",
-//                                             "upsert","owner","length","offset","created","expires"}
+//                                             "upsert","owner","length","offset","created","expires",
+//                                             "share"}
 //   data/blobs/resumable/<uuid>/data        the received bytes; only [0, offset) counts
 //
 // Invariants (ST4 in docs/INVARIANTS.md):
@@ -17,15 +18,20 @@
 // - At most one request appends to an upload at a time (`busy`), decided under `state`; a body
 //   that sends nothing for `resumableStallMillis` is ended, so a stalled client cannot hold it.
 // - Bounded: at most `resumableUploadsMax` pending uploads, their declared lengths at most
-//   `resumableBytesMax` in total (reserved at creation), each at most its bucket's limit; an
+//   `resumableBytesMax` in total (reserved at creation), each at most its bucket's limit; each
+//   share (`ResumableShare`: one signed-in user, all anonymous callers together, all signed
+//   upload URLs of one issuer) at most `resumableUploadsPerShareMax` uploads and
+//   `resumableBytesPerShareMax` bytes, so no caller can take the node's slots (ST5); an
 //   upload expires `resumableRetentionSeconds` after its creation and is then removed (on
 //   access, at creation of another, and by the periodic blob pass).
 // - Once `offset == length` the data file is never written again: completion hard-links it
 //   into the BlobStore (ST1/ST2 unchanged: the blob is durable and named by its hash before the
 //   row that names it commits).
 
+import Crypto
 import Foundation
 import Kernel
+import Logging
 import NIOCore
 import Synchronization
 #if canImport(Glibc)
@@ -44,17 +50,21 @@ struct ResumableInfo: Sendable, Equatable {
     var offset: Int64
     var created: Int64
     var expires: Int64
+    /// Whose bounds the upload counts against and who may continue it (ResumableShare).
+    var share: String
 
     var json: JSONValue {
         .object(["bucket": .string(bucket), "name": .string(name), "mime": .string(mime), "cache_control": .string(cacheControl),
                  "metadata": metadata, "upsert": .bool(upsert), "owner": owner.map(JSONValue.string) ?? .null,
-                 "length": .int(length), "offset": .int(offset), "created": .int(created), "expires": .int(expires)])
+                 "length": .int(length), "offset": .int(offset), "created": .int(created), "expires": .int(expires),
+                 "share": .string(share)])
     }
 
     init(bucket: String, name: String, mime: String, cacheControl: String, metadata: JSONValue, upsert: Bool, owner: String?,
-         length: Int64, offset: Int64, created: Int64, expires: Int64) {
+         length: Int64, offset: Int64, created: Int64, expires: Int64, share: String? = nil) {
         self.bucket = bucket; self.name = name; self.mime = mime; self.cacheControl = cacheControl; self.metadata = metadata
         self.upsert = upsert; self.owner = owner; self.length = length; self.offset = offset; self.created = created; self.expires = expires
+        self.share = share ?? ResumableShare.user(owner)
     }
 
     init?(_ v: JSONValue) {
@@ -62,8 +72,21 @@ struct ResumableInfo: Sendable, Equatable {
               case .int(let l)? = v["length"], case .int(let o)? = v["offset"], case .int(let c)? = v["created"],
               case .int(let e)? = v["expires"], l >= 0, o >= 0, o <= l else { return nil }
         self.init(bucket: b, name: n, mime: m, cacheControl: v["cache_control"]?.stringValue ?? "3600", metadata: v["metadata"] ?? .null,
-                  upsert: v["upsert"]?.boolValue ?? false, owner: v["owner"]?.stringValue, length: l, offset: o, created: c, expires: e)
+                  upsert: v["upsert"]?.boolValue ?? false, owner: v["owner"]?.stringValue, length: l, offset: o, created: c, expires: e,
+                  share: v["share"]?.stringValue)
     }
+}
+
+/// The named shares of the node's resumable upload bounds, and who may continue an upload:
+/// `user:<id>` (a signed-in user), `anon` (every caller with the anon key and no user, one share
+/// together), `signed:<issuer>` / `signed` (signed upload URLs), `service` (the service role:
+/// only the node's bounds apply).
+enum ResumableShare {
+    static let anonymous = "anon"
+    static let service = "service"
+    static func user(_ id: String?) -> String { id.map { "user:" + $0 } ?? anonymous }
+    static func signed(_ issuer: String?) -> String { issuer.map { "signed:" + $0 } ?? "signed" }
+    static func isSigned(_ share: String) -> Bool { share == "signed" || share.hasPrefix("signed:") }
 }
 
 /// What a request may do with an upload, decided under the store's lock (no I/O there).
@@ -78,25 +101,55 @@ final class ResumableStore: Sendable {
     let root: String
     let uploadsMax: Int
     let bytesMax: Int64
+    /// Bounds of one share (ResumableShare; the service share has only the node's).
+    let shareUploadsMax: Int
+    let shareBytesMax: Int64
     /// A PATCH whose body sends nothing for this long is ended (its bytes so far are kept).
     let stallMillis: Int
+    let logger: Logger
 
     struct Entry: Sendable {
         var info: ResumableInfo
         var busy: Bool
     }
+    struct Usage: Sendable, Equatable {
+        var uploads = 0
+        var bytes: Int64 = 0
+    }
     struct State: Sendable {
         var entries: [String: Entry] = [:]
         var reservedBytes: Int64 = 0
+        /// Per share, the pending uploads and their reserved bytes (a share without uploads has no entry).
+        var shares: [String: Usage] = [:]
+
+        mutating func add(_ id: String, _ info: ResumableInfo, busy: Bool) {
+            entries[id] = Entry(info: info, busy: busy)
+            reservedBytes += info.length
+            shares[info.share, default: Usage()].uploads += 1
+            shares[info.share, default: Usage()].bytes += info.length
+        }
+
+        mutating func drop(_ id: String) {
+            guard let e = entries.removeValue(forKey: id) else { return }
+            reservedBytes -= e.info.length
+            var u = shares[e.info.share] ?? Usage()
+            u.uploads -= 1
+            u.bytes -= e.info.length
+            shares[e.info.share] = u.uploads <= 0 ? nil : u
+        }
     }
     private let state = Mutex(State())
 
     init(blobRoot: String, uploadsMax: Int = StorageLimits.resumableUploadsMax, bytesMax: Int64 = StorageLimits.resumableBytesMax,
-         stallMillis: Int = StorageLimits.resumableStallMillis) throws {
+         stallMillis: Int = StorageLimits.resumableStallMillis, shareUploadsMax: Int = StorageLimits.resumableUploadsPerShareMax,
+         shareBytesMax: Int64 = StorageLimits.resumableBytesPerShareMax, logger: Logger = Logger(label: "aerodb.storage.resumable")) throws {
         root = blobRoot + "/resumable"
         self.uploadsMax = uploadsMax
         self.bytesMax = bytesMax
         self.stallMillis = stallMillis
+        self.shareUploadsMax = shareUploadsMax
+        self.shareBytesMax = shareBytesMax
+        self.logger = logger
         try BlobStore.makeDurableDirectory(root, parent: blobRoot)
         try load()
     }
@@ -111,18 +164,17 @@ final class ResumableStore: Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
             let path = root + "/" + name
             guard Self.isUUID(name), let info = Self.readInfo(path) else {
-                try? FileManager.default.removeItem(atPath: path)
+                removeLogged(path, reason: "unreadable or unfinished upload directory")
                 continue
             }
             // The same bounds as at creation: a damaged or foreign info.json cannot wrap the
-            // reservation or lift the node's limits.
-            let (sum, overflow) = loaded.reservedBytes.addingReportingOverflow(info.length)
-            guard loaded.entries.count < uploadsMax, info.length >= 0, !overflow, sum <= bytesMax else {
-                try? FileManager.default.removeItem(atPath: path)
+            // reservation or lift the node's or a share's limits.
+            guard Self.admits(loaded, info, uploadsMax: uploadsMax, bytesMax: bytesMax, shareUploadsMax: shareUploadsMax,
+                              shareBytesMax: shareBytesMax) == nil else {
+                removeLogged(path, reason: "over the resumable bounds at start")
                 continue
             }
-            loaded.entries[name] = Entry(info: info, busy: false)
-            loaded.reservedBytes = sum
+            loaded.add(name, info, busy: false)
         }
         state.withLock { $0 = loaded }
     }
@@ -135,6 +187,47 @@ final class ResumableStore: Sendable {
 
     var count: Int { state.withLock { $0.entries.count } }
     var reservedBytes: Int64 { state.withLock { $0.reservedBytes } }
+    func usage(_ share: String) -> Usage { state.withLock { $0.shares[share] ?? Usage() } }
+
+    /// Removes a file or directory; a failure is logged (never swallowed): the directory stays
+    /// behind and the next start or blob pass tries again.
+    func removeLogged(_ path: String, reason: String) {
+        do {
+            try FileManager.default.removeItem(atPath: path)
+        } catch let error as CocoaError where error.code == .fileNoSuchFile {
+            return
+        } catch {
+            logger.error("storage: cannot remove a resumable upload's files", metadata: ["path": "\(path)", "reason": "\(reason)", "error": "\(error)"])
+        }
+    }
+
+    /// Why `info` cannot be admitted to `s` (nil: it can). Pure: decided under the lock.
+    static func admits(_ s: State, _ info: ResumableInfo, uploadsMax: Int, bytesMax: Int64, shareUploadsMax: Int,
+                       shareBytesMax: Int64) -> StorageError? {
+        guard info.length >= 0, s.entries.count < uploadsMax else {
+            return StorageError(429, "too_many_uploads", "at most \(uploadsMax) resumable uploads may be pending on a node; finish or delete some",
+                                code: "AERO_STORAGE_UPLOADS_FULL")
+        }
+        let (sum, overflow) = s.reservedBytes.addingReportingOverflow(info.length)
+        guard !overflow, sum <= bytesMax else {
+            return StorageError(507, "too_many_uploads", "pending resumable uploads would reserve more than \(bytesMax) bytes on this node",
+                                code: "AERO_STORAGE_UPLOADS_FULL")
+        }
+        guard info.share != ResumableShare.service else { return nil }
+        let used = s.shares[info.share] ?? Usage()
+        guard used.uploads < shareUploadsMax else {
+            return StorageError(429, "too_many_uploads",
+                                "at most \(shareUploadsMax) resumable uploads may be pending for one owner (\(info.share)); finish or delete some",
+                                code: "AERO_STORAGE_UPLOADS_SHARE_FULL")
+        }
+        let (shareSum, shareOverflow) = used.bytes.addingReportingOverflow(info.length)
+        guard !shareOverflow, shareSum <= shareBytesMax else {
+            return StorageError(429, "too_many_uploads",
+                                "pending resumable uploads of one owner (\(info.share)) would reserve more than \(shareBytesMax) bytes",
+                                code: "AERO_STORAGE_UPLOADS_SHARE_FULL")
+        }
+        return nil
+    }
 
     // MARK: Create
 
@@ -144,17 +237,9 @@ final class ResumableStore: Sendable {
         let id = UUID().uuidString.lowercased()
         // Decide (reserve) under the lock, then do the I/O.
         try state.withLock { s in
-            guard s.entries.count < uploadsMax else {
-                throw StorageError(429, "too_many_uploads", "at most \(uploadsMax) resumable uploads may be pending on a node; finish or delete some",
-                                   code: "AERO_STORAGE_UPLOADS_FULL")
-            }
-            let (sum, overflow) = s.reservedBytes.addingReportingOverflow(info.length)
-            guard !overflow, sum <= bytesMax else {
-                throw StorageError(507, "too_many_uploads", "pending resumable uploads would reserve more than \(bytesMax) bytes on this node",
-                                   code: "AERO_STORAGE_UPLOADS_FULL")
-            }
-            s.reservedBytes = sum
-            s.entries[id] = Entry(info: info, busy: true)
+            if let refusal = Self.admits(s, info, uploadsMax: uploadsMax, bytesMax: bytesMax, shareUploadsMax: shareUploadsMax,
+                                         shareBytesMax: shareBytesMax) { throw refusal }
+            s.add(id, info, busy: true)
         }
         do {
             let temp = root + "/" + id + ".new"
@@ -168,7 +253,7 @@ final class ResumableStore: Sendable {
             guard rename(temp, dir(id)) == 0 else { throw BlobStore.posix("rename", temp) }
             try BlobStore.syncDirectory(root)
         } catch {
-            try? FileManager.default.removeItem(atPath: root + "/" + id + ".new")
+            removeLogged(root + "/" + id + ".new", reason: "creation failed")
             forget(id)
             throw error
         }
@@ -233,16 +318,18 @@ final class ResumableStore: Sendable {
     }
 
     private func forget(_ id: String) {
-        state.withLock { s in
-            if let e = s.entries.removeValue(forKey: id) { s.reservedBytes -= e.info.length }
-        }
+        state.withLock { $0.drop(id) }
     }
 
     /// Removes an upload (DELETE, completion, expiry). The caller holds it or it is expired.
+    /// Its slot is freed at once; files that cannot be removed are logged and removed at the
+    /// next start (they are no longer in the table).
     func remove(_ id: String) {
         forget(id)
-        try? FileManager.default.removeItem(atPath: dir(id))
-        try? BlobStore.syncDirectory(root)
+        removeLogged(dir(id), reason: "upload ended")
+        do { try BlobStore.syncDirectory(root) } catch {
+            logger.error("storage: cannot sync the resumable directory", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Removes every expired upload that no request holds; returns how many.
@@ -250,10 +337,10 @@ final class ResumableStore: Sendable {
     func expire(nowSeconds: Int64) -> Int {
         let ids: [String] = state.withLock { s in
             let gone = s.entries.filter { !$0.value.busy && $0.value.info.expires <= nowSeconds }.map(\.key)
-            for id in gone { if let e = s.entries.removeValue(forKey: id) { s.reservedBytes -= e.info.length } }
+            for id in gone { s.drop(id) }
             return gone
         }
-        for id in ids { try? FileManager.default.removeItem(atPath: dir(id)) }
+        for id in ids { removeLogged(dir(id), reason: "expired") }
         return ids.count
     }
 
@@ -262,7 +349,10 @@ final class ResumableStore: Sendable {
     /// Appends one request's bytes at `info.offset` (the caller holds the upload). Whatever
     /// arrives before the body ends or fails is made durable and recorded; returns the new info
     /// and the body's error, if any (the bytes before it still count, as TUS wants).
-    func append<S: AsyncSequence & Sendable>(_ id: String, _ info: ResumableInfo, body: S) async -> (ResumableInfo, (any Error)?)
+    /// With a `checksum` (TUS checksum extension) the request's bytes count only when the whole
+    /// body arrived and its digest matches: otherwise none of them is recorded (460 on a mismatch).
+    func append<S: AsyncSequence & Sendable>(_ id: String, _ info: ResumableInfo, body: S,
+                                             checksum: ResumableChecksum? = nil) async -> (ResumableInfo, (any Error)?)
     where S.Element: ByteBufferLike {
         var info = info
         let path = dir(id) + "/data"
@@ -272,6 +362,7 @@ final class ResumableStore: Sendable {
         // Bytes past the recorded offset were never acknowledged (a cut request before a crash).
         guard ftruncate(fd, off_t(info.offset)) == 0 else { return (info, BlobStore.posix("ftruncate", path)) }
         let progress = AppendProgress(written: info.offset)
+        let hasher = checksum.map { ChunkHasher($0.algorithm) }
         let length = info.length, stall = stallMillis
         var failure: (any Error)?
         do {
@@ -294,6 +385,7 @@ final class ResumableStore: Sendable {
                                 if n < 0 { if errno == EINTR { continue }; throw BlobStore.posix("write", path) }
                                 off += n
                             }
+                            hasher?.update(buffer)
                             progress.advance(to: sum)
                         }
                     }
@@ -316,6 +408,16 @@ final class ResumableStore: Sendable {
         }
         let written = progress.written
         guard written > info.offset else { return (info, failure) }
+        if let checksum, let hasher {
+            // The chunk is kept only whole and verified; what was written past the offset is
+            // truncated by the next append (the recorded offset does not move).
+            guard failure == nil else { return (info, failure) }
+            guard hasher.digest() == checksum.digest else {
+                return (info, StorageError(460, "Checksum Mismatch",
+                                           "the chunk's \(checksum.algorithm.rawValue) digest does not match Upload-Checksum; it was discarded",
+                                           code: "AERO_STORAGE_CHECKSUM_MISMATCH"))
+            }
+        }
         // Durable bytes first, then the offset that acknowledges them (ST4).
         guard fsync(fd) == 0 else { return (info, BlobStore.posix("fsync", path)) }
         var next = info
@@ -327,6 +429,65 @@ final class ResumableStore: Sendable {
         }
         info = next
         return (info, failure)
+    }
+}
+
+/// `Upload-Checksum: <algorithm> <base64 digest>` of one request (TUS checksum extension).
+struct ResumableChecksum: Sendable, Equatable {
+    enum Algorithm: String, Sendable, CaseIterable {
+        case sha1, md5, sha256
+    }
+    var algorithm: Algorithm
+    var digest: [UInt8]
+
+    /// The algorithms advertised in `Tus-Checksum-Algorithm` (sha1 is the one TUS requires and
+    /// tuspy sends).
+    static let advertised = Algorithm.allCases.map(\.rawValue).joined(separator: ",")
+
+    /// Parses the header; nil for an unknown algorithm or a malformed digest (the caller answers 400).
+    init?(header: String) {
+        let parts = header.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[1].utf8.count <= 128, let algorithm = Algorithm(rawValue: parts[0].lowercased()),
+              let data = Data(base64Encoded: String(parts[1])) else { return nil }
+        let expected = switch algorithm { case .sha1: 20; case .md5: 16; case .sha256: 32 }
+        guard data.count == expected else { return nil }
+        self.algorithm = algorithm
+        self.digest = Array(data)
+    }
+}
+
+/// The running digest of one request's bytes (shared with the body task).
+final class ChunkHasher: Sendable {
+    enum State: Sendable {
+        case sha1(Insecure.SHA1)
+        case md5(Insecure.MD5)
+        case sha256(SHA256)
+    }
+    private let state: Mutex<State>
+    init(_ algorithm: ResumableChecksum.Algorithm) {
+        switch algorithm {
+        case .sha1: state = Mutex(.sha1(Insecure.SHA1()))
+        case .md5: state = Mutex(.md5(Insecure.MD5()))
+        case .sha256: state = Mutex(.sha256(SHA256()))
+        }
+    }
+    func update(_ bytes: UnsafeRawBufferPointer) {
+        state.withLock { s in
+            switch s {
+            case .sha1(var h): h.update(bufferPointer: bytes); s = .sha1(h)
+            case .md5(var h): h.update(bufferPointer: bytes); s = .md5(h)
+            case .sha256(var h): h.update(bufferPointer: bytes); s = .sha256(h)
+            }
+        }
+    }
+    func digest() -> [UInt8] {
+        state.withLock { s in
+            switch s {
+            case .sha1(let h): Array(h.finalize())
+            case .md5(let h): Array(h.finalize())
+            case .sha256(let h): Array(h.finalize())
+            }
+        }
     }
 }
 

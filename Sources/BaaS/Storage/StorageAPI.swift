@@ -127,6 +127,11 @@ public enum StorageAPI {
             }
         }
 
+        // Image transformations: not built (public, authenticated and signed render URLs).
+        s.get("render/image/**") { request, _ in
+            await run(request) { throw StorageError.transformUnsupported }
+        }
+
         // Signed URLs
         s.post("object/sign/:bucket/**") { request, context in
             await run(request) {
@@ -134,6 +139,8 @@ public enum StorageAPI {
                 let bucketID = try context.parameters.require("bucket")
                 let name = try rest(context)
                 let body = try await HTTPJSON.body(request)
+                // A signed URL with `transform` would name a render URL that is not built.
+                if let t = body["transform"], t != .null { throw StorageError.transformUnsupported }
                 let expires = try expiresIn(body["expiresIn"])
                 let url = try sign(service, caller: c, bucket: bucketID, name: name, expiresIn: expires)
                 return json(.object(["signedURL": .string(url)]))

@@ -45,6 +45,11 @@ public struct StorageError: Error, Sendable, Equatable, CustomStringConvertible 
     static let unauthorized = StorageError(403, "Unauthorized", "new row violates row-level security policy",
                                            code: "AERO_STORAGE_UNAUTHORIZED")
     static func missingKey(_ why: String) -> StorageError { StorageError(400, "Error", why, code: "AERO_AUTH_UNAUTHORIZED") }
+    /// Image transformations are not built (docs/STORAGE.md "Image transformations"); as
+    /// Supabase self-hosted without imgproxy, nothing is served untransformed instead.
+    static let transformUnsupported = StorageError(501, "NotImplemented",
+                                                   "image transformations are not supported by this server (no image library is built in)",
+                                                   code: "AERO_STORAGE_TRANSFORM_UNSUPPORTED")
     static func replicaBlob(_ why: String) -> StorageError { StorageError(503, "ServiceUnavailable", why, code: "AERO_STORAGE_BLOB_UNAVAILABLE") }
 
     /// Any error as a storage error: kernel codes keep their status, bad input never becomes a 500.

@@ -46,6 +46,12 @@ public enum StorageLimits {
     public static let resumableUploadsMax = 1_000
     /// Declared lengths of all pending TUS uploads of a node together (disk reserved for them).
     public static let resumableBytesMax: Int64 = 64 << 30
+    /// One share's part of those (ResumableShare: a signed-in user, all anonymous callers
+    /// together, the signed upload URLs of one issuer; the service role has only the node's):
+    /// one caller cannot take every slot for 24 h. The bytes fit one object of the node's
+    /// default limit (5 GiB) with room to spare.
+    public static let resumableUploadsPerShareMax = 100
+    public static let resumableBytesPerShareMax: Int64 = 8 << 30
     /// A TUS upload is removed this long after its creation, finished or not (Supabase: 24 h).
     public static let resumableRetentionSeconds: Int64 = 86_400
     /// `Upload-Metadata` header, and one upload's info.json on disk.

@@ -24,7 +24,7 @@ public final class StorageService: Sendable {
                 peers: StoragePeers, logger: Logger) throws {
         self.database = database
         self.blobs = try BlobStore(dataDirectory: database.options.dataDirectory)
-        self.resumable = try ResumableStore(blobRoot: blobs.root)
+        self.resumable = try ResumableStore(blobRoot: blobs.root, logger: logger)
         self.secret = secret
         self.clock = clock
         self.objectBytesMax = objectBytesMax
@@ -341,8 +341,12 @@ public final class StorageService: Sendable {
     /// with `prefix` (a plain string prefix, as S3's), in pages of `limit` with an opaque
     /// `cursor`; `with_delimiter` groups names at the next `/` into folders (`name` ends with
     /// `/`). `name` is the full path, `key` the last segment (storage-api's search_v2 columns).
-    /// Sort: `sortBy.column` name (default), created_at or updated_at, ties by name.
-    func listV2(bucket: String, body: JSONValue, caller: Caller) throws -> JSONValue {
+    /// Sort: `sortBy.column` name (default, either order): a keyset walk of the by_path index
+    /// from the cursor, a folder skipped in one seek, at most `examineMax` rows per request (a
+    /// page cut there is short, with `hasNext` and a cursor where it stopped), so a prefix of
+    /// any size is listed page by page (ST6). created_at or updated_at: the prefix is read
+    /// whole and sorted (at most `examinedRowsMax` objects; no index orders them).
+    func listV2(bucket: String, body: JSONValue, caller: Caller, examineMax: Int = StorageLimits.examinedRowsMax) throws -> JSONValue {
         let snapshot = database.snapshot()
         let b = try requireBucket(bucket, snapshot)
         let prefix = body["prefix"]?.stringValue ?? ""
@@ -361,6 +365,10 @@ public final class StorageService: Sendable {
                   let c = try? JSON.parse(bytes), case .string(let n)? = c["n"] else { throw StorageError.invalid("cursor is not valid") }
             after = (c["v"] ?? .null, n)
         }
+        if column == "name" {
+            return try listV2ByName(bucket: bucket, b, prefix: prefix, limit: limit, delimiter: delimiter, descending: descending,
+                                    after: after?.name, caller: caller, examineMax: examineMax, snapshot)
+        }
         var folders: [String: Bool] = [:]
         var entries: [(name: String, sortValue: JSONValue, value: JSONValue)] = []
         for row in try objects(bucket, prefix: prefix, snapshot) {
@@ -370,36 +378,138 @@ public final class StorageService: Sendable {
             if delimiter, let slash = rest.firstIndex(of: "/") {
                 let folder = prefix + rest[..<slash] + "/"
                 if folders.updateValue(true, forKey: folder) == nil {
-                    let key = String(folder.dropLast().split(separator: "/").last ?? "")
-                    entries.append((folder, .null, .object(["key": .string(key), "name": .string(folder)])))
+                    entries.append((folder, .null, Self.folderV2(folder)))
                 }
                 continue
             }
-            entries.append((name, column == "name" ? .string(name) : (row[column] ?? .null),
-                            .object(["id": row["id"] ?? .null, "key": .string(String(name.split(separator: "/").last ?? "")),
-                                     "name": .string(name), "updated_at": row["updated_at"] ?? .null,
-                                     "created_at": row["created_at"] ?? .null, "last_accessed_at": row["last_accessed_at"] ?? .null,
-                                     "metadata": Self.listMetadata(row)])))
+            entries.append((name, row[column] ?? .null, Self.objectV2(row)))
         }
         func order(_ av: JSONValue, _ an: String, _ bv: JSONValue, _ bn: String) -> Bool {
-            var c = column == "name" ? 0 : JSONValue.compare(av, bv)
+            var c = JSONValue.compare(av, bv)
             if c == 0 { c = JSONValue.compareUTF8(an, bn) }
             return descending ? c > 0 : c < 0
         }
         entries.sort { order($0.sortValue, $0.name, $1.sortValue, $1.name) }
         if let after { entries.removeAll { !order(after.value, after.name, $0.sortValue, $0.name) } }
-        let page = entries.prefix(limit)
-        let hasNext = entries.count > limit
+        let page = Array(entries.prefix(limit))
+        return Self.pageV2(page.map { ($0.name, $0.sortValue, $0.value) }, hasNext: entries.count > limit, cursorName: page.last?.name)
+    }
+
+    static func folderV2(_ folder: String) -> JSONValue {
+        .object(["key": .string(String(folder.dropLast().split(separator: "/").last ?? "")), "name": .string(folder)])
+    }
+
+    static func objectV2(_ row: Document) -> JSONValue {
+        let name = row["name"]?.stringValue ?? ""
+        return .object(["id": row["id"] ?? .null, "key": .string(String(name.split(separator: "/").last ?? "")),
+                        "name": .string(name), "updated_at": row["updated_at"] ?? .null,
+                        "created_at": row["created_at"] ?? .null, "last_accessed_at": row["last_accessed_at"] ?? .null,
+                        "metadata": Self.listMetadata(row)])
+    }
+
+    /// The list-v2 answer: folders and objects of the page, and a cursor after `cursorName`.
+    static func pageV2(_ page: [(name: String, sortValue: JSONValue, value: JSONValue)], hasNext: Bool, cursorName: String?) -> JSONValue {
         var out: [String: JSONValue] = [
             "hasNext": .bool(hasNext),
             "folders": .array(page.filter { $0.value["id"] == nil }.map(\.value)),
             "objects": .array(page.filter { $0.value["id"] != nil }.map(\.value)),
         ]
-        if hasNext, let last = page.last {
-            out["nextCursor"] = .string(JWT.base64URL(JSON.encode(.object(["n": .string(last.name), "v": last.sortValue]))))
-            out["nextCursorKey"] = .string(last.name)
+        if hasNext, let last = cursorName {
+            let value = page.last(where: { $0.name == last })?.sortValue ?? .string(last)
+            out["nextCursor"] = .string(JWT.base64URL(JSON.encode(.object(["n": .string(last), "v": value]))))
+            out["nextCursorKey"] = .string(last)
         }
         return .object(out)
+    }
+
+    /// A bound of a keyset walk over object names.
+    struct NameBound: Equatable {
+        var name: String
+        var inclusive: Bool
+    }
+
+    /// The rows of `bucket` strictly between the bounds, in name order (reversed: descending),
+    /// through the by_path index (bucket_id equality, one name range, order satisfied).
+    func objectPage(_ bucket: String, lower: NameBound?, upper: NameBound?, descending: Bool, limit: Int, _ snapshot: Snapshot) throws -> [Document] {
+        var parts: [Filter] = [.compare(field: "bucket_id", op: .eq, value: .string(bucket))]
+        if let lower { parts.append(.compare(field: "name", op: lower.inclusive ? .gte : .gt, value: .string(lower.name))) }
+        if let upper { parts.append(.compare(field: "name", op: upper.inclusive ? .lte : .lt, value: .string(upper.name))) }
+        return try snapshot.rowsIfPresent(Self.pageQuery(parts, descending: descending, limit: limit))
+    }
+
+    static func pageQuery(_ parts: [Filter], descending: Bool, limit: Int) -> Query {
+        Query(collection: StorageCollections.objects, filter: .and(parts),
+              order: [Sort(field: "name", direction: descending ? .desc : .asc)], limit: limit)
+    }
+
+    /// The tighter of two lower (or, with `upper`, upper) bounds.
+    static func tighter(_ a: NameBound?, _ b: NameBound?, upper: Bool) -> NameBound? {
+        guard let a else { return b }
+        guard let b else { return a }
+        let c = JSONValue.compare(.string(a.name), .string(b.name))
+        if c == 0 { return a.inclusive ? b : a }
+        return (c > 0) != upper ? a : b
+    }
+
+    /// The name just after every name under `folder` (which ends with "/"): "/" is 0x2F, "0"
+    /// 0x30, so `a/b0` sorts after every `a/b/...` and before any other name past them.
+    static func afterFolder(_ folder: String) -> String { String(folder.dropLast()) + "0" }
+
+    func listV2ByName(bucket: String, _ b: Document, prefix: String, limit: Int, delimiter: Bool, descending: Bool, after: String?,
+                      caller: Caller, examineMax: Int, _ snapshot: Snapshot) throws -> JSONValue {
+        // The walk's window: the prefix's range, narrowed past the cursor. A cursor naming a
+        // folder ("…/") continues past everything under it.
+        var lower: NameBound? = prefix.isEmpty ? nil : NameBound(name: prefix, inclusive: true)
+        var upper: NameBound? = prefix.isEmpty ? nil : NameBound(name: prefix + "\u{10FFFF}", inclusive: false)
+        if let after {
+            if descending {
+                upper = Self.tighter(upper, NameBound(name: after, inclusive: false), upper: true)
+            } else {
+                let from = after.hasSuffix("/") ? NameBound(name: Self.afterFolder(after), inclusive: true) : NameBound(name: after, inclusive: false)
+                lower = Self.tighter(lower, from, upper: false)
+            }
+        }
+        var entries: [(name: String, sortValue: JSONValue, value: JSONValue)] = []
+        var examined = 0
+        var lastExamined: String?
+        var exhausted = false
+        walk: while entries.count <= limit {
+            if examined >= examineMax { break }
+            let want = min(StorageLimits.pageRows, examineMax - examined)
+            let page = try objectPage(bucket, lower: lower, upper: upper, descending: descending, limit: want, snapshot)
+            if page.isEmpty { exhausted = true; break }
+            for row in page {
+                examined += 1
+                let name = row["name"]?.stringValue ?? ""
+                lastExamined = name
+                // Seek past this row for the next query.
+                if descending { upper = NameBound(name: name, inclusive: false) } else { lower = NameBound(name: name, inclusive: false) }
+                guard name.hasPrefix(prefix) else { continue }
+                let visible = access.allows(caller, .select, row: row, bucket: b, snapshot: snapshot)
+                    && blobs.exists(row["sha256"]?.stringValue ?? "")
+                let rest = name.dropFirst(prefix.count)
+                if delimiter, let slash = rest.firstIndex(of: "/") {
+                    // A folder is shown once a row under it is visible to the caller (rows it may
+                    // not see are walked one by one); then the walk skips the rest of it in one seek.
+                    guard visible else { continue }
+                    let folder = prefix + rest[..<slash] + "/"
+                    entries.append((folder, .string(folder), Self.folderV2(folder)))
+                    lastExamined = folder
+                    if descending { upper = NameBound(name: folder, inclusive: false) } else { lower = NameBound(name: Self.afterFolder(folder), inclusive: true) }
+                    continue walk
+                }
+                guard visible else { continue }
+                entries.append((name, .string(name), Self.objectV2(row)))
+                if entries.count > limit { break walk }
+            }
+            if page.count < want { exhausted = true; break }
+        }
+        if entries.count > limit {
+            let page = Array(entries.prefix(limit))
+            return Self.pageV2(page, hasNext: true, cursorName: page.last?.name)
+        }
+        // A page cut by `examineMax` is short: it continues from the last row (or folder) examined.
+        return Self.pageV2(entries, hasNext: !exhausted, cursorName: exhausted ? nil : lastExamined)
     }
 
     static func range(_ value: JSONValue?, _ name: String, default d: Int, _ r: ClosedRange<Int>) throws -> Int {
