@@ -15,7 +15,9 @@ import pytest
 from conftest import Node
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -45,6 +47,7 @@ def dash_node():
     n.admin("POST", "transactions", {"ops": ops})
     yield n
     n.stop()
+    shutil.rmtree(n.dir, ignore_errors=True)  # conftest keeps node directories; these tests clean theirs
 
 
 @pytest.fixture()
@@ -278,7 +281,11 @@ def signed_in(driver, url, key, page):
 
 
 def status_text(driver, element_id, text):
-    wait(driver).until(EC.text_to_be_present_in_element((By.ID, element_id), text))
+    try:
+        wait(driver).until(EC.text_to_be_present_in_element((By.ID, element_id), text))
+    except Exception:
+        shown = driver.find_elements(By.ID, element_id)
+        raise AssertionError(f"#{element_id} never showed {text!r}: {shown[0].text if shown else '(absent)'!r}")
     return driver.find_element(By.ID, element_id).text
 
 
@@ -333,6 +340,23 @@ def test_dashboard_schema_and_row_editing_round_trip(dash_node, browser):
     status_text(browser, "row-outcome", "saved id = e1")
     assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1") == (
         200, [{"id": "e1", "title": 'second, with "quotes" & <b>', "qty": 7, "tags": None}])
+    # Inline: double-click a cell, type, Enter saves that one field; Escape cancels.
+    def cell_of(key, column):
+        names = [th.text.split(" ")[0] for th in browser.find_elements(By.CSS_SELECTOR, "#rows thead th")]
+        return browser.find_element(By.XPATH, f"//tr[td[1][text()='{key}']]/td[{names.index(column) + 1}]")
+    cell = cell_of("e1", "qty")
+    ActionChains(browser).double_click(cell).perform()
+    box = wait(browser).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "input.cell-input")))
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("8", Keys.ENTER)
+    status_text(browser, "row-outcome", "saved qty of id = e1")
+    assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1&select=qty") == (200, [{"qty": 8}])
+    cell = cell_of("e1", "title")
+    cell.send_keys(Keys.ENTER)  # keyboard: the focused cell opens with Enter
+    box = wait(browser).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "input.cell-input")))
+    box.send_keys("ignored", Keys.ESCAPE)
+    wait(browser).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "input.cell-input"))
+    assert rest(dash_node, "GET", "/rest/v1/edits?id=eq.e1&select=title") == (200, [{"title": 'second, with "quotes" & <b>'}])
     # A bad value is refused by the page; a duplicate key by the API, shown with status and code.
     rest(dash_node, "POST", "/rest/v1/edits", {"id": "e2", "title": "other", "qty": 1})
     browser.find_element(By.XPATH, "//button[text()='Insert row']").click()
@@ -510,6 +534,10 @@ def test_dashboard_users_ban_invite_link_delete(dash_node, browser):
     status_text(browser, "user-outcome", "ban@example.com banned for 24h")
     status, body = sign_in_user(dash_node, "ban@example.com", "pw-Banned-1")
     assert status == 400 and "banned" in json.dumps(body), (status, body)
+    # Search (email or phone contains), then act on the result.
+    browser.find_element(By.ID, "user-search").send_keys("BAN@example")
+    browser.find_element(By.ID, "user-search-run").click()
+    assert status_text(browser, "search-summary", "1 users whose email or phone contains").startswith("1 users")
     wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='unban']"))).click()
     status_text(browser, "user-outcome", "ban@example.com unbanned")
     assert sign_in_user(dash_node, "ban@example.com", "pw-Banned-1")[0] == 200
@@ -522,6 +550,19 @@ def test_dashboard_users_ban_invite_link_delete(dash_node, browser):
     wait(browser).until(EC.presence_of_element_located((By.XPATH, row + "//button[text()='delete']"))).click()
     accept_confirm(browser)
     status_text(browser, "user-outcome", "ban@example.com deleted")
+    # An auth setting set cluster-wide from the page, then reset.
+    key_row = "//tr[td[1][text()='auth.password_min_length']]"
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, key_row + "//button[text()='set']"))).click()
+    WebDriverWait(browser, WAIT_SECONDS).until(EC.alert_is_present())
+    prompt = browser.switch_to.alert
+    prompt.send_keys("12")
+    prompt.accept()
+    status_text(browser, "user-outcome", "auth.password_min_length set cluster-wide")
+    assert dash_node.admin("GET", "settings/auth.password_min_length")["value"] == 12
+    wait(browser).until(EC.presence_of_element_located((By.XPATH, key_row + "//button[text()='reset']"))).click()
+    accept_confirm(browser)
+    status_text(browser, "user-outcome", "auth.password_min_length reset")
+    assert dash_node.admin("GET", "settings/auth.password_min_length")["source"] != "cluster"
     users = rest(dash_node, "GET", "/auth/v1/admin/users?per_page=1000")[1]["users"]
     assert all(u.get("email") != "ban@example.com" for u in users)
 
@@ -699,3 +740,4 @@ def test_dashboard_on_a_replica_of_three_nodes(browser):
         assert [r["id"] for r in rows] == ["after-promotion", "via-replica"]
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.dir, ignore_errors=True)

@@ -242,10 +242,54 @@ async function rowsPage(card, editor, schema, params) {
       h("label", { for: "csv-file", class: "inline" }, "Import CSV"),
       h("input", { type: "file", id: "csv-file", accept: ".csv,text/csv", onchange: (e) => importCSV(e.target, schema, status, reload) })),
     status.el,
-    rows.length ? table(columns, rows, heading, (row) => [
+    rows.length ? inlineEditable(table(columns, rows, heading, (row) => [
       button("edit", () => openEditor(row), "secondary small"),
       button("delete", () => removeRow(row), "danger small"),
-    ]) : h("p", { class: "muted" }, "no rows"));
+    ]), rows, columns, schema, q.pkType, status, reload) : h("p", { class: "muted" }, "no rows"));
+}
+
+/** Inline edit: a cell (not the primary key) opens an input on double-click or Enter; Enter saves the one
+ *  field (PATCH ?<pk>=eq.<key>), Escape or leaving the cell cancels. */
+function inlineEditable(tableEl, rows, columns, schema, pkType, status, reload) {
+  const pk = schema.primary_key || "id";
+  const fields = schema.fields || {};
+  tableEl.querySelectorAll("tbody tr").forEach((tr, i) => {
+    const row = rows[i];
+    columns.forEach((column, j) => {
+      const td = tr.children[j];
+      if (column === pk || !fields[column]) return;
+      td.tabIndex = 0;
+      td.title = "double-click or Enter to edit";
+      td.classList.add("editable");
+      const open = () => {
+        if (td.querySelector("input")) return;
+        const before = [...td.childNodes];
+        const input = h("input", { type: "text", class: "cell-input", spellcheck: "false", autocomplete: "off", "aria-label": `${column} of ${row[pk]}` });
+        input.value = shownValue(row[column]);
+        const cancel = () => { td.replaceChildren(...before); };
+        input.addEventListener("keydown", async (e) => {
+          if (e.key === "Escape") { e.preventDefault(); cancel(); td.focus(); return; }
+          if (e.key !== "Enter") return;
+          e.preventDefault();
+          try {
+            if (input.value === shownValue(row[column])) { cancel(); return; }
+            const value = parsedValue(column, fields[column], input.value, false);
+            const r = await request("PATCH", `${restPath(schema.name)}?${encodeURIComponent(pk)}=eq.${encodeURIComponent(literal(pkType, row[pk]))}`,
+              { body: { [column]: value }, headers: { Prefer: "return=representation" } });
+            if (!Array.isArray(r.body) || r.body.length === 0) throw new ApiError(404, "AERO_NOT_FOUND", `no row ${pk} = ${row[pk]} (deleted meanwhile?)`);
+            await reload(`saved ${column} of ${pk} = ${row[pk]} (LSN ${r.headers.get("X-AeroDB-LSN")})`);
+          } catch (err) { status.fail(err); }
+        });
+        input.addEventListener("blur", () => setTimeout(() => { if (td.contains(input)) cancel(); }, 0));
+        td.replaceChildren(input);
+        input.focus();
+        input.select();
+      };
+      td.addEventListener("dblclick", open);
+      td.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === td) { e.preventDefault(); open(); } });
+    });
+  });
+  return tableEl;
 }
 
 function editRow(editor, schema, row, status, reload) {

@@ -6,14 +6,27 @@ import { button, h, replace, table } from "./dom.js";
 import { columnsOf, confirmed, errorBox, field, outcome, pageRows } from "./ui.js";
 
 let flash = null;
-/** Messages of the outbox shown on the users page. */
+/** Messages of the outbox shown on the users page; longest search text. */
 const outboxShown = 20;
+const searchCharsMax = 200;
 
 export async function usersView(view, params) {
   const page = Math.max(1, Math.min(1_000_000, parseInt(params.get("page") || "1", 10) || 1));
-  const { body, headers } = await get(`/auth/v1/admin/users?page=${page}&per_page=${pageRows}`);
-  const users = body.users || [];
-  const total = parseInt(headers.get("X-Total-Count") || `${users.length}`, 10);
+  const search = (params.get("q") || "").slice(0, searchCharsMax);
+  let users, total;
+  if (search) {
+    // Search: the admin query over the users' system collection (email or phone containing the text;
+    // never the password hash: only these fields are selected). A scan: past scan_rows_max it is refused.
+    const like = `%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    const r = (await post("/admin/v1/query", { collection: "_auth_users", filter: { $or: [{ email: { $ilike: like } }, { phone: { $ilike: like } }] },
+      select: ["id", "email", "phone", "role", "created_at", "last_sign_in_at", "banned_until"], order: [{ field: "created_at", dir: "asc" }], limit: pageRows, count: true })).body;
+    users = r.rows || [];
+    total = r.count ?? users.length;
+  } else {
+    const { body, headers } = await get(`/auth/v1/admin/users?page=${page}&per_page=${pageRows}`);
+    users = body.users || [];
+    total = parseInt(headers.get("X-Total-Count") || `${users.length}`, 10);
+  }
   const lastPage = Math.max(1, Math.ceil(total / pageRows));
   const status = outcome("user-outcome");
   if (flash) { status.ok(flash); flash = null; }
@@ -61,21 +74,46 @@ export async function usersView(view, params) {
   };
 
   const rows = users.map((u) => ({ ...u, banned: banned(u) ? `until ${u.banned_until}` : "no" }));
+  const searchBox = h("input", { id: "user-search", type: "search", value: search, maxlength: String(searchCharsMax), placeholder: "email or phone contains…", "aria-label": "search users" });
   const outbox = h("div", { class: "card", id: "outbox" }, h("h2", {}, "Mail outbox"), h("p", { class: "muted" }, "Loading…"));
+  const settings = h("div", { class: "card", id: "auth-settings" }, h("h2", {}, "Auth settings"), h("p", { class: "muted" }, "Loading…"));
+  const setKey = async (row) => {
+    const answer = window.prompt(`New value of ${row.key} (JSON, e.g. true, 3600, "text", ["a"]):`, JSON.stringify(row.value));
+    if (answer === null) return;
+    try {
+      let value;
+      try { value = JSON.parse(answer); } catch (err) { throw new ApiError(400, "AERO_DASHBOARD_JSON", `not JSON: ${err.message}`); }
+      const r = (await put(`/admin/v1/settings/${encodeURIComponent(row.key)}`, { value })).body;
+      rerender(`${row.key} set cluster-wide (LSN ${r.lsn})`);
+    } catch (e) { status.fail(e); }
+  };
+  const resetKey = async (row) => {
+    if (!confirmed(`Remove the cluster value of ${row.key}? aerodb.json's value (or the default) applies again.`)) return;
+    try { const r = (await del(`/admin/v1/settings/${encodeURIComponent(row.key)}`)).body; rerender(`${row.key} reset (LSN ${r.lsn})`); } catch (e) { status.fail(e); }
+  };
   replace(view, h("h1", {}, "Users"), status.el,
     h("div", { class: "card", id: "users" },
-      h("div", { class: "pager" }, link(page - 1, "← previous", page > 1), h("span", {}, `page ${page} of ${lastPage} (${total} users)`), link(page + 1, "next →", page < lastPage)),
+      h("form", { id: "search-form", class: "filter", onsubmit: (e) => { e.preventDefault(); location.hash = searchBox.value.trim() ? `#/users?q=${encodeURIComponent(searchBox.value.trim())}` : "#/users"; } },
+        searchBox, h("button", { type: "submit", id: "user-search-run" }, "Search"), search ? h("a", { href: "#/users", id: "search-clear" }, "all users") : null),
+      search ? h("p", { id: "search-summary" }, `${total} users whose email or phone contains "${search}"${total > users.length ? ` (first ${users.length})` : ""}`)
+        : h("div", { class: "pager" }, link(page - 1, "← previous", page > 1), h("span", {}, `page ${page} of ${lastPage} (${total} users)`), link(page + 1, "next →", page < lastPage)),
       rows.length ? table(columnsOf(rows, ["id", "email", "phone", "role", "created_at", "last_sign_in_at", "banned"]).filter((c) => !["identities", "user_metadata", "app_metadata", "factors"].includes(c)), rows, undefined, (u) => [
         button(banned(u) ? "unban" : "ban", () => ban(u), "secondary small"),
         u.email ? button("recovery link", () => recovery(u), "secondary small") : null,
         button("delete", () => remove(u), "danger small"),
       ]) : h("p", { class: "muted" }, "no users"), linkOut,
-      h("p", { class: "muted" }, "Search is not built: the admin users API pages through users oldest first.")),
+ ),
     h("div", { class: "card" }, h("h2", {}, "Create a user"),
       h("form", { id: "user-form", onsubmit: create }, el, ei, pl, pi, h("label", { class: "inline" }, confirmBox, " email confirmed"), h("button", { type: "submit", id: "user-create" }, "Create user"))),
     h("div", { class: "card" }, h("h2", {}, "Invite by email"),
       h("form", { id: "invite-form", onsubmit: invite }, il, ii, h("button", { type: "submit", id: "invite-send" }, "Send invitation"))),
-    outbox);
+    outbox, settings);
+  try {
+    const list = (await get("/admin/v1/settings")).body.settings || [];
+    replace(settings, h("h2", {}, "Auth settings (cluster-wide, docs/OPERATIONS.md \"Cluster settings\")"),
+      table(["key", "value", "source"], list, undefined, (row) => [button("set", () => setKey(row), "secondary small"),
+        row.source === "cluster" ? button("reset", () => resetKey(row), "danger small") : null]));
+  } catch (e) { replace(settings, h("h2", {}, "Auth settings"), errorBox(e)); }
   try {
     const m = (await get(`/admin/v1/outbox?limit=${outboxShown}`)).body.messages || [];
     replace(outbox, h("h2", {}, `Mail outbox (newest ${outboxShown})`), m.length ? table(["created_at", "to", "type", "subject", "link"], m) : h("p", { class: "muted" }, "empty"));
