@@ -189,6 +189,9 @@ package struct ClusterSimulation {
     var writers: [UInt64: Int] = [:]  // epoch -> node index that accepted a write (looked up only)
     var outcome: SimOutcome
     var lastIsolated: (node: Int, since: Int64)?
+    /// A role or write acceptance may have changed since SIM3 was last checked (set by `apply`,
+    /// the only place roles change).
+    var rolesChanged = true
     let traceBox = TraceBox()
 
     package init(seed: UInt64, options: SimOptions = SimOptions()) {
@@ -368,6 +371,12 @@ package struct ClusterSimulation {
     mutating func apply(_ i: Int, _ actions: [ReplicationRole.Action]) {
         let node = nodes[i]
         for action in actions {
+            switch action {
+            case .acceptWrites, .persistMarker, .openEpoch, .follow, .stopFollowing, .fence, .forgetReplicas:
+                rolesChanged = true  // SIM3 is checked again after this step
+            default:
+                break
+            }
             switch action {
             case .refuse(let peer, let reason, let epoch, let primary, _):
                 if let j = names.firstIndex(of: peer), let c = pendingConn(of: j) {
@@ -609,7 +618,9 @@ package struct ClusterSimulation {
         let node = nodes[i]
         guard node.acceptsWrites, node.role.isPrimary else {
             // Refused: the client asks around for the primary of the highest epoch it can see.
-            clientView[client] = (0..<3).filter { nodes[$0].role.isPrimary }.max { nodes[$0].role.epoch < nodes[$1].role.epoch } ?? Int(rng.below(3))
+            var best: Int?
+            for k in 0..<3 where nodes[k].role.isPrimary && (best == nil || nodes[k].role.epoch > nodes[best!].role.epoch) { best = k }
+            clientView[client] = best ?? Int(rng.below(3))
             return
         }
         let write = nextWrite
@@ -752,12 +763,14 @@ package struct ClusterSimulation {
     /// roles, P1 on each log's newest link (a replica appends a shipped batch record by record
     /// only after the chain check of `deliver`, so the newest link is the one a step can break).
     mutating func checkStep() {
-        // SIM3: no two primaries accept writes in one epoch.
-        for a in 0..<3 where nodes[a].acceptsWrites && nodes[a].role.isPrimary {
+        // SIM3: no two primaries accept writes in one epoch (incremental: only roles changed by
+        // `apply` since the last step can break it).
+        for a in 0..<3 where rolesChanged && nodes[a].acceptsWrites && nodes[a].role.isPrimary {
             for b in (a + 1)..<3 where nodes[b].acceptsWrites && nodes[b].role.isPrimary && nodes[a].role.epoch == nodes[b].role.epoch {
                 violate("SIM3", "\(names[a]) and \(names[b]) both accept writes in epoch \(nodes[a].role.epoch)")
             }
         }
+        rolesChanged = false
         // P1 on every replica: its log continues its own chain.
         for k in 0..<3 {
             let n = nodes[k]
