@@ -50,10 +50,7 @@ public enum BackupRoutes {
                 var body: [UInt8] = []
                 if after < durable {
                     for record in try database.records(from: after + 1, maxBytes: BackupLimits.walPageBytesMax) where record.lsn <= durable {
-                        let bytes = record.encoded
-                        var length = UInt32(bytes.count).littleEndian
-                        withUnsafeBytes(of: &length) { body.append(contentsOf: $0) }
-                        body.append(contentsOf: bytes)
+                        BackupFrames.append(record, to: &body)
                     }
                 }
                 var headers: HTTPFields = [.contentType: "application/octet-stream"]

@@ -60,10 +60,26 @@ public final class NodeMetrics: Sendable {
         "aerodb_storage_bytes": "Bytes on disk under the data directory, by kind (wal, checkpoints, blobs).",
         "process_resident_memory_bytes": "Resident memory of the node process.",
         "process_open_fds": "Open file descriptors of the node process.",
+        "aerodb_archive_archived_lsn": "On the primary with a WAL archive: last LSN archived.",
+        "aerodb_archive_lag_lsn": "On the primary with a WAL archive: LSNs durable here and not archived yet.",
+        "aerodb_archive_gaps": "On the primary with a WAL archive: gaps found or made since start (records recycled before they were archived).",
+        "aerodb_archive_failing": "On the primary with a WAL archive: 1 while the last archiving pass failed.",
+        "aerodb_archive_failures_total": "WAL archiving passes that failed.",
+        "aerodb_archive_last_success_timestamp_seconds": "Unix time of the last archiving pass that succeeded.",
     ]
 
     private struct DiskCache { var atMillis: Int64?; var bytes: [String: Int64] = [:] }
     private let diskCache = Mutex(DiskCache())
+    /// The WAL archiver's gauges (WALArchiver), read at each scrape.
+    private let archiveFigures = Mutex<(@Sendable () -> [(String, Double)])?>(nil)
+
+    func setArchiveFigures(_ figures: @escaping @Sendable () -> [(String, Double)]) {
+        archiveFigures.withLock { $0 = figures }
+    }
+
+    func countArchiveFailure() {
+        registry.makeCounter(descriptor: Self.descriptor("aerodb_archive_failures_total")).increment()
+    }
 
     public init() {}
 
@@ -123,6 +139,7 @@ public final class NodeMetrics: Sendable {
         for (kind, bytes) in diskBytes(database.options.dataDirectory) {
             gauge("aerodb_storage_bytes", Double(bytes), labels: [("kind", kind)])
         }
+        for (name, value) in archiveFigures.withLock({ $0 })?() ?? [] { gauge(name, value) }
         let process = Self.processFigures()
         if let rss = process.rss { gauge("process_resident_memory_bytes", Double(rss)) }
         if let fds = process.openFiles { gauge("process_open_fds", Double(fds)) }

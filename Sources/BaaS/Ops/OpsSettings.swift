@@ -55,3 +55,25 @@ public struct TLSFiles: Sendable, Equatable {
         return try .tls(base, tlsConfiguration: configuration)
     }
 }
+
+/// The operations settings kept cluster-wide in `_settings` (Settings/ClusterSettings.swift), so
+/// whichever member is primary reads the same value: `archive.directory` (WALArchiver).
+public enum OpsClusterSettings {
+    public static let keys: Set<String> = [WALArchiver.settingKey]
+    /// Longest archive directory path (bytes): PATH_MAX.
+    static let pathBytesMax = 4_096
+
+    /// Checks a value before it is stored (AERO_REQUEST_INVALID otherwise).
+    static func validate(_ key: String, _ value: JSONValue) throws {
+        switch key {
+        case WALArchiver.settingKey:
+            if value == .null { return }
+            guard case .string(let path) = value, path.hasPrefix("/"), path.utf8.count <= pathBytesMax,
+                  !path.split(separator: "/").contains("..") else {
+                throw AeroError(.requestInvalid, "\(key) is an absolute directory path (at most \(pathBytesMax) bytes, no ..), or null for off")
+            }
+        default:
+            throw AeroError(.requestInvalid, "\(key) is not an operations setting")
+        }
+    }
+}

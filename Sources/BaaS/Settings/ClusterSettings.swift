@@ -101,12 +101,15 @@ public final class ClusterSettings: Sendable {
             let key = "auth." + name
             let source = current[key] != nil ? "cluster" : (fileAuth[name] != nil ? "aerodb.json" : "default")
             return .object(["key": .string(key), "value": effective[name] ?? .null, "source": .string(source)])
+        } + OpsClusterSettings.keys.sorted().map { key in  // operations settings (Ops/OpsSettings.swift)
+            .object(["key": .string(key), "value": current[key] ?? .null, "source": .string(current[key] != nil ? "cluster" : "default")])
         })])
     }
 
     /// Validates and stores one value (on the primary: the route is an admin write, forwarded).
     public func set(_ key: String, _ value: JSONValue) async throws -> UInt64 {
         let name = try Self.settable(key)
+        if OpsClusterSettings.keys.contains(key) { try OpsClusterSettings.validate(key, value) }
         var current = try stored()
         current[key] = value
         do {
@@ -128,6 +131,7 @@ public final class ClusterSettings: Sendable {
     }
 
     static func settable(_ key: String) throws -> String {
+        if OpsClusterSettings.keys.contains(key) { return key }
         guard key.hasPrefix("auth."), SettingsKeys.auth.contains(String(key.dropFirst(5))) else {
             throw AeroError(.requestInvalid, "\(key) is not a cluster setting; settable: \(SettingsKeys.auth.sorted().map { "auth." + $0 }.joined(separator: ", ")) (ports and directories stay in aerodb.json; commit mode, retention and limits are not cluster settings yet)")
         }

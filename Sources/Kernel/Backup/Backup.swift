@@ -335,23 +335,15 @@ extension Database {
                                             _ body: (WALRecord) async throws -> Bool) async throws {
         for chunk in manifest.chunks {
             let data = try readChecked(Path.join(directory, chunk.file), bytes: chunk.bytes, xxh64: chunk.xxh64, fs)
-            var offset = 0, count = 0
-            while offset < data.count {
-                guard data.count - offset >= 4 else { throw AeroError(.backupCorrupt, "\(chunk.file): truncated frame at \(offset)", invariant: "B1") }
-                let length = Int(UInt32(data[offset]) | UInt32(data[offset + 1]) << 8 | UInt32(data[offset + 2]) << 16 | UInt32(data[offset + 3]) << 24)
-                guard length >= WALFormat.recordHeaderBytes, length <= data.count - offset - 4 else {
-                    throw AeroError(.backupCorrupt, "\(chunk.file): frame length \(length) at \(offset) is out of range", invariant: "B1")
-                }
-                let record: WALRecord
-                do {
-                    record = try WALRecord.decode(Array(data[(offset + 4)..<(offset + 4 + length)]))
-                } catch {
-                    throw AeroError(.backupCorrupt, "\(chunk.file): the record at \(offset) does not decode: \(error)", invariant: "B1")
-                }
-                offset += 4 + length
+            var count = 0, stopped = false
+            // The bytes are whole (XXH64 above); records are handed out only after the chunk
+            // decoded entirely, so a damaged frame is found before anything of it is applied.
+            let records = try BackupFrames.decode(data, source: chunk.file)
+            for record in records {
                 count += 1
-                guard try await body(record) else { return }
+                guard try await body(record) else { stopped = true; break }
             }
+            if stopped { return }
             guard count == chunk.records else {
                 throw AeroError(.backupCorrupt, "\(chunk.file) holds \(count) records, the manifest says \(chunk.records)", invariant: "B1")
             }
@@ -361,7 +353,12 @@ extension Database {
     /// Builds a new data directory (`options.dataDirectory`, which must be absent or empty of
     /// WAL and checkpoints) from a backup, up to `target` (B2): checks the whole backup first,
     /// installs the base, then logs the records up to the target like a replica, durably.
-    public static func restore(backup directory: String, into options: KernelOptions, target: RestoreTarget) async throws -> RestoreReport {
+    /// With `archive` (a WAL archive directory, Archive.swift), the records after the backup's
+    /// end are taken from it as long as they continue the backup's history (A2), so the target
+    /// may lie past the backup's end; a time target past the last archived commit is refused
+    /// (later commits may exist that the archive has not received yet).
+    public static func restore(backup directory: String, into options: KernelOptions, target: RestoreTarget,
+                               archive: String? = nil) async throws -> RestoreReport {
         var options = options
         options.role = .replica
         let fs = options.fileSystem
@@ -370,8 +367,13 @@ extension Database {
         switch target {
         case .end: break
         case .lsn(let lsn):
-            guard lsn >= manifest.base.lsn, lsn <= manifest.end.lsn else {
-                throw AeroError(.backupTargetUnavailable, "LSN \(lsn) is outside this backup (\(manifest.base.lsn) to \(manifest.end.lsn))", invariant: "B2")
+            var end = manifest.end.lsn
+            if let archive, lsn > end, let reach = try ArchiveDirectory.scan(archive, fileSystem: fs).contiguousEnd(from: end + 1) {
+                end = reach
+            }
+            guard lsn >= manifest.base.lsn, lsn <= end else {
+                let what = archive == nil ? "this backup" : "this backup and the archive continuing it"
+                throw AeroError(.backupTargetUnavailable, "LSN \(lsn) is outside \(what) (\(manifest.base.lsn) to \(end))", invariant: "B2")
             }
         case .time(let micros):
             guard micros >= 0 else { throw AeroError(.backupTargetUnavailable, "the target time is before 1970", invariant: "B2") }
@@ -395,7 +397,8 @@ extension Database {
             if base != nil {
                 try await database.install(checkpoint: try fs.readFile(Path.join(directory, BackupManifest.baseFileName)))
             }
-            try await forEachBackupRecord(directory, manifest, fileSystem: fs) { record in
+            var reached = false
+            let take: (WALRecord) async throws -> Bool = { record in
                 switch target {
                 case .end: break
                 case .lsn(let lsn): if record.lsn > lsn { return false }
@@ -406,6 +409,7 @@ extension Database {
                         if first, manifest.base.lsn > 0 {
                             throw AeroError(.backupTargetUnavailable, "\(Timestamp.format(micros)) is before this backup's first commit after its base (LSN \(manifest.base.lsn)); its earliest point is that base", invariant: "B2")
                         }
+                        reached = true
                         return false
                     }
                 }
@@ -413,7 +417,18 @@ extension Database {
                 batch.append(record)
                 lastTime = record.timestampMicros
                 if batch.count >= BackupLimits.restoreBatchRecordsMax { try await apply() }
+                if case .lsn(let lsn) = target, record.lsn == lsn { reached = true; return false }
                 return true
+            }
+            if case .lsn(let lsn) = target, lsn == manifest.base.lsn { reached = true }
+            try await forEachBackupRecord(directory, manifest, fileSystem: fs, take)
+            if let archive, !reached {
+                let through: UInt64? = if case .lsn(let lsn) = target { lsn } else { nil }
+                _ = try await ArchiveDirectory.forEachRecord(archive, after: manifest.end, through: through, fileSystem: fs, take)
+                if case .time(let micros) = target, !reached {
+                    let last = lastTime.map(Timestamp.format) ?? "none"
+                    throw AeroError(.backupTargetUnavailable, "\(Timestamp.format(micros)) is after the last archived commit (\(last)): later commits may not be archived yet; archive the tail first (`aerodb archive push`)", invariant: "A2")
+                }
             }
             try await apply()
         } catch {

@@ -25,6 +25,11 @@ final class RetentionSetting: Sendable {
     private let floor = Mutex<(any RetentionFloor)?>(nil)
     func set(_ value: (any RetentionFloor)?) { floor.withLock { $0 = value } }
     var lsn: UInt64? { floor.withLock { $0 }?.lsn }
+    /// A3 (Kernel/Backup/Archive.swift): the last LSN the WAL archive holds; segments with
+    /// records after it are never recycled (nil: no archive on this node).
+    private let archive = Mutex<(any RetentionFloor)?>(nil)
+    func setArchive(_ value: (any RetentionFloor)?) { archive.withLock { $0 = value } }
+    var archivedLSN: UInt64? { archive.withLock { $0 }?.lsn }
 }
 
 public final class Database: Sendable {
@@ -318,6 +323,16 @@ public final class Database: Sendable {
         retention.set(floor)
     }
 
+    /// The WAL archiver on a primary: `floor.lsn` is the last archived LSN; checkpoints never
+    /// recycle a segment holding a record after it (A3). nil removes the floor.
+    public func setArchiveFloor(_ floor: (any RetentionFloor)?) {
+        retention.setArchive(floor)
+    }
+
+    /// The first LSN of every WAL segment file, oldest first: every segment but the last is
+    /// complete (its records end at the next one's first LSN - 1).
+    public var walSegmentFirstLSNs: [UInt64] { wal.segmentFirstLSNs }
+
     public func setCommitGate(_ gate: (any CommitGate)?) {
         commitGate.withLock { $0 = gate }
         hub.setGated(gate != nil)
@@ -557,7 +572,11 @@ actor CheckpointRunner {
         do {
             _ = try store.write(state)
             lastLSN = state.lsn
-            if let oldestKept = try store.prune() { try wal.recycle(through: oldestKept, retainFrom: retention.lsn) }
+            if let oldestKept = try store.prune() {
+                // A3: never past the archive (a record not archived yet stays in the WAL).
+                let through = retention.archivedLSN.map { min($0, oldestKept) } ?? oldestKept
+                try wal.recycle(through: through, retainFrom: retention.lsn)
+            }
             lastError = nil
             return state.lsn
         } catch {

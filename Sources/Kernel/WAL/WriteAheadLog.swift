@@ -569,6 +569,9 @@ public final class WriteAheadLog: Sendable {
         return record.position
     }
 
+    /// The first LSN of every segment file, oldest first (the WAL archiver's segment boundaries).
+    public var segmentFirstLSNs: [UInt64] { state.withLock { $0.segments.map(\.firstLSN) } }
+
     /// The oldest LSN still in the segment files.
     public var oldestLSN: UInt64 { state.withLock { $0.segments.first?.firstLSN ?? ($0.last.lsn + 1) } }
 

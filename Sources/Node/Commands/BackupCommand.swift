@@ -132,16 +132,10 @@ struct BackupTakeCommand: AsyncParsableCommand {
         return try writer.finish(createdMicros: SystemClock().nowMicros(), baseEpoch: baseEpoch, baseTimestampMicros: 0)
     }
 
+    /// A WAL page of `/admin/v1/backup/wal`: the one frame parser (Kernel BackupFrames), which
+    /// checks every frame's length against a record header and the page.
     static func frames(_ bytes: [UInt8]) throws -> [WALRecord] {
-        var records: [WALRecord] = [], offset = 0
-        while offset < bytes.count {
-            guard bytes.count - offset >= 4 else { throw AeroError(.backupCorrupt, "a WAL page ends inside a frame") }
-            let length = Int(UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24)
-            guard length <= bytes.count - offset - 4 else { throw AeroError(.backupCorrupt, "a WAL page's frame is longer than the page") }
-            records.append(try WALRecord.decode(Array(bytes[(offset + 4)..<(offset + 4 + length)])))
-            offset += 4 + length
-        }
-        return records
+        try BackupFrames.decode(bytes, source: "the WAL page")
     }
 }
 
@@ -175,6 +169,7 @@ struct RestoreCommand: AsyncParsableCommand {
     @Option(help: "The node directory to create (must not exist, or be empty).") var dir: String
     @Option(help: "Restore exactly the commits up to this LSN.") var toLsn: UInt64?
     @Option(help: "Restore the commits up to this time (RFC 3339, e.g. 2026-12-04T07:30:00.123456Z).") var toTime: String?
+    @Option(help: "A WAL archive directory (cluster setting archive.directory) continuing the backup: the target may then lie past the backup's end.") var archive: String?
     @Option(help: "HTTP address HOST:PORT of the new node.") var http: String = NodeConfig.defaultHTTP
     @Option(help: "The new node's id.") var nodeId: String = "n1"
     @Option(help: "Copy secrets.json from this node directory (keep the JWT secret and API keys; default: new ones).") var secretsFrom: String?
@@ -198,7 +193,7 @@ struct RestoreCommand: AsyncParsableCommand {
             let clusterID = FieldValidator.randomUUID()
             try NodeDirectory.create(dir, config: config, secrets: secrets, marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: nodeId))
             let options = config.kernelOptions(directory: dir)
-            let report = try await Database.restore(backup: from, into: options, target: target)
+            let report = try await Database.restore(backup: from, into: options, target: target, archive: archive)
             // The restored log ends in some epoch; the new node opens the next one (a new history
             // of a new cluster: its records are never confused with the original cluster's).
             try AuthorityStore(dataDirectory: options.dataDirectory)

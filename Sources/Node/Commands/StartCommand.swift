@@ -123,6 +123,11 @@ struct StartCommand: AsyncParsableCommand {
         OpsRoutes.register(on: router, database: database, keys: keys, cluster: view,
                            realtimeConnections: { realtime.connectionCount })  // GET /metrics
         BackupRoutes.register(on: router, database: database, keys: keys, nodeID: config.nodeID)  // aerodb backup
+        // Continuous WAL archiving on the primary (cluster setting archive.directory; docs/OPERATIONS.md).
+        let archiver = WALArchiver(database: database, clusterID: marker.clusterID, directory: { WALArchiver.directory(from: clusterSettings) },
+                                   isPrimary: { replication.currentRole.isPrimary }, logger: logger)
+        archiver.start()
+        ArchiveRoutes.register(on: router, archiver: archiver, keys: keys)  // /admin/v1/archive
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
         let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
@@ -159,6 +164,7 @@ struct StartCommand: AsyncParsableCommand {
         storageCollector.cancel()
         retention.cancel()
         cron.cancel()
+        archiver.stop()
         triggers.cancel()
         realtimeRelay.cancel()
         await replication.stop()

@@ -1,0 +1,183 @@
+// Continuous WAL archiving (issue 18 part 1) with a real node, real files and the `aerodb` CLI:
+// the cluster setting turns it on, completed segments reach the archive without any push, a base
+// backup plus the archive restores to a time between two commits (A and not B) and to an exact
+// LSN past the backup's end; damage and gaps are found (A1, A2); an archive that fails keeps the
+// WAL it has not archived through checkpoints (A3).
+
+import Foundation
+import Testing
+import Kernel
+import LiveCluster
+
+private let padded = parse(#"{"name":"items","fields":{"id":{"type":"text"},"pad":{"type":"text","nullable":true}},"indexes":[]}"#)
+
+/// A node with 64 KiB WAL segments (a few padded inserts complete a segment).
+private func smallSegmentNode() async throws -> TestNode {
+    let node = try TestNode()
+    let path = node.directory + "/aerodb.json"
+    guard case .object(var config) = try JSON.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) else {
+        throw AeroError(.internalError, "aerodb.json is not an object")
+    }
+    config["wal_segment_bytes"] = .int(65_536)
+    try Data(JSON.encode(.object(config))).write(to: URL(fileURLWithPath: path))
+    try await node.start()
+    return node
+}
+
+private func insert(_ node: TestNode, _ id: String, padBytes: Int = 0) async throws -> UInt64 {
+    let pad = String(repeating: "x", count: padBytes)
+    let answer = try await node.admin("POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"\#(id)","pad":"\#(pad)"}}]}"#))
+    guard answer.status == 200, let lsn = answer.lsn else { throw AeroError(.internalError, "insert \(id): \(answer.status) \(String(describing: answer.body))") }
+    return lsn
+}
+
+/// Polls the node's archiver until `done` holds (generous deadline: a loaded CI machine).
+private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -> Bool) async throws -> JSONValue {
+    var last: JSONValue?
+    for _ in 0..<300 {
+        let answer = try await node.admin("GET", "archive")
+        if let body = answer.body, done(body) { return body }
+        last = answer.body
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw AeroError(.internalError, "the archiver never reached \(what): \(last.map(JSON.encodeString) ?? "nil")")
+}
+
+@Suite(.serialized) struct WALArchiveTests {
+    /// A1, A2, B2 with an archive: writes A, time T, writes B, segments complete and are archived
+    /// by the archiver on its own; restore of the base backup plus the archive to T has A and not
+    /// B, to B's LSN exactly A and B; a flipped byte and a removed file are found.
+    @Test func archivedSegmentsRestoreToATimeBetweenTwoCommits() async throws {
+        let node = try await smallSegmentNode()
+        defer { node.kill() }
+        let archive = node.directory + "-archive", backup = node.directory + "-backup"
+        defer { for dir in [archive, backup] { try? FileManager.default.removeItem(atPath: dir) } }
+        #expect(try await node.admin("POST", "collections", padded).status == 201)
+        #expect(try await node.admin("PUT", "settings/archive.directory", .object(["value": .string(archive)])).status == 200)
+        let refused = try await node.admin("PUT", "settings/archive.directory", .object(["value": .string("relative/dir")]))
+        #expect(refused.status == 400, "a relative archive path is refused")
+
+        // The base backup ends before A.
+        let taken = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", backup, "--dir", node.directory, "--json"])
+        #expect(taken.status == 0, "\(taken.output)")
+        let backupEnd = try #require(parse(taken.output)["end"]?["lsn"]?.intValue)
+
+        let lsnA = try await insert(node, "A")
+        try await Task.sleep(for: .milliseconds(30))
+        let between = SystemClock().nowMicros()
+        try await Task.sleep(for: .milliseconds(30))
+        let lsnB = try await insert(node, "B")
+        #expect(Int64(lsnA) > backupEnd && lsnB > lsnA)
+        // Padded inserts fill and complete segments (64 KiB each) past B.
+        var fillerLSN: UInt64 = 0
+        for n in 0..<40 { fillerLSN = try await insert(node, "fill-\(n)", padBytes: 4_000) }
+
+        // The archiver archives completed segments by itself (no push).
+        let status = try await waitArchive(node, "B's LSN") { ($0["archived_lsn"]?.intValue ?? 0) >= Int64(lsnB) }
+        #expect(status["gaps"] == .array([]) && status["last_error"] == .null, "\(status)")
+        let archivedBeforePush = try #require(status["archived_lsn"]?.intValue)
+        #expect(archivedBeforePush < Int64(fillerLSN), "only completed segments: the tail is not archived yet")
+        // The tail on demand.
+        let pushed = try await runProgram(Binaries.path("aerodb"), ["archive", "push", "--url", node.baseURL, "--dir", node.directory])
+        #expect(pushed.status == 0, "\(pushed.output)")
+        #expect(parse(pushed.output)["archived_lsn"]?.intValue == Int64(fillerLSN), "\(pushed.output)")
+        let metrics = try await exchange("GET", node.baseURL + "/metrics", headers: ["apikey": node.serviceKey])
+        let text = String(decoding: metrics.body, as: UTF8.self)
+        #expect(text.contains("aerodb_archive_archived_lsn ") && text.contains("aerodb_archive_lag_lsn ") && text.contains("aerodb_archive_failing 0"), "\(text.split(separator: "\n").filter { $0.contains("archive") })")
+
+        let verified = try await runProgram(Binaries.path("aerodb"), ["archive", "verify", "--archive", archive])
+        #expect(verified.status == 0, "\(verified.output)")
+        let listed = try await runProgram(Binaries.path("aerodb"), ["archive", "status", "--archive", archive, "--url", node.baseURL,
+                                                                    "--dir", node.directory, "--json"])
+        #expect(listed.status == 0, "\(listed.output)")
+        let files = try #require(parse(listed.output)["files"]?.intValue)
+        #expect(files >= 3, "one file per completed segment and the tail: \(listed.output)")
+        #expect(node.terminate() == 0)
+
+        let ids = ["A", "B"] + (0..<40).map { "fill-\($0)" }
+        // To the time between A and B: A, not B.
+        let atTime = node.directory + "-at-time"
+        defer { try? FileManager.default.removeItem(atPath: atTime) }
+        let toTime = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--archive", archive, "--dir", atTime,
+                                                                    "--to-time", Timestamp.format(between)])
+        #expect(toTime.status == 0, "\(toTime.output)")
+        let timeIDs = try await restoredIDs(atTime, among: ids)
+        #expect(timeIDs.ids == ["A"] && timeIDs.lsn == lsnA, "\(timeIDs)")
+        // Without the archive, the backup alone cannot reach B's LSN: refused, not rounded.
+        let alone = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--dir", atTime + "-alone", "--to-lsn", String(lsnB)])
+        #expect(alone.status != 0 && alone.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(alone.output)")
+        // To B's LSN: exactly A and B.
+        let atLSN = node.directory + "-at-lsn"
+        defer { try? FileManager.default.removeItem(atPath: atLSN) }
+        let toLSN = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--archive", archive, "--dir", atLSN, "--to-lsn", String(lsnB)])
+        #expect(toLSN.status == 0, "\(toLSN.output)")
+        let lsnIDs = try await restoredIDs(atLSN, among: ids)
+        #expect(lsnIDs.ids == ["A", "B"] && lsnIDs.lsn == lsnB && lsnIDs.count == 2, "\(lsnIDs)")
+        let verifiedRestore = try await runProgram(Binaries.path("aerodb"), ["verify", "--dir", atLSN])
+        #expect(verifiedRestore.status == 0, "\(verifiedRestore.output)")
+        // A time after the last archived commit: refused (later commits may not be archived).
+        let late = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--archive", archive, "--dir", atLSN + "-late",
+                                                                  "--to-time", Timestamp.format(SystemClock().nowMicros() + 60_000_000)])
+        #expect(late.status != 0 && late.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(late.output)")
+
+        // A1: a flipped byte in a file. A2: a removed middle file is a gap, and a restore across it is refused.
+        let names = try FileManager.default.contentsOfDirectory(atPath: archive).filter { $0.hasSuffix(".walarc") }.sorted()
+        let damaged = archive + "-damaged", holed = archive + "-holed"
+        defer { for dir in [damaged, holed] { try? FileManager.default.removeItem(atPath: dir) } }
+        try FileManager.default.copyItem(atPath: archive, toPath: damaged)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: damaged + "/" + names[0]))
+        bytes[bytes.count - 10] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: damaged + "/" + names[0]))
+        let flipped = try await runProgram(Binaries.path("aerodb"), ["archive", "verify", "--archive", damaged])
+        #expect(flipped.status == 1 && flipped.output.contains("AERO_BACKUP_CORRUPT"), "\(flipped.output)")
+        try FileManager.default.copyItem(atPath: archive, toPath: holed)
+        try FileManager.default.removeItem(atPath: holed + "/" + names[1])
+        let gap = try await runProgram(Binaries.path("aerodb"), ["archive", "status", "--archive", holed])
+        #expect(gap.status == 1 && gap.output.contains("GAP (missing)"), "\(gap.output)")
+        let across = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--archive", holed, "--dir", atLSN + "-holed",
+                                                                    "--to-lsn", String(fillerLSN)])
+        #expect(across.status != 0 && across.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(across.output)")
+    }
+
+    /// A3: while archiving fails, checkpoints do not recycle the segments not archived yet (the
+    /// archive, once it works again, starts at LSN 1 without a gap), the failure is in /metrics
+    /// and the status; once archived, checkpoints recycle them.
+    @Test func unarchivedSegmentsSurviveCheckpointsWhileTheArchiveFails() async throws {
+        let node = try await smallSegmentNode()
+        defer { node.kill() }
+        let blocker = node.directory + "-not-a-directory", archive = node.directory + "-archive"
+        defer { for path in [blocker, archive] { try? FileManager.default.removeItem(atPath: path) } }
+        FileManager.default.createFile(atPath: blocker, contents: Data("a file".utf8))
+        #expect(try await node.admin("POST", "collections", padded).status == 201)
+        #expect(try await node.admin("PUT", "settings/archive.directory", .object(["value": .string(blocker + "/archive")])).status == 200)
+        let walDir = node.directory + "/data/wal"
+        let segmentsAtStart = try FileManager.default.contentsOfDirectory(atPath: walDir).filter { $0.hasSuffix(".wal") }.sorted()
+        for round in 0..<3 {
+            for n in 0..<20 { _ = try await insert(node, "r\(round)-\(n)", padBytes: 4_000) }
+            #expect(try await node.admin("POST", "checkpoint").status == 200)
+        }
+        let failing = try await waitArchive(node, "a failure") { ($0["failures"]?.intValue ?? 0) > 0 }
+        #expect(failing["last_error"]?.stringValue?.isEmpty == false && failing["archived_lsn"] == .null, "\(failing)")
+        let metrics = String(decoding: try await exchange("GET", node.baseURL + "/metrics", headers: ["apikey": node.serviceKey]).body, as: UTF8.self)
+        #expect(metrics.contains("aerodb_archive_failing 1") && metrics.contains("aerodb_archive_failures_total"), "\(metrics.split(separator: "\n").filter { $0.contains("archive") })")
+        let segments = try FileManager.default.contentsOfDirectory(atPath: walDir).filter { $0.hasSuffix(".wal") }.sorted()
+        #expect(segments.first == segmentsAtStart.first && segments.count >= 4, "the first segment is kept: \(segments)")
+
+        // The archive works again: everything from LSN 1, no gap; then checkpoints recycle.
+        #expect(try await node.admin("PUT", "settings/archive.directory", .object(["value": .string(archive)])).status == 200)
+        let caughtUp = try await waitArchive(node, "the completed segments") { body in
+            guard body["archived_lsn"]?.intValue != nil, let lag = body["lag_lsn"]?.intValue else { return false }
+            return body["last_error"] == .null && lag < 20
+        }
+        #expect(caughtUp["gaps"] == .array([]), "\(caughtUp)")
+        let listing = try ArchiveDirectory.verify(archive)
+        #expect(listing.firstLSN == 1 && listing.gaps.isEmpty, "\(listing.json)")
+        for round in 0..<2 {
+            for n in 0..<20 { _ = try await insert(node, "s\(round)-\(n)", padBytes: 4_000) }
+            _ = try await waitArchive(node, "the new segments") { ($0["lag_lsn"]?.intValue ?? 99) < 20 }
+            #expect(try await node.admin("POST", "checkpoint").status == 200)
+        }
+        let after = try FileManager.default.contentsOfDirectory(atPath: walDir).filter { $0.hasSuffix(".wal") }.sorted()
+        #expect(after.first != segmentsAtStart.first, "archived segments are recycled: \(after)")
+    }
+}
