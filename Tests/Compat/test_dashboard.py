@@ -436,6 +436,15 @@ def test_dashboard_csv_export_and_import(dash_node, browser, tmp_path):
     out = text.split("\r\n")
     assert out[0] == "id,label,meta" and out[7] == '7,"label, 7 ""q""","{""k"":7}"' and out[1501] == "1501,,"
     assert len([x for x in out if x]) == 1502
+    # Keyset paging on a text column whose values hold commas and quotes (the cursor is quoted in or=(...)),
+    # descending: the null label first, then by label; the page after shows exactly the next 50.
+    labels = [(None, 1501)] + sorted(((f'label, {i} "q"', i) for i in range(1, 1501)), reverse=True)
+    browser.get(dash_node.url + "/dashboard#/collections/csvs?sort=label&dir=desc")
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 1–50 of 1501"))
+    browser.find_element(By.ID, "page-next").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "row-range"), "rows 51–100 of 1501"))
+    ids = [int(tr.find_element(By.TAG_NAME, "td").text) for tr in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")]
+    assert ids == [i for _, i in labels[50:100]]
     # A CSV naming an unknown column is refused before anything is sent.
     bad = tmp_path / "bad.csv"
     bad.write_text("id,nope\n1,x\n")
@@ -592,6 +601,13 @@ def test_dashboard_storage_upload_download_sign_delete(dash_node, browser, tmp_p
     browser.find_element(By.ID, "upload-send").click()
     status_text(browser, "storage-outcome", f"uploaded pic.png ({len(tiny_png())} bytes)")
     assert rest(dash_node, "GET", "/storage/v1/object/files/pic.png") == (200, tiny_png())
+    # Into a new folder: the path makes it.
+    browser.find_element(By.ID, "upload-folder").send_keys("photos/2026")
+    browser.find_element(By.ID, "upload-file").send_keys(str(png))
+    browser.find_element(By.ID, "upload-send").click()
+    status_text(browser, "storage-outcome", "uploaded photos/2026/pic.png")
+    assert rest(dash_node, "GET", "/storage/v1/object/files/photos/2026/pic.png") == (200, tiny_png())
+    assert rest(dash_node, "DELETE", "/storage/v1/object/files", {"prefixes": ["photos/2026/pic.png"]})[0] == 200
     # A folder made through the API shows as a folder; its file downloads byte for byte.
     text = "a text file, é\n".encode()
     assert rest(dash_node, "POST", "/storage/v1/object/files/docs/readme.txt", text, headers={"Content-Type": "text/plain"})[0] == 200

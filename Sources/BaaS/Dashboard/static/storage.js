@@ -82,11 +82,13 @@ async function objectsView(view, bucket, params, status, rerender) {
   const fileInput = h("input", { type: "file", id: "upload-file", "aria-label": "file to upload" });
   const bar = h("progress", { id: "upload-progress", max: "100", value: "0", hidden: true });
   const upsert = h("input", { type: "checkbox", id: "upload-upsert" });
+  const [fl, folderInput] = field("into folder (a new path makes the folders)", { id: "upload-folder", value: prefix.replace(/\/+$/, "") });
   const send = async (e) => {
     e.preventDefault();
     const file = fileInput.files && fileInput.files[0];
     if (!file) { status.busy("choose a file first"); return; }
-    const path = (prefix ? prefix.replace(/\/?$/, "/") : "") + file.name;
+    const folder = folderInput.value.trim().replace(/^\/+/, "").replace(/\/*$/, "");
+    const path = (folder ? `${folder}/` : "") + file.name;
     bar.hidden = false; bar.value = 0;
     try {
       await upload("POST", `/storage/v1/object/${encodeURIComponent(bucket)}/${enc(path)}`, file,
@@ -113,8 +115,8 @@ async function objectsView(view, bucket, params, status, rerender) {
       h("div", { class: "pager" },
         page > 0 ? h("a", { href: here(prefix, page - 1) }, "← previous") : null,
         rows.length === objectsPerPage ? h("a", { href: here(prefix, page + 1) }, "next →") : null)),
-    h("div", { class: "card" }, h("h2", {}, `Upload into ${bucket}/${prefix}`),
-      h("form", { id: "upload-form", onsubmit: send }, fileInput, h("label", { class: "inline" }, upsert, " replace an existing object"),
+    h("div", { class: "card" }, h("h2", {}, `Upload into ${bucket}`),
+      h("form", { id: "upload-form", onsubmit: send }, fl, folderInput, fileInput, h("label", { class: "inline" }, upsert, " replace an existing object"),
         h("button", { type: "submit", id: "upload-send" }, "Upload"), bar)),
     h("div", { class: "card" }, preview));
 }
