@@ -308,3 +308,39 @@ def test_existing_user_with_the_verified_email_is_linked(env):
     assert user.email == "dave@example.com"
     assert sorted(i.provider for i in user.identities) == ["email", PROVIDER]
     assert sorted(user.app_metadata["providers"]) == ["email", PROVIDER]
+
+
+def test_oauth_sign_in_through_a_replica():
+    """The provider set once through the primary reaches the replica (cluster-wide settings); the
+    replica starts the flow, forwards the callback (a write) to the primary, which exchanges the
+    code with the redirect_uri the replica gave (carried in the signed state)."""
+    from conftest import Cluster
+    cluster = Cluster(nodes=2)
+    idp = None
+    try:
+        idp = Provider(cluster.urls[1] + "/auth/v1/callback")
+        cluster.admin(0, "PUT", "settings/auth.redirect_urls", {"value": [APP + "/*"]})
+        cluster.admin(0, "PUT", "settings/auth.oauth_providers",
+                      {"value": {PROVIDER: {"issuer": idp.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}})
+        sb = create_client(cluster.urls[1], cluster.anon,
+                           options=ClientOptions(auto_refresh_token=False, persist_session=False, flow_type="pkce"))
+        deadline = time.time() + 30
+        while True:  # the settings reach the replica through replication
+            try:
+                url = sb.auth.sign_in_with_oauth({"provider": PROVIDER, "options": {"redirect_to": APP + "/replica"}}).url
+                start = requests.get(url, allow_redirects=False, timeout=10)
+                if start.status_code == 302:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, "the replica never saw the provider setting"
+            time.sleep(0.2)
+        location, callback = browse(url, USERS[0])
+        assert callback.startswith(cluster.urls[1]) and location.startswith(APP + "/replica?code="), location
+        session = sb.auth.exchange_code_for_session({"auth_code": query_of(location)["code"]}).session
+        assert session.user.email == "alice@example.com"
+        assert sb.auth.get_user(session.access_token).user.id == session.user.id
+    finally:
+        if idp:
+            idp.stop()
+        cluster.stop()

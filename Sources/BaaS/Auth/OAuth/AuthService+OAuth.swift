@@ -58,9 +58,9 @@ extension AuthService {
             scopes += extra.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init).filter { !scopes.contains($0) }
         }
         let state = OAuthState(id: SecureRandom.token(22), provider: name, redirectTo: settings.allowedRedirect(q["redirect_to"]),
-                               nonce: SecureRandom.token(22), expiresAt: store.nowSeconds + OAuthState.lifetimeSeconds,
+                               nonce: SecureRandom.token(22), expiresAt: store.nowSeconds + OAuthState.lifetimeSeconds, callback: callbackURL(request),
                                challenge: pkce?.challenge, challengeMethod: pkce?.method, linkUserID: linkUserID)
-        var fields: [(String, String)] = [("client_id", provider.clientID), ("redirect_uri", callbackURL(request)),
+        var fields: [(String, String)] = [("client_id", provider.clientID), ("redirect_uri", state.callback),
                                           ("response_type", "code"), ("scope", scopes.joined(separator: " ")),
                                           ("state", state.encode(secret: secret))]
         let endpoint: String
@@ -137,7 +137,7 @@ extension AuthService {
             throw AuthFailure.badRequest("bad_oauth_state", "OAuth state has already been used")
         }
         let (name, provider) = try oauthProvider(state.provider)
-        let identity = try await providerIdentity(name, provider, code: code, nonce: state.nonce, request)
+        let identity = try await providerIdentity(name, provider, code: code, state: state)
         let resolved = try resolve(provider: name, identity, linkUserID: state.linkUserID)
         let marker: WriteOperation = .insert(collection: AuthCollections.oneTimeTokens, document: [
             "id": .string(markerID), "user_id": .string(resolved.userID), "type": .string("oauth_state"), "email": .string(""),
@@ -166,10 +166,10 @@ extension AuthService {
     }
 
     /// Exchanges the code and reads who the user is at the provider.
-    func providerIdentity(_ name: String, _ provider: OAuthProviderSettings, code: String, nonce: String,
-                          _ request: AuthRequest) async throws -> ProviderIdentity {
+    func providerIdentity(_ name: String, _ provider: OAuthProviderSettings, code: String,
+                          state: OAuthState) async throws -> ProviderIdentity {
         let client = OAuthProviderClient.shared
-        let fields = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", callbackURL(request)),
+        let fields = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", state.callback),
                       ("client_id", provider.clientID), ("client_secret", provider.clientSecret)]
         do {
             switch provider.kind {
@@ -179,7 +179,7 @@ extension AuthService {
                 guard case .string(let idToken)? = token["id_token"] else {
                     throw AuthFailure(status: .badGateway, code: "unexpected_failure", message: "the provider's token answer has no id_token")
                 }
-                var claims = try await verifiedIDToken(idToken, issuer: issuer, provider: provider, nonce: .exact(nonce))
+                var claims = try await verifiedIDToken(idToken, issuer: issuer, provider: provider, nonce: .exact(state.nonce))
                 if claims["email"] == nil, let userinfo = metadata.userinfoEndpoint, case .string(let access)? = token["access_token"] {
                     let info = try await client.getJSON(userinfo, bearer: access)
                     guard info["sub"] == claims["sub"] else {

@@ -4,7 +4,7 @@
 //
 // Layout (text): base64url(JSON payload) "." base64url(HMAC-SHA256(SecretDomain.oauthState key, payload bytes))
 // Payload: {"v":1, "id": <flow id, 22 random chars>, "p": <provider>, "r": <redirect_to, allowed>,
-//           "n": <nonce sent to the provider>, "e": <expiry, unix seconds>,
+//           "n": <nonce sent to the provider>, "e": <expiry, unix seconds>, "b": <redirect_uri sent to the provider>,
 //           "c": <PKCE challenge>?, "m": <s256|plain>?, "u": <user id when linking>?}
 // Invariants: the MAC is checked (constant time) before the payload is parsed; a state is at most
 // `bytesMax`; past `e` it is refused; one flow id is consumed once (the callback commits a marker
@@ -20,6 +20,9 @@ struct OAuthState: Sendable, Equatable {
     let redirectTo: String
     let nonce: String
     let expiresAt: Int64
+    /// The redirect_uri the provider was given: the code exchange must repeat it, also when another
+    /// node (the primary a replica forwards the callback to) finishes the flow.
+    let callback: String
     var challenge: String?
     var challengeMethod: String?
     var linkUserID: String?
@@ -33,7 +36,7 @@ struct OAuthState: Sendable, Equatable {
 
     func encode(secret: [UInt8]) -> String {
         var o: [String: JSONValue] = ["v": .int(1), "id": .string(id), "p": .string(provider), "r": .string(redirectTo),
-                                      "n": .string(nonce), "e": .int(expiresAt)]
+                                      "n": .string(nonce), "e": .int(expiresAt), "b": .string(callback)]
         if let challenge { o["c"] = .string(challenge) }
         if let challengeMethod { o["m"] = .string(challengeMethod) }
         if let linkUserID { o["u"] = .string(linkUserID) }
@@ -56,11 +59,11 @@ struct OAuthState: Sendable, Equatable {
             throw .forged
         }
         guard let o = try? JSON.parse(payload), o["v"] == .int(1), case .string(let id)? = o["id"], case .string(let provider)? = o["p"],
-              case .string(let redirect)? = o["r"], case .string(let nonce)? = o["n"], case .int(let expires)? = o["e"] else {
+              case .string(let redirect)? = o["r"], case .string(let nonce)? = o["n"], case .int(let expires)? = o["e"], case .string(let callback)? = o["b"] else {
             throw .malformed
         }
         guard nowSeconds < expires else { throw .expired }
-        return OAuthState(id: id, provider: provider, redirectTo: redirect, nonce: nonce, expiresAt: expires,
+        return OAuthState(id: id, provider: provider, redirectTo: redirect, nonce: nonce, expiresAt: expires, callback: callback,
                           challenge: o["c"]?.stringValue, challengeMethod: o["m"]?.stringValue, linkUserID: o["u"]?.stringValue)
     }
 }
