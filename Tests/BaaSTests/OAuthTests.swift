@@ -5,7 +5,7 @@ import Kernel
 import Testing
 @testable import BaaS
 
-/// OAuth pieces without a network (docs/AUTH.md "OAuth and OpenID Connect"; AUTH-O1..O3 in
+/// OAuth pieces without a network (docs/AUTH.md "OAuth and OpenID Connect"; OA1..OA3 in
 /// docs/INVARIANTS.md): the signed state, id_token verification and the provider settings.
 /// The end-to-end flows against a real provider are in Tests/Compat/test_auth_oauth.py.
 @Suite struct OAuthTests {
@@ -18,7 +18,7 @@ import Testing
                    challenge: String(repeating: "c", count: 43), challengeMethod: "s256", linkUserID: nil)
     }
 
-    /// AUTH-O1: a state verifies only as it was issued, under its own MAC domain, before its expiry.
+    /// OA1: a state verifies only as it was issued, under its own MAC domain, before its expiry.
     @Test func stateRoundTripsAndRefusesForgedExpiredAndOtherDomains() throws {
         let text = state().encode(secret: secret)
         #expect(try OAuthState.decode(text, secret: secret, nowSeconds: now) == state())
@@ -50,7 +50,7 @@ import Testing
         return input + "." + JWT.base64URL(Array(try key.signature(for: Array(input.utf8)).rawRepresentation))
     }
 
-    /// AUTH-O2: an id_token is accepted only with a JWKS key's valid signature, our issuer and
+    /// OA2: an id_token is accepted only with a JWKS key's valid signature, our issuer and
     /// client, unexpired, and the nonce of its flow.
     @Test func idTokenVerification() throws {
         let key = P256.Signing.PrivateKey()
@@ -114,7 +114,7 @@ import Testing
         #expect(claims["sub"] == .string("u2"))
     }
 
-    /// AUTH-O3: provider settings are validated and the client secret never appears redacted-out.
+    /// OA3: provider settings are validated and the client secret never appears redacted-out.
     @Test func providerSettingsParseAndRedact() throws {
         let parsed = try AuthSettings.parse(.object(["oauth_providers": .object([
             "keycloak": .object(["issuer": .string("https://idp.test/realms/x/"), "client_id": .string("id"), "client_secret": .string("S3CRET")]),
