@@ -64,30 +64,81 @@ import Testing
                 try service.applyRelay(origin: origin, incarnation: incarnation, seq: seq, snapshot: snapshot, messages: messages)
             }
             // First contact without a snapshot: presence messages wait, a snapshot is asked for.
-            var needed = try apply("n2", "a", 1, [Self.track(1, "ann", ref: "r1")])
+            var needed = try apply("n2", "a@1", 1, [Self.track(1, "ann", ref: "r1")])
             #expect(needed && Self.keys(service).isEmpty)
             // Snapshot, then the messages after it.
-            needed = try apply("n2", "a", 2, snapshot: Self.snapshot([(1, "ann", "r1")]), [Self.track(2, "bob", ref: "r2")])
+            needed = try apply("n2", "a@1", 2, snapshot: Self.snapshot([(1, "ann", "r1")]), [Self.track(2, "bob", ref: "r2")])
             #expect(!needed && Self.keys(service) == ["ann", "bob"])
             // A duplicate (replayed) batch changes nothing.
-            needed = try apply("n2", "a", 2, [Self.untrack(1)])
+            needed = try apply("n2", "a@1", 2, [Self.untrack(1)])
             #expect(!needed && Self.keys(service) == ["ann", "bob"])
             // A gap: presence messages are ignored until the next snapshot.
-            needed = try apply("n2", "a", 4, [Self.untrack(1)])
+            needed = try apply("n2", "a@1", 4, [Self.untrack(1)])
             #expect(needed && Self.keys(service) == ["ann", "bob"])
-            needed = try apply("n2", "a", 5, [Self.untrack(2)])
+            needed = try apply("n2", "a@1", 5, [Self.untrack(2)])
             #expect(needed && Self.keys(service) == ["ann", "bob"])
-            needed = try apply("n2", "a", 6, snapshot: Self.snapshot([(2, "bob", "r2")]), [])
+            needed = try apply("n2", "a@1", 6, snapshot: Self.snapshot([(2, "bob", "r2")]), [])
             #expect(!needed && Self.keys(service) == ["bob"])
             // A restarted member (new incarnation) must send a snapshot again; a third member is
             // kept apart from the second.
-            needed = try apply("n2", "b", 1, [Self.track(3, "cat", ref: "r3")])
+            needed = try apply("n2", "b@2", 1, [Self.track(3, "cat", ref: "r3")])
             #expect(needed)
-            needed = try apply("n3", "c", 1, snapshot: Self.snapshot([(1, "dan", "x1")]), [])
+            needed = try apply("n3", "c@1", 1, snapshot: Self.snapshot([(1, "dan", "x1")]), [])
             #expect(!needed && Self.keys(service) == ["bob", "dan"])
             // Private and public topics of one name never mix.
             #expect(Self.keys(service, TopicKey(topic: "realtime:lobby", isPrivate: true)).isEmpty)
+            // A batch of the earlier process of n2 (replayed or delayed) is refused, with a new
+            // sequence number too, and still after n2's presences were swept; so is an
+            // incarnation without its start time.
+            #expect(throws: AeroError.self) { try apply("n2", "a@1", 99, snapshot: Self.snapshot([(9, "eve", "e1")]), []) }
+            #expect(throws: AeroError.self) { try apply("n2", "a", 99, []) }
+            #expect(!Self.keys(service).contains("eve"))
+            // The restarted member's batches go on.
+            needed = try apply("n2", "b@2", 2, snapshot: Self.snapshot([(3, "cat", "r3")]), [])
+            #expect(!needed && Self.keys(service) == ["cat", "dan"])
         }
+    }
+
+    /// A node's presences always fit one relay batch: `track` past presenceBytesPerNodeMax is
+    /// refused; a snapshot over presencesPerNodeMax is refused whole; a batch's messages stop
+    /// at relayMessageBytesMax (a bigger message goes alone).
+    @Test func aPresenceSnapshotAlwaysFitsOneBatch() async throws {
+        try await Self.withService { service in
+            let meta: [String: JSONValue] = ["blob": .string(String(repeating: "p", count: 7_000))]
+            var tracked = 0
+            var refused: AeroError?
+            while refused == nil && tracked < 10_000 {
+                do {
+                    try service.track(Self.lobby, connection: tracked, presenceKey: "k\(tracked)", state: meta)
+                    tracked += 1
+                } catch let error as AeroError { refused = error }
+            }
+            #expect(refused?.code == .realtimeLimit)
+            let bytes = JSON.encode(service.localPresenceSnapshot()).count
+            #expect(bytes <= RealtimeLimits.presenceBytesPerNodeMax + tracked + 2)  // items, commas, brackets
+            #expect(bytes + RealtimeLimits.relayMessageBytesMax + 4_096 <= RealtimeLimits.relayBodyBytesMax)
+            // Untracking frees room again.
+            service.untrack(Self.lobby, connection: 0)
+            try service.track(Self.lobby, connection: 0, presenceKey: "k0", state: meta)
+            // A snapshot with more presences than a member can have is refused, none applied.
+            let item = Self.snapshot([(1, "many", "m")])[0]
+            #expect(throws: AeroError.self) {
+                _ = try service.applyRelay(origin: "n2", incarnation: "x@1", seq: 1,
+                                           snapshot: Array(repeating: item, count: RealtimeLimits.presencesPerNodeMax + 1), messages: [])
+            }
+            #expect(!Self.keys(service).contains("many"))
+        }
+        let link = RelayLink(address: "127.0.0.1:1")
+        let big = JSONValue.object(["kind": .string("broadcast"), "topic": .string("realtime:x"), "event": .string("e"),
+                                    "payload": .object(["b": .string(String(repeating: "b", count: 3 << 20))])])
+        for _ in 0..<3 { link.enqueue(big) }
+        #expect(link.take().messages.count == 2)  // 6 MiB: a third would pass relayMessageBytesMax
+        #expect(link.take().messages.count == 1)
+        let huge = JSONValue.object(["kind": .string("broadcast"), "payload": .string(String(repeating: "h", count: 9 << 20))])
+        link.enqueue(huge)
+        link.enqueue(big)
+        #expect(link.take().messages.count == 1)  // a bigger message goes alone
+        #expect(link.take().messages.count == 1)
     }
 
     @Test func aLinkQueueIsBoundedAndAFailureForcesASnapshot() {

@@ -45,8 +45,15 @@ public enum RealtimeLimits {
     public static let relayBatchMessagesMax = 1_000
     /// Largest relay request body (a snapshot of many presences is the big one).
     public static let relayBodyBytesMax = 16 << 20
-    /// Presences read from one snapshot.
-    public static let relaySnapshotPresencesMax = 200_000
+    /// Presences tracked on one node, all topics: a relay snapshot carries them all, so this is
+    /// also the most one snapshot may hold (a bigger one is refused whole).
+    public static let presencesPerNodeMax = 200_000
+    /// Bytes of this node's presences as a relay snapshot encodes them: past it `track` is
+    /// refused, so a snapshot plus `relayMessageBytesMax` always fits `relayBodyBytesMax`.
+    public static let presenceBytesPerNodeMax = 6 << 20
+    /// Bytes of messages (broadcasts, presence changes) in one relay batch; a single bigger
+    /// message (at most `messageBytesMax`) goes alone.
+    public static let relayMessageBytesMax = 8 << 20
     /// A relay request (connect included) that takes longer fails: the batch is dropped.
     public static let relayRequestMillis: Int64 = 2_000
     /// Pause after a failed relay request before the next attempt to that member.

@@ -24,6 +24,14 @@
 //   `seq` ignores that origin's presence messages (broadcasts still pass) and answers
 //   `snapshot_needed`; the sender then builds its snapshot first and takes its queue after, so
 //   snapshot + queued messages applied in order give the origin's state at send time.
+// - A batch fits `relayBodyBytesMax` by construction: this node's presences (the snapshot) are
+//   bounded by `presencesPerNodeMax` and `presenceBytesPerNodeMax` at `track`, and a batch's
+//   messages by `relayMessageBytesMax`. A receiver refuses a snapshot over `presencesPerNodeMax`
+//   whole (never applies part of one).
+// - An incarnation is `<random>@<start micros>`: a receiver remembers the newest one per member
+//   (kept after the member's presences are swept) and refuses batches of an earlier one
+//   (replayed or delayed, `relayClockSkewSecondsMax` only bounds their age), and ignores a
+//   batch whose `seq` it has seen.
 // - Queues are bounded (`relayQueueMessagesMax`): past it a broadcast is dropped and counted,
 //   a presence message is dropped and the next batch carries a snapshot. A failed request drops
 //   the batch (broadcasts are at most once) and forces a snapshot.
@@ -61,7 +69,7 @@ final class RelayLink: Sendable {
     let address: String
 
     private struct State {
-        var queue: [JSONValue] = []
+        var queue: [(message: JSONValue, bytes: Int)] = []
         var needSnapshot = true
         var seq: Int64 = 0
         var droppedBroadcasts = 0
@@ -74,12 +82,13 @@ final class RelayLink: Sendable {
     init(address: String) { self.address = address }
 
     func enqueue(_ message: JSONValue) {
+        let bytes = JSON.encode(message).count
         let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
             guard s.queue.count < RealtimeLimits.relayQueueMessagesMax else {
                 if message["kind"]?.stringValue == "broadcast" { s.droppedBroadcasts += 1 } else { s.needSnapshot = true }
                 return nil
             }
-            s.queue.append(message)
+            s.queue.append((message, bytes))
             defer { s.wake = nil }
             return s.wake
         }
@@ -88,11 +97,17 @@ final class RelayLink: Sendable {
 
     var needsSnapshot: Bool { state.withLock { $0.needSnapshot } }
 
-    /// The next batch's messages (at most `relayBatchMessagesMax`) and sequence number.
+    /// The next batch's messages (at most `relayBatchMessagesMax` and `relayMessageBytesMax`
+    /// bytes, or one bigger message alone) and sequence number.
     func take() -> (messages: [JSONValue], seq: Int64, dropped: Int) {
         state.withLock { s in
-            let n = min(s.queue.count, RealtimeLimits.relayBatchMessagesMax)
-            let out = Array(s.queue.prefix(n))
+            var n = 0, bytes = 0
+            while n < min(s.queue.count, RealtimeLimits.relayBatchMessagesMax)
+                    && (n == 0 || bytes + s.queue[n].bytes <= RealtimeLimits.relayMessageBytesMax) {
+                bytes += s.queue[n].bytes
+                n += 1
+            }
+            let out = s.queue.prefix(n).map(\.message)
             s.queue.removeFirst(n)
             s.seq += 1
             defer { s.droppedBroadcasts = 0 }
@@ -115,7 +130,7 @@ final class RelayLink: Sendable {
     func failed() -> Bool {
         state.withLock { s in
             s.needSnapshot = true
-            s.queue.removeAll { $0["kind"]?.stringValue != "broadcast" }
+            s.queue.removeAll { $0.message["kind"]?.stringValue != "broadcast" }
             defer { s.failing = true }
             return !s.failing
         }
@@ -205,8 +220,10 @@ enum RealtimeRelay {
             }
             do {
                 let bytes = JSON.encode(.object(body))
+                // Cannot happen: local presences are bounded by presenceBytesPerNodeMax and a batch's
+                // messages by relayMessageBytesMax, so the two fit relayBodyBytesMax together.
                 guard bytes.count <= RealtimeLimits.relayBodyBytesMax else {
-                    throw AeroError(.realtimeLimit, "a relay batch of \(bytes.count) bytes is over \(RealtimeLimits.relayBodyBytesMax) (too many presences on this node to relay)")
+                    throw AeroError(.realtimeLimit, "a relay batch of \(bytes.count) bytes is over \(RealtimeLimits.relayBodyBytesMax)")
                 }
                 var request = HTTPClientRequest(url: "http://\(link.address)\(path)")
                 request.method = .POST

@@ -54,8 +54,9 @@ public final class RealtimeService: Sendable {
     let peers: RealtimePeers
     /// postgres_changes: the node's shared change reader and its subscription index.
     let fanout: ChangeFanout
-    /// Random per process start: a receiver that sees a new one asks for a presence snapshot.
-    let incarnation = UUID().uuidString.lowercased()
+    /// `<random>@<start micros>`, new per process start: a receiver that sees a new one asks
+    /// for a presence snapshot, and refuses batches of an earlier one (replayed or delayed).
+    let incarnation: String
     private let links: [RelayLink]
     private let generation = Atomic<UInt64>(0)
 
@@ -77,6 +78,16 @@ public final class RealtimeService: Sendable {
     struct Presence: Sendable {
         let key: String
         let meta: [String: JSONValue]  // includes phx_ref
+        /// A local presence: its size in a relay snapshot (counted against presenceBytesPerNodeMax).
+        var bytes = 0
+    }
+
+    /// The newest incarnation heard from a member and its last batch, kept while the member's
+    /// presences are swept (a replay after a sweep is still recognised).
+    private struct Known {
+        var incarnation: String
+        var started: Int64
+        var seq: Int64
     }
 
     /// What another member relayed: its presences, kept while it is heard from.
@@ -97,6 +108,18 @@ public final class RealtimeService: Sendable {
         var topics: [TopicKey: [Int: Member]] = [:]
         var presences: [TopicKey: [Int: Presence]] = [:]
         var origins: [String: Origin] = [:]
+        var known: [String: Known] = [:]
+        /// This node's presences, all topics: bounded so a relay snapshot of them always fits.
+        var localPresences = 0
+        var localPresenceBytes = 0
+
+        mutating func removeLocal(_ key: TopicKey, _ connection: Int) -> Presence? {
+            guard let left = presences[key]?.removeValue(forKey: connection) else { return nil }
+            if presences[key]?.isEmpty == true { presences[key] = nil }
+            localPresences -= 1
+            localPresenceBytes -= left.bytes
+            return left
+        }
         var nextPresenceRef: UInt64 = 0
         var joinTokens = Double(RealtimeLimits.joinsPerSecondMax)
         var joinRefill = ContinuousClock.now
@@ -110,6 +133,7 @@ public final class RealtimeService: Sendable {
         self.logger = logger
         self.peers = peers
         fanout = ChangeFanout(database: database, logger: logger)
+        incarnation = UUID().uuidString.lowercased() + "@" + String(keys.clock.nowMicros())
         links = peers.others.map(RelayLink.init(address:))
     }
 
@@ -299,8 +323,7 @@ public final class RealtimeService: Sendable {
         let (left, members) = registry.withLock { r -> (Presence?, [Member]) in
             r.topics[key]?[connection] = nil
             if r.topics[key]?.isEmpty == true { r.topics[key] = nil }
-            let left = r.presences[key]?.removeValue(forKey: connection)
-            if r.presences[key]?.isEmpty == true { r.presences[key] = nil }
+            let left = r.removeLocal(key, connection)
             return (left, Array(r.topics[key]?.values ?? [:].values))
         }
         if let left {
@@ -340,7 +363,16 @@ public final class RealtimeService: Sendable {
             meta["phx_ref"] = .string("\(incarnation.prefix(8))-\(r.nextPresenceRef)")
             let old = current[connection]
             if let old, case .string(let prev)? = old.meta["phx_ref"] { meta["phx_ref_prev"] = .string(prev) }
-            let new = Presence(key: presenceKey, meta: meta)
+            // Its exact size in a relay snapshot: the node's presences always fit one batch.
+            let bytes = JSON.encode(Self.snapshotItem(key, connection, presenceKey, meta)).count
+            let presences = r.localPresences + (old == nil ? 1 : 0)
+            let total = r.localPresenceBytes - (old?.bytes ?? 0) + bytes
+            guard presences <= RealtimeLimits.presencesPerNodeMax, total <= RealtimeLimits.presenceBytesPerNodeMax else {
+                throw AeroError(.realtimeLimit, "at most \(RealtimeLimits.presencesPerNodeMax) presences and \(RealtimeLimits.presenceBytesPerNodeMax >> 20) MiB of presence state on one node")
+            }
+            r.localPresences = presences
+            r.localPresenceBytes = total
+            let new = Presence(key: presenceKey, meta: meta, bytes: bytes)
             r.presences[key, default: [:]][connection] = new
             return (old, new, Array((r.topics[key] ?? [:]).values))
         }
@@ -351,8 +383,7 @@ public final class RealtimeService: Sendable {
 
     func untrack(_ key: TopicKey, connection: Int) {
         let (left, members) = registry.withLock { r -> (Presence?, [Member]) in
-            let left = r.presences[key]?.removeValue(forKey: connection)
-            if r.presences[key]?.isEmpty == true { r.presences[key] = nil }
+            let left = r.removeLocal(key, connection)
             return (left, Array((r.topics[key] ?? [:]).values))
         }
         if let left {
@@ -392,11 +423,20 @@ public final class RealtimeService: Sendable {
         var out: [JSONValue] = []
         for (key, byConnection) in all {
             for (connection, presence) in byConnection {
-                out.append(.object(key.json.merging(["conn": .int(Int64(connection)), "key": .string(presence.key),
-                                                     "meta": .object(presence.meta)]) { a, _ in a }))
+                out.append(Self.snapshotItem(key, connection, presence.key, presence.meta))
             }
         }
         return .array(out)
+    }
+
+    static func snapshotItem(_ key: TopicKey, _ connection: Int, _ presenceKey: String, _ meta: [String: JSONValue]) -> JSONValue {
+        .object(key.json.merging(["conn": .int(Int64(connection)), "key": .string(presenceKey), "meta": .object(meta)]) { a, _ in a })
+    }
+
+    /// The start time in an incarnation `<random>@<start micros>`.
+    static func incarnationStart(_ incarnation: String) -> Int64? {
+        guard let at = incarnation.lastIndex(of: "@"), incarnation.utf8.count <= 128 else { return nil }
+        return Int64(incarnation[incarnation.index(after: at)...])
     }
 
     private struct Diff {
@@ -410,11 +450,29 @@ public final class RealtimeService: Sendable {
         guard messages.count <= RealtimeLimits.relayBatchMessagesMax else {
             throw AeroError(.realtimeLimit, "a relay batch has at most \(RealtimeLimits.relayBatchMessagesMax) messages")
         }
+        // A member never has more presences than this (presencesPerNodeMax): a bigger snapshot is
+        // refused whole rather than applied in part.
+        guard (snapshot?.count ?? 0) <= RealtimeLimits.presencesPerNodeMax else {
+            throw AeroError(.realtimeLimit, "a relay snapshot has at most \(RealtimeLimits.presencesPerNodeMax) presences")
+        }
+        guard let started = Self.incarnationStart(incarnation) else {
+            throw RealtimeFrame.invalid("a relay incarnation is <random>@<start micros>")
+        }
         var broadcasts: [(TopicKey, String, JSONValue)] = []
         let (diffs, needed, members) = try registry.withLock { r -> ([TopicKey: Diff], Bool, [TopicKey: [Member]]) in
-            guard r.origins[origin] != nil || r.origins.count < RealtimeLimits.relayOriginsMax else {
+            guard r.known[origin] != nil || r.known.count < RealtimeLimits.relayOriginsMax else {
                 throw AeroError(.realtimeLimit, "relay batches from more than \(RealtimeLimits.relayOriginsMax) members")
             }
+            if let known = r.known[origin] {
+                // An earlier process of that member: a replayed or long-delayed batch.
+                guard started > known.started || (started == known.started && incarnation == known.incarnation) else {
+                    throw AeroError(.unauthorized, "a relay batch of an earlier incarnation of member \(origin.prefix(64))")
+                }
+                if incarnation == known.incarnation && seq <= known.seq {
+                    return ([:], !(r.origins[origin]?.synced ?? false), [:])  // a duplicate or replayed batch
+                }
+            }
+            r.known[origin] = Known(incarnation: incarnation, started: started, seq: seq)
             var o = r.origins[origin] ?? Origin(incarnation: incarnation, seq: seq &- 1, synced: false, lastHeard: .now)
             if o.incarnation == incarnation && seq <= o.seq {
                 return ([:], !o.synced, [:])  // a duplicate or replayed batch: already applied
@@ -439,7 +497,7 @@ public final class RealtimeService: Sendable {
             if let snapshot {
                 // Replace this origin's presences: leaves for what is gone, joins for what is new.
                 var next: [TopicKey: [Int: Presence]] = [:]
-                for item in snapshot.prefix(RealtimeLimits.relaySnapshotPresencesMax) {
+                for item in snapshot {
                     if let (key, c, p) = parsePresence(item) { next[key, default: [:]][c] = p }
                 }
                 for (key, byConnection) in o.presences {
