@@ -20,6 +20,7 @@ Every server is started here and stopped by pid; no figure is an assertion (docs
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,6 +223,7 @@ def fanout(binary, subscribers, matching, rate, seconds):
         if client and client.poll() is None:
             client.kill()
         node.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_fanout(pg, listeners, rate, seconds):
@@ -299,3 +301,4 @@ def resume(binary, events):
         return {"events": events, "seconds": asyncio.run(replay()), "after_lsn": start_lsn}
     finally:
         node.stop()
+        shutil.rmtree(root, ignore_errors=True)
