@@ -24,7 +24,7 @@ import requests
 from supabase import ClientOptions, create_client
 from supabase_auth.errors import AuthApiError
 
-from conftest import Node, free_port
+from conftest import BINARY, Node, free_port
 from test_auth import SETTINGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,6 +150,9 @@ def test_provider_settings_are_cluster_wide_and_hide_the_secret(env):
     one = node.admin("GET", "settings/auth.oauth_providers")
     assert one["value"][PROVIDER]["issuer"] == idp.issuer and CLIENT_SECRET not in json.dumps(one)
     assert CLIENT_SECRET not in json.dumps(node.admin("GET", "settings"))
+    listed = subprocess.run([BINARY, "config", "list", "--url", node.url, "--dir", os.path.join(node.dir, "n1")],
+                            check=True, capture_output=True, text=True, timeout=30).stdout
+    assert "auth.oauth_providers" in listed and CLIENT_SECRET not in listed
     settings = requests.get(node.url + "/auth/v1/settings", headers={"apikey": node.anon}, timeout=10).json()
     assert settings["external"][PROVIDER] is True and CLIENT_SECRET not in json.dumps(settings)
     # A bad provider value is refused, never stored.
@@ -273,7 +276,8 @@ def test_link_and_unlink_identities(env):
     with pytest.raises(AuthApiError) as disabled:
         sb.auth.link_identity({"provider": PROVIDER, "options": {"redirect_to": APP + "/linked"}})
     assert "manual_linking_disabled" in repr(disabled.value) or "Manual linking" in str(disabled.value)
-    node.admin("PUT", "settings/auth.manual_linking", {"value": True})
+    subprocess.run([BINARY, "config", "set", "auth.manual_linking", "true", "--url", node.url,
+                    "--dir", os.path.join(node.dir, "n1")], check=True, capture_output=True, timeout=30)
     url = sb.auth.link_identity({"provider": PROVIDER, "options": {"redirect_to": APP + "/linked"}}).url
     assert url.startswith(idp.issuer + "/authorize")
     location, _ = browse(url, USERS[1])

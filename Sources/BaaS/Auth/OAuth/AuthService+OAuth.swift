@@ -129,6 +129,7 @@ extension AuthService {
     func stateMarkerID(_ state: OAuthState) -> String { store.storedID(AuthStore.sha256Hex("oauth-state " + state.id)) }
 
     func finishCallback(_ state: OAuthState, code: String?, _ request: AuthRequest) async throws -> CallbackOutcome {
+        try limit("token", settings.rateLimits.token, request)  // each callback costs a provider round trip
         guard let code, !code.isEmpty, code.utf8.count <= Self.oauthCodeBytesMax else {
             throw AuthFailure.badRequest("bad_oauth_callback", "OAuth callback without a code")
         }
