@@ -482,7 +482,11 @@ public final class WriteAheadLog: Sendable {
         bytes.append(contentsOf: [UInt8](repeating: 0, count: padded - bytes.count))
         precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
         let started = ContinuousClock.now
-        try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+        if group.last.lsn == group.firstLSN {  // one record: a lone commit
+            try engine.writeDurablyAlone(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+        } else {
+            try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+        }
         KernelMetrics.walFsync.recordNanoseconds(KernelMetrics.nanos(since: started))
         KernelMetrics.walBytes.increment(by: Int64(bytes.count))
     }
