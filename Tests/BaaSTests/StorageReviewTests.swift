@@ -51,6 +51,32 @@ import Kernel
         #expect(ResumableStore.readInfo(reopened.dir(first)) == nil)
     }
 
+    /// creation-defer-length: a deferred upload reserves its bound until its length is named;
+    /// the length is durable (a reopen keeps it) and shrinks the reservation and the share's bytes.
+    @Test func aDeferredLengthIsReservedAtItsBoundThenShrinks() async throws {
+        let dir = try StorageUnitTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let blobs = try BlobStore(dataDirectory: dir)
+        let store = try ResumableStore(blobRoot: blobs.root, uploadsMax: 8, bytesMax: 1_000, shareUploadsMax: 4, shareBytesMax: 100)
+        var info = Self.info(owner: "u1", length: 64)
+        info.deferred = true
+        let id = try store.create(info, nowSeconds: 1_000)
+        #expect(store.reservedBytes == 64 && store.usage("user:u1").bytes == 64)
+        #expect(Self.code { _ = try store.create(Self.info(owner: "u1", length: 40), nowSeconds: 1_000) } == "AERO_STORAGE_UPLOADS_SHARE_FULL")
+        guard case .proceed(let held) = store.acquire(id, nowSeconds: 1_000) else { Issue.record("not acquired"); return }
+        let (after, _) = await store.append(id, held, body: StorageResumableTests.body([[1, 2, 3]]))
+        #expect(after.offset == 3 && after.deferred)
+        #expect(throws: StorageError.self) { try store.setLength(id, after, length: 2) }   // below the offset
+        #expect(throws: StorageError.self) { try store.setLength(id, after, length: 65) }  // above the bound
+        let fixed = try store.setLength(id, after, length: 5)
+        store.release(id, info: fixed)
+        #expect(!fixed.deferred && store.reservedBytes == 5 && store.usage("user:u1").bytes == 5)
+        #expect(throws: StorageError.self) { try store.setLength(id, fixed, length: 6) }   // set once
+        let reopened = try ResumableStore(blobRoot: blobs.root, uploadsMax: 8, bytesMax: 1_000, shareUploadsMax: 4, shareBytesMax: 100)
+        #expect(reopened.peek(id, nowSeconds: 1_000) == .proceed(fixed) && reopened.reservedBytes == 5)
+        _ = try reopened.create(Self.info(owner: "u1", length: 40), nowSeconds: 1_000)
+    }
+
     static func sha1(_ bytes: [UInt8]) -> String { Data(Insecure.SHA1.hash(data: bytes)).base64EncodedString() }
 
     /// ST4 with the checksum extension: a chunk whose digest does not match is discarded (460,

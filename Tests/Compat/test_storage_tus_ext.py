@@ -1,5 +1,5 @@
 """TUS extensions and the resumable bounds, with the real `tuspy` client and raw requests against a
-real `aerodb` process: the checksum extension (sha1 as tuspy sends it, md5; 460 and the chunk
+real `aerodb` process: creation-defer-length, the checksum extension (sha1 as tuspy sends it, md5; 460 and the chunk
 discarded on a mismatch), extensions not built refused and not advertised, each owner's share
 of the upload slots (ST5), a failed creation-with-upload freeing its slot, and anonymous
 callers never reaching a user's or a signed upload; image transformations refused (not built)."""
@@ -55,7 +55,7 @@ def test_tus_checksum_extension_with_tuspy_and_raw_requests(node, storage, tmp_p
     assert status == 204 and "checksum" in extensions
     assert "sha1" in h["tus-checksum-algorithm"].split(",") and "md5" in h["tus-checksum-algorithm"].split(",")
     # only what is built is advertised
-    assert "concatenation" not in extensions and "creation-defer-length" not in extensions
+    assert "creation-defer-length" in extensions and "concatenation" not in extensions
     # tuspy sends `Upload-Checksum: sha1 <base64>` with every chunk
     path, body = write_file(tmp_path, "sum.bin", 3 * MiB + 7)
     uploader = tus(node.url, node.service).uploader(path, chunk_size=MiB, metadata=meta("ext", "sum.bin"), upload_checksum=True)
@@ -78,8 +78,40 @@ def test_tus_checksum_extension_with_tuspy_and_raw_requests(node, storage, tmp_p
     # extensions not built: refused with a stable code
     status, h, _ = create(node, node.service, 4, meta("ext", "concat.bin"), {"Upload-Concat": "partial"})
     assert (status, h["x-aerodb-error-code"]) == (400, "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
-    status, h, _ = create(node, node.service, 4, meta("ext", "defer.bin"), {"Upload-Defer-Length": "1"})
-    assert (status, h["x-aerodb-error-code"]) == (400, "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
+
+
+def test_tus_creation_defer_length(node, storage):
+    storage.create_bucket("deferred", options={"public": False, "file_size_limit": 64})
+    status, h, _ = create(node, node.service, 0, meta("deferred", "d.txt", "text/plain"), {"Upload-Defer-Length": "1"}, body=b"0123")
+    # (create() sends Upload-Length too: both at once are refused)
+    assert status == 400
+    md = ",".join(f"{k} {b64(v.encode())}" for k, v in meta("deferred", "d.txt", "text/plain").items())
+    base = {"Authorization": f"Bearer {node.service}", "Tus-Resumable": "1.0.0", "Upload-Metadata": md}
+    assert http("POST", node.url + "/storage/v1/upload/resumable", b"", {**base, "Upload-Defer-Length": "2"})[0] == 400
+    status, h, _ = http("POST", node.url + "/storage/v1/upload/resumable", b"0123",
+                        {**base, "Upload-Defer-Length": "1", "Content-Type": "application/offset+octet-stream"})
+    assert status == 201 and h["upload-offset"] == "4" and "tus-complete" not in h
+    url = node.url + h["location"]
+    status, h, _ = head(url, node.service)
+    assert (h["upload-offset"], h.get("upload-defer-length"), h.get("upload-length")) == ("4", "1", None)
+    # chunks without a length: never complete, bounded by the bucket's limit (64)
+    assert patch(url, node.service, 4, b"4567")[1]["upload-offset"] == "8"
+    assert patch(url, node.service, 8, b"x" * 60)[0] == 413
+    assert storage.from_("deferred").exists("d.txt") is False
+    # a length below the offset or above the limit is refused; a valid one is set once and completes
+    assert patch(url, node.service, 8, b"", {"Upload-Length": "7"})[0] == 400
+    assert patch(url, node.service, 8, b"", {"Upload-Length": "65"})[0] == 400
+    status, h, _ = patch(url, node.service, 8, b"89", {"Upload-Length": "10"})
+    assert (status, h["upload-offset"], h.get("tus-complete")) == (204, "10", "1")
+    assert storage.from_("deferred").download("d.txt") == b"0123456789"
+    # set without a chunk, then HEAD shows it, then the last chunk completes
+    status, h, _ = http("POST", node.url + "/storage/v1/upload/resumable", b"", {**base, "Upload-Defer-Length": "1", "x-upsert": "true"})
+    url = node.url + h["location"]
+    assert patch(url, node.service, 0, b"", {"Upload-Length": "3"})[0] == 204
+    assert head(url, node.service)[1]["upload-length"] == "3"
+    assert patch(url, node.service, 0, b"abc", {"Upload-Length": "4"})[0] == 400  # a known length does not change
+    assert patch(url, node.service, 0, b"abc")[1].get("tus-complete") == "1"
+    assert storage.from_("deferred").download("d.txt") == b"abc"
 
 
 def test_tus_slots_are_shared_per_owner_and_a_failed_creation_frees_its_slot(node, storage):

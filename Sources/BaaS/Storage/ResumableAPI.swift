@@ -3,7 +3,8 @@
 //
 // Wire:
 //   OPTIONS /upload/resumable[/<id>]   204  Tus-Resumable, Tus-Version: 1.0.0,
-//                                           Tus-Extension: creation,creation-with-upload,termination,expiration,checksum,
+//                                           Tus-Extension: creation,creation-with-upload,termination,expiration,
+//                                           creation-defer-length,checksum,
 //                                           Tus-Checksum-Algorithm: sha1,md5,sha256, Tus-Max-Size
 //   POST    /upload/resumable          Tus-Resumable: 1.0.0, Upload-Length: n, Upload-Metadata: key base64,...
 //                                      (bucketName, objectName, contentType, cacheControl, metadata), x-upsert
@@ -16,6 +17,9 @@
 //                                      request's bytes count only if the whole body arrived and matches;
 //                                      else 460 Checksum Mismatch (or the body's error) and the offset stays
 //   DELETE  /upload/resumable/<id>     → 204 (an unfinished upload only)
+//   creation-defer-length: a POST with `Upload-Defer-Length: 1` instead of Upload-Length reserves
+//   its bucket's limit; HEAD answers `Upload-Defer-Length: 1` until a PATCH names Upload-Length
+//   (once, at least the offset, at most that limit; recorded durably before the chunk).
 //   The same under /upload/resumable/sign with `x-signature: <token of a signed upload URL>`.
 // <id> is base64url("<bucket>/<object name>/<uuid>") like storage-api's (tenant left out).
 // Errors: the status with the message as a text body (what tus-node-server answers), the stable
@@ -37,8 +41,8 @@ import NIOCore
 
 enum ResumableAPI {
     static let version = "1.0.0"
-    /// Only what is built is advertised (not: concatenation, creation-defer-length).
-    static let extensions = "creation,creation-with-upload,termination,expiration,checksum"
+    /// Only what is built is advertised (not: concatenation, which Supabase's server lacks too).
+    static let extensions = "creation,creation-with-upload,termination,expiration,creation-defer-length,checksum"
     static let offsetStream = "application/offset+octet-stream"
     static let basePath = "/storage/v1/upload/resumable"
 
@@ -198,16 +202,20 @@ enum ResumableAPI {
 
     static func create(_ service: StorageService, _ keys: KeyChecker, _ request: Request, signed: Bool) async throws -> Response {
         try requireVersion(request)
-        if request.headers[uploadDeferLength] != nil {
-            throw tusError(400, "Upload-Defer-Length is not supported (creation-defer-length is not built): send Upload-Length",
-                           "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
+        var deferred = false
+        if let deferHeader = request.headers[uploadDeferLength] {
+            guard deferHeader == "1", request.headers[uploadLength] == nil else {
+                throw tusError(400, "Upload-Defer-Length must be 1 and comes without Upload-Length")
+            }
+            deferred = true
         }
         if request.headers[uploadConcat] != nil {
             throw tusError(400, "Upload-Concat is not supported (the concatenation extension is not built)", "AERO_STORAGE_RESUMABLE_UNSUPPORTED")
         }
         let checksum = try parseChecksum(request)
-        guard let length = try headerInt(request, uploadLength, max: service.objectBytesMax) else {
-            throw tusError(400, "Upload-Length is required (at most \(service.objectBytesMax) bytes)")
+        // Deferred: the bound until the length is named (lowered to the bucket's limit below).
+        guard let length = deferred ? service.objectBytesMax : try headerInt(request, uploadLength, max: service.objectBytesMax) else {
+            throw tusError(400, "Upload-Length or Upload-Defer-Length: 1 is required (at most \(service.objectBytesMax) bytes)")
         }
         let meta = try parseMetadata(request.headers[uploadMetadata] ?? "")
         guard let bucket = meta["bucketName"], !bucket.isEmpty else { throw tusError(400, "Upload-Metadata needs bucketName") }
@@ -221,18 +229,19 @@ enum ResumableAPI {
         let now = service.nowSeconds
         var info = ResumableInfo(bucket: bucket, name: name, mime: mime, cacheControl: cacheControl, metadata: metadata,
                                  upsert: who.upsert, owner: who.owner, length: length, offset: 0, created: now,
-                                 expires: now + StorageLimits.resumableRetentionSeconds, share: who.share)
+                                 expires: now + StorageLimits.resumableRetentionSeconds, share: who.share, deferred: deferred)
         // Policy at creation: the same refusals as a plain upload, before any byte is stored.
         let bucketDoc = try service.precheck(upload(info), caller: who.caller, signedUpload: who.caller == nil)
         let limit = service.limit(of: bucketDoc)
-        guard length <= limit else { throw StorageError.tooLarge(limit) }
+        if deferred { info.length = min(limit, length) }
+        guard info.length <= limit else { throw StorageError.tooLarge(limit) }
         let uuid = try service.resumable.create(info, nowSeconds: now)
         let id = urlID(info, uuid: uuid)
         var headers: HTTPFields = [tusResumable: version, .location: basePath + (signed ? "/sign/" : "/") + id,
                                    uploadExpires: expiresHeader(info.expires)]
         // creation-with-upload: a first chunk in the POST body.
         var lsn: UInt64?
-        if request.headers[.contentType]?.lowercased().hasPrefix(offsetStream) == true || length == 0 {
+        if request.headers[.contentType]?.lowercased().hasPrefix(offsetStream) == true || (length == 0 && !deferred) {
             guard case .proceed(let held) = service.resumable.acquire(uuid, nowSeconds: now) else {
                 service.resumable.remove(uuid)
                 throw tusError(409, "the upload is busy", "AERO_STORAGE_UPLOAD_BUSY")
@@ -245,7 +254,7 @@ enum ResumableAPI {
                 throw error
             }
             headers[uploadOffset] = String(info.offset)
-            if info.offset == info.length { headers[tusComplete] = "1" }
+            if lsn != nil { headers[tusComplete] = "1" }
         }
         if let lsn { headers[HTTPJSON.lsnHeader] = String(lsn) }
         return Response(status: .created, headers: headers)
@@ -282,9 +291,10 @@ enum ResumableAPI {
 
     static func head(_ service: StorageService, _ keys: KeyChecker, _ request: Request, id: String, signed: Bool) throws -> Response {
         let (_, info, _) = try resolve(service, keys, request, id: id, signed: signed, take: false)
-        return Response(status: .ok, headers: [tusResumable: version, uploadOffset: String(info.offset), uploadLength: String(info.length),
-                                               uploadMetadata: encodeMetadata(info), .cacheControl: "no-store",
-                                               uploadExpires: expiresHeader(info.expires)])
+        var headers: HTTPFields = [tusResumable: version, uploadOffset: String(info.offset), uploadMetadata: encodeMetadata(info),
+                                   .cacheControl: "no-store", uploadExpires: expiresHeader(info.expires)]
+        if info.deferred { headers[uploadDeferLength] = "1" } else { headers[uploadLength] = String(info.length) }
+        return Response(status: .ok, headers: headers)
     }
 
     static func patch(_ service: StorageService, _ keys: KeyChecker, _ request: Request, id: String, signed: Bool) async throws -> Response {
@@ -296,10 +306,24 @@ enum ResumableAPI {
             throw tusError(400, "Upload-Offset is required")
         }
         let checksum = try parseChecksum(request)
-        let (uuid, info, who) = try resolve(service, keys, request, id: id, signed: signed, take: true)
+        let length = try headerInt(request, uploadLength, max: service.objectBytesMax)
+        var (uuid, info, who) = try resolve(service, keys, request, id: id, signed: signed, take: true)
         guard offset == info.offset else {
             service.resumable.release(uuid, info: nil)
             throw tusError(409, "Upload-Offset \(offset) does not match the upload's offset \(info.offset)", "AERO_STORAGE_UPLOAD_OFFSET")
+        }
+        if let length {
+            // creation-defer-length: the length is named once; a known length must not change.
+            do {
+                if info.deferred {
+                    info = try service.resumable.setLength(uuid, info, length: length)
+                } else if length != info.length {
+                    throw tusError(400, "Upload-Length \(length) differs from the upload's \(info.length)")
+                }
+            } catch {
+                service.resumable.release(uuid, info: nil)
+                throw error
+            }
         }
         let (now, lsn) = try await appendAndMaybeComplete(service, uuid: uuid, info, body: request.body, who: who, checksum: checksum)
         var headers: HTTPFields = [tusResumable: version, uploadOffset: String(now.offset), uploadExpires: expiresHeader(now.expires)]
@@ -341,7 +365,7 @@ enum ResumableAPI {
                 throw failure
             }
         }
-        guard info.offset == info.length else {
+        guard !info.deferred, info.offset == info.length else {
             service.resumable.release(uuid, info: info)
             return (info, nil)
         }

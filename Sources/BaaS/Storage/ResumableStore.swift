@@ -5,7 +5,9 @@
 //
 //   data/blobs/resumable/<uuid>/info.json   {"bucket","name","mime","cache_control","metadata",
 //                                             "upsert","owner","length","offset","created","expires",
-//                                             "share"}
+//                                             "share","deferred"}
+//   (`deferred`: creation-defer-length; until a PATCH names Upload-Length, `length` is the most
+//   the upload may hold, its bucket's limit, and that much is reserved)
 //   data/blobs/resumable/<uuid>/data        the received bytes; only [0, offset) counts
 //
 // Invariants (ST4 in docs/INVARIANTS.md):
@@ -52,19 +54,22 @@ struct ResumableInfo: Sendable, Equatable {
     var expires: Int64
     /// Whose bounds the upload counts against and who may continue it (ResumableShare).
     var share: String
+    /// Upload-Defer-Length: the length is not known yet and `length` is only the upper bound.
+    var deferred: Bool = false
 
     var json: JSONValue {
         .object(["bucket": .string(bucket), "name": .string(name), "mime": .string(mime), "cache_control": .string(cacheControl),
                  "metadata": metadata, "upsert": .bool(upsert), "owner": owner.map(JSONValue.string) ?? .null,
                  "length": .int(length), "offset": .int(offset), "created": .int(created), "expires": .int(expires),
-                 "share": .string(share)])
+                 "share": .string(share), "deferred": .bool(deferred)])
     }
 
     init(bucket: String, name: String, mime: String, cacheControl: String, metadata: JSONValue, upsert: Bool, owner: String?,
-         length: Int64, offset: Int64, created: Int64, expires: Int64, share: String? = nil) {
+         length: Int64, offset: Int64, created: Int64, expires: Int64, share: String? = nil, deferred: Bool = false) {
         self.bucket = bucket; self.name = name; self.mime = mime; self.cacheControl = cacheControl; self.metadata = metadata
         self.upsert = upsert; self.owner = owner; self.length = length; self.offset = offset; self.created = created; self.expires = expires
         self.share = share ?? ResumableShare.user(owner)
+        self.deferred = deferred
     }
 
     init?(_ v: JSONValue) {
@@ -73,7 +78,7 @@ struct ResumableInfo: Sendable, Equatable {
               case .int(let e)? = v["expires"], l >= 0, o >= 0, o <= l else { return nil }
         self.init(bucket: b, name: n, mime: m, cacheControl: v["cache_control"]?.stringValue ?? "3600", metadata: v["metadata"] ?? .null,
                   upsert: v["upsert"]?.boolValue ?? false, owner: v["owner"]?.stringValue, length: l, offset: o, created: c, expires: e,
-                  share: v["share"]?.stringValue)
+                  share: v["share"]?.stringValue, deferred: v["deferred"]?.boolValue ?? false)
     }
 }
 
@@ -305,6 +310,25 @@ final class ResumableStore: Sendable {
         }
         if d == .expired { _ = expire(nowSeconds: nowSeconds) }
         return d
+    }
+
+    /// Fixes the length of a deferred upload (the caller holds it): durable in info.json first,
+    /// then the reservation shrinks from the bound to the length.
+    func setLength(_ id: String, _ info: ResumableInfo, length: Int64) throws -> ResumableInfo {
+        guard info.deferred, length >= info.offset, length <= info.length else {
+            throw StorageError(400, "Bad Request", "Upload-Length must be in \(info.offset)...\(info.length) and set once",
+                               code: "AERO_STORAGE_RESUMABLE_INVALID")
+        }
+        var next = info
+        next.length = length
+        next.deferred = false
+        try Self.writeInfo(next, dir: dir(id))
+        state.withLock { s in
+            guard let e = s.entries[id] else { return }
+            s.drop(id)
+            s.add(id, next, busy: e.busy)
+        }
+        return next
     }
 
     /// Ends a request's hold; `info` is the new durable state (nil: unchanged).
