@@ -219,6 +219,26 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
         }
     }
 
+    /// Versions do not mix (docs/REPLICATION.md, Upgrading): a v2 peer's HELLO is refused with
+    /// REFUSE(bad version) naming both versions and the procedure, and nothing else is said.
+    @Test func aPeerOfProtocolVersion2IsRefusedNamingBothVersions() async throws {
+        try await PrimaryUnderTest.with() { primary in
+            var bytes = frameBytes(primary.hello(.follow))
+            bytes.replaceSubrange(5..<9, with: withUnsafeBytes(of: UInt32(2).littleEndian, Array.init))
+            let socket = try RawSocket(primary.address)
+            #expect(socket.send(bytes))
+            let (answer, closed) = await socket.readUntilClosed()
+            #expect(closed)
+            let frames = try decodeFrames(answer)
+            guard frames.count == 1, case .refuse(let reason, let epoch, let node, let message) = frames[0] else {
+                Issue.record("expected one REFUSE, got \(frames)")
+                return
+            }
+            #expect(reason == .badVersion && epoch == 0 && node == "")
+            #expect(message.contains("version 2") && message.contains("version 3") && message.contains("no rolling upgrade"), "\(message)")
+        }
+    }
+
     @Test func nothingLargerThanAHelloIsBufferedBeforeThePeerIsAuthenticated() async throws {
         try await PrimaryUnderTest.with() { primary in
             // A member's probe whose HELLO is longer than any HELLO can be (a 60,000-byte string):

@@ -91,5 +91,91 @@ import Testing
         #expect(!PromotionOrder.isAhead((epoch: 1, lsn: 600), of: (epoch: 2, lsn: 400)))
         #expect(PromotionOrder.isAhead((epoch: 2, lsn: 401), of: (epoch: 2, lsn: 400)))
         #expect(PromotionOrder.isAhead((epoch: 1, lsn: 600), of: (epoch: 2, lsn: 400), faults: [.promoteByLSNOnly]))
+        // What `aerodb promote` and the simulator's operator call: the best peer ahead, if any;
+        // a peer that cannot tell its record's epoch (0) is compared by LSN alone.
+        let peers: [(String, PromotionDecision.Key)] = [("n1", (1, 600)), ("n3", (2, 410)), ("n4", (2, 405))]
+        #expect(PromotionDecision.betterCandidate(than: (2, 400), among: peers)?.0 == "n3")
+        #expect(PromotionDecision.betterCandidate(than: (2, 420), among: peers) == nil)
+        #expect(PromotionDecision.betterCandidate(than: (2, 420), among: peers, faults: [.promoteByLSNOnly])?.0 == "n1")
+        #expect(PromotionDecision.betterCandidate(than: (0, 500), among: peers)?.0 == "n1")
+        #expect(PromotionDecision.nextEpoch(mine: 2, peers: [3, 1]) == 4)
+        #expect(PromotionDecision.oldPrimaryAnswers(isPrimary: true, epoch: 2, candidateEpoch: 2))
+        #expect(!PromotionDecision.oldPrimaryAnswers(isPrimary: false, epoch: 3, candidateEpoch: 2))
+    }
+
+    /// A3: a promotion stops following first; refused, it follows again; passed, it forgets the
+    /// old replicas, persists the marker before it opens the epoch, and only then accepts writes.
+    @Test func aPromotionStopsFollowingThenOpensTheEpochOrFollowsAgain() {
+        var role = ReplicationRole(nodeID: "n2", epoch: 2, primary: "n1")
+        #expect(role.handle(.beginPromotion) == [.stopFollowing])
+        #expect(role.mode == .promoting)
+        #expect(role.handle(.beginPromotion).isEmpty, "one promotion at a time")
+        #expect(role.handle(.promotionRefused) == [.follow(primary: "n1")])
+        #expect(role.mode == .replica)
+        _ = role.handle(.beginPromotion)
+        #expect(role.handle(.promote(epoch: 2)).isEmpty, "not above its epoch")
+        #expect(role.handle(.promote(epoch: 3))
+                == [.stopFollowing, .forgetReplicas, .persistMarker(epoch: 3, primary: "n2"), .openEpoch(3), .acceptWrites(true)])
+        #expect(role.isPrimary && role.epoch == 3)
+    }
+
+    /// Switchover, the primary's half: writes stop, it still streams to drain; drained, it
+    /// fences, persists the new marker and follows the target; aborted, it accepts writes again.
+    @Test func aSwitchoverStopsWritesDrainsThenHandsOverOrResumes() {
+        var role = Self.primary()
+        #expect(role.handle(.demote(epoch: 2, target: "n1")).isEmpty, "the epoch must be above its own")
+        #expect(role.handle(.demote(epoch: 3, target: "n2")).isEmpty, "not to itself")
+        #expect(role.handle(.demote(epoch: 3, target: "n1")) == [.acceptWrites(false)])
+        #expect(role.mode == .demoting)
+        let hello = role.handle(.followHello(node: "n1", epoch: 2, primary: "n2", position: LogPosition(lsn: 12, checksum: 0xC),
+                                             positionEpoch: 2, facts: Self.facts(.at(LogPosition(lsn: 12, checksum: 0xC)))))
+        #expect(hello == [.stream(node: "n1", session: 0, from: 13)], "a demoting primary streams to drain")
+        #expect(role.handle(.demoteAborted) == [.acceptWrites(true)])
+        #expect(role.isPrimary)
+        _ = role.handle(.demote(epoch: 3, target: "n1"))
+        _ = role.handle(.commitDurable(wait: 9, lsn: 13, needed: 1))
+        #expect(role.handle(.drained) == [.fence(waits: []), .persistMarker(epoch: 3, primary: "n1"), .follow(primary: "n1")])
+        #expect(role.mode == .replica && role.epoch == 3 && role.primary == "n1")
+        #expect(role.handle(.drained).isEmpty, "once")
+        #expect(PromotionDecision.drained(last: 13, target: 13, replicas: [13, 10], needed: 1))
+        #expect(!PromotionDecision.drained(last: 13, target: 12, replicas: [13, 13], needed: 1), "the target itself must hold it")
+        #expect(!PromotionDecision.drained(last: 13, target: 13, replicas: [13, 10], needed: 2))
+    }
+
+    /// The ledger releases waits incrementally: in LSN order per `needed`, once the needed-th
+    /// highest replica position reaches them; expired waits leave no trace.
+    @Test func theLedgerReleasesAPrefixOfWaitsPerNeeded() {
+        var ledger = AckLedger()
+        _ = ledger.admit("a", session: 1, verified: 0)
+        _ = ledger.admit("b", session: 2, verified: 0)
+        ledger.sent("a", session: 1, through: 100)
+        ledger.sent("b", session: 2, through: 100)
+        for (id, lsn) in [(1, 10), (2, 20), (4, 40), (3, 30)] {
+            let now = ledger.wait(id, lsn: UInt64(lsn), needed: 1)
+            #expect(!now)
+        }
+        let atOnce = ledger.wait(5, lsn: 15, needed: 2)
+        #expect(!atOnce)
+        let expired = ledger.expire(2), again = ledger.expire(2)
+        #expect(expired && !again)
+        let first = ledger.update("a", session: 1, durable: 30)
+        #expect(first == [1, 3])
+        let unmoved = ledger.update("a", session: 1, durable: 30)
+        #expect(unmoved == [], "nothing moved")
+        let second = ledger.update("b", session: 2, durable: 16)
+        #expect(second == [5])
+        let third = ledger.update("b", session: 2, durable: 99)
+        #expect(third == [4])
+        #expect(ledger.waits.isEmpty)
+        // Many expired waits behind one that is never satisfied stay bounded and release in order.
+        for id in 10..<400 { _ = ledger.wait(id, lsn: UInt64(1_000 + id), needed: 1) }
+        var expiredAll = true
+        for id in 11..<400 { expiredAll = ledger.expire(id) && expiredAll }
+        #expect(expiredAll)
+        let none = ledger.update("a", session: 1, durable: 100)
+        #expect(none == [])
+        ledger.sent("a", session: 1, through: 2_000)
+        let last = ledger.update("a", session: 1, durable: 2_000)
+        #expect(last == [10])
     }
 }

@@ -36,7 +36,18 @@ extension ReplicationNode {
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var messages = inbound.makeAsyncIterator()
-                guard case .hello(let hello)? = try await messages.next() else { return }
+                let opening: ReplicationMessage?
+                do {
+                    opening = try await messages.next()
+                } catch where ReplicationMessage.isVersionMismatch(error) {
+                    // Said to the peer too (a REFUSE's layout is the same in every version), so
+                    // the operator finds it on both nodes.
+                    logger.warning("refused a replication peer of another protocol version", metadata: [
+                        "peer": "\(channel.channel.remoteAddress.map { "\($0)" } ?? "unknown")", "detail": "\(AeroError.wrap(error).message)"])
+                    try await outbound.write(.refuse(.badVersion, epoch: 0, primary: "", message: AeroError.wrap(error).message))
+                    return
+                }
+                guard case .hello(let hello)? = opening else { return }
                 guard config.admits(hello) else {
                     // A stranger learns nothing: no cluster id, epoch, primary or node names. The
                     // operator finds why in this node's log.

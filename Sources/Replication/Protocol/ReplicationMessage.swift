@@ -256,7 +256,7 @@ public enum ReplicationMessage: Sendable, Equatable {
         switch type {
         case 1:
             let version: UInt32 = try int(&b)
-            guard version == ReplicationLimits.protocolVersion else { throw malformed("protocol version \(version)") }
+            guard version == ReplicationLimits.protocolVersion else { throw versionMismatch(peer: version) }
             guard let purpose = HelloPurpose(rawValue: try int(&b)) else { throw malformed("hello purpose") }
             message = .hello(Hello(purpose: purpose, clusterID: try string(&b), nodeID: try string(&b), token: try string(&b),
                                    epoch: try int(&b), primary: try string(&b),
@@ -322,6 +322,20 @@ public enum ReplicationMessage: Sendable, Equatable {
 
     static func malformed(_ what: String) -> AeroError {
         AeroError(.replicationRefused, "malformed replication message: \(what)")
+    }
+
+    /// A HELLO of another protocol version. Versions do not mix (docs/REPLICATION.md, Upgrading):
+    /// a v2 node promotes by LSN alone and cannot decode a v3 STATE, so it could be promoted over
+    /// a replica of a newer epoch and could not learn of one by probing.
+    public static func versionMismatch(peer: UInt32) -> AeroError {
+        AeroError(.replicationRefused, versionMismatchPrefix + "the peer speaks replication protocol version \(peer), this node version \(ReplicationLimits.protocolVersion); "
+                  + "versions do not mix (no rolling upgrade): stop every node of the cluster, upgrade them all, then start them (docs/REPLICATION.md, Upgrading)")
+    }
+
+    static let versionMismatchPrefix = "protocol version mismatch: "
+
+    public static func isVersionMismatch(_ error: any Error) -> Bool {
+        (error as? AeroError)?.message.hasPrefix(versionMismatchPrefix) == true
     }
 }
 
