@@ -38,6 +38,13 @@ final class ChangeFanout: Sendable {
     private struct Live {
         let subscription: ChangeSubscription
         let after: UInt64
+        /// Where it is in the index (removal touches exactly these).
+        var keys: [IndexKey]
+    }
+
+    private struct IndexKey {
+        let table: String
+        let eq: ChangeBinding.EqKey?
     }
 
     /// The subscriptions with a binding on one table.
@@ -93,7 +100,7 @@ final class ChangeFanout: Sendable {
         subscription.markClosed()
         let task = state.withLock { s -> Task<Void, Never>? in
             s.members[subscription.id] = nil
-            if s.live.removeValue(forKey: subscription.id) != nil { Self.unindex(subscription, from: &s.tables) }
+            if let live = s.live.removeValue(forKey: subscription.id) { Self.unindex(subscription.id, live.keys, from: &s.tables) }
             return s.catchingUp.removeValue(forKey: subscription.id)
         }
         task?.cancel()
@@ -103,8 +110,9 @@ final class ChangeFanout: Sendable {
         state.withLock { s in
             guard s.members[subscription.id] != nil, !subscription.isClosed else { return true }  // gone: stop
             guard cursor >= s.pendingThrough else { return false }
-            if s.live[subscription.id] == nil { Self.index(subscription, into: &s.tables, eq: { $0.eq }) }
-            s.live[subscription.id] = Live(subscription: subscription, after: cursor)
+            if let old = s.live[subscription.id] { Self.unindex(subscription.id, old.keys, from: &s.tables) }
+            let keys = Self.index(subscription, into: &s.tables, eq: { $0.eq })
+            s.live[subscription.id] = Live(subscription: subscription, after: cursor, keys: keys)
             s.catchingUp[subscription.id] = nil
             return true
         }
@@ -113,8 +121,8 @@ final class ChangeFanout: Sendable {
     /// Takes a live subscription out of the index; its pump resumes after `cursor`.
     private func detach(_ subscription: ChangeSubscription, cursor: UInt64) {
         let move = state.withLock { s -> Bool in
-            guard s.live.removeValue(forKey: subscription.id) != nil else { return false }
-            Self.unindex(subscription, from: &s.tables)
+            guard let live = s.live.removeValue(forKey: subscription.id) else { return false }
+            Self.unindex(subscription.id, live.keys, from: &s.tables)
             return s.members[subscription.id] != nil
         }
         if move && !subscription.isClosed { startCatchUp(subscription, from: cursor) }
@@ -131,33 +139,31 @@ final class ChangeFanout: Sendable {
     }
 
     private static func index(_ subscription: ChangeSubscription, into tables: inout [String: TableIndex],
-                              eq: (ChangeBinding) -> ChangeBinding.EqKey?) {
+                              eq: (ChangeBinding) -> ChangeBinding.EqKey?) -> [IndexKey] {
+        var keys: [IndexKey] = []
         for binding in subscription.bindings {
-            let table = binding.table ?? "*"
-            if let key = eq(binding) {
-                tables[table, default: TableIndex()].eq[key.column, default: [:]][key.value, default: []].insert(subscription.id)
+            let key = IndexKey(table: binding.table ?? "*", eq: eq(binding))
+            if let eq = key.eq {
+                tables[key.table, default: TableIndex()].eq[eq.column, default: [:]][eq.value, default: []].insert(subscription.id)
             } else {
-                tables[table, default: TableIndex()].general.insert(subscription.id)
+                tables[key.table, default: TableIndex()].general.insert(subscription.id)
             }
+            keys.append(key)
         }
+        return keys
     }
 
-    private static func unindex(_ subscription: ChangeSubscription, from tables: inout [String: TableIndex]) {
-        for binding in subscription.bindings {
-            let table = binding.table ?? "*"
-            guard var index = tables[table] else { continue }
-            index.general.remove(subscription.id)
-            // The key may have been recomputed after a schema change: look in every column.
-            for (column, byValue) in index.eq {
-                var byValue = byValue
-                for (value, ids) in byValue where ids.contains(subscription.id) {
-                    var ids = ids
-                    ids.remove(subscription.id)
-                    byValue[value] = ids.isEmpty ? nil : ids
-                }
-                index.eq[column] = byValue.isEmpty ? nil : byValue
+    /// Removes exactly what `index` added (in place: no copy of the other entries).
+    private static func unindex(_ id: Int, _ keys: [IndexKey], from tables: inout [String: TableIndex]) {
+        for key in keys {
+            if let eq = key.eq {
+                tables[key.table]?.eq[eq.column]?[eq.value]?.remove(id)
+                if tables[key.table]?.eq[eq.column]?[eq.value]?.isEmpty == true { tables[key.table]?.eq[eq.column]?[eq.value] = nil }
+                if tables[key.table]?.eq[eq.column]?.isEmpty == true { tables[key.table]?.eq[eq.column] = nil }
+            } else {
+                tables[key.table]?.general.remove(id)
             }
-            tables[table] = index.isEmpty ? nil : index
+            if tables[key.table]?.isEmpty == true { tables[key.table] = nil }
         }
     }
 
@@ -166,8 +172,8 @@ final class ChangeFanout: Sendable {
         let snapshot = database.snapshot()
         return state.withLock { s in
             var tables: [String: TableIndex] = [:]
-            for live in s.live.values {
-                Self.index(live.subscription, into: &tables) { binding in
+            for (id, live) in s.live {
+                s.live[id]?.keys = Self.index(live.subscription, into: &tables) { binding in
                     guard let table = binding.table, let filter = binding.filter,
                           let schema = snapshot.state.collections[table]?.schema else { return nil }
                     return ChangeBinding.eqKey(filter, schema: schema)
@@ -204,7 +210,7 @@ final class ChangeFanout: Sendable {
                 // As a failed pump did: its subscribers are told the stream stopped.
                 let live = state.withLock { s -> [ChangeSubscription] in
                     let out = s.live.values.map(\.subscription)
-                    for subscription in out { Self.unindex(subscription, from: &s.tables) }
+                    s.tables = [:]
                     s.live = [:]
                     return out
                 }
