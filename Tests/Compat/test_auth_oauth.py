@@ -33,7 +33,10 @@ CLIENT_ID = "aerodb-test-client"
 CLIENT_SECRET = "idp-secret-" + secrets.token_hex(8)
 USERS = [{"username": "alice", "password": "alice-pw-123", "email": "alice@example.com"},
          {"username": "carol", "password": "carol-pw-123", "email": "carol@example.com"},
-         {"username": "dave", "password": "dave-pw-123", "email": "dave@example.com"}]
+         {"username": "dave", "password": "dave-pw-123", "email": "dave@example.com"},
+         # The provider does not vouch for these addresses (oidc_idp.userinfo): one is alice's.
+         {"username": "unverified-mallory", "password": "mallory-pw-123", "email": "alice@example.com"},
+         {"username": "unverified-erin", "password": "erin-pw-123", "email": "erin@example.com"}]
 # The official client accepts only the provider names it knows; GoTrue's `keycloak` is a generic
 # OpenID Connect provider configured by its issuer URL, as ours is.
 PROVIDER = "keycloak"
@@ -348,3 +351,20 @@ def test_oauth_sign_in_through_a_replica():
         if idp:
             idp.stop()
         cluster.stop()
+
+
+def test_an_unverified_provider_email_never_takes_over_or_creates_an_account(env):
+    node, idp = env
+    configure(node, idp)
+    # alice exists (signed in through the provider in an earlier test, or now).
+    browse(client(node).auth.sign_in_with_oauth({"provider": PROVIDER, "options": {"redirect_to": APP + "/a"}}).url, USERS[0])
+    url = client(node).auth.sign_in_with_oauth({"provider": PROVIDER, "options": {"redirect_to": APP + "/m"}}).url
+    location, _ = browse(url, USERS[3])
+    assert location.startswith(APP + "/m?") and "error_code=email_exists" in location, location
+    url = client(node).auth.sign_in_with_oauth({"provider": PROVIDER, "options": {"redirect_to": APP + "/e"}}).url
+    location, _ = browse(url, USERS[4])
+    assert "error_code=provider_email_needs_verification" in location, location
+    users = requests.get(node.url + "/auth/v1/admin/users", headers={"Authorization": f"Bearer {node.service}",
+                                                                      "apikey": node.service}, timeout=10).json()["users"]
+    alice = next(u for u in users if u["email"] == "alice@example.com")
+    assert len(alice["identities"]) == 1 and not any(u["email"] == "erin@example.com" for u in users)
