@@ -1,8 +1,8 @@
 // Continuous WAL archiving (issue 18 part 1) with a real node, real files and the `aerodb` CLI:
 // the cluster setting turns it on, completed segments reach the archive without any push, a base
 // backup plus the archive restores to a time between two commits (A and not B) and to an exact
-// LSN past the backup's end; damage and gaps are found (A1, A2); an archive that fails keeps the
-// WAL it has not archived through checkpoints (A3).
+// LSN past the backup's end; damage and gaps are found (WA1, WA2); an archive that fails keeps the
+// WAL it has not archived through checkpoints (WA3).
 
 import Foundation
 import Testing
@@ -44,7 +44,7 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
 }
 
 @Suite(.serialized) struct WALArchiveTests {
-    /// A1, A2, B2 with an archive: writes A, time T, writes B, segments complete and are archived
+    /// WA1, WA2, B2 with an archive: writes A, time T, writes B, segments complete and are archived
     /// by the archiver on its own; restore of the base backup plus the archive to T has A and not
     /// B, to B's LSN exactly A and B; a flipped byte and a removed file are found.
     @Test func archivedSegmentsRestoreToATimeBetweenTwoCommits() async throws {
@@ -120,7 +120,7 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
                                                                   "--to-time", Timestamp.format(SystemClock().nowMicros() + 60_000_000)])
         #expect(late.status != 0 && late.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(late.output)")
 
-        // A1: a flipped byte in a file. A2: a removed middle file is a gap, and a restore across it is refused.
+        // WA1: a flipped byte in a file. WA2: a removed middle file is a gap, and a restore across it is refused.
         let names = try FileManager.default.contentsOfDirectory(atPath: archive).filter { $0.hasSuffix(".walarc") }.sorted()
         let damaged = archive + "-damaged", holed = archive + "-holed"
         defer { for dir in [damaged, holed] { try? FileManager.default.removeItem(atPath: dir) } }
@@ -139,7 +139,7 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         #expect(across.status != 0 && across.output.contains("AERO_BACKUP_TARGET_UNAVAILABLE"), "\(across.output)")
     }
 
-    /// A3: while archiving fails, checkpoints do not recycle the segments not archived yet (the
+    /// WA3: while archiving fails, checkpoints do not recycle the segments not archived yet (the
     /// archive, once it works again, starts at LSN 1 without a gap), the failure is in /metrics
     /// and the status; once archived, checkpoints recycle them.
     @Test func unarchivedSegmentsSurviveCheckpointsWhileTheArchiveFails() async throws {
@@ -179,5 +179,47 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         }
         let after = try FileManager.default.contentsOfDirectory(atPath: walDir).filter { $0.hasSuffix(".wal") }.sorted()
         #expect(after.first != segmentsAtStart.first, "archived segments are recycled: \(after)")
+    }
+}
+
+@Suite(.serialized) struct ScheduledBackupTests {
+    /// Scheduled backups (issue 18 part 2) on a real primary: the cluster setting turns them on,
+    /// retention keeps the newest `keep`, every backup taken and removed is in the operation log,
+    /// and what is kept is a sound backup (`aerodb backup verify`) holding the data.
+    @Test func scheduledBackupsKeepTheNewestAndAreAudited() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        let directory = node.directory + "-scheduled"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try await node.admin("POST", "collections", padded).status == 201)
+        _ = try await insert(node, "A")
+        let bad = try await node.admin("PUT", "settings/backup.schedule", parse(#"{"value":{"directory":"\#(directory)","every_seconds":0}}"#))
+        #expect(bad.status == 400, "an interval out of range is refused")
+        #expect(try await node.admin("PUT", "settings/backup.schedule",
+                                     parse(#"{"value":{"directory":"\#(directory)","every_seconds":1,"keep":2}}"#)).status == 200)
+        var status: JSONValue?
+        for _ in 0..<600 {
+            status = try await node.admin("GET", "backup/schedule").body
+            if (status?["taken"]?.intValue ?? 0) >= 4, (status?["removed"]?.intValue ?? 0) >= 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect((status?["taken"]?.intValue ?? 0) >= 4 && status?["last_error"] == .null, "\(String(describing: status))")
+        // Stop taking more, then look at what is kept.
+        #expect(try await node.admin("PUT", "settings/backup.schedule", parse(#"{"value":null}"#)).status == 200)
+        try await Task.sleep(for: .milliseconds(1_500))
+        let kept = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("backup-") }.sorted()
+        #expect(kept.count == 2, "keep 2: \(kept)")
+        let verified = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", directory + "/" + kept.last!])
+        #expect(verified.status == 0 && verified.output.contains("sound"), "\(verified.output)")
+        var scheduled = 0, removed = 0
+        for _ in 0..<100 {
+            let events = try await node.admin("GET", "audit?limit=200").body?["events"]?.arrayValue ?? []
+            scheduled = events.filter { $0["action"] == .string("backup scheduled") && $0["actor_role"] == .string("system") }.count
+            removed = events.filter { $0["action"] == .string("backup removed") }.count
+            if scheduled >= 4 && removed >= 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(scheduled >= 4 && removed == scheduled - 2, "operation log: \(scheduled) scheduled, \(removed) removed")
     }
 }

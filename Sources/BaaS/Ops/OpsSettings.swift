@@ -57,9 +57,10 @@ public struct TLSFiles: Sendable, Equatable {
 }
 
 /// The operations settings kept cluster-wide in `_settings` (Settings/ClusterSettings.swift), so
-/// whichever member is primary reads the same value: `archive.directory` (WALArchiver).
+/// whichever member is primary reads the same value: `archive.directory` (WALArchiver),
+/// `backup.schedule` (BackupScheduler).
 public enum OpsClusterSettings {
-    public static let keys: Set<String> = [WALArchiver.settingKey]
+    public static let keys: Set<String> = [WALArchiver.settingKey, BackupScheduler.settingKey]
     /// Longest archive directory path (bytes): PATH_MAX.
     static let pathBytesMax = 4_096
 
@@ -72,6 +73,8 @@ public enum OpsClusterSettings {
                   !path.split(separator: "/").contains("..") else {
                 throw AeroError(.requestInvalid, "\(key) is an absolute directory path (at most \(pathBytesMax) bytes, no ..), or null for off")
             }
+        case BackupScheduler.settingKey:
+            if value != .null { _ = try BackupScheduler.parse(value) }
         default:
             throw AeroError(.requestInvalid, "\(key) is not an operations setting")
         }

@@ -1,5 +1,5 @@
 // Continuous WAL archiving (docs/OPERATIONS.md "WAL archive and point in time"; file format and
-// invariants A1-A3: Kernel/Backup/Archive.swift).
+// invariants WA1-WA3: Kernel/Backup/Archive.swift).
 //
 // Configured per cluster: the cluster setting `archive.directory` (`aerodb config set
 // archive.directory '"/srv/archive"'`, stored in `_settings` like the auth settings, so every
@@ -15,12 +15,12 @@
 //   writes outside every kernel lock; a commit never waits for it.
 // - Decide then act: which range to archive is computed from the state (archived position,
 //   segment boundaries, durable LSN), then read and written; the state is updated after.
-// - A3: it is the primary's archive floor: checkpoints keep every segment holding a record after
+// - WA3: it is the primary's archive floor: checkpoints keep every segment holding a record after
 //   the archived LSN. An archive that fails (full or unwritable disk, another cluster's
 //   directory) is retried every poll, counted in `aerodb_archive_failures_total`, shown in
 //   `GET /admin/v1/archive` and its lag grows in `aerodb_archive_lag_lsn`: the WAL then grows
 //   until the archive works again (like PostgreSQL's failing archive_command).
-// - A2: a gap is never bridged silently: when the next LSN to archive was already recycled (the
+// - WA2: a gap is never bridged silently: when the next LSN to archive was already recycled (the
 //   archive was configured late, or a new primary lacks records the old one had not archived),
 //   archiving continues from the oldest record the WAL still has and the gap is reported.
 
@@ -79,7 +79,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
         return path
     }
 
-    /// A3: the last archived LSN on a primary with an archive (0 while it is not read yet:
+    /// WA3: the last archived LSN on a primary with an archive (0 while it is not read yet:
     /// nothing may be recycled); nil when this node does not archive.
     /// The setting is read here, not taken from the last pass: a checkpoint right after the
     /// archive was configured must already keep the WAL.
@@ -90,7 +90,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
 
     /// Installs the archive floor, then archives every `pollMillis` until `stop()`.
     public func start() {
-        // The configuration is read once before the floor can be consulted (A3 from the first checkpoint).
+        // The configuration is read once before the floor can be consulted (WA3 from the first checkpoint).
         let configured = directory()
         let primary = isPrimary()
         state.withLock { $0.directory = configured; $0.isPrimary = primary }
@@ -177,7 +177,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
             let oldest = database.oldestLSN
             var gap: ArchiveListing.Gap?
             if next < oldest {
-                // A2: the records between were recycled before they were archived.
+                // WA2: the records between were recycled before they were archived.
                 gap = .init(after: next - 1, resumesAt: oldest, kind: next == 1 ? "start" : "missing")
                 next = oldest
             }
@@ -206,7 +206,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
                 throw AeroError(.lsnUnavailable, "the WAL no longer holds LSN \(next) to archive")
             }
             if gap == nil, let archived, first.previousChecksum != archived.checksum {
-                throw AeroError(.backupCorrupt, "this node's record \(first.lsn) does not continue the archive at \(archived) (another history): give the archive a new directory after a base backup", invariant: "A2")
+                throw AeroError(.backupCorrupt, "this node's record \(first.lsn) does not continue the archive at \(archived) (another history): give the archive a new directory after a base backup", invariant: "WA2")
             }
             let entry = try ArchiveDirectory.write(records, into: directory, clusterID: clusterID)
             written += 1

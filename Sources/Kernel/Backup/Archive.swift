@@ -23,13 +23,13 @@
 //   *.tmp                                a file being written (ignored; removed by the next write)
 //
 // Invariants:
-// - A1 (an archive file is whole or absent): each file is written to a temp file, fsynced,
+// - WA1 (an archive file is whole or absent): each file is written to a temp file, fsynced,
 //   renamed and its directory fsynced; a reader checks both hashes, the framing, the count and
 //   that the records run consecutively from first to last, chained from `previous checksum`.
-// - A2 (gaps are found, never bridged): consecutive files must continue each other (first =
+// - WA2 (gaps are found, never bridged): consecutive files must continue each other (first =
 //   previous last + 1 and previous checksum = previous last checksum); `ArchiveDirectory.scan`
 //   reports every break as a gap, and a restore that needs records across a gap is refused.
-// - A3 (unarchived WAL is kept): on a primary with an archive, a checkpoint never recycles a
+// - WA3 (unarchived WAL is kept): on a primary with an archive, a checkpoint never recycles a
 //   segment holding a record after the last archived LSN (`Database.setArchiveFloor`).
 
 import Foundation
@@ -138,9 +138,9 @@ public enum ArchiveFile {
         public let records: UInt64
     }
 
-    /// Checks a whole file (A1) and returns its header and records.
+    /// Checks a whole file (WA1) and returns its header and records.
     public static func decode(_ bytes: [UInt8], name: String) throws -> (Header, [WALRecord]) {
-        func bad(_ what: String) -> AeroError { AeroError(.backupCorrupt, "archive file \(name): \(what)", invariant: "A1") }
+        func bad(_ what: String) -> AeroError { AeroError(.backupCorrupt, "archive file \(name): \(what)", invariant: "WA1") }
         guard bytes.count >= ArchiveLimits.headerBytes else { throw bad("\(bytes.count) bytes, shorter than its header") }
         func get64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
         guard Array(bytes[0..<8]) == ArchiveLimits.magic else { throw bad("not an archive file (magic)") }
@@ -215,12 +215,12 @@ public struct ArchiveListing: Sendable {
 public enum ArchiveDirectory {
     static let markerName = "archive.json"
 
-    /// Lists the archive from its file names: ranges must follow each other (A2).
+    /// Lists the archive from its file names: ranges must follow each other (WA2).
     public static func scan(_ directory: String, fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> ArchiveListing {
         guard fs.exists(directory) else { return ArchiveListing(clusterID: nil, entries: [], gaps: []) }
         let names = try fs.list(directory)
         guard names.count <= ArchiveLimits.filesMax else {
-            throw AeroError(.backupCorrupt, "\(directory) holds \(names.count) files, more than \(ArchiveLimits.filesMax)", invariant: "A2")
+            throw AeroError(.backupCorrupt, "\(directory) holds \(names.count) files, more than \(ArchiveLimits.filesMax)", invariant: "WA2")
         }
         let entries = names.compactMap(ArchiveEntry.parse).sorted { ($0.firstLSN, $0.lastLSN) < ($1.firstLSN, $1.lastLSN) }
         var gaps: [ArchiveListing.Gap] = []
@@ -234,7 +234,7 @@ public enum ArchiveDirectory {
         return ArchiveListing(clusterID: try clusterID(directory, fs), entries: entries, gaps: gaps)
     }
 
-    /// Reads and checks every file (A1) and the chain between files (A2). Returns the listing
+    /// Reads and checks every file (WA1) and the chain between files (WA2). Returns the listing
     /// with every break found; throws only when a file is damaged.
     public static func verify(_ directory: String, fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> ArchiveListing {
         let listing = try scan(directory, fileSystem: fs)
@@ -256,12 +256,12 @@ public enum ArchiveDirectory {
         let bytes = try fs.readFile(path)
         guard bytes.count <= ArchiveLimits.markerBytesMax, let value = try? JSON.parse(bytes),
               let id = value["cluster_id"]?.stringValue else {
-            throw AeroError(.backupCorrupt, "\(path) is not {\"format\":1,\"cluster_id\":...}", invariant: "A2")
+            throw AeroError(.backupCorrupt, "\(path) is not {\"format\":1,\"cluster_id\":...}", invariant: "WA2")
         }
         return id
     }
 
-    /// Writes one archive file (A1), creating the directory and its archive.json (bound to
+    /// Writes one archive file (WA1), creating the directory and its archive.json (bound to
     /// `clusterID`) at the first use; refuses a directory of another cluster.
     public static func write(_ records: [WALRecord], into directory: String, clusterID: String,
                              fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> ArchiveEntry {
@@ -293,12 +293,12 @@ public enum ArchiveDirectory {
         for entry in listing.entries where entry.lastLSN > at.lsn {
             if let through, at.lsn >= through { break }
             guard entry.firstLSN <= at.lsn + 1 else {
-                throw AeroError(.backupTargetUnavailable, "the archive \(directory) has no records \(at.lsn + 1)...\(entry.firstLSN - 1) (a gap)", invariant: "A2")
+                throw AeroError(.backupTargetUnavailable, "the archive \(directory) has no records \(at.lsn + 1)...\(entry.firstLSN - 1) (a gap)", invariant: "WA2")
             }
             let (_, records) = try ArchiveFile.decode(try fs.readFile(Path.join(directory, entry.file)), name: entry.file)
             for record in records where record.lsn > at.lsn {
                 guard record.lsn == at.lsn + 1, record.previousChecksum == at.checksum else {
-                    throw AeroError(.backupTargetUnavailable, "the archived record \(record.lsn) does not continue the history at \(at) (another history: a fork)", invariant: "A2")
+                    throw AeroError(.backupTargetUnavailable, "the archived record \(record.lsn) does not continue the history at \(at) (another history: a fork)", invariant: "WA2")
                 }
                 guard try await body(record) else { return at }
                 at = record.position

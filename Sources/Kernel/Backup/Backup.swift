@@ -354,7 +354,7 @@ extension Database {
     /// WAL and checkpoints) from a backup, up to `target` (B2): checks the whole backup first,
     /// installs the base, then logs the records up to the target like a replica, durably.
     /// With `archive` (a WAL archive directory, Archive.swift), the records after the backup's
-    /// end are taken from it as long as they continue the backup's history (A2), so the target
+    /// end are taken from it as long as they continue the backup's history (WA2), so the target
     /// may lie past the backup's end; a time target past the last archived commit is refused
     /// (later commits may exist that the archive has not received yet).
     public static func restore(backup directory: String, into options: KernelOptions, target: RestoreTarget,
@@ -427,7 +427,7 @@ extension Database {
                 _ = try await ArchiveDirectory.forEachRecord(archive, after: manifest.end, through: through, fileSystem: fs, take)
                 if case .time(let micros) = target, !reached {
                     let last = lastTime.map(Timestamp.format) ?? "none"
-                    throw AeroError(.backupTargetUnavailable, "\(Timestamp.format(micros)) is after the last archived commit (\(last)): later commits may not be archived yet; archive the tail first (`aerodb archive push`)", invariant: "A2")
+                    throw AeroError(.backupTargetUnavailable, "\(Timestamp.format(micros)) is after the last archived commit (\(last)): later commits may not be archived yet; archive the tail first (`aerodb archive push`)", invariant: "WA2")
                 }
             }
             try await apply()
@@ -474,5 +474,25 @@ extension Database {
         }
         try writer.append(batch)
         return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base?.epoch ?? 0, baseTimestampMicros: 0)
+    }
+}
+
+extension Database {
+    /// An online backup taken in-process (the scheduled backups of the primary): the same base
+    /// and records as `aerodb backup` reads over the admin API, checked by the same writer (B1).
+    /// Ends at the durable LSN when the base was read; writes continue meanwhile.
+    public func backupOnline(into directory: String, nodeID: String) async throws -> BackupManifest {
+        let base = try await backupBase()
+        let end = durablePosition.lsn
+        let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: base.position, baseBytes: base.bytes,
+                                      fileSystem: options.fileSystem)
+        while writer.position.lsn < end {
+            let page = try records(from: writer.position.lsn + 1, maxBytes: BackupLimits.walPageBytesMax)
+            guard !page.isEmpty else {
+                throw AeroError(.internalError, "the WAL has no records after \(writer.position.lsn) (the backup ends at \(end))")
+            }
+            try writer.append(page.filter { $0.lsn <= end })
+        }
+        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base.epoch, baseTimestampMicros: 0)
     }
 }

@@ -25,7 +25,7 @@ final class RetentionSetting: Sendable {
     private let floor = Mutex<(any RetentionFloor)?>(nil)
     func set(_ value: (any RetentionFloor)?) { floor.withLock { $0 = value } }
     var lsn: UInt64? { floor.withLock { $0 }?.lsn }
-    /// A3 (Kernel/Backup/Archive.swift): the last LSN the WAL archive holds; segments with
+    /// WA3 (Kernel/Backup/Archive.swift): the last LSN the WAL archive holds; segments with
     /// records after it are never recycled (nil: no archive on this node).
     private let archive = Mutex<(any RetentionFloor)?>(nil)
     func setArchive(_ value: (any RetentionFloor)?) { archive.withLock { $0 = value } }
@@ -324,7 +324,7 @@ public final class Database: Sendable {
     }
 
     /// The WAL archiver on a primary: `floor.lsn` is the last archived LSN; checkpoints never
-    /// recycle a segment holding a record after it (A3). nil removes the floor.
+    /// recycle a segment holding a record after it (WA3). nil removes the floor.
     public func setArchiveFloor(_ floor: (any RetentionFloor)?) {
         retention.setArchive(floor)
     }
@@ -573,7 +573,7 @@ actor CheckpointRunner {
             _ = try store.write(state)
             lastLSN = state.lsn
             if let oldestKept = try store.prune() {
-                // A3: never past the archive (a record not archived yet stays in the WAL).
+                // WA3: never past the archive (a record not archived yet stays in the WAL).
                 let through = retention.archivedLSN.map { min($0, oldestKept) } ?? oldestKept
                 try wal.recycle(through: through, retainFrom: retention.lsn)
             }

@@ -1,4 +1,4 @@
-// `aerodb archive status|verify|push`: the continuous WAL archive (format and invariants A1-A3:
+// `aerodb archive status|verify|push`: the continuous WAL archive (format and invariants WA1-WA3:
 // Sources/Kernel/Backup/Archive.swift; the archiver: Sources/BaaS/Ops/WALArchiver.swift; runbook:
 // docs/OPERATIONS.md "WAL archive and point in time").
 
@@ -86,7 +86,7 @@ struct ArchiveStatusCommand: AsyncParsableCommand {
 struct ArchiveVerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Read every archive file: both checksums, the framing, the record chain inside and between files (A1, A2). Exit 0 sound, 1 on damage or a gap.")
+        abstract: "Read every archive file: both checksums, the framing, the record chain inside and between files (WA1, WA2). Exit 0 sound, 1 on damage or a gap.")
 
     @Option(help: "The archive directory.") var archive: String
     @Flag(help: "Print JSON.") var json = false

@@ -103,6 +103,7 @@ struct StartCommand: AsyncParsableCommand {
                                      copiesRequired: { cluster.replicaAcksNeeded })
             let storage = try StorageService(database: database, secret: secrets.jwtSecret, clock: clock, peers: peers, logger: logger)
             StorageAPI.register(on: router, service: storage, keys: keys)
+            S3API.register(on: router, service: storage, keys: keys, config: S3Config(region: config.s3Region, anonKey: secrets.anonKey))  // /storage/v1/s3
             storageCollector = storage.startCollector()
         } catch {
             logger.critical("the storage front end did not start", metadata: ["error": "\(error)"])
@@ -128,6 +129,11 @@ struct StartCommand: AsyncParsableCommand {
                                    isPrimary: { replication.currentRole.isPrimary }, logger: logger)
         archiver.start()
         ArchiveRoutes.register(on: router, archiver: archiver, keys: keys)  // /admin/v1/archive
+        // Scheduled backups with retention on the primary (cluster setting backup.schedule).
+        let backupScheduler = BackupScheduler(database: database, nodeID: config.nodeID, settings: clusterSettings,
+                                              isPrimary: { replication.currentRole.isPrimary }, logger: logger)
+        backupScheduler.start()
+        backupScheduler.register(on: router, keys: keys)  // GET /admin/v1/backup/schedule
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
         let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
@@ -165,6 +171,7 @@ struct StartCommand: AsyncParsableCommand {
         retention.cancel()
         cron.cancel()
         archiver.stop()
+        backupScheduler.stop()
         triggers.cancel()
         realtimeRelay.cancel()
         await replication.stop()

@@ -1,0 +1,212 @@
+// Scheduled backups with retention (docs/OPERATIONS.md "Scheduled backups"), on the primary only.
+//
+// Configured per cluster like the WAL archive: the cluster setting `backup.schedule`
+//   {"directory": "/abs/path", "every_seconds": N, "keep": N, "keep_days": D}
+// (`keep` and `keep_days` optional; with neither, `keepDefault` backups are kept). Every
+// `pollMillis` the primary checks whether the newest complete backup in `directory` is older than
+// `every_seconds`; if so it takes one in-process (`Database.backupOnline`: the same format and
+// checks as `aerodb backup`) into `directory/backup-<UTC time>`, then applies retention: a
+// complete backup is removed when it is not among the newest `keep`, or older than `keep_days`;
+// the newest complete backup is never removed. A backup that fails removes its own partial
+// directory. Every backup taken, failed or removed is a row of the operation log (`_audit_log`,
+// actions `backup scheduled`, `backup failed`, `backup removed`, actor role `system`).
+//
+// Decide then act: the directory listing gives the decision (due or not, what to remove), then
+// the backup and the removals run; all of it on the scheduler's own queue (the backup's awaits
+// run on a task it waits for), never under the writer lock.
+
+import Dispatch
+import Foundation
+import Hummingbird
+import Kernel
+import Logging
+import Synchronization
+
+public final class BackupScheduler: Sendable {
+    public static let settingKey = "backup.schedule"
+    /// Time between two checks (milliseconds).
+    public static let pollMillis = 1_000
+    /// Shortest interval between scheduled backups (seconds): 1 so tests run fast; production
+    /// schedules are hours.
+    static let everySecondsMin: Int64 = 1
+    /// Longest interval (seconds): a year.
+    static let everySecondsMax: Int64 = 366 * 86_400
+    /// Backups kept at most by `keep` (a bound on the directory's size and on one listing).
+    static let keepMax: Int64 = 10_000
+    /// `keep_days` at most (100 years).
+    static let keepDaysMax: Int64 = 36_500
+    /// Backups kept when neither `keep` nor `keep_days` is set.
+    static let keepDefault = 7
+    static let prefix = "backup-"
+
+    public struct Schedule: Sendable, Equatable {
+        public let directory: String
+        public let everySeconds: Int64
+        public let keep: Int?
+        public let keepDays: Int64?
+    }
+
+    static func parse(_ value: JSONValue) throws -> Schedule {
+        func bad(_ what: String) -> AeroError {
+            AeroError(.requestInvalid, "\(settingKey): \(what); the value is {\"directory\": \"/abs/path\", \"every_seconds\": \(everySecondsMin)...\(everySecondsMax), \"keep\": 1...\(keepMax), \"keep_days\": 1...\(keepDaysMax)} (keep, keep_days optional) or null")
+        }
+        guard case .object(let o) = value else { throw bad("not an object") }
+        for key in o.keys where !["directory", "every_seconds", "keep", "keep_days"].contains(key) { throw bad("unknown key \(key)") }
+        guard case .string(let directory)? = o["directory"], directory.hasPrefix("/"), directory.utf8.count <= OpsClusterSettings.pathBytesMax,
+              !directory.split(separator: "/").contains("..") else { throw bad("directory is not an absolute path") }
+        guard let every = o["every_seconds"]?.intValue, (everySecondsMin...everySecondsMax).contains(every) else { throw bad("every_seconds is out of range") }
+        var keep: Int?
+        if let k = o["keep"], k != .null {
+            guard let n = k.intValue, (1...keepMax).contains(n) else { throw bad("keep is out of range") }
+            keep = Int(n)
+        }
+        var days: Int64?
+        if let d = o["keep_days"], d != .null {
+            guard let n = d.intValue, (1...keepDaysMax).contains(n) else { throw bad("keep_days is out of range") }
+            days = n
+        }
+        return Schedule(directory: directory, everySeconds: every, keep: keep ?? (days == nil ? keepDefault : nil), keepDays: days)
+    }
+
+    struct State {
+        var lastBackup: String?
+        var lastBackupMicros: Int64?
+        var lastError: String?
+        var taken = 0
+        var removed = 0
+    }
+
+    let database: Database
+    let nodeID: String
+    let schedule: @Sendable () -> Schedule?
+    let isPrimary: @Sendable () -> Bool
+    let logger: Logger
+    private let state = Mutex(State())
+    private let queue = DispatchQueue(label: "aerodb.backup-scheduler")
+    private let stopped = Atomic<Bool>(false)
+
+    public init(database: Database, nodeID: String, settings: ClusterSettings, isPrimary: @escaping @Sendable () -> Bool, logger: Logger) {
+        self.database = database
+        self.nodeID = nodeID
+        self.schedule = {
+            guard let stored = try? settings.stored(), let value = stored[BackupScheduler.settingKey], value != .null else { return nil }
+            return try? BackupScheduler.parse(value)
+        }
+        self.isPrimary = isPrimary
+        self.logger = logger
+    }
+
+    public func start() { next() }
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    private func next() {
+        queue.asyncAfter(deadline: .now() + .milliseconds(Self.pollMillis)) { [weak self] in
+            guard let self, !self.stopped.load(ordering: .relaxed) else { return }
+            self.pass()
+            self.next()
+        }
+    }
+
+    /// Complete backups (with a manifest) in `directory`, newest first, with their times.
+    static func complete(_ directory: String) -> [(name: String, micros: Int64)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix(prefix) && FileManager.default.fileExists(atPath: directory + "/" + $0 + "/manifest.json") }
+            .compactMap { name in Timestamp.parse(String(name.dropFirst(prefix.count))).map { (name, $0) } }
+            .sorted { $0.micros > $1.micros }
+    }
+
+    /// What retention removes from `backups` (newest first): never the newest.
+    static func expired(_ backups: [(name: String, micros: Int64)], _ schedule: Schedule, nowMicros: Int64) -> [String] {
+        backups.enumerated().compactMap { index, backup in
+            guard index > 0 else { return nil }
+            if let keep = schedule.keep, index >= keep { return backup.name }
+            if let days = schedule.keepDays, nowMicros - backup.micros > days * 86_400_000_000 { return backup.name }
+            return nil
+        }
+    }
+
+    private func pass() {
+        guard let schedule = schedule(), isPrimary() else { return }
+        let now = SystemClock().nowMicros()
+        let backups = Self.complete(schedule.directory)
+        // Decide.
+        let due = backups.first.map { now - $0.micros >= schedule.everySeconds * 1_000_000 } ?? true
+        guard due else { return }
+        // Act: the backup (its awaits on a task this queue waits for), then retention.
+        let name = Self.prefix + Timestamp.format(now).replacingOccurrences(of: "+00:00", with: "Z")
+        let path = schedule.directory + "/" + name
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<BackupManifest, any Error>?>(nil)
+        let (database, nodeID) = (self.database, self.nodeID)
+        Task.detached {
+            let outcome: Result<BackupManifest, any Error>
+            do {
+                try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
+                outcome = .success(try await database.backupOnline(into: path, nodeID: nodeID))
+            } catch { outcome = .failure(error) }
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        switch result.withLock({ $0 })! {
+        case .success(let manifest):
+            state.withLock { $0.lastBackup = name; $0.lastBackupMicros = now; $0.lastError = nil; $0.taken += 1 }
+            logger.info("scheduled backup taken", metadata: ["backup": "\(path)", "end_lsn": "\(manifest.end.lsn)"])
+            audit("backup scheduled", path, ["end_lsn": .int(Int64(manifest.end.lsn)), "base_lsn": .int(Int64(manifest.base.lsn)),
+                                             "records": .int(Int64(manifest.records))])
+        case .failure(let error):
+            try? FileManager.default.removeItem(atPath: path)
+            let message = (error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)"
+            state.withLock { $0.lastError = message }
+            logger.error("scheduled backup failed", metadata: ["backup": "\(path)", "error": "\(message)"])
+            audit("backup failed", path, ["error": .string(message)])
+            return
+        }
+        for old in Self.expired(Self.complete(schedule.directory), schedule, nowMicros: now) {
+            do {
+                try FileManager.default.removeItem(atPath: schedule.directory + "/" + old)
+                state.withLock { $0.removed += 1 }
+                audit("backup removed", schedule.directory + "/" + old, ["keep": schedule.keep.map { .int(Int64($0)) } ?? .null,
+                                                                        "keep_days": schedule.keepDays.map { .int($0) } ?? .null])
+            } catch {
+                logger.error("expired backup not removed", metadata: ["backup": "\(old)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// One row of the operation log, written in the background (a failure is logged).
+    private func audit(_ action: String, _ target: String, _ details: [String: JSONValue]) {
+        let event = AuthEvent(action: action, actorRole: "system", target: target, ip: nil, details: details)
+        let operation = event.operation(now: .string(Timestamp.format(SystemClock().nowMicros())))
+        let (database, logger) = (self.database, self.logger)
+        Task {
+            do {
+                try await SystemCollections.ensure(AuthCollections.all, in: database)
+                _ = try await database.commit([operation])
+            } catch {
+                logger.error("audit row not written", metadata: ["action": "\(action)", "error": "\(error)"])
+            }
+        }
+    }
+
+    public func status() -> JSONValue {
+        let schedule = schedule()
+        return state.withLock { s in
+            .object(["schedule": schedule.map { .object(["directory": .string($0.directory), "every_seconds": .int($0.everySeconds),
+                                                         "keep": $0.keep.map { .int(Int64($0)) } ?? .null,
+                                                         "keep_days": $0.keepDays.map { .int($0) } ?? .null]) } ?? .null,
+                     "active": .bool(schedule != nil && isPrimary()),
+                     "last_backup": s.lastBackup.map(JSONValue.string) ?? .null,
+                     "last_backup_at": s.lastBackupMicros.map { .string(Timestamp.format($0)) } ?? .null,
+                     "last_error": s.lastError.map(JSONValue.string) ?? .null,
+                     "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed))])
+        }
+    }
+
+    /// `GET /admin/v1/backup/schedule` (service key).
+    public func register(on router: Router<AeroRequestContext>, keys: KeyChecker) {
+        router.get("admin/v1/backup/schedule") { request, _ in
+            try await AdminAPI.guarded(request, keys) { HTTPJSON.response(self.status()) }
+        }
+    }
+}
