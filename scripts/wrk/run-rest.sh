@@ -13,7 +13,7 @@ bin=${AERODB_BIN:-$(swift build -c release --show-bin-path)/aerodb}
 dir=$(mktemp -d /tmp/aerodb-wrk-XXXXXX)
 port=30490  # below the ephemeral port range
 pids=()
-trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$dir"' EXIT
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; wait $p 2>/dev/null || true; done; rm -rf "$dir"' EXIT  # also after a node died
 
 start() {  # start DIR PORT
     "$bin" start --dir "$1" 2>/dev/null &
