@@ -94,6 +94,12 @@ extension AuthService {
 
     /// GET /callback: where the browser goes next (the app, with a code, a session or an error).
     func oauthCallback(_ q: [String: String], _ request: AuthRequest) async -> String {
+        // Before anything else: each callback costs a provider round trip or an audit row.
+        do {
+            try limit("token", settings.rateLimits.token, request)
+        } catch {
+            return Self.withError(settings.siteURL, pkce: true, code: "over_request_rate_limit", description: "Request rate limit reached")
+        }
         let state: OAuthState
         do {
             state = try OAuthState.decode(q["state"] ?? "", secret: secret, nowSeconds: store.nowSeconds)
@@ -129,7 +135,6 @@ extension AuthService {
     func stateMarkerID(_ state: OAuthState) -> String { store.storedID(AuthStore.sha256Hex("oauth-state " + state.id)) }
 
     func finishCallback(_ state: OAuthState, code: String?, _ request: AuthRequest) async throws -> CallbackOutcome {
-        try limit("token", settings.rateLimits.token, request)  // each callback costs a provider round trip
         guard let code, !code.isEmpty, code.utf8.count <= Self.oauthCodeBytesMax else {
             throw AuthFailure.badRequest("bad_oauth_callback", "OAuth callback without a code")
         }
