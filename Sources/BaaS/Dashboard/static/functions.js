@@ -31,8 +31,8 @@ export async function functionsView(view, name) {
     e.preventDefault();
     try {
       const f = file.files && file.files[0];
-      if (!f) throw new ApiError(400, "AERO_DASHBOARD", "choose a .wasm module");
-      if (f.size > moduleBytesMax) throw new ApiError(413, "AERO_DASHBOARD", `the module is over ${moduleBytesMax} bytes`);
+      if (!f) throw new ApiError(400, "AERO_DASHBOARD_FILE", "choose a .wasm module");
+      if (f.size > moduleBytesMax) throw new ApiError(413, "AERO_DASHBOARD_FILE", `the module is over ${moduleBytesMax} bytes`);
       const b = { name: ni.value.trim(), module: base64(new Uint8Array(await f.arrayBuffer())) };
       if (rpc.value.trim()) b.rpc = rpc.value.trim();
       const r = (await post("/admin/v1/functions", b)).body;

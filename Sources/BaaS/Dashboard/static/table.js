@@ -195,7 +195,7 @@ async function rowsPage(card, editor, schema, params) {
 
   let q;
   try {
-    q = { name, pk, pkType: (fields[pk] || {}).type || "uuid", sort, sortType: (fields[sort] || {}).type, dir, filters: filterParams(filterText) };
+    q = { name, pk, pkType: (fields[pk] || {}).type || "uuid", sort, sortType: (fields[sort] || {}).type, dir, filters: filterParams(filterText), columns };
   } catch (e) { replace(card, h("h2", {}, name), filterForm, errorBox(e)); return; }
 
   const reload = (message) => { flash = message || null; return rowsPage(card, editor, schema, params); };
@@ -343,15 +343,13 @@ function editRow(editor, schema, row, status, reload) {
 }
 
 async function exportCSV(q, status) {
-  const columns = null;
   try {
     status.busy("exporting…");
-    const out = [];
-    let cursor = null, cols = columns, count = 0;
+    const cols = q.columns; // the primary key, then the fields in schema order: the header an import takes back
+    const out = [cols.map(csvCell).join(",")];
+    let cursor = null, count = 0;
     for (;;) {
       const { rows } = await fetchPage(q, cursor, exportPageRows, false);
-      if (!cols) cols = rows.length ? Object.keys(rows[0]) : [q.pk];
-      if (out.length === 0) out.push(cols.map(csvCell).join(","));
       for (const r of rows) { out.push(cols.map((c) => csvCell(r[c])).join(",")); count++; }
       if (rows.length < exportPageRows || count >= exportRowsMax) break;
       cursor = rows[rows.length - 1];

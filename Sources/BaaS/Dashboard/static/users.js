@@ -117,5 +117,5 @@ export async function usersView(view, params) {
   try {
     const m = (await get(`/admin/v1/outbox?limit=${outboxShown}`)).body.messages || [];
     replace(outbox, h("h2", {}, `Mail outbox (newest ${outboxShown})`), m.length ? table(["created_at", "to", "type", "subject", "link"], m) : h("p", { class: "muted" }, "empty"));
-  } catch (e) { replace(outbox, h("h2", {}, "Mail outbox"), errorBox(e instanceof ApiError ? e : new ApiError(0, "AERO_DASHBOARD", String(e)))); }
+  } catch (e) { replace(outbox, h("h2", {}, "Mail outbox"), errorBox(e)); }
 }
