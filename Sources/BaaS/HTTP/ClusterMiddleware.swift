@@ -168,6 +168,8 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         }
         if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, secret: secret)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
+        // The host the client addressed (S3 SigV4 signs it; S3API reads it on a forwarded request).
+        if let authority = request.head.authority { outbound.headers.add(name: "X-AeroDB-Forwarded-Host", value: authority) }
         outbound.body = body
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer

@@ -145,6 +145,8 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case signingKey = "aerodb signing-key v1"
     /// The `state` of an OAuth sign-in (provider, redirect, PKCE challenge, nonce, expiry): OAuthState.
     case oauthState = "aerodb oauth-state v1"
+    /// The AES-GCM key sealing S3 access key secrets at rest: S3Keys.
+    case s3AccessKey = "aerodb s3-access-key v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

@@ -52,9 +52,11 @@ struct BlobCollector: Sendable {
     }
 
     func referenced(_ sha: String) throws -> Bool {
-        !(try service.database.snapshot().rowsIfPresent(Query(collection: StorageCollections.objects,
-                                                               filter: .compare(field: "sha256", op: .eq, value: .string(sha)),
-                                                               limit: 1))).isEmpty
+        let snapshot = service.database.snapshot()
+        let byObject = !(try snapshot.rowsIfPresent(Query(collection: StorageCollections.objects,
+                                                          filter: .compare(field: "sha256", op: .eq, value: .string(sha)),
+                                                          limit: 1))).isEmpty
+        return try byObject || S3MultipartCollections.referenced(sha, snapshot)  // or a pending S3 multipart part
     }
 
     /// A removal that failed is logged, never swallowed (the next pass tries again).

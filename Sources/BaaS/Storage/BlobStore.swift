@@ -130,6 +130,20 @@ public final class BlobStore: Sendable {
         return (sha, offset)
     }
 
+    /// Refreshes a stored blob's mtime under the naming lock (a new row is about to name known
+    /// content without writing it: S3 CopyObject), so no collector pass finds it old before the
+    /// commit (ST3). Throws when the blob is absent.
+    func touch(_ sha256: String) throws {
+        guard Self.isHash(sha256) else { throw StorageError.objectNotFound }
+        let target = path(of: sha256)
+        try naming.withLock { _ in
+            guard utimes(target, nil) == 0 else {
+                if errno == ENOENT { throw StorageError.replicaBlob("this node does not hold the source object's bytes; retry") }
+                throw Self.posix("utimes", target)
+            }
+        }
+    }
+
     /// Removes a blob (only BlobCollector calls this, after proving it unreferenced).
     func remove(_ sha256: String) throws {
         let p = path(of: sha256)

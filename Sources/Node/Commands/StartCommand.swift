@@ -136,7 +136,9 @@ struct StartCommand: AsyncParsableCommand {
         backupScheduler.register(on: router, keys: keys)  // GET /admin/v1/backup/schedule
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
-        let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
+        let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(
+            http1: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
+            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
             realtime.shouldUpgrade(request)
         }
         let server: HTTPServerBuilder

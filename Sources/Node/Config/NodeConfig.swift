@@ -38,6 +38,8 @@ struct NodeConfig {
     var replicaWaitMillis: Int64 = 5_000
     /// Requests slower than this are logged and kept in the slow log (0: off). `slow_query_ms`.
     var slowQueryMillis: Int64 = SlowLog.thresholdMillisDefault
+    /// The region S3 requests are signed for (`storage_s3_region`; docs/STORAGE.md "S3").
+    var s3Region = "local"
     /// HTTPS certificate and key files (`tls`); nil: plain HTTP.
     var tls: TLSFiles?
     /// The `auth` object as written (kept verbatim so `json` round-trips it) and its parse.
@@ -69,6 +71,7 @@ struct NodeConfig {
         if query.aggregatesEnabled { o["db_aggregates_enabled"] = .bool(true) }
         if slowQueryMillis != SlowLog.thresholdMillisDefault { o["slow_query_ms"] = .int(slowQueryMillis) }
         if let tls { o["tls"] = tls.json }
+        if s3Region != "local" { o["storage_s3_region"] = .string(s3Region) }
         if !members.isEmpty {
             o["cluster"] = .array(members.map {
                 .object(["node_id": .string($0.nodeID), "http": .string($0.http), "replication": .string($0.replication.description)])
@@ -140,6 +143,7 @@ struct NodeConfig {
             case ("replica_wait_ms", .int(let n)) where n > 0: config.replicaWaitMillis = n
             case ("slow_query_ms", let v): config.slowQueryMillis = try SlowLog.parseThreshold(v)  // docs/OPERATIONS.md
             case ("tls", let v): config.tls = try TLSFiles.parse(v)
+            case ("storage_s3_region", .string(let s)) where !s.isEmpty && s.utf8.count <= 64: config.s3Region = s  // docs/STORAGE.md "S3"
             case ("auth", let v):
                 config.authJSON = v
                 config.auth = try AuthSettings.parse(v)

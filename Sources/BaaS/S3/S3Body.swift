@@ -1,0 +1,74 @@
+// Request bodies of S3 operations: the payload modes of SigV4 (x-amz-content-sha256):
+// - 64 hex digits: the SHA-256 of the body, checked after the last byte and before anything
+//   names the bytes (a mismatch is XAmzContentSHA256Mismatch, the staged blob is dropped);
+// - UNSIGNED-PAYLOAD: not checked (the headers, URI and query still are);
+// - STREAMING-*: aws-chunked (S3ChunkDecoder), each chunk's signature checked as it arrives.
+// Object bytes stream into a BlobStore writer (never a whole object in memory); XML bodies are
+// collected up to S3Limits.xmlBodyBytesMax.
+
+import Crypto
+import Hummingbird
+import NIOCore
+
+enum S3Body {
+    static func isHex64(_ s: String) -> Bool {
+        s.utf8.count == 64 && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
+    }
+
+    /// Streams the decoded payload into `sink`, checking it per the payload mode.
+    static func stream(_ request: Request, _ auth: S3Auth, _ sink: (UnsafeRawBufferPointer) throws -> Void) async throws {
+        let signed = auth.signed
+        if signed.isStreaming {
+            guard [S3SignedRequest.streamingSigned, S3SignedRequest.streamingSignedTrailer, S3SignedRequest.streamingUnsignedTrailer]
+                .contains(signed.payloadHash) else { throw S3Error.notImplemented("x-amz-content-sha256 \(signed.payloadHash)") }
+            var decoder = S3ChunkDecoder(request: signed, signingKey: auth.signingKey)
+            for try await chunk in request.body {
+                try chunk.withUnsafeReadableBytes { try decoder.feed($0, emit: sink) }
+            }
+            try decoder.finish()
+            if let d = auth.headers["x-amz-decoded-content-length"], let n = Int64(d), n != decoder.decodedBytes {
+                throw S3Error.incompleteBody("x-amz-decoded-content-length says \(n) bytes, the chunks held \(decoder.decodedBytes)")
+            }
+            return
+        }
+        let expect: String? = isHex64(signed.payloadHash) ? signed.payloadHash.lowercased() : nil
+        guard expect != nil || signed.payloadHash == S3SignedRequest.unsigned else {
+            throw S3Error.invalidArgument("x-amz-content-sha256 must be 64 hex digits, UNSIGNED-PAYLOAD or a STREAMING- mode")
+        }
+        var hasher = SHA256()
+        for try await chunk in request.body {
+            try chunk.withUnsafeReadableBytes {
+                if expect != nil { hasher.update(bufferPointer: $0) }
+                try sink($0)
+            }
+        }
+        if let expect, S3SigV4.hex(hasher.finalize()) != expect { throw S3Error.badDigest }
+    }
+
+    /// The body, at most `S3Limits.xmlBodyBytesMax` bytes.
+    static func collect(_ request: Request, _ auth: S3Auth) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        try await stream(request, auth) { bytes in
+            guard out.count + bytes.count <= S3Limits.xmlBodyBytesMax else {
+                throw S3Error.malformedXML("the request body is larger than \(S3Limits.xmlBodyBytesMax) bytes")
+            }
+            out.append(contentsOf: bytes)
+        }
+        return out
+    }
+
+    /// The payload as a durable blob (ST1) of at most `limit` bytes.
+    static func toBlob(_ request: Request, _ auth: S3Auth, service: StorageService, limit: Int64) async throws -> (sha256: String, size: Int64) {
+        let declared = auth.signed.isStreaming ? auth.headers["x-amz-decoded-content-length"] : auth.headers["content-length"]
+        if let d = declared, let n = Int64(d), n > limit { throw S3Error.entityTooLarge(limit) }
+        let writer = try service.blobs.writer(limitBytes: limit)
+        do {
+            try await stream(request, auth) { try writer.write($0) }
+        } catch {
+            writer.abort()
+            if let st = error as? StorageError, st.code == "AERO_STORAGE_TOO_LARGE" { throw S3Error.entityTooLarge(limit) }
+            throw error
+        }
+        return try writer.finish()
+    }
+}
