@@ -168,6 +168,12 @@ def test_bad_requests_are_clear_errors(node):
     with pytest.raises(AuthApiError) as ended:
         c.auth.mfa.verify({"factor_id": enrolled.id, "challenge_id": challenge.id, "code": good.now()})
     assert ended.value.code == "mfa_challenge_not_found"
+    # A new challenge does not reset the count: the factor takes no challenge for 5 minutes
+    # (guessing is bounded per factor, whatever the caller's address or node).
+    with pytest.raises(AuthApiError) as locked:
+        c.auth.mfa.challenge({"factor_id": enrolled.id})
+    assert locked.value.status == 429 and locked.value.code == "over_request_rate_limit"
+    assert "wrong codes" in locked.value.message
     # The secret is not stored in the clear.
     rows = node.admin("POST", "query", {"collection": "_auth_mfa_factors", "filter": {"id": enrolled.id}})["rows"]
     assert rows and enrolled.totp.secret not in json.dumps(rows)

@@ -16,8 +16,10 @@
 //
 // TOTP (RFC 6238): HMAC-SHA1, 30 s steps, 6 digits, the current step and one either side
 // accepted, each step at most once per factor (`last_step`). A challenge lives
-// `challengeSeconds`; `challengeFailuresMax` wrong codes end it; verification is also
-// rate-limited per client address (`verifyBudget`).
+// `challengeSeconds`; `challengeFailuresMax` wrong codes end it, and a new challenge inherits the
+// count of one it replaces that is younger than `challengeSeconds` (so at most that many wrong
+// codes per factor per `challengeSeconds`, whatever the caller's address or node); verification is
+// also rate-limited per client address (`verifyBudget`).
 //
 // Assurance levels: a session is aal1 until a verify on it succeeds, then aal2 with
 // {"method":"totp","timestamp":T} added to its amr; every access token of the session (refreshes
@@ -63,6 +65,24 @@ enum AuthMFA {
             ], [C.index("by_factor", ["factor_id"])]),
         ]
     }()
+
+    /// The wrong codes a new challenge of a factor starts with: those of the challenges it
+    /// replaces that were created less than `challengeSeconds` ago; `lockedUntil` when they
+    /// already reach `challengeFailuresMax` (no challenge before then).
+    static func carriedFailures(_ earlier: [Document], nowSeconds: Int64) -> (failures: Int64, lockedUntil: Int64?) {
+        var failures: Int64 = 0
+        var until: Int64 = 0
+        for row in earlier {
+            guard case .int(let created)? = row["created_s"], AuthInput.subtract(nowSeconds, created) < challengeSeconds else { continue }
+            let count = max(0, min(row["failures"]?.intValue ?? 0, challengeFailuresMax))
+            failures = max(failures, count)
+            if count >= challengeFailuresMax {
+                let (end, overflow) = created.addingReportingOverflow(challengeSeconds)
+                until = max(until, overflow ? .max : end)
+            }
+        }
+        return (failures, failures >= challengeFailuresMax ? until : nil)
+    }
 
     // MARK: TOTP
 
@@ -215,9 +235,17 @@ extension AuthService {
         let id = UUIDText.random()
         let now = store.nowSeconds
         let earlier = try store.rows(AuthMFA.challenges, where: "factor_id", equals: factor["id"] ?? .null)
+        // Wrong codes carry over to the next challenge while the one replaced is recent (a new
+        // challenge must not reset the count): at most `challengeFailuresMax` wrong codes per
+        // factor in any `challengeSeconds` without a challenge, on every node alike (replicated).
+        let carried = AuthMFA.carriedFailures(earlier, nowSeconds: now)
+        if let until = carried.lockedUntil {
+            throw AuthFailure(status: .tooManyRequests, code: "over_request_rate_limit",
+                              message: "Too many wrong codes for this factor: create a challenge again in \(AuthInput.subtract(until, now)) s")
+        }
         try await commit(earlier.compactMap { row in row["id"].map { .delete(collection: AuthMFA.challenges, target: .key($0)) } } + [
             .insert(collection: AuthMFA.challenges, document: [
-                "id": .string(id), "factor_id": factor["id"] ?? .null, "user_id": .string(userID), "created_s": .int(now), "failures": .int(0),
+                "id": .string(id), "factor_id": factor["id"] ?? .null, "user_id": .string(userID), "created_s": .int(now), "failures": .int(carried.failures),
             ]),
             event("challenge_created", user: userID, role: "authenticated", target: factor["id"]?.stringValue, request),
         ])
@@ -233,6 +261,11 @@ extension AuthService {
               let challenge = try store.document(AuthMFA.challenges, normalized), challenge["factor_id"] == factor["id"] else {
             throw AuthFailure.notFound("mfa_challenge_not_found", "Challenge not found")
         }
+        // A challenge that took its last wrong code stays (so the next challenge inherits the
+        // count) but verifies nothing.
+        guard (challenge["failures"]?.intValue ?? 0) < AuthMFA.challengeFailuresMax else {
+            throw AuthFailure.notFound("mfa_challenge_not_found", "Challenge not found")
+        }
         let now = store.nowSeconds
         guard case .int(let created)? = challenge["created_s"], AuthInput.subtract(now, created) <= AuthMFA.challengeSeconds else {
             try await commit([.delete(collection: AuthMFA.challenges, target: .key(.string(normalized)))])
@@ -243,9 +276,8 @@ extension AuthService {
         let last: Int64 = factor["last_step"]?.intValue ?? 0
         guard let step = AuthMFA.matchingStep(try AuthMFA.open(sealed, secret), code: code, nowSeconds: now, after: last) else {
             let failures = (challenge["failures"]?.intValue ?? 0) + 1
-            let record: WriteOperation = failures >= AuthMFA.challengeFailuresMax
-                ? .delete(collection: AuthMFA.challenges, target: .key(.string(normalized)))
-                : .update(collection: AuthMFA.challenges, target: .key(.string(normalized)), set: ["failures": .int(failures)])
+            let record: WriteOperation = .update(collection: AuthMFA.challenges, target: .key(.string(normalized)),
+                                                 set: ["failures": .int(min(failures, AuthMFA.challengeFailuresMax))])
             try await commit([record, event("mfa_verification_failed", user: userID, role: "authenticated", target: factor["id"]?.stringValue, request)])
             throw AuthFailure.unprocessable("mfa_verification_failed", "Invalid TOTP code entered")
         }
