@@ -738,8 +738,12 @@ def test_dashboard_on_a_replica_of_three_nodes(browser):
         cluster.processes[0].send_signal(signal.SIGKILL)
         cluster.processes[0].wait(timeout=10)
         browser.get(replica + "/dashboard#/cluster")
+        wait(browser).until(EC.text_to_be_present_in_element((By.ID, "members"), "false"))  # n1 seen unreachable
         wait(browser).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Promote']"))).click()
-        accept_confirm(browser)
+        WebDriverWait(browser, WAIT_SECONDS).until(EC.alert_is_present())
+        question = browser.switch_to.alert.text
+        assert "n1: unreachable" in question and "n3: replica, epoch 1, durable LSN" in question, question
+        browser.switch_to.alert.accept()
         done = status_text(browser, "promote-outcome", "promote")
         wait(browser).until(lambda d: "…" not in d.find_element(By.ID, "promote-outcome").text)
         done = browser.find_element(By.ID, "promote-outcome").text

@@ -57,7 +57,9 @@ export async function clusterView(view) {
   } else parts.push(errorBox(status.reason));
   const members = h("div", { class: "card", id: "members" });
   const chart = h("div", { class: "card", id: "lag" });
+  let lastMembers = [];
   const showMembers = (c) => {
+    lastMembers = c.members || [];
     record(c.members || []);
     replace(members, h("h2", {}, `Members (cluster ${c.cluster_id}, commit mode ${c.commit_mode}, answered by ${c.answered_by})`),
       table(["node_id", "http", "reachable", "role", "epoch", "primary", "durable_lsn", "applied_lsn", "lag_lsn", "state"], c.members || []));
@@ -77,7 +79,9 @@ export async function clusterView(view) {
     const question = kind === "promote"
       ? `Promote this node to primary${force.checked ? " WITH --force (checks that refuse become warnings; acknowledged writes may be lost)" : ""}? The current primary is fenced by the new epoch. The node answers with its validation report.`
       : "Switch over to this node? The primary hands over once this node has every durable record; the node answers with its validation report.";
-    if (!confirmed(question)) return;
+    // What the last poll saw of every member, so the decision is made with the positions in view.
+    const seen = lastMembers.map((m) => `  ${m.node_id}: ${m.reachable ? `${m.role}, epoch ${m.epoch}, durable LSN ${m.durable_lsn}` : "unreachable"}`).join("\n");
+    if (!confirmed(`${question}\n\nMembers at the last poll:\n${seen || "  (none answered)"}`)) return;
     result.busy(`${kind}…`);
     try {
       const r = await post(`/admin/v1/cluster/${kind}`, kind === "promote" ? { force: force.checked } : undefined);
