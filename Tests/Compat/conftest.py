@@ -1,6 +1,8 @@
 """Starts a real `aerodb` node for the compatibility tests (loopback only, stopped by pid)."""
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BINARY = os.environ.get("AERODB_BIN", os.path.join(ROOT, ".build", "debug", "aerodb"))
 READY_TIMEOUT_SECONDS = 30
 
+# Node directories made by this run, removed when the run ends (a run leaves nothing in /tmp:
+# many runs filled the disk before). AERODB_KEEP_TEST_DIRS=1 keeps them to read the node logs.
+_made_dirs = []
+
+
+def make_test_dir(prefix):
+    path = tempfile.mkdtemp(prefix=prefix)
+    _made_dirs.append(path)
+    return path
+
+
+@atexit.register
+def _remove_test_dirs():
+    if os.environ.get("AERODB_KEEP_TEST_DIRS") == "1":
+        return
+    for path in _made_dirs:
+        shutil.rmtree(path, ignore_errors=True)  # best effort at exit; a node killed late may still write
+
 
 def free_port():
     with socket.socket() as s:
@@ -23,7 +43,7 @@ def free_port():
 
 class Node:
     def __init__(self, auth=None, settings=None):
-        self.dir = tempfile.mkdtemp(prefix="aerodb-compat-")
+        self.dir = make_test_dir("aerodb-compat-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         node = os.path.join(self.dir, "n1")
@@ -100,7 +120,7 @@ class Cluster:
     """`aerodb cluster init` + one `aerodb start` per member (n1 primary), loopback only."""
 
     def __init__(self, nodes=2, commit_mode="sync"):
-        self.dir = tempfile.mkdtemp(prefix="aerodb-compat-cluster-")
+        self.dir = make_test_dir("aerodb-compat-cluster-")
         http, repl = free_consecutive_ports(nodes), free_consecutive_ports(nodes)
         subprocess.run([BINARY, "cluster", "init", "--dir", self.dir, "--nodes", str(nodes), "--http-port", str(http),
                         "--repl-port", str(repl), "--commit-mode", commit_mode], check=True, stdout=subprocess.DEVNULL)
