@@ -23,5 +23,6 @@ struct AeroDBCommand: AsyncParsableCommand {
         subcommands: [InitCommand.self, KeysCommand.self, StartCommand.self, VerifyCommand.self, MigrateCommand.self,
                       BenchCommand.self, ClusterCommand.self, StatusCommand.self, PromoteCommand.self,
                       SwitchoverCommand.self, RejoinCommand.self, FunctionsCommand.self, ConfigCommand.self,
-                      BackupCommand.self, RestoreCommand.self, ArchiveCommand.self, LogsCommand.self, AuthCommand.self])
+                      BackupCommand.self, RestoreCommand.self, ArchiveCommand.self, LogsCommand.self, AuthCommand.self,
+                      StorageCommand.self])
 }

@@ -31,14 +31,14 @@ aerodb_require_swift() {
 }
 
 # Python packages of the compatibility tests, in a venv inside the repository (git-ignored).
-AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0 selenium==4.40.0 Django==5.2.19 django-oidc-provider==0.9.0)
+AERODB_PY_PACKAGES=(supabase==2.34.1 pytest tuspy==1.1.0 pyotp==2.9.0 selenium==4.40.0 Django==5.2.19 django-oidc-provider==0.9.0 boto3==1.44.8 awscli==1.46.2)
 
 aerodb_python_venv() {
     if [ ! -x .venv/bin/python ]; then
         aerodb_log "creating .venv for the compatibility tests"
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c 'import supabase, pytest, tusclient, pyotp, selenium' >/dev/null 2>&1; then
+    if ! .venv/bin/python -c 'import supabase, pytest, tusclient, pyotp, selenium, boto3, awscli' >/dev/null 2>&1; then
         aerodb_log "installing ${AERODB_PY_PACKAGES[*]} into .venv"
         .venv/bin/python -m pip install -q "${AERODB_PY_PACKAGES[@]}" </dev/null
     fi
