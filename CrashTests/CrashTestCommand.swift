@@ -95,13 +95,16 @@ struct KillCommand: AsyncParsableCommand {
     @Option(help: "Total seconds of load, spread over the rounds.") var seconds = 10.0
     @Option(help: "Concurrent writers.") var writers = 8
     @Option(help: "Seed for the kill moments.") var seed: UInt64 = 1
+    @Option(help: "Concurrent storage uploaders (plain and TUS uploads; 0: none).") var uploaders = 2
 
     func run() async throws {
         guard kills > 0, seconds > 0, writers > 0 else { throw ValidationError("kills, seconds and writers must be positive") }
-        var harness = KillHarness(kills: kills, seconds: seconds, writers: writers, random: SeededRandom(seed: seed))
+        guard (0...64).contains(uploaders) else { throw ValidationError("uploaders must be in 0...64") }
+        var harness = KillHarness(kills: kills, seconds: seconds, writers: writers, random: SeededRandom(seed: seed), uploaders: uploaders)
         let outcome = try await harness.run()
         for v in outcome.violations.prefix(20) { print("VIOLATION \(v)") }
         print("acknowledged writes checked: \(outcome.acknowledged)")
+        if uploaders > 0 { print("acknowledged uploads checked: \(outcome.uploadsAcknowledged)") }
         print("kills: \(outcome.kills), \(outcome.violations.count) violations")
         if !outcome.violations.isEmpty { throw ExitCode(1) }
     }

@@ -12,6 +12,8 @@ struct KillHarness {
     let seconds: Double
     let writers: Int
     var random: SeededRandom
+    /// Storage uploaders beside the writers (UploadLoad: plain and TUS uploads, ST1/ST4).
+    var uploaders = 0
 
     static let schema = #"{"name":"log","fields":{"id":{"type":"text"},"writer":{"type":"int"},"seq":{"type":"int"},"body":{"type":"text"}}}"#
     /// How long a restarted node may take to answer /ready before the run counts a violation.
@@ -20,6 +22,7 @@ struct KillHarness {
     struct Outcome {
         var kills = 0
         var acknowledged = 0
+        var uploadsAcknowledged = 0
         var violations: [String] = []
     }
 
@@ -32,10 +35,14 @@ struct KillHarness {
         }
         var acknowledged: [String: Document] = [:]
         var outcome = Outcome()
+        let uploads = UploadLoad(node: node, uploaders: uploaders)
+        if uploaders > 0 { try await uploads.prepare() }
         let roundSeconds = seconds / Double(max(kills, 1))
         for round in 0..<kills {
             let killAfter = roundSeconds * (0.3 + Double(random.next(below: 70)) / 100)
+            let uploading = Task { await uploads.round(round) }
             let acked = try await load(node, round: round, killAfterSeconds: killAfter)
+            await uploading.value
             acknowledged.merge(acked) { a, _ in a }
             outcome.kills += 1
             do {
@@ -45,8 +52,10 @@ struct KillHarness {
                 break
             }
             outcome.violations += try await missing(acknowledged, on: node).map { "round \(round): \($0)" }
+            if uploaders > 0 { outcome.violations += await uploads.verify().map { "round \(round): \($0)" } }
         }
         outcome.acknowledged = acknowledged.count
+        outcome.uploadsAcknowledged = uploads.acknowledgedCount
         return outcome
     }
 

@@ -77,6 +77,43 @@ import Kernel
         _ = try reopened.create(Self.info(owner: "u1", length: 40), nowSeconds: 1_000)
     }
 
+    /// A crash between a TUS completion's commit and the removal of its upload: after the
+    /// restart the upload is complete on disk and the object exists; the client's retried
+    /// completion (an empty PATCH at the end) answers complete, not a duplicate, and frees it.
+    /// Found by `aerodb-crashtest kill --uploaders`.
+    @Test func aCompletionRetriedAfterACrashPastItsCommitAnswersComplete() async throws {
+        let dir = try StorageUnitTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try await Database.open(KernelOptions(dataDirectory: dir + "/data"))
+        let service = try StorageService(database: db, secret: Array(repeating: 9, count: 32), clock: SystemClock(),
+                                         peers: .alone, logger: .init(label: "test"))
+        let admin = Caller(role: "service_role", claims: .object([:]))
+        _ = try await service.createBucket(.object(["id": .string("b")]), caller: admin)
+        var info = Self.info(owner: nil, share: ResumableShare.service, length: 5)
+        info.name = "done.bin"
+        info.expires = service.nowSeconds + 3_600
+        let id = try service.resumable.create(info, nowSeconds: service.nowSeconds)
+        guard case .proceed(let held) = service.resumable.acquire(id, nowSeconds: service.nowSeconds) else { Issue.record("not acquired"); return }
+        let (full, _) = await service.resumable.append(id, held, body: StorageResumableTests.body([[1, 2, 3, 4, 5]]))
+        // The completion's commit, and then the crash: the upload directory is still there.
+        let (sha, size) = try service.blobs.adopt(service.resumable.dir(id) + "/data")
+        _ = try await service.commitUpload(ResumableAPI.upload(full), sha256: sha, size: size)
+        let who = ResumableAPI.Actor(caller: admin, owner: nil, upsert: false, share: ResumableShare.service)
+        let (after, lsn) = try await ResumableAPI.appendAndMaybeComplete(service, uuid: id, full, body: StorageResumableTests.body([]), who: who)
+        #expect(after.offset == 5 && lsn != nil && service.resumable.count == 0)
+        // Other bytes under the same name stay a duplicate.
+        var other = info
+        other.name = "done.bin"
+        let id2 = try service.resumable.create(other, nowSeconds: service.nowSeconds)
+        guard case .proceed(let held2) = service.resumable.acquire(id2, nowSeconds: service.nowSeconds) else { Issue.record("not acquired"); return }
+        let (full2, _) = await service.resumable.append(id2, held2, body: StorageResumableTests.body([[9, 9, 9, 9, 9]]))
+        await #expect(throws: StorageError.self) {
+            _ = try await ResumableAPI.appendAndMaybeComplete(service, uuid: id2, full2, body: StorageResumableTests.body([]), who: who)
+        }
+        #expect(service.resumable.count == 1)
+        await db.close()
+    }
+
     static func sha1(_ bytes: [UInt8]) -> String { Data(Insecure.SHA1.hash(data: bytes)).base64EncodedString() }
 
     /// ST4 with the checksum extension: a chunk whose digest does not match is discarded (460,

@@ -24,6 +24,9 @@
 // <id> is base64url("<bucket>/<object name>/<uuid>") like storage-api's (tenant left out).
 // Errors: the status with the message as a text body (what tus-node-server answers), the stable
 // code in `X-AeroDB-Error-Code`.
+// Completion after a crash between its commit and the upload's removal: a retried completion
+// (an empty PATCH at the end) finds the object holding exactly the upload's bytes and answers
+// Tus-Complete instead of a duplicate (found by `aerodb-crashtest kill --uploaders`).
 // Policies: creation and completion run the same checks as an upload (bucket, name, MIME type,
 // size limit, duplicate without x-upsert, insert/update policy); every request of an upload must
 // come from its creator's share (ResumableShare: the same signed-in user; any anonymous caller for
@@ -371,7 +374,18 @@ enum ResumableAPI {
         }
         // Completion (a PATCH at offset == length with an empty body retries it after a refusal).
         do {
-            _ = try service.precheck(upload(info), caller: who.caller, signedUpload: who.caller == nil)
+            do {
+                _ = try service.precheck(upload(info), caller: who.caller, signedUpload: who.caller == nil)
+            } catch let refusal as StorageError where refusal.code == StorageError.duplicate.code {
+                // A crash between the commit and the removal of the upload leaves it complete on
+                // disk: when the object holds exactly its bytes, the completion already happened.
+                let snapshot = service.database.snapshot()
+                let (sha, size) = try service.blobs.adopt(service.resumable.dir(uuid) + "/data")
+                guard let row = try service.object(info.bucket, info.name, snapshot), row["sha256"]?.stringValue == sha,
+                      row["size"] == .int(size), size == info.length else { throw refusal }
+                service.resumable.remove(uuid)
+                return (info, snapshot.lsn)
+            }
             let (sha, size) = try service.blobs.adopt(service.resumable.dir(uuid) + "/data")
             guard size == info.length else { throw tusError(500, "the upload's bytes changed on disk", "AERO_IO_ERROR") }
             try await service.replicator.push(sha)
