@@ -385,3 +385,37 @@ actor AckLog {
                     .output.contains("AERO_REQUEST_INVALID"))
     }
 }
+
+@Suite(.serialized) struct SlowLogPlanTests {
+    /// A slow REST read's slow-log entry carries the plan of the query it ran (issue 18 part 4):
+    /// the threshold at 1 ms makes every read slow; the plan names the index the filter used.
+    @Test func slowLogEntriesCarryTheQueryPlan() async throws {
+        let node = try TestNode()
+        let configPath = node.directory + "/aerodb.json"
+        guard case .object(var config) = try JSON.parse(Array(FileManager.default.contents(atPath: configPath)!)) else { return }
+        config["slow_query_ms"] = .int(1)
+        try Data(JSON.encode(.object(config))).write(to: URL(fileURLWithPath: configPath))
+        try await node.start()
+        defer { node.kill() }
+        #expect(try await node.admin("POST", "collections", clusterItems).status == 201)
+        // 1,000 rows the read returns: well over 1 ms to serialize and send.
+        let ops = (0..<1_000).map { #"{"op":"insert","collection":"items","doc":{"id":"r\#($0)","qty":1}}"# }.joined(separator: ",")
+        #expect(try await node.admin("POST", "transactions", parse(#"{"ops":[\#(ops)]}"#)).status == 200)
+        let id = "plan-\(UUID().uuidString)"
+        for _ in 0..<20 {  // until one read takes 1 ms or more (it does on any machine, but loop to be sure)
+            let read = try await exchange("GET", node.baseURL + "/rest/v1/items?select=id&qty=eq.1",
+                                          headers: ["apikey": node.serviceKey, "Authorization": "Bearer \(node.serviceKey)", "X-Request-Id": id])
+            #expect(read.status == 200)
+            let log = try await node.admin("GET", "logs/slow?limit=50")
+            if log.body?["entries"]?.arrayValue?.contains(where: { $0["request_id"]?.stringValue == id }) == true { break }
+        }
+        let entries = try await node.admin("GET", "logs/slow?limit=50").body?["entries"]?.arrayValue ?? []
+        let entry = try #require(entries.first { $0["request_id"]?.stringValue == id }, "\(entries)")
+        let plan = entry["plans"]?.arrayValue?.first
+        #expect(plan?["collection"]?.stringValue == "items" && plan?["index"] != nil && plan?["index"] != .null
+                    && (plan?["bounds"]?.arrayValue ?? []).contains { $0.stringValue?.contains("qty") == true }, "\(entry)")
+        // A request that ran no query has an empty plan list.
+        let collections = entries.first { $0["path"]?.stringValue == "/admin/v1/collections" }
+        #expect(collections == nil || collections?["plans"] == .array([]), "\(String(describing: collections))")
+    }
+}

@@ -31,13 +31,16 @@ public struct OpsMiddleware<Context: RequestContext>: RouterMiddleware {
         context.logger[metadataKey: "request_id"] = .string(id)
         let started = ContinuousClock.now
         do {
-            var response = try await RequestID.$current.withValue(id) { try await next(request, context) }
+            let notes = slowLog.thresholdMillis > 0 ? SlowLog.QueryNotes() : nil  // the plans of a slow request
+            var response = try await RequestID.$current.withValue(id) {
+                try await SlowLog.$notes.withValue(notes) { try await next(request, context) }
+            }
             response.headers[RequestID.header] = id
             let elapsed = ContinuousClock.now - started
             metrics.recordRequest(method: request.method.rawValue, route: context.endpointPath,
                                   status: Int(response.status.code), elapsed: elapsed)
             slowLog.observe(method: request.method.rawValue, route: context.endpointPath, path: request.uri.path,
-                            status: Int(response.status.code), elapsed: elapsed, requestID: id, logger: context.logger)
+                            status: Int(response.status.code), elapsed: elapsed, requestID: id, logger: context.logger, notes: notes)
             return response
         } catch {
             // RequestLogMiddleware answers every error; one that still gets here is a 500.

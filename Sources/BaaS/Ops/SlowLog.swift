@@ -3,6 +3,12 @@
 // `GET /admin/v1/logs/slow` and by `aerodb logs`. Each entry: time, request id, method, route
 // pattern, path (never the query string: it may hold tokens), status, milliseconds.
 // In memory only: a restart empties it (the log lines remain).
+//
+// Plans: while a request runs, the REST query path notes each kernel query it runs with its
+// snapshot (`SlowLog.noteQuery`, a task-local list of at most `plansPerEntryMax`: a struct copy,
+// no planning on the fast path). Only when the request turns out slow are those queries planned
+// again on the same snapshots (`Snapshot.explain`, the plan `POST /admin/v1/explain` shows) and
+// put in the entry as `plans`.
 
 import Foundation
 import Hummingbird
@@ -22,6 +28,25 @@ public final class SlowLog: Sendable {
     /// Longest path kept in an entry (bytes); longer ones are cut with "...".
     static let pathBytesMax = 512
 
+    /// Queries of one request whose plans a slow entry keeps (the first ones run).
+    static let plansPerEntryMax = 8
+
+    /// The queries one request ran, with their snapshots (bounded by `plansPerEntryMax`).
+    final class QueryNotes: Sendable {
+        let list = Mutex<[(query: Query, snapshot: Snapshot)]>([])
+    }
+
+    @TaskLocal static var notes: QueryNotes?
+
+    /// Called by the REST query path for every kernel query (cheap: nothing when the slow log is
+    /// off or no request is being observed).
+    public static func noteQuery(_ query: Query, on snapshot: Snapshot) {
+        guard let notes else { return }
+        notes.list.withLock { list in
+            if list.count < plansPerEntryMax { list.append((query, snapshot)) }
+        }
+    }
+
     private let threshold = Atomic<Int64>(SlowLog.thresholdMillisDefault)
     private let ring = Mutex<[JSONValue]>([])
 
@@ -40,16 +65,26 @@ public final class SlowLog: Sendable {
         return n
     }
 
-    func observe(method: String, route: String?, path: String, status: Int, elapsed: Duration, requestID: String, logger: Logger) {
+    func observe(method: String, route: String?, path: String, status: Int, elapsed: Duration, requestID: String, logger: Logger,
+                 notes: QueryNotes? = nil) {
         let limit = thresholdMillis
         guard limit > 0 else { return }
         let millis = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
         guard millis >= Double(limit) else { return }
+        let plans: [JSONValue] = (notes?.list.withLock { $0 } ?? []).map { noted in
+            do {
+                var plan = try noted.snapshot.explain(noted.query).json
+                if case .object(var o) = plan { o["collection"] = .string(noted.query.collection); plan = .object(o) }
+                return plan
+            } catch {
+                return .object(["collection": .string(noted.query.collection), "error": .string("\(error)")])
+            }
+        }
         let shownPath = path.utf8.count <= Self.pathBytesMax ? path : String(decoding: Array(path.utf8.prefix(Self.pathBytesMax)), as: UTF8.self) + "..."
         let entry: JSONValue = .object([
             "ts": .string(Timestamp.format(SystemClock().nowMicros())), "request_id": .string(requestID),
             "method": .string(method), "route": .string(route ?? "unmatched"), "path": .string(shownPath),
-            "status": .int(Int64(status)), "ms": .float(millis),
+            "status": .int(Int64(status)), "ms": .float(millis), "plans": .array(plans),
         ])
         ring.withLock { entries in
             if entries.count >= Self.entriesMax { entries.removeFirst(entries.count - Self.entriesMax + 1) }

@@ -163,6 +163,7 @@ final class RequestBudget {
     /// `limitMax` raises the node's largest limit for this query only (a read the REST layer
     /// sorts itself, EmbeddedOrder); the scan bound still applies.
     func query(_ query: Query, on snapshot: Snapshot, limitMax: Int? = nil) throws -> QueryResult {
+        SlowLog.noteQuery(query, on: snapshot)  // its plan, if the request turns out slow (Ops/SlowLog.swift)
         try chargeQuery()
         let remaining = rowsVisitedMax - rowsVisited
         var bounded = options
