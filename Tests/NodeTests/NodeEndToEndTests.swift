@@ -227,6 +227,9 @@ let itemsSchema = parse(#"""
         #expect(lines.last == "kills: 2, 0 violations")
         let checked = lines.first { $0.hasPrefix("acknowledged writes checked: ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
         #expect(checked > 0)
+        // Storage uploads ride along (UploadLoad, default 2 uploaders): acknowledged ones were checked.
+        let uploads = lines.first { $0.hasPrefix("acknowledged uploads checked: ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
+        #expect(uploads > 0, "\(run.output)")
     }
 
     /// A node whose authority marker names another primary accepts no write (A1 groundwork).
