@@ -97,7 +97,7 @@ let package = Package(
         // cluster tests and `aerodb-crashtest cluster`. Never part of a release node.
         .target(
             name: "LiveCluster",
-            dependencies: ["Kernel"],
+            dependencies: ["Kernel", "Replication"],
             path: "CrashTests/Live",
             swiftSettings: strictSettings
         ),

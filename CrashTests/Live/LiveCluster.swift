@@ -9,6 +9,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Kernel
+import Replication
 
 public final class LiveCluster: @unchecked Sendable {
     public let binary: String
@@ -185,13 +186,30 @@ public final class LiveCluster: @unchecked Sendable {
         return acked.filter { found[$0.id]?["qty"] != .int(Int64($0.qty)) }
     }
 
-    /// The replica of `candidates` with the highest durable LSN (what an operator promotes).
+    /// The replica of `candidates` an operator promotes: the most up-to-date in the node's own
+    /// order (`PromotionDecision`: the epoch of the last durable record first, then its LSN; a
+    /// node that cannot tell the epoch is compared by LSN alone), the lowest index on ties.
+    /// A pick by LSN alone can name a deposed primary's longer tail of an older epoch, which the
+    /// node refuses (`better_candidate`).
     public func mostUpToDate(_ candidates: [Int]) async throws -> Int {
-        var best = candidates[0], bestLSN: Int64 = -1
-        for i in candidates {
-            let lsn = try await status(i)["lsn"]?["durable"]?.intValue ?? 0
-            if lsn > bestLSN { (best, bestLSN) = (i, lsn) }
-        }
+        var keys: [PromotionDecision.Key] = []
+        for i in candidates { keys.append(Self.durableRecord(try await status(i))) }
+        return candidates[Self.best(keys)]
+    }
+
+    /// The promotion key of a node from its `/admin/v1/status` (`replication.durable_record`,
+    /// else `lsn.durable` of unknown epoch).
+    static func durableRecord(_ status: JSONValue) -> PromotionDecision.Key {
+        let record = status["replication"]?["durable_record"]
+        let lsn = record?["lsn"]?.intValue ?? status["lsn"]?["durable"]?.intValue ?? 0
+        return (epoch: UInt64(max(0, record?["epoch"]?.intValue ?? 0)), lsn: UInt64(max(0, lsn)))
+    }
+
+    /// The index of the first of `keys` that no other is ahead of, in `PromotionDecision`'s
+    /// order (the node's own check).
+    package static func best(_ keys: [PromotionDecision.Key]) -> Int {
+        var best = 0
+        for i in keys.indices.dropFirst() where PromotionDecision.isAhead(keys[i], of: keys[best]) { best = i }
         return best
     }
 

@@ -56,6 +56,11 @@ import LiveCluster
         let n3LSN = try #require(try await cluster.status(2)["lsn"]?["durable"]?.intValue)
         #expect(n1LSN > n3LSN, "the scenario needs n1's old-epoch log (\(n1LSN)) longer than n3's (\(n3LSN))")
 
+        // The crash harness's pick (`LiveCluster.mostUpToDate`) follows the node's order: n3, not
+        // the longer n1 that a pick by LSN alone would name.
+        #expect(deposed["replication"]?["durable_record"]?["epoch"] == .int(1), "\(JSON.encodeString(deposed))")
+        #expect(try await cluster.mostUpToDate([0, 2]) == 2)
+
         // Promoting n1 is refused: n3's last record is of epoch 2, ahead of n1's longer epoch-1 log.
         let (refusedStatus, refused) = try promote(cluster, 0)
         #expect(refusedStatus != 0)

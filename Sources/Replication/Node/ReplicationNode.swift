@@ -268,6 +268,10 @@ public actor ReplicationNode {
             "primary": .string(marker.primary), "commit_mode": .string(config.commitMode.rawValue),
             "state": .string(stateDetail),
         ]
+        // The last durable record as promotion compares it (`PromotionOrder`: its epoch, then
+        // its LSN; epoch 0: unknown), read together so an operator's pick matches the node's check.
+        let (record, recordEpoch) = durablePositionWithEpoch()
+        o["durable_record"] = .object(["lsn": .int(Int64(record.lsn)), "epoch": .int(Int64(recordEpoch))])
         if isPrimary {
             o["replicas"] = .array(config.peers.map { peer in
                 guard let r = replicas[peer.nodeID] else {
