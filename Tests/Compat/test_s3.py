@@ -94,6 +94,11 @@ def test_buckets_and_objects_every_operation(s3):
     assert s3.get_object(Bucket="ops", Key="dir/copy.bin")["Body"].read() == body
     for i in range(7):
         s3.put_object(Bucket="ops", Key=f"page/{i:02d}.txt", Body=f"n{i}".encode())
+    odd = "odd/a b+c%d é.txt"  # boto3 lists with encoding-type=url and decodes
+    s3.put_object(Bucket="ops", Key=odd, Body=b"odd")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="ops", Prefix="odd/")["Contents"]] == [odd]
+    assert s3.get_object(Bucket="ops", Key=odd)["Body"].read() == b"odd"
+    s3.delete_object(Bucket="ops", Key=odd)
     top = s3.list_objects_v2(Bucket="ops", Delimiter="/")
     assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["dir/", "page/"] and "Contents" not in top
     keys, token = [], None

@@ -296,6 +296,9 @@ struct S3Operations {
             after = auth.q("marker")
         }
         if after?.isEmpty == true { after = nil }
+        // encoding-type=url (boto3 asks for it and decodes): names percent-encoded, `/` kept.
+        let urlEncoded = auth.q("encoding-type") == "url"
+        func out(_ name: String) -> String { urlEncoded ? S3SigV4.encode(name, keepSlash: true) : name }
         var contents: [S3XMLNode] = []
         var prefixes: [S3XMLNode] = []
         var count = 0
@@ -306,13 +309,13 @@ struct S3Operations {
                                                 after: after, caller: caller, examineMax: StorageLimits.examinedRowsMax, snapshot)
             truncated = page["hasNext"]?.boolValue ?? false
             for folder in page["folders"]?.arrayValue ?? [] {
-                prefixes.append(.node("CommonPrefixes", [.leaf("Prefix", folder["name"]?.stringValue ?? "")]))
+                prefixes.append(.node("CommonPrefixes", [.leaf("Prefix", out(folder["name"]?.stringValue ?? ""))]))
             }
             for o in page["objects"]?.arrayValue ?? [] {
                 let name = o["name"]?.stringValue ?? ""
                 guard let row = try service.object(bucket, name, snapshot) else { continue }
                 contents.append(.node("Contents", [
-                    .leaf("Key", name), .leaf("LastModified", Self.iso(row["updated_at"])),
+                    .leaf("Key", out(name)), .leaf("LastModified", Self.iso(row["updated_at"])),
                     .leaf("ETag", row["etag"]?.stringValue ?? ""), .leaf("Size", String(row["size"]?.intValue ?? 0)),
                     .leaf("StorageClass", "STANDARD"),
                 ]))
@@ -322,18 +325,19 @@ struct S3Operations {
         } else {
             truncated = false
         }
-        var children: [S3XMLNode] = [.leaf("Name", bucket), .leaf("Prefix", prefix)]
-        if !delimiter.isEmpty { children.append(.leaf("Delimiter", delimiter)) }
+        var children: [S3XMLNode] = [.leaf("Name", bucket), .leaf("Prefix", out(prefix))]
+        if !delimiter.isEmpty { children.append(.leaf("Delimiter", out(delimiter))) }
+        if urlEncoded { children.append(.leaf("EncodingType", "url")) }
         children.append(.leaf("MaxKeys", String(maxKeys)))
         children.append(.leaf("IsTruncated", truncated ? "true" : "false"))
         if v2 {
             children.append(.leaf("KeyCount", String(count)))
             if let token { children.append(.leaf("ContinuationToken", token)) }
-            if let sa = auth.q("start-after") { children.append(.leaf("StartAfter", sa)) }
+            if let sa = auth.q("start-after") { children.append(.leaf("StartAfter", out(sa))) }
             if truncated, let last { children.append(.leaf("NextContinuationToken", JWT.base64URL(Array(last.utf8)))) }
         } else {
             children.append(.leaf("Marker", auth.q("marker") ?? ""))
-            if truncated, let last { children.append(.leaf("NextMarker", last)) }
+            if truncated, let last { children.append(.leaf("NextMarker", out(last))) }
         }
         return xml("ListBucketResult", children + contents + prefixes)
     }
