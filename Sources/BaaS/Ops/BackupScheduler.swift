@@ -12,8 +12,8 @@
 // actions `backup scheduled`, `backup failed`, `backup removed`, actor role `system`).
 //
 // Decide then act: the directory listing gives the decision (due or not, what to remove), then
-// the backup and the removals run; all of it on the scheduler's own queue (the backup's awaits
-// run on a task it waits for), never under the writer lock.
+// the backup and the removals run; all of it on the scheduler's own queue (the backup's base
+// is read on a task it waits for), never under the writer lock.
 
 import Dispatch
 import Foundation
@@ -135,20 +135,24 @@ public final class BackupScheduler: Sendable {
         // Act: the backup (its awaits on a task this queue waits for), then retention.
         let name = Self.prefix + Timestamp.format(now).replacingOccurrences(of: "+00:00", with: "Z")
         let path = schedule.directory + "/" + name
+        // Only the base is awaited on a task; the records are copied and fsynced here, on this
+        // queue, so a long backup holds no thread of the cooperative pool.
         let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<BackupManifest, any Error>?>(nil)
-        let (database, nodeID) = (self.database, self.nodeID)
+        let baseRead = Mutex<Result<(position: LogPosition, epoch: UInt64, bytes: [UInt8]), any Error>?>(nil)
+        let database = self.database
         Task.detached {
-            let outcome: Result<BackupManifest, any Error>
-            do {
-                try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
-                outcome = .success(try await database.backupOnline(into: path, nodeID: nodeID))
-            } catch { outcome = .failure(error) }
-            result.withLock { $0 = outcome }
+            let outcome: Result<(position: LogPosition, epoch: UInt64, bytes: [UInt8]), any Error>
+            do { outcome = .success(try await database.backupBase()) } catch { outcome = .failure(error) }
+            baseRead.withLock { $0 = outcome }
             done.signal()
         }
         done.wait()
-        switch result.withLock({ $0 })! {
+        let result = Result<BackupManifest, any Error> {
+            let base = try baseRead.withLock({ $0 })!.get()
+            try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
+            return try database.writeBackup(base: base, into: path, nodeID: nodeID)
+        }
+        switch result {
         case .success(let manifest):
             state.withLock { $0.lastBackup = name; $0.lastBackupMicros = now; $0.lastError = nil; $0.taken += 1 }
             logger.info("scheduled backup taken", metadata: ["backup": "\(path)", "end_lsn": "\(manifest.end.lsn)"])

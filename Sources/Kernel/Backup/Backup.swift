@@ -480,9 +480,11 @@ extension Database {
 extension Database {
     /// An online backup taken in-process (the scheduled backups of the primary): the same base
     /// and records as `aerodb backup` reads over the admin API, checked by the same writer (B1).
-    /// Ends at the durable LSN when the base was read; writes continue meanwhile.
-    public func backupOnline(into directory: String, nodeID: String) async throws -> BackupManifest {
-        let base = try await backupBase()
+    /// Ends at the durable LSN when the base was read; writes continue meanwhile. Blocking file
+    /// I/O: call it from a thread or queue of its own, never from the cooperative pool; `base` is
+    /// what `backupBase()` answered.
+    public func writeBackup(base: (position: LogPosition, epoch: UInt64, bytes: [UInt8]), into directory: String,
+                            nodeID: String) throws -> BackupManifest {
         let end = durablePosition.lsn
         let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: base.position, baseBytes: base.bytes,
                                       fileSystem: options.fileSystem)
