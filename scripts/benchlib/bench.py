@@ -457,6 +457,18 @@ def w_storage(ctx):
           note="RSS growth of the node during one upload then download of that many MiB")
 
 
+def w_s3(ctx):
+    """S3 (docs/STORAGE.md "S3"): scripts/benchlib/s3_bench.py, aws s3 cp up and down vs dd."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import s3_bench
+    f = s3_bench.run(ctx.aerodb.binary, quick=ctx.quick)
+    RESULTS["workloads"]["s3"] = f
+    ratio(f"s3_upload_{f['size_mib']}m", "dd_dsync", f["upload_mibs"], f["dd_dsync_mibs"], "MiB/s",
+          note="aws s3 cp (multipart, 8 MB parts) up vs dd bs=1M oflag=dsync of the same size")
+    ratio(f"s3_download_{f['size_mib']}m", "dd_read", f["download_mibs"], f["dd_read_mibs"], "MiB/s",
+          note="aws s3 cp down vs dd bs=1M iflag=direct of the same size")
+
+
 def w_backup(ctx):
     """Backup and restore (docs/OPERATIONS.md): scripts/benchlib/backup_bench.py."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -515,7 +527,7 @@ WORKLOADS = {
     "commit_1w": lambda c: w_commit(c, 1), "commit_32w": lambda c: w_commit(c, 32), "point_read": w_point_read,
     "rest": w_rest, "sync_commit_8w": w_sync_commit, "replica_lag": w_replica_lag, "promote": w_promote,
     "recovery": w_recovery, "idle_rss": w_idle_rss, "functions": w_functions,
-    "storage": w_storage, "backup": w_backup, "realtime_fanout": w_realtime_fanout, "realtime_resume": w_realtime_resume,
+    "storage": w_storage, "s3": w_s3, "backup": w_backup, "realtime_fanout": w_realtime_fanout, "realtime_resume": w_realtime_resume,
 }
 
 
