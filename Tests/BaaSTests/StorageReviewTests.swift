@@ -178,6 +178,18 @@ import Kernel
             } while cursor != nil && pages < 100
             return (objects, folders, pages)
         }
+        // The cursor is sealed (it may stop on a row the caller cannot see): no name in clear,
+        // and a changed cursor is refused.
+        let first = try service.listV2(bucket: "b", body: .object(["prefix": .string("p/"), "limit": .int(3)]), caller: admin, examineMax: 25)
+        let cursor = first["nextCursor"]?.stringValue ?? ""
+        #expect(first["nextCursorKey"]?.stringValue == "p/dir00/x14.txt")  // x00, x07, x14
+        #expect(!String(decoding: JWT.decodeBase64URL(Substring(cursor)) ?? [], as: UTF8.self).contains("p/"))
+        var tampered = Array(cursor.utf8)
+        tampered[tampered.count / 2] = tampered[tampered.count / 2] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(throws: StorageError.self) {
+            _ = try service.listV2(bucket: "b", body: .object(["prefix": .string("p/"), "cursor": .string(String(decoding: tampered, as: UTF8.self))]),
+                                   caller: admin)
+        }
         let inP = files.filter { $0.hasPrefix("p/") }.sorted()
         let flat = try walk(["prefix": .string("p/"), "limit": .int(40)])
         #expect(flat.objects == inP && flat.folders.isEmpty && flat.pages >= 150 / 25)

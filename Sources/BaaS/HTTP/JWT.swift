@@ -147,6 +147,9 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     case oauthState = "aerodb oauth-state v1"
     /// The AES-GCM key sealing S3 access key secrets at rest: S3Keys.
     case s3AccessKey = "aerodb s3-access-key v1"
+    /// The AES-GCM key sealing storage `list_v2` cursors (a cursor may stop on a name the
+    /// caller cannot see): StorageService.sealCursor.
+    case storageListCursor = "aerodb storage-list-cursor v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

@@ -2,6 +2,7 @@
 // Every object change is one kernel transaction committed after its blob is durable (ST1);
 // access is decided by StorageAccess before any byte is read or written.
 
+import Crypto
 import Foundation
 import Kernel
 import Logging
@@ -358,11 +359,12 @@ public final class StorageService: Sendable {
         guard ["name", "created_at", "updated_at"].contains(column) else {
             throw StorageError.invalid("sortBy.column must be name, created_at or updated_at")
         }
-        // The cursor: base64url JSON {"n": last name, "v": its sort value} of the previous page.
+        // The cursor: {"n": last name, "v": its sort value} of the previous page, sealed (AES-GCM
+        // under SecretDomain.storageListCursor: it may name a row the caller cannot see).
         var after: (value: JSONValue, name: String)?
         if let cursor = body["cursor"]?.stringValue, !cursor.isEmpty {
-            guard cursor.utf8.count <= StorageLimits.tokenBytesMax, let bytes = JWT.decodeBase64URL(Substring(cursor)),
-                  let c = try? JSON.parse(bytes), case .string(let n)? = c["n"] else { throw StorageError.invalid("cursor is not valid") }
+            guard cursor.utf8.count <= StorageLimits.tokenBytesMax, let c = openCursor(cursor),
+                  case .string(let n)? = c["n"] else { throw StorageError.invalid("cursor is not valid") }
             after = (c["v"] ?? .null, n)
         }
         if column == "name" {
@@ -392,7 +394,7 @@ public final class StorageService: Sendable {
         entries.sort { order($0.sortValue, $0.name, $1.sortValue, $1.name) }
         if let after { entries.removeAll { !order(after.value, after.name, $0.sortValue, $0.name) } }
         let page = Array(entries.prefix(limit))
-        return Self.pageV2(page.map { ($0.name, $0.sortValue, $0.value) }, hasNext: entries.count > limit, cursorName: page.last?.name)
+        return try pageV2(page.map { ($0.name, $0.sortValue, $0.value) }, hasNext: entries.count > limit, cursorName: page.last?.name)
     }
 
     static func folderV2(_ folder: String) -> JSONValue {
@@ -408,7 +410,20 @@ public final class StorageService: Sendable {
     }
 
     /// The list-v2 answer: folders and objects of the page, and a cursor after `cursorName`.
-    static func pageV2(_ page: [(name: String, sortValue: JSONValue, value: JSONValue)], hasNext: Bool, cursorName: String?) -> JSONValue {
+    func sealCursor(_ value: JSONValue) throws -> String {
+        let box = try AES.GCM.seal(JSON.encode(value), using: SecretDomain.storageListCursor.key(secret))
+        guard let combined = box.combined else { throw StorageError.invalid("cursor could not be sealed") }
+        return JWT.base64URL(Array(combined))
+    }
+
+    func openCursor(_ text: String) -> JSONValue? {
+        guard let bytes = JWT.decodeBase64URL(Substring(text)), let box = try? AES.GCM.SealedBox(combined: bytes),
+              let plain = try? AES.GCM.open(box, using: SecretDomain.storageListCursor.key(secret)) else { return nil }
+        return try? JSON.parse(Array(plain))
+    }
+
+    /// `nextCursorKey` names the last entry returned (never a row the walk passed unseen).
+    func pageV2(_ page: [(name: String, sortValue: JSONValue, value: JSONValue)], hasNext: Bool, cursorName: String?) throws -> JSONValue {
         var out: [String: JSONValue] = [
             "hasNext": .bool(hasNext),
             "folders": .array(page.filter { $0.value["id"] == nil }.map(\.value)),
@@ -416,8 +431,8 @@ public final class StorageService: Sendable {
         ]
         if hasNext, let last = cursorName {
             let value = page.last(where: { $0.name == last })?.sortValue ?? .string(last)
-            out["nextCursor"] = .string(JWT.base64URL(JSON.encode(.object(["n": .string(last), "v": value]))))
-            out["nextCursorKey"] = .string(last)
+            out["nextCursor"] = .string(try sealCursor(.object(["n": .string(last), "v": value])))
+            if let shown = page.last?.name { out["nextCursorKey"] = .string(shown) }
         }
         return .object(out)
     }
@@ -506,10 +521,10 @@ public final class StorageService: Sendable {
         }
         if entries.count > limit {
             let page = Array(entries.prefix(limit))
-            return Self.pageV2(page, hasNext: true, cursorName: page.last?.name)
+            return try pageV2(page, hasNext: true, cursorName: page.last?.name)
         }
         // A page cut by `examineMax` is short: it continues from the last row (or folder) examined.
-        return Self.pageV2(entries, hasNext: !exhausted, cursorName: exhausted ? nil : lastExamined)
+        return try pageV2(entries, hasNext: !exhausted, cursorName: exhausted ? nil : lastExamined)
     }
 
     static func range(_ value: JSONValue?, _ name: String, default d: Int, _ r: ClosedRange<Int>) throws -> Int {
