@@ -165,21 +165,61 @@ def test_multipart_operations(s3):
     assert "Uploads" not in s3.list_multipart_uploads(Bucket="mp")
 
 
+def signed(node, key, method, path, body=b"", headers=None, send_body=None):
+    """A request signed by botocore's own SigV4 signer, sent with urllib: (status, body)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = node.url + "/storage/v1/s3" + path
+    aws = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    S3SigV4Auth(Credentials(key["access_key_id"], key["secret_access_key"]), "s3", REGION).add_auth(aws)
+    data = body if send_body is None else send_body
+    request = urllib.request.Request(url, data=data if method in ("PUT", "POST") else None, method=method)
+    for k, v in aws.headers.items():
+        request.add_header(k, v)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def test_malformed_xml_is_400_not_500(node, key, s3):
     s3.create_bucket(Bucket="xml")
-    for body in [b"<Delete><Object><Key>a</Key></Object>", b"<" * 100, b"<a>" * 50 + b"</a>" * 50, b"<!DOCTYPE x [<!ENTITY a 'b'>]><Delete/>"]:
-        request = urllib.request.Request(node.url + "/storage/v1/s3/xml?delete", data=body, method="POST")
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-        aws = AWSRequest(method="POST", url=node.url + "/storage/v1/s3/xml?delete", data=body)
-        S3SigV4Auth(Credentials(key["access_key_id"], key["secret_access_key"]), "s3", REGION).add_auth(aws)
-        for k, v in aws.headers.items():
-            request.add_header(k, v)
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(request, timeout=10)
-        assert e.value.code == 400
-        assert b"<Code>MalformedXML</Code>" in e.value.read()
+    for body in [b"<Delete><Object><Key>a</Key></Object>", b"<" * 100, b"<a>" * 50 + b"</a>" * 50, b"<!DOCTYPE x [<!ENTITY a 'b'>]><Delete/>",
+                 b"<Other/>", b"\xff\xfe"]:
+        status, answer = signed(node, key, "POST", "/xml?delete", body)
+        assert status == 400 and b"<Code>MalformedXML</Code>" in answer, (body, answer)
+
+
+def test_bad_input_answers_s3_errors_never_500(node, key, s3):
+    s3.create_bucket(Bucket="bad")
+    up = s3.create_multipart_upload(Bucket="bad", Key="k")["UploadId"]
+    cases = [
+        ("PUT", f"/bad/k?partNumber=0&uploadId={up}", b"x", {}, "InvalidArgument"),
+        ("PUT", f"/bad/k?partNumber=99999999999999999999&uploadId={up}", b"x", {}, "InvalidArgument"),
+        ("PUT", "/bad/k?partNumber=1&uploadId=nope", b"x", {}, "NoSuchUpload"),
+        ("POST", f"/bad/k?uploadId={up}", b"<CompleteMultipartUpload></CompleteMultipartUpload>", {}, "MalformedXML"),
+        ("POST", f"/bad/k?uploadId={up}", b"<CompleteMultipartUpload><Part><PartNumber>x</PartNumber></Part></CompleteMultipartUpload>", {}, "MalformedXML"),
+        ("GET", "/bad?list-type=2&max-keys=-1", b"", {}, "InvalidArgument"),
+        ("GET", "/bad?list-type=2&continuation-token=%21%21%21", b"", {}, "InvalidArgument"),
+        ("GET", "/bad?list-type=2&delimiter=x", b"", {}, "NotImplemented"),
+        ("PUT", "/bad/a/../b", b"x", {}, "InvalidArgument"),
+        ("PUT", "/bad/copy", b"", {"x-amz-copy-source": "nobucket"}, "InvalidArgument"),
+        ("PUT", "/bad/copy", b"", {"x-amz-copy-source": "/bad/missing"}, "NoSuchKey"),
+        ("GET", "/missing-bucket/k", b"", {}, "NoSuchBucket"),
+        ("PUT", "/bad/k?tagging", b"<Tagging/>", {}, "NotImplemented"),
+        ("PUT", "/bad/k", b"x" * 10, {"x-amz-meta-" + "m" * 10: "v" * 20000}, "MetadataTooLarge"),
+    ]
+    for method, path, body, headers, expected in cases:
+        status, answer = signed(node, key, method, path, body, headers)
+        assert 400 <= status < 500 or status == 501, (path, status, answer)
+        assert f"<Code>{expected}</Code>".encode() in answer, (path, answer)
+    # A body that does not hash to its signed x-amz-content-sha256 is refused and not stored.
+    status, answer = signed(node, key, "PUT", "/bad/lie", b"true body", send_body=b"fake body")
+    assert status == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in answer, answer
+    status, _ = signed(node, key, "GET", "/bad/lie")
+    assert status == 404
 
 
 def test_wrong_secret_expired_presigned_and_revoked_key_are_refused(node, key, s3):

@@ -123,10 +123,11 @@ struct S3Multipart {
         }
     }
 
-    func drop(_ id: String, _ snapshot: Snapshot) async throws {
+    @discardableResult
+    func drop(_ id: String, _ snapshot: Snapshot) async throws -> UInt64 {
         var ops: [WriteOperation] = try parts(id, snapshot).map { .delete(collection: S3MultipartCollections.parts, target: .key($0["id"] ?? .null)) }
         ops.append(.delete(collection: S3MultipartCollections.uploads, target: .key(.string(id))))
-        _ = try await service.database.commit(ops)
+        return try await service.database.commit(ops).lsn
     }
 
     // MARK: Parts
@@ -281,8 +282,8 @@ struct S3Multipart {
         try await ensure()
         let snapshot = service.database.snapshot()
         let up = try upload(snapshot)
-        try await drop(up["id"]?.stringValue ?? "", snapshot)
-        return Response(status: .noContent)
+        let lsn = try await drop(up["id"]?.stringValue ?? "", snapshot)
+        return Response(status: .noContent, headers: [HTTPJSON.lsnHeader: String(lsn)])
     }
 
     // MARK: Listing
