@@ -12,6 +12,7 @@
 import Kernel
 import Logging
 import NIOPosix
+import Synchronization
 
 /// What a flow needs from the HTTP request.
 struct AuthRequest: Sendable {
@@ -62,8 +63,9 @@ final class AuthService: Sendable {
     let secret: [UInt8]
     let limiter = RateLimiter()
     let logger: Logger
-    /// Verified when an email is unknown, so a sign-in takes as long whether or not it exists.
-    let decoyHash: String
+    /// Verified when an email is unknown, so a sign-in takes as long whether or not it exists;
+    /// remade at the current cost when `auth.argon2` changes (a cluster setting).
+    private let decoy: Mutex<(cost: PasswordCost, hash: String)>
 
     init(database: Database, settings: AuthSettings, secret: [UInt8], clock: any KernelClock, logger: Logger,
          live: (@Sendable () -> AuthSettings)? = nil) throws {
@@ -72,7 +74,16 @@ final class AuthService: Sendable {
         liveSettings = live
         self.secret = secret
         self.logger = logger
-        decoyHash = try PasswordHasher.hash(SecureRandom.token(16), cost: settings.passwordCost)
+        decoy = Mutex((settings.passwordCost, try PasswordHasher.hash(SecureRandom.token(16), cost: settings.passwordCost)))
+    }
+
+    /// The decoy hash at the current cost (hashed off the cooperative pool when the cost changed).
+    func decoyHash() async throws -> String {
+        let cost = settings.passwordCost
+        if let hit = decoy.withLock({ $0.cost == cost ? $0.hash : nil }) { return hit }
+        let fresh = try await NIOThreadPool.singleton.runIfActive { try PasswordHasher.hash(SecureRandom.token(16), cost: cost) }
+        decoy.withLock { $0 = (cost, fresh) }
+        return fresh
     }
 
     // MARK: Commits
@@ -298,7 +309,9 @@ final class AuthService: Sendable {
         }
         let user = try store.user(email: email)
         let stored = user?["encrypted_password"]?.stringValue
-        let matches = try await verify(password, stored ?? decoyHash) && stored != nil
+        let encoded: String
+        if let stored { encoded = stored } else { encoded = try await decoyHash() }
+        let matches = try await verify(password, encoded) && stored != nil
         guard let user, matches else {
             await recordFailure("login_failed", target: email, request, reason: "invalid_credentials")
             throw AuthFailure.invalidCredentials

@@ -7,8 +7,10 @@
 // "value": <JSON>, "updated_at": <timestamp>}. Settable today: the `auth.<name>` settings of
 // docs/AUTH.md that are read per request (SettingsKeys.auth). The effective `/auth/v1` settings
 // are the node's aerodb.json `auth` object with the stored values laid over it, key by key;
-// deleting a stored value falls back to the file. Node-local settings (ports, directories) stay
-// in the file. Not built yet: commit mode, retention and query limits as cluster settings.
+// deleting a stored value falls back to the file; `auth.rate_limits` and `auth.argon2` are laid
+// over the file's object one level deeper (budget by budget, part by part). Node-local settings
+// (ports, directories) stay in the file. Not built yet: commit mode, retention and query limits
+// as cluster settings. Secrets (OAuth client secrets, the SMTP password) are never shown back.
 // Invariants: a value is stored only after the merged settings parse (a bad value is refused
 // with AERO_REQUEST_INVALID, never stored); at most `keysMax` documents.
 
@@ -19,13 +21,19 @@ import Synchronization
 
 public enum SettingsKeys {
     /// The `auth` settings that may be changed cluster-wide: each is read on every request.
-    /// (`smtp`, `argon2`, `retention` and `rate_limits` are read at start: file only for now.)
+    /// (`retention` is read at start: file only for now.)
     public static let auth: Set<String> = [
         "mailer_autoconfirm", "anonymous_sign_ins", "disable_signup", "site_url", "redirect_urls",
         "jwt_expiry", "refresh_token_reuse_interval", "password_min_length", "password_required_characters",
         "secure_password_change", "otp_length", "otp_expiry",
         "oauth_providers", "manual_linking",  // OAuth (Auth/OAuth): client secrets are never shown back
+        "rate_limits", "argon2", "smtp",  // the SMTP password is never shown back
     ]
+    /// `auth` objects merged one level deep over the file's (a budget or a cost part at a time).
+    static let mergedObjects: Set<String> = ["rate_limits", "argon2"]
+
+    /// Every settable key, for listings and error messages.
+    public static var all: [String] { (auth.map { "auth." + $0 } + OpsClusterSettings.keys).sorted() }
 }
 
 public final class ClusterSettings: Sendable {
@@ -87,7 +95,15 @@ public final class ClusterSettings: Sendable {
     /// The file's auth object with the stored values over it (the node's default external URL kept).
     func merge(_ stored: [String: JSONValue]) throws -> AuthSettings {
         var auth = fileAuth
-        for (key, value) in stored where key.hasPrefix("auth.") { auth[String(key.dropFirst(5))] = value }
+        for (key, value) in stored where key.hasPrefix("auth.") {
+            let name = String(key.dropFirst(5))
+            if SettingsKeys.mergedObjects.contains(name), case .object(let over) = value, case .object(var base)? = auth[name] {
+                for (part, v) in over { base[part] = v }
+                auth[name] = .object(base)
+            } else {
+                auth[name] = value
+            }
+        }
         var merged = try AuthSettings.parse(.object(auth))
         if merged.externalURL == nil { merged.externalURL = fileSettings.externalURL }
         return merged
@@ -133,7 +149,7 @@ public final class ClusterSettings: Sendable {
     static func settable(_ key: String) throws -> String {
         if OpsClusterSettings.keys.contains(key) { return key }
         guard key.hasPrefix("auth."), SettingsKeys.auth.contains(String(key.dropFirst(5))) else {
-            throw AeroError(.requestInvalid, "\(key) is not a cluster setting; settable: \(SettingsKeys.auth.sorted().map { "auth." + $0 }.joined(separator: ", ")) (ports and directories stay in aerodb.json; commit mode, retention and limits are not cluster settings yet)")
+            throw AeroError(.requestInvalid, "\(key) is not a cluster setting; settable: \(SettingsKeys.all.joined(separator: ", ")) (ports and directories stay in aerodb.json; commit mode and auth.retention are not cluster settings yet)")
         }
         return String(key.dropFirst(5))
     }
@@ -148,7 +164,38 @@ public final class ClusterSettings: Sendable {
          "password_required_characters": .array(s.passwordRequiredCharacters.map(JSONValue.string)),
          "secure_password_change": .bool(s.securePasswordChange), "otp_length": .int(Int64(s.otpLength)),
          "otp_expiry": .int(s.otpExpirySeconds),
-         "oauth_providers": OAuthSettings.redacted(s.oauthProviders), "manual_linking": .bool(s.manualLinking)]
+         "oauth_providers": OAuthSettings.redacted(s.oauthProviders), "manual_linking": .bool(s.manualLinking),
+         "rate_limits": .object(["signup": budget(s.rateLimits.signup), "token": budget(s.rateLimits.token),
+                                 "verify": budget(s.rateLimits.verify), "otp": budget(s.rateLimits.otp),
+                                 "email_per_address": budget(s.rateLimits.emailPerAddress)]),
+         "argon2": .object(["memory_kib": .int(Int64(s.passwordCost.memoryKiB)), "iterations": .int(Int64(s.passwordCost.iterations)),
+                            "parallelism": .int(Int64(s.passwordCost.parallelism))]),
+         "smtp": s.smtp.map(smtpJSON) ?? .null]
+    }
+
+    static func budget(_ b: AuthRateLimits.Budget) -> JSONValue {
+        .object(["limit": .int(Int64(b.limit)), "window_seconds": .int(b.windowSeconds)])
+    }
+
+    /// `auth.smtp` as shown: the password replaced by `OAuthSettings.redactedSecret`.
+    static func smtpJSON(_ s: SMTPSettings) -> JSONValue {
+        var o: [String: JSONValue] = ["host": .string(s.host), "port": .int(Int64(s.port)), "sender": .string(s.sender),
+                                      "timeout_seconds": .int(Int64(s.timeoutSeconds))]
+        if let user = s.user { o["user"] = .string(user) }
+        if s.password != nil { o["password"] = .string(OAuthSettings.redactedSecret) }
+        return .object(o)
+    }
+
+    /// A value as echoed by PUT: secrets replaced (never the stored value itself).
+    static func shown(_ key: String, _ value: JSONValue) -> JSONValue {
+        switch key {
+        case "auth.oauth_providers": return OAuthSettings.redacted(value)
+        case "auth.smtp":
+            guard case .object(var o) = value else { return value }
+            if o["password"] != nil { o["password"] = .string(OAuthSettings.redactedSecret) }
+            return .object(o)
+        default: return value
+        }
     }
 }
 
@@ -179,7 +226,7 @@ public enum ClusterSettingsAPI {
                     throw AeroError(.requestInvalid, "the body is {\"value\": <JSON>}")
                 }
                 let lsn = try await settings.set(key, value)
-                let shown = key == "auth.oauth_providers" ? OAuthSettings.redacted(value) : value  // no client secret in the echo
+                let shown = ClusterSettings.shown(key, value)  // no client secret or SMTP password in the echo
                 return HTTPJSON.response(.object(["key": .string(key), "value": shown, "lsn": .int(Int64(lsn))]), lsn: lsn)
             }
         }
