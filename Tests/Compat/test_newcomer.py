@@ -90,3 +90,53 @@ def test_the_cli_reads_and_changes_settings_and_status_shows_them(cluster):
     assert until(lambda: settings_of(cluster, 2)["auth.site_url"]["source"] == "default")
     refused = aerodb("config", "set", "auth.otp_length", "99", "--url", cluster.urls[0])
     assert refused.returncode != 0 and "AERO_REQUEST_INVALID" in refused.stderr
+
+
+def test_rate_limits_set_through_one_node_apply_on_another(cluster):
+    from supabase_auth.errors import AuthApiError
+    n3 = create_client(cluster.urls[2], cluster.anon).auth
+    assert n3.sign_up({"email": "before-limit@example.com", "password": "secret-password"}).user is not None
+    answer = cluster.admin(1, "PUT", "settings/auth.rate_limits", {"value": {"signup": {"limit": 1, "window_seconds": 300}}})
+    assert answer["lsn"] > 0
+    # Merged budget by budget: the budgets not named keep theirs.
+    assert until(lambda: settings_of(cluster, 2)["auth.rate_limits"]["value"]["signup"] == {"limit": 1, "window_seconds": 300})
+    assert settings_of(cluster, 0)["auth.rate_limits"]["value"]["token"] == {"limit": 150, "window_seconds": 300}
+    with pytest.raises(AuthApiError) as limited:
+        n3.sign_up({"email": "over-limit@example.com", "password": "secret-password"})
+    assert limited.value.status == 429
+    # Out of the file's range: refused, nothing stored.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.admin(0, "PUT", "settings/auth.rate_limits", {"value": {"signup": {"limit": 0, "window_seconds": 300}}})
+    assert refused.value.code == 400
+    cluster.admin(0, "DELETE", "settings/auth.rate_limits")
+    assert until(lambda: settings_of(cluster, 2)["auth.rate_limits"]["source"] == "default")
+    assert n3.sign_up({"email": "after-limit@example.com", "password": "secret-password"}).user is not None
+
+
+def test_smtp_and_argon2_are_cluster_settings_and_the_smtp_password_is_never_shown(cluster):
+    smtp = {"host": "127.0.0.1", "port": 2525, "sender": "no-reply@example.com", "user": "mailer", "password": "hunter2-smtp-secret"}
+    echoed = cluster.admin(1, "PUT", "settings/auth.smtp", {"value": smtp})
+    assert "hunter2-smtp-secret" not in json.dumps(echoed)
+    assert until(lambda: settings_of(cluster, 0)["auth.smtp"]["source"] == "cluster")
+    for i in range(3):
+        shown = until(lambda: settings_of(cluster, i)["auth.smtp"]["value"])
+        assert shown["host"] == "127.0.0.1" and shown["port"] == 2525 and shown["password"] == "(set, not shown)"
+        assert "hunter2-smtp-secret" not in json.dumps(cluster.admin(i, "GET", "settings"))
+        assert "hunter2-smtp-secret" not in json.dumps(cluster.admin(i, "GET", "settings/auth.smtp"))
+    cluster.admin(2, "DELETE", "settings/auth.smtp")
+    # The password hashing cost, through PasswordCost's ranges, merged part by part.
+    cluster.admin(1, "PUT", "settings/auth.argon2", {"value": {"memory_kib": 8192, "iterations": 1}})
+    assert until(lambda: settings_of(cluster, 2)["auth.argon2"]["value"] == {"memory_kib": 8192, "iterations": 1, "parallelism": 1})
+    assert create_client(cluster.urls[2], cluster.anon).auth.sign_up({"email": "cheap@example.com", "password": "secret-password"}).user
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.admin(0, "PUT", "settings/auth.argon2", {"value": {"memory_kib": 4096}})
+    assert refused.value.code == 400 and "8192...1048576" in json.loads(refused.value.read())["message"]
+    cluster.admin(0, "DELETE", "settings/auth.argon2")
+
+
+def test_an_unknown_key_names_every_settable_key(cluster):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.admin(0, "PUT", "settings/auth.retention", {"value": {}})
+    message = json.loads(refused.value.read())["message"]
+    for key in ("auth.rate_limits", "auth.smtp", "auth.argon2", "auth.mailer_autoconfirm", "archive.directory", "backup.schedule"):
+        assert key in message
