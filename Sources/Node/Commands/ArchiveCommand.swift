@@ -60,6 +60,14 @@ private func admin(_ method: HTTPMethod, _ url: String, _ path: String, key: Str
     return value
 }
 
+/// An archive the operator names must exist: a mistyped path is not an empty, sound archive.
+private func requireArchive(_ directory: String) throws {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw AeroError(.notFound, "no archive directory at \(directory)")
+    }
+}
+
 struct ArchiveStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
@@ -72,13 +80,11 @@ struct ArchiveStatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        do {
+        try await CLIErrors.exitOnAeroError {
             var node: JSONValue?
             if let url { node = try await admin(.GET, url, "/admin/v1/archive", key: key, dir: dir) }
+            try requireArchive(archive)
             try report(try ArchiveDirectory.scan(archive), archive, json: json, node: node)
-        } catch let error as AeroError {
-            print("\(error.code.rawValue): \(error.message)")
-            throw ExitCode(1)
         }
     }
 }
@@ -92,11 +98,9 @@ struct ArchiveVerifyCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        do {
+        try await CLIErrors.exitOnAeroError {
+            try requireArchive(archive)
             try report(try ArchiveDirectory.verify(archive), archive, json: json, node: nil)
-        } catch let error as AeroError {
-            print("\(error.code.rawValue): \(error.message)")
-            throw ExitCode(1)
         }
     }
 }
@@ -111,12 +115,9 @@ struct ArchivePushCommand: AsyncParsableCommand {
     @Option(help: "A node directory to read the key from.") var dir: String?
 
     func run() async throws {
-        do {
+        try await CLIErrors.exitOnAeroError {
             let status = try await admin(.POST, url, "/admin/v1/archive/push", key: key, dir: dir)
             print(JSON.encodeString(status))
-        } catch let error as AeroError {
-            print("\(error.code.rawValue): \(error.message)")
-            throw ExitCode(1)
         }
     }
 }

@@ -149,13 +149,10 @@ struct BackupVerifyCommand: AsyncParsableCommand {
     func run() async throws {
         let scratch = NSTemporaryDirectory() + "aerodb-backup-verify-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        do {
+        try await CLIErrors.exitOnAeroError {
             let report = try await Database.restore(backup: backup, into: KernelOptions(dataDirectory: scratch), target: .end)
             let verified = try Database.verify(dataDirectory: scratch)
             print("sound: restored to LSN \(report.restored.lsn) (\(report.recordsApplied) records after the base at LSN \(report.base.lsn)), \(report.documentCount) documents; \(verified.summary)")
-        } catch let error as AeroError {
-            print("\(error.code.rawValue): \(error.message)")
-            throw ExitCode(1)
         }
     }
 }

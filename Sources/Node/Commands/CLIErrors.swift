@@ -5,6 +5,7 @@
 // - Network errors of the CLI's HTTP calls (NIO and AsyncHTTPClient errors print as nested
 //   dumps): "cannot reach URL: connection refused", from the errno or the client's error kind.
 
+import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import Kernel
@@ -14,6 +15,15 @@ import Glibc
 #endif
 
 enum CLIErrors {
+    /// Runs a command's body: an AeroError is printed as `AERO_CODE: message` and the command
+    /// exits 1 (other errors go to ArgumentParser as they are).
+    static func exitOnAeroError(_ body: () async throws -> Void) async throws {
+        do { try await body() } catch let error as AeroError {
+            print("\(error.code.rawValue): \(error.message)")
+            throw ExitCode(1)
+        }
+    }
+
     /// Throws AERO_PORT_IN_USE when a listener holds `address` (IPv4 literal hosts; other hosts
     /// are left to the bind itself). `what` names the port for the message ("HTTP").
     static func requireFree(_ address: HostPort, _ what: String) throws {
