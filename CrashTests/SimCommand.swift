@@ -14,7 +14,8 @@ struct SimCommand: ParsableCommand {
         Each seed runs a cluster of three `ReplicationRole` values (the same value the node runs)
         for --seconds simulated seconds: clients write in the seed's commit mode (async, sync or
         all), the network delays, loses, duplicates and reorders messages, the operator isolates
-        nodes and cuts links, promotes a replica when the primary is cut off, and rejoins halted
+        nodes and cuts links, promotes a replica when the primary is cut off, switches over
+        to a streaming replica at random, and rejoins halted
         nodes; then every link heals and the replicas must converge. After every step the
         guarantees SIM1-SIM6 of docs/INVARIANTS.md are checked. Same seed, same run.
         Sabotage variants (each reintroduces one bug; the run must report a violation):

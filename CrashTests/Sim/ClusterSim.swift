@@ -1,7 +1,7 @@
 // The seeded cluster simulator (`aerodb-crashtest sim`): three nodes' `ReplicationRole` values
 // in one process, a simulated network (delay, loss, reorder, duplicate, partition, heal), a
 // simulated clock, an in-memory log per node, clients writing in the seed's commit mode and an
-// operator that partitions, promotes and rejoins. One seed decides everything: same seed, same
+// operator that partitions, promotes, switches over and rejoins. One seed decides everything: same seed, same
 // run, same trace byte for byte (no dictionary is iterated, no wall clock is read).
 //
 // What it models: the role's decisions (admission with the history check and bootstrap proof,
@@ -11,7 +11,9 @@
 // segments and checkpoints), TCP (messages of one connection may be lost, duplicated or
 // reordered: a follower drops a connection on any gap, which TCP would give as a reset), the
 // follower loop of `Follower.swift` and the operator's RPCs (promotion probes and adopts are
-// atomic steps reaching the nodes whose link is up), switchover, node crashes and min-LSN reads.
+// atomic steps reaching the nodes whose link is up; a switchover's DEMOTE reaches the primary
+// atomically, its drain runs over the simulated network, its hand-over and the target's new
+// epoch are one step), node crashes and min-LSN reads.
 //
 // Checks after every step (docs/INVARIANTS.md SIM1-SIM6): see `Violation`.
 
@@ -83,6 +85,7 @@ package struct SimOutcome: Sendable {
     /// The trace of the run (through the violation, when there is one).
     package var trace: [String] = []
     package var promotions = 0
+    package var switchovers = 0
     package var rejoins = 0
     package var bootstraps = 0
     package var acknowledged = 0
@@ -143,6 +146,9 @@ final class SimNode {
 
     var last: SimRecord? { log.last }
     var durable: LogPosition { last?.position ?? .origin }
+    /// A primary, or a demoting primary draining to its switchover target: it keeps its
+    /// sessions, streams and counts acks (the role admits followers in both modes).
+    var streams: Bool { role.mode == .primary || role.mode == .demoting }
 
     func facts(at position: LogPosition) -> HistoryFacts {
         var mine = HistoryFacts.Lookup.unavailable
@@ -189,6 +195,9 @@ package struct ClusterSimulation {
     var writers: [UInt64: Int] = [:]  // epoch -> node index that accepted a write (looked up only)
     var outcome: SimOutcome
     var lastIsolated: (node: Int, since: Int64)?
+    /// The switchover in progress: the demoting primary, its target, the new epoch, the
+    /// primary's last LSN when it stopped writing, and when it gives up (`switchoverWaitMillis`).
+    var switchover: (primary: Int, target: Int, epoch: UInt64, last: UInt64, deadline: Int64)?
     /// A role or write acceptance may have changed since SIM3 was last checked (set by `apply`,
     /// the only place roles change).
     var rolesChanged = true
@@ -269,6 +278,7 @@ package struct ClusterSimulation {
             now = t
             if t == delivery { deliver(popEnvelope()) } else {
                 for i in 0..<3 { nodeTick(i) }
+                if switchover != nil && now % 50_000 == 0 { stepSwitchover() }
                 nextTick += 5_000
             }
             outcome.steps += 1
@@ -426,7 +436,7 @@ package struct ClusterSimulation {
                 node.welcomed = false
             }
         }
-        if !node.role.isPrimary { node.outbound = [] }
+        if !node.streams { node.outbound = [] }
     }
 
     /// The connection a HELLO from node j is being answered on (the last one it opened).
@@ -438,8 +448,10 @@ package struct ClusterSimulation {
         guard let k = node.waitIndex(id) else { return }
         let w = node.waits.remove(at: k)
         let record = node.log[Int(w.lsn) - 1]
-        // SIM4: a node that is not the primary of the write's epoch acknowledges nothing.
-        if !(node.role.mode == .primary && node.role.epoch == w.epoch) {
+        // SIM4: a node that is not the primary of the write's epoch acknowledges nothing. A
+        // primary demoting for a switchover is still that primary until it hands over (`.drained`
+        // fences what is left): it releases the waits its drain satisfies.
+        if !(node.streams && node.role.epoch == w.epoch) {
             violate("SIM4", "\(node.id) acknowledged write \(w.write) (LSN \(w.lsn), epoch \(w.epoch)) as \(node.role.mode) of epoch \(node.role.epoch)")
         }
         // SIM2: a sync/all acknowledgement only once the record is on 1 + needed logs.
@@ -476,10 +488,10 @@ package struct ClusterSimulation {
         let count = UInt64(node.log.count)
         if count > keep {
             var horizon = count - keep
-            if node.role.isPrimary, let floor = node.role.ledger.minDurable { horizon = min(horizon, floor + 1) }
+            if node.streams, let floor = node.role.ledger.minDurable { horizon = min(horizon, floor + 1) }
             node.oldest = max(node.oldest, horizon)
         }
-        if node.role.isPrimary {
+        if node.streams {
             for k in node.outbound.indices {
                 var o = node.outbound[k]
                 if now - o.lastAck > 600_000 {  // the session went silent
@@ -553,7 +565,7 @@ package struct ClusterSimulation {
             }
             apply(i, actions)
         case .ack(let c, let durable):
-            guard node.role.isPrimary, let k = node.outbound.firstIndex(where: { $0.conn == c }) else { return }
+            guard node.streams, let k = node.outbound.firstIndex(where: { $0.conn == c }) else { return }
             node.outbound[k].lastAck = now
             apply(i, node.role.handle(.ack(node: from, session: node.outbound[k].session, durable: durable)))
         case .welcome(let c, let epoch, _):
@@ -678,8 +690,82 @@ package struct ClusterSimulation {
             let candidates = (0..<3).filter { $0 != iso.node && nodes[$0].role.mode == .replica }
             if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
         }
+        // Switchover: a planned handover to a streaming replica, now and then; one at a time.
+        if switchover != nil { stepSwitchover() } else if rng.chance(0.02) { startSwitchover() }
         // Rejoin a halted node once it can reach the primary.
         for i in 0..<3 where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
+    }
+
+    /// `aerodb switchover` on a target streaming from the primary (`ReplicationNode.switchoverSteps`):
+    /// its DEMOTE reaches the primary, which stops writes (`.demote`) and drains; `stepSwitchover`
+    /// finishes or aborts it.
+    mutating func startSwitchover() {
+        var primary: Int?
+        for k in 0..<3 where nodes[k].role.isPrimary && nodes[k].acceptsWrites
+            && (primary == nil || nodes[k].role.epoch > nodes[primary!].role.epoch) { primary = k }
+        guard let p = primary else { return }
+        // "primary reachable": the target is streaming from p.
+        let targets = (0..<3).filter {
+            $0 != p && nodes[$0].role.mode == .replica && nodes[$0].role.primary == names[p]
+                && nodes[$0].role.epoch == nodes[p].role.epoch && nodes[$0].conn != nil && nodes[$0].welcomed && reachable($0, p)
+        }
+        guard !targets.isEmpty else { return }
+        let t = targets[Int(rng.below(UInt64(targets.count)))]
+        let epoch = nodes[t].role.epoch + 1
+        let actions = nodes[p].role.handle(.demote(epoch: epoch, target: names[t]))
+        guard !actions.isEmpty else {
+            note("switchover to \(names[t]) refused by \(names[p])")
+            return
+        }
+        apply(p, actions)
+        switchover = (p, t, epoch, nodes[p].durable.lsn, now + 1_500_000)
+        note("operator switches over \(names[p]) -> \(names[t]) (epoch \(epoch)): \(names[p]) stops writing at LSN \(nodes[p].durable.lsn)")
+    }
+
+    /// The demoting primary's wait (`ReplicationNode.demote`): drained (`PromotionDecision.drained`)
+    /// hands over and the target opens the new epoch and tells the peers; past the deadline the
+    /// primary resumes (`.demoteAborted`) and the switchover is refused.
+    mutating func stepSwitchover() {
+        guard let s = switchover else { return }
+        let p = nodes[s.primary], t = nodes[s.target]
+        guard p.role.mode == .demoting else {
+            switchover = nil  // it learned a newer epoch meanwhile (fenced by a failover)
+            note("switchover to \(t.id) ends: \(p.id) is \(p.role.mode) of epoch \(p.role.epoch)")
+            return
+        }
+        let durable = p.role.ledger.durable
+        guard PromotionDecision.drained(last: s.last, target: durable[t.id], replicas: Array(durable.values), needed: needed) else {
+            if now >= s.deadline {
+                switchover = nil
+                apply(s.primary, p.role.handle(.demoteAborted))
+                note("switchover to \(t.id) refused: not drained through LSN \(s.last) in time; \(p.id) stays primary")
+            }
+            return
+        }
+        switchover = nil
+        apply(s.primary, p.role.handle(.drained))
+        note("\(p.id) drained through LSN \(s.last) and follows \(t.id) in epoch \(s.epoch)")
+        // The target's half: it holds the final position ("final position applied here"), then
+        // `becomePrimary` and the adoption by the peers it reaches.
+        guard s.last <= UInt64(t.log.count), t.log[Int(s.last) - 1].position == p.log[Int(s.last) - 1].position else {
+            note("switchover to \(t.id) refused: it does not hold \(p.id)'s final LSN \(s.last); the operator promotes")
+            promote(s.target)
+            return
+        }
+        let epoch = max(s.epoch, t.role.epoch + 1)
+        let actions = t.role.handle(.promote(epoch: epoch))
+        guard !actions.isEmpty else {
+            note("switchover to \(t.id) refused: it learned a newer epoch than \(epoch)")
+            return
+        }
+        apply(s.target, actions)
+        outcome.switchovers += 1
+        note("operator completes the switchover: \(t.id) primary of epoch \(epoch) at LSN \(t.durable.lsn)")
+        for j in 0..<3 where j != s.target && reachable(s.target, j) { learnFrom(j, epoch: epoch, primary: t.id) }
+        // SIM1: every acknowledged sync/all write is on the new primary.
+        if needed > 0, let lost = acked.first(where: { !t.holds($0) }) {
+            violate("SIM1", "acknowledged write \(lost.write) (LSN \(lost.lsn)) is not on \(t.id), primary of epoch \(epoch) by switchover")
+        }
     }
 
     func key(_ i: Int) -> PromotionDecision.Key { (nodes[i].last?.epoch ?? 0, nodes[i].durable.lsn) }
@@ -803,6 +889,8 @@ package struct ClusterSimulation {
 package struct SimBatch: Sendable {
     package var seeds = 0
     package var operations = 0
+    /// Switchovers that completed (the new primary opened its epoch).
+    package var switchovers = 0
     package var simulatedSeconds = 0.0
     package var realSeconds = 0.0
     package var violations: [(seed: UInt64, violation: Violation)] = []
@@ -819,6 +907,7 @@ package struct SimBatch: Sendable {
             let o = ClusterSimulation.run(seed: seed, options: options)
             batch.seeds += 1
             batch.operations += o.operations
+            batch.switchovers += o.switchovers
             batch.simulatedSeconds += Double(o.simulatedMicros) / 1e6
             if let v = o.violation {
                 batch.violations.append((seed, v))
