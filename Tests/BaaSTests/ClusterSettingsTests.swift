@@ -1,0 +1,74 @@
+import Foundation
+import Kernel
+import Logging
+import Testing
+@testable import BaaS
+
+/// Cluster settings over the file's (issue 13 part 2, invariant CS1): object settings laid over
+/// the file's one level deep, the file's ranges, redaction of the SMTP password, the key list.
+@Suite struct ClusterSettingsTests {
+    static let file: JSONValue = .object([
+        "rate_limits": .object(["signup": .object(["limit": .int(7), "window_seconds": .int(60)]),
+                                "token": .object(["limit": .int(9), "window_seconds": .int(60)])]),
+        "argon2": .object(["memory_kib": .int(8192), "iterations": .int(3)]),
+    ])
+
+    static func withSettings(_ body: (ClusterSettings) async throws -> Void) async throws {
+        try await RealtimeTests.withDatabase { db in
+            let settings = ClusterSettings(database: db, fileAuth: file, fileSettings: try AuthSettings.parse(file),
+                                           logger: Logger(label: "test"))
+            try await body(settings)
+        }
+    }
+
+    @Test func objectSettingsAreLaidOverTheFilesPartByPart() async throws {
+        try await Self.withSettings { settings in
+            _ = try await settings.set("auth.rate_limits", .object(["signup": .object(["limit": .int(2), "window_seconds": .int(30)])]))
+            _ = try await settings.set("auth.argon2", .object(["parallelism": .int(2)]))
+            let auth = settings.auth()
+            #expect(auth.rateLimits.signup.limit == 2 && auth.rateLimits.signup.windowSeconds == 30)
+            #expect(auth.rateLimits.token.limit == 9)  // the file's, not the default 150
+            #expect(auth.passwordCost == PasswordCost(memoryKiB: 8192, iterations: 3, parallelism: 2))
+            _ = try await settings.unset("auth.rate_limits")
+            #expect(settings.auth().rateLimits.signup.limit == 7)
+        }
+    }
+
+    @Test func outOfRangeValuesAreRefusedAndNotStored() async throws {
+        try await Self.withSettings { settings in
+            for (key, value): (String, JSONValue) in [
+                ("auth.rate_limits", .object(["signup": .object(["limit": .int(0), "window_seconds": .int(30)])])),
+                ("auth.argon2", .object(["memory_kib": .int(Int64(PasswordCost.memoryKiBRange.lowerBound) - 1)])),
+                ("auth.smtp", .object(["host": .string("mail.example.com"), "sender": .string("a@example.com"),
+                                       "user": .string("u"), "password": .string("p")])),  // credentials over plain TCP off loopback
+            ] {
+                await #expect(throws: AeroError.self) { _ = try await settings.set(key, value) }
+            }
+            let stored = try settings.stored()
+            #expect(stored.isEmpty)
+        }
+    }
+
+    @Test func theSMTPPasswordIsNeverShownBack() async throws {
+        try await Self.withSettings { settings in
+            let smtp: JSONValue = .object(["host": .string("127.0.0.1"), "sender": .string("a@example.com"),
+                                           "user": .string("u"), "password": .string("smtp-secret-42")])
+            _ = try await settings.set("auth.smtp", smtp)
+            #expect(settings.auth().smtp?.password == "smtp-secret-42")  // used for delivery
+            let listed = JSON.encodeString(try settings.list())
+            #expect(!listed.contains("smtp-secret-42"))
+            #expect(!JSON.encodeString(ClusterSettings.shown("auth.smtp", smtp)).contains("smtp-secret-42"))
+        }
+    }
+
+    @Test func anUnknownKeyIsRefusedWithEverySettableKey() throws {
+        do {
+            _ = try ClusterSettings.settable("auth.retention")
+            Issue.record("auth.retention is file-only")
+        } catch let error as AeroError {
+            #expect(error.code == .requestInvalid)
+            for key in SettingsKeys.all { #expect(error.message.contains(key)) }
+        }
+        #expect(SettingsKeys.all.contains("auth.rate_limits") && SettingsKeys.all.contains("backup.schedule"))
+    }
+}
