@@ -260,9 +260,15 @@ def test_wrong_secret_expired_presigned_and_revoked_key_are_refused(node, key, s
     with pytest.raises(ClientError) as e:
         other.get_object(Bucket="auth", Key="f.txt")
     assert code(e) == "InvalidAccessKeyId"
-    # The secret is not stored in the clear.
+    # The secret is never listed, nor stored in the clear (sealed with AES-GCM): no file of the
+    # node's directory (WAL, checkpoints) holds its bytes.
     rows = node.admin("GET", "storage/s3-keys")
     assert all("secret_access_key" not in r for r in rows)
+    secret = key["secret_access_key"].encode()
+    for root, _, files in os.walk(os.path.join(node.dir, "n1")):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert secret not in f.read(), os.path.join(root, name)
 
 
 def test_supabase_client_and_s3_read_each_others_objects(node, s3):
