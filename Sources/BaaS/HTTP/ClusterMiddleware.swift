@@ -17,6 +17,7 @@
 //   was sent is never sent again: no answer is 504 AERO_COMMIT_IN_DOUBT.
 
 import AsyncHTTPClient
+import Crypto
 import HTTPTypes
 import Hummingbird
 import Kernel
@@ -68,8 +69,15 @@ extension ClusterHTTP {
 struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let cluster: any ClusterView
     let database: Database
-    /// Signs the client's address on forwarded requests (ClientAddressMiddleware).
-    let secret: [UInt8]
+    /// Signs the client's address on forwarded requests (ClientAddressMiddleware): the key of its
+    /// SecretDomain, derived once (an HMAC per forward otherwise, issue 19's replica profile).
+    let addressKey: SymmetricKey
+
+    init(cluster: any ClusterView, database: Database, secret: [UInt8]) {
+        self.cluster = cluster
+        self.database = database
+        self.addressKey = SecretDomain.clientAddress.key(secret)
+    }
 
     /// Admin routes that are POSTs but read or act on this node only: never forwarded.
     static var localAdminPaths: Set<String> {
@@ -172,7 +180,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             && field.name != .connection && field.name != ClientAddress.header {
             outbound.headers.add(name: field.name.rawName, value: field.value)
         }
-        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, secret: secret)) }
+        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, key: addressKey)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
         // The host the client addressed (S3 SigV4 signs it; S3API reads it on a forwarded request).
         if let authority = request.head.authority { outbound.headers.add(name: "X-AeroDB-Forwarded-Host", value: authority) }
