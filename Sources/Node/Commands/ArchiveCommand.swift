@@ -14,6 +14,7 @@ struct ArchiveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "archive",
         abstract: "Inspect, check or feed the continuous WAL archive (cluster setting archive.directory).",
+        discussion: "Examples:\n  aerodb archive status --archive /mnt/archive/prod\n  aerodb archive verify --archive /mnt/archive/prod",
         subcommands: [ArchiveStatusCommand.self, ArchiveVerifyCommand.self, ArchivePushCommand.self])
 }
 
@@ -71,7 +72,8 @@ private func requireArchive(_ directory: String) throws {
 struct ArchiveStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "What the archive holds (from its file names) and its gaps; with --url, the node's archiver too (archived LSN, lag, failures). Exit 1 on a gap.")
+        abstract: "What the archive holds (from its file names) and its gaps; with --url, the node's archiver too (archived LSN, lag, failures). Exit 1 on a gap.",
+        discussion: "Examples:\n  aerodb archive status --archive /mnt/archive/prod\n  aerodb archive status --archive /mnt/archive/prod --json \\\n      --url http://127.0.0.1:54321 --dir ./node1")
 
     @Option(help: "The archive directory.") var archive: String
     @Option(help: "A running node's base URL (its archiver's state).") var url: String?
@@ -92,7 +94,8 @@ struct ArchiveStatusCommand: AsyncParsableCommand {
 struct ArchiveVerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Read every archive file: both checksums, the framing, the record chain inside and between files (WA1, WA2). Exit 0 sound, 1 on damage or a gap.")
+        abstract: "Read every archive file: both checksums, the framing, the record chain inside and between files (WA1, WA2). Exit 0 sound, 1 on damage or a gap.",
+        discussion: "Examples:\n  aerodb archive verify --archive /mnt/archive/prod --json")
 
     @Option(help: "The archive directory.") var archive: String
     @Flag(help: "Print JSON.") var json = false
@@ -108,7 +111,8 @@ struct ArchiveVerifyCommand: AsyncParsableCommand {
 struct ArchivePushCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "push",
-        abstract: "Archive the primary's durable WAL tail now (not only completed segments), e.g. before a restore to the latest commit or before shutting a primary down.")
+        abstract: "Archive the primary's durable WAL tail now (not only completed segments), e.g. before a restore to the latest commit or before shutting a primary down.",
+        discussion: "Examples:\n  aerodb archive push --url http://127.0.0.1:54321 --dir ./node1")
 
     @Option(help: "A running node's base URL (a replica forwards to the primary).") var url: String
     @Option(help: "The service_role key (default: $AERODB_SERVICE_KEY, or the keys of --dir).") var key: String?

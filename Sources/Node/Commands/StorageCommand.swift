@@ -13,14 +13,14 @@ struct StorageCommand: AsyncParsableCommand {
     struct Keys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create, list or revoke S3 access keys (they act with the service role).",
-            discussion: "Examples:\n  aerodb storage keys create --description backups --url http://127.0.0.1:54321 --dir ./node1\n  aerodb storage keys revoke AKEXAMPLE --url http://127.0.0.1:54321 --dir ./node1",
+            discussion: "Examples:\n  aerodb storage keys create --description backups \\\n      --url http://127.0.0.1:54321 --dir ./node1\n  aerodb storage keys revoke AKEXAMPLE \\\n      --url http://127.0.0.1:54321 --dir ./node1",
             subcommands: [Create.self, List.self, Revoke.self])
     }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create an access key; its secret is printed this once (stored sealed, never shown again).",
-            discussion: "Examples:\n  aerodb storage keys create --description backups --url http://127.0.0.1:54321 --dir ./node1 --json")
+            discussion: "Examples:\n  aerodb storage keys create --description backups --json \\\n      --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Option(help: "What the key is for (at most 200 bytes).") var description: String?
         @Flag(help: "Print the answer as JSON.") var json = false
@@ -57,7 +57,7 @@ struct StorageCommand: AsyncParsableCommand {
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Revoke an access key: requests signed with it are refused (InvalidAccessKeyId).",
-            discussion: "Examples:\n  aerodb storage keys revoke AKEXAMPLE --url http://127.0.0.1:54321 --dir ./node1")
+            discussion: "Examples:\n  aerodb storage keys revoke AKEXAMPLE \\\n      --url http://127.0.0.1:54321 --dir ./node1")
         @OptionGroup var target: AdminTarget
         @Argument(help: "The access key id.") var id: String
 
