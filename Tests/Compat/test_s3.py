@@ -376,3 +376,47 @@ def test_multipart_and_range_through_a_replica_of_three_nodes(cluster):
     whole = io.BytesIO()
     s3.download_fileobj("big", "forty.bin", whole)
     assert whole.getvalue() == data
+
+
+def test_an_acknowledged_complete_multipart_upload_survives_kill_9_of_the_primary_and_a_failover():
+    """ST7: CompleteMultipartUpload acknowledged (sync commit mode), then the primary is killed
+    with SIGKILL at once and a replica promoted with `aerodb promote`: the object is whole and
+    byte-identical on the new primary and on the other live member."""
+    c = Cluster(nodes=3)
+    try:
+        key = cli_key(os.path.join(c.dir, "n1"), c.urls[0])
+        s3 = client(c.urls[1], key["access_key_id"], key["secret_access_key"])  # through a replica
+        s3.create_bucket(Bucket="crash")
+        parts_data = [os.urandom(5 << 20), os.urandom(5 << 20), os.urandom(1 << 20)]
+        upload = s3.create_multipart_upload(Bucket="crash", Key="whole.bin")["UploadId"]
+        parts = []
+        for number, chunk in enumerate(parts_data, start=1):
+            etag = s3.upload_part(Bucket="crash", Key="whole.bin", UploadId=upload, PartNumber=number, Body=chunk)["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag})
+        s3.complete_multipart_upload(Bucket="crash", Key="whole.bin", UploadId=upload, MultipartUpload={"Parts": parts})
+        c.processes[0].kill()  # kill -9 the primary right after the acknowledgement
+        c.processes[0].wait(timeout=10)
+        promoted, reports = None, []
+        for candidate in (1, 2):
+            out = subprocess.run([BINARY, "promote", "--url", c.urls[candidate], "--key", c.service, "--json"],
+                                 capture_output=True, text=True, timeout=60)
+            reports.append(out.stdout + out.stderr)
+            if out.returncode == 0:
+                promoted = candidate
+                break
+        assert promoted is not None, reports
+        data = b"".join(parts_data)
+        for i in (1, 2):
+            member = client(c.urls[i], key["access_key_id"], key["secret_access_key"])
+            deadline = time.time() + 30
+            while True:
+                try:
+                    got = member.get_object(Bucket="crash", Key="whole.bin")["Body"].read()
+                    break
+                except ClientError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)  # the other member follows the new primary
+            assert got == data, f"n{i + 1} serves {len(got)} bytes, not the acknowledged {len(data)}"
+    finally:
+        c.stop()

@@ -22,9 +22,7 @@ enum ClientAddress {
         sign(ip, key: SecretDomain.clientAddress.key(secret))
     }
 
-    static func sign(_ ip: String, key: SymmetricKey) -> String {
-        ip + ";" + JWT.base64URL(Array(HMAC<SHA256>.authenticationCode(for: Array(ip.utf8), using: key)))
-    }
+    static func sign(_ ip: String, key: SymmetricKey) -> String { SignedHeaderValue.sign(ip, key: key) }
 
     /// The address in a signed header value, or nil when the MAC does not verify.
     static func verify(_ value: String, secret: [UInt8]) -> String? {
@@ -32,9 +30,7 @@ enum ClientAddress {
     }
 
     static func verify(_ value: String, key: SymmetricKey) -> String? {
-        guard let split = value.lastIndex(of: ";"), let mac = JWT.decodeBase64URL(value[value.index(after: split)...]) else { return nil }
-        let ip = String(value[..<split])
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(ip.utf8), using: key), isIPAddress(ip) else { return nil }
+        guard let ip = SignedHeaderValue.verify(value, key: key), isIPAddress(ip) else { return nil }
         return ip
     }
 
@@ -47,6 +43,32 @@ enum ClientAddress {
             return false  // not an address literal: the only failure this parse has
         }
     }
+}
+
+/// A header value a node vouches for to another node of its cluster: `<value>;<mac>`, the MAC
+/// HMAC-SHA256 of the value under the key of the header's own SecretDomain (never shared by two
+/// headers: a value signed for one cannot be replayed as the other).
+enum SignedHeaderValue {
+    static func sign(_ value: String, key: SymmetricKey) -> String {
+        value + ";" + JWT.base64URL(Array(HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: key)))
+    }
+
+    /// The value when the MAC verifies, else nil.
+    static func verify(_ text: String, key: SymmetricKey) -> String? {
+        guard let split = text.lastIndex(of: ";"), let mac = JWT.decodeBase64URL(text[text.index(after: split)...]) else { return nil }
+        let value = String(text[..<split])
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(value.utf8), using: key) else { return nil }
+        return value
+    }
+}
+
+/// `X-AeroDB-Forwarded-Host`: the host a client addressed on the node that forwarded its request
+/// (S3 SigV4 signs the host, S3API), signed under `SecretDomain.forwardedHost`. An unsigned or
+/// forged value is ignored: a client cannot make a node check a signature against another host.
+enum ForwardedHost {
+    static var header: HTTPField.Name { HTTPField.Name("X-AeroDB-Forwarded-Host")! }
+    static func sign(_ host: String, secret: [UInt8]) -> String { SignedHeaderValue.sign(host, key: SecretDomain.forwardedHost.key(secret)) }
+    static func verify(_ value: String, secret: [UInt8]) -> String? { SignedHeaderValue.verify(value, key: SecretDomain.forwardedHost.key(secret)) }
 }
 
 public struct ClientAddressMiddleware<Context: ClientAddressContext>: RouterMiddleware {

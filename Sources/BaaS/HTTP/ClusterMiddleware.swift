@@ -72,11 +72,14 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     /// Signs the client's address on forwarded requests (ClientAddressMiddleware): the key of its
     /// SecretDomain, derived once (an HMAC per forward otherwise, issue 19's replica profile).
     let addressKey: SymmetricKey
+    /// Signs the host the client addressed (ForwardedHost), derived once too.
+    let hostKey: SymmetricKey
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8]) {
         self.cluster = cluster
         self.database = database
         self.addressKey = SecretDomain.clientAddress.key(secret)
+        self.hostKey = SecretDomain.forwardedHost.key(secret)
     }
 
     /// Admin routes that are POSTs but read or act on this node only: never forwarded.
@@ -177,13 +180,13 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
         outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
-            && field.name != .connection && field.name != ClientAddress.header {
+            && field.name != .connection && field.name != ClientAddress.header && field.name != ForwardedHost.header {
             outbound.headers.add(name: field.name.rawName, value: field.value)
         }
         if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, key: addressKey)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
-        // The host the client addressed (S3 SigV4 signs it; S3API reads it on a forwarded request).
-        if let authority = request.head.authority { outbound.headers.add(name: "X-AeroDB-Forwarded-Host", value: authority) }
+        // The host the client addressed, signed (S3 SigV4 signs it; S3API reads it on a forwarded request).
+        if let authority = request.head.authority { outbound.headers.add(name: ForwardedHost.header.rawName, value: SignedHeaderValue.sign(authority, key: hostKey)) }
         outbound.body = body
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer

@@ -150,6 +150,9 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     /// The AES-GCM key sealing storage `list_v2` cursors (a cursor may stop on a name the
     /// caller cannot see): StorageService.sealCursor.
     case storageListCursor = "aerodb storage-list-cursor v1"
+    /// `X-AeroDB-Forwarded-Host`: the host a client addressed, on a request a member forwarded
+    /// (S3 SigV4 signs the host): ForwardedHost.
+    case forwardedHost = "aerodb forwarded-host v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

@@ -71,8 +71,10 @@ public enum S3API {
             let name = field.name.canonicalName
             headers[name] = headers[name].map { $0 + "," + field.value } ?? field.value
         }
-        // The host the client signed: on a request a replica forwarded, the one it was sent to.
-        headers["host"] = headers["x-aerodb-forwarded-host"] ?? request.head.authority ?? ""
+        // The host the client signed: on a request a replica forwarded, the one it was sent to
+        // (only as the forwarding member signed it: a client's own header is ignored).
+        let forwardedHost = headers.removeValue(forKey: "x-aerodb-forwarded-host").flatMap { ForwardedHost.verify($0, secret: keys.secret) }
+        headers["host"] = forwardedHost ?? request.head.authority ?? ""
         let query = S3SigV4.queryPairs(request.uri.query ?? "")
         let signed = try S3SigV4.parse(headers: headers, query: query)
         try S3SigV4.checkTime(signed, region: config.region, nowSeconds: service.nowSeconds)
