@@ -13,9 +13,11 @@
 // follower loop of `Follower.swift` and the operator's RPCs (promotion probes and adopts are
 // atomic steps reaching the nodes whose link is up; a switchover's DEMOTE reaches the primary
 // atomically, its drain runs over the simulated network, its hand-over and the target's new
-// epoch are one step), node crashes and min-LSN reads.
+// epoch are one step) and node crashes. Min-LSN reads are modelled as `ClusterMiddleware`
+// answers them (SIM7; the reads a node answers from a superseded history are counted apart: the
+// header carries no epoch, docs/CRASH_TESTING.md).
 //
-// Checks after every step (docs/INVARIANTS.md SIM1-SIM6): see `Violation`.
+// Checks after every step (docs/INVARIANTS.md SIM1-SIM7): see `Violation`.
 
 import Kernel
 import Replication
@@ -86,6 +88,12 @@ package struct SimOutcome: Sendable {
     package var trace: [String] = []
     package var promotions = 0
     package var switchovers = 0
+    /// Min-LSN reads answered (SIM7 checked) and refused after the wait (503 REPLICA_BEHIND).
+    package var reads = 0
+    package var readsBehind = 0
+    /// Min-LSN reads answered from a superseded history: the node holds an older epoch's record
+    /// at the LSN sent (the node's known gap: the header has no epoch; counted, not SIM7).
+    package var supersededReads = 0
     package var rejoins = 0
     package var bootstraps = 0
     package var acknowledged = 0
@@ -198,6 +206,12 @@ package struct ClusterSimulation {
     /// The switchover in progress: the demoting primary, its target, the new epoch, the
     /// primary's last LSN when it stopped writing, and when it gives up (`switchoverWaitMillis`).
     var switchover: (primary: Int, target: Int, epoch: UInt64, last: UInt64, deadline: Int64)?
+    /// Clients' min-LSN reads (`X-AeroDB-Min-LSN`): their own random stream, so that adding
+    /// reads changes no write, fault or operator decision of a seed; reads change no state.
+    var readRNG: SimRNG
+    /// Reads waiting for their node to apply their LSN: node, the acknowledged record whose LSN
+    /// the client sends, and when the node gives up (`HTTPLimits.minLSNWaitMillis`).
+    var pendingReads: [(node: Int, token: SimRecord, deadline: Int64)] = []
     /// A role or write acceptance may have changed since SIM3 was last checked (set by `apply`,
     /// the only place roles change).
     var rolesChanged = true
@@ -207,6 +221,7 @@ package struct ClusterSimulation {
         self.seed = seed
         self.options = options
         rng = SimRNG(seed: seed)
+        readRNG = SimRNG(seed: seed ^ 0x5EAD_5EAD_5EAD_5EAD)
         outcome = SimOutcome(seed: seed)
         let mode: Int = options.faults.isEmpty ? Int(rng.below(3)) : 1  // sabotage runs use sync
         needed = mode
@@ -248,6 +263,7 @@ package struct ClusterSimulation {
                 deliver(e)
             } else if t == nextTick {
                 for i in 0..<3 { nodeTick(i) }
+                clientReads()
                 nextTick += tick
             } else if t == nextClient {
                 clientWrite()
@@ -659,6 +675,54 @@ package struct ClusterSimulation {
         if rng.chance(0.1) { clientView[client] = Int(rng.below(3)) }  // some clients wander
     }
 
+    /// Every tick: a client may send a read with `X-AeroDB-Min-LSN` set to the LSN of a recent
+    /// acknowledged write to any node, as `ClusterMiddleware` answers it: once the node's applied
+    /// LSN reaches it (within the wait) from the node's state, else 503. A diverged node answers
+    /// no data (`dataRefusal`). SIM7: the state answered holds the write whose LSN the client
+    /// sent, i.e. it is not older than that write. Only `sync`/`all`: an `async` acknowledgement
+    /// may be lost by a failover (documented), so its LSN names no guarantee.
+    mutating func clientReads() {
+        var k = 0
+        while k < pendingReads.count {
+            let r = pendingReads[k]
+            if answerRead(r.node, r.token) { pendingReads.remove(at: k); continue }
+            if now >= r.deadline {
+                outcome.readsBehind += 1
+                pendingReads.remove(at: k)
+                continue
+            }
+            k += 1
+        }
+        guard needed > 0, !acked.isEmpty, readRNG.chance(0.5) else { return }
+        let token = acked[acked.count - 1 - Int(readRNG.below(UInt64(min(acked.count, 16))))]
+        let i = Int(readRNG.below(3))
+        if !answerRead(i, token) && pendingReads.count < 64 {
+            pendingReads.append((i, token, now + 2_000_000))
+        }
+    }
+
+    /// Answers a min-LSN read on node i if its applied LSN reached the token's; checks SIM7.
+    mutating func answerRead(_ i: Int, _ token: SimRecord) -> Bool {
+        let node = nodes[i]
+        guard node.role.mode != .diverged else { return true }  // refused: it serves no data
+        guard UInt64(node.log.count) >= token.lsn || options.faults.contains(.readWithoutMinLSNWait) else { return false }
+        outcome.reads += 1
+        guard !node.holds(token) else { return true }
+        if token.lsn <= UInt64(node.log.count) && node.log[Int(token.lsn) - 1].epoch < token.epoch {
+            // The node's known gap, counted, not checked: `X-AeroDB-Min-LSN` carries an LSN only,
+            // so a node holding an older epoch's record at that LSN (a cut-off deposed primary, a
+            // deposed primary that learned the new epoch but was not refused as diverged yet)
+            // answers from a superseded history (docs/CRASH_TESTING.md).
+            outcome.supersededReads += 1
+            note("min-LSN read at \(token.lsn) on \(node.id) (\(node.role.mode), epoch \(node.role.epoch)) answered from epoch \(node.log[Int(token.lsn) - 1].epoch)'s history, without write \(token.write) of epoch \(token.epoch)")
+        } else {
+            let there = token.lsn <= UInt64(node.log.count) ? node.log[Int(token.lsn) - 1] : nil
+            let held = there.map { "its LSN \(token.lsn) holds \($0.write == 0 ? "an epoch record" : "write \($0.write)") of epoch \($0.epoch)" } ?? "it has not applied LSN \(token.lsn)"
+            violate("SIM7", "a read with min LSN \(token.lsn) on \(node.id) (\(node.role.mode), epoch \(node.role.epoch), applied \(node.log.count)) answered a state without acknowledged write \(token.write) (epoch \(token.epoch)): \(held)")
+        }
+        return true
+    }
+
     // MARK: Operator
 
     func reachable(_ a: Int, _ b: Int) -> Bool { !cut[a][b] && !cut[b][a] }
@@ -891,6 +955,8 @@ package struct SimBatch: Sendable {
     package var operations = 0
     /// Switchovers that completed (the new primary opened its epoch).
     package var switchovers = 0
+    /// Min-LSN reads: answered, refused after the wait, answered from a superseded history.
+    package var reads = 0, readsBehind = 0, supersededReads = 0
     package var simulatedSeconds = 0.0
     package var realSeconds = 0.0
     package var violations: [(seed: UInt64, violation: Violation)] = []
@@ -908,6 +974,9 @@ package struct SimBatch: Sendable {
             batch.seeds += 1
             batch.operations += o.operations
             batch.switchovers += o.switchovers
+            batch.reads += o.reads
+            batch.readsBehind += o.readsBehind
+            batch.supersededReads += o.supersededReads
             batch.simulatedSeconds += Double(o.simulatedMicros) / 1e6
             if let v = o.violation {
                 batch.violations.append((seed, v))

@@ -96,6 +96,9 @@ package enum RoleFault: String, Sendable, CaseIterable {
     /// Promotion compares durable LSNs only, not (epoch of the last record, LSN): how the node
     /// compared before protocol v3 (found by the simulator, see docs/REPLICATION.md).
     case promoteByLSNOnly = "promote-by-lsn-only"
+    /// A min-LSN read is answered at once, without waiting for the LSN (`ClusterMiddleware`'s
+    /// wait skipped): only the simulator's read model looks at it (SIM7).
+    case readWithoutMinLSNWait = "read-without-min-lsn-wait"
 }
 
 /// The promotion's "most up-to-date" order (Raft's log comparison, epochs as terms): a log whose
