@@ -24,6 +24,7 @@ struct SimCommand: ParsableCommand {
         """)
 
     @Option(help: "The first seed (each next seed is seed+1).") var seed: UInt64 = 1
+    @Option(help: "Nodes in the simulated cluster, 3 to 5.") var nodes: Int = 3
     @Option(help: "Number of seeds.") var seeds = 100
     @Option(help: "Simulated seconds per seed.") var seconds = 6.0
     @Option(help: "Reintroduce a known bug: \(RoleFault.allCases.map(\.rawValue).joined(separator: ", ")). Stops at the first seed that catches it.")
@@ -32,13 +33,14 @@ struct SimCommand: ParsableCommand {
     @Flag(help: "Print the summary as JSON as well.") var json = false
 
     func run() throws {
+        guard (3...5).contains(nodes) else { throw ValidationError("--nodes must be 3, 4 or 5") }
         let faults: Set<RoleFault> = try sabotage.map { name in
             guard let f = RoleFault(rawValue: name) else {
                 throw ValidationError("unknown sabotage \(name); one of \(RoleFault.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             return [f]
         } ?? []
-        let report = SimBatch.run(firstSeed: seed, seeds: seeds, options: SimOptions(seconds: seconds, faults: faults, trace: false),
+        let report = SimBatch.run(firstSeed: seed, seeds: seeds, options: SimOptions(seconds: seconds, faults: faults, trace: false, nodes: nodes),
                                   stopAtFirst: !faults.isEmpty, historyLines: history)
         for line in report.failureReport { print(line) }
         if json {

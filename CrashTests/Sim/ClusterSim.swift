@@ -106,7 +106,10 @@ package struct SimOptions: Sendable {
     package var faults: Set<RoleFault> = []
     /// Keep the trace (off for the deep run: it is only needed to print a failing seed).
     package var trace = true
-    package init(seconds: Double = 6, faults: Set<RoleFault> = [], trace: Bool = true) {
+    /// Nodes in the cluster: 3 to 5 (clamped).
+    package var nodes = 3
+    package init(seconds: Double = 6, faults: Set<RoleFault> = [], trace: Bool = true, nodes: Int = 3) {
+        self.nodes = nodes
         self.seconds = seconds
         self.faults = faults
         self.trace = trace
@@ -184,14 +187,16 @@ package struct ClusterSimulation {
     var rng: SimRNG
     var now: Int64 = 0
     var nodes: [SimNode] = []
-    let names = ["n1", "n2", "n3"]
+    /// The cluster's size (`SimOptions.nodes`, 3...5) and its members' ids.
+    let n: Int
+    let names: [String]
     let needed: Int
     // Network.
     struct Envelope { let at: Int64; let seq: Int; let from: Int; let to: Int; let message: SimMessage }
     var queue: [Envelope] = []  // a binary heap on (at, seq)
     var seq = 0
-    var cut: [[Bool]] = Array(repeating: Array(repeating: false, count: 3), count: 3)
-    var streamTail: [[Int64]] = Array(repeating: Array(repeating: 0, count: 3), count: 3)
+    var cut: [[Bool]]
+    var streamTail: [[Int64]]
     var healAt: Int64?
     let delayMin: Int64, delayJitter: Int64, loss: Double, duplicate: Double
     // Clients and checks.
@@ -220,11 +225,15 @@ package struct ClusterSimulation {
     package init(seed: UInt64, options: SimOptions = SimOptions()) {
         self.seed = seed
         self.options = options
+        n = min(max(options.nodes, 3), 5)
+        names = (1...n).map { "n\($0)" }
+        cut = Array(repeating: Array(repeating: false, count: n), count: n)
+        streamTail = Array(repeating: Array(repeating: 0, count: n), count: n)
         rng = SimRNG(seed: seed)
         readRNG = SimRNG(seed: seed ^ 0x5EAD_5EAD_5EAD_5EAD)
         outcome = SimOutcome(seed: seed)
         let mode: Int = options.faults.isEmpty ? Int(rng.below(3)) : 1  // sabotage runs use sync
-        needed = mode
+        needed = [0, 1, n - 1][mode]  // `ClusterConfig.replicaAcksNeeded`: all = every peer
         outcome.commitMode = ["async", "sync", "all"][mode]
         delayMin = rng.between(1, 4) * 1000
         delayJitter = rng.between(0, 20) * 1000
@@ -262,7 +271,7 @@ package struct ClusterSimulation {
                 let e = popEnvelope()
                 deliver(e)
             } else if t == nextTick {
-                for i in 0..<3 { nodeTick(i) }
+                for i in 0..<n { nodeTick(i) }
                 clientReads()
                 nextTick += tick
             } else if t == nextClient {
@@ -279,7 +288,7 @@ package struct ClusterSimulation {
         if outcome.violation == nil {
             healAll()
             settle(until: now + 3_000_000)
-            for i in 0..<3 where nodes[i].role.mode == .diverged { rejoin(i) }
+            for i in 0..<n where nodes[i].role.mode == .diverged { rejoin(i) }
             settle(until: now + 5_000_000)
             if outcome.violation == nil { checkConverged() }
         }
@@ -293,7 +302,7 @@ package struct ClusterSimulation {
             let t = min(delivery, nextTick)
             now = t
             if t == delivery { deliver(popEnvelope()) } else {
-                for i in 0..<3 { nodeTick(i) }
+                for i in 0..<n { nodeTick(i) }
                 if switchover != nil && now % 50_000 == 0 { stepSwitchover() }
                 nextTick += 5_000
             }
@@ -528,7 +537,7 @@ package struct ClusterSimulation {
                 node.outbound[k] = o
             }
             node.outbound.removeAll { $0.next == UInt64.max }
-            if now % 250_000 == 0 { for j in 0..<3 where j != i { send(i, j, .probe) } }  // peer watch (A2)
+            if now % 250_000 == 0 { for j in 0..<n where j != i { send(i, j, .probe) } }  // peer watch (A2)
             // Commit waits that timed out: in doubt (a prefix: expiry times grow with ids).
             var expired: [Int] = []
             for w in node.waits {
@@ -549,7 +558,7 @@ package struct ClusterSimulation {
                 send(i, p, .hello(conn: c, epoch: node.role.epoch, primary: node.role.primary, position: node.durable,
                                   positionEpoch: node.last?.epoch ?? 0))
                 // Cannot find its primary for a while: ask every peer (the follower's probe).
-                for j in 0..<3 where j != i && j != p { send(i, j, .probe) }
+                for j in 0..<n where j != i && j != p { send(i, j, .probe) }
             }
         }
     }
@@ -641,14 +650,14 @@ package struct ClusterSimulation {
     // MARK: Clients
 
     mutating func clientWrite() {
-        let client = Int(rng.below(3))
+        let client = Int(rng.below(3))  // three clients whatever the cluster's size
         let i = clientView[client]
         let node = nodes[i]
         guard node.acceptsWrites, node.role.isPrimary else {
             // Refused: the client asks around for the primary of the highest epoch it can see.
             var best: Int?
-            for k in 0..<3 where nodes[k].role.isPrimary && (best == nil || nodes[k].role.epoch > nodes[best!].role.epoch) { best = k }
-            clientView[client] = best ?? Int(rng.below(3))
+            for k in 0..<n where nodes[k].role.isPrimary && (best == nil || nodes[k].role.epoch > nodes[best!].role.epoch) { best = k }
+            clientView[client] = best ?? Int(rng.below(UInt64(n)))
             return
         }
         let write = nextWrite
@@ -672,7 +681,7 @@ package struct ClusterSimulation {
         nextWait += 1
         node.waits.append((id: id, lsn: record.lsn, write: write, epoch: epoch, expires: now + 1_000_000))
         apply(i, node.role.handle(.commitDurable(wait: id, lsn: record.lsn, needed: needed)))
-        if rng.chance(0.1) { clientView[client] = Int(rng.below(3)) }  // some clients wander
+        if rng.chance(0.1) { clientView[client] = Int(rng.below(UInt64(n))) }  // some clients wander
     }
 
     /// Every tick: a client may send a read with `X-AeroDB-Min-LSN` set to the LSN of a recent
@@ -695,7 +704,7 @@ package struct ClusterSimulation {
         }
         guard needed > 0, !acked.isEmpty, readRNG.chance(0.5) else { return }
         let token = acked[acked.count - 1 - Int(readRNG.below(UInt64(min(acked.count, 16))))]
-        let i = Int(readRNG.below(3))
+        let i = Int(readRNG.below(UInt64(n)))
         if !answerRead(i, token) && pendingReads.count < 64 {
             pendingReads.append((i, token, now + 2_000_000))
         }
@@ -728,7 +737,7 @@ package struct ClusterSimulation {
     func reachable(_ a: Int, _ b: Int) -> Bool { !cut[a][b] && !cut[b][a] }
 
     mutating func healAll() {
-        cut = Array(repeating: Array(repeating: false, count: 3), count: 3)
+        cut = Array(repeating: Array(repeating: false, count: n), count: n)
         healAt = nil
         lastIsolated = nil
         note("operator heals every link")
@@ -737,27 +746,27 @@ package struct ClusterSimulation {
     mutating func operatorStep(final: Bool) {
         if let h = healAt, now >= h { healAll() }
         if healAt == nil && rng.chance(0.04) {
-            let n = Int(rng.below(3))
+            let v = Int(rng.below(UInt64(n)))
             if rng.chance(0.7) {
-                for j in 0..<3 where j != n { cut[n][j] = true; cut[j][n] = true }
-                lastIsolated = (n, now)
-                note("operator isolates \(names[n])")
+                for j in 0..<n where j != v { cut[v][j] = true; cut[j][v] = true }
+                lastIsolated = (v, now)
+                note("operator isolates \(names[v])")
             } else {
-                let m = (n + 1 + Int(rng.below(2))) % 3
-                cut[n][m] = true
-                note("operator cuts \(names[n]) -> \(names[m])")
+                let m = (v + 1 + Int(rng.below(UInt64(n - 1)))) % n
+                cut[v][m] = true
+                note("operator cuts \(names[v]) -> \(names[m])")
             }
             healAt = now + rng.between(200_000, 3_000_000)
         }
         // Failover: the primary has been cut off for a while.
         if let iso = lastIsolated, nodes[iso.node].role.isPrimary, now - iso.since > 300_000, rng.chance(0.3) {
-            let candidates = (0..<3).filter { $0 != iso.node && nodes[$0].role.mode == .replica }
+            let candidates = (0..<n).filter { $0 != iso.node && nodes[$0].role.mode == .replica }
             if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
         }
         // Switchover: a planned handover to a streaming replica, now and then; one at a time.
         if switchover != nil { stepSwitchover() } else if rng.chance(0.02) { startSwitchover() }
         // Rejoin a halted node once it can reach the primary.
-        for i in 0..<3 where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
+        for i in 0..<n where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
     }
 
     /// `aerodb switchover` on a target streaming from the primary (`ReplicationNode.switchoverSteps`):
@@ -765,11 +774,11 @@ package struct ClusterSimulation {
     /// finishes or aborts it.
     mutating func startSwitchover() {
         var primary: Int?
-        for k in 0..<3 where nodes[k].role.isPrimary && nodes[k].acceptsWrites
+        for k in 0..<n where nodes[k].role.isPrimary && nodes[k].acceptsWrites
             && (primary == nil || nodes[k].role.epoch > nodes[primary!].role.epoch) { primary = k }
         guard let p = primary else { return }
         // "primary reachable": the target is streaming from p.
-        let targets = (0..<3).filter {
+        let targets = (0..<n).filter {
             $0 != p && nodes[$0].role.mode == .replica && nodes[$0].role.primary == names[p]
                 && nodes[$0].role.epoch == nodes[p].role.epoch && nodes[$0].conn != nil && nodes[$0].welcomed && reachable($0, p)
         }
@@ -825,7 +834,7 @@ package struct ClusterSimulation {
         apply(s.target, actions)
         outcome.switchovers += 1
         note("operator completes the switchover: \(t.id) primary of epoch \(epoch) at LSN \(t.durable.lsn)")
-        for j in 0..<3 where j != s.target && reachable(s.target, j) { learnFrom(j, epoch: epoch, primary: t.id) }
+        for j in 0..<n where j != s.target && reachable(s.target, j) { learnFrom(j, epoch: epoch, primary: t.id) }
         // SIM1: every acknowledged sync/all write is on the new primary.
         if needed > 0, let lost = acked.first(where: { !t.holds($0) }) {
             violate("SIM1", "acknowledged write \(lost.write) (LSN \(lost.lsn)) is not on \(t.id), primary of epoch \(epoch) by switchover")
@@ -849,7 +858,7 @@ package struct ClusterSimulation {
             note("promotion of \(cand.id) refused: the old primary answers")
             return
         }
-        let others = (0..<3).filter { $0 != c && $0 != oldPrimary }
+        let others = (0..<n).filter { $0 != c && $0 != oldPrimary }
         let answering = others.filter { reachable(c, $0) }
         if betterThan(c, among: answering) != nil {
             note("promotion of \(cand.id) refused: a replica is ahead")
@@ -880,7 +889,7 @@ package struct ClusterSimulation {
     mutating func rejoin(_ i: Int) {
         let node = nodes[i]
         // `Rejoin.findFork`: the reachable peer acting as primary of the highest epoch.
-        guard let p = (0..<3).filter({ $0 != i && reachable(i, $0) && nodes[$0].role.isPrimary })
+        guard let p = (0..<n).filter({ $0 != i && reachable(i, $0) && nodes[$0].role.isPrimary })
             .max(by: { nodes[$0].role.epoch < nodes[$1].role.epoch }) else { return }
         let primary = nodes[p]
         learnFrom(i, epoch: primary.role.epoch, primary: primary.id)
@@ -915,14 +924,14 @@ package struct ClusterSimulation {
     mutating func checkStep() {
         // SIM3: no two primaries accept writes in one epoch (incremental: only roles changed by
         // `apply` since the last step can break it).
-        for a in 0..<3 where rolesChanged && nodes[a].acceptsWrites && nodes[a].role.isPrimary {
-            for b in (a + 1)..<3 where nodes[b].acceptsWrites && nodes[b].role.isPrimary && nodes[a].role.epoch == nodes[b].role.epoch {
+        for a in 0..<n where rolesChanged && nodes[a].acceptsWrites && nodes[a].role.isPrimary {
+            for b in (a + 1)..<n where nodes[b].acceptsWrites && nodes[b].role.isPrimary && nodes[a].role.epoch == nodes[b].role.epoch {
                 violate("SIM3", "\(names[a]) and \(names[b]) both accept writes in epoch \(nodes[a].role.epoch)")
             }
         }
         rolesChanged = false
         // P1 on every replica: its log continues its own chain.
-        for k in 0..<3 {
+        for k in 0..<n {
             let n = nodes[k]
             let c = n.log.count
             guard c >= 2 else { continue }
@@ -934,7 +943,7 @@ package struct ClusterSimulation {
     }
 
     mutating func checkConverged() {
-        let primaries = (0..<3).filter { nodes[$0].role.isPrimary }
+        let primaries = (0..<n).filter { nodes[$0].role.isPrimary }
         guard primaries.count == 1, let p = primaries.first else {
             violate("SIM6", "after healing, \(primaries.count) node(s) act as primary")
             return
@@ -990,7 +999,7 @@ package struct SimBatch: Sendable {
             traced.trace = true
             let replay = ClusterSimulation.run(seed: s.seed, options: traced)
             batch.failureReport.append("VIOLATION seed \(s.seed) (\(replay.commitMode)) after \(replay.steps) steps: \(replay.violation.map { "\($0)" } ?? "not reproduced")")
-            batch.failureReport.append("shortest history (seed \(s.seed), last \(min(historyLines, replay.trace.count)) of \(replay.trace.count) events; replay: aerodb-crashtest sim --seed \(s.seed) --seeds 1\(options.faults.first.map { " --sabotage \($0.rawValue)" } ?? "")):")
+            batch.failureReport.append("shortest history (seed \(s.seed), last \(min(historyLines, replay.trace.count)) of \(replay.trace.count) events; replay: aerodb-crashtest sim --seed \(s.seed) --seeds 1\(options.nodes == 3 ? "" : " --nodes \(options.nodes)")\(options.faults.first.map { " --sabotage \($0.rawValue)" } ?? "")):")
             batch.failureReport += replay.trace.suffix(historyLines).map { "  " + $0 }
         }
         return batch

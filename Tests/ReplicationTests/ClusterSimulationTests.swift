@@ -20,6 +20,16 @@ import Testing
         #expect(batch.readsBehind > 0)
     }
 
+    /// Four and five nodes (`--nodes`): the same checks, zero violations; the size changes the run.
+    @Test(arguments: [4, 5]) func largerClustersFindNoViolation(nodes: Int) {
+        let batch = SimBatch.run(firstSeed: 1, seeds: 60, options: SimOptions(seconds: 4, trace: false, nodes: nodes), stopAtFirst: false)
+        #expect(batch.operations > 20_000, "the clients wrote: \(batch.operations)")
+        #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
+        #expect(batch.switchovers > 0)
+        let three = ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2))
+        #expect(ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2, nodes: nodes)).trace != three.trace)
+    }
+
     /// Same seed, same run, same trace.
     @Test func theSameSeedReplaysTheSameRun() {
         let a = ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3))
