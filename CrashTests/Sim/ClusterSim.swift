@@ -807,7 +807,9 @@ package struct ClusterSimulation {
             return
         }
         let durable = p.role.ledger.durable
-        guard PromotionDecision.drained(last: s.last, target: durable[t.id], replicas: Array(durable.values), needed: needed) else {
+        // The DEMOTE answer travels back to the target on its session: a cut link hands over
+        // nothing (the target would not promote; the primary aborts at the deadline).
+        guard reachable(s.primary, s.target), PromotionDecision.drained(last: s.last, target: durable[t.id], replicas: Array(durable.values), needed: needed) else {
             if now >= s.deadline {
                 switchover = nil
                 apply(s.primary, p.role.handle(.demoteAborted))
