@@ -78,7 +78,9 @@ public final class BackupScheduler: Sendable {
 
     let database: Database
     let nodeID: String
-    let schedule: @Sendable () -> Schedule?
+    /// The configured schedule (nil: none); throws when the setting is unreadable or invalid
+    /// (a pass then records it as the last error: never a silent stop of the backups).
+    let schedule: @Sendable () throws -> Schedule?
     let isPrimary: @Sendable () -> Bool
     let logger: Logger
     private let state = Mutex(State())
@@ -89,8 +91,8 @@ public final class BackupScheduler: Sendable {
         self.database = database
         self.nodeID = nodeID
         self.schedule = {
-            guard let stored = try? settings.stored(), let value = stored[BackupScheduler.settingKey], value != .null else { return nil }
-            return try? BackupScheduler.parse(value)
+            guard let value = try settings.stored()[BackupScheduler.settingKey], value != .null else { return nil }
+            return try BackupScheduler.parse(value)
         }
         self.isPrimary = isPrimary
         self.logger = logger
@@ -126,7 +128,17 @@ public final class BackupScheduler: Sendable {
     }
 
     private func pass() {
-        guard let schedule = schedule(), isPrimary() else { return }
+        let configured: Schedule?
+        do { configured = try schedule() } catch {
+            let message = (error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)"
+            let first = state.withLock { s -> Bool in
+                defer { s.lastError = message }
+                return s.lastError != message
+            }
+            if first { logger.error("backup schedule unreadable: no scheduled backups", metadata: ["error": "\(message)"]) }
+            return
+        }
+        guard let schedule = configured, isPrimary() else { return }
         let now = SystemClock().nowMicros()
         let backups = Self.complete(schedule.directory)
         // Decide.
@@ -194,7 +206,7 @@ public final class BackupScheduler: Sendable {
     }
 
     public func status() -> JSONValue {
-        let schedule = schedule()
+        let schedule = try? schedule()  // unreadable: shown as no schedule, with the pass's last_error
         return state.withLock { s in
             .object(["schedule": schedule.map { .object(["directory": .string($0.directory), "every_seconds": .int($0.everySeconds),
                                                          "keep": $0.keep.map { .int(Int64($0)) } ?? .null,

@@ -56,14 +56,16 @@ public final class WALArchiver: RetentionFloor, Sendable {
 
     let database: Database
     let clusterID: String
-    let directory: @Sendable () -> String?
+    /// The configured directory; throws when the setting cannot be read (then the floor keeps
+    /// every segment, WA3, and the pass is a recorded failure).
+    let directory: @Sendable () throws -> String?
     let isPrimary: @Sendable () -> Bool
     let logger: Logger
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "aerodb.wal-archiver")
     private let stopped = Atomic<Bool>(false)
 
-    public init(database: Database, clusterID: String, directory: @escaping @Sendable () -> String?,
+    public init(database: Database, clusterID: String, directory: @escaping @Sendable () throws -> String?,
                 isPrimary: @escaping @Sendable () -> Bool, logger: Logger) {
         self.database = database
         self.clusterID = clusterID
@@ -74,8 +76,8 @@ public final class WALArchiver: RetentionFloor, Sendable {
 
     /// The archive directory from the cluster settings (`archive.directory`: an absolute path, or
     /// null/absent for off).
-    public static func directory(from settings: ClusterSettings) -> String? {
-        guard let stored = try? settings.stored(), case .string(let path)? = stored[settingKey], !path.isEmpty else { return nil }
+    public static func directory(from settings: ClusterSettings) throws -> String? {
+        guard case .string(let path)? = try settings.stored()[settingKey], !path.isEmpty else { return nil }
         return path
     }
 
@@ -84,14 +86,17 @@ public final class WALArchiver: RetentionFloor, Sendable {
     /// The setting is read here, not taken from the last pass: a checkpoint right after the
     /// archive was configured must already keep the WAL.
     public var lsn: UInt64? {
-        guard isPrimary(), let configured = directory() else { return nil }
+        guard isPrimary() else { return nil }
+        let configured: String?
+        do { configured = try directory() } catch { return 0 }  // unreadable setting: recycle nothing (WA3)
+        guard let configured else { return nil }
         return state.withLock { s in s.scanned == configured ? (s.archived?.lsn ?? 0) : 0 }
     }
 
     /// Installs the archive floor, then archives every `pollMillis` until `stop()`.
     public func start() {
         // The configuration is read once before the floor can be consulted (WA3 from the first checkpoint).
-        let configured = directory()
+        let configured = try? directory()  // unreadable: the floor still keeps everything; the pass reports it
         let primary = isPrimary()
         state.withLock { $0.directory = configured; $0.isPrimary = primary }
         database.setArchiveFloor(self)
@@ -128,7 +133,11 @@ public final class WALArchiver: RetentionFloor, Sendable {
     /// One pass on the archiver's queue. Throws what failed (also recorded in the state).
     @discardableResult
     func pass(tail: Bool) throws -> Int {
-        let configured = directory()
+        let configured: String?
+        do { configured = try directory() } catch {
+            recordFailure("cluster setting \(Self.settingKey) unreadable: \(error)", archive: nil)
+            throw error
+        }
         let primary = isPrimary()
         state.withLock { $0.directory = configured; $0.isPrimary = primary }
         guard let configured else {
@@ -141,15 +150,19 @@ public final class WALArchiver: RetentionFloor, Sendable {
             state.withLock { $0.lastError = nil; $0.lastSuccessMicros = SystemClock().nowMicros() }
             return written
         } catch {
-            let message = (error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)"
-            let first = state.withLock { s -> Bool in
-                defer { s.failures += 1; s.lastError = message; s.lastErrorMicros = SystemClock().nowMicros() }
-                return s.lastError != message
-            }
-            NodeMetrics.shared.countArchiveFailure()
-            if first { logger.error("WAL archiving failed", metadata: ["archive": "\(configured)", "error": "\(message)"]) }
+            recordFailure((error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)", archive: configured)
             throw error
         }
+    }
+
+    /// A failed pass: counted, kept as the last error, logged when it differs from the last one.
+    private func recordFailure(_ message: String, archive: String?) {
+        let first = state.withLock { s -> Bool in
+            defer { s.failures += 1; s.lastError = message; s.lastErrorMicros = SystemClock().nowMicros() }
+            return s.lastError != message
+        }
+        NodeMetrics.shared.countArchiveFailure()
+        if first { logger.error("WAL archiving failed", metadata: ["archive": "\(archive ?? "-")", "error": "\(message)"]) }
     }
 
     /// Reads the archive's end when the directory changed, then writes one file per completed

@@ -125,7 +125,7 @@ struct StartCommand: AsyncParsableCommand {
                            realtimeConnections: { realtime.connectionCount })  // GET /metrics
         BackupRoutes.register(on: router, database: database, keys: keys, nodeID: config.nodeID)  // aerodb backup
         // Continuous WAL archiving on the primary (cluster setting archive.directory; docs/OPERATIONS.md).
-        let archiver = WALArchiver(database: database, clusterID: marker.clusterID, directory: { WALArchiver.directory(from: clusterSettings) },
+        let archiver = WALArchiver(database: database, clusterID: marker.clusterID, directory: { try WALArchiver.directory(from: clusterSettings) },
                                    isPrimary: { replication.currentRole.isPrimary }, logger: logger)
         archiver.start()
         ArchiveRoutes.register(on: router, archiver: archiver, keys: keys)  // /admin/v1/archive
