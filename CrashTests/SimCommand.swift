@@ -56,7 +56,7 @@ struct SimCommand: ParsableCommand {
             print(JSON.encodeString(summary))
         }
         print("switchovers: \(report.switchovers); min-LSN reads: \(report.reads) answered, \(report.readsBehind) behind (503), "
-              + "\(report.supersededReads) from a superseded history (not checked: the header carries no epoch, docs/CRASH_TESTING.md)")
+              + "\(report.supersededReads) refused as from a superseded history (X-AeroDB-Min-LSN-Epoch)")
         print(String(format: "simulated %.0f s in %.1f s (%.0f simulated s per s)", report.simulatedSeconds, report.realSeconds,
                      report.simulatedSeconds / max(report.realSeconds, 1e-9)))
         print("seeds: \(report.seeds), operations: \(report.operations), \(report.violations.count) violations")

@@ -299,6 +299,8 @@ public struct HTTPAnswer: Sendable {
     public let status: Int
     public let body: JSONValue?
     public let lsn: UInt64?
+    /// `X-AeroDB-LSN-Epoch`: the epoch of the record at `lsn`.
+    public var epoch: UInt64? = nil
 
     /// One HTTP request with a key; `headers` are added as given.
     public static func fetch(_ method: String, _ url: String, _ body: JSONValue? = nil, key: String?,
@@ -313,6 +315,7 @@ public struct HTTPAnswer: Sendable {
         guard let http = response as? HTTPURLResponse else { throw AeroError(.internalError, "not an HTTP answer") }
         let parsed = data.isEmpty ? nil : try? JSON.parse(Array(data))
         return HTTPAnswer(status: http.statusCode, body: parsed,
-                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) })
+                          lsn: (http.value(forHTTPHeaderField: "X-AeroDB-LSN")).flatMap { UInt64($0) },
+                          epoch: (http.value(forHTTPHeaderField: "X-AeroDB-LSN-Epoch")).flatMap { UInt64($0) })
     }
 }

@@ -14,8 +14,8 @@
 // atomic steps reaching the nodes whose link is up; a switchover's DEMOTE reaches the primary
 // atomically, its drain runs over the simulated network, its hand-over and the target's new
 // epoch are one step) and node crashes. Min-LSN reads are modelled as `ClusterMiddleware`
-// answers them (SIM7; the reads a node answers from a superseded history are counted apart: the
-// header carries no epoch, docs/CRASH_TESTING.md).
+// answers them (SIM7; with `X-AeroDB-Min-LSN-Epoch`, a node holding another epoch's record at
+// the LSN refuses, counted apart, docs/CRASH_TESTING.md).
 //
 // Checks after every step (docs/INVARIANTS.md SIM1-SIM7): see `Violation`.
 
@@ -91,8 +91,8 @@ package struct SimOutcome: Sendable {
     /// Min-LSN reads answered (SIM7 checked) and refused after the wait (503 REPLICA_BEHIND).
     package var reads = 0
     package var readsBehind = 0
-    /// Min-LSN reads answered from a superseded history: the node holds an older epoch's record
-    /// at the LSN sent (the node's known gap: the header has no epoch; counted, not SIM7).
+    /// Min-LSN reads refused because the node holds another epoch's record at the LSN sent (a
+    /// superseded history: `X-AeroDB-Min-LSN-Epoch` names the write's epoch; 503, not SIM7).
     package var supersededReads = 0
     package var rejoins = 0
     package var bootstraps = 0
@@ -715,20 +715,19 @@ package struct ClusterSimulation {
         let node = nodes[i]
         guard node.role.mode != .diverged else { return true }  // refused: it serves no data
         guard UInt64(node.log.count) >= token.lsn || options.faults.contains(.readWithoutMinLSNWait) else { return false }
+        // The client sends the write's epoch too (`X-AeroDB-Min-LSN-Epoch`): a node whose record
+        // at that LSN is of another epoch holds another history (a cut-off deposed primary, or one
+        // that learned the new epoch but was not refused as diverged yet) and refuses (503).
+        if token.lsn <= UInt64(node.log.count), node.log[Int(token.lsn) - 1].epoch != token.epoch,
+           !options.faults.contains(.readWithoutEpochCheck) {
+            outcome.supersededReads += 1
+            return true
+        }
         outcome.reads += 1
         guard !node.holds(token) else { return true }
-        if token.lsn <= UInt64(node.log.count) && node.log[Int(token.lsn) - 1].epoch < token.epoch {
-            // The node's known gap, counted, not checked: `X-AeroDB-Min-LSN` carries an LSN only,
-            // so a node holding an older epoch's record at that LSN (a cut-off deposed primary, a
-            // deposed primary that learned the new epoch but was not refused as diverged yet)
-            // answers from a superseded history (docs/CRASH_TESTING.md).
-            outcome.supersededReads += 1
-            note("min-LSN read at \(token.lsn) on \(node.id) (\(node.role.mode), epoch \(node.role.epoch)) answered from epoch \(node.log[Int(token.lsn) - 1].epoch)'s history, without write \(token.write) of epoch \(token.epoch)")
-        } else {
-            let there = token.lsn <= UInt64(node.log.count) ? node.log[Int(token.lsn) - 1] : nil
-            let held = there.map { "its LSN \(token.lsn) holds \($0.write == 0 ? "an epoch record" : "write \($0.write)") of epoch \($0.epoch)" } ?? "it has not applied LSN \(token.lsn)"
-            violate("SIM7", "a read with min LSN \(token.lsn) on \(node.id) (\(node.role.mode), epoch \(node.role.epoch), applied \(node.log.count)) answered a state without acknowledged write \(token.write) (epoch \(token.epoch)): \(held)")
-        }
+        let there = token.lsn <= UInt64(node.log.count) ? node.log[Int(token.lsn) - 1] : nil
+        let held = there.map { "its LSN \(token.lsn) holds \($0.write == 0 ? "an epoch record" : "write \($0.write)") of epoch \($0.epoch)" } ?? "it has not applied LSN \(token.lsn)"
+        violate("SIM7", "a read with min LSN \(token.lsn) on \(node.id) (\(node.role.mode), epoch \(node.role.epoch), applied \(node.log.count)) answered a state without acknowledged write \(token.write) (epoch \(token.epoch)): \(held)")
         return true
     }
 
@@ -966,7 +965,7 @@ package struct SimBatch: Sendable {
     package var operations = 0
     /// Switchovers that completed (the new primary opened its epoch).
     package var switchovers = 0
-    /// Min-LSN reads: answered, refused after the wait, answered from a superseded history.
+    /// Min-LSN reads: answered, refused after the wait, refused as from a superseded history.
     package var reads = 0, readsBehind = 0, supersededReads = 0
     package var simulatedSeconds = 0.0
     package var realSeconds = 0.0

@@ -34,10 +34,14 @@ import LiveCluster
         let (first, firstReport) = try promote(cluster, 1)
         #expect(first == 0, "\(JSON.encodeString(firstReport))")
         #expect(firstReport["epoch"] == .int(2))
+        var newWrite: (lsn: UInt64, epoch: UInt64)?
         for k in 0..<2 {
             let answer = try await cluster.admin(1, "POST", "transactions", parse(#"{"ops":[{"op":"insert","collection":"items","doc":{"id":"new-\#(k)","qty":\#(k)}}]}"#))
             #expect(answer.status == 200)
+            if let lsn = answer.lsn, let epoch = answer.epoch { newWrite = (lsn, epoch) }
         }
+        let written = try #require(newWrite, "a write's answer names its LSN and that record's epoch")
+        #expect(written.epoch == 2)
         _ = try await cluster.waitConverged([1, 2], to: 1)
 
         // n2 goes down; n1 starts, learns epoch 2 from n3 (it never reaches n2, so nobody refuses
@@ -55,6 +59,16 @@ import LiveCluster
         let n1LSN = try #require(deposed["lsn"]?["durable"]?.intValue)
         let n3LSN = try #require(try await cluster.status(2)["lsn"]?["durable"]?.intValue)
         #expect(n1LSN > n3LSN, "the scenario needs n1's old-epoch log (\(n1LSN)) longer than n3's (\(n3LSN))")
+
+        // P2 across histories: n1 holds LSN \(written.lsn) but of epoch 1, so a read that names the
+        // write's epoch is refused there, and answered by n3, which holds the write.
+        let minimum = ["X-AeroDB-Min-LSN": String(written.lsn), "X-AeroDB-Min-LSN-Epoch": String(written.epoch)]
+        let query = parse(#"{"collection":"items","filter":{"id":"new-1"}}"#)
+        let stale = try await cluster.request(0, "POST", "/admin/v1/query", query, headers: minimum)
+        #expect(stale.status == 503, "\(String(describing: stale.body))")
+        #expect(stale.body?["message"]?.stringValue?.contains("another history") == true, "\(String(describing: stale.body))")
+        let fresh = try await cluster.request(2, "POST", "/admin/v1/query", query, headers: minimum)
+        #expect(fresh.status == 200 && fresh.body?["rows"]?.arrayValue?.count == 1, "\(String(describing: fresh.body))")
 
         // The crash harness's pick (`LiveCluster.mostUpToDate`) follows the node's order: n3, not
         // the longer n1 that a pick by LSN alone would name.

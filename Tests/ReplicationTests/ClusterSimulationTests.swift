@@ -14,8 +14,8 @@ import Testing
         #expect(batch.operations > 100_000, "the clients wrote: \(batch.operations)")
         #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
         #expect(batch.switchovers > 20, "the operator switched over: \(batch.switchovers)")
-        // SIM7: clients read with X-AeroDB-Min-LSN; some wait, and answers from a superseded
-        // history (the node's known gap) are counted apart.
+        // SIM7: clients read with X-AeroDB-Min-LSN and -Epoch; some wait, and a node on a
+        // superseded history refuses (counted apart); every answered read is checked.
         #expect(batch.reads > 10_000, "min-LSN reads answered: \(batch.reads)")
         #expect(batch.readsBehind > 0)
     }
@@ -44,7 +44,8 @@ import Testing
     /// names the guarantee it breaks (promote-by-lsn-only is the rarest: first at seed 285 since
     /// the operator also switches over).
     @Test(arguments: [(RoleFault.countHelloBeforeHistoryCheck, "SIM2"), (.bootstrapWithoutProof, "SIM5"),
-                      (.releaseWithOneAckShort, "SIM2"), (.promoteByLSNOnly, "SIM1"), (.readWithoutMinLSNWait, "SIM7")])
+                      (.releaseWithOneAckShort, "SIM2"), (.promoteByLSNOnly, "SIM1"), (.readWithoutMinLSNWait, "SIM7"),
+                      (.readWithoutEpochCheck, "SIM7")])
     func everySabotageIsCaught(fault: RoleFault, guarantee: String) {
         let batch = SimBatch.run(firstSeed: 1, seeds: 400, options: SimOptions(seconds: 6, faults: [fault], trace: false), stopAtFirst: true)
         #expect(batch.violations.first?.violation.id == guarantee, "\(fault): \(batch.violations.map { "\($0.seed): \($0.violation)" })")

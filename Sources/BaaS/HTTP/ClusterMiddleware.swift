@@ -2,6 +2,9 @@
 // - Replica reads: `X-AeroDB-Min-LSN: N` makes a read wait until this node has applied N, up to
 //   `HTTPLimits.minLSNWaitMillis`; past it the answer is 503 AERO_REPLICA_BEHIND with the node's
 //   current LSN in `X-AeroDB-LSN` (retry, or read from the primary). P2: reads never lie.
+//   Every answer naming an LSN also names that record's epoch (`X-AeroDB-LSN-Epoch`); a read
+//   that sends it back (`X-AeroDB-Min-LSN-Epoch`) is refused by a node whose record at that LSN
+//   is of another epoch: a deposed or not-yet-refused member holds another history there.
 // - A diverged replica (A4) answers every data request with 503 AERO_REPL_DIVERGED: its state
 //   may hold commits that were never acknowledged.
 // - Write forwarding: on a replica, a write (REST and admin writes, every auth POST/PUT/DELETE
@@ -27,6 +30,12 @@ import NIOPosix
 
 public enum ClusterHTTP {
     public static let minLSNHeader = HTTPField.Name("X-AeroDB-Min-LSN")!
+    /// The epoch of the record at the LSN a read names in `X-AeroDB-Min-LSN` (the
+    /// `X-AeroDB-LSN-Epoch` of the write's answer): the node answers only from that history.
+    public static let minLSNEpochHeader = HTTPField.Name("X-AeroDB-Min-LSN-Epoch")!
+    /// On an answer carrying `X-AeroDB-LSN`: the epoch of the record at that LSN on the node
+    /// that answered (absent when its history no longer says).
+    public static let lsnEpochHeader = HTTPField.Name("X-AeroDB-LSN-Epoch")!
     public static let forwardedHeader = HTTPField.Name("X-AeroDB-Forwarded-By")!
     /// Set to `false` on a forwarded write's answer when this node had not applied it in time.
     public static let appliedHeader = HTTPField.Name("X-AeroDB-Applied")!
@@ -104,11 +113,32 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
                 response.headers[.retryAfter] = "1"
                 return response
             }
+            if let refusal = otherHistory(request, lsn: lsn) { return errorResponse(request, refusal) }
         }
         if isWrite(request), request.headers[ClusterHTTP.forwardedHeader] == nil, let primary = cluster.primaryHTTP() {
-            return try await forward(request, to: primary, context: context, next: next)
+            return try await forward(request, to: primary, context: context, next: next)  // the primary's answer names its epoch
         }
-        return try await next(request, context)
+        var response = try await next(request, context)
+        if response.headers[ClusterHTTP.lsnEpochHeader] == nil, let text = response.headers[HTTPJSON.lsnHeader], let lsn = UInt64(text) {
+            let snapshot = database.snapshot()
+            if let epoch = snapshot.state.epochHistory.epoch(at: lsn, last: snapshot.lsn) { response.headers[ClusterHTTP.lsnEpochHeader] = String(epoch) }
+        }
+        return response
+    }
+
+    /// P2 across histories: with `X-AeroDB-Min-LSN-Epoch: E`, a node whose record at the LSN is
+    /// of another epoch holds another history (a deposed primary's tail, or a member that has
+    /// not yet been refused as diverged): its state at that LSN is not the client's write, so it
+    /// refuses instead of answering. A node whose history no longer names that LSN's epoch
+    /// (older than what it keeps) answers as without the header.
+    private func otherHistory(_ request: Request, lsn: UInt64) -> AeroError? {
+        guard let text = request.headers[ClusterHTTP.minLSNEpochHeader] else { return nil }
+        guard let wanted = UInt64(text.trimmingCharacters(in: .whitespaces)) else {
+            return AeroError(.requestInvalid, "X-AeroDB-Min-LSN-Epoch must be a non-negative integer")
+        }
+        let snapshot = database.snapshot()
+        guard let held = snapshot.state.epochHistory.epoch(at: lsn, last: snapshot.lsn), held != wanted else { return nil }
+        return AeroError(.replicaBehind, "node \(cluster.nodeID) holds another history at LSN \(lsn) (a record of epoch \(held), not \(wanted)): it is a deposed or diverged member; read from the primary", invariant: "P2")
     }
 
     private func isWrite(_ request: Request) -> Bool {

@@ -99,6 +99,9 @@ package enum RoleFault: String, Sendable, CaseIterable {
     /// A min-LSN read is answered at once, without waiting for the LSN (`ClusterMiddleware`'s
     /// wait skipped): only the simulator's read model looks at it (SIM7).
     case readWithoutMinLSNWait = "read-without-min-lsn-wait"
+    /// A min-LSN read ignores `X-AeroDB-Min-LSN-Epoch` (`ClusterMiddleware.otherHistory`
+    /// skipped): a node holding another epoch's record at the LSN answers from that history.
+    case readWithoutEpochCheck = "read-without-epoch-check"
 }
 
 /// The promotion's "most up-to-date" order (Raft's log comparison, epochs as terms): a log whose
