@@ -151,6 +151,14 @@ public enum AdminAPI {
                 return HTTPJSON.response(policy, status: .created, lsn: lsn)
             }
         }
+        admin.put("collections/:name/policies/:policy") { request, context in
+            try await guarded(request, keys) {
+                let (policy, lsn) = try await PolicyAdmin.update(collection: try context.parameters.require("name"),
+                                                                 name: try context.parameters.require("policy"),
+                                                                 try await HTTPJSON.body(request), database)
+                return HTTPJSON.response(policy, lsn: lsn)
+            }
+        }
         admin.delete("collections/:name/policies/:policy") { request, context in
             try await guarded(request, keys) {
                 let lsn = try await PolicyAdmin.drop(collection: try context.parameters.require("name"),

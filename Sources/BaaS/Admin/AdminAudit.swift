@@ -18,7 +18,8 @@ struct AdminAuditMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         let path = request.uri.path
         guard path.hasPrefix("/admin/v1/"), request.method != .get, request.method != .head,
               !ClusterMiddleware<Context>.localAdminPaths.contains(path), path != "/admin/v1/transactions",
-              response.status.code < 400 else { return response }
+              response.status.code < 400,
+              request.uri.queryParameters.get("dry_run") != "true" else { return response }  // a dry run acts on nothing
         let event = AuthEvent(action: "admin \(request.method.rawValue) \(path)", actorRole: "service_role", target: nil,
                               ip: context.clientIP, details: ["status": .int(Int64(response.status.code))])
         // Off the answer's path: a sync-mode commit right after a promotion may wait for a

@@ -1,6 +1,8 @@
-// One log line per request, after the answer: method, path, query, status, milliseconds.
-// The query of an email link (`/auth/v1/verify?token=...`) is a bearer secret and is never
-// logged; no header (keys, tokens) and no body is ever logged.
+// One log line per request, after the answer: method, path, query, status, milliseconds; the
+// same record goes to the node's request ring (RequestRing.swift, `GET /admin/v1/requests`).
+// Queries are redacted by `RequestRedaction.query` (the whole query of an email link, the
+// realtime socket, an OAuth callback; secret parameters such as `apikey`/`token` elsewhere);
+// no header (keys, tokens) and no body is ever logged.
 //
 // As the outermost middleware it also gives every answer that no handler produced the JSON
 // error shape of the API the path belongs to (RouteErrors): an unknown route is a 404, a known
@@ -14,13 +16,15 @@ import Logging
 import Synchronization
 
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// Paths whose query holds a secret: an email link's token; the realtime socket's `apikey` (a browser cannot send it as a header).
-    static var secretQueryPaths: Set<String> { ["/auth/v1/verify", "/realtime/v1/websocket"] }
-
     /// The router's routes (loaded once they are all registered), to tell 405 from 404.
     let routes: KnownRoutes?
+    /// Where each request is also kept for `GET /admin/v1/requests`.
+    let ring: RequestRing
 
-    init(routes: KnownRoutes? = nil) { self.routes = routes }
+    init(routes: KnownRoutes? = nil, ring: RequestRing = .shared) {
+        self.routes = routes
+        self.ring = ring
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
@@ -31,13 +35,16 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             response = RouteErrors.response(error, request: request, allowed: routes?.methods(for: request.uri.path) ?? [])
         }
         let path = request.uri.path
-        let query = Self.secretQueryPaths.contains(path) ? "(redacted)" : (request.uri.query ?? "")
+        let query = RequestRedaction.query(path: path, query: request.uri.query)
         let elapsed = ContinuousClock.now - started
+        let millis = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3
         context.logger.info("request", metadata: [
             "method": "\(request.method.rawValue)", "path": "\(path)", "query": "\(query)",
             "status": "\(response.status.code)",
-            "ms": "\(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3)",
+            "ms": "\(millis)",
         ])
+        ring.record(micros: SystemClock().nowMicros(), requestID: RequestID.current ?? "", method: request.method.rawValue,
+                    path: path, query: query, status: Int(response.status.code), millis: millis)
         return response
     }
 }

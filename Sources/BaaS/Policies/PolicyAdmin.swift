@@ -1,6 +1,8 @@
 // Declaring policies (service_role): the admin API and the migration steps share these.
 //   GET    /admin/v1/policies                           every policy and every _rls row
 //   POST   /admin/v1/collections/:name/policies         {"name","operation","roles"?,"using"?,"check"?}
+//   PUT    /admin/v1/collections/:name/policies/:policy  the same body as POST: replaces the policy in one
+//                                                        transaction (a new "name" renames it); a refused one changes nothing
 //   DELETE /admin/v1/collections/:name/policies/:policy
 //   POST   /admin/v1/collections/:name/rls              {"enabled": true|false}
 //   POST   /admin/v1/collections/:name/policies/test    {"token"} or {"role","claims"?}: the compiled conditions
@@ -19,6 +21,35 @@ enum PolicyAdmin {
     }
 
     static func create(collection: String, _ body: JSONValue, _ database: Database) async throws -> (JSONValue, UInt64) {
+        let doc = try document(collection: collection, body, database.snapshot())
+        try await ensure(database)
+        guard try PolicyStore.rows(collection, database.snapshot()).count < PolicyStore.policiesPerCollectionMax else {
+            throw invalid("a collection has at most \(PolicyStore.policiesPerCollectionMax) policies")
+        }
+        let result = try await database.commit([.insert(collection: PolicyStore.policies, document: doc)])
+        return (.object(doc), result.lsn)
+    }
+
+    /// Replaces policy `name` of `collection` by the policy `body` declares (`name` absent: the
+    /// same name), atomically: the new one is validated first (a refusal changes nothing), then the
+    /// old row is deleted and the new one inserted in one commit. A rename onto an existing policy
+    /// is refused by the insert (the commit as a whole).
+    static func update(collection: String, name: String, _ body: JSONValue, _ database: Database) async throws -> (JSONValue, UInt64) {
+        guard case .object(var o) = body else { throw invalid("a policy is a JSON object") }
+        if o["name"] == nil { o["name"] = .string(name) }
+        let snapshot = database.snapshot()
+        let old = JSONValue.string("\(collection).\(name)")
+        guard try snapshot.documentIfPresent(PolicyStore.policies, key: old) != nil else {
+            throw AeroError(.notFound, "no policy \(name) on \(collection)")
+        }
+        let doc = try document(collection: collection, .object(o), snapshot)
+        let result = try await database.commit([.delete(collection: PolicyStore.policies, target: .key(old)),
+                                                .insert(collection: PolicyStore.policies, document: doc)])
+        return (.object(doc), result.lsn)
+    }
+
+    /// The stored row of a policy declared by `body`, validated against the collection's schema.
+    static func document(collection: String, _ body: JSONValue, _ snapshot: Snapshot) throws -> Document {
         guard case .object(let o) = body else { throw invalid("a policy is a JSON object") }
         let allowed: Set<String> = ["name", "operation", "roles", "using", "check"]
         if let unknown = o.keys.first(where: { !allowed.contains($0) }) { throw invalid("unknown policy key \"\(unknown)\" (\(allowed.sorted().joined(separator: ", ")))") }
@@ -28,7 +59,6 @@ enum PolicyAdmin {
             throw invalid("operation must be select, insert, update, delete or all")
         }
         let roles = try self.roles(o["roles"])
-        let snapshot = database.snapshot()
         guard !SystemCollections.isSystem(collection), let data = snapshot.state.collections[collection] else {
             throw AeroError(.collectionNotFound, "collection \(collection) does not exist")
         }
@@ -50,12 +80,7 @@ enum PolicyAdmin {
         let needsUsing = operation != "insert"
         if needsUsing && doc["using"] == nil { throw invalid("a \(operation) policy needs \"using\"") }
         if !needsUsing && doc["using"] == nil && doc["check"] == nil { throw invalid("an insert policy needs \"check\"") }
-        try await ensure(database)
-        guard try PolicyStore.rows(collection, database.snapshot()).count < PolicyStore.policiesPerCollectionMax else {
-            throw invalid("a collection has at most \(PolicyStore.policiesPerCollectionMax) policies")
-        }
-        let result = try await database.commit([.insert(collection: PolicyStore.policies, document: doc)])
-        return (.object(doc), result.lsn)
+        return doc
     }
 
     static func roles(_ value: JSONValue?) throws -> [String] {

@@ -150,14 +150,15 @@ struct PromoteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "promote",
         abstract: "Make the replica at --url the primary of a new epoch (failover), after checking it is safe.",
-        discussion: "Checks, each printed with its outcome: the target is a healthy replica; the old primary is unreachable; no reachable replica is ahead (else the better candidate is named); in sync mode every acknowledged commit is provably on the target (else refused unless --force, which lists the LSNs at risk). Exits non-zero and changes nothing when a check refuses.\n\nExamples:\n  aerodb promote --url http://127.0.0.1:54322 --dir ./c/n2\n  aerodb promote --url http://127.0.0.1:54323 --dir ./c/n3 --force")
+        discussion: "Checks, each printed with its outcome: the target is a healthy replica; the old primary is unreachable; no reachable replica is ahead (else the better candidate is named); in sync mode every acknowledged commit is provably on the target (else refused unless --force, which lists the LSNs at risk). Exits non-zero and changes nothing when a check refuses. --dry-run makes the same checks and stops there (exit 0 when the promotion would go on).\n\nExamples:\n  aerodb promote --url http://127.0.0.1:54322 --dir ./c/n2 --dry-run\n  aerodb promote --url http://127.0.0.1:54322 --dir ./c/n2\n  aerodb promote --url http://127.0.0.1:54323 --dir ./c/n3 --force")
 
     @OptionGroup var target: AdminTarget
     @Flag(help: "Promote even when the acknowledged history cannot be proven on the target.") var force = false
+    @Flag(help: "Make the checks and print the report; change nothing.") var dryRun = false
     @Flag(help: "Print the JSON report.") var json = false
 
     func run() async throws {
-        try await runOperation(target, "/admin/v1/cluster/promote", body: .object(["force": .bool(force)]), json: json)
+        try await runOperation(target, "/admin/v1/cluster/promote" + (dryRun ? "?dry_run=true" : ""), body: .object(["force": .bool(force)]), json: json)
     }
 }
 
@@ -165,13 +166,14 @@ struct SwitchoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchover",
         abstract: "Planned, zero-loss handover to the replica at --url while the primary is alive.",
-        discussion: "The primary stops accepting writes, drains, and hands over once the target holds its final position; writes sent meanwhile fail cleanly with AERO_NOT_PRIMARY (retry).\n\nExamples:\n  aerodb switchover --url http://127.0.0.1:54322 --dir ./c/n2")
+        discussion: "The primary stops accepting writes, drains, and hands over once the target holds its final position; writes sent meanwhile fail cleanly with AERO_NOT_PRIMARY (retry). --dry-run makes the checks made before the primary is asked to demote and stops there.\n\nExamples:\n  aerodb switchover --url http://127.0.0.1:54322 --dir ./c/n2 --dry-run\n  aerodb switchover --url http://127.0.0.1:54322 --dir ./c/n2")
 
     @OptionGroup var target: AdminTarget
+    @Flag(help: "Make the checks and print the report; change nothing.") var dryRun = false
     @Flag(help: "Print the JSON report.") var json = false
 
     func run() async throws {
-        try await runOperation(target, "/admin/v1/cluster/switchover", body: nil, json: json)
+        try await runOperation(target, "/admin/v1/cluster/switchover" + (dryRun ? "?dry_run=true" : ""), body: nil, json: json)
     }
 }
 
@@ -184,7 +186,11 @@ private func runOperation(_ target: AdminTarget, _ path: String, body: JSONValue
         for check in report["checks"]?.arrayValue ?? [] {
             print("[\(check["outcome"]?.stringValue ?? "?")] \(check["name"]?.stringValue ?? ""): \(check["detail"]?.stringValue ?? "")")
         }
-        if report["promoted"] == .bool(true) {
+        if report["dry_run"] == .bool(true) {
+            print(report["would_promote"] == .bool(true)
+                  ? "dry run: the checks pass; it would open epoch \(text(report["epoch"])); nothing was changed"
+                  : "dry run: refused; nothing was changed" + (report["better_candidate"]?.stringValue.map { "; better candidate: \($0)" } ?? ""))
+        } else if report["promoted"] == .bool(true) {
             print("promoted: epoch \(text(report["epoch"])), fork LSN \(text(report["fork_lsn"])), \(text(report["elapsed_ms"])) ms")
         } else if let message = report["message"]?.stringValue {
             print("refused: \(message)")
@@ -193,7 +199,7 @@ private func runOperation(_ target: AdminTarget, _ path: String, body: JSONValue
         }
         if let risk = report["lsns_at_risk"], risk != .null { print("LSNs at risk: \(text(risk["from"])) to \(text(risk["to"]))") }
     }
-    guard status == 200, report["promoted"] == .bool(true) else { throw ExitCode(1) }
+    guard status == 200, report["promoted"] == .bool(true) || report["would_promote"] == .bool(true) else { throw ExitCode(1) }
 }
 
 struct RejoinCommand: AsyncParsableCommand {

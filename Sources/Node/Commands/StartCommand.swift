@@ -136,6 +136,7 @@ struct StartCommand: AsyncParsableCommand {
         backupScheduler.register(on: router, keys: keys)  // GET /admin/v1/backup/schedule
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
+        RequestRing.register(on: router, keys: keys)  // GET /admin/v1/requests: the recent request log
         let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(
             http1: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
             ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in

@@ -21,6 +21,10 @@ public struct PromotionReport: Sendable {
     /// LSNs that may have been acknowledged and are not on the target (forced or async).
     public var atRisk: ClosedRange<UInt64>?
     public var elapsedMillis: Double = 0
+    /// A dry run (`?dry_run=true`, `aerodb promote --dry-run`): the same checks, nothing acted on.
+    /// `wouldPromote` is whether the real call would go on past them; `epoch` the epoch it would open.
+    public var dryRun = false
+    public var wouldPromote = false
 
     mutating func check(_ name: String, _ outcome: String, _ detail: String) {
         checks.append(Check(name: name, outcome: outcome, detail: detail))
@@ -36,6 +40,10 @@ public struct PromotionReport: Sendable {
         o["fork_lsn"] = forkLSN.map { .int(Int64($0)) } ?? .null
         o["better_candidate"] = betterCandidate.map(JSONValue.string) ?? .null
         o["lsns_at_risk"] = atRisk.map { .object(["from": .int(Int64($0.lowerBound)), "to": .int(Int64($0.upperBound))]) } ?? .null
+        if dryRun {
+            o["dry_run"] = .bool(true)
+            o["would_promote"] = .bool(wouldPromote)
+        }
         return .object(o)
     }
 }
@@ -46,20 +54,25 @@ extension ReplicationNode {
     static let switchoverWaitMillis: Int64 = 1_500
 
     /// Runs `steps` after the target checks pass and reports how long it all took.
-    private func timedReport(_ steps: (inout PromotionReport) async -> Void) async -> PromotionReport {
+    private func timedReport(dryRun: Bool, _ steps: (inout PromotionReport) async -> Void) async -> PromotionReport {
         let started = DispatchTime.now()
         var report = PromotionReport()
+        report.dryRun = dryRun
         if checkTarget(&report) { await steps(&report) }
         report.elapsedMillis = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
         return report
     }
 
     /// Failover: makes this replica the primary of a new epoch, after the checks of SPEC §4.
-    public func promote(force: Bool) async -> PromotionReport {
-        await timedReport { await promoteSteps(force: force, &$0) }
+    /// `dryRun`: the same checks on the same facts (probes, positions, the role's answer to
+    /// `.beginPromotion` computed on a copy of the role value), then a report and nothing else:
+    /// no role event, no fencing, no marker. Its position is not frozen (the replica keeps
+    /// following), and the "after fencing" re-check needs the fencing: the real call repeats both.
+    public func promote(force: Bool, dryRun: Bool = false) async -> PromotionReport {
+        await timedReport(dryRun: dryRun) { await promoteSteps(force: force, dryRun: dryRun, &$0) }
     }
 
-    private func promoteSteps(force: Bool, _ report: inout PromotionReport) async {
+    private func promoteSteps(force: Bool, dryRun: Bool = false, _ report: inout PromotionReport) async {
         let probes = await probePeers()
         let oldPrimary = marker.primary
         if let s = probes[oldPrimary] ?? nil,
@@ -71,27 +84,41 @@ extension ReplicationNode {
         report.check("old primary unreachable", "pass", (probes[oldPrimary] ?? nil) == nil
                      ? "\(oldPrimary) did not answer within \(ReplicationTimeouts.probeMillis) ms" : "\(oldPrimary) is not acting as primary")
         // From here this node's position must be final: it stops following (resumed on refusal).
-        do {
-            guard try await run(.beginPromotion, promotionShell()).actions.contains(.stopFollowing) else {
+        // A dry run asks a copy of the role value (decide, then act: it does not act).
+        if dryRun {
+            var trial = machine
+            guard trial.handle(.beginPromotion).contains(.stopFollowing) else {
                 report.check("promotion started", "refuse", "the role of \(config.nodeID) is \(machine.mode.rawValue), not replica (a promotion in progress?)")
                 return
             }
-        } catch {
-            report.check("promotion started", "refuse", "\(error)")
-            return
+        } else {
+            do {
+                guard try await run(.beginPromotion, promotionShell()).actions.contains(.stopFollowing) else {
+                    report.check("promotion started", "refuse", "the role of \(config.nodeID) is \(machine.mode.rawValue), not replica (a promotion in progress?)")
+                    return
+                }
+            } catch {
+                report.check("promotion started", "refuse", "\(error)")
+                return
+            }
         }
         let mine = database.durablePosition
         let others = config.peers.filter { $0.nodeID != oldPrimary }
         let reachable = others.compactMap { peer in (probes[peer.nodeID] ?? nil).map { (peer.nodeID, $0) } }
         guard checkNoneAhead(&report, reachable, mine: mine, after: "") else {
-            await promotionRefused()
+            if !dryRun { await promotionRefused() }
             return
         }
         guard checkHistoryProof(&report, probes: probes, oldPrimary: oldPrimary, force: force) else {
-            await promotionRefused()
+            if !dryRun { await promotionRefused() }
             return
         }
         let epoch = PromotionDecision.nextEpoch(mine: marker.epoch, peers: probes.values.compactMap { $0?.epoch })
+        if dryRun {
+            report.wouldPromote = true
+            report.epoch = epoch
+            return
+        }
         // Fence the other replicas first: once they adopted the epoch durably they acknowledge
         // nothing more of the old primary, so their positions are final; check them again.
         let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
@@ -175,7 +202,7 @@ extension ReplicationNode {
         let primaryDurable = progress.withLock { $0.primaryDurable }
         let risk: ClosedRange<UInt64>? = primaryDurable > mine ? (mine + 1)...primaryDurable : nil
         let name = "acknowledged history on the target"
-        switch config.commitMode {
+        switch commitModes.strictestRecent {  // the cluster setting may be newer than this node's copy
         case .all:
             report.check(name, "pass", "commit mode all: every acknowledged commit was flushed by every replica")
             return true
@@ -237,17 +264,24 @@ extension ReplicationNode {
 
     /// Planned handover to this replica while the primary is alive: the primary stops writing
     /// and drains, this node confirms it holds the primary's final position, then takes over.
-    public func switchover() async -> PromotionReport {
-        await timedReport { await switchoverSteps(&$0) }
+    /// `dryRun`: the checks made before the old primary is asked to demote, and nothing else
+    /// (the drain and the final-position check need the demotion: the real call makes them).
+    public func switchover(dryRun: Bool = false) async -> PromotionReport {
+        await timedReport(dryRun: dryRun) { await switchoverSteps(dryRun: dryRun, &$0) }
     }
 
-    private func switchoverSteps(_ report: inout PromotionReport) async {
+    private func switchoverSteps(dryRun: Bool = false, _ report: inout PromotionReport) async {
         guard let old = config.member(marker.primary), progress.withLock({ $0.connected }) else {
             report.check("primary reachable", "refuse", "this node is not streaming from \(marker.primary): use `aerodb promote` for a failover")
             return
         }
         report.check("primary reachable", "pass", "streaming from \(old.nodeID)")
         let epoch = marker.epoch + 1
+        if dryRun {
+            report.wouldPromote = true
+            report.epoch = epoch
+            return
+        }
         let final: LogPosition
         do {
             let answer = try await Transport.ask(old.replication, helloMessage(.demote, epoch: epoch, primary: config.nodeID),
@@ -297,7 +331,7 @@ extension ReplicationNode {
             try await database.waitDurable(last)
             let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.switchoverWaitMillis) * 1_000_000
             while !PromotionDecision.drained(last: last, target: acks.durable(of: target), replicas: Array(acks.all.values),
-                                             needed: config.replicaAcksNeeded) {
+                                             needed: config.acksNeeded(commitModes.current)) {
                 guard DispatchTime.now().uptimeNanoseconds < deadline else {
                     throw AeroError(.promotionRefused, "\(target) did not flush LSN \(last) within \(Self.switchoverWaitMillis) ms; \(config.nodeID) stays primary")
                 }
