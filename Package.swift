@@ -87,7 +87,9 @@ let package = Package(
             name: "CrashTests",
             dependencies: [
                 "Kernel", "LiveCluster", "ClusterSim",
+                "BaaS",  // BlobStore on the simulated disk (the disk harness's blob workload)
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "CrashTests",
             exclude: ["Live", "Sim"],

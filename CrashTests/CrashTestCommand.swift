@@ -23,6 +23,9 @@ struct DiskCommand: AsyncParsableCommand {
         unsynced creates and renames possibly lost). Each image is recovered by the real kernel
         and compared with the reference. Then the maximal-document workloads (deepest and largest
         documents the write path accepts, 16 MiB segments): every acknowledged one must replay.
+        Then the blob workloads: storage uploads through the BlobStore on the same simulated disk
+        (temp file, fsync, rename, directory fsync, then the row's commit); after each crash every
+        object row recovered must name a blob of its size whose bytes hash to its name.
         Ends with: crash states: <N> explored, <V> violations
         """)
 
@@ -35,6 +38,9 @@ struct DiskCommand: AsyncParsableCommand {
     @Option(help: "Workloads of maximal documents (deepest, largest, largest transaction), after the others.")
     var maximalWorkloads = 1
     @Option(help: "Power cuts per maximal-document workload (each image replays tens of MiB).") var maximalCuts = 6
+    @Option(help: "Workloads of storage uploads (blob write path, ST1), after the others.") var blobWorkloads = 1
+    @Option(help: "Operations per blob workload.") var blobOperations = 40
+    @Option(help: "Power cuts per blob workload.") var blobCuts = 16
     @Option(help: "Run against a deliberately broken disk to show the harness catches it: \(CrashDisk.Sabotage.allCases.map(\.rawValue).joined(separator: ", ")).")
     var sabotage: String?
     @Flag(help: "Print the summary as JSON as well.") var json = false
@@ -50,26 +56,34 @@ struct DiskCommand: AsyncParsableCommand {
         var violations: [String] = []
         var ran = 0
         var maximalExplored = 0, maximalRan = 0
-        let plan = (0..<workloads).map { (seed + UInt64($0), false) } + (0..<maximalWorkloads).map { (seed + UInt64($0), true) }
-        for (workloadSeed, maximal) in plan {
+        var blobExplored = 0, blobRan = 0, blobObjects = 0
+        enum Kind { case mixed, maximal, blobs }
+        let plan = (0..<workloads).map { (seed + UInt64($0), Kind.mixed) } + (0..<maximalWorkloads).map { (seed + UInt64($0), Kind.maximal) }
+            + (0..<blobWorkloads).map { (seed + UInt64($0), Kind.blobs) }
+        for (workloadSeed, kind) in plan {
             if seconds > 0 && Double(clock.monotonicNanos() - started) / 1e9 > seconds { break }
-            var harness = DiskHarness(seed: workloadSeed, operationsPerWorkload: operations, imagesPerCrash: images,
-                                      sabotage: broken)
-            harness.maximal = maximal
-            let outcome = try await harness.run(cutPoints: maximal ? maximalCuts : cuts)
+            var harness = DiskHarness(seed: workloadSeed, operationsPerWorkload: kind == .blobs ? blobOperations : operations,
+                                      imagesPerCrash: images, sabotage: broken)
+            harness.maximal = kind == .maximal
+            harness.blobs = kind == .blobs
+            let outcome = try await harness.run(cutPoints: kind == .maximal ? maximalCuts : kind == .blobs ? blobCuts : cuts)
             explored += outcome.crashStates
             violations += outcome.violations
             ran += 1
-            if maximal { maximalExplored += outcome.crashStates; maximalRan += 1 }
+            if kind == .maximal { maximalExplored += outcome.crashStates; maximalRan += 1 }
+            if kind == .blobs { blobExplored += outcome.crashStates; blobRan += 1; blobObjects += harness.blobObjectsChecked.count }
             for v in outcome.violations.prefix(5) { print("VIOLATION \(v)") }
             if let history = outcome.minimalHistory { print(history) }
         }
         print("maximal documents: \(maximalRan) workload(s), \(maximalExplored) crash states (documents of \(KernelLimits.documentDepthMax) levels and \(KernelLimits.documentBytesMax) bytes, records up to \(KernelLimits.transactionBytesMax) bytes)")
+        print("blob writes: \(blobRan) workload(s), \(blobExplored) crash states, \(blobObjects) recovered objects read and hashed")
         let elapsed = Double(clock.monotonicNanos() - started) / 1e9
         if json {
             let summary: JSONValue = .object(["mode": .string("disk"), "workloads": .int(Int64(ran)),
                                               "maximal_workloads": .int(Int64(maximalRan)),
                                               "maximal_crash_states": .int(Int64(maximalExplored)),
+                                              "blob_workloads": .int(Int64(blobRan)), "blob_crash_states": .int(Int64(blobExplored)),
+                                              "blob_objects_checked": .int(Int64(blobObjects)),
                                               "crash_states": .int(Int64(explored)),
                                               "violations": .int(Int64(violations.count)),
                                               "first_seed": .int(Int64(seed)), "seconds": .float(elapsed)])
@@ -120,17 +134,23 @@ struct ClusterCommand: AsyncParsableCommand {
         load and promote the most up-to-date replica; or cut the primary off, promote a replica,
         check the isolated primary acknowledges no write sent after the cut, heal, rejoin it.
         After each round every acknowledged write must be on all three nodes, and no discarded
-        write may have been acknowledged. Ends with: rounds: <N>, <V> violations
+        write may have been acknowledged. Storage uploaders (plain and TUS, through the replicas
+        and the primary) run through the faults: after each round every acknowledged object must
+        download with the SHA-256 of its bytes from all three nodes, and every listed object must
+        be whole. Ends with: rounds: <N>, <V> violations
         """)
 
     @Option(help: "Number of fault rounds (alternating kill and partition).") var rounds = 4
     @Option(help: "Concurrent writers.") var writers = 6
     @Option(help: "Seconds of load per round.") var seconds = 3.0
     @Option(help: "Seed for the kill moments.") var seed: UInt64 = 1
+    @Option(help: "Concurrent storage uploaders (plain and TUS uploads through every node; 0: none).") var uploaders = 3
 
     func run() async throws {
         guard rounds > 0, writers > 0, seconds > 0 else { throw ValidationError("rounds, writers and seconds must be positive") }
+        guard (0...64).contains(uploaders) else { throw ValidationError("uploaders must be in 0...64") }
         var harness = ClusterHarness(rounds: rounds, writers: writers, loadSeconds: seconds, random: SeededRandom(seed: seed))
+        harness.uploaders = uploaders
         let outcome = try await harness.run()
         for v in outcome.violations.prefix(20) { print("VIOLATION \(v)") }
         let sorted = outcome.promotionMillis.sorted()
@@ -138,6 +158,9 @@ struct ClusterCommand: AsyncParsableCommand {
             print(String(format: "promotions: %d, command time p50 %.1f ms, max %.1f ms (CLI process included)", sorted.count, sorted[sorted.count / 2], max))
         }
         print("acknowledged writes checked: \(outcome.acknowledged); rejoins: \(outcome.rejoins), transactions discarded by them: \(outcome.discarded)")
+        if uploaders > 0 {
+            print("acknowledged uploads checked: \(outcome.uploadsAcknowledged) (downloads compared by SHA-256 on every node: \(outcome.downloadsChecked))")
+        }
         print("rounds: \(outcome.rounds), \(outcome.violations.count) violations")
         if !outcome.violations.isEmpty { throw ExitCode(1) }
     }

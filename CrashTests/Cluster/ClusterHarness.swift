@@ -6,6 +6,10 @@
 //   primary acknowledges no write sent after the cut, heal, let it learn the new epoch, rejoin.
 // After every round every write acknowledged so far must be on every node with its exact
 // content, and no write a rejoin discarded may have been acknowledged (D1, A1, A2, A4).
+// With `uploaders` > 0, storage uploaders (UploadLoad, the kill mode's) run beside the writers,
+// each through its own node (the replicas forward to the primary as a stream); after every
+// round every acknowledged object must download with the SHA-256 of its bytes from all three
+// nodes, and every object listed on any node must be one sent, whole (ST1, ST8).
 
 import Foundation
 import Kernel
@@ -16,6 +20,8 @@ struct ClusterHarness {
     let writers: Int
     let loadSeconds: Double
     var random: SeededRandom
+    /// Storage uploaders beside the writers (UploadLoad; 0: none).
+    var uploaders = 0
 
     struct Outcome {
         var rounds = 0
@@ -24,6 +30,9 @@ struct ClusterHarness {
         var promotionMillis: [Double] = []
         var rejoins = 0
         var discarded = 0
+        var uploadsAcknowledged = 0
+        /// Downloads compared by SHA-256 after failovers (objects × nodes × rounds).
+        var downloadsChecked = 0
     }
 
     static let collection = #"{"name":"items","fields":{"id":{"type":"text"},"qty":{"type":"int","nullable":true}}}"#
@@ -40,14 +49,25 @@ struct ClusterHarness {
         var outcome = Outcome()
         var logs: [WriteLog] = []
         var primary = 0
+        let uploads = UploadLoad(port: cluster.httpPorts[0], serviceKey: cluster.serviceKey, uploaders: uploaders)
+        if uploaders > 0 { try await uploads.prepare() }
         for round in 0..<rounds {
             let others = (0..<3).filter { $0 != primary }
+            // Uploader u goes through the nodes in the writers' order: replicas first, then the primary.
+            let uploadPorts = (0..<3).map { cluster.httpPorts[(primary + 1 + $0) % 3] }
+            let uploadsStop = StopFlag()
+            let n = uploaders
+            let uploading = Task { if n > 0 { await uploads.round(round, ports: uploadPorts, until: { uploadsStop.isStopped }) } }
+            defer { uploadsStop.stop() }
             let promoted: Int?
             if round % 2 == 0 {
                 promoted = try await killRound(cluster, round: round, primary: primary, others: others, logs: &logs, &outcome)
             } else {
-                promoted = try await partitionRound(cluster, round: round, primary: primary, others: others, logs: &logs, &outcome)
+                promoted = try await partitionRound(cluster, round: round, primary: primary, others: others, logs: &logs, &outcome,
+                                                    stopUploads: uploadsStop)
             }
+            uploadsStop.stop()
+            await uploading.value
             outcome.rounds += 1
             guard let promoted else { break }
             do {
@@ -63,9 +83,15 @@ struct ClusterHarness {
                     }
                 }
             }
+            if uploaders > 0 {
+                // After the promotion (and the rejoin or restart of the old primary): all three nodes.
+                outcome.violations += await uploads.verify(ports: cluster.httpPorts, resumePending: false).map { "round \(round): \($0)" }
+                outcome.downloadsChecked += uploads.acknowledgedCount * 3
+            }
             primary = promoted
         }
         for log in logs { outcome.acknowledged += await log.acknowledged.count }
+        outcome.uploadsAcknowledged = uploads.acknowledgedCount
         return outcome
     }
 
@@ -81,6 +107,7 @@ struct ClusterHarness {
             try? await Task.sleep(for: .seconds(load - killAfter))
             stop.stop()
         }
+        // (the uploaders of this round are stopped by `run` once the writers have stopped)
         let writersCount = writers
         let log = await WriteLog.run(cluster, writers: writersCount, prefix: "k\(round)", target: { w, _ in (primary + 1 + w) % 3 },
                                      until: { stop.isStopped })
@@ -94,7 +121,7 @@ struct ClusterHarness {
 
     /// Load, then the primary is cut off; writes sent to it after the cut must all fail.
     private mutating func partitionRound(_ cluster: LiveCluster, round: Int, primary: Int, others: [Int],
-                                         logs: inout [WriteLog], _ outcome: inout Outcome) async throws -> Int? {
+                                         logs: inout [WriteLog], _ outcome: inout Outcome, stopUploads: StopFlag) async throws -> Int? {
         let before = StopFlag()
         let warmup = loadSeconds / 3
         Task { try? await Task.sleep(for: .seconds(warmup)); before.stop() }
@@ -111,6 +138,7 @@ struct ClusterHarness {
         let promoted = try promote(cluster, best, round: round, &outcome)
         try await Task.sleep(for: .seconds(loadSeconds / 3))
         during.stop()
+        stopUploads.stop()  // uploads ran through the cut and the promotion; none after the heal
         let isolated = await isolatedWrites
         for attempt in await isolated.acknowledged where attempt.sentNanos > cutAt {
             outcome.violations.append("round \(round): the isolated primary n\(primary + 1) acknowledged \(attempt.id), sent after the cut")

@@ -64,6 +64,9 @@ final class CrashDisk: FileSystem {
         case ackBeforeFlush = "ack-before-flush"
         /// `syncDirectory` does nothing: new WAL segments and renamed checkpoints may vanish.
         case skipDirectorySync = "skip-directory-sync"
+        /// `sync()` of a file under `/blobs/` does nothing: a blob is renamed to its hash and its
+        /// row committed while its bytes are volatile (the blob workload must catch it, ST1).
+        case skipBlobFlush = "skip-blob-flush"
     }
 
     private struct State: @unchecked Sendable {
@@ -215,7 +218,7 @@ final class CrashDisk: FileSystem {
         }
     }
 
-    func sync(_ inode: Inode) throws {
+    func sync(_ inode: Inode, path: String = "") throws {
         try state.withLock { s in
             try Self.alive(&s)
             s.syncs += 1
@@ -224,6 +227,7 @@ final class CrashDisk: FileSystem {
                 throw AeroError(.ioError, "fdatasync: Input/output error (simulated)")
             }
             if s.faults.sabotage == .ackBeforeFlush { return }
+            if s.faults.sabotage == .skipBlobFlush && path.contains("/blobs/") { return }
             inode.durable = inode.current
             inode.pending = []
         }
@@ -377,7 +381,7 @@ final class CrashFileHandle: FileHandle {
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws { try disk.write(inode, Array(bytes), at: Int(offset)) }
 
-    func sync() throws { try disk.sync(inode) }
+    func sync() throws { try disk.sync(inode, path: path) }
 
     func size() throws -> Int64 { Int64(try disk.size(inode)) }
 

@@ -8,9 +8,15 @@
 //   2. every acknowledged commit is present: recovered LSN >= last acknowledged LSN (D1);
 //   3. the recovered state equals the reference state at exactly that LSN: a prefix of the
 //      committed transactions, in order, with exact content, no partial transaction (R1, C1);
-//   4. recovery never crashes or hangs (it runs in-process; a crash would end the run).
+//   4. recovery never crashes or hangs (it runs in-process; a crash would end the run);
+//   5. (blob workloads) every object row of the recovered state names a blob present on the
+//      crashed disk, of the row's size, whose bytes hash to its name (ST1): an object is never
+//      visible with missing or torn bytes.
 
+import BaaS
+import Crypto
 import Kernel
+import Synchronization
 
 struct DiskHarness {
     let seed: UInt64
@@ -19,9 +25,21 @@ struct DiskHarness {
     var sabotage: CrashDisk.Sabotage?
     /// Mixed workloads (`Workload(seed:operations:)`), or maximal documents (`Workload.maximal`).
     var maximal = false
+    /// Storage uploads through the BlobStore on the same disk (`Workload.blobs`), checked by `checkBlobs`.
+    var blobs = false
+    /// Object rows whose blob `checkBlobs` read and hashed (shared by the copies of this harness).
+    let blobObjectsChecked = Counter()
+
+    final class Counter: Sendable {
+        private let value = Mutex(0)
+        func add(_ n: Int) { value.withLock { $0 += n } }
+        var count: Int { value.withLock { $0 } }
+    }
 
     var workload: Workload {
-        maximal ? Workload.maximal(seed: seed) : Workload(seed: seed, operations: operationsPerWorkload)
+        if maximal { return Workload.maximal(seed: seed) }
+        if blobs { return Workload.blobs(seed: seed, operations: operationsPerWorkload) }
+        return Workload(seed: seed, operations: operationsPerWorkload)
     }
 
     struct Outcome {
@@ -78,7 +96,7 @@ struct DiskHarness {
         func images(_ count: Int, of workload: Workload, reference: Reference, harness: DiskHarness,
                     only: Int? = nil) async -> [(Int, String, String?)] {
             let disk = CrashDisk()
-            let acked = await harness.crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync)
+            let acked = await harness.crashRun(workload, disk: disk, cutAfter: cut, failSyncAt: failSync, reference: reference)
             let segmentBytes = workload.segmentBytes
             var out: [(Int, String, String?)] = []
             for image in 0..<count where only == nil || only == image {
@@ -127,6 +145,8 @@ struct DiskHarness {
         var syncs = 0
         /// Steps accepted or refused against the workload's expectation (maximal workloads).
         var stepViolations: [String] = []
+        /// Steps the reference run refused.
+        var refused: Set<Int> = []
     }
 
     func options(_ disk: CrashDisk, segmentBytes: Int) -> KernelOptions {
@@ -152,6 +172,7 @@ struct DiskHarness {
                 _ = try await step.run(on: db)
                 if workload.mustRefuse.contains(i) { reference.stepViolations.append("step \(i + 1) was accepted but must be refused: \(step.summary)") }
             } catch {
+                reference.refused.insert(i)
                 let refusedAsExpected = workload.mustRefuse.contains(i) && (error as? AeroError)?.code == .documentTooLarge
                 if workload.checksOutcomes && !refusedAsExpected {
                     reference.stepViolations.append("step \(i + 1) was refused (\(error)) but must be \(workload.mustRefuse.contains(i) ? "refused with AERO_DOCUMENT_TOO_LARGE" : "accepted"): \(step.summary)")
@@ -168,13 +189,22 @@ struct DiskHarness {
 
     /// Runs the workload on a disk that loses power after `cutAfter` operations (in the middle
     /// of whatever the kernel is doing then). Returns the last acknowledged LSN.
-    func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?) async -> UInt64 {
+    ///
+    /// Blob workloads stop at the first step refused here but accepted by the reference run: a
+    /// failed blob fsync refuses an upload without stopping the kernel, so the next commit (whose
+    /// own fsync fails, unacknowledged, possibly surviving in the image) would be another
+    /// transaction than the reference's at that LSN, and the comparison would be meaningless.
+    func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?, reference: Reference? = nil) async -> UInt64 {
         disk.setFaults(CrashDisk.Faults(failSyncAt: failSyncAt, crashAfterOperations: cutAfter, sabotage: sabotage))
         guard let db = try? await Database.open(options(disk, segmentBytes: workload.segmentBytes)) else { return 0 }
         var acked = db.snapshot().lsn
-        for step in workload.steps where !disk.hasCrashed {
+        for (i, step) in workload.steps.enumerated() where !disk.hasCrashed {
             // A step refused by the kernel or cut by the power loss was not acknowledged.
-            if let lsn = try? await step.run(on: db) { acked = max(acked, lsn) }
+            if let lsn = try? await step.run(on: db) {
+                acked = max(acked, lsn)
+            } else if blobs, let reference, !reference.refused.contains(i) {
+                break
+            }
         }
         disk.crash()
         await db.close()
@@ -216,7 +246,40 @@ struct DiskHarness {
         guard let expected = reference.states[recovered.lsn] else {
             return "recovered LSN \(recovered.lsn) is not a committed state of the reference run (C1)"
         }
-        return StateComparison.difference(recovered, expected)
+        if let difference = StateComparison.difference(recovered, expected) { return difference }
+        return blobs ? checkBlobs(disk, recovered) : nil
+    }
+
+    /// Check 5: every recovered object row's blob is whole on the crashed disk, read through the
+    /// BlobStore as a download reads it.
+    func checkBlobs(_ disk: CrashDisk, _ recovered: DatabaseState) -> String? {
+        guard let objects = recovered.collections[Workload.objects] else { return nil }
+        let store: BlobStore
+        do { store = try BlobStore(dataDirectory: "/data", fileSystem: disk) } catch {
+            return "the blob store does not open after the crash: \(error)"
+        }
+        for row in objects.allDocuments() {
+            let name = row["id"]?.stringValue ?? "?"
+            guard let sha = row["sha256"]?.stringValue, let size = row["size"]?.intValue else { return "object \(name): malformed row" }
+            blobObjectsChecked.add(1)
+            do {
+                guard let reader = try store.reader(sha) else { return "object \(name) is visible but its blob \(sha.prefix(12)) is missing (ST1)" }
+                guard reader.size == size else { return "object \(name) is visible but its blob holds \(reader.size) of \(size) bytes (ST1)" }
+                var hasher = SHA256()
+                var offset: Int64 = 0
+                while offset < size {
+                    let chunk = try reader.read(at: offset, count: Workload.uploadChunkBytes)
+                    if chunk.isEmpty { break }
+                    hasher.update(data: chunk)
+                    offset += Int64(chunk.count)
+                }
+                let got = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+                guard got == sha else { return "object \(name) is visible but its blob's bytes are torn: they hash to \(got.prefix(12)), not \(sha.prefix(12)) (ST1)" }
+            } catch {
+                return "object \(name): reading its blob failed: \(error)"
+            }
+        }
+        return nil
     }
 }
 

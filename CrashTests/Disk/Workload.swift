@@ -3,6 +3,7 @@
 // volume to roll WAL segments over. The same seed gives the same steps, and (with a manual
 // clock and explicit keys) the same resolved effects, so a reference run predicts every state.
 
+import BaaS
 import Kernel
 
 struct Workload {
@@ -12,6 +13,10 @@ struct Workload {
         case dropIndex(String, String)
         case commit(JSONValue)
         case checkpoint
+        /// A storage upload (blob workloads): `size` bytes generated from `content` stream through
+        /// the BlobStore's writer on the same disk (temp file, fsync, rename to the SHA-256,
+        /// directory fsync: ST1), then the row naming the blob commits, as `StorageAPI.upload` does.
+        case upload(name: String, size: Int, content: UInt64)
 
         /// One line for a printed history.
         var summary: String {
@@ -21,6 +26,7 @@ struct Workload {
             case .dropIndex(let c, let name): return "drop index \(name) on \(c)"
             case .commit(let tx): return "commit \(JSON.encodeString(tx).prefix(200))"
             case .checkpoint: return "checkpoint"
+            case .upload(let name, let size, let content): return "upload \(name): \(size) bytes of content \(content)"
             }
         }
 
@@ -32,9 +38,28 @@ struct Workload {
             case .dropIndex(let c, let name): return try await db.dropIndex(collection: c, name: name)
             case .commit(let tx): return try await db.commit(tx).lsn
             case .checkpoint: return try await db.checkpoint()
+            case .upload(let name, let size, let content):
+                let store = try BlobStore(dataDirectory: db.options.dataDirectory, fileSystem: db.options.fileSystem)
+                let writer = try store.writer(limitBytes: Int64(size))
+                var random = SeededRandom(seed: content)
+                var written = 0
+                while written < size {
+                    // Chunks of uneven sizes, so writes straddle 512-byte sectors when torn.
+                    let count = min(size - written, Workload.uploadChunkBytes - random.next(below: 700))
+                    try writer.write((0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+                    written += count
+                }
+                let (sha, stored) = try writer.finish()
+                let row: JSONValue = .object(["id": .string(name), "sha256": .string(sha), "size": .int(stored)])
+                return try await db.commit(.object(["ops": .array([.object(["op": .string("upsert"), "collection": .string(Workload.objects),
+                                                                            "doc": row])])])).lsn
             }
         }
     }
+
+    /// The blob workload's object rows (a stand-in for `_storage_objects`: name, blob, size).
+    static let objects = "objects"
+    static let uploadChunkBytes = 64 << 10
 
     let steps: [Step]
     /// Indexes of steps the kernel must refuse (with AERO_DOCUMENT_TOO_LARGE): the reference run
@@ -73,6 +98,31 @@ struct Workload {
             steps.append(Self.step(i, random: &random))
         }
         self.init(steps: steps)
+    }
+
+    // MARK: Blob writes
+
+    /// Storage uploads on the simulated disk (docs/CRASH_TESTING.md "Blob workload", ST1): uploads
+    /// of sizes around sector and chunk boundaries, re-uploads of the same content (the blob
+    /// exists: the temp file is dropped), overwrites and deletes of rows, checkpoints. After any
+    /// crash, every object row the recovery shows must name a blob whose bytes hash to its name
+    /// and match its size (DiskHarness.checkBlobs).
+    static func blobs(seed: UInt64, operations: Int) -> Workload {
+        var random = SeededRandom(seed: seed)
+        let sizes = [0, 1, 511, 512, 513, 4_096, 70_000, 200_001]
+        var steps: [Step] = [.schema(parse(#"{"name":"objects","fields":{"id":{"type":"text"},"sha256":{"type":"text"},"size":{"type":"int"}}}"#))]
+        for i in 0..<operations {
+            let name = "o\(random.next(below: 12))"
+            switch random.next(below: 10) {
+            case 0: steps.append(.checkpoint)
+            case 1: steps.append(.commit(parse(#"{"ops":[{"op":"delete","collection":"objects","key":"\#(name)"}]}"#)))
+            default:
+                // A small pool of contents: some uploads store bytes already stored (dedup path).
+                let content = UInt64(random.next(below: 6))
+                steps.append(.upload(name: name, size: sizes[(Int(content) + i % 2) % sizes.count], content: seed &* 1_000 &+ content &* 2 &+ UInt64(i % 2)))
+            }
+        }
+        return Workload(steps: steps)
     }
 
     // MARK: Maximal documents

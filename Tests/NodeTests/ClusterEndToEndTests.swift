@@ -442,7 +442,9 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         }
     }
 
-    /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round.
+    /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round,
+    /// with storage uploaders through every node (ST8: every acknowledged object downloads with its
+    /// SHA-256 from all three nodes after each failover).
     @Test func theCrashHarnessClusterModeFindsNoLostAcknowledgedWrite() throws {
         let run = try Binaries.run("aerodb-crashtest", ["cluster", "--rounds", "2", "--seconds", "1.5", "--writers", "4"])
         let lines = run.output.split(separator: "\n").map(String.init)
@@ -451,5 +453,8 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         let checked = lines.first { $0.hasPrefix("acknowledged writes checked: ") }
             .flatMap { Int($0.dropFirst("acknowledged writes checked: ".count).prefix { $0.isNumber }) } ?? 0
         #expect(checked > 0)
+        let uploads = lines.first { $0.hasPrefix("acknowledged uploads checked: ") }
+            .flatMap { Int($0.dropFirst("acknowledged uploads checked: ".count).prefix { $0.isNumber }) } ?? 0
+        #expect(uploads > 0, "\(run.output)")
     }
 }

@@ -212,6 +212,15 @@ let itemsSchema = parse(#"""
         // Acknowledged implies replayable: the maximal-document workload ran and found nothing.
         let maximal = clean.output.split(separator: "\n").first { $0.hasPrefix("maximal documents: 1 workload(s), ") }
         #expect(maximal != nil && !maximal!.hasPrefix("maximal documents: 1 workload(s), 0 "), "\(clean.output.suffix(500))")
+        // ST1 on the blob write path: the blob workload ran, and recovered objects were read and hashed.
+        let blobs = clean.output.split(separator: "\n").first { $0.hasPrefix("blob writes: 1 workload(s), ") }
+        #expect(blobs != nil && !blobs!.hasPrefix("blob writes: 1 workload(s), 0 ") && !blobs!.contains(" 0 recovered objects"),
+                "\(clean.output.suffix(500))")
+        // ... and it catches a blob store that renames and commits before its bytes are flushed.
+        let unflushed = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "0", "--maximal-workloads", "0", "--blob-workloads", "1",
+                                                               "--images", "3", "--sabotage", "skip-blob-flush"])
+        #expect(unflushed.status != 0, "skip-blob-flush was not caught")
+        #expect(unflushed.output.contains("(ST1)") && !unflushed.output.contains(" 0 violations"), "\(unflushed.output.suffix(500))")
         for sabotage in ["ack-before-flush", "skip-directory-sync"] {
             let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3",
                                                                 "--maximal-workloads", "0", "--sabotage", sabotage])

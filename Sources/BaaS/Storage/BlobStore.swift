@@ -13,6 +13,11 @@
 // - Never a whole object in memory: bytes stream through `chunkBytes` buffers both ways.
 // A crash before the rename leaves a `.part` file (collected: BlobCollector); a crash after the
 // rename but before the metadata commit leaves an unreferenced blob (collected too).
+// Seam for the disk crash harness (`aerodb-crashtest disk`, blob workload): a store made with
+// `init(dataDirectory:fileSystem:)` sends the write path (temp file, writes, fsync, rename,
+// directory fsyncs) and the read path (exists, size, reader) through a kernel `FileSystem`, so a
+// simulated disk can tear or lose unflushed blob bytes. A node always uses the POSIX calls below
+// (`fileSystem` nil); `adopt` and `touch` (mtimes, hard links) exist only on POSIX.
 
 import Crypto
 import Foundation
@@ -28,11 +33,35 @@ public final class BlobStore: Sendable {
     /// collector's "check age and unlink" (BlobCollector, ST3).
     let naming = Mutex(())
     var tmp: String { root + "/tmp" }
+    /// nil on a node (POSIX); a simulated disk in the crash harness.
+    let fileSystem: (any FileSystem)?
 
     public init(dataDirectory: String) throws {
         root = dataDirectory + "/blobs"
+        fileSystem = nil
         try Self.makeDurableDirectory(root, parent: dataDirectory)
         try Self.makeDurableDirectory(root + "/tmp", parent: root)
+    }
+
+    /// A store whose writes and reads go through `fileSystem` (the crash harness's simulated disk).
+    public init(dataDirectory: String, fileSystem: any FileSystem) throws {
+        root = dataDirectory + "/blobs"
+        self.fileSystem = fileSystem
+        try makeDurableDirectory(root, parent: dataDirectory)
+        try makeDurableDirectory(root + "/tmp", parent: root)
+    }
+
+    /// `makeDurableDirectory` / `syncDirectory` through the seam when there is one.
+    func makeDurableDirectory(_ path: String, parent: String) throws {
+        guard let fs = fileSystem else { return try Self.makeDurableDirectory(path, parent: parent) }
+        if fs.exists(path) { return }
+        try fs.makeDirectory(path)
+        try fs.syncDirectory(parent)
+    }
+
+    func syncDirectory(_ path: String) throws {
+        guard let fs = fileSystem else { return try Self.syncDirectory(path) }
+        try fs.syncDirectory(path)
     }
 
     static func makeDurableDirectory(_ path: String, parent: String) throws {
@@ -68,6 +97,7 @@ public final class BlobStore: Sendable {
 
     public func exists(_ sha256: String) -> Bool {
         guard Self.isHash(sha256) else { return false }
+        if let fs = fileSystem { return fs.exists(path(of: sha256)) }
         var st = stat()
         return stat(path(of: sha256), &st) == 0
     }
@@ -75,6 +105,11 @@ public final class BlobStore: Sendable {
     /// Size of the stored blob, nil when absent.
     public func size(_ sha256: String) -> Int64? {
         guard Self.isHash(sha256) else { return nil }
+        if let fs = fileSystem {
+            guard fs.exists(path(of: sha256)), let handle = try? fs.open(path(of: sha256), create: false) else { return nil }
+            defer { handle.close() }
+            return try? handle.size()
+        }
         var st = stat()
         guard stat(path(of: sha256), &st) == 0 else { return nil }
         return Int64(st.st_size)
@@ -87,6 +122,10 @@ public final class BlobStore: Sendable {
     /// Opens a blob for streaming reads.
     public func reader(_ sha256: String) throws -> BlobReader? {
         guard Self.isHash(sha256) else { return nil }
+        if let fs = fileSystem {
+            guard fs.exists(path(of: sha256)) else { return nil }
+            return BlobReader(handle: try fs.open(path(of: sha256), create: false))
+        }
         let fd = open(path(of: sha256), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
@@ -100,6 +139,7 @@ public final class BlobStore: Sendable {
     /// of the same content already stored), then fsyncs the shard directory (ST1). The caller
     /// fsynced the file and never writes it again (ST2).
     func adopt(_ file: String) throws -> (sha256: String, size: Int64) {
+        guard fileSystem == nil else { throw AeroError(.internalError, "BlobStore.adopt is POSIX only (hard links)") }
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw Self.posix("open", file) }
         let reader = BlobReader(fd: fd)
@@ -135,6 +175,7 @@ public final class BlobStore: Sendable {
     /// commit (ST3). Throws when the blob is absent.
     func touch(_ sha256: String) throws {
         guard Self.isHash(sha256) else { throw StorageError.objectNotFound }
+        guard fileSystem == nil else { throw AeroError(.internalError, "BlobStore.touch is POSIX only (mtimes)") }
         let target = path(of: sha256)
         try naming.withLock { _ in
             guard utimes(target, nil) == 0 else {
@@ -147,6 +188,10 @@ public final class BlobStore: Sendable {
     /// Removes a blob (only BlobCollector calls this, after proving it unreferenced).
     func remove(_ sha256: String) throws {
         let p = path(of: sha256)
+        if let fs = fileSystem {
+            if fs.exists(p) { try fs.remove(p) }
+            return
+        }
         guard unlink(p) == 0 || errno == ENOENT else { throw Self.posix("unlink", p) }
     }
 }
@@ -157,6 +202,8 @@ public final class BlobWriter {
     let store: BlobStore
     let tempPath: String
     private var fd: Int32
+    /// The temp file on the seam's FileSystem (`fd` is -1 then).
+    private var handle: (any Kernel.FileHandle)?
     private var hasher = SHA256()
     private(set) var bytes: Int64 = 0
     let limitBytes: Int64
@@ -166,6 +213,11 @@ public final class BlobWriter {
         self.store = store
         self.limitBytes = limitBytes
         tempPath = store.tmp + "/" + UUID().uuidString.lowercased() + ".part"
+        if let fs = store.fileSystem {
+            fd = -1
+            handle = try fs.open(tempPath, create: true)
+            return
+        }
         fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw BlobStore.posix("open", tempPath) }
     }
@@ -181,6 +233,14 @@ public final class BlobWriter {
             throw StorageError.tooLarge(limitBytes)
         }
         hasher.update(bufferPointer: chunk)
+        if let handle {
+            do { try handle.write(chunk, at: bytes) } catch {
+                abort()
+                throw error
+            }
+            bytes = sum
+            return
+        }
         var offset = 0
         while offset < chunk.count {
             let n = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
@@ -200,6 +260,7 @@ public final class BlobWriter {
     /// fsync, rename to the content's name, fsync the directory (ST1). Returns (sha256 hex, size).
     public func finish() throws -> (sha256: String, size: Int64) {
         precondition(!done, "finish once")
+        if let handle { return try finishOnFileSystem(handle) }
         guard fsync(fd) == 0 else {
             // F1's spirit: a failed flush is never trusted; the upload fails, nothing refers to it.
             let error = BlobStore.posix("fsync", tempPath)
@@ -234,11 +295,46 @@ public final class BlobWriter {
         return (sha, bytes)
     }
 
+    /// `finish` on the seam's FileSystem: the same order (ST1) without mtimes.
+    private func finishOnFileSystem(_ handle: any Kernel.FileHandle) throws -> (sha256: String, size: Int64) {
+        let fs = store.fileSystem!
+        do {
+            try handle.sync()
+            handle.close()
+            self.handle = nil
+            let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            let shard = store.root + "/" + sha.prefix(2)
+            try store.makeDurableDirectory(shard, parent: store.root)
+            let target = store.path(of: sha)
+            let temp = tempPath
+            let renamed: Bool = try store.naming.withLock { _ in
+                if fs.exists(target) {
+                    try fs.remove(temp)
+                    return false
+                }
+                try fs.rename(temp, target)
+                return true
+            }
+            if renamed { try store.syncDirectory(shard) }
+            done = true
+            return (sha, bytes)
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
     /// Drops the temp file (an upload refused or cut).
     public func abort() {
         guard !done else { return }
         done = true
         if fd >= 0 { close(fd); fd = -1 }
+        if let fs = store.fileSystem {
+            handle?.close()
+            handle = nil
+            if fs.exists(tempPath) { try? fs.remove(tempPath) }  // as unlink below: a leftover is collected (ST3)
+            return
+        }
         unlink(tempPath)
     }
 }
@@ -246,16 +342,21 @@ public final class BlobWriter {
 /// Reads a blob in chunks; closes its descriptor when released.
 public final class BlobReader: @unchecked Sendable {  // one request's task owns it; the fd is immutable
     let fd: Int32
-    init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
+    /// The blob on the seam's FileSystem (`fd` is -1 then).
+    let handle: (any Kernel.FileHandle)?
+    init(fd: Int32) { self.fd = fd; handle = nil }
+    init(handle: any Kernel.FileHandle) { fd = -1; self.handle = handle }
+    deinit { if let handle { handle.close() } else { close(fd) } }
 
     public var size: Int64 {
+        if let handle { return (try? handle.size()) ?? 0 }
         var st = stat()
         return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
     }
 
     /// Up to `count` bytes at `offset` (fewer only at the end of the file).
     public func read(at offset: Int64, count: Int) throws -> [UInt8] {
+        if let handle { return try handle.read(at: offset, count: count) }
         var out = [UInt8](repeating: 0, count: count)
         var got = 0
         while got < count {
