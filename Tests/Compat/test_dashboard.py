@@ -7,12 +7,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import Node
+from conftest import BINARY, Node
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -514,8 +515,19 @@ def test_dashboard_policies_checked_with_a_user_token(dash_node, browser):
     browser.find_element(By.ID, "tester-run").click()
     out = status_text(browser, "tester-output", uid)
     assert "row-level security\nenabled" in out and "owner" in out, out
-    # Edit (wider), then delete: the user's view follows.
+    # An edit with a mistake is refused (PUT, one transaction): the old policy stays in force, untouched.
+    before = dash_node.admin("GET", "policies")["policies"]
     browser.find_element(By.XPATH, "//tr[td[2][text()='owner_read']]//button[text()='edit']").click()
+    using = browser.find_element(By.ID, "policy-using")
+    using.clear()
+    using.send_keys("owner = auth.uid() or\n  = 'public'")
+    browser.find_element(By.ID, "policy-save").click()
+    err = status_text(browser, "policy-outcome", "HTTP 400")
+    assert "using: policy expression" in err and "at offset" in err, err
+    assert browser.find_element(By.ID, "mark-using").text.startswith("line 2, column 3:")
+    assert dash_node.admin("GET", "policies")["policies"] == before
+    assert rest(dash_node, "GET", "/rest/v1/secrets?select=id", token=token) == (200, [{"id": "mine"}])
+    # Edit (wider), then delete: the user's view follows.
     using = browser.find_element(By.ID, "policy-using")
     using.clear()
     using.send_keys("owner = auth.uid() or body = 'public'")
@@ -704,6 +716,177 @@ def test_dashboard_observability_and_functions(dash_node, browser):
     assert console_errors(browser) == []
 
 
+def test_dashboard_request_log_page(dash_node, browser):
+    """The Observability page's recent requests (GET /admin/v1/requests, the request log's ring): a request just
+    made is shown with the stdout log's redaction (a key sent in the query is `(redacted)`), filtered by path
+    prefix and status; the route takes the service key only and ranged integers (OBS1)."""
+    marker = f"reqlog{os.getpid()}"
+    assert rest(dash_node, "GET", f"/admin/v1/status?apikey={dash_node.service}&note={marker}")[0] == 200
+    assert rest(dash_node, "GET", f"/rest/v1/{marker}_missing")[0] == 404
+    for bad in ("limit=0", "limit=1001", "limit=99999999999999999999", "status=600", "status=9xx", "path_prefix=rest"):
+        status, body = rest(dash_node, "GET", f"/admin/v1/requests?{bad}")
+        assert status == 400 and body["code"] == "AERO_REQUEST_INVALID", (bad, body)
+    anon = {"apikey": dash_node.anon, "Authorization": f"Bearer {dash_node.anon}"}
+    assert rest(dash_node, "GET", "/admin/v1/requests", headers=anon)[0] in (401, 403)
+    status, body = rest(dash_node, "GET", "/admin/v1/requests?path_prefix=/admin/v1/status&status=2xx&limit=50")
+    assert status == 200 and body["entries_max"] == 1000 and body["kept"] <= 1000 and body["bytes"] <= body["bytes_max"]
+    mine = [e for e in body["entries"] if marker in e["query"]]
+    assert len(mine) == 1 and mine[0]["query"] == f"apikey=(redacted)&note={marker}", mine
+    assert mine[0]["method"] == "GET" and mine[0]["status"] == 200 and mine[0]["request_id"]
+    assert dash_node.service not in json.dumps(body)
+    signed_in(browser, dash_node.url, dash_node.service, "logs")
+    prefix = wait(browser).until(EC.visibility_of_element_located((By.ID, "requests-path")))
+    status_text(browser, "requests", "kept of at most 1000")
+    prefix.send_keys("/admin/v1/status")
+    browser.find_element(By.ID, "requests-apply").click()
+    shown = status_text(browser, "requests-list", marker)
+    assert "apikey=(redacted)" in shown and dash_node.service not in browser.page_source
+    prefix.clear()
+    prefix.send_keys(f"/rest/v1/{marker}")
+    browser.find_element(By.ID, "requests-status").send_keys("404")
+    browser.find_element(By.ID, "requests-apply").click()
+    shown = status_text(browser, "requests-list", f"/rest/v1/{marker}_missing")
+    assert "404" in shown and "/admin/v1/status" not in shown
+    status_box = browser.find_element(By.ID, "requests-status")
+    status_box.clear()
+    status_box.send_keys("2xx")
+    browser.find_element(By.ID, "requests-apply").click()
+    status_text(browser, "requests-list", "no request matches")
+    doc_image(browser, "logs-requests", "requests")
+    assert console_errors(browser) == []
+    status_box.clear()
+    status_box.send_keys("999")
+    browser.find_element(By.ID, "requests-apply").click()
+    assert "HTTP 400 AERO_REQUEST_INVALID: status must be" in status_text(browser, "requests-list", "HTTP 400")
+    # The one console entry is the network log of that refused request (no script error).
+    assert [e["source"] for e in console_errors(browser)] == ["network"]
+    # The stdout log holds the same line, redacted the same way.
+    with open(os.path.join(dash_node.dir, "node.log"), errors="replace") as f:
+        log = f.read()
+    assert f"apikey=(redacted)&note={marker}" in log and dash_node.service not in log
+
+
+def test_policy_update_is_one_transaction(dash_node):
+    """PUT /admin/v1/collections/<c>/policies/<p>: a refused policy leaves the old one as it was; a valid one
+    replaces it (or renames it) in one commit; a rename onto an existing policy is refused whole; audited."""
+    dash_node.admin("POST", "collections", {"name": "putpol", "primary_key": "id", "fields": {
+        "id": {"type": "text", "required": True}, "owner": {"type": "text", "nullable": True}}})
+    base = "/admin/v1/collections/putpol/policies"
+    assert rest(dash_node, "POST", base, {"name": "p1", "operation": "select", "using": "owner = auth.uid()"})[0] == 201
+    assert rest(dash_node, "POST", base, {"name": "p2", "operation": "select", "using": "owner = 'x'"})[0] == 201
+    listed = lambda: sorted((p["name"], p["using"]) for p in dash_node.admin("GET", "policies")["policies"] if p["collection"] == "putpol")
+    before = listed()
+    status, body = rest(dash_node, "PUT", f"{base}/p1", {"operation": "select", "using": "owner = = auth.uid()"})
+    assert status == 400 and "using: policy expression" in body["message"], body
+    status, body = rest(dash_node, "PUT", f"{base}/p1", {"operation": "insert"})
+    assert status == 400 and listed() == before
+    status, body = rest(dash_node, "PUT", f"{base}/p1", {"name": "p2", "operation": "select", "using": "owner = 'y'"})
+    assert status == 409 and listed() == before, body  # p2 exists: the delete of p1 did not happen either
+    assert rest(dash_node, "PUT", f"{base}/nope", {"operation": "select", "using": "owner = 'y'"})[0] == 404
+    status, body = rest(dash_node, "PUT", f"{base}/p1", {"operation": "select", "using": "owner = auth.uid() or owner = 'shared'"})
+    assert status == 200 and body["name"] == "p1", body
+    assert listed() == [("p1", body["using"]), ("p2", "owner = 'x'")]
+    status, body = rest(dash_node, "PUT", f"{base}/p1", {"name": "p3", "operation": "select", "using": "owner = 'z'"})
+    assert status == 200 and [n for n, _ in listed()] == ["p2", "p3"]
+    actions = [e["action"] for e in dash_node.admin("GET", "audit?limit=200")["events"]]
+    assert "admin PUT /admin/v1/collections/putpol/policies/p1" in actions
+    dash_node.admin("DELETE", "collections/putpol")
+
+
+def test_dashboard_keyboard_shortcuts_and_tab_order(dash_node, browser):
+    """g then a letter opens a page, ? shows the list (Escape closes it), / focuses the page's filter; keys typed
+    into a field stay there; every control of the policies page is reached by Tab, each with a visible outline."""
+    signed_in(browser, dash_node.url, dash_node.service, "cluster")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "node-status")))
+    keys = lambda *k: ActionChains(browser).send_keys(*k).perform()
+    keys("g", "t")
+    wait(browser).until(lambda d: d.current_url.endswith("#/collections"))
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "new-collection")))
+    keys("?")
+    help_box = wait(browser).until(EC.visibility_of_element_located((By.ID, "shortcuts")))
+    assert "g t" in help_box.text and "Collections" in help_box.text and "focus the page's filter" in help_box.text
+    keys(Keys.ESCAPE)
+    wait(browser).until(EC.invisibility_of_element_located((By.ID, "shortcuts")))
+    keys("g", "l")
+    wait(browser).until(lambda d: d.current_url.endswith("#/logs"))
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "requests-path")))
+    keys("/")
+    assert browser.switch_to.active_element.get_attribute("id") == "requests-path"
+    keys("g", "t")  # typed into the field, not a shortcut
+    assert browser.current_url.endswith("#/logs") and browser.find_element(By.ID, "requests-path").get_attribute("value") == "gt"
+    browser.find_element(By.ID, "requests-path").clear()
+    browser.execute_script("document.activeElement.blur()")  # out of the field
+    keys("g", "p")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "policy-form")))
+    assert browser.switch_to.active_element.get_attribute("id") == "view"  # the page's content has the focus
+    # Tab from the top of the page through every control.
+    count = browser.execute_script("""
+        const els = [...document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]')]
+          .filter((e) => !e.disabled && e.tabIndex >= 0 && e.getClientRects().length > 0 && !e.closest('dialog'));
+        els.forEach((e, i) => { e.dataset.tabcheck = String(i); });
+        document.activeElement.blur();
+        return els.length;""")
+    assert count >= 20
+    reached, unseen_outline = set(), []
+    for _ in range(count + 10):
+        keys(Keys.TAB)
+        idx, outline = browser.execute_script("""
+            const a = document.activeElement, cs = getComputedStyle(a);
+            return [a.dataset.tabcheck ?? null, cs.outlineStyle !== 'none' && cs.outlineWidth !== '0px' ? 'ok' : a.outerHTML.slice(0, 80)];""")
+        if idx is not None:
+            reached.add(int(idx))
+            if outline != "ok":
+                unseen_outline.append(outline)
+        if len(reached) == count:
+            break
+    assert reached == set(range(count)), sorted(set(range(count)) - reached)
+    assert unseen_outline == []
+    assert console_errors(browser) == []
+
+
+def post_json(url, key, path, body=None):
+    req = urllib.request.Request(url + path, method="POST", data=None if body is None else json.dumps(body).encode(),
+                                 headers={"apikey": key, "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def dry_promote_and_switchover_change_nothing(cluster):
+    """Promote and switchover with ?dry_run=true on the replica n2 of a live primary: the promote dry run answers
+    the refusal the real call answers (same checks, same words), the switchover dry run the checks it makes before
+    asking the primary to demote; epochs, roles and writes are unchanged; `aerodb promote --dry-run` prints it."""
+    replica = cluster.urls[1]
+    roles = lambda: [(cluster.admin(i, "GET", "status")["role"], cluster.admin(i, "GET", "status")["epoch"]) for i in range(3)]
+    assert roles() == [("primary", 1), ("replica", 1), ("replica", 1)]
+    status, dry = post_json(replica, cluster.service, "/admin/v1/cluster/promote?dry_run=true", {"force": False})
+    assert status == 409 and dry["dry_run"] is True and dry["would_promote"] is False and dry["promoted"] is False, dry
+    assert {"name": "old primary unreachable", "outcome": "refuse"}.items() <= dry["checks"][-1].items(), dry
+    assert roles() == [("primary", 1), ("replica", 1), ("replica", 1)]
+    status, real = post_json(replica, cluster.service, "/admin/v1/cluster/promote", {"force": False})
+    assert status == 409 and "dry_run" not in real
+    assert real["checks"] == dry["checks"]  # the same validation, word for word
+    assert post_json(replica, cluster.service, "/admin/v1/cluster/promote?dry_run=maybe")[0] == 400
+    status, sw = post_json(replica, cluster.service, "/admin/v1/cluster/switchover?dry_run=true")
+    assert status == 200 and sw["would_promote"] is True and sw["promoted"] is False and sw["epoch"] == 2, sw
+    assert [(c["name"], c["outcome"]) for c in sw["checks"]] == [
+        ("target is a replica", "pass"), ("target is healthy", "pass"), ("primary reachable", "pass")], sw
+    assert roles() == [("primary", 1), ("replica", 1), ("replica", 1)]
+    cluster.admin(0, "POST", "transactions", {"ops": [{"op": "insert", "collection": "items", "doc": {"id": "after-dry-run"}}]})
+    cli = subprocess.run([BINARY, "promote", "--url", replica, "--dir", os.path.join(cluster.dir, "n2"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1 and "[refuse] old primary unreachable" in cli.stdout and "dry run: refused; nothing was changed" in cli.stdout, cli
+    assert roles() == [("primary", 1), ("replica", 1), ("replica", 1)]
+    # A dry run is logged as such, never as an audited operation (no audit line, no audit row attempted).
+    with open(os.path.join(cluster.dir, "n2.log"), errors="replace") as f:
+        log = f.read()
+    assert log.count("cluster operation dry run") == 3, log[-3000:]
+    assert "admin POST /admin/v1/cluster/switchover" not in log
+    assert all("cluster operation dry run" in line and '"audit"' not in line for line in log.splitlines() if '"action":"switchover"' in line)
+
+
 def test_dashboard_on_a_replica_of_three_nodes(browser):
     """The dashboard served by a replica: every member shown with its lag chart, a row inserted from the
     table editor is forwarded to the primary and read there."""
@@ -734,16 +917,36 @@ def test_dashboard_on_a_replica_of_three_nodes(browser):
         assert rows == [{"id": "via-replica", "qty": 3}]
         assert "via-replica" in browser.find_element(By.CSS_SELECTOR, "#rows tbody").text  # read your write on the replica
         assert console_errors(browser) == []
+        # Dry runs (?dry_run=true) while the primary is alive: the same checks as the real call, nothing changed.
+        dry_promote_and_switchover_change_nothing(cluster)
+        # The cluster page shows the dry run's refusal in its confirmation; Cancel changes nothing.
+        browser.get(replica + "/dashboard#/cluster")
+        wait(browser).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Promote']"))).click()
+        wait(browser).until(EC.visibility_of_element_located((By.ID, "confirm-dialog")))
+        report = wait(browser).until(EC.visibility_of_element_located((By.ID, "dryrun-report"))).text
+        assert "old primary unreachable" in report and "refuse" in report and "use `aerodb switchover`" in report, report
+        assert "The checks refuse" in browser.find_element(By.ID, "dryrun-verdict").text
+        assert "n1: primary, epoch 1" in browser.find_element(By.ID, "confirm-members").text
+        doc_image(browser, "promote-dry-run", "confirm-dialog")
+        browser.find_element(By.ID, "confirm-cancel").click()
+        status_text(browser, "promote-outcome", "promote: cancelled, nothing was changed")
+        assert browser.find_elements(By.ID, "confirm-dialog") == []  # closed and removed
+        assert cluster.admin(1, "GET", "status")["role"] == "replica" and cluster.admin(0, "GET", "status")["epoch"] == 1
         # The primary dies; the replica is promoted from its cluster page, the report shown; writes work again.
         cluster.processes[0].send_signal(signal.SIGKILL)
         cluster.processes[0].wait(timeout=10)
         browser.get(replica + "/dashboard#/cluster")
         wait(browser).until(EC.text_to_be_present_in_element((By.ID, "members"), "false"))  # n1 seen unreachable
         wait(browser).until(EC.element_to_be_clickable((By.XPATH, "//button[text()='Promote']"))).click()
-        WebDriverWait(browser, WAIT_SECONDS).until(EC.alert_is_present())
-        question = browser.switch_to.alert.text
+        wait(browser).until(EC.visibility_of_element_located((By.ID, "confirm-dialog")))
+        question = wait(browser).until(EC.visibility_of_element_located((By.ID, "confirm-members"))).text
         assert "n1: unreachable" in question and "n3: replica, epoch 1, durable LSN" in question, question
-        browser.switch_to.alert.accept()
+        verdict = browser.find_element(By.ID, "dryrun-verdict").text
+        assert "The checks pass: it would open epoch 2" in verdict, (verdict, browser.find_element(By.ID, "confirm-dialog").text)
+        dry = browser.find_element(By.ID, "dryrun-report").text
+        assert "most up-to-date replica" in dry and "acknowledged history on the target" in dry, dry
+        assert cluster.admin(1, "GET", "status")["role"] == "replica"  # the dialog is open: nothing acted on yet
+        browser.find_element(By.ID, "confirm-ok").click()
         done = status_text(browser, "promote-outcome", "promote")
         wait(browser).until(lambda d: "…" not in d.find_element(By.ID, "promote-outcome").text)
         done = browser.find_element(By.ID, "promote-outcome").text
@@ -757,7 +960,7 @@ def test_dashboard_on_a_replica_of_three_nodes(browser):
         browser.find_element(By.ID, "row-save").click()
         status_text(browser, "row-outcome", "inserted id = after-promotion")
         rows = cluster.admin(1, "POST", "query", {"collection": "items", "order": [{"field": "id"}]})["rows"]
-        assert [r["id"] for r in rows] == ["after-promotion", "via-replica"]
+        assert [r["id"] for r in rows] == ["after-dry-run", "after-promotion", "via-replica"]
     finally:
         cluster.stop()
         shutil.rmtree(cluster.dir, ignore_errors=True)

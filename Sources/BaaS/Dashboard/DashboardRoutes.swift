@@ -47,6 +47,7 @@ public enum DashboardAssets {
         "realtime.js": File(body: ByteBuffer(bytes: PackageResources.realtime_js), contentType: "text/javascript; charset=utf-8"),
         "cluster.js": File(body: ByteBuffer(bytes: PackageResources.cluster_js), contentType: "text/javascript; charset=utf-8"),
         "logs.js": File(body: ByteBuffer(bytes: PackageResources.logs_js), contentType: "text/javascript; charset=utf-8"),
+        "keys.js": File(body: ByteBuffer(bytes: PackageResources.keys_js), contentType: "text/javascript; charset=utf-8"),
     ]
 
     /// Total bytes of the dashboard (the page-weight goal is under 300 KB uncompressed).

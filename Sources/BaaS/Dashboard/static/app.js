@@ -1,12 +1,14 @@
 // The AeroDB dashboard (docs/DASHBOARD.md): sign-in with the service key, then pages over the
 // public APIs, chosen by the URL fragment (#/cluster, #/collections/<name>?sort=&dir=&f=,
 // #/query, #/policies, #/users, #/storage/<bucket>?prefix=, #/functions/<name>, #/realtime,
-// #/logs). Every API error is shown with its HTTP status, code and message.
+// #/logs). Every API error is shown with its HTTP status, code and message. Keyboard shortcuts:
+// keys.js (`?` lists them).
 
 import { ApiError, checkServiceKey, forgetKey, get, post, saveKey, savedKey } from "./api.js";
 import { clusterView, stopCluster } from "./cluster.js";
 import { h, replace, table } from "./dom.js";
 import { functionsView } from "./functions.js";
+import { installShortcuts, toggleHelp } from "./keys.js";
 import { logsView, stopLogs } from "./logs.js";
 import { policiesView } from "./policies.js";
 import { realtimeView, stopRealtime } from "./realtime.js";
@@ -131,5 +133,8 @@ async function route() {
 
 $("signin-form").addEventListener("submit", signIn);
 $("signout").addEventListener("click", signOut);
+$("shortcuts-button").addEventListener("click", toggleHelp);
+$("skip").addEventListener("click", () => $("view").focus());
+installShortcuts(() => Boolean(savedKey()));
 window.addEventListener("hashchange", route);
 route();

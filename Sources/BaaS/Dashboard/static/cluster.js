@@ -1,10 +1,12 @@
 // Cluster: this node, the replicas as the primary sees them, every member, a chart of
 // replication lag over time (polled while the page is open; plain SVG), and promote /
-// switchover of this node with the validation report (/admin/v1/status, /admin/v1/cluster/*).
+// switchover of this node with the validation report (/admin/v1/status, /admin/v1/cluster/*):
+// the confirmation dialog shows the report of a dry run (`?dry_run=true`: the same checks, nothing
+// acted on), refusals as the node words them; confirming then makes the real call.
 
 import { ApiError, get, post } from "./api.js";
 import { button, h, kv, lineChart, replace, table } from "./dom.js";
-import { confirmed, errorBox, outcome } from "./ui.js";
+import { confirmDialog, errorBox, errorText, outcome } from "./ui.js";
 
 /** Poll period of the cluster page and the most samples kept per member (10 minutes at 2 s). */
 const pollMs = 2000;
@@ -27,9 +29,9 @@ function record(members) {
   }
 }
 
-function reportView(report) {
+function reportView(report, id) {
   if (!report || !Array.isArray(report.checks)) return null;
-  return h("div", { id: "promotion-report" },
+  return h("div", { id: id || "promotion-report" },
     kv([["promoted", report.promoted], ["epoch", report.epoch], ["fork LSN", report.fork_lsn], ["better candidate", report.better_candidate],
       ["LSNs at risk", report.lsns_at_risk ? `${report.lsns_at_risk.from}–${report.lsns_at_risk.to}` : null], ["elapsed (ms)", report.elapsed_ms]]),
     table(["name", "outcome", "detail"], report.checks));
@@ -77,14 +79,31 @@ export async function clusterView(view) {
   const force = h("input", { type: "checkbox", id: "promote-force" });
   const act = async (kind) => {
     const question = kind === "promote"
-      ? `Promote this node to primary${force.checked ? " WITH --force (checks that refuse become warnings; acknowledged writes may be lost)" : ""}? The current primary is fenced by the new epoch. The node answers with its validation report.`
-      : "Switch over to this node? The primary hands over once this node has every durable record; the node answers with its validation report.";
+      ? `Promote this node to primary${force.checked ? " WITH --force (checks that refuse become warnings; acknowledged writes may be lost)" : ""}? The current primary is fenced by the new epoch.`
+      : "Switch over to this node? The primary stops writing and hands over once this node has every durable record.";
+    const body = kind === "promote" ? { force: force.checked } : undefined;
+    // The node's checks first, as a dry run: the same validation, nothing changed.
+    result.busy(`${kind}: checking (dry run)…`);
+    let dry = null, dryError = null;
+    try { dry = (await post(`/admin/v1/cluster/${kind}?dry_run=true`, body)).body; } catch (e) { dryError = e; dry = e instanceof ApiError ? e.body : null; }
+    result.busy("");
+    const verdict = dry && dry.dry_run
+      ? (dry.would_promote ? `The checks pass: it would open epoch ${dry.epoch}. Nothing has changed yet.` : "The checks refuse (below, as the node words them): confirming now is refused the same way unless the facts change. Nothing has changed.")
+      : `The dry run did not answer: ${dryError ? errorText(dryError) : "no report"}`;
     // What the last poll saw of every member, so the decision is made with the positions in view.
     const seen = lastMembers.map((m) => `  ${m.node_id}: ${m.reachable ? `${m.role}, epoch ${m.epoch}, durable LSN ${m.durable_lsn}` : "unreachable"}`).join("\n");
-    if (!confirmed(`${question}\n\nMembers at the last poll:\n${seen || "  (none answered)"}`)) return;
+    const content = [h("p", {}, question),
+      h("p", { id: "dryrun-verdict", class: dry && dry.would_promote ? "ok" : "error" }, verdict),
+      reportView(dry, "dryrun-report"),
+      h("p", { class: "muted" }, "Members at the last poll:"), h("pre", { id: "confirm-members" }, seen || "  (none answered)")];
+    const label = kind === "promote" ? "Promote" : "Switch over";
+    if (!await confirmDialog(`${label}: the node's checks (dry run)`, content, `Confirm: ${label.toLowerCase()}`, "danger")) {
+      result.busy(`${kind}: cancelled, nothing was changed`);
+      return;
+    }
     result.busy(`${kind}…`);
     try {
-      const r = await post(`/admin/v1/cluster/${kind}`, kind === "promote" ? { force: force.checked } : undefined);
+      const r = await post(`/admin/v1/cluster/${kind}`, body);
       result.ok(`${kind}: done, epoch ${r.body.epoch}`);
       replace(reportBox, reportView(r.body));
     } catch (e) {

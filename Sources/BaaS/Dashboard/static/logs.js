@@ -1,6 +1,8 @@
 // Observability: a metrics summary with charts of commits/s and request latency (from
-// /metrics, polled while the page is open), the slow request log (/admin/v1/logs/slow) and the
-// audit log (/admin/v1/audit). docs/OPERATIONS.md "Metrics".
+// /metrics, polled while the page is open), this node's recent requests with filters
+// (/admin/v1/requests: the request log's in-memory ring, queries redacted as in the stdout log),
+// the slow request log (/admin/v1/logs/slow) and the audit log (/admin/v1/audit).
+// docs/OPERATIONS.md "Metrics", docs/DASHBOARD.md.
 
 import { request, get } from "./api.js";
 import { h, kv, lineChart, replace, table } from "./dom.js";
@@ -11,6 +13,9 @@ const pollMs = 2000;
 const samplesMax = 300;
 /** Entries shown of the slow log and the audit log. */
 const logEntriesShown = 100;
+/** Requests shown by default and at most (the node keeps at most 1,000: RequestRing.entriesMax). */
+const requestsShownDefault = 100;
+const requestsShownMax = 1000;
 
 let timer = null;
 const history = { commits: [], requests: [], latency: [], commitLatency: [] };
@@ -58,7 +63,8 @@ export async function logsView(view) {
   const slow = h("div", { class: "card", id: "slow-log" }, h("h2", {}, "Slow requests"), h("p", { class: "muted" }, "Loading…"));
   const audit = h("div", { class: "card", id: "audit-log" }, h("h2", {}, "Audit log"), h("p", { class: "muted" }, "Loading…"));
   const pollStatus = outcome("metrics-outcome");
-  replace(view, h("h1", {}, "Observability"), summary, pollStatus.el, charts, slow, audit);
+  const requests = requestsCard();
+  replace(view, h("h1", {}, "Observability"), summary, pollStatus.el, charts, requests.el, slow, audit);
 
   const refreshMetrics = async () => {
     const m = parseMetrics((await request("GET", "/metrics", { as: "text", headers: { Accept: "text/plain" } })).body);
@@ -78,6 +84,7 @@ export async function logsView(view) {
       lineChart([{ name: "request ms", points: history.latency }, { name: "commit ms", points: history.commitLatency }], "mean latency (ms)", "latency-chart"));
   };
   try { await refreshMetrics(); } catch (e) { replace(summary, h("h2", {}, "Metrics"), errorBox(e)); }
+  await requests.load();
   const mine = setInterval(async () => {
     if (!document.body.contains(summary)) { clearInterval(mine); return; }
     try { await refreshMetrics(); pollStatus.busy(""); } catch (e) { pollStatus.fail(e); }
@@ -94,4 +101,34 @@ export async function logsView(view) {
     replace(audit, h("h2", {}, `Audit log (newest ${logEntriesShown})`),
       (a.events || []).length ? table(["at", "action", "actor_role", "actor_id", "target", "ip", "details"], a.events) : h("p", { class: "muted" }, "none"));
   } catch (e) { replace(audit, h("h2", {}, "Audit log"), errorBox(e)); }
+}
+
+/** This node's recent requests (GET /admin/v1/requests) with the route's filters: status (a code
+ *  or a class such as 4xx), path prefix, how many. Loaded on open, on Filter and on Refresh. */
+function requestsCard() {
+  const statusIn = h("input", { id: "requests-status", type: "text", spellcheck: "false", autocomplete: "off", placeholder: "status: 404 or 4xx",
+    "aria-label": "status (a code or a class such as 4xx)", size: 10 });
+  const prefixIn = h("input", { id: "requests-path", type: "text", spellcheck: "false", autocomplete: "off", placeholder: "path prefix, e.g. /rest/v1/",
+    "aria-label": "path prefix", "data-filter": true });
+  const limitIn = h("input", { id: "requests-limit", type: "number", min: 1, max: requestsShownMax, value: requestsShownDefault, "aria-label": "requests shown" });
+  const list = h("div", { id: "requests-list" }, h("p", { class: "muted" }, "Loading…"));
+  const title = h("h2", {}, "Recent requests (this node)");
+  const load = async () => {
+    const q = new URLSearchParams();
+    const n = Math.min(requestsShownMax, Math.max(1, parseInt(limitIn.value, 10) || requestsShownDefault));
+    q.set("limit", String(n));
+    if (statusIn.value.trim()) q.set("status", statusIn.value.trim());
+    if (prefixIn.value.trim()) q.set("path_prefix", prefixIn.value.trim());
+    try {
+      const r = (await get(`/admin/v1/requests?${q}`)).body;
+      replace(title, `Recent requests (this node: ${r.kept} kept of at most ${r.entries_max}, ${r.bytes} of ${r.bytes_max} bytes; newest first)`);
+      replace(list, (r.entries || []).length ? table(["ts", "method", "path", "query", "status", "ms", "request_id"], r.entries.map((e) => ({ ...e, ms: Math.round(e.ms * 100) / 100 })))
+        : h("p", { class: "muted" }, "no request matches"));
+    } catch (e) { replace(list, errorBox(e)); }
+  };
+  const form = h("form", { class: "filter", id: "requests-form", onsubmit: (e) => { e.preventDefault(); load(); } },
+    prefixIn, statusIn, limitIn, h("button", { type: "submit", id: "requests-apply" }, "Filter"));
+  const el = h("div", { class: "card", id: "requests" }, title,
+    h("p", { class: "muted" }, "The request log kept in memory (no header, no body; keys, tokens and signed-URL secrets in queries shown as (redacted))."), form, list);
+  return { el, load };
 }

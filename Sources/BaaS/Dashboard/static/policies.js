@@ -3,7 +3,7 @@
 // (/admin/v1/policies, /admin/v1/collections/<name>/policies, .../rls, .../policies/test;
 // docs/POLICIES.md).
 
-import { ApiError, del, get, post } from "./api.js";
+import { ApiError, del, get, post, put } from "./api.js";
 import { button, h, kv, replace, table } from "./dom.js";
 import { confirmed, errorText, field, outcome } from "./ui.js";
 
@@ -42,7 +42,7 @@ export async function policiesView(view, params) {
     } catch (e) { status.fail(e); }
   };
 
-  // The policy form: create, or edit (delete then create; the old policy is put back if the new one is refused).
+  // The policy form: create, or edit (PUT: one transaction; a refused edit leaves the old policy as it was).
   const [cl, ci] = field("collection", { id: "policy-collection", tag: "select", options: collections });
   const [nl, ni] = field("name", { id: "policy-name" });
   const [ol, oi] = field("operation", { id: "policy-operation", tag: "select", options: ["select", "insert", "update", "delete", "all"] });
@@ -65,16 +65,8 @@ export async function policiesView(view, params) {
     const coll = ci.value, b = policyBody();
     const base = `/admin/v1/collections/${encodeURIComponent(coll)}/policies`;
     try {
-      if (editing) {
-        await del(`/admin/v1/collections/${encodeURIComponent(editing.collection)}/policies/${encodeURIComponent(editing.name)}`);
-        try { await post(base, b); } catch (err) {
-          const old = { name: editing.name, operation: editing.operation, roles: editing.roles, using: editing.using ?? undefined, check: editing.check ?? undefined };
-          try { await post(`/admin/v1/collections/${encodeURIComponent(editing.collection)}/policies`, old); } catch (restoreError) {
-            throw new ApiError(err.status, err.code, `${err.message}; and the old policy could not be put back: ${errorText(restoreError)}`);
-          }
-          throw err;
-        }
-      } else await post(base, b);
+      if (editing) await put(`/admin/v1/collections/${encodeURIComponent(editing.collection)}/policies/${encodeURIComponent(editing.name)}`, b);
+      else await post(base, b);
       rerender(`policy ${b.name} on ${coll} ${editing ? "saved" : "created"}`);
     } catch (err) {
       status.fail(err);
@@ -88,6 +80,7 @@ export async function policiesView(view, params) {
     ci.value = p.collection; ni.value = p.name; oi.value = p.operation;
     anon.checked = (p.roles || []).includes("anon"); authd.checked = (p.roles || []).includes("authenticated");
     ui.value = p.using ?? ""; ki.value = p.check ?? "";
+    ci.disabled = true; // a policy belongs to its collection: edit in place (a new name renames it)
     replace(formTitle, `Edit policy ${p.name} on ${p.collection}`);
     ni.focus();
   };
@@ -132,8 +125,8 @@ export async function policiesView(view, params) {
         h("span", { class: "inline" }, "roles: "), h("label", { class: "inline" }, anon, " anon"), h("label", { class: "inline" }, authd, " authenticated"),
         ul, ui, usingMark, kl, ki, checkMark,
         h("button", { type: "submit", id: "policy-save" }, "Save policy"),
-        button("New", () => { editing = null; replace(formTitle, "New policy"); ni.value = ""; ui.value = ""; ki.value = ""; }, "secondary")),
-      h("p", { class: "muted" }, "Expressions: docs/POLICIES.md (e.g. owner = auth.uid(), auth.role() = 'authenticated'). Editing deletes and re-creates the policy: not atomic; the old one is put back if the new one is refused.")),
+        button("New", () => { editing = null; ci.disabled = false; replace(formTitle, "New policy"); ni.value = ""; ui.value = ""; ki.value = ""; }, "secondary")),
+      h("p", { class: "muted" }, "Expressions: docs/POLICIES.md (e.g. owner = auth.uid(), auth.role() = 'authenticated'). Editing replaces the policy in one transaction (PUT): a refused edit leaves the old one in force.")),
     h("div", { class: "card", id: "tester" }, h("h2", {}, "Policy tester"),
       h("form", { id: "tester-form", onsubmit: runTest }, tcl, tci, trl, tri, tkl, tki, ttl, tti, h("button", { type: "submit", id: "tester-run" }, "Test")), testerOut));
 }

@@ -44,3 +44,22 @@ export function outcome(id) {
 
 /** Runs `action` after the user confirms `question` (the browser's confirm dialog). */
 export function confirmed(question) { return window.confirm(question); }
+
+/** A modal confirmation (<dialog>) showing `content` (nodes: e.g. a validation report); resolves
+ *  true on the confirm button, false on Cancel or Escape. Focus starts on Cancel (the safe choice). */
+export function confirmDialog(title, content, confirmLabel, cls) {
+  return new Promise((resolve) => {
+    const cancel = h("button", { type: "button", class: "secondary", id: "confirm-cancel" }, "Cancel");
+    const ok = h("button", { type: "button", class: cls || "", id: "confirm-ok" }, confirmLabel);
+    const dialog = h("dialog", { id: "confirm-dialog", "aria-labelledby": "confirm-title" },
+      h("h2", { id: "confirm-title" }, title), content, h("div", { class: "toolbar" }, ok, cancel));
+    let answered = false;
+    const finish = (yes) => { if (answered) return; answered = true; dialog.close(); dialog.remove(); resolve(yes); };
+    ok.addEventListener("click", () => finish(true));
+    cancel.addEventListener("click", () => finish(false));
+    dialog.addEventListener("cancel", (e) => { e.preventDefault(); finish(false); }); // Escape
+    document.body.appendChild(dialog);
+    dialog.showModal();
+    cancel.focus();
+  });
+}
