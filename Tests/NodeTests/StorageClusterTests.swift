@@ -155,4 +155,40 @@ final class UploadLog: Sendable {
             #expect(answer?.status == 200)
         }
     }
+
+    /// ST8: a replica that was down during an upload (the primary pushed the bytes to the other
+    /// replica only, which `sync` allows) restarts, follows the log, and is promoted before its
+    /// periodic catch-up ran: as the new primary it must still serve the acknowledged object,
+    /// fetching the bytes from a member that holds them. It used to fetch from the primary only,
+    /// i.e. from no one once it was the primary: 503 on it for good (found while reading
+    /// `BlobReplicator` for the `aerodb-crashtest cluster --uploaders` work).
+    @Test func aPromotedReplicaThatMissedABlobPushServesTheObject() async throws {
+        let cluster = try makeCluster(commitMode: "sync")
+        try await cluster.startAll()
+        let key = cluster.serviceKey
+        let created = await storageRequest(cluster.url(0) + "/storage/v1/bucket", "POST", key: key,
+                                           body: Data(#"{"id":"missed","public":false}"#.utf8), headers: ["Content-Type": "application/json"])
+        #expect(created?.status == 200)
+        cluster.stop(2)
+        let body = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) })
+        let upload = await storageRequest(cluster.url(0) + "/storage/v1/object/missed/while-n3-was-down.bin", "POST", key: key, body: body,
+                                          headers: ["Content-Type": "application/octet-stream"])
+        #expect(upload?.status == 200, "\(upload.map { String(decoding: $0.body, as: UTF8.self) } ?? "no answer")")
+        try await cluster.start(2)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        // Precondition: n3 has the row but not the bytes (a list hides an object whose blob is absent).
+        let listed = await storageRequest(cluster.url(2) + "/storage/v1/object/list/missed", "POST", key: key,
+                                          body: Data(#"{"prefix":"","limit":10}"#.utf8), headers: ["Content-Type": "application/json"])
+        #expect(listed?.status == 200 && (try? JSON.parse(Array(listed!.body)))?.arrayValue?.isEmpty == true,
+                "n3 already holds the blob: \(listed.map { String(decoding: $0.body, as: UTF8.self) } ?? "no answer")")
+        cluster.kill(0)
+        let (status, report) = try promote(cluster, 2)
+        #expect(status == 0, "promotion of n3 failed: \(JSON.encodeString(report))")
+        _ = try await cluster.waitConverged([1, 2], to: 2)
+        for i in [2, 1] {
+            let got = await storageRequest(cluster.url(i) + "/storage/v1/object/missed/while-n3-was-down.bin", "GET", key: key)
+            #expect(got?.status == 200 && got?.body == body,
+                    "n\(i + 1) answered \(got?.status ?? 0): \(got.map { String(decoding: $0.body.prefix(300), as: UTF8.self) } ?? "")")
+        }
+    }
 }

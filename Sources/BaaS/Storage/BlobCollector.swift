@@ -72,7 +72,7 @@ struct BlobCollector: Sendable {
         return Int64(st.st_mtim.tv_sec)
     }
 
-    /// One pass: collect (every node), then catch up (replicas).
+    /// One pass: collect, then catch up (every node with peers).
     func pass(nowSeconds: Int64, graceSeconds: Int64 = StorageLimits.collectGraceSeconds) async throws -> Report {
         var report = Report()
         let blobs = service.blobs
@@ -98,11 +98,12 @@ struct BlobCollector: Sendable {
                 if removed { report.removed += 1 }
             }
         }
-        if service.replicator.peers.primary() != nil { report.fetched = try await catchUp() }
+        // Every member with peers, the primary too: a member promoted before its catch-up (ST8).
+        if !service.replicator.peers.others().isEmpty { report.fetched = try await catchUp() }
         return report
     }
 
-    /// A replica fetches the blobs its rows name and it lacks (missed pushes, checkpoint bootstrap).
+    /// A member fetches the blobs its rows name and it lacks (missed pushes, checkpoint bootstrap).
     func catchUp() async throws -> Int {
         var fetched = 0
         var after: String?

@@ -4,10 +4,13 @@
 // waits for `copiesRequired` of them to answer that it is durable there (`sync`: 1, `all`:
 // every peer, `async`: none waited for). So in `sync` mode an acknowledged upload's bytes are
 // durable on two nodes, and its metadata reaches a replica (through the WAL) after its bytes.
-// A replica that missed a push (down, behind, bootstrapped from a checkpoint) fetches missing
-// blobs from the primary (`GET /storage/v1/internal/blob/<sha256>`): on a download miss, and
-// in a background pass over the object rows (`catchUp`). Until it has a blob it never lists the
-// object (StorageService.list checks the blob file). The WAL protocol is unchanged.
+// A member that missed a push (down, behind, bootstrapped from a checkpoint) fetches missing
+// blobs (`GET /storage/v1/internal/blob/<sha256>`) from the primary first, then from the other
+// members: on a download miss, and in a background pass over the object rows (`catchUp`, on
+// every member). The other members matter when the member that missed a push is promoted
+// before its catch-up: in `sync` mode only one replica needed the copy, and as the primary it
+// has no primary to ask (ST8). Until it has a blob it never lists the object
+// (StorageService.list checks the blob file). The WAL protocol is unchanged.
 
 import AsyncHTTPClient
 import Foundation
@@ -123,11 +126,26 @@ struct BlobReplicator: Sendable {
         guard response.status == .ok else { throw AeroError(.ioError, "peer \(target) answered \(response.status.code)") }
     }
 
-    /// Fetches a blob from the primary into the local store (a replica's miss). False when there
-    /// is no primary to ask or it does not have it.
+    /// Fetches a blob into the local store (a miss): from the primary, then from each other
+    /// member (ST8). False when no member could send it; a member that fails is logged and the
+    /// next one asked.
     func fetch(_ sha256: String) async throws -> Bool {
-        guard let primary = peers.primary(), BlobStore.isHash(sha256) else { return false }
-        var request = HTTPClientRequest(url: "http://\(primary)/storage/v1/internal/blob/\(sha256)")
+        guard BlobStore.isHash(sha256) else { return false }
+        let primary = peers.primary()
+        let sources = (primary.map { [$0] } ?? []) + peers.others().filter { $0 != primary }
+        for source in sources {
+            do {
+                if try await fetch(sha256, from: source) { return true }
+            } catch {
+                logger.warning("blob fetch failed", metadata: ["peer": "\(source)", "sha256": "\(sha256)", "error": "\(error)"])
+            }
+        }
+        return false
+    }
+
+    /// One member's copy; false when it does not hold the blob.
+    private func fetch(_ sha256: String, from source: String) async throws -> Bool {
+        var request = HTTPClientRequest(url: "http://\(source)/storage/v1/internal/blob/\(sha256)")
         request.headers.add(name: "Authorization", value: "Bearer \(serviceKey)")
         let response = try await Self.client.execute(request, timeout: .seconds(StorageLimits.peerTransferTimeoutSeconds))
         guard response.status == .ok else {
@@ -140,7 +158,7 @@ struct BlobReplicator: Sendable {
         }
         let (stored, _) = try writer.finish()
         guard stored == sha256 else {
-            throw AeroError(.ioError, "the primary sent bytes hashing to \(stored) for blob \(sha256)")
+            throw AeroError(.ioError, "member \(source) sent bytes hashing to \(stored) for blob \(sha256)")
         }
         return true
     }
