@@ -63,8 +63,8 @@ import Testing
 
     @Test func anUnknownKeyIsRefusedWithEverySettableKey() throws {
         do {
-            _ = try ClusterSettings.settable("auth.retention")
-            Issue.record("auth.retention is file-only")
+            _ = try ClusterSettings.settable("wal_engine")
+            Issue.record("wal_engine is node-local (aerodb.json)")
         } catch let error as AeroError {
             #expect(error.code == .requestInvalid)
             for key in SettingsKeys.all { #expect(error.message.contains(key)) }

@@ -4,6 +4,7 @@ a setting changed through one node is read back from the other two, takes effect
 status`, and a bad value is refused without being stored."""
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -136,7 +137,113 @@ def test_smtp_and_argon2_are_cluster_settings_and_the_smtp_password_is_never_sho
 
 def test_an_unknown_key_names_every_settable_key(cluster):
     with pytest.raises(urllib.error.HTTPError) as refused:
-        cluster.admin(0, "PUT", "settings/auth.retention", {"value": {}})
+        cluster.admin(0, "PUT", "settings/wal_engine", {"value": "pwrite"})
     message = json.loads(refused.value.read())["message"]
-    for key in ("auth.rate_limits", "auth.smtp", "auth.argon2", "auth.mailer_autoconfirm", "archive.directory", "backup.schedule"):
+    for key in ("auth.rate_limits", "auth.smtp", "auth.argon2", "auth.mailer_autoconfirm", "archive.directory", "backup.schedule",
+                "auth.retention", "replication.commit_mode", "query.scan_rows_max", "query.limit_max"):
         assert key in message
+
+
+def status_commit_mode(cluster, i):
+    return cluster.admin(i, "GET", "status")["replication"]["commit_mode"]
+
+
+def insert_raw(cluster, i, row):
+    """POST /rest/v1/cm_items on node i: (status, body)."""
+    request = urllib.request.Request(cluster.urls[i] + "/rest/v1/cm_items", method="POST", data=json.dumps(row).encode(),
+                                     headers={"apikey": cluster.service, "Authorization": f"Bearer {cluster.service}",
+                                              "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_commit_mode_set_through_a_replica_applies_on_the_primary_from_the_next_commit(cluster):
+    """CM1: replication.commit_mode set through n2 is read back on n1 and n3 (settings and status);
+    with one replica paused, `all` leaves a write in doubt (never acknowledged as a sync/async
+    write), `sync` acknowledges it with the other replica."""
+    cluster.admin(0, "POST", "collections", {"name": "cm_items", "fields": {"id": {"type": "text"}}})
+    for i in range(3):
+        row = settings_of(cluster, i)["replication.commit_mode"]
+        assert row == {"key": "replication.commit_mode", "value": "sync", "source": "aerodb.json"}, f"node {i + 1}"
+    answer = cluster.admin(1, "PUT", "settings/replication.commit_mode", {"value": "all"})
+    assert answer["value"] == "all"
+    for i in (0, 2):
+        assert until(lambda: settings_of(cluster, i)["replication.commit_mode"] == {
+            "key": "replication.commit_mode", "value": "all", "source": "cluster"}), f"node {i + 1}"
+        assert until(lambda: status_commit_mode(cluster, i) == "all"), f"node {i + 1}"
+    n3 = cluster.processes[2]
+    n3.send_signal(signal.SIGSTOP)
+    try:
+        code, body = insert_raw(cluster, 0, {"id": "under-all"})
+        assert code == 504 and b"AERO_COMMIT_IN_DOUBT" in body, (code, body)
+    finally:
+        n3.send_signal(signal.SIGCONT)
+    assert until(lambda: insert_raw(cluster, 0, {"id": "all-again"})[0] == 201)
+    cluster.admin(2, "PUT", "settings/replication.commit_mode", {"value": "sync"})  # through the other replica
+    for i in range(3):
+        assert until(lambda: status_commit_mode(cluster, i) == "sync"), f"node {i + 1}"
+    n3.send_signal(signal.SIGSTOP)
+    try:
+        code, body = insert_raw(cluster, 0, {"id": "under-sync"})
+        assert code == 201, (code, body)  # n2's flush is enough
+    finally:
+        n3.send_signal(signal.SIGCONT)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.admin(0, "PUT", "settings/replication.commit_mode", {"value": "fast"})
+    assert refused.value.code == 400
+    cluster.admin(0, "DELETE", "settings/replication.commit_mode")
+    assert until(lambda: settings_of(cluster, 2)["replication.commit_mode"]["source"] == "aerodb.json")
+
+
+def test_query_limits_set_through_one_node_bound_reads_on_the_others(cluster):
+    """query.scan_rows_max and query.limit_default set through n1 bound what the official client
+    reads on n2 and n3, without a restart; out-of-range and inconsistent values are refused."""
+    cluster.admin(0, "POST", "collections", {"name": "ql_items", "fields": {"id": {"type": "int"}, "qty": {"type": "int"}}})
+    admin = create_client(cluster.urls[0], cluster.service)
+    admin.table("ql_items").insert([{"id": n, "qty": n % 2} for n in range(1_200)]).execute()
+    cluster.admin(0, "PUT", "settings/query.scan_rows_max", {"value": 1_000})  # the least allowed
+    cluster.admin(0, "PUT", "settings/query.limit_default", {"value": 2})
+    for i in (1, 2):
+        client = create_client(cluster.urls[i], cluster.service)
+
+        def refused_scan():
+            try:
+                client.table("ql_items").select("*").eq("qty", 1).execute()
+                return False
+            except Exception as e:  # postgrest APIError: the unbounded scan names the index to declare
+                return "index" in str(e)
+        assert until(refused_scan), f"node {i + 1}"
+        assert until(lambda: len(client.table("ql_items").select("*").order("id").execute().data) == 2), f"node {i + 1}"
+        assert settings_of(cluster, i)["query.scan_rows_max"] == {"key": "query.scan_rows_max", "value": 1_000, "source": "cluster"}
+    for key, value in [("query.scan_rows_max", 999), ("query.limit_max", 2_000_000), ("query.limit_max", 9_999),
+                       ("query.limit_default", 20_000), ("query.aggregates_enabled", 1)]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            cluster.admin(1, "PUT", f"settings/{key}", {"value": value})
+        assert refused.value.code == 400, key
+    assert settings_of(cluster, 0)["query.limit_max"] == {"key": "query.limit_max", "value": 10_000, "source": "aerodb.json"}
+    for key in ("query.limit_default", "query.scan_rows_max"):
+        cluster.admin(2, "DELETE", f"settings/{key}")
+    client = create_client(cluster.urls[2], cluster.service)
+    assert until(lambda: len(client.table("ql_items").select("*").eq("qty", 1).execute().data) == 600)
+
+
+def test_auth_retention_set_through_a_replica_is_merged_and_applied_by_the_primary(cluster):
+    """auth.retention set through n3 is laid over the file's rule by rule, shown on every node, and
+    the primary's next retention run applies it (the dev outbox is cut to outbox_messages_max)."""
+    cluster.admin(0, "PUT", "settings/auth.mailer_autoconfirm", {"value": False})
+    cluster.admin(2, "PUT", "settings/auth.retention", {"value": {"interval_seconds": 1, "outbox_messages_max": 10}})
+    for i in range(3):
+        shown = until(lambda: settings_of(cluster, i)["auth.retention"]["value"])
+        assert shown["outbox_messages_max"] == 10 and shown["interval_seconds"] == 1, f"node {i + 1}"
+        assert shown["audit_days"] == 30  # the file's (default) rule kept
+    anon = create_client(cluster.urls[1], cluster.anon)
+    for n in range(14):
+        anon.auth.sign_in_with_otp({"email": f"retention{n}@example.com"})
+    assert until(lambda: len(cluster.admin(2, "GET", "outbox?limit=100")["messages"]) == 10)
+    cluster.admin(0, "DELETE", "settings/auth.retention")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.admin(1, "PUT", "settings/auth.retention", {"value": {"outbox_messages_max": 1}})
+    assert refused.value.code == 400

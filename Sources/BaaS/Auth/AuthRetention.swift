@@ -77,6 +77,8 @@ public final class AuthRetention: Sendable {
     static let batchRowsMax = 500
     /// Anonymous users one pass deletes: each takes its identities, sessions and tokens along.
     static let anonymousUsersPerPassMax = 100
+    /// How often the running task re-reads `interval_seconds` (a changed cluster setting).
+    static let settingsCheckSeconds: Int64 = 1
     /// Passes in one run (at most `batchRowsMax` rows per rule each): bounds a run's work.
     static let passesPerRunMax = 20
 
@@ -108,16 +110,22 @@ public final class AuthRetention: Sendable {
     }
 
     /// Runs the rules every `interval_seconds` until the task is cancelled (the node's hook).
-    public static func start(database: Database, settings: AuthSettings, isPrimary: @escaping @Sendable () -> Bool,
+    /// `settings` is asked before every wait and run: the cluster-wide `auth.retention`
+    /// (Settings/ClusterSettings.swift) takes effect at the next run, without a restart.
+    public static func start(database: Database, settings: @escaping @Sendable () -> AuthSettings, isPrimary: @escaping @Sendable () -> Bool,
                              logger: Logger) -> Task<Void, Never> {
-        let retention = AuthRetention(database: database, settings: settings, clock: SystemClock(), isPrimary: isPrimary, logger: logger)
-        return Task.detached {
+        Task.detached {
+            var waited: Int64 = 0
             while !Task.isCancelled {
                 do {
-                    try await Task.sleep(for: .seconds(retention.settings.intervalSeconds))
+                    try await Task.sleep(for: .seconds(settingsCheckSeconds))
                 } catch {
                     return  // cancelled: the node is stopping
                 }
+                waited += settingsCheckSeconds
+                guard waited >= settings().retention.intervalSeconds else { continue }  // a shorter interval applies at once
+                waited = 0
+                let retention = AuthRetention(database: database, settings: settings(), clock: SystemClock(), isPrimary: isPrimary, logger: logger)
                 _ = await retention.run()
             }
         }

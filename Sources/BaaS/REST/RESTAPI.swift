@@ -129,8 +129,8 @@ enum RESTAPI {
         let accept = request.headers[.accept] ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
-        let items = try selectItems(parsed, schema, snapshot, aggregates: database.options.query.aggregatesEnabled, read: true)
-        let budget = RequestBudget(options: database.options.query)
+        let items = try selectItems(parsed, schema, snapshot, aggregates: database.queryOptions.aggregatesEnabled, read: true)
+        let budget = RequestBudget(options: database.queryOptions)
         let projector = try Projector(snapshot: snapshot, items: items, budget: budget) {
             try explainAs.policies($0, snapshot).condition(.select)
         }
@@ -143,8 +143,8 @@ enum RESTAPI {
             query.offset = range.offset
             query.limit = range.count
         }
-        let maxRows = database.options.query.limitMax
-        query.limit = min(query.limit ?? database.options.query.limitDefault, maxRows)
+        let maxRows = database.queryOptions.limitMax
+        query.limit = min(query.limit ?? database.queryOptions.limitDefault, maxRows)
         if accept.hasPrefix("application/vnd.pgrst.plan") {
             return HTTPJSON.response(explained(try snapshot.explain(query), policies, explainAs.caller), lsn: snapshot.lsn)
         }
@@ -374,7 +374,7 @@ enum RESTAPI {
             // A count the scan bound refuses (no usable index) is left to the writer's check.
             let counted: Int?
             do {
-                counted = try RequestBudget(options: database.options.query)
+                counted = try RequestBudget(options: database.queryOptions)
                     .query(Query(collection: schema.name, filter: target, limit: 0, count: true), on: snapshot).totalCount
             } catch let error as AeroError where error.code == .queryUnbounded || error.code == .queryBudget {
                 counted = nil
@@ -412,8 +412,8 @@ enum RESTAPI {
             return Response(status: status == .created ? .created : .noContent, headers: headers)
         }
         let snapshot = access.database.snapshot()
-        let items = try selectItems(parsed, schema, snapshot, aggregates: access.database.options.query.aggregatesEnabled, read: false)
-        let budget = RequestBudget(options: access.database.options.query)
+        let items = try selectItems(parsed, schema, snapshot, aggregates: access.database.queryOptions.aggregatesEnabled, read: false)
+        let budget = RequestBudget(options: access.database.queryOptions)
         let projector = try Projector(snapshot: snapshot, items: items, budget: budget) { try access.policies($0, snapshot).condition(.select) }
         // Returned rows are only those the caller may select (an insert may create a row its author cannot read).
         let visible = try policies.condition(.select).map { try FilterMatcher($0, schema: schema) }

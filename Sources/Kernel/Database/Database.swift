@@ -44,6 +44,9 @@ public final class Database: Sendable {
     /// layer waits there for replica flushes (`sync`, `all` commit modes).
     private let commitGate = Mutex<(any CommitGate)?>(nil)
     private let retention = RetentionSetting()
+    /// The query limits in effect (Q1): `options.query` until the node's cluster settings set
+    /// others (`query.*` in `_settings`); read by every snapshot and commit.
+    private let queryLimits: Mutex<QueryOptions>
     /// The committed-transaction stream all subscribers read (ChangeHub.swift).
     private let hub: ChangeHub
 
@@ -64,6 +67,7 @@ public final class Database: Sendable {
     private init(options: KernelOptions, wal: WriteAheadLog, state: DatabaseState, report: OpenReport,
                  store: CheckpointStore, lastCheckpointLSN: UInt64?) {
         self.options = options
+        self.queryLimits = Mutex(options.query)
         self.openReport = report
         self.store = store
         self.visibility = Visibility(initial: state)
@@ -161,7 +165,7 @@ public final class Database: Sendable {
     /// transaction (row-level-security `with check` conditions).
     public func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws -> CommitResult {
         let started = ContinuousClock.now
-        let (lsn, changes) = try writer.commit(operations, check: check)
+        let (lsn, changes) = try writer.commit(operations, check: check, query: queryOptions)
         try await waitVisible(lsn)
         KernelMetrics.commit.recordNanoseconds(KernelMetrics.nanos(since: started))
         KernelMetrics.commits.increment()
@@ -440,7 +444,15 @@ public final class Database: Sendable {
     // MARK: Reads
 
     /// A consistent snapshot at the newest durable commit; never blocks the writer.
-    public func snapshot() -> Snapshot { Snapshot(state: visibility.current, options: options.query) }
+    public func snapshot() -> Snapshot { Snapshot(state: visibility.current, options: queryOptions) }
+
+    /// The query limits in effect (Q1): every snapshot taken after `setQueryOptions` uses them.
+    public var queryOptions: QueryOptions { queryLimits.withLock { $0 } }
+
+    /// Replaces the query limits (cluster settings changed); snapshots already taken keep theirs.
+    public func setQueryOptions(_ query: QueryOptions) {
+        queryLimits.withLock { $0 = query }
+    }
 
     public func collections() -> [CollectionSchema] { snapshot().collections }
 

@@ -14,8 +14,9 @@ final class Writer: Sendable {
         state = Mutex(WriterState(head: head, wal: wal, visibility: visibility, options: options))
     }
 
-    func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) throws -> (UInt64, [DocumentChange]) {
-        try state.withLock { try $0.commit(operations, check: check) }
+    /// `query`: the limits in effect (update/delete by filter are bounded by them); nil: the options'.
+    func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil, query: QueryOptions? = nil) throws -> (UInt64, [DocumentChange]) {
+        try state.withLock { try $0.commit(operations, check: check, query: query) }
     }
 
     func changeSchema(_ make: (DatabaseState) throws -> SchemaChange) throws -> UInt64 {
@@ -72,9 +73,9 @@ struct WriterState: ~Copyable {
         self.options = options
     }
 
-    mutating func commit(_ operations: [WriteOperation], check: (any ChangeCheck)?) throws -> (UInt64, [DocumentChange]) {
+    mutating func commit(_ operations: [WriteOperation], check: (any ChangeCheck)?, query: QueryOptions?) throws -> (UInt64, [DocumentChange]) {
         if let refusal { throw refusal }
-        var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: options.query)
+        var builder = TransactionBuilder(state: head, clock: options.clock, queryOptions: query ?? options.query)
         for operation in operations { try builder.apply(operation) }
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
         if let check { for change in builder.changes { try check.check(change) } }

@@ -11,6 +11,8 @@
 //
 // Invariants:
 // - The primary key is a declared field of type uuid, text or int; it is always required, never null.
+// - A field's `required` is what an insert enforces: no default, and declared required or not
+//   nullable (so a primary key without a default shows `"required": true`).
 // - Every index names declared fields; fulltext indexes name exactly one text field.
 // - Index names are unique in a collection; an unnamed index is named `<collection>_<fields>_<kind>`.
 
@@ -72,6 +74,9 @@ public enum DefaultValue: Sendable, Hashable {
 
 public struct FieldSchema: Sendable, Hashable {
     public let type: FieldType
+    /// What an insert enforces: the field must be given, because it has no default and is
+    /// declared required or not nullable (a primary key without a default is). Normalized at
+    /// construction so the stored and shown schema says so (issue 13; FieldValidator.validateNew).
     public let required: Bool
     public let nullable: Bool
     public let defaultValue: DefaultValue?
@@ -80,7 +85,7 @@ public struct FieldSchema: Sendable, Hashable {
     public init(type: FieldType, required: Bool = false, nullable: Bool = false,
                 defaultValue: DefaultValue? = nil, references: FieldReference? = nil) {
         self.type = type
-        self.required = required
+        self.required = defaultValue == nil && (required || !nullable)
         self.nullable = nullable
         self.defaultValue = defaultValue
         self.references = references

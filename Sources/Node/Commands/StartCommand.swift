@@ -68,6 +68,11 @@ struct StartCommand: AsyncParsableCommand {
         do {
             let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
             replication = ReplicationNode(config: cluster, database: database, authority: authority, marker: marker, logger: logger)
+            // replication.commit_mode (cluster setting, CM1): read per commit by the primary's gate.
+            replication.commitModes.setReader {
+                let snapshot = database.snapshot()
+                return (snapshot.lsn, ClusterSettings.commitMode(in: snapshot).flatMap(CommitMode.init(rawValue:)))
+            }
             if cluster.peers.isEmpty {
                 await replication.startAlone()
             } else {
@@ -84,7 +89,10 @@ struct StartCommand: AsyncParsableCommand {
         // Cluster-wide settings (docs/OPERATIONS.md "Cluster settings"): aerodb.json's auth with the replicated values over it.
         var fileAuth = config.auth
         if fileAuth.externalURL == nil { fileAuth.externalURL = "http://\(address.host):\(address.port)" }
-        let clusterSettings = ClusterSettings(database: database, fileAuth: config.authJSON, fileSettings: fileAuth, logger: logger)
+        let clusterSettings = ClusterSettings(database: database, fileAuth: config.authJSON, fileSettings: fileAuth, logger: logger,
+                                              fileNode: config.nodeFileSettings(directory: dir))
+        // query.* (cluster settings) pushed into the kernel on every applied LSN.
+        let settingsApplier = clusterSettings.startApplying()
         do {
             var auth = config.auth
             if auth.externalURL == nil { auth.externalURL = "http://\(address.host):\(address.port)" }
@@ -100,7 +108,7 @@ struct StartCommand: AsyncParsableCommand {
             // Storage (docs/STORAGE.md): blobs under the data directory, pushed to the other members.
             let cluster = replication.config
             let peers = StoragePeers(others: { cluster.peers.map(\.http) }, primary: { view.primaryHTTP() },
-                                     copiesRequired: { cluster.replicaAcksNeeded })
+                                     copiesRequired: { cluster.acksNeeded(replication.commitModes.current) })
             let storage = try StorageService(database: database, secret: secrets.jwtSecret, clock: clock, peers: peers, logger: logger)
             StorageAPI.register(on: router, service: storage, keys: keys)
             S3API.register(on: router, service: storage, keys: keys, config: S3Config(region: config.s3Region, anonKey: secrets.anonKey))  // /storage/v1/s3
@@ -159,19 +167,20 @@ struct StartCommand: AsyncParsableCommand {
                               logger: logger)
         let watchdog = Task.detached { await Self.watchWAL(database, logger) }
         // Auth retention (docs/AUTH.md): runs while this node is the primary.
-        let retention = AuthRetention.start(database: database, settings: config.auth,
+        let retention = AuthRetention.start(database: database, settings: { clusterSettings.auth() },  // auth.retention: cluster setting
                                             isPrimary: { replication.currentRole.isPrimary }, logger: logger)
         let role = replication.currentRole
         logger.info("node started", metadata: ["node_id": "\(config.nodeID)", "http": "\(address.host):\(address.port)",
                                                "replication": "\(replication.config.me.replication)",
                                                "role": "\(role.isPrimary ? "primary" : "replica")",
                                                "epoch": "\(role.epoch)", "cluster_id": "\(marker.clusterID)",
-                                               "commit_mode": "\(replication.config.commitMode.rawValue)",
+                                               "commit_mode": "\(replication.commitModes.current.rawValue)",
                                                "wal_engine": "\(database.openReport.wal.engine)"])
         do { try await app.runService() } catch { throw CLIErrors.bindFailure(error, address, "HTTP") }
         watchdog.cancel()
         storageCollector.cancel()
         retention.cancel()
+        settingsApplier.cancel()
         cron.cancel()
         archiver.stop()
         backupScheduler.stop()

@@ -131,9 +131,10 @@ struct NodeConfig {
                 config.walEngine = engine
             case ("wal_segment_bytes", .int(let n)): config.walSegmentBytes = Int(n)
             case ("memory_bytes_max", .int(let n)) where n > 0: config.memoryBytesMax = Int(n)
-            case ("query_limit_default", .int(let n)) where n > 0: config.query.limitDefault = Int(n)
-            case ("query_limit_max", .int(let n)) where n > 0: config.query.limitMax = Int(n)
-            case ("scan_rows_max", .int(let n)) where n > 0: config.query.scanRowsMax = Int(n)
+            // The query limits: the same named ranges as the cluster settings query.* (QuerySettingRanges).
+            case ("query_limit_default", _): config.query.limitDefault = try within(key, value, QuerySettingRanges.limitDefaultRange)
+            case ("query_limit_max", _): config.query.limitMax = try within(key, value, QuerySettingRanges.limitMaxRange)
+            case ("scan_rows_max", _): config.query.scanRowsMax = try within(key, value, QuerySettingRanges.scanRowsMaxRange)
             case ("db_aggregates_enabled", .bool(let b)): config.query.aggregatesEnabled = b  // REST aggregates (docs/API.md)
             case ("replication", .string(let s)): _ = try HostPort.parse(s); config.replication = s
             case ("cluster", let v): config.members = try parseMembers(v)
@@ -154,6 +155,29 @@ struct NodeConfig {
     }
 
     static func invalid(_ why: String) -> AeroError { AeroError(.configInvalid, "\(fileName): \(why)") }
+
+    private static func within(_ key: String, _ value: JSONValue, _ range: ClosedRange<Int64>) throws -> Int {
+        guard case .int(let n) = value, range.contains(n) else {
+            throw invalid("\(key) must be an integer within \(range.lowerBound)...\(range.upperBound)")
+        }
+        return Int(n)
+    }
+
+    /// The file's values of the settings that are cluster settings too (defaults until stored).
+    func nodeFileSettings(file: [String: JSONValue]) -> NodeFileSettings {
+        let names = ["commit_mode": NodeSettingsKeys.commitMode, "query_limit_default": NodeSettingsKeys.limitDefault,
+                     "query_limit_max": NodeSettingsKeys.limitMax, "scan_rows_max": NodeSettingsKeys.scanRowsMax,
+                     "db_aggregates_enabled": NodeSettingsKeys.aggregatesEnabled]
+        return NodeFileSettings(query: query, commitMode: effectiveCommitMode.rawValue,
+                                explicit: Set(names.compactMap { file[$0.key] != nil ? $0.value : nil }))
+    }
+
+    /// `nodeFileSettings` of the node directory's aerodb.json as written.
+    func nodeFileSettings(directory: String) -> NodeFileSettings {
+        let data = FileManager.default.contents(atPath: directory + "/" + Self.fileName).map { Array($0) } ?? []
+        if case .object(let o)? = try? JSON.parse(data) { return nodeFileSettings(file: o) }
+        return nodeFileSettings(file: [:])  // load() parsed this file a moment ago
+    }
 
     func kernelOptions(directory: String) -> KernelOptions {
         var options = KernelOptions(dataDirectory: dataDir.hasPrefix("/") ? dataDir : directory + "/" + dataDir)

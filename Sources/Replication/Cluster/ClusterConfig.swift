@@ -60,9 +60,13 @@ public struct ClusterConfig: Sendable {
 
     public func member(_ id: String) -> ClusterMember? { members.first { $0.nodeID == id } }
 
-    /// Replica flushes a commit needs before it is acknowledged, given the configured peers.
-    public var replicaAcksNeeded: Int {
-        switch commitMode {
+    /// Replica flushes a commit needs before it is acknowledged, given the configured peers
+    /// (aerodb.json's mode; the mode in effect is `ReplicationNode.commitModes`).
+    public var replicaAcksNeeded: Int { acksNeeded(commitMode) }
+
+    /// Replica flushes a commit in `mode` needs, given the configured peers.
+    public func acksNeeded(_ mode: CommitMode) -> Int {
+        switch mode {
         case .async: 0
         case .sync: peers.isEmpty ? 0 : 1
         case .all: peers.count

@@ -30,6 +30,8 @@ public actor ReplicationNode {
     nonisolated let logger: Logger
     nonisolated let acks = AckTracker()
     nonisolated let lag = LagRecorder()
+    /// The commit mode in effect (cluster setting `replication.commit_mode`, CommitModeSetting.swift).
+    public nonisolated let commitModes: CommitModeSetting
     /// The role as non-isolated code (sender sessions, HTTP middleware) sees it.
     nonisolated let role: Mutex<RoleSnapshot>
     /// What the follower received, flushed and applied (replica side).
@@ -81,6 +83,7 @@ public actor ReplicationNode {
     public init(config: ClusterConfig, database: Database, authority: AuthorityStore, marker: AuthorityMarker,
                 logger: Logger = Logger(label: "aerodb.replication")) {
         self.config = config
+        self.commitModes = CommitModeSetting(fileMode: config.commitMode)
         self.database = database
         self.authority = authority
         self.marker = marker
@@ -142,10 +145,10 @@ public actor ReplicationNode {
         followerState = "primary"
     }
 
-    /// What a commit waits for after its local flush: `needed` replica flushes (none in async).
+    /// What a commit waits for after its local flush: the replica flushes of the mode in effect
+    /// for it (none in async); no gate without peers.
     private func commitGate() -> (any CommitGate)? {
-        config.replicaAcksNeeded == 0 ? nil
-            : ReplicaFlushGate(tracker: acks, needed: config.replicaAcksNeeded, timeoutMillis: config.replicaWaitMillis)
+        config.peers.isEmpty ? nil : ModalFlushGate(tracker: acks, modes: commitModes, config: config)
     }
 
     func publishRole() {
@@ -265,7 +268,7 @@ public actor ReplicationNode {
         let durable = database.durablePosition.lsn
         var o: [String: JSONValue] = [
             "role": .string(isPrimary ? "primary" : "replica"), "epoch": .int(Int64(marker.epoch)),
-            "primary": .string(marker.primary), "commit_mode": .string(config.commitMode.rawValue),
+            "primary": .string(marker.primary), "commit_mode": .string(commitModes.current.rawValue),
             "state": .string(stateDetail),
         ]
         // The last durable record as promotion compares it (`PromotionOrder`: its epoch, then
@@ -346,7 +349,7 @@ extension ReplicationNode {
             return .object(o)
         }
         var out: [String: JSONValue] = ["cluster_id": .string(config.clusterID), "members": .array(members),
-                                        "commit_mode": .string(config.commitMode.rawValue), "answered_by": .string(config.nodeID)]
+                                        "commit_mode": .string(commitModes.current.rawValue), "answered_by": .string(config.nodeID)]
         if case .object(let mine) = status(), let replicas = mine["replicas"] { out["replicas"] = replicas }
         return .object(out)
     }
