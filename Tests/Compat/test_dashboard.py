@@ -741,6 +741,7 @@ def test_dashboard_request_log_page(dash_node, browser):
     browser.find_element(By.ID, "requests-apply").click()
     shown = status_text(browser, "requests-list", marker)
     assert "apikey=(redacted)" in shown and dash_node.service not in browser.page_source
+    doc_image(browser, "logs-requests", "requests")
     prefix.clear()
     prefix.send_keys(f"/rest/v1/{marker}")
     browser.find_element(By.ID, "requests-status").send_keys("404")
@@ -752,7 +753,6 @@ def test_dashboard_request_log_page(dash_node, browser):
     status_box.send_keys("2xx")
     browser.find_element(By.ID, "requests-apply").click()
     status_text(browser, "requests-list", "no request matches")
-    doc_image(browser, "logs-requests", "requests")
     assert console_errors(browser) == []
     status_box.clear()
     status_box.send_keys("999")

@@ -31,8 +31,11 @@ function record(members) {
 
 function reportView(report, id) {
   if (!report || !Array.isArray(report.checks)) return null;
+  const head = report.dry_run
+    ? [["dry run", "yes: nothing was changed"], ["would go on", report.would_promote], ["epoch it would open", report.epoch]]
+    : [["promoted", report.promoted], ["epoch", report.epoch]];
   return h("div", { id: id || "promotion-report" },
-    kv([["promoted", report.promoted], ["epoch", report.epoch], ["fork LSN", report.fork_lsn], ["better candidate", report.better_candidate],
+    kv([...head, ["fork LSN", report.fork_lsn], ["better candidate", report.better_candidate],
       ["LSNs at risk", report.lsns_at_risk ? `${report.lsns_at_risk.from}–${report.lsns_at_risk.to}` : null], ["elapsed (ms)", report.elapsed_ms]]),
     table(["name", "outcome", "detail"], report.checks));
 }

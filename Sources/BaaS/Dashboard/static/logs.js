@@ -106,7 +106,7 @@ export async function logsView(view) {
 /** This node's recent requests (GET /admin/v1/requests) with the route's filters: status (a code
  *  or a class such as 4xx), path prefix, how many. Loaded on open, on Filter and on Refresh. */
 function requestsCard() {
-  const statusIn = h("input", { id: "requests-status", type: "text", spellcheck: "false", autocomplete: "off", placeholder: "status: 404 or 4xx",
+  const statusIn = h("input", { id: "requests-status", type: "text", spellcheck: "false", autocomplete: "off", placeholder: "status 404, 4xx",
     "aria-label": "status (a code or a class such as 4xx)", size: 10 });
   const prefixIn = h("input", { id: "requests-path", type: "text", spellcheck: "false", autocomplete: "off", placeholder: "path prefix, e.g. /rest/v1/",
     "aria-label": "path prefix", "data-filter": true });
