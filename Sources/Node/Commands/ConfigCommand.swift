@@ -11,7 +11,7 @@ struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config",
         abstract: "Read and change the cluster-wide settings (stored in the replicated database, the same on every node).",
-        discussion: "Settable: \(SettingsKeys.all.joined(separator: ", ")). Node-local settings (ports, directories), auth.retention and the commit mode stay in aerodb.json.\n\nExamples:\n  aerodb config list --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb config set auth.mailer_autoconfirm true --url http://127.0.0.1:54322 \\\n      --dir ./c/n1",
+        discussion: "Settable: \(SettingsKeys.all.joined(separator: ", ")). Node-local settings (ports, directories, WAL engine, memory) stay in aerodb.json; for replication.commit_mode and query.* aerodb.json's value applies until one is set.\n\nExamples:\n  aerodb config list --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb config set auth.mailer_autoconfirm true --url http://127.0.0.1:54322 \\\n      --dir ./c/n1",
         subcommands: [List.self, Get.self, Set.self, Unset.self])
 
     struct List: AsyncParsableCommand {
@@ -46,7 +46,7 @@ struct ConfigCommand: AsyncParsableCommand {
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Change a cluster setting on every node (validated first; audited).",
-            discussion: "VALUE is JSON (true, 8, [\"a\"], \"text\"); anything that is not JSON is taken as a string.\n\nExamples:\n  aerodb config set auth.mailer_autoconfirm true --url http://127.0.0.1:54321 \\\n      --dir ./c/n1\n  aerodb config set auth.site_url https://app.example.com \\\n      --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb config set auth.rate_limits \\\n      '{\"signup\":{\"limit\":10,\"window_seconds\":300}}' \\\n      --url http://127.0.0.1:54321 --dir ./c/n1")
+            discussion: "VALUE is JSON (true, 8, [\"a\"], \"text\"); anything that is not JSON is taken as a string.\n\nExamples:\n  aerodb config set auth.mailer_autoconfirm true --url http://127.0.0.1:54321 \\\n      --dir ./c/n1\n  aerodb config set replication.commit_mode all \\\n      --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb config set auth.site_url https://app.example.com \\\n      --url http://127.0.0.1:54321 --dir ./c/n1\n  aerodb config set auth.rate_limits \\\n      '{\"signup\":{\"limit\":10,\"window_seconds\":300}}' \\\n      --url http://127.0.0.1:54321 --dir ./c/n1")
         @OptionGroup var target: AdminTarget
         @Argument(help: "The setting, e.g. auth.mailer_autoconfirm.") var key: String
         @Argument(help: "The value, as JSON (or a plain string).") var value: String
