@@ -9,15 +9,18 @@ import Replication
 struct SimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sim",
-        abstract: "Run three nodes' replication roles in one process under a seeded network, clock and operator; check every step.",
+        abstract: "Run three to five nodes' replication roles in one process under a seeded network, disk, clock and operator; check every step.",
         discussion: """
-        Each seed runs a cluster of three `ReplicationRole` values (the same value the node runs)
+        Each seed runs a cluster of --nodes `ReplicationRole` values (the same value the node runs)
         for --seconds simulated seconds: clients write in the seed's commit mode (async, sync or
-        all), the network delays, loses, duplicates and reorders messages, the operator isolates
-        nodes and cuts links, promotes a replica when the primary is cut off, switches over
-        to a streaming replica at random, and rejoins halted
-        nodes; then every link heals and the replicas must converge. After every step the
-        guarantees SIM1-SIM7 of docs/INVARIANTS.md are checked. Same seed, same run.
+        all), each node's log is on a simulated disk (written vs flushed; acknowledgements and
+        ACKs count flushed records only), the network delays, loses, duplicates and reorders
+        messages, the operator isolates nodes and cuts links, cuts a node's power (it loses what
+        it had not flushed, may tear its last write, and restarts from its disk: a replica
+        follows again, a deposed primary is fenced and rejoined), promotes a replica when the
+        primary is cut off or down, switches over to a streaming replica at random, and rejoins
+        halted nodes; then every link heals and the replicas must converge. After every step the
+        guarantees SIM1-SIM8 of docs/INVARIANTS.md are checked. Same seed, same run.
         Sabotage variants (each reintroduces one bug; the run must report a violation):
         \(RoleFault.allCases.map(\.rawValue).joined(separator: ", ")).
         Ends with: seeds: N, operations: M, V violations
@@ -52,11 +55,15 @@ struct SimCommand: ParsableCommand {
                 "sabotage": sabotage.map { .string($0) } ?? .null, "switchovers": .int(Int64(report.switchovers)),
                 "min_lsn_reads": .int(Int64(report.reads)), "min_lsn_reads_behind": .int(Int64(report.readsBehind)),
                 "min_lsn_reads_superseded": .int(Int64(report.supersededReads)),
+                "crashes": .int(Int64(report.crashes)), "unflushed_records_lost": .int(Int64(report.lostUnflushed)),
+                "torn_writes": .int(Int64(report.tornWrites)), "restarts_deposed": .int(Int64(report.restartsDeposed)),
             ])
             print(JSON.encodeString(summary))
         }
         print("switchovers: \(report.switchovers); min-LSN reads: \(report.reads) answered, \(report.readsBehind) behind (503), "
               + "\(report.supersededReads) refused as from a superseded history (X-AeroDB-Min-LSN-Epoch)")
+        print("power cuts: \(report.crashes) (\(report.lostUnflushed) unflushed records lost, \(report.tornWrites) torn writes cut off by recovery; "
+              + "\(report.restartsDeposed) crashed primaries came back deposed)")
         print(String(format: "simulated %.0f s in %.1f s (%.0f simulated s per s)", report.simulatedSeconds, report.realSeconds,
                      report.simulatedSeconds / max(report.realSeconds, 1e-9)))
         print("seeds: \(report.seeds), operations: \(report.operations), \(report.violations.count) violations")

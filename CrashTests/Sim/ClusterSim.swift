@@ -53,8 +53,21 @@ struct SimRecord: Equatable {
     static func make(after previous: SimRecord?, epoch: UInt64, isEpoch: Bool, write: Int) -> SimRecord {
         let lsn = (previous?.lsn ?? 0) + 1
         let prev = previous?.checksum ?? 0
-        var h = SimRNG(seed: prev ^ (lsn &* 31) ^ (epoch << 40) ^ UInt64(write) &* 0x100_0000_01B3)
-        return SimRecord(lsn: lsn, epoch: epoch, previousChecksum: prev, checksum: h.next(), isEpoch: isEpoch, write: write)
+        return SimRecord(lsn: lsn, epoch: epoch, previousChecksum: prev, checksum: checksum(lsn: lsn, previous: prev, epoch: epoch, write: write),
+                         isEpoch: isEpoch, write: write)
+    }
+
+    static func checksum(lsn: UInt64, previous: UInt64, epoch: UInt64, write: Int) -> UInt64 {
+        var h = SimRNG(seed: previous ^ (lsn &* 31) ^ (epoch << 40) ^ UInt64(write) &* 0x100_0000_01B3)
+        return h.next()
+    }
+
+    /// Whether the record's bytes are whole: its checksum covers its fields (a torn write fails it).
+    var isWhole: Bool { checksum == Self.checksum(lsn: lsn, previous: previousChecksum, epoch: epoch, write: write) }
+
+    /// The record as a torn write leaves it: some sectors new, some old (its checksum fails).
+    func torn() -> SimRecord {
+        SimRecord(lsn: lsn, epoch: epoch, previousChecksum: previousChecksum, checksum: checksum ^ 0x5EC7_0000_0000_0001, isEpoch: isEpoch, write: write)
     }
 }
 
@@ -69,6 +82,8 @@ enum SimMessage {
     case probe
     case probeAnswer(epoch: UInt64, primary: String)
     case reset(conn: Int)
+    /// The node's own fsync finished (`generation`: the disk state it was started on).
+    case flushed(generation: Int, through: Int)
 }
 
 /// A broken guarantee, named by its id in docs/INVARIANTS.md.
@@ -99,6 +114,13 @@ package struct SimOutcome: Sendable {
     package var acknowledged = 0
     package var inDoubt = 0
     package var commitMode = ""
+    /// Power cuts (node crashes), the records written but not flushed that they lost, and the
+    /// torn last writes recovery cut off.
+    package var crashes = 0
+    package var lostUnflushed = 0
+    package var tornWrites = 0
+    /// Crashed primaries that came back deposed (a newer epoch found at boot: fenced, following).
+    package var restartsDeposed = 0
 }
 
 package struct SimOptions: Sendable {
@@ -123,7 +145,28 @@ final class TraceBox {
 final class SimNode {
     let id: String
     var role: ReplicationRole
+    /// The WAL as written (what the node's state and its reads see). Only the first `flushed`
+    /// records are on its disk: `CrashDisk`'s model, written vs flushed; a power cut keeps the
+    /// flushed prefix, a prefix of the rest, and may tear the write after it (`crash`).
     var log: [SimRecord] = []
+    var flushed = 0
+    /// An fsync in flight (one at a time: group commit; what is written meanwhile waits for the next).
+    var flushing = false
+    /// Bumped when the disk's contents are replaced or cut (crash, rejoin, checkpoint install): a
+    /// flush started before it completes nothing.
+    var diskGeneration = 0
+    /// The authority marker on disk (written atomically and synced by `persistMarker`).
+    var marker: (epoch: UInt64, primary: String)
+    /// Powered off until `restartAt` (a crash); a node that is down receives and sends nothing.
+    var down = false
+    var downSince: Int64 = 0
+    var restartAt: Int64 = 0
+    /// The newest record this node reported durable: a client acknowledgement it released, an
+    /// ACK or a HELLO position it sent. SIM8: a power cut never loses it.
+    var promised: SimRecord?
+    /// Commits written but not flushed yet (primary side), in LSN order: each becomes a wait
+    /// (`commitDurable`) once its record is flushed.
+    var unflushedCommits: [(id: Int, lsn: UInt64, write: Int, epoch: UInt64, expires: Int64)] = []
     /// Records below this LSN are recycled (only in the state / checkpoints), as `oldestLSN`.
     var oldest: UInt64 = 1
     var acceptsWrites: Bool
@@ -152,11 +195,19 @@ final class SimNode {
     init(id: String, role: ReplicationRole) {
         self.id = id
         self.role = role
+        marker = (role.epoch, role.primary)
         acceptsWrites = role.isPrimary
     }
 
     var last: SimRecord? { log.last }
-    var durable: LogPosition { last?.position ?? .origin }
+    /// The newest flushed record: what the node reports (HELLO, ACK, STATE) and ships.
+    var durableRecord: SimRecord? { flushed > 0 ? log[flushed - 1] : nil }
+    var durable: LogPosition { durableRecord?.position ?? .origin }
+
+    func promise(_ r: SimRecord?) {
+        guard let r, r.lsn > (promised?.lsn ?? 0) else { return }
+        promised = r
+    }
     /// A primary, or a demoting primary draining to its switchover target: it keeps its
     /// sessions, streams and counts acks (the role admits followers in both modes).
     var streams: Bool { role.mode == .primary || role.mode == .demoting }
@@ -199,6 +250,8 @@ package struct ClusterSimulation {
     var streamTail: [[Int64]]
     var healAt: Int64?
     let delayMin: Int64, delayJitter: Int64, loss: Double, duplicate: Double
+    /// fsync latency: base and jitter (µs), per seed.
+    let fsyncMin: Int64, fsyncJitter: Int64
     // Clients and checks.
     var clientView = [0, 0, 0]
     var nextWrite = 1
@@ -239,12 +292,15 @@ package struct ClusterSimulation {
         delayJitter = rng.between(0, 20) * 1000
         loss = Double(rng.below(30)) / 1000
         duplicate = Double(rng.below(30)) / 1000
+        fsyncMin = rng.between(2, 30) * 100
+        fsyncJitter = rng.between(0, 30) * 100
         for name in names {
             nodes.append(SimNode(id: name, role: ReplicationRole(nodeID: name, epoch: 1, primary: "n1", faults: options.faults)))
         }
-        // The primary opens epoch 1.
+        // The primary opens epoch 1 (durable before it accepts writes, as `advanceEpoch`).
         nodes[0].log.append(.make(after: nil, epoch: 1, isEpoch: true, write: 0))
-        note("start: mode \(outcome.commitMode), delay \(delayMin / 1000)+\(delayJitter / 1000) ms, loss \(loss), duplicate \(duplicate)")
+        nodes[0].flushed = 1
+        note("start: mode \(outcome.commitMode), delay \(delayMin / 1000)+\(delayJitter / 1000) ms, loss \(loss), duplicate \(duplicate), fsync \(fsyncMin)+\(fsyncJitter) µs")
     }
 
     // MARK: Run
@@ -286,6 +342,7 @@ package struct ClusterSimulation {
         }
         // Heal everything, rejoin halted nodes, and let the cluster settle: replicas converge.
         if outcome.violation == nil {
+            for i in 0..<n where nodes[i].down { restart(i) }
             healAll()
             settle(until: now + 3_000_000)
             for i in 0..<n where nodes[i].role.mode == .diverged { rejoin(i) }
@@ -427,16 +484,20 @@ package struct ClusterSimulation {
             case .bootstrap(let peer, let session):
                 let j = names.firstIndex(of: peer)!
                 let c = pendingConn(of: j) ?? 0
-                let through = UInt64(node.log.count)
+                let through = UInt64(node.flushed)  // a checkpoint of durable state
                 node.outbound.removeAll { $0.node == j }
                 node.outbound.append(.init(conn: c, node: j, session: session, epoch: node.role.epoch, next: through + 1, lastAck: now))
                 _ = node.role.handle(.sent(node: peer, session: session, through: through))
-                send(i, j, .checkpoint(conn: c, epoch: node.role.epoch, records: node.log))
+                send(i, j, .checkpoint(conn: c, epoch: node.role.epoch, records: Array(node.log[..<node.flushed])))
                 outcome.bootstraps += 1
                 note("\(node.id) bootstraps \(peer) with a checkpoint through \(through)")
             case .release(let ids):
                 for id in ids { releaseWait(i, id) }
             case .failInDoubt(let ids), .fence(let ids):
+                if case .fence = action {  // its commits not flushed yet end in doubt too
+                    outcome.inDoubt += node.unflushedCommits.count
+                    node.unflushedCommits = []
+                }
                 if ids.count > 8 {
                     let gone = Set(ids)
                     node.waits.removeAll { gone.contains($0.id) }
@@ -449,9 +510,12 @@ package struct ClusterSimulation {
             case .acceptWrites(let on):
                 node.acceptsWrites = on
             case .persistMarker(let epoch, let primary):
+                node.marker = (epoch, primary)  // replaced atomically and synced: never torn
                 note("\(node.id) persists marker epoch \(epoch) primary \(primary)")
             case .openEpoch(let epoch):
+                // `advanceEpoch` waits for the epoch record's flush before writes are accepted.
                 node.log.append(.make(after: node.last, epoch: epoch, isEpoch: true, write: 0))
+                node.flushed = node.log.count
             case .follow:
                 node.conn = nil
                 node.welcomed = false
@@ -487,6 +551,7 @@ package struct ClusterSimulation {
         }
         acked.append(record)
         outcome.acknowledged += 1
+        node.promise(record)
         note("\(node.id) acknowledges write \(w.write) at LSN \(w.lsn)")
     }
 
@@ -504,13 +569,15 @@ package struct ClusterSimulation {
     }
 
     mutating func nodeTick(_ i: Int) {
+        guard !nodes[i].down else { return }
         reap(i)
         defer { reap(i) }
         let node = nodes[i]
         // Retention: recycle all but the last records, never past a connected replica (the
-        // retention floor); a checkpoint keeps the state (the array stays).
+        // retention floor); a checkpoint keeps the state (the array stays). Only flushed records
+        // are shipped, checkpointed or recycled (the sender sends durable records).
         let keep: UInt64 = 24
-        let count = UInt64(node.log.count)
+        let count = UInt64(node.flushed)
         if count > keep {
             var horizon = count - keep
             if node.streams, let floor = node.role.ledger.minDurable { horizon = min(horizon, floor + 1) }
@@ -555,8 +622,9 @@ package struct ClusterSimulation {
                 node.welcomed = false
                 node.lastHeard = now
                 node.nextConnectAt = now + 100_000
+                node.promise(node.durableRecord)
                 send(i, p, .hello(conn: c, epoch: node.role.epoch, primary: node.role.primary, position: node.durable,
-                                  positionEpoch: node.last?.epoch ?? 0))
+                                  positionEpoch: node.durableRecord?.epoch ?? 0))
                 // Cannot find its primary for a while: ask every peer (the follower's probe).
                 for j in 0..<n where j != i && j != p { send(i, j, .probe) }
             }
@@ -571,6 +639,7 @@ package struct ClusterSimulation {
     }
 
     mutating func deliver(_ e: Envelope) {
+        guard !nodes[e.to].down else { return }  // powered off: the frame is lost
         reap(e.to)
         defer { reap(e.to); reap(e.from) }
         let i = e.to, node = nodes[i], from = names[e.from]
@@ -603,7 +672,9 @@ package struct ClusterSimulation {
             guard c == node.conn else { return }
             guard node.welcomed else { node.conn = nil; return }  // ahead of its WELCOME: reset
             node.lastHeard = now
-            send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
+            let durable = ackable(i)
+            node.promise(durable > 0 ? node.log[durable - 1] : nil)
+            send(i, e.from, .ack(conn: c, durable: UInt64(durable)))
         case .refuse(let c, let reason, let epoch, let primary):
             learnFrom(i, epoch: epoch, primary: primary)
             guard c == node.conn else { return }
@@ -619,16 +690,23 @@ package struct ClusterSimulation {
                 violate("SIM5", "\(node.id) was bootstrapped over its record \(r.lsn) (epoch \(r.epoch), write \(r.write)) that \(from)'s history lacks, with no rejoin report")
                 break
             }
+            // The install is synced before it is acknowledged (a new disk state: flushes in flight
+            // complete nothing).
             node.log = records
+            node.flushed = records.count
+            node.diskGeneration += 1
+            node.flushing = false
             node.oldest = UInt64(records.count) + 1
             node.welcomed = true
             node.lastHeard = now
+            node.promise(node.durableRecord)
             send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
         case .records(let c, let epoch, let batch):
             guard c == node.conn, epoch == node.role.epoch, node.role.mode == .replica else { return }
             // Ahead of its WELCOME (reordered): TCP would not, so the connection resets.
             guard node.welcomed else { node.conn = nil; return }
             node.lastHeard = now
+            defer { startFlush(i) }  // what arrived is acknowledged once flushed
             for r in batch {
                 if r.lsn <= UInt64(node.log.count) {
                     if node.log[Int(r.lsn) - 1] == r { continue }  // a duplicate
@@ -643,7 +721,130 @@ package struct ClusterSimulation {
                 }
                 node.log.append(r)
             }
-            send(i, e.from, .ack(conn: c, durable: node.durable.lsn))
+            if options.faults.contains(.ackBeforeFlush) {  // sabotage: received counts as durable
+                node.promise(node.last)
+                send(i, e.from, .ack(conn: c, durable: UInt64(node.log.count)))
+            }
+        case .flushed(let generation, let through):
+            guard generation == node.diskGeneration else { return }
+            node.flushing = false
+            flushDone(i, through: through)
+        }
+    }
+
+    // MARK: Disk
+
+    /// The LSN a node reports durable: its flushed one (with `ack-before-flush`: what it wrote).
+    func ackable(_ i: Int) -> Int {
+        options.faults.contains(.ackBeforeFlush) ? nodes[i].log.count : nodes[i].flushed
+    }
+
+    /// Starts an fsync of everything written so far, unless one is in flight (group commit).
+    mutating func startFlush(_ i: Int) {
+        let node = nodes[i]
+        guard !node.flushing, !node.down, node.flushed < node.log.count else { return }
+        node.flushing = true
+        let at = now + fsyncMin + rng.between(0, fsyncJitter)
+        pushEnvelope(Envelope(at: at, seq: seq, from: i, to: i, message: .flushed(generation: node.diskGeneration, through: node.log.count)))
+        seq += 1
+    }
+
+    /// An fsync completed: commits whose record is on disk go to their wait (released at once
+    /// in `async`), a follower acknowledges what it flushed, and the next fsync starts.
+    mutating func flushDone(_ i: Int, through: Int) {
+        let node = nodes[i]
+        node.flushed = max(node.flushed, min(through, node.log.count))
+        var k = 0
+        while k < node.unflushedCommits.count && node.unflushedCommits[k].lsn <= UInt64(node.flushed) { k += 1 }
+        if k > 0 {
+            let ready = node.unflushedCommits[..<k]
+            node.unflushedCommits.removeFirst(k)
+            for c in ready {
+                node.waits.append(c)
+                apply(i, node.role.handle(.commitDurable(wait: c.id, lsn: c.lsn, needed: needed)))
+            }
+        }
+        if node.role.mode == .replica, let c = node.conn, node.welcomed, let p = names.firstIndex(of: node.role.primary) {
+            node.promise(node.durableRecord)
+            send(i, p, .ack(conn: c, durable: UInt64(node.flushed)))
+        }
+        startFlush(i)
+    }
+
+    /// A power cut (`CrashDisk.crash`, then the crash image): the node keeps its flushed records,
+    /// a prefix of those written after them (the WAL is appended in order), and maybe the next
+    /// write torn; recovery keeps the longest prefix of whole records continuing the chain. Its
+    /// in-memory state, sessions and waiting commits (in doubt for their clients) are gone.
+    mutating func crash(_ i: Int) {
+        let node = nodes[i]
+        let written = node.log.count
+        let unflushed = written - node.flushed
+        let kept = node.flushed + Int(rng.below(UInt64(unflushed + 1)))
+        var image = Array(node.log[..<kept])
+        if kept < written && rng.chance(0.5) { image.append(node.log[kept].torn()) }
+        var valid = 0
+        var previous: SimRecord?
+        for r in image {
+            guard r.isWhole, r.lsn == (previous?.lsn ?? 0) + 1, r.previousChecksum == (previous?.checksum ?? 0) else { break }
+            valid += 1
+            previous = r
+        }
+        let torn = image.count - valid
+        image.removeLast(torn)
+        note("power cut on \(node.id) (\(node.role.mode), epoch \(node.role.epoch)): written through LSN \(written), flushed through \(node.flushed); recovers through \(image.count) (\(written - image.count) unflushed lost\(torn > 0 ? ", a torn write cut off" : ""))")
+        // SIM8: a power cut never loses what the node reported durable.
+        if let p = node.promised, !(p.lsn <= UInt64(image.count) && image[Int(p.lsn) - 1] == p) {
+            violate("SIM8", "the power cut on \(node.id) lost LSN \(p.lsn) (\(p.write == 0 ? "an epoch record" : "write \(p.write)"), epoch \(p.epoch)) that it had reported durable; flushed through \(node.flushed) of \(written) written")
+        }
+        outcome.crashes += 1
+        outcome.lostUnflushed += written - image.count
+        outcome.tornWrites += torn
+        outcome.inDoubt += node.waits.count + node.unflushedCommits.count
+        node.log = image
+        node.flushed = image.count
+        node.diskGeneration += 1
+        node.flushing = false
+        node.oldest = min(node.oldest, UInt64(image.count) + 1)
+        node.waits = []
+        node.unflushedCommits = []
+        node.down = true
+        node.downSince = now
+        node.restartAt = now + rng.between(100_000, 1_500_000)
+        node.acceptsWrites = false
+        node.conn = nil
+        node.welcomed = false
+        node.outbound = []
+        node.broken = []
+        rolesChanged = true
+        pendingReads.removeAll { $0.node == i }
+    }
+
+    /// Power is back: the node boots from its disk as `ReplicationNode.start` does: the role its
+    /// marker gives; one that boots as primary first asks the peers it reaches for a newer epoch
+    /// (deposed while down: it learns it, is fenced, and follows; its old tail makes it diverged,
+    /// for the operator's rejoin), else takes the primary role of its marker's epoch.
+    mutating func restart(_ i: Int) {
+        let node = nodes[i]
+        node.down = false
+        node.role = ReplicationRole(nodeID: node.id, epoch: node.marker.epoch, primary: node.marker.primary, faults: options.faults)
+        node.acceptsWrites = false
+        node.lastHeard = now
+        node.nextConnectAt = now
+        rolesChanged = true
+        note("\(node.id) restarts from its disk through LSN \(node.flushed) (marker: epoch \(node.marker.epoch), primary \(node.marker.primary))")
+        guard node.role.isPrimary else {
+            apply(i, [.follow(primary: node.role.primary)])
+            return
+        }
+        var newer: Int?
+        for j in 0..<n where j != i && reachable(i, j) && nodes[j].role.epoch > node.role.epoch
+            && (newer == nil || nodes[j].role.epoch > nodes[newer!].role.epoch) { newer = j }
+        if let j = newer {
+            outcome.restartsDeposed += 1
+            learnFrom(i, epoch: nodes[j].role.epoch, primary: nodes[j].role.primary)
+        } else {
+            node.acceptsWrites = true
+            note("\(node.id) takes the primary role of epoch \(node.role.epoch)")
         }
     }
 
@@ -656,7 +857,7 @@ package struct ClusterSimulation {
         guard node.acceptsWrites, node.role.isPrimary else {
             // Refused: the client asks around for the primary of the highest epoch it can see.
             var best: Int?
-            for k in 0..<n where nodes[k].role.isPrimary && (best == nil || nodes[k].role.epoch > nodes[best!].role.epoch) { best = k }
+            for k in 0..<n where nodes[k].role.isPrimary && !nodes[k].down && (best == nil || nodes[k].role.epoch > nodes[best!].role.epoch) { best = k }
             clientView[client] = best ?? Int(rng.below(UInt64(n)))
             return
         }
@@ -672,15 +873,18 @@ package struct ClusterSimulation {
         node.log.append(record)
         outcome.operations += 1
         note("\(node.id) appends write \(write) at LSN \(record.lsn) (epoch \(epoch))")
-        if needed == 0 {
-            acked.append(record)
-            outcome.acknowledged += 1
-            return  // async: acknowledged after the local flush; may be lost on failover
-        }
+        // The commit waits for its local flush (`flushDone`), then for `needed` replica flushes
+        // (none in async: acknowledged after the local flush; may be lost on failover).
         let id = nextWait
         nextWait += 1
-        node.waits.append((id: id, lsn: record.lsn, write: write, epoch: epoch, expires: now + 1_000_000))
-        apply(i, node.role.handle(.commitDurable(wait: id, lsn: record.lsn, needed: needed)))
+        let commit = (id: id, lsn: record.lsn, write: write, epoch: epoch, expires: now + 1_000_000)
+        if options.faults.contains(.ackBeforeFlush) {  // sabotage: durable as soon as written
+            node.waits.append(commit)
+            apply(i, node.role.handle(.commitDurable(wait: id, lsn: record.lsn, needed: needed)))
+        } else {
+            node.unflushedCommits.append(commit)
+        }
+        startFlush(i)
         if rng.chance(0.1) { clientView[client] = Int(rng.below(UInt64(n))) }  // some clients wander
     }
 
@@ -713,7 +917,7 @@ package struct ClusterSimulation {
     /// Answers a min-LSN read on node i if its applied LSN reached the token's; checks SIM7.
     mutating func answerRead(_ i: Int, _ token: SimRecord) -> Bool {
         let node = nodes[i]
-        guard node.role.mode != .diverged else { return true }  // refused: it serves no data
+        guard node.role.mode != .diverged, !node.down else { return true }  // refused: it serves no data
         guard UInt64(node.log.count) >= token.lsn || options.faults.contains(.readWithoutMinLSNWait) else { return false }
         // The client sends the write's epoch too (`X-AeroDB-Min-LSN-Epoch`): a node whose record
         // at that LSN is of another epoch holds another history (a cut-off deposed primary, or one
@@ -733,7 +937,21 @@ package struct ClusterSimulation {
 
     // MARK: Operator
 
-    func reachable(_ a: Int, _ b: Int) -> Bool { !cut[a][b] && !cut[b][a] }
+    /// The operator fails over only to a node that reaches every running member but the primary
+    /// it replaces, and with them makes a majority: it does not promote inside a minority (with a
+    /// crash and a partition at once, two promotions in disjoint groups would pick the same epoch,
+    /// as `aerodb promote` run on both sides would; docs/CRASH_TESTING.md).
+    func seesCluster(_ c: Int, replacing k: Int) -> Bool {
+        guard !nodes[c].down else { return false }
+        var reached = 1
+        for j in 0..<n where j != c && j != k && !nodes[j].down {
+            guard reachable(c, j) else { return false }
+            reached += 1
+        }
+        return reached > n / 2
+    }
+
+    func reachable(_ a: Int, _ b: Int) -> Bool { !cut[a][b] && !cut[b][a] && !nodes[a].down && !nodes[b].down }
 
     mutating func healAll() {
         cut = Array(repeating: Array(repeating: false, count: n), count: n)
@@ -744,6 +962,9 @@ package struct ClusterSimulation {
 
     mutating func operatorStep(final: Bool) {
         if let h = healAt, now >= h { healAll() }
+        // Power returns to a crashed node; a power cut on one node now and then (one down at a time).
+        for i in 0..<n where nodes[i].down && now >= nodes[i].restartAt { restart(i) }
+        if !nodes.contains(where: { $0.down }) && rng.chance(0.012) { crash(Int(rng.below(UInt64(n)))) }
         if healAt == nil && rng.chance(0.04) {
             let v = Int(rng.below(UInt64(n)))
             if rng.chance(0.7) {
@@ -759,13 +980,19 @@ package struct ClusterSimulation {
         }
         // Failover: the primary has been cut off for a while.
         if let iso = lastIsolated, nodes[iso.node].role.isPrimary, now - iso.since > 300_000, rng.chance(0.3) {
-            let candidates = (0..<n).filter { $0 != iso.node && nodes[$0].role.mode == .replica }
+            let candidates = (0..<n).filter { $0 != iso.node && nodes[$0].role.mode == .replica && seesCluster($0, replacing: iso.node) }
+            if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
+        }
+        // Failover: the primary lost power a while ago (and nobody has replaced it).
+        for k in 0..<n where nodes[k].down && nodes[k].role.isPrimary && now - nodes[k].downSince > 300_000
+            && !nodes.contains(where: { !$0.down && $0.role.isPrimary && $0.role.epoch > nodes[k].role.epoch }) && rng.chance(0.3) {
+            let candidates = (0..<n).filter { $0 != k && nodes[$0].role.mode == .replica && seesCluster($0, replacing: k) }
             if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
         }
         // Switchover: a planned handover to a streaming replica, now and then; one at a time.
         if switchover != nil { stepSwitchover() } else if rng.chance(0.02) { startSwitchover() }
         // Rejoin a halted node once it can reach the primary.
-        for i in 0..<n where nodes[i].role.mode == .diverged && rng.chance(0.2) { rejoin(i) }
+        for i in 0..<n where nodes[i].role.mode == .diverged && !nodes[i].down && rng.chance(0.2) { rejoin(i) }
     }
 
     /// `aerodb switchover` on a target streaming from the primary (`ReplicationNode.switchoverSteps`):
@@ -790,8 +1017,8 @@ package struct ClusterSimulation {
             return
         }
         apply(p, actions)
-        switchover = (p, t, epoch, nodes[p].durable.lsn, now + 1_500_000)
-        note("operator switches over \(names[p]) -> \(names[t]) (epoch \(epoch)): \(names[p]) stops writing at LSN \(nodes[p].durable.lsn)")
+        switchover = (p, t, epoch, UInt64(nodes[p].log.count), now + 1_500_000)
+        note("operator switches over \(names[p]) -> \(names[t]) (epoch \(epoch)): \(names[p]) stops writing at LSN \(nodes[p].log.count)")
     }
 
     /// The demoting primary's wait (`ReplicationNode.demote`): drained (`PromotionDecision.drained`)
@@ -800,6 +1027,11 @@ package struct ClusterSimulation {
     mutating func stepSwitchover() {
         guard let s = switchover else { return }
         let p = nodes[s.primary], t = nodes[s.target]
+        guard !p.down else {
+            switchover = nil  // its demotion was in memory: it boots as its marker says
+            note("switchover to \(t.id) ends: \(p.id) lost power")
+            return
+        }
         guard p.role.mode == .demoting else {
             switchover = nil  // it learned a newer epoch meanwhile (fenced by a failover)
             note("switchover to \(t.id) ends: \(p.id) is \(p.role.mode) of epoch \(p.role.epoch)")
@@ -842,7 +1074,7 @@ package struct ClusterSimulation {
         }
     }
 
-    func key(_ i: Int) -> PromotionDecision.Key { (nodes[i].last?.epoch ?? 0, nodes[i].durable.lsn) }
+    func key(_ i: Int) -> PromotionDecision.Key { (nodes[i].durableRecord?.epoch ?? 0, nodes[i].durable.lsn) }
 
     func ahead(_ a: Int, of b: Int) -> Bool { PromotionDecision.isAhead(key(a), of: key(b), faults: options.faults) }
 
@@ -869,7 +1101,8 @@ package struct ClusterSimulation {
             note("promotion of \(cand.id) refused: a replica did not answer (sync, no --force)")
             return
         }
-        let epoch = PromotionDecision.nextEpoch(mine: cand.role.epoch, peers: answering.map { nodes[$0].role.epoch })
+        // Every peer that answered the probes, the old primary too (`promoteSteps`).
+        let epoch = PromotionDecision.nextEpoch(mine: cand.role.epoch, peers: (0..<n).filter { $0 != c && reachable(c, $0) }.map { nodes[$0].role.epoch })
         apply(c, cand.role.handle(.beginPromotion))
         for j in answering { learnFrom(j, epoch: epoch, primary: cand.id) }  // fence first
         if betterThan(c, among: answering) != nil {
@@ -910,6 +1143,10 @@ package struct ClusterSimulation {
             }
         }
         node.log.removeLast(discarded)
+        node.flushed = node.log.count  // `aerodb rejoin` syncs the cut log before the node starts
+        node.diskGeneration += 1
+        node.flushing = false
+        if let p = node.promised, !node.holds(p) { node.promised = node.durableRecord }  // reported (SIM5)
         node.oldest = min(node.oldest, fork + 1)
         if fork == 0 { node.oldest = 1 }
         outcome.rejoins += 1
@@ -967,6 +1204,8 @@ package struct SimBatch: Sendable {
     package var switchovers = 0
     /// Min-LSN reads: answered, refused after the wait, refused as from a superseded history.
     package var reads = 0, readsBehind = 0, supersededReads = 0
+    /// Power cuts, the unflushed records they lost, the torn writes recovery cut off.
+    package var crashes = 0, lostUnflushed = 0, tornWrites = 0, restartsDeposed = 0
     package var simulatedSeconds = 0.0
     package var realSeconds = 0.0
     package var violations: [(seed: UInt64, violation: Violation)] = []
@@ -987,6 +1226,10 @@ package struct SimBatch: Sendable {
             batch.reads += o.reads
             batch.readsBehind += o.readsBehind
             batch.supersededReads += o.supersededReads
+            batch.crashes += o.crashes
+            batch.lostUnflushed += o.lostUnflushed
+            batch.tornWrites += o.tornWrites
+            batch.restartsDeposed += o.restartsDeposed
             batch.simulatedSeconds += Double(o.simulatedMicros) / 1e6
             if let v = o.violation {
                 batch.violations.append((seed, v))

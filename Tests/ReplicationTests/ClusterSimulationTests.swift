@@ -1,13 +1,13 @@
 // The seeded cluster simulator (`aerodb-crashtest sim`, CrashTests/Sim): a short run of the
-// guarantees SIM1-SIM7, determinism, and every sabotage caught.
+// guarantees SIM1-SIM8, determinism, and every sabotage caught.
 
 import ClusterSim
 import Replication
 import Testing
 
 @Suite struct ClusterSimulationTests {
-    /// SIM1-SIM7: 200 seeds of three nodes under loss, duplication, reordering, partitions,
-    /// promotions, switchovers and rejoins, zero violations.
+    /// SIM1-SIM8: 200 seeds of three nodes under loss, duplication, reordering, partitions,
+    /// power cuts, promotions, switchovers and rejoins, zero violations.
     @Test func twoHundredSeedsFindNoViolation() {
         let batch = SimBatch.run(firstSeed: 1, seeds: 200, options: SimOptions(seconds: 4, trace: false), stopAtFirst: false)
         #expect(batch.seeds == 200)
@@ -18,6 +18,11 @@ import Testing
         // superseded history refuses (counted apart); every answered read is checked.
         #expect(batch.reads > 10_000, "min-LSN reads answered: \(batch.reads)")
         #expect(batch.readsBehind > 0)
+        // SIM8: nodes lose power (unflushed records lost, torn writes cut off) and restart from
+        // their disks; some crashed primaries come back deposed and take the rejoin path.
+        #expect(batch.crashes > 100, "power cuts: \(batch.crashes)")
+        #expect(batch.lostUnflushed > 0 && batch.tornWrites > 0, "lost \(batch.lostUnflushed), torn \(batch.tornWrites)")
+        #expect(batch.restartsDeposed > 0)
     }
 
     /// Four and five nodes (`--nodes`): the same checks, zero violations; the size changes the run.
@@ -40,12 +45,28 @@ import Testing
         #expect(a.trace != c.trace)
     }
 
+    /// Same seed, same run with power cuts: seeds whose runs cut power replay byte for byte
+    /// (the crash image, the torn write and the restart are drawn from the seed).
+    @Test func crashingSeedsReplayByteForByte() {
+        var crashing = 0
+        for seed: UInt64 in 1...40 {
+            let a = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
+            guard a.crashes > 0 else { continue }
+            crashing += 1
+            let b = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
+            #expect(a.trace.joined(separator: "\n") == b.trace.joined(separator: "\n"), "seed \(seed)")
+            #expect(a.trace.contains { $0.contains("power cut on") } && a.trace.contains { $0.contains("restarts from its disk") })
+            #expect((a.operations, a.lostUnflushed, a.tornWrites, a.simulatedMicros) == (b.operations, b.lostUnflushed, b.tornWrites, b.simulatedMicros))
+        }
+        #expect(crashing > 10, "seeds with power cuts: \(crashing)")
+    }
+
     /// Each sabotage reintroduces a known bug; the simulator catches it within 400 seeds and
-    /// names the guarantee it breaks (promote-by-lsn-only is the rarest: first at seed 285 since
-    /// the operator also switches over).
+    /// names the guarantee it breaks (ack-before-flush: a power cut loses what a replica had
+    /// acknowledged, SIM8).
     @Test(arguments: [(RoleFault.countHelloBeforeHistoryCheck, "SIM2"), (.bootstrapWithoutProof, "SIM5"),
                       (.releaseWithOneAckShort, "SIM2"), (.promoteByLSNOnly, "SIM1"), (.readWithoutMinLSNWait, "SIM7"),
-                      (.readWithoutEpochCheck, "SIM7")])
+                      (.readWithoutEpochCheck, "SIM7"), (.ackBeforeFlush, "SIM8")])
     func everySabotageIsCaught(fault: RoleFault, guarantee: String) {
         let batch = SimBatch.run(firstSeed: 1, seeds: 400, options: SimOptions(seconds: 6, faults: [fault], trace: false), stopAtFirst: true)
         #expect(batch.violations.first?.violation.id == guarantee, "\(fault): \(batch.violations.map { "\($0.seed): \($0.violation)" })")

@@ -102,6 +102,10 @@ package enum RoleFault: String, Sendable, CaseIterable {
     /// A min-LSN read ignores `X-AeroDB-Min-LSN-Epoch` (`ClusterMiddleware.otherHistory`
     /// skipped): a node holding another epoch's record at the LSN answers from that history.
     case readWithoutEpochCheck = "read-without-epoch-check"
+    /// A node acknowledges what it has written before its flush: a primary releases a commit,
+    /// a replica reports its received LSN as durable (only the simulator's disk model looks at
+    /// it: a power cut then loses an acknowledged write, SIM8).
+    case ackBeforeFlush = "ack-before-flush"
 }
 
 /// The promotion's "most up-to-date" order (Raft's log comparison, epochs as terms): a log whose
