@@ -887,11 +887,15 @@ def dry_promote_and_switchover_change_nothing(cluster):
     cli = subprocess.run([BINARY, "promote", "--url", replica, "--dir", os.path.join(cluster.dir, "n2"), "--dry-run"],
                          capture_output=True, text=True, timeout=60)
     assert cli.returncode == 1 and "[refuse] old primary unreachable" in cli.stdout and "dry run: refused; nothing was changed" in cli.stdout, cli
+    cli = subprocess.run([BINARY, "switchover", "--url", replica, "--dir", os.path.join(cluster.dir, "n2"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and "[pass] primary reachable" in cli.stdout, cli
+    assert "dry run: the checks pass; it would open epoch 2; nothing was changed" in cli.stdout, cli
     assert roles() == [("primary", 1), ("replica", 1), ("replica", 1)]
     # A dry run is logged as such, never as an audited operation (no audit line, no audit row attempted).
     with open(os.path.join(cluster.dir, "n2.log"), errors="replace") as f:
         log = f.read()
-    assert log.count("cluster operation dry run") == 3, log[-3000:]
+    assert log.count("cluster operation dry run") == 4, log[-3000:]
     assert "admin POST /admin/v1/cluster/switchover" not in log
     assert all("cluster operation dry run" in line and '"audit"' not in line for line in log.splitlines() if '"action":"switchover"' in line)
 
