@@ -72,6 +72,9 @@ struct DiskCommand: AsyncParsableCommand {
             ran += 1
             if kind == .maximal { maximalExplored += outcome.crashStates; maximalRan += 1 }
             if kind == .blobs { blobExplored += outcome.crashStates; blobRan += 1; blobObjects += harness.blobObjectsChecked.count }
+            Progress.line("disk workload \(ran)/\(plan.count) (seed \(workloadSeed), \(kind)): \(outcome.crashStates) crash states, "
+                          + "\(explored) in all, \(violations.count) violations, "
+                          + String(format: "%.0f s", Double(clock.monotonicNanos() - started) / 1e9))
             for v in outcome.violations.prefix(5) { print("VIOLATION \(v)") }
             if let history = outcome.minimalHistory { print(history) }
         }

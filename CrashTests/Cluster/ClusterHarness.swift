@@ -89,6 +89,8 @@ struct ClusterHarness {
                 outcome.downloadsChecked += uploads.acknowledgedCount * 3
             }
             primary = promoted
+            Progress.line("cluster round \(round + 1)/\(rounds) (\(round % 2 == 0 ? "kill" : "partition")): n\(promoted + 1) promoted, "
+                          + "\(outcome.rejoins) rejoins, \(outcome.violations.count) violations")
         }
         for log in logs { outcome.acknowledged += await log.acknowledged.count }
         outcome.uploadsAcknowledged = uploads.acknowledgedCount

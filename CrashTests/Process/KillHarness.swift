@@ -53,6 +53,8 @@ struct KillHarness {
             }
             outcome.violations += try await missing(acknowledged, on: node).map { "round \(round): \($0)" }
             if uploaders > 0 { outcome.violations += await uploads.verify().map { "round \(round): \($0)" } }
+            Progress.line("kill \(round + 1)/\(kills): restarted, \(acknowledged.count) acknowledged writes checked"
+                          + (uploaders > 0 ? ", \(uploads.acknowledgedCount) uploads" : "") + ", \(outcome.violations.count) violations")
         }
         outcome.acknowledged = acknowledged.count
         outcome.uploadsAcknowledged = uploads.acknowledgedCount

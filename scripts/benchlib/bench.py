@@ -563,13 +563,18 @@ def main():
         ctx.pg.start()
         time.sleep(2)
         ctx.pg_idle_rss_kb = ctx.pg.backend_rss_kb()
-        for name in ([args.only] if args.only else list(WORKLOADS)):
-            log(f"workload {name}")
+        names = [args.only] if args.only else list(WORKLOADS)
+        bench_started = time.monotonic()
+        for n, name in enumerate(names, 1):
+            # Progress (issue 13 part 4): a line as each workload starts and ends, on stderr.
+            log(f"workload {name} ({n}/{len(names)}) starting, {time.monotonic() - bench_started:.0f} s into the run")
+            started = time.monotonic()
             try:
                 WORKLOADS[name](ctx)
+                log(f"workload {name} ({n}/{len(names)}) done in {time.monotonic() - started:.1f} s")
             except Exception as e:  # report and go on: one broken workload must not hide the others
                 failed.append(name)
-                log(f"workload {name} FAILED: {describe(e)}")
+                log(f"workload {name} ({n}/{len(names)}) FAILED after {time.monotonic() - started:.1f} s: {describe(e)}")
                 RESULTS["workloads"].setdefault(name, {})["error"] = describe(e)
     finally:
         ctx.pg.stop("fast")
