@@ -94,6 +94,18 @@ def test_bad_keys_are_refused(node):
     assert error.value.code == "PGRST301"
 
 
+def test_an_api_key_in_the_url_is_a_key_not_a_filter(node, sb):
+    """Supabase's gateway takes `?apikey=` as the key and hides it from PostgREST."""
+    import httpx
+    ok = httpx.get(f"{node.url}/rest/v1/items", params={"apikey": node.anon, "select": "id", "order": "id"})
+    assert ok.status_code == 200, ok.text
+    assert [r["id"] for r in ok.json()] == ["a1", "a2", "a3"]
+    forged = httpx.get(f"{node.url}/rest/v1/items", params={"apikey": node.anon[:-4] + "abcd"})
+    assert forged.status_code == 401 and forged.json()["code"] == "PGRST301"
+    missing = httpx.get(f"{node.url}/rest/v1/items")
+    assert missing.status_code == 401
+
+
 def test_embedding_declared_references_both_ways(node, sb):
     node.admin("POST", "collections", {"name": "users", "fields": {"id": {"type": "text"}, "name": {"type": "text"}}})
     node.admin("POST", "collections", {"name": "posts", "fields": {

@@ -102,7 +102,9 @@ public struct Caller: Sendable {
     }
 }
 
-/// Checks API keys and user access tokens: `Authorization: Bearer <token>` or `apikey: <key>`.
+/// Checks API keys and user access tokens: `Authorization: Bearer <token>`, `apikey: <key>`, or
+/// (as Supabase's gateway accepts it, for links and EventSource-style clients that cannot set a
+/// header) `?apikey=<key>` in the URL; the request logs redact it (RequestRedaction).
 /// A user token (role `authenticated`) must name its user and session, and the session must
 /// still exist on this node: signing out, refresh-token reuse and deleting the user revoke it.
 public struct KeyChecker: Sendable {
@@ -125,7 +127,8 @@ public struct KeyChecker: Sendable {
             }
             return String(auth.dropFirst(7))
         }
-        return request.headers[HTTPField.Name("apikey")!]
+        if let key = request.headers[HTTPField.Name("apikey")!] { return key }
+        return request.uri.queryParameters.get("apikey")
     }
 
     /// The caller, or 401 when no valid key or token was sent.

@@ -26,7 +26,7 @@ struct PostgRESTQuery {
     /// the parsed select by `EmbedParameters`.
     var embedded: [(path: [String], key: String, value: String)] = []
 
-    static let reserved: Set<String> = ["select", "order", "limit", "offset", "on_conflict", "columns"]
+    static let reserved: Set<String> = ["select", "order", "limit", "offset", "on_conflict", "columns", "apikey"]
 
     static func parse(_ rawQuery: String?, schema: CollectionSchema) throws -> PostgRESTQuery {
         var query = PostgRESTQuery()
@@ -38,6 +38,7 @@ struct PostgRESTQuery {
             case "offset": query.offset = try offset(value)
             case "on_conflict": query.onConflict = value.split(separator: ",").map { String($0).trimmingSpaces() }
             case "columns": query.columns = value.split(separator: ",").map { String($0).trimmingSpaces().replacingOccurrences(of: "\"", with: "") }
+            case "apikey": continue  // the API key sent in the URL (KeyChecker.bearer): Supabase's gateway hides it from PostgREST
             case "or", "and", "not.or", "not.and":
                 let logic = try LogicParser(text: value, schema: schema).parseGroup(and: key.hasSuffix("and"))
                 query.filters.append(key.hasPrefix("not.") ? .not(logic) : logic)
