@@ -122,6 +122,34 @@ import Kernel
         aborted.abort()
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.tmp).isEmpty)
     }
+
+    /// The crash harness's seam (`BlobStore(dataDirectory:fileSystem:)`) writes what a node's
+    /// POSIX store writes: same file, name and bytes, read back by either; dedup and abort alike.
+    @Test func theFileSystemSeamWritesTheSameBlobsAsThePOSIXStore() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let seam = try BlobStore(dataDirectory: dir, fileSystem: POSIXFileSystem())
+        let node = try BlobStore(dataDirectory: dir)
+        let bytes = (0..<300_001).map { UInt8(truncatingIfNeeded: $0 &* 131 >> 3) }
+        let writer = try seam.writer(limitBytes: 1 << 20)
+        for chunk in stride(from: 0, to: bytes.count, by: 70_000) { try writer.write(Array(bytes[chunk..<min(chunk + 70_000, bytes.count)])) }
+        let (sha, size) = try writer.finish()
+        #expect(sha == SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() && size == Int64(bytes.count))
+        #expect(FileManager.default.contents(atPath: node.path(of: sha)) == Data(bytes))
+        #expect(node.exists(sha) && seam.exists(sha) && seam.size(sha) == Int64(bytes.count))
+        let reader = try #require(try seam.reader(sha))
+        let tail = try reader.read(at: 299_990, count: 100)
+        #expect(reader.size == Int64(bytes.count) && tail == Array(bytes[299_990...]))
+        let again = try node.writer(limitBytes: 1 << 20)
+        try again.write(bytes)
+        #expect(try again.finish().sha256 == sha)
+        let dedup = try seam.writer(limitBytes: 1 << 20)
+        try dedup.write(bytes)
+        #expect(try dedup.finish().sha256 == sha)
+        let aborted = try seam.writer(limitBytes: 10)
+        #expect(throws: StorageError.self) { try aborted.write(Array(repeating: 1, count: 11)) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: node.tmp).isEmpty)
+    }
 }
 
 @Suite struct StorageCollectorTests {
