@@ -1,8 +1,8 @@
 // One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
 //
 // Tasks per connection: the reader (this file's `run`, one frame at a time, in order), the
-// writer (drains the bounded RealtimeOutbox); the service's one ticker calls `tick` (idle
-// timeout, token expiry).
+// writer (drains the bounded RealtimeOutbox: everything queued is written, then flushed once,
+// RealtimeSocketWriter); the service's one ticker calls `tick` (idle timeout, token expiry).
 // postgres_changes are queued by the node's shared reader (ChangeFanout); a channel has a task
 // of its own only while it catches up (a resume, or after its outbox was full). State lives
 // in one Mutex; no I/O under it.
@@ -63,12 +63,18 @@ final class RealtimeConnection: Sendable {
 
     // MARK: Run
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+    /// `socket`: the upgraded channel, written in batches (RealtimeSocketWriter: one flush per
+    /// step of the outbox); without it (no channel at hand) one `outbound.write` per frame.
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, socket: RealtimeSocketWriter? = nil) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [outbox] in
                 while let (frames, close) = await outbox.take() {
                     do {
-                        for frame in frames { try await outbound.write(.text(frame)) }
+                        if let socket {
+                            try await socket.write(frames)
+                        } else {
+                            for frame in frames { try await outbound.write(.text(frame)) }
+                        }
                         if let close {
                             try await outbound.close(.init(codeNumber: close.code), reason: close.reason)
                             return

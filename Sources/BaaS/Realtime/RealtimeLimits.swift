@@ -25,6 +25,9 @@ public enum RealtimeLimits {
     /// Headroom for replies and system messages above `outboundEventsMax`; past it the client
     /// is not reading at all and the socket closes (1008).
     public static let outboundControlHeadroom = 64
+    /// Bytes of frames written to one connection before one flush (RealtimeSocketWriter); a
+    /// single bigger frame goes alone. Bounds the copy a batch makes of the outbox's frames.
+    public static let writeBatchBytesMax = 64 << 10
     /// A connection that sends nothing (not even a heartbeat, every 25 s by default) for this
     /// long is closed.
     public static let idleTimeoutSeconds: Int64 = 60

@@ -147,8 +147,8 @@ struct StartCommand: AsyncParsableCommand {
         RequestRing.register(on: router, keys: keys)  // GET /admin/v1/requests: the recent request log
         let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(
             http1: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
-            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, _, _ in
-            realtime.shouldUpgrade(request)
+            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, channel, _ in
+            realtime.shouldUpgrade(request, channel: channel)  // the channel: batched frame writes
         }
         let server: HTTPServerBuilder
         do {
