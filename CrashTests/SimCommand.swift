@@ -11,15 +11,15 @@ struct SimCommand: ParsableCommand {
         commandName: "sim",
         abstract: "Run three to five nodes' replication roles in one process under a seeded network, disk, clock and operator; check every step.",
         discussion: """
-        Each seed runs a cluster of --nodes `ReplicationRole` values (the same value the node runs)
-        for --seconds simulated seconds: clients write in the seed's commit mode (async, sync or
-        all), each node's log is on a simulated disk (written vs flushed; acknowledgements and
-        ACKs count flushed records only), the network delays, loses, duplicates and reorders
-        messages, the operator isolates nodes and cuts links, cuts a node's power (it loses what
-        it had not flushed, may tear its last write, and restarts from its disk: a replica
-        follows again, a deposed primary is fenced and rejoined), promotes a replica when the
-        primary is cut off or down, switches over to a streaming replica at random, and rejoins
-        halted nodes; then every link heals and the replicas must converge. After every step the
+        Each seed runs a cluster of --nodes `ReplicationRole` values (the same value the node runs) \
+        for --seconds simulated seconds: clients write in the seed's commit mode (async, sync or \
+        all), each node's log is on a simulated disk (written vs flushed; acknowledgements and \
+        ACKs count flushed records only), the network delays, loses, duplicates and reorders \
+        messages, the operator isolates nodes and cuts links, cuts a node's power (it loses what \
+        it had not flushed, may tear its last write, and restarts from its disk: a replica \
+        follows again, a deposed primary is fenced and rejoined), promotes a replica when the \
+        primary is cut off or down, switches over to a streaming replica at random, and rejoins \
+        halted nodes; then every link heals and the replicas must converge. After every step the \
         guarantees SIM1-SIM8 of docs/INVARIANTS.md are checked. Same seed, same run.
         Sabotage variants (each reintroduces one bug; the run must report a violation):
         \(RoleFault.allCases.map(\.rawValue).joined(separator: ", ")).
