@@ -501,9 +501,11 @@ def w_realtime_fanout(ctx):
     finally:
         pg.discard()
     RESULTS["workloads"]["realtime_fanout"] = {"aerodb": f, "postgresql": p}
-    note = (f"{rate} changes/s for {ctx.seconds} s; aerodb: {subscribers} subscribers, {matching} matching "
-            f"({f['events']} of {f['expected']} events delivered); postgresql: {listeners} LISTEN connections "
-            f"({p['events']} of {p['expected']} notifications)")
+    note = (f"target {rate} changes/s for {ctx.seconds} s, {realtime_bench.WRITERS} writers; aerodb: {subscribers} subscribers, "
+            f"{matching} matching, achieved {f['achieved_rate']:.0f} changes/s "
+            f"({f['events']} of {f['expected']} events delivered); postgresql: {listeners} LISTEN connections, "
+            f"achieved {p['achieved_rate']:.0f} changes/s ({p['events']} of {p['expected']} notifications); "
+            f"subscribers in {realtime_bench.SUBSCRIBER_PROCESSES} processes each side")
     ratio("realtime_fanout_p50", "postgresql", f["p50_ms"], p["p50_ms"], "ms", higher_is_better=False, note=note)
     ratio("realtime_fanout_p99", "postgresql", f["p99_ms"], p["p99_ms"], "ms", higher_is_better=False, note=note)
     ratio("realtime_fanout_p99", "goal_20ms", f["p99_ms"], 20.0, "ms", higher_is_better=False, note=note)

@@ -1,23 +1,35 @@
 """Realtime benchmarks (issue 14; scripts/bench --only realtime_fanout / realtime_resume).
 
-realtime_fanout: one release node on loopback; `subscribers` WebSocket clients in another process
-(raw Phoenix vsn 1.0.0 frames, asyncio), each joined with one postgres_changes binding on the
-collection `fan`: `matching` of them filter `grp=eq.1`, the rest `grp=eq.2`. A writer inserts
-`rate` rows per second of grp 1 (REST, batches of 10) for `seconds`. Figures:
+realtime_fanout: one release node on loopback; `subscribers` WebSocket clients split over
+SUBSCRIBER_PROCESSES other processes (raw Phoenix vsn 1.0.0 frames on a minimal asyncio
+WebSocket client: no per-message future, JSON parsed only for replies, the timestamp of an event
+found by byte search), each joined with one postgres_changes binding on the collection `fan`:
+`matching` of them filter `grp=eq.1`, the rest `grp=eq.2`. WRITERS writer threads, each with its
+own keep-alive HTTP connection, insert `rate` rows per second of grp 1 between them (REST, batches
+of BATCH_ROWS) for `seconds`; a request that falls behind its schedule is sent at once (up to
+WRITERS in flight), none is sent after `seconds`. Figures:
+  - the rate achieved (rows committed / the writers' elapsed time) beside the target;
   - commit-to-delivery latency p50/p99 over every delivered event (receive time minus the event's
-    `commit_timestamp`, both this machine's clock);
+    `commit_timestamp`, both this machine's clock), from a histogram with 0.1 ms buckets up to
+    1 s and 1 ms buckets above, merged over the processes;
   - RSS the node adds per 1,000 idle joined subscribers.
-Beside it PostgreSQL LISTEN/NOTIFY: `pg_listeners` psycopg connections LISTEN on one channel, a
-writer runs `INSERT ...; NOTIFY fan, '<epoch seconds>'` at the same rate; latency = receive time
-minus the NOTIFY's timestamp. PostgreSQL forks a backend per listener, so its listener count is
-capped (PG_LISTENERS_MAX); the ratio line says which counts were compared.
+Beside it PostgreSQL LISTEN/NOTIFY, treated the same way: `pg_listeners` psycopg connections LISTEN
+on one channel, split over SUBSCRIBER_PROCESSES processes; WRITERS writer connections each run
+transactions of BATCH_ROWS inserts plus one NOTIFY per row (payload: the row id and
+clock_timestamp() taken in the transaction, delivered at its commit); latency = receive time
+minus that timestamp. PostgreSQL forks a backend per listener, so its listener count is capped
+(PG_LISTENERS_MAX); the ratio line says which counts were compared.
 
 realtime_resume: 100,000 rows inserted while a subscriber is away; the time from its join with
 `config.resume_after_lsn` to its 100,000th replayed event (beside a goal of 10 s).
 
 Every server is started here and stopped by pid; no figure is an assertion (docs/BENCHMARKS.md).
+The subscriber and listener processes are this file run as a script (`ws-subscribers`,
+`pg-listeners`).
 """
 import asyncio
+import base64
+import http.client
 import json
 import os
 import shutil
@@ -31,95 +43,314 @@ from datetime import datetime
 
 PORT = 30533  # below the ephemeral port range
 PG_LISTENERS_MAX = 1_000  # one backend process each: more does not fit a 2-core CI machine
+SUBSCRIBER_PROCESSES = 2  # one per core: one Python process cannot parse a fan-out as fast as the node sends it
+WRITERS = 4  # writer connections, each paced at rate / WRITERS
+BATCH_ROWS = 10  # rows per request (AeroDB) or transaction (PostgreSQL)
+JOINS_PER_SECOND = 400  # all subscriber processes together: under the node's 500 joins/s
+DELIVERY_WAIT_SECONDS = 60  # after the last write, how long the subscribers wait for the rest
 
-CLIENT = r'''
-import asyncio, json, sys, time
-from datetime import datetime
-import websockets
 
-url, total, matching, seconds_max, expect = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-latencies, joined = [], 0
+# ---- latency histogram (mergeable across processes) ----
 
-def commit_time(text):
-    return datetime.fromisoformat(text).timestamp()
+# Keys (written inline in the receive loops): 0.1 ms buckets below 1 s, 1 ms buckets above,
+# in 0.1 ms units: int(ms * 10) if ms < 1000 else int(ms) * 10.
 
-async def one(i, start_gate, done):
-    global joined
-    grp = 1 if i < matching else 2
-    for attempt in range(50):
-        try:
-            ws = await websockets.connect(url, max_size=None, ping_interval=None, open_timeout=60)
-            break
-        except Exception:
-            await asyncio.sleep(0.2 + attempt * 0.1)
-    else:
-        raise RuntimeError("could not connect")
-    await ws.send(json.dumps({"event": "phx_join", "topic": f"realtime:fan-{i}", "ref": "1", "join_ref": "1", "payload": {
-        "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "fan", "filter": f"grp=eq.{grp}"}]}}}))
-    while True:
-        frame = json.loads(await ws.recv())
-        if frame["event"] == "phx_reply":
-            if frame["payload"]["status"] != "ok":
-                await asyncio.sleep(1.0)  # join rate limit: retry
-                await ws.send(json.dumps({"event": "phx_join", "topic": f"realtime:fan-{i}", "ref": "2", "join_ref": "2",
-                                          "payload": {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public",
-                                                      "table": "fan", "filter": f"grp=eq.{grp}"}]}}}))
-                continue
-            break
-    joined += 1
-    got = 0
-    async def heartbeat():
-        while True:
-            await asyncio.sleep(20)
-            await ws.send(json.dumps({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "h", "join_ref": None}))
-    hb = asyncio.create_task(heartbeat())
-    try:
-        while grp == 1 and not done.is_set():
-            try:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
-            except asyncio.TimeoutError:
-                continue
-            if frame["event"] == "postgres_changes":
-                latencies.append(time.time() - commit_time(frame["payload"]["data"]["commit_timestamp"]))
-                got += 1
-        await done.wait()
-    finally:
+def hist_merge(hists):
+    out = {}
+    for h in hists:
+        for k, v in h.items():
+            out[int(k)] = out.get(int(k), 0) + v
+    return out
+
+
+def hist_quantile(hist, q):
+    n = sum(hist.values())
+    if n == 0:
+        return 0.0
+    target, seen = max(1, int(n * q + 0.999999)), 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen >= target:
+            return k / 10
+    return max(hist) / 10
+
+
+# ---- the subscriber process (python realtime_bench.py ws-subscribers ...) ----
+
+class _Subscribers:
+    """Minimal WebSocket client side for many Phoenix subscribers in one asyncio loop."""
+
+    def __init__(self, host, port, path, matching_ids):
+        self.host, self.port, self.path = host, port, path
+        self.matching_ids = matching_ids
+        self.joined, self.failed, self.events = 0, None, 0
+        self.hist, self.stamps = {}, {}
+        self.protocols = []
+
+    def stamp(self, ts):
+        t = self.stamps.get(ts)
+        if t is None:
+            if len(self.stamps) > 100_000:
+                self.stamps.clear()
+            t = self.stamps[ts] = datetime.fromisoformat(ts.decode()).timestamp()
+        return t
+
+
+def _protocol(owner, index, grp):
+    class Sub(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.buf, self.upgraded, self.joined = transport, bytearray(), False, False
+            key = base64.b64encode(os.urandom(16)).decode()
+            transport.write((f"GET {owner.path} HTTP/1.1\r\nHost: {owner.host}:{owner.port}\r\nUpgrade: websocket\r\n"
+                             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+
+        def send(self, obj):
+            data = json.dumps(obj, separators=(",", ":")).encode()
+            n = len(data)
+            head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+            self.transport.write(head + b"\0\0\0\0" + data)  # masked with the zero key
+
+        def join(self, ref):
+            self.send({"event": "phx_join", "topic": f"realtime:fan-{index}", "ref": ref, "join_ref": ref, "payload": {
+                "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "fan", "filter": f"grp=eq.{grp}"}]}}})
+
+        def heartbeat(self):
+            if not self.transport.is_closing():
+                self.send({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "h", "join_ref": None})
+
+        def data_received(self, data):
+            now = time.time()
+            buf = self.buf
+            buf += data
+            if not self.upgraded:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                if not buf.startswith(b"HTTP/1.1 101"):
+                    owner.failed = f"upgrade refused: {bytes(buf[:end])[:200]!r}"
+                    return
+                del buf[:end + 4]
+                self.upgraded = True
+                self.join("1")
+            pos, n = 0, len(buf)
+            while n - pos >= 2:
+                b0, size, off = buf[pos], buf[pos + 1] & 0x7F, pos + 2
+                if size == 126:
+                    if n - off < 2:
+                        break
+                    size, off = int.from_bytes(buf[off:off + 2], "big"), off + 2
+                elif size == 127:
+                    if n - off < 8:
+                        break
+                    size, off = int.from_bytes(buf[off:off + 8], "big"), off + 8
+                if n - off < size:
+                    break
+                op = b0 & 0x0F
+                if op == 1:
+                    self.text(buf, off, off + size, now)
+                elif op == 9:
+                    payload = bytes(buf[off:off + size])
+                    self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                elif op == 8:
+                    owner.failed = owner.failed or f"the node closed subscriber {index}: {bytes(buf[off:off + size])!r}"
+                pos = off + size
+            if pos:
+                del buf[:pos]
+
+        def text(self, buf, start, end, now):
+            if self.joined:
+                if buf.find(b'"event":"postgres_changes"', start, end) >= 0:
+                    i = buf.find(b'"commit_timestamp":"', start, end) + 20
+                    ms = (now - owner.stamp(bytes(buf[i:buf.find(b'"', i, end)]))) * 1000
+                    k = int(ms * 10) if ms < 1000 else int(ms) * 10
+                    owner.hist[k] = owner.hist.get(k, 0) + 1
+                    owner.events += 1
+                return
+            frame = json.loads(bytes(buf[start:end]))
+            if frame.get("event") == "phx_reply" and frame.get("ref") in ("1", "2"):
+                if frame["payload"].get("status") == "ok":
+                    self.joined = True
+                    owner.joined += 1
+                else:  # the join rate limit: retry
+                    asyncio.get_running_loop().call_later(1.0, self.join, "2")
+
+        def connection_lost(self, exc):
+            if not getattr(self, "closing", False):
+                owner.failed = owner.failed or f"subscriber {index} lost its connection: {exc!r}"
+    return Sub
+
+
+def ws_subscribers_main(argv):
+    host, port, path = argv[0], int(argv[1]), argv[2]
+    proc, procs, total, matching, joins_per_s = (int(a) for a in argv[3:8])
+    mine = [i for i in range(total) if i % procs == proc]
+    my_matching = sum(1 for i in mine if i < matching)
+    owner = _Subscribers(host, port, path, my_matching)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for n, i in enumerate(mine):
+            for attempt in range(50):
+                try:
+                    _, p = await loop.create_connection(_protocol(owner, i, 1 if i < matching else 2), host, port)
+                    owner.protocols.append(p)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.2 + attempt * 0.1)
+            else:
+                print(f"FAILED could not connect subscriber {i}", flush=True)
+                return
+            if n % 50 == 49:
+                await asyncio.sleep(50 / joins_per_s)
+        report = time.time() + 10
+        while owner.joined < len(mine):
+            if owner.failed:
+                print(f"FAILED {owner.failed}", flush=True)
+                return
+            await asyncio.sleep(0.1)
+            if time.time() > report:
+                print(f"[realtime_bench] process {proc}: {owner.joined} of {len(mine)} subscribers joined", file=sys.stderr, flush=True)
+                report = time.time() + 10
+
+        async def heartbeats():
+            while True:  # one loop for all: the node closes a connection silent for 60 s
+                for k, p in enumerate(owner.protocols):
+                    p.heartbeat()
+                    if k % 500 == 499:
+                        await asyncio.sleep(0)
+                await asyncio.sleep(20)
+        hb = asyncio.create_task(heartbeats())
+        print("JOINED", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # the parent measured idle memory and writes
+        written = int(await loop.run_in_executor(None, sys.stdin.readline))
+        expected = written * my_matching
+        deadline = time.time() + DELIVERY_WAIT_SECONDS
+        while owner.events < expected and time.time() < deadline and not owner.failed:
+            await asyncio.sleep(0.05)
         hb.cancel()
-        await ws.close()
+        for p in owner.protocols:
+            p.closing = True
+            p.transport.close()
+        print("RESULT " + json.dumps({"events": owner.events, "expected": expected, "hist": owner.hist,
+                                      "failed": owner.failed}), flush=True)
 
-async def main():
-    done = asyncio.Event()
-    tasks = []
-    for i in range(total):
-        tasks.append(asyncio.create_task(one(i, None, done)))
-        if i % 100 == 99:
-            await asyncio.sleep(0.25)  # under the node's 500 joins/s
-    report = time.time() + 10
-    while joined < total:
-        failed = [t for t in tasks if t.done() and t.exception()]
-        if failed:
-            print(f"FAILED {failed[0].exception()!r}", flush=True)
-            sys.exit(1)
-        await asyncio.sleep(0.1)
-        if time.time() > report:
-            print(f"[realtime_bench] {joined} of {total} subscribers joined", file=sys.stderr, flush=True)
-            report = time.time() + 10
+    asyncio.run(main())
+
+
+# ---- the PostgreSQL listener process (python realtime_bench.py pg-listeners ...) ----
+
+def pg_listeners_main(argv):
+    import psycopg
+    import selectors
+    port, count = int(argv[0]), int(argv[1])
+    conns = [psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True)
+             for _ in range(count)]
+    for c in conns:
+        c.execute("LISTEN fan")
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c.fileno(), selectors.EVENT_READ, c)
     print("JOINED", flush=True)
-    sys.stdin.readline()  # the parent measured idle memory and starts writing
-    written = int(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
-    deadline = time.time() + seconds_max
-    while len(latencies) < written * matching and time.time() < deadline:
-        await asyncio.sleep(0.1)
-    done.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    latencies.sort()
-    n = len(latencies)
-    print("RESULT " + json.dumps({"events": n, "expected": written * matching,
-                                  "p50_ms": latencies[n // 2] * 1000 if n else 0,
-                                  "p99_ms": latencies[min(n - 1, n * 99 // 100)] * 1000 if n else 0}), flush=True)
+    sys.stdin.readline()
+    state = {"expected": None}
 
-asyncio.run(main())
-'''
+    def read_written():
+        state["expected"] = int(sys.stdin.readline()) * count
+    threading.Thread(target=read_written, daemon=True).start()
+    hist, events, deadline = {}, 0, None
+    while True:
+        if state["expected"] is not None:
+            deadline = deadline or time.time() + DELIVERY_WAIT_SECONDS
+            if events >= state["expected"] or time.time() > deadline:
+                break
+        for key, _ in sel.select(timeout=0.05):
+            for n in key.data.notifies(timeout=0, stop_after=1000):
+                ms = (time.time() - float(n.payload.split(" ", 1)[1])) * 1000
+                k = int(ms * 10) if ms < 1000 else int(ms) * 10
+                hist[k] = hist.get(k, 0) + 1
+                events += 1
+    for c in conns:
+        c.close()
+    print("RESULT " + json.dumps({"events": events, "expected": state["expected"], "hist": hist, "failed": None}), flush=True)
+
+
+# ---- the parent side ----
+
+def paced_writers(rate, seconds, make_writer):
+    """WRITERS threads, each calling its writer(ids) with BATCH_ROWS new ids on a schedule of
+    rate / WRITERS rows per second; a late call is made at once, none after `seconds`.
+    Returns (rows written, elapsed seconds)."""
+    per_writer = rate / WRITERS
+    interval = BATCH_ROWS / per_writer
+    counts, errors = [0] * WRITERS, []
+
+    def run(w, start):
+        try:
+            write = make_writer(w)
+            k = 0
+            while True:
+                at = start + (k + w / WRITERS) * interval
+                now = time.monotonic()
+                if at - start >= seconds or now - start >= seconds:
+                    return
+                if at > now:
+                    time.sleep(at - now)
+                base = (w * 10_000_000) + k * BATCH_ROWS
+                write(list(range(base, base + BATCH_ROWS)))
+                counts[w] += BATCH_ROWS
+                k += 1
+        except Exception as e:  # reported, never swallowed
+            errors.append(e)
+    start = time.monotonic() + 0.05
+    threads = [threading.Thread(target=run, args=(w, start)) for w in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"a writer failed: {errors[0]!r}")
+    return sum(counts), time.monotonic() - start
+
+
+def _spawn(kind, args):
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), kind] + [str(a) for a in args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _gather(procs, written):
+    """Tells every process how many rows were written and merges their RESULT lines."""
+    for p in procs:
+        p.stdin.write(f"{written}\n")
+        p.stdin.flush()
+    results = []
+    for p in procs:
+        result = None
+        for line in p.stdout:
+            if line.startswith("RESULT "):
+                result = json.loads(line[7:])
+        p.wait(timeout=DELIVERY_WAIT_SECONDS + 60)
+        if result is None:
+            raise RuntimeError("a subscriber process printed no result")
+        if result["failed"]:
+            raise RuntimeError(f"a subscriber process failed: {result['failed']}")
+        results.append(result)
+    hist = hist_merge(r["hist"] for r in results)
+    return {"events": sum(r["events"] for r in results), "expected": sum(r["expected"] for r in results),
+            "p50_ms": hist_quantile(hist, 0.50), "p99_ms": hist_quantile(hist, 0.99),
+            "max_ms": max(hist) / 10 if hist else 0.0}
+
+
+def _wait_joined(procs):
+    for p in procs:
+        line = p.stdout.readline()
+        if not line.startswith("JOINED"):
+            raise RuntimeError(f"subscribers did not join: {line!r}")
+
+
+def _go(procs):
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
 
 
 def rss_kb(pid):
@@ -167,108 +398,84 @@ class Node:
             self.process.kill()
 
 
-def paced(rate, seconds, action):
-    """Calls action(i) `rate` times per second (in ticks of 10) for `seconds`."""
-    per_tick, tick = max(1, rate // 100), 0.01
-    start, i = time.monotonic(), 0
-    while time.monotonic() - start < seconds:
-        action(i, per_tick)
-        i += per_tick
-        next_at = start + (i / per_tick) * tick
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    return i
-
-
 def fanout(binary, subscribers, matching, rate, seconds):
     root = tempfile.mkdtemp(prefix="aerodb-rtbench-")
     node = Node(binary, root)
-    client = None
+    procs = []
     try:
         node.request("POST", "/admin/v1/collections", {"name": "fan", "fields": {
             "id": {"type": "int"}, "grp": {"type": "int"}}})
         before = rss_kb(node.process.pid)
-        expect = int(rate * seconds)
-        script = os.path.join(root, "client.py")
-        with open(script, "w") as f:
-            f.write(CLIENT)
-        ws = f"ws://127.0.0.1:{PORT}/realtime/v1/websocket?apikey={node.service}&vsn=1.0.0"
-        client = subprocess.Popen([sys.executable, script, ws, str(subscribers), str(matching), "60", str(expect)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = client.stdout.readline()
-        if not line.startswith("JOINED"):
-            raise RuntimeError(f"subscribers did not join: {line!r}")
+        path = f"/realtime/v1/websocket?apikey={node.service}&vsn=1.0.0"
+        procs = [_spawn("ws-subscribers", ["127.0.0.1", PORT, path, k, SUBSCRIBER_PROCESSES, subscribers, matching,
+                                           JOINS_PER_SECOND // SUBSCRIBER_PROCESSES])
+                 for k in range(SUBSCRIBER_PROCESSES)]
+        _wait_joined(procs)
         time.sleep(2)
         idle = rss_kb(node.process.pid)
-        client.stdin.write("go\n")
-        client.stdin.flush()
+        _go(procs)
+        headers = {"apikey": node.service, "Authorization": f"Bearer {node.service}", "Content-Type": "application/json",
+                   "Prefer": "return=minimal"}
 
-        def insert(i, n):
-            node.request("POST", "/rest/v1/fan", [{"id": i + k, "grp": 1} for k in range(n)], prefer="return=minimal")
-        written = paced(rate, seconds, insert)
-        client.stdin.write(f"{written}\n")
-        client.stdin.flush()
-        result = None
-        for line in client.stdout:
-            if line.startswith("RESULT "):
-                result = json.loads(line[7:])
-        client.wait(timeout=120)
-        if result is None:
-            raise RuntimeError("the subscriber process printed no result")
+        def make_writer(w):
+            conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+
+            def write(ids):
+                conn.request("POST", "/rest/v1/fan", json.dumps([{"id": i, "grp": 1} for i in ids]), headers)
+                answer = conn.getresponse()
+                body = answer.read()
+                if answer.status >= 300:
+                    raise RuntimeError(f"insert answered {answer.status}: {body[:200]!r}")
+            return write
+        written, elapsed = paced_writers(rate, seconds, make_writer)
+        result = _gather(procs, written)
         result.update({"subscribers": subscribers, "matching": matching, "written": written,
+                       "target_rate": rate, "achieved_rate": written / elapsed, "writers": WRITERS,
+                       "subscriber_processes": SUBSCRIBER_PROCESSES,
                        "rss_added_per_1000_idle_mb": (idle - before) / 1024 / (subscribers / 1000)})
         return result
     finally:
-        if client and client.poll() is None:
-            client.kill()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
         node.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_fanout(pg, listeners, rate, seconds):
-    """PostgreSQL LISTEN/NOTIFY: `listeners` psycopg connections on one channel."""
+    """PostgreSQL LISTEN/NOTIFY: `listeners` psycopg connections on one channel, in
+    SUBSCRIBER_PROCESSES processes; WRITERS writer connections."""
     import psycopg
-    conns = [psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres", autocommit=True)
-             for _ in range(listeners)]
-    latencies, lock, stop = [], threading.Lock(), threading.Event()
-    for c in conns:
-        c.execute("LISTEN fan")
+    setup = psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres", autocommit=True)
+    setup.execute("DROP TABLE IF EXISTS fan; CREATE TABLE fan(id bigint PRIMARY KEY, grp int)")
+    setup.close()
+    shares = [listeners // SUBSCRIBER_PROCESSES + (1 if k < listeners % SUBSCRIBER_PROCESSES else 0)
+              for k in range(SUBSCRIBER_PROCESSES)]
+    procs = [_spawn("pg-listeners", [pg.port, n]) for n in shares if n > 0]
+    try:
+        _wait_joined(procs)
+        _go(procs)
 
-    def listen(chunk):
-        import selectors
-        sel = selectors.DefaultSelector()
-        for c in chunk:
-            sel.register(c.fileno(), selectors.EVENT_READ, c)
-        while not stop.is_set():
-            for key, _ in sel.select(timeout=0.2):
-                for n in key.data.notifies(timeout=0, stop_after=100):
-                    with lock:
-                        latencies.append(time.time() - float(n.payload))
-    threads = [threading.Thread(target=listen, args=(conns[i::4],), daemon=True) for i in range(4)]
-    for t in threads:
-        t.start()
-    writer = psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres", autocommit=True)
-    writer.execute("DROP TABLE IF EXISTS fan; CREATE TABLE fan(id bigint PRIMARY KEY, grp int)")
+        def make_writer(w):
+            conn = psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres", autocommit=True)
 
-    def insert(i, n):
-        with writer.transaction():
-            for k in range(n):
-                writer.execute("INSERT INTO fan VALUES (%s, 1)", (i + k,))
-                writer.execute("SELECT pg_notify('fan', %s)", (repr(time.time()),))
-    written = paced(rate, seconds, insert)
-    deadline = time.time() + 60
-    while len(latencies) < written * listeners and time.time() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    for t in threads:
-        t.join(timeout=5)
-    for c in conns + [writer]:
-        c.close()
-    latencies.sort()
-    n = len(latencies)
-    return {"listeners": listeners, "events": n, "expected": written * listeners,
-            "p50_ms": latencies[n // 2] * 1000 if n else 0, "p99_ms": latencies[min(n - 1, n * 99 // 100)] * 1000 if n else 0}
+            def write(ids):
+                with conn.transaction():
+                    conn.execute("INSERT INTO fan SELECT g, 1 FROM unnest(%s::bigint[]) g", (ids,))
+                    # One notification per row (distinct payloads: NOTIFY folds identical ones), stamped
+                    # inside the transaction and delivered at its commit.
+                    conn.execute("SELECT pg_notify('fan', g || ' ' || extract(epoch from clock_timestamp())) "
+                                 "FROM unnest(%s::bigint[]) g", (ids,))
+            return write
+        written, elapsed = paced_writers(rate, seconds, make_writer)
+        result = _gather(procs, written)
+        result.update({"listeners": listeners, "written": written, "target_rate": rate,
+                       "achieved_rate": written / elapsed, "writers": WRITERS, "subscriber_processes": len(procs)})
+        return result
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 def resume(binary, events):
@@ -302,3 +509,12 @@ def resume(binary, events):
     finally:
         node.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "ws-subscribers":
+        ws_subscribers_main(sys.argv[2:])
+    elif sys.argv[1] == "pg-listeners":
+        pg_listeners_main(sys.argv[2:])
+    else:
+        sys.exit(f"unknown role {sys.argv[1]!r}")

@@ -28,6 +28,9 @@ public enum RealtimeLimits {
     /// Bytes of frames written to one connection before one flush (RealtimeSocketWriter); a
     /// single bigger frame goes alone. Bounds the copy a batch makes of the outbox's frames.
     public static let writeBatchBytesMax = 64 << 10
+    /// First read buffer of a realtime connection (NIO's default is 2,048; it adapts between 64
+    /// bytes and 64 KiB with the reads). Idle subscribers send about a heartbeat per 25 s.
+    public static let readBufferInitialBytes = 512
     /// A connection that sends nothing (not even a heartbeat, every 25 s by default) for this
     /// long is closed.
     public static let idleTimeoutSeconds: Int64 = 60

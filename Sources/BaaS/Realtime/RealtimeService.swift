@@ -168,10 +168,27 @@ public final class RealtimeService: Sendable {
                 try await outbound.close(.init(codeNumber: 1013), reason: "too many connections on this node")
                 return
             }
+            if let channel { await Self.trimReadBuffers(channel, logger: logger) }
             let connection = RealtimeConnection(id: id, service: self, version: version, apikey: key)
             registry.withLock { $0.open[id] = connection }
             defer { releaseConnection(id) }
             await connection.run(inbound: inbound, outbound: outbound, socket: channel.map(RealtimeSocketWriter.init(channel:)))
+        }
+    }
+
+    /// Most of a node's realtime connections are idle subscribers that send little (a join, a
+    /// heartbeat every 25 s), yet NIO keeps up to `maxMessagesPerRead` (4) pooled read buffers of
+    /// 2,048 bytes or more per channel: a realtime channel keeps one, sized from
+    /// RealtimeLimits.readBufferInitialBytes (it still grows for a big frame). Memory only: a
+    /// failure is logged and the connection goes on with NIO's defaults.
+    static func trimReadBuffers(_ channel: any Channel, logger: Logger) async {
+        do {
+            try await channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1).get()
+            try await channel.setOption(ChannelOptions.recvAllocator,
+                                        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: RealtimeLimits.readBufferInitialBytes,
+                                                                               maximum: 65_536)).get()
+        } catch {
+            logger.debug("realtime: read buffer options not set", metadata: ["error": "\(error)"])
         }
     }
 

@@ -147,7 +147,9 @@ struct StartCommand: AsyncParsableCommand {
         RequestRing.register(on: router, keys: keys)  // GET /admin/v1/requests: the recent request log
         let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(
             http1: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
-            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax))) { request, channel, _ in
+            // No server pings: Phoenix clients send heartbeats and realtime closes a connection silent
+            // for RealtimeLimits.idleTimeoutSeconds; a ping task per connection cost memory per subscriber.
+            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax, autoPing: .disabled))) { request, channel, _ in
             realtime.shouldUpgrade(request, channel: channel)  // the channel: batched frame writes
         }
         let server: HTTPServerBuilder
