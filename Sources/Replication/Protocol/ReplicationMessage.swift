@@ -444,6 +444,15 @@ final class HandshakePlaces: Sendable {
         var byAddress: [String: Int] = [:]
     }
     private let taken = Mutex(Taken())
+    private let deadline = Mutex(ReplicationTimeouts.handshakeMillis)
+
+    /// How long an accepted connection may take to send its HELLO (`ReplicationTimeouts.handshakeMillis`;
+    /// read at each accept). Settable so a test can hold places longer than it takes a loaded
+    /// machine to open them.
+    var handshakeMillis: Int64 {
+        get { deadline.withLock { $0 } }
+        set { deadline.withLock { $0 = newValue } }
+    }
 
     /// `perAddressMax` defaults to `max` (no per-address bound).
     init(max: Int, perAddressMax: Int? = nil) {

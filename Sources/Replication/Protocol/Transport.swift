@@ -79,7 +79,7 @@ enum Transport {
 
     /// Listens on `address`. Every accepted connection takes one of `places` until its first
     /// HELLO is decided by `authenticate` (or it closes), and is closed when none is free or when
-    /// the HELLO has not arrived within `handshakeMillis`.
+    /// the HELLO has not arrived within `places.handshakeMillis`.
     static func listen(_ address: PeerAddress, places: HandshakePlaces,
                        authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
         do {
@@ -94,7 +94,7 @@ enum Transport {
                         return channel.eventLoop.makeFailedFuture(AeroError(.replicationRefused, "too many connections awaiting their HELLO"))
                     }
                     channel.closeFuture.whenComplete { _ in handshake.release() }
-                    let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(ReplicationTimeouts.handshakeMillis)) {
+                    let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(places.handshakeMillis)) {
                         if handshake.state == .awaitingHello { channel.close(promise: nil) }
                     }
                     channel.closeFuture.whenComplete { _ in deadline.cancel() }
