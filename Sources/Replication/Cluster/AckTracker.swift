@@ -132,13 +132,5 @@ struct ReplicaRetention: RetentionFloor {
     var lsn: UInt64? { tracker.all.values.min().map { $0 + 1 } }
 }
 
-/// The commit gate of `sync` and `all` modes: `needed` replica flushes within the timeout.
-struct ReplicaFlushGate: CommitGate {
-    let tracker: AckTracker
-    let needed: Int
-    let timeoutMillis: Int64
-
-    func wait(_ lsn: UInt64) async throws {
-        try await tracker.wait(lsn, needed: needed, timeoutMillis: timeoutMillis)
-    }
-}
+// The commit gate (`needed` replica flushes per commit, by the mode in effect) is
+// ModalFlushGate in CommitModeSetting.swift.
