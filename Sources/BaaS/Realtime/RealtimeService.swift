@@ -168,7 +168,7 @@ public final class RealtimeService: Sendable {
                 try await outbound.close(.init(codeNumber: 1013), reason: "too many connections on this node")
                 return
             }
-            if let channel { await Self.trimReadBuffers(channel, logger: logger) }
+            if let channel { Self.trimReadBuffers(channel, logger: logger) }
             let connection = RealtimeConnection(id: id, service: self, version: version, apikey: key)
             registry.withLock { $0.open[id] = connection }
             defer { releaseConnection(id) }
@@ -178,17 +178,22 @@ public final class RealtimeService: Sendable {
 
     /// Most of a node's realtime connections are idle subscribers that send little (a join, a
     /// heartbeat every 25 s), yet NIO keeps up to `maxMessagesPerRead` (4) pooled read buffers of
-    /// 2,048 bytes or more per channel: a realtime channel keeps one, sized from
-    /// RealtimeLimits.readBufferInitialBytes (it still grows for a big frame). Memory only: a
-    /// failure is logged and the connection goes on with NIO's defaults.
-    static func trimReadBuffers(_ channel: any Channel, logger: Logger) async {
-        do {
-            try await channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1).get()
-            try await channel.setOption(ChannelOptions.recvAllocator,
-                                        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: RealtimeLimits.readBufferInitialBytes,
-                                                                               maximum: 65_536)).get()
-        } catch {
-            logger.debug("realtime: read buffer options not set", metadata: ["error": "\(error)"])
+    /// 2,048 bytes or more per channel: a realtime channel keeps one, and a new one starts at
+    /// RealtimeLimits.readBufferInitialBytes (it still grows for a big frame). Set on the event
+    /// loop without awaiting it: an await here would grow the connection task's allocator for
+    /// good (heaptrack: task allocator slabs are most of an idle connection's memory). Memory
+    /// only: a failure is logged and the connection goes on with NIO's defaults.
+    static func trimReadBuffers(_ channel: any Channel, logger: Logger) {
+        channel.eventLoop.execute {
+            do {
+                guard let options = channel.syncOptions else { return }
+                try options.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
+                try options.setOption(ChannelOptions.recvAllocator,
+                                      value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: RealtimeLimits.readBufferInitialBytes,
+                                                                             maximum: 65_536))
+            } catch {
+                logger.debug("realtime: read buffer options not set", metadata: ["error": "\(error)"])
+            }
         }
     }
 
