@@ -61,6 +61,34 @@ import Testing
         }
     }
 
+    /// Node settings that are cluster settings (issue 13): aerodb.json's value until one is
+    /// stored, the kernel's query limits follow, the named ranges and limit_default <= limit_max.
+    @Test func nodeSettingsOverrideTheFilesAndReachTheKernel() async throws {
+        try await RealtimeTests.withDatabase { db in
+            var query = QueryOptions()
+            query.scanRowsMax = 5_000
+            let settings = ClusterSettings(database: db, fileAuth: nil, fileSettings: AuthSettings(), logger: Logger(label: "test"),
+                                           fileNode: NodeFileSettings(query: query, commitMode: "sync", explicit: [NodeSettingsKeys.scanRowsMax]))
+            func row(_ key: String) throws -> JSONValue? {
+                try settings.list()["settings"]?.arrayValue?.first { $0["key"] == .string(key) }
+            }
+            #expect(try row("query.scan_rows_max") == .object(["key": .string("query.scan_rows_max"), "value": .int(5_000), "source": .string("aerodb.json")]))
+            #expect(try row("replication.commit_mode")?["value"] == .string("sync"))
+            _ = try await settings.set("query.scan_rows_max", .int(2_000))
+            _ = try await settings.set("replication.commit_mode", .string("all"))
+            #expect(settings.applyQueryLimits().scanRowsMax == 2_000 && db.queryOptions.scanRowsMax == 2_000)
+            #expect(ClusterSettings.commitMode(in: db.snapshot()) == "all")
+            #expect(try row("query.scan_rows_max")?["source"] == .string("cluster"))
+            for (key, value): (String, JSONValue) in [("query.scan_rows_max", .int(999)), ("query.limit_max", .int(9_999)),
+                                                      ("query.limit_default", .int(10_001)), ("replication.commit_mode", .string("fast")),
+                                                      ("query.aggregates_enabled", .string("yes"))] {
+                await #expect(throws: AeroError.self, "\(key)") { _ = try await settings.set(key, value) }
+            }
+            _ = try await settings.unset("query.scan_rows_max")
+            #expect(settings.applyQueryLimits().scanRowsMax == 5_000)  // the file's again
+        }
+    }
+
     @Test func anUnknownKeyIsRefusedWithEverySettableKey() throws {
         do {
             _ = try ClusterSettings.settable("wal_engine")

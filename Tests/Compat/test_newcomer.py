@@ -167,7 +167,7 @@ def test_commit_mode_set_through_a_replica_applies_on_the_primary_from_the_next_
     cluster.admin(0, "POST", "collections", {"name": "cm_items", "fields": {"id": {"type": "text"}}})
     for i in range(3):
         row = settings_of(cluster, i)["replication.commit_mode"]
-        assert row == {"key": "replication.commit_mode", "value": "sync", "source": "aerodb.json"}, f"node {i + 1}"
+        assert row == {"key": "replication.commit_mode", "value": "sync", "source": "default"}, f"node {i + 1}"
     answer = cluster.admin(1, "PUT", "settings/replication.commit_mode", {"value": "all"})
     assert answer["value"] == "all"
     for i in (0, 2):
@@ -195,7 +195,7 @@ def test_commit_mode_set_through_a_replica_applies_on_the_primary_from_the_next_
         cluster.admin(0, "PUT", "settings/replication.commit_mode", {"value": "fast"})
     assert refused.value.code == 400
     cluster.admin(0, "DELETE", "settings/replication.commit_mode")
-    assert until(lambda: settings_of(cluster, 2)["replication.commit_mode"]["source"] == "aerodb.json")
+    assert until(lambda: settings_of(cluster, 2)["replication.commit_mode"]["source"] == "default")
 
 
 def test_query_limits_set_through_one_node_bound_reads_on_the_others(cluster):
@@ -223,7 +223,7 @@ def test_query_limits_set_through_one_node_bound_reads_on_the_others(cluster):
         with pytest.raises(urllib.error.HTTPError) as refused:
             cluster.admin(1, "PUT", f"settings/{key}", {"value": value})
         assert refused.value.code == 400, key
-    assert settings_of(cluster, 0)["query.limit_max"] == {"key": "query.limit_max", "value": 10_000, "source": "aerodb.json"}
+    assert settings_of(cluster, 0)["query.limit_max"] == {"key": "query.limit_max", "value": 10_000, "source": "default"}
     for key in ("query.limit_default", "query.scan_rows_max"):
         cluster.admin(2, "DELETE", f"settings/{key}")
     client = create_client(cluster.urls[2], cluster.service)

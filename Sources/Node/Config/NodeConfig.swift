@@ -164,12 +164,19 @@ struct NodeConfig {
     }
 
     /// The file's values of the settings that are cluster settings too (defaults until stored).
+    /// A key counts as set by aerodb.json only when its value differs from the built-in default
+    /// (`cluster init` writes every query limit and the commit mode: `aerodb status` shows only
+    /// what someone changed).
     func nodeFileSettings(file: [String: JSONValue]) -> NodeFileSettings {
-        let names = ["commit_mode": NodeSettingsKeys.commitMode, "query_limit_default": NodeSettingsKeys.limitDefault,
-                     "query_limit_max": NodeSettingsKeys.limitMax, "scan_rows_max": NodeSettingsKeys.scanRowsMax,
-                     "db_aggregates_enabled": NodeSettingsKeys.aggregatesEnabled]
+        let builtIn = QueryOptions()
+        let names: [(String, String, Bool)] = [
+            ("commit_mode", NodeSettingsKeys.commitMode, effectiveCommitMode != (members.count > 1 ? .sync : .async)),
+            ("query_limit_default", NodeSettingsKeys.limitDefault, query.limitDefault != builtIn.limitDefault),
+            ("query_limit_max", NodeSettingsKeys.limitMax, query.limitMax != builtIn.limitMax),
+            ("scan_rows_max", NodeSettingsKeys.scanRowsMax, query.scanRowsMax != builtIn.scanRowsMax),
+            ("db_aggregates_enabled", NodeSettingsKeys.aggregatesEnabled, query.aggregatesEnabled != builtIn.aggregatesEnabled)]
         return NodeFileSettings(query: query, commitMode: effectiveCommitMode.rawValue,
-                                explicit: Set(names.compactMap { file[$0.key] != nil ? $0.value : nil }))
+                                explicit: Set(names.compactMap { file[$0.0] != nil && $0.2 ? $0.1 : nil }))
     }
 
     /// `nodeFileSettings` of the node directory's aerodb.json as written.
