@@ -985,7 +985,7 @@ package struct ClusterSimulation {
         }
         // Failover: the primary lost power a while ago (and nobody has replaced it).
         for k in 0..<n where nodes[k].down && nodes[k].role.isPrimary && now - nodes[k].downSince > 300_000
-            && !nodes.contains(where: { !$0.down && $0.role.isPrimary && $0.role.epoch > nodes[k].role.epoch }) && rng.chance(0.3) {
+            && !nodes.contains(where: { !$0.down && $0.marker.primary == $0.id && $0.marker.epoch > nodes[k].role.epoch }) && rng.chance(0.3) {
             let candidates = (0..<n).filter { $0 != k && nodes[$0].role.mode == .replica && seesCluster($0, replacing: k) }
             if let c = candidates.max(by: { ahead($1, of: $0) }) { promote(c) }
         }
@@ -1087,7 +1087,8 @@ package struct ClusterSimulation {
         let cand = nodes[c]
         let oldPrimary = names.firstIndex(of: cand.role.primary)
         if let o = oldPrimary, reachable(c, o),
-           PromotionDecision.oldPrimaryAnswers(isPrimary: nodes[o].role.isPrimary, epoch: nodes[o].role.epoch, candidateEpoch: cand.role.epoch) {
+           // STATE's `is_primary` is the marker's (a primary demoting for a switchover answers as primary).
+           PromotionDecision.oldPrimaryAnswers(isPrimary: nodes[o].marker.primary == nodes[o].id, epoch: nodes[o].role.epoch, candidateEpoch: cand.role.epoch) {
             note("promotion of \(cand.id) refused: the old primary answers")
             return
         }
