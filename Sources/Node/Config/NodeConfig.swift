@@ -151,6 +151,9 @@ struct NodeConfig {
             default: throw invalid("unknown or invalid setting \"\(key)\": \(JSON.encodeString(value))")
             }
         }
+        guard config.query.limitDefault <= config.query.limitMax else {  // as the cluster settings query.* (ClusterSettings.checkQueryLimits)
+            throw invalid("query_limit_default (\(config.query.limitDefault)) must not exceed query_limit_max (\(config.query.limitMax))")
+        }
         return config
     }
 
