@@ -147,7 +147,7 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         defer { node.kill() }
         let blocker = node.directory + "-not-a-directory", archive = node.directory + "-archive"
         defer { for path in [blocker, archive] { try? FileManager.default.removeItem(atPath: path) } }
-        FileManager.default.createFile(atPath: blocker, contents: Data("a file".utf8))
+        #expect(FileManager.default.createFile(atPath: blocker, contents: Data("a file".utf8)))
         #expect(try await node.admin("POST", "collections", padded).status == 201)
         #expect(try await node.admin("PUT", "settings/archive.directory", .object(["value": .string(blocker + "/archive")])).status == 200)
         let walDir = node.directory + "/data/wal"

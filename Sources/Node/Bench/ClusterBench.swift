@@ -231,10 +231,14 @@ final class BenchCluster: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
         process.arguments = ["start", "--dir", root + "/" + members[i].nodeID]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        if !FileManager.default.fileExists(atPath: logPath(i)) { FileManager.default.createFile(atPath: logPath(i), contents: nil) }
-        let log = FileHandle(forWritingAtPath: logPath(i))
-        _ = try log?.seekToEnd()  // a restarted member appends
-        process.standardError = log ?? FileHandle(forWritingAtPath: "/dev/null")
+        if !FileManager.default.fileExists(atPath: logPath(i)), !FileManager.default.createFile(atPath: logPath(i), contents: nil) {
+            throw AeroError(.configInvalid, "cannot create the member log \(logPath(i))")
+        }
+        guard let log = FileHandle(forWritingAtPath: logPath(i)) else {
+            throw AeroError(.configInvalid, "cannot open the member log \(logPath(i))")
+        }
+        _ = try log.seekToEnd()  // a restarted member appends
+        process.standardError = log
         try process.run()
         processes[i] = process
         for _ in 0..<300 {
