@@ -1,23 +1,28 @@
-// The seeded cluster simulator (`aerodb-crashtest sim`): three nodes' `ReplicationRole` values
-// in one process, a simulated network (delay, loss, reorder, duplicate, partition, heal), a
-// simulated clock, an in-memory log per node, clients writing in the seed's commit mode and an
-// operator that partitions, promotes, switches over and rejoins. One seed decides everything: same seed, same
-// run, same trace byte for byte (no dictionary is iterated, no wall clock is read).
+// The seeded cluster simulator (`aerodb-crashtest sim`): three to five nodes' `ReplicationRole`
+// values in one process, a simulated network (delay, loss, reorder, duplicate, partition, heal),
+// a simulated clock, a log per node on a simulated disk, clients writing in the seed's commit
+// mode and an operator that partitions, cuts power, promotes, switches over and rejoins. One seed
+// decides everything: same seed, same run, same trace byte for byte (no dictionary is iterated,
+// no wall clock is read).
 //
 // What it models: the role's decisions (admission with the history check and bootstrap proof,
 // ack accounting, learning epochs, promotion) exactly as the node runs them, since it runs the
-// same value. What it does not: the kernel's real WAL and disk (records are durable the moment
-// they are appended; the log is an array with a retention horizon standing for recycled
-// segments and checkpoints), TCP (messages of one connection may be lost, duplicated or
-// reordered: a follower drops a connection on any gap, which TCP would give as a reset), the
-// follower loop of `Follower.swift` and the operator's RPCs (promotion probes and adopts are
-// atomic steps reaching the nodes whose link is up; a switchover's DEMOTE reaches the primary
-// atomically, its drain runs over the simulated network, its hand-over and the target's new
-// epoch are one step) and node crashes. Min-LSN reads are modelled as `ClusterMiddleware`
-// answers them (SIM7; with `X-AeroDB-Min-LSN-Epoch`, a node holding another epoch's record at
-// the LSN refuses, counted apart, docs/CRASH_TESTING.md).
+// same value. The disk has `CrashDisk`'s semantics at record granularity: records are written
+// (seen by the node's state) and flushed by one fsync in flight per node; acknowledgements, ACKs,
+// HELLO positions and shipped records count flushed records only; a power cut keeps the flushed
+// prefix and a random prefix of the rest, may tear the next write, and recovery keeps the longest
+// chain of whole records; the node restarts from its disk and its marker (`crash`, `restart`).
+// What it does not: the kernel's real WAL files (the log is an array with a retention horizon
+// standing for recycled segments and checkpoints), TCP (messages of one connection may be lost,
+// duplicated or reordered: a follower drops a connection on any gap, which TCP would give as a
+// reset), the follower loop of `Follower.swift` and the operator's RPCs (promotion probes and
+// adopts are atomic steps reaching the nodes whose link is up; a switchover's DEMOTE reaches the
+// primary atomically, its drain runs over the simulated network, its hand-over and the target's
+// new epoch are one step). Min-LSN reads are modelled as `ClusterMiddleware` answers them (SIM7;
+// with `X-AeroDB-Min-LSN-Epoch`, a node holding another epoch's record at the LSN refuses,
+// counted apart, docs/CRASH_TESTING.md).
 //
-// Checks after every step (docs/INVARIANTS.md SIM1-SIM7): see `Violation`.
+// Checks after every step (docs/INVARIANTS.md SIM1-SIM8): see `Violation`.
 
 import Kernel
 import Replication
