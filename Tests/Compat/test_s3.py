@@ -165,13 +165,16 @@ def test_multipart_operations(s3):
     assert "Uploads" not in s3.list_multipart_uploads(Bucket="mp")
 
 
-def signed(node, key, method, path, body=b"", headers=None, send_body=None):
-    """A request signed by botocore's own SigV4 signer, sent with urllib: (status, body)."""
+def signed(node, key, method, path, body=b"", headers=None, send_body=None, trailer=False):
+    """A request signed by botocore's own SigV4 signer, sent with urllib: (status, body).
+    trailer: signed as STREAMING-UNSIGNED-PAYLOAD-TRAILER (as botocore does over https)."""
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
     url = node.url + "/storage/v1/s3" + path
     aws = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    if trailer:
+        aws.context["checksum"] = {"request_algorithm": {"in": "trailer"}}
     S3SigV4Auth(Credentials(key["access_key_id"], key["secret_access_key"]), "s3", REGION).add_auth(aws)
     data = body if send_body is None else send_body
     request = urllib.request.Request(url, data=data if method in ("PUT", "POST") else None, method=method)
@@ -182,6 +185,91 @@ def signed(node, key, method, path, body=b"", headers=None, send_body=None):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_checksums_are_verified_bad_digest_stores_nothing(node, key, s3):
+    """x-amz-checksum-* (header and aws-chunked trailer forms) and Content-MD5 are verified against
+    the bytes received; a mismatch is BadDigest and no object is stored."""
+    import base64
+    import hashlib
+    import zlib
+    s3.create_bucket(Bucket="sums")
+    body = os.urandom(300_000)
+    crc32 = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    # boto3's default: it computes a CRC32 and sends it; the node verifies it and echoes it.
+    put = s3.put_object(Bucket="sums", Key="default.bin", Body=body)
+    assert put["ChecksumCRC32"] == crc32
+    assert s3.get_object(Bucket="sums", Key="default.bin")["Body"].read() == body
+    for alg in ["CRC32", "SHA1", "SHA256"]:  # CRC32C and CRC64NVME need awscrt in botocore: raw below
+        s3.put_object(Bucket="sums", Key=f"ok-{alg}.bin", Body=body, ChecksumAlgorithm=alg)
+        assert s3.get_object(Bucket="sums", Key=f"ok-{alg}.bin")["Body"].read() == body
+    # CRC32C and CRC64NVME (reflected CRCs computed here bit by bit, checked on their check values).
+    def crc(data, poly, bits):
+        mask = (1 << bits) - 1
+        c = mask
+        for b in data:
+            c ^= b
+            for _ in range(8):
+                c = (c >> 1) ^ poly if c & 1 else c >> 1
+        return c ^ mask
+    crc32c = lambda d: crc(d, 0x82F63B78, 32)
+    crc64 = lambda d: crc(d, 0x9A6C9329AC4BC9B5, 64)
+    assert crc32c(b"123456789") == 0xE3069283 and crc64(b"123456789") == 0xAE8B14860A799888
+    small = os.urandom(3000)
+    for name, value in [("crc32c", crc32c(small).to_bytes(4, "big")), ("crc64nvme", crc64(small).to_bytes(8, "big"))]:
+        good_value = base64.b64encode(value).decode()
+        bad_value = base64.b64encode(bytes([value[0] ^ 1]) + value[1:]).decode()
+        status, answer = signed(node, key, "PUT", f"/sums/{name}.bin", body=small, headers={f"x-amz-checksum-{name}": bad_value})
+        assert status == 400 and b"<Code>BadDigest</Code>" in answer
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket="sums", Key=f"{name}.bin")
+        status, answer = signed(node, key, "PUT", f"/sums/{name}.bin", body=small, headers={f"x-amz-checksum-{name}": good_value})
+        assert status == 200, answer
+        assert s3.get_object(Bucket="sums", Key=f"{name}.bin")["Body"].read() == small
+    # A wrong value given to boto3 is sent as is: BadDigest, nothing stored.
+    wrong = base64.b64encode((zlib.crc32(body) ^ 1).to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="sums", Key="bad.bin", Body=body, ChecksumCRC32=wrong)
+    assert code(e) == "BadDigest" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="sums", Key="bad.bin")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    wrong_sha = base64.b64encode(hashlib.sha256(body + b"x").digest()).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="sums", Key="bad.bin", Body=body, ChecksumSHA256=wrong_sha)
+    assert code(e) == "BadDigest"
+    # Content-MD5.
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="sums", Key="bad.bin", Body=body, ContentMD5=base64.b64encode(hashlib.md5(b"x").digest()).decode())
+    assert code(e) == "BadDigest"
+    s3.put_object(Bucket="sums", Key="md5.bin", Body=body, ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode())
+    # A part with a wrong checksum is refused too; the right one is echoed.
+    up = s3.create_multipart_upload(Bucket="sums", Key="m.bin")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket="sums", Key="m.bin", UploadId=up, PartNumber=1, Body=body, ChecksumCRC32=wrong)
+    assert code(e) == "BadDigest"
+    assert "Parts" not in s3.list_parts(Bucket="sums", Key="m.bin", UploadId=up)
+    assert s3.upload_part(Bucket="sums", Key="m.bin", UploadId=up, PartNumber=1, Body=body)["ChecksumCRC32"] == crc32
+    s3.abort_multipart_upload(Bucket="sums", Key="m.bin", UploadId=up)
+    # The trailer form (aws-chunked, STREAMING-UNSIGNED-PAYLOAD-TRAILER), right and wrong.
+    data = b"hello trailer"
+    good = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    for value, expect in [(wrong, 400), (good, 200)]:
+        chunked = b"%x\r\n" % len(data) + data + b"\r\n0\r\nx-amz-checksum-crc32:" + value.encode() + b"\r\n\r\n"
+        status, answer = signed(node, key, "PUT", "/sums/trailer.bin", body=chunked, trailer=True,
+                                headers={"Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
+                                         "x-amz-decoded-content-length": str(len(data))})
+        assert status == expect, answer
+        if expect == 400:
+            assert b"<Code>BadDigest</Code>" in answer
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket="sums", Key="trailer.bin")
+    assert s3.get_object(Bucket="sums", Key="trailer.bin")["Body"].read() == data
+    # Two checksum headers, or a value that is not a digest: 400, nothing stored.
+    status, _ = signed(node, key, "PUT", "/sums/two.bin", body=data, headers={"x-amz-checksum-crc32": good, "x-amz-checksum-sha1": good})
+    assert status == 400
+    status, _ = signed(node, key, "PUT", "/sums/two.bin", body=data, headers={"x-amz-checksum-crc32": "not base64!"})
+    assert status == 400
 
 
 def test_malformed_xml_is_400_not_500(node, key, s3):

@@ -372,10 +372,13 @@ struct S3Operations {
         let upload = try uploadDescription()
         let bucketDoc = try service.precheck(upload, caller: caller, signedUpload: false)
         let limit = service.limit(of: bucketDoc)
-        let (sha, size) = try await S3Body.toBlob(request, auth, service: service, limit: limit)
+        let (sha, size, checksum) = try await S3Body.toBlob(request, auth, service: service, limit: limit)
         try await service.replicator.push(sha)
         let (row, lsn) = try await service.commitUpload(upload, sha256: sha, size: size)
-        return Response(status: .ok, headers: [.eTag: row["etag"]?.stringValue ?? "", HTTPJSON.lsnHeader: String(lsn)])
+        var headers: HTTPFields = [.eTag: row["etag"]?.stringValue ?? "", HTTPJSON.lsnHeader: String(lsn)]
+        // S3 echoes the verified additional checksum (x-amz-checksum-<alg>) of a PutObject.
+        if let (name, value) = checksum, let field = HTTPField.Name(name) { headers[field] = value }
+        return Response(status: .ok, headers: headers)
     }
 
     func visibleObject(_ bucketName: String, _ name: String, _ snapshot: Snapshot) throws -> Document {

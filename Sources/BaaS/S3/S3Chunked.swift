@@ -10,7 +10,7 @@
 // trailer at most `trailerBytesMax`; a chunk whose signature does not match ends the request
 // (its bytes were only staged in a blob temp file, never committed); the decoded length must
 // equal x-amz-decoded-content-length when sent. Trailing checksums (x-amz-checksum-*) are read
-// and not verified (docs/STORAGE.md "S3": not supported).
+// here and verified by S3Checksums (S3Body) against the decoded bytes.
 
 import Crypto
 

@@ -158,10 +158,11 @@ struct S3Multipart {
                           aero: "AERO_S3_TOO_MANY_UPLOADS")
         }
         let sha: String, size: Int64
+        var checksum: (String, String)?
         if let source = auth.headers["x-amz-copy-source"] {
             (sha, size) = try await copyPart(source, limit: room)
         } else {
-            (sha, size) = try await S3Body.toBlob(ops.request, auth, service: service, limit: room)
+            (sha, size, checksum) = try await S3Body.toBlob(ops.request, auth, service: service, limit: room)
         }
         try await service.replicator.push(sha)  // durable on the replicas per the commit mode, like any upload
         let etag = "\"\(sha.prefix(32))\""
@@ -177,7 +178,9 @@ struct S3Multipart {
             return ops.xml("CopyPartResult", [.leaf("LastModified", S3Operations.iso(service.now)), .leaf("ETag", etag)],
                            headers: [HTTPJSON.lsnHeader: String(lsn)])
         }
-        return Response(status: .ok, headers: [.eTag: etag, HTTPJSON.lsnHeader: String(lsn)])
+        var headers: HTTPFields = [.eTag: etag, HTTPJSON.lsnHeader: String(lsn)]
+        if let (name, value) = checksum, let field = HTTPField.Name(name) { headers[field] = value }
+        return Response(status: .ok, headers: headers)
     }
 
     /// UploadPartCopy: a byte range (x-amz-copy-source-range) of a visible object as a new part blob.
