@@ -16,7 +16,7 @@ import Testing
     static func withSettings(_ body: (ClusterSettings) async throws -> Void) async throws {
         try await RealtimeTests.withDatabase { db in
             let settings = ClusterSettings(database: db, fileAuth: file, fileSettings: try AuthSettings.parse(file),
-                                           logger: Logger(label: "test"))
+                                           logger: Logger(label: "test"), secret: SettingsSecretsTests.secret)
             try await body(settings)
         }
     }
@@ -68,7 +68,8 @@ import Testing
             var query = QueryOptions()
             query.scanRowsMax = 5_000
             let settings = ClusterSettings(database: db, fileAuth: nil, fileSettings: AuthSettings(), logger: Logger(label: "test"),
-                                           fileNode: NodeFileSettings(query: query, commitMode: "sync", explicit: [NodeSettingsKeys.scanRowsMax]))
+                                           fileNode: NodeFileSettings(query: query, commitMode: "sync", explicit: [NodeSettingsKeys.scanRowsMax]),
+                                           secret: SettingsSecretsTests.secret)
             func row(_ key: String) throws -> JSONValue? {
                 try settings.list()["settings"]?.arrayValue?.first { $0["key"] == .string(key) }
             }

@@ -21,6 +21,9 @@ public struct SMTPSettings: Sendable {
     public var sender: String
     public var user: String?
     public var password: String?
+    /// Set when the stored password does not open (SettingsSecrets): delivery fails with this
+    /// message (AERO_CONFIG_INVALID; the mail stays in the outbox) instead of a wrong AUTH.
+    public var passwordUnreadable: String?
     public var timeoutSeconds = 10
     public static let timeoutSecondsRange: ClosedRange<Int64> = 1...120
     /// A TCP port.
@@ -55,6 +58,7 @@ struct SMTPSender: Sendable {
 
     /// Delivers one message; throws with the server's answer when it refuses.
     func send(_ message: MailMessage) throws {
+        if let problem = settings.passwordUnreadable { throw AeroError(.configInvalid, problem) }
         let connection = try SMTPConnection(host: settings.host, port: settings.port, timeoutSeconds: settings.timeoutSeconds)
         defer { connection.close() }
         try connection.expect([220])

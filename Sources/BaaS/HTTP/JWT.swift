@@ -153,6 +153,10 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     /// `X-AeroDB-Forwarded-Host`: the host a client addressed, on a request a member forwarded
     /// (S3 SigV4 signs the host): ForwardedHost.
     case forwardedHost = "aerodb forwarded-host v1"
+    /// The AES-GCM key sealing OAuth client secrets in `_settings` (auth.oauth_providers): SettingsSecrets.
+    case settingsOAuthClientSecret = "aerodb settings-oauth-client-secret v1"
+    /// The AES-GCM key sealing the SMTP password in `_settings` (auth.smtp): SettingsSecrets.
+    case settingsSMTPPassword = "aerodb settings-smtp-password v1"
 
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }

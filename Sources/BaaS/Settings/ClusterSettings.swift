@@ -10,7 +10,8 @@
 // deleting a stored value falls back to the file; `auth.rate_limits` and `auth.argon2` are laid
 // over the file's object one level deeper (budget by budget, part by part). Node-local settings
 // (ports, directories) stay in the file. Secrets (OAuth client secrets, the SMTP password) are
-// never shown back.
+// never shown back, and are stored sealed (SettingsSecrets: AES-GCM envelopes under their own
+// keys of the cluster secret), opened when the settings are read for use.
 //
 // Node-file settings that are cluster settings too (NodeSettingsKeys), aerodb.json's value the
 // default until one is stored:
@@ -134,17 +135,20 @@ public final class ClusterSettings: Sendable {
 
     /// The node's file values of the NodeSettingsKeys.
     let fileNode: NodeFileSettings
+    /// The cluster's JWT secret: the secrets in settings are sealed under keys derived from it (SettingsSecrets).
+    let secret: [UInt8]
 
     public init(database: Database, fileAuth: JSONValue?, fileSettings: AuthSettings, logger: Logger,
-                fileNode: NodeFileSettings = NodeFileSettings()) {
+                fileNode: NodeFileSettings = NodeFileSettings(), secret: [UInt8]) {
         self.database = database
+        self.secret = secret
         self.fileNode = fileNode
         if case .object(let o)? = fileAuth { self.fileAuth = o } else { self.fileAuth = [:] }
         self.fileSettings = fileSettings
         self.logger = logger
     }
 
-    /// The stored values, by key ("auth.mailer_autoconfirm").
+    /// The stored values, by key ("auth.mailer_autoconfirm"), as stored (secrets sealed).
     public func stored() throws -> [String: JSONValue] {
         let rows = try database.snapshot().rowsIfPresent(Query(collection: Self.collection, order: [Sort(field: "key")],
                                                                 limit: Self.keysMax))
@@ -216,7 +220,11 @@ public final class ClusterSettings: Sendable {
         if current.isEmpty { return fileSettings }
         if let hit = cache.withLock({ $0 }), hit.stored == current { return hit.settings }
         do {
-            let merged = try merge(current)
+            let (merged, unreadable) = try mergeOpened(current)
+            for problem in unreadable {  // once per change of the stored values (the cache)
+                logger.error("a secret in the cluster settings cannot be opened: its use fails until it is set again",
+                             metadata: ["setting": "\(problem.path)", "error": "\(problem.message)"])
+            }
             cache.withLock { $0 = (current, merged) }
             return merged
         } catch {
@@ -226,9 +234,16 @@ public final class ClusterSettings: Sendable {
     }
 
     /// The file's auth object with the stored values over it (the node's default external URL kept).
-    func merge(_ stored: [String: JSONValue]) throws -> AuthSettings {
+    func merge(_ stored: [String: JSONValue]) throws -> AuthSettings { try mergeOpened(stored).settings }
+
+    /// `merge`, with the stored secrets opened (SettingsSecrets): a secret that does not open is
+    /// marked on the parsed setting (its use fails naming it) and answered in `unreadable`.
+    func mergeOpened(_ stored: [String: JSONValue]) throws -> (settings: AuthSettings, unreadable: [SettingsSecrets.Unreadable]) {
         var auth = fileAuth
-        for (key, value) in stored where key.hasPrefix("auth.") {
+        var unreadable: [SettingsSecrets.Unreadable] = []
+        for (key, storedValue) in stored where key.hasPrefix("auth.") {
+            let (value, problems) = SettingsSecrets.open(key, storedValue, secret: secret)
+            unreadable += problems
             let name = String(key.dropFirst(5))
             if SettingsKeys.mergedObjects.contains(name), case .object(let over) = value, case .object(var base)? = auth[name] {
                 for (part, v) in over { base[part] = v }
@@ -239,7 +254,15 @@ public final class ClusterSettings: Sendable {
         }
         var merged = try AuthSettings.parse(.object(auth))
         if merged.externalURL == nil { merged.externalURL = fileSettings.externalURL }
-        return merged
+        for problem in unreadable {
+            if problem.path.hasPrefix("auth.smtp.") {
+                merged.smtp?.passwordUnreadable = problem.message
+            } else if problem.path.hasPrefix("auth.oauth_providers.") {
+                let name = String(problem.path.dropFirst("auth.oauth_providers.".count).dropLast(".client_secret".count))
+                merged.oauthProviders[name]?.clientSecretUnreadable = problem.message
+            }
+        }
+        return (merged, unreadable)
     }
 
     /// Every settable key with its effective value and where it comes from.
@@ -269,6 +292,7 @@ public final class ClusterSettings: Sendable {
         let name = try Self.settable(key)
         if OpsClusterSettings.keys.contains(key) { try OpsClusterSettings.validate(key, value) }
         if NodeSettingsKeys.all.contains(key) { try NodeSettingsKeys.validate(key, value) }
+        try SettingsSecrets.checkSubmitted(key, value)  // an envelope is never taken from a client
         var current = try stored()
         current[key] = value
         try checkQueryLimits(current)
@@ -279,7 +303,8 @@ public final class ClusterSettings: Sendable {
         }
         _ = name
         try await SystemCollections.ensure([Self.schema], in: database)
-        let doc: Document = ["key": .string(key), "value": value, "updated_at": .string(Timestamp.format(SystemClock().nowMicros()))]
+        let sealed = try SettingsSecrets.seal(key, value, secret: secret)  // SS1: no secret in the clear in the commit
+        let doc: Document = ["key": .string(key), "value": sealed, "updated_at": .string(Timestamp.format(SystemClock().nowMicros()))]
         return try await database.commit([.upsert(collection: Self.collection, document: doc)]).lsn
     }
 
@@ -347,7 +372,7 @@ public final class ClusterSettings: Sendable {
         var o: [String: JSONValue] = ["host": .string(s.host), "port": .int(Int64(s.port)), "sender": .string(s.sender),
                                       "timeout_seconds": .int(Int64(s.timeoutSeconds))]
         if let user = s.user { o["user"] = .string(user) }
-        if s.password != nil { o["password"] = .string(OAuthSettings.redactedSecret) }
+        if s.password != nil { o["password"] = .string(s.passwordUnreadable == nil ? OAuthSettings.redactedSecret : OAuthSettings.unreadableSecret) }
         return .object(o)
     }
 

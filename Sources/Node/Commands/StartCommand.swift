@@ -90,7 +90,7 @@ struct StartCommand: AsyncParsableCommand {
         var fileAuth = config.auth
         if fileAuth.externalURL == nil { fileAuth.externalURL = "http://\(address.host):\(address.port)" }
         let clusterSettings = ClusterSettings(database: database, fileAuth: config.authJSON, fileSettings: fileAuth, logger: logger,
-                                              fileNode: config.nodeFileSettings(directory: dir))
+                                              fileNode: config.nodeFileSettings(directory: dir), secret: secrets.jwtSecret)
         // query.* (cluster settings) pushed into the kernel on every applied LSN.
         let settingsApplier = clusterSettings.startApplying()
         do {

@@ -175,6 +175,10 @@ extension AuthService {
     func providerIdentity(_ name: String, _ provider: OAuthProviderSettings, code: String,
                           state: OAuthState) async throws -> ProviderIdentity {
         let client = OAuthProviderClient.shared
+        if let problem = provider.clientSecretUnreadable {  // SettingsSecrets: never send a wrong secret
+            logger.error("OAuth sign-in refused: the client secret cannot be opened", metadata: ["provider": "\(name)", "error": "\(problem)"])
+            throw AuthFailure(status: .internalServerError, code: "unexpected_failure", message: "AERO_CONFIG_INVALID: \(problem)")
+        }
         let fields = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", state.callback),
                       ("client_id", provider.clientID), ("client_secret", provider.clientSecret)]
         do {

@@ -25,6 +25,9 @@ public struct OAuthProviderSettings: Sendable, Equatable {
     public var clientID: String
     public var clientSecret: String
     public var scopes: [String]
+    /// Set when the stored client secret does not open (SettingsSecrets): the token exchange
+    /// fails with this message (AERO_CONFIG_INVALID) instead of sending a wrong secret.
+    public var clientSecretUnreadable: String? = nil
 
     public static let googleIssuer = "https://accounts.google.com"
     public static let githubAuthorize = "https://github.com/login/oauth/authorize"
@@ -44,6 +47,8 @@ public enum OAuthSettings {
     public static let scopesMax = 16
     /// What `redacted` shows instead of a client secret.
     public static let redactedSecret = "(set, not shown)"
+    /// What is shown instead of a stored secret that does not open (SettingsSecrets): set it again.
+    public static let unreadableSecret = "(set, cannot be opened with this cluster secret: set it again)"
 
     static func isName(_ s: String) -> Bool {
         (1...nameBytesMax).contains(s.utf8.count)
@@ -106,7 +111,8 @@ public enum OAuthSettings {
     /// The providers as settings JSON with every client secret replaced (admin answers).
     public static func redacted(_ providers: [String: OAuthProviderSettings]) -> JSONValue {
         .object(providers.mapValues { p in
-            var o: [String: JSONValue] = ["client_id": .string(p.clientID), "client_secret": .string(redactedSecret),
+            var o: [String: JSONValue] = ["client_id": .string(p.clientID),
+                                          "client_secret": .string(p.clientSecretUnreadable == nil ? redactedSecret : unreadableSecret),
                                           "scopes": .array(p.scopes.map(JSONValue.string))]
             if case .oidc(let issuer) = p.kind { o["issuer"] = .string(issuer) }
             return .object(o)
