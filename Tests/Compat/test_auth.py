@@ -1,5 +1,6 @@
 """The official Supabase Python client (supabase==2.34.1, package supabase_auth) against real
 AeroDB nodes: /auth/v1 flows, error codes, the dev outbox. Mail is read from GET /admin/v1/outbox."""
+import base64
 import json
 import re
 import time
@@ -344,6 +345,9 @@ class FakeSMTP:
                     elif verb == "DATA":
                         data = []
                         send("354 go ahead")
+                    elif verb == "AUTH":  # AUTH PLAIN <base64 \0user\0password>: kept, accepted
+                        envelope["auth"] = base64.b64decode(line.split(" ")[2]).decode()
+                        send("235 ok")
                     elif verb == "QUIT":
                         send("221 bye")
                         return
