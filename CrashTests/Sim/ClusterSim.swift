@@ -1115,6 +1115,14 @@ package struct ClusterSimulation {
             apply(c, cand.role.handle(.promotionRefused))
             return
         }
+        // A1: a majority holds the epoch naming the candidate (`promoteSteps`, no --force here).
+        let quorum = PromotionDecision.epochQuorum(candidate: cand.id, epoch: epoch, members: n,
+                                                   answers: answering.map { (names[$0], nodes[$0].role.epoch, nodes[$0].role.primary) })
+        guard quorum.reached else {
+            note("promotion of \(cand.id) refused: \(quorum.holders.count) of \(n) members hold epoch \(epoch), a majority is \(quorum.needed)")
+            apply(c, cand.role.handle(.promotionRefused))
+            return
+        }
         apply(c, cand.role.handle(.promote(epoch: epoch)))
         outcome.promotions += 1
         note("operator promotes \(cand.id) to epoch \(epoch) at LSN \(cand.durable.lsn)")

@@ -450,6 +450,43 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         }
     }
 
+    /// A1 (issue 20's finding): in `async` mode a promotion that reaches no other member (the
+    /// primary dead, the target cut off) is refused without --force and changes nothing, so two
+    /// promotions on the two sides of a partition cannot open one epoch; with one reachable
+    /// replica (a majority of three) it succeeds as before.
+    @Test func aPromotionWithoutAMajorityIsRefusedAndChangesNothing() async throws {
+        let cluster = try makeCluster(commitMode: "async", proxies: true)
+        try await cluster.startAll()
+        #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
+        _ = try await bulkInsert(cluster, 0, prefix: "m", count: 5)
+        _ = try await cluster.waitConverged([0, 1, 2], to: 0)
+        cluster.kill(0)
+        cluster.isolate(1, true)  // n2 reaches neither n1 nor n3
+        let (status, report) = try promote(cluster, 1)
+        #expect(status != 0, "\(JSON.encodeString(report))")
+        #expect(report["promoted"] == .bool(false))
+        let checks = report["checks"]?.arrayValue ?? []
+        let majority = checks.first { $0["name"] == .string("majority reachable") }
+        #expect(majority?["outcome"] == .string("refuse"), "\(JSON.encodeString(report))")
+        #expect(majority?["detail"]?.stringValue?.contains("1 of 3 members (n2)") == true, "\(JSON.encodeString(report))")
+        #expect(!checks.contains { ($0["name"]?.stringValue ?? "").hasPrefix("peer ") }, "refused before fencing anyone")
+        for i in [1, 2] {  // nothing changed: n2 still a replica of epoch 1, n3 never asked to adopt
+            let state = try await cluster.status(i)
+            #expect(state["role"] == .string("replica") && state["epoch"] == .int(1), "n\(i + 1): \(JSON.encodeString(state))")
+        }
+        // n3 reachable again: two of three members adopt epoch 2 naming n2, and it opens it.
+        cluster.isolate(1, false)
+        let (healedStatus, healed) = try promote(cluster, 1)
+        #expect(healedStatus == 0, "\(JSON.encodeString(healed))")
+        #expect(healed["promoted"] == .bool(true) && healed["epoch"] == .int(2))
+        let adopted = healed["checks"]?.arrayValue?.first { $0["name"] == .string("epoch adopted by a majority") }
+        #expect(adopted?["outcome"] == .string("pass"), "\(JSON.encodeString(healed))")
+        #expect(try await cluster.status(1)["role"] == .string("primary"))
+        #expect(try await cluster.status(2)["epoch"] == .int(2))
+        let write = try await cluster.request(1, "POST", "/rest/v1/items", parse(#"{"id":"after","qty":7}"#))
+        #expect(write.status == 201, "\(write.body.map(JSON.encodeString) ?? "")")
+    }
+
     /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round,
     /// with storage uploaders through every node (ST8: every acknowledged object downloads with its
     /// SHA-256 from all three nodes after each failover).

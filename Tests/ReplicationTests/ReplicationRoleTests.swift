@@ -103,6 +103,48 @@ import Testing
         #expect(!PromotionDecision.oldPrimaryAnswers(isPrimary: false, epoch: 3, candidateEpoch: 2))
     }
 
+    /// A1: an epoch opens only with a majority of the members holding it naming the candidate
+    /// (the candidate counts itself); a member that adopted the epoch naming another candidate
+    /// keeps it (refuses the second ADOPT), so two candidates never both reach a majority for it.
+    @Test func anEpochOpensOnlyWithAMajorityAndOneMemberHoldsOnePrimaryPerEpoch() {
+        #expect(PromotionDecision.majority(members: 1) == 1)
+        #expect(PromotionDecision.majority(members: 2) == 2)
+        #expect(PromotionDecision.majority(members: 3) == 2)
+        #expect(PromotionDecision.majority(members: 4) == 3)
+        #expect(PromotionDecision.majority(members: 5) == 3)
+        // Three members, n1 (the old primary) dead: n2 alone is one of three.
+        let alone = PromotionDecision.epochQuorum(candidate: "n2", epoch: 3, members: 3, answers: [])
+        #expect(!alone.reached && alone.holders == ["n2"] && alone.needed == 2)
+        let withN3 = PromotionDecision.epochQuorum(candidate: "n2", epoch: 3, members: 3, answers: [("n3", 3, "n2")])
+        #expect(withN3.reached && withN3.holders == ["n2", "n3"])
+        // n3 answers epoch 3 naming n4 (it adopted another candidate's first) or a higher epoch: not counted.
+        #expect(!PromotionDecision.epochQuorum(candidate: "n2", epoch: 3, members: 3, answers: [("n3", 3, "n4")]).reached)
+        #expect(!PromotionDecision.epochQuorum(candidate: "n2", epoch: 3, members: 3, answers: [("n3", 4, "n2")]).reached)
+        // Five members: a duplicate answer, or the candidate's own, counts once.
+        let five = PromotionDecision.epochQuorum(candidate: "n2", epoch: 7, members: 5,
+                                                 answers: [("n3", 7, "n2"), ("n3", 7, "n2"), ("n2", 7, "n2"), ("n5", 7, "n4")])
+        #expect(!five.reached && five.holders == ["n2", "n3"] && five.needed == 3)
+
+        // The role: an ADOPT of an epoch it holds naming another primary changes nothing (refused:
+        // its state still names the first), naming the same primary is idempotent; a higher one is learned.
+        var voter = ReplicationRole(nodeID: "n3", epoch: 2, primary: "n1")
+        #expect(voter.handle(.learned(epoch: 3, primary: "n2")) == [.persistMarker(epoch: 3, primary: "n2"), .follow(primary: "n2")])
+        #expect(voter.handle(.learned(epoch: 3, primary: "n4")).isEmpty)
+        #expect(voter.epoch == 3 && voter.primary == "n2")
+        #expect(voter.handle(.learned(epoch: 3, primary: "n2")).isEmpty)
+        #expect(PromotionDecision.adopted((voter.epoch, voter.primary), epoch: 3, candidate: "n2"))
+        #expect(!PromotionDecision.adopted((voter.epoch, voter.primary), epoch: 3, candidate: "n4"))
+        // So with n1 dead and n2, n4 both promoting to epoch 3 in a 5-member cluster, each voter
+        // answers one of them: n2 collects {n2, n3}, n4 collects {n4, n5}; neither reaches 3.
+        var n5 = ReplicationRole(nodeID: "n5", epoch: 2, primary: "n1")
+        _ = n5.handle(.learned(epoch: 3, primary: "n4"))
+        _ = n5.handle(.learned(epoch: 3, primary: "n2"))
+        let answers = [("n3", voter.epoch, voter.primary), ("n5", n5.epoch, n5.primary)]
+        let q2 = PromotionDecision.epochQuorum(candidate: "n2", epoch: 3, members: 5, answers: answers)
+        let q4 = PromotionDecision.epochQuorum(candidate: "n4", epoch: 3, members: 5, answers: answers)
+        #expect(q2.holders == ["n2", "n3"] && q4.holders == ["n4", "n5"] && !q2.reached && !q4.reached)
+    }
+
     /// A3: a promotion stops following first; refused, it follows again; passed, it forgets the
     /// old replicas, persists the marker before it opens the epoch, and only then accepts writes.
     @Test func aPromotionStopsFollowingThenOpensTheEpochOrFollowsAgain() {

@@ -114,6 +114,14 @@ extension ReplicationNode {
             return
         }
         let epoch = PromotionDecision.nextEpoch(mine: marker.epoch, peers: probes.values.compactMap { $0?.epoch })
+        // Before fencing (a refusal here changes nothing anywhere): can a majority hold the epoch?
+        let reachableQuorum = PromotionDecision.epochQuorum(candidate: config.nodeID, epoch: epoch, members: config.members.count,
+                                                            answers: reachable.map { ($0.0, epoch, config.nodeID) })
+        guard checkQuorum(&report, reachableQuorum, epoch: epoch, force: force, name: "majority reachable",
+                          counted: "reachable (the old primary is not asked)") else {
+            if !dryRun { await promotionRefused() }
+            return
+        }
         if dryRun {
             report.wouldPromote = true
             report.epoch = epoch
@@ -123,6 +131,15 @@ extension ReplicationNode {
         // nothing more of the old primary, so their positions are final; check them again.
         let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
         guard checkNoneAhead(&report, fenced, mine: mine, after: " after fencing") else {
+            await promotionRefused()
+            return
+        }
+        // A1: the epoch opens only once a majority holds it naming this node. Peers that adopted
+        // it wait for this node (they follow it; it refuses them until a promotion succeeds).
+        let quorum = PromotionDecision.epochQuorum(candidate: config.nodeID, epoch: epoch, members: config.members.count,
+                                                   answers: fenced.map { ($0.0, $0.1.epoch, $0.1.primary) })
+        guard checkQuorum(&report, quorum, epoch: epoch, force: force, name: "epoch adopted by a majority",
+                          counted: "durably hold epoch \(epoch) naming \(config.nodeID)") else {
             await promotionRefused()
             return
         }
@@ -173,6 +190,25 @@ extension ReplicationNode {
         report.check("most up-to-date replica" + after, "pass",
                      "durable LSN \(mine.lsn) of epoch \(myEpoch); no reachable replica is ahead (epoch of the last record, then LSN)")
         return true
+    }
+
+    /// Reports the majority check of `quorum` (A1): pass; refuse without a majority; warn with
+    /// `--force`, naming the risk (another candidate on the other side of a partition may open
+    /// the same epoch, and both would accept writes).
+    private func checkQuorum(_ report: inout PromotionReport, _ quorum: PromotionDecision.EpochQuorum, epoch: UInt64,
+                             force: Bool, name: String, counted: String) -> Bool {
+        let have = "\(quorum.holders.count) of \(quorum.members) members (\(quorum.holders.joined(separator: ", "))) \(counted); a majority is \(quorum.needed)"
+        if quorum.reached {
+            report.check(name, "pass", have)
+            return true
+        }
+        if force {
+            report.check(name, "warn", have + " (--force): a promotion on the other side of a partition may open epoch \(epoch) too, "
+                         + "and both primaries would accept writes (A1 not guaranteed); promote no other node until the partition heals")
+            return true
+        }
+        report.check(name, "refuse", have + ": refusing without --force (run it where a majority is reachable, or force it if the other members are known to be down)")
+        return false
     }
 
     private func checkTarget(_ report: inout PromotionReport) -> Bool {

@@ -16,7 +16,8 @@
 //   commit in doubt), persist the marker, follow. A node not in `primary` mode releases no commit.
 // - Promotion: `beginPromotion` (stop following: the position is final), the operator's checks
 //   (`PromotionDecision`: the old primary does not answer as primary, no reachable replica is
-//   ahead in `PromotionOrder`, the next epoch), the peers fenced, the checks again, then
+//   ahead in `PromotionOrder`, the next epoch), the peers fenced, the checks again and a
+//   majority of the members holding the epoch naming this node (`epochQuorum`), then
 //   `.promote(epoch)`: forget replica progress, persist the marker, open the epoch, accept
 //   writes; or `.promotionRefused`: follow again.
 // - Switchover (the primary's half): `.demote` stops writes; `.drained` (the target and enough
@@ -147,6 +148,35 @@ package enum PromotionDecision {
     /// The promotion's epoch: above every epoch the candidate and the answering peers know.
     package static func nextEpoch(mine: UInt64, peers: [UInt64]) -> UInt64 {
         (peers + [mine]).max()! &+ 1
+    }
+
+    /// Members (the candidate included) that must hold an epoch naming the candidate before it
+    /// opens it: a majority of the cluster's `members`. Two majorities share a member, and a
+    /// member holds one primary per epoch (`ReplicationRole.learn` ignores an epoch equal to its
+    /// own, whoever it names), so two candidates never both reach it for one epoch (A1).
+    package static func majority(members: Int) -> Int { max(members, 1) / 2 + 1 }
+
+    /// Whether a peer's answer to ADOPT (its state after the adoption) is its durable adoption of
+    /// `epoch` naming `candidate`: the same epoch naming another primary (it adopted another
+    /// candidate's first) or a higher epoch does not count.
+    package static func adopted(_ answer: (epoch: UInt64, primary: String), epoch: UInt64, candidate: String) -> Bool {
+        answer.epoch == epoch && answer.primary == candidate
+    }
+
+    /// The majority check of a promotion to `epoch`: the candidate plus the peers whose ADOPT
+    /// answer counts (`adopted`), against `majority(members:)`. `force` proceeds without it.
+    package struct EpochQuorum: Sendable, Equatable {
+        /// The members holding the epoch naming the candidate, the candidate first.
+        package var holders: [String]
+        package var needed: Int
+        package var members: Int
+        package var reached: Bool { holders.count >= needed }
+    }
+
+    package static func epochQuorum(candidate: String, epoch: UInt64, members: Int,
+                                    answers: [(node: String, epoch: UInt64, primary: String)]) -> EpochQuorum {
+        let peers = answers.filter { $0.node != candidate && adopted(($0.epoch, $0.primary), epoch: epoch, candidate: candidate) }
+        return EpochQuorum(holders: [candidate] + Set(peers.map(\.node)).sorted(), needed: majority(members: members), members: members)
     }
 
     /// The primary's half of a switchover may hand over: the target and `needed` replicas
@@ -485,6 +515,9 @@ package struct ReplicationRole: Sendable {
 
     private mutating func learn(epoch e: UInt64, primary p: String) -> [Action] {
         // Only an explicit promotion makes this node primary (A3): a peer naming it is ignored.
+        // An epoch equal to this node's is ignored whoever it names: an ADOPT of it for the
+        // primary already held is idempotent, one naming another candidate is refused (its
+        // answer names the first: `PromotionDecision.adopted`), so one epoch has one majority.
         guard e > epoch, p != nodeID else { return [] }
         var out: [Action] = []
         if mode == .primary || mode == .demoting {
