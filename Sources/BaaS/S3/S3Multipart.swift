@@ -13,7 +13,8 @@
 // object limit; at most uploadsMax pending uploads per node and pendingBytesMax bytes in all
 // (checked against the uploads' `bytes` sums, so concurrent parts of one upload can pass it by
 // at most their own sizes); an upload older than uploadSeconds is gone (NoSuchUpload), its rows
-// dropped when the next upload is created and its blobs then collected.
+// dropped by the primary's periodic S3MultipartExpiry (and a pass at each Create), its blobs
+// then collected.
 
 import Foundation
 import HTTPTypes
@@ -111,16 +112,10 @@ struct S3Multipart {
                        headers: [HTTPJSON.lsnHeader: String(lsn)])
     }
 
-    /// Drops uploads past their lifetime (their part blobs are then collected).
+    /// Drops uploads past their lifetime (their part blobs are then collected): one bounded
+    /// pass of the periodic expiry (S3MultipartExpiry), also run here so a full table frees room.
     func expireOld() async throws {
-        let snapshot = service.database.snapshot()
-        let cutoff = service.nowSeconds - S3MultipartLimits.uploadSeconds
-        let old = try snapshot.rowsIfPresent(Query(collection: S3MultipartCollections.uploads,
-                                                   filter: .compare(field: "created_s", op: .lte, value: .int(cutoff)), limit: 10))
-        for row in old {
-            guard let id = row["id"]?.stringValue else { continue }
-            try await drop(id, snapshot)
-        }
+        _ = try await S3MultipartExpiry.pass(service, nowSeconds: service.nowSeconds)
     }
 
     @discardableResult

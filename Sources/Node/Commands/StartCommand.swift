@@ -104,6 +104,7 @@ struct StartCommand: AsyncParsableCommand {
         }
         ClusterRoutes.add(to: router, replication: replication, keys: keys, logger: logger)
         let storageCollector: Task<Void, Never>
+        let s3MultipartExpiry: Task<Void, Never>
         do {
             // Storage (docs/STORAGE.md): blobs under the data directory, pushed to the other members.
             let cluster = replication.config
@@ -113,6 +114,7 @@ struct StartCommand: AsyncParsableCommand {
             StorageAPI.register(on: router, service: storage, keys: keys)
             S3API.register(on: router, service: storage, keys: keys, config: S3Config(region: config.s3Region, anonKey: secrets.anonKey))  // /storage/v1/s3
             storageCollector = storage.startCollector()
+            s3MultipartExpiry = S3MultipartExpiry.start(storage, isPrimary: { replication.currentRole.isPrimary }, logger: logger)  // primary only
         } catch {
             logger.critical("the storage front end did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
@@ -181,6 +183,7 @@ struct StartCommand: AsyncParsableCommand {
         do { try await app.runService() } catch { throw CLIErrors.bindFailure(error, address, "HTTP") }
         watchdog.cancel()
         storageCollector.cancel()
+        s3MultipartExpiry.cancel()
         retention.cancel()
         settingsApplier.cancel()
         cron.cancel()
