@@ -1110,14 +1110,16 @@ package struct ClusterSimulation {
         // Every peer that answered the probes, the old primary too (`promoteSteps`).
         let epoch = PromotionDecision.nextEpoch(mine: cand.role.epoch, peers: (0..<n).filter { $0 != c && reachable(c, $0) }.map { nodes[$0].role.epoch })
         apply(c, cand.role.handle(.beginPromotion))
-        for j in answering { learnFrom(j, epoch: epoch, primary: cand.id) }  // fence first
+        // The old primary, when it answered (not as primary), is asked to adopt too: a vote.
+        let voters = answering + (oldPrimary.map { reachable(c, $0) ? [$0] : [] } ?? [])
+        for j in voters { learnFrom(j, epoch: epoch, primary: cand.id) }  // fence first
         if betterThan(c, among: answering) != nil {
             apply(c, cand.role.handle(.promotionRefused))
             return
         }
         // A1: a majority holds the epoch naming the candidate (`promoteSteps`, no --force here).
         let quorum = PromotionDecision.epochQuorum(candidate: cand.id, epoch: epoch, members: n,
-                                                   answers: answering.map { (names[$0], nodes[$0].role.epoch, nodes[$0].role.primary) })
+                                                   answers: voters.map { (names[$0], nodes[$0].role.epoch, nodes[$0].role.primary) })
         guard quorum.reached else {
             note("promotion of \(cand.id) refused: \(quorum.holders.count) of \(n) members hold epoch \(epoch), a majority is \(quorum.needed)")
             apply(c, cand.role.handle(.promotionRefused))

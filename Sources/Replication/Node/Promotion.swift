@@ -114,11 +114,15 @@ extension ReplicationNode {
             return
         }
         let epoch = PromotionDecision.nextEpoch(mine: marker.epoch, peers: probes.values.compactMap { $0?.epoch })
+        // Who is asked to adopt the epoch: the reachable replicas, and the old primary when it
+        // answered (not acting as primary, check 3): it holds a vote like any member, though its
+        // position is not compared (as before: a deposed primary's tail is not a candidate's).
+        let voters = reachable.map(\.0) + ((probes[oldPrimary] ?? nil) != nil ? [oldPrimary] : [])
         // Before fencing (a refusal here changes nothing anywhere): can a majority hold the epoch?
         let reachableQuorum = PromotionDecision.epochQuorum(candidate: config.nodeID, epoch: epoch, members: config.members.count,
-                                                            answers: reachable.map { ($0.0, epoch, config.nodeID) })
+                                                            answers: voters.map { ($0, epoch, config.nodeID) })
         guard checkQuorum(&report, reachableQuorum, epoch: epoch, force: force, name: "majority reachable",
-                          counted: "reachable (the old primary is not asked)") else {
+                          counted: "reachable") else {
             if !dryRun { await promotionRefused() }
             return
         }
@@ -129,8 +133,8 @@ extension ReplicationNode {
         }
         // Fence the other replicas first: once they adopted the epoch durably they acknowledge
         // nothing more of the old primary, so their positions are final; check them again.
-        let fenced = await adoptEpoch(epoch, on: reachable.map(\.0), &report)
-        guard checkNoneAhead(&report, fenced, mine: mine, after: " after fencing") else {
+        let fenced = await adoptEpoch(epoch, on: voters, &report)
+        guard checkNoneAhead(&report, fenced.filter { $0.0 != oldPrimary }, mine: mine, after: " after fencing") else {
             await promotionRefused()
             return
         }
