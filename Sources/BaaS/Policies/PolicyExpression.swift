@@ -185,7 +185,7 @@ enum PolicyText {
     }
 
     static func quoted(_ text: String) -> String {
-        "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+        "'" + text.replacingScalar("'", with: "''") + "'"
     }
 
     /// A finite Double as `digits.digits`, the shortest text that reads back as the same value.

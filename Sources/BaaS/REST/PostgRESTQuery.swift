@@ -249,14 +249,13 @@ enum FilterParser {
 
     static func unquoted(_ text: String) -> String {
         guard text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") else { return text }
-        return String(text.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
-            .replacingOccurrences(of: "\\\\", with: "\\")
+        return String(text.dropFirst().dropLast()).unescapingQuotesAndBackslashes()
     }
 }
 
 extension String {
     /// PostgREST accepts `*` for `%` in like patterns.
-    func replacingStars() -> String { replacingOccurrences(of: "*", with: "%") }
+    func replacingStars() -> String { replacingScalar("*", with: "%") }
 }
 
 /// Splits `a,"b,c",d` at top-level commas (quotes and parentheses respected).

@@ -481,7 +481,7 @@ enum CSV {
     }
 
     private static func field(_ text: String) -> String {
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
-        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        guard text.containsScalar(of: ",\"\n\r") else { return text }
+        return "\"" + text.replacingScalar("\"", with: "\"\"") + "\""
     }
 }

@@ -96,9 +96,9 @@ enum SelectCast {
             switch item {
             case .null: return "NULL"
             case .string(let s):
-                let needsQuotes = s.isEmpty || s.lowercased() == "null" || s.contains { "{},\"\\ \t\n".contains($0) }
+                let needsQuotes = s.isEmpty || s.lowercased() == "null" || s.containsScalar(of: "{},\"\\ \t\n\r")
                 guard needsQuotes else { return s }
-                return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+                return "\"" + s.replacingScalar("\\", with: "\\\\").replacingScalar("\"", with: "\\\"") + "\""
             case .array(let inner): return arrayLiteral(inner)
             default: return JSON.encodeString(item)
             }

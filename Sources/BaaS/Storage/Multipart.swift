@@ -124,7 +124,7 @@ struct MultipartParser {
             guard let eq = p.firstIndex(of: "="), p[..<eq].lowercased() == key else { continue }
             var v = String(p[p.index(after: eq)...])
             if v.hasPrefix("\""), v.hasSuffix("\""), v.count >= 2 { v = String(v.dropFirst().dropLast()) }
-            return v.replacingOccurrences(of: "\\\"", with: "\"")
+            return v.unescapingQuotesAndBackslashes()
         }
         return nil
     }
