@@ -198,12 +198,7 @@ struct S3Operations {
 
     static func iso(_ value: JSONValue?) -> String {
         guard let text = value?.stringValue, let micros = Timestamp.parse(text) else { return "1970-01-01T00:00:00.000Z" }
-        let seconds = Double(micros) / 1_000_000
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-        return f.string(from: Date(timeIntervalSince1970: seconds))
+        return S3Dates.iso8601(micros: micros)
     }
 
     static func httpDate(_ value: JSONValue?) -> String {
@@ -211,24 +206,9 @@ struct S3Operations {
         return httpDate(seconds: micros / 1_000_000)
     }
 
-    static func httpDate(seconds: Int64) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        return f.string(from: Date(timeIntervalSince1970: Double(seconds)))
-    }
+    static func httpDate(seconds: Int64) -> String { S3Dates.rfc1123(seconds: seconds) }
 
-    static func parseHTTPDate(_ text: String) -> Int64? {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
-            f.dateFormat = format
-            if let d = f.date(from: text) { return Int64(d.timeIntervalSince1970) }
-        }
-        return nil
-    }
+    static func parseHTTPDate(_ text: String) -> Int64? { S3Dates.parseHTTPDate(text) }
 
     // MARK: Buckets
 

@@ -330,11 +330,5 @@ struct S3Multipart {
 }
 
 extension S3Operations {
-    static func httpISO(seconds: Int64) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-        return f.string(from: Date(timeIntervalSince1970: Double(seconds)))
-    }
+    static func httpISO(seconds: Int64) -> String { S3Dates.iso8601(micros: seconds.multipliedReportingOverflow(by: 1_000_000).partialValue) }
 }

@@ -136,15 +136,7 @@ public enum S3SigV4 {
         return Int64(days) * 86400 + Int64(h * 3600 + mi * 60 + s)
     }
 
-    static func httpDateToAmz(_ text: String) -> String? {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        guard let d = f.date(from: text) else { return nil }
-        f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        return f.string(from: d)
-    }
+    static func httpDateToAmz(_ text: String) -> String? { S3Dates.parseHTTPDate(text).map { S3Dates.amz(seconds: $0) } }
 
     /// Checks time and scope (no secret needed yet).
     public static func checkTime(_ r: S3SignedRequest, region: String, nowSeconds: Int64) throws {
