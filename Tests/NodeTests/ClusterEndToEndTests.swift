@@ -193,6 +193,10 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(forcedStatus == 0, "\(JSON.encodeString(forced))")
         #expect(forced["promoted"] == .bool(true))
         #expect(forced["lsns_at_risk"]?["from"] != nil)
+        // Alone of three, the majority checks only warn (A1 given up, said so) under --force.
+        let majority = forced["checks"]?.arrayValue?.filter { ["majority reachable", "epoch adopted by a majority"].contains($0["name"]?.stringValue ?? "") }
+        #expect(majority?.count == 2 && majority?.allSatisfy { $0["outcome"] == .string("warn") && $0["detail"]?.stringValue?.contains("A1 not guaranteed") == true } == true,
+                "\(JSON.encodeString(forced))")
         #expect(try await cluster.status(1)["role"] == .string("primary"))
     }
 
