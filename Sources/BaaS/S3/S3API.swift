@@ -397,19 +397,10 @@ struct S3Operations {
         if reader == nil, try await service.replicator.fetch(sha) { reader = try service.blobs.reader(sha) }
         guard let reader else { throw S3Error(503, "ServiceUnavailable", "this node does not hold the object's bytes yet; retry", aero: "AERO_STORAGE_BLOB_UNAVAILABLE") }
         let size = reader.size
-        var start: Int64 = 0, end = size
-        var status = HTTPResponse.Status.ok
-        if let range = auth.headers["range"] {
-            switch StorageAPI.parseRange(range, size: size) {
-            case .whole: break
-            case .part(let a, let b):
-                start = a
-                end = b
-                status = .partialContent
-                headers[.contentRange] = "bytes \(a)-\(b - 1)/\(size)"
-            case .unsatisfiable: throw S3Error.invalidRange(size)
-            }
-        }
+        guard let span = StorageAPI.byteSpan(auth.headers["range"], size: size) else { throw S3Error.invalidRange(size) }
+        let (start, end) = (span.start, span.end)
+        let status: HTTPResponse.Status = span.contentRange == nil ? .ok : .partialContent
+        if let cr = span.contentRange { headers[.contentRange] = cr }
         headers[.contentLength] = String(end - start)
         if head { return Response(status: status, headers: headers) }
         let chunks = BlobChunks(reader: reader, start: start, end: end)

@@ -460,23 +460,14 @@ public enum StorageAPI {
         if let match = request.headers[.ifNoneMatch], match.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }).contains(where: { $0 == etag || $0 == "*" || $0 == "W/" + etag }) {
             return Response(status: .notModified, headers: headers)
         }
-        var start: Int64 = 0, end = size
-        var status = HTTPResponse.Status.ok
-        if let range = request.headers[.range] {
-            switch parseRange(range, size: size) {
-            case .whole: break
-            case .part(let a, let b):
-                start = a
-                end = b
-                status = .partialContent
-                headers[.contentRange] = "bytes \(a)-\(b - 1)/\(size)"
-            case .unsatisfiable:
-                headers[.contentRange] = "bytes */\(size)"
-                var r = StorageError(416, "InvalidRange", "the range is not satisfiable for \(size) bytes", code: "AERO_STORAGE_INVALID_RANGE").response
-                r.headers[.contentRange] = "bytes */\(size)"
-                return r
-            }
+        guard let span = byteSpan(request.headers[.range], size: size) else {
+            var r = StorageError(416, "InvalidRange", "the range is not satisfiable for \(size) bytes", code: "AERO_STORAGE_INVALID_RANGE").response
+            r.headers[.contentRange] = "bytes */\(size)"
+            return r
         }
+        let (start, end) = (span.start, span.end)
+        let status: HTTPResponse.Status = span.contentRange == nil ? .ok : .partialContent
+        if let cr = span.contentRange { headers[.contentRange] = cr }
         headers[.contentLength] = String(end - start)
         let chunks = BlobChunks(reader: reader, start: start, end: end)
         return Response(status: status, headers: headers,
@@ -487,6 +478,18 @@ public enum StorageAPI {
     }
 
     enum RangeAnswer: Equatable { case whole, part(Int64, Int64), unsatisfiable }
+
+    /// The bytes [start, end) a GET answers for an optional `Range` header (`/storage/v1` and the
+    /// S3 endpoint): the whole object (contentRange nil: 200), one part (its Content-Range: 206),
+    /// nil when unsatisfiable (416).
+    static func byteSpan(_ header: String?, size: Int64) -> (start: Int64, end: Int64, contentRange: String?)? {
+        guard let header else { return (0, size, nil) }
+        switch parseRange(header, size: size) {
+        case .whole: return (0, size, nil)
+        case .part(let a, let b): return (a, b, "bytes \(a)-\(b - 1)/\(size)")
+        case .unsatisfiable: return nil
+        }
+    }
 
     /// One `bytes=` range (RFC 9110 §14.1.2); several ranges or other units: the whole body.
     static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
