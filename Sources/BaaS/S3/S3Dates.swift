@@ -9,6 +9,8 @@
 // (two-digit years: 70...99 -> 19yy, else 20yy), asctime "Sun Nov  6 08:49:37 1994"; the zone
 // must be GMT or UTC; anything else is nil (the header is then ignored, as RFC 9110 asks).
 
+import Kernel
+
 enum S3Dates {
     static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     static let longWeekdays = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
@@ -18,19 +20,11 @@ enum S3Dates {
 
     static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : -((-a + b - 1) / b) }
 
-    /// Civil from days (Howard Hinnant).
+    /// The civil date and time of `seconds` (the date from Kernel's `Timestamp.civilFromDays`).
     static func civil(seconds: Int64) -> Civil {
         let days = floorDiv(seconds, 86_400)
         let rem = Int(seconds - days * 86_400)
-        let z = days + 719_468
-        let era = floorDiv(z, 146_097)
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        let (y, m, d) = Timestamp.civilFromDays(days)
         let weekday = Int(((days % 7) + 11) % 7)  // 1970-01-01 was a Thursday (4)
         return Civil(year: Int(y), month: Int(m), day: Int(d), hour: rem / 3600, minute: rem / 60 % 60, second: rem % 60, weekday: weekday)
     }

@@ -197,7 +197,9 @@ public enum Timestamp {
         return era * 146_097 + doe - 719_468
     }
 
-    static func civilFromDays(_ z0: Int64) -> (Int64, Int64, Int64) {
+    /// (year, month, day) of a count of days since 1970-01-01 (civil_from_days;
+    /// any Int64 day in the proleptic Gregorian calendar). Shared with S3Dates.
+    public static func civilFromDays(_ z0: Int64) -> (Int64, Int64, Int64) {
         let z = z0 + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
         let doe = z - era * 146_097
