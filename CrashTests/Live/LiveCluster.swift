@@ -10,6 +10,7 @@ import FoundationNetworking
 #endif
 import Kernel
 import Replication
+import Synchronization
 
 public final class LiveCluster: @unchecked Sendable {
     public let binary: String
@@ -148,17 +149,41 @@ public final class LiveCluster: @unchecked Sendable {
     }
 
     /// A port the kernel just handed out for 127.0.0.1 (bind to port 0, read it back, close).
+    /// A port on 127.0.0.1 nothing listens on, from `freePortRange`: below the kernel's ephemeral
+    /// range (32768-60999), because a port the kernel picked for a bind to 0 is ephemeral and an
+    /// outgoing connection of another test could take it before the node binds it (a full run
+    /// once failed with AERO_PORT_IN_USE that way). Ports are handed out in turn, so one process
+    /// never hands out the same port twice within the range's length; the start depends on the pid.
     public static func freePort() -> Int {
+        for _ in 0..<freePortRange.count {
+            let candidate = nextFreePort.withLock { next -> Int in
+                if next == 0 { next = freePortRange.lowerBound + Int(getpid()) % freePortRange.count }
+                let port = next
+                next = port + 1 < freePortRange.upperBound ? port + 1 : freePortRange.lowerBound
+                return port
+            }
+            if let port = bound(candidate) { return port }
+        }
+        return bound(0) ?? 0  // the whole range taken: an ephemeral port, as before
+    }
+
+    static let freePortRange = 20_000..<32_000
+    private static let nextFreePort = Mutex(0)
+
+    /// The port a bind of `port` on 127.0.0.1 got (the kernel's pick for 0), or nil when it failed.
+    private static func bound(_ port: Int) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
         }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return ok ? Int(UInt16(bigEndian: address.sin_port)) : nil
     }
 
     /// Documents with these ids on node i, as id -> content (through the admin query API).
