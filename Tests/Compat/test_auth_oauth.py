@@ -14,7 +14,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -24,7 +23,7 @@ import requests
 from supabase import ClientOptions, create_client
 from supabase_auth.errors import AuthApiError
 
-from conftest import BINARY, Node, free_port
+from conftest import BINARY, Node, free_port, make_test_dir
 from test_auth import SETTINGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +45,7 @@ IDP_READY_SECONDS = 60
 
 class Provider:
     def __init__(self, callback):
-        self.dir = tempfile.mkdtemp(prefix="aerodb-oidc-idp-")
+        self.dir = make_test_dir("aerodb-oidc-idp-")
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}/openid"
         config = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uris": [callback, NATIVE_REDIRECT],

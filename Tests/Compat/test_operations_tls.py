@@ -6,19 +6,18 @@ import os
 import signal
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.request
 
 import pytest
 from supabase import create_client
 
-from conftest import BINARY, READY_TIMEOUT_SECONDS, free_port
+from conftest import BINARY, READY_TIMEOUT_SECONDS, free_port, make_test_dir
 
 
 @pytest.fixture
 def tls_node():
-    root = tempfile.mkdtemp(prefix="aerodb-tls-")
+    root = make_test_dir("aerodb-tls-")
     node = os.path.join(root, "n1")
     port = free_port()
     subprocess.run([BINARY, "init", "--dir", node, "--http", f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)
