@@ -131,14 +131,11 @@ enum AuthMFA {
     // MARK: Sealing
 
     static func seal(_ plain: [UInt8], _ jwtSecret: [UInt8]) throws -> String {
-        let box = try AES.GCM.seal(plain, using: SecretDomain.mfaSecret.key(jwtSecret))
-        guard let combined = box.combined else { throw AeroError(.internalError, "AES-GCM gave no combined form") }
-        return Data(combined).base64EncodedString()
+        try SecretDomain.mfaSecret.seal(plain, secret: jwtSecret)
     }
 
     static func open(_ sealed: String, _ jwtSecret: [UInt8]) throws -> [UInt8] {
-        guard let data = Data(base64Encoded: sealed) else { throw AeroError(.internalError, "an MFA secret is not base64") }
-        return Array(try AES.GCM.open(try AES.GCM.SealedBox(combined: data), using: SecretDomain.mfaSecret.key(jwtSecret)))
+        try SecretDomain.mfaSecret.open(sealed, secret: jwtSecret, what: "an MFA secret")
     }
 
     static func factorJSON(_ doc: Document) -> JSONValue {

@@ -51,8 +51,7 @@ public enum AuthSigningKeys {
         guard let row = try rows(snapshot).first(where: { $0["status"] == .string("current") }),
               case .string(let kid)? = row["kid"], case .string(let sealed)? = row["private"] else { return nil }
         if let hit = privateCache.withLock({ $0[kid] }) { return (kid, hit) }
-        guard let data = Data(base64Encoded: sealed) else { throw AeroError(.internalError, "signing key \(kid) is not base64") }
-        let raw = try AES.GCM.open(try AES.GCM.SealedBox(combined: data), using: SecretDomain.signingKey.key(secret))
+        let raw = try SecretDomain.signingKey.open(sealed, secret: secret, what: "signing key \(kid)")
         let key = try P256.Signing.PrivateKey(rawRepresentation: raw)
         privateCache.withLock { $0[kid] = key }
         return (kid, key)
@@ -103,9 +102,7 @@ public enum AuthSigningKeys {
         }
         let key = P256.Signing.PrivateKey()
         let kid = UUIDText.random()
-        guard let sealed = try AES.GCM.seal(Array(key.rawRepresentation), using: SecretDomain.signingKey.key(secret)).combined else {
-            throw AeroError(.internalError, "AES-GCM gave no combined form")
-        }
+        let sealed = try SecretDomain.signingKey.seal(Array(key.rawRepresentation), secret: secret)
         var ops: [WriteOperation] = []
         for row in existing {
             guard let id = row["kid"] else { continue }
@@ -118,7 +115,7 @@ public enum AuthSigningKeys {
         }
         ops.append(.insert(collection: collection, document: [
             "kid": .string(kid), "alg": .string("ES256"), "status": .string("current"),
-            "private": .string(Data(sealed).base64EncodedString()), "public_jwk": jwk(key.publicKey, kid: kid), "verify_until": .null,
+            "private": .string(sealed), "public_jwk": jwk(key.publicKey, kid: kid), "verify_until": .null,
         ]))
         _ = try await database.commit(ops)
         return kid

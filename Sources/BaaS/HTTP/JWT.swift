@@ -161,6 +161,21 @@ public enum SecretDomain: String, Sendable, CaseIterable {
     /// HMAC-SHA256(secret, label): the key of this purpose only.
     public func key(_ secret: [UInt8]) -> SymmetricKey { SymmetricKey(data: keyBytes(secret)) }
 
+    /// `plain` sealed with AES-GCM under this purpose's key: base64 of nonce, ciphertext and tag.
+    /// `context` (empty: none) is authenticated, not stored: `open` needs the same.
+    func seal(_ plain: [UInt8], secret: [UInt8], context: [UInt8] = []) throws -> String {
+        let box = try AES.GCM.seal(plain, using: key(secret), authenticating: context)
+        guard let combined = box.combined else { throw AeroError(.internalError, "AES-GCM gave no combined form") }
+        return Data(combined).base64EncodedString()
+    }
+
+    /// What `seal` sealed. `what` names the value in the error when the text is not base64;
+    /// a wrong key, context or altered bytes throw CryptoKit's authentication failure.
+    func open(_ sealed: String, secret: [UInt8], context: [UInt8] = [], what: String) throws -> [UInt8] {
+        guard let data = Data(base64Encoded: sealed) else { throw AeroError(.internalError, "\(what) is not base64") }
+        return Array(try AES.GCM.open(try AES.GCM.SealedBox(combined: data), using: key(secret), authenticating: context))
+    }
+
     func keyBytes(_ secret: [UInt8]) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: Array(rawValue.utf8), using: SymmetricKey(data: secret)))
     }

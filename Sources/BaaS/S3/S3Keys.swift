@@ -27,15 +27,11 @@ public enum S3Keys {
     }
 
     static func seal(_ plain: String, _ jwtSecret: [UInt8]) throws -> String {
-        let box = try AES.GCM.seal(Array(plain.utf8), using: SecretDomain.s3AccessKey.key(jwtSecret))
-        guard let combined = box.combined else { throw AeroError(.internalError, "AES-GCM gave no combined form") }
-        return Data(combined).base64EncodedString()
+        try SecretDomain.s3AccessKey.seal(Array(plain.utf8), secret: jwtSecret)
     }
 
     static func open(_ sealed: String, _ jwtSecret: [UInt8]) throws -> String {
-        guard let data = Data(base64Encoded: sealed) else { throw AeroError(.internalError, "a sealed S3 secret is not base64") }
-        let plain = try AES.GCM.open(try AES.GCM.SealedBox(combined: data), using: SecretDomain.s3AccessKey.key(jwtSecret))
-        return String(decoding: plain, as: UTF8.self)
+        String(decoding: try SecretDomain.s3AccessKey.open(sealed, secret: jwtSecret, what: "a sealed S3 secret"), as: UTF8.self)
     }
 
     /// Creates a key; answers the row's public fields and the secret (shown this once).

@@ -91,9 +91,8 @@ public enum SettingsSecrets {
         var out = value
         for field in fields(key, value) {
             guard case .string(let plain)? = get(value, field.provider) else { continue }  // not a string: the parse refused it
-            let box = try AES.GCM.seal(Array(plain.utf8), using: field.domain.key(secret), authenticating: Array(field.path.utf8))
-            guard let combined = box.combined else { throw AeroError(.internalError, "AES-GCM gave no combined form") }
-            out = put(out, field.provider, .object(["sealed": .string(versionPrefix + Data(combined).base64EncodedString())]))
+            let sealed = try field.domain.seal(Array(plain.utf8), secret: secret, context: Array(field.path.utf8))
+            out = put(out, field.provider, .object(["sealed": .string(versionPrefix + sealed)]))
         }
         return out
     }
@@ -119,12 +118,11 @@ public enum SettingsSecrets {
         guard text.hasPrefix(versionPrefix) else {
             throw AeroError(.configInvalid, "unknown envelope version \"\(text.prefix(while: { $0 != ":" }).prefix(8))\" (this node reads v1)")
         }
-        guard let data = Data(base64Encoded: String(text.dropFirst(versionPrefix.count))) else {
-            throw AeroError(.configInvalid, "the envelope is not base64")
-        }
         do {
-            let plain = try AES.GCM.open(try AES.GCM.SealedBox(combined: data), using: domain.key(secret), authenticating: Array(path.utf8))
+            let plain = try domain.open(String(text.dropFirst(versionPrefix.count)), secret: secret, context: Array(path.utf8), what: "the envelope")
             return String(decoding: plain, as: UTF8.self)
+        } catch let error as AeroError {
+            throw AeroError(.configInvalid, error.message)  // "the envelope is not base64"
         } catch {
             throw AeroError(.configInvalid, "AES-GCM authentication failed")
         }
