@@ -91,6 +91,36 @@ import Testing
         #expect(throws: S3Error.self) { try cut.finish() }
     }
 
+    /// The signed trailer (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER) is verified: the trailer
+    /// signature is computed here from the AWS text ("AWS4-HMAC-SHA256-TRAILER", the zero chunk's
+    /// signature, SHA-256 of "name:value\n"), with Crypto's HMAC directly.
+    @Test func signedTrailerSignaturesAreVerified() throws {
+        let headers = ["authorization": "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host,Signature=" + String(repeating: "5", count: 64),
+                       "host": "h", "x-amz-date": "20130524T000000Z", "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"]
+        let r = try S3SigV4.parse(headers: headers, query: [])
+        let key = S3SigV4.signingKey(secret: Self.secret, r.credential)
+        let c1 = S3SigV4.signature(key: key, stringToSign: S3SigV4.chunkStringToSign(r, previous: r.signature, chunkSHA256: S3SigV4.hex(SHA256.hash(data: Array("hello".utf8)))))
+        let c0 = S3SigV4.signature(key: key, stringToSign: S3SigV4.chunkStringToSign(r, previous: c1, chunkSHA256: S3SigV4.emptySHA256))
+        let trailer = "x-amz-checksum-crc32:NhCmhg==\n"
+        let toSign = "AWS4-HMAC-SHA256-TRAILER\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n\(c0)\n" + S3SigV4.hex(SHA256.hash(data: Array(trailer.utf8)))
+        let good = S3SigV4.hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: SymmetricKey(data: key)))
+        func feed(_ tail: String) throws -> S3ChunkDecoder {
+            var d = S3ChunkDecoder(request: r, signingKey: key)
+            try Array("5;chunk-signature=\(c1)\r\nhello\r\n0;chunk-signature=\(c0)\r\n\(tail)".utf8).withUnsafeBytes { try d.feed($0) { _ in } }
+            try d.finish()
+            return d
+        }
+        #expect(try feed("x-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:\(good)\r\n\r\n").trailers == ["x-amz-checksum-crc32": "NhCmhg=="])
+        // A changed checksum, a wrong or missing signature, a line after it, a repeated name: refused.
+        #expect(throws: S3Error.signatureDoesNotMatch) { try feed("x-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:\(good)\r\n\r\n") }
+        #expect(throws: S3Error.signatureDoesNotMatch) { try feed("x-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:\(String(repeating: "0", count: 64))\r\n\r\n") }
+        #expect(throws: S3Error.signatureDoesNotMatch) { try feed("x-amz-checksum-crc32:NhCmhg==\r\n\r\n") }
+        #expect(throws: S3Error.signatureDoesNotMatch) { try feed("x-amz-checksum-crc32:NhCmhg==\r\n") }
+        #expect(throws: S3Error.self) { try feed("x-amz-checksum-crc32:NhCmhg==\r\nx-amz-trailer-signature:\(good)\r\nx-amz-meta-a:b\r\n\r\n") }
+        #expect(throws: S3Error.self) { try feed("x-amz-checksum-crc32:NhCmhg==\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n") }
+        #expect(try feed("\r\n").trailers.isEmpty)
+    }
+
     @Test func unsignedTrailerChunksReadTheirChecksum() throws {
         let headers = ["authorization": "AWS4-HMAC-SHA256 Credential=AK/20130524/local/s3/aws4_request,SignedHeaders=host,Signature=00",
                        "host": "h", "x-amz-date": "20130524T000000Z", "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
@@ -112,6 +142,15 @@ import Testing
             #expect(throws: S3Error.self) { try S3XML.parse(Array(bad.utf8)) }
         }
         #expect(throws: S3Error.self) { try S3XML.parse([UInt8](repeating: 32, count: S3Limits.xmlBodyBytesMax + 1)) }
+    }
+
+    /// Entities are decoded by Unicode scalar: `;` or `&` followed by a combining mark is one Swift
+    /// Character that is neither. A Character-based decoder refused `a&amp;\u{301}b` (it found no
+    /// `;`) and passed `&\u{301}x` through undecoded.
+    @Test func entitiesBesideCombiningMarksAreDecodedByScalar() throws {
+        let doc = try S3XML.parse(Array("<Delete><Object><Key>a&amp;\u{301}b</Key></Object></Delete>".utf8))
+        #expect(doc.all("Object").first?.child("Key")?.text == "a&\u{301}b")
+        #expect(throws: S3Error.self) { try S3XML.parse(Array("<Key>x&\u{301}amp;</Key>".utf8)) }
     }
 
     @Test func accessKeySecretsAreSealedUnderTheirOwnDomain() throws {

@@ -10,7 +10,11 @@
 // trailer at most `trailerBytesMax`; a chunk whose signature does not match ends the request
 // (its bytes were only staged in a blob temp file, never committed); the decoded length must
 // equal x-amz-decoded-content-length when sent. Trailing checksums (x-amz-checksum-*) are read
-// here and verified by S3Checksums (S3Body) against the decoded bytes.
+// here and verified by S3Checksums (S3Body) against the decoded bytes. In the signed form the
+// trailer ends with x-amz-trailer-signature = HMAC(signing key, "AWS4-HMAC-SHA256-TRAILER\n" date
+// \n scope \n zero chunk's signature \n SHA-256(the trailer lines canonical: "name:value\n" each, names
+// lowercased and sorted, values trimmed, as the AWS SDKs sign them)); a repeated trailer name, trailer
+// lines after it, a wrong one, or trailer lines without one end the request like a bad chunk.
 
 import Crypto
 
@@ -19,6 +23,7 @@ public struct S3ChunkDecoder {
     var state = State.header
     var line: [UInt8] = []
     var trailerBytes = 0
+    var trailerSigned = false
     var chunkHash = SHA256()
     var chunkSignature = ""
     var previous: String
@@ -56,7 +61,7 @@ public struct S3ChunkDecoder {
                     let text = String(decoding: line.dropLast(2), as: UTF8.self)
                     line.removeAll(keepingCapacity: true)
                     if case .trailer = state {
-                        if text.isEmpty { state = .done } else { try trailerLine(text) }
+                        if text.isEmpty { try endTrailer(); state = .done } else { try trailerLine(text) }
                     } else {
                         try startChunk(text)
                     }
@@ -115,8 +120,26 @@ public struct S3ChunkDecoder {
     }
 
     mutating func trailerLine(_ text: String) throws {
-        guard let colon = text.firstIndex(of: ":") else { throw S3Error.incompleteBody("a trailer line is not name:value") }
-        trailers[text[..<colon].lowercased()] = String(text[text.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+        guard let colon = text.utf8.firstIndex(of: UInt8(ascii: ":")) else { throw S3Error.incompleteBody("a trailer line is not name:value") }
+        let name = text[..<colon].lowercased()
+        let value = String(text[text.utf8.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+        guard !trailerSigned else { throw S3Error.incompleteBody("a trailer line after x-amz-trailer-signature") }
+        if name == "x-amz-trailer-signature" {
+            guard let key = signingKey else { throw S3Error.incompleteBody("x-amz-trailer-signature in an unsigned body") }
+            let canonical = trailers.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)\n" }.joined()
+            let digest = S3SigV4.hex(SHA256.hash(data: Array(canonical.utf8)))
+            let expected = S3SigV4.signature(key: key, stringToSign: S3SigV4.trailerStringToSign(request, previous: previous, trailerSHA256: digest))
+            guard S3SigV4.constantTimeEqual(expected, value.lowercased()) else { throw S3Error.signatureDoesNotMatch }
+            trailerSigned = true
+            return
+        }
+        guard trailers[name] == nil else { throw S3Error.incompleteBody("the trailer names \(name) twice") }
+        trailers[name] = value
+    }
+
+    /// The blank line after the trailer: a signed body's trailer lines must have been signed.
+    func endTrailer() throws {
+        if signingKey != nil, !trailers.isEmpty, !trailerSigned { throw S3Error.signatureDoesNotMatch }
     }
 
     /// At the end of the body: every chunk came (the last one empty).
@@ -124,7 +147,7 @@ public struct S3ChunkDecoder {
         // A body ending right after the zero chunk's trailer lines without the blank line is
         // accepted when no trailer was announced (some clients omit it).
         if case .done = state { return }
-        if case .trailer = state, line.isEmpty { return }
+        if case .trailer = state, line.isEmpty { return try endTrailer() }
         throw S3Error.incompleteBody("the aws-chunked body ended before its last chunk")
     }
 }

@@ -280,5 +280,12 @@ public enum S3SigV4 {
         "AWS4-HMAC-SHA256-PAYLOAD\n\(r.amzDate)\n\(r.credential.scope)\n\(previous)\n\(emptySHA256)\n\(chunkSHA256)"
     }
 
+    /// The signed trailer's string to sign (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER): `previous`
+    /// is the zero chunk's signature, `trailerSHA256` the SHA-256 of the trailer lines as
+    /// "name:value\n" each, in the order sent, without the signature line.
+    public static func trailerStringToSign(_ r: S3SignedRequest, previous: String, trailerSHA256: String) -> String {
+        "AWS4-HMAC-SHA256-TRAILER\n\(r.amzDate)\n\(r.credential.scope)\n\(previous)\n\(trailerSHA256)"
+    }
+
     public static let emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 }

@@ -121,31 +121,35 @@ public enum S3XML {
         return root
     }
 
+    /// Entities decoded scalar by scalar (never by Character: `&` or `;` followed by a combining
+    /// mark is one Character that is neither, while the byte-level parser above saw them; see
+    /// ScalarText.swift).
     static func unescape(_ s: String) throws -> String {
-        guard s.contains("&") else { return s }
-        var out = ""
-        var rest = Substring(s)
-        while let amp = rest.firstIndex(of: "&") {
-            out += rest[..<amp]
-            guard let semi = rest[amp...].firstIndex(of: ";"), rest.distance(from: amp, to: semi) <= 10 else {
+        let scalars = Array(s.unicodeScalars)
+        guard scalars.contains("&") else { return s }
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < scalars.count {
+            guard scalars[i] == "&" else { out.append(scalars[i]); i += 1; continue }
+            guard let semi = scalars[(i + 1)...].prefix(10).firstIndex(of: ";") else {
                 throw S3Error.malformedXML("an unterminated entity")
             }
-            let name = rest[rest.index(after: amp)..<semi]
-            switch name {
-            case "amp": out += "&"
-            case "lt": out += "<"
-            case "gt": out += ">"
-            case "quot": out += "\""
-            case "apos": out += "'"
-            default:
+            var name = String.UnicodeScalarView()
+            name.append(contentsOf: scalars[(i + 1)..<semi])
+            switch String(name) {
+            case "amp": out.append("&")
+            case "lt": out.append("<")
+            case "gt": out.append(">")
+            case "quot": out.append("\"")
+            case "apos": out.append("'")
+            case let other:
                 let v: UInt32?
-                if name.hasPrefix("#x") { v = UInt32(name.dropFirst(2), radix: 16) } else if name.hasPrefix("#") { v = UInt32(name.dropFirst()) } else { v = nil }
-                guard let v, let scalar = Unicode.Scalar(v) else { throw S3Error.malformedXML("unknown entity &\(name);") }
-                out.unicodeScalars.append(scalar)
+                if other.hasPrefix("#x") { v = UInt32(other.dropFirst(2), radix: 16) } else if other.hasPrefix("#") { v = UInt32(other.dropFirst()) } else { v = nil }
+                guard let v, let scalar = Unicode.Scalar(v) else { throw S3Error.malformedXML("unknown entity &\(other);") }
+                out.append(scalar)
             }
-            rest = rest[rest.index(after: semi)...]
+            i = semi + 1
         }
-        out += rest
-        return out
+        return String(out)
     }
 }
