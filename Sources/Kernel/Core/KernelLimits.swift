@@ -60,4 +60,9 @@ public enum KernelLimits {
     /// WAL segments kept past what checkpoints need, for connected replicas still behind
     /// (SPEC §3.5); a replica further behind is sent a checkpoint instead.
     public static let walSegmentsRetainedForReplicasMax = 16
+    /// Segments a checkpoint keeps as future spares instead of removing them (renamed, reused
+    /// without a zero-fill: no 64 MiB write at a rollover on the commit path's disk). Four
+    /// default segments are what one automatic checkpoint (every 256 MiB of WAL) frees, so the
+    /// rollovers until the next checkpoint all find one; the disk holds at most this many more.
+    public static let walRecycledSegmentsMax = 4
 }

@@ -91,6 +91,20 @@ enum WALFormat {
         return index
     }
 
+    /// A segment kept after recycling, to become a later segment without a zero-fill
+    /// (`recycled-<old index, 16 hex digits>.spare`). Its bytes are stale: records whose LSNs are
+    /// all below the first LSN of any segment it becomes, and the old header, whose index is not
+    /// the new file's. Recovery and readers tell them apart by that (see WALRecovery.swift).
+    static func recycledName(_ index: UInt64) -> String {
+        "recycled-" + String(index, radix: 16).leftPadded(to: 16) + ".spare"
+    }
+
+    static func recycledIndex(fromName name: String) -> UInt64? {
+        guard name.hasPrefix("recycled-"), name.hasSuffix(".spare"), name.count == 9 + 16 + 6 else { return nil }
+        guard let index = UInt64(name.dropFirst(9).dropLast(6), radix: 16), index <= KernelLimits.lsnMax else { return nil }
+        return index
+    }
+
     // MARK: Records
 
     /// Encodes a record; returns its bytes (padded to the alignment) and checksum.

@@ -12,6 +12,14 @@
 //   durable and is now damaged: CORRUPTION, refuse with segment, offset and LSN (D2);
 // - otherwise it is a TORN TAIL: the bytes from O on were never acknowledged; they are zeroed
 //   (and later spare segments removed) durably, reported, and the node starts (R2).
+//
+// Recycled segments (R3, WriteAheadLog.swift) hold stale bytes after their written part:
+// records valid on their own whose LSNs are below the segment header's first LSN F. They are
+// neither written data nor proof: after O, a stale record (LSN < F <= L, so batch start < L)
+// never proves anything, and the torn bytes to zero end at the last byte that is neither zero
+// nor inside such a record. A later file whose header names another index is a spare made from
+// a recycled segment: its bytes are all stale and are not searched for proof. (A header that
+// does not decode at all is searched, as before: it may be a damaged header of a written one.)
 
 #if canImport(Glibc)
 import Glibc
@@ -166,9 +174,11 @@ struct WALScan {
         let name = WALFormat.segmentName(index)
         for later in indexes where later >= index {
             let content = try bytes(later)
-            if later > index, let h = content.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }),
-               h.index == later, h.firstLSN > expected.lsn + 1 {
-                throw Self.corruption(name, offset, expected.lsn + 1, "segment \(WALFormat.segmentName(later)) starts at LSN \(h.firstLSN)")
+            if later > index, let h = content.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }) {
+                if h.index != later { continue }  // a spare made from a recycled segment (R3)
+                if h.firstLSN > expected.lsn + 1 {
+                    throw Self.corruption(name, offset, expected.lsn + 1, "segment \(WALFormat.segmentName(later)) starts at LSN \(h.firstLSN)")
+                }
             }
             let from = later == index ? offset + WALFormat.alignmentBytes : WALFormat.segmentHeaderBytes
             if let proof = Self.laterBatch(content, from: from, after: expected.lsn + 1) {
@@ -176,7 +186,9 @@ struct WALScan {
             }
         }
         let segment = try bytes(index)
-        let garbage = segment.withUnsafeBytes { Self.lastNonZero($0, from: offset) }.map { $0 - offset + 1 } ?? 0
+        let garbage = segment.withUnsafeBytes { raw in
+            Self.lastTorn(raw, from: offset, firstLSN: WALFormat.decodeSegmentHeader(raw)?.firstLSN ?? 0)
+        }.map { $0 - offset + 1 } ?? 0
         if garbage > 0 { tornTail = TornTail(segment: name, offset: offset, lsn: expected.lsn + 1, bytesDiscarded: garbage) }
         laterSegments = indexes.filter { $0 > index }
         if repair {
@@ -188,6 +200,18 @@ struct WALScan {
         tail = Tail(segmentIndex: index, offset: offset, headerWritten: true,
                     partialBlock: Array(segment[blockStart..<min(offset, segment.count)]))
         last = expected
+    }
+
+    /// The last byte of the torn tail starting at `from`, if any: the last byte that is not zero
+    /// after it, or, in a reused segment (R3: a stale record follows), the last such byte of the
+    /// tail's own block before the stale bytes. Bytes of a torn write in later blocks of a reused
+    /// segment cannot be told from the stale remainder of a record whose start was overwritten;
+    /// they stay (never acknowledged; never accepted, as they do not continue the new chain;
+    /// never proof, as their batch start is at most the LSN recovery resumes from).
+    static func lastTorn(_ raw: UnsafeRawBufferPointer, from: Int, firstLSN: UInt64) -> Int? {
+        guard let stale = firstStale(raw, from: from, firstLSN: firstLSN) else { return lastNonZero(raw, from: from) }
+        let blockEnd = (from + WALFormat.blockBytes - 1) & ~(WALFormat.blockBytes - 1)
+        return lastNonZero(raw, from: from, to: min(stale, blockEnd))
     }
 
     /// The LSN of a self-valid record with batch start > `lsn` at or after `from`, if any.
@@ -211,11 +235,29 @@ struct WALScan {
         }
     }
 
+    /// The offset of the first stale record at or after `from` (8-byte aligned): valid on its
+    /// own with an LSN below `firstLSN`, left by the segment's life before it was recycled (R3).
+    static func firstStale(_ raw: UnsafeRawBufferPointer, from: Int, firstLSN: UInt64) -> Int? {
+        var offset = WALFormat.aligned(from)
+        while offset + WALFormat.recordHeaderBytes <= raw.count {
+            if offset % WALFormat.blockBytes == 0, isZero(raw, offset, min(WALFormat.blockBytes, raw.count - offset)) {
+                offset += WALFormat.blockBytes
+                continue
+            }
+            if raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian == WALFormat.recordMagic,
+               case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), r.lsn < firstLSN {
+                return offset
+            }
+            offset += WALFormat.alignmentBytes
+        }
+        return nil
+    }
+
     /// The index of the last byte that is not zero at or after `from`, if any. Whole blocks are
     /// compared with memcmp (unused segment space is zeros): opening a node costs time in
     /// proportion to its records, not to the size of its preallocated segments.
-    static func lastNonZero(_ raw: UnsafeRawBufferPointer, from: Int) -> Int? {
-        var end = raw.count
+    static func lastNonZero(_ raw: UnsafeRawBufferPointer, from: Int, to limit: Int? = nil) -> Int? {
+        var end = min(limit ?? raw.count, raw.count)
         while end > from {
             let start = max(from, (end - 1) / WALFormat.blockBytes * WALFormat.blockBytes)
             if !isZero(raw, start, end - start) {

@@ -14,6 +14,13 @@
 // - A replica appends the primary's records byte for byte (`appendReplicated`): same LSN, epoch,
 //   timestamp, batch start and chain. One write (group) never mixes records of two primary
 //   batches, so a record's batch start still proves that every earlier batch was flushed (R2).
+// - Recycling (R3): a checkpoint renames up to `walRecycledSegmentsMax` obsolete segments to
+//   `recycled-*` (durably) instead of removing them; the next spare is such a file renamed to
+//   its new index, not zero-filled. Its stale bytes are records with LSNs below the segment's
+//   first LSN and the old header (another index): a reader stops at a record that does not
+//   continue the one before, recovery never counts stale records as written or as proof. Every
+//   path that shortens the history (rejoin's truncate, a checkpoint install) removes the
+//   recycled files first, so stale LSNs always stay below every LSN written after them.
 
 import Dispatch
 import Foundation
@@ -89,6 +96,11 @@ public final class WriteAheadLog: Sendable {
         var handler: (@Sendable (UInt64) -> Void)?
         var flushes = 0
         var recent = RecentRecords()
+        /// Old indexes of the `recycled-*` files ready to become spares, oldest first.
+        var recycled: [UInt64] = []
+        /// Spares made from a recycled file / by zero-fill (metrics and tests).
+        var sparesReused = 0
+        var sparesZeroFilled = 0
     }
 
     private let state: Mutex<State>
@@ -134,6 +146,7 @@ public final class WriteAheadLog: Sendable {
                                    segmentBytes: options.segmentBytes, after: after, repair: true, visit: replay)
         let engine = try IOEngines.make(options.engine, fileSystem: fileSystem)
         let wal = WriteAheadLog(fileSystem: fileSystem, options: options, engine: engine, scan: scan)
+        try wal.adoptRecycled()
         if !scan.tail.headerWritten { try wal.createSegment(scan.tail.segmentIndex) }
         wal.startFlusher()
         // The first rollover must not wait for a segment's zero-fill either: prepare its spare now.
@@ -329,12 +342,59 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    /// Creates segment `index` zero-filled (so fdatasync later flushes data only), durably;
-    /// `chunked` (a spare prepared in the background) flushes it a chunk at a time.
+    /// Creates segment `index`: a recycled segment renamed (R3), else zero-filled (so fdatasync
+    /// later flushes data only), durably; `chunked` (a spare prepared in the background) flushes
+    /// a zero-fill a chunk at a time.
     private func createSegment(_ index: UInt64, chunked: Bool = false) throws {
+        if let handle = try reuseRecycled(as: index) {
+            handles.withLock { $0[index] = handle }
+            state.withLock { $0.sparesReused += 1 }
+            return
+        }
         let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index,
                                                   syncEveryBytes: chunked ? Self.spareChunkBytes : nil)
         handles.withLock { $0[index] = handle }
+        state.withLock { $0.sparesZeroFilled += 1 }
+    }
+
+    /// Renames the oldest recycled file to segment `index`, durably; nil when there is none (or
+    /// it has another size: segments were resized since, it is removed). Its old header names
+    /// another index, so until the first write of `index` puts the new header, recovery sees an
+    /// unstarted spare. No data is written and nothing needs flushing but the directory.
+    private func reuseRecycled(as index: UInt64) throws -> (any FileHandle)? {
+        guard let old = state.withLock({ s in s.recycled.isEmpty ? nil : s.recycled.removeFirst() }) else { return nil }
+        let from = Path.join(options.directory, WALFormat.recycledName(old))
+        let to = Path.join(options.directory, WALFormat.segmentName(index))
+        let handle = try fileSystem.open(from, create: false)
+        guard try handle.size() == Int64(options.segmentBytes) else {
+            handle.close()
+            try fileSystem.remove(from)
+            try fileSystem.syncDirectory(options.directory)
+            return nil
+        }
+        if fileSystem.exists(to) { try fileSystem.remove(to) }
+        try fileSystem.rename(from, to)
+        try fileSystem.syncDirectory(options.directory)
+        return handle
+    }
+
+    /// At open: the `recycled-*` files left by earlier checkpoints become available again (at
+    /// most `walRecycledSegmentsMax`, the rest removed).
+    private func adoptRecycled() throws {
+        let found = try fileSystem.list(options.directory).compactMap(WALFormat.recycledIndex(fromName:)).sorted()
+        let extra = found.dropLast(KernelLimits.walRecycledSegmentsMax)
+        for index in extra { try fileSystem.remove(Path.join(options.directory, WALFormat.recycledName(index))) }
+        if !extra.isEmpty { try fileSystem.syncDirectory(options.directory) }
+        let kept = Array(found.suffix(KernelLimits.walRecycledSegmentsMax))
+        state.withLock { $0.recycled = kept }
+    }
+
+    /// Removes every recycled file (before a path that shortens the history: their stale LSNs
+    /// could then be above LSNs written later).
+    static func removeRecycled(fileSystem fs: any FileSystem, directory: String) throws {
+        let found = try fs.list(directory).compactMap(WALFormat.recycledIndex(fromName:))
+        for index in found { try fs.remove(Path.join(directory, WALFormat.recycledName(index))) }
+        if !found.isEmpty { try fs.syncDirectory(directory) }
     }
 
     /// A zero-filled, preallocated segment file, durable with its directory entry.
@@ -390,6 +450,7 @@ public final class WriteAheadLog: Sendable {
     /// Cuts a stopped node's log after `lsn` (`aerodb rejoin`): the records after it are zeroed
     /// and later segments removed, durably. What was cut is whatever `open` replayed past `lsn`.
     public static func truncate(fileSystem fs: any FileSystem, options: WALOptions, after lsn: UInt64) throws {
+        try removeRecycled(fileSystem: fs, directory: options.directory)  // R3: stale LSNs may be above `lsn`
         let indexes = try fs.list(options.directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
         var remove: [UInt64] = []
         for index in indexes {
@@ -397,7 +458,8 @@ public final class WriteAheadLog: Sendable {
             let handle = try fs.open(path, create: false)
             defer { handle.close() }
             let headerBytes = try handle.read(at: 0, count: WALFormat.segmentHeaderBytes)
-            guard let header = headerBytes.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }) else {
+            // No header, or another index's (a spare made from a recycled segment): unused.
+            guard let header = headerBytes.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }), header.index == index else {
                 remove.append(index)
                 continue
             }
@@ -410,13 +472,15 @@ public final class WriteAheadLog: Sendable {
                 if record.lsn > lsn { cut = offset; break }
             }
             guard let cut else { continue }
-            // Zero what was written after the cut; the rest of a preallocated segment is zero
-            // already (the first all-zero chunk ends the written part).
+            // Zero what was written after the cut, to the segment's end: a reused segment (R3)
+            // may hold stale or torn bytes past a run of zeros, and once the history is cut their
+            // batch starts could be above LSNs written next.
             var offset = cut
             while offset < options.segmentBytes {
                 let end = min(offset + zeroChunkBytes, options.segmentBytes)
-                guard try handle.read(at: Int64(offset), count: end - offset).contains(where: { $0 != 0 }) else { break }
-                try zeroFill(handle, from: offset, to: end)
+                if try handle.read(at: Int64(offset), count: end - offset).contains(where: { $0 != 0 }) {
+                    try zeroFill(handle, from: offset, to: end)
+                }
                 offset = end
             }
             try handle.sync()
@@ -598,17 +662,29 @@ public final class WriteAheadLog: Sendable {
             return out.filter { !kept.contains($0) }
         }
         guard !obsolete.isEmpty else { return }
+        // The newest obsolete segments are kept as future spares (R3), up to the bound.
+        let room = max(0, KernelLimits.walRecycledSegmentsMax - state.withLock { $0.recycled.count })
+        let keep = Set(obsolete.suffix(room))
         for index in obsolete {
             handles.withLock { $0.removeValue(forKey: index)?.close() }
-            try fileSystem.remove(Path.join(options.directory, WALFormat.segmentName(index)))
+            let path = Path.join(options.directory, WALFormat.segmentName(index))
+            if keep.contains(index) {
+                try fileSystem.rename(path, Path.join(options.directory, WALFormat.recycledName(index)))
+            } else {
+                try fileSystem.remove(path)
+            }
         }
         try fileSystem.syncDirectory(options.directory)
         state.withLock { s in
             s.segments.removeAll { obsolete.contains($0.index) }
             s.hints.removeAll { obsolete.contains($0.segment) }
             if let oldest = s.segments.first?.firstLSN { s.recent.drop(below: oldest) }
+            s.recycled += keep.sorted()
         }
     }
+
+    /// Spares made from recycled segments and by zero-fill since open (R3; tests and metrics).
+    public var spareCounts: (reused: Int, zeroFilled: Int) { state.withLock { ($0.sparesReused, $0.sparesZeroFilled) } }
 
     /// Flushes what is pending, stops the flusher and closes the files.
     public func close() {
@@ -702,6 +778,9 @@ struct SegmentReader {
     /// Where the next record starts.
     private(set) var offset: Int
     private var reachedEnd = false
+    /// The LSN of the record returned last: the next must be the one after it (what follows the
+    /// written part of a recycled segment are stale records of lower LSNs, R3).
+    private var lastLSN: UInt64?
 
     init(handle: any FileHandle, segmentBytes: Int, offset: Int) {
         self.handle = handle
@@ -718,6 +797,8 @@ struct SegmentReader {
             if relative >= 0 && relative + WALFormat.recordHeaderBytes <= chunk.count {
                 switch chunk.withUnsafeBytes({ WALFormat.decodeRecord($0, at: relative) }) {
                 case .record(let record, let size):
+                    if let lastLSN, record.lsn != lastLSN + 1 { return nil }
+                    lastLSN = record.lsn
                     offset += size
                     return record
                 case .empty:
