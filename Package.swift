@@ -26,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),  // NIOHTTPTypes: S3's Expect: 100-continue handler
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),  // mutual TLS on the replication port (cluster CA)
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),  // X509: the cluster CA of `aerodb cluster init --tls`
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),  // SwiftASN1: IP addresses in certificates' SANs
     ],
     targets: [
         // C libraries from Debian packages, imported through small module maps.
@@ -46,6 +49,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),  // ReplicationTLS
+                .product(name: "NIOTLS", package: "swift-nio"),  // ReplicationTLS: the handshake's completion
             ],
             swiftSettings: strictSettings
         ),
@@ -80,6 +85,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "X509", package: "swift-certificates"),  // ClusterCA
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),  // ClusterCA: P-256 keys
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),  // the CLI's https:// with the cluster CA
             ],
             swiftSettings: strictSettings
         ),

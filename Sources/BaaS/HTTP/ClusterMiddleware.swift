@@ -71,6 +71,7 @@ extension ClusterHTTP {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = HTTPLimits.forwardConnectionsMax
         configuration.redirectConfiguration = .disallow
+        MemberHTTPS.apply(to: &configuration)  // cluster TLS: HTTPS trusting the cluster CA (TLS1)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 }
@@ -207,7 +208,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     /// One attempt: the primary's answer (returned once this node applied its LSN), or why there is none.
     private func send(_ request: Request, body: HTTPClientRequest.Body, to primary: String, clientIP: String?) async -> Forwarded {
-        var outbound = HTTPClientRequest(url: "http://\(primary)\(request.uri.description)")
+        var outbound = HTTPClientRequest(url: MemberHTTPS.url(primary, request.uri.description))
         outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
             && field.name != .connection && field.name != ClientAddress.header && field.name != ForwardedHost.header {

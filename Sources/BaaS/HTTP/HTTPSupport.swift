@@ -27,7 +27,7 @@ public enum HTTPErrors {
         case .memoryLimit, .storageFull: return HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         case .lsnUnavailable: return .gone
         case .walFlushFailed, .walClosed, .notPrimary, .replicaBehind, .primaryUnavailable, .epochStale,
-             .replicationDiverged:
+             .replicationDiverged, .clusterTLS:
             return .serviceUnavailable
         case .commitInDoubt: return .gatewayTimeout
         case .functionNotFound: return .notFound

@@ -5,6 +5,9 @@
 //   "tls": {"cert_file": "tls/cert.pem",     HTTPS on the HTTP port: a PEM certificate chain and
 //           "key_file": "tls/key.pem"}       its PEM private key, relative to the node directory
 //                                            or absolute. Absent: plain HTTP (said at start).
+//   "tls": {..., "ca_file": "tls/ca.pem"}   cluster TLS (`aerodb cluster init --tls`): the cluster
+//                                            CA bundle; mutual TLS on the replication port and
+//                                            HTTPS between members (ClusterTLS, invariant TLS1)
 
 import Hummingbird
 import HummingbirdCore
@@ -14,24 +17,39 @@ import Kernel
 public struct TLSFiles: Sendable, Equatable {
     public var certFile: String
     public var keyFile: String
+    /// The cluster CA bundle (PEM): set, the cluster's members authenticate each other with it.
+    public var caFile: String?
 
-    public init(certFile: String, keyFile: String) {
+    public init(certFile: String, keyFile: String, caFile: String? = nil) {
         self.certFile = certFile
         self.keyFile = keyFile
+        self.caFile = caFile
     }
 
     public static func parse(_ value: JSONValue) throws -> TLSFiles {
         guard case .object(let o) = value else { throw AeroError(.configInvalid, "tls must be {\"cert_file\": ..., \"key_file\": ...}") }
-        for key in o.keys where key != "cert_file" && key != "key_file" {
-            throw AeroError(.configInvalid, "tls: unknown setting \"\(key)\" (cert_file, key_file)")
+        for key in o.keys where key != "cert_file" && key != "key_file" && key != "ca_file" {
+            throw AeroError(.configInvalid, "tls: unknown setting \"\(key)\" (cert_file, key_file, ca_file)")
         }
         guard let cert = o["cert_file"]?.stringValue, !cert.isEmpty, let key = o["key_file"]?.stringValue, !key.isEmpty else {
             throw AeroError(.configInvalid, "tls needs cert_file and key_file (PEM files)")
         }
-        return TLSFiles(certFile: cert, keyFile: key)
+        var caFile: String?
+        if let ca = o["ca_file"] {
+            guard let path = ca.stringValue, !path.isEmpty else { throw AeroError(.configInvalid, "tls.ca_file must be a file path (PEM)") }
+            caFile = path
+        }
+        return TLSFiles(certFile: cert, keyFile: key, caFile: caFile)
     }
 
-    public var json: JSONValue { .object(["cert_file": .string(certFile), "key_file": .string(keyFile)]) }
+    public var json: JSONValue {
+        var o: [String: JSONValue] = ["cert_file": .string(certFile), "key_file": .string(keyFile)]
+        if let caFile { o["ca_file"] = .string(caFile) }
+        return .object(o)
+    }
+
+    /// `file` relative to the node directory `directory`, or as given when absolute.
+    public static func path(_ file: String, in directory: String) -> String { file.hasPrefix("/") ? file : directory + "/" + file }
 
     /// The HTTP server wrapped in TLS with these files (paths relative to `directory`). Throws
     /// AERO_CONFIG_INVALID naming the file that cannot be read or parsed.

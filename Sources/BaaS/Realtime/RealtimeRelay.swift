@@ -173,6 +173,7 @@ enum RealtimeRelay {
         configuration.timeout.connect = .milliseconds(RealtimeLimits.relayRequestMillis)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.redirectConfiguration = .disallow
+        MemberHTTPS.apply(to: &configuration)  // cluster TLS: HTTPS trusting the cluster CA (TLS1)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
@@ -225,7 +226,7 @@ enum RealtimeRelay {
                 guard bytes.count <= RealtimeLimits.relayBodyBytesMax else {
                     throw AeroError(.realtimeLimit, "a relay batch of \(bytes.count) bytes is over \(RealtimeLimits.relayBodyBytesMax)")
                 }
-                var request = HTTPClientRequest(url: "http://\(link.address)\(path)")
+                var request = HTTPClientRequest(url: MemberHTTPS.url(link.address, path))
                 request.method = .POST
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.headers.add(name: macHeader.rawName, value: mac(bytes, secret: service.keys.secret))

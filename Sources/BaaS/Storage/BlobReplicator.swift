@@ -74,6 +74,7 @@ struct BlobReplicator: Sendable {
         configuration.timeout.connect = .seconds(1)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.redirectConfiguration = .disallow
+        MemberHTTPS.apply(to: &configuration)  // cluster TLS: HTTPS trusting the cluster CA (TLS1)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
@@ -116,7 +117,7 @@ struct BlobReplicator: Sendable {
     func pushOne(_ sha256: String, to target: String, key: String) async throws {
         guard let reader = try blobs.reader(sha256) else { throw AeroError(.notFound, "blob \(sha256) vanished") }
         let size = reader.size
-        var request = HTTPClientRequest(url: "http://\(target)/storage/v1/internal/blob/\(sha256)")
+        var request = HTTPClientRequest(url: MemberHTTPS.url(target, "/storage/v1/internal/blob/\(sha256)"))
         request.method = .PUT
         request.headers.add(name: "Authorization", value: "Bearer \(key)")
         request.headers.add(name: "Content-Type", value: "application/octet-stream")
@@ -145,7 +146,7 @@ struct BlobReplicator: Sendable {
 
     /// One member's copy; false when it does not hold the blob.
     private func fetch(_ sha256: String, from source: String) async throws -> Bool {
-        var request = HTTPClientRequest(url: "http://\(source)/storage/v1/internal/blob/\(sha256)")
+        var request = HTTPClientRequest(url: MemberHTTPS.url(source, "/storage/v1/internal/blob/\(sha256)"))
         request.headers.add(name: "Authorization", value: "Bearer \(serviceKey)")
         let response = try await Self.client.execute(request, timeout: .seconds(StorageLimits.peerTransferTimeoutSeconds))
         guard response.status == .ok else {

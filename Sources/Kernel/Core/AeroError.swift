@@ -69,6 +69,9 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case commitInDoubt = "AERO_COMMIT_IN_DOUBT"
         case replicaBehind = "AERO_REPLICA_BEHIND"
         case primaryUnavailable = "AERO_PRIMARY_UNAVAILABLE"
+        /// A cluster TLS handshake failed: a member's certificate is not signed by the cluster CA,
+        /// does not name its host, or it spoke plain TCP/HTTP to a TLS port (TLS1).
+        case clusterTLS = "AERO_CLUSTER_TLS"
         case epochStale = "AERO_EPOCH_STALE"
         case promotionRefused = "AERO_PROMOTION_REFUSED"
         case internalError = "AERO_INTERNAL"

@@ -7,6 +7,7 @@ import AsyncHTTPClient
 import BaaS
 import Foundation
 import Kernel
+import Logging
 import NIOCore
 import Replication
 
@@ -14,14 +15,14 @@ struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Create the node directories of a cluster.",
         discussion: "Examples:\n  aerodb cluster init --dir ./c --nodes 3",
-        subcommands: [ClusterInitCommand.self])
+        subcommands: [ClusterInitCommand.self, ClusterCertCommand.self])
 }
 
 struct ClusterInitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Write DIR/n1 ... DIR/nN: one cluster id, JWT secret and key pair for all, n1 primary at epoch 1.",
-        discussion: "Ports are consecutive: node i gets HTTP port http-port+i-1 and replication port repl-port+i-1. Start each member with `aerodb start --dir DIR/n<i>`. Production defaults: sign-ups wait for a confirmation mail and anonymous sign-ins are off; --dev turns both on (scripts/dev uses it).\n\nExamples:\n  aerodb cluster init --dir ./c --nodes 3\n  aerodb cluster init --dir /tmp/c --host 10.0.0.1 --commit-mode all\n  aerodb cluster init --dir ./dev --dev --http-port 56321 --repl-port 57321")
+        discussion: "Ports are consecutive: node i gets HTTP port http-port+i-1 and replication port repl-port+i-1. Start each member with `aerodb start --dir DIR/n<i>`. --tls makes a cluster CA in DIR/cluster-ca (its key stays there: keep it offline) and a certificate per member in DIR/n<i>/tls: mutual TLS on the replication port, HTTPS on the HTTP port and between members; without it the cluster speaks plain TCP and HTTP (local development, private networks). Production defaults: sign-ups wait for a confirmation mail and anonymous sign-ins are off; --dev turns both on (scripts/dev uses it).\n\nExamples:\n  aerodb cluster init --dir ./c --nodes 3\n  aerodb cluster init --dir ./c --tls --san db.internal\n  aerodb cluster init --dir /tmp/c --host 10.0.0.1 --commit-mode all\n  aerodb cluster init --dir ./dev --dev --http-port 56321 --repl-port 57321")
 
     @Option(help: "The directory to hold the node directories.") var dir: String
     @Option(help: "Number of members (2 to 9).") var nodes: Int = 3
@@ -30,6 +31,8 @@ struct ClusterInitCommand: ParsableCommand {
     @Option(help: "Replication port of n1.") var replPort: Int = 55321
     @Option(help: "Commit mode: async, sync (at least one replica flushed) or all.") var commitMode: String = "sync"
     @Flag(help: "A development cluster: sign-ups confirmed at once, anonymous sign-ins on (scripts/dev uses it).") var dev = false
+    @Flag(help: "TLS: a cluster CA (DIR/cluster-ca) and a certificate per member (mutual TLS between members, HTTPS).") var tls = false
+    @Option(help: "With --tls: one more name (DNS or IP) in every member certificate; repeatable.") var san: [String] = []
 
     func validate() throws {
         guard (2...9).contains(nodes) else { throw ValidationError("--nodes must be between 2 and 9") }
@@ -42,10 +45,16 @@ struct ClusterInitCommand: ParsableCommand {
     func run() throws {
         let (clusterID, members, secrets) = try Self.write(dir: dir, nodes: nodes, host: host, httpPort: httpPort,
                                                            replPort: replPort, commitMode: CommitMode(rawValue: commitMode)!,
-                                                           auth: dev ? NodeConfig.developmentAuth : nil)
+                                                           auth: dev ? NodeConfig.developmentAuth : nil, tls: tls, sans: san)
         print("initialized cluster \(clusterID) in \(dir): \(nodes) nodes, commit mode \(commitMode), n1 primary at epoch 1")
         if dev { print(NodeConfig.developmentNotice) }
-        for member in members { print("  \(member.nodeID)  http://\(member.http)  replication \(member.replication)") }
+        let scheme = tls ? "https" : "http"
+        for member in members { print("  \(member.nodeID)  \(scheme)://\(member.http)  replication \(member.replication)\(tls ? " (mutual TLS)" : "")") }
+        if tls {
+            print("cluster CA: \(dir)/\(ClusterCA.directoryName)/\(ClusterCA.certificateFile) (clients trust it); its key \(dir)/\(ClusterCA.directoryName)/\(ClusterCA.keyFile) is in no member directory: keep it offline, `aerodb cluster cert` needs it to issue or replace a member certificate")
+        } else {
+            print("plain TCP and HTTP between members and to clients (local development or a private network); --tls makes a cluster CA")
+        }
         print("anon key:         \(secrets.anonKey)")
         print("service_role key: \(secrets.serviceRoleKey)")
         print("start each member: aerodb start --dir \(dir)/n1   (and n2 ... n\(nodes))")
@@ -53,13 +62,15 @@ struct ClusterInitCommand: ParsableCommand {
 
     /// Writes the member directories; returns the cluster id, the members and the shared secrets.
     static func write(dir: String, nodes: Int, host: String, httpPort: Int, replPort: Int,
-                      commitMode: CommitMode, auth: JSONValue? = nil) throws -> (String, [ClusterMember], NodeSecrets) {
+                      commitMode: CommitMode, auth: JSONValue? = nil, tls: Bool = false, sans: [String] = []) throws -> (String, [ClusterMember], NodeSecrets) {
         let members = (1...nodes).map { i in
             ClusterMember(nodeID: "n\(i)", http: "\(host):\(httpPort + i - 1)",
                           replication: PeerAddress(host: host, port: replPort + i - 1))
         }
         let secrets = NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
         let clusterID = FieldValidator.randomUUID()
+        let ca = try tls ? ClusterCA.create(clusterID: clusterID) : nil
+        try ca?.write(directory: dir + "/" + ClusterCA.directoryName)
         for member in members {
             var config = NodeConfig()
             config.nodeID = member.nodeID
@@ -71,8 +82,11 @@ struct ClusterInitCommand: ParsableCommand {
                 config.authJSON = auth
                 config.auth = try AuthSettings.parse(auth)
             }
+            if ca != nil { config.tls = ClusterCA.memberTLS }
             try NodeDirectory.create(dir + "/" + member.nodeID, config: config, secrets: secrets,
                                      marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: "n1"))
+            _ = try ca?.writeMember(nodeDirectory: dir + "/" + member.nodeID, nodeID: member.nodeID,
+                                    hosts: config.certificateHosts + sans)
         }
         return (clusterID, members, secrets)
     }
@@ -82,7 +96,8 @@ struct ClusterInitCommand: ParsableCommand {
 struct AdminTarget: ParsableArguments {
     @Option(help: "Base URL of a node, e.g. http://127.0.0.1:54322.") var url: String
     @Option(help: "The service_role key (default: $AERODB_SERVICE_KEY, or the keys of --dir).") var key: String?
-    @Option(help: "A node directory to read the service_role key from.") var dir: String?
+    @Option(help: "A node directory to read the service_role key from (and, for https://, the cluster CA in its tls.ca_file).") var dir: String?
+    @Option(help: "A PEM CA bundle to trust for an https:// --url (default: the tls.ca_file of --dir, else the system's roots).") var cacert: String?
 
     func serviceKey() throws -> String {
         if let key { return key }
@@ -101,8 +116,13 @@ struct AdminTarget: ParsableArguments {
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-            bytes = try await response.body.collect(upTo: 16 << 20)
+            let trusted = try ClusterCLI.caFile(cacert: cacert, dir: dir)
+            (response, bytes) = try await ClusterCLI.withClient(trusting: base.hasPrefix("https://") ? trusted : nil) { client in
+                let response = try await client.execute(request, timeout: .seconds(60))
+                return (response, try await response.body.collect(upTo: 16 << 20))
+            }
+        } catch let error as AeroError where error.code == .configInvalid {
+            throw error
         } catch {
             throw AeroError(.primaryUnavailable, "cannot reach \(base): \(CLIErrors.networkPhrase(error)) (is a node running there?)")
         }
@@ -216,12 +236,13 @@ struct RejoinCommand: AsyncParsableCommand {
         let config = try NodeConfig.load(directory: dir)
         let secrets = try NodeSecrets.load(directory: dir)
         let options = config.kernelOptions(directory: dir)
-        try await Self.requireStopped(config)
+        try await Self.requireStopped(config, directory: dir)
         // One process per data directory: a running node (or another rejoin) holds the lock.
         let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
         guard let marker = try authority.read() else { throw CommandFailure("no authority marker in \(options.dataDirectory)") }
-        let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+        var cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+        cluster.tls = try config.replicationTLS(directory: dir, logger: Logger(label: "aerodb.rejoin"))  // TLS1
         print("reading the last \(ReplicationLimits.forkPositionsMax) record positions of \(options.dataDirectory)")
         let positions = try Database.lastPositions(options, count: Int(ReplicationLimits.forkPositionsMax))
         print("asking the peers (\(cluster.peers.map(\.nodeID).joined(separator: ", "))) for the primary and the fork point")
@@ -256,11 +277,16 @@ struct RejoinCommand: AsyncParsableCommand {
     }
 
     /// A rejoin cuts the log under the node's feet: refuse while its HTTP port answers.
-    static func requireStopped(_ config: NodeConfig) async throws {
-        var request = HTTPClientRequest(url: "http://\(config.http)/health")
+    static func requireStopped(_ config: NodeConfig, directory: String) async throws {
+        var request = HTTPClientRequest(url: "\(config.tls == nil ? "http" : "https")://\(config.http)/health")
         request.method = .GET
-        guard let answer = try? await HTTPClient.shared.execute(request, timeout: .seconds(1)) else { return }
-        _ = try? await answer.body.collect(upTo: 1 << 16)
+        let ca = config.tls?.caFile.map { TLSFiles.path($0, in: directory) }
+        let answered = (try? await ClusterCLI.withClient(trusting: ca) { client in
+            let answer = try await client.execute(request, timeout: .seconds(1))
+            _ = try? await answer.body.collect(upTo: 1 << 16)
+            return true
+        }) ?? false
+        guard answered else { return }
         throw CommandFailure("node \(config.nodeID) answers on \(config.http): stop it before `aerodb rejoin`")
     }
 

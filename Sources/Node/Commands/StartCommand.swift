@@ -66,7 +66,8 @@ struct StartCommand: AsyncParsableCommand {
         let clock = SystemClock()
         let replication: ReplicationNode
         do {
-            let cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+            var cluster = try config.clusterConfig(clusterID: marker.clusterID, secret: secrets.jwtSecret)
+            cluster.tls = try config.startClusterTLS(directory: dir, logger: logger)  // TLS1: mutual TLS, HTTPS between members
             replication = ReplicationNode(config: cluster, database: database, authority: authority, marker: marker, logger: logger)
             // replication.commit_mode (cluster setting, CM1): read per commit by the primary's gate.
             replication.commitModes.setReader {
@@ -88,14 +89,14 @@ struct StartCommand: AsyncParsableCommand {
         let knownRoutes = KnownRoutes()  // every route, once all are registered: 405 vs 404 (RouteErrors)
         // Cluster-wide settings (docs/OPERATIONS.md "Cluster settings"): aerodb.json's auth with the replicated values over it.
         var fileAuth = config.auth
-        if fileAuth.externalURL == nil { fileAuth.externalURL = "http://\(address.host):\(address.port)" }
+        if fileAuth.externalURL == nil { fileAuth.externalURL = "\(config.tls == nil ? "http" : "https")://\(address.host):\(address.port)" }
         let clusterSettings = ClusterSettings(database: database, fileAuth: config.authJSON, fileSettings: fileAuth, logger: logger,
                                               fileNode: config.nodeFileSettings(directory: dir), secret: secrets.jwtSecret)
         // query.* (cluster settings) pushed into the kernel on every applied LSN.
         let settingsApplier = clusterSettings.startApplying()
         do {
             var auth = config.auth
-            if auth.externalURL == nil { auth.externalURL = "http://\(address.host):\(address.port)" }
+            if auth.externalURL == nil { auth.externalURL = "\(config.tls == nil ? "http" : "https")://\(address.host):\(address.port)" }
             router = try AdminAPI.router(database: database, keys: keys, cluster: view, auth: auth, logger: logger, routes: knownRoutes,
                                          clusterSettings: clusterSettings)
         } catch {
@@ -197,15 +198,15 @@ struct StartCommand: AsyncParsableCommand {
     }
 
     /// HTTPS when `tls` is configured (docs/OPERATIONS.md "TLS"), else plain HTTP, said at start.
-    /// A cluster's members forward writes and probe each other over plain HTTP: TLS there is
-    /// refused until forwarding speaks it.
+    /// In a cluster, `tls` needs `ca_file` (the cluster CA: members speak HTTPS to each other
+    /// trusting it, TLS1).
     static func httpServer(_ plain: HTTPServerBuilder, config: NodeConfig, directory: String, logger: Logger) throws -> HTTPServerBuilder {
         guard let tls = config.tls else {
             logger.warning("HTTP without TLS: for local development or a private network; set tls.cert_file and tls.key_file in aerodb.json for HTTPS")
             return plain
         }
-        guard config.members.count <= 1 else {
-            throw AeroError(.configInvalid, "tls is not supported in a cluster yet: members forward writes to each other over plain HTTP")
+        guard config.members.count <= 1 || tls.caFile != nil else {
+            throw AeroError(.configInvalid, "tls in a cluster needs tls.ca_file, the cluster CA that signed every member's certificate (`aerodb cluster init --tls`, `aerodb cluster cert`): members verify each other with it")
         }
         return try tls.server(plain, directory: directory)
     }

@@ -36,6 +36,8 @@ public struct ClusterConfig: Sendable {
     public let replicaWaitMillis: Int64
     /// Proves membership in HELLO: HMAC-SHA256 of the cluster id with the cluster's JWT secret.
     public let token: String
+    /// Mutual TLS with the cluster CA on every replication connection (TLS1); nil: plain TCP.
+    public var tls: ReplicationTLS?
 
     public init(nodeID: String, clusterID: String, members: [ClusterMember], commitMode: CommitMode,
                 replicaWaitMillis: Int64, secret: [UInt8]) {

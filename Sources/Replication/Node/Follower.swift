@@ -50,7 +50,7 @@ extension ReplicationNode {
     }
 
     private func followSession(_ primary: ClusterMember) async throws {
-        let channel = try await Transport.connect(primary.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+        let channel = try await Transport.connect(primary.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis, tls: config.tls)
         guard !Task.isCancelled else {
             try? await channel.channel.close()
             return

@@ -283,7 +283,7 @@ extension ReplicationNode {
         let answers = await withTaskGroup(of: (String, NodeState?).self) { group in
             for peer in config.peers where nodes.contains(peer.nodeID) {
                 group.addTask {
-                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis) else {
+                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis, tls: self.config.tls) else {
                         return (peer.nodeID, nil)
                     }
                     return (peer.nodeID, s)
@@ -325,7 +325,7 @@ extension ReplicationNode {
         let final: LogPosition
         do {
             let answer = try await Transport.ask(old.replication, helloMessage(.demote, epoch: epoch, primary: config.nodeID),
-                                                 idleMillis: Self.switchoverWaitMillis + 1_000)
+                                                 idleMillis: Self.switchoverWaitMillis + 1_000, tls: config.tls)
             guard case .state(let s) = answer, !s.isPrimary else {
                 report.check("old primary demoted and drained", "refuse", "\(old.nodeID) did not hand over: \(answer)")
                 return
@@ -410,14 +410,14 @@ public enum Rejoin {
         }
         var primary: (ClusterMember, NodeState)?
         for peer in config.peers {
-            guard case .state(let s)? = try? await Transport.ask(peer.replication, hello(.probe), idleMillis: ReplicationTimeouts.probeMillis),
+            guard case .state(let s)? = try? await Transport.ask(peer.replication, hello(.probe), idleMillis: ReplicationTimeouts.probeMillis, tls: config.tls),
                   s.isPrimary else { continue }
             if primary == nil || s.epoch > primary!.1.epoch { primary = (peer, s) }
         }
         guard let (member, state) = primary else {
             throw AeroError(.primaryUnavailable, "no peer answered as primary; start the cluster's primary first")
         }
-        let channel = try await Transport.connect(member.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis)
+        let channel = try await Transport.connect(member.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis, tls: config.tls)
         let answer = try await channel.executeThenClose { inbound, outbound -> ReplicationMessage in
             try await outbound.write(hello(.rejoin))
             try await outbound.write(.forkQuery(Array(positions.suffix(Int(ReplicationLimits.forkPositionsMax)))))

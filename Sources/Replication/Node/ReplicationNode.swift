@@ -101,7 +101,7 @@ public actor ReplicationNode {
     /// Listens for peers, then takes the role the marker gives. A node that boots as primary
     /// first asks its peers whether a newer epoch exists (it may have been deposed while down).
     public func start() async throws {
-        let server = try await Transport.listen(config.me.replication, places: handshakePlaces,
+        let server = try await Transport.listen(config.me.replication, places: handshakePlaces, tls: config.tls,
                                                 authenticate: { [config] in config.admits($0) })
         serverTask = Task { await self.serve(server) }
         if isPrimary {
@@ -220,7 +220,7 @@ public actor ReplicationNode {
         return await withTaskGroup(of: (String, NodeState?).self) { group in
             for peer in config.peers {
                 group.addTask {
-                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis) else {
+                    guard case .state(let s)? = try? await Transport.ask(peer.replication, hello, idleMillis: ReplicationTimeouts.probeMillis, tls: self.config.tls) else {
                         return (peer.nodeID, nil)
                     }
                     return (peer.nodeID, s)

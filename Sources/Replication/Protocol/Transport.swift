@@ -7,6 +7,9 @@
 // accept), its frames are limited to `helloFrameBytesMax`, and it is closed when that HELLO has
 // not arrived within `handshakeMillis`. So strangers can make a node buffer at most places ×
 // HELLO limit (plus one socket read each), whatever they send.
+//
+// With cluster TLS (`ReplicationTLS`, TLS1) the TLS handler is first in every pipeline: frames
+// are read and written only inside a completed mutual-TLS handshake with the cluster CA.
 
 import Kernel
 import NIOCore
@@ -64,23 +67,35 @@ enum Transport {
         return try ReplicationChannel(wrappingChannelSynchronously: channel)
     }
 
-    static func connect(_ address: PeerAddress, idleMillis: Int64) async throws -> ReplicationChannel {
+    static func connect(_ address: PeerAddress, idleMillis: Int64, tls: ReplicationTLS? = nil) async throws -> ReplicationChannel {
+        let connected: (ReplicationChannel, EventLoopFuture<Void>?)
         do {
-            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            connected = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.milliseconds(ReplicationTimeouts.connectMillis))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: address.host, port: address.port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try configure(channel, idleMillis: idleMillis, side: .opener) }
+                    channel.eventLoop.makeCompletedFuture {
+                        let handshake = try tls?.addClientHandlers(channel, host: address.host, peer: address.description)
+                        return (try configure(channel, idleMillis: idleMillis, side: .opener), handshake)
+                    }
                 }
         } catch {
             throw AeroError(.primaryUnavailable, "cannot reach \(address): \(error)")
         }
+        // TLS1: nothing is written before the handshake completed (AERO_CLUSTER_TLS otherwise).
+        if let handshake = connected.1 {
+            do { try await handshake.get() } catch {
+                try? await connected.0.channel.close()
+                throw error
+            }
+        }
+        return connected.0
     }
 
     /// Listens on `address`. Every accepted connection takes one of `places` until its first
     /// HELLO is decided by `authenticate` (or it closes), and is closed when none is free or when
     /// the HELLO has not arrived within `places.handshakeMillis`.
-    static func listen(_ address: PeerAddress, places: HandshakePlaces,
+    static func listen(_ address: PeerAddress, places: HandshakePlaces, tls: ReplicationTLS? = nil,
                        authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -99,7 +114,8 @@ enum Transport {
                     }
                     channel.closeFuture.whenComplete { _ in deadline.cancel() }
                     return channel.eventLoop.makeCompletedFuture {
-                        try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake))
+                        try tls?.addServerHandlers(channel)  // TLS1: first in the pipeline
+                        return try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake))
                     }
                 }
         } catch {
@@ -108,8 +124,8 @@ enum Transport {
     }
 
     /// One question, one answer (probe, adopt, demote), bounded in time.
-    static func ask(_ address: PeerAddress, _ question: ReplicationMessage, idleMillis: Int64) async throws -> ReplicationMessage {
-        let channel = try await connect(address, idleMillis: idleMillis)
+    static func ask(_ address: PeerAddress, _ question: ReplicationMessage, idleMillis: Int64, tls: ReplicationTLS? = nil) async throws -> ReplicationMessage {
+        let channel = try await connect(address, idleMillis: idleMillis, tls: tls)
         return try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(question)
             for try await answer in inbound { return answer }
