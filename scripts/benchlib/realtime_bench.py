@@ -1,10 +1,12 @@
 """Realtime benchmarks (issue 14; scripts/bench --only realtime_fanout / realtime_resume).
 
 realtime_fanout: one release node on loopback; `subscribers` WebSocket clients split over
-SUBSCRIBER_PROCESSES other processes (raw Phoenix vsn 1.0.0 frames on a minimal asyncio
-WebSocket client: no per-message future, JSON parsed only for replies, the timestamp of an event
-found by byte search), each joined with one postgres_changes binding on the collection `fan`:
-`matching` of them filter `grp=eq.1`, the rest `grp=eq.2`. WRITERS writer threads, each with its
+SUBSCRIBER_PROCESSES other processes running rt_subscribers.c (compiled here with gcc -O2: one
+epoll loop per process, raw Phoenix vsn 1.0.0 frames, the event's `commit_timestamp` found by
+byte search; a C client because two asyncio processes could not read the million frames a
+second of the full run and the bench measured its own client), each joined with one
+postgres_changes binding on the collection `fan`: `matching` of them filter `grp=eq.1`, the rest
+`grp=eq.2`. WRITERS writer threads, each with its
 own keep-alive HTTP connection, insert `rate` rows per second of grp 1 between them (REST, batches
 of BATCH_ROWS) for `seconds`; a request that falls behind its schedule is sent at once (up to
 WRITERS in flight), none is sent after `seconds`. Figures:
@@ -14,21 +16,21 @@ WRITERS in flight), none is sent after `seconds`. Figures:
     1 s and 1 ms buckets above, merged over the processes;
   - RSS the node adds per 1,000 idle joined subscribers.
 Beside it PostgreSQL LISTEN/NOTIFY, treated the same way: `pg_listeners` psycopg connections LISTEN
-on one channel, split over SUBSCRIBER_PROCESSES processes; WRITERS writer connections each run
-transactions of BATCH_ROWS inserts plus one NOTIFY per row (payload: the row id and
-clock_timestamp() taken in the transaction, delivered at its commit); latency = receive time
-minus that timestamp. PostgreSQL forks a backend per listener, so its listener count is capped
-(PG_LISTENERS_MAX); the ratio line says which counts were compared.
+on one channel, split over SUBSCRIBER_PROCESSES processes (each one loop over its sockets with
+psycopg's libpq layer, pq.PGconn.consume_input/notifies, the receive time taken once per read);
+WRITERS writer connections each run transactions of BATCH_ROWS inserts plus one NOTIFY per row
+(payload: the row id and clock_timestamp() taken in the transaction, delivered at its commit);
+latency = receive time minus that timestamp. PostgreSQL forks a backend per listener, so its
+listener count is capped (PG_LISTENERS_MAX); the ratio line says which counts were compared.
 
 realtime_resume: 100,000 rows inserted while a subscriber is away; the time from its join with
 `config.resume_after_lsn` to its 100,000th replayed event (beside a goal of 10 s).
 
 Every server is started here and stopped by pid; no figure is an assertion (docs/BENCHMARKS.md).
-The subscriber and listener processes are this file run as a script (`ws-subscribers`,
-`pg-listeners`).
+The listener processes are this file run as a script (`pg-listeners`); the subscriber processes
+are rt_subscribers.c.
 """
 import asyncio
-import base64
 import http.client
 import json
 import os
@@ -39,11 +41,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime
 
 PORT = 30533  # below the ephemeral port range
 PG_LISTENERS_MAX = 1_000  # one backend process each: more does not fit a 2-core CI machine
-SUBSCRIBER_PROCESSES = 2  # one per core: one Python process cannot parse a fan-out as fast as the node sends it
+SUBSCRIBER_PROCESSES = 2  # each side: the C subscribers or the psycopg listeners
 WRITERS = 4  # writer connections, each paced at rate / WRITERS
 BATCH_ROWS = 10  # rows per request (AeroDB) or transaction (PostgreSQL)
 JOINS_PER_SECOND = 400  # all subscriber processes together: under the node's 500 joins/s
@@ -75,166 +76,14 @@ def hist_quantile(hist, q):
     return max(hist) / 10
 
 
-# ---- the subscriber process (python realtime_bench.py ws-subscribers ...) ----
+# ---- the subscriber processes: rt_subscribers.c (compiled here) ----
 
-class _Subscribers:
-    """Minimal WebSocket client side for many Phoenix subscribers in one asyncio loop."""
-
-    def __init__(self, host, port, path, matching_ids):
-        self.host, self.port, self.path = host, port, path
-        self.matching_ids = matching_ids
-        self.joined, self.failed, self.events = 0, None, 0
-        self.hist, self.stamps = {}, {}
-        self.protocols = []
-
-    def stamp(self, ts):
-        t = self.stamps.get(ts)
-        if t is None:
-            if len(self.stamps) > 100_000:
-                self.stamps.clear()
-            t = self.stamps[ts] = datetime.fromisoformat(ts.decode()).timestamp()
-        return t
-
-
-def _protocol(owner, index, grp):
-    class Sub(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport, self.buf, self.upgraded, self.joined = transport, bytearray(), False, False
-            key = base64.b64encode(os.urandom(16)).decode()
-            transport.write((f"GET {owner.path} HTTP/1.1\r\nHost: {owner.host}:{owner.port}\r\nUpgrade: websocket\r\n"
-                             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-
-        def send(self, obj):
-            data = json.dumps(obj, separators=(",", ":")).encode()
-            n = len(data)
-            head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-            self.transport.write(head + b"\0\0\0\0" + data)  # masked with the zero key
-
-        def join(self, ref):
-            self.send({"event": "phx_join", "topic": f"realtime:fan-{index}", "ref": ref, "join_ref": ref, "payload": {
-                "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "fan", "filter": f"grp=eq.{grp}"}]}}})
-
-        def heartbeat(self):
-            if not self.transport.is_closing():
-                self.send({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "h", "join_ref": None})
-
-        def data_received(self, data):
-            now = time.time()
-            buf = self.buf
-            buf += data
-            if not self.upgraded:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                if not buf.startswith(b"HTTP/1.1 101"):
-                    owner.failed = f"upgrade refused: {bytes(buf[:end])[:200]!r}"
-                    return
-                del buf[:end + 4]
-                self.upgraded = True
-                self.join("1")
-            pos, n = 0, len(buf)
-            while n - pos >= 2:
-                b0, size, off = buf[pos], buf[pos + 1] & 0x7F, pos + 2
-                if size == 126:
-                    if n - off < 2:
-                        break
-                    size, off = int.from_bytes(buf[off:off + 2], "big"), off + 2
-                elif size == 127:
-                    if n - off < 8:
-                        break
-                    size, off = int.from_bytes(buf[off:off + 8], "big"), off + 8
-                if n - off < size:
-                    break
-                op = b0 & 0x0F
-                if op == 1:
-                    self.text(buf, off, off + size, now)
-                elif op == 9:
-                    payload = bytes(buf[off:off + size])
-                    self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-                elif op == 8:
-                    owner.failed = owner.failed or f"the node closed subscriber {index}: {bytes(buf[off:off + size])!r}"
-                pos = off + size
-            if pos:
-                del buf[:pos]
-
-        def text(self, buf, start, end, now):
-            if self.joined:
-                if buf.find(b'"event":"postgres_changes"', start, end) >= 0:
-                    i = buf.find(b'"commit_timestamp":"', start, end) + 20
-                    ms = (now - owner.stamp(bytes(buf[i:buf.find(b'"', i, end)]))) * 1000
-                    k = int(ms * 10) if ms < 1000 else int(ms) * 10
-                    owner.hist[k] = owner.hist.get(k, 0) + 1
-                    owner.events += 1
-                return
-            frame = json.loads(bytes(buf[start:end]))
-            if frame.get("event") == "phx_reply" and frame.get("ref") in ("1", "2"):
-                if frame["payload"].get("status") == "ok":
-                    self.joined = True
-                    owner.joined += 1
-                else:  # the join rate limit: retry
-                    asyncio.get_running_loop().call_later(1.0, self.join, "2")
-
-        def connection_lost(self, exc):
-            if not getattr(self, "closing", False):
-                owner.failed = owner.failed or f"subscriber {index} lost its connection: {exc!r}"
-    return Sub
-
-
-def ws_subscribers_main(argv):
-    host, port, path = argv[0], int(argv[1]), argv[2]
-    proc, procs, total, matching, joins_per_s = (int(a) for a in argv[3:8])
-    mine = [i for i in range(total) if i % procs == proc]
-    my_matching = sum(1 for i in mine if i < matching)
-    owner = _Subscribers(host, port, path, my_matching)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        for n, i in enumerate(mine):
-            for attempt in range(50):
-                try:
-                    _, p = await loop.create_connection(_protocol(owner, i, 1 if i < matching else 2), host, port)
-                    owner.protocols.append(p)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.2 + attempt * 0.1)
-            else:
-                print(f"FAILED could not connect subscriber {i}", flush=True)
-                return
-            if n % 50 == 49:
-                await asyncio.sleep(50 / joins_per_s)
-        report = time.time() + 10
-        while owner.joined < len(mine):
-            if owner.failed:
-                print(f"FAILED {owner.failed}", flush=True)
-                return
-            await asyncio.sleep(0.1)
-            if time.time() > report:
-                print(f"[realtime_bench] process {proc}: {owner.joined} of {len(mine)} subscribers joined", file=sys.stderr, flush=True)
-                report = time.time() + 10
-
-        async def heartbeats():
-            while True:  # one loop for all: the node closes a connection silent for 60 s
-                for k, p in enumerate(owner.protocols):
-                    p.heartbeat()
-                    if k % 500 == 499:
-                        await asyncio.sleep(0)
-                await asyncio.sleep(20)
-        hb = asyncio.create_task(heartbeats())
-        print("JOINED", flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # the parent measured idle memory and writes
-        written = int(await loop.run_in_executor(None, sys.stdin.readline))
-        expected = written * my_matching
-        deadline = time.time() + DELIVERY_WAIT_SECONDS
-        while owner.events < expected and time.time() < deadline and not owner.failed:
-            await asyncio.sleep(0.05)
-        hb.cancel()
-        for p in owner.protocols:
-            p.closing = True
-            p.transport.close()
-        print("RESULT " + json.dumps({"events": owner.events, "expected": expected, "hist": owner.hist,
-                                      "failed": owner.failed}), flush=True)
-
-    asyncio.run(main())
+def build_subscriber_client(out_dir):
+    """Compiles rt_subscribers.c (gcc -O2) into out_dir; returns the binary's path."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rt_subscribers.c")
+    binary = os.path.join(out_dir, "rt_subscribers")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, source], check=True)
+    return binary
 
 
 # ---- the PostgreSQL listener process (python realtime_bench.py pg-listeners ...) ----
@@ -258,14 +107,22 @@ def pg_listeners_main(argv):
         state["expected"] = int(sys.stdin.readline()) * count
     threading.Thread(target=read_written, daemon=True).start()
     hist, events, deadline = {}, 0, None
+    # psycopg's libpq layer (pq.PGconn: consume_input, notifies), not Connection.notifies(): the
+    # generator costs a Python frame and a Notify object per notification, and the listeners are
+    # not the side under test. The receive time is taken once per socket read, as rt_subscribers
+    # takes it once per read() call.
+    pgconns = {c.fileno(): c.pgconn for c in conns}
     while True:
         if state["expected"] is not None:
             deadline = deadline or time.time() + DELIVERY_WAIT_SECONDS
             if events >= state["expected"] or time.time() > deadline:
                 break
         for key, _ in sel.select(timeout=0.05):
-            for n in key.data.notifies(timeout=0, stop_after=1000):
-                ms = (time.time() - float(n.payload.split(" ", 1)[1])) * 1000
+            pgconn = pgconns[key.fd]
+            pgconn.consume_input()
+            now = time.time()
+            while (n := pgconn.notifies()) is not None:
+                ms = (now - float(n.extra.split(b" ", 1)[1])) * 1000
                 k = int(ms * 10) if ms < 1000 else int(ms) * 10
                 hist[k] = hist.get(k, 0) + 1
                 events += 1
@@ -312,9 +169,9 @@ def paced_writers(rate, seconds, make_writer):
     return sum(counts), time.monotonic() - start
 
 
-def _spawn(kind, args):
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), kind] + [str(a) for a in args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _spawn(kind, args, binary=None):
+    command = [binary] if binary else [sys.executable, os.path.abspath(__file__), kind]
+    return subprocess.Popen(command + [str(a) for a in args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def _gather(procs, written):
@@ -407,8 +264,9 @@ def fanout(binary, subscribers, matching, rate, seconds):
             "id": {"type": "int"}, "grp": {"type": "int"}}})
         before = rss_kb(node.process.pid)
         path = f"/realtime/v1/websocket?apikey={node.service}&vsn=1.0.0"
+        client = build_subscriber_client(root)
         procs = [_spawn("ws-subscribers", ["127.0.0.1", PORT, path, k, SUBSCRIBER_PROCESSES, subscribers, matching,
-                                           JOINS_PER_SECOND // SUBSCRIBER_PROCESSES])
+                                           JOINS_PER_SECOND // SUBSCRIBER_PROCESSES], binary=client)
                  for k in range(SUBSCRIBER_PROCESSES)]
         _wait_joined(procs)
         time.sleep(2)
@@ -512,9 +370,7 @@ def resume(binary, events):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "ws-subscribers":
-        ws_subscribers_main(sys.argv[2:])
-    elif sys.argv[1] == "pg-listeners":
+    if sys.argv[1] == "pg-listeners":
         pg_listeners_main(sys.argv[2:])
     else:
         sys.exit(f"unknown role {sys.argv[1]!r}")

@@ -189,6 +189,7 @@ final class ChangeFanout: Sendable {
     /// Reads the change stream once for every live subscription; runs until cancelled.
     func run() async {
         var cursor = state.withLock { $0.pendingThrough }
+        var pending = PendingFrames()  // one transaction's frames per subscriber, storage reused
         while !Task.isCancelled {
             let batch: ChangeBatch
             do {
@@ -235,31 +236,31 @@ final class ChangeFanout: Sendable {
                     if transaction.schemaChange != nil { tables = reindex() }
                 }
                 guard !transaction.changes.isEmpty else { continue }
-                var pending: [Int: [String]] = [:]
+                pending.reset()
                 for change in transaction.changes where !SystemCollections.isSystem(change.collection) {
                     var memo = ChangeMemo()
                     Self.candidates(change, tables) { id in
                         guard !left.contains(id), let entry = live[id], entry.after < transaction.lsn,
                               !entry.subscription.isClosed else { return }
-                        guard let text = entry.subscription.frameText(for: change, in: transaction, memo: &memo) else { return }
-                        if pending[id, default: []].count >= RealtimeLimits.fanoutFramesPerTransactionMax {
+                        guard let frame = entry.subscription.changeFrame(for: change, in: transaction, memo: &memo) else { return }
+                        if !pending.append(frame, for: id) {
                             // A big transaction for this subscriber: its own pump queues it as room frees.
                             left.insert(id)
-                            pending[id] = nil
+                            pending.drop(id)
                             detach(entry.subscription, cursor: transaction.lsn &- 1)
-                            return
                         }
-                        pending[id, default: []].append(text)
                     }
                 }
-                for (id, texts) in pending {
-                    guard let entry = live[id] else { continue }
-                    if !entry.subscription.outbox.push(texts: texts) {
+                var writers: [any RealtimeOutboxWriter] = []
+                pending.forEach { id, frames in
+                    guard let entry = live[id], !left.contains(id) else { return }
+                    if !entry.subscription.outbox.push(changes: frames, deferred: &writers) {
                         // Full: the subscriber reads too slowly; it catches up from the WAL (no loss).
                         left.insert(id)
                         detach(entry.subscription, cursor: transaction.lsn &- 1)
                     }
                 }
+                if !writers.isEmpty { RealtimeSocketWriter.schedule(writers) }
             }
             for id in left { live[id] = nil }
             cursor = batch.through
@@ -322,11 +323,13 @@ final class ChangeFanout: Sendable {
                     if RealtimeService.touchesPolicies(transaction) { subscription.invalidate() }
                     for change in transaction.changes {
                         var memo = ChangeMemo()
-                        guard let text = subscription.frameText(for: change, in: transaction, memo: &memo) else { continue }
-                        while !outbox.push(texts: [text]) {
+                        guard let frame = subscription.changeFrame(for: change, in: transaction, memo: &memo) else { continue }
+                        var writers: [any RealtimeOutboxWriter] = []
+                        while !outbox.push(changes: [frame], deferred: &writers) {
                             if subscription.isClosed || Task.isCancelled { return }
                             await outbox.waitForRoom()
                         }
+                        if !writers.isEmpty { RealtimeSocketWriter.schedule(writers) }
                     }
                 }
                 cursor = batch.through
@@ -351,5 +354,55 @@ final class ChangeFanout: Sendable {
                                                       extra: ["missed_from_lsn": .string(String(cursor &+ 1)),
                                                               "missed_through_lsn": .string(String(through)),
                                                               "oldest_lsn": .string(String(oldest))]), .control)
+    }
+}
+
+/// One transaction's frames per subscriber, in the order the reader found them (the shared
+/// reader's scratch space): storage is kept from one transaction to the next, so a fan-out to
+/// a thousand subscribers does not allocate a thousand arrays per transaction.
+struct PendingFrames {
+    private var slots: [Int: Int] = [:]  // subscription id -> index in `frames`
+    private var ids: [Int] = []
+    private var frames: [[ChangeFrame]] = []
+    private var used = 0
+
+    mutating func reset() {
+        for i in 0..<used { frames[i].removeAll(keepingCapacity: true) }
+        slots.removeAll(keepingCapacity: true)
+        used = 0
+        // Storage for at most as many subscribers as the last big fan-out: a bound on what is kept.
+        if frames.count > RealtimeLimits.connectionsPerNodeMax { frames = []; ids = [] }
+    }
+
+    /// Adds a frame for `id`; false when `id` already has fanoutFramesPerTransactionMax.
+    mutating func append(_ frame: ChangeFrame, for id: Int) -> Bool {
+        let slot: Int
+        if let known = slots[id] {
+            slot = known
+        } else {
+            slot = used
+            used += 1
+            slots[id] = slot
+            if slot == frames.count {
+                frames.append([])
+                ids.append(id)
+            } else {
+                ids[slot] = id
+            }
+        }
+        guard frames[slot].count < RealtimeLimits.fanoutFramesPerTransactionMax else { return false }
+        frames[slot].append(frame)
+        return true
+    }
+
+    /// Forgets `id`'s frames (it left the reader).
+    mutating func drop(_ id: Int) {
+        guard let slot = slots[id] else { return }
+        frames[slot].removeAll(keepingCapacity: true)
+    }
+
+    /// Every subscriber with frames, in first-seen order.
+    func forEach(_ body: (Int, ArraySlice<ChangeFrame>) -> Void) {
+        for slot in 0..<used where !frames[slot].isEmpty { body(ids[slot], frames[slot][...]) }
     }
 }

@@ -18,7 +18,9 @@
 import Kernel
 import Synchronization
 
-struct ChangeBinding: Sendable {
+/// A class, not a struct: the shared reader reads the bindings of every candidate subscriber
+/// per change, and copying a struct of seven strings and arrays was seven retains each (perf).
+final class ChangeBinding: Sendable {
     let id: Int64
     let event: String          // INSERT, UPDATE, DELETE or *
     let table: String?         // nil or "*": every user collection
@@ -34,6 +36,25 @@ struct ChangeBinding: Sendable {
         let column: String
         let value: String
     }
+
+    init(id: Int64, event: String, table: String?, filter: String?, select: [String]?, reply: JSONValue, eq: EqKey?) {
+        self.id = id
+        self.event = event
+        self.table = table
+        self.filter = filter
+        self.select = select
+        self.reply = reply
+        self.eq = eq
+        kind = switch event {
+        case "INSERT": .insert
+        case "UPDATE": .update
+        case "DELETE": .delete
+        default: nil
+        }
+    }
+
+    /// `event` as a change kind; nil for `*`.
+    private let kind: DocumentChange.Kind?
 
     static func parse(_ value: JSONValue, database: Database) throws -> ChangeBinding {
         guard case .object(let o) = value else { throw RealtimeFrame.invalid("a postgres_changes binding is an object") }
@@ -99,7 +120,7 @@ struct ChangeBinding: Sendable {
 
     func applies(to kind: DocumentChange.Kind, collection: String) -> Bool {
         if let table, table != collection { return false }
-        return event == "*" || event == kind.rawValue.uppercased()
+        return self.kind == nil || self.kind == kind
     }
 }
 
@@ -167,8 +188,15 @@ final class ChangeFilters: Sendable {
 /// filter and the encoded `data` object per distinct shape (decoded and encoded once, not once
 /// per subscriber). Lives for one change.
 struct ChangeMemo {
+    /// What makes two subscribers' `data` objects differ: the projected columns (a lone matching
+    /// binding's `select`) and whether the old row is visible to them (RT3).
+    struct Shape: Hashable {
+        let select: [String]?
+        let oldVisible: Bool
+    }
+
     var filterResults: [String: Bool] = [:]
-    var payloads: [String: String] = [:]
+    var payloads: [Shape: [UInt8]] = [:]
     var columns: [String: JSONValue] = [:]
 }
 
@@ -196,6 +224,10 @@ final class ChangeSubscription: Sendable {
     }
 
     private let state: Mutex<State>
+    /// The frame bytes around a change's shared `data` object (RealtimeFrame.changeHead/Tail):
+    /// the head, and the tail for each binding matching alone (computed once, at join).
+    private let head: [UInt8]
+    private let tails: [[UInt8]]
 
     init(id: Int, topic: String, bindings: [ChangeBinding], caller: Caller, outbox: RealtimeOutbox,
          database: Database, engine: PolicyEngine, filters: ChangeFilters) {
@@ -207,6 +239,8 @@ final class ChangeSubscription: Sendable {
         self.engine = engine
         self.filters = filters
         state = Mutex(State(caller: caller))
+        head = RealtimeFrame.changeHead(outbox.version, topic: topic)
+        tails = bindings.map { RealtimeFrame.changeTail(outbox.version, topic: topic, ids: [$0.id]) }
     }
 
     /// The channel closed: nothing more is queued for it.
@@ -242,25 +276,28 @@ final class ChangeSubscription: Sendable {
     /// The frame for one change, or nil when no binding matches or the policy hides it.
     func frame(for change: DocumentChange, in transaction: CommittedTransaction) -> RealtimeFrame? {
         var memo = ChangeMemo()
-        guard let (ids, data) = render(change, in: transaction, memo: &memo),
+        guard let (matched, data) = render(change, in: transaction, memo: &memo),
               let value = try? JSON.parse(data) else { return nil }
         return RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "postgres_changes",
-                             payload: .object(["ids": .array(ids.map { .int($0) }), "data": value]))
+                             payload: .object(["ids": .array(matched.map { JSONValue.int(bindings[$0].id) }), "data": value]))
     }
 
-    /// The encoded frame for one change in this subscription's protocol version, or nil.
-    func frameText(for change: DocumentChange, in transaction: CommittedTransaction, memo: inout ChangeMemo) -> String? {
-        guard let (ids, data) = render(change, in: transaction, memo: &memo) else { return nil }
-        return RealtimeFrame.changeText(outbox.version, topic: topic, ids: ids, data: data)
+    /// The frame for one change in this subscription's protocol version (its shared `data`
+    /// bytes between this subscription's head and tail), or nil.
+    func changeFrame(for change: DocumentChange, in transaction: CommittedTransaction, memo: inout ChangeMemo) -> ChangeFrame? {
+        guard let (matched, data) = render(change, in: transaction, memo: &memo) else { return nil }
+        let tail = matched.count == 1 ? tails[matched[0]]
+            : RealtimeFrame.changeTail(outbox.version, topic: topic, ids: matched.map { bindings[$0].id })
+        return ChangeFrame(head: head, data: data, tail: tail)
     }
 
-    /// The matching binding ids and the encoded `data` object (RT3: the policy decides first).
+    /// The matching bindings (indices into `bindings`) and the encoded `data` object (RT3: the
+    /// policy decides first).
     private func render(_ change: DocumentChange, in transaction: CommittedTransaction,
-                        memo: inout ChangeMemo) -> ([Int64], String)? {
+                        memo: inout ChangeMemo) -> ([Int], [UInt8])? {
         guard !SystemCollections.isSystem(change.collection) else { return nil }
         let kind = change.kind
-        let candidates = bindings.filter { $0.applies(to: kind, collection: change.collection) }
-        guard !candidates.isEmpty else { return nil }
+        guard bindings.contains(where: { $0.applies(to: kind, collection: change.collection) }) else { return nil }
         guard let compiled = try? compiled(change.collection) else { return nil }  // fail closed
         func admitted(_ doc: Document?) -> Bool {
             guard let doc else { return false }
@@ -272,21 +309,21 @@ final class ChangeSubscription: Sendable {
         case .delete: guard oldVisible else { return nil }
         }
         let subject = kind == .delete ? change.before! : change.after!
-        var ids: [ChangeBinding] = []
-        for binding in candidates {
-            guard let filter = binding.filter else { ids.append(binding); continue }
+        var matched: [Int] = []
+        for (index, binding) in bindings.enumerated() where binding.applies(to: kind, collection: change.collection) {
+            guard let filter = binding.filter else { matched.append(index); continue }
             if let known = memo.filterResults[filter] {
-                if known { ids.append(binding) }
+                if known { matched.append(index) }
                 continue
             }
             let result = filters.matcher(filter, collection: change.collection, schema: compiled.schema)?.matches(subject) ?? false
             memo.filterResults[filter] = result
-            if result { ids.append(binding) }
+            if result { matched.append(index) }
         }
-        guard !ids.isEmpty else { return nil }
-        let select = ids.count == 1 ? ids[0].select : nil
-        let shape = (select?.joined(separator: "\u{0}") ?? "*") + (select == nil ? "" : "\u{1}") + (oldVisible ? "o" : "p")
-        if let data = memo.payloads[shape] { return (ids.map(\.id), data) }
+        guard !matched.isEmpty else { return nil }
+        let select = matched.count == 1 ? bindings[matched[0]].select : nil
+        let shape = ChangeMemo.Shape(select: select, oldVisible: oldVisible)
+        if let data = memo.payloads[shape] { return (matched, data) }
         func project(_ doc: Document) -> JSONValue {
             guard let select else { return .object(doc) }
             return .object(doc.filter { select.contains($0.key) || $0.key == compiled.schema.primaryKey })
@@ -309,9 +346,9 @@ final class ChangeSubscription: Sendable {
         case .delete:
             data["old_record"] = project(change.before!)
         }
-        let text = JSON.encodeString(.object(data))
-        if memo.payloads.count < 64 { memo.payloads[shape] = text }
-        return (ids.map(\.id), text)
+        let bytes = JSON.encode(.object(data))
+        if memo.payloads.count < 64 { memo.payloads[shape] = bytes }
+        return (matched, bytes)
     }
 
     /// Columns in Postgres type names, primary key first then by name (realtime-js casts by them).

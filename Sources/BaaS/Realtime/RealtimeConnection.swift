@@ -1,8 +1,9 @@
 // One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
 //
-// Tasks per connection: the reader (this file's `run`, one frame at a time, in order), the
-// writer (drains the bounded RealtimeOutbox: everything queued is written, then flushed once,
-// RealtimeSocketWriter); the service's one ticker calls `tick` (idle timeout, token expiry).
+// Tasks per connection: one, the reader (this file's `run`, one frame at a time, in order). The
+// writer is no task: RealtimeSocketWriter drains the bounded RealtimeOutbox on the channel's
+// event loop (everything queued in one write and one flush); the service's one ticker calls
+// `tick` (idle timeout, token expiry).
 // postgres_changes are queued by the node's shared reader (ChangeFanout); a channel has a task
 // of its own only while it catches up (a resume, or after its outbox was full). State lives
 // in one Mutex; no I/O under it.
@@ -19,6 +20,7 @@
 
 import Foundation
 import HummingbirdWebSocket
+import NIOCore
 import Kernel
 import Synchronization
 
@@ -63,18 +65,25 @@ final class RealtimeConnection: Sendable {
 
     // MARK: Run
 
-    /// `socket`: the upgraded channel, written in batches (RealtimeSocketWriter: one flush per
-    /// step of the outbox); without it (no channel at hand) one `outbound.write` per frame.
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, socket: RealtimeSocketWriter? = nil) async {
+    /// `channel`: the upgraded channel, which a RealtimeSocketWriter writes on its event loop
+    /// (no writer task); without it (no channel at hand) a writer task writes one frame per
+    /// `outbound.write`.
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: (any NIOCore.Channel)? = nil) async {
+        guard let channel else { return await runWithWriterTask(inbound: inbound, outbound: outbound) }
+        outbox.attach(RealtimeSocketWriter(channel: channel, outbox: outbox) { code, reason in
+            try? await outbound.close(.init(codeNumber: code), reason: reason)
+        })
+        await readFrames(inbound)
+        // Everything queued is written (and a close frame sent) before the handler returns.
+        await outbox.finished()
+    }
+
+    private func runWithWriterTask(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [outbox] in
                 while let (frames, close) = await outbox.take() {
                     do {
-                        if let socket {
-                            try await socket.write(frames)
-                        } else {
-                            for frame in frames { try await outbound.write(.text(frame)) }
-                        }
+                        for frame in frames { try await outbound.write(.text(frame)) }
                         if let close {
                             try await outbound.close(.init(codeNumber: close.code), reason: close.reason)
                             return
@@ -85,18 +94,23 @@ final class RealtimeConnection: Sendable {
                     }
                 }
             }
-            do {
-                for try await message in inbound.messages(maxSize: RealtimeLimits.messageBytesMax) {
-                    guard !outbox.isClosed else { break }
-                    receive(message)
-                }
-            } catch {
-                outbox.close(code: 1009, reason: "message larger than \(RealtimeLimits.messageBytesMax) bytes or unreadable")
-            }
-            closeAllChannels()
-            outbox.close()
+            await readFrames(inbound)
             await group.waitForAll()
         }
+    }
+
+    /// The client's frames, in order, until the socket or the outbox closes; then the channels.
+    private func readFrames(_ inbound: WebSocketInboundStream) async {
+        do {
+            for try await message in inbound.messages(maxSize: RealtimeLimits.messageBytesMax) {
+                guard !outbox.isClosed else { break }
+                receive(message)
+            }
+        } catch {
+            outbox.close(code: 1009, reason: "message larger than \(RealtimeLimits.messageBytesMax) bytes or unreadable")
+        }
+        closeAllChannels()
+        outbox.close()
     }
 
     private func receive(_ message: WebSocketMessage) {

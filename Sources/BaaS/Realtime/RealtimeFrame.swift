@@ -111,33 +111,43 @@ struct RealtimeFrame: Sendable {
     /// A postgres_changes frame around an already encoded `data` object (ChangeFanout encodes
     /// it once per change and wraps it per subscriber): the same JSON `encoded` gives.
     static func changeText(_ version: RealtimeVersion, topic: String, ids: [Int64], data: String) -> String {
+        String(decoding: changeHead(version, topic: topic) + Array(data.utf8) + changeTail(version, topic: topic, ids: ids),
+               as: UTF8.self)
+    }
+
+    /// The bytes of a postgres_changes frame before its `data` object: the same for every change
+    /// of one subscription (ChangeSubscription keeps them).
+    static func changeHead(_ version: RealtimeVersion, topic: String) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(data.utf8.count + topic.utf8.count + 96)
-        func payload() {
-            out.append(contentsOf: #"{"data":"#.utf8)
-            out.append(contentsOf: data.utf8)
-            out.append(contentsOf: #","ids":["#.utf8)
-            for (i, id) in ids.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: String(id).utf8)
-            }
-            out.append(contentsOf: "]}".utf8)
-        }
         switch version {
         case .v1:
-            out.append(contentsOf: #"{"event":"postgres_changes","join_ref":null,"payload":"#.utf8)
-            payload()
+            out.append(contentsOf: #"{"event":"postgres_changes","join_ref":null,"payload":{"data":"#.utf8)
+        case .v2:
+            out.append(contentsOf: "[null,null,".utf8)
+            JSON.encodeString(topic, into: &out)
+            out.append(contentsOf: #","postgres_changes",{"data":"#.utf8)
+        }
+        return out
+    }
+
+    /// The bytes after the `data` object: the matching binding ids, then (vsn 1.0.0) the topic.
+    static func changeTail(_ version: RealtimeVersion, topic: String, ids: [Int64]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.append(contentsOf: #","ids":["#.utf8)
+        for (i, id) in ids.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: String(id).utf8)
+        }
+        out.append(contentsOf: "]}".utf8)
+        switch version {
+        case .v1:
             out.append(contentsOf: #","ref":null,"topic":"#.utf8)
             JSON.encodeString(topic, into: &out)
             out.append(UInt8(ascii: "}"))
         case .v2:
-            out.append(contentsOf: "[null,null,".utf8)
-            JSON.encodeString(topic, into: &out)
-            out.append(contentsOf: #","postgres_changes","#.utf8)
-            payload()
             out.append(UInt8(ascii: "]"))
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     static func reply(_ to: RealtimeFrame, ok: Bool, _ response: JSONValue = .object([:])) -> RealtimeFrame {

@@ -25,9 +25,6 @@ public enum RealtimeLimits {
     /// Headroom for replies and system messages above `outboundEventsMax`; past it the client
     /// is not reading at all and the socket closes (1008).
     public static let outboundControlHeadroom = 64
-    /// Bytes of frames written to one connection before one flush (RealtimeSocketWriter); a
-    /// single bigger frame goes alone. Bounds the copy a batch makes of the outbox's frames.
-    public static let writeBatchBytesMax = 64 << 10
     /// First read buffer of a realtime connection (NIO's default is 2,048; it adapts between 64
     /// bytes and 64 KiB with the reads). Idle subscribers send about a heartbeat per 25 s.
     public static let readBufferInitialBytes = 512

@@ -156,8 +156,8 @@ public final class RealtimeService: Sendable {
 
     /// The WebSocket upgrade decision (wire with `.http1WebSocketUpgrade`). Requests that are not
     /// a valid realtime upgrade fall through to the router, which answers them (401, 400, 404).
-    /// `channel`: the connection's channel, which the connection's writer then writes in batches
-    /// (RealtimeSocketWriter); without it, one flushed write per frame.
+    /// `channel`: the connection's channel, which RealtimeSocketWriter then writes on its event
+    /// loop (no writer task); without it, a writer task and one flushed write per frame.
     public func shouldUpgrade(_ request: HTTPRequest, channel: (any Channel)? = nil) -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         guard let (path, query) = Self.split(request.path), path == "/realtime/v1/websocket" else { return .dontUpgrade }
         guard let version = RealtimeVersion(query["vsn"]), let key = query["apikey"],
@@ -172,7 +172,7 @@ public final class RealtimeService: Sendable {
             let connection = RealtimeConnection(id: id, service: self, version: version, apikey: key)
             registry.withLock { $0.open[id] = connection }
             defer { releaseConnection(id) }
-            await connection.run(inbound: inbound, outbound: outbound, socket: channel.map(RealtimeSocketWriter.init(channel:)))
+            await connection.run(inbound: inbound, outbound: outbound, channel: channel)
         }
     }
 

@@ -1,88 +1,141 @@
-// Writes a connection's queued frames to its socket in batches: every frame taken from the
-// RealtimeOutbox in one step is framed into one buffer, written, then flushed once.
+// Writes a connection's queued frames to its socket: the RealtimeOutbox keeps them already
+// framed in one buffer, and this writer hands everything waiting to NIO in one write and one
+// flush, on the channel's event loop, with no task of its own.
 //
 // Why: swift-websocket's WebSocketOutboundWriter sends one frame per `write`, and each write
 // hops to the event loop and flushes (one writev per frame); at a thousand frames per
-// subscriber per second that was about 60% of the node's CPU. Here the frames of one step are
-// framed into one buffer off the event loop, and one hop writes it and flushes once, below
-// WebSocketFrameEncoder (which would add a WebSocketFrame, a header buffer and a pending write
-// per frame: about a third of the node's CPU in a profile of the first batched version).
+// subscriber per second that was about 60% of the node's CPU. A first batched version (a writer
+// task per connection taking [String] from the outbox, framing them into a buffer) still cost a
+// task per connection (about 1 KB of task memory each, idle), two task switches and an event
+// loop hop per write, and a String per frame. Now a change's frame is appended to the outbox's
+// buffer straight from its shared `data` bytes (ChangeFrame), and the writer is a callback on
+// the event loop: scheduled by whoever queues frames while no write is in flight, it takes the
+// whole buffer, writes it below WebSocketFrameEncoder, and when NIO has written it to the
+// socket takes the next one (or stops when nothing waits).
 //
-// Layout of a batch (RFC 6455 §5.2, server to client: never masked, never fragmented), per
+// Layout of the buffer (RFC 6455 §5.2, server to client: never masked, never fragmented), per
 // Phoenix message in order:
 //   0x81 (FIN, opcode 1 = text)
 //   len < 126:            [len: UInt8]
 //   len <= 65,535:        [126: UInt8][len: UInt16 big-endian]
 //   else:                 [127: UInt8][len: UInt64 big-endian]
 //   [len bytes: the message's UTF-8]
-// The buffer is written from WebSocketFrameEncoder's context toward the socket. The node
-// configures no WebSocket extension (StartCommand); frames with RSV1 clear are valid even
-// where permessage-deflate were negotiated (RFC 7692). Control frames (pong, close) still go
-// through swift-websocket; each write is whole frames, so they interleave only between frames.
+// A postgres_changes message is ChangeFrame's head + data + tail (RealtimeFrame.changeHead,
+// the change's encoded `data` object, RealtimeFrame.changeTail). The buffer is written from
+// WebSocketFrameEncoder's context toward the socket. The node configures no WebSocket extension
+// (StartCommand); frames with RSV1 clear are valid even where permessage-deflate were negotiated
+// (RFC 7692). Control frames (pong, close) still go through swift-websocket; each write is whole
+// frames, so they interleave only between frames.
 //
 // Invariants:
-// - Frames reach the socket in the order they were taken, each exactly once, each whole.
-// - Backpressure is kept: `write` returns only once NIO has written the batch to the socket, so
-//   the connection's writer takes nothing more from its outbox until then and a client that
-//   reads slowly fills its bounded outbox (RealtimeOutbox policy), not the node.
-// - At most RealtimeLimits.writeBatchBytesMax bytes (or one bigger frame) are in one flush.
-// - A failed write (the peer is gone, the channel closed) throws; the caller closes the outbox.
+// - Frames reach the socket in the order they were queued, each exactly once, each whole.
+// - At most one write is in flight per connection (RealtimeOutbox `writing`): the next buffer is
+//   taken only once NIO has written the previous one to the socket, so a client that reads
+//   slowly fills its own bounded outbox (RealtimeOutbox policy), never the node's memory.
+// - A failed write (the peer is gone, the channel closed) closes the outbox.
+// - Once the outbox is closed and drained, the close frame (if it closed for a reason) is sent
+//   through swift-websocket, then the outbox is told the writer finished.
 
 import NIOCore
 import NIOWebSocket
 
-struct RealtimeSocketWriter: Sendable {
+/// One postgres_changes frame: its subscription's head and tail around the change's `data`
+/// bytes, which every subscriber of the same shape shares (ChangeMemo).
+struct ChangeFrame: Sendable {
+    let head: [UInt8]
+    let data: [UInt8]
+    let tail: [UInt8]
+
+    var size: Int { head.count + data.count + tail.count }
+
+    func append(to buffer: inout ByteBuffer) {
+        RealtimeSocketWriter.appendTextHeader(size, to: &buffer)
+        buffer.writeBytes(head)
+        buffer.writeBytes(data)
+        buffer.writeBytes(tail)
+    }
+}
+
+final class RealtimeSocketWriter: RealtimeOutboxWriter {
     let channel: any Channel
+    let outbox: RealtimeOutbox
+    /// Sends the close frame (swift-websocket's outbound writer).
+    private let sendClose: @Sendable (_ code: Int, _ reason: String) async -> Void
 
-    /// Writes `texts` as text frames, one buffer and one flush per at most `writeBatchBytesMax`
-    /// bytes, and returns once they are written to the socket.
-    func write(_ texts: [String]) async throws {
-        var start = 0
-        while start < texts.count {
-            var end = start
-            var bytes = 0
-            while end < texts.count {
-                let size = texts[end].utf8.count + 10  // the largest header
-                if end > start && bytes + size > RealtimeLimits.writeBatchBytesMax { break }
-                bytes += size
-                end += 1
-            }
-            var buffer = channel.allocator.buffer(capacity: bytes)
-            for text in texts[start..<end] { Self.appendTextFrame(text, to: &buffer) }
-            try await writeAndFlush(buffer)
-            start = end
+    init(channel: any Channel, outbox: RealtimeOutbox, sendClose: @escaping @Sendable (_ code: Int, _ reason: String) async -> Void) {
+        self.channel = channel
+        self.outbox = outbox
+        self.sendClose = sendClose
+    }
+
+    /// Starts the writer (the outbox decided that no write is in flight).
+    func schedule() {
+        channel.eventLoop.execute { self.writeNext() }
+    }
+
+    /// Starts several writers with one hop per event loop (the shared reader's fan-out).
+    static func schedule(_ writers: [any RealtimeOutboxWriter]) {
+        if writers.count == 1 { return writers[0].schedule() }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, writers: [RealtimeSocketWriter])] = [:]
+        for writer in writers {
+            guard let writer = writer as? RealtimeSocketWriter else { writer.schedule(); continue }
+            let loop = writer.channel.eventLoop
+            byLoop[ObjectIdentifier(loop), default: (loop, [])].writers.append(writer)
+        }
+        for (_, group) in byLoop {
+            let writers = group.writers
+            group.loop.execute { for writer in writers { writer.writeNext() } }
         }
     }
 
-    /// One unmasked, unfragmented text frame (the layout above).
-    static func appendTextFrame(_ text: String, to buffer: inout ByteBuffer) {
-        let size = text.utf8.count
-        buffer.writeInteger(UInt8(0x81))
-        if size < 126 {
-            buffer.writeInteger(UInt8(size))
-        } else if size <= 0xFFFF {
-            buffer.writeInteger(UInt8(126))
-            buffer.writeInteger(UInt16(size))
-        } else {
-            buffer.writeInteger(UInt8(127))
-            buffer.writeInteger(UInt64(size))
-        }
-        buffer.writeString(text)
-    }
-
-    /// One hop to the event loop: the buffer written below the frame encoder and flushed;
-    /// completes when it is on the socket (or fails with the channel).
-    private func writeAndFlush(_ buffer: ByteBuffer) async throws {
-        let channel = self.channel
-        let promise = channel.eventLoop.makePromise(of: Void.self)
-        channel.eventLoop.execute {
+    /// On the event loop: writes what waits, and again when that is on the socket.
+    private func writeNext() {
+        switch outbox.takeForWrite() {
+        case .idle:
+            return
+        case .write(let buffer):
+            let promise = channel.eventLoop.makePromise(of: Void.self)
             do {
                 let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
                 encoder.writeAndFlush(NIOAny(buffer), promise: promise)
             } catch {
                 promise.fail(error)
             }
+            promise.futureResult.whenComplete { result in
+                switch result {
+                case .success:
+                    // A new turn of the loop: a write completed inline does not nest writers.
+                    self.channel.eventLoop.execute { self.writeNext() }
+                case .failure:
+                    self.outbox.close()
+                    self.outbox.writerFinished()
+                }
+            }
+        case .finished(let close):
+            guard let close else { return outbox.writerFinished() }
+            let (outbox, sendClose) = (self.outbox, self.sendClose)
+            Task {
+                await sendClose(close.code, close.reason)
+                outbox.writerFinished()
+            }
         }
-        try await promise.futureResult.get()
+    }
+
+    /// One unmasked, unfragmented text frame (the layout above).
+    static func appendTextFrame(_ text: String, to buffer: inout ByteBuffer) {
+        appendTextHeader(text.utf8.count, to: &buffer)
+        buffer.writeString(text)
+    }
+
+    /// The header of a text frame of `size` bytes, shortest length form.
+    static func appendTextHeader(_ size: Int, to buffer: inout ByteBuffer) {
+        if size < 126 {
+            buffer.writeInteger(UInt16(0x8100) | UInt16(size))
+        } else if size <= 0xFFFF {
+            buffer.writeInteger(UInt32(0x817E_0000) | UInt32(size))
+        } else {
+            buffer.writeInteger(UInt16(0x817F))
+            buffer.writeInteger(UInt64(size))
+        }
     }
 }
