@@ -73,12 +73,20 @@ enum ForwardedHost {
 
 public struct ClientAddressMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let key: SymmetricKey
+    /// Signed addresses that verified before (SignedValueMemo.swift): a primary receiving the
+    /// forwards of a replica verifies each client's address once, not on every write.
+    let verified: SignedValueMemo
 
-    public init(secret: [UInt8]) { key = SecretDomain.clientAddress.key(secret) }
+    public init(secret: [UInt8]) {
+        key = SecretDomain.clientAddress.key(secret)
+        verified = SignedValueMemo(key: key)
+    }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.clientIP = request.headers[ClientAddress.header].flatMap { ClientAddress.verify($0, key: key) }
+        context.clientIP = request.headers[ClientAddress.header].flatMap { text in
+            verified.verify(text).flatMap { ClientAddress.isIPAddress($0) ? $0 : nil }
+        }
             ?? (context as? any RemoteAddressRequestContext)?.remoteAddress?.ipAddress
         return try await next(request, context)
     }

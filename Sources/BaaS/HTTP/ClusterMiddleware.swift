@@ -84,12 +84,18 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let addressKey: SymmetricKey
     /// Signs the host the client addressed (ForwardedHost), derived once too.
     let hostKey: SymmetricKey
+    /// The same two signatures remembered per value (SignedValueMemo.swift): a forward for a
+    /// client seen before computes no HMAC.
+    let addressSignatures: SignedValueMemo
+    let hostSignatures: SignedValueMemo
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8]) {
         self.cluster = cluster
         self.database = database
         self.addressKey = SecretDomain.clientAddress.key(secret)
         self.hostKey = SecretDomain.forwardedHost.key(secret)
+        self.addressSignatures = SignedValueMemo(key: addressKey)
+        self.hostSignatures = SignedValueMemo(key: hostKey)
     }
 
     /// Admin routes that are POSTs but read or act on this node only: never forwarded.
@@ -214,10 +220,10 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             && field.name != .connection && field.name != ClientAddress.header && field.name != ForwardedHost.header {
             outbound.headers.add(name: field.name.rawName, value: field.value)
         }
-        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: ClientAddress.sign(clientIP, key: addressKey)) }
+        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: addressSignatures.sign(clientIP)) }
         outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
         // The host the client addressed, signed (S3 SigV4 signs it; S3API reads it on a forwarded request).
-        if let authority = request.head.authority { outbound.headers.add(name: ForwardedHost.header.rawName, value: SignedHeaderValue.sign(authority, key: hostKey)) }
+        if let authority = request.head.authority { outbound.headers.add(name: ForwardedHost.header.rawName, value: hostSignatures.sign(authority)) }
         outbound.body = body
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer

@@ -38,6 +38,9 @@ public enum RequestRedaction {
     public static func query(path: String, query: String?) -> String {
         guard let query, !query.isEmpty else { return "" }
         if secretQueryPaths.contains(path) { return redacted }
+        // Most queries name no secret parameter: say so without building a part list (every
+        // request's log line passes here). `hasSecret` answers exactly as `isSecret` per part.
+        guard hasSecret(query) else { return query }
         var changed = false
         let parts = query.split(separator: "&", omittingEmptySubsequences: false).map { part -> Substring in
             // A bare name (no "=") carries no value.
@@ -46,6 +49,42 @@ public enum RequestRedaction {
             return part[...equals] + redacted
         }
         return changed ? parts.joined(separator: "&") : query
+    }
+
+    /// Whether some `&`-separated part of `query` has a secret name (`isSecret` of the text
+    /// before its `=`; a bare name carries no value).
+    static func hasSecret(_ query: String) -> Bool {
+        var query = query
+        return query.withUTF8 { bytes in
+            var start = 0
+            while start <= bytes.count {
+                var end = start
+                while end < bytes.count && bytes[end] != UInt8(ascii: "&") { end += 1 }
+                var equals = start
+                while equals < end && bytes[equals] != UInt8(ascii: "=") { equals += 1 }
+                if equals < end && isSecret(UnsafeBufferPointer(rebasing: bytes[start..<equals])) { return true }
+                start = end + 1
+            }
+            return false
+        }
+    }
+
+    /// The longest name in `secretParameterNames`, bytes.
+    static let secretNameBytesMax = secretParameterNames.map(\.utf8.count).max() ?? 0
+
+    /// `isSecret` on a name's bytes: a name of plain ASCII (no `%`, `+`, space or control
+    /// character: percent-decoding and trimming leave it as it is) is lowercased and looked up
+    /// here; any other name goes through `isSecret(_: Substring)`.
+    static func isSecret(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        var plain = true
+        for b in name where b <= 0x20 || b >= 0x7F || b == UInt8(ascii: "%") || b == UInt8(ascii: "+") {
+            plain = false
+            break
+        }
+        guard plain else { return isSecret(Substring(String(decoding: name, as: UTF8.self))) }
+        guard name.count <= secretNameBytesMax else { return false }
+        let lowered = String(decoding: name.lazy.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+        return secretParameterNames.contains(lowered)
     }
 
     static func isSecret(_ name: Substring) -> Bool {

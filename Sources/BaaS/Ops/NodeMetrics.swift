@@ -92,11 +92,27 @@ public final class NodeMetrics: Sendable {
         let method = Self.methods.contains(method) ? method : "other"
         let route = route.map { $0 == "NotFound" ? "unmatched" : ($0.hasPrefix("/") ? $0 : "/" + $0) } ?? "unmatched"
         let status = (100...599).contains(status) ? String(status) : "other"
-        registry.makeCounter(descriptor: Self.descriptor("aerodb_http_requests_total"),
-                             labels: [("method", method), ("route", route), ("status", status)]).increment()
-        registry.makeDurationHistogram(descriptor: Self.descriptor("aerodb_http_request_duration_seconds"),
-                                       labels: [("method", method), ("route", route)], buckets: Self.durationBuckets).record(elapsed)
+        let key = RequestSeriesKey(method: method, route: route, status: status)
+        let series = requestSeries.withLock { $0[key] } ?? {
+            // The registry answers the series it already has; kept here so a request looks its
+            // two series up once, not through the registry's name and label checks each time.
+            let made = (registry.makeCounter(descriptor: Self.descriptor("aerodb_http_requests_total"),
+                                             labels: [("method", method), ("route", route), ("status", status)]),
+                        registry.makeDurationHistogram(descriptor: Self.descriptor("aerodb_http_request_duration_seconds"),
+                                                       labels: [("method", method), ("route", route)], buckets: Self.durationBuckets))
+            requestSeries.withLock { if $0.count < Self.requestSeriesCachedMax { $0[key] = made } }
+            return made
+        }()
+        series.0.increment()
+        series.1.record(elapsed)
     }
+
+    private struct RequestSeriesKey: Hashable { let method: String, route: String, status: String }
+    /// Request series whose collectors are kept at hand (issue 19: the registry lookups were 3% of
+    /// a GET by key). The labels are bounded already (see the header); past this many the rest
+    /// are looked up in the registry each time, series.
+    static let requestSeriesCachedMax = 4_096
+    private let requestSeries = Mutex<[RequestSeriesKey: (Prometheus.Counter, Prometheus.DurationHistogram)]>([:])
 
     static func descriptor(_ name: String) -> MetricNameDescriptor {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help[name] ?? "AeroDB series \(name).")

@@ -117,6 +117,8 @@ struct PostgRESTQuery {
     }
 
     static func formDecode(_ text: Substring) -> String {
+        // Most parts have nothing to decode: the text as it is (the same string the loop builds).
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "%") }) { return String(text) }
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
         while let b = iterator.next() {

@@ -114,6 +114,11 @@ enum RESTAPI {
     }()
 
     private static func read(_ request: DataRequest, _ access: Access, head: Bool) async throws -> Response {
+        // No `(` in the raw query (nor `%28`, its encoding): no decoded value holds one.
+        if let raw = request.query?.utf8, !raw.contains(UInt8(ascii: "(")), !raw.contains(UInt8(ascii: "%")) {
+            return try readNow(request, access, head: head)
+        }
+        if request.query == nil { return try readNow(request, access, head: head) }
         let pairs = PostgRESTQuery.decodePairs(request.query ?? "")
         let select = pairs.first { $0.0 == "select" }?.1, order = pairs.first { $0.0 == "order" }?.1
         guard select?.contains("(") == true || order?.contains("(") == true else { return try readNow(request, access, head: head) }

@@ -1,5 +1,6 @@
 // Structured logs: one JSON object per line on standard error:
 // {"ts":"2026-11-24T12:00:00.123+00:00","level":"info","msg":"...","label":"aerodb", ...metadata}
+// (keys sorted; built and written by LogLine, Sources/BaaS/HTTP/LogLine.swift)
 
 import BaaS
 import Foundation
@@ -17,21 +18,19 @@ struct JSONLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        let level = event.level, message = event.message, extra = event.metadata
-        var fields: [String: JSONValue] = [
-            "ts": .string(Timestamp.format(SystemClock().nowMicros())),
-            "level": .string(level.rawValue),
-            "msg": .string(message.description),
-            "label": .string(label),
-        ]
-        for (key, value) in metadata.merging(extra ?? [:], uniquingKeysWith: { $1 }) {
-            fields[key] = .string(value.description)
-        }
+        // Rising precedence, as the dictionary merge this replaced: a request's id unless the
+        // metadata names one, the fixed fields, the handler's metadata, then the event's.
+        var fields: [(key: String, value: String)] = []
+        fields.reserveCapacity(5 + metadata.count + (event.metadata?.count ?? 0))
         // Every line written while a request runs names it, whichever logger wrote it.
-        if fields["request_id"] == nil, let id = RequestID.current { fields["request_id"] = .string(id) }
-        var text = JSON.encode(.object(fields))
-        text.append(0x0A)
-        FileHandle.standardError.write(Data(text))
+        if let id = RequestID.current { fields.append(("request_id", id)) }
+        fields.append(("ts", LogLine.timestamp(SystemClock().nowMicros())))
+        fields.append(("level", event.level.rawValue))
+        fields.append(("msg", event.message.description))
+        fields.append(("label", label))
+        for (key, value) in metadata { fields.append((key, value.description)) }
+        for (key, value) in event.metadata ?? [:] { fields.append((key, value.description)) }
+        LogLine.write(LogLine.encode(fields), to: STDERR_FILENO)  // the whole line before this returns
     }
 }
 

@@ -1,0 +1,146 @@
+// Issue 19 (REST request path): the cheaper log line, redaction check and metrics series give the
+// same results as the code they replaced. The replaced code is kept here as the reference.
+
+import Foundation
+import Kernel
+import Testing
+@testable import BaaS
+
+@Suite struct RequestPathCostTests {
+    /// The handler's line before issue 19: a dictionary merge, JSON values, `JSON.encode`.
+    static func referenceLine(_ fields: [(key: String, value: String)]) -> [UInt8] {
+        var object: [String: JSONValue] = [:]
+        for (key, value) in fields { object[key] = .string(value) }
+        var text = JSON.encode(.object(object))
+        text.append(0x0A)
+        return text
+    }
+
+    @Test func logLineHasTheBytesOfTheDictionaryEncoding() throws {
+        let hostile = ["", "a\"b", "back\\slash", "tab\there", "nl\nx", "\u{01}\u{1F}", "é ü 漢字 🙂", "{\"json\":1}", "ts", "msg"]
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<300 {
+            var fields: [(key: String, value: String)] = [("ts", "2026-12-04T18:00:00.1+00:00"), ("level", "info"),
+                                                          ("msg", "request"), ("label", "aerodb")]
+            for _ in 0..<Int.random(in: 0...8, using: &generator) {
+                let key = hostile.randomElement(using: &generator)! + (Bool.random(using: &generator) ? "" : "\(round % 3)")
+                fields.append((key, hostile.randomElement(using: &generator)! + String(Int.random(in: 0...99, using: &generator))))
+            }
+            let line = LogLine.encode(fields)
+            #expect(line == Self.referenceLine(fields), "\(fields)")
+            // One JSON object per line, and the later of two equal keys wins.
+            let parsed = try JSON.parse(Array(line.dropLast()))
+            if let last = fields.last { #expect(parsed[last.key]?.stringValue == last.value) }
+        }
+    }
+
+    @Test func logTimestampIsTimestampFormat() {
+        var generator = SystemRandomNumberGenerator()
+        var samples: [Int64] = [0, 1, 999_999, 1_000_000, -1, -1_000_000, -999_999, 1_764_870_400_000_000, 1_764_870_400_120_000,
+                                253_402_300_799_999_999, -62_135_596_800_000_000]
+        for _ in 0..<5_000 { samples.append(Int64.random(in: -62_135_596_800_000_000...253_402_300_799_999_999, using: &generator)) }
+        for _ in 0..<1_000 { samples.append(Int64.random(in: 0...4_000_000_000, using: &generator) * 1_000) }  // whole milliseconds
+        for micros in samples {
+            #expect(LogLine.timestamp(micros) == Timestamp.format(micros), "\(micros)")
+        }
+    }
+
+    @Test func logLineIsWrittenWholeBeforeWriteReturns() throws {
+        let path = NSTemporaryDirectory() + "aerodb-logline-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+        try #require(fd >= 0)
+        let big = LogLine.encode([("msg", String(repeating: "x", count: 300_000)), ("level", "info")])
+        LogLine.write(big, to: fd)
+        LogLine.write(LogLine.encode([("msg", "second")]), to: fd)
+        close(fd)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == 2 && Array(text.utf8).count == big.count + 17)
+        #expect(try JSON.parse(String(lines[1]))["msg"]?.stringValue == "second")
+    }
+
+    /// `RequestRedaction.query` before issue 19 (every part through Foundation's decoding).
+    static func referenceRedaction(path: String, query: String?) -> String {
+        guard let query, !query.isEmpty else { return "" }
+        if RequestRedaction.secretQueryPaths.contains(path) { return RequestRedaction.redacted }
+        var changed = false
+        let parts = query.split(separator: "&", omittingEmptySubsequences: false).map { part -> Substring in
+            guard let equals = part.firstIndex(of: "="), RequestRedaction.isSecret(part[..<equals]) else { return part }
+            changed = true
+            return part[...equals] + RequestRedaction.redacted
+        }
+        return changed ? parts.joined(separator: "&") : query
+    }
+
+    @Test func redactionFastCheckAnswersAsTheFullOne() {
+        let names = ["select", "id", "apikey", "APIKEY", "ApiKey", "api%6Bey", "%61pikey", "api+key", " apikey", "apikey ",
+                     "token", "x-amz-signature", "X-Amz-Signature", "provider_refresh_token", "provider_refresh_tokens",
+                     "signature", "sig", "pass%77ord", "tok%", "%zz", "é", "apikéy", "order", "", "a=b"]
+        let values = ["1", "eq.k4242", "", "x=y", "%41", "secret value", "*"]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<3_000 {
+            var parts: [String] = []
+            for _ in 0..<Int.random(in: 1...5, using: &generator) {
+                let name = names.randomElement(using: &generator)!
+                parts.append(Bool.random(using: &generator) && Int.random(in: 0...5, using: &generator) == 0
+                             ? name : name + "=" + values.randomElement(using: &generator)!)
+            }
+            let query = parts.joined(separator: "&")
+            #expect(RequestRedaction.query(path: "/rest/v1/items", query: query) == Self.referenceRedaction(path: "/rest/v1/items", query: query),
+                    "\(query)")
+        }
+        #expect(RequestRedaction.query(path: "/rest/v1/items", query: "select=*&id=eq.k4242") == "select=*&id=eq.k4242")
+        #expect(RequestRedaction.query(path: "/rest/v1/items", query: "select=*&ApiKey=K&x") == "select=*&ApiKey=(redacted)&x")
+        #expect(RequestRedaction.query(path: "/rest/v1/items", query: "%61pikey=K") == "%61pikey=(redacted)")
+    }
+
+    @Test func formDecodingUnchangedWithAndWithoutEscapes() {
+        let pairs = PostgRESTQuery.decodePairs("select=*&id=eq.k4242&name=eq.a+b&q=%2Bx%20y&bare&order=id.desc")
+        #expect(pairs.map(\.0) == ["select", "id", "name", "q", "bare", "order"])
+        #expect(pairs.map(\.1) == ["*", "eq.k4242", "eq.a b", "+x y", "", "id.desc"])
+    }
+
+    @Test func requestSeriesCountEveryRequestOnce() {
+        let metrics = NodeMetrics()
+        for _ in 0..<3 { metrics.recordRequest(method: "GET", route: "/rest/v1/:table", status: 200, elapsed: .microseconds(120)) }
+        metrics.recordRequest(method: "GET", route: "/rest/v1/:table", status: 404, elapsed: .microseconds(80))
+        metrics.recordRequest(method: "BREW", route: nil, status: 999, elapsed: .milliseconds(3))
+        var out: [UInt8] = []
+        metrics.registry.emit(into: &out)
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(text.contains(#"aerodb_http_requests_total{method="GET",route="/rest/v1/:table",status="200"} 3"#), "\(text)")
+        #expect(text.contains(#"aerodb_http_requests_total{method="GET",route="/rest/v1/:table",status="404"} 1"#))
+        #expect(text.contains(#"aerodb_http_requests_total{method="other",route="unmatched",status="other"} 1"#))
+        #expect(text.contains(#"aerodb_http_request_duration_seconds_count{method="GET",route="/rest/v1/:table"} 4"#))
+    }
+
+    @Test func signedValueMemoAnswersAsTheHMACAndStaysBounded() {
+        let key = SecretDomain.clientAddress.key(Array("cluster secret of the test".utf8))
+        let memo = SignedValueMemo(key: key)
+        for ip in ["127.0.0.1", "10.1.2.3", "::1", "127.0.0.1"] {
+            #expect(memo.sign(ip) == SignedHeaderValue.sign(ip, key: key))
+            #expect(memo.verify(memo.sign(ip)) == ip)
+            #expect(memo.verify(SignedHeaderValue.sign(ip, key: key)) == SignedHeaderValue.verify(SignedHeaderValue.sign(ip, key: key), key: key))
+        }
+        let held = memo.count
+        // Forged or foreign-key texts never verify and are never kept.
+        let other = SecretDomain.forwardedHost.key(Array("cluster secret of the test".utf8))
+        for i in 0..<100 {
+            #expect(memo.verify(SignedHeaderValue.sign("127.0.0.\(i)", key: other)) == nil)
+            #expect(memo.verify("127.0.0.\(i);AAAA") == nil)
+        }
+        #expect(memo.count == held)
+        // A long value is signed correctly and not kept.
+        let long = String(repeating: "h", count: SignedValueMemo.textBytesMax + 1)
+        #expect(memo.sign(long) == SignedHeaderValue.sign(long, key: key))
+        #expect(memo.count == held)
+        // Many distinct values: at most two generations are held, and values in use survive.
+        for i in 0..<(SignedValueMemo.entriesMax * 5) {
+            #expect(memo.sign("host-\(i)") == SignedHeaderValue.sign("host-\(i)", key: key))
+            _ = memo.sign("127.0.0.1")
+        }
+        #expect(memo.count <= 2 * SignedValueMemo.entriesMax * 2)
+        #expect(memo.sign("127.0.0.1") == SignedHeaderValue.sign("127.0.0.1", key: key))
+    }
+}
