@@ -53,4 +53,34 @@ import Testing
         #expect(try !S3MultipartCollections.referenced(String(repeating: "a", count: 64), db.snapshot()))
         #expect(try S3MultipartCollections.referenced(String(repeating: "b", count: 64), db.snapshot()))
     }
+
+    /// An UploadPart that commits after Abort/Complete/expiry read its snapshot: the drop matches
+    /// parts when it applies, so the late part goes with its upload (built from the snapshot's
+    /// part keys, it stayed: a row of no upload whose blob BlobCollector never takes).
+    @Test func aPartCommittedAfterTheDropWasDecidedGoesWithItsUpload() async throws {
+        let dir = try StorageUnitTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try await Database.open(KernelOptions(dataDirectory: dir + "/data"))
+        try await SystemCollections.ensure(S3MultipartCollections.all, in: db)
+        func part(_ n: Int) -> WriteOperation {
+            .insert(collection: S3MultipartCollections.parts, document: [
+                "id": .string(S3Multipart.partID("u", n)), "upload_id": .string("u"), "part_number": .int(Int64(n)),
+                "sha256": .string(String(repeating: "c", count: 64)), "size": .int(1), "etag": .string("\"x\""),
+            ])
+        }
+        _ = try await db.commit([.insert(collection: S3MultipartCollections.uploads, document: [
+            "id": .string("u"), "bucket_id": .string("b"), "name": .string("k"), "mime_type": .string("application/octet-stream"),
+            "cache_control": .string("3600"), "metadata": .null, "owner": .null, "created_s": .int(0), "bytes": .int(0),
+        ]), part(1), part(2)])
+        let drop = S3MultipartExpiry.dropUploads([.string("u")])
+        _ = try await db.commit([part(3)])  // the racing UploadPart
+        _ = try await db.commit(drop)
+        #expect(try db.snapshot().rowsIfPresent(Query(collection: S3MultipartCollections.parts, limit: 10)).isEmpty)
+        #expect(try !S3MultipartCollections.referenced(String(repeating: "c", count: 64), db.snapshot()))
+        // A part arriving after the drop cannot be written: its upload's row is gone (NoSuchUpload).
+        await #expect(throws: AeroError.self) {
+            _ = try await db.commit([part(4), .update(collection: S3MultipartCollections.uploads, target: .key(.string("u")), set: ["bytes": .int(1)])])
+        }
+        #expect(try db.snapshot().rowsIfPresent(Query(collection: S3MultipartCollections.parts, limit: 10)).isEmpty)
+    }
 }

@@ -120,9 +120,12 @@ struct S3Multipart {
 
     @discardableResult
     func drop(_ id: String, _ snapshot: Snapshot) async throws -> UInt64 {
-        var ops: [WriteOperation] = try parts(id, snapshot).map { .delete(collection: S3MultipartCollections.parts, target: .key($0["id"] ?? .null)) }
-        ops.append(.delete(collection: S3MultipartCollections.uploads, target: .key(.string(id))))
-        return try await service.database.commit(ops).lsn
+        // The parts are matched when the transaction applies, not taken from `snapshot`: a part
+        // committed since (an UploadPart racing this Abort/Complete) goes too, never left as a row
+        // of an upload that no longer exists. A part committed after this fails (its upload
+        // update finds no row: NoSuchUpload).
+        _ = snapshot
+        return try await service.database.commit(S3MultipartExpiry.dropUploads([.string(id)])).lsn
     }
 
     // MARK: Parts
@@ -164,11 +167,18 @@ struct S3Multipart {
         let part: Document = ["id": .string(Self.partID(uploadID, number)), "upload_id": .string(uploadID), "part_number": .int(Int64(number)),
                               "sha256": .string(sha), "size": .int(size), "etag": .string(etag)]
         let replaced = existing.contains { $0["part_number"]?.intValue == Int64(number) }
-        let lsn = try await service.database.commit([
-            replaced ? .update(collection: S3MultipartCollections.parts, target: .key(part["id"]!), set: part.filter { $0.key != "id" })
-                : .insert(collection: S3MultipartCollections.parts, document: part),
-            .update(collection: S3MultipartCollections.uploads, target: .key(.string(uploadID)), set: ["bytes": .int(others + size)]),
-        ]).lsn
+        let lsn: UInt64
+        do {
+            lsn = try await service.database.commit([
+                replaced ? .update(collection: S3MultipartCollections.parts, target: .key(part["id"]!), set: part.filter { $0.key != "id" })
+                    : .insert(collection: S3MultipartCollections.parts, document: part),
+                .update(collection: S3MultipartCollections.uploads, target: .key(.string(uploadID)), set: ["bytes": .int(others + size)]),
+            ]).lsn
+        } catch let error as AeroError where error.code == .documentNotFound {
+            // The upload was aborted, completed or expired while this part streamed: the part
+            // row is not written (the transaction is all or nothing) and its blob is collected.
+            throw S3Error.noSuchUpload
+        }
         if auth.headers["x-amz-copy-source"] != nil {
             return ops.xml("CopyPartResult", [.leaf("LastModified", S3Operations.iso(service.now)), .leaf("ETag", etag)],
                            headers: [HTTPJSON.lsnHeader: String(lsn)])

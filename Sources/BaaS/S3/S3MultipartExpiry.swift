@@ -7,7 +7,9 @@
 // deletions by replication), every `intervalSeconds`. Decide, then act: a pass reads on a
 // snapshot at most `uploadsPerPassMax` expired uploads (through the `created_s` filter) and at
 // most `rowsPerPassMax` of their part rows, and deletes them in one ordinary transaction by key
-// (`in` on the primary key: a row Abort or Complete removed meanwhile is simply not there). An
+// (`in` on the primary key: a row Abort or Complete removed meanwhile is simply not there; the
+// parts of an upload it removes whole are matched by `upload_id` when the transaction applies, so
+// a part committed after the snapshot is not left behind: `dropUploads`). An
 // upload row goes only in the pass that takes its last part rows, so an upload is never left
 // without its row while parts remain. A run repeats passes until nothing is left or
 // `passesPerRunMax`: the writer is never held for more than one bounded batch, a backlog drains
@@ -39,17 +41,18 @@ public enum S3MultipartExpiry {
         let old = try snapshot.rowsIfPresent(Query(collection: S3MultipartCollections.uploads,
                                                    filter: .compare(field: "created_s", op: .lte, value: .int(cutoff)),
                                                    limit: uploadsPerPassMax))
-        var uploads: [JSONValue] = []
-        var parts: [JSONValue] = []
+        var uploads: [JSONValue] = []  // taken whole: their parts matched when the commit applies
+        var parts: [JSONValue] = []  // of an upload too big for this pass: by key
+        var rows = 0
         for row in old {
             guard let id = row["id"]?.stringValue else { continue }
-            let room = rowsPerPassMax - uploads.count - parts.count
+            let room = rowsPerPassMax - rows
             guard room > 1 else { break }
             let mine = try snapshot.rowsIfPresent(Query(collection: S3MultipartCollections.parts,
                                                         filter: .compare(field: "upload_id", op: .eq, value: .string(id)),
                                                         order: [Sort(field: "part_number")], limit: room))
             if mine.count <= room - 1 {
-                parts += mine.compactMap { $0["id"] }
+                rows += mine.count + 1
                 uploads.append(.string(id))
             } else {
                 parts += mine.prefix(room - 1).compactMap { $0["id"] }
@@ -59,7 +62,7 @@ public enum S3MultipartExpiry {
         guard !uploads.isEmpty || !parts.isEmpty else { return Report() }
         var ops: [WriteOperation] = []
         if !parts.isEmpty { ops.append(.delete(collection: S3MultipartCollections.parts, target: .matching(.in(field: "id", values: parts)))) }
-        if !uploads.isEmpty { ops.append(.delete(collection: S3MultipartCollections.uploads, target: .matching(.in(field: "id", values: uploads)))) }
+        ops += dropUploads(uploads)
         let result = try await service.database.commit(ops)
         var report = Report()
         for c in result.changes where c.after == nil {
@@ -67,6 +70,15 @@ public enum S3MultipartExpiry {
             if c.collection == S3MultipartCollections.uploads { report.uploads += 1 }
         }
         return report
+    }
+
+    /// Deletes uploads and all their parts, the parts matched (by the `by_upload` index) when the
+    /// transaction applies: a part an UploadPart committed after the caller's snapshot goes with
+    /// its upload instead of staying as an orphan row whose blob is never collected.
+    static func dropUploads(_ ids: [JSONValue]) -> [WriteOperation] {
+        guard !ids.isEmpty else { return [] }
+        return ids.map { .delete(collection: S3MultipartCollections.parts, target: .matching(.compare(field: "upload_id", op: .eq, value: $0))) }
+            + [.delete(collection: S3MultipartCollections.uploads, target: .matching(.in(field: "id", values: ids)))]
     }
 
     /// One run: nothing on a replica (nil); on the primary, passes until nothing is left.
