@@ -14,10 +14,13 @@ import X509
 import NIOSSL
 
 extension NodeConfig {
-    /// The hosts a member certificate names: those of the HTTP and replication addresses.
+    /// The hosts a member certificate names: where peers reach it (its own `cluster` entry's
+    /// http and replication hosts) and its own `http` / `replication` hosts, wildcards left out.
     var certificateHosts: [String] {
-        let replicationHost = (try? HostPort.parse(replication ?? Self.defaultReplication(http: http)).host)
-        return [(try? HostPort.parse(http).host), replicationHost].compactMap { $0 }
+        let own = members.first { $0.nodeID == nodeID }
+        let hosts = [own.flatMap { try? HostPort.parse($0.http).host }, own?.replication.host,
+                     try? HostPort.parse(http).host, try? HostPort.parse(replication ?? Self.defaultReplication(http: http)).host]
+        return hosts.compactMap { $0 }.filter { !["0.0.0.0", "::", "[::]"].contains($0) }
     }
 
     /// Whether this node is a member of a cluster with TLS (`tls.ca_file` and peers).

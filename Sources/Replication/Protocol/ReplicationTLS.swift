@@ -158,6 +158,15 @@ final class HandshakeWatch: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        // TLS 1.3: the opener finishes its handshake before the listener has checked the opener's
+        // certificate, so a refusal of it (an alert: unknown CA, bad certificate) arrives at the
+        // first read. Reported the same way.
+        if error is NIOSSLError || error is BoringSSLError {
+            let refusal = ReplicationTLS.refusal(peer, error, opener: opener)
+            tls.logRefusal(refusal, peer: peer)
+            context.fireErrorCaught(refusal)
+            return
+        }
         context.fireErrorCaught(error)
     }
 
