@@ -48,6 +48,7 @@ public enum HTTPErrors {
 
     public static func response(_ error: any Error) -> Response {
         let aero = AeroError.wrap(error)
+        SlowLog.noteRefusal(aero)  // a refused query is an entry of the query log (Ops/SlowLog.swift)
         var body: [String: JSONValue] = ["code": .string(aero.code.rawValue), "message": .string(aero.message)]
         if let invariant = aero.invariant { body["invariant"] = .string(invariant) }
         if let id = RequestID.current { body["request_id"] = .string(id) }

@@ -31,7 +31,7 @@ public struct OpsMiddleware<Context: RequestContext>: RouterMiddleware {
         context.logger[metadataKey: "request_id"] = .string(id)
         let started = ContinuousClock.now
         do {
-            let notes = slowLog.thresholdMillis > 0 ? SlowLog.QueryNotes() : nil  // the plans of a slow request
+            let notes = SlowLog.QueryNotes()  // the plans of a slow or refused request
             var response = try await RequestID.$current.withValue(id) {
                 try await SlowLog.$notes.withValue(notes) { try await next(request, context) }
             }

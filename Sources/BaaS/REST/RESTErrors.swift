@@ -40,6 +40,7 @@ enum RESTError {
                             status: HTTPResponse.Status(code: Int(failure.status)))
         }
         let aero = AeroError.wrap(error)
+        SlowLog.noteRefusal(aero)  // a refused query is an entry of the query log (Ops/SlowLog.swift)
         let (code, status) = postgrest(aero.code)
         let hint = aero.code == .queryBudget ? RequestBudget.hint : nil
         return response(code: code, message: aero.message, details: aero.code.rawValue, hint: hint, status: status)

@@ -173,7 +173,9 @@ final class RequestBudget {
         let result: QueryResult
         do {
             result = try QueryEngine.execute(query, on: data, options: bounded)
-        } catch let error as AeroError where error.code == .queryUnbounded && bounded.scanRowsMax < options.scanRowsMax {
+        } catch let error as AeroError where error.code == .queryUnbounded {
+            SlowLog.noteRefusedQuery(query, on: snapshot, options: options)  // its plan in the query log (Ops/SlowLog.swift)
+            guard bounded.scanRowsMax < options.scanRowsMax else { throw error }
             // Planning only: a query past the node's own bound keeps its error (it names the index to declare).
             var planning = options
             planning.limitMax = bounded.limitMax
