@@ -8,6 +8,8 @@ import Foundation
 import Testing
 import Kernel
 import LiveCluster
+import BaaS
+import Logging
 
 private let padded = parse(#"{"name":"items","fields":{"id":{"type":"text"},"pad":{"type":"text","nullable":true}},"indexes":[]}"#)
 
@@ -221,5 +223,129 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(scheduled >= 4 && removed == scheduled - 2, "operation log: \(scheduled) scheduled, \(removed) removed")
+    }
+}
+
+@Suite(.serialized) struct ArchivePruneTests {
+    /// WA4 with a real primary: scheduled backups (keep 1) prune the archive files wholly before
+    /// the kept backup's end, in the operation log; what stays restores from that backup to the
+    /// newest pushed commit; `aerodb archive prune` against a backup of another history is refused
+    /// and removes nothing.
+    @Test func scheduledBackupsPruneTheArchiveToTheOldestKeptBackup() async throws {
+        let node = try await smallSegmentNode()
+        defer { node.kill() }
+        let archive = node.directory + "-archive", backups = node.directory + "-scheduled"
+        defer { for dir in [archive, backups] { try? FileManager.default.removeItem(atPath: dir) } }
+        #expect(try await node.admin("POST", "collections", padded).status == 201)
+        #expect(try await node.admin("PUT", "settings/archive.directory", .object(["value": .string(archive)])).status == 200)
+        var ids: [String] = []
+        for n in 0..<40 { ids.append("a-\(n)"); _ = try await insert(node, "a-\(n)", padBytes: 4_000) }
+        let archivedEarly = try await waitArchive(node, "the first segments") { ($0["files"]?.intValue ?? 0) >= 2 }
+        let firstFiles = try ArchiveDirectory.scan(archive).entries
+        #expect(firstFiles.first?.firstLSN == 1, "\(archivedEarly)")
+
+        #expect(try await node.admin("PUT", "settings/backup.schedule",
+                                     parse(#"{"value":{"directory":"\#(backups)","every_seconds":1,"keep":1}}"#)).status == 200)
+        var status: JSONValue?
+        for _ in 0..<600 {
+            status = try await node.admin("GET", "backup/schedule").body
+            if (status?["archive_files_pruned"]?.intValue ?? 0) > 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect((status?["archive_files_pruned"]?.intValue ?? 0) > 0 && status?["archive_prune_error"] == .null, "\(String(describing: status))")
+        #expect(try await node.admin("PUT", "settings/backup.schedule", parse(#"{"value":null}"#)).status == 200)
+        try await Task.sleep(for: .milliseconds(1_500))  // a pass under way finishes
+
+        // Writes after the backups, pushed to the archive.
+        for n in 0..<5 { ids.append("b-\(n)"); _ = try await insert(node, "b-\(n)") }
+        let pushed = try await runProgram(Binaries.path("aerodb"), ["archive", "push", "--url", node.baseURL, "--dir", node.directory])
+        #expect(pushed.status == 0, "\(pushed.output)")
+        let kept = try FileManager.default.contentsOfDirectory(atPath: backups).filter { $0.hasPrefix("backup-") }.sorted()
+        #expect(kept.count == 1, "keep 1: \(kept)")
+        let backup = backups + "/" + kept[0]
+        let end = try Database.backupManifest(backup).end
+        let listing = try ArchiveDirectory.verify(archive)
+        #expect(listing.firstLSN.map { $0 > 1 } == true, "the oldest files are gone: \(listing.json)")
+        #expect(listing.entries.dropLast().allSatisfy { $0.lastLSN > end.lsn }, "only files wholly before the backup's end are removed (\(end)): \(listing.json)")
+        #expect(listing.gaps.allSatisfy { $0.kind == "start" }, "\(listing.json)")
+        var pruned = 0
+        for _ in 0..<100 {
+            let events = try await node.admin("GET", "audit?limit=200").body?["events"]?.arrayValue ?? []
+            pruned = events.filter { $0["action"] == .string("archive pruned") && $0["actor_role"] == .string("system") }.count
+            if pruned > 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(pruned > 0, "an `archive pruned` row in the operation log")
+        #expect(node.terminate() == 0)
+
+        // The kept backup plus the pruned archive restores every commit.
+        let restored = node.directory + "-restored"
+        defer { try? FileManager.default.removeItem(atPath: restored) }
+        let restore = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backup, "--archive", archive, "--dir", restored])
+        #expect(restore.status == 0, "\(restore.output)")
+        let all = try await restoredIDs(restored, among: ids)
+        #expect(all.ids.count == ids.count, "missing: \(Set(ids).subtracting(all.ids).sorted().prefix(5))")
+
+        // Another history (the end checksum differs): refused, nothing removed.
+        let before = try ArchiveDirectory.scan(archive).entries
+        #expect(throws: AeroError.self) { try ArchiveDirectory.prune(archive, keepingAfter: LogPosition(lsn: end.lsn + 30, checksum: 12345)) }
+        #expect(try ArchiveDirectory.scan(archive).entries == before)
+        let cli = try await runProgram(Binaries.path("aerodb"), ["archive", "prune", "--archive", archive, "--backup", backup, "--json"])
+        #expect(cli.status == 0 && (try? JSON.parse(cli.output))?["removed"]?.intValue == 0, "already pruned to this backup: \(cli.output)")
+    }
+}
+
+@Suite(.serialized) struct ReplicaArchiveFloorTests {
+    /// WA3 on a replica: with the cluster's archive visible (the shared mount), a replica's
+    /// checkpoints keep every segment after the archive's last LSN, so a promoted replica can
+    /// archive what the old primary had not; without a visible archive of this cluster, no floor
+    /// (checkpoints recycle as usual). In-process: a real database on real files, the archiver
+    /// as a replica's.
+    @Test func aReplicaKeepsTheWALAfterTheSharedArchive() async throws {
+        let directory = NSTemporaryDirectory() + "aerodb-replica-floor-\(UUID().uuidString)"
+        let archive = directory + "-archive"
+        defer { for dir in [directory, archive] { try? FileManager.default.removeItem(atPath: dir) } }
+        var options = KernelOptions(dataDirectory: directory)
+        options.walSegmentBytes = 65_536
+        options.checkpointEveryWALBytes = 0
+        let db = try await Database.open(options)
+        _ = try await db.createCollection(padded)
+        let pad = String(repeating: "x", count: 4_000)
+        var count = 0
+        func fill() async throws {
+            for _ in 0..<40 {
+                count += 1
+                _ = try await db.commit([.insert(collection: "items", document: ["id": .string("d\(count)"), "pad": .string(pad)])])
+            }
+        }
+        try await fill()
+        // The shared archive holds the first records only: the primary archived that far.
+        let early = Array(try db.records(from: 1, maxBytes: 1 << 20).prefix(5))
+        _ = try ArchiveDirectory.write(early, into: archive, clusterID: "cluster-1")
+        let floor = try #require(early.last?.lsn)
+        let replica = WALArchiver(database: db, clusterID: "cluster-1", directory: { archive }, isPrimary: { false }, logger: Logger(label: "test"))
+        replica.start()
+        for _ in 0..<100 where replica.lsn != floor { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(replica.lsn == floor)
+        #expect(replica.status()["replica_floor_lsn"]?.intValue == Int64(floor) && replica.status()["archiving"] == .bool(false))
+        for _ in 0..<2 {
+            try await fill()
+            _ = try await db.checkpoint()
+        }
+        #expect(db.oldestLSN <= floor + 1, "segments after the archive's last LSN are kept: oldest \(db.oldestLSN), floor \(floor)")
+        replica.stop()
+
+        // Another cluster's archive is not this cluster's floor: checkpoints recycle.
+        let other = WALArchiver(database: db, clusterID: "cluster-2", directory: { archive }, isPrimary: { false }, logger: Logger(label: "test"))
+        other.start()
+        defer { other.stop() }
+        try await Task.sleep(for: .milliseconds(1_500))
+        #expect(other.lsn == nil)
+        for _ in 0..<2 {
+            try await fill()
+            _ = try await db.checkpoint()
+        }
+        #expect(db.oldestLSN > floor + 1, "no floor: recycled, oldest \(db.oldestLSN)")
+        await db.close()
     }
 }

@@ -1,8 +1,8 @@
 // Scheduled backups with retention (docs/OPERATIONS.md "Scheduled backups"), on the primary only.
 //
 // Configured per cluster like the WAL archive: the cluster setting `backup.schedule`
-//   {"directory": "/abs/path", "every_seconds": N, "keep": N, "keep_days": D}
-// (`keep` and `keep_days` optional; with neither, `keepDefault` backups are kept). Every
+//   {"directory": "/abs/path", "every_seconds": N, "keep": N, "keep_days": D, "prune_archive": true}
+// (`keep`, `keep_days` and `prune_archive` optional; with neither, `keepDefault` backups are kept). Every
 // `pollMillis` the primary checks whether the newest complete backup in `directory` is older than
 // `every_seconds`; if so it takes one in-process (`Database.backupOnline`: the same format and
 // checks as `aerodb backup`) into `directory/backup-<UTC time>`, then applies retention: a
@@ -10,6 +10,12 @@
 // the newest complete backup is never removed. A backup that fails removes its own partial
 // directory. Every backup taken, failed or removed is a row of the operation log (`_audit_log`,
 // actions `backup scheduled`, `backup failed`, `backup removed`, actor role `system`).
+//
+// The WAL archive's retention (WA4, Kernel/Backup/Archive.swift): after retention, when the
+// cluster archives its WAL (`archive.directory`) and `prune_archive` is not false, the archive
+// files wholly before the end of the oldest backup still kept are removed (that backup holds
+// those records; every later point stays reachable from some kept backup plus the archive):
+// operation log `archive pruned`, or `archive prune failed` (nothing removed) with the reason.
 //
 // Decide then act: the directory listing gives the decision (due or not, what to remove), then
 // the backup and the removals run; all of it on the scheduler's own queue (the backup's base
@@ -44,14 +50,16 @@ public final class BackupScheduler: Sendable {
         public let everySeconds: Int64
         public let keep: Int?
         public let keepDays: Int64?
+        /// Prune the WAL archive to what the oldest kept backup needs (default true).
+        public let pruneArchive: Bool
     }
 
     static func parse(_ value: JSONValue) throws -> Schedule {
         func bad(_ what: String) -> AeroError {
-            AeroError(.requestInvalid, "\(settingKey): \(what); the value is {\"directory\": \"/abs/path\", \"every_seconds\": \(everySecondsMin)...\(everySecondsMax), \"keep\": 1...\(keepMax), \"keep_days\": 1...\(keepDaysMax)} (keep, keep_days optional) or null")
+            AeroError(.requestInvalid, "\(settingKey): \(what); the value is {\"directory\": \"/abs/path\", \"every_seconds\": \(everySecondsMin)...\(everySecondsMax), \"keep\": 1...\(keepMax), \"keep_days\": 1...\(keepDaysMax), \"prune_archive\": true|false} (keep, keep_days, prune_archive optional) or null")
         }
         guard case .object(let o) = value else { throw bad("not an object") }
-        for key in o.keys where !["directory", "every_seconds", "keep", "keep_days"].contains(key) { throw bad("unknown key \(key)") }
+        for key in o.keys where !["directory", "every_seconds", "keep", "keep_days", "prune_archive"].contains(key) { throw bad("unknown key \(key)") }
         guard case .string(let directory)? = o["directory"], directory.hasPrefix("/"), directory.utf8.count <= OpsClusterSettings.pathBytesMax,
               !directory.split(separator: "/").contains("..") else { throw bad("directory is not an absolute path") }
         guard let every = o["every_seconds"]?.intValue, (everySecondsMin...everySecondsMax).contains(every) else { throw bad("every_seconds is out of range") }
@@ -65,7 +73,13 @@ public final class BackupScheduler: Sendable {
             guard let n = d.intValue, (1...keepDaysMax).contains(n) else { throw bad("keep_days is out of range") }
             days = n
         }
-        return Schedule(directory: directory, everySeconds: every, keep: keep ?? (days == nil ? keepDefault : nil), keepDays: days)
+        var prune = true
+        if let p = o["prune_archive"], p != .null {
+            guard case .bool(let b) = p else { throw bad("prune_archive is not true or false") }
+            prune = b
+        }
+        return Schedule(directory: directory, everySeconds: every, keep: keep ?? (days == nil ? keepDefault : nil), keepDays: days,
+                        pruneArchive: prune)
     }
 
     struct State {
@@ -74,6 +88,8 @@ public final class BackupScheduler: Sendable {
         var lastError: String?
         var taken = 0
         var removed = 0
+        var archiveFilesPruned = 0
+        var archivePruneError: String?
     }
 
     let database: Database
@@ -82,12 +98,17 @@ public final class BackupScheduler: Sendable {
     /// (a pass then records it as the last error: never a silent stop of the backups).
     let schedule: @Sendable () throws -> Schedule?
     let isPrimary: @Sendable () -> Bool
+    /// The cluster's WAL archive directory (nil: not archiving); throws when unreadable.
+    let archiveDirectory: @Sendable () throws -> String?
+    /// The archiver, told how many files a prune removed (its file count).
+    let archiver: WALArchiver?
     let logger: Logger
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "aerodb.backup-scheduler")
     private let stopped = Atomic<Bool>(false)
 
-    public init(database: Database, nodeID: String, settings: ClusterSettings, isPrimary: @escaping @Sendable () -> Bool, logger: Logger) {
+    public init(database: Database, nodeID: String, settings: ClusterSettings, isPrimary: @escaping @Sendable () -> Bool,
+                archiver: WALArchiver? = nil, logger: Logger) {
         self.database = database
         self.nodeID = nodeID
         self.schedule = {
@@ -95,6 +116,8 @@ public final class BackupScheduler: Sendable {
             return try BackupScheduler.parse(value)
         }
         self.isPrimary = isPrimary
+        self.archiveDirectory = { try WALArchiver.directory(from: settings) }
+        self.archiver = archiver
         self.logger = logger
     }
 
@@ -188,6 +211,45 @@ public final class BackupScheduler: Sendable {
                 logger.error("expired backup not removed", metadata: ["backup": "\(old)", "error": "\(error)"])
             }
         }
+        if schedule.pruneArchive { pruneArchive(schedule) }
+    }
+
+    /// WA4: the archive keeps the files from the end of the oldest kept backup on.
+    private func pruneArchive(_ schedule: Schedule) {
+        let archive: String?
+        do { archive = try archiveDirectory() } catch {
+            pruneFailed("cluster setting \(WALArchiver.settingKey) unreadable: \(error)", archive: "-")
+            return
+        }
+        guard let archive, FileManager.default.fileExists(atPath: archive),
+              let oldest = Self.complete(schedule.directory).last else { return }
+        do {
+            // The archive must hold the oldest kept backup's end record (the chain check of WA4):
+            // the tail after the backup just taken is archived first.
+            try archiver?.archiveTailNow()
+            let manifest = try Database.backupManifest(schedule.directory + "/" + oldest.name)
+            let removed = try ArchiveDirectory.prune(archive, keepingAfter: manifest.end)
+            state.withLock { $0.archivePruneError = nil; $0.archiveFilesPruned += removed.count }
+            guard let first = removed.first, let last = removed.last else { return }
+            archiver?.noteRemoved(removed.count)
+            logger.info("WAL archive pruned", metadata: ["archive": "\(archive)", "files": "\(removed.count)", "through_lsn": "\(last.lastLSN)"])
+            audit("archive pruned", archive, ["files": .int(Int64(removed.count)), "first_lsn": .int(Int64(first.firstLSN)),
+                                             "last_lsn": .int(Int64(last.lastLSN)), "oldest_backup": .string(oldest.name),
+                                             "backup_end_lsn": .int(Int64(manifest.end.lsn))])
+        } catch {
+            pruneFailed((error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)", archive: archive)
+        }
+    }
+
+    private func pruneFailed(_ message: String, archive: String) {
+        let first = state.withLock { s -> Bool in
+            defer { s.archivePruneError = message }
+            return s.archivePruneError != message
+        }
+        if first {
+            logger.error("WAL archive not pruned", metadata: ["archive": "\(archive)", "error": "\(message)"])
+            audit("archive prune failed", archive, ["error": .string(message)])
+        }
     }
 
     /// One row of the operation log, written in the background (a failure is logged).
@@ -210,12 +272,15 @@ public final class BackupScheduler: Sendable {
         return state.withLock { s in
             .object(["schedule": schedule.map { .object(["directory": .string($0.directory), "every_seconds": .int($0.everySeconds),
                                                          "keep": $0.keep.map { .int(Int64($0)) } ?? .null,
-                                                         "keep_days": $0.keepDays.map { .int($0) } ?? .null]) } ?? .null,
+                                                         "keep_days": $0.keepDays.map { .int($0) } ?? .null,
+                                                         "prune_archive": .bool($0.pruneArchive)]) } ?? .null,
                      "active": .bool(schedule != nil && isPrimary()),
                      "last_backup": s.lastBackup.map(JSONValue.string) ?? .null,
                      "last_backup_at": s.lastBackupMicros.map { .string(Timestamp.format($0)) } ?? .null,
                      "last_error": s.lastError.map(JSONValue.string) ?? .null,
-                     "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed))])
+                     "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed)),
+                     "archive_files_pruned": .int(Int64(s.archiveFilesPruned)),
+                     "archive_prune_error": s.archivePruneError.map(JSONValue.string) ?? .null])
         }
     }
 

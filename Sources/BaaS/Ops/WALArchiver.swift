@@ -20,6 +20,13 @@
 //   directory) is retried every poll, counted in `aerodb_archive_failures_total`, shown in
 //   `GET /admin/v1/archive` and its lag grows in `aerodb_archive_lag_lsn`: the WAL then grows
 //   until the archive works again (like PostgreSQL's failing archive_command).
+// - WA3 on a replica (the archive floor of a member that may be promoted): a replica never
+//   archives, but when the archive directory is visible to it (the shared mount the runbook asks
+//   for) and belongs to this cluster, each pass reads the archive's last LSN from the file names
+//   and its checkpoints keep every segment after it, so a promoted replica can archive what the
+//   old primary had not. A replica that cannot see the directory (no such path, or no archive
+//   file of this cluster yet) keeps no floor (its WAL is not held hostage by an archive it cannot
+//   see); a promotion then may leave a gap, reported by the new primary (WA2).
 // - WA2: a gap is never bridged silently: when the next LSN to archive was already recycled (the
 //   archive was configured late, or a new primary lacks records the old one had not archived),
 //   archiving continues from the oldest record the WAL still has and the gap is reported.
@@ -52,6 +59,8 @@ public final class WALArchiver: RetentionFloor, Sendable {
         var lastErrorMicros: Int64?
         var lastSuccessMicros: Int64?
         var lastFile: String?
+        /// On a replica: the last LSN of the shared archive as last seen (nil: not visible).
+        var replicaFloor: UInt64?
     }
 
     let database: Database
@@ -86,7 +95,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
     /// The setting is read here, not taken from the last pass: a checkpoint right after the
     /// archive was configured must already keep the WAL.
     public var lsn: UInt64? {
-        guard isPrimary() else { return nil }
+        guard isPrimary() else { return state.withLock { $0.replicaFloor } }
         let configured: String?
         do { configured = try directory() } catch { return 0 }  // unreadable setting: recycle nothing (WA3)
         guard let configured else { return nil }
@@ -144,7 +153,11 @@ public final class WALArchiver: RetentionFloor, Sendable {
             if tail { throw AeroError(.configInvalid, "WAL archiving is off: set the cluster setting \(Self.settingKey)") }
             return 0
         }
-        guard primary else { return 0 }
+        guard primary else {
+            followArchive(configured)
+            return 0
+        }
+        state.withLock { $0.replicaFloor = nil }
         do {
             let written = try archive(into: configured, tail: tail)
             state.withLock { $0.lastError = nil; $0.lastSuccessMicros = SystemClock().nowMicros() }
@@ -153,6 +166,27 @@ public final class WALArchiver: RetentionFloor, Sendable {
             recordFailure((error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)", archive: configured)
             throw error
         }
+    }
+
+    /// On a replica: the floor from the shared archive's file names (WA3 on a replica), nil when
+    /// the directory is not visible here or holds no file of this cluster.
+    private func followArchive(_ directory: String) {
+        var floor: UInt64?
+        if let listing = try? ArchiveDirectory.scan(directory), listing.clusterID == clusterID, let last = listing.lastLSN {
+            floor = last
+        }
+        state.withLock { $0.replicaFloor = floor }
+    }
+
+    /// Archives the durable tail now, on the archiver's queue, waiting for it (the scheduler's
+    /// queue, before it prunes: the archive then holds the backup's end record, WA4).
+    func archiveTailNow() throws {
+        try queue.sync { _ = try pass(tail: true) }
+    }
+
+    /// A prune (BackupScheduler, WA4) removed `count` files.
+    public func noteRemoved(_ count: Int) {
+        state.withLock { $0.files = max(0, $0.files - count) }
     }
 
     /// A failed pass: counted, kept as the last error, logged when it differs from the last one.
@@ -246,6 +280,7 @@ public final class WALArchiver: RetentionFloor, Sendable {
                 "archiving": .bool(s.directory != nil && s.isPrimary),
                 "role": .string(s.isPrimary ? "primary" : "replica"),
                 "archived_lsn": s.archived.map { .int(Int64($0.lsn)) } ?? .null,
+                "replica_floor_lsn": s.replicaFloor.map { .int(Int64($0)) } ?? .null,
                 "durable_lsn": .int(Int64(durable)),
                 "lag_lsn": .int(Int64(durable - min(durable, s.archived?.lsn ?? 0))),
                 "files": .int(Int64(s.files)),

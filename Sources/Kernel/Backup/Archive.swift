@@ -31,6 +31,11 @@
 //   reports every break as a gap, and a restore that needs records across a gap is refused.
 // - WA3 (unarchived WAL is kept): on a primary with an archive, a checkpoint never recycles a
 //   segment holding a record after the last archived LSN (`Database.setArchiveFloor`).
+// - WA4 (pruning keeps what the oldest kept backup needs): `ArchiveDirectory.prune` removes only
+//   files whose every record is at or before a backup's end LSN, and only after checking that
+//   the archive continues that backup's history (the record at or right after its end chains
+//   from its end checksum); oldest first, so an interrupted prune leaves an archive that starts
+//   later but has no gap; the newest file is never removed (the archiver continues from it).
 
 import Foundation
 
@@ -280,6 +285,41 @@ public enum ArchiveDirectory {
         let (name, bytes) = ArchiveFile.encode(records)
         try fs.writeAtomically(bytes, to: Path.join(directory, name))
         return ArchiveEntry.parse(name)!
+    }
+
+    /// WA4: removes the archive files every record of which is at or before `backupEnd` (the end
+    /// of the oldest backup still kept: the backup itself holds those records), oldest first,
+    /// never the newest file. Refused (AERO_BACKUP_TARGET_UNAVAILABLE, nothing removed) when the
+    /// archive does not hold the record at or right after `backupEnd` or it does not chain from
+    /// the backup's end checksum (another history): pruning must never cut what a restore of that
+    /// backup needs. Returns the files removed.
+    public static func prune(_ directory: String, keepingAfter backupEnd: LogPosition,
+                             fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> [ArchiveEntry] {
+        let listing = try scan(directory, fileSystem: fs)
+        let removable = listing.entries.dropLast().filter { $0.lastLSN <= backupEnd.lsn }
+        guard !removable.isEmpty else { return [] }
+        // The file holding the backup's end record, or else the one right after it.
+        guard let holder = listing.entries.first(where: { $0.firstLSN <= backupEnd.lsn && backupEnd.lsn <= $0.lastLSN })
+                ?? listing.entries.first(where: { $0.firstLSN == backupEnd.lsn + 1 }) else {
+            throw AeroError(.backupTargetUnavailable, "the archive \(directory) holds neither LSN \(backupEnd.lsn) nor \(backupEnd.lsn + 1): it does not continue the backup ending there, nothing pruned", invariant: "WA4")
+        }
+        let (header, records) = try ArchiveFile.decode(try fs.readFile(Path.join(directory, holder.file)), name: holder.file)
+        let continues: Bool
+        if header.firstLSN == backupEnd.lsn + 1 {
+            continues = header.previousChecksum == backupEnd.checksum
+        } else {
+            continues = records.first(where: { $0.lsn == backupEnd.lsn })?.checksum == backupEnd.checksum
+        }
+        guard continues else {
+            throw AeroError(.backupTargetUnavailable, "the archive \(directory) does not continue the history of the backup ending at \(backupEnd) (another history): nothing pruned", invariant: "WA4")
+        }
+        var removed: [ArchiveEntry] = []
+        for entry in removable {  // oldest first: an interruption leaves a later start, never a gap
+            try fs.remove(Path.join(directory, entry.file))
+            removed.append(entry)
+        }
+        try fs.syncDirectory(directory)
+        return removed
     }
 
     /// Calls `body` with the archived records from `lsn` on, in order, as long as they continue

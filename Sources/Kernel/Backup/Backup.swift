@@ -267,6 +267,26 @@ extension Database {
         return (state.position, state.epoch, bytes)
     }
 
+    /// The manifest of a complete backup (only manifest.json is read: no checksum of the other
+    /// files); AERO_BACKUP_INCOMPLETE without one.
+    public static func backupManifest(_ directory: String, fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> BackupManifest {
+        let path = Path.join(directory, BackupManifest.fileName)
+        guard fs.exists(path) else {
+            throw AeroError(.backupIncomplete, "\(directory) has no \(BackupManifest.fileName): not a complete backup", invariant: "B1")
+        }
+        let handle = try fs.open(path, create: false)
+        let size = try handle.size()
+        handle.close()
+        guard size <= BackupLimits.manifestBytesMax else {
+            throw AeroError(.backupCorrupt, "\(path) is \(size) bytes, more than \(BackupLimits.manifestBytesMax)", invariant: "B1")
+        }
+        do {
+            return try BackupManifest.parse(try JSON.parse(try fs.readFile(path)))
+        } catch let error as AeroError where error.code == .jsonInvalid {
+            throw AeroError(.backupCorrupt, "\(path) does not parse: \(error.message)", invariant: "B1")
+        }
+    }
+
     /// Checks a backup directory without writing anything: the manifest, every file's size and
     /// XXH64, the base checkpoint, and the chain of every record (B1). Returns the manifest.
     public static func checkBackup(_ directory: String, fileSystem: any FileSystem = POSIXFileSystem()) async throws -> BackupManifest {

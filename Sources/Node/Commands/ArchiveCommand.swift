@@ -15,7 +15,7 @@ struct ArchiveCommand: AsyncParsableCommand {
         commandName: "archive",
         abstract: "Inspect, check or feed the continuous WAL archive (cluster setting archive.directory).",
         discussion: "Examples:\n  aerodb archive status --archive /mnt/archive/prod\n  aerodb archive verify --archive /mnt/archive/prod",
-        subcommands: [ArchiveStatusCommand.self, ArchiveVerifyCommand.self, ArchivePushCommand.self])
+        subcommands: [ArchiveStatusCommand.self, ArchiveVerifyCommand.self, ArchivePushCommand.self, ArchivePruneCommand.self])
 }
 
 /// Prints a listing; exit 1 when it has gaps.
@@ -122,6 +122,34 @@ struct ArchivePushCommand: AsyncParsableCommand {
         try await CLIErrors.exitOnAeroError {
             let status = try await admin(.POST, url, "/admin/v1/archive/push", key: key, dir: dir)
             print(JSON.encodeString(status))
+        }
+    }
+}
+
+struct ArchivePruneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Remove the archive files wholly before the end of BACKUP, the oldest backup you keep (WA4): refused when the archive does not continue that backup's history. Scheduled backups do this themselves (backup.schedule prune_archive).",
+        discussion: "Examples:\n  aerodb archive prune --archive /mnt/archive/prod --backup /backups/2026-12-01 [--json]")
+
+    @Option(help: "The archive directory.") var archive: String
+    @Option(help: "The oldest backup you keep (a directory with manifest.json).") var backup: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await CLIErrors.exitOnAeroError {
+            try requireArchive(archive)
+            let manifest = try Database.backupManifest(backup)
+            let removed = try ArchiveDirectory.prune(archive, keepingAfter: manifest.end)
+            if json {
+                print(JSON.encodeString(.object(["removed": .int(Int64(removed.count)), "backup_end_lsn": .int(Int64(manifest.end.lsn)),
+                                                 "first_lsn": removed.first.map { .int(Int64($0.firstLSN)) } ?? .null,
+                                                 "last_lsn": removed.last.map { .int(Int64($0.lastLSN)) } ?? .null])))
+            } else if let first = removed.first, let last = removed.last {
+                print("removed \(removed.count) file(s), LSN \(first.firstLSN) to \(last.lastLSN): the backup ends at LSN \(manifest.end.lsn)")
+            } else {
+                print("nothing to remove: no archive file ends at or before LSN \(manifest.end.lsn) (the newest file is always kept)")
+            }
         }
     }
 }

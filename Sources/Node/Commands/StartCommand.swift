@@ -142,7 +142,7 @@ struct StartCommand: AsyncParsableCommand {
         ArchiveRoutes.register(on: router, archiver: archiver, keys: keys)  // /admin/v1/archive
         // Scheduled backups with retention on the primary (cluster setting backup.schedule).
         let backupScheduler = BackupScheduler(database: database, nodeID: config.nodeID, settings: clusterSettings,
-                                              isPrimary: { replication.currentRole.isPrimary }, logger: logger)
+                                              isPrimary: { replication.currentRole.isPrimary }, archiver: archiver, logger: logger)
         backupScheduler.start()
         backupScheduler.register(on: router, keys: keys)  // GET /admin/v1/backup/schedule
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
