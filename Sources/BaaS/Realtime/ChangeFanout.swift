@@ -241,7 +241,7 @@ final class ChangeFanout: Sendable {
                     var memo = ChangeMemo()
                     Self.candidates(change, tables) { id in
                         guard !left.contains(id), let entry = live[id], entry.after < transaction.lsn,
-                              !entry.subscription.isClosed else { return }
+                              !entry.subscription.isRemoved else { return }
                         guard let frame = entry.subscription.changeFrame(for: change, in: transaction, memo: &memo) else { return }
                         if !pending.append(frame, for: id) {
                             // A big transaction for this subscriber: its own pump queues it as room frees.
@@ -256,6 +256,7 @@ final class ChangeFanout: Sendable {
                     guard let entry = live[id], !left.contains(id) else { return }
                     if !entry.subscription.outbox.push(changes: frames, deferred: &writers) {
                         // Full: the subscriber reads too slowly; it catches up from the WAL (no loss).
+                        // (A closed one only leaves the index: detach starts no pump for it.)
                         left.insert(id)
                         detach(entry.subscription, cursor: transaction.lsn &- 1)
                     }

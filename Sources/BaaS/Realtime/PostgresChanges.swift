@@ -245,6 +245,9 @@ final class ChangeSubscription: Sendable {
 
     /// The channel closed: nothing more is queued for it.
     var isClosed: Bool { closedFlag.load(ordering: .acquiring) || outbox.isClosed }
+    /// Its channel was closed (`remove`): no lock taken, for the shared reader's loop (a closed
+    /// outbox refuses pushes anyway).
+    var isRemoved: Bool { closedFlag.load(ordering: .acquiring) }
     func markClosed() { closedFlag.store(true, ordering: .releasing) }
 
     /// A new token on the live channel: policies are compiled again for it.
@@ -273,11 +276,17 @@ final class ChangeSubscription: Sendable {
         return result
     }
 
+    /// The binding indices of a mask, in order.
+    static func indices(_ mask: UInt64) -> [Int] {
+        (0..<64).filter { mask & (1 << UInt64($0)) != 0 }
+    }
+
     /// The frame for one change, or nil when no binding matches or the policy hides it.
     func frame(for change: DocumentChange, in transaction: CommittedTransaction) -> RealtimeFrame? {
         var memo = ChangeMemo()
-        guard let (matched, data) = render(change, in: transaction, memo: &memo),
+        guard let (mask, data) = render(change, in: transaction, memo: &memo),
               let value = try? JSON.parse(data) else { return nil }
+        let matched = Self.indices(mask)
         return RealtimeFrame(joinRef: nil, ref: nil, topic: topic, event: "postgres_changes",
                              payload: .object(["ids": .array(matched.map { JSONValue.int(bindings[$0].id) }), "data": value]))
     }
@@ -285,16 +294,16 @@ final class ChangeSubscription: Sendable {
     /// The frame for one change in this subscription's protocol version (its shared `data`
     /// bytes between this subscription's head and tail), or nil.
     func changeFrame(for change: DocumentChange, in transaction: CommittedTransaction, memo: inout ChangeMemo) -> ChangeFrame? {
-        guard let (matched, data) = render(change, in: transaction, memo: &memo) else { return nil }
-        let tail = matched.count == 1 ? tails[matched[0]]
-            : RealtimeFrame.changeTail(outbox.version, topic: topic, ids: matched.map { bindings[$0].id })
+        guard let (mask, data) = render(change, in: transaction, memo: &memo) else { return nil }
+        let tail = mask.nonzeroBitCount == 1 ? tails[mask.trailingZeroBitCount]
+            : RealtimeFrame.changeTail(outbox.version, topic: topic, ids: Self.indices(mask).map { bindings[$0].id })
         return ChangeFrame(head: head, data: data, tail: tail)
     }
 
-    /// The matching bindings (indices into `bindings`) and the encoded `data` object (RT3: the
-    /// policy decides first).
+    /// The matching bindings (bit i set: `bindings[i]`; a mask, not an array: no allocation per
+    /// subscriber and change) and the encoded `data` object (RT3: the policy decides first).
     private func render(_ change: DocumentChange, in transaction: CommittedTransaction,
-                        memo: inout ChangeMemo) -> ([Int], [UInt8])? {
+                        memo: inout ChangeMemo) -> (UInt64, [UInt8])? {
         guard !SystemCollections.isSystem(change.collection) else { return nil }
         let kind = change.kind
         guard bindings.contains(where: { $0.applies(to: kind, collection: change.collection) }) else { return nil }
@@ -309,19 +318,19 @@ final class ChangeSubscription: Sendable {
         case .delete: guard oldVisible else { return nil }
         }
         let subject = kind == .delete ? change.before! : change.after!
-        var matched: [Int] = []
+        var matched: UInt64 = 0  // bit i: bindings[i] matches (bindingsPerChannelMax is 32)
         for (index, binding) in bindings.enumerated() where binding.applies(to: kind, collection: change.collection) {
-            guard let filter = binding.filter else { matched.append(index); continue }
+            guard let filter = binding.filter else { matched |= 1 << index; continue }
             if let known = memo.filterResults[filter] {
-                if known { matched.append(index) }
+                if known { matched |= 1 << index }
                 continue
             }
             let result = filters.matcher(filter, collection: change.collection, schema: compiled.schema)?.matches(subject) ?? false
             memo.filterResults[filter] = result
-            if result { matched.append(index) }
+            if result { matched |= 1 << index }
         }
-        guard !matched.isEmpty else { return nil }
-        let select = matched.count == 1 ? bindings[matched[0]].select : nil
+        guard matched != 0 else { return nil }
+        let select = matched.nonzeroBitCount == 1 ? bindings[matched.trailingZeroBitCount].select : nil
         let shape = ChangeMemo.Shape(select: select, oldVisible: oldVisible)
         if let data = memo.payloads[shape] { return (matched, data) }
         func project(_ doc: Document) -> JSONValue {
