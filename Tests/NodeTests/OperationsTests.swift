@@ -78,7 +78,8 @@ func findProgram(_ name: String) -> String? {
     /// write names it; `/metrics` on every member passes `promtool check metrics`, and a real
     /// Prometheus scraping the three nodes answers the per-follower lag series.
     @Test func requestIDsFollowForwardedWritesAndPrometheusScrapesTheCluster() async throws {
-        let cluster = try makeCluster()
+        let cluster = try makeCluster(settings: ["auth": .object([
+            "argon2": .object(["memory_kib": .int(8_192), "iterations": .int(1), "parallelism": .int(1)])])])
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
         let id = "ops-\(UUID().uuidString)"
@@ -100,6 +101,19 @@ func findProgram(_ name: String) -> String? {
         #expect(given != "no spaces allowed" && RequestID.accept(given) == given)
         #expect(try JSON.parse(Array(bad.body))["request_id"]?.stringValue == given)
 
+        // Auth events: a user made on the primary, then a failed and a successful sign-in through
+        // the replica n2 (forwarded: the primary counts the events, n2 the forwards).
+        let auth = ["X-Supabase-Api-Version": "2024-01-01"]
+        let created = try await cluster.request(0, "POST", "/auth/v1/admin/users", .object([
+            "email": .string("m@example.com"), "password": .string("metrics pw 1"), "email_confirm": .bool(true)]), headers: auth)
+        #expect(created.status == 200)
+        let wrong = try await cluster.request(1, "POST", "/auth/v1/token?grant_type=password",
+                                              .object(["email": .string("m@example.com"), "password": .string("not it")]), headers: auth)
+        #expect(wrong.status == 400)
+        let signIn = try await cluster.request(1, "POST", "/auth/v1/token?grant_type=password",
+                                               .object(["email": .string("m@example.com"), "password": .string("metrics pw 1")]), headers: auth)
+        #expect(signIn.status == 200)
+
         // /metrics: the service key is required; promtool accepts what each node serves.
         #expect(try await exchange("GET", cluster.url(0) + "/metrics").status == 401)
         let promtool = try #require(findProgram("promtool"), "promtool (Debian's prometheus package) is required")
@@ -112,6 +126,16 @@ func findProgram(_ name: String) -> String? {
             if i == 0 {
                 #expect(text.contains(#"aerodb_replication_follower_lag_lsn{follower="n2"}"#))
                 #expect(text.contains("aerodb_commit_duration_seconds_count"))
+                #expect(text.contains(#"aerodb_auth_events_total{event="login_failed"} 1"#), "\(text)")
+                #expect(text.contains(#"aerodb_auth_events_total{event="login"} 1"#))
+                #expect(text.contains(#"aerodb_auth_events_total{event="user_created"} 1"#))
+                #expect(!text.contains("aerodb_forwarded_requests_total{"))  // the primary forwards nothing
+            }
+            if i == 1 {  // the transaction and the sign-in answered 200, the wrong password 400
+                #expect(text.contains(#"aerodb_forwarded_requests_total{status_class="2xx"} 2"#), "\(text)")
+                #expect(text.contains(#"aerodb_forwarded_requests_total{status_class="4xx"} 1"#))
+                #expect(text.contains("aerodb_forward_duration_seconds_count 3"))
+                #expect(!text.contains("aerodb_auth_events_total{"))  // events are counted where they commit
             }
             let file = cluster.root + "/metrics-\(i).txt"
             try metrics.body.write(to: URL(fileURLWithPath: file))

@@ -286,6 +286,7 @@ enum AuthAPI {
         do {
             response = try await body()
         } catch {
+            if (error as? AuthFailure)?.status == .tooManyRequests { NodeMetrics.shared.countAuthEvent("rate_limited") }
             response = AuthErrorResponse.response(error, request: request)
         }
         // Also on errors: a refused refresh may have revoked a session (the replica must apply it).

@@ -91,6 +91,9 @@ final class AuthService: Sendable {
     func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws {
         try await store.ensureCollections()
         _ = try await store.database.commit(operations, check: check)
+        for case .insert(AuthCollections.audit, let row) in operations {  // aerodb_auth_events_total
+            NodeMetrics.shared.countAuthEvent(row["action"]?.stringValue ?? "")
+        }
         deliver(operations.compactMap { op -> Document? in
             if case .insert(AuthCollections.outbox, let doc) = op { return doc }
             return nil

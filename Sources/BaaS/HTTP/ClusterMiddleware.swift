@@ -227,12 +227,15 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         outbound.body = body
         let answer: HTTPClientResponse
         let answerBody: ByteBuffer
+        let started = ContinuousClock.now  // aerodb_forward_duration_seconds (NodeMetrics)
         do {
             answer = try await ClusterHTTP.forwardClient.execute(outbound, timeout: .milliseconds(HTTPLimits.forwardTimeoutMillis))
             answerBody = try await answer.body.collect(upTo: HTTPLimits.requestBodyBytesMax)
         } catch {
+            NodeMetrics.shared.recordForward(status: nil, elapsed: ContinuousClock.now - started)
             return .failed(Self.classify(error, primary: primary))
         }
+        NodeMetrics.shared.recordForward(status: Int(answer.status.code), elapsed: ContinuousClock.now - started)
         var headers = HTTPFields()
         for header in answer.headers {
             let name = header.name.lowercased()

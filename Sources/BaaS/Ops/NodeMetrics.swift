@@ -66,7 +66,33 @@ public final class NodeMetrics: Sendable {
         "aerodb_archive_failing": "On the primary with a WAL archive: 1 while the last archiving pass failed.",
         "aerodb_archive_failures_total": "WAL archiving passes that failed.",
         "aerodb_archive_last_success_timestamp_seconds": "Unix time of the last archiving pass that succeeded.",
+        "aerodb_auth_events_total": "Auth events committed on this node (the primary: a replica forwards auth writes), by audit action; rate_limited for refused over a rate limit.",
+        "aerodb_forwarded_requests_total": "On a replica: writes sent to the primary, by class of the primary's status (error: no answer).",
+        "aerodb_forward_duration_seconds": "On a replica: time from sending a write to the primary until its whole answer arrived (not the wait to apply it here).",
     ]
+
+    /// Label values of `aerodb_auth_events_total`: the audit actions the auth code records
+    /// (Auth/, OAuth/) and `rate_limited`; any other action counts as `other` (a fixed set:
+    /// never a user, an address or a provider).
+    static let authEvents: Set<String> = [
+        "login", "login_failed", "logout", "user_signedup", "user_created", "user_deleted", "user_invited",
+        "user_modified", "user_confirmation_requested", "user_reauthenticate_requested", "verify_failed",
+        "token_refreshed", "token_revoked", "mfa_verified", "mfa_verification_failed", "challenge_created",
+        "factor_enrolled", "factor_unenrolled", "factor_deleted", "identity_linked", "identity_unlinked",
+        "link_generated", "oauth_callback_refused", "signing_key_rotated", "rate_limited",
+    ]
+
+    func countAuthEvent(_ action: String) {
+        let event = Self.authEvents.contains(action) ? action : "other"
+        registry.makeCounter(descriptor: Self.descriptor("aerodb_auth_events_total"), labels: [("event", event)]).increment()
+    }
+
+    /// One attempt to forward a write: the primary's status (nil: no answer) and the round trip.
+    func recordForward(status: Int?, elapsed: Duration) {
+        let statusClass = status.map { (100...599).contains($0) ? "\($0 / 100)xx" : "error" } ?? "error"
+        registry.makeCounter(descriptor: Self.descriptor("aerodb_forwarded_requests_total"), labels: [("status_class", statusClass)]).increment()
+        registry.makeDurationHistogram(descriptor: Self.descriptor("aerodb_forward_duration_seconds"), buckets: Self.durationBuckets).record(elapsed)
+    }
 
     private struct DiskCache { var atMillis: Int64?; var bytes: [String: Int64] = [:] }
     private let diskCache = Mutex(DiskCache())
