@@ -87,6 +87,11 @@ import LiveCluster
         let audit = try await node.admin("GET", "audit?action=user_signedup")
         let ips = audit.body?["events"]?.arrayValue?.compactMap { $0["ip"]?.stringValue } ?? []
         #expect(ips == ["127.0.0.1"], "\(text(audit))")
+        // /metrics counts the sign-up and the two refusals (aerodb_auth_events_total).
+        let metrics = try await exchange("GET", node.baseURL + "/metrics", headers: ["Authorization": "Bearer \(node.serviceKey)"])
+        let scraped = String(decoding: metrics.body, as: UTF8.self)
+        #expect(scraped.contains(#"aerodb_auth_events_total{event="user_signedup"} 1"#), "\(scraped)")
+        #expect(scraped.contains(#"aerodb_auth_events_total{event="rate_limited"} 2"#))
     }
 
     /// Signs up `email` and answers its session.
