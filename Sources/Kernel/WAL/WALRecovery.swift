@@ -216,28 +216,21 @@ struct WALScan {
 
     /// The LSN of a self-valid record with batch start > `lsn` at or after `from`, if any.
     static func laterBatch(_ segment: [UInt8], from: Int, after lsn: UInt64) -> UInt64? {
-        segment.withUnsafeBytes { raw in
-            var offset = WALFormat.aligned(from)
-            while offset + WALFormat.recordHeaderBytes <= raw.count {
-                // A block of zeros starts no record (the magic is not zero): skip it whole, so a
-                // preallocated segment costs a memcmp per block, not a decode per 8 bytes.
-                if offset % WALFormat.blockBytes == 0, isZero(raw, offset, min(WALFormat.blockBytes, raw.count - offset)) {
-                    offset += WALFormat.blockBytes
-                    continue
-                }
-                if raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian == WALFormat.recordMagic,
-                   case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), r.batchStart > lsn {
-                    return r.lsn
-                }
-                offset += WALFormat.alignmentBytes
-            }
-            return nil
-        }
+        segment.withUnsafeBytes { raw in firstRecord(raw, from: from) { $0.batchStart > lsn }?.record.lsn }
     }
 
     /// The offset of the first stale record at or after `from` (8-byte aligned): valid on its
     /// own with an LSN below `firstLSN`, left by the segment's life before it was recycled (R3).
     static func firstStale(_ raw: UnsafeRawBufferPointer, from: Int, firstLSN: UInt64) -> Int? {
+        firstRecord(raw, from: from) { $0.lsn < firstLSN }?.offset
+    }
+
+    /// The first record valid on its own (magic, header and payload checksums) at or after `from`
+    /// (8-byte aligned) for which `wanted` holds. A block of zeros starts no record (the magic is
+    /// not zero): it is skipped whole, so a preallocated segment costs a memcmp per block, not a
+    /// decode per 8 bytes.
+    private static func firstRecord(_ raw: UnsafeRawBufferPointer, from: Int,
+                                    where wanted: (WALRecord) -> Bool) -> (offset: Int, record: WALRecord)? {
         var offset = WALFormat.aligned(from)
         while offset + WALFormat.recordHeaderBytes <= raw.count {
             if offset % WALFormat.blockBytes == 0, isZero(raw, offset, min(WALFormat.blockBytes, raw.count - offset)) {
@@ -245,8 +238,8 @@ struct WALScan {
                 continue
             }
             if raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian == WALFormat.recordMagic,
-               case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), r.lsn < firstLSN {
-                return offset
+               case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), wanted(r) {
+                return (offset, r)
             }
             offset += WALFormat.alignmentBytes
         }
