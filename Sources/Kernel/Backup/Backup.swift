@@ -15,7 +15,14 @@
 //                         "end":{"lsn":N,"checksum":"hex","epoch":E,"timestamp_micros":T},
 //                         "records":N,"chunks":[{"file":..,"bytes":N,"xxh64":"hex","records":N,
 //                         "first_lsn":N,"last_lsn":N}],"base_file":{"bytes":N,"xxh64":"hex"}|null,
-//                         "created_micros":T}
+//                         "created_micros":T,
+//                         "blobs":null|[{"sha256":"hex","bytes":N}], "blobs_pending":true (absent when false)}
+//   blobs/<sha256>       (format 2) a storage blob the state at end.lsn references (an object row's
+//                        sha256), byte for byte; listed in "blobs" with its size. "blobs": null means
+//                        the backup does not carry blobs (format 1, and the node's scheduled
+//                        in-process backups); `aerodb backup` writes the manifest with
+//                        "blobs_pending": true after the WAL, fetches the blobs, then replaces it
+//                        with the final list, so a backup whose blob fetch did not finish is refused.
 //
 // Invariants:
 // - B1 (a backup is one history): records run consecutively from base.lsn + 1 to end.lsn, each
@@ -26,6 +33,10 @@
 //   LSN <= N; to time T, the records in log order up to (excluding) the first whose commit
 //   timestamp is after T. A target before the base or after the end is refused, never rounded.
 // - A directory without manifest.json is an incomplete backup and is refused.
+// - B4 (a backup restores its objects): when "blobs" is a list, every blob an object row names
+//   at end.lsn is in it and in blobs/, each file's SHA-256 is its name (checked as it is written,
+//   by `aerodb backup verify` and as `aerodb restore` installs it). Format 1 manifests still
+//   restore (without blobs).
 
 import Foundation
 
@@ -37,10 +48,13 @@ public enum BackupLimits {
     public static let walPageBytesMax = 8 << 20
     /// Records applied to the restored log per batch (one flush per batch).
     static let restoreBatchRecordsMax = 1_000
-    /// Format version of manifest.json.
-    public static let formatVersion = 1
-    /// Largest manifest.json read (bytes): the chunk list grows 1 entry per 64 MiB of WAL.
-    static let manifestBytesMax = 16 << 20
+    /// Format version of manifest.json written (2: the blob list); 1 is still read.
+    public static let formatVersion = 2
+    /// Largest manifest.json read (bytes): the chunk list grows 1 entry per 64 MiB of WAL, the
+    /// blob list ~100 bytes per distinct stored object content (~2.6 million blobs).
+    static let manifestBytesMax = 256 << 20
+    /// Folder of a backup holding its blobs (format 2).
+    public static let blobDirectory = "blobs"
 }
 
 /// Where a restore stops.
@@ -68,8 +82,30 @@ public struct BackupManifest: Sendable {
     public let records: Int
     public let chunks: [Chunk]
     public let createdMicros: Int64
+    public struct Blob: Sendable, Equatable {
+        public let sha256: String
+        public let bytes: Int64
+        public init(sha256: String, bytes: Int64) { self.sha256 = sha256; self.bytes = bytes }
+    }
+    /// nil: the backup does not carry blobs (format 1, scheduled backups); else every blob the
+    /// state at `end` references (B4).
+    public var blobs: [Blob]? = nil
+    /// The blob fetch of `aerodb backup` has not finished: the backup is incomplete (B4).
+    public var blobsPending = false
 
     static let fileName = "manifest.json"
+
+    /// 64 lower-case hex digits.
+    public static func isBlobName(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+    }
+
+    /// Replaces manifest.json of `directory` (temp file, fsync, rename, fsync) with this one.
+    public func write(into directory: String, fileSystem: any FileSystem = POSIXFileSystem()) throws {
+        var text = JSON.encode(json)
+        text.append(0x0A)
+        try fileSystem.writeAtomically(text, to: Path.join(directory, Self.fileName))
+    }
     static let baseFileName = "base.ckpt"
 
     var json: JSONValue {
@@ -86,7 +122,8 @@ public struct BackupManifest: Sendable {
                          "records": .int(Int64(c.records)), "first_lsn": .int(Int64(c.firstLSN)), "last_lsn": .int(Int64(c.lastLSN))])
             }),
             "created_micros": .int(createdMicros),
-        ])
+            "blobs": blobs.map { list in .array(list.map { .object(["sha256": .string($0.sha256), "bytes": .int($0.bytes)]) }) } ?? .null,
+        ].merging(blobsPending ? ["blobs_pending": .bool(true)] : [:]) { a, _ in a })
     }
 
     public var summary: JSONValue { json }
@@ -105,8 +142,16 @@ public struct BackupManifest: Sendable {
             guard let s = v?.stringValue, let n = UInt64(s, radix: 16) else { throw bad("\(what) is not a hex checksum") }
             return n
         }
-        guard value["format"]?.intValue == Int64(BackupLimits.formatVersion) else {
-            throw bad("format \(value["format"].map(JSON.encodeString) ?? "absent") is not \(BackupLimits.formatVersion)")
+        let format = value["format"]?.intValue
+        guard format == 1 || format == Int64(BackupLimits.formatVersion) else {
+            throw bad("format \(value["format"].map(JSON.encodeString) ?? "absent") is not 1 or \(BackupLimits.formatVersion)")
+        }
+        var blobs: [Blob]?
+        if format == 2, case .array(let list)? = value["blobs"] {
+            blobs = try list.map { b in
+                guard let sha = b["sha256"]?.stringValue, isBlobName(sha) else { throw bad("a blob's sha256 is not 64 hex digits") }
+                return Blob(sha256: sha, bytes: Int64(try int(b["bytes"], "blob bytes")))
+            }
         }
         let base = LogPosition(lsn: try u64(value["base"]?["lsn"], "base.lsn"), checksum: try hex(value["base"]?["checksum"], "base.checksum"))
         var baseFile: (Int, UInt64)?
@@ -128,7 +173,8 @@ public struct BackupManifest: Sendable {
         return BackupManifest(nodeID: value["node_id"]?.stringValue ?? "", base: base, baseFile: baseFile,
                               end: LogPosition(lsn: try u64(value["end"]?["lsn"], "end.lsn"), checksum: try hex(value["end"]?["checksum"], "end.checksum")),
                               endEpoch: try u64(value["end"]?["epoch"], "end.epoch"), endTimestampMicros: endTime,
-                              records: try int(value["records"], "records"), chunks: chunks, createdMicros: created)
+                              records: try int(value["records"], "records"), chunks: chunks, createdMicros: created,
+                              blobs: blobs, blobsPending: value["blobs_pending"] == .bool(true))
     }
 }
 
@@ -210,14 +256,15 @@ public final class BackupWriter {
     }
 
     /// Writes the last chunk and the manifest; the backup is complete once this returns.
-    public func finish(createdMicros: Int64, baseEpoch: UInt64, baseTimestampMicros: Int64) throws -> BackupManifest {
+    /// `blobsPending`: the caller fetches the blobs next and then replaces the manifest (B4).
+    public func finish(createdMicros: Int64, baseEpoch: UInt64, baseTimestampMicros: Int64,
+                       blobsPending: Bool = false) throws -> BackupManifest {
         try flushChunk()
         let manifest = BackupManifest(nodeID: nodeID, base: base, baseFile: baseFile, end: lastPosition,
                                       endEpoch: last?.epoch ?? baseEpoch, endTimestampMicros: last?.timestampMicros ?? baseTimestampMicros,
-                                      records: records, chunks: chunks, createdMicros: createdMicros)
-        var text = JSON.encode(manifest.json)
-        text.append(0x0A)
-        try fileSystem.writeAtomically(text, to: Path.join(directory, BackupManifest.fileName))
+                                      records: records, chunks: chunks, createdMicros: createdMicros,
+                                      blobs: blobsPending ? [] : nil, blobsPending: blobsPending)
+        try manifest.write(into: directory, fileSystem: fileSystem)
         return manifest
     }
 }
@@ -467,7 +514,8 @@ extension Database {
     /// A backup of a stopped node's data directory (the caller holds its lock): its oldest valid
     /// checkpoint (the origin when there is none) and every record after it, checked like an
     /// online backup (B1). A torn tail is left out (it was never acknowledged).
-    public static func backupOffline(_ options: KernelOptions, into directory: String, nodeID: String) throws -> BackupManifest {
+    public static func backupOffline(_ options: KernelOptions, into directory: String, nodeID: String,
+                                     blobsPending: Bool = false) throws -> BackupManifest {
         let fs = options.fileSystem
         let kept = fs.exists(options.checkpointDirectory)
             ? try fs.list(options.checkpointDirectory).compactMap(CheckpointFile.lsn(fromFileName:)).sorted() : []
@@ -493,7 +541,8 @@ extension Database {
             }
         }
         try writer.append(batch)
-        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base?.epoch ?? 0, baseTimestampMicros: 0)
+        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base?.epoch ?? 0, baseTimestampMicros: 0,
+                                 blobsPending: blobsPending)
     }
 }
 

@@ -51,31 +51,45 @@ struct BackupTakeCommand: AsyncParsableCommand {
     }
 
     /// A stopped node: its directory's lock refuses while it runs (one process per data directory).
-    private func takeOffline(_ dir: String) throws -> BackupManifest {
+    private func takeOffline(_ dir: String) async throws -> BackupManifest {
         let config = try NodeConfig.load(directory: dir)
         let options = config.kernelOptions(directory: dir)
         let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
         defer { lock.release() }
-        return try Database.backupOffline(options, into: out, nodeID: config.nodeID)
+        let manifest = try Database.backupOffline(options, into: out, nodeID: config.nodeID, blobsPending: true)
+        let blobs = try await BackupBlobFiles.referenced(backup: out)
+        try await BackupBlobFiles.copyOffline(blobs, dataDirectory: options.dataDirectory, into: out)
+        return try Self.complete(manifest, blobs: blobs, out: out)
+    }
+
+    /// Replaces the pending manifest with the final one listing the blobs (B4).
+    static func complete(_ manifest: BackupManifest, blobs: [String: Int64], out: String) throws -> BackupManifest {
+        var manifest = manifest
+        manifest.blobs = blobs.sorted { $0.key < $1.key }.map { BackupManifest.Blob(sha256: $0.key, bytes: $0.value) }
+        manifest.blobsPending = false
+        try manifest.write(into: out)
+        return manifest
     }
 
     func run() async throws {
         do {
             let manifest: BackupManifest
             if url == nil, let dir {
-                manifest = try takeOffline(dir)
+                manifest = try await takeOffline(dir)
             } else {
                 manifest = try await take()
             }
             if json {
                 print(JSON.encodeString(manifest.summary))
             } else {
-                print("backup of \(manifest.nodeID) in \(out): base LSN \(manifest.base.lsn), end LSN \(manifest.end.lsn) (\(manifest.records) records, \(manifest.chunks.count) WAL chunk(s))")
+                print("backup of \(manifest.nodeID) in \(out): base LSN \(manifest.base.lsn), end LSN \(manifest.end.lsn) (\(manifest.records) records, \(manifest.chunks.count) WAL chunk(s), \(manifest.blobs?.count ?? 0) blob(s))")
             }
         } catch let error as AeroError {
             print("\(error.code.rawValue): \(error.message)")
             if FileManager.default.fileExists(atPath: out + "/manifest.json") == false {
                 print("the backup in \(out) is incomplete (no manifest.json): remove it")
+            } else if (try? Database.backupManifest(out))?.blobsPending == true {
+                print("the backup in \(out) is incomplete (its blobs are pending): remove it")
             }
             throw ExitCode(1)
         }
@@ -129,7 +143,12 @@ struct BackupTakeCommand: AsyncParsableCommand {
             }
             try writer.append(records.filter { $0.lsn <= end })
         }
-        return try writer.finish(createdMicros: SystemClock().nowMicros(), baseEpoch: baseEpoch, baseTimestampMicros: 0)
+        let manifest = try writer.finish(createdMicros: SystemClock().nowMicros(), baseEpoch: baseEpoch, baseTimestampMicros: 0,
+                                         blobsPending: true)
+        // The blobs the state at the end LSN references (B4), fetched from the same node.
+        let blobs = try await BackupBlobFiles.referenced(backup: out)
+        try await BackupBlobFiles.copyOnline(blobs, url: self.url ?? "", key: try serviceKey(), into: out)
+        return try Self.complete(manifest, blobs: blobs, out: out)
     }
 
     /// A WAL page of `/admin/v1/backup/wal`: the one frame parser (Kernel BackupFrames), which
@@ -150,9 +169,19 @@ struct BackupVerifyCommand: AsyncParsableCommand {
         let scratch = NSTemporaryDirectory() + "aerodb-backup-verify-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         try await CLIErrors.exitOnAeroError {
+            let manifest = try Database.backupManifest(backup)
+            if manifest.blobsPending {
+                throw AeroError(.backupIncomplete, "\(backup): the backup's blob copy did not finish", invariant: "B4")
+            }
             let report = try await Database.restore(backup: backup, into: KernelOptions(dataDirectory: scratch), target: .end)
+            // Every blob's size and SHA-256, and every blob an object row names present (B4).
+            let blobs = try await BackupBlobFiles.install(backup: backup, manifest: manifest, dataDirectory: scratch)
+            if manifest.blobs != nil, blobs.missing > 0 {
+                throw AeroError(.backupCorrupt, "\(blobs.missing) blob(s) that object rows name are not in the backup", invariant: "B4")
+            }
             let verified = try Database.verify(dataDirectory: scratch)
-            print("sound: restored to LSN \(report.restored.lsn) (\(report.recordsApplied) records after the base at LSN \(report.base.lsn)), \(report.documentCount) documents; \(verified.summary)")
+            let blobText = manifest.blobs == nil ? "no blobs carried (format 1 or a scheduled backup)" : "\(blobs.installed) blob(s) sound"
+            print("sound: restored to LSN \(report.restored.lsn) (\(report.recordsApplied) records after the base at LSN \(report.base.lsn)), \(report.documentCount) documents, \(blobText); \(verified.summary)")
         }
     }
 }
@@ -190,7 +219,22 @@ struct RestoreCommand: AsyncParsableCommand {
             let clusterID = FieldValidator.randomUUID()
             try NodeDirectory.create(dir, config: config, secrets: secrets, marker: AuthorityMarker(clusterID: clusterID, epoch: 1, primary: nodeId))
             let options = config.kernelOptions(directory: dir)
+            let manifest = try Database.backupManifest(from)
+            if manifest.blobsPending {
+                throw AeroError(.backupIncomplete, "\(from): the backup's blob copy did not finish", invariant: "B4")
+            }
             let report = try await Database.restore(backup: from, into: options, target: target, archive: archive)
+            // The objects' bytes (B4); below the backup's end an object deleted later may lack its blob.
+            let blobs = try await BackupBlobFiles.install(backup: from, manifest: manifest, dataDirectory: options.dataDirectory)
+            if manifest.blobs != nil, blobs.missing > 0 {
+                if target == .end {
+                    throw AeroError(.backupCorrupt, "\(blobs.missing) blob(s) that object rows name are not in the backup", invariant: "B4")
+                }
+                FileHandle.standardError.write(Data("warning: \(blobs.missing) object(s) at the restored point name blobs this backup does not carry (deleted before its end): their downloads answer 404\n".utf8))
+            }
+            if manifest.blobs == nil {
+                FileHandle.standardError.write(Data("warning: this backup carries no storage blobs (format 1 or a scheduled backup): stored objects' bytes are not restored\n".utf8))
+            }
             // The restored log ends in some epoch; the new node opens the next one (a new history
             // of a new cluster: its records are never confused with the original cluster's).
             try AuthorityStore(dataDirectory: options.dataDirectory)

@@ -1,0 +1,123 @@
+// Backups carry the storage blobs (B4, Kernel/Backup/Backup.swift), with real processes: objects
+// uploaded through /storage/v1, `aerodb backup` online and from a stopped node's directory,
+// `aerodb backup verify` (a flipped byte, a missing blob), `aerodb restore`, and the restored
+// node serving the objects byte-identical.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+import Kernel
+
+@Suite(.serialized) struct BackupBlobTests {
+    /// B4: a backup restores its objects.
+    @Test func backupCarriesBlobsAndRestoredNodeServesObjects() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        let auth = ["apikey": node.serviceKey, "Authorization": "Bearer " + node.serviceKey]
+        let bucket = try await exchange("POST", node.baseURL + "/storage/v1/bucket", headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
+                                        body: Data(#"{"id":"files","name":"files","public":false}"#.utf8))
+        #expect(bucket.status == 200, "\(String(decoding: bucket.body, as: UTF8.self))")
+        var big = [UInt8](repeating: 0, count: 300_000)
+        for i in big.indices { big[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 7) }
+        let objects: [(String, Data)] = [("big.bin", Data(big)), ("a/note.txt", Data("hello blobs".utf8)), ("copy.bin", Data(big)),
+                                         ("gone.txt", Data("deleted before the backup".utf8))]
+        for (name, bytes) in objects {
+            let up = try await exchange("POST", node.baseURL + "/storage/v1/object/files/" + name,
+                                        headers: auth.merging(["Content-Type": "application/octet-stream"]) { a, _ in a }, body: bytes)
+            #expect(up.status == 200, "\(name): \(String(decoding: up.body, as: UTF8.self))")
+        }
+        let removed = try await exchange("DELETE", node.baseURL + "/storage/v1/object/files",
+                                         headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
+                                         body: Data(#"{"prefixes":["gone.txt"]}"#.utf8))
+        #expect(removed.status == 200, "\(String(decoding: removed.body, as: UTF8.self))")
+
+        let backupDir = node.directory + "-blob-backup"
+        defer { try? FileManager.default.removeItem(atPath: backupDir) }
+        let taken = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", backupDir,
+                                                                   "--key", node.serviceKey, "--json"])
+        #expect(taken.status == 0, "\(taken.output)")
+        let manifest = try JSON.parse(taken.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(manifest["format"]?.intValue == 2 && manifest["blobs_pending"] == nil)
+        guard case .array(let blobs)? = manifest["blobs"] else { Issue.record("no blob list: \(taken.output)"); return }
+        // Two distinct contents are referenced (big.bin and copy.bin share one); gone.txt is not.
+        #expect(blobs.count == 2, "\(blobs)")
+        let shas = blobs.compactMap { $0["sha256"]?.stringValue }
+        for sha in shas { #expect(FileManager.default.fileExists(atPath: backupDir + "/blobs/" + sha)) }
+        #expect(blobs.contains { $0["bytes"]?.intValue == 300_000 })
+
+        let verified = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", backupDir])
+        #expect(verified.status == 0 && verified.output.contains("2 blob(s) sound"), "\(verified.output)")
+
+        // A flipped byte in a blob file fails verify; so does a missing blob.
+        let damaged = backupDir + "-damaged"
+        defer { try? FileManager.default.removeItem(atPath: damaged) }
+        try FileManager.default.copyItem(atPath: backupDir, toPath: damaged)
+        let victim = damaged + "/blobs/" + shas[0]
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: victim))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: victim))
+        let refused = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", damaged])
+        #expect(refused.status == 1 && refused.output.contains("AERO_BACKUP_CORRUPT"), "\(refused.output)")
+        try FileManager.default.removeItem(atPath: victim)
+        let lacking = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", damaged])
+        #expect(lacking.status == 1 && lacking.output.contains("AERO_BACKUP_INCOMPLETE"), "\(lacking.output)")
+
+        // A format-1 manifest (before blobs) still verifies and restores, without blobs.
+        let legacy = backupDir + "-format1"
+        defer { try? FileManager.default.removeItem(atPath: legacy) }
+        try FileManager.default.copyItem(atPath: backupDir, toPath: legacy)
+        try FileManager.default.removeItem(atPath: legacy + "/blobs")
+        guard case .object(var fields) = try JSON.parse(Array(try Data(contentsOf: URL(fileURLWithPath: legacy + "/manifest.json")))) else {
+            Issue.record("manifest.json is not an object"); return
+        }
+        fields["format"] = .int(1)
+        fields["blobs"] = nil
+        try Data(JSON.encodeString(.object(fields)).utf8).write(to: URL(fileURLWithPath: legacy + "/manifest.json"))
+        let oldVerified = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", legacy])
+        #expect(oldVerified.status == 0 && oldVerified.output.contains("no blobs carried"), "\(oldVerified.output)")
+        let oldRestored = legacy + "-restored"
+        defer { try? FileManager.default.removeItem(atPath: oldRestored) }
+        let oldRestore = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", legacy, "--dir", oldRestored])
+        #expect(oldRestore.status == 0 && oldRestore.output.contains("carries no storage blobs"), "\(oldRestore.output)")
+
+        // Restore, start the restored node, download every object byte-identical.
+        let restoredDir = node.directory + "-blob-restored"
+        defer { try? FileManager.default.removeItem(atPath: restoredDir) }
+        let port = TestNode.freePort()
+        let restored = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", backupDir, "--dir", restoredDir,
+                                                                      "--http", "127.0.0.1:\(port)", "--secrets-from", node.directory])
+        #expect(restored.status == 0, "\(restored.output)")
+        #expect(node.terminate() == 0)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+        process.arguments = ["start", "--dir", restoredDir]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        let restoredURL = "http://127.0.0.1:\(port)"
+        for _ in 0..<200 where process.isRunning {
+            if let ready = try? await exchange("GET", restoredURL + "/ready"), ready.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        for (name, original) in objects.prefix(3) {
+            let got = try await exchange("GET", restoredURL + "/storage/v1/object/files/" + name, headers: auth)
+            #expect(got.status == 200 && got.body == original, "\(name): \(got.status), \(got.body.count) bytes")
+        }
+        let gone = try await exchange("GET", restoredURL + "/storage/v1/object/files/gone.txt", headers: auth)
+        #expect(gone.status == 400 || gone.status == 404)
+
+        // A stopped node's directory gives the same blobs.
+        let offline = node.directory + "-blob-offline"
+        defer { try? FileManager.default.removeItem(atPath: offline) }
+        let stopped = try await runProgram(Binaries.path("aerodb"), ["backup", "--dir", node.directory, "--out", offline, "--json"])
+        #expect(stopped.status == 0, "\(stopped.output)")
+        let offlineShas = try JSON.parse(stopped.output.trimmingCharacters(in: .whitespacesAndNewlines))["blobs"]
+        guard case .array(let list)? = offlineShas else { Issue.record("no blob list: \(stopped.output)"); return }
+        #expect(Set(list.compactMap { $0["sha256"]?.stringValue }) == Set(shas))
+        #expect(try await runProgram(Binaries.path("aerodb"), ["backup", "verify", offline]).status == 0)
+    }
+}
