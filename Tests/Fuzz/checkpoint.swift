@@ -12,6 +12,8 @@
 //            around it (format 1 has no epoch history before the lines, so the input is all
 //            JSON lines; formats 0 and 1 above reach the format 2 history decoder).
 //            A state that loads must encode again (as format 2), and load again to the same bytes.
+// Byte 0 = 0xBB: the rest is a one-file backup (Sources/Kernel/Backup/BackupBundle.swift, B3),
+//            read from memory with nothing written: AERO_BACKUP_CORRUPT or a whole read.
 
 @testable import Kernel
 
@@ -24,6 +26,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 private func check(_ data: UnsafePointer<UInt8>, _ size: Int) {
     guard size >= 1 else { return }
     let rest = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+    if data[0] == 0xBB { return bundle(rest) }
     switch data[0] % 3 {
     case 0:
         load(rest)
@@ -70,5 +73,21 @@ private func roundTrip(_ state: DatabaseState) {
         precondition(first == second, "a loaded checkpoint does not re-encode to the same bytes")
     } catch {
         fatalError("a loaded checkpoint does not encode and load again: \(error)")
+    }
+}
+
+private func bundle(_ bytes: [UInt8]) {
+    var offset = 0
+    var source = BackupBundle.Source { count in
+        let n = min(count, bytes.count - offset)
+        defer { offset += n }
+        return Array(bytes[offset..<(offset + n)])
+    }
+    do {
+        try BackupBundle.read(&source) { _ in nil }
+    } catch is AeroError {
+        return
+    } catch {
+        fatalError("BackupBundle.read threw a non-AeroError: \(error)")
     }
 }
