@@ -65,6 +65,29 @@ import Kernel
         let lacking = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", damaged])
         #expect(lacking.status == 1 && lacking.output.contains("AERO_BACKUP_INCOMPLETE"), "\(lacking.output)")
 
+        // A scheduled backup (taken in-process by the primary) carries the same blobs.
+        let scheduled = node.directory + "-blob-scheduled"
+        defer { try? FileManager.default.removeItem(atPath: scheduled) }
+        let set = try await exchange("PUT", node.baseURL + "/admin/v1/settings/backup.schedule",
+                                     headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
+                                     body: Data(#"{"value":{"directory":"\#(scheduled)","every_seconds":3600}}"#.utf8))
+        #expect(set.status == 200, "\(String(decoding: set.body, as: UTF8.self))")
+        var scheduledManifest: JSONValue?
+        for _ in 0..<300 where scheduledManifest == nil {   // up to 30 s
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: scheduled)) ?? []
+            if let name = names.first(where: { $0.hasPrefix("backup-") }),
+               let data = FileManager.default.contents(atPath: scheduled + "/" + name + "/manifest.json") {
+                scheduledManifest = try JSON.parse(Array(data))
+                #expect(!names.contains { $0.hasPrefix(".partial-") })
+            } else {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        guard case .array(let scheduledBlobs)? = scheduledManifest?["blobs"] else {
+            Issue.record("no scheduled backup with a blob list: \(String(describing: scheduledManifest))"); return
+        }
+        #expect(Set(scheduledBlobs.compactMap { $0["sha256"]?.stringValue }) == Set(shas) && scheduledManifest?["blobs_pending"] == nil)
+
         // A format-1 manifest (before blobs) still verifies and restores, without blobs.
         let legacy = backupDir + "-format1"
         defer { try? FileManager.default.removeItem(atPath: legacy) }

@@ -182,10 +182,30 @@ public final class BackupScheduler: Sendable {
             done.signal()
         }
         done.wait()
+        // Written under a hidden name (not `prefix`: never listed as complete), with the blobs its
+        // object rows name (B4, BackupBlobFiles), then renamed into place.
+        let partial = schedule.directory + "/.partial-" + name
         let result = Result<BackupManifest, any Error> {
             let base = try baseRead.withLock({ $0 })!.get()
             try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
-            return try database.writeBackup(base: base, into: path, nodeID: nodeID)
+            let pending = try database.writeBackup(base: base, into: partial, nodeID: nodeID, blobsPending: true)
+            let blobsDone = DispatchSemaphore(value: 0)
+            let copied = Mutex<Result<BackupManifest, any Error>?>(nil)
+            let dataDirectory = database.options.dataDirectory
+            Task.detached {
+                let outcome: Result<BackupManifest, any Error>
+                do {
+                    let blobs = try await BackupBlobFiles.referenced(backup: partial)
+                    try await BackupBlobFiles.copyOffline(blobs, dataDirectory: dataDirectory, into: partial)
+                    outcome = .success(try BackupBlobFiles.complete(pending, blobs: blobs, out: partial))
+                } catch { outcome = .failure(error) }
+                copied.withLock { $0 = outcome }
+                blobsDone.signal()
+            }
+            blobsDone.wait()
+            let manifest = try copied.withLock({ $0 })!.get()
+            guard rename(partial, path) == 0 else { throw AeroError(.internalError, "cannot rename \(partial) to \(path): errno \(errno)") }
+            return manifest
         }
         switch result {
         case .success(let manifest):
@@ -195,6 +215,7 @@ public final class BackupScheduler: Sendable {
                                              "records": .int(Int64(manifest.records))])
         case .failure(let error):
             try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: partial)
             let message = (error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)"
             state.withLock { $0.lastError = message }
             logger.error("scheduled backup failed", metadata: ["backup": "\(path)", "error": "\(message)"])

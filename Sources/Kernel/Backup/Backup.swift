@@ -19,10 +19,11 @@
 //                         "blobs":null|[{"sha256":"hex","bytes":N}], "blobs_pending":true (absent when false)}
 //   blobs/<sha256>       (format 2) a storage blob the state at end.lsn references (an object row's
 //                        sha256), byte for byte; listed in "blobs" with its size. "blobs": null means
-//                        the backup does not carry blobs (format 1, and the node's scheduled
-//                        in-process backups); `aerodb backup` writes the manifest with
-//                        "blobs_pending": true after the WAL, fetches the blobs, then replaces it
-//                        with the final list, so a backup whose blob fetch did not finish is refused.
+//                        the backup does not carry blobs (format 1, or `writeBackup` without
+//                        blobsPending); `aerodb backup` and the scheduled backups write the manifest
+//                        with "blobs_pending": true after the WAL, copy the blobs
+//                        (BaaS BackupBlobFiles), then replace it with the final list, so a backup
+//                        whose blob copy did not finish is refused.
 //
 // Invariants:
 // - B1 (a backup is one history): records run consecutively from base.lsn + 1 to end.lsn, each
@@ -87,7 +88,7 @@ public struct BackupManifest: Sendable {
         public let bytes: Int64
         public init(sha256: String, bytes: Int64) { self.sha256 = sha256; self.bytes = bytes }
     }
-    /// nil: the backup does not carry blobs (format 1, scheduled backups); else every blob the
+    /// nil: the backup does not carry blobs (format 1); else every blob the
     /// state at `end` references (B4).
     public var blobs: [Blob]? = nil
     /// The blob fetch of `aerodb backup` has not finished: the backup is incomplete (B4).
@@ -553,7 +554,7 @@ extension Database {
     /// I/O: call it from a thread or queue of its own, never from the cooperative pool; `base` is
     /// what `backupBase()` answered.
     public func writeBackup(base: (position: LogPosition, epoch: UInt64, bytes: [UInt8]), into directory: String,
-                            nodeID: String) throws -> BackupManifest {
+                            nodeID: String, blobsPending: Bool = false) throws -> BackupManifest {
         let end = durablePosition.lsn
         let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: base.position, baseBytes: base.bytes,
                                       fileSystem: options.fileSystem)
@@ -564,6 +565,7 @@ extension Database {
             }
             try writer.append(page.filter { $0.lsn <= end })
         }
-        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base.epoch, baseTimestampMicros: 0)
+        return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base.epoch, baseTimestampMicros: 0,
+                                 blobsPending: blobsPending)
     }
 }

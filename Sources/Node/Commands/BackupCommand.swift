@@ -59,16 +59,7 @@ struct BackupTakeCommand: AsyncParsableCommand {
         let manifest = try Database.backupOffline(options, into: out, nodeID: config.nodeID, blobsPending: true)
         let blobs = try await BackupBlobFiles.referenced(backup: out)
         try await BackupBlobFiles.copyOffline(blobs, dataDirectory: options.dataDirectory, into: out)
-        return try Self.complete(manifest, blobs: blobs, out: out)
-    }
-
-    /// Replaces the pending manifest with the final one listing the blobs (B4).
-    static func complete(_ manifest: BackupManifest, blobs: [String: Int64], out: String) throws -> BackupManifest {
-        var manifest = manifest
-        manifest.blobs = blobs.sorted { $0.key < $1.key }.map { BackupManifest.Blob(sha256: $0.key, bytes: $0.value) }
-        manifest.blobsPending = false
-        try manifest.write(into: out)
-        return manifest
+        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: out)
     }
 
     func run() async throws {
@@ -148,7 +139,7 @@ struct BackupTakeCommand: AsyncParsableCommand {
         // The blobs the state at the end LSN references (B4), fetched from the same node.
         let blobs = try await BackupBlobFiles.referenced(backup: out)
         try await BackupBlobFiles.copyOnline(blobs, url: self.url ?? "", key: try serviceKey(), into: out)
-        return try Self.complete(manifest, blobs: blobs, out: out)
+        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: out)
     }
 
     /// A WAL page of `/admin/v1/backup/wal`: the one frame parser (Kernel BackupFrames), which

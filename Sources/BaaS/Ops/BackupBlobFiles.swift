@@ -8,15 +8,16 @@
 // backup that silently lacks an object's bytes.
 
 import AsyncHTTPClient
-import BaaS
 import Crypto
 import Foundation
 import Kernel
 import NIOCore
 
-enum BackupBlobFiles {
+public enum BackupBlobFiles {
     /// Bytes read from a blob file per call (and the most one chunk held in memory).
     static let copyChunkBytes = 1 << 20
+    /// How long fetching one blob from a node may take.
+    static let requestTimeoutSeconds: Int64 = 600
 
     static func hex(_ digest: some Sequence<UInt8>) -> String {
         digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
@@ -24,14 +25,14 @@ enum BackupBlobFiles {
 
     /// The blobs referenced at the end of the backup in `backup`: restores it into a scratch
     /// directory (the kernel restore checks B1 again) and reads the object rows there.
-    static func referenced(backup: String) async throws -> [String: Int64] {
+    public static func referenced(backup: String) async throws -> [String: Int64] {
         let scratch = NSTemporaryDirectory() + "aerodb-backup-blobs-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         _ = try await Database.restore(backup: backup, into: KernelOptions(dataDirectory: scratch), target: .end)
         return try await referenced(dataDirectory: scratch)
     }
 
-    static func referenced(dataDirectory: String) async throws -> [String: Int64] {
+    public static func referenced(dataDirectory: String) async throws -> [String: Int64] {
         let database = try await Database.open(KernelOptions(dataDirectory: dataDirectory))
         do {
             let list = try BackupBlobs.referenced(database)
@@ -77,6 +78,15 @@ enum BackupBlobFiles {
     }
 
     /// Streams a local file in `copyChunkBytes` pieces.
+    /// Replaces the pending manifest of `out` with the final one listing `blobs` (B4).
+    public static func complete(_ manifest: BackupManifest, blobs: [String: Int64], out: String) throws -> BackupManifest {
+        var manifest = manifest
+        manifest.blobs = blobs.sorted { $0.key < $1.key }.map { BackupManifest.Blob(sha256: $0.key, bytes: $0.value) }
+        manifest.blobsPending = false
+        try manifest.write(into: out)
+        return manifest
+    }
+
     static func readFile(_ path: String, _ write: ([UInt8]) throws -> Void) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw AeroError(.backupIncomplete, "\(path) is missing", invariant: "B4")
@@ -86,7 +96,7 @@ enum BackupBlobFiles {
     }
 
     /// Copies every referenced blob from a stopped node's data directory.
-    static func copyOffline(_ blobs: [String: Int64], dataDirectory: String, into backup: String) async throws {
+    public static func copyOffline(_ blobs: [String: Int64], dataDirectory: String, into backup: String) async throws {
         for (sha, size) in blobs.sorted(by: { $0.key < $1.key }) {
             let path = dataDirectory + "/blobs/" + sha.prefix(2) + "/" + sha
             guard FileManager.default.fileExists(atPath: path) else {
@@ -97,7 +107,7 @@ enum BackupBlobFiles {
     }
 
     /// Copies every referenced blob from a running node (`GET /storage/v1/internal/blob/<sha>`).
-    static func copyOnline(_ blobs: [String: Int64], url: String, key: String, into backup: String) async throws {
+    public static func copyOnline(_ blobs: [String: Int64], url: String, key: String, into backup: String) async throws {
         let base = url.hasSuffix("/") ? String(url.dropLast()) : url
         for (sha, size) in blobs.sorted(by: { $0.key < $1.key }) {
             var request = HTTPClientRequest(url: base + "/storage/v1/internal/blob/" + sha)
@@ -105,7 +115,7 @@ enum BackupBlobFiles {
             request.headers.add(name: "Authorization", value: "Bearer " + key)
             let response: HTTPClientResponse
             do {
-                response = try await HTTPClient.shared.execute(request, timeout: .seconds(BackupCLILimits.requestTimeoutSeconds))
+                response = try await HTTPClient.shared.execute(request, timeout: .seconds(Self.requestTimeoutSeconds))
             } catch {
                 throw AeroError(.primaryUnavailable, "cannot read blob \(sha) from \(base): \(error)")
             }
@@ -125,7 +135,7 @@ enum BackupBlobFiles {
     /// Installs the blobs of a format-2 backup into `dataDirectory`'s BlobStore (which hashes
     /// them again) and checks that every blob an object row names there is present (B4).
     /// Returns (blobs installed, object blobs missing: only possible below the backup's end).
-    static func install(backup: String, manifest: BackupManifest, dataDirectory: String) async throws -> (installed: Int, missing: Int) {
+    public static func install(backup: String, manifest: BackupManifest, dataDirectory: String) async throws -> (installed: Int, missing: Int) {
         guard let list = manifest.blobs else { return (0, 0) }
         let store = try BlobStore(dataDirectory: dataDirectory)
         for blob in list {
