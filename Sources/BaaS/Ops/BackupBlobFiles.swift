@@ -80,11 +80,21 @@ public enum BackupBlobFiles {
     /// Streams a local file in `copyChunkBytes` pieces.
     /// Replaces the pending manifest of `out` with the final one listing `blobs` (B4).
     public static func complete(_ manifest: BackupManifest, blobs: [String: Int64], out: String) throws -> BackupManifest {
+        // The blob files' names are durable before the manifest lists them.
+        if !blobs.isEmpty { try syncDirectory(out + "/" + BackupLimits.blobDirectory) }
         var manifest = manifest
         manifest.blobs = blobs.sorted { $0.key < $1.key }.map { BackupManifest.Blob(sha256: $0.key, bytes: $0.value) }
         manifest.blobsPending = false
         try manifest.write(into: out)
         return manifest
+    }
+
+    /// fsync of a directory (its entries: renames into it are durable once this returns).
+    public static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw AeroError(.internalError, "cannot open \(path): errno \(errno)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw AeroError(.internalError, "cannot fsync \(path): errno \(errno)") }
     }
 
     static func readFile(_ path: String, _ write: ([UInt8]) throws -> Void) throws {

@@ -205,6 +205,7 @@ public final class BackupScheduler: Sendable {
             blobsDone.wait()
             let manifest = try copied.withLock({ $0 })!.get()
             guard rename(partial, path) == 0 else { throw AeroError(.internalError, "cannot rename \(partial) to \(path): errno \(errno)") }
+            try BackupBlobFiles.syncDirectory(schedule.directory)
             return manifest
         }
         switch result {
