@@ -143,4 +143,67 @@ import Kernel
         #expect(Set(list.compactMap { $0["sha256"]?.stringValue }) == Set(shas))
         #expect(try await runProgram(Binaries.path("aerodb"), ["backup", "verify", offline]).status == 0)
     }
+
+    /// B3: `aerodb backup --out X.aerobackup` writes one compressed, checksummed file (no staging
+    /// directory left), which `backup verify` and `restore` read; a flipped byte fails verify and
+    /// restore; an existing file is never overwritten; the restored node serves the object.
+    @Test func aOneFileBackupVerifiesRestoresAndRefusesDamage() async throws {
+        let node = try TestNode()
+        try await node.start()
+        defer { node.kill() }
+        let auth = ["apikey": node.serviceKey, "Authorization": "Bearer " + node.serviceKey]
+        let bucket = try await exchange("POST", node.baseURL + "/storage/v1/bucket", headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
+                                        body: Data(#"{"id":"files","name":"files","public":false}"#.utf8))
+        #expect(bucket.status == 200, "\(String(decoding: bucket.body, as: UTF8.self))")
+        let original = Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31 >> 3) })
+        let up = try await exchange("POST", node.baseURL + "/storage/v1/object/files/one.bin",
+                                    headers: auth.merging(["Content-Type": "application/octet-stream"]) { a, _ in a }, body: original)
+        #expect(up.status == 200, "\(String(decoding: up.body, as: UTF8.self))")
+
+        let file = node.directory + "-backup.aerobackup"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let taken = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", file, "--key", node.serviceKey])
+        #expect(taken.status == 0 && taken.output.contains("1 blob(s)"), "\(taken.output)")
+        var isDir: ObjCBool = true
+        #expect(FileManager.default.fileExists(atPath: file, isDirectory: &isDir) && !isDir.boolValue)
+        #expect(!FileManager.default.fileExists(atPath: file + ".staging") && !FileManager.default.fileExists(atPath: file + ".partial"))
+        let again = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", file, "--key", node.serviceKey])
+        #expect(again.status == 1 && again.output.contains("never overwritten"), "\(again.output)")
+
+        let verified = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", file])
+        #expect(verified.status == 0 && verified.output.contains("1 blob(s) sound"), "\(verified.output)")
+        let damaged = node.directory + "-damaged.aerobackup"
+        defer { try? FileManager.default.removeItem(atPath: damaged) }
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: damaged))
+        let refused = try await runProgram(Binaries.path("aerodb"), ["backup", "verify", damaged])
+        #expect(refused.status == 1 && refused.output.contains("AERO_BACKUP_CORRUPT"), "\(refused.output)")
+        let refusedDir = node.directory + "-from-damaged"
+        let refusedRestore = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", damaged, "--dir", refusedDir])
+        #expect(refusedRestore.status == 1 && refusedRestore.output.contains("AERO_BACKUP_CORRUPT"), "\(refusedRestore.output)")
+        #expect(!FileManager.default.fileExists(atPath: refusedDir))
+
+        let restoredDir = node.directory + "-file-restored"
+        defer { try? FileManager.default.removeItem(atPath: restoredDir) }
+        let port = TestNode.freePort()
+        let restored = try await runProgram(Binaries.path("aerodb"), ["restore", "--from", file, "--dir", restoredDir,
+                                                                      "--http", "127.0.0.1:\(port)", "--secrets-from", node.directory])
+        #expect(restored.status == 0 && restored.output.contains("restored \(file) into"), "\(restored.output)")
+        #expect(node.terminate() == 0)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+        process.arguments = ["start", "--dir", restoredDir]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        let restoredURL = "http://127.0.0.1:\(port)"
+        for _ in 0..<200 where process.isRunning {
+            if let ready = try? await exchange("GET", restoredURL + "/ready"), ready.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let got = try await exchange("GET", restoredURL + "/storage/v1/object/files/one.bin", headers: auth)
+        #expect(got.status == 200 && got.body == original, "\(got.status), \(got.body.count) bytes")
+    }
 }

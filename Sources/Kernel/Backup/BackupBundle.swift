@@ -44,6 +44,16 @@ public enum BackupBundle {
     /// Whether `path` (as `aerodb backup --out` got it) names a one-file backup.
     public static func isBundlePath(_ path: String) -> Bool { path.hasSuffix(".aerobackup") }
 
+    /// The backup directory `path` names: itself when it is a directory, else the one-file
+    /// backup unpacked (and checked, B3) into `scratch`.
+    public static func directory(of path: String, unpackingInto scratch: String) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw AeroError(.notFound, "no backup at \(path)") }
+        if isDir.boolValue { return path }
+        try unpack(path, into: scratch)
+        return scratch
+    }
+
     // MARK: Pack
 
     /// Packs every file of `directory` (one folder level deep) into `file`, written to a

@@ -31,13 +31,17 @@ struct BackupCommand: AsyncParsableCommand {
 struct BackupTakeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "take",
-        abstract: "Copy a node's base checkpoint and its WAL up to the durable LSN at the start into --out: `aerodb backup --url URL --out DIR` (a running node), or `aerodb backup --dir NODE_DIR --out DIR` (a stopped one).")
+        abstract: "Copy a node's base checkpoint, its WAL up to the durable LSN at the start and the blobs its objects name into --out: `aerodb backup --url URL --out FILE.aerobackup` (a running node; one compressed, checksummed file) or `--out DIR` (a directory), or `aerodb backup --dir NODE_DIR --out ...` (a stopped one).")
 
     @Option(help: "Base URL of a running node, e.g. http://127.0.0.1:54322.") var url: String?
     @Option(help: "The service_role key (default: $AERODB_SERVICE_KEY, or the keys of --dir).") var key: String?
     @Option(help: "A node directory: the stopped node to back up without --url; with --url, where to read the key.") var dir: String?
-    @Option(help: "The backup directory to create (must not exist, or be empty).") var out: String
+    @Option(help: "The backup to create: a file whose name ends in .aerobackup (one compressed, checksummed file), or a directory (must not exist, or be empty).") var out: String
     @Flag(help: "Print the manifest as JSON.") var json = false
+
+    /// Where the backup's files are written: `out` itself, or for a one-file backup (B3) a
+    /// staging directory beside it, packed into `out` and removed at the end.
+    var directory: String { BackupBundle.isBundlePath(out) ? out + ".staging" : out }
 
     func validate() throws {
         if url == nil && dir == nil { throw ValidationError("give --url URL (a running node) or --dir NODE_DIR (a stopped node)") }
@@ -56,19 +60,26 @@ struct BackupTakeCommand: AsyncParsableCommand {
         let options = config.kernelOptions(directory: dir)
         let lock = try DataDirectoryLock.acquire(dataDirectory: options.dataDirectory)
         defer { lock.release() }
-        let manifest = try Database.backupOffline(options, into: out, nodeID: config.nodeID, blobsPending: true)
-        let blobs = try await BackupBlobFiles.referenced(backup: out)
-        try await BackupBlobFiles.copyOffline(blobs, dataDirectory: options.dataDirectory, into: out)
-        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: out)
+        let manifest = try Database.backupOffline(options, into: directory, nodeID: config.nodeID, blobsPending: true)
+        let blobs = try await BackupBlobFiles.referenced(backup: directory)
+        try await BackupBlobFiles.copyOffline(blobs, dataDirectory: options.dataDirectory, into: directory)
+        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: directory)
     }
 
     func run() async throws {
         do {
             let manifest: BackupManifest
+            if BackupBundle.isBundlePath(out), FileManager.default.fileExists(atPath: out) {
+                throw AeroError(.configInvalid, "\(out) exists; a backup file is never overwritten")
+            }
             if url == nil, let dir {
                 manifest = try await takeOffline(dir)
             } else {
                 manifest = try await take()
+            }
+            if BackupBundle.isBundlePath(out) {
+                try BackupBundle.pack(directory: directory, into: out)
+                try FileManager.default.removeItem(atPath: directory)
             }
             if json {
                 print(JSON.encodeString(manifest.summary))
@@ -77,7 +88,9 @@ struct BackupTakeCommand: AsyncParsableCommand {
             }
         } catch let error as AeroError {
             print("\(error.code.rawValue): \(error.message)")
-            if FileManager.default.fileExists(atPath: out + "/manifest.json") == false {
+            if BackupBundle.isBundlePath(out) {
+                if error.code != .configInvalid { try? FileManager.default.removeItem(atPath: directory) }
+            } else if FileManager.default.fileExists(atPath: out + "/manifest.json") == false {
                 print("the backup in \(out) is incomplete (no manifest.json): remove it")
             } else if (try? Database.backupManifest(out))?.blobsPending == true {
                 print("the backup in \(out) is incomplete (its blobs are pending): remove it")
@@ -122,7 +135,7 @@ struct BackupTakeCommand: AsyncParsableCommand {
             throw AeroError(.internalError, "the base answer's headers are not LSNs")
         }
         let nodeID = head.headers.first(name: "X-AeroDB-Node") ?? ""
-        let writer = try BackupWriter(directory: out, nodeID: nodeID, base: LogPosition(lsn: baseLSN, checksum: baseChecksum),
+        let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: LogPosition(lsn: baseLSN, checksum: baseChecksum),
                                       baseBytes: Array(baseBody.readableBytesView))
         // The WAL from the base to the durable LSN when the base was taken: writes continue and
         // are not waited for (a later backup takes them).
@@ -137,9 +150,9 @@ struct BackupTakeCommand: AsyncParsableCommand {
         let manifest = try writer.finish(createdMicros: SystemClock().nowMicros(), baseEpoch: baseEpoch, baseTimestampMicros: 0,
                                          blobsPending: true)
         // The blobs the state at the end LSN references (B4), fetched from the same node.
-        let blobs = try await BackupBlobFiles.referenced(backup: out)
-        try await BackupBlobFiles.copyOnline(blobs, url: self.url ?? "", key: try serviceKey(), into: out)
-        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: out)
+        let blobs = try await BackupBlobFiles.referenced(backup: directory)
+        try await BackupBlobFiles.copyOnline(blobs, url: self.url ?? "", key: try serviceKey(), into: directory)
+        return try BackupBlobFiles.complete(manifest, blobs: blobs, out: directory)
     }
 
     /// A WAL page of `/admin/v1/backup/wal`: the one frame parser (Kernel BackupFrames), which
@@ -154,12 +167,17 @@ struct BackupVerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Check a backup: every file's size and XXH64, the record chain, then restore it into a scratch directory and verify that. Exit 0 when sound, 1 otherwise.")
 
-    @Argument(help: "The backup directory.") var backup: String
+    @Argument(help: "The backup: a .aerobackup file or a backup directory.") var backup: String
 
     func run() async throws {
         let scratch = NSTemporaryDirectory() + "aerodb-backup-verify-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let unpacked = NSTemporaryDirectory() + "aerodb-backup-unpacked-\(UUID().uuidString)"
+        defer {
+            try? FileManager.default.removeItem(atPath: scratch)
+            try? FileManager.default.removeItem(atPath: unpacked)
+        }
         try await CLIErrors.exitOnAeroError {
+            let backup = try BackupBundle.directory(of: self.backup, unpackingInto: unpacked)
             let manifest = try Database.backupManifest(backup)
             if manifest.blobsPending {
                 throw AeroError(.backupIncomplete, "\(backup): the backup's blob copy did not finish", invariant: "B4")
@@ -182,7 +200,7 @@ struct RestoreCommand: AsyncParsableCommand {
         commandName: "restore",
         abstract: "Make a new node directory (a new single-node cluster) from a backup, to its end, an LSN or a time.")
 
-    @Option(help: "The backup directory (from `aerodb backup`).") var from: String
+    @Option(help: "The backup (from `aerodb backup`): a .aerobackup file or a backup directory.") var from: String
     @Option(help: "The node directory to create (must not exist, or be empty).") var dir: String
     @Option(help: "Restore exactly the commits up to this LSN.") var toLsn: UInt64?
     @Option(help: "Restore the commits up to this time (RFC 3339, e.g. 2026-12-04T07:30:00.123456Z).") var toTime: String?
@@ -204,7 +222,10 @@ struct RestoreCommand: AsyncParsableCommand {
         config.http = http
         config.nodeID = nodeId
         let createdHere = !FileManager.default.fileExists(atPath: dir)
+        let unpacked = NSTemporaryDirectory() + "aerodb-restore-unpacked-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: unpacked) }
         do {
+            let from = try BackupBundle.directory(of: self.from, unpackingInto: unpacked)
             let secrets = try secretsFrom.map { try NodeSecrets.load(directory: $0) }
                 ?? NodeSecrets.generate(nowSeconds: SystemClock().nowMicros() / 1_000_000)
             let clusterID = FieldValidator.randomUUID()
@@ -233,7 +254,7 @@ struct RestoreCommand: AsyncParsableCommand {
             if json {
                 print(JSON.encodeString(report.json))
             } else {
-                print("restored \(from) into \(dir): LSN \(report.restored.lsn) (base \(report.base.lsn), \(report.recordsApplied) records applied), \(report.documentCount) documents; start it with `aerodb start --dir \(dir)`")
+                print("restored \(self.from) into \(dir): LSN \(report.restored.lsn) (base \(report.base.lsn), \(report.recordsApplied) records applied), \(report.documentCount) documents; start it with `aerodb start --dir \(dir)`")
             }
         } catch let error as AeroError {
             if createdHere { try? FileManager.default.removeItem(atPath: dir) }
