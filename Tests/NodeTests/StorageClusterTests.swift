@@ -59,8 +59,11 @@ final class UploadLog: Sendable {
         let log = UploadLog()
         let stop = StopFlag()
         Task {
-            try? await Task.sleep(for: .milliseconds(1500))
-            cluster.kill(0)  // SIGKILL the primary while uploads stream in
+            // SIGKILL the primary while uploads stream in, once a dozen were acknowledged (a
+            // condition, not a time: on a loaded machine 1.5 s once gave exactly 10), at most 60 s.
+            for _ in 0..<600 where log.snapshot.acknowledged.count < 12 { try? await Task.sleep(for: .milliseconds(100)) }
+            try? await Task.sleep(for: .milliseconds(200))
+            cluster.kill(0)
             try? await Task.sleep(for: .milliseconds(300))
             stop.stop()
         }

@@ -61,7 +61,7 @@ struct ClusterCertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cert",
         abstract: "Issue or replace a member's TLS certificate, signed by the cluster CA.",
-        discussion: "Writes NODE/tls/node.pem (CN = the node id, SANs = the hosts of its http and replication addresses and every --san) and NODE/tls/node-key.pem (mode 0600), and adds the CA to NODE/tls/ca.pem when it is not there. Use it to replace an expiring or compromised certificate, after changing a member's host, or for a new member; then restart that member. The CA key is read from --ca only (no member holds it).\n\nExamples:\n  aerodb cluster cert --ca ./c/cluster-ca --dir ./c/n2\n  aerodb cluster cert --ca /secure/cluster-ca --dir /var/lib/aerodb/n4 --san db4.internal")
+        discussion: "Writes NODE/tls/node.pem (CN = the node id, SANs = the hosts of its http and replication addresses and every --san) and NODE/tls/node-key.pem (mode 0600), and adds the CA to NODE/tls/ca.pem when it is not there. Use it to replace an expiring or compromised certificate, after changing a member's host, or for a new member; then restart that member. The CA key is read from --ca only (no member holds it).\n\nExamples:\n  aerodb cluster cert --ca ./c/cluster-ca --dir ./c/n2\n  aerodb cluster cert --ca /secure/ca --dir /srv/aerodb/n4 --san db4.internal")
 
     @Option(help: "The cluster CA directory (ca.pem, ca-key.pem) written by `aerodb cluster init --tls`.") var ca: String
     @Option(help: "The member's node directory.") var dir: String

@@ -130,7 +130,7 @@ struct ArchivePruneCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prune",
         abstract: "Remove the archive files wholly before the end of BACKUP, the oldest backup you keep (WA4): refused when the archive does not continue that backup's history. Scheduled backups do this themselves (backup.schedule prune_archive).",
-        discussion: "Examples:\n  aerodb archive prune --archive /mnt/archive/prod --backup /backups/2026-12-01 [--json]")
+        discussion: "Examples:\n  aerodb archive prune --archive /mnt/archive --backup /backups/2026-12-01")
 
     @Option(help: "The archive directory.") var archive: String
     @Option(help: "The oldest backup you keep (a directory with manifest.json).") var backup: String
