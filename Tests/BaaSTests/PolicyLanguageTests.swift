@@ -158,6 +158,11 @@ final class FakeMembers: MembershipLookup {
         let atLimit = "a = '" + String(repeating: "x", count: PolicyLimits.textBytesMax - 6) + "'"
         #expect(atLimit.utf8.count == PolicyLimits.textBytesMax)
         _ = try PolicyExpression.parse(atLimit)
+        // Under the bound as typed, over it in canonical form ("x=1" becomes "x = 1"): refused,
+        // since the canonical text is what is stored and parsed again (fuzz target policy found it).
+        let dense = Array(repeating: "abcdefghijklmn=1", count: 200).joined(separator: " or ")  // 3,996 bytes; canonical 4,396
+        #expect(dense.utf8.count <= PolicyLimits.textBytesMax)
+        #expect(parseError(dense)?.message.contains("canonical text") == true)
 
         func nested(_ n: Int) -> String { String(repeating: "(", count: n) + "a = 1" + String(repeating: ")", count: n) }
         _ = try PolicyExpression.parse(nested(PolicyLimits.depthMax))

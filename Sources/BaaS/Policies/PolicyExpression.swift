@@ -33,7 +33,8 @@
 //   count again, so the canonical text (which always writes `not (...)`) is never deeper.
 // - Parsed `and`/`or` are flat (no `and` directly inside `and`, nor `or` inside `or`) with at
 //   least two parts; a claim path is never empty; an `in` list is never empty.
-// - `description` is the canonical text: `parse(e.description) == e` for every parsed `e`.
+// - `description` is the canonical text: `parse(e.description) == e` for every parsed `e` (the
+//   length bound applies to the canonical text too, so a stored canonical text always parses).
 
 import Kernel
 
@@ -380,6 +381,11 @@ struct PolicyParser {
         var parser = PolicyParser(tokens: try PolicyLexer.tokens(text))
         let expression = try parser.parseOr(depth: 0)
         guard parser.current.kind == .end else { throw parser.unexpected(expected: "and, or or the end") }
+        // The canonical text is what is stored and parsed again: it spaces out operators, so a
+        // text under the bound can have a canonical form over it, which would then not parse back.
+        guard expression.description.utf8.count <= PolicyLimits.textBytesMax else {
+            throw error("canonical text (with spaces around operators) longer than \(PolicyLimits.textBytesMax) bytes", at: 0)
+        }
         return expression
     }
 
