@@ -114,18 +114,10 @@ import Kernel
                                                                       "--http", "127.0.0.1:\(port)", "--secrets-from", node.directory])
         #expect(restored.status == 0, "\(restored.output)")
         #expect(node.terminate() == 0)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
-        process.arguments = ["start", "--dir", restoredDir]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        let process = try startNodeProcess(restoredDir)
         defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
         let restoredURL = "http://127.0.0.1:\(port)"
-        for _ in 0..<200 where process.isRunning {
-            if let ready = try? await exchange("GET", restoredURL + "/ready"), ready.status == 200 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        try await awaitReady(process, restoredURL)
         for (name, original) in objects.prefix(3) {
             let got = try await exchange("GET", restoredURL + "/storage/v1/object/files/" + name, headers: auth)
             #expect(got.status == 200 && got.body == original, "\(name): \(got.status), \(got.body.count) bytes")
@@ -191,18 +183,10 @@ import Kernel
                                                                       "--http", "127.0.0.1:\(port)", "--secrets-from", node.directory])
         #expect(restored.status == 0 && restored.output.contains("restored \(file) into"), "\(restored.output)")
         #expect(node.terminate() == 0)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
-        process.arguments = ["start", "--dir", restoredDir]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        let process = try startNodeProcess(restoredDir)
         defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
         let restoredURL = "http://127.0.0.1:\(port)"
-        for _ in 0..<200 where process.isRunning {
-            if let ready = try? await exchange("GET", restoredURL + "/ready"), ready.status == 200 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        try await awaitReady(process, restoredURL)
         let got = try await exchange("GET", restoredURL + "/storage/v1/object/files/one.bin", headers: auth)
         #expect(got.status == 200 && got.body == original, "\(got.status), \(got.body.count) bytes")
     }

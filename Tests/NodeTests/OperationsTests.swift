@@ -51,6 +51,26 @@ func runProgram(_ path: String, _ arguments: [String], stdin: String? = nil) asy
     }
 }
 
+/// `aerodb start --dir DIR` in the background, its output discarded (a restored node in the
+/// backup tests); the caller terminates it.
+func startNodeProcess(_ directory: String) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+    process.arguments = ["start", "--dir", directory]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
+/// Polls `url` + "/ready" every 100 ms, at most 20 s, while `process` runs.
+func awaitReady(_ process: Process, _ url: String) async throws {
+    for _ in 0..<200 where process.isRunning {
+        if let ready = try? await exchange("GET", url + "/ready"), ready.status == 200 { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}
+
 func findProgram(_ name: String) -> String? {
     for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/" + name) {
         return dir + "/" + name
@@ -297,12 +317,7 @@ actor AckLog {
         #expect(ids.contains("A") && ids.contains("B"))
 
         // The restored node starts (a new single-node cluster) and serves the data with the old keys.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
-        process.arguments = ["start", "--dir", full]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        let process = try startNodeProcess(full)
         defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
         var served: HTTPAnswer?
         for _ in 0..<200 where process.isRunning {
