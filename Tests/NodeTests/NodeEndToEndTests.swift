@@ -1,6 +1,7 @@
 // End to end through the real binary: what a user of `aerodb` sees.
 
 import Foundation
+import Synchronization
 import Testing
 import BaaS
 import Kernel
@@ -60,7 +61,9 @@ let itemsSchema = parse(#"""
         defer { node.kill() }
         #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
         let clients = 8
-        let loadMillis = 1_500
+        // SIGKILL once the load has acknowledged enough writes (a condition, not a time: 1.5 s of
+        // load gave 41 acknowledged writes on a loaded machine), at most 60 s.
+        let counter = AcknowledgedCount()
         let acknowledged = try await withThrowingTaskGroup(of: [String: JSONValue].self) { group in
             for client in 0..<clients {
                 group.addTask {
@@ -71,11 +74,12 @@ let itemsSchema = parse(#"""
                         let tx: JSONValue = .object(["ops": .array([.object(["op": .string("insert"), "collection": .string("items"), "doc": doc])])])
                         guard let answer = try? await node.admin("POST", "transactions", tx), answer.status == 200 else { break }
                         mine["c\(client)-\(i)"] = doc
+                        counter.value.withLock { $0 += 1 }
                     }
                     return mine
                 }
             }
-            try await Task.sleep(for: .milliseconds(loadMillis))
+            for _ in 0..<600 where counter.value.withLock({ $0 }) < 200 { try await Task.sleep(for: .milliseconds(100)) }
             node.kill()
             return try await group.reduce(into: [String: JSONValue]()) { $0.merge($1) { a, _ in a } }
         }
@@ -292,4 +296,9 @@ let itemsSchema = parse(#"""
         #expect(reverted?["fields"]?["color"] == nil)
         #expect(try Binaries.run("aerodb", ["migrate", "status"] + connection).output.contains("add_color  pending"))
     }
+}
+
+/// Writes acknowledged so far, shared by the load's client tasks.
+final class AcknowledgedCount: Sendable {
+    let value = Mutex(0)
 }
