@@ -11,15 +11,21 @@ import Testing
 import Kernel
 
 @Suite(.serialized) struct BackupBlobTests {
+    /// The service key's headers, after making the private bucket `files` on `node`.
+    static func filesBucket(_ node: TestNode) async throws -> [String: String] {
+        let auth = ["apikey": node.serviceKey, "Authorization": "Bearer " + node.serviceKey]
+        let bucket = try await exchange("POST", node.baseURL + "/storage/v1/bucket", headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
+                                        body: Data(#"{"id":"files","name":"files","public":false}"#.utf8))
+        #expect(bucket.status == 200, "\(String(decoding: bucket.body, as: UTF8.self))")
+        return auth
+    }
+
     /// B4: a backup restores its objects.
     @Test func backupCarriesBlobsAndRestoredNodeServesObjects() async throws {
         let node = try TestNode()
         try await node.start()
         defer { node.kill() }
-        let auth = ["apikey": node.serviceKey, "Authorization": "Bearer " + node.serviceKey]
-        let bucket = try await exchange("POST", node.baseURL + "/storage/v1/bucket", headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
-                                        body: Data(#"{"id":"files","name":"files","public":false}"#.utf8))
-        #expect(bucket.status == 200, "\(String(decoding: bucket.body, as: UTF8.self))")
+        let auth = try await Self.filesBucket(node)
         var big = [UInt8](repeating: 0, count: 300_000)
         for i in big.indices { big[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 7) }
         let objects: [(String, Data)] = [("big.bin", Data(big)), ("a/note.txt", Data("hello blobs".utf8)), ("copy.bin", Data(big)),
@@ -143,10 +149,7 @@ import Kernel
         let node = try TestNode()
         try await node.start()
         defer { node.kill() }
-        let auth = ["apikey": node.serviceKey, "Authorization": "Bearer " + node.serviceKey]
-        let bucket = try await exchange("POST", node.baseURL + "/storage/v1/bucket", headers: auth.merging(["Content-Type": "application/json"]) { a, _ in a },
-                                        body: Data(#"{"id":"files","name":"files","public":false}"#.utf8))
-        #expect(bucket.status == 200, "\(String(decoding: bucket.body, as: UTF8.self))")
+        let auth = try await Self.filesBucket(node)
         let original = Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31 >> 3) })
         let up = try await exchange("POST", node.baseURL + "/storage/v1/object/files/one.bin",
                                     headers: auth.merging(["Content-Type": "application/octet-stream"]) { a, _ in a }, body: original)
