@@ -9,7 +9,8 @@ after fdatasync on both sides) and prints one line per comparison, exactly:
 
 where a ratio above 1 always means AeroDB is better (latencies are inverted). Every figure also
 goes to a JSON file (.bench/results-<UTC time>.json). PostgreSQL runs from Debian's binaries as
-the `postgres` user in a temporary directory on 127.0.0.1 ports 30540-30541, stopped at the end.
+the `postgres` user in a temporary directory on two free 127.0.0.1 ports from 30540 up (so two
+benches can run at once), stopped at the end.
 No figure here is ever an assertion; see docs/BENCHMARKS.md.
 """
 import argparse
@@ -24,8 +25,24 @@ import threading
 import time
 
 PGBIN = "/usr/lib/postgresql/15/bin"
-# Ports below Linux's ephemeral range (32768-60999): no client connection can hold them.
-PG_PORTS = (30540, 30541)
+import socket
+
+
+def free_port_pair(first=30540, last=32766):
+    """Two adjacent ports nobody listens on, below Linux's ephemeral range (32768-60999), so no
+    client connection can take them meanwhile: the first pair from `first` both of which bind."""
+    for port in range(first, last, 2):
+        try:
+            for p in (port, port + 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+            return (port, port + 1)
+        except OSError:
+            continue
+    raise SystemExit(f"no two free ports in {first}-{last} for PostgreSQL")
+
+
+PG_PORTS = free_port_pair()
 # A promoted PostgreSQL replica that accepts no write within this is a failed run, not a hang.
 PROMOTE_WAIT_SECONDS = 30
 RESULTS = {"machine": {}, "workloads": {}}
