@@ -8,8 +8,10 @@
 // - A diverged replica (A4) answers every data request with 503 AERO_REPL_DIVERGED: its state
 //   may hold commits that were never acknowledged.
 // - Write forwarding: on a replica, a write (REST and admin writes, every auth POST/PUT/DELETE
-//   and GET /auth/v1/verify, which consumes a code) is sent to the primary unchanged (headers
-//   and body, including the signed client address); the primary's answer (any status: a
+//   and GET /auth/v1/verify, which consumes a code) is sent to the primary unchanged (end-to-end
+//   headers and body, plus the signed client address; hop-by-hop fields per RFC 9110 §7.6.1 are
+//   not passed on), over ForwardPool's kept-alive HTTP/1.1 connections (plain, or TLS with the
+//   cluster CA: MemberHTTPS); the primary's answer (any status: a
 //   refusal may have committed too, e.g. a revoked session) is returned once this node has
 //   applied the LSN it names in `X-AeroDB-LSN`, so the client reads its own write on the node it talks to. A forwarded
 //   request carries `X-AeroDB-Forwarded-By` and is never forwarded again.
@@ -19,7 +21,6 @@
 //   answered 503 AERO_PRIMARY_UNAVAILABLE at once (never held until a deadline). A write that
 //   was sent is never sent again: no answer is 504 AERO_COMMIT_IN_DOUBT.
 
-import AsyncHTTPClient
 import Crypto
 import HTTPTypes
 import Hummingbird
@@ -54,26 +55,126 @@ extension HTTPLimits {
     /// Attempts of one forwarded write: the second only when the first was never sent and the
     /// primary changed meanwhile.
     public static let forwardAttemptsMax = 2
-    /// Keep-alive connections a replica keeps to the primary for forwarded writes (each carries
-    /// one write at a time). AsyncHTTPClient's default is 8: 64 clients writing through a replica
-    /// queued behind 8 connections and the primary's group commit saw batches of at most 8 (issue
-    /// 19: 0.24 of the direct POST). Above this, forwards wait for a free connection (a soft limit).
+    /// Connections a replica keeps to the primary for forwarded writes (connecting or open, each
+    /// carrying one write at a time; ForwardPool). 8 (AsyncHTTPClient's default) capped 64 clients
+    /// writing through a replica at 8 forwards in flight and the primary's group commit at batches
+    /// of 8 (issue 19). A hard bound: further forwards wait for a free connection.
     public static let forwardConnectionsMax = 128
+    /// Forwards that may wait for a free connection at once; one more is refused at once with
+    /// 503 AERO_PRIMARY_UNAVAILABLE (not sent).
+    public static let forwardWaitersMax = 4_096
+    /// Longest a forward waits for a free connection, then 503 AERO_PRIMARY_UNAVAILABLE (not sent).
+    public static let forwardPoolWaitMillis: Int64 = 10_000
+    /// A connection to the primary unused this long is closed.
+    public static let forwardIdleMillis: Int64 = 60_000
 }
 
 extension ClusterHTTP {
-    /// The client of forwarded writes. A connection that cannot be made fails the request at once
-    /// (AsyncHTTPClient's default retries connecting until the request's deadline: a write held
-    /// 30 s while the primary was down); redirects are never followed.
-    static let forwardClient: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout.connect = .milliseconds(HTTPLimits.forwardConnectMillis)
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = HTTPLimits.forwardConnectionsMax
-        configuration.redirectConfiguration = .disallow
-        MemberHTTPS.apply(to: &configuration)  // cluster TLS: HTTPS trusting the cluster CA (TLS1)
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    /// The client of forwarded writes (ForwardPool.swift): keep-alive HTTP/1.1 channels to the
+    /// primary, plain or with the cluster's TLS (MemberHTTPS, read at first use). A connection
+    /// that cannot be made fails the request at once; redirects are never followed (an answer is
+    /// returned as it is).
+    static let forwardPool = ForwardPool(settings: .forwarding)
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1): never forwarded, in either direction, nor the fields
+    /// a `Connection` header names. (`Expect` is passed on: S3 clients may sign it; the primary's
+    /// 100 Continue is dropped by the forwarding client, which sends the body at once.)
+    static let hopByHop: Set<String> = ["connection", "proxy-connection", "keep-alive", "te", "transfer-encoding", "upgrade"]
+
+    /// What a forward never copies from the client's request: the hop-by-hop fields, its framing
+    /// and `Host` (this node sets them), the headers only a member may set (signed by this node).
+    static let notForwarded: Set<String> = hopByHop.union([
+        "content-length", "host", ClientAddress.header.canonicalName, ForwardedHost.header.canonicalName,
+        forwardedHeader.canonicalName,
+    ])
+
+    /// The member headers' names as written (made once, not per forward).
+    static let memberNames = (clientAddress: ClientAddress.header.rawName, forwardedHost: ForwardedHost.header.rawName,
+                              forwardedBy: forwardedHeader.rawName)
+
+    /// The names a `Connection` field lists (lowercased), empty without one.
+    static func nominated(_ values: some Sequence<Substring>) -> Set<String> {
+        var names = Set<String>()
+        for value in values {
+            for token in value.split(separator: ",") {
+                let name = token.trimmingCharacters(in: .whitespaces).lowercased()
+                if !name.isEmpty { names.insert(name) }
+            }
+        }
+        return names
+    }
+
+    /// The head sent to the primary: the client's method, target and end-to-end fields, the body's
+    /// framing, `Host` (the primary), the signed client address and host, `X-AeroDB-Forwarded-By`.
+    static func outboundHead(_ request: Request, body: ForwardBody, primary: String, nodeID: String,
+                             signedAddress: String?, signedHost: String?) -> HTTPRequestHead {
+        let fields = request.headers
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count + 5)
+        headers.add(name: "Host", value: primary)
+        let connection = fields[values: .connection]
+        let named = connection.isEmpty ? [] : nominated(connection.map { Substring($0) })
+        var cookieSent = false
+        for field in fields {
+            let name = field.name.canonicalName
+            if notForwarded.contains(name) { continue }
+            if !named.isEmpty, named.contains(name) { continue }
+            if name == "cookie" {
+                // The server split `Cookie` into one field per pair; HTTP/1.1 sends one line.
+                if !cookieSent, let joined = fields[.cookie] { headers.add(name: "Cookie", value: joined) }
+                cookieSent = true
+                continue
+            }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        let bodyExpected = request.method == .post || request.method == .put || request.method == .patch
+        switch body {
+        case .bytes(let bytes):
+            if bytes.readableBytes > 0 || bodyExpected {
+                headers.add(name: "Content-Length", value: String(bytes.readableBytes))
+            }
+        case .stream(_, let length):
+            if let length {
+                headers.add(name: "Content-Length", value: String(length))
+            } else if fields[.transferEncoding] != nil {
+                headers.add(name: "Transfer-Encoding", value: "chunked")
+            } else if bodyExpected {
+                headers.add(name: "Content-Length", value: "0")
+            }
+        }
+        if let signedAddress { headers.add(name: memberNames.clientAddress, value: signedAddress) }
+        headers.add(name: memberNames.forwardedBy, value: nodeID)
+        // The host the client addressed, signed (S3 SigV4 signs it; S3API reads it on a forwarded request).
+        if let signedHost { headers.add(name: memberNames.forwardedHost, value: signedHost) }
+        return HTTPRequestHead(version: .http1_1, method: NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue),
+                               uri: request.head.path ?? "/", headers: headers)
+    }
+
+    /// A write that never reached the primary is refused as unavailable; one that may have
+    /// reached it but got no answer is in doubt (never reported as failed or as done).
+    static func classify(_ failure: ForwardFailure, primary: String) -> AeroError {
+        if !failure.sent {
+            return AeroError(.primaryUnavailable, "the primary \(primary) cannot be reached to forward this write (it was not sent): \(failure)")
+        }
+        return AeroError(.commitInDoubt, "the write was forwarded to the primary \(primary) but no answer came back (\(failure)); it may or may not have been committed")
+    }
+
+    /// The primary's answer fields as returned to the client: without hop-by-hop fields and the
+    /// framing of the primary's connection (this node frames its own answer).
+    static func answerFields(_ headers: HTTPHeaders) -> HTTPFields {
+        var fields = HTTPFields()
+        fields.reserveCapacity(headers.count)
+        let connection = headers[canonicalForm: "connection"]
+        let named = connection.isEmpty ? [] : nominated(connection)
+        for (name, value) in headers {
+            guard let field = HTTPField.Name(name) else { continue }
+            let canonical = field.canonicalName
+            if hopByHop.contains(canonical) || canonical == "content-length" { continue }
+            if !named.isEmpty, named.contains(canonical) { continue }
+            fields.append(HTTPField(name: field, value: value))
+        }
+        return fields
+    }
 }
 
 struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
@@ -88,10 +189,13 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     /// client seen before computes no HMAC.
     let addressSignatures: SignedValueMemo
     let hostSignatures: SignedValueMemo
+    /// Forwards waiting to apply their answer's LSN, served by one subscription (ApplyWaiters.swift).
+    let applyWaiters: ApplyWaiters
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8]) {
         self.cluster = cluster
         self.database = database
+        self.applyWaiters = ApplyWaiters(database: database)
         self.addressKey = SecretDomain.clientAddress.key(secret)
         self.hostKey = SecretDomain.forwardedHost.key(secret)
         self.addressSignatures = SignedValueMemo(key: addressKey)
@@ -174,8 +278,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             // Uploads are forwarded as a stream (never collected in memory); a body cannot be
             // replayed, so a primary that cannot be reached is answered 503 without a retry.
             let length = request.headers[.contentLength].flatMap { Int64($0) }
-            let stream = HTTPClientRequest.Body.stream(request.body, length: length.map { .known($0) } ?? .unknown)
-            switch await send(request, body: stream, to: first, clientIP: context.clientIP) {
+            switch await send(request, body: .stream(request.body, length: length), to: first, clientIP: context.clientIP) {
             case .answered(let response): return response
             case .failed(let error): return errorResponse(request, error)
             }
@@ -213,58 +316,26 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     }
 
     /// One attempt: the primary's answer (returned once this node applied its LSN), or why there is none.
-    private func send(_ request: Request, body: HTTPClientRequest.Body, to primary: String, clientIP: String?) async -> Forwarded {
-        var outbound = HTTPClientRequest(url: MemberHTTPS.url(primary, request.uri.description))
-        outbound.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where field.name.canonicalName != "host" && field.name != .contentLength
-            && field.name != .connection && field.name != ClientAddress.header && field.name != ForwardedHost.header {
-            outbound.headers.add(name: field.name.rawName, value: field.value)
-        }
-        if let clientIP { outbound.headers.add(name: ClientAddress.header.rawName, value: addressSignatures.sign(clientIP)) }
-        outbound.headers.add(name: ClusterHTTP.forwardedHeader.rawName, value: cluster.nodeID)
-        // The host the client addressed, signed (S3 SigV4 signs it; S3API reads it on a forwarded request).
-        if let authority = request.head.authority { outbound.headers.add(name: ForwardedHost.header.rawName, value: hostSignatures.sign(authority)) }
-        outbound.body = body
-        let answer: HTTPClientResponse
-        let answerBody: ByteBuffer
+    private func send(_ request: Request, body: ForwardBody, to primary: String, clientIP: String?) async -> Forwarded {
+        let head = ClusterHTTP.outboundHead(request, body: body, primary: primary, nodeID: cluster.nodeID,
+                                            signedAddress: clientIP.map { addressSignatures.sign($0) },
+                                            signedHost: request.head.authority.map { hostSignatures.sign($0) })
         let started = ContinuousClock.now  // aerodb_forward_duration_seconds (NodeMetrics)
-        do {
-            answer = try await ClusterHTTP.forwardClient.execute(outbound, timeout: .milliseconds(HTTPLimits.forwardTimeoutMillis))
-            answerBody = try await answer.body.collect(upTo: HTTPLimits.requestBodyBytesMax)
-        } catch {
+        let answer: ForwardAnswer
+        switch await ClusterHTTP.forwardPool.exchange(primary, head: head, body: body) {
+        case .success(let whole):
+            answer = whole
+        case .failure(let failure):
             NodeMetrics.shared.recordForward(status: nil, elapsed: ContinuousClock.now - started)
-            return .failed(Self.classify(error, primary: primary))
+            return .failed(ClusterHTTP.classify(failure, primary: primary))
         }
-        NodeMetrics.shared.recordForward(status: Int(answer.status.code), elapsed: ContinuousClock.now - started)
-        var headers = HTTPFields()
-        for header in answer.headers {
-            let name = header.name.lowercased()
-            guard !["content-length", "transfer-encoding", "connection"].contains(name), let field = HTTPField.Name(header.name) else { continue }
-            headers.append(HTTPField(name: field, value: header.value))
-        }
+        let status = Int(answer.head.status.code)
+        NodeMetrics.shared.recordForward(status: status, elapsed: ContinuousClock.now - started)
+        var headers = ClusterHTTP.answerFields(answer.head.headers)
         if let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
-            let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
+            let applied = await applyWaiters.wait(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
             if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
         }
-        return .answered(Response(status: HTTPResponse.Status(code: Int(answer.status.code)), headers: headers,
-                                  body: .init(byteBuffer: answerBody)))
-    }
-
-    /// A write that never reached the primary is refused as unavailable; one that may have
-    /// reached it but got no answer is in doubt (never reported as failed or as done).
-    static func classify(_ error: any Error, primary: String) -> AeroError {
-        if neverSent(error) {
-            return AeroError(.primaryUnavailable, "the primary \(primary) cannot be reached to forward this write (it was not sent): \(error)")
-        }
-        return AeroError(.commitInDoubt, "the write was forwarded to the primary \(primary) but no answer came back (\(error)); it may or may not have been committed")
-    }
-
-    /// True only when no connection to the primary was made, so no byte of the request left.
-    static func neverSent(_ error: any Error) -> Bool {
-        if let error = error as? HTTPClientError { return error == .connectTimeout || error == .getConnectionFromPoolTimeout }
-        if error is NIOConnectionError { return true }
-        if let error = error as? ChannelError, case .connectTimeout = error { return true }
-        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
-        return false
+        return .answered(Response(status: HTTPResponse.Status(code: status), headers: headers, body: .init(byteBuffer: answer.body)))
     }
 }
