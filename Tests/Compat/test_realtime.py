@@ -356,6 +356,30 @@ def test_protocol_vsn2_arrays_binary_broadcast_and_bad_frames(world):
     run(main())
 
 
+def test_websocket_fragments_ping_and_close_handshake(world):
+    """The node's own WebSocket handling (RealtimeChannelHandler: NIO handlers, no task per
+    connection): a message sent in fragments is read whole, a ping is answered with a pong of its
+    payload, and a client's close code is echoed before the node closes the socket."""
+    import websockets
+
+    async def main():
+        base = world.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={world.anon}&vsn=1.0.0"
+        async with websockets.connect(base, ping_interval=None) as ws:
+            heartbeat = json.dumps({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "7", "join_ref": None})
+            await ws.send([heartbeat[:10], heartbeat[10:25], heartbeat[25:]])  # one text frame, two continuations
+            reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))
+            assert reply["event"] == "phx_reply" and reply["ref"] == "7" and reply["payload"]["status"] == "ok"
+            pong = await ws.ping(b"are you there")  # resolves only on a pong with this payload
+            await asyncio.wait_for(pong, WAIT_SECONDS)
+            await ws.close(4001, "done")
+            assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4001
+        # The node still serves a new connection.
+        async with websockets.connect(base, ping_interval=None) as ws:
+            await ws.send(json.dumps({"event": "heartbeat", "topic": "phoenix", "payload": {}, "ref": "8", "join_ref": None}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))["ref"] == "8"
+    run(main())
+
+
 def test_slow_subscriber_pauses_without_loss_and_never_stalls_others(world):
     """Backpressure (docs/REALTIME.md): a subscriber that reads nothing while 10,000 changes
     commit fills its bounded queue; its pump pauses (nothing dropped, nothing grows), the fast

@@ -1,30 +1,30 @@
 // One WebSocket connection of `/realtime/v1`: its channels, frames in, frames out.
 //
-// Tasks per connection: one, the reader (this file's `run`, one frame at a time, in order). The
-// writer is no task: RealtimeSocketWriter drains the bounded RealtimeOutbox on the channel's
-// event loop (everything queued in one write and one flush); the service's one ticker calls
-// `tick` (idle timeout, token expiry).
+// No task per connection: RealtimeChannelHandler reads the client's frames on the channel's
+// event loop and calls `received` with each whole message (in order, synchronously: a join's
+// checks and policy compilation run there, bounded by joinsPerSecondMax per node), and it writes
+// the bounded RealtimeOutbox to the socket (everything queued in one write and one flush); the
+// service's one ticker calls `tick` (idle timeout, token expiry).
 // postgres_changes are queued by the node's shared reader (ChangeFanout); a channel has a task
 // of its own only while it catches up (a resume, or after its outbox was full). State lives
 // in one Mutex; no I/O under it.
 //
 // Invariants:
-// - Every client frame is answered or dropped within the connection's own tasks: a malformed,
-//   unknown or oversized frame gets an error reply or a close code, never a crash, and never
-//   blocks another connection.
+// - Every client frame is answered or dropped in order: a malformed, unknown or oversized frame
+//   gets an error reply or a close code, never a crash, and never blocks another connection.
 // - postgres_changes are delivered in LSN order with no gap and no repeat (RT1, ChangeFanout):
 //   a full outbox moves the channel to its own pump, which catches up from the WAL; the WAL no
 //   longer holding its cursor is reported with a `system` message naming the missed LSN range.
 // - A channel's token is checked as REST checks it (KeyChecker) at join and on `access_token`;
 //   when it expires, the channel gets a `system` error and is closed.
+// - `inputEnded` (once per connection) leaves every channel and releases the connection's slot.
 
 import Foundation
-import HummingbirdWebSocket
 import NIOCore
 import Kernel
 import Synchronization
 
-final class RealtimeConnection: Sendable {
+final class RealtimeConnection: RealtimeSocketPeer {
     let id: Int
     let service: RealtimeService
     let version: RealtimeVersion
@@ -63,63 +63,16 @@ final class RealtimeConnection: Sendable {
         self.outbox = RealtimeOutbox(version: version)
     }
 
-    // MARK: Run
+    // MARK: Socket (RealtimeSocketPeer)
 
-    /// `channel`: the upgraded channel, which a RealtimeSocketWriter writes on its event loop
-    /// (no writer task); without it (no channel at hand) a writer task writes one frame per
-    /// `outbound.write`.
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: (any NIOCore.Channel)? = nil) async {
-        guard let channel else { return await runWithWriterTask(inbound: inbound, outbound: outbound) }
-        outbox.attach(RealtimeSocketWriter(channel: channel, outbox: outbox) { code, reason in
-            try? await outbound.close(.init(codeNumber: code), reason: reason)
-        })
-        await readFrames(inbound)
-        // Everything queued is written (and a close frame sent) before the handler returns.
-        await outbox.finished()
-    }
-
-    private func runWithWriterTask(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [outbox] in
-                while let (frames, close) = await outbox.take() {
-                    do {
-                        for frame in frames { try await outbound.write(.text(frame)) }
-                        if let close {
-                            try await outbound.close(.init(codeNumber: close.code), reason: close.reason)
-                            return
-                        }
-                    } catch {
-                        outbox.close()
-                        return
-                    }
-                }
-            }
-            await readFrames(inbound)
-            await group.waitForAll()
-        }
-    }
-
-    /// The client's frames, in order, until the socket or the outbox closes; then the channels.
-    private func readFrames(_ inbound: WebSocketInboundStream) async {
-        do {
-            for try await message in inbound.messages(maxSize: RealtimeLimits.messageBytesMax) {
-                guard !outbox.isClosed else { break }
-                receive(message)
-            }
-        } catch {
-            outbox.close(code: 1009, reason: "message larger than \(RealtimeLimits.messageBytesMax) bytes or unreadable")
-        }
-        closeAllChannels()
-        outbox.close()
-    }
-
-    private func receive(_ message: WebSocketMessage) {
-        guard takeFrameToken() else { return }
+    /// One whole client message, on the channel's event loop (RealtimeChannelHandler), in order.
+    func received(_ message: RealtimeSocketMessage) {
+        guard !outbox.isClosed, takeFrameToken() else { return }
         let frame: RealtimeFrame
         do {
             switch message {
             case .text(let text): frame = try RealtimeFrame.parse(text: text, version)
-            case .binary(let buffer): frame = try RealtimeFrame.parse(binary: Array(buffer.readableBytesView), version)
+            case .binary(let bytes): frame = try RealtimeFrame.parse(binary: bytes, version)
             }
         } catch {
             // No topic or ref to answer to: a phx_error on the socket topic.
@@ -132,6 +85,14 @@ final class RealtimeConnection: Sendable {
         } catch {
             outbox.push(RealtimeFrame.errorReply(frame, AeroError.wrap(error)), .control)
         }
+    }
+
+    /// The client's input ended (close frame, EOF, error, channel closed): the channels leave,
+    /// the outbox closes (what is queued is still written) and the connection's slot is freed.
+    func inputEnded() {
+        closeAllChannels()
+        outbox.close()
+        service.releaseConnection(id)
     }
 
     /// The connection's frame budget (token bucket); far over it, the socket closes (1008).

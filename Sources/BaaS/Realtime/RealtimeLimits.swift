@@ -31,6 +31,10 @@ public enum RealtimeLimits {
     /// A connection that sends nothing (not even a heartbeat, every 25 s by default) for this
     /// long is closed.
     public static let idleTimeoutSeconds: Int64 = 60
+    /// Once a connection's outbox closes (the client's close frame, the idle timeout, a limit,
+    /// shutdown), its socket is closed within this long even if the client never answers the
+    /// close frame or never reads what is queued (RealtimeChannelHandler).
+    public static let closeHandshakeSeconds: Int64 = 5
     /// Records pulled from the change stream per step (the node's shared reader, or one
     /// catching-up subscription).
     public static let changesPerPull = 256

@@ -11,7 +11,7 @@
 // - Replies and system messages may use RealtimeLimits.outboundControlHeadroom more; past that
 //   the client reads nothing at all and the connection is closed (1008).
 //
-// The writer: a RealtimeSocketWriter attached to the outbox (no task: it runs on the channel's
+// The writer: a RealtimeChannelHandler attached to the outbox (no task: it runs on the channel's
 // event loop) or, without one (tests), `take()`. At most one write is in flight: `writing` is
 // set when a push finds frames waiting and no write in flight (the pusher then schedules the
 // writer, RealtimeSocketWriter.schedule), and cleared by the writer only when it finds nothing
@@ -24,11 +24,17 @@ import Kernel
 import NIOCore
 import Synchronization
 
-/// What drains an outbox once attached (RealtimeSocketWriter; tests attach their own): it is
+/// What drains an outbox once attached (RealtimeChannelHandler; tests attach their own): it is
 /// scheduled when frames wait and no write is in flight, then calls `takeForWrite` until
-/// `.idle`, one write at a time, and `writerFinished` after `.finished`.
+/// `.idle`, one write at a time, and `writerFinished` after `.finished`. `closing` is called
+/// once, when the outbox closes (the writer bounds how long the socket may take to close).
 protocol RealtimeOutboxWriter: AnyObject, Sendable {
     func schedule()
+    func closing()
+}
+
+extension RealtimeOutboxWriter {
+    func closing() {}
 }
 
 final class RealtimeOutbox: Sendable {
@@ -123,6 +129,7 @@ final class RealtimeOutbox: Sendable {
     }
 
     private func push(text: String, _ kind: Kind) -> Bool {
+        var closing: (any RealtimeOutboxWriter)?
         let (accepted, wake) = state.withLock { s -> (Bool, Wake) in
             guard !s.closed else { return (false, .none) }
             let limit = RealtimeLimits.outboundEventsMax + (kind == .control ? RealtimeLimits.outboundControlHeadroom : 0)
@@ -130,6 +137,7 @@ final class RealtimeOutbox: Sendable {
                 if kind == .control {
                     s.closed = true
                     s.closeReason = (1008, "client is not reading its messages")
+                    closing = s.sink
                     return (false, Self.wake(&s))
                 }
                 return (false, .none)
@@ -140,6 +148,7 @@ final class RealtimeOutbox: Sendable {
             s.count += 1
             return (true, Self.wake(&s))
         }
+        closing?.closing()
         wake.run()
         return accepted
     }
@@ -321,13 +330,37 @@ final class RealtimeOutbox: Sendable {
 
     /// Closes the outbox: frames already queued are still written, then the socket closes.
     func close(code: Int? = nil, reason: String = "") {
-        let (wake, room) = state.withLock { s -> (Wake, [CheckedContinuation<Void, Never>]) in
+        let (wake, room, closing) = state.withLock { s -> (Wake, [CheckedContinuation<Void, Never>], (any RealtimeOutboxWriter)?) in
             if !s.closed, let code { s.closeReason = (code, reason) }
+            let closing = s.closed ? nil : s.sink
             s.closed = true
             defer { s.roomWaiters = [:] }
-            return (Self.wake(&s), Array(s.roomWaiters.values))
+            return (Self.wake(&s), Array(s.roomWaiters.values), closing)
         }
+        closing?.closing()
         wake.run()
         for w in room { w.resume() }
+    }
+
+    /// The socket is gone (RealtimeChannelHandler, channel inactive): closed, what waits is
+    /// dropped, and the writer is forgotten, so the outbox and its writer (which hold each
+    /// other) and the closed channel are freed once the connection's tables let go.
+    func detach() {
+        let (room, waiter) = state.withLock { s -> ([CheckedContinuation<Void, Never>], CheckedContinuation<Void, Never>?) in
+            s.closed = true
+            s.sink = nil
+            s.finished = true
+            s.writing = true  // never schedule a writer again
+            s.buffer = nil
+            s.count = 0
+            s.droppedBroadcasts = [:]
+            defer {
+                s.roomWaiters = [:]
+                s.finishWaiter = nil
+            }
+            return (Array(s.roomWaiters.values), s.finishWaiter)
+        }
+        for w in room { w.resume() }
+        waiter?.resume()
     }
 }

@@ -20,7 +20,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
+import NIOWebSocket
 import Kernel
 import Logging
 import NIOCore
@@ -154,46 +154,65 @@ public final class RealtimeService: Sendable {
 
     // MARK: HTTP
 
-    /// The WebSocket upgrade decision (wire with `.http1WebSocketUpgrade`). Requests that are not
-    /// a valid realtime upgrade fall through to the router, which answers them (401, 400, 404).
-    /// `channel`: the connection's channel, which RealtimeSocketWriter then writes on its event
-    /// loop (no writer task); without it, a writer task and one flushed write per frame.
-    public func shouldUpgrade(_ request: HTTPRequest, channel: (any Channel)? = nil) -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        guard let (path, query) = Self.split(request.path), path == "/realtime/v1/websocket" else { return .dontUpgrade }
+    /// An accepted upgrade: the connection's protocol version and key.
+    struct Upgrade: Sendable {
+        let version: RealtimeVersion
+        let apikey: String
+    }
+
+    /// The WebSocket upgrade decision (RealtimeHTTPChannel, on the event loop, synchronous).
+    /// Requests that are not a valid realtime upgrade are refused (400); a plain GET of the same
+    /// URL falls through to the router, which says why (401, 400, 429).
+    func upgrade(target: String) -> Upgrade? {
+        guard let (path, query) = Self.split(target), path == "/realtime/v1/websocket" else { return nil }
         guard let version = RealtimeVersion(query["vsn"]), let key = query["apikey"],
-              (try? keys.caller(token: key)) != nil else { return .dontUpgrade }
-        guard registry.withLock({ $0.connections < RealtimeLimits.connectionsPerNodeMax }) else { return .dontUpgrade }
-        return .upgrade([:]) { [self] inbound, outbound, _ in
-            guard let id = reserveConnection() else {
-                try await outbound.close(.init(codeNumber: 1013), reason: "too many connections on this node")
-                return
-            }
-            if let channel { Self.trimReadBuffers(channel, logger: logger) }
-            let connection = RealtimeConnection(id: id, service: self, version: version, apikey: key)
-            registry.withLock { $0.open[id] = connection }
-            defer { releaseConnection(id) }
-            await connection.run(inbound: inbound, outbound: outbound, channel: channel)
+              (try? keys.caller(token: key)) != nil else { return nil }
+        guard registry.withLock({ $0.connections < RealtimeLimits.connectionsPerNodeMax }) else { return nil }
+        return Upgrade(version: version, apikey: key)
+    }
+
+    /// After the 101 response, on the channel's event loop: the connection and its handler
+    /// (RealtimeChannelHandler) take over the channel; no task is left for it. A node that
+    /// reached connectionsPerNodeMax since the decision closes it with 1013.
+    func serve(_ channel: any Channel, _ upgrade: Upgrade) throws {
+        Self.trimReadBuffers(channel, logger: logger)
+        guard let id = reserveConnection() else {
+            var close = channel.allocator.buffer(capacity: 40)
+            let reason = "too many connections on this node"
+            RealtimeChannelHandler.appendHeader(opcode: 0x88, size: 2 + reason.utf8.count, to: &close)
+            close.writeInteger(UInt16(1013))
+            close.writeString(reason)
+            let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            encoder.writeAndFlush(NIOAny(close)).whenComplete { _ in channel.close(promise: nil) }
+            return
         }
+        let connection = RealtimeConnection(id: id, service: self, version: upgrade.version, apikey: upgrade.apikey)
+        let handler = RealtimeChannelHandler(peer: connection, outbox: connection.outbox, eventLoop: channel.eventLoop)
+        do {
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            releaseConnection(id)
+            throw error
+        }
+        registry.withLock { $0.open[id] = connection }
+        connection.outbox.attach(handler)
     }
 
     /// Most of a node's realtime connections are idle subscribers that send little (a join, a
     /// heartbeat every 25 s), yet NIO keeps up to `maxMessagesPerRead` (4) pooled read buffers of
     /// 2,048 bytes or more per channel: a realtime channel keeps one, and a new one starts at
     /// RealtimeLimits.readBufferInitialBytes (it still grows for a big frame). Set on the event
-    /// loop without awaiting it: an await here would grow the connection task's allocator for
-    /// good (heaptrack: task allocator slabs are most of an idle connection's memory). Memory
-    /// only: a failure is logged and the connection goes on with NIO's defaults.
+    /// loop, at the upgrade. Memory only: a failure is logged and the connection goes on with
+    /// NIO's defaults.
     static func trimReadBuffers(_ channel: any Channel, logger: Logger) {
-        channel.eventLoop.execute {
-            do {
-                guard let options = channel.syncOptions else { return }
-                try options.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
-                try options.setOption(ChannelOptions.recvAllocator,
-                                      value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: RealtimeLimits.readBufferInitialBytes,
-                                                                             maximum: 65_536))
-            } catch {
-                logger.debug("realtime: read buffer options not set", metadata: ["error": "\(error)"])
-            }
+        do {
+            guard let options = channel.syncOptions else { return }
+            try options.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
+            try options.setOption(ChannelOptions.recvAllocator,
+                                  value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: RealtimeLimits.readBufferInitialBytes,
+                                                                         maximum: 65_536))
+        } catch {
+            logger.debug("realtime: read buffer options not set", metadata: ["error": "\(error)"])
         }
     }
 
@@ -309,7 +328,7 @@ public final class RealtimeService: Sendable {
         }
     }
 
-    private func releaseConnection(_ id: Int) {
+    func releaseConnection(_ id: Int) {
         registry.withLock { r in
             r.connections -= 1
             r.open[id] = nil

@@ -1,17 +1,18 @@
-// Writes a connection's queued frames to its socket: the RealtimeOutbox keeps them already
-// framed in one buffer, and this writer hands everything waiting to NIO in one write and one
-// flush, on the channel's event loop, with no task of its own.
+// How a connection's queued frames reach its socket: the RealtimeOutbox keeps them already
+// framed in one buffer, and the connection's RealtimeChannelHandler hands everything waiting to
+// NIO in one write and one flush, on the channel's event loop, with no task of its own.
 //
 // Why: swift-websocket's WebSocketOutboundWriter sends one frame per `write`, and each write
 // hops to the event loop and flushes (one writev per frame); at a thousand frames per
 // subscriber per second that was about 60% of the node's CPU. A first batched version (a writer
 // task per connection taking [String] from the outbox, framing them into a buffer) still cost a
-// task per connection (about 1 KB of task memory each, idle), two task switches and an event
-// loop hop per write, and a String per frame. Now a change's frame is appended to the outbox's
-// buffer straight from its shared `data` bytes (ChangeFrame), and the writer is a callback on
-// the event loop: scheduled by whoever queues frames while no write is in flight, it takes the
-// whole buffer, writes it below WebSocketFrameEncoder, and when NIO has written it to the
-// socket takes the next one (or stops when nothing waits).
+// task per connection, two task switches and an event loop hop per write, and a String per
+// frame. Now a change's frame is appended to the outbox's buffer straight from its shared `data`
+// bytes (ChangeFrame), and the writer is a callback on the event loop: scheduled by whoever
+// queues frames while no write is in flight, it takes the whole buffer, writes it below
+// WebSocketFrameEncoder, and when NIO has written it to the socket takes the next one (or stops
+// when nothing waits). Since 2026-12-04 evening the reading side has no task either
+// (RealtimeChannelHandler).
 //
 // Layout of the buffer (RFC 6455 §5.2, server to client: never masked, never fragmented), per
 // Phoenix message in order:
@@ -22,10 +23,9 @@
 //   [len bytes: the message's UTF-8]
 // A postgres_changes message is ChangeFrame's head + data + tail (RealtimeFrame.changeHead,
 // the change's encoded `data` object, RealtimeFrame.changeTail). The buffer is written from
-// WebSocketFrameEncoder's context toward the socket. The node configures no WebSocket extension
-// (StartCommand); frames with RSV1 clear are valid even where permessage-deflate were negotiated
-// (RFC 7692). Control frames (pong, close) still go through swift-websocket; each write is whole
-// frames, so they interleave only between frames.
+// WebSocketFrameEncoder's context toward the socket. The node negotiates no WebSocket extension
+// (RealtimeHTTPChannel). Control frames (pong, close) are framed the same way by the handler;
+// each write is whole frames, so they interleave only between frames.
 //
 // Invariants:
 // - Frames reach the socket in the order they were queued, each exactly once, each whole.
@@ -33,8 +33,8 @@
 //   taken only once NIO has written the previous one to the socket, so a client that reads
 //   slowly fills its own bounded outbox (RealtimeOutbox policy), never the node's memory.
 // - A failed write (the peer is gone, the channel closed) closes the outbox.
-// - Once the outbox is closed and drained, the close frame (if it closed for a reason) is sent
-//   through swift-websocket, then the outbox is told the writer finished.
+// - Once the outbox is closed and drained, the close frame (if it closed for a reason) is sent,
+//   then the outbox is told the writer finished.
 
 import NIOCore
 import NIOWebSocket
@@ -56,68 +56,21 @@ struct ChangeFrame: Sendable {
     }
 }
 
-final class RealtimeSocketWriter: RealtimeOutboxWriter {
-    let channel: any Channel
-    let outbox: RealtimeOutbox
-    /// Sends the close frame (swift-websocket's outbound writer).
-    private let sendClose: @Sendable (_ code: Int, _ reason: String) async -> Void
-
-    init(channel: any Channel, outbox: RealtimeOutbox, sendClose: @escaping @Sendable (_ code: Int, _ reason: String) async -> Void) {
-        self.channel = channel
-        self.outbox = outbox
-        self.sendClose = sendClose
-    }
-
-    /// Starts the writer (the outbox decided that no write is in flight).
-    func schedule() {
-        channel.eventLoop.execute { self.writeNext() }
-    }
-
+/// The framing of what the node writes to realtime sockets, and the shared reader's batched
+/// scheduling of writers. The writer itself is RealtimeChannelHandler.
+enum RealtimeSocketWriter {
     /// Starts several writers with one hop per event loop (the shared reader's fan-out).
     static func schedule(_ writers: [any RealtimeOutboxWriter]) {
         if writers.count == 1 { return writers[0].schedule() }
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, writers: [RealtimeSocketWriter])] = [:]
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, writers: [RealtimeChannelHandler])] = [:]
         for writer in writers {
-            guard let writer = writer as? RealtimeSocketWriter else { writer.schedule(); continue }
-            let loop = writer.channel.eventLoop
+            guard let writer = writer as? RealtimeChannelHandler else { writer.schedule(); continue }
+            let loop = writer.eventLoop
             byLoop[ObjectIdentifier(loop), default: (loop, [])].writers.append(writer)
         }
         for (_, group) in byLoop {
             let writers = group.writers
             group.loop.execute { for writer in writers { writer.writeNext() } }
-        }
-    }
-
-    /// On the event loop: writes what waits, and again when that is on the socket.
-    private func writeNext() {
-        switch outbox.takeForWrite() {
-        case .idle:
-            return
-        case .write(let buffer):
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            do {
-                let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-                encoder.writeAndFlush(NIOAny(buffer), promise: promise)
-            } catch {
-                promise.fail(error)
-            }
-            promise.futureResult.whenComplete { result in
-                switch result {
-                case .success:
-                    // A new turn of the loop: a write completed inline does not nest writers.
-                    self.channel.eventLoop.execute { self.writeNext() }
-                case .failure:
-                    self.outbox.close()
-                    self.outbox.writerFinished()
-                }
-            }
-        case .finished(let close):
-            guard let close else { return outbox.writerFinished() }
-            let (outbox, sendClose) = (self.outbox, self.sendClose)
-            Task {
-                await sendClose(close.code, close.reason)
-                outbox.writerFinished()
-            }
         }
     }
 

@@ -148,12 +148,13 @@ struct StartCommand: AsyncParsableCommand {
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
         RequestRing.register(on: router, keys: keys)  // GET /admin/v1/requests: the recent request log
-        let plainServer = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(
-            http1: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
-            // No server pings: Phoenix clients send heartbeats and realtime closes a connection silent
-            // for RealtimeLimits.idleTimeoutSeconds; a ping task per connection cost memory per subscriber.
-            ws: .init(maxFrameSize: RealtimeLimits.messageBytesMax, autoPing: .disabled))) { request, channel, _ in
-            realtime.shouldUpgrade(request, channel: channel)  // the channel: batched frame writes
+        // HTTP/1 plus the realtime WebSocket upgrade, served by NIO channel handlers with no task
+        // per connection (RealtimeHTTPChannel). No server pings: Phoenix clients send heartbeats
+        // and realtime closes a connection silent for RealtimeLimits.idleTimeoutSeconds.
+        let plainServer = HTTPServerBuilder { responder in
+            RealtimeHTTPChannel(responder: responder,
+                                configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
+                                realtime: realtime)
         }
         let server: HTTPServerBuilder
         do {
