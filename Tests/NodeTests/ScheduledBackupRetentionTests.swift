@@ -1,7 +1,9 @@
 // Scheduled backups (issue 18 part 3) on a real three-node cluster: only the primary takes them
 // (the replicas' schedule status says inactive and none taken; every backup in the shared
 // directory names n1), and `keep_days` retention removes a backup older than that many days
-// while keeping a younger one (BackupScheduler.expired, run after each scheduled backup).
+// while keeping a younger one (BackupScheduler.expired, run after each scheduled backup); a
+// partial directory a crash left more than a day ago is removed, a younger one (which a backup may
+// still be writing) is left (BackupScheduler.abandoned).
 
 import Foundation
 import Testing
@@ -39,13 +41,21 @@ import LiveCluster
         let (old, young) = (name(hoursAgo: 72), name(hoursAgo: 12))
         try FileManager.default.moveItem(atPath: directory + "/" + taken, toPath: directory + "/" + old)
         try FileManager.default.copyItem(atPath: directory + "/" + old, toPath: directory + "/" + young)
+        // Two partial directories as a crash mid-backup leaves them: one 2 days old, one 1 hour old.
+        let (abandoned, fresh) = (".partial-" + name(hoursAgo: 48), ".partial-" + name(hoursAgo: 1))
+        for partial in [abandoned, fresh] {
+            try FileManager.default.copyItem(atPath: directory + "/" + old, toPath: directory + "/" + partial)
+        }
         var after: JSONValue?
         for _ in 0..<300 {
             after = try await status(0)
-            if (after?["removed"]?.intValue ?? 0) >= 1 { break }
+            if (after?["removed"]?.intValue ?? 0) >= 1 && (after?["partials_removed"]?.intValue ?? 0) >= 1 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(after?["taken"]?.intValue == 2 && after?["removed"]?.intValue == 1, "\(String(describing: after))")
+        #expect(after?["taken"]?.intValue == 2 && after?["removed"]?.intValue == 1 && after?["partials_removed"]?.intValue == 1,
+                "\(String(describing: after))")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        #expect(!left.contains(abandoned) && left.contains(fresh), "left: \(left.sorted())")
         let kept = backups()
         #expect(kept.count == 2 && kept.contains(young) && !kept.contains(old), "kept: \(kept)")
         // Every backup there is the primary's; the replicas are inactive and took none.

@@ -8,8 +8,11 @@
 // checks as `aerodb backup`) into `directory/backup-<UTC time>`, then applies retention: a
 // complete backup is removed when it is not among the newest `keep`, or older than `keep_days`;
 // the newest complete backup is never removed. A backup that fails removes its own partial
-// directory. Every backup taken, failed or removed is a row of the operation log (`_audit_log`,
-// actions `backup scheduled`, `backup failed`, `backup removed`, actor role `system`).
+// directory. A partial directory a crash left (`.partial-backup-<UTC time>`) is removed by a later
+// pass once its name's time is more than `abandonedPartialSeconds` old (younger ones may still be
+// written by a node that believes it is primary). Every backup taken, failed or removed is a row
+// of the operation log (`_audit_log`, actions `backup scheduled`, `backup failed`, `backup
+// removed`, `backup partial removed`, actor role `system`).
 //
 // The WAL archive's retention (WA4, Kernel/Backup/Archive.swift): after retention, when the
 // cluster archives its WAL (`archive.directory`) and `prune_archive` is not false, the archive
@@ -43,6 +46,10 @@ public final class BackupScheduler: Sendable {
     static let keepDaysMax: Int64 = 36_500
     /// Backups kept when neither `keep` nor `keep_days` is set.
     static let keepDefault = 7
+    /// A `.partial-backup-<time>` directory older than this (by its name's time) was abandoned by
+    /// a crash and is removed by the next pass (a day: far longer than any backup runs).
+    static let abandonedPartialSeconds: Int64 = 86_400
+    static let partialPrefix = ".partial-" + prefix
     static let prefix = "backup-"
 
     public struct Schedule: Sendable, Equatable {
@@ -88,6 +95,7 @@ public final class BackupScheduler: Sendable {
         var lastError: String?
         var taken = 0
         var removed = 0
+        var partialsRemoved = 0
         var archiveFilesPruned = 0
         var archivePruneError: String?
     }
@@ -140,6 +148,15 @@ public final class BackupScheduler: Sendable {
             .sorted { $0.micros > $1.micros }
     }
 
+    /// Partial directories a crash abandoned: named `.partial-backup-<time>` with a time more than
+    /// `abandonedPartialSeconds` before `nowMicros`. A name whose time does not parse is left alone.
+    static func abandoned(_ names: [String], nowMicros: Int64) -> [String] {
+        names.filter { name in
+            guard name.hasPrefix(partialPrefix), let micros = Timestamp.parse(String(name.dropFirst(partialPrefix.count))) else { return false }
+            return nowMicros - micros > abandonedPartialSeconds * 1_000_000
+        }.sorted()
+    }
+
     /// What retention removes from `backups` (newest first): never the newest.
     static func expired(_ backups: [(name: String, micros: Int64)], _ schedule: Schedule, nowMicros: Int64) -> [String] {
         backups.enumerated().compactMap { index, backup in
@@ -184,7 +201,7 @@ public final class BackupScheduler: Sendable {
         done.wait()
         // Written under a hidden name (not `prefix`: never listed as complete), with the blobs its
         // object rows name (B4, BackupBlobFiles), then renamed into place.
-        let partial = schedule.directory + "/.partial-" + name
+        let partial = schedule.directory + "/" + Self.partialPrefix + name.dropFirst(Self.prefix.count)
         let result = Result<BackupManifest, any Error> {
             let base = try baseRead.withLock({ $0 })!.get()
             try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
@@ -231,6 +248,16 @@ public final class BackupScheduler: Sendable {
                                                                         "keep_days": schedule.keepDays.map { .int($0) } ?? .null])
             } catch {
                 logger.error("expired backup not removed", metadata: ["backup": "\(old)", "error": "\(error)"])
+            }
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: schedule.directory)) ?? []
+        for abandoned in Self.abandoned(names, nowMicros: now) {
+            do {
+                try FileManager.default.removeItem(atPath: schedule.directory + "/" + abandoned)
+                state.withLock { $0.partialsRemoved += 1 }
+                audit("backup partial removed", schedule.directory + "/" + abandoned, [:])
+            } catch {
+                logger.error("abandoned partial backup not removed", metadata: ["backup": "\(abandoned)", "error": "\(error)"])
             }
         }
         if schedule.pruneArchive { pruneArchive(schedule) }
@@ -300,7 +327,7 @@ public final class BackupScheduler: Sendable {
                      "last_backup": s.lastBackup.map(JSONValue.string) ?? .null,
                      "last_backup_at": s.lastBackupMicros.map { .string(Timestamp.format($0)) } ?? .null,
                      "last_error": s.lastError.map(JSONValue.string) ?? .null,
-                     "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed)),
+                     "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed)), "partials_removed": .int(Int64(s.partialsRemoved)),
                      "archive_files_pruned": .int(Int64(s.archiveFilesPruned)),
                      "archive_prune_error": s.archivePruneError.map(JSONValue.string) ?? .null])
         }
