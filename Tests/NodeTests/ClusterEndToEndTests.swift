@@ -133,14 +133,19 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         let cluster = try makeCluster(commitMode: "sync")
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
-        let stop = StopFlag()
+        // SIGKILL the primary once 80 writes were sent (so at least 72 answered: each of the 8
+        // writers has one in flight), a condition with a 60 s deadline rather than a fixed time
+        // (a loaded machine acknowledges few writes in 1.5 s).
+        let stop = StopFlag(), sent = Mutex(0)
         Task {
-            try? await Task.sleep(for: .milliseconds(1500))
+            let deadline = Date().addingTimeInterval(60)
+            while sent.withLock({ $0 }) < 80 && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             cluster.kill(0)  // SIGKILL the primary under load
             try? await Task.sleep(for: .milliseconds(300))
             stop.stop()
         }
-        let load = await WriteLog.run(cluster, writers: 8, prefix: "k", target: { _, _ in 0 }, until: { stop.isStopped })
+        let load = await WriteLog.run(cluster, writers: 8, prefix: "k", target: { _, _ in 0 },
+                                      until: { sent.withLock { $0 += 1 }; return stop.isStopped })
         #expect(await load.acknowledged.count > 50)
         // Promote whichever replica is ahead; the other one is refused as behind if it is not.
         let s1 = try await cluster.status(1), s2 = try await cluster.status(2)
@@ -264,15 +269,22 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         let cluster = try makeCluster(commitMode: "sync")
         try await cluster.startAll()
         #expect(try await cluster.admin(0, "POST", "collections", clusterItems).status == 201)
-        let stop = StopFlag()
+        // The switchover once 80 writes were sent (at least 74 answered), the end once 40 more were
+        // sent after it: conditions with 60 s deadlines, not fixed times (a loaded machine is slow).
+        let stop = StopFlag(), sent = Mutex(0)
+        func waitSent(_ count: Int) async {
+            let deadline = Date().addingTimeInterval(60)
+            while sent.withLock({ $0 }) < count && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        }
         Task {
-            try? await Task.sleep(for: .milliseconds(800))
+            await waitSent(80)
             let (status, output) = (try? cluster.cli(["switchover", "--url", cluster.url(1)])) ?? (-1, "")
             #expect(status == 0, "switchover: \(output)")
-            try? await Task.sleep(for: .milliseconds(800))
+            await waitSent(sent.withLock { $0 } + 40)
             stop.stop()
         }
-        let load = await WriteLog.run(cluster, writers: 6, prefix: "s", target: { w, _ in w % 3 }, until: { stop.isStopped })
+        let load = await WriteLog.run(cluster, writers: 6, prefix: "s", target: { w, _ in w % 3 },
+                                      until: { sent.withLock { $0 += 1 }; return stop.isStopped })
         let attempts = await load.attempts
         // Every write succeeded once, or failed cleanly (refused as not primary) and is absent.
         let unclear = attempts.filter { $0.status != 200 && $0.code != "AERO_NOT_PRIMARY" }

@@ -133,6 +133,8 @@ func findProgram(_ name: String) -> String? {
         let signIn = try await cluster.request(1, "POST", "/auth/v1/token?grant_type=password",
                                                .object(["email": .string("m@example.com"), "password": .string("metrics pw 1")]), headers: auth)
         #expect(signIn.status == 200)
+        // A REST read on the primary: its series is labelled with the route pattern, not the path.
+        #expect(try await cluster.request(0, "GET", "/rest/v1/items?select=id").status == 200)
 
         // /metrics: the service key is required; promtool accepts what each node serves.
         #expect(try await exchange("GET", cluster.url(0) + "/metrics").status == 401)
@@ -146,6 +148,7 @@ func findProgram(_ name: String) -> String? {
             if i == 0 {
                 #expect(text.contains(#"aerodb_replication_follower_lag_lsn{follower="n2"}"#))
                 #expect(text.contains("aerodb_commit_duration_seconds_count"))
+                #expect(text.contains(#"aerodb_http_requests_total{method="GET",route="/rest/v1/{collection}",status="200"} 1"#), "\(text)")
                 #expect(text.contains(#"aerodb_auth_events_total{event="login_failed"} 1"#), "\(text)")
                 #expect(text.contains(#"aerodb_auth_events_total{event="login"} 1"#))
                 #expect(text.contains(#"aerodb_auth_events_total{event="user_created"} 1"#))
