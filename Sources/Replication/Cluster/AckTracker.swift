@@ -69,7 +69,9 @@ final class AckTracker: Sendable {
             return s.nextID
         }
         let timer = Task {
-            try? await Task.sleep(for: .milliseconds(timeoutMillis))
+            // Cancelled: the wait ended (the `defer` below); expiring it then would only leave its
+            // id in `expired` for good (it was one Int per `sync` commit, never removed).
+            do { try await Task.sleep(for: .milliseconds(timeoutMillis)) } catch { return }
             self.expire(id, AeroError(.commitInDoubt, "commit \(lsn) is durable on the primary but \(needed) replica(s) did not confirm it within \(timeoutMillis) ms; it may or may not survive a failover", invariant: "D1"))
         }
         defer {
