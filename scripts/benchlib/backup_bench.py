@@ -25,6 +25,14 @@ def _dir_bytes(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
+def _run(argv):
+    """Runs a CLI command; a failure raises with what it printed (the CLI prints errors on stdout)."""
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} exited with {done.returncode}: {(done.stdout + done.stderr).strip()[-2000:]}")
+    return done
+
+
 def aerodb(binary, scratch, documents, port):
     root = tempfile.mkdtemp(dir=scratch, prefix="backup-")
     node = f"{root}/n1"
@@ -47,7 +55,7 @@ def aerodb(binary, scratch, documents, port):
             _request(url + "/admin/v1/transactions", key, {"ops": ops}, "POST")
         out = f"{root}/backup"
         t0 = time.monotonic()
-        subprocess.run([binary, "backup", "--url", url, "--key", key, "--out", out], check=True, stdout=subprocess.DEVNULL)
+        _run([binary, "backup", "--url", url, "--key", key, "--out", out])
         backup_s = time.monotonic() - t0
         backup_bytes = _dir_bytes(out)
     finally:
@@ -55,7 +63,7 @@ def aerodb(binary, scratch, documents, port):
         process.wait(timeout=60)
         log.close()
     t0 = time.monotonic()
-    subprocess.run([binary, "restore", "--from", out, "--dir", f"{root}/restored"], check=True, stdout=subprocess.DEVNULL)
+    _run([binary, "restore", "--from", out, "--dir", f"{root}/restored"])
     restore_s = time.monotonic() - t0
     shutil.rmtree(root, ignore_errors=True)
     return {"backup_s": backup_s, "backup_bytes": backup_bytes, "restore_s": restore_s}
