@@ -361,11 +361,11 @@ public final class Database: Sendable {
         try writer.replicate(records, deferFlush: deferFlush)
     }
 
-    /// The last durable record of this node's log: what a replica presents to the primary.
-    public var durablePosition: LogPosition { wal.durablePosition }
-
     /// Wakes the WAL's flusher for records applied with `deferFlush` that nobody will wait for.
     public func wakeFlusher() { wal.wakeFlusher() }
+
+    /// The last durable record of this node's log: what a replica presents to the primary.
+    public var durablePosition: LogPosition { wal.durablePosition }
 
     /// The last record placed in the log (durable or about to be).
     public var lastPosition: LogPosition { wal.lastPosition }

@@ -227,6 +227,10 @@ public final class WriteAheadLog: Sendable {
                            payload: record.payload, replicated: record), deferFlush: deferFlush)
     }
 
+    /// Wakes the flusher for whatever is pending (records placed with `deferFlush` whose placer
+    /// will not call `waitDurable`).
+    public func wakeFlusher() { work.signal() }
+
     private struct Placing {
         let type: RecordType
         let epoch: UInt64
@@ -251,10 +255,6 @@ public final class WriteAheadLog: Sendable {
                 try prepareSpare(index)
             case .waitForSpare:
                 usleep(200)  // another thread is preallocating the next segment; rare
-    /// Wakes the flusher for whatever is pending (records placed with `deferFlush` whose placer
-    /// will not call `waitDurable`).
-    public func wakeFlusher() { work.signal() }
-
             }
         }
     }
@@ -556,35 +556,6 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    private func startFlusher() {
-        let thread = Thread { [self] in
-            NUMAPlacement.pinCurrentThread()
-            flushLoop()
-            flusherExited.signal()
-        }
-        thread.name = "aerodb-wal-flusher"
-        thread.start()
-    }
-
-    private func flushLoop() {
-        while true {
-            // Takes the token with the pending groups; leaves it to a committer that holds it
-            // (that one wakes this thread when it gives the token back with records pending).
-            let (groups, exit) = state.withLock { s -> ([PendingGroup], Bool) in
-                if s.flushing { return ([], false) }
-                if s.pending.isEmpty { return ([], s.closed) }
-                s.flushing = true
-                defer { s.pending = [] }
-                return (s.pending, false)
-            }
-            if groups.isEmpty {
-                if exit { return }
-                work.wait()
-                continue
-            }
-            do {
-                for group in groups { try flush(group) }
-            } catch {
     private enum Claim {
         case durable
         /// The caller holds the token and flushes these groups (everything pending, in order).
@@ -634,7 +605,37 @@ public final class WriteAheadLog: Sendable {
         if wake { work.signal() }
     }
 
+    private func startFlusher() {
+        let thread = Thread { [self] in
+            NUMAPlacement.pinCurrentThread()
+            flushLoop()
+            flusherExited.signal()
+        }
+        thread.name = "aerodb-wal-flusher"
+        thread.start()
+    }
+
+    private func flushLoop() {
+        while true {
+            // Takes the token with the pending groups; leaves it to a committer that holds it
+            // (that one wakes this thread when it gives the token back with records pending).
+            let (groups, exit) = state.withLock { s -> ([PendingGroup], Bool) in
+                if s.flushing { return ([], false) }
+                if s.pending.isEmpty { return ([], s.closed) }
+                s.flushing = true
+                defer { s.pending = [] }
+                return (s.pending, false)
+            }
+            if groups.isEmpty {
+                if exit { return }
+                work.wait()
+                continue
+            }
+            do {
+                for group in groups { try flush(group) }
+            } catch {
                 fail(AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1"))
+                state.withLock { $0.flushing = false }
                 return
             }
             complete(groups)
@@ -662,7 +663,6 @@ public final class WriteAheadLog: Sendable {
     private func handle(_ index: UInt64) throws -> any FileHandle {
         if let h = handles.withLock({ $0[index] }) { return h }
         let h = try fileSystem.open(Path.join(options.directory, WALFormat.segmentName(index)), create: false)
-                state.withLock { $0.flushing = false }
         handles.withLock { all in
             for old in all.keys where old + 2 < index { all.removeValue(forKey: old)?.close() }
             all[index] = h
@@ -676,6 +676,8 @@ public final class WriteAheadLog: Sendable {
             precondition(position.lsn > s.durable.lsn, "durability only moves forward")
             s.durable = position
             s.flushes += 1
+            if inline { s.inlineFlushes += 1 }
+            s.lastFlushWasLone = position.lsn == groups[0].firstLSN
             let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
             s.waiters.removeAll { $0.lsn <= position.lsn }
             return (s.handler, ready)
@@ -697,11 +699,12 @@ public final class WriteAheadLog: Sendable {
     /// Completed group commits (one write + one flush per segment touched); for tests and metrics.
     var flushCount: Int { state.withLock { $0.flushes } }
 
+    /// Of those, flushes done by a caller of `waitDurable` on its own thread (tests and metrics).
+    var inlineFlushCount: Int { state.withLock { $0.inlineFlushes } }
+
     /// Nil while healthy; the fatal flush error once the log has failed (the node must exit).
     public var failure: AeroError? { state.withLock { $0.failure } }
 
-            if inline { s.inlineFlushes += 1 }
-            s.lastFlushWasLone = position.lsn == groups[0].firstLSN
     // MARK: Reads and recycling
 
     /// Durable records from `lsn` on, up to about `maxBytes` of payload (at least one record).
@@ -723,9 +726,6 @@ public final class WriteAheadLog: Sendable {
         var bytes = 0
         while segmentPosition < segments.count {
             let path = Path.join(options.directory, WALFormat.segmentName(segments[segmentPosition].index))
-    /// Of those, flushes done by a caller of `waitDurable` on its own thread (tests and metrics).
-    var inlineFlushCount: Int { state.withLock { $0.inlineFlushes } }
-
             var reader = SegmentReader(handle: try fileSystem.open(path, create: false), segmentBytes: options.segmentBytes,
                                        offset: offset)
             defer { reader.handle.close() }
