@@ -193,6 +193,22 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
 }
 
 @Suite(.serialized) struct ReplicationNodeTests {
+    /// A follower retries a primary it could not reach after 5 ms, doubling to 100 ms while it
+    /// keeps failing, and starts again at 5 ms after a session that streamed (a replica sent to a
+    /// node still opening its epoch reaches it within milliseconds, not after a fixed 100 ms).
+    @Test func followerReconnectPausesDoubleFromFiveToAHundredMilliseconds() {
+        var pauses: [Int64] = []
+        var last: Int64? = nil
+        for _ in 0..<8 {
+            let next = ReplicationNode.nextReconnectPause(after: last, streamed: false)
+            pauses.append(next)
+            last = next
+        }
+        #expect(pauses == [5, 10, 20, 40, 80, 100, 100, 100])
+        #expect(ReplicationNode.nextReconnectPause(after: 100, streamed: true) == 5)
+        #expect(ReplicationNode.nextReconnectPause(after: .max, streamed: false) == 100)
+    }
+
     // MARK: Item 8: strangers on the replication port
 
     @Test func aStrangerIsRefusedWithoutLearningAnythingAboutTheCluster() async throws {

@@ -7,8 +7,21 @@ import Kernel
 import NIOCore
 
 extension ReplicationNode {
-    /// Pause between attempts to reach the primary.
+    /// Longest pause between attempts to reach the primary.
     static let reconnectMillis: Int64 = 100
+    /// First pause after a session that streamed ended (or before the first retry): the pause
+    /// doubles up to `reconnectMillis` while attempts fail. A replica told to follow a node being
+    /// promoted often reaches it a few milliseconds before it opens its epoch: a fixed 100 ms
+    /// pause there was the whole of the slowest promotions (promotion to first accepted write
+    /// p50 9.6 ms, max 112 ms in one bench run).
+    static let reconnectFirstMillis: Int64 = 5
+
+    /// The pause before the next attempt: `reconnectFirstMillis` after a session that streamed,
+    /// else twice the last pause, at most `reconnectMillis`.
+    static func nextReconnectPause(after last: Int64?, streamed: Bool) -> Int64 {
+        guard let last, !streamed else { return reconnectFirstMillis }
+        return min(max(min(last, reconnectMillis), 1) * 2, reconnectMillis)
+    }
 
     func startFollower() {
         followerTask?.cancel()
@@ -27,6 +40,7 @@ extension ReplicationNode {
     }
 
     private func followLoop() async {
+        var pause: Int64? = nil
         while !Task.isCancelled && !isPrimary && divergence == nil {
             guard let primary = config.member(marker.primary) else {
                 followerState = "no member \(marker.primary) in the cluster config"
@@ -37,12 +51,16 @@ extension ReplicationNode {
                 followerState = "connecting to \(primary.nodeID)"
                 try await followSession(primary)
             } catch {
-                progress.withLock { $0.connected = false }
                 if !Task.isCancelled { followerState = "reconnecting to \(primary.nodeID): \(AeroError.wrap(error).message)" }
             }
-            progress.withLock { $0.connected = false }
+            let streamed = progress.withLock { p in
+                defer { p.connected = false }
+                return p.connected
+            }
             if Task.isCancelled || divergence != nil { break }
-            try? await Task.sleep(for: .milliseconds(Self.reconnectMillis))
+            let next = Self.nextReconnectPause(after: pause, streamed: streamed)
+            pause = next
+            try? await Task.sleep(for: .milliseconds(next))
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
                 await learnLogged(epoch: newer.epoch, primary: newer.primary, from: "peer probe", byFollower: true)
             }
