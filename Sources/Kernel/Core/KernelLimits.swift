@@ -35,6 +35,14 @@ public enum KernelLimits {
     public static let lsnMax = UInt64(Int64.max)
     /// Default WAL segment size: large enough to amortize preallocation, small enough to recycle often.
     public static let walSegmentBytesDefault = 64 << 20
+    /// WAL records recovery decodes ahead of the one it applies (RecoveryPipeline): keeps the
+    /// decoding threads busy while bounding memory to that many records (each at most
+    /// `transactionBytesMax` of payload, decoded).
+    public static let recoveryDecodeAheadRecords = 8
+    /// Threads that decode WAL records during recovery, at most (beside the scanning and the
+    /// applying thread; one on a machine of up to three cores): applying, in LSN order on one
+    /// thread, is the bottleneck beyond a few.
+    public static let recoveryDecodeThreadsMax = 3
     /// Collection and field names: ASCII letters, digits and `_`, starting with a letter or `_`.
     public static let nameBytesMax = 63
     /// Fields declared in one collection.

@@ -112,9 +112,12 @@ public final class Database: Sendable {
         let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
                                     engine: options.walEngine, preallocateInBackground: options.walPreallocateInBackground)
         var replayed = 0
+        // The log is scanned and payloads are decoded on other threads, a few records ahead;
+        // records are applied here, in LSN order (RecoveryPipeline).
         let (wal, walReport) = try WriteAheadLog.open(fileSystem: fs, options: walOptions,
-                                                      after: loaded.map { $0.state.position }) { record in
-            try state.replay(record)
+                                                      after: loaded.map { $0.state.position },
+                                                      prepare: { try DatabaseState.decode($0) }) { record, decoded in
+            try state.replay(record, decoded: decoded)
             replayed += 1
         }
         let report = OpenReport(checkpointFile: loaded?.file, skippedCheckpoints: loaded?.skipped ?? [],

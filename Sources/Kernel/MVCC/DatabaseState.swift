@@ -51,6 +51,30 @@ public struct DatabaseState: Sendable {
         }
     }
 
+    /// Applies a transaction's changes in order, taking each collection out of the dictionary
+    /// once per run of changes to it (not once per change). On a throw, the changes before the
+    /// failing one stay applied, as with `apply(_:)` one at a time; callers discard the state then.
+    mutating func apply(_ changes: [DocumentChange]) throws {
+        var i = 0
+        while i < changes.count {
+            let name = changes[i].collection
+            guard var data = collections[name] else {
+                throw AeroError(.collectionNotFound, "change for unknown collection \(name)")
+            }
+            collections[name] = nil  // keep the tree uniquely referenced while mutating
+            defer { collections[name] = data }
+            while i < changes.count && changes[i].collection == name {
+                let change = changes[i]
+                if let after = change.after {
+                    _ = try data.put(after)
+                } else {
+                    _ = data.remove(key: change.key)
+                }
+                i += 1
+            }
+        }
+    }
+
     mutating func apply(_ change: SchemaChange) throws {
         switch change {
         case .create(let schema):
@@ -92,22 +116,40 @@ public struct DatabaseState: Sendable {
         return try CollectionData(schema: schema, sortedDocuments: documents)
     }
 
+    /// A record's payload decoded, ready to replay: what recovery decodes on other threads while
+    /// it applies earlier records (`Database.open`, RecoveryPipeline).
+    enum DecodedRecord: Sendable {
+        case changes([DocumentChange])
+        case schema(SchemaChange)
+        case nothing
+    }
+
+    /// Decodes a record's payload (a pure function of the record; safe on any thread).
+    static func decode(_ record: WALRecord) throws -> DecodedRecord {
+        switch record.type {
+        case .transaction: return .changes(try TransactionRecord.decodeChanges(record.payload, lsn: record.lsn))
+        case .schema: return .schema(try TransactionRecord.decodeSchemaChange(record.payload, lsn: record.lsn))
+        default: return .nothing
+        }
+    }
+
     /// Replays one durable WAL record onto the state (recovery and replicas).
     mutating func replay(_ record: WALRecord) throws {
         guard record.lsn == position.lsn + 1 else {
             throw AeroError(.walCorrupt, "record LSN \(record.lsn) does not follow state LSN \(position.lsn)", invariant: "R1")
         }
-        switch record.type {
-        case .transaction:
-            for change in try TransactionRecord.decodeChanges(record.payload, lsn: record.lsn) {
-                try apply(change)
-            }
-        case .schema:
-            try apply(try TransactionRecord.decodeSchemaChange(record.payload, lsn: record.lsn))
-        case .epoch:
-            epoch = max(epoch, record.epoch)
-        default:
-            break
+        try replay(record, decoded: try Self.decode(record))
+    }
+
+    /// Replays a record whose payload `decode` already decoded.
+    mutating func replay(_ record: WALRecord, decoded: DecodedRecord) throws {
+        guard record.lsn == position.lsn + 1 else {
+            throw AeroError(.walCorrupt, "record LSN \(record.lsn) does not follow state LSN \(position.lsn)", invariant: "R1")
+        }
+        switch decoded {
+        case .changes(let changes): try apply(changes)
+        case .schema(let change): try apply(change)
+        case .nothing: break
         }
         position = LogPosition(lsn: record.lsn, checksum: record.checksum)
         epoch = max(epoch, record.epoch)

@@ -35,9 +35,9 @@ public struct TornTail: Sendable, CustomStringConvertible {
     public var description: String { "torn tail in \(segment) at offset \(offset) (LSN \(lsn)): \(bytesDiscarded) bytes discarded" }
 }
 
-struct WALScan {
+struct WALScan: Sendable {
     /// Where the next record goes.
-    struct Tail {
+    struct Tail: Sendable {
         var segmentIndex: UInt64
         var offset: Int
         /// True when the segment's header is durable; false for a segment not yet started.
@@ -64,22 +64,39 @@ struct WALScan {
     static func run(fileSystem fs: any FileSystem, directory: String, segmentBytes: Int,
                     after: LogPosition?, repair: Bool, visitAll: Bool = false,
                     visit: (WALRecord) throws -> Void) throws -> WALScan {
+        try run(fileSystem: fs, directory: directory, segmentBytes: segmentBytes, after: after, repair: repair,
+                visitAll: visitAll, deliver: { record, place in
+                    do { try visit(record) } catch { throw doesNotReplay(place, record.lsn, error) }
+                }, drain: {})
+    }
+
+    /// Where an accepted record was read: what an error about it names (D2).
+    struct RecordPlace: Sendable {
+        let segment: UInt64
+        let offset: Int
+    }
+
+    /// The scan with the delivery of records split in two: `deliver` takes each record to visit
+    /// with its place (and throws errors that already name a place: `doesNotReplay`), `drain` is
+    /// called once every record was delivered and before the end of the log is classified or
+    /// repaired, so a deliverer that works ahead (recovery decoding payloads on other threads,
+    /// RecoveryPipeline) has finished, or failed, before anything on disk changes.
+    static func run(fileSystem fs: any FileSystem, directory: String, segmentBytes: Int,
+                    after: LogPosition?, repair: Bool, visitAll: Bool = false,
+                    deliver: (WALRecord, RecordPlace) throws -> Void, drain: () throws -> Void) throws -> WALScan {
         let indexes = try fs.list(directory).compactMap(WALFormat.segmentIndex(fromName:)).sorted()
         let start = after ?? .origin
         var scan = WALScan(last: start, tail: Tail(segmentIndex: indexes.first ?? 0, offset: WALFormat.segmentHeaderBytes,
                                                    headerWritten: false, partialBlock: []))
-        var contents: [UInt64: [UInt8]] = [:]
-        func bytes(_ index: UInt64) throws -> [UInt8] {
-            if let b = contents[index] { return b }
-            let b = try fs.readFile(Path.join(directory, WALFormat.segmentName(index)))
-            contents[index] = b
-            return b
-        }
+        let images = SegmentImages(fileSystem: fs, directory: directory)
+        defer { images.deallocate() }
+        func bytes(_ index: UInt64) throws -> UnsafeRawBufferPointer { try images.bytes(index) }
         // The first segment with a valid header starts the retained log.
         var position = 0
         while position < indexes.count {
-            let header = try bytes(indexes[position]).withUnsafeBytes { WALFormat.decodeSegmentHeader($0) }
+            let header = WALFormat.decodeSegmentHeader(try bytes(indexes[position]))
             if header?.index == indexes[position] { break }
+            images.release(indexes[position])  // (`finish` reads it again if it searches it)
             position += 1
         }
         guard position < indexes.count else {
@@ -88,6 +105,7 @@ struct WALScan {
             guard start.lsn == 0 else {
                 throw AeroError(.lsnUnavailable, "a checkpoint at LSN \(start.lsn) exists but the WAL holds no segment after it", invariant: "D2")
             }
+            try drain()
             if repair { try removeSegments(indexes, fs: fs, directory: directory) }
             scan.laterSegments = indexes
             scan.tail.segmentIndex = indexes.first ?? 0
@@ -99,7 +117,7 @@ struct WALScan {
         while true {
             let segment = try bytes(index)
             scan.segmentsScanned += 1
-            let header = segment.withUnsafeBytes { WALFormat.decodeSegmentHeader($0) }!
+            let header = WALFormat.decodeSegmentHeader(segment)!
             if first {
                 guard header.firstLSN <= start.lsn + 1 else {
                     throw AeroError(.lsnUnavailable, "the WAL starts at LSN \(header.firstLSN) but recovery needs LSN \(start.lsn + 1) (segments missing)", invariant: "R1")
@@ -109,53 +127,54 @@ struct WALScan {
             }
             scan.segmentFirstLSNs.append((index, header.firstLSN))
             let end = try scan.scanRecords(segment, index: index, from: expected, start: start, visitAll: visitAll,
-                                           visit: visit)
+                                           deliver: deliver)
             expected = end.last
             // Continue into the next segment when its header continues the chain exactly.
             if let nextIndex = indexes.first(where: { $0 == index + 1 }),
-               let next = try bytes(nextIndex).withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }),
+               let next = WALFormat.decodeSegmentHeader(try bytes(nextIndex)),
                next.index == nextIndex, next.firstLSN == expected.lsn + 1, next.previousChecksum == expected.checksum {
                 // The chain continues exactly: whatever follows the last record here is unused space.
-                contents[index] = nil
+                images.release(index)
                 index = nextIndex
                 continue
             }
-            try scan.finish(at: index, offset: end.offset, expected: expected, indexes: indexes, bytes: bytes,
+            try drain()
+            try scan.finish(at: index, offset: end.offset, expected: expected, indexes: indexes, images: images,
                             segmentBytes: segmentBytes, repair: repair, fs: fs, directory: directory)
             return scan
         }
     }
 
     /// Accepts records of one segment; returns the last accepted position and where the run ended.
-    private mutating func scanRecords(_ segment: [UInt8], index: UInt64, from: LogPosition, start: LogPosition,
+    private mutating func scanRecords(_ raw: UnsafeRawBufferPointer, index: UInt64, from: LogPosition, start: LogPosition,
                                       visitAll: Bool,
-                                      visit: (WALRecord) throws -> Void) throws -> (last: LogPosition, offset: Int) {
+                                      deliver: (WALRecord, RecordPlace) throws -> Void) throws -> (last: LogPosition, offset: Int) {
         var expected = from
         var offset = WALFormat.segmentHeaderBytes
-        return try segment.withUnsafeBytes { raw in
-            while true {
-                switch WALFormat.decodeRecord(raw, at: offset) {
-                case .empty, .invalid: return (expected, offset)
-                case .record(let record, let size):
-                    guard record.lsn == expected.lsn + 1, record.previousChecksum == expected.checksum else {
-                        return (expected, offset)
-                    }
-                    do {
-                        try accept(record, start: start, visitAll: visitAll, visit: visit)
-                    } catch {
-                        let reason = (error as? AeroError)?.message ?? "\(error)"
-                        throw AeroError(.walCorrupt, "WAL corrupt in \(WALFormat.segmentName(index)) at offset \(offset), LSN \(record.lsn): the record passed its checksum but does not replay: \(reason)", invariant: "D2")
-                    }
-                    expected = record.position
-                    offset += size
-                    bytesRead += size
+        while true {
+            switch WALFormat.decodeRecord(raw, at: offset) {
+            case .empty, .invalid: return (expected, offset)
+            case .record(let record, let size):
+                guard record.lsn == expected.lsn + 1, record.previousChecksum == expected.checksum else {
+                    return (expected, offset)
                 }
+                let place = RecordPlace(segment: index, offset: offset)
+                do {
+                    try accept(record, start: start)
+                } catch {
+                    throw Self.doesNotReplay(place, record.lsn, error)
+                }
+                if visitAll || record.lsn > start.lsn { try deliver(record, place) }  // its errors name their place
+                last = record.position
+                expected = record.position
+                offset += size
+                bytesRead += size
             }
         }
     }
 
-    private mutating func accept(_ record: WALRecord, start: LogPosition, visitAll: Bool,
-                                 visit: (WALRecord) throws -> Void) throws {
+    /// The checks of an accepted record against the checkpoint recovery continues from.
+    private mutating func accept(_ record: WALRecord, start: LogPosition) throws {
         recordsRead += 1
         if record.lsn == start.lsn && record.checksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) is not the one the checkpoint continues from (checksum \(String(record.checksum, radix: 16)) vs \(String(start.checksum, radix: 16)))", invariant: "D2")
@@ -163,18 +182,24 @@ struct WALScan {
         if record.lsn == start.lsn + 1 && start.lsn > 0 && record.previousChecksum != start.checksum {
             throw AeroError(.walCorrupt, "the record at LSN \(record.lsn) does not continue the checkpoint's history", invariant: "D2")
         }
-        if visitAll || record.lsn > start.lsn { try visit(record) }
-        last = record.position
+    }
+
+    /// An accepted record (checksum and chain sound) that does not decode or does not replay:
+    /// corruption of an acknowledged record, named by segment, offset and LSN (D2).
+    static func doesNotReplay(_ place: RecordPlace, _ lsn: UInt64, _ error: any Error) -> AeroError {
+        let reason = (error as? AeroError)?.message ?? "\(error)"
+        return AeroError(.walCorrupt, "WAL corrupt in \(WALFormat.segmentName(place.segment)) at offset \(place.offset), LSN \(lsn): the record passed its checksum but does not replay: \(reason)", invariant: "D2")
     }
 
     /// Classifies the end of the log (torn tail vs corruption) and records the tail.
     private mutating func finish(at index: UInt64, offset: Int, expected: LogPosition, indexes: [UInt64],
-                                 bytes: (UInt64) throws -> [UInt8], segmentBytes: Int, repair: Bool,
+                                 images: SegmentImages, segmentBytes: Int, repair: Bool,
                                  fs: any FileSystem, directory: String) throws {
         let name = WALFormat.segmentName(index)
         for later in indexes where later >= index {
-            let content = try bytes(later)
-            if later > index, let h = content.withUnsafeBytes({ WALFormat.decodeSegmentHeader($0) }) {
+            let content = try images.bytes(later)
+            defer { if later != index { images.release(later) } }  // the tail's image stays for below
+            if later > index, let h = WALFormat.decodeSegmentHeader(content) {
                 if h.index != later { continue }  // a spare made from a recycled segment (R3)
                 if h.firstLSN > expected.lsn + 1 {
                     throw Self.corruption(name, offset, expected.lsn + 1, "segment \(WALFormat.segmentName(later)) starts at LSN \(h.firstLSN)")
@@ -185,10 +210,9 @@ struct WALScan {
                 throw Self.corruption(name, offset, expected.lsn + 1, "a record of a later write (LSN \(proof)) survives after it")
             }
         }
-        let segment = try bytes(index)
-        let garbage = segment.withUnsafeBytes { raw in
-            Self.lastTorn(raw, from: offset, firstLSN: WALFormat.decodeSegmentHeader(raw)?.firstLSN ?? 0)
-        }.map { $0 - offset + 1 } ?? 0
+        let segment = try images.bytes(index)
+        let garbage = Self.lastTorn(segment, from: offset, firstLSN: WALFormat.decodeSegmentHeader(segment)?.firstLSN ?? 0)
+            .map { $0 - offset + 1 } ?? 0
         if garbage > 0 { tornTail = TornTail(segment: name, offset: offset, lsn: expected.lsn + 1, bytesDiscarded: garbage) }
         laterSegments = indexes.filter { $0 > index }
         if repair {
@@ -216,7 +240,11 @@ struct WALScan {
 
     /// The LSN of a self-valid record with batch start > `lsn` at or after `from`, if any.
     static func laterBatch(_ segment: [UInt8], from: Int, after lsn: UInt64) -> UInt64? {
-        segment.withUnsafeBytes { raw in firstRecord(raw, from: from) { $0.batchStart > lsn }?.record.lsn }
+        segment.withUnsafeBytes { raw in laterBatch(raw, from: from, after: lsn) }
+    }
+
+    static func laterBatch(_ raw: UnsafeRawBufferPointer, from: Int, after lsn: UInt64) -> UInt64? {
+        firstRecord(raw, from: from) { $0.batchStart > lsn }?.record.lsn
     }
 
     /// The offset of the first stale record at or after `from` (8-byte aligned): valid on its
@@ -284,5 +312,78 @@ struct WALScan {
         guard !indexes.isEmpty else { return }
         for index in indexes { try fs.remove(Path.join(directory, WALFormat.segmentName(index))) }
         try fs.syncDirectory(directory)
+    }
+}
+
+/// The segment files of one scan, each read whole into a buffer that is reused for the next
+/// segment once released: a fresh 64 MiB array per segment cost a zero-fill and a page fault per
+/// 4 KiB page on top of the read, as much as checking the records in it. A segment's bytes are
+/// valid until it is released (or the scan ends); the scan holds at most the one it reads, the
+/// next one (whose header it checks) and, at the end, one later file at a time.
+final class SegmentImages {
+    private struct Buffer {
+        var storage: UnsafeMutableRawBufferPointer
+        var count: Int
+    }
+
+    private let fileSystem: any FileSystem
+    private let directory: String
+    private var held: [UInt64: Buffer] = [:]
+    private var free: [UnsafeMutableRawBufferPointer] = []
+
+    init(fileSystem: any FileSystem, directory: String) {
+        self.fileSystem = fileSystem
+        self.directory = directory
+    }
+
+    /// The bytes of segment `index` (the whole file, like `FileSystem.readFile`).
+    func bytes(_ index: UInt64) throws -> UnsafeRawBufferPointer {
+        if let b = held[index] { return UnsafeRawBufferPointer(rebasing: b.storage[0..<b.count]) }
+        let handle = try fileSystem.open(Path.join(directory, WALFormat.segmentName(index)), create: false)
+        defer { handle.close() }
+        let size = Int(try handle.size())
+        var storage = free.popLast() ?? UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
+        if storage.count < size {
+            storage.deallocate()
+            storage = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        }
+        held[index] = Buffer(storage: storage, count: 0)  // owned from here on, freed by `deallocate` on a throw
+        let count = try Self.read(handle, size: size, into: storage)
+        held[index] = Buffer(storage: storage, count: count)
+        return UnsafeRawBufferPointer(rebasing: storage[0..<count])
+    }
+
+    /// Up to `size` bytes from the start of the file (fewer when it is shorter by then).
+    private static func read(_ handle: any FileHandle, size: Int, into storage: UnsafeMutableRawBufferPointer) throws -> Int {
+        #if canImport(Glibc)
+        if let fd = handle.descriptor {
+            var done = 0
+            while done < size {
+                let n = pread(fd, storage.baseAddress! + done, size - done, off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw POSIXFileSystem.error("pread", handle.path)
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+        #endif
+        let bytes = try handle.read(at: 0, count: size)
+        bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
+        return bytes.count
+    }
+
+    /// The scan is done with segment `index`: its buffer serves the next one read.
+    func release(_ index: UInt64) {
+        if let b = held.removeValue(forKey: index) { free.append(b.storage) }
+    }
+
+    func deallocate() {
+        for b in held.values { b.storage.deallocate() }
+        for s in free { s.deallocate() }
+        held = [:]
+        free = []
     }
 }

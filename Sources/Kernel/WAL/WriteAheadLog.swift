@@ -156,6 +156,31 @@ public final class WriteAheadLog: Sendable {
     /// in order, one at a time.
     public static func open(fileSystem: any FileSystem, options: WALOptions, after: LogPosition?,
                             replay: (WALRecord) throws -> Void) throws -> (WriteAheadLog, RecoveryReport) {
+        try open(fileSystem: fileSystem, options: options) {
+            try WALScan.run(fileSystem: fileSystem, directory: options.directory, segmentBytes: options.segmentBytes,
+                            after: after, repair: true, visit: replay)
+        }
+    }
+
+    /// Opens and recovers like `open(...replay:)` in three stages (RecoveryPipeline.swift): the
+    /// scan on a thread of its own, each record's `prepare` (decoding its payload: a pure function
+    /// of the record) on decoding threads, up to `KernelLimits.recoveryDecodeAheadRecords` records
+    /// ahead, and `replay` on this thread, in LSN order. An error of either names the record's
+    /// segment, offset and LSN, and stops recovery before the end of the log is repaired (D2).
+    public static func open<Prepared: Sendable>(fileSystem: any FileSystem, options: WALOptions, after: LogPosition?,
+                                                prepare: @escaping @Sendable (WALRecord) throws -> Prepared,
+                                                replay: (WALRecord, Prepared) throws -> Void) throws -> (WriteAheadLog, RecoveryReport) {
+        try open(fileSystem: fileSystem, options: options) {
+            try RecoveryPipeline.run(prepare: prepare, scan: { deliver, drain in
+                try WALScan.run(fileSystem: fileSystem, directory: options.directory, segmentBytes: options.segmentBytes,
+                                after: after, repair: true, deliver: deliver, drain: drain)
+            }, apply: replay)
+        }
+    }
+
+    /// The open shared by both: `recover` scans the log (and repairs a torn tail).
+    private static func open(fileSystem: any FileSystem, options: WALOptions,
+                             recover: () throws -> WALScan) throws -> (WriteAheadLog, RecoveryReport) {
         guard options.segmentBytes >= KernelLimits.walSegmentBytesMin, options.segmentBytes % WALFormat.blockBytes == 0 else {
             throw AeroError(.configInvalid, "wal segment size must be a multiple of 4096 and at least \(KernelLimits.walSegmentBytesMin) bytes")
         }
@@ -163,8 +188,7 @@ public final class WriteAheadLog: Sendable {
             try fileSystem.makeDirectory(options.directory)
             try fileSystem.syncDirectory(Path.parent(of: options.directory))
         }
-        let scan = try WALScan.run(fileSystem: fileSystem, directory: options.directory,
-                                   segmentBytes: options.segmentBytes, after: after, repair: true, visit: replay)
+        let scan = try recover()
         let engine = try IOEngines.make(options.engine, fileSystem: fileSystem)
         let wal = WriteAheadLog(fileSystem: fileSystem, options: options, engine: engine, scan: scan)
         try wal.adoptRecycled()
