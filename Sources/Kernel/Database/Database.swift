@@ -307,8 +307,8 @@ public final class Database: Sendable {
         }
     }
 
-    private func waitLocallyDurable(_ lsn: UInt64, flushInline: Bool = false) async throws {
-        try await wal.waitDurable(lsn, flushInline: flushInline)
+    private func waitLocallyDurable(_ lsn: UInt64) async throws {
+        try await wal.waitDurable(lsn)
         visibility.publish(through: lsn)
         hub.visibleAdvanced(to: visibility.current.lsn)
     }
@@ -357,15 +357,9 @@ public final class Database: Sendable {
 
     /// Applies records received from the primary, in order, logging them byte for byte (P1).
     /// Returns the last LSN placed; it is durable after `waitDurable`, visible then.
-    /// `deferFlush`: the flusher is not woken for them; the caller calls `waitDurable` for them
-    /// (a replica's acknowledger, which then flushes them itself when no flush is in progress)
-    /// or `wakeFlusher` when it will not.
-    public func applyReplicated(_ records: [WALRecord], deferFlush: Bool = false) throws -> UInt64 {
-        try writer.replicate(records, deferFlush: deferFlush)
+    public func applyReplicated(_ records: [WALRecord]) throws -> UInt64 {
+        try writer.replicate(records)
     }
-
-    /// Wakes the WAL's flusher for records applied with `deferFlush` that nobody will wait for.
-    public func wakeFlusher() { wal.wakeFlusher() }
 
     /// The last durable record of this node's log: what a replica presents to the primary.
     public var durablePosition: LogPosition { wal.durablePosition }
@@ -373,10 +367,8 @@ public final class Database: Sendable {
     /// The last record placed in the log (durable or about to be).
     public var lastPosition: LogPosition { wal.lastPosition }
 
-    /// `flushInline`: when no flush is in progress, write and flush what is pending on this
-    /// thread instead of waking the WAL's flusher (`WriteAheadLog.waitDurable`).
-    public func waitDurable(_ lsn: UInt64, flushInline: Bool = false) async throws {
-        try await waitLocallyDurable(lsn, flushInline: flushInline)
+    public func waitDurable(_ lsn: UInt64) async throws {
+        try await waitLocallyDurable(lsn)
     }
 
     /// Durable records from `lsn` on, about `maxBytes` of payload (what a primary ships).

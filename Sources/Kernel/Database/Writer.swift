@@ -3,9 +3,7 @@
 // the WAL and hands the new state to Visibility. A mutex serializes commits: every step is
 // synchronous and short (no I/O: the WAL only places the record), and a mutex costs far less
 // than an actor hop per commit. It never waits for a flush, so concurrent commits pile into one
-// group commit. A commit's record is placed with `deferFlush`: `Database.commit` waits for it
-// right after the lock is released, and a lone commit is then flushed by its own committer
-// (WriteAheadLog.waitDurable) instead of waking the flusher thread.
+// group commit.
 
 import Synchronization
 
@@ -30,9 +28,8 @@ final class Writer: Sendable {
     }
 
     /// Appends records received from the primary (a replica's only writes); returns the last LSN.
-    /// `deferFlush`: as `WriteAheadLog.append`'s (the caller waits for them or wakes the flusher).
-    func replicate(_ records: [WALRecord], deferFlush: Bool = false) throws -> UInt64 {
-        try state.withLock { try $0.replicate(records, deferFlush: deferFlush) }
+    func replicate(_ records: [WALRecord]) throws -> UInt64 {
+        try state.withLock { try $0.replicate(records) }
     }
 
     /// Whether local commits are accepted: true on a primary, false on a replica or a fenced
@@ -84,8 +81,7 @@ struct WriterState: ~Copyable {
         if let check { for change in builder.changes { try check.check(change) } }
         try checkMemory(builder.state)
         let payload = builder.payload.bytes  // encoded and size-checked change by change (TransactionBuilder.record)
-        // Database.commit calls waitDurable for this LSN with no suspension point in between.
-        try append(builder.state, type: .transaction, payload: payload, deferFlush: true)
+        try append(builder.state, type: .transaction, payload: payload)
         return (head.lsn, builder.changes)
     }
 
@@ -110,14 +106,14 @@ struct WriterState: ~Copyable {
 
     /// Applies and logs the primary's records byte for byte, in order (P1). A record of a lower
     /// epoch than the log already holds is refused (A2); nothing after a refused record changes.
-    mutating func replicate(_ records: [WALRecord], deferFlush: Bool) throws -> UInt64 {
+    mutating func replicate(_ records: [WALRecord]) throws -> UInt64 {
         for record in records {
             guard record.epoch >= head.epoch else {
                 throw AeroError(.replicationRefused, "record \(record.lsn) is of epoch \(record.epoch), below this log's epoch \(head.epoch)", invariant: "A2")
             }
             var next = head
             try next.replay(record)
-            let position = try wal.appendReplicated(record, deferFlush: deferFlush)
+            let position = try wal.appendReplicated(record)
             precondition(position == record.position, "a replicated record keeps its position")
             head = next
             bytesSinceCheckpoint += record.payload.count
@@ -133,9 +129,9 @@ struct WriterState: ~Copyable {
         }
     }
 
-    private mutating func append(_ next: DatabaseState, type: RecordType, payload: [UInt8], deferFlush: Bool = false) throws {
+    private mutating func append(_ next: DatabaseState, type: RecordType, payload: [UInt8]) throws {
         let position = try wal.append(type: type, epoch: next.epoch, timestampMicros: options.clock.nowMicros(),
-                                      payload: payload, deferFlush: deferFlush)
+                                      payload: payload)
         precondition(position.lsn == head.lsn + 1, "the WAL assigns the next LSN to the single writer")
         var committed = next
         committed.position = position

@@ -4,13 +4,11 @@
 //   only engine a simulated disk can use.
 // - `UringEngine`: io_uring through liburing, a write linked to an fdatasync, one submission,
 //   two completions. Chosen automatically where io_uring can be set up. A flush of a group that
-//   holds a single record (one commit: nothing waits beside it), and any flush a caller of
-//   `WriteAheadLog.waitDurable` does on its own thread, is written with pwrite + fdatasync
-//   instead: io_uring punts the fdatasync to an io-wq worker, a thread hand-off in each
-//   direction that a lone commit pays in full (1 writer: 1.0-1.8k/s through io_uring vs
-//   2.6-3.8k/s with pwrite in the same runs on the loaded 2-core machine, issue 19). The same
-//   two calls as `PwriteEngine`: durability is the same (D1). The ring itself is only ever
-//   used by the WAL's flusher thread.
+//   holds a single record (one commit: nothing waits beside it) is written with pwrite +
+//   fdatasync on the flusher thread instead: io_uring punts the fdatasync to an io-wq worker,
+//   a thread hand-off in each direction that a lone commit pays in full (1 writer: 1.0-1.8k/s
+//   through io_uring vs 2.6-3.8k/s with pwrite in the same runs on the loaded 2-core machine,
+//   issue 19). The same two calls as `PwriteEngine`: durability is the same (D1).
 // Any error is returned to the caller, which treats a failed flush as fatal (F1).
 
 import CLiburing

@@ -9,17 +9,6 @@
 //   resumes, so a commit that returns is already visible to readers (D1 then P2).
 // - The first flush error fails the log for good (F1): waiters and later appends get
 //   AERO_WAL_FLUSH_FAILED; nothing is retried, the page cache is not trusted.
-// - One flush at a time (the flush token, `State.flushing`): whoever holds it takes every pending
-//   group, writes and flushes them in order, completes, and only then lets the next flush start,
-//   so a group is written only after every earlier group is durable (what R2's batch starts
-//   rely on). The token is held by the flusher thread, or by a caller of `waitDurable` flushing
-//   on its own thread when no flush is in progress (issue 19: no thread hand-off): a lone
-//   commit while the log sees one writer at a time, or, with `flushInline`, whatever is pending
-//   (a replica's acknowledger). A holder checks `pending` again when it gives the token back and
-//   wakes the flusher when something is left, so no placed record waits for a wake-up.
-// - A record placed with `deferFlush` does not wake the flusher: its placer calls `waitDurable`
-//   for it right away, which flushes it or wakes the flusher (the Writer's local commits), or
-//   calls `wakeFlusher` when it cannot (a replica's session ending).
 // - A record is placed only after the space for it is secured: when a new segment cannot be
 //   preallocated (ENOSPC), `append` throws AERO_STORAGE_FULL and nothing changed (no LSN used).
 // - A replica appends the primary's records byte for byte (`appendReplicated`): same LSN, epoch,
@@ -106,16 +95,6 @@ public final class WriteAheadLog: Sendable {
         var spare: Spare = .none
         var handler: (@Sendable (UInt64) -> Void)?
         var flushes = 0
-        /// The flush token: a flush (write + fdatasync + completion) is in progress, by the
-        /// flusher thread or by a committer flushing its own lone record.
-        var flushing = false
-        /// Flushes done by a committer on its own thread (tests and metrics).
-        var inlineFlushes = 0
-        /// The last flush wrote one record: the log sees one writer at a time, so a lone commit
-        /// flushes itself. After a group of several, the flusher's wake-up gathers the next group
-        /// (concurrent committers: one flush for all of them, not one for the first and one for
-        /// the rest).
-        var lastFlushWasLone = true
         var recent = RecentRecords()
         /// Old indexes of the `recycled-*` files ready to become spares, oldest first.
         var recycled: [UInt64] = []
@@ -234,26 +213,16 @@ public final class WriteAheadLog: Sendable {
     }
 
     /// Places a record (single writer). Returns its position; durable after `waitDurable`.
-    /// `deferFlush`: the caller calls `waitDurable` for this record right after (no suspension
-    /// point between), so the flusher is not woken here: a lone commit is then flushed by its
-    /// own committer, a group by the flusher that `waitDurable` wakes.
-    public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8],
-                       deferFlush: Bool = false) throws -> LogPosition {
-        try append(Placing(type: type, epoch: epoch, timestampMicros: timestampMicros, payload: payload, replicated: nil),
-                   deferFlush: deferFlush)
+    public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8]) throws -> LogPosition {
+        try append(Placing(type: type, epoch: epoch, timestampMicros: timestampMicros, payload: payload, replicated: nil))
     }
 
     /// Places a record received from the primary exactly as the primary wrote it (P1). Refuses a
-    /// record that does not continue this log's chain; nothing changes then. `deferFlush` as in
-    /// `append`.
-    public func appendReplicated(_ record: WALRecord, deferFlush: Bool = false) throws -> LogPosition {
+    /// record that does not continue this log's chain; nothing changes then.
+    public func appendReplicated(_ record: WALRecord) throws -> LogPosition {
         try append(Placing(type: record.type, epoch: record.epoch, timestampMicros: record.timestampMicros,
-                           payload: record.payload, replicated: record), deferFlush: deferFlush)
+                           payload: record.payload, replicated: record))
     }
-
-    /// Wakes the flusher for whatever is pending (records placed with `deferFlush` whose placer
-    /// will not call `waitDurable`).
-    public func wakeFlusher() { work.signal() }
 
     private struct Placing {
         let type: RecordType
@@ -264,7 +233,7 @@ public final class WriteAheadLog: Sendable {
         let replicated: WALRecord?
     }
 
-    private func append(_ placing: Placing, deferFlush: Bool = false) throws -> LogPosition {
+    private func append(_ placing: Placing) throws -> LogPosition {
         let size = WALFormat.aligned(WALFormat.recordHeaderBytes + placing.payload.count)
         guard size <= options.segmentBytes - WALFormat.segmentHeaderBytes else {
             throw AeroError(.transactionTooLarge, "a record of \(size) bytes does not fit in a WAL segment of \(options.segmentBytes) bytes")
@@ -272,7 +241,7 @@ public final class WriteAheadLog: Sendable {
         while true {
             switch try state.withLock({ try place(&$0, placing, size) }) {
             case .placed(let position, let prepare):
-                if !deferFlush { work.signal() }
+                work.signal()
                 if let prepare { prepareSpareInBackground(prepare) }
                 return position
             case .needSpare(let index):
@@ -547,23 +516,7 @@ public final class WriteAheadLog: Sendable {
     // MARK: Group commit
 
     /// Resumes once `lsn` is durable (D1). Throws AERO_WAL_FLUSH_FAILED after a flush error (F1).
-    ///
-    /// When no flush is in progress and `lsn` is the only record pending while the log sees one
-    /// writer at a time (the last flush was of one record too), the caller takes the flush token
-    /// and writes it itself (pwrite + fdatasync on this thread: only the token's holder flushes,
-    /// so at most one caller blocks in a flush at a time): a lone commit pays no wake-up of the
-    /// flusher and no resumption by it. With `flushInline` the caller does so for whatever is
-    /// pending (several records, a replica's acknowledger: it has nothing else to do until they
-    /// are durable). Otherwise, with records pending and no flush in progress, it wakes the
-    /// flusher (records placed with `deferFlush` did not) and waits for its group commit.
-    public func waitDurable(_ lsn: UInt64, flushInline inline: Bool = false) async throws {
-        switch try claimFlush(for: lsn, any: inline) {
-        case .durable: return
-        case .flush(let groups):
-            try flushInline(groups)
-            return
-        case .wait: break
-        }
+    public func waitDurable(_ lsn: UInt64) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let outcome: Result<Bool, AeroError> = state.withLock { s in
                 if s.durable.lsn >= lsn { return .success(true) }
@@ -580,55 +533,6 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    private enum Claim {
-        case durable
-        /// The caller holds the token and flushes these groups (everything pending, in order).
-        case flush([PendingGroup])
-        case wait
-    }
-
-    private func claimFlush(for lsn: UInt64, any: Bool) throws -> Claim {
-        let (claim, wake) = try state.withLock { s -> (Claim, Bool) in
-            if s.durable.lsn >= lsn { return (.durable, false) }
-            if let failure = s.failure { throw failure }
-            guard !s.flushing, !s.closed, let first = s.pending.first, lsn <= s.pending[s.pending.count - 1].last.lsn else {
-                return (.wait, false)
-            }
-            let lone = s.pending.count == 1 && first.firstLSN == lsn && first.last.lsn == lsn && s.lastFlushWasLone
-            guard lone || any else { return (.wait, true) }  // the flusher's group commit
-            s.flushing = true
-            defer { s.pending = [] }
-            return (.flush(s.pending), false)
-        }
-        if wake { work.signal() }
-        return claim
-    }
-
-    /// Writes and flushes the groups on the calling thread while holding the token, then
-    /// completes them like the flusher does (handler first, then waiters) and gives the token back.
-    private func flushInline(_ groups: [PendingGroup]) throws {
-        do {
-            for group in groups { try flush(group, onCallingThread: true) }
-        } catch {
-            let failure = AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1")
-            fail(failure)
-            releaseFlush()
-            throw failure
-        }
-        complete(groups, inline: true)
-        releaseFlush()
-    }
-
-    /// Gives the token back; wakes the flusher when records were placed meanwhile (their placers
-    /// saw the token taken and count on its holder) or the log is closing.
-    private func releaseFlush() {
-        let wake = state.withLock { s -> Bool in
-            s.flushing = false
-            return !s.pending.isEmpty || s.closed
-        }
-        if wake { work.signal() }
-    }
-
     private func startFlusher() {
         let thread = Thread { [self] in
             NUMAPlacement.pinCurrentThread()
@@ -641,17 +545,12 @@ public final class WriteAheadLog: Sendable {
 
     private func flushLoop() {
         while true {
-            // Takes the token with the pending groups; leaves it to a committer that holds it
-            // (that one wakes this thread when it gives the token back with records pending).
-            let (groups, exit) = state.withLock { s -> ([PendingGroup], Bool) in
-                if s.flushing { return ([], false) }
-                if s.pending.isEmpty { return ([], s.closed) }
-                s.flushing = true
+            let (groups, closed) = state.withLock { s -> ([PendingGroup], Bool) in
                 defer { s.pending = [] }
-                return (s.pending, false)
+                return (s.pending, s.closed)
             }
             if groups.isEmpty {
-                if exit { return }
+                if closed { return }
                 work.wait()
                 continue
             }
@@ -659,23 +558,19 @@ public final class WriteAheadLog: Sendable {
                 for group in groups { try flush(group) }
             } catch {
                 fail(AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1"))
-                state.withLock { $0.flushing = false }
                 return
             }
-            complete(groups)
-            state.withLock { $0.flushing = false }  // the loop takes what was placed meanwhile
+            complete(through: groups[groups.count - 1].last)
         }
     }
 
-    /// `onCallingThread`: a flush by a caller of `waitDurable`, always pwrite + fdatasync (the
-    /// io_uring ring is the flusher thread's).
-    private func flush(_ group: PendingGroup, onCallingThread: Bool = false) throws {
+    private func flush(_ group: PendingGroup) throws {
         var bytes = group.bytes
         let padded = (bytes.count + WALFormat.blockBytes - 1) & ~(WALFormat.blockBytes - 1)
         bytes.append(contentsOf: [UInt8](repeating: 0, count: padded - bytes.count))
         precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
         let started = ContinuousClock.now
-        if onCallingThread || group.last.lsn == group.firstLSN {  // one record: a lone commit
+        if group.last.lsn == group.firstLSN {  // one record: a lone commit
             try engine.writeDurablyAlone(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
         } else {
             try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
@@ -694,14 +589,11 @@ public final class WriteAheadLog: Sendable {
         return h
     }
 
-    private func complete(_ groups: [PendingGroup], inline: Bool = false) {
-        let position = groups[groups.count - 1].last
+    private func complete(through position: LogPosition) {
         let (handler, ready) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>]) in
             precondition(position.lsn > s.durable.lsn, "durability only moves forward")
             s.durable = position
             s.flushes += 1
-            if inline { s.inlineFlushes += 1 }
-            s.lastFlushWasLone = position.lsn == groups[0].firstLSN
             let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
             s.waiters.removeAll { $0.lsn <= position.lsn }
             return (s.handler, ready)
@@ -722,9 +614,6 @@ public final class WriteAheadLog: Sendable {
 
     /// Completed group commits (one write + one flush per segment touched); for tests and metrics.
     var flushCount: Int { state.withLock { $0.flushes } }
-
-    /// Of those, flushes done by a caller of `waitDurable` on its own thread (tests and metrics).
-    var inlineFlushCount: Int { state.withLock { $0.inlineFlushes } }
 
     /// Nil while healthy; the fatal flush error once the log has failed (the node must exit).
     public var failure: AeroError? { state.withLock { $0.failure } }

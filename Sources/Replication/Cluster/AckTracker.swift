@@ -37,6 +37,9 @@ final class AckTracker: Sendable {
 
     var all: [String: UInt64] { state.withLock { $0.ledger.durable } }
 
+    /// Ids of waits whose timer fired before they were registered (tests: none stays behind).
+    var expiredCount: Int { state.withLock { $0.expired.count } }
+
     /// A follower's session passed the history check: it holds this history through `verified`
     /// (0 when it is being bootstrapped). Replaces any earlier session of the node.
     func admit(_ node: String, session: Int, verified: UInt64) {

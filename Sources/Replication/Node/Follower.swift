@@ -129,11 +129,7 @@ extension ReplicationNode {
     }
 
     /// Applies what the primary sends; a separate task acknowledges flushes, so receiving and
-    /// flushing overlap. Records are applied with `deferFlush`: the acknowledger's
-    /// `waitDurable(flushInline:)` writes and flushes them itself when no flush is in progress
-    /// (no wake-up of the WAL's flusher and no resumption by it before the ACK, issue 19), and
-    /// leaves them to the flusher otherwise; when the session ends the flusher is woken for
-    /// anything the acknowledger did not get to.
+    /// flushing overlap (the replica's WAL groups what arrives while it flushes).
     private nonisolated func receive(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
                                      epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
         let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -141,7 +137,6 @@ extension ReplicationNode {
         defer {
             poke.finish()
             acker.cancel()
-            database.wakeFlusher()
         }
         poke.yield()
         while let message = try await messages.next() {
@@ -153,7 +148,7 @@ extension ReplicationNode {
                 guard records.allSatisfy({ $0.epoch <= epoch }) else {
                     throw AeroError(.replicationRefused, "the primary of epoch \(epoch) sent a record of a later epoch", invariant: "A2")
                 }
-                let last = try database.applyReplicated(records, deferFlush: true)
+                let last = try database.applyReplicated(records)
                 progress.withLock { $0.received = last }
             case .checkpoint(let lsn, let bytes):
                 try await database.install(checkpoint: bytes)
@@ -178,7 +173,7 @@ extension ReplicationNode {
         for await _ in pokes {
             let received = progress.withLock { $0.received }
             do {
-                try await database.waitDurable(received, flushInline: true)
+                try await database.waitDurable(received)
             } catch {
                 continue  // the log was replaced (checkpoint install) or closed: ack what is durable
             }

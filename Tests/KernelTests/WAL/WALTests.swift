@@ -79,8 +79,8 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
         wal.close()
     }
 
-    @Test(arguments: walEngines, [false, true])
-    func concurrentCommitsShareFlushes(engine: IOEngineChoice, deferFlush: Bool) async throws {
+    @Test(arguments: walEngines)
+    func concurrentCommitsShareFlushes(engine: IOEngineChoice) async throws {
         let dir = TemporaryDirectory()
         let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
         let appendLock = NSLock()  // the Database's single writer, played by a lock here
@@ -90,8 +90,7 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
                     var mine: [LogPosition] = []
                     for i in 0..<50 {
                         let position = try appendLock.withLock {
-                            try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(task * 1000 + i),
-                                           deferFlush: deferFlush)
+                            try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(task * 1000 + i))
                         }
                         try await wal.waitDurable(position.lsn)
                         #expect(wal.durablePosition.lsn >= position.lsn)
@@ -110,50 +109,6 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
         #expect(Set(records.map(\.position)) == Set(acknowledged))
         #expect(records.map(\.lsn) == Array(1...1600))
         reopened.close()
-    }
-
-    /// D1 with the committer's own flush (issue 19): a lone record placed with `deferFlush` is
-    /// written and flushed by its `waitDurable` on the calling thread, one flush per commit, in
-    /// LSN order; a deferred record nobody waits for is still flushed by `close`.
-    @Test(arguments: walEngines)
-    func aLoneCommitIsFlushedByItsOwnCommitter(engine: IOEngineChoice) async throws {
-        let dir = TemporaryDirectory()
-        var (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine), after: nil)
-        var positions: [LogPosition] = []
-        for i in 0..<20 {
-            let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(i), deferFlush: true)
-            try await wal.waitDurable(position.lsn)
-            #expect(wal.durablePosition == position)
-            positions.append(position)
-        }
-        #expect(wal.flushCount == 20)
-        #expect(wal.inlineFlushCount == 20, "every lone commit flushed by its committer")
-        // `flushInline` (a replica's acknowledger): everything pending, one flush, this thread.
-        for i in 20..<25 {
-            positions.append(try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(i), deferFlush: true))
-        }
-        try await wal.waitDurable(positions[22].lsn, flushInline: true)
-        #expect(wal.durablePosition == positions[24])
-        #expect(wal.flushCount == 21)
-        #expect(wal.inlineFlushCount == 21)
-        // After a flush of several records, a lone commit is the flusher's again (concurrent
-        // committers share its next flush); after a lone flush, its committer's.
-        for i in 25..<27 {
-            let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(i), deferFlush: true)
-            try await wal.waitDurable(position.lsn)
-            #expect(wal.durablePosition == position)
-            positions.append(position)
-        }
-        #expect(wal.flushCount == 23)
-        #expect(wal.inlineFlushCount == 22)
-        // A placed record whose placer never waits (not how the Writer uses it) is not stranded.
-        positions.append(try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(27), deferFlush: true))
-        wal.close()
-        var records: [WALRecord]
-        (wal, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine), after: nil)
-        #expect(records.map(\.position) == positions)
-        #expect(records.enumerated().allSatisfy { $1.payload == payload($0) })
-        wal.close()
     }
 
     @Test func aTornTailIsTruncatedAndReported() async throws {
@@ -252,15 +207,13 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
         return (positions.count, ())
     }
 
-    /// F1 on both paths: the flusher's, and a lone commit's own flush (`deferFlush`).
-    @Test(arguments: [false, true])
-    func aFlushErrorIsFatal(deferFlush: Bool) async throws {
+    @Test func aFlushErrorIsFatal() async throws {
         let dir = TemporaryDirectory()
         let fs = FaultyFileSystem()
         let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions(dir), after: nil)
         try await appendDurably(wal, 0..<3)
         fs.faults.withLock { $0.failSyncs = true }
-        let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [1], deferFlush: deferFlush)
+        let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [1])
         await #expect(throws: AeroError.self) { try await wal.waitDurable(position.lsn) }
         #expect(wal.failure?.code == .walFlushFailed)
         fs.faults.withLock { $0.failSyncs = false }   // even if the disk recovers, the log stays failed (F1)
