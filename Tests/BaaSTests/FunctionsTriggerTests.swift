@@ -111,6 +111,7 @@ import WAT
         #expect(!node.delivered("log").contains("\(before):0"))
         #expect(try await eventually { try FunctionTriggers.cursor("log", node.db.snapshot()) == d })
         runner.cancel()
+        await runner.value  // its workers have stopped: none of them sees `e` below
 
         // A fresh worker continues from the stored cursor: nothing is delivered twice.
         let again = FunctionTriggers.start(service: node.service, isPrimary: { true })

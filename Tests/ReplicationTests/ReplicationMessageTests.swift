@@ -121,6 +121,22 @@ import Testing
         await #expect(throws: AeroError.self) { try await tracker.wait(1, needed: 1, timeoutMillis: 50) }
     }
 
+    /// A wait that ended leaves nothing behind: its cancelled timer used to expire it anyway,
+    /// keeping its id for good (one Int per `sync` commit for the life of the primary).
+    @Test func finishedWaitsLeaveNoExpiredEntries() async throws {
+        let tracker = AckTracker()
+        tracker.admit("n2", session: 1, verified: 0)
+        for lsn in UInt64(1)...200 {
+            tracker.sent("n2", session: 1, through: lsn)
+            tracker.update("n2", session: 1, durable: lsn)
+            try await tracker.wait(lsn, needed: 1, timeoutMillis: 60_000)
+        }
+        // The cancelled timers wake at once; give them time to run (before the fix each one
+        // added its id here within milliseconds).
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(tracker.expiredCount == 0)
+    }
+
     /// A1/A4 (issue 12, item 10): a replica counts only from its admission (after the history
     /// check), only up to what its session verified or sent, and only in its own session.
     @Test func acksCountOnlyWhatTheSessionVerifiedOrSent() async throws {

@@ -148,7 +148,6 @@ public enum FunctionTriggers {
             // Workers that returned (a lost cursor update, a redeploy): started again next pass,
             // reading the cursor afresh.
             let ended = EndedWorkers()
-            defer { for worker in workers.values { worker.cancel() } }
             while !Task.isCancelled {
                 var wanted: [String: FunctionVersion] = [:]
                 if isPrimary(), let listed = try? FunctionStore.list(service.database.snapshot()) {
@@ -167,6 +166,10 @@ public enum FunctionTriggers {
                 }
                 try? await Task.sleep(for: .milliseconds(reconcileMillis))
             }
+            // Cancelled (no longer primary, shutdown): the workers stop, and this task ends only
+            // once they have, so no invocation of a cancelled runner outlives it.
+            for worker in workers.values { worker.cancel() }
+            for worker in workers.values { await worker.value }
         }
     }
 
