@@ -141,11 +141,14 @@ private func settings(connectionsMax: Int = 4, waitersMax: Int = 16, answerMilli
                         idleTimeout: .seconds(60), answerBytesMax: 1 << 20, sweepInterval: .milliseconds(20), tls: nil)
 }
 
-private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}"#) -> (HTTPRequestHead, ForwardBody) {
-    let bytes = ByteBuffer(string: body)
-    let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path,
-                               headers: HTTPHeaders([("Host", "primary"), ("Content-Length", String(bytes.readableBytes))]))
-    return (head, .bytes(bytes))
+extension ForwardPool {
+    /// A POST of `body` to /rest/v1/items through the pool, with the head a forward sends.
+    func post(to address: String, body: String = #"{"id":"a"}"#) async -> Result<ForwardAnswer, ForwardFailure> {
+        let bytes = ByteBuffer(string: body)
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/rest/v1/items",
+                                   headers: HTTPHeaders([("Host", "primary"), ("Content-Length", String(bytes.readableBytes))]))
+        return await exchange(address, head: head, body: .bytes(bytes))
+    }
 }
 
 @Suite struct ForwardPoolTests {
@@ -153,8 +156,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
         let primary = try await FakePrimary.start(.answer)
         let pool = ForwardPool(settings: settings())
         for i in 0..<5 {
-            let (head, body) = post(body: #"{"id":"\#(i)"}"#)
-            let answer = try await pool.exchange(primary.address, head: head, body: body).get()
+            let answer = try await pool.post(to: primary.address, body: #"{"id":"\#(i)"}"#).get()
             #expect(answer.head.status == .created)
             #expect(String(buffer: answer.body) == #"{"ok":true}"#)
             #expect(answer.head.headers["Set-Cookie"] == ["a=1", "b=2"])
@@ -180,8 +182,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
         let primary = try await FakePrimary.start(.answerThenClose)
         let pool = ForwardPool(settings: settings())
         for round in 1...3 {
-            let (head, body) = post()
-            let answer = try await pool.exchange(primary.address, head: head, body: body).get()
+            let answer = try await pool.post(to: primary.address).get()
             #expect(answer.head.status == .created)
             try await waitFor("the closed connection to leave the pool") { pool.counts.open == 0 }
             #expect(primary.accepted.load(ordering: .relaxed) == round)
@@ -195,8 +196,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
     @Test func aPrimaryClosingMidExchangeIsInDoubtAndNotRetried() async throws {
         let primary = try await FakePrimary.start(.closeWithoutAnswer)
         let pool = ForwardPool(settings: settings())
-        let (head, body) = post()
-        let result = await pool.exchange(primary.address, head: head, body: body)
+        let result = await pool.post(to: primary.address)
         guard case .failure(let failure) = result else { Issue.record("answered: \(result)"); return }
         #expect(failure.sent, "\(failure)")
         #expect(ClusterHTTP.classify(failure, primary: primary.address).code == .commitInDoubt)
@@ -204,8 +204,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
         try await waitFor("the slot to be freed") { pool.counts.open == 0 }
         // The same pool works once the primary answers again.
         primary.behavior.withLock { $0 = .answer }
-        let (head2, body2) = post()
-        #expect(try await pool.exchange(primary.address, head: head2, body: body2).get().head.status == .created)
+        #expect(try await pool.post(to: primary.address).get().head.status == .created)
         pool.shutdown()
         await primary.stop()
     }
@@ -215,8 +214,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
     @Test func aPrimaryThatNeverAnswersHitsTheTimeout() async throws {
         let primary = try await FakePrimary.start(.neverAnswer)
         let pool = ForwardPool(settings: settings(answerMillis: 300))
-        let (head, body) = post()
-        let result = await pool.exchange(primary.address, head: head, body: body)
+        let result = await pool.post(to: primary.address)
         guard case .failure(let failure) = result else { Issue.record("answered: \(result)"); return }
         #expect(failure == .inDoubt("no answer from the primary within 300 ms"))
         try await waitFor("the timed-out connection to close") { pool.counts.open == 0 }
@@ -232,16 +230,14 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
         let address = primary.address
         let inFlight = (0..<3).map { i in
             Task { () -> Result<ForwardAnswer, ForwardFailure> in
-                let (head, body) = post(body: #"{"id":"\#(i)"}"#)
-                return await pool.exchange(address, head: head, body: body)
+                return await pool.post(to: address, body: #"{"id":"\#(i)"}"#)
             }
         }
         try await waitFor("two requests held and one forward waiting") {
             primary.requests.load(ordering: .relaxed) == 2 && pool.counts.waiting == 1
         }
         #expect(pool.counts.open == 2)
-        let (head, body) = post()
-        let refused = await pool.exchange(address, head: head, body: body)
+        let refused = await pool.post(to: address)
         guard case .failure(let failure) = refused else { Issue.record("answered: \(refused)"); return }
         #expect(!failure.sent)
         #expect(ClusterHTTP.classify(failure, primary: address).code == .primaryUnavailable)
@@ -262,12 +258,10 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
         let pool = ForwardPool(settings: settings(connectionsMax: 1, poolWaitMillis: 200))
         let address = primary.address
         let first = Task { () -> Result<ForwardAnswer, ForwardFailure> in
-            let (head, body) = post()
-            return await pool.exchange(address, head: head, body: body)
+            return await pool.post(to: address)
         }
         try await waitFor("the first request held") { primary.requests.load(ordering: .relaxed) == 1 }
-        let (head, body) = post()
-        let waited = await pool.exchange(address, head: head, body: body)
+        let waited = await pool.post(to: address)
         guard case .failure(let failure) = waited else { Issue.record("answered: \(waited)"); return }
         #expect(!failure.sent, "\(failure)")
         #expect(pool.counts.waiting == 0)
@@ -281,8 +275,7 @@ private func post(_ path: String = "/rest/v1/items", body: String = #"{"id":"a"}
     /// Nothing listening: refused at connect, not sent (503 AERO_PRIMARY_UNAVAILABLE), slot freed.
     @Test func aPrimaryThatIsDownIsNotSent() async throws {
         let pool = ForwardPool(settings: settings())
-        let (head, body) = post()
-        let result = await pool.exchange("127.0.0.1:\(LiveCluster.freePort())", head: head, body: body)
+        let result = await pool.post(to: "127.0.0.1:\(LiveCluster.freePort())")
         guard case .failure(let failure) = result else { Issue.record("answered: \(result)"); return }
         #expect(!failure.sent, "\(failure)")
         #expect(pool.counts.open == 0)

@@ -153,7 +153,7 @@ public final class BackupScheduler: Sendable {
     static func abandoned(_ names: [String], nowMicros: Int64) -> [String] {
         names.filter { name in
             guard name.hasPrefix(partialPrefix), let micros = Timestamp.parse(String(name.dropFirst(partialPrefix.count))) else { return false }
-            return nowMicros - micros > abandonedPartialSeconds * 1_000_000
+            return micros < nowMicros - abandonedPartialSeconds * 1_000_000  // no arithmetic on the parsed time
         }.sorted()
     }
 

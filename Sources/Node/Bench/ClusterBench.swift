@@ -298,7 +298,11 @@ final class BenchCluster: @unchecked Sendable {
             rejoin.executableURL = URL(fileURLWithPath: "/proc/self/exe")
             rejoin.arguments = ["rejoin", "--dir", root + "/" + members[i].nodeID, "--no-start"]
             rejoin.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-            rejoin.standardError = FileHandle(forWritingAtPath: logPath(i))
+            guard let log = FileHandle(forWritingAtPath: logPath(i)) else {
+                throw AeroError(.configInvalid, "cannot open the member log \(logPath(i))")
+            }
+            _ = try log.seekToEnd()  // appended after the node's own lines, as a restart does
+            rejoin.standardError = log
             try rejoin.run()
             rejoin.waitUntilExit()
             guard rejoin.terminationStatus == 0 else {
@@ -310,7 +314,7 @@ final class BenchCluster: @unchecked Sendable {
         }
     }
 
-    /// Waits until every running member has applied the primary's durable LSN (deadline
+    /// Waits until every running member's durable LSN has reached the primary's (deadline
     /// `followWaitSeconds`).
     func waitSettled(primary: Int) async throws {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.followWaitSeconds) * 1_000_000_000

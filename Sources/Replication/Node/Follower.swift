@@ -20,7 +20,7 @@ extension ReplicationNode {
     /// else twice the last pause, at most `reconnectMillis`.
     static func nextReconnectPause(after last: Int64?, streamed: Bool) -> Int64 {
         guard let last, !streamed else { return reconnectFirstMillis }
-        return min(max(min(last, reconnectMillis), 1) * 2, reconnectMillis)
+        return last >= reconnectMillis / 2 ? reconnectMillis : max(last, 1) * 2
     }
 
     func startFollower() {
