@@ -68,12 +68,12 @@ final class ApplyWaiters: Sendable {
             for await published in signals { resume(through: published) }
             finish()
         }
-        let sweep = MultiThreadedEventLoopGroup.singleton.next()
+        // Runs until the subscription ends (`expire` returns false) or this object is gone.
+        _ = MultiThreadedEventLoopGroup.singleton.next()
             .scheduleRepeatedTask(initialDelay: .milliseconds(Self.sweepMillis), delay: .milliseconds(Self.sweepMillis)) { [weak self] task in
                 guard let self else { return task.cancel() }
                 if !self.expire() { task.cancel() }
             }
-        _ = sweep
     }
 
     private func resume(through published: UInt64) {

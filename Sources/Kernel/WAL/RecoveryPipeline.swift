@@ -120,6 +120,11 @@ final class RecoveryPipeline<Prepared: Sendable>: @unchecked Sendable {
             if waitingHead == waiting.count {
                 waiting.removeAll(keepingCapacity: true)
                 waitingHead = 0
+            } else if waitingHead >= window {
+                // Decoders that stay behind the scan never empty the list: drop the taken head so
+                // it holds at most about 2 x window sequences, not one per record of the log.
+                waiting.removeFirst(waitingHead)
+                waitingHead = 0
             }
             let record = entries[sequence]!.record
             condition.unlock()
