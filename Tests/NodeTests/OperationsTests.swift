@@ -279,6 +279,16 @@ actor AckLog {
         let taken = try await runProgram(Binaries.path("aerodb"), ["backup", "--url", node.baseURL, "--out", backupDir,
                                                                    "--key", node.serviceKey, "--json"])
         #expect(taken.status == 0, "\(taken.output)")
+        // B5 on the wire: the base answer names the hold keeping its WAL; the WAL read through
+        // that hold answers; a hold that is not a number is refused.
+        let key = ["apikey": node.serviceKey]
+        let base = try await exchange("GET", node.baseURL + "/admin/v1/backup/base", headers: key)
+        let hold = try #require(base.headers["x-aerodb-backup-hold"].flatMap { UInt64($0) })
+        let baseLSN = try #require(base.headers["x-aerodb-backup-base-lsn"])
+        let page = try await exchange("GET", node.baseURL + "/admin/v1/backup/wal?after=\(baseLSN)&hold=\(hold)", headers: key)
+        #expect(page.status == 200 && !page.body.isEmpty)
+        let unnumbered = try await exchange("GET", node.baseURL + "/admin/v1/backup/wal?after=\(baseLSN)&hold=x", headers: key)
+        #expect(unnumbered.status == 400 && String(decoding: unnumbered.body, as: UTF8.self).contains("AERO_REQUEST_INVALID"))
         let countAtEnd = await acks.count
         while await acks.count < countAtEnd + 50 { try await Task.sleep(for: .milliseconds(20)) }
         stop.stop()

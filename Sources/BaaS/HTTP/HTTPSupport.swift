@@ -37,7 +37,7 @@ public enum HTTPErrors {
         case .functionLimit: return HTTPResponse.Status(code: 546, reasonPhrase: "Resource Limit")
         case .replicationRefused, .promotionRefused: return .conflict
         case .realtimeInvalid: return .badRequest
-        case .realtimeLimit: return .tooManyRequests
+        case .realtimeLimit, .backupBusy: return .tooManyRequests
         case .backupTargetUnavailable: return .badRequest
         case .backupCorrupt, .backupIncomplete: return .internalServerError
         case .walCorrupt, .ioError, .checkpointCorrupt, .authorityCorrupt, .dataDirectoryInvalid, .configInvalid, .portInUse,

@@ -190,10 +190,10 @@ public final class BackupScheduler: Sendable {
         // Only the base is awaited on a task; the records are copied and fsynced here, on this
         // queue, so a long backup holds no thread of the cooperative pool.
         let done = DispatchSemaphore(value: 0)
-        let baseRead = Mutex<Result<(position: LogPosition, epoch: UInt64, bytes: [UInt8]), any Error>?>(nil)
+        let baseRead = Mutex<Result<BackupBase, any Error>?>(nil)
         let database = self.database
         Task.detached {
-            let outcome: Result<(position: LogPosition, epoch: UInt64, bytes: [UInt8]), any Error>
+            let outcome: Result<BackupBase, any Error>
             do { outcome = .success(try await database.backupBase()) } catch { outcome = .failure(error) }
             baseRead.withLock { $0 = outcome }
             done.signal()
@@ -204,6 +204,7 @@ public final class BackupScheduler: Sendable {
         let partial = schedule.directory + "/" + Self.partialPrefix + name.dropFirst(Self.prefix.count)
         let result = Result<BackupManifest, any Error> {
             let base = try baseRead.withLock({ $0 })!.get()
+            defer { database.releaseBackupHold(base.hold) }
             try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
             let pending = try database.writeBackup(base: base, into: partial, nodeID: nodeID, blobsPending: true)
             let blobsDone = DispatchSemaphore(value: 0)

@@ -47,6 +47,12 @@ public enum BackupLimits {
     public static let chunkBytesMax = 64 << 20
     /// Payload bytes of records one `GET /admin/v1/backup/wal` answer carries at most.
     public static let walPageBytesMax = 8 << 20
+    /// Online backups holding WAL on one node at once (B5): a base request beyond is refused
+    /// with AERO_BACKUP_BUSY.
+    public static let holdsMax = 16
+    /// A backup's WAL hold ends after this long without a read (a backup tool that died):
+    /// longer than the backup tool's request timeout (600 s), which bounds one base transfer.
+    public static let holdIdleSeconds = 900
     /// Records applied to the restored log per batch (one flush per batch).
     static let restoreBatchRecordsMax = 1_000
     /// Format version of manifest.json written (2: the blob list); 1 is still read.
@@ -295,11 +301,41 @@ public struct RestoreReport: Sendable {
     }
 }
 
+/// What an online backup starts from (`Database.backupBase`).
+public struct BackupBase: Sendable {
+    public let position: LogPosition
+    public let epoch: UInt64
+    /// The checkpoint file's bytes (empty for the origin).
+    public let bytes: [UInt8]
+    /// The durable LSN when the base was taken: where the backup ends.
+    public let end: UInt64
+    /// B5: the hold keeping the WAL after the base until the backup has read it
+    /// (`backupRecords(after:hold:)`, `releaseBackupHold`).
+    public let hold: UInt64
+}
+
 extension Database {
     /// The base an online backup starts from: the origin while the WAL still reaches back to
     /// LSN 1, else the oldest kept checkpoint the retained WAL continues (the widest window for
-    /// point-in-time restore), else a new checkpoint. Returns its position, epoch and bytes.
-    public func backupBase() async throws -> (position: LogPosition, epoch: UInt64, bytes: [UInt8]) {
+    /// point-in-time restore), else a new checkpoint. Holds the WAL after it (B5) until the
+    /// backup reads it through `end`, ends, or idles out: release the hold when the backup fails.
+    /// AERO_BACKUP_BUSY when `BackupLimits.holdsMax` backups are running.
+    public func backupBase() async throws -> BackupBase {
+        // The hold comes first, on all the WAL there is: a checkpoint between choosing the base
+        // and holding its WAL would recycle what the backup reads next.
+        let hold = try await holdWALForBackup()
+        do {
+            let (position, epoch, bytes) = try await chooseBackupBase()
+            let end = durablePosition.lsn
+            backupHolds.narrow(hold, floor: position.lsn + 1, end: end, through: position.lsn)
+            return BackupBase(position: position, epoch: epoch, bytes: bytes, end: end, hold: hold)
+        } catch {
+            backupHolds.release(hold)
+            throw error
+        }
+    }
+
+    private func chooseBackupBase() async throws -> (LogPosition, UInt64, [UInt8]) {
         if oldestLSN <= 1 { return (.origin, 0, []) }
         let fs = options.fileSystem
         let kept = (try? fs.list(options.checkpointDirectory).compactMap(CheckpointFile.lsn(fromFileName:)).sorted()) ?? []
@@ -314,6 +350,33 @@ extension Database {
         let state = try CheckpointFile.decode(bytes, name: "new checkpoint")
         return (state.position, state.epoch, bytes)
     }
+
+    /// Durable records after `after` (at most `maxBytes` of payload, none past `through`) for
+    /// the online backup holding `hold`: its floor moves to `after + 1`, and the hold is released
+    /// once the page reaches the backup's end. A hold this node does not know (idle past
+    /// `BackupLimits.holdIdleSeconds`, or taken before a restart) does not stop the read; when
+    /// the WAL is gone meanwhile the error says why.
+    public func backupRecords(after: UInt64, hold: UInt64?, through: UInt64, maxBytes: Int = BackupLimits.walPageBytesMax) throws -> [WALRecord] {
+        let known = hold.map { backupHolds.narrow($0, floor: after &+ 1) } ?? true
+        guard after < through else { return [] }
+        let page: [WALRecord]
+        do {
+            page = try records(from: after + 1, maxBytes: maxBytes).filter { $0.lsn <= through }
+        } catch let error as AeroError where error.code == .lsnUnavailable && !known {
+            throw AeroError(.lsnUnavailable, "\(error.message) (this backup's WAL hold had ended: more than \(BackupLimits.holdIdleSeconds) s without a read, or the node restarted; start the backup again)",
+                            invariant: "B5")
+        }
+        if let hold, let last = page.last { backupHolds.narrow(hold, floor: last.lsn &+ 1, through: last.lsn) }
+        return page
+    }
+
+    /// Ends a backup's hold before its end (the backup failed or was abandoned).
+    public func releaseBackupHold(_ hold: UInt64) {
+        backupHolds.release(hold)
+    }
+
+    /// Online backups holding WAL now (B5; tests and status).
+    public var backupHoldCount: Int { backupHolds.count }
 
     /// The manifest of a complete backup (only manifest.json is read: no checksum of the other
     /// files); AERO_BACKUP_INCOMPLETE without one.
@@ -550,20 +613,21 @@ extension Database {
 extension Database {
     /// An online backup taken in-process (the scheduled backups of the primary): the same base
     /// and records as `aerodb backup` reads over the admin API, checked by the same writer (B1).
-    /// Ends at the durable LSN when the base was read; writes continue meanwhile. Blocking file
-    /// I/O: call it from a thread or queue of its own, never from the cooperative pool; `base` is
-    /// what `backupBase()` answered.
-    public func writeBackup(base: (position: LogPosition, epoch: UInt64, bytes: [UInt8]), into directory: String,
+    /// Ends at the durable LSN when the base was read; writes continue meanwhile. Releases the
+    /// base's hold (B5). Blocking file I/O: call it from a thread or queue of its own, never from
+    /// the cooperative pool; `base` is what `backupBase()` answered.
+    public func writeBackup(base: BackupBase, into directory: String,
                             nodeID: String, blobsPending: Bool = false) throws -> BackupManifest {
-        let end = durablePosition.lsn
+        defer { releaseBackupHold(base.hold) }
+        let end = base.end
         let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: base.position, baseBytes: base.bytes,
                                       fileSystem: options.fileSystem)
         while writer.position.lsn < end {
-            let page = try records(from: writer.position.lsn + 1, maxBytes: BackupLimits.walPageBytesMax)
+            let page = try backupRecords(after: writer.position.lsn, hold: base.hold, through: end)
             guard !page.isEmpty else {
                 throw AeroError(.internalError, "the WAL has no records after \(writer.position.lsn) (the backup ends at \(end))")
             }
-            try writer.append(page.filter { $0.lsn <= end })
+            try writer.append(page)
         }
         return try writer.finish(createdMicros: options.clock.nowMicros(), baseEpoch: base.epoch, baseTimestampMicros: 0,
                                  blobsPending: blobsPending)

@@ -87,6 +87,7 @@ public struct AeroError: Error, Sendable, Equatable, CustomStringConvertible {
         case backupCorrupt = "AERO_BACKUP_CORRUPT"
         case backupIncomplete = "AERO_BACKUP_INCOMPLETE"
         case backupTargetUnavailable = "AERO_BACKUP_TARGET_UNAVAILABLE"
+        case backupBusy = "AERO_BACKUP_BUSY"
     }
 }
 

@@ -24,7 +24,15 @@ public protocol RetentionFloor: Sendable {
 final class RetentionSetting: Sendable {
     private let floor = Mutex<(any RetentionFloor)?>(nil)
     func set(_ value: (any RetentionFloor)?) { floor.withLock { $0 = value } }
-    var lsn: UInt64? { floor.withLock { $0 }?.lsn }
+    /// B5 (Kernel/Backup/BackupHolds.swift): the WAL running online backups still read.
+    let backups: BackupHolds
+    init(clock: any KernelClock) { backups = BackupHolds(clock: clock) }
+    /// The lowest of the replicas' floor and the backups' holds.
+    var lsn: UInt64? {
+        let replicas = floor.withLock { $0 }?.lsn
+        guard let held = backups.floor else { return replicas }
+        return min(replicas ?? held, held)
+    }
     /// WA3 (Kernel/Backup/Archive.swift): the last LSN the WAL archive holds; segments with
     /// records after it are never recycled (nil: no archive on this node).
     private let archive = Mutex<(any RetentionFloor)?>(nil)
@@ -43,7 +51,7 @@ public final class Database: Sendable {
     /// Called after a commit is durable here and before it is acknowledged: the replication
     /// layer waits there for replica flushes (`sync`, `all` commit modes).
     private let commitGate = Mutex<(any CommitGate)?>(nil)
-    private let retention = RetentionSetting()
+    private let retention: RetentionSetting
     /// The query limits in effect (Q1): `options.query` until the node's cluster settings set
     /// others (`query.*` in `_settings`); read by every snapshot and commit.
     private let queryLimits: Mutex<QueryOptions>
@@ -70,6 +78,7 @@ public final class Database: Sendable {
         self.queryLimits = Mutex(options.query)
         self.openReport = report
         self.store = store
+        self.retention = RetentionSetting(clock: options.clock)
         self.visibility = Visibility(initial: state)
         self.hub = ChangeHub(visible: state.lsn)
         self.core = Mutex(Self.makeCore(wal: wal, state: state, visibility: visibility, hub: hub, options: options,
@@ -336,6 +345,14 @@ public final class Database: Sendable {
         retention.setArchive(floor)
     }
 
+    /// B5: the holds of running online backups (Kernel/Backup/BackupHolds.swift).
+    var backupHolds: BackupHolds { retention.backups }
+
+    /// B5: a new backup hold on all the WAL there is, in the checkpoint runner's turn.
+    func holdWALForBackup() async throws -> UInt64 {
+        try await checkpointRunner.holdWAL()
+    }
+
     /// The first LSN of every WAL segment file, oldest first: every segment but the last is
     /// complete (its records end at the next one's first LSN - 1).
     public var walSegmentFirstLSNs: [UInt64] { wal.segmentFirstLSNs }
@@ -598,6 +615,12 @@ actor CheckpointRunner {
             lastError = AeroError.wrap(error)
             throw error
         }
+    }
+
+    /// B5: a hold on everything the WAL holds now, taken in this actor's turn so that every
+    /// checkpoint that recycles after it sees it (one already running has finished).
+    func holdWAL() throws -> UInt64 {
+        try retention.backups.take(floor: wal.oldestLSN)
     }
 
     /// Automatic checkpoints report failure through `status()` (lastCheckpointError).

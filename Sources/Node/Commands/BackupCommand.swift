@@ -135,12 +135,15 @@ struct BackupTakeCommand: AsyncParsableCommand {
             throw AeroError(.internalError, "the base answer's headers are not LSNs")
         }
         let nodeID = head.headers.first(name: "X-AeroDB-Node") ?? ""
+        // B5: the node keeps the WAL after the base for this backup while it reads (an older
+        // node sends no hold: the reads go unheld).
+        let hold = head.headers.first(name: "X-AeroDB-Backup-Hold").flatMap { UInt64($0) }.map { "&hold=\($0)" } ?? ""
         let writer = try BackupWriter(directory: directory, nodeID: nodeID, base: LogPosition(lsn: baseLSN, checksum: baseChecksum),
                                       baseBytes: Array(baseBody.readableBytesView))
         // The WAL from the base to the durable LSN when the base was taken: writes continue and
         // are not waited for (a later backup takes them).
         while writer.position.lsn < end {
-            let (_, page) = try await get("/admin/v1/backup/wal?after=\(writer.position.lsn)", limit: BackupCLILimits.walPageAnswerBytesMax)
+            let (_, page) = try await get("/admin/v1/backup/wal?after=\(writer.position.lsn)\(hold)", limit: BackupCLILimits.walPageAnswerBytesMax)
             let records = try Self.frames(Array(page.readableBytesView))
             guard !records.isEmpty else {
                 throw AeroError(.internalError, "the node sent no records after \(writer.position.lsn) (its durable LSN was \(end))")
