@@ -52,9 +52,16 @@ struct KillHarness {
                 break
             }
             outcome.violations += try await missing(acknowledged, on: node).map { "round \(round): \($0)" }
-            if uploaders > 0 { outcome.violations += await uploads.verify().map { "round \(round): \($0)" } }
+            if uploaders > 0 {
+                let sample = UploadLoad.Sample(round: round, every: Self.uploadRecheckRounds)
+                outcome.violations += await uploads.verify(sample: sample).map { "round \(round): \($0)" }
+            }
             Progress.line("kill \(round + 1)/\(kills): restarted, \(acknowledged.count) acknowledged writes checked"
                           + (uploaders > 0 ? ", \(uploads.acknowledgedCount) uploads" : "") + ", \(outcome.violations.count) violations")
+        }
+        // Every acknowledged object's bytes once more, unsampled, after the last restart.
+        if uploaders > 0, outcome.kills == kills {
+            outcome.violations += await uploads.verify().map { "after the last kill: \($0)" }
         }
         outcome.acknowledged = acknowledged.count
         outcome.uploadsAcknowledged = uploads.acknowledgedCount
@@ -105,6 +112,10 @@ struct KillHarness {
         }
         return problems
     }
+
+    /// Each round re-downloads a rotating 1/N of the objects checked before (UploadLoad.Sample):
+    /// every object at least every N rounds, and all of them after the last kill.
+    static let uploadRecheckRounds = 10
 
     /// `$in` lists are limited to 1,000 values (KernelLimits.inListMax).
     static let idsPerQuery = 1_000

@@ -12,6 +12,9 @@
 //     old primary only, docs/STORAGE.md) and only their absence from listings is checked;
 //   - every object listed in the bucket is one an uploader sent, whole (no torn or foreign bytes).
 // Contents are regenerated from (name, size) with SeededRandom, so nothing large is kept in memory.
+// Kill mode passes a `Sample` so a round's cost does not grow with every round before it: each
+// round downloads the objects not checked yet plus a rotating 1/`every` of the others (each one
+// again at least every `every` rounds), and a last unsampled `verify` checks every object.
 
 import Crypto
 import Foundation
@@ -42,6 +45,20 @@ final class UploadLoad: @unchecked Sendable {
     private var sent: [String: Int] = [:]
     private var acknowledged: [String: Int] = [:]
     private var pending: [TUSUpload] = []
+    /// Names whose bytes a verify has downloaded and checked at least once.
+    private var checked: Set<String> = []
+
+    /// Which already-checked objects a sampled verify downloads again: those whose name hashes
+    /// to `round` modulo `every`.
+    struct Sample {
+        let round: Int
+        let every: Int
+    }
+
+    private func due(_ name: String, _ sample: Sample?, _ checked: Set<String>) -> Bool {
+        guard let sample, sample.every > 1 else { return true }
+        return !checked.contains(name) || Self.nameHash(name) % UInt64(sample.every) == UInt64(sample.round % sample.every)
+    }
 
     init(port: Int, serviceKey: String, uploaders: Int) {
         self.port = port
@@ -55,10 +72,15 @@ final class UploadLoad: @unchecked Sendable {
 
     var acknowledgedCount: Int { lock.withLock { acknowledged.count } }
 
+    /// FNV-1a of the name: the seed of its bytes and its sampling slot.
+    static func nameHash(_ name: String) -> UInt64 {
+        var hash: UInt64 = 1_469_598_103_934_665_603
+        for b in name.utf8 { hash = (hash ^ UInt64(b)) &* 1_099_511_628_211 }
+        return hash
+    }
+
     static func bytes(_ name: String, _ size: Int) -> [UInt8] {
-        var seed: UInt64 = 1_469_598_103_934_665_603
-        for b in name.utf8 { seed = (seed ^ UInt64(b)) &* 1_099_511_628_211 }
-        var random = SeededRandom(seed: seed)
+        var random = SeededRandom(seed: nameHash(name))
         var out = [UInt8]()
         out.reserveCapacity(size)
         while out.count < size {
@@ -172,7 +194,7 @@ final class UploadLoad: @unchecked Sendable {
     /// After a restart or failover: the checks of the file comment on every node of `ports`
     /// (default: `port`); returns the violations. `resumePending` false (cluster mode): unfinished
     /// TUS uploads are forgotten instead of resumed.
-    func verify(ports: [Int]? = nil, resumePending: Bool = true) async -> [String] {
+    func verify(ports: [Int]? = nil, resumePending: Bool = true, sample: Sample? = nil) async -> [String] {
         let ports = ports ?? [port]
         var problems: [String] = []
         let (objects, uploads) = lock.withLock { (acknowledged, pending) }
@@ -210,7 +232,8 @@ final class UploadLoad: @unchecked Sendable {
             pending.removeAll { acknowledged[$0.name] != nil }
         }
         let many = ports.count > 1
-        for (name, size) in lock.withLock({ acknowledged }).sorted(by: { $0.key < $1.key }) {
+        let checkedBefore = lock.withLock { checked }
+        for (name, size) in lock.withLock({ acknowledged }).sorted(by: { $0.key < $1.key }) where due(name, sample, checkedBefore) {
             let expected = Self.sha256(Self.bytes(name, size))
             for port in ports {
                 let on = many ? " on 127.0.0.1:\(port)" : ""
@@ -224,13 +247,14 @@ final class UploadLoad: @unchecked Sendable {
             }
         }
         for port in ports {
-            problems += await listedAreWhole(port: port).map { many ? "\($0) on 127.0.0.1:\(port)" : $0 }
+            problems += await listedAreWhole(port: port, sample: sample, checkedBefore).map { many ? "\($0) on 127.0.0.1:\(port)" : $0 }
         }
+        lock.withLock { checked.formUnion(acknowledged.keys) }
         return problems
     }
 
-    /// Every listed object is one that was sent, with exactly its bytes.
-    private func listedAreWhole(port: Int) async -> [String] {
+    /// Every listed object is one that was sent, with exactly its bytes (downloaded when due).
+    private func listedAreWhole(port: Int, sample: Sample?, _ checkedBefore: Set<String>) async -> [String] {
         var problems: [String] = []
         let sent = lock.withLock { self.sent }
         var cursor: String?
@@ -244,6 +268,7 @@ final class UploadLoad: @unchecked Sendable {
             for o in page["objects"]?.arrayValue ?? [] {
                 let name = o["name"]?.stringValue ?? ""
                 guard let size = sent[name] else { problems.append("listed object \(name) was never sent"); continue }
+                guard due(name, sample, checkedBefore) else { continue }
                 guard let d = try? await fetch("GET", "/storage/v1/object/\(Self.bucket)/\(name)", port: port), d.status == 200,
                       Self.sha256(d.body) == Self.sha256(Self.bytes(name, size)) else {
                     problems.append("listed object \(name) is not whole")
