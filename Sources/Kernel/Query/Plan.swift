@@ -3,6 +3,8 @@
 
 /// How candidate rows are found. Internal: the executor's instructions.
 enum AccessPath: Sendable, Hashable {
+    /// One primary key lookup (a non-null key `eq`: the point read, without an array of keys).
+    case key(JSONValue)
     /// Primary key lookups, keys sorted ascending (visited in reverse when `reverse`).
     case keys([JSONValue], reverse: Bool)
     /// Entries of an ordered index between two probes (nil = open end).
@@ -23,12 +25,12 @@ public struct Plan: Sendable, Hashable {
     /// The index used, if any (nil for key lookups and full scans).
     public let index: String?
     /// The predicates the access path answers exactly.
-    public var bounds: [String] { boundFilters.map(\.description) }
+    public var bounds: [String] { filters.bound.map(\.description) }
     /// Whether the path is walked from its end (descending order).
     public let reverse: Bool
     /// Predicates checked on each candidate row.
     public var residual: [String] {
-        residualFilters.map(\.description) + (after.map { ["after \(JSON.encodeString(.object($0)))"] } ?? [])
+        filters.residual.map(\.description) + (after.map { ["after \(JSON.encodeString(.object($0)))"] } ?? [])
     }
     /// Whether the path already yields rows in the requested order (no sort step).
     public let sortSatisfied: Bool
@@ -38,8 +40,7 @@ public struct Plan: Sendable, Hashable {
     public let rowsExaminedBound: Int
     /// The filters behind `bounds` and `residual`: their text is built only when asked (explain,
     /// errors), never on the read path (a point read spent a tenth of its time formatting it).
-    let boundFilters: [Filter]
-    let residualFilters: [Filter]
+    let filters: PlanFilters
     /// The keyset position of a query with "after", a residual predicate.
     let after: [String: JSONValue]?
     let path: AccessPath
@@ -56,6 +57,32 @@ public struct Plan: Sendable, Hashable {
             "candidate_rows": .int(Int64(candidateRows)),
             "rows_examined_bound": .int(Int64(rowsExaminedBound)),
         ])
+    }
+}
+
+/// The conjuncts a plan's access path answers (`bound`) and those checked on each row
+/// (`residual`). A lone bound conjunct (every point read) is kept without building arrays; a
+/// plan holds the same value whichever way it was made (`make`), so equal plans compare equal.
+enum PlanFilters: Sendable, Hashable {
+    case single(Filter)
+    case split(bound: [Filter], residual: [Filter])
+
+    static func make(bound: [Filter], residual: [Filter]) -> PlanFilters {
+        bound.count == 1 && residual.isEmpty ? .single(bound[0]) : .split(bound: bound, residual: residual)
+    }
+
+    var bound: [Filter] {
+        switch self {
+        case .single(let f): return [f]
+        case .split(let bound, _): return bound
+        }
+    }
+
+    var residual: [Filter] {
+        switch self {
+        case .single: return []
+        case .split(_, let residual): return residual
+        }
     }
 }
 

@@ -90,16 +90,11 @@ private struct Choice {
 enum Planner {
     static func prepare(_ query: Query, on data: CollectionData, options: QueryOptions) throws -> PreparedQuery {
         let validated = try QueryValidator.validate(query, schema: data.schema, options: options)
-        let conjuncts = validated.filter?.conjuncts ?? []
-        let choice: Choice
-        if conjuncts.count == 1, case .compare(let f, .eq, let v) = conjuncts[0], f == data.schema.primaryKey {
-            // Rule 1 for the commonest query, one `eq` on the primary key: the choice `choose`
-            // makes, without building its analysis (dictionaries on every point read).
-            choice = Choice(access: .keyLookup, index: nil, path: .keys(v.isNull ? [] : [v], reverse: false),
-                            consumed: [0], sortSatisfied: true)
-        } else {
-            choice = try choose(try ConjunctAnalysis(conjuncts, schema: data.schema), conjuncts, validated, data)
+        if case .compare(let f, .eq, let v)? = validated.filter, f == data.schema.primaryKey, validated.after == nil {
+            return try pointRead(query, validated, key: v, data, options)
         }
+        let conjuncts = validated.filter?.conjuncts ?? []
+        let choice = try choose(try ConjunctAnalysis(conjuncts, schema: data.schema), conjuncts, validated, data)
         let residualFilters = conjuncts.indices.filter { !choice.consumed.contains($0) }.map { conjuncts[$0] }
         var residualPredicates = try residualFilters.map(Predicate.compile)
         if let after = validated.after, query.after != nil { residualPredicates.append(after) }
@@ -109,14 +104,32 @@ enum Planner {
         let plan = Plan(collection: data.schema.name, access: choice.access, index: choice.index,
                         reverse: isReverse(choice.path),
                         sortSatisfied: choice.sortSatisfied, candidateRows: candidates,
-                        rowsExaminedBound: bound, boundFilters: choice.consumed.sorted().map { conjuncts[$0] },
-                        residualFilters: residualFilters, after: validated.after == nil ? nil : query.after, path: choice.path)
+                        rowsExaminedBound: bound,
+                        filters: .make(bound: choice.consumed.sorted().map { conjuncts[$0] }, residual: residualFilters),
+                        after: validated.after == nil ? nil : query.after, path: choice.path)
         if bound > options.scanRowsMax {
             throw unbounded(plan, options, suggestion: suggestedFields(residualFilters, query.order))
         }
         let residual: Predicate? = residualPredicates.isEmpty ? nil
             : (residualPredicates.count == 1 ? residualPredicates[0] : .and(residualPredicates))
         return PreparedQuery(validated: validated, plan: plan, residual: residual)
+    }
+
+    /// Rule 1 for the commonest query, the filter one `eq` on the primary key: the plan `choose`
+    /// makes for it (same access, path, bounds and counts), built without the conjunct
+    /// analysis, the consumed set and the filter arrays (allocations on every point read).
+    private static func pointRead(_ query: Query, _ validated: ValidatedQuery, key: JSONValue, _ data: CollectionData,
+                                  _ options: QueryOptions) throws -> PreparedQuery {
+        let path: AccessPath = key.isNull ? .keys([], reverse: false) : .key(key)
+        let candidates = candidateCount(path, data, exact: query.count)
+        let bound = min(candidates, saturatingAdd(query.offset, validated.limit))
+        let plan = Plan(collection: data.schema.name, access: .keyLookup, index: nil, reverse: false,
+                        sortSatisfied: true, candidateRows: candidates, rowsExaminedBound: bound,
+                        filters: .single(validated.filter!), after: nil, path: path)
+        if bound > options.scanRowsMax {  // at most one row: only a scanRowsMax of 0 refuses it
+            throw unbounded(plan, options, suggestion: suggestedFields([], query.order))
+        }
+        return PreparedQuery(validated: validated, plan: plan, residual: nil)
     }
 
     // MARK: Choosing
@@ -128,8 +141,7 @@ enum Planner {
         // 1. Key lookup.
         let keyOrder = sortDirection(keyFields: [], equalities: [], q.order, schema)
         if let eq = a.equalities[pk] {
-            let keys = eq.value.isNull ? [] : [eq.value]
-            return Choice(access: .keyLookup, index: nil, path: .keys(keys, reverse: false),
+            return Choice(access: .keyLookup, index: nil, path: eq.value.isNull ? .keys([], reverse: false) : .key(eq.value),
                           consumed: [eq.conjunct], sortSatisfied: true)
         }
         if let list = a.keyList {
@@ -235,6 +247,8 @@ enum Planner {
     /// unless an exact count was asked for: probing each key twice would halve point-read speed.
     private static func candidateCount(_ path: AccessPath, _ data: CollectionData, exact: Bool) -> Int {
         switch path {
+        case .key(let key):
+            return exact && data.document(forKey: key) == nil ? 0 : 1
         case .keys(let keys, _):
             guard exact else { return keys.count }
             return keys.reduce(0) { $0 + (data.document(forKey: $1) == nil ? 0 : 1) }
@@ -253,7 +267,7 @@ enum Planner {
     private static func isReverse(_ path: AccessPath) -> Bool {
         switch path {
         case .keys(_, let r), .index(_, _, _, let r), .documents(let r): return r
-        case .fulltext: return false
+        case .key, .fulltext: return false
         }
     }
 

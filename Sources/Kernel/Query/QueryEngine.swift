@@ -58,6 +58,9 @@ public enum QueryEngine {
     private static func forEachCandidate(_ path: AccessPath, _ data: CollectionData,
                                          _ body: (Document) throws -> Bool) throws {
         switch path {
+        case .key(let key):
+            guard let doc = data.document(forKey: key) else { return }
+            _ = try body(doc)
         case .keys(let keys, let reverse):
             for key in reverse ? keys.reversed() : keys {
                 guard let doc = data.document(forKey: key) else { continue }

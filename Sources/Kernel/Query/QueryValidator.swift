@@ -99,6 +99,16 @@ enum QueryValidator {
         }
     }
 
+    /// Whether `operand` answers `value` itself for a field of `type` (nothing to check or rewrite).
+    static func isNormal(_ value: JSONValue, _ type: FieldType) -> Bool {
+        switch (type, value) {
+        case (.json, _), (.int, .int), (.int, .float), (.float, .int), (.float, .float), (.text, .string), (.bool, .bool):
+            return true
+        default:
+            return false
+        }
+    }
+
     static func normalize(_ filter: Filter, _ schema: CollectionSchema) throws -> Filter {
         switch filter {
         case .and(let parts), .or(let parts):
@@ -114,6 +124,7 @@ enum QueryValidator {
                 guard op == .eq || op == .ne else { throw Query.invalid("field \(f): \(op.rawValue) null is never true; use $is") }
                 return filter
             }
+            if isNormal(v, type) { return filter }  // kept as it came: no new box per read
             return .compare(field: f, op: op, value: try operand(v, f, type))
         case .in(let f, let vs):
             let type = try fieldType(f, schema)

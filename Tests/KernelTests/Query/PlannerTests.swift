@@ -110,4 +110,34 @@ import Testing
                                 "candidate_rows", "rows_examined_bound"])
         #expect(o["access"] == .string("indexRange") && o["candidate_rows"] == .int(2))
     }
+
+    /// A point read (one `eq` on the primary key) is planned without the conjunct analysis
+    /// (Planner.pointRead); the plan and the answer are those of the same query written another
+    /// way (T1), and a missing key, a null key, a limit of 0, an offset and an exact count answer
+    /// as the general path does.
+    @Test func pointReadPlansAndAnswersAsTheGeneralPath() throws {
+        let data = try F.data()
+        let direct = try plan(#"{"id": "a2"}"#)
+        let wrapped = try plan(#"{"$and": [{"id": {"$eq": "a2"}}]}"#)
+        #expect(direct == wrapped)
+        #expect(direct.access == .keyLookup && direct.bounds == [#"id = "a2""#] && direct.residual.isEmpty)
+        #expect(direct.candidateRows == 1 && direct.rowsExaminedBound == 1 && direct.sortSatisfied)
+        #expect(try F.ids(#"{"collection":"items","filter":{"id":"a2"}}"#, on: data) == ["a2"])
+        #expect(try F.ids(#"{"collection":"items","filter":{"id":"zz"}}"#, on: data) == [])
+        #expect(try F.ids(#"{"collection":"items","filter":{"id":"a2"},"limit":0}"#, on: data) == [])
+        #expect(try F.ids(#"{"collection":"items","filter":{"id":"a2"},"offset":1}"#, on: data) == [])
+        #expect(try plan(#"{"id": null}"#).candidateRows == 0)
+        for (key, total) in [("a2", 1), ("zz", 0)] {
+            let q = try Query.parse(try F.json(#"{"collection":"items","count":true,"filter":{"id":""# + key + #""}}"#))
+            let result = try QueryEngine.execute(q, on: data)
+            #expect(result.totalCount == total && result.plan.candidateRows == total)
+        }
+        // A residual beside the key, or keyset pagination, still takes the general path.
+        #expect(try plan(#"{"id": "a2", "qty": 12}"#).residual == ["qty = 12"])
+        #expect(try F.ids(#"{"collection":"items","filter":{"id":"a2","qty":5}}"#, on: data) == [])
+        // A scan bound of 0 refuses even a point read (Q1), with the plan in the error.
+        #expect(throws: AeroError.self) {
+            try F.plan(#"{"collection":"items","filter":{"id":"a2"}}"#, on: data, options: QueryOptions(scanRowsMax: 0))
+        }
+    }
 }
