@@ -49,4 +49,31 @@ import Testing
         #expect(modes.mode(for: 36) == .sync)  // 36 may lie between the two changes
         #expect(modes.mode(for: 41) == .async)
     }
+
+    /// Bounded cost per commit: the reader runs at the same stack depth after thousands of
+    /// commits asked for their mode. A closure kept in a `Mutex` as a generic value gained one
+    /// reabstraction thunk per `withLock` (48-240 bytes of stack and one more call per commit),
+    /// so a primary's CPU per commit grew with its commit count (0.9 to 1.9 ms per REST insert
+    /// over four 5 s phases of a debug cluster).
+    @Test func CM1_theReaderIsReachedThroughTheSameFramesAfterManyCommits() {
+        let modes = CommitModeSetting(fileMode: .async)
+        let depth = Mutex<UInt>(0)
+        let base = Self.stackAddress()
+        modes.setReader {
+            let here = Self.stackAddress()
+            depth.withLock { $0 = base &- here }
+            return (1, nil)
+        }
+        _ = modes.mode(for: 2)
+        let first = depth.withLock { $0 }
+        for lsn in 3...2_002 { _ = modes.mode(for: UInt64(lsn)) }
+        _ = modes.mode(for: 2_003)
+        let last = depth.withLock { $0 }
+        #expect(first > 0 && last <= first + 1_024, "reader depth \(first) bytes at the first commit, \(last) after 2,000 (one thunk more per commit)")
+    }
+
+    @inline(never) static func stackAddress() -> UInt {
+        var marker = 0
+        return withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+    }
 }

@@ -46,7 +46,15 @@ public final class CommitModeSetting: Sendable {
 
     /// aerodb.json's (or the cluster's built-in) mode: what applies while nothing is stored.
     public let fileMode: CommitMode
-    private let reader: Mutex<Reader?>
+    /// Boxed, never `Mutex<Reader?>`: a closure stored as a generic value is reabstracted on
+    /// every inout access, so each `withLock` wrapped it in one more thunk (a chain as long as
+    /// the node's commit count, walked by every commit: CPU per commit grew without bound and
+    /// the stack with it). A class reference is stored as is.
+    private final class ReaderBox: Sendable {
+        let read: Reader
+        init(_ read: @escaping Reader) { self.read = read }
+    }
+    private let reader: Mutex<ReaderBox?>
     private let observed: Mutex<[(upTo: UInt64, mode: CommitMode)]>
     /// The reading of the highest snapshot LSN so far.
     private let newestReading: Mutex<(upTo: UInt64, mode: CommitMode)>
@@ -60,14 +68,14 @@ public final class CommitModeSetting: Sendable {
 
     /// Installs how the stored value is read (the node's settings, Sources/BaaS/Settings).
     public func setReader(_ read: @escaping Reader) {
-        reader.withLock { $0 = read }
+        reader.withLock { $0 = ReaderBox(read) }
         _ = current
     }
 
     /// The mode stored now (the file's when none is), recorded as an observation.
     public var current: CommitMode {
-        guard let read = reader.withLock({ $0 }) else { return fileMode }
-        let (lsn, stored) = read()
+        guard let box = reader.withLock({ $0 }) else { return fileMode }
+        let (lsn, stored) = box.read()
         return observe(lsn: lsn, mode: stored ?? fileMode)
     }
 
