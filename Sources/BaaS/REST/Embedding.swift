@@ -167,7 +167,7 @@ struct Projector {
     }
 
     func project(_ doc: Document, _ items: [SelectItem], schema: CollectionSchema) throws -> JSONValue {
-        if items == [.all] { return .object(doc) }
+        if items.count == 1, case .all = items[0] { return .object(doc) }  // select=*: the document as stored
         var out: Document = [:]
         for item in items {
             switch item {

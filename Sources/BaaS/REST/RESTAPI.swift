@@ -144,7 +144,7 @@ enum RESTAPI {
         let embeddedOrder = parsed.order.contains(where: EmbeddedOrder.isEmbedded)
         var query = Query(collection: schema.name, filter: filter, order: embeddedOrder ? [] : parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
-        if let header = request.headers[HTTPField.Name("Range")!], parsed.limit == nil, let range = try RangeHeader.parse(header) {
+        if let header = request.headers[rangeHeader], parsed.limit == nil, let range = try RangeHeader.parse(header) {
             query.offset = range.offset
             query.limit = range.count
         }
@@ -170,7 +170,7 @@ enum RESTAPI {
         let count = aggregated?.count ?? rows.count
         func row(_ i: Int) throws -> JSONValue { try aggregated?[i] ?? projector.project(rows[i], items, schema: schema) }
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
-        headers[HTTPField.Name("Content-Range")!] = contentRange(offset: query.offset, count: count, total: total)
+        headers[contentRangeHeader] = contentRange(offset: query.offset, count: count, total: total)
         prefer.applied(read: true, into: &headers)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
             guard count == 1 else {
@@ -245,6 +245,9 @@ enum RESTAPI {
             guard parsed.embedded.isEmpty else { throw RESTError.parse("parameters of an embedded resource need it in select") }
             return [.all]
         }
+        // `select=*`, the supabase client's default: what parsing answers, without copying every
+        // collection's schema into a dictionary for a parse that cannot embed anything.
+        if text == "*" && parsed.embedded.isEmpty { return [.all] }
         let collections = snapshot.state.collections.mapValues(\.schema)
         let items = try EmbedParameters.attach(parsed.embedded, to: try SelectParser.parse(text, schema: schema, collections: collections),
                                                collections: collections)
@@ -254,6 +257,10 @@ enum RESTAPI {
         }
         return items
     }
+
+    /// Header names of every read, checked once (not per request).
+    static let rangeHeader = HTTPField.Name("Range")!
+    static let contentRangeHeader = HTTPField.Name("Content-Range")!
 
     /// `Content-Range: <first>-<last>/<total or *>`; `*/<total>` without rows.
     static func contentRange(offset: Int, count: Int, total: Int?) -> String {
