@@ -320,25 +320,26 @@ extension ForwardPool {
         #expect(returned[values: .setCookie] == ["a=1", "b=2"])
     }
 
-    /// Read-your-writes on the replica (ApplyWaiters): a wait for an LSN already applied answers
-    /// at once; waits for LSNs to come are answered by the publication that reaches them (each at
-    /// its own, not before); a wait that nothing reaches ends false at its deadline.
+    /// Read-your-writes on the replica (`Database.waitApplied`, `Visibility.wait`): a wait for an
+    /// LSN already applied answers at once; waits for LSNs to come are answered by the publication
+    /// that reaches them (each at its own, not before); a wait that nothing reaches ends false at
+    /// its deadline; a wait pending at close ends false.
     @Test func applyWaitersAnswerAtTheirLSNOrTheirDeadline() async throws {
         let dir = NSTemporaryDirectory() + "aerodb-apply-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let db = try await Database.open(KernelOptions(dataDirectory: dir))
-        let waiters = ApplyWaiters(database: db)
+        let waiters = db
         let (_, first) = try await db.createCollection(parse(#"{"name":"items","fields":{"id":{"type":"text"}}}"#))
-        #expect(await waiters.wait(first, timeout: .seconds(5)))
+        #expect(await waiters.waitApplied(first, timeout: .seconds(5)))
         let laterAnswered = AnsweredFlag()
         let later = Task {
-            let applied = await waiters.wait(first + 2, timeout: .seconds(30))
+            let applied = await waiters.waitApplied(first + 2, timeout: .seconds(30))
             laterAnswered.value.store(true, ordering: .sequentiallyConsistent)
             return applied
         }
-        let next = Task { await waiters.wait(first + 1, timeout: .seconds(30)) }
+        let next = Task { await waiters.waitApplied(first + 1, timeout: .seconds(30)) }
         // A wait that nothing reaches ends false at its deadline.
-        #expect(await waiters.wait(first + 1, timeout: .milliseconds(100)) == false)
+        #expect(await waiters.waitApplied(first + 1, timeout: .milliseconds(100)) == false)
         let one = try await db.commit([.insert(collection: "items", document: ["id": .string("a")])]).lsn
         #expect(one == first + 1)
         #expect(await next.value)
@@ -346,6 +347,10 @@ extension ForwardPool {
         #expect(laterAnswered.value.load(ordering: .sequentiallyConsistent) == false)
         _ = try await db.commit([.insert(collection: "items", document: ["id": .string("b")])])
         #expect(await later.value)
+        // Pending at close (or arriving after it): false at once, not at its 30 s deadline.
+        let atClose = Task { await waiters.waitApplied(UInt64.max, timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
         await db.close()
+        #expect(await atClose.value == false)
     }
 }

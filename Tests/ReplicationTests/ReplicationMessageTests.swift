@@ -121,20 +121,21 @@ import Testing
         await #expect(throws: AeroError.self) { try await tracker.wait(1, needed: 1, timeoutMillis: 50) }
     }
 
-    /// A wait that ended leaves nothing behind: its cancelled timer used to expire it anyway,
-    /// keeping its id for good (one Int per `sync` commit for the life of the primary).
-    @Test func finishedWaitsLeaveNoExpiredEntries() async throws {
+    /// Waits that ended leave nothing behind: one sweeping task serves every wait's deadline
+    /// (no timer task per `sync` commit) and drops the deadlines of waits that ended. (A timer
+    /// per wait used to expire ended waits too, keeping one id per commit for good.)
+    @Test func finishedWaitsLeaveNoTrackedDeadlines() async throws {
         let tracker = AckTracker()
         tracker.admit("n2", session: 1, verified: 0)
-        for lsn in UInt64(1)...200 {
-            tracker.sent("n2", session: 1, through: lsn)
-            tracker.update("n2", session: 1, durable: lsn)
-            try await tracker.wait(lsn, needed: 1, timeoutMillis: 60_000)
-        }
-        // The cancelled timers wake at once; give them time to run (before the fix each one
-        // added its id here within milliseconds).
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(tracker.expiredCount == 0)
+        let waits = (UInt64(1)...200).map { lsn in Task { try await tracker.wait(lsn, needed: 1, timeoutMillis: 60_000) } }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while tracker.trackedDeadlines < 200 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(tracker.trackedDeadlines == 200)
+        tracker.sent("n2", session: 1, through: 200)
+        tracker.update("n2", session: 1, durable: 200)
+        for wait in waits { try await wait.value }
+        while tracker.trackedDeadlines > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(tracker.trackedDeadlines == 0)
     }
 
     /// A1/A4 (issue 12, item 10): a replica counts only from its admission (after the history

@@ -189,13 +189,10 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     /// client seen before computes no HMAC.
     let addressSignatures: SignedValueMemo
     let hostSignatures: SignedValueMemo
-    /// Forwards waiting to apply their answer's LSN, served by one subscription (ApplyWaiters.swift).
-    let applyWaiters: ApplyWaiters
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8]) {
         self.cluster = cluster
         self.database = database
-        self.applyWaiters = ApplyWaiters(database: database)
         self.addressKey = SecretDomain.clientAddress.key(secret)
         self.hostKey = SecretDomain.forwardedHost.key(secret)
         self.addressSignatures = SignedValueMemo(key: addressKey)
@@ -333,7 +330,8 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         NodeMetrics.shared.recordForward(status: status, elapsed: ContinuousClock.now - started)
         var headers = ClusterHTTP.answerFields(answer.head.headers)
         if let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
-            let applied = await applyWaiters.wait(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
+            // Resumed by the publication that reaches it (`Visibility.wait`: one list of waiters).
+            let applied = await database.waitApplied(lsn, timeout: .milliseconds(HTTPLimits.forwardApplyWaitMillis))
             if !applied { headers[ClusterHTTP.appliedHeader] = "false" }
         }
         return .answered(Response(status: HTTPResponse.Status(code: status), headers: headers, body: .init(byteBuffer: answer.body)))

@@ -375,7 +375,9 @@ public final class Database: Sendable {
     /// Applies records received from the primary, in order, logging them byte for byte (P1).
     /// Returns the last LSN placed; it is durable after `waitDurable`, visible then.
     public func applyReplicated(_ records: [WALRecord]) throws -> UInt64 {
-        try writer.replicate(records)
+        // The frame is flushed once all its records are placed (one write per primary batch).
+        let (wal, writer) = core.withLock { ($0.wal, $0.writer) }
+        return try wal.holdingFlushes { try writer.replicate(records) }
     }
 
     /// The last durable record of this node's log: what a replica presents to the primary.
@@ -407,21 +409,7 @@ public final class Database: Sendable {
 
     /// Waits until this node has applied (made visible) `lsn`, up to `timeout`. False on timeout.
     public func waitApplied(_ lsn: UInt64, timeout: Duration) async -> Bool {
-        if visibility.current.lsn >= lsn { return true }
-        let signals = visibility.subscribe()
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await published in signals where published >= lsn { return true }
-                return false
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        await visibility.wait(lsn, timeout: timeout)
     }
 
     /// A checkpoint of the current state, as file bytes (what a primary ships to a replica too

@@ -5,15 +5,41 @@
 // - `published.lsn` never decreases.
 // - A pending state is published only once the WAL reports its LSN durable.
 // - Subscribers are told of every publication (they read the records themselves from the WAL).
+// - `wait(lsn)` (read-your-writes, min-LSN reads, switchover) resumes from the publication that
+//   reaches its LSN, under the lock that publishes it (nothing lost between check and wait), or
+//   false at its deadline (a sweep every `sweepMillis` while waits are pending) or at close.
+//   One list serves every waiter: no stream, task group or timer per wait.
 
 import Synchronization
 
 final class Visibility: Sendable {
+    /// How often waits past their deadline are answered false.
+    static let sweepMillis: Int64 = 10
+
+    private struct Waiter {
+        let lsn: UInt64
+        let deadline: ContinuousClock.Instant
+        let continuation: CheckedContinuation<Bool, Never>
+    }
+
     private struct State {
         var published: DatabaseState
         var pending: [DatabaseState] = []
         var listeners: [Int: AsyncStream<UInt64>.Continuation] = [:]
         var nextListener = 0
+        var waiters: [Waiter] = []
+        /// Whether the deadline sweep runs (it ends when no waiter is left).
+        var sweeping = false
+        var finished = false
+
+        /// The waiters `published` satisfies, removed.
+        mutating func reached() -> [CheckedContinuation<Bool, Never>] {
+            let lsn = published.lsn
+            guard waiters.contains(where: { $0.lsn <= lsn }) else { return [] }
+            let ready = waiters.filter { $0.lsn <= lsn }.map(\.continuation)
+            waiters.removeAll { $0.lsn <= lsn }
+            return ready
+        }
     }
 
     private let state: Mutex<State>
@@ -34,24 +60,26 @@ final class Visibility: Sendable {
 
     /// Publishes every pending state with LSN <= `lsn` (which must be durable).
     func publish(through lsn: UInt64) {
-        let (listeners, published) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?) in
+        let (listeners, published, ready) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?, [CheckedContinuation<Bool, Never>]) in
             var count = 0
             while count < s.pending.count && s.pending[count].lsn <= lsn { count += 1 }
-            guard count > 0 else { return ([], nil) }
+            guard count > 0 else { return ([], nil, []) }
             s.published = s.pending[count - 1]
             s.pending.removeFirst(count)
-            return (Array(s.listeners.values), s.published.lsn)
+            return (Array(s.listeners.values), s.published.lsn, s.reached())
         }
+        for waiter in ready { waiter.resume(returning: true) }
         if let published { for listener in listeners { listener.yield(published) } }
     }
 
     /// Replaces everything (recovery or a replica installing a checkpoint).
     func reset(to next: DatabaseState) {
-        let listeners = state.withLock { s in
+        let (listeners, ready) = state.withLock { s in
             s.published = next
             s.pending = []
-            return Array(s.listeners.values)
+            return (Array(s.listeners.values), s.reached())
         }
+        for waiter in ready { waiter.resume(returning: true) }
         for listener in listeners { listener.yield(next.lsn) }
     }
 
@@ -72,10 +100,49 @@ final class Visibility: Sendable {
     }
 
     func finishSubscribers() {
-        let listeners = state.withLock { s in
-            defer { s.listeners = [:] }
-            return Array(s.listeners.values)
+        let (listeners, waiters) = state.withLock { s in
+            defer {
+                s.listeners = [:]
+                s.waiters = []
+                s.finished = true
+            }
+            return (Array(s.listeners.values), s.waiters)
         }
         for listener in listeners { listener.finish() }
+        for waiter in waiters { waiter.continuation.resume(returning: false) }
+    }
+
+    /// True once `lsn` is published, false after `timeout` (within `sweepMillis`) or at close.
+    func wait(_ lsn: UInt64, timeout: Duration) async -> Bool {
+        if current.lsn >= lsn { return true }
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        return await withCheckedContinuation { continuation in
+            let (answer, startSweep) = state.withLock { s -> (Bool?, Bool) in
+                if s.published.lsn >= lsn { return (true, false) }
+                if s.finished { return (false, false) }
+                s.waiters.append(Waiter(lsn: lsn, deadline: deadline, continuation: continuation))
+                defer { s.sweeping = true }
+                return (nil, !s.sweeping)
+            }
+            if startSweep { Task { await self.sweep() } }
+            if let answer { continuation.resume(returning: answer) }
+        }
+    }
+
+    /// Every `sweepMillis` while waiters are pending: answers those past their deadline false.
+    private func sweep() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(Self.sweepMillis))
+            let now = ContinuousClock.now
+            let (late, running) = state.withLock { s -> ([CheckedContinuation<Bool, Never>], Bool) in
+                let late = s.waiters.filter { $0.deadline <= now }.map(\.continuation)
+                if !late.isEmpty { s.waiters.removeAll { $0.deadline <= now } }
+                // Decided under the lock: a wait added after this starts a new sweep.
+                if s.waiters.isEmpty { s.sweeping = false }
+                return (late, s.sweeping)
+            }
+            for waiter in late { waiter.resume(returning: false) }
+            if !running { return }
+        }
     }
 }

@@ -101,6 +101,9 @@ public final class WriteAheadLog: Sendable {
         /// Spares made from a recycled file / by zero-fill (metrics and tests).
         var sparesReused = 0
         var sparesZeroFilled = 0
+        /// While a replica places one shipped frame (`holdingFlushes`): how many of the pending
+        /// groups were complete when it began; the flusher takes only those until it ends.
+        var held: Int?
     }
 
     private let state: Mutex<State>
@@ -239,14 +242,17 @@ public final class WriteAheadLog: Sendable {
             throw AeroError(.transactionTooLarge, "a record of \(size) bytes does not fit in a WAL segment of \(options.segmentBytes) bytes")
         }
         while true {
-            switch try state.withLock({ try place(&$0, placing, size) }) {
-            case .placed(let position, let prepare):
-                work.signal()
+            switch try state.withLock({ s -> (Placement, Bool) in
+                let placement = try place(&s, placing, size)
+                return (placement, s.held != nil)
+            }) {
+            case (.placed(let position, let prepare), let held):
+                if !held { work.signal() }  // else the hold's end wakes the flusher
                 if let prepare { prepareSpareInBackground(prepare) }
                 return position
-            case .needSpare(let index):
+            case (.needSpare(let index), _):
                 try prepareSpare(index)
-            case .waitForSpare:
+            case (.waitForSpare, _):
                 usleep(200)  // another thread is preallocating the next segment; rare
             }
         }
@@ -543,11 +549,29 @@ public final class WriteAheadLog: Sendable {
         thread.start()
     }
 
+    /// Runs `place` (a replica placing one frame of shipped records) with the flusher taking no
+    /// group begun meanwhile: the frame's records are flushed together once all are placed (still
+    /// one write and flush per primary batch), not the first one alone while the rest arrive.
+    public func holdingFlushes<T>(_ place: () throws -> T) rethrows -> T {
+        state.withLock { $0.held = $0.pending.count }
+        defer {
+            state.withLock { $0.held = nil }
+            work.signal()
+        }
+        return try place()
+    }
+
     private func flushLoop() {
         while true {
             let (groups, closed) = state.withLock { s -> ([PendingGroup], Bool) in
-                defer { s.pending = [] }
-                return (s.pending, s.closed)
+                // While a frame is being placed only the groups complete before it are taken
+                // (all of them once the log is closing).
+                let taken = s.closed ? s.pending.count : min(s.held ?? s.pending.count, s.pending.count)
+                defer {
+                    s.pending.removeFirst(taken)
+                    if s.held != nil { s.held = 0 }
+                }
+                return (Array(s.pending[0..<taken]), s.closed)
             }
             if groups.isEmpty {
                 if closed { return }

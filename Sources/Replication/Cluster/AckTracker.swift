@@ -16,15 +16,31 @@ import Kernel
 import Synchronization
 
 final class AckTracker: Sendable {
+    /// How often waits past their deadline are failed in doubt: a wait's timeout is honoured
+    /// within this much. One sweeping task serves every wait (a timer task per `sync` commit,
+    /// created and cancelled per commit, was one more task switch on the commit's way back).
+    static let sweepMillis: Int64 = 10
+
     /// The accounting is the role's value (`AckLedger`); this shell keeps the continuations and
-    /// timers and resumes them outside the lock.
+    /// deadlines and resumes them outside the lock.
+    private struct Deadline {
+        let at: ContinuousClock.Instant
+        let id: Int
+        let lsn: UInt64
+        let needed: Int
+        let timeoutMillis: Int64
+    }
+
     private struct State {
         var ledger = AckLedger()
         var continuations: [Int: CheckedContinuation<Void, any Error>] = [:]
         var nextID = 0
         var fenced: AeroError?
-        /// Waits whose timer fired before they were registered.
-        var expired: Set<Int> = []
+        /// The deadline of every wait registered since the last sweep (or still pending), in
+        /// registration order; a sweep drops the entries of waits that ended.
+        var deadlines: [Deadline] = []
+        /// Whether the sweeping task runs (it ends when no deadline is left).
+        var sweeping = false
 
         mutating func take(_ ids: [Int]) -> [CheckedContinuation<Void, any Error>] {
             ids.compactMap { continuations.removeValue(forKey: $0) }
@@ -37,8 +53,8 @@ final class AckTracker: Sendable {
 
     var all: [String: UInt64] { state.withLock { $0.ledger.durable } }
 
-    /// Ids of waits whose timer fired before they were registered (tests: none stays behind).
-    var expiredCount: Int { state.withLock { $0.expired.count } }
+    /// Deadlines still tracked (tests: a sweep drops those of waits that ended).
+    var trackedDeadlines: Int { state.withLock { $0.deadlines.count } }
 
     /// A follower's session passed the history check: it holds this history through `verified`
     /// (0 when it is being bootstrapped). Replaces any earlier session of the node.
@@ -64,33 +80,23 @@ final class AckTracker: Sendable {
         state.withLock { $0.ledger.forget(node, session: session) }
     }
 
-    /// Waits until `needed` replicas flushed `lsn`; in doubt after `timeoutMillis` or a fence.
+    /// Waits until `needed` replicas flushed `lsn`; in doubt after `timeoutMillis` (within
+    /// `sweepMillis`) or a fence.
     func wait(_ lsn: UInt64, needed: Int, timeoutMillis: Int64) async throws {
         guard needed > 0 else { return }
-        let id = state.withLock { s -> Int in
-            defer { s.nextID += 1 }
-            return s.nextID
-        }
-        let timer = Task {
-            // Cancelled: the wait ended (the `defer` below); expiring it then would only leave its
-            // id in `expired` for good (it was one Int per `sync` commit, never removed).
-            do { try await Task.sleep(for: .milliseconds(timeoutMillis)) } catch { return }
-            self.expire(id, AeroError(.commitInDoubt, "commit \(lsn) is durable on the primary but \(needed) replica(s) did not confirm it within \(timeoutMillis) ms; it may or may not survive a failover", invariant: "D1"))
-        }
-        defer {
-            timer.cancel()
-            state.withLock { _ = $0.expired.remove(id) }
-        }
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(timeoutMillis))
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let outcome: Result<Bool, AeroError> = state.withLock { s in
-                if let fenced = s.fenced { return .failure(fenced) }
-                if s.expired.remove(id) != nil, !s.ledger.satisfied(lsn, needed: needed) {
-                    return .failure(AeroError(.commitInDoubt, "commit \(lsn) was not confirmed by a replica in time", invariant: "D1"))
-                }
-                if s.ledger.wait(id, lsn: lsn, needed: needed) { return .success(true) }
+            let (outcome, startSweeper): (Result<Bool, AeroError>, Bool) = state.withLock { s in
+                if let fenced = s.fenced { return (.failure(fenced), false) }
+                let id = s.nextID
+                s.nextID += 1
+                if s.ledger.wait(id, lsn: lsn, needed: needed) { return (.success(true), false) }
                 s.continuations[id] = c
-                return .success(false)
+                s.deadlines.append(Deadline(at: deadline, id: id, lsn: lsn, needed: needed, timeoutMillis: timeoutMillis))
+                defer { s.sweeping = true }
+                return (.success(false), !s.sweeping)
             }
+            if startSweeper { Task { await self.sweep() } }
             switch outcome {
             case .success(true): c.resume()
             case .success(false): break
@@ -99,15 +105,33 @@ final class AckTracker: Sendable {
         }
     }
 
-    private func expire(_ id: Int, _ error: AeroError) {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
-            guard s.ledger.expire(id), let c = s.continuations.removeValue(forKey: id) else {
-                s.expired.insert(id)
-                return nil
+    /// Every `sweepMillis` while deadlines are tracked: fails the waits past theirs in doubt and
+    /// drops the entries of waits that ended.
+    private func sweep() async {
+        while true {
+            try? await Task.sleep(for: .milliseconds(Self.sweepMillis))
+            let now = ContinuousClock.now
+            let (late, running) = state.withLock { s -> ([(CheckedContinuation<Void, any Error>, AeroError)], Bool) in
+                var late: [(CheckedContinuation<Void, any Error>, AeroError)] = []
+                var kept: [Deadline] = []
+                kept.reserveCapacity(s.deadlines.count)
+                for entry in s.deadlines where s.continuations[entry.id] != nil {  // else it ended
+                    guard entry.at <= now else {
+                        kept.append(entry)
+                        continue
+                    }
+                    if s.ledger.expire(entry.id), let c = s.continuations.removeValue(forKey: entry.id) {
+                        late.append((c, AeroError(.commitInDoubt, "commit \(entry.lsn) is durable on the primary but \(entry.needed) replica(s) did not confirm it within \(entry.timeoutMillis) ms; it may or may not survive a failover", invariant: "D1")))
+                    }
+                }
+                s.deadlines = kept
+                // Decided under the lock: a wait registered after this starts a new sweeper.
+                if s.deadlines.isEmpty { s.sweeping = false }
+                return (late, s.sweeping)
             }
-            return c
+            for (c, error) in late { c.resume(throwing: error) }
+            if !running { return }
         }
-        waiter?.resume(throwing: error)
     }
 
     /// Fails every pending and future wait (the node learned it was deposed, or hands over).

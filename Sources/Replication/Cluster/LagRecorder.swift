@@ -11,6 +11,8 @@ final class LagRecorder: Sendable {
     static let samplesKept = 65_536
 
     private struct Replica {
+        /// The session whose batches are in flight (ACKs of another are not counted).
+        var session: Int?
         var inFlight: [(lsn: UInt64, sentMicros: Int64)] = []
         var samples: [Double] = []
         var next = 0
@@ -26,9 +28,9 @@ final class LagRecorder: Sendable {
         }
     }
 
-    func applied(_ node: String, through lsn: UInt64, atMicros: Int64) {
+    func applied(_ node: String, session: Int, through lsn: UInt64, atMicros: Int64) {
         state.withLock { all in
-            guard var r = all[node] else { return }
+            guard var r = all[node], r.session == session else { return }
             var done = 0
             while done < r.inFlight.count && r.inFlight[done].lsn <= lsn {
                 let millis = Double(atMicros - r.inFlight[done].sentMicros) / 1000
@@ -42,8 +44,13 @@ final class LagRecorder: Sendable {
     }
 
     /// A new session starts with nothing in flight (what was sent before is not waited for).
-    func reset(_ node: String) {
-        state.withLock { $0[node]?.inFlight = [] }
+    func reset(_ node: String, session: Int) {
+        state.withLock { all in
+            var r = all[node] ?? Replica()
+            r.inFlight = []
+            r.session = session
+            all[node] = r
+        }
     }
 
     /// p50, p99 and max of the kept samples, in milliseconds; nil before the first sample.

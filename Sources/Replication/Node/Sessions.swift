@@ -169,7 +169,7 @@ extension ReplicationNode {
                         metadata: ["node": "\(hello.nodeID)", "lsn": "\(shipped.lsn)", "bytes": "\(shipped.bytes.count)"])
         }
         logger.info("replica connected", metadata: ["node": "\(hello.nodeID)", "from_lsn": "\(first)"])
-        lag.reset(hello.nodeID)
+        lag.reset(hello.nodeID, session: session)
         if case .bootstrap = admission { acks.sent(hello.nodeID, session: session, through: first - 1) }
         let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound, replica: hello.nodeID, session: session) }
         defer {
@@ -180,6 +180,11 @@ extension ReplicationNode {
             guard case .ack(let received, let durable, let applied) = message else {
                 throw ReplicationMessage.malformed("a follower sent something other than ACK")
             }
+            // The commits this flush completes are released here, on the session's task, and the
+            // lag is taken at the ACK's arrival: the actor's bookkeeping below (status) is not on
+            // their way.
+            acks.update(hello.nodeID, session: session, durable: durable)
+            lag.applied(hello.nodeID, session: session, through: applied, atMicros: Self.nowMicros())
             await acked(hello.nodeID, session: session, received: received, durable: durable, applied: applied)
             if sender.isCancelled { break }
         }
@@ -190,60 +195,59 @@ extension ReplicationNode {
     private nonisolated func stream(from first: UInt64, epoch: UInt64,
                                     to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, replica: String,
                                     session: Int) async throws {
-        let (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // The sender waits on the publications themselves (no relay task between them and it);
+        // the heartbeat runs beside it and ends the session's streaming when this node is no
+        // longer the primary of `epoch` (the sender also checks at every publication).
         let signals = database.appliedSignals()
-        let relay = Task {
-            for await _ in signals { wakeContinuation.yield() }
-        }
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(ReplicationTimeouts.heartbeatMillis))
-                wakeContinuation.yield()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(ReplicationTimeouts.heartbeatMillis))
+                    guard self.isPrimary(of: epoch) else { return }
+                    // Under load too: the replica's view of the primary's durable LSN (promotion's
+                    // at-risk range) is at most one heartbeat old.
+                    try await outbound.write(.heartbeat(epoch: epoch, durableLSN: self.database.durablePosition.lsn,
+                                                        timeMicros: Self.nowMicros()))
+                }
             }
-        }
-        defer {
-            relay.cancel()
-            ticker.cancel()
-            wakeContinuation.finish()
-        }
-        var next = first
-        var lastHeartbeat = Self.nowMicros()
-        for await _ in wake {
-            let current = role.withLock { $0 }
-            guard current.isPrimary, current.epoch == epoch, !Task.isCancelled else { return }
-            while true {
-                let records = try database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
-                guard let last = records.last else { break }
-                precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
-                lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
-                // Counted before the write, so an ACK can never arrive ahead of it: the follower's
-                // log is this history through its verified position, so all it can hold past
-                // that is what this session writes it.
-                acks.sent(replica, session: session, through: last.lsn)
-                try await outbound.write(.records(records))
-                next = last.lsn + 1
+            group.addTask {
+                var next = first
+                for await _ in signals {
+                    guard self.isPrimary(of: epoch), !Task.isCancelled else { return }
+                    while true {
+                        let records = try self.database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
+                        guard let last = records.last else { break }
+                        precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
+                        self.lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
+                        // Counted before the write, so an ACK can never arrive ahead of it: the
+                        // follower's log is this history through its verified position, so all it
+                        // can hold past that is what this session writes it.
+                        self.acks.sent(replica, session: session, through: last.lsn)
+                        try await outbound.write(.records(records))
+                        next = last.lsn + 1
+                    }
+                }
             }
-            // Under load too: the replica's view of the primary's durable LSN (promotion's
-            // at-risk range) is at most one heartbeat old.
-            let now = Self.nowMicros()
-            if now - lastHeartbeat >= ReplicationTimeouts.heartbeatMillis * 1000 {
-                try await outbound.write(.heartbeat(epoch: epoch, durableLSN: database.durablePosition.lsn, timeMicros: now))
-                lastHeartbeat = now
-            }
+            // The first to end (deposed, the stream finished, a write failed) ends the other.
+            defer { group.cancelAll() }
+            try await group.next()
         }
+    }
+
+    private nonisolated func isPrimary(of epoch: UInt64) -> Bool {
+        let current = role.withLock { $0 }
+        return current.isPrimary && current.epoch == epoch
     }
 
     private func acked(_ node: String, session: Int, received: UInt64, durable: UInt64, applied: UInt64) {
         guard var r = replicas[node], r.session == session else { return }
         let now = Self.nowMicros()
         r.received = received
-        acks.update(node, session: session, durable: durable)
         r.durable = acks.durable(of: node) ?? r.durable  // as counted: at most what this session sent
         r.applied = applied
         r.lastAckMicros = now
         if r.durable >= database.durablePosition.lsn { r.caughtUpMicros = now }
         replicas[node] = r
-        lag.applied(node, through: applied, atMicros: now)
     }
 
     private func disconnected(_ node: String, session: Int) {

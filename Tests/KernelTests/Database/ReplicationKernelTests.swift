@@ -33,6 +33,39 @@ import Testing
         }
     }
 
+    /// A shipped frame is placed whole before the flusher takes any of it (`holdingFlushes`):
+    /// the flusher used to wake at the frame's first record and flush it alone while the rest
+    /// were being placed (two flushes for one primary batch). Batches stay separate writes (R2,
+    /// P1: the replica's log is still byte-identical and recovers).
+    @Test func aShippedFrameIsFlushedWhole() async throws {
+        let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
+        let (primary, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(pdir), after: nil)
+        for batch in 0..<2 {  // two batches of 8 records on the primary
+            let last = try primary.holdingFlushes {
+                try (0..<8).map { i in try primary.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(batch * 8 + i)) }.last!
+            }
+            try await primary.waitDurable(last.lsn)
+        }
+        let records = try primary.read(from: 1, maxBytes: 1 << 20)
+        #expect(records.map(\.lsn) == Array(1...16))
+        #expect(Set(records.map(\.batchStart)) == [1, 9])
+        primary.close()
+        let (replica, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(rdir), after: nil)
+        let before = replica.flushCount
+        try replica.holdingFlushes {
+            for (i, record) in records.enumerated() {
+                _ = try replica.appendReplicated(record)
+                if i == 0 { usleep(50_000) }  // time for a flusher that is not held to take it alone
+            }
+        }
+        try await replica.waitDurable(16)
+        #expect(replica.flushCount - before == 1)
+        replica.close()
+        let (reopened, recovered, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(rdir), after: nil)
+        #expect(recovered.map(\.encoded) == records.map(\.encoded))
+        reopened.close()
+    }
+
     @Test func replicatedRecordsAreByteIdentical() async throws {
         let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
         let primary = try await Database.open(smallOptions(pdir))
