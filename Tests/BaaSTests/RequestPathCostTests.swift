@@ -34,6 +34,28 @@ import Testing
         }
     }
 
+    /// `decodePairs` before its ASCII byte split: Characters split, kept as the reference.
+    static func referencePairs(_ raw: String) -> [(String, String)] {
+        raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (PostgRESTQuery.formDecode(parts[0]), parts.count > 1 ? PostgRESTQuery.formDecode(parts[1]) : "")
+        }
+    }
+
+    @Test func queryPairsSplitAsTheCharacterSplit() {
+        let pieces = ["&", "&", "=", "=", "select", "*", "id", "eq.k4242", "a+b", "%28", "%2", "%zz", "\r\n", "\r", "\n", "", " ",
+                      "or=(a.eq.1,b.eq.2)", "é", "&\u{301}", "=\u{301}", "漢", "🙂", "%C3%A9", "\u{0}"]
+        var generator = SystemRandomNumberGenerator()
+        var samples = ["", "&", "=", "&&", "==", "a=", "=b", "a=b=c", "select=*&id=eq.k4242", "\r\n=&\r\n"]
+        for _ in 0..<3_000 {
+            samples.append((0..<Int.random(in: 1...10, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined())
+        }
+        for raw in samples {
+            let got = PostgRESTQuery.decodePairs(raw), want = Self.referencePairs(raw)
+            #expect(got.map(\.0) == want.map(\.0) && got.map(\.1) == want.map(\.1), "\(Array(raw.unicodeScalars))")
+        }
+    }
+
     @Test func logTimestampIsTimestampFormat() {
         var generator = SystemRandomNumberGenerator()
         var samples: [Int64] = [0, 1, 999_999, 1_000_000, -1, -1_000_000, -999_999, 1_764_870_400_000_000, 1_764_870_400_120_000,

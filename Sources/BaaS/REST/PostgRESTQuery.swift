@@ -110,7 +110,22 @@ struct PostgRESTQuery {
 
     /// Splits `a=1&b=2` and decodes each part (`+` = space, `%XX`).
     static func decodePairs(_ raw: String) -> [(String, String)] {
-        raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+        // An ASCII query (what clients send: anything else is percent-encoded) is split on its
+        // bytes: the same parts as splitting its Characters, without grapheme breaking (the
+        // split was half of PostgRESTQuery.parse in the GET profile, issue 19). In ASCII no `&`
+        // or `=` is part of a longer Character (only "\r\n" is, and neither byte is in it).
+        if raw.utf8.allSatisfy({ $0 < 0x80 }) {
+            var pairs: [(String, String)] = []
+            for pair in raw.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+                if let eq = pair.firstIndex(of: UInt8(ascii: "=")) {
+                    pairs.append((formDecode(Substring(pair[..<eq])), formDecode(Substring(pair[pair.index(after: eq)...]))))
+                } else {
+                    pairs.append((formDecode(Substring(pair)), ""))
+                }
+            }
+            return pairs
+        }
+        return raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             return (formDecode(parts[0]), parts.count > 1 ? formDecode(parts[1]) : "")
         }
