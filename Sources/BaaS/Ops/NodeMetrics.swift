@@ -97,10 +97,16 @@ public final class NodeMetrics: Sendable {
     private struct DiskCache { var atMillis: Int64?; var bytes: [String: Int64] = [:] }
     private let diskCache = Mutex(DiskCache())
     /// The WAL archiver's gauges (WALArchiver), read at each scrape.
-    private let archiveFigures = Mutex<(@Sendable () -> [(String, Double)])?>(nil)
+    /// Boxed, never `Mutex<(() -> …)?>`: a closure stored as a generic value is reabstracted on
+    /// every inout access, one more thunk per `withLock` (per scrape here; see CommitModeSetting).
+    private final class FiguresBox: Sendable {
+        let read: @Sendable () -> [(String, Double)]
+        init(_ read: @escaping @Sendable () -> [(String, Double)]) { self.read = read }
+    }
+    private let archiveFigures = Mutex<FiguresBox?>(nil)
 
     func setArchiveFigures(_ figures: @escaping @Sendable () -> [(String, Double)]) {
-        archiveFigures.withLock { $0 = figures }
+        archiveFigures.withLock { $0 = FiguresBox(figures) }
     }
 
     func countArchiveFailure() {
@@ -181,7 +187,7 @@ public final class NodeMetrics: Sendable {
         for (kind, bytes) in diskBytes(database.options.dataDirectory) {
             gauge("aerodb_storage_bytes", Double(bytes), labels: [("kind", kind)])
         }
-        for (name, value) in archiveFigures.withLock({ $0 })?() ?? [] { gauge(name, value) }
+        for (name, value) in archiveFigures.withLock({ $0 })?.read() ?? [] { gauge(name, value) }
         let process = Self.processFigures()
         if let rss = process.rss { gauge("process_resident_memory_bytes", Double(rss)) }
         if let fds = process.openFiles { gauge("process_open_fds", Double(fds)) }
