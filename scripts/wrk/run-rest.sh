@@ -11,7 +11,22 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-10}
 bin=${AERODB_BIN:-$(swift build -c release --show-bin-path)/aerodb}
 dir=$(mktemp -d /tmp/aerodb-wrk-XXXXXX)
-port=30490  # below the ephemeral port range
+# Ports port..port+15 (nodes, the baseline route, replication), all free, below the ephemeral
+# range (32768-60999), from a random start so that two runs at once do not pick the same ones;
+# AERODB_REST_PORT_BASE chooses them instead.
+port=${AERODB_REST_PORT_BASE:-$(python3 -c '
+import random, socket
+def free(p):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+bases = list(range(20000, 32768 - 16, 16))
+random.shuffle(bases)
+print(next(b for b in bases if all(free(b + i) for i in range(16))))
+')}
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; wait $p 2>/dev/null || true; done; rm -rf "$dir"' EXIT  # also after a node died
 
