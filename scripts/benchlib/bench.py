@@ -364,10 +364,25 @@ def w_replica_lag(ctx):
     samples = []
     try:
         ctx.pg.sql("CREATE TABLE IF NOT EXISTS probe(id bigserial PRIMARY KEY, at double precision)")
-        load = threading.Thread(target=lambda: ctx.pg.pgbench(INSERT, 8, ctx.seconds, rate=10_000))
-        load.start()
+        load_errors = []
+
+        def run_load():
+            try:
+                ctx.pg.pgbench(INSERT, 8, ctx.seconds, rate=10_000)
+            except Exception as e:  # re-raised after join: a failed load fails the workload
+                load_errors.append(e)
+
+        load = threading.Thread(target=run_load)
         with psycopg.connect(f"host=127.0.0.1 port={ctx.pg.port} user=postgres dbname=postgres", autocommit=True) as p, \
              psycopg.connect(f"host=127.0.0.1 port={replica.port} user=postgres dbname=postgres", autocommit=True) as r:
+            # The asynchronous standby replays CREATE TABLE later: probing before it failed the
+            # workload once with 'relation "probe" does not exist'.
+            deadline = time.monotonic() + 30
+            while r.execute("SELECT to_regclass('probe')").fetchone()[0] is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the PostgreSQL standby did not replay CREATE TABLE probe within 30 s")
+                time.sleep(0.01)
+            load.start()
             end = time.monotonic() + ctx.seconds - 0.5
             while time.monotonic() < end:
                 (pid,) = p.execute("INSERT INTO probe(at) VALUES (0) RETURNING id").fetchone()
@@ -377,6 +392,8 @@ def w_replica_lag(ctx):
                 samples.append((time.monotonic() - t0) * 1000)
                 time.sleep(0.01)
         load.join()
+        if load_errors:
+            raise load_errors[0]
     finally:
         replica.discard()
     samples.sort()
