@@ -91,5 +91,12 @@ final class BackupHolds: Sendable {
         }
     }
 
-    var count: Int { table.withLock { $0.holds.count } }
+    /// Live holds (idle ones dropped first, as `floor` does).
+    var count: Int {
+        let now = clock.monotonicNanos()
+        return table.withLock { t in
+            t.dropIdle(now: now)
+            return t.holds.count
+        }
+    }
 }

@@ -86,9 +86,8 @@ enum QueryValidator {
 
     /// A non-null comparison value in the field's normal form.
     static func operand(_ value: JSONValue, _ field: String, _ type: FieldType) throws -> JSONValue {
+        if isNormal(value, type) { return value }
         switch (type, value) {
-        case (.json, _): return value
-        case (.int, .int), (.int, .float), (.float, .int), (.float, .float): return value
         case (.int, _), (.float, _): throw mismatch(field, type, "cannot compare with \(value.kindName)")
         default:
             do {
@@ -99,7 +98,8 @@ enum QueryValidator {
         }
     }
 
-    /// Whether `operand` answers `value` itself for a field of `type` (nothing to check or rewrite).
+    /// Whether `value` is already an operand for a field of `type` (nothing to check or rewrite;
+    /// `FieldValidator.normalize` returns text and bool values as they are).
     static func isNormal(_ value: JSONValue, _ type: FieldType) -> Bool {
         switch (type, value) {
         case (.json, _), (.int, .int), (.int, .float), (.float, .int), (.float, .float), (.text, .string), (.bool, .bool):

@@ -16,40 +16,45 @@ final class LagRecorder: Sendable {
         var inFlight: [(lsn: UInt64, sentMicros: Int64)] = []
         var samples: [Double] = []
         var next = 0
+
+        /// One sample per in-flight batch the ACK through `lsn` covers.
+        mutating func applied(through lsn: UInt64, atMicros: Int64) {
+            var done = 0
+            while done < inFlight.count && inFlight[done].lsn <= lsn {
+                let millis = Double(atMicros - inFlight[done].sentMicros) / 1000
+                if samples.count < LagRecorder.samplesKept { samples.append(millis) } else { samples[next] = millis }
+                next = (next + 1) % LagRecorder.samplesKept
+                done += 1
+            }
+            inFlight.removeFirst(done)
+        }
     }
 
+    // Every update mutates the dictionary's value in place (`all[node, default:]`, `all[node]!`):
+    // a copy taken out and stored back (`var r = all[node]`) made each ACK copy the whole sample
+    // ring (up to 512 KiB) on the session's task.
     private let state = Mutex<[String: Replica]>([:])
 
     func sent(_ node: String, through lsn: UInt64, atMicros: Int64) {
         state.withLock { all in
-            var r = all[node] ?? Replica()
-            if r.inFlight.count < Self.samplesKept { r.inFlight.append((lsn, atMicros)) }
-            all[node] = r
+            if all[node, default: Replica()].inFlight.count < Self.samplesKept {
+                all[node, default: Replica()].inFlight.append((lsn, atMicros))
+            }
         }
     }
 
     func applied(_ node: String, session: Int, through lsn: UInt64, atMicros: Int64) {
         state.withLock { all in
-            guard var r = all[node], r.session == session else { return }
-            var done = 0
-            while done < r.inFlight.count && r.inFlight[done].lsn <= lsn {
-                let millis = Double(atMicros - r.inFlight[done].sentMicros) / 1000
-                if r.samples.count < Self.samplesKept { r.samples.append(millis) } else { r.samples[r.next] = millis }
-                r.next = (r.next + 1) % Self.samplesKept
-                done += 1
-            }
-            r.inFlight.removeFirst(done)
-            all[node] = r
+            guard all[node]?.session == session else { return }
+            all[node]!.applied(through: lsn, atMicros: atMicros)
         }
     }
 
     /// A new session starts with nothing in flight (what was sent before is not waited for).
     func reset(_ node: String, session: Int) {
         state.withLock { all in
-            var r = all[node] ?? Replica()
-            r.inFlight = []
-            r.session = session
-            all[node] = r
+            all[node, default: Replica()].inFlight = []
+            all[node, default: Replica()].session = session
         }
     }
 
