@@ -488,7 +488,7 @@ def w_storage(ctx):
     ratio("storage_upload_100m", "dd_dsync", f["upload_100m_mibs"], f["dd_dsync_100m_mibs"], "MiB/s",
           note="one 100 MiB upload (curl -T) vs dd bs=1M count=100 oflag=dsync; goal >= 0.5")
     ratio(f"storage_rss_{f['rss_run_mib']}m", "goal_64mb", max(f["rss_peak_kb"] - f["rss_before_kb"], 1) / 1024, 64.0, "MB", higher_is_better=False,
-          note="RSS growth of the node during one upload then download of that many MiB")
+          note="RSS growth of a freshly restarted node during one upload then download of that many MiB")
 
 
 def w_s3(ctx):
