@@ -59,6 +59,14 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
     }
 }
 
+/// A failure message written by a plain thread, read by the test.
+final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text: String?
+    func set(_ value: String) { lock.withLock { text = value } }
+    func get() -> String? { lock.withLock { text } }
+}
+
 @Suite struct WALTests {
     @Test(arguments: walEngines)
     func appendsSurviveReopenAcrossSegmentRollovers(engine: IOEngineChoice) async throws {
@@ -108,6 +116,52 @@ func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) a
         let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
         #expect(Set(records.map(\.position)) == Set(acknowledged))
         #expect(records.map(\.lsn) == Array(1...1600))
+        reopened.close()
+    }
+
+    /// The flusher spins for work, then sleeps (`WriteAheadLog.idle`): records placed while it
+    /// flushes, spins, is about to sleep or sleeps must all be flushed. Appends come from a plain
+    /// thread with pauses around the spin window; each must become durable before a deadline (a
+    /// lost wake-up leaves a record placed but never flushed). D1.
+    @Test(arguments: walEngines)
+    func recordsPlacedWhileTheFlusherSpinsOrSleepsAreAllFlushed(engine: IOEngineChoice) async throws {
+        let dir = TemporaryDirectory()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
+        let spinMicros = Int(WriteAheadLog.flusherSpinNanos / 1000)
+        let pauses: [Int] = [0, 0, 5, spinMicros / 2, spinMicros - 10, spinMicros, spinMicros + 10, spinMicros * 3, 2000]
+        let outcome = LockedText()
+        let appender = { (finished: CheckedContinuation<Void, Never>) in Thread {
+            defer { finished.resume() }
+            var rng = SystemRandomNumberGenerator()
+            for i in 0..<1500 {
+                let pause = pauses.randomElement(using: &rng)!
+                if pause > 0 { usleep(UInt32(pause)) }
+                let position: LogPosition
+                do {
+                    position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(i))
+                } catch {
+                    outcome.set("append \(i) failed: \(error)")
+                    return
+                }
+                // Half the records are waited for at once (the flusher then idles after them),
+                // half are left to the next ones' flush.
+                guard Bool.random(using: &rng) || i == 1499 else { continue }
+                let deadline = DispatchTime.now().uptimeNanoseconds + 30_000_000_000
+                while wal.durablePosition.lsn < position.lsn {
+                    if DispatchTime.now().uptimeNanoseconds > deadline {
+                        outcome.set("record \(position.lsn) placed but not flushed within 30 s")
+                        return
+                    }
+                    usleep(20)
+                }
+            }
+        } }
+        await withCheckedContinuation { appender($0).start() }  // a plain thread, not the cooperative pool
+        #expect(outcome.get() == nil, "\(outcome.get() ?? "")")
+        #expect(wal.durablePosition.lsn == 1500)
+        wal.close()
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine, segmentBytes: 1 << 20), after: nil)
+        #expect(records.map(\.lsn) == Array(1...1500))
         reopened.close()
     }
 
