@@ -7,10 +7,6 @@
 // - Records become durable in LSN order, a whole write (batch) at a time; `durable` only grows.
 // - The durable handler runs after `durable` advanced and before any waiter of those LSNs
 //   resumes, so a commit that returns is already visible to readers (D1 then P2).
-// - No placed record waits for a flusher that sleeps: every placement (and a hold's end, and
-//   close) calls `wake`, which signals the flusher only when it announced that it sleeps; a
-//   flusher with nothing to do spins `flusherSpinNanos` first, so a lone writer's next commit
-//   is taken without a futex wake-up on either side (`idle` has the handshake).
 // - The first flush error fails the log for good (F1): waiters and later appends get
 //   AERO_WAL_FLUSH_FAILED; nothing is retried, the page cache is not trusted.
 // - A record is placed only after the space for it is secured: when a new segment cannot be
@@ -67,10 +63,6 @@ public final class WriteAheadLog: Sendable {
     /// time: one 64 MiB flush at the end stalled concurrent commit flushes (and replica
     /// visibility) for up to a quarter of a second.
     static let spareChunkBytes = 1 << 20
-    /// How long the flusher spins for the next record before it sleeps. A lone writer's next
-    /// commit arrives one commit's CPU after the flush that answered the last one; a flusher
-    /// already awake takes it without a futex wake-up on either side (issue 19).
-    static let flusherSpinNanos: UInt64 = 100_000
 
     /// Bytes of recently placed records kept in memory, so replication senders and change
     /// streams following the tail never read segment files (older reads go to disk).
@@ -119,10 +111,6 @@ public final class WriteAheadLog: Sendable {
     private let options: WALOptions
     private let engine: any WALIOEngine
     private let work = DispatchSemaphore(value: 0)
-    /// Bumped by every wake-up (`wake`): the flusher spins on it before sleeping.
-    private let wakes = Atomic<UInt64>(0)
-    /// True while the flusher sleeps (or is about to) on `work`: only then does `wake` signal it.
-    private let flusherAsleep = Atomic<Bool>(false)
     private let flusherExited = DispatchSemaphore(value: 0)
     private let handles = Mutex<[UInt64: any FileHandle]>([:])
 
@@ -259,7 +247,7 @@ public final class WriteAheadLog: Sendable {
                 return (placement, s.held != nil)
             }) {
             case (.placed(let position, let prepare), let held):
-                if !held { wake() }  // else the hold's end wakes the flusher
+                if !held { work.signal() }  // else the hold's end wakes the flusher
                 if let prepare { prepareSpareInBackground(prepare) }
                 return position
             case (.needSpare(let index), _):
@@ -568,44 +556,13 @@ public final class WriteAheadLog: Sendable {
         state.withLock { $0.held = $0.pending.count }
         defer {
             state.withLock { $0.held = nil }
-            wake()
+            work.signal()
         }
         return try place()
     }
 
-    /// Tells the flusher there is work (a record placed, a hold ended, the log closing). A
-    /// syscall only when the flusher sleeps: while it flushes or spins this is two atomics.
-    private func wake() {
-        wakes.add(1, ordering: .sequentiallyConsistent)
-        if flusherAsleep.exchange(false, ordering: .sequentiallyConsistent) { work.signal() }
-    }
-
-    /// The flusher found nothing to do: spins up to `flusherSpinNanos` for a wake-up, then
-    /// sleeps on `work` until one. `seen` is the wake count read before it looked for work.
-    /// Every `work.signal()` comes from the one `wake` that turned `flusherAsleep` from true to
-    /// false, and the flusher waits exactly once for each time it set it true: no wake-up is
-    /// lost (both sides are sequentially consistent: either the flusher sees the new count or
-    /// the waker sees it asleep) and none is left over.
-    private func idle(seen: UInt64) {
-        let deadline = DispatchTime.now().uptimeNanoseconds + Self.flusherSpinNanos
-        var spins = 0
-        while wakes.load(ordering: .acquiring) == seen {
-            spins &+= 1
-            if spins & 31 == 0 && DispatchTime.now().uptimeNanoseconds >= deadline { break }
-        }
-        flusherAsleep.store(true, ordering: .sequentiallyConsistent)
-        if wakes.load(ordering: .sequentiallyConsistent) != seen {
-            // Work came: take back the announcement; if a waker already took it, its signal
-            // is on the way (or posted) and must be consumed.
-            if !flusherAsleep.exchange(false, ordering: .sequentiallyConsistent) { work.wait() }
-            return
-        }
-        work.wait()
-    }
-
     private func flushLoop() {
         while true {
-            let seen = wakes.load(ordering: .sequentiallyConsistent)
             let (groups, closed) = state.withLock { s -> ([PendingGroup], Bool) in
                 // While a frame is being placed only the groups complete before it are taken
                 // (all of them once the log is closing).
@@ -618,7 +575,7 @@ public final class WriteAheadLog: Sendable {
             }
             if groups.isEmpty {
                 if closed { return }
-                idle(seen: seen)
+                work.wait()
                 continue
             }
             do {
@@ -788,7 +745,7 @@ public final class WriteAheadLog: Sendable {
             return s.closed
         }
         guard !alreadyClosed else { return }
-        wake()
+        work.signal()
         flusherExited.wait()
         let stranded = state.withLock { s in
             defer { s.waiters = [] }
