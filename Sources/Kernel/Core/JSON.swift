@@ -119,6 +119,19 @@ public enum JSON {
         return i
     }
 
+    /// Whether every byte is below 0x80 (8 bytes at a time).
+    static func isASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        var i = 0, high: UInt64 = 0
+        while i + 8 <= bytes.count {
+            high |= UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+            i += 8
+        }
+        var tail: UInt8 = 0
+        while i < bytes.count { tail |= bytes[i]; i += 1 }
+        return high & 0x8080_8080_8080_8080 == 0 && tail & 0x80 == 0
+    }
+
     private static func appendEscaped(_ byte: UInt8, into out: inout [UInt8]) {
         switch byte {
         case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
@@ -189,8 +202,12 @@ struct JSONParser {
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw error("expected ':'") }
             position += 1
             skipWhitespace()
-            guard fields[key] == nil else { throw error("duplicate key \"\(key)\"") }
-            fields[key] = try parseValue(depth: depth + 1)
+            let valueStart = position
+            // One hash lookup per key (a duplicate is found on insertion, reported at its value).
+            if fields.updateValue(try parseValue(depth: depth + 1), forKey: key) != nil {
+                position = valueStart
+                throw error("duplicate key \"\(key)\"")
+            }
             skipWhitespace()
             guard position < bytes.count else { throw error("unexpected end of input") }
             if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
@@ -215,7 +232,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseString() throws -> String {
+    mutating func parseString() throws -> String {
         position += 1
         let start = position
         // Fast path: no escapes (runs of plain bytes skipped 8 at a time).
@@ -226,6 +243,14 @@ struct JSONParser {
             if b == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<position])
                 position += 1
+                if JSON.isASCII(slice) {
+                    // ASCII is valid UTF-8: copied as is. `String(validating:as:)` looks its generic
+                    // metadata up at run time on every call (13% of recovery's decoding, issue 19).
+                    return String(unsafeUninitializedCapacity: slice.count) { out in
+                        _ = out.initialize(from: slice)
+                        return slice.count
+                    }
+                }
                 guard let s = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
                 return s
             }
@@ -323,11 +348,30 @@ struct JSONParser {
             guard position < bytes.count, isDigit(bytes[position]) else { throw error("invalid number") }
             while position < bytes.count && isDigit(bytes[position]) { position += 1 }
         }
+        if isInteger, let i = integer(start..<position) { return .int(i) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        if isInteger, let i = Int64(text) { return .int(i) }
         guard let d = Double(text), d.isFinite else { throw error("number out of range") }
         return .float(d)
     }
 
     private func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+
+    /// The value of an integer literal that the scan above accepted (`-?digits`), or nil when it
+    /// does not fit Int64 (then it is a float, as `Int64(String)` would say): the digits are
+    /// accumulated below zero so Int64.min parses, without building a String per number.
+    private func integer(_ range: Range<Int>) -> Int64? {
+        var i = range.lowerBound
+        let negative = bytes[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        var value: Int64 = 0
+        while i < range.upperBound {
+            let (shifted, o1) = value.multipliedReportingOverflow(by: 10)
+            let (next, o2) = shifted.subtractingReportingOverflow(Int64(bytes[i] &- 48))
+            if o1 || o2 { return nil }
+            value = next
+            i += 1
+        }
+        if negative { return value }
+        return value == .min ? nil : -value
+    }
 }

@@ -39,9 +39,9 @@ public enum KernelLimits {
     /// decoding threads busy while bounding memory to that many records (each at most
     /// `transactionBytesMax` of payload, decoded).
     public static let recoveryDecodeAheadRecords = 8
-    /// Threads that decode WAL records during recovery, at most (beside the scanning and the
-    /// applying thread; one on a machine of up to three cores): applying, in LSN order on one
-    /// thread, is the bottleneck beyond a few.
+    /// Threads that decode WAL records during recovery, at most (one per core, beside the
+    /// scanning and the applying thread, which use a fraction of a core each): applying, in LSN
+    /// order on one thread, is the bottleneck beyond a few.
     public static let recoveryDecodeThreadsMax = 3
     /// Collection and field names: ASCII letters, digits and `_`, starting with a letter or `_`.
     public static let nameBytesMax = 63

@@ -152,6 +152,12 @@ enum TransactionRecord {
     }
 
     static func decodeChanges(_ payload: [UInt8], lsn: UInt64) throws -> [DocumentChange] {
+        if let changes = payload.withUnsafeBufferPointer({ decodeChangesDirectly($0) }) { return changes }
+        return try decodeChangesGenerically(payload, lsn: lsn)
+    }
+
+    /// The general decoding (the reference): `JSON.parse`, then the layout read from the tree.
+    static func decodeChangesGenerically(_ payload: [UInt8], lsn: UInt64) throws -> [DocumentChange] {
         guard case .array(let items)? = try parse(payload, lsn: lsn)["changes"] else { throw corrupt(lsn) }
         return try items.map { item in
             guard case .string(let c)? = item["c"], let k = item["k"] else { throw corrupt(lsn) }
@@ -159,6 +165,75 @@ enum TransactionRecord {
             guard before != nil || after != nil else { throw corrupt(lsn) }
             return DocumentChange(collection: c, key: k, before: before, after: after)
         }
+    }
+
+    /// The transaction layout read straight off the bytes with the same parser (recovery's hot
+    /// path, issue 19): no tree of the whole payload, no dictionary per change. Returns nil for
+    /// anything but that layout exactly (a root key other than "changes", a change key other
+    /// than a, b, c or k or one spelled with escapes, a repeated key, an `a` or `b` that is not an
+    /// object, a missing `c`, `k` or image, invalid JSON); the caller then decodes generically,
+    /// which is authoritative, so both give the same changes or the same error. Values are
+    /// parsed at the depth the generic parse reaches them (document at 3), so the depth limit
+    /// (AR1) is the same. TransactionRecordTests compares both on random and malformed payloads.
+    static func decodeChangesDirectly(_ buffer: UnsafeBufferPointer<UInt8>) -> [DocumentChange]? {
+        var p = JSONParser(buffer)
+        func take(_ byte: UInt8) -> Bool {
+            p.skipWhitespace()
+            guard p.position < buffer.count, buffer[p.position] == byte else { return false }
+            p.position += 1
+            return true
+        }
+        /// A one-letter key without escapes ("a"), returned as its byte.
+        func shortKey() -> UInt8? {
+            p.skipWhitespace()
+            let i = p.position
+            guard i + 2 < buffer.count, buffer[i] == 0x22, buffer[i + 2] == 0x22 else { return nil }
+            p.position += 3
+            return buffer[i + 1]
+        }
+        guard take(UInt8(ascii: "{")) else { return nil }
+        p.skipWhitespace()
+        guard p.position < buffer.count, buffer[p.position] == 0x22, (try? p.parseString()) == "changes",
+              take(UInt8(ascii: ":")), take(UInt8(ascii: "[")) else { return nil }
+        var changes: [DocumentChange] = []
+        if !take(UInt8(ascii: "]")) {
+            while true {
+                guard take(UInt8(ascii: "{")) else { return nil }
+                var after: Document?, before: Document?, collection: String?, key: JSONValue?
+                while true {
+                    guard let name = shortKey(), take(UInt8(ascii: ":")) else { return nil }
+                    p.skipWhitespace()
+                    guard let value = try? p.parseValue(depth: 3) else { return nil }
+                    switch name {
+                    case UInt8(ascii: "a"):
+                        guard after == nil, case .object(let doc) = value else { return nil }
+                        after = doc
+                    case UInt8(ascii: "b"):
+                        guard before == nil, case .object(let doc) = value else { return nil }
+                        before = doc
+                    case UInt8(ascii: "c"):
+                        guard collection == nil, case .string(let name) = value else { return nil }
+                        collection = name
+                    case UInt8(ascii: "k"):
+                        guard key == nil else { return nil }
+                        key = value
+                    default:
+                        return nil
+                    }
+                    if take(UInt8(ascii: ",")) { continue }
+                    if take(UInt8(ascii: "}")) { break }
+                    return nil
+                }
+                guard let collection, let key, before != nil || after != nil else { return nil }
+                changes.append(DocumentChange(collection: collection, key: key, before: before, after: after))
+                if take(UInt8(ascii: ",")) { continue }
+                if take(UInt8(ascii: "]")) { break }
+                return nil
+            }
+        }
+        guard take(UInt8(ascii: "}")) else { return nil }
+        p.skipWhitespace()
+        return p.position == buffer.count ? changes : nil
     }
 
     static func encode(_ change: SchemaChange) -> [UInt8] {

@@ -176,8 +176,11 @@ final class RecoveryPipeline<Prepared: Sendable>: @unchecked Sendable {
 }
 
 enum RecoveryThreads {
-    /// Decoding threads for this machine: the scan and the applying thread take two cores.
+    /// Decoding threads for this machine: one per core (up to the limit). Decoding is recovery's
+    /// critical path: in a profile of the restart bench on 2 cores (issue 19) the one decoding
+    /// thread was busy all the time while the scan and the applying thread used a quarter of a
+    /// core each, so decoders share the cores with them rather than leave one to the other two.
     static var decoding: Int {
-        max(1, min(ProcessInfo.processInfo.activeProcessorCount - 2, KernelLimits.recoveryDecodeThreadsMax))
+        max(1, min(ProcessInfo.processInfo.activeProcessorCount, KernelLimits.recoveryDecodeThreadsMax))
     }
 }
