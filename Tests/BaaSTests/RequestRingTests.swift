@@ -67,7 +67,7 @@ import Kernel
         #expect(RequestRedaction.query(path: "/rest/v1/t", query: "Access_Token=t&refresh_token=r") == "Access_Token=(redacted)&refresh_token=(redacted)")
         #expect(RequestRedaction.query(path: "/rest/v1/t", query: "select=id,token&order=id") == "select=id,token&order=id")
         #expect(RequestRedaction.query(path: "/rest/v1/t", query: nil) == "")
-        // What the ring keeps is what the log line holds (RequestLogMiddleware passes the redacted query).
+        // What the ring keeps is what the log line holds (FrontMiddleware passes the redacted query).
         let ring = RequestRing()
         let q = RequestRedaction.query(path: "/storage/v1/object/sign/b/a.png", query: "token=SECRET-TOKEN&download=")
         record(ring, 1, path: "/storage/v1/object/sign/b/a.png", query: q)

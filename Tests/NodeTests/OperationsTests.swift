@@ -109,9 +109,17 @@ func findProgram(_ name: String) -> String? {
         #expect(write.status == 200)
         #expect(write.headers["x-request-id"] == id)
         // The primary's line for the forwarded request carries the id (and the replica's too).
-        let primaryLines = cluster.log(0).split(separator: "\n").filter { $0.contains(id) }
-        #expect(primaryLines.contains { $0.contains("\"path\":\"/admin/v1/transactions\"") && $0.contains("\"status\":\"200\"") },
-                "n1 log: \(cluster.log(0).suffix(1500))")
+        // Request lines are written by the log writer's thread, shortly after the answer
+        // (LogLine.Writer): wait for them, up to a deadline.
+        func primaryHasLine() -> Bool {
+            cluster.log(0).split(separator: "\n").filter { $0.contains(id) }
+                .contains { $0.contains("\"path\":\"/admin/v1/transactions\"") && $0.contains("\"status\":\"200\"") }
+        }
+        let linesDeadline = ContinuousClock.now + .seconds(20)
+        while !(primaryHasLine() && cluster.log(1).contains(id)) && ContinuousClock.now < linesDeadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(primaryHasLine(), "n1 log: \(cluster.log(0).suffix(1500))")
         #expect(cluster.log(1).contains(id))
         // An unacceptable id is replaced, and an error body names the id it was given.
         let bad = try await exchange("POST", cluster.url(0) + "/admin/v1/transactions",

@@ -26,11 +26,10 @@ public enum AdminAPI {
                               logger: Logger, routes: KnownRoutes = KnownRoutes(),
                               clusterSettings: ClusterSettings? = nil) throws -> Router<AeroRequestContext> {
         let router = Router(context: AeroRequestContext.self)
-        router.add(middleware: OpsMiddleware())  // request id and HTTP metrics (Sources/BaaS/Ops)
-        router.add(middleware: RequestLogMiddleware(routes: routes))
-        router.add(middleware: ClientAddressMiddleware(secret: keys.secret))
-        router.add(middleware: ClusterMiddleware(cluster: cluster, database: database, secret: keys.secret))
-        router.add(middleware: AdminAuditMiddleware(database: database, logger: logger))
+        // Request id, metrics, request log, client address, cluster rules, admin audit: one pass
+        // (Sources/BaaS/HTTP/FrontMiddleware.swift).
+        router.add(middleware: FrontMiddleware(cluster: cluster, database: database, secret: keys.secret, logger: logger,
+                                               routes: routes))
         router.get("/health") { _, _ in HTTPJSON.response(.object(["status": .string("ok")])) }
         router.get("/ready") { _, _ in
             if let failure = database.failure { return HTTPErrors.response(failure) }

@@ -15,11 +15,18 @@ struct AdminAuditMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let response = try await next(request, context)
+        record(request, context: context, response: response)
+        return response
+    }
+
+    /// Records `request` when it was an admin action that changed something (FrontMiddleware
+    /// calls this after the handler answered).
+    func record(_ request: Request, context: Context, response: Response) {
         let path = request.uri.path
         guard path.hasPrefix("/admin/v1/"), request.method != .get, request.method != .head,
               !ClusterMiddleware<Context>.localAdminPaths.contains(path), path != "/admin/v1/transactions",
               response.status.code < 400,
-              request.uri.queryParameters.get("dry_run") != "true" else { return response }  // a dry run acts on nothing
+              request.uri.queryParameters.get("dry_run") != "true" else { return }  // a dry run acts on nothing
         let event = AuthEvent(action: "admin \(request.method.rawValue) \(path)", actorRole: "service_role", target: nil,
                               ip: context.clientIP, details: ["status": .int(Int64(response.status.code))])
         // Off the answer's path: a sync-mode commit right after a promotion may wait for a
@@ -34,6 +41,5 @@ struct AdminAuditMiddleware<Context: ClientAddressContext>: RouterMiddleware {
                 logger.error("audit row not written", metadata: ["action": "\(event.action)", "error": "\(error)"])
             }
         }
-        return response
     }
 }

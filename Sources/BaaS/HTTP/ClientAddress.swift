@@ -1,4 +1,4 @@
-// The client's address as every handler sees it (`context.clientIP`): the TCP peer, unless the
+// The client's address as every handler sees it (`context.clientIP`, set by FrontMiddleware): the TCP peer, unless the
 // request carries `X-AeroDB-Client-IP: <ip>;<mac>` that verifies: a write another node of the
 // cluster forwarded here, on behalf of that client. A client cannot forge one, so per-IP rate
 // limits and the audit log's "from where" survive forwarding.
@@ -71,24 +71,22 @@ enum ForwardedHost {
     static func verify(_ value: String, secret: [UInt8]) -> String? { SignedHeaderValue.verify(value, key: SecretDomain.forwardedHost.key(secret)) }
 }
 
-public struct ClientAddressMiddleware<Context: ClientAddressContext>: RouterMiddleware {
+/// Sets `context.clientIP` (FrontMiddleware): the verified forwarded address, else the TCP peer.
+struct ClientAddressVerifier: Sendable {
     let key: SymmetricKey
     /// Signed addresses that verified before (SignedValueMemo.swift): a primary receiving the
     /// forwards of a replica verifies each client's address once, not on every write.
     let verified: SignedValueMemo
 
-    public init(secret: [UInt8]) {
+    init(secret: [UInt8]) {
         key = SecretDomain.clientAddress.key(secret)
         verified = SignedValueMemo(key: key)
     }
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var context = context
-        context.clientIP = request.headers[ClientAddress.header].flatMap { text in
+    func clientIP(_ request: Request, remote: SocketAddress?) -> String? {
+        request.headers[ClientAddress.header].flatMap { text in
             verified.verify(text).flatMap { ClientAddress.isIPAddress($0) ? $0 : nil }
         }
-            ?? (context as? any RemoteAddressRequestContext)?.remoteAddress?.ipAddress
-        return try await next(request, context)
+            ?? remote?.ipAddress
     }
-
 }

@@ -180,7 +180,7 @@ extension ClusterHTTP {
 struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let cluster: any ClusterView
     let database: Database
-    /// Signs the client's address on forwarded requests (ClientAddressMiddleware): the key of its
+    /// Signs the client's address on forwarded requests (ClientAddress.swift): the key of its
     /// SecretDomain, derived once (an HMAC per forward otherwise, issue 19's replica profile).
     let addressKey: SymmetricKey
     /// Signs the host the client addressed (ForwardedHost), derived once too.
@@ -226,11 +226,24 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         if isWrite(request), request.headers[ClusterHTTP.forwardedHeader] == nil, let primary = cluster.primaryHTTP() {
             return try await forward(request, to: primary, context: context, next: next)  // the primary's answer names its epoch
         }
-        var response = try await next(request, context)
-        if response.headers[ClusterHTTP.lsnEpochHeader] == nil, let text = response.headers[HTTPJSON.lsnHeader], let lsn = UInt64(text) {
-            let snapshot = database.snapshot()
-            if let epoch = snapshot.state.epochHistory.epoch(at: lsn, last: snapshot.lsn) { response.headers[ClusterHTTP.lsnEpochHeader] = String(epoch) }
-        }
+        return stamped(try await next(request, context))
+    }
+
+    /// Whether `handle` does more for this request than `stamped` on its answer: a diverged
+    /// node's refusal, a min-LSN read, a write this node forwards (FrontMiddleware runs the
+    /// handler directly otherwise).
+    func concerns(_ request: Request) -> Bool {
+        if cluster.dataRefusal() != nil || request.headers[ClusterHTTP.minLSNHeader] != nil { return true }
+        return isWrite(request) && request.headers[ClusterHTTP.forwardedHeader] == nil && cluster.primaryHTTP() != nil
+    }
+
+    /// An answer naming an LSN also names that record's epoch (when this node's history says).
+    func stamped(_ response: Response) -> Response {
+        guard response.headers[ClusterHTTP.lsnEpochHeader] == nil, let text = response.headers[HTTPJSON.lsnHeader],
+              let lsn = UInt64(text) else { return response }
+        var response = response
+        let snapshot = database.snapshot()
+        if let epoch = snapshot.state.epochHistory.epoch(at: lsn, last: snapshot.lsn) { response.headers[ClusterHTTP.lsnEpochHeader] = String(epoch) }
         return response
     }
 

@@ -12,15 +12,25 @@
 //   (LogLineTests compares both on hostile keys and values).
 // - Fields are given in rising precedence: of two fields with the same key the later one is
 //   written, the earlier one dropped (the dictionary merge the handler did).
-// - `write` hands the whole line to the file descriptor before it returns (a request's line is
-//   written before its answer leaves, and so survives a SIGKILL right after the answer); a
-//   partial write is continued, EINTR retried, any other error drops the line (there is nowhere
-//   to report a failing log).
+// - `write` hands the whole line to the file descriptor before it returns; a partial write is
+//   continued, EINTR retried, any other error drops the line (there is nowhere to report a
+//   failing log).
+// - The node's lines go through `LogLine.Writer` (below): an info or debug line (every request's
+//   line) is queued and written by the writer's own thread, off the request path, many lines per
+//   `write`; a warning or worse line is written before `log` returns, after every line queued
+//   before it (order kept). The queue is bounded (`Writer.pendingBytesMax`); a line that does not
+//   fit is dropped and counted (`aerodb_log_lines_dropped_total`), never dropped silently. Queued
+//   lines are written at exit (`flush`, atexit); a SIGKILL loses the lines still queued (at most
+//   the last few milliseconds of request lines; warnings and errors are already written).
 
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
+import Foundation
 import Kernel
+import Logging
+import Synchronization
 
 public enum LogLine {
     /// The line of `fields` (rising precedence), newline included.
@@ -98,4 +108,131 @@ public enum LogLine {
             }
         }
     }
+}
+
+extension LogLine {
+    /// Lines queued for one file descriptor and written by a thread of its own (see the header).
+    public final class Writer: Sendable {
+        /// Bytes queued and not yet written, at most; a line that would pass it is dropped and
+        /// counted. 4 MiB is some 20,000 request lines: a second of a busy node's lines while the
+        /// descriptor (a pipe to a log collector) does not drain.
+        public static let pendingBytesMax = 4 << 20
+
+        private struct State {
+            var pending: [UInt8] = []
+            /// The thread waits for lines (a producer that queues into an empty queue wakes it).
+            var sleeping = false
+            var dropped: UInt64 = 0
+            var started = false
+        }
+
+        let fd: Int32
+        let bytesMax: Int
+        private let state = Mutex(State())
+        /// Held while bytes go to the descriptor: the writer thread's batches and `writeNow`'s
+        /// lines leave in the order they were queued.
+        private let writing = Mutex(())
+        private let wake = DispatchSemaphore(value: 0)
+        /// Called once per dropped line (the node counts it in its metrics).
+        private let onDrop: @Sendable () -> Void
+
+        public init(fd: Int32, bytesMax: Int = Writer.pendingBytesMax, onDrop: @escaping @Sendable () -> Void = {}) {
+            self.fd = fd
+            self.bytesMax = bytesMax
+            self.onDrop = onDrop
+        }
+
+        /// Lines dropped because the queue was full, since start.
+        public var dropped: UInt64 { state.withLock { $0.dropped } }
+
+        /// Queues `line` for the writer thread (started at the first line); false when it was
+        /// dropped (the queue held `bytesMax` bytes).
+        @discardableResult
+        public func enqueue(_ line: [UInt8]) -> Bool {
+            let (accepted, wakeIt, start) = state.withLock { s -> (Bool, Bool, Bool) in
+                guard s.pending.count + line.count <= bytesMax else {
+                    s.dropped &+= 1
+                    return (false, false, false)
+                }
+                if s.pending.isEmpty { s.pending.reserveCapacity(64 << 10) }
+                s.pending.append(contentsOf: line)
+                let start = !s.started
+                s.started = true
+                let wakeIt = s.sleeping
+                if wakeIt { s.sleeping = false }
+                return (true, wakeIt, start)
+            }
+            if !accepted { onDrop() }
+            if start { startThread() }
+            if wakeIt { wake.signal() }
+            return accepted
+        }
+
+        /// Writes every queued line, then `line`, before it returns.
+        public func writeNow(_ line: [UInt8]) {
+            writing.withLock { _ in
+                let queued = state.withLock { s -> [UInt8] in
+                    let taken = s.pending
+                    s.pending = []
+                    return taken
+                }
+                if !queued.isEmpty { LogLine.write(queued, to: fd) }
+                LogLine.write(line, to: fd)
+            }
+        }
+
+        /// Writes every queued line before it returns.
+        public func flush() {
+            writing.withLock { _ in
+                let queued = state.withLock { s -> [UInt8] in
+                    let taken = s.pending
+                    s.pending = []
+                    return taken
+                }
+                if !queued.isEmpty { LogLine.write(queued, to: fd) }
+            }
+        }
+
+        private func startThread() {
+            let thread = Thread { [self] in self.run() }
+            thread.name = "aerodb-log"
+            thread.start()
+        }
+
+        /// The writer thread: writes what is queued, one `write` per batch, and sleeps when the
+        /// queue is empty.
+        private func run() {
+            var spare: [UInt8] = []
+            while true {
+                let batch = writing.withLock { _ -> Bool in
+                    let empty = state.withLock { s -> Bool in
+                        if s.pending.isEmpty {
+                            s.sleeping = true
+                            return true
+                        }
+                        swap(&s.pending, &spare)
+                        return false
+                    }
+                    if empty { return false }
+                    LogLine.write(spare, to: fd)
+                    spare.removeAll(keepingCapacity: spare.capacity <= 1 << 20)
+                    return true
+                }
+                if !batch { wake.wait() }
+            }
+        }
+    }
+}
+
+extension LogLine {
+    /// The node's standard-error log (Sources/Node/Logging/JSONLogHandler.swift); a dropped line
+    /// counts in `aerodb_log_lines_dropped_total`.
+    public static let stderr = Writer(fd: STDERR_FILENO, onDrop: { NodeMetrics.shared.countDroppedLogLine() })
+}
+
+/// A log handler that writes a request's line from its fields as they are: the same line as
+/// `logger.info("request", metadata: fields as strings)`, without building the metadata
+/// dictionary (RequestLog's line, one per request). Fields are given in rising precedence.
+public protocol RequestLineHandler: LogHandler {
+    func logRequestLine(_ fields: [(key: String, value: String)])
 }

@@ -4,7 +4,7 @@
 import Hummingbird
 import NIOCore
 
-/// A context that carries the client's address (set by ClientAddressMiddleware).
+/// A context that carries the client's address (set by FrontMiddleware).
 public protocol ClientAddressContext: RequestContext {
     var clientIP: String? { get set }
 }

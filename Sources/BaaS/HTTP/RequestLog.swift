@@ -1,10 +1,11 @@
 // One log line per request, after the answer: method, path, query, status, milliseconds; the
 // same record goes to the node's request ring (RequestRing.swift, `GET /admin/v1/requests`).
+// Written by FrontMiddleware (step 2); this file holds what it uses: redaction, routes, errors.
 // Queries are redacted by `RequestRedaction.query` (the whole query of an email link, the
 // realtime socket, an OAuth callback; secret parameters such as `apikey`/`token` elsewhere);
 // no header (keys, tokens) and no body is ever logged.
 //
-// As the outermost middleware it also gives every answer that no handler produced the JSON
+// As the outer part of the one middleware it also gives every answer that no handler produced the JSON
 // error shape of the API the path belongs to (RouteErrors): an unknown route is a 404, a known
 // path with another method a 405 with `Allow`, and an error thrown past the handlers keeps its
 // status. Nothing leaves the node as an empty error body.
@@ -14,42 +15,6 @@ import Hummingbird
 import Kernel
 import Logging
 import Synchronization
-
-struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// The router's routes (loaded once they are all registered), to tell 405 from 404.
-    let routes: KnownRoutes?
-    /// Where each request is also kept for `GET /admin/v1/requests`.
-    let ring: RequestRing
-
-    init(routes: KnownRoutes? = nil, ring: RequestRing = .shared) {
-        self.routes = routes
-        self.ring = ring
-    }
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let started = ContinuousClock.now
-        let response: Response
-        do {
-            response = try await next(request, context)
-        } catch {
-            response = RouteErrors.response(error, request: request, allowed: routes?.methods(for: request.uri.path) ?? [])
-        }
-        let path = request.uri.path
-        let query = RequestRedaction.query(path: path, query: request.uri.query)
-        let elapsed = ContinuousClock.now - started
-        let millis = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3
-        // The same text as interpolation gave, without building each value through it; the
-        // source named so swift-log does not derive it from the file name on every line.
-        context.logger.info("request", metadata: [
-            "method": .string(request.method.rawValue), "path": .string(path), "query": .string(query),
-            "status": .string(String(response.status.code)),
-            "ms": .string(millis.description),
-        ], source: "BaaS")
-        ring.record(micros: SystemClock().nowMicros(), requestID: RequestID.current ?? "", method: request.method.rawValue,
-                    path: path, query: query, status: Int(response.status.code), millis: millis)
-        return response
-    }
-}
 
 /// The routes a router registered: path patterns and their methods. Filled once, after every
 /// route is added (`load`), read on each unmatched request.

@@ -4,7 +4,7 @@
 // - The kernel emits through swift-metrics (Kernel/Metrics/KernelMetrics.swift); `aerodb start`
 //   bootstraps swift-metrics with `AeroMetricsFactory`, which registers those series in this
 //   registry with their help text (promtool refuses series without one).
-// - HTTP requests are counted here (OpsMiddleware); gauges that describe the node (replication
+// - HTTP requests are counted here (FrontMiddleware); gauges that describe the node (replication
 //   lag per follower, realtime connections, bytes on disk, process RSS and open files) are read
 //   at each scrape, not maintained on the hot path.
 // - No label value comes from a client: routes are registered patterns, methods a fixed set,
@@ -68,6 +68,7 @@ public final class NodeMetrics: Sendable {
         "aerodb_archive_last_success_timestamp_seconds": "Unix time of the last archiving pass that succeeded.",
         "aerodb_auth_events_total": "Auth events committed on this node (the primary: a replica forwards auth writes), by audit action; rate_limited for refused over a rate limit.",
         "aerodb_forwarded_requests_total": "On a replica: writes sent to the primary, by class of the primary's status (error: no answer).",
+        "aerodb_log_lines_dropped_total": "Log lines dropped because the log writer's queue was full (the descriptor did not drain).",
         "aerodb_forward_duration_seconds": "On a replica: time from sending a write to the primary until its whole answer arrived (not the wait to apply it here).",
     ]
 
@@ -92,6 +93,11 @@ public final class NodeMetrics: Sendable {
         let statusClass = status.map { (100...599).contains($0) ? "\($0 / 100)xx" : "error" } ?? "error"
         registry.makeCounter(descriptor: Self.descriptor("aerodb_forwarded_requests_total"), labels: [("status_class", statusClass)]).increment()
         registry.makeDurationHistogram(descriptor: Self.descriptor("aerodb_forward_duration_seconds"), buckets: Self.durationBuckets).record(elapsed)
+    }
+
+    /// A log line the log writer's full queue dropped (LogLine.Writer).
+    func countDroppedLogLine() {
+        registry.makeCounter(descriptor: Self.descriptor("aerodb_log_lines_dropped_total")).increment()
     }
 
     private struct DiskCache { var atMillis: Int64?; var bytes: [String: Int64] = [:] }
@@ -187,6 +193,7 @@ public final class NodeMetrics: Sendable {
         for (kind, bytes) in diskBytes(database.options.dataDirectory) {
             gauge("aerodb_storage_bytes", Double(bytes), labels: [("kind", kind)])
         }
+        _ = registry.makeCounter(descriptor: Self.descriptor("aerodb_log_lines_dropped_total"))  // shown at 0 too
         for (name, value) in archiveFigures.withLock({ $0 })?.read() ?? [] { gauge(name, value) }
         let process = Self.processFigures()
         if let rss = process.rss { gauge("process_resident_memory_bytes", Double(rss)) }

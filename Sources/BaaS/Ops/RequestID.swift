@@ -21,8 +21,9 @@ public enum RequestID {
     /// parent 55; 128 leaves room for prefixed ids without letting a client grow every log line.
     public static let bytesMax = 128
 
-    /// The id of the request this task serves (nil outside a request).
-    @TaskLocal public static var current: String?
+    /// The id of the request this task serves (nil outside a request): held by the request's
+    /// one task-local binding (`SlowLog.notes`, bound by FrontMiddleware), not a binding of its own.
+    public static var current: String? { SlowLog.notes?.requestID }
 
     /// The client's id when acceptable, else nil.
     public static func accept(_ value: String?) -> String? {

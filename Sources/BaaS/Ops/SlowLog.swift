@@ -48,7 +48,10 @@ public final class SlowLog: Sendable {
     /// What one request noted while it ran: its queries with their snapshots (bounded by
     /// `plansPerEntryMax`), the query a bound refused (planned without the bound) and the refusal
     /// that became its answer.
+    /// It also carries the request's id: the one task-local a request binds (RequestID.current).
     final class QueryNotes: Sendable {
+        let requestID: String
+        init(requestID: String) { self.requestID = requestID }
         struct Refused { let query: Query; let snapshot: Snapshot; let options: QueryOptions; let index: Int? }
         let list = Mutex<[(query: Query, snapshot: Snapshot)]>([])
         let refusedQuery = Mutex<Refused?>(nil)

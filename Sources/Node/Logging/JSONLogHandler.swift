@@ -1,13 +1,15 @@
 // Structured logs: one JSON object per line on standard error:
 // {"ts":"2026-11-24T12:00:00.123+00:00","level":"info","msg":"...","label":"aerodb", ...metadata}
-// (keys sorted; built and written by LogLine, Sources/BaaS/HTTP/LogLine.swift)
+// (keys sorted; built by LogLine, Sources/BaaS/HTTP/LogLine.swift). Info and debug lines (every
+// request's line) are queued and written by `LogLine.stderr`'s thread; a warning or worse line is
+// written, after every line queued before it, before `log` returns (LogLine.swift's header).
 
 import BaaS
 import Foundation
 import Kernel
 import Logging
 
-struct JSONLogHandler: LogHandler {
+struct JSONLogHandler: LogHandler, RequestLineHandler {
     let label: String
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
@@ -17,25 +19,47 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
-        // Rising precedence, as the dictionary merge this replaced: a request's id unless the
-        // metadata names one, the fixed fields, the handler's metadata, then the event's.
+    /// Rising precedence, as the dictionary merge this replaced: a request's id unless the
+    /// metadata names one, the fixed fields, the handler's metadata, then the event's.
+    private func fields(level: Logger.Level, message: String, extra: Int) -> [(key: String, value: String)] {
         var fields: [(key: String, value: String)] = []
-        fields.reserveCapacity(5 + metadata.count + (event.metadata?.count ?? 0))
+        fields.reserveCapacity(5 + metadata.count + extra)
         // Every line written while a request runs names it, whichever logger wrote it.
         if let id = RequestID.current { fields.append(("request_id", id)) }
         fields.append(("ts", LogLine.timestamp(SystemClock().nowMicros())))
-        fields.append(("level", event.level.rawValue))
-        fields.append(("msg", event.message.description))
+        fields.append(("level", level.rawValue))
+        fields.append(("msg", message))
         fields.append(("label", label))
         for (key, value) in metadata { fields.append((key, value.description)) }
+        return fields
+    }
+
+    private static func emit(_ line: [UInt8], level: Logger.Level) {
+        if level >= .warning {
+            LogLine.stderr.writeNow(line)  // written (after what was queued) before this returns
+        } else {
+            LogLine.stderr.enqueue(line)  // off the caller's path; a dropped line is counted
+        }
+    }
+
+    func log(event: LogEvent) {
+        var fields = fields(level: event.level, message: event.message.description, extra: event.metadata?.count ?? 0)
         for (key, value) in event.metadata ?? [:] { fields.append((key, value.description)) }
-        LogLine.write(LogLine.encode(fields), to: STDERR_FILENO)  // the whole line before this returns
+        Self.emit(LogLine.encode(fields), level: event.level)
+    }
+
+    /// The line of `logger.info("request", metadata: <fields as strings>)`, without the dictionary.
+    func logRequestLine(_ event: [(key: String, value: String)]) {
+        guard logLevel <= .info else { return }
+        var fields = fields(level: .info, message: "request", extra: event.count)
+        fields.append(contentsOf: event)
+        Self.emit(LogLine.encode(fields), level: .info)
     }
 }
 
 enum NodeLogging {
     static func bootstrap() {
         LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+        atexit { LogLine.stderr.flush() }  // queued lines are written when the process exits
     }
 }
