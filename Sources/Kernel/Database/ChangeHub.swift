@@ -20,6 +20,10 @@
 //   the window's bound. No I/O happens under the lock; the WAL is read through the closure the
 //   database gives, which reads its current log (a replica that installed a checkpoint has a
 //   new one; the window restarts at the installed position).
+// - No lost wake-up: every change that can wake a puller bumps `changes` under the lock; a puller
+//   that decided to wait notes the value it decided on and sleeps only while it is unchanged. (It
+//   used to register its waiter in a second lock turn: a release between the two woke nobody, and
+//   the subscriber slept until the next commit; RT1).
 
 import Synchronization
 
@@ -62,6 +66,9 @@ final class ChangeHub: Sendable {
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
         var generation = 0
+        /// Bumped by every wake-up (release, fill, reset): a puller waits only if it is unchanged
+        /// since the lock turn in which it decided to wait.
+        var changes: UInt64 = 0
 
         var released: UInt64 {
             if gated || visible <= holdThrough { return min(visible, max(acknowledged, windowFromFloor)) }
@@ -71,6 +78,7 @@ final class ChangeHub: Sendable {
         var windowFromFloor: UInt64 = 0
 
         mutating func wakeAll() -> [CheckedContinuation<Void, Never>] {
+            changes &+= 1
             defer { waiters = [:] }
             return Array(waiters.values)
         }
@@ -92,10 +100,14 @@ final class ChangeHub: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Tests only: runs after a puller decided to wait and before it waits (the window in which a
+    /// release used to be lost).
+    private let beforeWait: (@Sendable () async -> Void)?
 
-    init(visible: UInt64) {
+    init(visible: UInt64, beforeWait: (@Sendable () async -> Void)? = nil) {
         state = Mutex(State(windowFrom: visible, windowThrough: visible, visible: visible, acknowledged: visible,
                             windowFromFloor: visible))
+        self.beforeWait = beforeWait
     }
 
     var released: UInt64 { state.withLock { $0.released } }
@@ -161,9 +173,9 @@ final class ChangeHub: Sendable {
 
     private enum Step {
         case batch(ChangeBatch)
-        case readBehind(released: UInt64)
+        case readBehind(released: UInt64, seen: UInt64)
         case fill(from: UInt64, released: UInt64, generation: Int)
-        case wait
+        case wait(seen: UInt64)
     }
 
     /// The released records after `cursor` (at most `maxCount`), waiting until there is one.
@@ -176,9 +188,9 @@ final class ChangeHub: Sendable {
             let step = state.withLock { s -> Step in
                 let released = s.released
                 if cursor >= released {
-                    return .wait
+                    return .wait(seen: s.changes)
                 }
-                if cursor < s.windowFrom { return .readBehind(released: released) }
+                if cursor < s.windowFrom { return .readBehind(released: released, seen: s.changes) }
                 if cursor < s.windowThrough {
                     var out: [CommittedTransaction] = []
                     var index = s.windowStart
@@ -191,18 +203,18 @@ final class ChangeHub: Sendable {
                     let through = out.count == limit ? out.last!.lsn : min(s.windowThrough, released)
                     return .batch(ChangeBatch(transactions: out, through: through))
                 }
-                if s.filling { return .wait }
+                if s.filling { return .wait(seen: s.changes) }
                 s.filling = true
                 return .fill(from: s.windowThrough, released: released, generation: s.generation)
             }
             switch step {
             case .batch(let batch):
                 return batch
-            case .readBehind(let released):
+            case .readBehind(let released, let seen):
                 let records = try read(cursor &+ 1, Self.readBytesMax).filter { $0.lsn <= released }
                 if records.isEmpty {
                     // Nothing durable after the cursor yet (a reset moved the window): wait.
-                    try await waitForChange()
+                    try await waitForChange(seen: seen)
                     continue
                 }
                 let decoded = try records.prefix(limit).map(Self.decode)
@@ -216,7 +228,7 @@ final class ChangeHub: Sendable {
                     failure = failure ?? error
                     decoded = []
                 }
-                let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                let (wake, seen) = state.withLock { s -> ([CheckedContinuation<Void, Never>], UInt64) in
                     s.filling = false
                     if s.generation == generation && s.windowThrough == from {
                         for entry in decoded {
@@ -226,19 +238,22 @@ final class ChangeHub: Sendable {
                         }
                         s.trim()
                     }
-                    return s.wakeAll()
+                    let wake = s.wakeAll()
+                    return (wake, s.changes)
                 }
                 for w in wake { w.resume() }
                 if let failure { throw failure }
-                if decoded.isEmpty { try await waitForChange() }
-            case .wait:
-                try await waitForChange()
+                if decoded.isEmpty { try await waitForChange(seen: seen) }
+            case .wait(let seen):
+                try await waitForChange(seen: seen)
             }
         }
     }
 
-    /// Suspends until the next release, fill or reset (or cancellation).
-    private func waitForChange() async throws {
+    /// Suspends until the next release, fill or reset after the lock turn that saw `seen` (at
+    /// once if one already happened), or cancellation.
+    private func waitForChange(seen: UInt64) async throws {
+        if let beforeWait { await beforeWait() }
         let id = state.withLock { s -> Int in
             defer { s.nextWaiter += 1 }
             return s.nextWaiter
@@ -246,7 +261,7 @@ final class ChangeHub: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if Task.isCancelled { return true }
+                    if Task.isCancelled || s.changes != seen { return true }
                     s.waiters[id] = c
                     return false
                 }
