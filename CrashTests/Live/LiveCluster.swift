@@ -99,6 +99,18 @@ public final class LiveCluster: @unchecked Sendable {
         (try? String(contentsOfFile: directory(i) + "/node.log", encoding: .utf8)) ?? ""
     }
 
+    /// n(i+1)'s log once it contains `text`, or as it is after `seconds`: a node writes its info
+    /// lines from its log writer's thread shortly after logging them (LogLine.Writer), so a line
+    /// about something that just happened may not be in the file yet.
+    public func log(_ i: Int, eventuallyContaining text: String, seconds: Int = 20) async -> String {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while true {
+            let current = log(i)
+            if current.contains(text) || ContinuousClock.now > deadline { return current }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     public func kill(_ i: Int) {
         guard let process = processes[i], process.isRunning else { return }

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -76,6 +77,18 @@ def sign_in(driver, url, key):
     field = wait(driver).until(EC.visibility_of_element_located((By.ID, "key")))
     field.send_keys(key)
     driver.find_element(By.ID, "signin-button").click()
+
+
+def node_log(node, expected, seconds=20):
+    """The node's log once it holds `expected`, or as it is after `seconds`: request lines are
+    written by the node's log writer thread shortly after the answer (LogLine.Writer)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with open(os.path.join(node.dir, "node.log"), errors="replace") as f:
+            log = f.read()
+        if expected in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.02)
 
 
 def console_errors(driver):
@@ -686,8 +699,7 @@ def test_dashboard_realtime_inspector_sees_a_rest_insert(dash_node, browser):
     assert console_errors(browser) == []
     # DASH1: the key travelled in the socket's query; the node's log never holds it (the upgrade is not a
     # logged request, and RequestLog redacts that path's query should it become one).
-    with open(os.path.join(dash_node.dir, "node.log"), errors="replace") as f:
-        log = f.read()
+    log = node_log(dash_node, '"path":"/rest/v1/notes"')
     assert '"path":"/rest/v1/notes"' in log and dash_node.service not in log
 
 
@@ -761,8 +773,7 @@ def test_dashboard_request_log_page(dash_node, browser):
     # The one console entry is the network log of that refused request (no script error).
     assert [e["source"] for e in console_errors(browser)] == ["network"]
     # The stdout log holds the same line, redacted the same way.
-    with open(os.path.join(dash_node.dir, "node.log"), errors="replace") as f:
-        log = f.read()
+    log = node_log(dash_node, f"apikey=(redacted)&note={marker}")
     assert f"apikey=(redacted)&note={marker}" in log and dash_node.service not in log
 
 

@@ -82,7 +82,7 @@ import LiveCluster
         #expect(Set(primary) == Set((5..<15).map { "ring\($0)@example.com" }), "\(primary)")
         _ = try await cluster.waitConverged([0, 1, 2], to: 0)
         for i in 1..<3 { #expect(Set(try await outbox(i)) == Set(primary), "n\(i + 1)") }
-        #expect(cluster.log(0).contains("auth retention run"))
+        #expect(await cluster.log(0, eventuallyContaining: "auth retention run").contains("auth retention run"))
         for i in 1..<3 { #expect(!cluster.log(i).contains("auth retention"), "n\(i + 1) ran retention: \(cluster.log(i))") }
     }
 }
