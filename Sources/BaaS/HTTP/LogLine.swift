@@ -169,20 +169,13 @@ extension LogLine {
         }
 
         /// Writes every queued line, then `line`, before it returns.
-        public func writeNow(_ line: [UInt8]) {
-            writing.withLock { _ in
-                let queued = state.withLock { s -> [UInt8] in
-                    let taken = s.pending
-                    s.pending = []
-                    return taken
-                }
-                if !queued.isEmpty { LogLine.write(queued, to: fd) }
-                LogLine.write(line, to: fd)
-            }
-        }
+        public func writeNow(_ line: [UInt8]) { writeQueued(then: line) }
 
         /// Writes every queued line before it returns.
-        public func flush() {
+        public func flush() { writeQueued(then: nil) }
+
+        /// Under `writing`: what is queued, then `line`, so both leave in order.
+        private func writeQueued(then line: [UInt8]?) {
             writing.withLock { _ in
                 let queued = state.withLock { s -> [UInt8] in
                     let taken = s.pending
@@ -190,6 +183,7 @@ extension LogLine {
                     return taken
                 }
                 if !queued.isEmpty { LogLine.write(queued, to: fd) }
+                if let line { LogLine.write(line, to: fd) }
             }
         }
 
