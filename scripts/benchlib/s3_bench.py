@@ -6,12 +6,14 @@ The node is started here and stopped by pid."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from storage_bench import stop_node  # noqa: E402
 
 PORT = 30532  # below the ephemeral port range
 
@@ -72,11 +74,7 @@ def run(binary, quick=False):
         out["dd_dsync_mibs"] = dd_mibs(["if=/dev/zero", f"of={work}/dd.bin", "bs=1M", f"count={size_mib}", "oflag=dsync"], size_mib)
         out["dd_read_mibs"] = dd_mibs([f"if={src}", "of=/dev/null", "bs=1M", "iflag=direct"], size_mib)
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop_node(node, seconds=30)
         log.close()
         subprocess.run(["rm", "-rf", work], check=False)
     return out

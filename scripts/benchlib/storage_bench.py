@@ -78,10 +78,11 @@ def start_node(binary, node_dir, log):
     return subprocess.Popen([binary, "start", "--dir", node_dir], stdout=log, stderr=log)
 
 
-def stop_node(node):
+def stop_node(node, seconds=20):
+    """SIGTERM, then SIGKILL if the process has not exited within `seconds` (s3_bench uses it too)."""
     node.send_signal(signal.SIGTERM)
     try:
-        node.wait(timeout=20)
+        node.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         node.kill()
         node.wait()
@@ -188,13 +189,8 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
         out["rss_before_kb"], out["rss_peak_kb"], out["rss_run_mib"] = before, peak[0], RSS_MIB
         return out
     finally:
-        nginx.send_signal(signal.SIGTERM)
-        node.send_signal(signal.SIGTERM)
         for p in (nginx, node):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop_node(p)
         log.close()
         subprocess.run(["rm", "-rf", work])
 

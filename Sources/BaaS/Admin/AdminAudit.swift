@@ -9,15 +9,10 @@ import Hummingbird
 import Kernel
 import Logging
 
-struct AdminAuditMiddleware<Context: ClientAddressContext>: RouterMiddleware {
+/// Called by FrontMiddleware (step 5) after the handler answered; not a middleware of its own.
+struct AdminAudit<Context: ClientAddressContext>: Sendable {
     let database: Database
     let logger: Logger
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let response = try await next(request, context)
-        record(request, context: context, response: response)
-        return response
-    }
 
     /// Records `request` when it was an admin action that changed something (FrontMiddleware
     /// calls this after the handler answered).

@@ -37,7 +37,7 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let ring: RequestRing
     let address: ClientAddressVerifier
     let cluster: ClusterMiddleware<Context>
-    let audit: AdminAuditMiddleware<Context>
+    let audit: AdminAudit<Context>
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8], logger: Logger, routes: KnownRoutes?,
          metrics: NodeMetrics = .shared, slowLog: SlowLog = .shared, ring: RequestRing = .shared) {
@@ -47,7 +47,7 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         self.ring = ring
         self.address = ClientAddressVerifier(secret: secret)
         self.cluster = ClusterMiddleware(cluster: cluster, database: database, secret: secret)
-        self.audit = AdminAuditMiddleware(database: database, logger: logger)
+        self.audit = AdminAudit(database: database, logger: logger)
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

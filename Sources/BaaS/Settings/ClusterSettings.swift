@@ -1,7 +1,7 @@
 // Cluster-wide settings (issue 13 part 2): settings every member must agree on live in the
 // replicated database, not in each node's aerodb.json, so a change made through any node takes
 // effect on every node (its WAL record reaches them like any commit) and is audited (an admin
-// write: AdminAuditMiddleware records `admin PUT /admin/v1/settings/<key>`).
+// write: AdminAudit records `admin PUT /admin/v1/settings/<key>`).
 //
 // Collection `_settings`: one document per setting, {"key": "auth.mailer_autoconfirm",
 // "value": <JSON>, "updated_at": <timestamp>}. Settable today: the `auth.<name>` settings of
