@@ -26,6 +26,9 @@ struct DiskCommand: AsyncParsableCommand {
         Then the blob workloads: storage uploads through the BlobStore on the same simulated disk
         (temp file, fsync, rename, directory fsync, then the row's commit); after each crash every
         object row recovered must name a blob of its size whose bytes hash to its name.
+        Then the replica workloads: a mixed workload's records shipped to a replica's log on the
+        simulated disk in frames of one to four primary batches, each flushed as one merged write;
+        every LSN the replica reported durable must survive, a torn merged write is a torn tail.
         Ends with: crash states: <N> explored, <V> violations
         """)
 
@@ -41,6 +44,8 @@ struct DiskCommand: AsyncParsableCommand {
     @Option(help: "Workloads of storage uploads (blob write path, ST1), after the others.") var blobWorkloads = 1
     @Option(help: "Operations per blob workload.") var blobOperations = 40
     @Option(help: "Power cuts per blob workload.") var blobCuts = 16
+    @Option(help: "Replica workloads (a mixed workload's records replicated in merged writes, R2), after the others.")
+    var replicaWorkloads = 1
     @Option(help: "Run against a deliberately broken disk to show the harness catches it: \(CrashDisk.Sabotage.allCases.map(\.rawValue).joined(separator: ", ")).")
     var sabotage: String?
     @Flag(help: "Print the summary as JSON as well.") var json = false
@@ -57,21 +62,24 @@ struct DiskCommand: AsyncParsableCommand {
         var ran = 0
         var maximalExplored = 0, maximalRan = 0
         var blobExplored = 0, blobRan = 0, blobObjects = 0
-        enum Kind { case mixed, maximal, blobs }
-        let plan = (0..<workloads).map { (seed + UInt64($0), Kind.mixed) } + (0..<maximalWorkloads).map { (seed + UInt64($0), Kind.maximal) }
-            + (0..<blobWorkloads).map { (seed + UInt64($0), Kind.blobs) }
+        var replicaExplored = 0, replicaRan = 0
+        enum Kind { case mixed, maximal, blobs, replica }
+        let counts: [(Kind, Int)] = [(.mixed, workloads), (.maximal, maximalWorkloads), (.blobs, blobWorkloads), (.replica, replicaWorkloads)]
+        let plan: [(UInt64, Kind)] = counts.flatMap { kind, count in (0..<count).map { (seed + UInt64($0), kind) } }
         for (workloadSeed, kind) in plan {
             if seconds > 0 && Double(clock.monotonicNanos() - started) / 1e9 > seconds { break }
             var harness = DiskHarness(seed: workloadSeed, operationsPerWorkload: kind == .blobs ? blobOperations : operations,
                                       imagesPerCrash: images, sabotage: broken)
             harness.maximal = kind == .maximal
             harness.blobs = kind == .blobs
+            harness.replica = kind == .replica
             let outcome = try await harness.run(cutPoints: kind == .maximal ? maximalCuts : kind == .blobs ? blobCuts : cuts)
             explored += outcome.crashStates
             violations += outcome.violations
             ran += 1
             if kind == .maximal { maximalExplored += outcome.crashStates; maximalRan += 1 }
             if kind == .blobs { blobExplored += outcome.crashStates; blobRan += 1; blobObjects += harness.blobObjectsChecked.count }
+            if kind == .replica { replicaExplored += outcome.crashStates; replicaRan += 1 }
             Progress.line("disk workload \(ran)/\(plan.count) (seed \(workloadSeed), \(kind)): \(outcome.crashStates) crash states, "
                           + "\(explored) in all, \(violations.count) violations, "
                           + String(format: "%.0f s", Double(clock.monotonicNanos() - started) / 1e9))
@@ -80,6 +88,7 @@ struct DiskCommand: AsyncParsableCommand {
         }
         print("maximal documents: \(maximalRan) workload(s), \(maximalExplored) crash states (documents of \(KernelLimits.documentDepthMax) levels and \(KernelLimits.documentBytesMax) bytes, records up to \(KernelLimits.transactionBytesMax) bytes)")
         print("blob writes: \(blobRan) workload(s), \(blobExplored) crash states, \(blobObjects) recovered objects read and hashed")
+        print("replica logs: \(replicaRan) workload(s), \(replicaExplored) crash states (frames of 1-4 primary batches, each one merged write)")
         let elapsed = Double(clock.monotonicNanos() - started) / 1e9
         if json {
             let summary: JSONValue = .object(["mode": .string("disk"), "workloads": .int(Int64(ran)),
@@ -87,6 +96,8 @@ struct DiskCommand: AsyncParsableCommand {
                                               "maximal_crash_states": .int(Int64(maximalExplored)),
                                               "blob_workloads": .int(Int64(blobRan)), "blob_crash_states": .int(Int64(blobExplored)),
                                               "blob_objects_checked": .int(Int64(blobObjects)),
+                                              "replica_workloads": .int(Int64(replicaRan)),
+                                              "replica_crash_states": .int(Int64(replicaExplored)),
                                               "crash_states": .int(Int64(explored)),
                                               "violations": .int(Int64(violations.count)),
                                               "first_seed": .int(Int64(seed)), "seconds": .float(elapsed)])

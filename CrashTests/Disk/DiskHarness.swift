@@ -12,6 +12,11 @@
 //   5. (blob workloads) every object row of the recovered state names a blob present on the
 //      crashed disk, of the row's size, whose bytes hash to its name (ST1): an object is never
 //      visible with missing or torn bytes.
+//
+// Replica workloads run the same mixed workload on a primary (the reference), then feed its
+// records to a replica's log on the crashing disk in frames of one to four primary batches,
+// each frame flushed as one merged write (R2, WALFormat.swift); acknowledged = what the replica
+// reported durable (what it would ACK). Checks 1-4 apply to the replica's recovery.
 
 import BaaS
 import Crypto
@@ -27,6 +32,8 @@ struct DiskHarness {
     var maximal = false
     /// Storage uploads through the BlobStore on the same disk (`Workload.blobs`), checked by `checkBlobs`.
     var blobs = false
+    /// The mixed workload's records replicated into a replica's log on the crashing disk.
+    var replica = false
     /// Object rows whose blob `checkBlobs` read and hashed (shared by the copies of this harness).
     let blobObjectsChecked = Counter()
 
@@ -147,6 +154,10 @@ struct DiskHarness {
         var stepViolations: [String] = []
         /// Steps the reference run refused.
         var refused: Set<Int> = []
+        /// Replica workloads: the primary's records, and the frames (record ranges, whole
+        /// primary batches) they are shipped in.
+        var records: [WALRecord] = []
+        var frames: [Range<Int>] = []
     }
 
     func options(_ disk: CrashDisk, segmentBytes: Int) -> KernelOptions {
@@ -157,12 +168,15 @@ struct DiskHarness {
         options.walEngine = .pwrite
         options.walPreallocateInBackground = false  // one order of disk operations per seed
         options.checkpointEveryWALBytes = 0
+        if replica { options.role = .replica }
         return options
     }
 
     func referenceRun(_ workload: Workload) async throws -> Reference {
         let disk = CrashDisk()
-        let db = try await Database.open(options(disk, segmentBytes: workload.segmentBytes))
+        var primaryOptions = options(disk, segmentBytes: workload.segmentBytes)
+        primaryOptions.role = .primary
+        let db = try await Database.open(primaryOptions)
         var reference = Reference()
         reference.states[db.snapshot().lsn] = db.snapshot().state
         for (i, step) in workload.steps.enumerated() {
@@ -180,11 +194,66 @@ struct DiskHarness {
                 if db.snapshot().lsn != before { reference.stepViolations.append("refused step \(i + 1) changed the state (C1)") }
             }
             reference.states[db.snapshot().lsn] = db.snapshot().state
+            // Read as the steps go: a checkpoint step may recycle the segments behind it.
+            if replica, db.durablePosition.lsn > UInt64(reference.records.count) {
+                reference.records += try db.records(from: UInt64(reference.records.count) + 1, maxBytes: 1 << 40)
+            }
         }
         await db.close()
         reference.diskOperations = disk.operationCount
         reference.syncs = disk.syncCount
+        if replica {
+            reference.frames = Self.frames(reference.records, seed: seed)
+            // A replica starts empty (LSN 0), a state the primary never had.
+            let empty = try await Database.open(options(CrashDisk(), segmentBytes: workload.segmentBytes))
+            reference.states[empty.snapshot().lsn] = empty.snapshot().state
+            await empty.close()
+            // Cut points range over the replica's own disk operations.
+            let replicaDisk = CrashDisk()
+            let acked = await replicaRun(reference, disk: replicaDisk)
+            guard acked == UInt64(reference.records.count) else {
+                throw AeroError(.internalError, "the replica reference run stopped at LSN \(acked) of \(reference.records.count)")
+            }
+            reference.diskOperations = replicaDisk.operationCount
+            reference.syncs = replicaDisk.syncCount
+        }
         return reference
+    }
+
+    /// Frames of one to four whole primary batches, as a sender that fell behind ships them.
+    static func frames(_ records: [WALRecord], seed: UInt64) -> [Range<Int>] {
+        var batches: [Range<Int>] = []
+        for (i, record) in records.enumerated() {
+            if let last = batches.last, records[last.lowerBound].batchStart == record.batchStart {
+                batches[batches.count - 1] = last.lowerBound..<i + 1
+            } else {
+                batches.append(i..<i + 1)
+            }
+        }
+        var random = SeededRandom(seed: seed ^ 0x5EB1_CA)
+        var frames: [Range<Int>] = []
+        var next = 0
+        while next < batches.count {
+            let end = min(batches.count, next + 1 + random.next(below: 4))
+            frames.append(batches[next].lowerBound..<batches[end - 1].upperBound)
+            next = end
+        }
+        return frames
+    }
+
+    /// Feeds the reference's frames to a replica on `disk`; returns the last LSN it reported
+    /// durable (what it would acknowledge to the primary).
+    func replicaRun(_ reference: Reference, disk: CrashDisk) async -> UInt64 {
+        guard let db = try? await Database.open(options(disk, segmentBytes: workload.segmentBytes)) else { return 0 }
+        var acked: UInt64 = 0
+        for frame in reference.frames where !disk.hasCrashed {
+            let records = Array(reference.records[frame])
+            guard (try? db.applyReplicated(records)) != nil, (try? await db.waitDurable(records.last!.lsn)) != nil else { break }
+            acked = records.last!.lsn
+        }
+        disk.crash()
+        await db.close()
+        return acked
     }
 
     /// Runs the workload on a disk that loses power after `cutAfter` operations (in the middle
@@ -196,6 +265,7 @@ struct DiskHarness {
     /// transaction than the reference's at that LSN, and the comparison would be meaningless.
     func crashRun(_ workload: Workload, disk: CrashDisk, cutAfter: Int, failSyncAt: Int?, reference: Reference? = nil) async -> UInt64 {
         disk.setFaults(CrashDisk.Faults(failSyncAt: failSyncAt, crashAfterOperations: cutAfter, sabotage: sabotage))
+        if replica, let reference { return await replicaRun(reference, disk: disk) }
         guard let db = try? await Database.open(options(disk, segmentBytes: workload.segmentBytes)) else { return 0 }
         var acked = db.snapshot().lsn
         for (i, step) in workload.steps.enumerated() where !disk.hasCrashed {

@@ -220,6 +220,9 @@ let itemsSchema = parse(#"""
         let blobs = clean.output.split(separator: "\n").first { $0.hasPrefix("blob writes: 1 workload(s), ") }
         #expect(blobs != nil && !blobs!.hasPrefix("blob writes: 1 workload(s), 0 ") && !blobs!.contains(" 0 recovered objects"),
                 "\(clean.output.suffix(500))")
+        // R2 on a replica's merged writes: the replica workload ran and found nothing.
+        let replica = clean.output.split(separator: "\n").first { $0.hasPrefix("replica logs: 1 workload(s), ") }
+        #expect(replica != nil && !replica!.hasPrefix("replica logs: 1 workload(s), 0 "), "\(clean.output.suffix(500))")
         // ... and it catches a blob store that renames and commits before its bytes are flushed.
         let unflushed = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "0", "--maximal-workloads", "0", "--blob-workloads", "1",
                                                                "--images", "3", "--sabotage", "skip-blob-flush"])

@@ -18,9 +18,10 @@
 //     0   4  magic 0x41455243 ("CREA" on disk)      32  8  batch-start LSN (first LSN of the write it was part of)
 //     4   1  type (RecordType)                       40  8  commit timestamp, microseconds since the epoch
 //     5   1  flags (0)                               48  8  checksum of the previous record (hash chain)
-//     6   2  reserved (0)                            56  8  XXH64 of header bytes 0..<56 + payload
-//     8   4  payload length                          64  …  payload
-//     12  4  reserved (0)
+//     6   2  reserved (0)                            56  8  XXH64 of header bytes 0..<56 + payload,
+//     8   4  payload length                                 with bytes 12..<16 read as zeros
+//     12  2  merged-write distance D (0)             64  …  payload
+//     14  2  merged-write check C (0)
 //     16  8  LSN
 //     24  8  epoch
 //
@@ -34,6 +35,22 @@
 // - Records of one write share a batch-start LSN. A write begins only after the previous one
 //   was flushed, so a valid record whose batch start is greater than LSN L proves L was durable:
 //   that is how recovery tells a torn tail from corruption (R2, D2).
+// - Merged writes (R2): a replica flushes several primary batches that wait together with one
+//   write and one fdatasync. Their records keep the primary's batch starts (the checksum and the
+//   chain must stay the primary's, P1), so every record after the first batch of such a write is
+//   stamped with D = LSN - (first LSN of the write), 1...65,535, and C = the low 16 bits of
+//   XXH64(checksum, D) (seed `stampSeed`). The checksum reads both fields as zeros: a stamp
+//   changes no checksum, and an unstamped record (D = 0, C = 0) is byte for byte what format 1
+//   always wrote, so older logs read unchanged. A record's *write start* is LSN - D when stamped,
+//   else its batch start; it is what proves earlier LSNs durable. D and C are damage-checked like
+//   the rest (D = 0 needs C = 0; otherwise C must match and LSN - D must lie in 1...batch start).
+//   A later write may rewrite a stamped record's block unstamped (the tail block's copy taken
+//   when its records were placed): by then that merged write was flushed, so the unstamped
+//   claim is true when it reaches the disk. D and C share one aligned 4-byte field: records
+//   start 8-byte aligned and blocks and sectors are multiples of 8, so no block boundary splits
+//   it and every copy on disk is one version whole (a split stamp would read as damage).
+//   Binaries older than the stamp see a stamped record
+//   as damaged and refuse the log (D2): never a silent truncation.
 
 public enum RecordType: UInt8, Sendable, CaseIterable {
     case transaction = 1
@@ -78,6 +95,13 @@ enum WALFormat {
     static let segmentMagic: [UInt8] = Array("AEROWAL1".utf8)
     static let version: UInt32 = 1
     static let alignmentBytes = 8
+    /// Where a record header keeps its merged-write distance and check (UInt16 each, bytes 12..<16).
+    static let stampDistanceOffset = 12
+    static let stampCheckOffset = 14
+    /// Records one merged write may span after its first: the distance is 16 bits.
+    static let mergedWriteSpanMax = UInt64(UInt16.max)
+    /// Seed of the stamp check ("STAMP"): its own domain, never equal to a record checksum's.
+    static let stampSeed: UInt64 = 0x5354_414D_50
 
     static func aligned(_ n: Int) -> Int { (n + alignmentBytes - 1) & ~(alignmentBytes - 1) }
 
@@ -154,17 +178,69 @@ enum WALFormat {
         let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self).littleEndian)
         guard offset + recordHeaderBytes + length <= bytes.count else { return .invalid("length past the end of the segment") }
         guard let type = RecordType(rawValue: bytes[offset + 4]) else { return .invalid("unknown record type") }
-        var hasher = XXH64.Streaming()
-        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + 56]))
-        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length]))
         let checksum = u64(56)
-        guard hasher.finish() == checksum else { return .invalid("checksum mismatch") }
+        guard recordChecksum(header: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + 56]),
+                             payload: UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length])) == checksum
+        else { return .invalid("checksum mismatch") }
         let record = WALRecord(lsn: u64(16), epoch: u64(24), type: type, timestampMicros: Int64(bitPattern: u64(40)),
                                batchStart: u64(32), previousChecksum: u64(48), checksum: checksum,
                                payload: Array(UnsafeRawBufferPointer(rebasing: bytes[offset + 64..<offset + 64 + length])))
         guard record.lsn > 0, record.lsn <= KernelLimits.lsnMax, record.batchStart <= record.lsn,
               record.epoch <= KernelLimits.lsnMax else { return .invalid("impossible LSN or epoch fields") }
+        guard writeStart(bytes, at: offset, lsn: record.lsn, batchStart: record.batchStart, checksum: checksum) != nil else {
+            return .invalid("damaged merged-write stamp")
+        }
         return .record(record, size: aligned(recordHeaderBytes + length))
+    }
+
+    /// XXH64 of a record's 56 header bytes, with the stamp fields read as zeros, and its payload.
+    static func recordChecksum(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> UInt64 {
+        withUnsafeTemporaryAllocation(byteCount: 56, alignment: 8) { copy in
+            copy.copyMemory(from: header)
+            copy.storeBytes(of: 0, toByteOffset: stampDistanceOffset, as: UInt32.self)  // D and C
+            var hasher = XXH64.Streaming()
+            hasher.update(UnsafeRawBufferPointer(copy))
+            hasher.update(payload)
+            return hasher.finish()
+        }
+    }
+
+    static func stampCheck(checksum: UInt64, distance: UInt16) -> UInt16 {
+        var input = [UInt8](repeating: 0, count: 10)
+        input.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: checksum.littleEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: distance.littleEndian, toByteOffset: 8, as: UInt16.self)
+        }
+        return UInt16(truncatingIfNeeded: XXH64.hash(input, seed: stampSeed))
+    }
+
+    /// The write start of the record at `offset` (its batch start, or LSN - D when stamped);
+    /// nil when the stamp is damaged. The rest of the record must already be checked.
+    static func writeStart(_ bytes: UnsafeRawBufferPointer, at offset: Int, lsn: UInt64, batchStart: UInt64,
+                           checksum: UInt64) -> UInt64? {
+        let distance = bytes.loadUnaligned(fromByteOffset: offset + stampDistanceOffset, as: UInt16.self).littleEndian
+        let check = bytes.loadUnaligned(fromByteOffset: offset + stampCheckOffset, as: UInt16.self).littleEndian
+        if distance == 0 { return check == 0 ? batchStart : nil }
+        guard check == stampCheck(checksum: checksum, distance: distance), UInt64(distance) < lsn,
+              lsn - UInt64(distance) <= batchStart else { return nil }
+        return lsn - UInt64(distance)
+    }
+
+    /// Stamps the encoded record at `offset` of `bytes` as part of a merged write that began at
+    /// LSN `writeStart` (before the record's own batch). Returns the record's size on disk.
+    static func stamp(_ bytes: inout [UInt8], at offset: Int, writeStart: UInt64) -> Int {
+        bytes.withUnsafeMutableBytes { raw in
+            func u64(_ at: Int) -> UInt64 { raw.loadUnaligned(fromByteOffset: offset + at, as: UInt64.self).littleEndian }
+            let lsn = u64(16)
+            precondition(writeStart < lsn && lsn - writeStart <= mergedWriteSpanMax && writeStart <= u64(32),
+                         "a stamp names an earlier start within the span")
+            let distance = UInt16(lsn - writeStart)
+            raw.storeBytes(of: distance.littleEndian, toByteOffset: offset + stampDistanceOffset, as: UInt16.self)
+            raw.storeBytes(of: stampCheck(checksum: u64(56), distance: distance).littleEndian,
+                           toByteOffset: offset + stampCheckOffset, as: UInt16.self)
+            let length = Int(raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self).littleEndian)
+            return aligned(recordHeaderBytes + length)
+        }
     }
 
     // MARK: Segment headers

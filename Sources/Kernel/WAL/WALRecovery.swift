@@ -7,7 +7,8 @@
 // chain exactly (records never span segments, so the rest of S is unused space).
 //
 // At the end of the log:
-// - if any record valid on its own with batch-start > L, or any segment header with first LSN
+// - if any record valid on its own with write start > L (its batch start, or the start of the
+//   merged write it was stamped with, WALFormat.swift), or any segment header with first LSN
 //   > L, exists after (S, O), a write that began after L's write was flushed survived, so L was
 //   durable and is now damaged: CORRUPTION, refuse with segment, offset and LSN (D2);
 // - otherwise it is a TORN TAIL: the bytes from O on were never acknowledged; they are zeroed
@@ -238,19 +239,25 @@ struct WALScan: Sendable {
         return lastNonZero(raw, from: from, to: min(stale, blockEnd))
     }
 
-    /// The LSN of a self-valid record with batch start > `lsn` at or after `from`, if any.
+    /// The LSN of a self-valid record with write start (batch start, or a merged write's start) > `lsn`
+    /// at or after `from`, if any.
     static func laterBatch(_ segment: [UInt8], from: Int, after lsn: UInt64) -> UInt64? {
         segment.withUnsafeBytes { raw in laterBatch(raw, from: from, after: lsn) }
     }
 
     static func laterBatch(_ raw: UnsafeRawBufferPointer, from: Int, after lsn: UInt64) -> UInt64? {
-        firstRecord(raw, from: from) { $0.batchStart > lsn }?.record.lsn
+        firstRecord(raw, from: from) { record, offset in
+            // A merged write's stamp (WALFormat.swift): the write start, not the batch start, is
+            // what proves earlier LSNs durable. decodeRecord checked the stamp; nil cannot occur.
+            (WALFormat.writeStart(raw, at: offset, lsn: record.lsn, batchStart: record.batchStart,
+                                  checksum: record.checksum) ?? record.batchStart) > lsn
+        }?.record.lsn
     }
 
     /// The offset of the first stale record at or after `from` (8-byte aligned): valid on its
     /// own with an LSN below `firstLSN`, left by the segment's life before it was recycled (R3).
     static func firstStale(_ raw: UnsafeRawBufferPointer, from: Int, firstLSN: UInt64) -> Int? {
-        firstRecord(raw, from: from) { $0.lsn < firstLSN }?.offset
+        firstRecord(raw, from: from) { record, _ in record.lsn < firstLSN }?.offset
     }
 
     /// The first record valid on its own (magic, header and payload checksums) at or after `from`
@@ -258,7 +265,7 @@ struct WALScan: Sendable {
     /// not zero): it is skipped whole, so a preallocated segment costs a memcmp per block, not a
     /// decode per 8 bytes.
     private static func firstRecord(_ raw: UnsafeRawBufferPointer, from: Int,
-                                    where wanted: (WALRecord) -> Bool) -> (offset: Int, record: WALRecord)? {
+                                    where wanted: (WALRecord, Int) -> Bool) -> (offset: Int, record: WALRecord)? {
         var offset = WALFormat.aligned(from)
         while offset + WALFormat.recordHeaderBytes <= raw.count {
             if offset % WALFormat.blockBytes == 0, isZero(raw, offset, min(WALFormat.blockBytes, raw.count - offset)) {
@@ -266,7 +273,7 @@ struct WALScan: Sendable {
                 continue
             }
             if raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian == WALFormat.recordMagic,
-               case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), wanted(r) {
+               case .record(let r, _) = WALFormat.decodeRecord(raw, at: offset), wanted(r, offset) {
                 return (offset, r)
             }
             offset += WALFormat.alignmentBytes

@@ -12,8 +12,10 @@
 // - A record is placed only after the space for it is secured: when a new segment cannot be
 //   preallocated (ENOSPC), `append` throws AERO_STORAGE_FULL and nothing changed (no LSN used).
 // - A replica appends the primary's records byte for byte (`appendReplicated`): same LSN, epoch,
-//   timestamp, batch start and chain. One write (group) never mixes records of two primary
-//   batches, so a record's batch start still proves that every earlier batch was flushed (R2).
+//   timestamp, batch start and chain. One group never mixes records of two primary batches, but
+//   the flusher writes every group it takes from one segment as one merged write (`merged`):
+//   later groups' records get the write's start stamped beside their batch start (WALFormat),
+//   so what proves earlier LSNs flushed is still only a write that began after them (R2).
 // - Recycling (R3): a checkpoint renames up to `walRecycledSegmentsMax` obsolete segments to
 //   `recycled-*` (durably) instead of removing them; the next spare is such a file renamed to
 //   its new index, not zero-filled. Its stale bytes are records with LSNs below the segment's
@@ -68,10 +70,13 @@ public final class WriteAheadLog: Sendable {
     /// streams following the tail never read segment files (older reads go to disk).
     static let recentRecordsBytesMax = 16 << 20
 
-    private struct PendingGroup {
+    struct PendingGroup {
         let segment: UInt64
         let startOffset: Int
         var bytes: [UInt8]
+        /// Where the group's own records begin in `bytes` (after a segment header and the copy
+        /// of the tail block's earlier bytes).
+        let recordsStart: Int
         let firstLSN: UInt64
         var last: LogPosition
         /// The batch start its records carry: `firstLSN` for local writes, the primary's batch
@@ -319,7 +324,8 @@ public final class WriteAheadLog: Sendable {
         } else {
             let start = header.isEmpty ? s.tail.offset & ~(WALFormat.blockBytes - 1) : 0
             s.pending.append(PendingGroup(segment: s.tail.segmentIndex, startOffset: start,
-                                          bytes: header + s.tail.partialBlock + bytes, firstLSN: lsn, last: position,
+                                          bytes: header + s.tail.partialBlock + bytes,
+                                          recordsStart: header.count + s.tail.partialBlock.count, firstLSN: lsn, last: position,
                                           batchStart: batchStart, replicated: wantedBatch != nil))
         }
         s.recent.append(WALRecord(lsn: lsn, epoch: epoch, type: placing.type, timestampMicros: placing.timestampMicros,
@@ -579,13 +585,43 @@ public final class WriteAheadLog: Sendable {
                 continue
             }
             do {
-                for group in groups { try flush(group) }
+                for write in Self.merged(groups) { try flush(write) }
             } catch {
                 fail(AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1"))
                 return
             }
             complete(through: groups[groups.count - 1].last)
         }
+    }
+
+    /// Consecutive groups of one segment taken together become one write and one fdatasync
+    /// (R2; WALFormat.swift, "merged writes"): a replica that fell behind flushes every primary
+    /// batch waiting at once instead of one flush per batch. The records of each later group
+    /// whose batch began after the write's first LSN are stamped with that first LSN, so none of
+    /// them claims a durability that a torn write would not have.
+    static func merged(_ groups: [PendingGroup]) -> [PendingGroup] {
+        var writes: [PendingGroup] = []
+        writes.reserveCapacity(1)
+        for group in groups {
+            guard var run = writes.last, run.segment == group.segment,
+                  group.last.lsn - run.firstLSN <= WALFormat.mergedWriteSpanMax else {
+                writes.append(group)
+                continue
+            }
+            // The group's copy of the tail block is the run's own last bytes: the run continues
+            // exactly where the group's records begin.
+            precondition(run.startOffset + run.bytes.count == group.startOffset + group.recordsStart,
+                         "groups taken together are contiguous")
+            var bytes = group.bytes
+            if group.batchStart > run.firstLSN {
+                var offset = group.recordsStart
+                while offset < bytes.count { offset += WALFormat.stamp(&bytes, at: offset, writeStart: run.firstLSN) }
+            }
+            run.bytes.append(contentsOf: bytes[group.recordsStart...])
+            run.last = group.last
+            writes[writes.count - 1] = run
+        }
+        return writes
     }
 
     private func flush(_ group: PendingGroup) throws {
