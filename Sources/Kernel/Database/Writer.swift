@@ -106,8 +106,16 @@ struct WriterState: ~Copyable {
 
     /// Applies and logs the primary's records byte for byte, in order (P1). A record of a lower
     /// epoch than the log already holds is refused (A2); nothing after a refused record changes.
+    /// Only the state at the end of each primary batch (and of the frame) waits for visibility:
+    /// the WAL flushes whole batches (a group never mixes two, and a frame is placed whole), so
+    /// durability lands there. Intermediate states are released here, as the next one replaces
+    /// them, not kept for the flusher's thread to free when it publishes.
     mutating func replicate(_ records: [WALRecord]) throws -> UInt64 {
-        for record in records {
+        // The last placed state, until it is enqueued: a record refused mid-batch still leaves
+        // the ones placed before it to be published once flushed.
+        var placed: DatabaseState?
+        defer { if let placed { visibility.enqueue(placed) } }
+        for (i, record) in records.enumerated() {
             guard record.epoch >= head.epoch else {
                 throw AeroError(.replicationRefused, "record \(record.lsn) is of epoch \(record.epoch), below this log's epoch \(head.epoch)", invariant: "A2")
             }
@@ -117,7 +125,11 @@ struct WriterState: ~Copyable {
             precondition(position == record.position, "a replicated record keeps its position")
             head = next
             bytesSinceCheckpoint += record.payload.count
-            visibility.enqueue(next)
+            placed = next
+            if i == records.count - 1 || records[i + 1].batchStart != record.batchStart {
+                visibility.enqueue(next)
+                placed = nil
+            }
         }
         return head.lsn
     }

@@ -167,18 +167,28 @@ extension ReplicationNode {
         }
     }
 
-    /// Sends ACK(received, durable, applied) after each flush of what was received.
+    /// Sends ACK(received, durable, applied) after each flush that advances durability over what
+    /// was received: it waits for the first LSN not yet acknowledged, not for everything received,
+    /// so a flush is acknowledged as it completes even while more records keep arriving (a
+    /// replica that waited for all it had received answered one flush late, or not at all while
+    /// frames kept coming).
     private nonisolated func acknowledge(_ pokes: AsyncStream<Void>,
                                          _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+        var acknowledged: UInt64?  // the durable LSN of the last ACK; none yet in this session
         for await _ in pokes {
-            let received = progress.withLock { $0.received }
-            do {
-                try await database.waitDurable(received)
-            } catch {
-                continue  // the log was replaced (checkpoint install) or closed: ack what is durable
+            while true {
+                let received = progress.withLock { $0.received }
+                if let acknowledged, received <= acknowledged { break }
+                do {
+                    try await database.waitDurable(min(received, (acknowledged ?? 0) + 1))
+                } catch {
+                    break  // the log was replaced (checkpoint install) or closed: the next poke acks what is durable
+                }
+                let durable = database.durablePosition.lsn
+                try await outbound.write(.ack(received: progress.withLock { $0.received }, durable: durable,
+                                              applied: database.snapshot().lsn))
+                acknowledged = durable
             }
-            let durable = database.durablePosition.lsn
-            try await outbound.write(.ack(received: received, durable: durable, applied: database.snapshot().lsn))
         }
     }
 }
