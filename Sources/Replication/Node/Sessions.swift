@@ -16,12 +16,12 @@ import NIOCore
 import Synchronization
 
 extension ReplicationNode {
-    func serve(_ server: NIOAsyncChannel<ReplicationChannel, Never>) async {
+    func serve(_ server: NIOAsyncChannel<AcceptedConnection, Never>) async {
         do {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
-                    for try await channel in inbound {
-                        group.addTask { await self.session(channel) }
+                    for try await accepted in inbound {
+                        group.addTask { await self.session(accepted) }
                     }
                 }
             }
@@ -32,7 +32,8 @@ extension ReplicationNode {
         }
     }
 
-    nonisolated func session(_ channel: ReplicationChannel) async {
+    nonisolated func session(_ accepted: AcceptedConnection) async {
+        guard let channel = accepted.take() else { return }
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var messages = inbound.makeAsyncIterator()

@@ -14,6 +14,7 @@
 import Kernel
 import NIOCore
 import NIOPosix
+import Synchronization
 
 public typealias ReplicationChannel = NIOAsyncChannel<ReplicationMessage, ReplicationMessage>
 
@@ -85,7 +86,8 @@ enum Transport {
         // TLS1: nothing is written before the handshake completed (AERO_CLUSTER_TLS otherwise).
         if let handshake = connected.1 {
             do { try await handshake.get() } catch {
-                try? await connected.0.channel.close()
+                // Finished and closed, not dropped: a dropped NIOAsyncChannel traps (AcceptedConnection).
+                try? await connected.0.executeThenClose { _, _ in }
                 throw error
             }
         }
@@ -94,9 +96,10 @@ enum Transport {
 
     /// Listens on `address`. Every accepted connection takes one of `places` until its first
     /// HELLO is decided by `authenticate` (or it closes), and is closed when none is free or when
-    /// the HELLO has not arrived within `places.handshakeMillis`.
+    /// the HELLO has not arrived within `places.handshakeMillis`. Connections come boxed
+    /// (`AcceptedConnection`): one the listener drops while it closes is closed, not a crash.
     static func listen(_ address: PeerAddress, places: HandshakePlaces, tls: ReplicationTLS? = nil,
-                       authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) async throws -> NIOAsyncChannel<ReplicationChannel, Never> {
+                       authenticate: @escaping @Sendable (ReplicationMessage.Hello) -> Bool) async throws -> NIOAsyncChannel<AcceptedConnection, Never> {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -115,7 +118,7 @@ enum Transport {
                     channel.closeFuture.whenComplete { _ in deadline.cancel() }
                     return channel.eventLoop.makeCompletedFuture {
                         try tls?.addServerHandlers(channel)  // TLS1: first in the pipeline
-                        return try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake))
+                        return AcceptedConnection(try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake)))
                     }
                 }
         } catch {
@@ -131,5 +134,36 @@ enum Transport {
             for try await answer in inbound { return answer }
             throw AeroError(.primaryUnavailable, "\(address) closed the connection without answering")
         }
+    }
+}
+
+/// A connection the listener accepted, until a session takes it.
+///
+/// NIO's listener can drop connections it accepted: those still buffered when the serving task
+/// is cancelled, and one activated while the listening channel closes (apple/swift-nio#2813,
+/// open). A `NIOAsyncChannel` dropped before its writer was finished traps ("Deinited
+/// NIOAsyncWriter without calling finish()"): a node stopping while a peer connected crashed
+/// after "node stopped", and the runtime's crash backtrace held the process for 10-20 s before it
+/// died of SIGILL (docs/OPERATIONS.md "Stopping a node"). So the listener hands out this box: a
+/// session `take`s the channel, once, and runs `executeThenClose` on it; a box dropped with its
+/// channel still inside finishes and closes that channel from a task it starts (SD1).
+final class AcceptedConnection: Sendable {
+    private let pending: Mutex<ReplicationChannel?>
+
+    init(_ channel: ReplicationChannel) {
+        pending = Mutex(channel)
+    }
+
+    /// The channel, to the first caller only; it must run `executeThenClose` on it.
+    func take() -> ReplicationChannel? {
+        pending.withLock { channel in
+            defer { channel = nil }
+            return channel
+        }
+    }
+
+    deinit {
+        guard let dropped = take() else { return }
+        Task { try? await dropped.executeThenClose { _, _ in } }
     }
 }
