@@ -2,6 +2,8 @@
 // same results as the code they replaced. The replaced code is kept here as the reference.
 
 import Foundation
+import HTTPTypes
+import Hummingbird
 import Kernel
 import Testing
 @testable import BaaS
@@ -164,5 +166,84 @@ import Testing
         }
         #expect(memo.count <= 2 * SignedValueMemo.entriesMax * 2)
         #expect(memo.sign("127.0.0.1") == SignedHeaderValue.sign("127.0.0.1", key: key))
+    }
+
+    /// `LogLine.requestLine` (ten fixed keys in their sorted order, the metadata merged in) writes
+    /// the bytes of `encode` of the fields in the handler's order of precedence, whatever the
+    /// metadata holds: keys equal to fixed ones (the metadata beats request_id, ts, level, msg and
+    /// label, and loses to the request's own fields), keys sorting between them, hostile text.
+    @Test func requestLineHasTheBytesOfTheGeneralEncoding() throws {
+        let keys = ["hb.request.id", "request_id", "ts", "level", "msg", "label", "method", "ms", "path", "query", "status",
+                    "a", "zz", "m", "mt", "pat", "label2", "", "é", "\u{01}", "Status"]
+        let hostile = ["", "a\"b", "back\\slash", "nl\nx", "\u{01}\u{1F}", "é 漢字 🙂", "0.123", "x"]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            var metadata: [String: String] = [:]
+            for _ in 0..<Int.random(in: 0...5, using: &generator) {
+                metadata[keys.randomElement(using: &generator)!] = hostile.randomElement(using: &generator)!
+            }
+            let pairs = metadata.map { (key: $0.key, value: $0.value) }
+            let line = RequestLine(method: ["GET", "POST", "a\"b"].randomElement(using: &generator)!,
+                                   path: hostile.randomElement(using: &generator)!, query: hostile.randomElement(using: &generator)!,
+                                   status: Int.random(in: 100...599, using: &generator),
+                                   millis: Double.random(in: 0...2_000, using: &generator))
+            let id: String? = Bool.random(using: &generator) ? nil : hostile.randomElement(using: &generator)!
+            let ts = "2026-12-05T08:00:00.12+00:00"
+            var fields: [(key: String, value: String)] = []
+            if let id { fields.append(("request_id", id)) }
+            fields += [("ts", ts), ("level", "info"), ("msg", "request"), ("label", "aerodb")]
+            fields += pairs
+            fields += line.fields
+            let got = LogLine.requestLine(line, requestID: id, ts: ts, level: "info", label: "aerodb", metadata: pairs)
+            #expect(got == LogLine.encode(fields), "\(fields)")
+            #expect(got == Self.referenceLine(fields), "\(fields)")
+        }
+    }
+
+    /// Fresh request ids come from a pool of random bytes refilled by one system call: across
+    /// refills (4,096 bytes = 256 ids) every id is 32 lowercase hex digits, accepted as a
+    /// client's id would be, and none repeats.
+    @Test func freshRequestIDsAreDistinctHexAcrossRefills() {
+        var seen = Set<String>()
+        for _ in 0..<2_000 {
+            let id = RequestID.generate()
+            #expect(id.utf8.count == 32 && id.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }, "\(id)")
+            #expect(RequestID.accept(id) == id)
+            seen.insert(id)
+        }
+        #expect(seen.count == 2_000)
+    }
+
+    private struct OneNode: ClusterView {
+        let nodeID = "n1"
+        let startedMicros: Int64 = 0
+        func primaryHTTP() -> String? { nil }
+        func statusFields() async -> [String: JSONValue] { [:] }
+        func dataRefusal() -> AeroError? { nil }
+    }
+
+    /// A REST read names its LSN's epoch from its own snapshot (`HTTPJSON.lsnFields`), so
+    /// ClusterMiddleware leaves the answer as it is; the header is the one `stamped` adds to an
+    /// answer naming only the LSN, before and after an epoch change.
+    @Test func readLSNFieldsNameTheEpochAsTheClusterStamp() async throws {
+        let dir = NSTemporaryDirectory() + "aerodb-lsnfields-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try await Database.open(KernelOptions(dataDirectory: dir))
+        let cluster = ClusterMiddleware<AeroRequestContext>(cluster: OneNode(), database: db, secret: Array(repeating: 7, count: 32))
+        _ = try await db.advanceEpoch(to: 1)
+        _ = try await db.createCollection(.object(["name": .string("items"), "fields": .object(["id": .object(["type": .string("text")])])]))
+        for epoch: UInt64 in [1, 3] {
+            if epoch == 3 { _ = try await db.advanceEpoch(to: 3) }
+            _ = try await db.commit([.insert(collection: "items", document: ["id": .string("k\(epoch)")])])
+            let snapshot = db.snapshot()
+            let fields = HTTPJSON.lsnFields(snapshot)
+            let stamped = cluster.stamped(Response(status: .ok, headers: [HTTPJSON.lsnHeader: String(snapshot.lsn)]))
+            #expect(fields[HTTPJSON.lsnHeader] == String(snapshot.lsn))
+            #expect(fields[ClusterHTTP.lsnEpochHeader] == String(epoch))
+            #expect(fields[ClusterHTTP.lsnEpochHeader] == stamped.headers[ClusterHTTP.lsnEpochHeader])
+            let answer = Response(status: .ok, headers: fields)
+            #expect(cluster.stamped(answer).headers == answer.headers)  // left as it is
+        }
+        await db.close()
     }
 }

@@ -4,7 +4,8 @@
 // outermost first, with the behaviour each had:
 // 1. Request id and metrics (formerly OpsMiddleware; RequestID.swift, NodeMetrics.swift): the
 //    client's `X-Request-Id` kept when acceptable, else a fresh one, set on the request (write
-//    forwarding carries it) and the request logger's metadata, bound for the request's tasks
+//    forwarding carries it) and, unless the log handler names it itself (a RequestLineHandler:
+//    the node's), the request logger's metadata; bound for the request's tasks
 //    (one task-local: `SlowLog.notes`, which also holds the slow log's query notes), echoed on the
 //    answer; the request counted by method, route pattern and status, its latency measured until
 //    the answer's head; a slow or refused request goes to the slow log (SlowLog.swift).
@@ -15,7 +16,8 @@
 //    query, status, ms), handed to the log writer's queue (LogLine.swift: written off the request
 //    path), and the same record in the request ring (RequestRing.swift, OBS1).
 // 3. The client's address (ClientAddress.swift): `context.clientIP`, the TCP peer or the
-//    verified address a cluster member forwarded the request for.
+//    verified address a cluster member forwarded the request for, worked out when a handler
+//    reads it (RequestContext.swift).
 // 4. Cluster (ClusterMiddleware.swift): refusals of a diverged replica, `X-AeroDB-Min-LSN`
 //    reads, write forwarding to the primary, `X-AeroDB-LSN-Epoch` on answers naming an LSN.
 //    A request none of the first three can concern (no refusal, no min-LSN header, not a write
@@ -38,6 +40,9 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
     let address: ClientAddressVerifier
     let cluster: ClusterMiddleware<Context>
     let audit: AdminAudit<Context>
+    /// The node's log handler writes the request line itself and names the request's id on every
+    /// line (RequestLineHandler): no copy of each request logger's metadata to add `request_id`.
+    let handlerNamesRequests: Bool
 
     init(cluster: any ClusterView, database: Database, secret: [UInt8], logger: Logger, routes: KnownRoutes?,
          metrics: NodeMetrics = .shared, slowLog: SlowLog = .shared, ring: RequestRing = .shared) {
@@ -48,6 +53,7 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         self.address = ClientAddressVerifier(secret: secret)
         self.cluster = ClusterMiddleware(cluster: cluster, database: database, secret: secret)
         self.audit = AdminAudit(database: database, logger: logger)
+        self.handlerNamesRequests = logger.handler is any RequestLineHandler
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -61,30 +67,31 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             request = Request(head: head, body: request.body)
         }
         var context = context
-        context.logger[metadataKey: "request_id"] = .string(id)
-        // 3. The client's address.
-        context.clientIP = address.clientIP(request, remote: (context as? any RemoteAddressRequestContext)?.remoteAddress)
+        if !handlerNamesRequests { context.logger[metadataKey: "request_id"] = .string(id) }
+        // 3. The client's address, when a handler asks for it.
+        context.resolveClientIP(with: address, for: request)
         let started = ContinuousClock.now
         let notes = SlowLog.QueryNotes(requestID: id)  // the plans of a slow or refused request
         let ready = request, prepared = context
-        var response = await SlowLog.$notes.withValue(notes) { () async -> Response in
-            let response: Response
+        // Everything after the handler stays in the binding too: the slow log's line is written
+        // while `RequestID.current` names the request (the node's handler takes the id from it).
+        return await SlowLog.$notes.withValue(notes) { () async -> Response in
+            var response: Response
             do {
                 response = try await route(ready, context: prepared, next: next)
             } catch {
                 // 2. An error no handler answered, in its API's shape.
                 response = RouteErrors.response(error, request: ready, allowed: routes?.methods(for: ready.uri.path) ?? [])
             }
-            logRequest(ready, logger: prepared.logger, id: id, status: Int(response.status.code), elapsed: ContinuousClock.now - started)
+            let elapsed = ContinuousClock.now - started
+            let method = ready.method.rawValue, status = Int(response.status.code)
+            logRequest(ready, logger: prepared.logger, id: id, status: status, elapsed: elapsed)
+            response.headers[RequestID.header] = id
+            metrics.recordRequest(method: method, route: prepared.endpointPath, status: status, elapsed: elapsed)
+            slowLog.observe(method: method, route: prepared.endpointPath, path: ready.uri.path,
+                            status: status, elapsed: elapsed, requestID: id, logger: prepared.logger, notes: notes)
             return response
         }
-        response.headers[RequestID.header] = id
-        let elapsed = ContinuousClock.now - started
-        let method = request.method.rawValue, status = Int(response.status.code)
-        metrics.recordRequest(method: method, route: context.endpointPath, status: status, elapsed: elapsed)
-        slowLog.observe(method: method, route: context.endpointPath, path: request.uri.path,
-                        status: status, elapsed: elapsed, requestID: id, logger: context.logger, notes: notes)
-        return response
     }
 
     /// 4 and 5: cluster rules around the handler, the audit after it.
@@ -109,13 +116,11 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         let millis = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3
         let method = request.method.rawValue
         if logger.logLevel <= .info {
-            let fields: [(key: String, value: String)] = [
-                ("method", method), ("path", path), ("query", query), ("status", String(status)), ("ms", millis.description),
-            ]
+            let line = RequestLine(method: method, path: path, query: query, status: status, millis: millis)
             if let handler = logger.handler as? any RequestLineHandler {
-                handler.logRequestLine(fields)  // the same line, without swift-log's metadata dictionary
+                handler.logRequestLine(line)  // the same line, without swift-log's metadata dictionary
             } else {
-                logger.info("request", metadata: .init(uniqueKeysWithValues: fields.map { ($0.key, .string($0.value)) }), source: "BaaS")
+                logger.info("request", metadata: .init(uniqueKeysWithValues: line.fields.map { ($0.key, .string($0.value)) }), source: "BaaS")
             }
         }
         ring.record(micros: SystemClock().nowMicros(), requestID: id, method: method,

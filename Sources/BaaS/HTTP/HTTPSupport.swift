@@ -59,6 +59,18 @@ public enum HTTPErrors {
 public enum HTTPJSON {
     public static let lsnHeader = HTTPField.Name("X-AeroDB-LSN")!
 
+    /// The LSN header of an answer read from `snapshot`, and beside it the epoch of the record at
+    /// that LSN (`X-AeroDB-LSN-Epoch`, when the snapshot's history names it): what
+    /// ClusterMiddleware.stamped would add, said by the answer's own snapshot, so the middleware
+    /// neither reads the LSN text back nor takes a snapshot of its own (issue 19: a GET by key).
+    public static func lsnFields(_ snapshot: Snapshot) -> HTTPFields {
+        var headers: HTTPFields = [lsnHeader: String(snapshot.lsn)]
+        if let epoch = snapshot.state.epochHistory.epoch(at: snapshot.lsn, last: snapshot.lsn) {
+            headers[ClusterHTTP.lsnEpochHeader] = String(epoch)
+        }
+        return headers
+    }
+
     public static func response(_ value: JSONValue, status: HTTPResponse.Status = .ok, lsn: UInt64? = nil) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let lsn { headers[lsnHeader] = String(lsn) }
@@ -121,6 +133,8 @@ public struct KeyChecker: Sendable {
         self.database = database
     }
 
+    static let apikeyHeader = HTTPField.Name("apikey")!
+
     public static func bearer(_ request: Request) throws -> String? {
         if let auth = request.headers[.authorization] {
             guard auth.hasPrefix("Bearer ") || auth.hasPrefix("bearer ") else {
@@ -128,7 +142,7 @@ public struct KeyChecker: Sendable {
             }
             return String(auth.dropFirst(7))
         }
-        if let key = request.headers[HTTPField.Name("apikey")!] { return key }
+        if let key = request.headers[apikeyHeader] { return key }
         return request.uri.queryParameters.get("apikey")
     }
 
@@ -154,7 +168,7 @@ public struct KeyChecker: Sendable {
             if result.hs256 { verified.remember(token, result.claims) }
             claims = result.claims
         }
-        guard case .string(let role)? = claims["role"], ["anon", "service_role", "authenticated"].contains(role) else {
+        guard case .string(let role)? = claims["role"], Self.isKnownRole(role) else {
             throw AeroError(.unauthorized, "token has no known role")
         }
         guard claims["exp"]?.numberValue != nil else { throw AeroError(.unauthorized, "token has no expiry (exp)") }
@@ -167,6 +181,14 @@ public struct KeyChecker: Sendable {
             }
         }
         return Caller(role: role, claims: claims)
+    }
+
+    /// `anon`, `service_role` or `authenticated` (a switch: no array per request).
+    static func isKnownRole(_ role: String) -> Bool {
+        switch role {
+        case "anon", "service_role", "authenticated": return true
+        default: return false
+        }
     }
 
     static func sessionExists(_ id: String, _ database: Database) -> Bool {

@@ -37,7 +37,7 @@ final class VerifiedTokens: Sendable {
     /// The claims of `token` if it was verified before by this checker (expiry not checked here).
     func claims(_ token: String) -> JSONValue? {
         guard token.utf8.count <= Self.verifiedTokenBytesMax else { return nil }
-        let digest = SHA256.hash(data: Array(token.utf8))
+        let digest = Self.digest(token)
         return state.withLock { g in
             if let hit = g.current[digest] { return hit }
             guard let old = g.previous[digest] else { return nil }
@@ -49,8 +49,14 @@ final class VerifiedTokens: Sendable {
     /// Remembers the claims of a token that just verified as HS256 with this checker's secret.
     func remember(_ token: String, _ claims: JSONValue) {
         guard token.utf8.count <= Self.verifiedTokenBytesMax else { return }
-        let digest = SHA256.hash(data: Array(token.utf8))
+        let digest = Self.digest(token)
         state.withLock { Self.insert(digest, claims, into: &$0) }
+    }
+
+    /// SHA-256 of the token's UTF-8 bytes, hashed in place (no copy of the token per request).
+    static func digest(_ token: String) -> SHA256Digest {
+        var token = token
+        return token.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
     }
 
     private static func insert(_ digest: SHA256Digest, _ claims: JSONValue, into g: inout Generations) {

@@ -59,6 +59,7 @@ struct PostgRESTQuery {
 
     /// `a.b.key` -> (["a","b"], "key"); `a.not.or` -> (["a"], "not.or"); nil without a dot.
     static func embeddedKey(_ key: String) -> (path: [String], key: String)? {
+        guard key.utf8.contains(UInt8(ascii: ".")) else { return nil }  // a plain column: nothing to split
         var parts = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 2, !parts.contains(where: \.isEmpty) else { return nil }
         var last = parts.removeLast()
@@ -165,7 +166,7 @@ extension String {
 enum ColumnReference {
     static func resolve(_ quoted: String, schema: CollectionSchema) throws -> (name: String, type: FieldType) {
         // The clients double-quote a column holding any of `,:()"\` (`"doc->>n::int"=gt.2`).
-        let raw = quoted.count >= 2 && quoted.hasPrefix("\"") && quoted.hasSuffix("\"") ? FilterParser.unquoted(quoted) : quoted
+        let raw = quoted.utf8.first == UInt8(ascii: "\"") && quoted.count >= 2 && quoted.hasSuffix("\"") ? FilterParser.unquoted(quoted) : quoted
         if let field = schema.fields[raw] { return (raw, field.type) }
         guard FieldPath.isPath(raw) else { throw RESTError.unknownColumn(raw, schema.name) }
         let path = try FieldPath(parsing: raw)
@@ -190,7 +191,16 @@ enum FilterParser {
     private static func build(_ column: String, _ type: FieldType, _ op: String, _ value: String) throws -> Filter {
         switch op {
         case "eq", "neq", "gt", "gte", "lt", "lte":
-            let compare: CompareOp = ["eq": .eq, "neq": .ne, "gt": .gt, "gte": .gte, "lt": .lt, "lte": .lte][op]!
+            // A switch, not a dictionary literal built on every filter (issue 19: every GET by key passes here).
+            let compare: CompareOp
+            switch op {
+            case "eq": compare = .eq
+            case "neq": compare = .ne
+            case "gt": compare = .gt
+            case "gte": compare = .gte
+            case "lt": compare = .lt
+            default: compare = .lte
+            }
             return .compare(field: column, op: compare, value: try typed(value, type, column))
         case "is":
             switch value.lowercased() {

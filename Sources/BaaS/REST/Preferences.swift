@@ -30,13 +30,15 @@ struct Prefer {
     var returnRepresentation: Bool { returnMode == .representation }
     var headersOnly: Bool { returnMode == .headersOnly }
 
+    static let header = HTTPField.Name("Prefer")!
+
     /// Largest `max-affected` (any integer from 0 up fits: the bound is the writer's own).
     static let maxAffectedRange = 0...Int.max
 
     init(_ headers: HTTPFields) throws {
         var invalid: [String] = []
         var most: Int?
-        for value in headers[values: HTTPField.Name("Prefer")!] {
+        for value in headers[values: Self.header] {
             for item in value.split(separator: ",").map({ $0.trimmingSpacesAndTabs() }) where !item.isEmpty {
                 // `=`, `==`, `a=`: never an empty split (the fuzzer's `Prefer: ==` once trapped here).
                 let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)

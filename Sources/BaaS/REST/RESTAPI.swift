@@ -20,12 +20,8 @@ enum RESTAPI {
         rest.get("/") { request, _ in await guarded(request, keys) { _ in try openAPI(database) } }
         // rpc/<name> is registered by FunctionsAPI (Sources/BaaS/Functions): functions deployed as rpc.
         @Sendable func access(_ caller: Caller) -> Access { Access(database: database, caller: caller, engine: engine, keys: keys) }
-        rest.get(":collection") { request, context in
-            await guarded(request, keys) { try await read(try DataRequest(request, context), access($0), head: false) }
-        }
-        rest.head(":collection") { request, context in
-            await guarded(request, keys) { try await read(try DataRequest(request, context), access($0), head: true) }
-        }
+        rest.get(":collection") { request, context in await readRoute(request, context, keys, access, head: false) }
+        rest.head(":collection") { request, context in await readRoute(request, context, keys, access, head: true) }
         rest.post(":collection") { request, context in
             await guarded(request, keys) { try await insert(try DataRequest(request, context), access($0)) }
         }
@@ -114,15 +110,33 @@ enum RESTAPI {
     }()
 
     private static func read(_ request: DataRequest, _ access: Access, head: Bool) async throws -> Response {
-        // No `(` in the raw query (nor `%28`, its encoding): no decoded value holds one.
-        if let raw = request.query?.utf8, !raw.contains(UInt8(ascii: "(")), !raw.contains(UInt8(ascii: "%")) {
-            return try readNow(request, access, head: head)
-        }
-        if request.query == nil { return try readNow(request, access, head: head) }
-        let pairs = PostgRESTQuery.decodePairs(request.query ?? "")
-        let select = pairs.first { $0.0 == "select" }?.1, order = pairs.first { $0.0 == "order" }?.1
-        guard select?.contains("(") == true || order?.contains("(") == true else { return try readNow(request, access, head: head) }
+        guard pooled(request.query) else { return try readNow(request, access, head: head) }
         return try await readPool.runIfActive { try readNow(request, access, head: head) }
+    }
+
+    /// GET and HEAD as routes: the caller's key (401 first), then the read, answered in this
+    /// frame when it runs inline (no further async frames per request: issue 19, a GET by key).
+    private static func readRoute(_ request: Request, _ context: AeroRequestContext, _ keys: KeyChecker,
+                                  _ access: (Caller) -> Access, head: Bool) async -> Response {
+        do {
+            let caller = try keys.caller(request)
+            let data = try DataRequest(request, context)
+            guard pooled(data.query) else { return try readNow(data, access(caller), head: head) }
+            let who = access(caller)
+            return try await readPool.runIfActive { try readNow(data, who, head: head) }
+        } catch {
+            return RESTError.response(error)
+        }
+    }
+
+    /// Whether a read runs on `readPool`: its select or order embeds a resource.
+    private static func pooled(_ query: String?) -> Bool {
+        // No `(` in the raw query (nor `%28`, its encoding): no decoded value holds one.
+        guard let query else { return false }
+        if !query.utf8.contains(UInt8(ascii: "(")) && !query.utf8.contains(UInt8(ascii: "%")) { return false }
+        let pairs = PostgRESTQuery.decodePairs(query)
+        let select = pairs.first { $0.0 == "select" }?.1, order = pairs.first { $0.0 == "order" }?.1
+        return select?.contains("(") == true || order?.contains("(") == true
     }
 
     private static func readNow(_ request: DataRequest, _ access: Access, head: Bool) throws -> Response {
@@ -169,7 +183,7 @@ enum RESTAPI {
         }
         let count = aggregated?.count ?? rows.count
         func row(_ i: Int) throws -> JSONValue { try aggregated?[i] ?? projector.project(rows[i], items, schema: schema) }
-        var headers: HTTPFields = [HTTPJSON.lsnHeader: String(snapshot.lsn)]
+        var headers = HTTPJSON.lsnFields(snapshot)
         headers[contentRangeHeader] = contentRange(offset: query.offset, count: count, total: total)
         prefer.applied(read: true, into: &headers)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
@@ -412,7 +426,7 @@ enum RESTAPI {
                                 schema: CollectionSchema, access: Access, policies: PolicyView,
                                 status: HTTPResponse.Status) throws -> Response {
         var headers: HTTPFields = [HTTPJSON.lsnHeader: String(lsn)]
-        if prefer.count { headers[HTTPField.Name("Content-Range")!] = "*/\(docs.count)" }
+        if prefer.count { headers[contentRangeHeader] = "*/\(docs.count)" }
         prefer.applied(read: false, into: &headers)
         if prefer.headersOnly, status == .created, let key = docs.first?[schema.primaryKey] {
             // PostgREST's Location: the inserted (first) row by its primary key.

@@ -48,12 +48,13 @@ struct JSONLogHandler: LogHandler, RequestLineHandler {
         Self.emit(LogLine.encode(fields), level: event.level)
     }
 
-    /// The line of `logger.info("request", metadata: <fields as strings>)`, without the dictionary.
-    func logRequestLine(_ event: [(key: String, value: String)]) {
+    /// The line of `logger.info("request", metadata: line.fields)`, without the dictionary and
+    /// without sorting the fixed fields (LogLine.requestLine: the same bytes).
+    func logRequestLine(_ line: RequestLine) {
         guard logLevel <= .info else { return }
-        var fields = fields(level: .info, message: "request", extra: event.count)
-        fields.append(contentsOf: event)
-        Self.emit(LogLine.encode(fields), level: .info)
+        let pairs = metadata.map { (key: $0.key, value: $0.value.description) }
+        Self.emit(LogLine.requestLine(line, requestID: RequestID.current, ts: LogLine.timestamp(SystemClock().nowMicros()),
+                                      level: Logger.Level.info.rawValue, label: label, metadata: pairs), level: .info)
     }
 }
 
