@@ -70,7 +70,9 @@ extension ReplicationNode {
     private func followSession(_ primary: ClusterMember) async throws {
         let channel = try await Transport.connect(primary.replication, idleMillis: ReplicationTimeouts.sessionIdleMillis, tls: config.tls)
         guard !Task.isCancelled else {
-            try? await channel.channel.close()
+            // Through executeThenClose: dropping an NIOAsyncChannel whose writer was never
+            // finished traps the process (apple/swift-nio#2813, INVARIANTS SD1).
+            try? await channel.executeThenClose { _, _ in }
             return
         }
         followerChannel = channel.channel
