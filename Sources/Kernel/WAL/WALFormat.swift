@@ -49,8 +49,9 @@
 //   claim is true when it reaches the disk. D and C share one aligned 4-byte field: records
 //   start 8-byte aligned and blocks and sectors are multiples of 8, so no block boundary splits
 //   it and every copy on disk is one version whole (a split stamp would read as damage).
-//   Binaries older than the stamp see a stamped record
-//   as damaged and refuse the log (D2): never a silent truncation.
+//   Binaries older than the stamp read a stamped record as damaged: they refuse the log when a
+//   later write follows, but would cut the log's last write as a torn tail, so a replica's
+//   directory must not be opened by them (docs/OPERATIONS.md, "Upgrades and downgrades").
 
 public enum RecordType: UInt8, Sendable, CaseIterable {
     case transaction = 1
