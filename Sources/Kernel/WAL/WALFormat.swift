@@ -207,12 +207,11 @@ enum WALFormat {
     }
 
     static func stampCheck(checksum: UInt64, distance: UInt16) -> UInt16 {
-        var input = [UInt8](repeating: 0, count: 10)
-        input.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: checksum.littleEndian, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: distance.littleEndian, toByteOffset: 8, as: UInt16.self)
+        withUnsafeTemporaryAllocation(byteCount: 10, alignment: 8) { input in
+            input.storeBytes(of: checksum.littleEndian, toByteOffset: 0, as: UInt64.self)
+            input.storeBytes(of: distance.littleEndian, toByteOffset: 8, as: UInt16.self)
+            return UInt16(truncatingIfNeeded: XXH64.hash(UnsafeRawBufferPointer(input), seed: stampSeed))
         }
-        return UInt16(truncatingIfNeeded: XXH64.hash(input, seed: stampSeed))
     }
 
     /// The write start of the record at `offset` (its batch start, or LSN - D when stamped);
