@@ -603,8 +603,14 @@ public final class WriteAheadLog: Sendable {
         var writes: [PendingGroup] = []
         writes.reserveCapacity(1)
         for group in groups {
-            guard var run = writes.last, run.segment == group.segment,
-                  group.last.lsn - run.firstLSN <= WALFormat.mergedWriteSpanMax else {
+            // Taken out of the array while it grows: a run the array still referenced was copied
+            // whole at every append (quadratic in the groups merged: a restore's backlog showed it).
+            guard var run = writes.popLast() else {
+                writes.append(group)
+                continue
+            }
+            guard run.segment == group.segment, group.last.lsn - run.firstLSN <= WALFormat.mergedWriteSpanMax else {
+                writes.append(run)
                 writes.append(group)
                 continue
             }
@@ -619,7 +625,7 @@ public final class WriteAheadLog: Sendable {
             }
             run.bytes.append(contentsOf: bytes[group.recordsStart...])
             run.last = group.last
-            writes[writes.count - 1] = run
+            writes.append(run)
         }
         return writes
     }
