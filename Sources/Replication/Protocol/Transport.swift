@@ -112,13 +112,17 @@ enum Transport {
                         return channel.eventLoop.makeFailedFuture(AeroError(.replicationRefused, "too many connections awaiting their HELLO"))
                     }
                     channel.closeFuture.whenComplete { _ in handshake.release() }
-                    let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(places.handshakeMillis)) {
+                    let handshakeMillis = places.handshakeMillis
+                    let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(handshakeMillis)) {
                         if handshake.state == .awaitingHello { channel.close(promise: nil) }
                     }
                     channel.closeFuture.whenComplete { _ in deadline.cancel() }
                     return channel.eventLoop.makeCompletedFuture {
                         try tls?.addServerHandlers(channel)  // TLS1: first in the pipeline
-                        return AcceptedConnection(try configure(channel, idleMillis: ReplicationTimeouts.sessionIdleMillis, side: .listener(handshake)))
+                        // The idle timeout never cuts the handshake time short (with the real
+                        // values it is the longer one anyway).
+                        let idleMillis = max(ReplicationTimeouts.sessionIdleMillis, handshakeMillis)
+                        return AcceptedConnection(try configure(channel, idleMillis: idleMillis, side: .listener(handshake)))
                     }
                 }
         } catch {
