@@ -5,6 +5,8 @@
 // - `published.lsn` never decreases.
 // - A pending state is published only once the WAL reports its LSN durable.
 // - Subscribers are told of every publication (they read the records themselves from the WAL).
+// - The states a publication supersedes are released on `StateReleaser`'s thread, not the
+//   publisher's (V1, bounded by `StateReleaser.queuedStatesMax`).
 // - `wait(lsn)` (read-your-writes, min-LSN reads, switchover) resumes from the publication that
 //   reaches its LSN, under the lock that publishes it (nothing lost between check and wait), or
 //   false at its deadline (a sweep every `sweepMillis` while waits are pending) or at close.
@@ -43,9 +45,11 @@ final class Visibility: Sendable {
     }
 
     private let state: Mutex<State>
+    private let releaser: StateReleaser
 
-    init(initial: DatabaseState) {
+    init(initial: DatabaseState, releaser: StateReleaser = .shared) {
         state = Mutex(State(published: initial))
+        self.releaser = releaser
     }
 
     var current: DatabaseState { state.withLock { $0.published } }
@@ -58,18 +62,25 @@ final class Visibility: Sendable {
         }
     }
 
-    /// Publishes every pending state with LSN <= `lsn` (which must be durable).
+    /// Publishes every pending state with LSN <= `lsn` (which must be durable). The states it
+    /// supersedes are moved out under the lock and released by `releaser` after the waiters
+    /// resumed (V1): the publisher (the WAL flusher) does not free them itself.
     func publish(through lsn: UInt64) {
-        let (listeners, published, ready) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?, [CheckedContinuation<Bool, Never>]) in
+        let (listeners, published, ready, superseded) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?, [CheckedContinuation<Bool, Never>], [DatabaseState]) in
             var count = 0
             while count < s.pending.count && s.pending[count].lsn <= lsn { count += 1 }
-            guard count > 0 else { return ([], nil, []) }
+            guard count > 0 else { return ([], nil, [], []) }
+            var superseded: [DatabaseState] = []
+            superseded.reserveCapacity(count)
+            superseded.append(s.published)
+            superseded.append(contentsOf: s.pending[0..<(count - 1)])
             s.published = s.pending[count - 1]
             s.pending.removeFirst(count)
-            return (Array(s.listeners.values), s.published.lsn, s.reached())
+            return (Array(s.listeners.values), s.published.lsn, s.reached(), superseded)
         }
         for waiter in ready { waiter.resume(returning: true) }
         if let published { for listener in listeners { listener.yield(published) } }
+        releaser.takeOver(superseded)  // refused at the bound: released here as the array goes
     }
 
     /// Replaces everything (recovery or a replica installing a checkpoint).

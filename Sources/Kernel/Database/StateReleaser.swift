@@ -1,0 +1,94 @@
+// Superseded database states are released here, on a thread of their own, not on the thread that
+// publishes them (the WAL flusher, through `Visibility.publish`). Dropping the last reference to a
+// state frees every tree node no later state shares; on the flusher that work sat between a
+// flush and the wake-up of its committers and of a replica's acknowledgement, and delayed the
+// next write. The releaser does it while the flusher waits for its next fdatasync.
+//
+// Invariants:
+// - V1 (bounded): at most `queuedStatesMax` states wait here. A handover that would pass it is
+//   refused and the caller releases the states itself, as before: a releaser that falls behind
+//   slows the publisher down, memory never grows with it.
+// - Only memory moves here: a state handed over is no longer reachable through `Visibility`
+//   (it was superseded under its lock); a reader's snapshot keeps its own reference, so what a
+//   reader sees never depends on when the releaser runs.
+
+import Dispatch
+import Foundation
+import Synchronization
+
+final class StateReleaser: Sendable {
+    /// States waiting to be released, at most (LIMITS: `StateReleaser.queuedStatesMax`).
+    static let queuedStatesMax = 4_096
+
+    /// The process's releaser (one thread, started at the first handover).
+    static let shared = StateReleaser(runsThread: true)
+
+    private struct State {
+        var queued: [[DatabaseState]] = []
+        var queuedStates = 0
+        var started = false
+        /// Handovers taken and refused (bound reached): for tests and metrics.
+        var taken = 0
+        var refused = 0
+    }
+
+    private let state = Mutex(State())
+    private let work = DispatchSemaphore(value: 0)
+    private let runsThread: Bool
+
+    /// `runsThread: false` only in tests: nothing is released until `drain()`.
+    init(runsThread: Bool) {
+        self.runsThread = runsThread
+    }
+
+    /// Takes `states` to release them on the releaser's thread. Returns false when that would
+    /// pass `queuedStatesMax` (V1): the caller keeps them and releases them itself.
+    @discardableResult
+    func takeOver(_ states: [DatabaseState]) -> Bool {
+        guard !states.isEmpty else { return true }
+        let (taken, start) = state.withLock { s -> (Bool, Bool) in
+            guard s.queuedStates + states.count <= Self.queuedStatesMax else {
+                s.refused += 1
+                return (false, false)
+            }
+            s.queued.append(states)
+            s.queuedStates += states.count
+            s.taken += 1
+            defer { s.started = true }
+            return (true, runsThread && !s.started)
+        }
+        if start { startThread() }
+        if taken && runsThread { work.signal() }
+        return taken
+    }
+
+    /// States waiting now.
+    var queuedStates: Int { state.withLock { $0.queuedStates } }
+
+    /// Handovers taken and refused so far.
+    var handovers: (taken: Int, refused: Int) { state.withLock { ($0.taken, $0.refused) } }
+
+    /// Releases everything waiting (the thread's loop; tests call it directly).
+    func drain() {
+        // Taken out under the lock, dropped outside it.
+        let batch = state.withLock { s -> [[DatabaseState]] in
+            defer {
+                s.queued = []
+                s.queuedStates = 0
+            }
+            return s.queued
+        }
+        _ = consume batch
+    }
+
+    private func startThread() {
+        let thread = Thread { [self] in
+            while true {
+                work.wait()
+                drain()
+            }
+        }
+        thread.name = "aerodb-state-releaser"
+        thread.start()
+    }
+}
