@@ -114,9 +114,124 @@ import Testing
             #expect(RequestRedaction.query(path: "/rest/v1/items", query: query) == Self.referenceRedaction(path: "/rest/v1/items", query: query),
                     "\(query)")
         }
+        // Every secret name in random case, and one byte changed, cut or added: the in-place
+        // comparison answers as the Foundation path (percent-decoding, lowercasing, trimming).
+        for name in RequestRedaction.secretParameterNames {
+            #expect(name.utf8.allSatisfy { $0 < 0x80 && !($0 >= 0x41 && $0 <= 0x5A) }, "\(name)")  // lowercase ASCII
+            for _ in 0..<20 {
+                var bytes = Array(name.utf8).map { Bool.random(using: &generator) && $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
+                switch Int.random(in: 0...3, using: &generator) {
+                case 0: bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0x21...0x7E, using: &generator)
+                case 1: bytes.removeLast()
+                case 2: bytes.append(UInt8.random(in: 0x21...0x7E, using: &generator))
+                default: break
+                }
+                let fast = bytes.withUnsafeBufferPointer { RequestRedaction.isSecret($0) }
+                #expect(fast == RequestRedaction.isSecret(Substring(String(decoding: bytes, as: UTF8.self))), "\(bytes)")
+            }
+        }
         #expect(RequestRedaction.query(path: "/rest/v1/items", query: "select=*&id=eq.k4242") == "select=*&id=eq.k4242")
         #expect(RequestRedaction.query(path: "/rest/v1/items", query: "select=*&ApiKey=K&x") == "select=*&ApiKey=(redacted)&x")
         #expect(RequestRedaction.query(path: "/rest/v1/items", query: "%61pikey=K") == "%61pikey=(redacted)")
+    }
+
+    /// `Prefer`'s parse before issue 19's in-place one: split, map, a String per part. What it
+    /// decided, said as the answer's `Preference-Applied` (read and write) plus the fields a
+    /// write reads, or the PGRST122 details it refused with.
+    static func referencePrefer(_ values: [String]) -> String {
+        var returnMode: String?, countName: String?, resolution: String?, missingDefault = false
+        var strict = false, handlingGiven = false, txCommit = false
+        var invalid: [String] = []
+        var most: Int?
+        func trimmed(_ text: Substring) -> Substring {  // the old Substring.trimmingSpacesAndTabs
+            var s = text
+            while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+            while s.last == " " || s.last == "\t" { s = s.dropLast() }
+            return s
+        }
+        for value in values {
+            for item in value.split(separator: ",").map(trimmed) where !item.isEmpty {
+                let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                let key = parts[0], arg = parts.count == 2 ? parts[1] : ""
+                switch (key, arg) {
+                case ("return", "minimal"), ("return", "representation"), ("return", "headers-only"): returnMode = arg
+                case ("count", "exact"), ("count", "planned"), ("count", "estimated"): countName = arg
+                case ("resolution", "merge-duplicates"), ("resolution", "ignore-duplicates"): resolution = arg
+                case ("missing", "default"): missingDefault = true
+                case ("handling", "strict"), ("handling", "lenient"):
+                    strict = arg == "strict"
+                    handlingGiven = true
+                case ("max-affected", _):
+                    guard case .value(let n) = ClientInteger.read(Substring(arg)), Prefer.maxAffectedRange.contains(n) else {
+                        invalid.append(String(item.prefix(64)))
+                        continue
+                    }
+                    most = n
+                case ("tx", "commit"): txCommit = true
+                default: invalid.append(String(item.prefix(64)))
+                }
+            }
+        }
+        if strict, !invalid.isEmpty { return "PGRST122 Invalid preferences: " + invalid.prefix(8).joined(separator: ", ") }
+        let maxAffected = strict ? most : nil
+        func applied(read: Bool) -> String {
+            var out: [String] = []
+            if !read, let returnMode { out.append("return=" + returnMode) }
+            if let countName { out.append("count=" + countName) }
+            if !read, let resolution { out.append("resolution=" + resolution) }
+            if !read, missingDefault { out.append("missing=default") }
+            if handlingGiven { out.append("handling=" + (strict ? "strict" : "lenient")) }
+            if !read, let maxAffected { out.append("max-affected=\(maxAffected)") }
+            if txCommit { out.append("tx=commit") }
+            return out.joined(separator: ", ")
+        }
+        return "read[\(applied(read: true))] write[\(applied(read: false))] return=\(returnMode ?? "-") count=\(countName != nil) "
+            + "resolution=\(resolution ?? "-") missing=\(missingDefault) strict=\(strict) max=\(maxAffected.map(String.init) ?? "-")"
+    }
+
+    static func describe(_ prefer: Prefer) -> String {
+        func applied(read: Bool) -> String {
+            var headers = HTTPFields()
+            prefer.applied(read: read, into: &headers)
+            return headers[Preferences.appliedHeader] ?? ""
+        }
+        return "read[\(applied(read: true))] write[\(applied(read: false))] return=\(prefer.returnMode?.rawValue ?? "-") count=\(prefer.count) "
+            + "resolution=\(prefer.resolution ?? "-") missing=\(prefer.missingDefault) strict=\(prefer.strict) max=\(prefer.maxAffected.map(String.init) ?? "-")"
+    }
+
+    @Test func preferReadInPlaceDecidesAsTheSplitParse() throws {
+        let tokens = ["return", "minimal", "representation", "headers-only", "count", "exact", "planned", "estimated",
+                      "resolution", "merge-duplicates", "ignore-duplicates", "missing", "default", "handling", "strict",
+                      "lenient", "max-affected", "3", "0", "-1", "x", "99999999999999999999", "tx", "commit", "rollback",
+                      "=", "==", ",", ",", ",", " ", "\t", "é", "e\u{301}", "\u{301}", ", ", " ,", "=\u{301}", ",\u{301}",
+                      String(repeating: "y", count: 70)]
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<4_000 {
+            var values: [String] = []
+            for _ in 0..<Int.random(in: 1...2, using: &generator) {
+                var text = ""
+                for _ in 0..<Int.random(in: 0...12, using: &generator) { text += tokens.randomElement(using: &generator)! }
+                // Half the rounds: well-formed items (key=arg), as clients send them.
+                if round % 2 == 0 {
+                    text = (0..<Int.random(in: 1...4, using: &generator)).map { _ in
+                        tokens.randomElement(using: &generator)! + "=" + tokens.randomElement(using: &generator)!
+                    }.joined(separator: Bool.random(using: &generator) ? "," : ", ")
+                }
+                values.append(text)
+            }
+            var headers = HTTPFields()
+            for value in values { headers.append(HTTPField(name: Prefer.header, value: value)) }
+            let sent = headers[values: Prefer.header]  // as HTTPFields keeps them
+            let got: String
+            do {
+                got = Self.describe(try Prefer(headers))
+            } catch let failure as PostgRESTFailure {
+                got = "\(failure.code) \(failure.details ?? "")"
+            }
+            #expect(got == Self.referencePrefer(sent), "\(sent)")
+        }
+        let typical = try Prefer([Prefer.header: "return=representation"])
+        #expect(typical.returnRepresentation && !typical.count && typical.resolution == nil && !typical.strict)
     }
 
     @Test func formDecodingUnchangedWithAndWithoutEscapes() {
