@@ -118,35 +118,49 @@ enum TransactionRecord {
     /// are exactly `JSON.encode` of the layout above (keys in UTF-8 order: a, b, c, k).
     struct Payload {
         static let prefix = Array(#"{"changes":["#.utf8), suffix = Array("]}".utf8)
-        private var items: [UInt8] = []
+        /// The prefix, then the changes so far. It starts with room for a small document's
+        /// change (one growth per doubling was one allocation per commit each; `bytes` copies it
+        /// to its exact size, as records are kept for replication and recovery).
+        private var encoded: [UInt8] = {
+            var start = Payload.prefix
+            start.reserveCapacity(Payload.initialCapacity)
+            return start
+        }()
         private var count = 0
+        static let initialCapacity = 1_024
 
-        var byteCount: Int { Self.prefix.count + items.count + Self.suffix.count }
-        var bytes: [UInt8] { Self.prefix + items + Self.suffix }
+        var byteCount: Int { encoded.count + Self.suffix.count }
+        var bytes: [UInt8] {
+            var whole: [UInt8] = []
+            whole.reserveCapacity(byteCount)
+            whole += encoded
+            whole += Self.suffix
+            return whole
+        }
 
         /// Appends a change; returns the encoded size of its after image (0 when deleted).
         mutating func append(_ change: DocumentChange) -> Int {
-            if count > 0 { items.append(UInt8(ascii: ",")) }
+            if count > 0 { encoded.append(UInt8(ascii: ",")) }
             count += 1
-            items.append(UInt8(ascii: "{"))
+            encoded.append(UInt8(ascii: "{"))
             var afterBytes = 0
             if let after = change.after {
-                items.append(contentsOf: #""a":"#.utf8)
-                let start = items.count
-                JSON.encode(.object(after), into: &items)
-                afterBytes = items.count - start
-                items.append(UInt8(ascii: ","))
+                encoded.append(contentsOf: #""a":"#.utf8)
+                let start = encoded.count
+                JSON.encode(.object(after), into: &encoded)
+                afterBytes = encoded.count - start
+                encoded.append(UInt8(ascii: ","))
             }
             if let before = change.before {
-                items.append(contentsOf: #""b":"#.utf8)
-                JSON.encode(.object(before), into: &items)
-                items.append(UInt8(ascii: ","))
+                encoded.append(contentsOf: #""b":"#.utf8)
+                JSON.encode(.object(before), into: &encoded)
+                encoded.append(UInt8(ascii: ","))
             }
-            items.append(contentsOf: #""c":"#.utf8)
-            JSON.encodeString(change.collection, into: &items)
-            items.append(contentsOf: #","k":"#.utf8)
-            JSON.encode(change.key, into: &items)
-            items.append(UInt8(ascii: "}"))
+            encoded.append(contentsOf: #""c":"#.utf8)
+            JSON.encodeString(change.collection, into: &encoded)
+            encoded.append(contentsOf: #","k":"#.utf8)
+            JSON.encode(change.key, into: &encoded)
+            encoded.append(UInt8(ascii: "}"))
             return afterBytes
         }
     }

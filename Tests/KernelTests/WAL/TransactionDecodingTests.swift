@@ -57,6 +57,15 @@ import Testing
         for _ in 0..<2000 {
             let written = Self.changes(&rng)
             let payload = TransactionRecord.encode(written)
+            // The writer's incremental encoding is exactly JSON.encode of the layout.
+            var layout: [UInt8] = []
+            JSON.encode(.object(["changes": .array(written.map { change in
+                var fields: [String: JSONValue] = ["c": .string(change.collection), "k": change.key]
+                if let after = change.after { fields["a"] = .object(after) }
+                if let before = change.before { fields["b"] = .object(before) }
+                return .object(fields)
+            })]), into: &layout)
+            #expect(payload == layout)
             let (direct, generic) = Self.both(payload)
             #expect(direct != nil, "the writer's own layout always takes the direct path")
             #expect(direct == written)
