@@ -230,6 +230,21 @@ import Testing
             }
             #expect(got == Self.referencePrefer(sent), "\(sent)")
         }
+        // Fixed lines, each also decided by the reference: tabs and spaces around items, keys and
+        // arguments, empty items, and the same items on a non-ASCII line (the Character path).
+        for line in ["\treturn=minimal\t", " return=minimal ,\tcount=exact \t", "handling=strict,\t=x",
+                     "handling=strict, return =minimal", "handling=strict,return= minimal", ",,\t,return=headers-only,",
+                     "handling=strict,\tmax-affected=2\t", "count=exact\t,\té", "é,\treturn=minimal\t,handling=lenient"] {
+            var headers = HTTPFields()
+            headers[Prefer.header] = line
+            let got: String
+            do {
+                got = Self.describe(try Prefer(headers))
+            } catch let failure as PostgRESTFailure {
+                got = "\(failure.code) \(failure.details ?? "")"
+            }
+            #expect(got == Self.referencePrefer([line]), "\(line)")
+        }
         let typical = try Prefer([Prefer.header: "return=representation"])
         #expect(typical.returnRepresentation && !typical.count && typical.resolution == nil && !typical.strict)
     }
