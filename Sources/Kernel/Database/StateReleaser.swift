@@ -42,17 +42,22 @@ final class StateReleaser: Sendable {
     }
 
     /// Takes `states` to release them on the releaser's thread. Returns false when that would
-    /// pass `queuedStatesMax` (V1): the caller keeps them and releases them itself.
+    /// pass `queuedStatesMax` (V1): they are released here, on the caller's thread.
+    /// The array is moved into the queue under the lock (the caller passes it with `consume`):
+    /// no reference stays with the caller, else the releaser could drop its own first and the
+    /// caller's would be the last one after all, freeing the states on the publisher's thread.
     @discardableResult
-    func takeOver(_ states: [DatabaseState]) -> Bool {
-        guard !states.isEmpty else { return true }
+    func takeOver(_ states: consuming [DatabaseState]) -> Bool {
+        let count = states.count
+        guard count > 0 else { return true }
+        var handed: [DatabaseState]? = consume states
         let (taken, start) = state.withLock { s -> (Bool, Bool) in
-            guard s.queuedStates + states.count <= Self.queuedStatesMax else {
+            guard s.queuedStates + count <= Self.queuedStatesMax else {
                 s.refused += 1
                 return (false, false)
             }
-            s.queued.append(states)
-            s.queuedStates += states.count
+            s.queued.append(handed.take()!)
+            s.queuedStates += count
             s.taken += 1
             defer { s.started = true }
             return (true, runsThread && !s.started)

@@ -80,7 +80,7 @@ final class Visibility: Sendable {
         }
         for waiter in ready { waiter.resume(returning: true) }
         if let published { for listener in listeners { listener.yield(published) } }
-        releaser.takeOver(superseded)  // refused at the bound: released here as the array goes
+        releaser.takeOver(consume superseded)  // refused at the bound: released in there
     }
 
     /// Replaces everything (recovery or a replica installing a checkpoint).
