@@ -19,12 +19,6 @@ import Synchronization
 final class StateReleaser: Sendable {
     /// States waiting to be released, at most (LIMITS: `StateReleaser.queuedStatesMax`).
     static let queuedStatesMax = 4_096
-    /// Woken, the releaser waits this long before it drains, so the handovers of that time are
-    /// freed in one batch for one wake-up (LIMITS: `StateReleaser.lingerMicros`). Woken at every
-    /// publication, it cost a lone writer 1.56 more context switches per commit (4.44 -> 6.00,
-    /// `aerodb bench --workload commit --writers 1`). A handed-over state waits at most about
-    /// this long (plus a drain) to be freed.
-    static let lingerMicros: UInt32 = 1_000
 
     /// The process's releaser (one thread, started at the first handover).
     static let shared = StateReleaser(runsThread: true)
@@ -57,23 +51,19 @@ final class StateReleaser: Sendable {
         let count = states.count
         guard count > 0 else { return true }
         var handed: [DatabaseState]? = consume states
-        let (taken, start, wake) = state.withLock { s -> (Bool, Bool, Bool) in
+        let (taken, start) = state.withLock { s -> (Bool, Bool) in
             guard s.queuedStates + count <= Self.queuedStatesMax else {
                 s.refused += 1
-                return (false, false, false)
+                return (false, false)
             }
-            // Only the first handover after a drain wakes the releaser: it lingers, then drains
-            // everything handed over until then. Each drain is followed by a wait, so no
-            // handover is left without a drain after it.
-            let wasEmpty = s.queuedStates == 0
             s.queued.append(handed.take()!)
             s.queuedStates += count
             s.taken += 1
             defer { s.started = true }
-            return (true, runsThread && !s.started, wasEmpty)
+            return (true, runsThread && !s.started)
         }
         if start { startThread() }
-        if taken && runsThread && wake { work.signal() }
+        if taken && runsThread { work.signal() }
         return taken
     }
 
@@ -100,7 +90,6 @@ final class StateReleaser: Sendable {
         let thread = Thread { [self] in
             while true {
                 work.wait()
-                usleep(Self.lingerMicros)
                 drain()
             }
         }
