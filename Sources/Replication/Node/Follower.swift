@@ -5,6 +5,7 @@
 import Foundation
 import Kernel
 import NIOCore
+import Synchronization
 
 extension ReplicationNode {
     /// Longest pause between attempts to reach the primary.
@@ -78,6 +79,15 @@ extension ReplicationNode {
         followerChannel = channel.channel
         let hello = helloMessage(.follow)
         let myEpoch = marker.epoch
+        let inline = try await InlineMessages.of(channel)
+        // Every message passes through the stream until `receive` applies records on the event
+        // loop; the count keeps them in order (`ReceiveQueue`).
+        let queued = ReceiveQueue()
+        inline.arm { _ in
+            queued.add()
+            return false
+        }
+        defer { inline.disarm() }
         try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(hello)
             var messages = inbound.makeAsyncIterator()
@@ -105,7 +115,8 @@ extension ReplicationNode {
             }
             self.setFollowerState("streaming from \(primary.nodeID)")
             self.progress.withLock { $0.connected = true }
-            try await self.receive(&messages, epoch: epoch, outbound: outbound)
+            queued.done()  // the WELCOME
+            try await self.receive(&messages, epoch: epoch, outbound: outbound, inline: inline, queued: queued)
         }
     }
 
@@ -132,16 +143,34 @@ extension ReplicationNode {
 
     /// Applies what the primary sends; a separate task acknowledges flushes, so receiving and
     /// flushing overlap (the replica's WAL groups what arrives while it flushes).
+    ///
+    /// Shipped records are applied on the channel's event loop as they are decoded (no hand-off
+    /// to this task on their way to the log) whenever nothing passed to the stream is still
+    /// unprocessed (`ReceiveQueue`): everything is applied in the order it arrived. The stream's
+    /// path below handles all the rest (checkpoint, heartbeat, a frame that fails a check), as
+    /// before. Applying there stops before this returns (`InlineMessages.disarm` waits for a
+    /// frame being applied), so a follower that was stopped appends nothing more.
     private nonisolated func receive(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
-                                     epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+                                     epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
+                                     inline: InlineMessages, queued: ReceiveQueue) async throws {
         let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let acker = Task { try await self.acknowledge(pokes, outbound) }
         defer {
+            inline.disarm()
             poke.finish()
             acker.cancel()
         }
+        inline.arm { message in
+            if case .records(let records) = message, queued.isEmpty,
+               try self.applyInline(records, epoch: epoch, poke: poke) {
+                return true
+            }
+            queued.add()
+            return false
+        }
         poke.yield()
         while let message = try await messages.next() {
+            defer { queued.done() }
             if Task.isCancelled { return }
             switch message {
             case .records(let records):
@@ -169,6 +198,17 @@ extension ReplicationNode {
         }
     }
 
+    /// Applies a frame on the event loop when it passes the stream path's checks (same epoch,
+    /// no record of a later one); false leaves it to that path, which decides (A2).
+    private nonisolated func applyInline(_ records: [WALRecord], epoch: UInt64,
+                                         poke: AsyncStream<Void>.Continuation) throws -> Bool {
+        guard role.withLock({ $0.epoch }) == epoch, records.allSatisfy({ $0.epoch <= epoch }) else { return false }
+        let last = try database.applyReplicated(records)
+        progress.withLock { $0.received = last }
+        poke.yield()
+        return true
+    }
+
     /// Sends ACK(received, durable, applied) after each flush that advances durability over what
     /// was received: it waits for the first LSN not yet acknowledged, not for everything received,
     /// so a flush is acknowledged as it completes even while more records keep arriving (a
@@ -193,4 +233,18 @@ extension ReplicationNode {
             }
         }
     }
+}
+
+/// Messages a follow session passed to its stream and has not finished processing: the event
+/// loop applies a frame itself only when none is left, so nothing overtakes an earlier message.
+final class ReceiveQueue: Sendable {
+    private let count = Atomic<Int>(0)
+
+    var isEmpty: Bool { count.load(ordering: .acquiring) == 0 }
+
+    /// On the event loop, before passing a message on.
+    func add() { count.add(1, ordering: .relaxed) }
+
+    /// On the session's task, after a message was processed.
+    func done() { count.subtract(1, ordering: .releasing) }
 }

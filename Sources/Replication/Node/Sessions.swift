@@ -73,7 +73,7 @@ extension ReplicationNode {
                     guard case .forkQuery(let positions)? = try await messages.next() else { return }
                     try await outbound.write(await forkPoint(positions))
                 case .follow:
-                    try await follow(hello, messages: &messages, outbound: outbound)
+                    try await follow(hello, messages: &messages, outbound: outbound, inline: try await InlineMessages.of(channel))
                 }
             }
         } catch {
@@ -151,19 +151,24 @@ extension ReplicationNode {
 
     private nonisolated func follow(_ hello: ReplicationMessage.Hello,
                                     messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
-                                    outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+                                    outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
+                                    inline: InlineMessages) async throws {
         let admission = try await admit(hello)
         let (first, epoch, session): (UInt64, UInt64, Int)
+        let mailbox = AckMailbox()
+        defer { inline.disarm() }
         switch admission {
         case .refuse(let refusal):
             try await outbound.write(refusal)
             return
         case .stream(let from, let e, let s):
             (first, epoch, session) = (from, e, s)
+            takeAcksInline(inline, replica: hello.nodeID, session: session, mailbox: mailbox)
             try await outbound.write(.welcome(epoch: epoch, primary: config.nodeID, firstLSN: first))
         case .bootstrap(let e, let s):
             let shipped = try await database.checkpointForShipping()
             (first, epoch, session) = (shipped.lsn + 1, e, s)
+            takeAcksInline(inline, replica: hello.nodeID, session: session, mailbox: mailbox)
             try await outbound.write(.welcome(epoch: epoch, primary: config.nodeID, firstLSN: first))
             try await outbound.write(.checkpoint(lsn: shipped.lsn, bytes: shipped.bytes))
             logger.info("shipped a checkpoint to a replica behind the retained WAL",
@@ -178,16 +183,31 @@ extension ReplicationNode {
             Task { await self.disconnected(hello.nodeID, session: session) }
         }
         while let message = try await messages.next() {
-            guard case .ack(let received, let durable, let applied) = message else {
+            guard case .ack = message else {
                 throw ReplicationMessage.malformed("a follower sent something other than ACK")
             }
-            // The commits this flush completes are released here, on the session's task, and the
-            // lag is taken at the ACK's arrival: the actor's bookkeeping below (status) is not on
-            // their way.
-            acks.update(hello.nodeID, session: session, durable: durable)
-            lag.applied(hello.nodeID, session: session, through: applied, atMicros: Self.nowMicros())
-            await acked(hello.nodeID, session: session, received: received, durable: durable, applied: applied)
+            // The ACK's commits were released on the event loop (`takeAcksInline`); the actor's
+            // bookkeeping (status) follows here with the newest ACK taken meanwhile.
+            if let ack = mailbox.take() {
+                await acked(hello.nodeID, session: session, received: ack.received, durable: ack.durable, applied: ack.applied)
+            }
             if sender.isCancelled { break }
+        }
+    }
+
+    /// Arms the session's channel to take ACKs on its event loop, as they are decoded: the
+    /// commits a replica's flush completes are released there (`AckTracker.update`, counted as
+    /// before: at most what this session sent) and the lag is taken at the ACK's arrival, with no
+    /// hand-off to the session's task on their way. The task is woken for the actor's bookkeeping
+    /// only when it has taken the previous ACK (`AckMailbox`): one wake-up for any number of ACKs.
+    /// Armed before WELCOME, so no ACK of the session can arrive before it.
+    private nonisolated func takeAcksInline(_ inline: InlineMessages, replica: String, session: Int, mailbox: AckMailbox) {
+        let acks = self.acks, lag = self.lag
+        inline.arm { message in
+            guard case .ack(let received, let durable, let applied) = message else { return false }  // the task refuses it
+            acks.update(replica, session: session, durable: durable)
+            lag.applied(replica, session: session, through: applied, atMicros: Self.nowMicros())
+            return !mailbox.put(.init(received: received, durable: durable, applied: applied))
         }
     }
 
@@ -268,4 +288,25 @@ extension ReplicationNode {
         return .refuse(.diverged, epoch: marker.epoch, primary: marker.primary,
                        message: "none of the \(positions.count) positions sent is on the history of \(config.nodeID) within its retained WAL; rejoin with --resync")
     }
+}
+
+/// The newest ACK of a follow session not yet taken by its task.
+final class AckMailbox: Sendable {
+    struct Ack: Sendable, Equatable {
+        let received: UInt64
+        let durable: UInt64
+        let applied: UInt64
+    }
+
+    private let latest = Mutex<Ack?>(nil)
+
+    /// Keeps `ack` as the newest; true when the box was empty (the task must be woken).
+    func put(_ ack: Ack) -> Bool {
+        latest.withLock { l in
+            defer { l = ack }
+            return l == nil
+        }
+    }
+
+    func take() -> Ack? { latest.withLock { l in defer { l = nil }; return l } }
 }
