@@ -63,9 +63,20 @@ final class InlineMessages: ChannelInboundHandler, Sendable {
     /// Takes a message (true) or passes it on to the stream (false); a throw closes the channel.
     typealias Hook = @Sendable (ReplicationMessage) throws -> Bool
 
-    private let hook = Mutex<Hook?>(nil)
+    /// The hook in a box: a closure kept directly in the mutex was reabstracted and written back
+    /// at every call through `withLock`'s inout value, a thunk around the thunk each time, until
+    /// one call took milliseconds (the same chain as `CommitModeSetting`'s reader had).
+    private final class Box: Sendable {
+        let call: Hook
+        init(_ call: @escaping Hook) { self.call = call }
+    }
 
-    func arm(_ next: @escaping Hook) { hook.withLock { $0 = next } }
+    private let hook = Mutex<Box?>(nil)
+
+    func arm(_ next: @escaping Hook) {
+        let box = Box(next)
+        hook.withLock { $0 = box }
+    }
 
     func disarm() { hook.withLock { $0 = nil } }
 
@@ -73,7 +84,7 @@ final class InlineMessages: ChannelInboundHandler, Sendable {
         let message = unwrapInboundIn(data)
         let taken: Bool
         do {
-            taken = try hook.withLock { try $0?(message) ?? false }
+            taken = try hook.withLock { box in try box?.call(message) ?? false }
         } catch {
             hook.withLock { $0 = nil }
             context.fireErrorCaught(error)
