@@ -161,12 +161,7 @@ extension ReplicationNode {
             acker.cancel()
         }
         inline.arm { message in
-            if case .records(let records) = message, queued.isEmpty,
-               try self.applyInline(records, epoch: epoch, poke: poke) {
-                return true
-            }
-            queued.add()
-            return false
+            try queued.route(message) { records in try self.applyInline(records, epoch: epoch, poke: poke) }
         }
         poke.yield()
         while let message = try await messages.next() {
@@ -244,6 +239,14 @@ final class ReceiveQueue: Sendable {
 
     /// On the event loop, before passing a message on.
     func add() { count.add(1, ordering: .relaxed) }
+
+    /// On the event loop: true when `apply` took `message` (a frame, with nothing passed on still
+    /// unprocessed, and `apply` accepted it); otherwise the message is counted as passed on.
+    func route(_ message: ReplicationMessage, apply: ([WALRecord]) throws -> Bool) rethrows -> Bool {
+        if case .records(let records) = message, isEmpty, try apply(records) { return true }
+        add()
+        return false
+    }
 
     /// On the session's task, after a message was processed.
     func done() { count.subtract(1, ordering: .releasing) }
