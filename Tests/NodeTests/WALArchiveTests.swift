@@ -254,7 +254,12 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         }
         #expect((status?["archive_files_pruned"]?.intValue ?? 0) > 0 && status?["archive_prune_error"] == .null, "\(String(describing: status))")
         #expect(try await node.admin("PUT", "settings/backup.schedule", parse(#"{"value":null}"#)).status == 200)
-        try await Task.sleep(for: .milliseconds(1_500))  // a pass under way finishes
+        for _ in 0..<600 {  // a pass under way finishes; no other starts
+            status = try await node.admin("GET", "backup/schedule").body
+            if status?["pass_running"] == .bool(false) && status?["schedule"] == .null { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(status?["pass_running"] == .bool(false), "\(String(describing: status))")
 
         // Writes after the backups, pushed to the archive.
         for n in 0..<5 { ids.append("b-\(n)"); _ = try await insert(node, "b-\(n)") }

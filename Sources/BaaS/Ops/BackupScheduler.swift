@@ -98,6 +98,9 @@ public final class BackupScheduler: Sendable {
         var partialsRemoved = 0
         var archiveFilesPruned = 0
         var archivePruneError: String?
+        /// A pass is taking a backup (or applying retention) now: `status` shows it, so a caller
+        /// that turned the schedule off can wait until the last pass ended.
+        var passRunning = false
     }
 
     let database: Database
@@ -184,6 +187,8 @@ public final class BackupScheduler: Sendable {
         // Decide.
         let due = backups.first.map { now - $0.micros >= schedule.everySeconds * 1_000_000 } ?? true
         guard due else { return }
+        state.withLock { $0.passRunning = true }
+        defer { state.withLock { $0.passRunning = false } }
         // Act: the backup (its awaits on a task this queue waits for), then retention.
         let name = Self.prefix + Timestamp.format(now).replacingOccurrences(of: "+00:00", with: "Z")
         let path = schedule.directory + "/" + name
@@ -330,7 +335,8 @@ public final class BackupScheduler: Sendable {
                      "last_error": s.lastError.map(JSONValue.string) ?? .null,
                      "taken": .int(Int64(s.taken)), "removed": .int(Int64(s.removed)), "partials_removed": .int(Int64(s.partialsRemoved)),
                      "archive_files_pruned": .int(Int64(s.archiveFilesPruned)),
-                     "archive_prune_error": s.archivePruneError.map(JSONValue.string) ?? .null])
+                     "archive_prune_error": s.archivePruneError.map(JSONValue.string) ?? .null,
+                     "pass_running": .bool(s.passRunning)])
         }
     }
 

@@ -68,8 +68,8 @@ public final class WriteAheadLog: Sendable {
     static let spareChunkBytes = 256 << 10
     /// Pause between two chunks of a background zero-fill while the tail segment is less than
     /// half full (the spare is not needed soon): the fill's disk time is spread out, so commit
-    /// flushes on the same disk do not queue behind it. Full speed once the tail is half full,
-    /// or when the log closes.
+    /// flushes on the same disk do not queue behind it. Full speed once the tail is half full;
+    /// the log's close stops the fill (its partial file is removed) and waits for it.
     static let spareChunkPauseMicros: UInt32 = 2_000
 
     /// Bytes of recently placed records kept in memory, so replication senders and change
@@ -124,6 +124,9 @@ public final class WriteAheadLog: Sendable {
     private let work = DispatchSemaphore(value: 0)
     private let flusherExited = DispatchSemaphore(value: 0)
     private let handles = Mutex<[UInt64: any FileHandle]>([:])
+    /// Entered while a background spare is being prepared; `close` waits on it before it closes
+    /// the files, so no fill writes after close and every handle it opened is closed.
+    private let spareRunning = DispatchGroup()
 
     public var engineName: String { engine.name }
 
@@ -352,13 +355,17 @@ public final class WriteAheadLog: Sendable {
         tail.partialBlock = Array(combined.suffix(keep))
     }
 
+    /// At most one background spare at a time (`spare == .preparing`); `close` waits for it.
     private func prepareSpareInBackground(_ index: UInt64) {
+        spareRunning.enter()
         let thread = Thread { [self] in
+            defer { spareRunning.leave() }
             do {
                 try prepareSpare(index, inBackground: true)
             } catch {
                 // prepareSpare recorded the outcome: a fatal failure failed the log (F1); ENOSPC
-                // left the spare `.failed`, so the next rollover retries and refuses cleanly.
+                // left the spare `.failed`, so the next rollover retries and refuses cleanly; a
+                // fill the log's close stopped removed its partial file.
             }
         }
         thread.name = "aerodb-wal-spare"
@@ -375,6 +382,7 @@ public final class WriteAheadLog: Sendable {
         } catch {
             let failure = AeroError.wrap(error)
             state.withLock { $0.spare = .failed(failure) }
+            if error is SpareFillStopped { return }  // the log closed: nothing failed
             guard failure.code == .storageFull else {
                 let fatal = AeroError(.walFlushFailed, "preallocating WAL segment \(index) failed, the node must stop: \(failure)", invariant: "F1")
                 fail(fatal)
@@ -397,7 +405,10 @@ public final class WriteAheadLog: Sendable {
         let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index,
                                                   syncEveryBytes: chunked ? Self.spareChunkBytes : nil,
                                                   pace: chunked ? { [self] in
-                                                      state.withLock { $0.tail.segmentIndex < index && $0.tail.offset < half && !$0.closed }
+                                                      state.withLock { s -> SpareFillPace in
+                                                          if s.closed { return .stop }
+                                                          return s.tail.segmentIndex < index && s.tail.offset < half ? .pause : .go
+                                                      }
                                                   } : nil)
         handles.withLock { $0[index] = handle }
         state.withLock { $0.sparesZeroFilled += 1 }
@@ -446,7 +457,7 @@ public final class WriteAheadLog: Sendable {
     /// A zero-filled, preallocated segment file, durable with its directory entry.
     private static func createZeroedSegment(fileSystem: any FileSystem, options: WALOptions, index: UInt64,
                                             header: [UInt8] = [], syncEveryBytes: Int? = nil,
-                                            pace: (() -> Bool)? = nil) throws -> any FileHandle {
+                                            pace: (() -> SpareFillPace)? = nil) throws -> any FileHandle {
         let path = Path.join(options.directory, WALFormat.segmentName(index))
         if fileSystem.exists(path) { try fileSystem.remove(path) }
         let handle = try fileSystem.open(path, create: true)
@@ -456,7 +467,11 @@ public final class WriteAheadLog: Sendable {
             for start in stride(from: 0, to: options.segmentBytes, by: step) {
                 try zeroFill(handle, from: start, to: min(start + step, options.segmentBytes))
                 if syncEveryBytes != nil { try handle.sync() }
-                if let pace, pace() { usleep(Self.spareChunkPauseMicros) }
+                switch pace?() ?? .go {
+                case .go: break
+                case .pause: usleep(Self.spareChunkPauseMicros)
+                case .stop: throw SpareFillStopped()
+                }
             }
             if !header.isEmpty { try handle.write(header, at: 0) }
             try handle.sync()
@@ -806,12 +821,23 @@ public final class WriteAheadLog: Sendable {
             return s.waiters.map(\.continuation)
         }
         for continuation in stranded { continuation.resume(throwing: AeroError(.walClosed, "the WAL is closed")) }
+        // A background zero-fill sees `closed` before its next chunk, removes its partial file
+        // and ends; a recycled rename or a finished fill registered its handle, closed below.
+        spareRunning.wait()
         handles.withLock { all in
             for h in all.values { h.close() }
             all = [:]
         }
     }
 }
+
+/// What a background zero-fill does after a chunk: go on, pause (the spare is not needed
+/// soon), or stop (the log closed: the partial file is removed, the spare is not made).
+enum SpareFillPace { case go, pause, stop }
+
+/// A background zero-fill stopped by the log's close (not a failure: nothing was written that
+/// any record refers to, and the partial file is removed).
+struct SpareFillStopped: Error {}
 
 /// Pins the WAL flusher to NUMA node 0 on machines with several nodes, so its buffers and the
 /// thread stay together; a no-op on single-node machines.

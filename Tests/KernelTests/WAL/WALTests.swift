@@ -335,6 +335,40 @@ final class LockedText: @unchecked Sendable {
         reopened.close()  // a paced fill of the next spare may be running: close still returns
         #expect(closing.count == 10)
     }
+
+    /// Closing while a spare is zero-filled in the background stops the fill: after `close` no
+    /// file of the log is open (the fill's handle was never closed before) and the spare is either
+    /// whole (the fill ended first) or gone, never a partial file written to after close.
+    @Test func closeStopsABackgroundFillAndLeavesNoPartialSpare() throws {
+        let dir = TemporaryDirectory()
+        // 64 chunks paced 2 ms apart: the fill takes over 128 ms, the close comes first.
+        let options = WALOptions(directory: dir.path + "/wal", segmentBytes: 64 * WriteAheadLog.spareChunkBytes,
+                                 engine: .pwrite, preallocateInBackground: true)
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        let spare = options.directory + "/" + WALFormat.segmentName(1)  // segment 0 takes the records
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: spare) && Date() < deadline { usleep(1_000) }
+        #expect(FileManager.default.fileExists(atPath: spare), "the open prepares the first spare")
+        wal.close()
+        let counts = wal.spareCounts
+        #expect(openFiles(under: dir.path).isEmpty, "\(openFiles(under: dir.path))")
+        #expect(counts.zeroFilled == 1 || !FileManager.default.fileExists(atPath: spare), "\(counts)")
+        // What is left opens cleanly and the next spare is prepared again.
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(records.isEmpty)
+        reopened.close()
+        #expect(openFiles(under: dir.path).isEmpty)
+    }
+}
+
+/// Paths of this process's open file descriptors under `directory` (/proc/self/fd).
+func openFiles(under directory: String) -> [String] {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.compactMap { fd in
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd),
+              target.hasPrefix(directory) else { return nil }
+        return target
+    }
 }
 
 func segmentFiles(_ dir: TemporaryDirectory) throws -> [String] {
