@@ -6,7 +6,8 @@
 // - A pending state is published only once the WAL reports its LSN durable.
 // - Subscribers are told of every publication (they read the records themselves from the WAL).
 // - The states a publication supersedes are released on `StateReleaser`'s thread, not the
-//   publisher's (V1, bounded by `StateReleaser.queuedStatesMax`).
+//   publisher's (V1, bounded by `StateReleaser.queuedStatesMax`), unless it advanced by one
+//   record (`StateReleaser.inPlaceRecordsMax`: a lone commit's states, cheaper than a wake-up).
 // - `wait(lsn)` (read-your-writes, min-LSN reads, switchover) resumes from the publication that
 //   reaches its LSN, under the lock that publishes it (nothing lost between check and wait), or
 //   false at its deadline (a sweep every `sweepMillis` while waits are pending) or at close.
@@ -66,21 +67,23 @@ final class Visibility: Sendable {
     /// supersedes are moved out under the lock and released by `releaser` after the waiters
     /// resumed (V1): the publisher (the WAL flusher) does not free them itself.
     func publish(through lsn: UInt64) {
-        let (listeners, published, ready, superseded) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?, [CheckedContinuation<Bool, Never>], [DatabaseState]) in
+        let (listeners, published, ready, superseded, records) = state.withLock { s -> ([AsyncStream<UInt64>.Continuation], UInt64?, [CheckedContinuation<Bool, Never>], [DatabaseState], UInt64) in
             var count = 0
             while count < s.pending.count && s.pending[count].lsn <= lsn { count += 1 }
-            guard count > 0 else { return ([], nil, [], []) }
+            guard count > 0 else { return ([], nil, [], [], 0) }
+            let records = s.pending[count - 1].lsn - s.published.lsn
             var superseded: [DatabaseState] = []
             superseded.reserveCapacity(count)
             superseded.append(s.published)
             superseded.append(contentsOf: s.pending[0..<(count - 1)])
             s.published = s.pending[count - 1]
             s.pending.removeFirst(count)
-            return (Array(s.listeners.values), s.published.lsn, s.reached(), superseded)
+            return (Array(s.listeners.values), s.published.lsn, s.reached(), superseded, records)
         }
         for waiter in ready { waiter.resume(returning: true) }
         if let published { for listener in listeners { listener.yield(published) } }
-        releaser.takeOver(consume superseded)  // refused at the bound: released in there
+        // Refused at the bound, or one record's states: released in there.
+        releaser.takeOver(consume superseded, records: records)
     }
 
     /// Replaces everything (recovery or a replica installing a checkpoint).

@@ -28,6 +28,23 @@ import Testing
         #expect(releaser.queuedStates == 0)
     }
 
+    /// A publication of one record (a lone writer's commit) releases its superseded state in
+    /// place: handing it over would wake the releaser's thread for less work than the wake-up.
+    @Test func V1_aOneRecordPublicationReleasesInPlace() {
+        let releaser = StateReleaser(runsThread: false)
+        let visibility = Visibility(initial: Self.state(0), releaser: releaser)
+        for lsn in UInt64(1)...4 { visibility.enqueue(Self.state(lsn)) }
+        visibility.publish(through: 1)
+        visibility.publish(through: 2)
+        #expect(visibility.current.lsn == 2)
+        #expect(releaser.queuedStates == 0)
+        #expect(releaser.handovers.inPlace == 2 && releaser.handovers.taken == 0)
+        visibility.publish(through: 4)  // two records: handed over
+        #expect(releaser.queuedStates == 2)
+        #expect(releaser.handovers.taken == 1)
+        releaser.drain()
+    }
+
     @Test func V1_theReleaserHoldsAtMostQueuedStatesMaxAndRefusesTheRest() {
         let releaser = StateReleaser(runsThread: false)  // nothing drains: the bound must hold
         let batch = (1...100).map { Self.state(UInt64($0)) }
