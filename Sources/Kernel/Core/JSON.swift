@@ -53,12 +53,27 @@ public enum JSON {
             out.append(UInt8(ascii: "]"))
         case .object(let fields):
             out.append(UInt8(ascii: "{"))
-            let keys = fields.keys.sorted(by: { JSONValue.compareUTF8($0, $1) < 0 })
-            for (i, key) in keys.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                encodeString(key, into: &out)
-                out.append(UInt8(ascii: ":"))
-                encode(fields[key]!, into: &out)
+            // The fields' positions sorted by key, in a temporary buffer (on the stack for small
+            // objects): sorting an array of the keys was one allocation per object encoded (every
+            // commit's document), and each value was then looked up again by hashing its key.
+            withUnsafeTemporaryAllocation(of: [String: JSONValue].Index.self, capacity: fields.count) { order in
+                var n = 0
+                var i = fields.startIndex
+                while i != fields.endIndex {
+                    (order.baseAddress! + n).initialize(to: i)
+                    n += 1
+                    fields.formIndex(after: &i)
+                }
+                var sorted = UnsafeMutableBufferPointer(rebasing: order[..<n])
+                sorted.sort { JSONValue.compareUTF8(fields[$0].key, fields[$1].key) < 0 }
+                for (k, position) in sorted.enumerated() {
+                    if k > 0 { out.append(UInt8(ascii: ",")) }
+                    let field = fields[position]
+                    encodeString(field.key, into: &out)
+                    out.append(UInt8(ascii: ":"))
+                    encode(field.value, into: &out)
+                }
+                _ = sorted.deinitialize()
             }
             out.append(UInt8(ascii: "}"))
         }

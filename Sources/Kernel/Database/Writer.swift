@@ -102,7 +102,7 @@ struct WriterState: ~Copyable {
         guard !builder.changes.isEmpty else { return (head.lsn, []) }  // nothing changed: nothing to log
         if let check { for change in builder.changes { try check.check(change) } }
         try checkMemory(builder.state)
-        let payload = builder.payload.bytes  // encoded and size-checked change by change (TransactionBuilder.record)
+        let payload = builder.takePayload()  // encoded and size-checked change by change (TransactionBuilder.record)
         try append(builder.state, type: .transaction, payload: payload)
         return (head.lsn, builder.changes)
     }

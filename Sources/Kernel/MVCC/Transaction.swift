@@ -82,6 +82,9 @@ struct TransactionBuilder {
     private(set) var changes: [DocumentChange] = []
     /// The record's payload, encoded as changes are recorded (its size bounds the work).
     private(set) var payload = TransactionRecord.Payload()
+
+    /// The record's payload, ending the building (`Payload.take`: no copy when it is sized close).
+    mutating func takePayload() -> [UInt8] { payload.take() }
     let clock: any KernelClock
     let queryOptions: QueryOptions
 

@@ -109,7 +109,7 @@ enum TransactionRecord {
     static func encode(_ changes: [DocumentChange]) -> [UInt8] {
         var payload = Payload()
         for change in changes { _ = payload.append(change) }
-        return payload.bytes
+        return payload.take()
     }
 
     /// A transaction payload built one change at a time, as the writer records them: its size
@@ -118,18 +118,17 @@ enum TransactionRecord {
     /// are exactly `JSON.encode` of the layout above (keys in UTF-8 order: a, b, c, k).
     struct Payload {
         static let prefix = Array(#"{"changes":["#.utf8), suffix = Array("]}".utf8)
-        /// The prefix, then the changes so far. It starts with room for a small document's
-        /// change (one growth per doubling was one allocation per commit each; `bytes` copies it
-        /// to its exact size, as records are kept for replication and recovery).
-        private var encoded: [UInt8] = {
-            var start = Payload.prefix
-            start.reserveCapacity(Payload.initialCapacity)
-            return start
-        }()
+        /// The prefix, then the changes so far. Each change first makes room for its estimated
+        /// size (`estimatedBytes`), growing the buffer at least twofold when it must grow, so a
+        /// one-change transaction is encoded into one allocation sized for it (a fixed start of
+        /// 1 KiB grew once, to 2 KiB, for a 1 KiB document, and was then copied again to its
+        /// exact size).
+        private var encoded: [UInt8] = Payload.prefix
         private var count = 0
-        static let initialCapacity = 1_024
 
         var byteCount: Int { encoded.count + Self.suffix.count }
+
+        /// The payload, copied to its exact size (the building goes on).
         var bytes: [UInt8] {
             var whole: [UInt8] = []
             whole.reserveCapacity(byteCount)
@@ -138,8 +137,42 @@ enum TransactionRecord {
             return whole
         }
 
+        /// The payload, ending the building: the buffer itself when its spare capacity is at
+        /// most `spareBytesMax` (records are kept for replication and recovery, so a large
+        /// spare is not), else a copy of its exact size. Same bytes as `bytes`.
+        mutating func take() -> [UInt8] {
+            encoded += Self.suffix
+            let taken = encoded
+            encoded = []
+            guard taken.capacity - taken.count > Self.spareBytesMax(taken.count) else { return taken }
+            var exact: [UInt8] = []
+            exact.reserveCapacity(taken.count)
+            exact += taken
+            return exact
+        }
+
+        /// Spare capacity a taken payload may keep: an eighth of its bytes plus 64.
+        static func spareBytesMax(_ bytes: Int) -> Int { bytes / 8 + 64 }
+
+        /// Room asked for a change before it is encoded: `CollectionData.bytes(of:)` (roughly
+        /// the encoded size) of its images and key, its framing, a sixteenth more and 32 bytes.
+        /// An underestimate (long numbers, escapes) only costs a growth, never a wrong byte.
+        static func estimatedBytes(_ change: DocumentChange) -> Int {
+            var bytes = 32 + change.collection.utf8.count + CollectionData.bytes(of: change.key)
+            if let after = change.after { bytes += 6 + CollectionData.bytes(of: .object(after)) }
+            if let before = change.before { bytes += 6 + CollectionData.bytes(of: .object(before)) }
+            return bytes + bytes / 16
+        }
+
+        private mutating func reserve(_ change: DocumentChange) {
+            let needed = encoded.count + Self.estimatedBytes(change) + Self.suffix.count
+            guard encoded.capacity < needed else { return }
+            encoded.reserveCapacity(count == 0 ? needed : max(needed, 2 * encoded.capacity))
+        }
+
         /// Appends a change; returns the encoded size of its after image (0 when deleted).
         mutating func append(_ change: DocumentChange) -> Int {
+            reserve(change)
             if count > 0 { encoded.append(UInt8(ascii: ",")) }
             count += 1
             encoded.append(UInt8(ascii: "{"))

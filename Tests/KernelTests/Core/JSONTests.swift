@@ -20,6 +20,27 @@ import Testing
         #expect(try JSON.parse(encoded) == v)
     }
 
+    /// Object keys come out in UTF-8 byte order whatever the dictionary's order, at every size
+    /// (the encoder sorts field positions in a temporary buffer, on the stack for small objects
+    /// and on the heap past it): the reference joins each field's own encoding in keys sorted
+    /// by their bytes.
+    @Test func objectKeysAreInByteOrderAtEverySize() throws {
+        var rng = SeededRandom(seed: 32)
+        let pieces = ["a", "B", "é", "z", "日", "😀", "\"", "0", "aa", ""]
+        for size in [0, 1, 2, 3, 17, 64, 65, 200, 3000] {
+            var object: [String: JSONValue] = [:]
+            while object.count < size {
+                let key = (0..<(1 + rng.next(below: 4))).map { _ in pieces[rng.next(below: pieces.count)] }.joined()
+                    + String(rng.next(below: size * 4 + 1))
+                object[key] = rng.next(below: 2) == 0 ? .int(Int64(rng.next(below: 1000))) : .object(["in": .string(key)])
+            }
+            let keys = object.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+            let reference = "{" + keys.map { JSON.encodeString(.string($0)) + ":" + JSON.encodeString(object[$0]!) }
+                .joined(separator: ",") + "}"
+            #expect(JSON.encodeString(.object(object)) == reference, "\(size) fields")
+        }
+    }
+
     @Test func surrogatePairs() throws {
         #expect(try JSON.parse(#""\ud83d\ude00""#) == .string("😀"))
     }

@@ -66,6 +66,13 @@ import Testing
                 return .object(fields)
             })]), into: &layout)
             #expect(payload == layout)
+            // The writer hands its buffer over without an exact copy only when the spare room
+            // is small (records are kept in memory for replication); `take` and `bytes` agree.
+            #expect(payload.capacity - payload.count <= TransactionRecord.Payload.spareBytesMax(payload.count))
+            var building = TransactionRecord.Payload()
+            for change in written { _ = building.append(change) }
+            let copied = building.bytes
+            #expect(building.take() == copied)
             let (direct, generic) = Self.both(payload)
             #expect(direct != nil, "the writer's own layout always takes the direct path")
             #expect(direct == written)
