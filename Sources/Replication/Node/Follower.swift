@@ -116,7 +116,7 @@ extension ReplicationNode {
             self.setFollowerState("streaming from \(primary.nodeID)")
             self.progress.withLock { $0.connected = true }
             queued.done()  // the WELCOME
-            try await self.receive(&messages, epoch: epoch, outbound: outbound, inline: inline, queued: queued)
+            try await self.receive(&messages, epoch: epoch, outbound: outbound, inline: inline, queued: queued, channel: channel.channel)
         }
     }
 
@@ -152,9 +152,9 @@ extension ReplicationNode {
     /// frame being applied), so a follower that was stopped appends nothing more.
     private nonisolated func receive(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
                                      epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
-                                     inline: InlineMessages, queued: ReceiveQueue) async throws {
+                                     inline: InlineMessages, queued: ReceiveQueue, channel: any Channel) async throws {
         let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let acker = Task { try await self.acknowledge(pokes, outbound) }
+        let acker = Task { try await self.acknowledge(pokes, outbound, on: OnEventLoop(channel)) }
         defer {
             inline.disarm()
             poke.finish()
@@ -209,21 +209,30 @@ extension ReplicationNode {
     /// so a flush is acknowledged as it completes even while more records keep arriving (a
     /// replica that waited for all it had received answered one flush late, or not at all while
     /// frames kept coming).
-    private nonisolated func acknowledge(_ pokes: AsyncStream<Void>,
-                                         _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+    ///
+    /// It runs on the channel's event loop (`OnEventLoop`) and waits for durability on the
+    /// database's publications, which the WAL's flusher makes right after each flush (on a
+    /// replica every shipped batch ends in a state published once it is durable): the flush
+    /// resumes it on the event loop, which writes the ACK at once. (`Database.waitDurable`, a
+    /// nonisolated async call, would resume on the cooperative pool and hop to the event loop to
+    /// write.) The ACK still names only what the WAL reports durable when it is written (D1).
+    private func acknowledge(_ pokes: AsyncStream<Void>, _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
+                                         on loop: isolated OnEventLoop) async throws {
         var acknowledged: UInt64?  // the durable LSN of the last ACK; none yet in this session
+        var publications = database.appliedSignals().makeAsyncIterator()
         for await _ in pokes {
-            while true {
+            acking: while true {
                 let received = progress.withLock { $0.received }
                 if let acknowledged, received <= acknowledged { break }
-                do {
-                    try await database.waitDurable(min(received, (acknowledged ?? 0) + 1))
-                } catch {
-                    break  // the log was replaced (checkpoint install) or closed: the next poke acks what is durable
+                let target = min(received, (acknowledged ?? 0) + 1)
+                while database.durablePosition.lsn < target {
+                    // nil: the database closed; the next poke acks what is durable, if anything.
+                    guard await publications.next(isolation: loop) != nil else { break acking }
                 }
+                loop.channel.eventLoop.assertInEventLoop()  // debug builds: resumed where it writes
                 let durable = database.durablePosition.lsn
-                try await outbound.write(.ack(received: progress.withLock { $0.received }, durable: durable,
-                                              applied: database.snapshot().lsn))
+                try await loop.send(.ack(received: progress.withLock { $0.received }, durable: durable,
+                                         applied: database.snapshot().lsn), outbound)
                 acknowledged = durable
             }
         }

@@ -73,7 +73,8 @@ extension ReplicationNode {
                     guard case .forkQuery(let positions)? = try await messages.next() else { return }
                     try await outbound.write(await forkPoint(positions))
                 case .follow:
-                    try await follow(hello, messages: &messages, outbound: outbound, inline: try await InlineMessages.of(channel))
+                    try await follow(hello, messages: &messages, outbound: outbound, inline: try await InlineMessages.of(channel),
+                                     channel: channel.channel)
                 }
             }
         } catch {
@@ -152,7 +153,7 @@ extension ReplicationNode {
     private nonisolated func follow(_ hello: ReplicationMessage.Hello,
                                     messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
                                     outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
-                                    inline: InlineMessages) async throws {
+                                    inline: InlineMessages, channel: any Channel) async throws {
         let admission = try await admit(hello)
         let (first, epoch, session): (UInt64, UInt64, Int)
         let mailbox = AckMailbox()
@@ -177,7 +178,9 @@ extension ReplicationNode {
         logger.info("replica connected", metadata: ["node": "\(hello.nodeID)", "from_lsn": "\(first)"])
         lag.reset(hello.nodeID, session: session)
         if case .bootstrap = admission { acks.sent(hello.nodeID, session: session, through: first - 1) }
-        let sender = Task { try await self.stream(from: first, epoch: epoch, to: outbound, replica: hello.nodeID, session: session) }
+        let sender = Task {
+            try await self.stream(from: first, epoch: epoch, to: outbound, on: OnEventLoop(channel), replica: hello.nodeID, session: session)
+        }
         defer {
             sender.cancel()
             Task { await self.disconnected(hello.nodeID, session: session) }
@@ -214,8 +217,8 @@ extension ReplicationNode {
     /// Sends durable records as they appear, and a heartbeat when idle, until this node is no
     /// longer the primary of `epoch`.
     private nonisolated func stream(from first: UInt64, epoch: UInt64,
-                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, replica: String,
-                                    session: Int) async throws {
+                                    to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>, on loop: OnEventLoop,
+                                    replica: String, session: Int) async throws {
         // The sender waits on the publications themselves (no relay task between them and it);
         // the heartbeat runs beside it and ends the session's streaming when this node is no
         // longer the primary of `epoch` (the sender also checks at every publication).
@@ -232,26 +235,35 @@ extension ReplicationNode {
                 }
             }
             group.addTask {
-                var next = first
-                for await _ in signals {
-                    guard self.isPrimary(of: epoch), !Task.isCancelled else { return }
-                    while true {
-                        let records = try self.database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
-                        guard let last = records.last else { break }
-                        precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
-                        self.lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
-                        // Counted before the write, so an ACK can never arrive ahead of it: the
-                        // follower's log is this history through its verified position, so all it
-                        // can hold past that is what this session writes it.
-                        self.acks.sent(replica, session: session, through: last.lsn)
-                        try await outbound.write(.records(records))
-                        next = last.lsn + 1
-                    }
-                }
+                try await self.ship(from: first, epoch: epoch, signals: signals, to: outbound, on: loop, replica: replica, session: session)
             }
             // The first to end (deposed, the stream finished, a write failed) ends the other.
             defer { group.cancelAll() }
             try await group.next()
+        }
+    }
+
+    /// The sender's loop, on the channel's event loop (`OnEventLoop`): the flusher's publication
+    /// resumes it there, and it writes the frames there, with no task hand-off in between.
+    private func ship(from first: UInt64, epoch: UInt64, signals: AsyncStream<UInt64>,
+                                  to outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
+                                  on loop: isolated OnEventLoop, replica: String, session: Int) async throws {
+        var next = first
+        for await _ in signals {
+            guard self.isPrimary(of: epoch), !Task.isCancelled else { return }
+            loop.channel.eventLoop.assertInEventLoop()  // debug builds: resumed where it writes
+            while true {
+                let records = try self.database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
+                guard let last = records.last else { break }
+                precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
+                self.lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
+                // Counted before the write, so an ACK can never arrive ahead of it: the
+                // follower's log is this history through its verified position, so all it
+                // can hold past that is what this session writes it.
+                self.acks.sent(replica, session: session, through: last.lsn)
+                try await loop.send(.records(records), outbound)
+                next = last.lsn + 1
+            }
         }
     }
 

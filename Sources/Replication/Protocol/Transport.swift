@@ -100,6 +100,29 @@ final class InlineMessages: ChannelInboundHandler, Sendable {
     }
 }
 
+/// An actor whose executor is a channel's event loop: a session's loop isolated to it resumes on
+/// the event loop itself when the WAL's flusher publishes (no hand-off to the cooperative pool
+/// and back to the event loop to write), and writes its frames there directly (`send`).
+actor OnEventLoop {
+    nonisolated let channel: any Channel
+
+    init(_ channel: any Channel) { self.channel = channel }
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor { channel.eventLoop.executor.asUnownedSerialExecutor() }
+
+    /// Writes `message` from the event loop while the channel is writable; otherwise through
+    /// the async writer, which waits until it is (backpressure: a slow peer is never sent more
+    /// than the channel buffers before it becomes unwritable).
+    func send(_ message: ReplicationMessage, _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>) async throws {
+        guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
+        if channel.isWritable {
+            channel.writeAndFlush(message, promise: nil)
+        } else {
+            try await outbound.write(message)
+        }
+    }
+}
+
 public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     public let host: String
     public let port: Int
