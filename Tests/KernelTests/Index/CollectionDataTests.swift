@@ -131,4 +131,38 @@ func expectConsistent(_ data: CollectionData) {
         #expect(TextTokenizer.tokens("Ünïcödé 東京 café2024") == ["ünïcödé", "東京", "café2024"])
         #expect(TextTokenizer.tokens("  ...  ").isEmpty)
     }
+
+    /// A database state applies a change to its collection in place (the dictionary's modify
+    /// accessor moves the value out while it changes): the first change after a snapshot copies
+    /// the tree's path (MVCC: the snapshot never changes), a second change to the same path
+    /// mutates that copy instead of copying it again, and a change for an unknown collection
+    /// throws and adds nothing.
+    @Test func stateChangesCopyThePathOnceAfterASnapshotAndThenMutateInPlace() throws {
+        var state = DatabaseState.empty
+        try state.apply(SchemaChange.create(IndexFixtures.schema))
+        func insert(_ id: String) throws {
+            try state.apply(DocumentChange(collection: "items", key: .string(id), before: nil,
+                                           after: IndexFixtures.doc(id, sku: id, qty: 1)))
+        }
+        for i in 0..<5 { try insert("k\(i)") }
+        func root(_ s: DatabaseState) -> ObjectIdentifier { ObjectIdentifier(s.collections["items"]!.documents.root!) }
+        let snapshot = state
+        try insert("k5")
+        let copied = root(state)
+        #expect(copied != root(snapshot))
+        try insert("k6")
+        #expect(root(state) == copied, "the second change mutates the copy the first one made")
+        try state.apply(DocumentChange(collection: "items", key: .string("k0"), before: IndexFixtures.doc("k0", sku: "k0", qty: 1),
+                                       after: nil))
+        #expect(root(state) == copied)
+        #expect(snapshot.collections["items"]!.count == 5)
+        #expect(state.collections["items"]!.count == 6)
+        expectConsistent(state.collections["items"]!)
+        expectConsistent(snapshot.collections["items"]!)
+        #expect(throws: AeroError.self) {
+            try state.apply(DocumentChange(collection: "nothere", key: .string("x"), before: nil, after: ["id": .string("x")]))
+        }
+        #expect(state.collections["nothere"] == nil)
+        #expect(state.collections.count == 1)
+    }
 }
