@@ -18,9 +18,14 @@ private func withConnectedPair(_ body: (_ client: NIOAsyncChannelOutboundWriter<
                                         _ server: ReplicationChannel,
                                         _ serverMessages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator) async throws -> Void) async throws {
     let address = PeerAddress(host: "127.0.0.1", port: LiveCluster.freePort())
-    let listener = try await Transport.listen(address, places: HandshakePlaces(max: 4)) { _ in true }
+    // Both sides' read-idle timeouts far above anything a test waits: on a loaded machine (and
+    // while `disarmWaitsForAHookCallInProgress_A2` holds an event loop) the 2 s session idle
+    // timeout closed these channels under the tests (`I/O on closed channel`).
+    let places = HandshakePlaces(max: 4)
+    places.handshakeMillis = 600_000  // the accepted side's idle timeout is at least this
+    let listener = try await Transport.listen(address, places: places) { _ in true }
     try await listener.executeThenClose { accepted in
-        let client = try await Transport.connect(address, idleMillis: 10_000)
+        let client = try await Transport.connect(address, idleMillis: 600_000)
         try await client.executeThenClose { _, clientOut in
             var connections = accepted.makeAsyncIterator()
             let connection = try #require(try await connections.next())

@@ -98,8 +98,9 @@ public final class BackupScheduler: Sendable {
         var partialsRemoved = 0
         var archiveFilesPruned = 0
         var archivePruneError: String?
-        /// A pass is taking a backup (or applying retention) now: `status` shows it, so a caller
-        /// that turned the schedule off can wait until the last pass ended.
+        /// A pass is under way (reading the schedule, taking a backup, retention, the archive's
+        /// prune): `status` shows it, so a caller that turned the schedule off can wait until the
+        /// last pass that could have read it ended.
         var passRunning = false
     }
 
@@ -171,6 +172,10 @@ public final class BackupScheduler: Sendable {
     }
 
     private func pass() {
+        // Set before the schedule is read: once `status` shows no schedule and no pass running,
+        // no pass that read the old schedule is still to take a backup.
+        state.withLock { $0.passRunning = true }
+        defer { state.withLock { $0.passRunning = false } }
         let configured: Schedule?
         do { configured = try schedule() } catch {
             let message = (error as? AeroError).map { "\($0.code.rawValue): \($0.message)" } ?? "\(error)"
@@ -187,8 +192,6 @@ public final class BackupScheduler: Sendable {
         // Decide.
         let due = backups.first.map { now - $0.micros >= schedule.everySeconds * 1_000_000 } ?? true
         guard due else { return }
-        state.withLock { $0.passRunning = true }
-        defer { state.withLock { $0.passRunning = false } }
         // Act: the backup (its awaits on a task this queue waits for), then retention.
         let name = Self.prefix + Timestamp.format(now).replacingOccurrences(of: "+00:00", with: "Z")
         let path = schedule.directory + "/" + name
