@@ -128,18 +128,9 @@ enum TransactionRecord {
 
         var byteCount: Int { encoded.count + Self.suffix.count }
 
-        /// The payload, copied to its exact size (the building goes on).
-        var bytes: [UInt8] {
-            var whole: [UInt8] = []
-            whole.reserveCapacity(byteCount)
-            whole += encoded
-            whole += Self.suffix
-            return whole
-        }
-
         /// The payload, ending the building: the buffer itself when its spare capacity is at
         /// most `spareBytesMax` (records are kept for replication and recovery, so a large
-        /// spare is not), else a copy of its exact size. Same bytes as `bytes`.
+        /// spare is not), else a copy of its exact size.
         mutating func take() -> [UInt8] {
             encoded += Self.suffix
             let taken = encoded
