@@ -380,6 +380,16 @@ public final class Database: Sendable {
         return try wal.holdingFlushes { try writer.replicate(records) }
     }
 
+    /// `applyReplicated` for a caller that must not block (a channel's event loop): nil, with
+    /// nothing placed, when the frame would wait for the WAL's next segment to be preallocated
+    /// (or preallocate it); the caller then applies it where it may wait.
+    public func applyReplicatedWithoutWaiting(_ records: [WALRecord]) throws -> UInt64? {
+        let (wal, writer) = core.withLock { ($0.wal, $0.writer) }
+        let bytes = records.reduce(0) { $0 + WALFormat.aligned(WALFormat.recordHeaderBytes + $1.payload.count) }
+        guard wal.placesWithoutWaiting(bytes: bytes) else { return nil }
+        return try wal.holdingFlushes { try writer.replicate(records) }
+    }
+
     /// The last durable record of this node's log: what a replica presents to the primary.
     public var durablePosition: LogPosition { wal.durablePosition }
 
@@ -393,6 +403,12 @@ public final class Database: Sendable {
     /// Durable records from `lsn` on, about `maxBytes` of payload (what a primary ships).
     public func records(from lsn: UInt64, maxBytes: Int) throws -> [WALRecord] {
         try wal.read(from: lsn, maxBytes: maxBytes)
+    }
+
+    /// `records(from:maxBytes:)` from memory only: nil when they must be read from the segment
+    /// files (the caller reads them where it may block; an event loop must not).
+    public func recentRecords(from lsn: UInt64, maxBytes: Int) -> [WALRecord]? {
+        wal.readRecent(from: lsn, maxBytes: maxBytes)
     }
 
     /// The durable record at `lsn` (origin for 0), nil past the end; throws AERO_WAL_LSN_UNAVAILABLE

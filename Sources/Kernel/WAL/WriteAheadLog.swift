@@ -749,6 +749,29 @@ public final class WriteAheadLog: Sendable {
         return out
     }
 
+    /// `read(from:maxBytes:)` when it needs no disk: the records kept in memory near the tail
+    /// (`[]` past the durable end), nil when `lsn` is older than what is kept. For callers that
+    /// must not block (an event loop); they take the disk path elsewhere on nil.
+    public func readRecent(from lsn: UInt64, maxBytes: Int) -> [WALRecord]? {
+        state.withLock { s in
+            guard lsn <= s.durable.lsn else { return [] }
+            return s.recent.records(from: lsn, through: s.durable.lsn, maxBytes: maxBytes)
+        }
+    }
+
+    /// Whether records of `bytes` encoded bytes in all (`WALFormat.aligned` sizes) can be placed
+    /// now without waiting: they fit in the tail segment, or they fit in one fresh segment whose
+    /// spare is ready. False when placing them would wait for a spare's preallocation or do it
+    /// (a zero-fill of a whole segment). Exact for a single writer (a replica's apply): nothing
+    /// else changes the tail or makes the spare unready between this and the placements.
+    public func placesWithoutWaiting(bytes: Int) -> Bool {
+        state.withLock { s in
+            if s.tail.offset + bytes <= options.segmentBytes { return true }
+            guard case .ready = s.spare else { return false }
+            return bytes <= options.segmentBytes - WALFormat.segmentHeaderBytes
+        }
+    }
+
     /// The position of the durable record at `lsn` (origin for 0); nil when `lsn` is past the
     /// durable end. Throws AERO_WAL_LSN_UNAVAILABLE when it was recycled.
     public func position(at lsn: UInt64) throws -> LogPosition? {

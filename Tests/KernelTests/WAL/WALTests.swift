@@ -313,6 +313,28 @@ final class LockedText: @unchecked Sendable {
         wal.close()
     }
 
+    /// The reads and placements an event loop may make: `readRecent` serves from memory or says
+    /// nil (never the disk), and `placesWithoutWaiting` is false exactly when a placement would
+    /// roll over to a segment whose spare is not ready (here: none is prepared in the background).
+    @Test func nonBlockingReadsAndPlacementsSayWhenTheyWouldBlock() async throws {
+        let dir = TemporaryDirectory()
+        let options = WALOptions(directory: dir.path + "/wal", segmentBytes: 64 << 10, engine: .pwrite,
+                                 preallocateInBackground: false)
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        try await appendDurably(wal, 0..<20, size: 500)
+        #expect(wal.readRecent(from: 5, maxBytes: 1 << 20)?.map(\.lsn) == Array(5...20))
+        #expect(wal.readRecent(from: 21, maxBytes: 1 << 20)?.isEmpty == true, "past the durable end")
+        #expect(wal.placesWithoutWaiting(bytes: 1_000))
+        let fresh = options.segmentBytes - WALFormat.segmentHeaderBytes  // fits a new segment, not the tail
+        #expect(!wal.placesWithoutWaiting(bytes: fresh), "a rollover with no spare ready")
+        wal.close()
+        // Reopened, nothing is kept in memory: the read would go to disk, so nil.
+        let (reopened, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(reopened.readRecent(from: 5, maxBytes: 1 << 20) == nil)
+        #expect(try reopened.read(from: 5, maxBytes: 1 << 20).map(\.lsn) == Array(5...20))
+        reopened.close()
+    }
+
     /// A spare zero-filled in the background is written `spareChunkBytes` at a time with a pause
     /// of `spareChunkPauseMicros` between chunks while the tail segment is less than half full:
     /// every rollover still finds its spare, and every acknowledged record is there after a
