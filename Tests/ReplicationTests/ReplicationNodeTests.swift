@@ -21,16 +21,22 @@ final class PrimaryUnderTest: @unchecked Sendable {
 
     /// Opens the database, runs `prepare` on it (before any commit gate exists), writes the marker
     /// (`epoch`, naming n1) and starts the node as primary.
+    /// `restart`: closes and reopens the database after `prepare` (the WAL keeps nothing in memory then).
     static func start(commitMode: CommitMode = .sync, replicaWaitMillis: Int64 = 1_000, segmentBytes: Int = 256 << 10, epoch: UInt64 = 1,
+                      restart: Bool = false,
                       prepare: (Database) async throws -> Void = { _ in }) async throws -> PrimaryUnderTest {
         let directory = NSTemporaryDirectory() + "aerodb-replnode-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var options = KernelOptions(dataDirectory: directory + "/data")
         options.walSegmentBytes = segmentBytes
         options.checkpointEveryWALBytes = 0
-        let database = try await Database.open(options)
+        var database = try await Database.open(options)
         try await prepare(database)
         if epoch > 1 { try await database.advanceEpoch(to: epoch) }
+        if restart {
+            await database.close()
+            database = try await Database.open(options)
+        }
         let members = (1...3).map { i in
             ClusterMember(nodeID: "n\(i)", http: "127.0.0.1:1", replication: PeerAddress(host: "127.0.0.1", port: LiveCluster.freePort()))
         }
@@ -53,10 +59,10 @@ final class PrimaryUnderTest: @unchecked Sendable {
 
     /// Runs `body` on a started primary and always stops it (and removes its directory) after.
     static func with(commitMode: CommitMode = .sync, replicaWaitMillis: Int64 = 1_000, segmentBytes: Int = 256 << 10, epoch: UInt64 = 1,
-                     prepare: (Database) async throws -> Void = { _ in },
+                     restart: Bool = false, prepare: (Database) async throws -> Void = { _ in },
                      _ body: (PrimaryUnderTest) async throws -> Void) async throws {
         let primary = try await start(commitMode: commitMode, replicaWaitMillis: replicaWaitMillis, segmentBytes: segmentBytes,
-                                      epoch: epoch, prepare: prepare)
+                                      epoch: epoch, restart: restart, prepare: prepare)
         do {
             try await body(primary)
         } catch {

@@ -174,7 +174,8 @@ extension ReplicationNode {
                 guard records.allSatisfy({ $0.epoch <= epoch }) else {
                     throw AeroError(.replicationRefused, "the primary of epoch \(epoch) sent a record of a later epoch", invariant: "A2")
                 }
-                let last = try database.applyReplicated(records)
+                // Here waiting for the WAL's next segment is allowed (not on the event loop).
+                let last = try BlockingWork.applyMayWait(database, records)
                 progress.withLock { $0.received = last }
             case .checkpoint(let lsn, let bytes):
                 try await database.install(checkpoint: bytes)
@@ -194,11 +195,18 @@ extension ReplicationNode {
     }
 
     /// Applies a frame on the event loop when it passes the stream path's checks (same epoch,
-    /// no record of a later one); false leaves it to that path, which decides (A2).
+    /// no record of a later one) and can be placed without waiting; false leaves it to that
+    /// path, which decides (A2) or applies it where waiting is allowed. A frame that would wait
+    /// for the WAL's next segment to be preallocated (`applyReplicatedWithoutWaiting` nil:
+    /// nothing placed) goes the stream's way, and so does every frame after it until the stream
+    /// has processed it (`ReceiveQueue.route` counts it): arrival order is kept (P1).
     private nonisolated func applyInline(_ records: [WALRecord], epoch: UInt64,
                                          poke: AsyncStream<Void>.Continuation) throws -> Bool {
         guard role.withLock({ $0.epoch }) == epoch, records.allSatisfy({ $0.epoch <= epoch }) else { return false }
-        let last = try database.applyReplicated(records)
+        guard let last = try database.applyReplicatedWithoutWaiting(records) else {
+            ReplicationProbes.framesLeftToTheStream.add(1, ordering: .relaxed)
+            return false
+        }
         progress.withLock { $0.received = last }
         poke.yield()
         return true

@@ -71,7 +71,10 @@ extension ReplicationNode {
                     try await outbound.write(.state(await state()))
                 case .rejoin:
                     guard case .forkQuery(let positions)? = try await messages.next() else { return }
-                    try await outbound.write(await forkPoint(positions))
+                    // Up to `forkPositionsMax` reads of the segment files: on `BlockingWork`'s
+                    // thread, not on the cooperative pool (nor holding the actor).
+                    let found = try await BlockingWork.run { [database] in Self.forkPoint(positions, in: database) }
+                    try await outbound.write(await forkAnswer(found, asked: positions.count))
                 case .follow:
                     try await follow(hello, messages: &messages, outbound: outbound, inline: try await InlineMessages.of(channel),
                                      channel: channel.channel)
@@ -253,7 +256,18 @@ extension ReplicationNode {
             guard self.isPrimary(of: epoch), !Task.isCancelled else { return }
             loop.channel.eventLoop.assertInEventLoop()  // debug builds: resumed where it writes
             while true {
-                let records = try self.database.records(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
+                // From memory on the loop; a read that would go to the segment files (a replica
+                // catching up from further back, or any after this node restarted) runs on
+                // `BlockingWork`'s thread and resumes here: frames stay in order, one at a time.
+                let records: [WALRecord]
+                if let recent = self.database.recentRecords(from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax) {
+                    records = recent
+                } else {
+                    records = try await BlockingWork.run { [database = self.database, next] in
+                        try BlockingWork.records(database, from: next, maxBytes: ReplicationLimits.recordsFrameBytesMax)
+                    }
+                    loop.channel.eventLoop.assertInEventLoop()
+                }
                 guard let last = records.last else { break }
                 precondition(records[0].lsn == next, "records are shipped in order without gaps (P1)")
                 self.lag.sent(replica, through: last.lsn, atMicros: Self.nowMicros())
@@ -291,14 +305,20 @@ extension ReplicationNode {
         logger.info("replica disconnected", metadata: ["node": "\(node)"])
     }
 
-    /// The newest of a rejoining node's positions that is on this node's history.
-    private func forkPoint(_ positions: [LogPosition]) -> ReplicationMessage {
+    /// The newest of a rejoining node's positions that is on this node's history (reads the
+    /// segment files: off the event loops and the cooperative pool).
+    private static func forkPoint(_ positions: [LogPosition], in database: Database) -> LogPosition? {
         for position in positions.reversed() {
             guard let mine = try? database.position(at: position.lsn) else { continue }
-            if mine == position { return .forkPoint(position) }
+            if mine == position { return position }
         }
+        return nil
+    }
+
+    private func forkAnswer(_ found: LogPosition?, asked: Int) -> ReplicationMessage {
+        if let found { return .forkPoint(found) }
         return .refuse(.diverged, epoch: marker.epoch, primary: marker.primary,
-                       message: "none of the \(positions.count) positions sent is on the history of \(config.nodeID) within its retained WAL; rejoin with --resync")
+                       message: "none of the \(asked) positions sent is on the history of \(config.nodeID) within its retained WAL; rejoin with --resync")
     }
 }
 

@@ -65,6 +65,10 @@ public enum ReplicationLimits {
     public static let stringBytesMax = 4096
     /// Positions a rejoining node sends to find the fork: how far a diverged tail can reach back.
     public static let forkPositionsMax: UInt32 = 65_536
+    /// Threads that run the replication reads which may go to the disk (a catch-up's segment
+    /// reads, a rejoin's fork search), off the event loops and the cooperative pool
+    /// (`BlockingWork`); further reads wait their turn.
+    public static let blockingReadThreads = 1
 }
 
 public enum HelloPurpose: UInt8, Sendable {

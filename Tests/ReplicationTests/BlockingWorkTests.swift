@@ -1,0 +1,154 @@
+// What may block never runs on an event loop (`BlockingWork`): a primary whose replica is behind
+// what its WAL keeps in memory reads the segment files off the loop and still ships every record
+// in order; a replica applies on the loop only frames that need not wait for the WAL's next
+// segment, and the session's task applies the others, in arrival order (P1). A real primary and
+// a real replica node (in this process, over loopback) each time.
+
+import Foundation
+import LiveCluster
+import NIOCore
+import Testing
+@testable import Kernel
+@testable import Replication
+
+/// Replica n2 of the primary's cluster, following it from an empty log.
+final class ReplicaUnderTest: @unchecked Sendable {
+    let directory: String
+    let database: Database
+    let node: ReplicationNode
+
+    static func start(following primary: PrimaryUnderTest, segmentBytes: Int = 256 << 10,
+                      preallocateInBackground: Bool = true) async throws -> ReplicaUnderTest {
+        let directory = NSTemporaryDirectory() + "aerodb-replica-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var options = KernelOptions(dataDirectory: directory + "/data")
+        options.walSegmentBytes = segmentBytes
+        options.walPreallocateInBackground = preallocateInBackground
+        options.checkpointEveryWALBytes = 0
+        options.role = .replica
+        let database = try await Database.open(options)
+        let config = ClusterConfig(nodeID: "n2", clusterID: primary.config.clusterID, members: primary.config.members,
+                                   commitMode: primary.config.commitMode, replicaWaitMillis: primary.config.replicaWaitMillis,
+                                   secret: PrimaryUnderTest.secret)
+        let authority = AuthorityStore(dataDirectory: options.dataDirectory)
+        let marker = AuthorityMarker(clusterID: primary.config.clusterID, epoch: 1, primary: "n1")
+        try authority.create(marker)
+        let node = ReplicationNode(config: config, database: database, authority: authority, marker: marker)
+        try await node.start()
+        return ReplicaUnderTest(directory: directory, database: database, node: node)
+    }
+
+    private init(directory: String, database: Database, node: ReplicationNode) {
+        self.directory = directory
+        self.database = database
+        self.node = node
+    }
+
+    func stop() async {
+        await node.stopFollower()
+        await node.stop()
+        await database.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Waits (deadline `seconds`) until this replica's log reaches the primary's durable position.
+    func waitCaughtUp(_ primary: PrimaryUnderTest, seconds: Int = 60) async throws -> Bool {
+        for _ in 0..<(seconds * 100) {
+            if database.durablePosition == primary.database.durablePosition { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return database.durablePosition == primary.database.durablePosition
+    }
+
+    /// The replica's log is the primary's: same records (LSN, chain checksum, epoch, payload), in order.
+    func expectSameLog(as primary: PrimaryUnderTest) throws {
+        let mine = try database.records(from: 1, maxBytes: Int.max)
+        let theirs = try primary.database.records(from: 1, maxBytes: Int.max)
+        #expect(mine.count == theirs.count)
+        #expect(mine.map(\.lsn) == Array(1...UInt64(theirs.count)), "every record, in order, no gap")
+        for (a, b) in zip(mine, theirs) where a.position != b.position || a.epoch != b.epoch || a.payload != b.payload {
+            Issue.record("record \(a.lsn) differs from the primary's")
+            return
+        }
+    }
+}
+
+private func batchInsert(_ database: Database, prefix: String, count: Int, pad: Int) async throws {
+    let docs = (0..<count).map { #"{"op":"insert","collection":"items","doc":{"id":"\#(prefix)-\#($0)","pad":"\#(String(repeating: "q", count: pad))"}}"# }
+    _ = try await database.commit(JSON.parse(#"{"ops":[\#(docs.joined(separator: ","))]}"#))
+}
+
+@Suite(.serialized) struct BlockingWorkTests {
+    /// A replica behind what the primary's WAL keeps in memory (here: the primary restarted, so
+    /// it keeps nothing) is caught up from the segment files, every record in order, and the
+    /// reads of those files never ran on an event loop (the sender's loop takes only memory reads).
+    @Test func aReplicaBehindTheWALKeptInMemoryCatchesUpWithDiskReadsOffTheEventLoop() async throws {
+        try await PrimaryUnderTest.with(restart: true, prepare: { db in
+            _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
+            // ~3 MiB of WAL: several RECORDS frames of `recordsFrameBytesMax`, all read from disk.
+            for b in 0..<40 { try await batchInsert(db, prefix: "b\(b)", count: 25, pad: 3_000) }
+        }) { primary in
+            #expect(primary.database.recentRecords(from: 1, maxBytes: 1) == nil, "restarted: nothing of the log in memory")
+            let readsBefore = ReplicationProbes.diskReads.load(ordering: .relaxed)
+            let replica = try await ReplicaUnderTest.start(following: primary)
+            do {
+                #expect(try await replica.waitCaughtUp(primary), "the replica caught up")
+                #expect(ReplicationProbes.diskReads.load(ordering: .relaxed) - readsBefore >= 3, "the catch-up read the segment files")
+                #expect(ReplicationProbes.diskReadsOnEventLoop.load(ordering: .relaxed) == 0, "a segment read ran on an event loop")
+                // Live again: a sync commit is released by the caught-up replica's ACK.
+                let lsn = try await primary.insert("live")
+                #expect(try await replica.waitCaughtUp(primary))
+                #expect(replica.database.durablePosition.lsn == lsn)
+                try replica.expectSameLog(as: primary)
+            } catch {
+                await replica.stop()
+                throw error
+            }
+            await replica.stop()
+        }
+    }
+
+    /// A replica with the smallest WAL segments rolls over every few frames. A frame that would
+    /// wait for the next segment's preallocation (none is prepared in the background: every
+    /// rollover) is not applied on the event loop but by the session's task, and the frames
+    /// after it follow it there: the replica's log is the primary's, in one session (a frame
+    /// out of order would have broken it), and no waiting apply ran on an event loop. With the
+    /// background preallocation the same holds whichever way each frame went.
+    @Test(arguments: [false, true])
+    func framesThatWouldWaitForTheNextSegmentAreAppliedByTheSessionTaskInOrder(preallocateInBackground: Bool) async throws {
+        try await PrimaryUnderTest.with(prepare: { db in
+            _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
+        }) { primary in
+            let replica = try await ReplicaUnderTest.start(following: primary, segmentBytes: KernelLimits.walSegmentBytesMin,
+                                                           preallocateInBackground: preallocateInBackground)
+            do {
+                let leftBefore = ReplicationProbes.framesLeftToTheStream.load(ordering: .relaxed)
+                let waitingBefore = ReplicationProbes.waitingApplies.load(ordering: .relaxed)
+                // Connected and streaming: one sync commit goes through.
+                _ = try await primary.insert("first")
+                let session = try #require(await primary.node.replicas["n2"]?.session)
+                // ~480 KiB of records from 4 sync writers: about 8 rollovers of a 64 KiB segment.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for w in 0..<4 {
+                        group.addTask { for k in 0..<80 { _ = try await primary.insert("w\(w)-\(k)", pad: 1_500) } }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(try await replica.waitCaughtUp(primary))
+                #expect(await primary.node.replicas["n2"]?.session == session, "one session throughout: no frame was refused")
+                try replica.expectSameLog(as: primary)
+                #expect(ReplicationProbes.waitingAppliesOnEventLoop.load(ordering: .relaxed) == 0,
+                        "an apply that may wait for the WAL's next segment ran on an event loop")
+                if !preallocateInBackground {
+                    #expect(ReplicationProbes.framesLeftToTheStream.load(ordering: .relaxed) > leftBefore,
+                            "a frame rolling over to an unprepared segment was left to the session's task")
+                    #expect(ReplicationProbes.waitingApplies.load(ordering: .relaxed) > waitingBefore)
+                }
+            } catch {
+                await replica.stop()
+                throw error
+            }
+            await replica.stop()
+        }
+    }
+}
