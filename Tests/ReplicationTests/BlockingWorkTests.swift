@@ -152,3 +152,33 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
         }
     }
 }
+
+@Suite(.serialized) struct NodeStopTests {
+    /// `ReplicationNode.stop` returns once every loop and session of the node ended: the
+    /// follower (and its acknowledger), the listener with its sessions and their senders, the
+    /// peer watch. Nothing of a stopped node runs, and its replication port is closed.
+    @Test func nothingOfAStoppedNodeRunsAndItsPortIsClosed() async throws {
+        try await PrimaryUnderTest.with(prepare: { db in
+            _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
+        }) { primary in
+            let replica = try await ReplicaUnderTest.start(following: primary)
+            _ = try await primary.insert("streamed")  // a sync commit: the replica follows and acknowledges
+            #expect(try await replica.waitCaughtUp(primary))
+            #expect(replica.node.activities.load(ordering: .relaxed) >= 3, "follower, acknowledger, listener")
+            #expect(primary.node.activities.load(ordering: .relaxed) >= 3, "listener, the replica's session, its sender")
+            // The replica's node first (its database stays open: nothing may append to it any more).
+            let replicaPort = replica.node.config.me.replication
+            await replica.node.stop()
+            #expect(replica.node.activities.load(ordering: .relaxed) == 0, "a loop of the stopped replica still runs")
+            await #expect(throws: (any Error).self, "the stopped replica still listens") {
+                try await Transport.connect(replicaPort, idleMillis: 1_000).executeThenClose { _, _ in }
+            }
+            await primary.node.stop()
+            #expect(primary.node.activities.load(ordering: .relaxed) == 0, "a loop of the stopped primary still runs")
+            await #expect(throws: (any Error).self, "the stopped primary still listens") {
+                try await Transport.connect(primary.address, idleMillis: 1_000).executeThenClose { _, _ in }
+            }
+            await replica.stop()
+        }
+    }
+}

@@ -75,6 +75,19 @@ final class AckTracker: Sendable {
         for c in ready { c.resume() }
     }
 
+    /// `update` for an ACK as it arrives: false, with nothing counted, when it names a durable
+    /// LSN beyond what the session verified or sent (`sent`, always counted before the write):
+    /// the replica claims records it was never sent, so its report cannot be its durable
+    /// position on this history (D1); the session refuses it.
+    func updateIfSent(_ node: String, session: Int, durable: UInt64) -> Bool {
+        let (counted, ready) = state.withLock { s -> (Bool, [CheckedContinuation<Void, any Error>]) in
+            if let r = s.ledger.replicas[node], r.session == session, durable > r.sentThrough { return (false, []) }
+            return (true, s.take(s.ledger.update(node, session: session, durable: durable)))
+        }
+        for c in ready { c.resume() }
+        return counted
+    }
+
     /// The session ended: its flushes no longer count.
     func forget(_ node: String, session: Int) {
         state.withLock { $0.ledger.forget(node, session: session) }

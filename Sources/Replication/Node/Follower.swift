@@ -26,7 +26,7 @@ extension ReplicationNode {
 
     func startFollower() {
         followerTask?.cancel()
-        followerTask = Task { await self.followLoop() }
+        followerTask = Task { await self.counting(); defer { self.ended() }; await self.followLoop() }
     }
 
     /// Stops the follower and waits until it can no longer append anything (promotion, a new epoch).
@@ -154,12 +154,25 @@ extension ReplicationNode {
                                      epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
                                      inline: InlineMessages, queued: ReceiveQueue, channel: any Channel) async throws {
         let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let acker = Task { try await self.acknowledge(pokes, outbound, on: OnEventLoop(channel)) }
-        defer {
+        let acker = Task { try await self.counted { try await self.acknowledge(pokes, outbound, on: OnEventLoop(channel)) } }
+        do {
+            try await receiveFrames(&messages, epoch: epoch, inline: inline, queued: queued, poke: poke)
+        } catch {
             inline.disarm()
             poke.finish()
             acker.cancel()
+            _ = await acker.result  // nothing of the session runs once it ended
+            throw error
         }
+        inline.disarm()
+        poke.finish()
+        acker.cancel()
+        _ = await acker.result
+    }
+
+    private nonisolated func receiveFrames(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
+                                           epoch: UInt64, inline: InlineMessages, queued: ReceiveQueue,
+                                           poke: AsyncStream<Void>.Continuation) async throws {
         inline.arm { message in
             try queued.route(message) { records in try self.applyInline(records, epoch: epoch, poke: poke) }
         }

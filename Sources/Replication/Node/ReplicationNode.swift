@@ -53,6 +53,9 @@ public actor ReplicationNode {
     var followerChannel: (any Channel)?
     var watcherTask: Task<Void, Never>?
     var serverTask: Task<Void, Never>?
+    /// The node's loops and sessions running now (listener, sessions, senders, follower,
+    /// acknowledger, peer watch): 0 once `stop` returned (tests).
+    nonisolated let activities = Atomic<Int>(0)
     var followerState = "idle"
     var replicas: [String: ReplicaProgress] = [:]
 
@@ -103,7 +106,7 @@ public actor ReplicationNode {
     public func start() async throws {
         let server = try await Transport.listen(config.me.replication, places: handshakePlaces, tls: config.tls,
                                                 authenticate: { [config] in config.admits($0) })
-        serverTask = Task { await self.serve(server) }
+        serverTask = Task { await self.counting(); defer { self.ended() }; await self.serve(server) }
         if isPrimary {
             if let newer = await highestEpochAmongPeers(), newer.epoch > marker.epoch {
                 try await learn(epoch: newer.epoch, primary: newer.primary, from: "a peer at start")
@@ -122,11 +125,50 @@ public actor ReplicationNode {
         if isPrimary { takePrimaryRole() } else { database.setAcceptsWrites(false, reason: notPrimaryError()) }
     }
 
+    /// Stops the follower, the peer watch and the listener with its sessions, and waits for them
+    /// (at most `ReplicationTimeouts.stopMillis`): once this returns the port is closed and
+    /// nothing of the node appends, ships or acknowledges any more.
     public func stop() async {
-        followerTask?.cancel()
-        watcherTask?.cancel()
-        serverTask?.cancel()
+        let tasks = [followerTask, watcherTask, serverTask].compactMap { $0 }
+        for task in tasks { task.cancel() }
+        followerTask = nil
+        watcherTask = nil
+        serverTask = nil
+        try? await followerChannel?.close()
+        followerChannel = nil
+        if !(await Self.awaitAll(tasks, millis: ReplicationTimeouts.stopMillis)) {
+            logger.warning("replication tasks still running after stop", metadata: ["millis": "\(ReplicationTimeouts.stopMillis)",
+                                                                                  "running": "\(activities.load(ordering: .relaxed))"])
+        }
         acks.fence(AeroError(.commitInDoubt, "the node shut down while this commit waited for replica flushes; it is durable here and may survive", invariant: "D1"))
+    }
+
+    /// Waits for `tasks` to end, at most `millis`; false when they did not.
+    static func awaitAll(_ tasks: [Task<Void, Never>], millis: Int64) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let once = Mutex<CheckedContinuation<Bool, Never>?>(continuation)
+            let resume: @Sendable (Bool) -> Void = { ended in once.withLock { $0.take() }?.resume(returning: ended) }
+            let timer = Task {
+                try? await Task.sleep(for: .milliseconds(millis))
+                resume(false)
+            }
+            Task {
+                for task in tasks { await task.value }
+                timer.cancel()
+                resume(true)
+            }
+        }
+    }
+
+    /// An actor-isolated loop counts itself in `activities` (`counting` at its start, `ended` on its way out).
+    func counting() { activities.add(1, ordering: .relaxed) }
+    nonisolated func ended() { activities.subtract(1, ordering: .relaxed) }
+
+    /// Runs `body` counted in `activities`.
+    nonisolated func counted<T: Sendable>(_ body: () async throws -> T) async rethrows -> T {
+        activities.add(1, ordering: .relaxed)
+        defer { activities.subtract(1, ordering: .relaxed) }
+        return try await body()
     }
 
     func notPrimaryError() -> AeroError {
@@ -141,7 +183,7 @@ public actor ReplicationNode {
         database.setRetentionFloor(ReplicaRetention(tracker: acks))
         database.setAcceptsWrites(true)
         watcherTask?.cancel()
-        watcherTask = Task { await self.watchPeers() }
+        watcherTask = Task { await self.counting(); defer { self.ended() }; await self.watchPeers() }
         followerState = "primary"
     }
 

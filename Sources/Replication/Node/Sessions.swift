@@ -21,7 +21,7 @@ extension ReplicationNode {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
-                        group.addTask { await self.session(accepted) }
+                        group.addTask { await self.counted { await self.session(accepted) } }
                     }
                 }
             }
@@ -173,6 +173,9 @@ extension ReplicationNode {
             let shipped = try await database.checkpointForShipping()
             (first, epoch, session) = (shipped.lsn + 1, e, s)
             takeAcksInline(inline, replica: hello.nodeID, session: session, mailbox: mailbox)
+            // Counted before the write, as every frame: the replica's ACK of the installed
+            // checkpoint can never arrive ahead of it (an ACK beyond what was sent is refused).
+            acks.sent(hello.nodeID, session: session, through: first - 1)
             try await outbound.write(.welcome(epoch: epoch, primary: config.nodeID, firstLSN: first))
             try await outbound.write(.checkpoint(lsn: shipped.lsn, bytes: shipped.bytes))
             logger.info("shipped a checkpoint to a replica behind the retained WAL",
@@ -180,14 +183,26 @@ extension ReplicationNode {
         }
         logger.info("replica connected", metadata: ["node": "\(hello.nodeID)", "from_lsn": "\(first)"])
         lag.reset(hello.nodeID, session: session)
-        if case .bootstrap = admission { acks.sent(hello.nodeID, session: session, through: first - 1) }
         let sender = Task {
-            try await self.stream(from: first, epoch: epoch, to: outbound, on: OnEventLoop(channel), replica: hello.nodeID, session: session)
+            try await self.counted {
+                try await self.stream(from: first, epoch: epoch, to: outbound, on: OnEventLoop(channel), replica: hello.nodeID, session: session)
+            }
         }
-        defer {
+        do {
+            try await takeAcks(&messages, sender: sender, replica: hello.nodeID, session: session, mailbox: mailbox)
+        } catch {
             sender.cancel()
-            Task { await self.disconnected(hello.nodeID, session: session) }
+            _ = await sender.result  // nothing of the session runs once it ended
+            await disconnected(hello.nodeID, session: session)
+            throw error
         }
+        sender.cancel()
+        _ = await sender.result
+        await disconnected(hello.nodeID, session: session)
+    }
+
+    private nonisolated func takeAcks(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
+                                      sender: Task<Void, any Error>, replica: String, session: Int, mailbox: AckMailbox) async throws {
         while let message = try await messages.next() {
             guard case .ack = message else {
                 throw ReplicationMessage.malformed("a follower sent something other than ACK")
@@ -195,7 +210,7 @@ extension ReplicationNode {
             // The ACK's commits were released on the event loop (`takeAcksInline`); the actor's
             // bookkeeping (status) follows here with the newest ACK taken meanwhile.
             if let ack = mailbox.take() {
-                await acked(hello.nodeID, session: session, received: ack.received, durable: ack.durable, applied: ack.applied)
+                await acked(replica, session: session, received: ack.received, durable: ack.durable, applied: ack.applied)
             }
             if sender.isCancelled { break }
         }
@@ -208,10 +223,15 @@ extension ReplicationNode {
     /// only when it has taken the previous ACK (`AckMailbox`): one wake-up for any number of ACKs.
     /// Armed before WELCOME, so no ACK of the session can arrive before it.
     private nonisolated func takeAcksInline(_ inline: InlineMessages, replica: String, session: Int, mailbox: AckMailbox) {
-        let acks = self.acks, lag = self.lag
+        let acks = self.acks, lag = self.lag, logger = self.logger
         inline.arm { message in
             guard case .ack(let received, let durable, let applied) = message else { return false }  // the task refuses it
-            acks.update(replica, session: session, durable: durable)
+            // An ACK beyond what this session sent counts for nothing and ends the session.
+            guard acks.updateIfSent(replica, session: session, durable: durable) else {
+                logger.warning("refused a replica's ACK beyond what it was sent", metadata: ["node": "\(replica)", "durable": "\(durable)"])
+                throw AeroError(.replicationRefused, "replica \(replica) reported LSN \(durable) durable, beyond what this session sent it",
+                                invariant: "D1")
+            }
             lag.applied(replica, session: session, through: applied, atMicros: Self.nowMicros())
             return !mailbox.put(.init(received: received, durable: durable, applied: applied))
         }

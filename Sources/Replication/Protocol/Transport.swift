@@ -31,6 +31,9 @@ public enum ReplicationTimeouts {
     /// A connection to the listener must have sent its whole HELLO within this (a peer trickling
     /// bytes keeps no place for longer); members send it right after connecting.
     public static let handshakeMillis: Int64 = 1_000
+    /// `ReplicationNode.stop` waits this long at most for its loops and sessions to end (they
+    /// end within a scheduling round once cancelled; the bound keeps a shutdown from hanging).
+    public static let stopMillis: Int64 = 5_000
 }
 
 /// Closes the channel when no frame arrived within the idle time.
