@@ -19,6 +19,14 @@ final class ReplicaUnderTest: @unchecked Sendable {
 
     static func start(following primary: PrimaryUnderTest, segmentBytes: Int = 256 << 10,
                       preallocateInBackground: Bool = true) async throws -> ReplicaUnderTest {
+        try await start(members: primary.config.members, commitMode: primary.config.commitMode,
+                        replicaWaitMillis: primary.config.replicaWaitMillis, segmentBytes: segmentBytes,
+                        preallocateInBackground: preallocateInBackground)
+    }
+
+    /// n2 of cluster "c-test" with these members, following n1 in epoch 1.
+    static func start(members: [ClusterMember], commitMode: CommitMode = .sync, replicaWaitMillis: Int64 = 1_000,
+                      segmentBytes: Int = 256 << 10, preallocateInBackground: Bool = true) async throws -> ReplicaUnderTest {
         let directory = NSTemporaryDirectory() + "aerodb-replica-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var options = KernelOptions(dataDirectory: directory + "/data")
@@ -27,11 +35,10 @@ final class ReplicaUnderTest: @unchecked Sendable {
         options.checkpointEveryWALBytes = 0
         options.role = .replica
         let database = try await Database.open(options)
-        let config = ClusterConfig(nodeID: "n2", clusterID: primary.config.clusterID, members: primary.config.members,
-                                   commitMode: primary.config.commitMode, replicaWaitMillis: primary.config.replicaWaitMillis,
-                                   secret: PrimaryUnderTest.secret)
+        let config = ClusterConfig(nodeID: "n2", clusterID: "c-test", members: members, commitMode: commitMode,
+                                   replicaWaitMillis: replicaWaitMillis, secret: PrimaryUnderTest.secret)
         let authority = AuthorityStore(dataDirectory: options.dataDirectory)
-        let marker = AuthorityMarker(clusterID: primary.config.clusterID, epoch: 1, primary: "n1")
+        let marker = AuthorityMarker(clusterID: "c-test", epoch: 1, primary: "n1")
         try authority.create(marker)
         let node = ReplicationNode(config: config, database: database, authority: authority, marker: marker)
         try await node.start()
@@ -150,6 +157,70 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             }
             await replica.stop()
         }
+    }
+}
+
+@Suite(.serialized) struct ReplicaAckTests {
+    /// A replica acknowledges only what its WAL reports durable: every ACK a (hand-driven)
+    /// primary receives while it ships a log frame by frame names a durable LSN the replica's
+    /// log has reached (read when the ACK arrives; it only grows).
+    @Test func aReplicaAcknowledgesNothingBeyondItsDurablePosition_D1() async throws {
+        // What to ship: a real log of 400 small commits.
+        let sourceDirectory = NSTemporaryDirectory() + "aerodb-source-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: sourceDirectory) }
+        try FileManager.default.createDirectory(atPath: sourceDirectory, withIntermediateDirectories: true)
+        var options = KernelOptions(dataDirectory: sourceDirectory + "/data")
+        options.checkpointEveryWALBytes = 0
+        let source = try await Database.open(options)
+        _ = try await source.createCollection(JSON.parse(PrimaryUnderTest.items))
+        for k in 0..<400 { try await batchInsert(source, prefix: "s\(k)", count: 1, pad: 300) }
+        let records = try source.records(from: 1, maxBytes: Int.max)
+        await source.close()
+        let last = try #require(records.last).lsn
+
+        let members = (1...3).map { i in
+            ClusterMember(nodeID: "n\(i)", http: "127.0.0.1:1", replication: PeerAddress(host: "127.0.0.1", port: LiveCluster.freePort()))
+        }
+        let places = HandshakePlaces(max: 4)
+        places.handshakeMillis = 600_000
+        let listener = try await Transport.listen(members[0].replication, places: places) { _ in true }
+        let replica = try await ReplicaUnderTest.start(members: members)
+        do {
+            try await listener.executeThenClose { accepted in
+                var connections = accepted.makeAsyncIterator()
+                let connection = try #require(try await connections.next())
+                let channel = try #require(connection.take())
+                try await channel.executeThenClose { inbound, outbound in
+                    var messages = inbound.makeAsyncIterator()
+                    guard case .hello? = try await messages.next() else {
+                        Issue.record("the replica did not say HELLO")
+                        return
+                    }
+                    try await outbound.write(.welcome(epoch: 1, primary: "n1", firstLSN: 1))
+                    // One record per frame, as fast as they go: the replica receives while it flushes.
+                    let shipper = Task { for record in records { try await outbound.write(.records([record])) } }
+                    var acks = 0
+                    var beyond: [String] = []
+                    while let message = try await messages.next() {
+                        guard case .ack(let received, let durable, _) = message else { continue }
+                        acks += 1
+                        let reached = replica.database.durablePosition.lsn
+                        if durable > reached {
+                            beyond.append("ACK durable \(durable), received \(received), replica durable \(reached)")
+                        }
+                        if durable >= last { break }
+                    }
+                    try await shipper.value
+                    #expect(beyond.isEmpty, "ACKs beyond the replica's durable position: \(beyond.prefix(5))")
+                    #expect(acks > 0)
+                    #expect(replica.database.durablePosition.lsn == last)
+                }
+            }
+        } catch {
+            await replica.stop()
+            throw error
+        }
+        await replica.stop()
     }
 }
 
