@@ -34,9 +34,20 @@ public protocol FileHandle: AnyObject, Sendable {
     func close()
     /// The POSIX descriptor when this is a real file (io_uring needs it), nil on a simulated disk.
     var descriptor: Int32? { get }
+    /// A second descriptor of the same file whose writes bypass the page cache and are durable
+    /// when they complete (O_DIRECT | O_DSYNC): opened on first use, closed with the handle. Nil
+    /// where the file system refuses O_DIRECT (tmpfs) and on a simulated disk. A write through it
+    /// must be aligned to `directAlignmentBytes` in offset, length and memory.
+    func directDurableDescriptor() -> Int32?
 }
 
+/// The alignment of offset, length and memory that O_DIRECT writes use here: the WAL's block.
+/// Linux asks for the device's logical block size (512 or 4096): 4096 satisfies both.
+public let directAlignmentBytes = 4096
+
 extension FileHandle {
+    public func directDurableDescriptor() -> Int32? { nil }
+
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
         try bytes.withUnsafeBytes { try write($0, at: offset) }
     }

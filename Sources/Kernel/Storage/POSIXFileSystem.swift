@@ -3,6 +3,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLiburing
+import Synchronization
 
 public struct POSIXFileSystem: FileSystem {
     public init() {}
@@ -63,6 +65,10 @@ public struct POSIXFileSystem: FileSystem {
 public final class POSIXFileHandle: FileHandle {
     public let path: String
     private let fd: Int32
+    /// The O_DIRECT | O_DSYNC descriptor (`directDurableDescriptor`): not asked yet, open, refused
+    /// by the file system, or closed with the handle.
+    private enum Direct { case unopened, open(Int32), refused, closed }
+    private let direct = Mutex(Direct.unopened)
 
     init(path: String, fd: Int32) {
         self.path = path
@@ -70,6 +76,24 @@ public final class POSIXFileHandle: FileHandle {
     }
 
     public var descriptor: Int32? { fd }
+
+    /// Reopens this very file (through /proc/self/fd, so a rename since the open does not matter;
+    /// by path where /proc is not mounted) with O_DIRECT | O_DSYNC, once. EINVAL (a file system
+    /// without O_DIRECT, tmpfs) or any other refusal is remembered: nil from then on.
+    public func directDurableDescriptor() -> Int32? {
+        direct.withLock { state in
+            switch state {
+            case .open(let direct): return direct
+            case .refused, .closed: return nil
+            case .unopened:
+                let flags = O_WRONLY | O_CLOEXEC | CLIBURING_O_DIRECT | O_DSYNC
+                var direct = Glibc.open("/proc/self/fd/\(fd)", flags)
+                if direct < 0 && errno == ENOENT { direct = Glibc.open(path, flags) }
+                state = direct >= 0 ? .open(direct) : .refused
+                return direct >= 0 ? direct : nil
+            }
+        }
+    }
 
     public func read(at offset: Int64, count: Int) throws -> [UInt8] {
         precondition(count >= 0 && offset >= 0, "read bounds must be non-negative")
@@ -122,6 +146,12 @@ public final class POSIXFileHandle: FileHandle {
     }
 
     public func close() {
+        let directOpen = direct.withLock { state -> Int32? in
+            defer { state = .closed }
+            if case .open(let direct) = state { return direct }
+            return nil
+        }
+        if let directOpen { Glibc.close(directOpen) }
         Glibc.close(fd)
     }
 }

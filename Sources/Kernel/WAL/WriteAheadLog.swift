@@ -121,6 +121,8 @@ public final class WriteAheadLog: Sendable {
     private let fileSystem: any FileSystem
     private let options: WALOptions
     private let engine: any WALIOEngine
+    /// The flusher's block-aligned write buffer (only the flusher thread uses it).
+    private let writeBuffer = AlignedWriteBuffer()
     private let work = DispatchSemaphore(value: 0)
     private let flusherExited = DispatchSemaphore(value: 0)
     private let handles = Mutex<[UInt64: any FileHandle]>([:])
@@ -129,6 +131,13 @@ public final class WriteAheadLog: Sendable {
     private let spareRunning = DispatchGroup()
 
     public var engineName: String { engine.name }
+
+    /// Flushes written through an O_DIRECT | O_DSYNC descriptor and through the buffered path, by
+    /// the io_uring engine; nil for the pwrite engine (tests).
+    var uringWrites: (direct: Int, buffered: Int)? {
+        guard let uring = engine as? UringEngine else { return nil }
+        return (uring.directWrites.load(ordering: .relaxed), uring.bufferedWrites.load(ordering: .relaxed))
+    }
 
     private init(fileSystem: any FileSystem, options: WALOptions, engine: any WALIOEngine, scan: WALScan) {
         self.fileSystem = fileSystem
@@ -177,6 +186,7 @@ public final class WriteAheadLog: Sendable {
     /// The open shared by both: `recover` scans the log (and repairs a torn tail).
     private static func open(fileSystem: any FileSystem, options: WALOptions,
                              recover: () throws -> WALScan) throws -> (WriteAheadLog, RecoveryReport) {
+        precondition(WALFormat.blockBytes == directAlignmentBytes, "a WAL block is one O_DIRECT write unit")
         guard options.segmentBytes >= KernelLimits.walSegmentBytesMin, options.segmentBytes % WALFormat.blockBytes == 0 else {
             throw AeroError(.configInvalid, "wal segment size must be a multiple of 4096 and at least \(KernelLimits.walSegmentBytesMin) bytes")
         }
@@ -658,22 +668,17 @@ public final class WriteAheadLog: Sendable {
     }
 
     private func flush(_ group: PendingGroup) throws {
-        // The group's bytes zero-padded to whole blocks, in one allocation.
-        let padded = (group.bytes.count + WALFormat.blockBytes - 1) & ~(WALFormat.blockBytes - 1)
-        let bytes = [UInt8](unsafeUninitializedCapacity: padded) { buffer, count in
-            let (_, end) = buffer.initialize(from: group.bytes)
-            (buffer.baseAddress! + end).initialize(repeating: 0, count: padded - end)
-            count = padded
-        }
         precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
+        let handle = try handle(group.segment)
         let started = ContinuousClock.now
-        if group.last.lsn == group.firstLSN {  // one record: a lone commit
-            try engine.writeDurablyAlone(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
-        } else {
-            try engine.writeDurably(bytes, at: Int64(group.startOffset), to: try handle(group.segment))
+        // The group's bytes zero-padded to whole blocks, in the flusher's aligned buffer.
+        let written = try writeBuffer.withPadded(group.bytes) { bytes in
+            try engine.writeDurably(bytes, at: Int64(group.startOffset), to: handle,
+                                    alone: group.last.lsn == group.firstLSN)  // one record: a lone commit
+            return bytes.count
         }
         KernelMetrics.walFsync.recordNanoseconds(KernelMetrics.nanos(since: started))
-        KernelMetrics.walBytes.increment(by: Int64(bytes.count))
+        KernelMetrics.walBytes.increment(by: Int64(written))
     }
 
     private func handle(_ index: UInt64) throws -> any FileHandle {

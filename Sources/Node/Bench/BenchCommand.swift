@@ -28,7 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "argon2id passes of the auth workload's node.") var argon2Iterations = Int(PasswordCost.standard.iterations)
     @Option(help: "Seconds to run the commit and read workloads.") var seconds = 5.0
     @Option(help: "Documents loaded for the read and restart workloads.") var documents = 100_000
-    @Option(help: "WAL engine: automatic, uring or pwrite.") var engine: String = "automatic"
+    @Option(help: "WAL engine: automatic, uring, pwrite or uring-buffered.") var engine: String = "automatic"
     @Option(help: "Scratch directory (default: a new one under /tmp).") var dir: String?
     @Option(help: "The JSON the http-baseline workload answers.") var bodyFile: String?
 
@@ -37,7 +37,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await HTTPBaseline.serve(port: portBase, bodyFile: bodyFile, seconds: seconds)
             return
         }
-        guard let choice = IOEngineChoice(rawValue: engine) else { throw ValidationError("unknown engine \(engine)") }
+        guard let choice = IOEngineChoice(rawValue: engine) else { throw ValidationError("unknown engine \(engine): one of \(IOEngineChoice.names)") }
         let root = dir ?? NSTemporaryDirectory() + "aerodb-bench-\(UUID().uuidString)"
         defer { if dir == nil { try? FileManager.default.removeItem(atPath: root) } }
         var options = KernelOptions(dataDirectory: root)

@@ -127,7 +127,7 @@ struct NodeConfig {
             case ("http", .string(let s)): _ = try HostPort.parse(s); config.http = s
             case ("data_dir", .string(let s)): config.dataDir = s
             case ("wal_engine", .string(let s)):
-                guard let engine = IOEngineChoice(rawValue: s) else { throw invalid("wal_engine must be automatic, uring or pwrite") }
+                guard let engine = IOEngineChoice(rawValue: s) else { throw invalid("wal_engine must be one of \(IOEngineChoice.names)") }
                 config.walEngine = engine
             case ("wal_segment_bytes", .int(let n)): config.walSegmentBytes = Int(n)
             case ("memory_bytes_max", .int(let n)) where n > 0: config.memoryBytesMax = Int(n)

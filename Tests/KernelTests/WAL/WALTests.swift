@@ -1,9 +1,21 @@
 import Foundation
 import Testing
 @testable import Kernel
+import CLiburing
 
-/// Both engines must pass the same tests. io_uring is skipped only where it cannot be set up.
-let walEngines: [IOEngineChoice] = UringEngine() == nil ? [.pwrite] : [.pwrite, .uring]
+/// Every engine must pass the same tests: pwrite, io_uring writing O_DIRECT | O_DSYNC and io_uring
+/// with a linked fdatasync. io_uring is skipped only where it cannot be set up.
+let walEngines: [IOEngineChoice] = UringEngine() == nil ? [.pwrite] : [.pwrite, .uring, .uringBuffered]
+
+/// Whether the file system holding `directory` opens files with O_DIRECT (tmpfs before Linux 6.6 does not).
+func fileSystemAllowsDirectIO(_ directory: String) -> Bool {
+    let probe = directory + "/.direct-probe"
+    let fd = open(probe, O_CREAT | O_WRONLY | O_CLOEXEC | CLIBURING_O_DIRECT, 0o644)
+    defer { unlink(probe) }
+    guard fd >= 0 else { return false }
+    close(fd)
+    return true
+}
 
 func walOptions(_ dir: TemporaryDirectory, _ engine: IOEngineChoice = .pwrite, segmentBytes: Int = 64 << 10) -> WALOptions {
     WALOptions(directory: dir.path + "/wal", segmentBytes: segmentBytes, engine: engine)
@@ -73,7 +85,7 @@ final class LockedText: @unchecked Sendable {
         let dir = TemporaryDirectory()
         var (wal, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(dir, engine), after: nil)
         #expect(records.isEmpty)
-        #expect(wal.engineName == (engine == .uring ? "io_uring" : "pwrite"))
+        #expect(wal.engineName == ["pwrite": "pwrite", "uring": "io_uring", "uring-buffered": "io_uring-buffered"][engine.rawValue])
         let positions = try await appendDurably(wal, 0..<600, size: 700)
         wal.close()
         let segments = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").count
@@ -310,6 +322,49 @@ final class LockedText: @unchecked Sendable {
         #expect(try segmentFiles(dir).count < before)
         #expect(throws: AeroError.self) { try wal.read(from: 2, maxBytes: 100) }
         #expect(try wal.read(from: 350, maxBytes: 1 << 20).map(\.lsn) == Array(350...400))
+        wal.close()
+    }
+
+    /// The io_uring engine writes each group through the segment's O_DIRECT | O_DSYNC descriptor
+    /// where the file system allows it and through the buffered linked write + fdatasync where it
+    /// does not (tmpfs before Linux 6.6; /dev/shm is tried, and which path is expected comes from
+    /// probing it); either way every acknowledged record is read back after a reopen (D1).
+    /// `uring-buffered` never writes direct.
+    @Test(arguments: [(IOEngineChoice.uring, false), (.uring, true), (.uringBuffered, false)])
+    func directWritesWhereTheFileSystemAllowsThemAndBufferedElsewhere(engine: IOEngineChoice, onTmpfs: Bool) async throws {
+        guard UringEngine() != nil else { return }
+        let root = onTmpfs ? "/dev/shm/aerodb-direct-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : TemporaryDirectory().path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { if onTmpfs { try? FileManager.default.removeItem(atPath: root) } }
+        let direct = engine == .uring && fileSystemAllowsDirectIO(root)
+        let options = WALOptions(directory: root + "/wal", segmentBytes: 64 << 10, engine: engine)
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        var positions: [LogPosition] = []
+        for round in 0..<30 {  // lone commits and groups, across segment rollovers
+            positions += try await appendDurably(wal, (round * 5)..<(round * 5 + 1 + round % 5), size: 900)
+        }
+        let writes = try #require(wal.uringWrites)
+        wal.close()
+        #expect(direct ? (writes.direct > 0 && writes.buffered == 0) : (writes.direct == 0 && writes.buffered > 0), "\(writes)")
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(records.map(\.position) == positions)
+        reopened.close()
+    }
+
+    /// A direct write bypasses the page cache, so a block a buffered reader cached before it must
+    /// not be served stale afterwards: records written direct over a tail block that a disk read
+    /// cached are all read back from the segment files (the read path a catching-up replica uses).
+    @Test func readsAfterDirectWritesSeeThemOverABlockReadBefore() async throws {
+        let dir = TemporaryDirectory()
+        let options = walOptions(dir, walEngines.last!)
+        var (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        try await appendDurably(wal, 0..<10, size: 200)
+        wal.close()
+        (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(wal.readRecent(from: 1, maxBytes: 1 << 20) == nil, "a reopened log keeps nothing in memory")
+        #expect(try wal.read(from: 1, maxBytes: 1 << 20).map(\.lsn) == Array(1...10))  // caches the tail block
+        try await appendDurably(wal, 10..<20, size: 200)  // written over that block
+        #expect(try wal.read(from: 1, maxBytes: 1 << 20).map(\.lsn) == Array(1...20))
         wal.close()
     }
 
