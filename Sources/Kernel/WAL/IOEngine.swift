@@ -140,7 +140,7 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
 /// array's elements are not). Grown to the largest write; given back when a write larger than
 /// `retainedBytesMax` (a replica's merged catch-up) is done. One owner thread (the flusher).
 final class AlignedWriteBuffer: @unchecked Sendable {
-    /// Capacity kept between writes (LIMITS: `walAlignedBufferRetainedBytes`).
+    /// Capacity kept between writes (docs/LIMITS.md).
     static let retainedBytesMax = 1 << 20
     private var base: UnsafeMutableRawPointer?
     private var capacity = 0
