@@ -276,6 +276,9 @@ extension ReplicationNode {
             guard self.isPrimary(of: epoch), !Task.isCancelled else { return }
             loop.channel.eventLoop.assertInEventLoop()  // debug builds: resumed where it writes
             while true {
+                // A catch-up ships frame after frame without waiting for a publication: it ends
+                // here once the session ended (the session awaits this task).
+                guard !Task.isCancelled else { return }
                 // From memory on the loop; a read that would go to the segment files (a replica
                 // catching up from further back, or any after this node restarted) runs on
                 // `BlockingWork`'s thread and resumes here: frames stay in order, one at a time.
