@@ -164,8 +164,9 @@ struct WriterState: ~Copyable {
     }
 
     private mutating func append(_ next: DatabaseState, type: RecordType, payload: [UInt8]) throws {
+        // Every local record is waited for by `Database` right after (`waitVisible`).
         let position = try wal.append(type: type, epoch: next.epoch, timestampMicros: options.clock.nowMicros(),
-                                      payload: payload)
+                                      payload: payload, callerWaits: true)
         precondition(position.lsn == head.lsn + 1, "the WAL assigns the next LSN to the single writer")
         var committed = next
         committed.position = position

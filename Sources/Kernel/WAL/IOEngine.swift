@@ -51,8 +51,9 @@ struct PwriteEngine: WALIOEngine {
     }
 }
 
-/// Owns one ring. Used only from the WAL's flusher thread (one caller at a time), which is why
-/// the unchecked Sendable conformance is sound: the ring is never touched concurrently.
+/// Owns one ring. Used by one flush at a time (the WAL's flusher thread, or a caller flushing its
+/// lone commit: `WriteAheadLog`'s `flushing`, set and cleared under its lock), which is why the
+/// unchecked Sendable conformance is sound: the ring is never touched concurrently.
 final class UringEngine: WALIOEngine, @unchecked Sendable {
     /// Two entries are all one flush needs (write + fsync); a few spare.
     static let ringEntries: UInt32 = 8
@@ -138,7 +139,8 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
 
 /// The flusher's write buffer: block aligned in memory, as an O_DIRECT write needs (a Swift
 /// array's elements are not). Grown to the largest write; given back when a write larger than
-/// `retainedBytesMax` (a replica's merged catch-up) is done. One owner thread (the flusher).
+/// `retainedBytesMax` (a replica's merged catch-up) is done. Used by one flush at a time, like
+/// the engine's ring.
 final class AlignedWriteBuffer: @unchecked Sendable {
     /// Capacity kept between writes (docs/LIMITS.md).
     static let retainedBytesMax = 1 << 20

@@ -1,10 +1,13 @@
-// The write-ahead log: placement of records (single writer), group commit (one flusher thread),
+// The write-ahead log: placement of records (single writer), group commit (one flusher thread; a
+// lone commit arriving one at a time is flushed by its caller, one flush at a time either way),
 // segment preallocation, reads for the change stream, recycling behind checkpoints.
 // Format: WALFormat.swift. Recovery: WALRecovery.swift.
 //
 // Invariants:
 // - `append` is called by one writer at a time; it assigns LSN = last + 1 and extends the chain.
 // - Records become durable in LSN order, a whole write (batch) at a time; `durable` only grows.
+//   One flush runs at a time (`flushing`, taken with the groups under the lock), whether the
+//   flusher thread or a caller flushing its lone commit (`waitDurable`) runs it.
 // - The durable handler runs after `durable` advanced and before any waiter of those LSNs
 //   resumes, so a commit that returns is already visible to readers (D1 then P2).
 // - The first flush error fails the log for good (F1): waiters and later appends get
@@ -71,6 +74,14 @@ public final class WriteAheadLog: Sendable {
     /// flushes on the same disk do not queue behind it. Full speed once the tail is half full;
     /// the log's close stops the fill (its partial file is removed) and waits for it.
     static let spareChunkPauseMicros: UInt32 = 2_000
+    /// Consecutive lone-commit flushes after which a lone commit is flushed by its own caller
+    /// (`waitDurable`) instead of the flusher thread: commits come one at a time then, and the two
+    /// thread hand-offs cost a lone commit more than its write. Concurrent commits break the run.
+    static let callerFlushAfterLoneFlushes = 2
+    /// How long the idle flusher thread sleeps before it looks for a lone commit its caller has
+    /// not flushed (a bound on that commit's wait, never reached by `Database`'s callers, which
+    /// wait right after placing).
+    static let callerFlushWaitMillis = 20
 
     /// Bytes of recently placed records kept in memory, so replication senders and change
     /// streams following the tail never read segment files (older reads go to disk).
@@ -115,13 +126,23 @@ public final class WriteAheadLog: Sendable {
         /// While a replica places one shipped frame (`holdingFlushes`): how many of the pending
         /// groups were complete when it began; the flusher takes only those until it ends.
         var held: Int?
+        /// A flush is running (the flusher thread's, or a caller's for its lone commit): one at
+        /// a time, so records become durable in LSN order.
+        var flushing = false
+        /// Consecutive flushes that were a single record (commits arriving one at a time).
+        var loneFlushes = 0
+        /// Flushes run by a caller for its lone commit (tests).
+        var callerFlushes = 0
+        /// The one pending group is a lone commit placed without waking the flusher: its caller
+        /// flushes it in `waitDurable` (the flusher's timed wait takes it if the caller is late).
+        var awaitingCaller = false
     }
 
     private let state: Mutex<State>
     private let fileSystem: any FileSystem
     private let options: WALOptions
     private let engine: any WALIOEngine
-    /// The flusher's block-aligned write buffer (only the flusher thread uses it).
+    /// The block-aligned write buffer of the running flush (one at a time: `flushing`).
     private let writeBuffer = AlignedWriteBuffer()
     private let work = DispatchSemaphore(value: 0)
     private let flusherExited = DispatchSemaphore(value: 0)
@@ -234,14 +255,20 @@ public final class WriteAheadLog: Sendable {
 
     private enum Placement {
         /// Placed; `prepare` names the next spare segment to preallocate in the background.
-        case placed(LogPosition, prepare: UInt64?)
+        /// `forCaller`: a lone commit left for its caller to flush (`waitDurable`); the flusher
+        /// thread is not woken for it.
+        case placed(LogPosition, prepare: UInt64?, forCaller: Bool)
         case needSpare(UInt64)
         case waitForSpare
     }
 
     /// Places a record (single writer). Returns its position; durable after `waitDurable`.
-    public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8]) throws -> LogPosition {
-        try append(Placing(type: type, epoch: epoch, timestampMicros: timestampMicros, payload: payload, replicated: nil))
+    /// `callerWaits`: the caller calls `waitDurable` for it right after (the writer's records:
+    /// `Database` waits for every commit), so a lone commit may be left for the caller to flush.
+    public func append(type: RecordType, epoch: UInt64, timestampMicros: Int64, payload: [UInt8],
+                       callerWaits: Bool = false) throws -> LogPosition {
+        try append(Placing(type: type, epoch: epoch, timestampMicros: timestampMicros, payload: payload, replicated: nil,
+                           callerWaits: callerWaits))
     }
 
     /// Places a record received from the primary exactly as the primary wrote it (P1). Refuses a
@@ -258,6 +285,7 @@ public final class WriteAheadLog: Sendable {
         let payload: [UInt8]
         /// The primary's record when replicating: its LSN, batch start and checksum must be kept.
         let replicated: WALRecord?
+        var callerWaits = false
     }
 
     private func append(_ placing: Placing) throws -> LogPosition {
@@ -270,8 +298,9 @@ public final class WriteAheadLog: Sendable {
                 let placement = try place(&s, placing, size)
                 return (placement, s.held != nil)
             }) {
-            case (.placed(let position, let prepare), let held):
-                if !held { work.signal() }  // else the hold's end wakes the flusher
+            case (.placed(let position, let prepare, let forCaller), let held):
+                // A hold's end wakes the flusher; a lone commit left to its caller does not.
+                if !held && !forCaller { work.signal() }
                 if let prepare { prepareSpareInBackground(prepare) }
                 return position
             case (.needSpare(let index), _):
@@ -355,7 +384,12 @@ public final class WriteAheadLog: Sendable {
         }
         advanceTail(&s.tail, by: bytes)
         s.last = position
-        return .placed(position, prepare: prepare)
+        // Commits come one at a time (the last flushes were lone ones) and this one is alone:
+        // its caller flushes it. Any other record placed meanwhile joins its group, and the
+        // flusher is woken for the group as usual.
+        let lone = s.pending.count == 1 && s.pending[0].firstLSN == lsn && placing.callerWaits
+        s.awaitingCaller = lone && !s.flushing && s.held == nil && s.loneFlushes >= Self.callerFlushAfterLoneFlushes
+        return .placed(position, prepare: prepare, forCaller: s.awaitingCaller)
     }
 
     private func advanceTail(_ tail: inout WALScan.Tail, by bytes: [UInt8]) {
@@ -565,7 +599,15 @@ public final class WriteAheadLog: Sendable {
     // MARK: Group commit
 
     /// Resumes once `lsn` is durable (D1). Throws AERO_WAL_FLUSH_FAILED after a flush error (F1).
+    /// A lone commit while commits come one at a time (`callerFlushAfterLoneFlushes`) is flushed
+    /// by its caller, as the flusher thread would flush it: the wake-up of the flusher and the
+    /// resumption of the caller's task (two thread hand-offs of a round trip that is one disk
+    /// write) are saved. One flush at a time either way (`flushing`), in LSN order.
     public func waitDurable(_ lsn: UInt64) async throws {
+        if let group = takeLoneGroup(lsn) {
+            try flushTaken([group], byCaller: true)
+            return
+        }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let outcome: Result<Bool, AeroError> = state.withLock { s in
                 if s.durable.lsn >= lsn { return .success(true) }
@@ -606,28 +648,63 @@ public final class WriteAheadLog: Sendable {
 
     private func flushLoop() {
         while true {
-            let (groups, closed) = state.withLock { s -> ([PendingGroup], Bool) in
+            let (groups, exit) = state.withLock { s -> ([PendingGroup], Bool) in
+                // A caller flushing its lone commit signals `work` when it is done.
+                if s.flushing { return ([], false) }
                 // While a frame is being placed only the groups complete before it are taken
                 // (all of them once the log is closing).
                 let taken = s.closed ? s.pending.count : min(s.held ?? s.pending.count, s.pending.count)
                 defer {
                     s.pending.removeFirst(taken)
                     if s.held != nil { s.held = 0 }
+                    if taken > 0 {
+                        s.flushing = true
+                        s.awaitingCaller = false
+                    }
                 }
-                return (Array(s.pending[0..<taken]), s.closed)
+                return (Array(s.pending[0..<taken]), s.closed && taken == 0)
             }
             if groups.isEmpty {
-                if closed { return }
-                work.wait()
+                if exit { return }
+                // Timed: a lone commit left to its caller is flushed here if the caller is late.
+                _ = work.wait(timeout: .now() + .milliseconds(Self.callerFlushWaitMillis))
                 continue
             }
             do {
-                for write in Self.merged(groups) { try flush(write) }
+                try flushTaken(groups, byCaller: false)
             } catch {
-                fail(AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1"))
-                return
+                return  // the log failed (F1)
             }
-            complete(through: groups[groups.count - 1].last)
+        }
+    }
+
+    /// Writes and completes groups taken for one flush (`flushing` set by the taker), then ends
+    /// the flush. Called by the flusher thread, or by a caller for its lone commit (which wakes
+    /// the flusher when records were placed meanwhile or the log is closing).
+    private func flushTaken(_ groups: [PendingGroup], byCaller: Bool) throws {
+        do {
+            for write in Self.merged(groups) { try flush(write) }
+        } catch {
+            let failure = AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1")
+            fail(failure)
+            throw failure
+        }
+        let lone = groups.count == 1 && groups[0].firstLSN == groups[0].last.lsn
+        if complete(through: groups[groups.count - 1].last, lone: lone) && byCaller { work.signal() }
+    }
+
+    /// Takes the pending group for a caller to flush itself: only when it is `lsn`'s alone (a
+    /// single record, nothing else pending or waiting), no flush is running, no frame is being
+    /// placed, and the last `callerFlushAfterLoneFlushes` flushes were lone commits too (commits
+    /// come one at a time: under concurrency the flusher thread keeps every flush).
+    private func takeLoneGroup(_ lsn: UInt64) -> PendingGroup? {
+        state.withLock { s -> PendingGroup? in
+            guard s.awaitingCaller, !s.flushing, !s.closed, s.failure == nil, s.held == nil, s.pending.count == 1,
+                  s.pending[0].firstLSN == lsn, s.pending[0].last.lsn == lsn else { return nil }
+            s.flushing = true
+            s.awaitingCaller = false
+            s.callerFlushes += 1
+            return s.pending.removeFirst()
         }
     }
 
@@ -691,23 +768,31 @@ public final class WriteAheadLog: Sendable {
         return h
     }
 
-    private func complete(through position: LogPosition) {
-        let (handler, ready) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>]) in
+    /// Makes `position` durable, ends the flush, runs the durable handler and resumes the
+    /// waiters. True when the flusher thread must look again: something is pending or the log is
+    /// closing (it may have slept through a caller's flush).
+    @discardableResult
+    private func complete(through position: LogPosition, lone: Bool) -> Bool {
+        let (handler, ready, more) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>], Bool) in
             precondition(position.lsn > s.durable.lsn, "durability only moves forward")
             s.durable = position
             s.flushes += 1
+            s.flushing = false
+            s.loneFlushes = lone ? s.loneFlushes &+ 1 : 0
             let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
             s.waiters.removeAll { $0.lsn <= position.lsn }
-            return (s.handler, ready)
+            return (s.handler, ready, !s.pending.isEmpty || s.closed)
         }
         handler?(position.lsn)
         for continuation in ready { continuation.resume() }
+        return more
     }
 
     private func fail(_ failure: AeroError) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
             s.failure = failure
             s.pending = []
+            s.flushing = false  // a caller's failed flush: the flusher thread may still exit at close
             defer { s.waiters = [] }
             return s.waiters.map(\.continuation)
         }
@@ -716,6 +801,9 @@ public final class WriteAheadLog: Sendable {
 
     /// Completed group commits (one write + one flush per segment touched); for tests and metrics.
     var flushCount: Int { state.withLock { $0.flushes } }
+
+    /// Flushes a caller ran for its lone commit (`waitDurable`); for tests.
+    var callerFlushCount: Int { state.withLock { $0.callerFlushes } }
 
     /// Nil while healthy; the fatal flush error once the log has failed (the node must exit).
     public var failure: AeroError? { state.withLock { $0.failure } }

@@ -29,7 +29,9 @@ func payload(_ i: Int, size: Int = 100) -> [UInt8] {
 func appendDurably(_ wal: WriteAheadLog, _ range: Range<Int>, size: Int = 100) async throws -> [LogPosition] {
     var positions: [LogPosition] = []
     for i in range {
-        positions.append(try wal.append(type: .transaction, epoch: 1, timestampMicros: Int64(i), payload: payload(i, size: size)))
+        // Waited for right below (the last one; the others share its flush), as Database does.
+        positions.append(try wal.append(type: .transaction, epoch: 1, timestampMicros: Int64(i), payload: payload(i, size: size),
+                                        callerWaits: true))
     }
     if let last = positions.last { try await wal.waitDurable(last.lsn) }
     return positions
@@ -284,6 +286,49 @@ final class LockedText: @unchecked Sendable {
         #expect(throws: AeroError.self) { try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [2]) }
         #expect(wal.durablePosition.lsn == 3)
         wal.close()
+    }
+
+    /// Commits one at a time: after `callerFlushAfterLoneFlushes` lone flushes by the flusher
+    /// thread each commit is flushed by its own caller, and every one is read back (D1). Then a
+    /// failing disk fails the log from a caller's flush as from the thread's (F1): the caller
+    /// gets the error, nothing more is accepted, and close still returns.
+    @Test(arguments: walEngines)
+    func loneCommitsOneAtATimeAreFlushedByTheirCallers(engine: IOEngineChoice) async throws {
+        let dir = TemporaryDirectory()
+        let options = walOptions(dir, engine)
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        var positions: [LogPosition] = []
+        for i in 0..<200 { positions += try await appendDurably(wal, i..<(i + 1), size: 300) }
+        // All but the first `callerFlushAfterLoneFlushes`, unless a caller was descheduled for
+        // `callerFlushWaitMillis` between placing and waiting (then the flusher took it): most.
+        #expect(wal.callerFlushCount >= 100, "\(wal.callerFlushCount)")
+        #expect(wal.flushCount == 200)
+        // Concurrent commits break the run of lone flushes: the flusher thread takes them.
+        let before = wal.callerFlushCount
+        positions += try await appendDurably(wal, 200..<264, size: 300)
+        #expect(wal.callerFlushCount == before)
+        wal.close()
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(records.map(\.position) == positions)
+        reopened.close()
+    }
+
+    @Test func aCallersFailedFlushIsFatalToo() async throws {
+        let dir = TemporaryDirectory()
+        let fs = FaultyFileSystem()
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions(dir), after: nil)
+        for i in 0..<5 { try await appendDurably(wal, i..<(i + 1)) }
+        let callerFlushes = wal.callerFlushCount
+        #expect(callerFlushes > 0)
+        fs.faults.withLock { $0.failSyncs = true }
+        let position = try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [1], callerWaits: true)
+        await #expect(throws: AeroError.self) { try await wal.waitDurable(position.lsn) }
+        #expect(wal.callerFlushCount == callerFlushes + 1, "the caller ran the failing flush")
+        #expect(wal.failure?.code == .walFlushFailed)
+        fs.faults.withLock { $0.failSyncs = false }
+        #expect(throws: AeroError.self) { try wal.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: [2]) }
+        #expect(wal.durablePosition.lsn == 5)
+        wal.close()  // returns: the flusher thread exits although the failed flush was not its own
     }
 
     @Test func aFullDiskRefusesWritesCleanlyAndTheyResumeWithSpace() async throws {
