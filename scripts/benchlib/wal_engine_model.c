@@ -2,8 +2,9 @@
 // 64 MiB file: how much each way of making 4 KiB durable costs on this machine, with no thread
 // hand-off of AeroDB's own (docs/BENCHMARKS.md, "s22"). Not part of scripts/bench.
 // Build: gcc -O2 -o wal_engine_model wal_engine_model.c -luring (Debian: liburing-dev)
-// Modes: pw (pwrite+fdatasync), ur (io_uring write linked to fsync DATASYNC, as UringEngine),
-// urd (io_uring write, file O_DIRECT|O_DSYNC), pwd (pwrite, file O_DIRECT|O_DSYNC).
+// Modes: pw (pwrite+fdatasync), ur (io_uring write linked to fsync DATASYNC: UringEngine until s23,
+// now wal_engine uring-buffered),
+// urd (io_uring write, file O_DIRECT|O_DSYNC: UringEngine since s23), pwd (pwrite, file O_DIRECT|O_DSYNC).
 // Usage: wal_engine_model MODE SECONDS FILE   (measure with perf stat -e context-switches,task-clock)
 #define _GNU_SOURCE
 #include <fcntl.h>
