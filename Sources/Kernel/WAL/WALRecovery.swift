@@ -25,6 +25,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLiburing
+import Foundation
 
 /// A torn tail found by recovery: never acknowledged, truncated at open (R2).
 public struct TornTail: Sendable, CustomStringConvertible {
@@ -89,7 +91,7 @@ struct WALScan: Sendable {
         let start = after ?? .origin
         var scan = WALScan(last: start, tail: Tail(segmentIndex: indexes.first ?? 0, offset: WALFormat.segmentHeaderBytes,
                                                    headerWritten: false, partialBlock: []))
-        let images = SegmentImages(fileSystem: fs, directory: directory)
+        let images = SegmentImages(fileSystem: fs, directory: directory, listed: indexes)
         defer { images.deallocate() }
         func bytes(_ index: UInt64) throws -> UnsafeRawBufferPointer { try images.bytes(index) }
         // The first segment with a valid header starts the retained log.
@@ -327,59 +329,75 @@ struct WALScan: Sendable {
 /// 4 KiB page on top of the read, as much as checking the records in it. A segment's bytes are
 /// valid until it is released (or the scan ends); the scan holds at most the one it reads, the
 /// next one (whose header it checks) and, at the end, one later file at a time.
-final class SegmentImages {
+///
+/// Real files (a POSIX descriptor) are read with O_DIRECT where the file system allows it, and
+/// the next segment of the listing is read ahead on a thread of its own while the scan checks
+/// the current one (issue 19, recovery row). The WAL's own writes bypass the page cache
+/// (IOEngine: O_DIRECT | O_DSYNC), so a buffered read of a segment fetched it from the device
+/// into fresh page-cache pages (a page allocation, on this VM a host fault, per 4 KiB: about as
+/// costly as the read itself) and then copied it; a direct read moves the device's bytes into
+/// the scan's reused buffer with no page-cache page and no copy. O_DIRECT reads are coherent
+/// with the page cache (the kernel writes back dirty pages of the range before it reads), so
+/// the bytes are the ones a buffered read returns. Where O_DIRECT is refused (tmpfs) or a read
+/// ends off a block boundary, the rest is read buffered. At most one read-ahead is in flight,
+/// so the scan holds at most one buffer more than without it.
+final class SegmentImages: @unchecked Sendable {
+    // @unchecked: `held`, `free` and `readAheadEnabled` belong to the scan's thread; `ahead` is
+    // read and written under `condition` (the read-ahead thread only sets its outcome).
     private struct Buffer {
         var storage: UnsafeMutableRawBufferPointer
         var count: Int
     }
 
+    /// A read-ahead: the segment, its buffer (a released one, or nil until the thread allocated
+    /// one), and its outcome once the thread is done (the byte count, or the error the scan gets
+    /// if it asks for it). The buffer is the thread's until the outcome is set.
+    private struct Ahead {
+        let index: UInt64
+        var storage: UnsafeMutableRawBufferPointer?
+        var outcome: Result<Int, any Error>?
+    }
+
     private let fileSystem: any FileSystem
     private let directory: String
+    private let listed: Set<UInt64>
     private var held: [UInt64: Buffer] = [:]
     private var free: [UnsafeMutableRawBufferPointer] = []
+    private var readAheadEnabled = false
+    private let condition = NSCondition()
+    private var ahead: Ahead?
 
-    init(fileSystem: any FileSystem, directory: String) {
+    /// `listed`: the segment indexes of the directory, the only files read ahead.
+    init(fileSystem: any FileSystem, directory: String, listed: [UInt64] = []) {
         self.fileSystem = fileSystem
         self.directory = directory
+        self.listed = Set(listed)
     }
 
     /// The bytes of segment `index` (the whole file, like `FileSystem.readFile`).
     func bytes(_ index: UInt64) throws -> UnsafeRawBufferPointer {
         if let b = held[index] { return UnsafeRawBufferPointer(rebasing: b.storage[0..<b.count]) }
-        let handle = try fileSystem.open(Path.join(directory, WALFormat.segmentName(index)), create: false)
-        defer { handle.close() }
-        let size = Int(try handle.size())
-        var storage = free.popLast() ?? UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
-        if storage.count < size {
-            storage.deallocate()
-            storage = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
-        }
-        held[index] = Buffer(storage: storage, count: 0)  // owned from here on, freed by `deallocate` on a throw
-        let count = try Self.read(handle, size: size, into: storage)
-        held[index] = Buffer(storage: storage, count: count)
-        return UnsafeRawBufferPointer(rebasing: storage[0..<count])
-    }
-
-    /// Up to `size` bytes from the start of the file (fewer when it is shorter by then).
-    private static func read(_ handle: any FileHandle, size: Int, into storage: UnsafeMutableRawBufferPointer) throws -> Int {
-        #if canImport(Glibc)
-        if let fd = handle.descriptor {
-            var done = 0
-            while done < size {
-                let n = pread(fd, storage.baseAddress! + done, size - done, off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw POSIXFileSystem.error("pread", handle.path)
-                }
-                if n == 0 { break }
-                done += n
+        let count: Int
+        if let taken = takeAhead(index) {
+            held[index] = Buffer(storage: taken.storage, count: 0)  // owned from here on, freed by `deallocate` on a throw
+            count = try taken.outcome.get()
+        } else {
+            let handle = try fileSystem.open(path(index), create: false)
+            defer { handle.close() }
+            let size = Int(try handle.size())
+            var storage = free.popLast() ?? Self.allocate(size)
+            if storage.count < Self.capacity(size) {
+                storage.deallocate()
+                storage = Self.allocate(size)
             }
-            return done
+            held[index] = Buffer(storage: storage, count: 0)
+            readAheadEnabled = handle.descriptor != nil  // real files only: a simulated disk is read inline
+            count = try Self.read(handle, size: size, into: storage)
         }
-        #endif
-        let bytes = try handle.read(at: 0, count: size)
-        bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
-        return bytes.count
+        let storage = held[index]!.storage
+        held[index] = Buffer(storage: storage, count: count)
+        startReadAhead(after: index)
+        return UnsafeRawBufferPointer(rebasing: storage[0..<count])
     }
 
     /// The scan is done with segment `index`: its buffer serves the next one read.
@@ -387,10 +405,126 @@ final class SegmentImages {
         if let b = held.removeValue(forKey: index) { free.append(b.storage) }
     }
 
+    /// Waits for a read-ahead in flight and frees every buffer.
     func deallocate() {
+        condition.lock()
+        while let a = ahead, a.outcome == nil { condition.wait() }
+        let left = ahead?.storage
+        ahead = nil
+        condition.unlock()
+        left?.deallocate()
         for b in held.values { b.storage.deallocate() }
         for s in free { s.deallocate() }
         held = [:]
         free = []
+    }
+
+    // MARK: Read-ahead
+
+    /// The read-ahead of `index` with its buffer, once done; nil when none was started for it.
+    /// A read-ahead of another segment is waited for and its buffer kept for the next read.
+    private func takeAhead(_ index: UInt64) -> (storage: UnsafeMutableRawBufferPointer, outcome: Result<Int, any Error>)? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard ahead != nil else { return nil }
+        while ahead!.outcome == nil { condition.wait() }
+        let done = ahead!
+        ahead = nil
+        guard let storage = done.storage else { return nil }  // failed before it had a buffer: read inline
+        guard done.index == index else {
+            free.append(storage)
+            return nil
+        }
+        return (storage, done.outcome!)
+    }
+
+    /// Starts reading the segment after `index` when it is listed, not held, and nothing is in flight.
+    private func startReadAhead(after index: UInt64) {
+        let next = index + 1
+        guard readAheadEnabled, listed.contains(next), held[next] == nil else { return }
+        condition.lock()
+        guard ahead == nil else {
+            condition.unlock()
+            return
+        }
+        ahead = Ahead(index: next, storage: free.popLast(), outcome: nil)  // the thread's until it sets the outcome
+        condition.unlock()
+        let path = path(next)
+        let fs = fileSystem
+        let thread = Thread { [self] in
+            condition.lock()
+            var storage = ahead?.storage
+            condition.unlock()
+            let outcome = Result { () throws -> Int in
+                let handle = try fs.open(path, create: false)
+                defer { handle.close() }
+                let size = Int(try handle.size())
+                if let s = storage, s.count < Self.capacity(size) {
+                    s.deallocate()
+                    storage = nil
+                }
+                let target = storage ?? Self.allocate(size)
+                storage = target
+                return try Self.read(handle, size: size, into: target)
+            }
+            condition.lock()
+            ahead?.storage = storage
+            ahead?.outcome = outcome
+            condition.broadcast()
+            condition.unlock()
+        }
+        thread.name = "aero-rec-read"
+        thread.start()
+    }
+
+    // MARK: Reading
+
+    private func path(_ index: UInt64) -> String { Path.join(directory, WALFormat.segmentName(index)) }
+
+    /// Room for `size` bytes read in whole blocks (an O_DIRECT read's length is a block multiple).
+    private static func capacity(_ size: Int) -> Int {
+        max(directAlignmentBytes, (size + directAlignmentBytes - 1) / directAlignmentBytes * directAlignmentBytes)
+    }
+
+    private static func allocate(_ size: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer.allocate(byteCount: capacity(size), alignment: directAlignmentBytes)
+    }
+
+    /// Up to `size` bytes from the start of the file (fewer when it is shorter by then).
+    private static func read(_ handle: any FileHandle, size: Int, into storage: UnsafeMutableRawBufferPointer) throws -> Int {
+        #if canImport(Glibc)
+        if let fd = handle.descriptor {
+            // A descriptor of the same file that bypasses the page cache (-1 where refused: tmpfs).
+            var direct = Glibc.open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | CLIBURING_O_DIRECT)
+            if direct < 0 && errno == ENOENT { direct = Glibc.open(handle.path, O_RDONLY | O_CLOEXEC | CLIBURING_O_DIRECT) }
+            defer { if direct >= 0 { Glibc.close(direct) } }
+            var done = 0
+            while done < size {
+                let n: Int
+                if direct >= 0 && done % directAlignmentBytes == 0 {
+                    // Whole blocks into the aligned buffer; a short read is the end of the file.
+                    let want = min(capacity(size - done), storage.count - done)
+                    n = pread(direct, storage.baseAddress! + done, want, off_t(done))
+                    if n < 0 && errno == EINVAL {  // refused after all: the rest buffered
+                        Glibc.close(direct)
+                        direct = -1
+                        continue
+                    }
+                } else {
+                    n = pread(fd, storage.baseAddress! + done, size - done, off_t(done))
+                }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw POSIXFileSystem.error("pread", handle.path)
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return min(done, size)
+        }
+        #endif
+        let bytes = try handle.read(at: 0, count: size)
+        bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
+        return bytes.count
     }
 }
