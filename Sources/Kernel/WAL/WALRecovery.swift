@@ -340,7 +340,8 @@ struct WALScan: Sendable {
 /// with the page cache (the kernel writes back dirty pages of the range before it reads), so
 /// the bytes are the ones a buffered read returns. Where O_DIRECT is refused (tmpfs) or a read
 /// ends off a block boundary, the rest is read buffered. At most one read-ahead is in flight,
-/// so the scan holds at most one buffer more than without it.
+/// and only while the scan holds a single segment, so the scan's buffers stay two of a
+/// segment's size, as without read-ahead.
 final class SegmentImages: @unchecked Sendable {
     // @unchecked: `held`, `free` and `readAheadEnabled` belong to the scan's thread; `ahead` is
     // read and written under `condition` (the read-ahead thread only sets its outcome).
@@ -396,17 +397,21 @@ final class SegmentImages: @unchecked Sendable {
         }
         let storage = held[index]!.storage
         held[index] = Buffer(storage: storage, count: count)
-        startReadAhead(after: index)
+        startReadAhead()
         return UnsafeRawBufferPointer(rebasing: storage[0..<count])
     }
 
     /// The scan is done with segment `index`: its buffer serves the next one read.
     func release(_ index: UInt64) {
-        if let b = held.removeValue(forKey: index) { free.append(b.storage) }
+        if let b = held.removeValue(forKey: index) {
+            free.append(b.storage)
+            startReadAhead()
+        }
     }
 
-    /// Waits for a read-ahead in flight and frees every buffer.
-    func deallocate() {
+    /// Waits for a read-ahead in flight and frees every buffer; returns how many it freed.
+    @discardableResult
+    func deallocate() -> Int {
         condition.lock()
         while let a = ahead, a.outcome == nil { condition.wait() }
         let left = ahead?.storage
@@ -415,8 +420,10 @@ final class SegmentImages: @unchecked Sendable {
         left?.deallocate()
         for b in held.values { b.storage.deallocate() }
         for s in free { s.deallocate() }
+        let freed = (left == nil ? 0 : 1) + held.count + free.count
         held = [:]
         free = []
+        return freed
     }
 
     // MARK: Read-ahead
@@ -438,10 +445,15 @@ final class SegmentImages: @unchecked Sendable {
         return (storage, done.outcome!)
     }
 
-    /// Starts reading the segment after `index` when it is listed, not held, and nothing is in flight.
-    private func startReadAhead(after index: UInt64) {
-        let next = index + 1
-        guard readAheadEnabled, listed.contains(next), held[next] == nil else { return }
+    /// Starts reading the segment after the one the scan holds when the scan holds only that one,
+    /// the next is listed, and nothing is in flight: the scan holds its segment and the next one
+    /// only while it checks the next one's header, and releases the first right after, which
+    /// starts the read-ahead of the one after into its buffer. So a scan uses two buffers, as
+    /// without read-ahead.
+    private func startReadAhead() {
+        guard readAheadEnabled, held.count == 1, let current = held.keys.first else { return }
+        let next = current + 1
+        guard listed.contains(next) else { return }
         condition.lock()
         guard ahead == nil else {
             condition.unlock()

@@ -43,7 +43,7 @@ import Testing
             }
             images.release(index)
         }
-        images.deallocate()
+        #expect(images.deallocate() <= 2, "the scan's two buffers, read-ahead included")
         // Out of order: a read-ahead of a segment the scan does not ask for next is set aside.
         let jumping = SegmentImages(fileSystem: POSIXFileSystem(), directory: dir.path, listed: listed)
         for index: UInt64 in [1, 3, 2, 7, 4, 4, 6, 5, 1] {
