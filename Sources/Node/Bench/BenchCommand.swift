@@ -32,6 +32,33 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Scratch directory (default: a new one under /tmp).") var dir: String?
     @Option(help: "The JSON the http-baseline workload answers.") var bodyFile: String?
 
+    /// Every number an operator passes goes through a named range: a clear error, never a trap.
+    enum Ranges {
+        static let writers = 1...4_096
+        static let clients = 1...1_024
+        /// 0 skips the cluster workload's promotion phase.
+        static let promotions = 0...1_000
+        static let seconds = 0.1...3_600.0
+        static let documents = 1...100_000_000
+        /// HTTP ports from here, replication ports from here + 100 (three nodes at most).
+        static let portBase = 1_024...65_535 - 103
+    }
+
+    func validate() throws {
+        func check<T: Comparable>(_ name: String, _ value: T, _ range: ClosedRange<T>) throws {
+            guard range.contains(value) else { throw ValidationError("--\(name) must be in \(range.lowerBound)...\(range.upperBound), not \(value)") }
+        }
+        try check("writers", writers, Ranges.writers)
+        try check("clients", clients, Ranges.clients)
+        try check("promotions", promotions, Ranges.promotions)
+        try check("seconds", seconds, Ranges.seconds)  // NaN is in no range
+        try check("documents", documents, Ranges.documents)
+        try check("port-base", portBase, Ranges.portBase)
+        let memory = PasswordCost.memoryKiBRange, passes = PasswordCost.iterationsRange
+        try check("argon2-memory-kib", argon2MemoryKib, Int(memory.lowerBound)...Int(memory.upperBound))
+        try check("argon2-iterations", argon2Iterations, Int(passes.lowerBound)...Int(passes.upperBound))
+    }
+
     func run() async throws {
         if workload == .httpBaseline {  // no kernel, no scratch directory
             try await HTTPBaseline.serve(port: portBase, bodyFile: bodyFile, seconds: seconds)

@@ -61,7 +61,7 @@ struct ClusterBench {
             }
             if mode == .async { try await lag(cluster) }
         }
-        try await promotions()
+        if promotionRuns > 0 { try await promotions() }
     }
 
     /// The primary in this process, its replica a child process; writers call the kernel.
