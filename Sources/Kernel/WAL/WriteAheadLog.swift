@@ -604,9 +604,17 @@ public final class WriteAheadLog: Sendable {
     /// resumption of the caller's task (two thread hand-offs of a round trip that is one disk
     /// write) are saved. One flush at a time either way (`flushing`), in LSN order.
     public func waitDurable(_ lsn: UInt64) async throws {
-        if let group = takeLoneGroup(lsn) {
-            try flushTaken([group], byCaller: true)
-            return
+        if state.withLock({ $0.awaitingCaller && $0.pending.first?.firstLSN == lsn }) {
+            // Let every committer that is ready place its record first: one that does joins this
+            // group and wakes the flusher thread, which then flushes them together. Without this,
+            // a caller that does not suspend keeps its pool thread from the other committers, each
+            // of them then finds itself alone in turn, and group commit is lost (s19's attempt:
+            // 1,600 flushes for 1,600 commits of 32 writers on a busy pool).
+            await Task.yield()
+            if let group = takeLoneGroup(lsn) {
+                try flushTaken([group], byCaller: true)
+                return
+            }
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let outcome: Result<Bool, AeroError> = state.withLock { s in
