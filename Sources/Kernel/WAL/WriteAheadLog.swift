@@ -79,9 +79,10 @@ public final class WriteAheadLog: Sendable {
     /// thread hand-offs cost a lone commit more than its write. Concurrent commits break the run.
     static let callerFlushAfterLoneFlushes = 2
     /// How long the idle flusher thread sleeps before it looks for a lone commit its caller has
-    /// not flushed (a bound on that commit's wait, never reached by `Database`'s callers, which
-    /// wait right after placing).
-    static let callerFlushWaitMillis = 20
+    /// not flushed: a bound on that commit's wait should its caller be late (a caller yields
+    /// before it flushes, and on a loaded pool its task may resume tens of ms later; `Database`
+    /// always waits right after placing). Long enough that the caller normally wins.
+    static let callerFlushWaitMillis = 200
 
     /// Bytes of recently placed records kept in memory, so replication senders and change
     /// streams following the tail never read segment files (older reads go to disk).
