@@ -229,7 +229,10 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
     /// follower (and its acknowledger), the listener with its sessions and their senders, the
     /// peer watch. Nothing of a stopped node runs, and its replication port is closed.
     @Test func nothingOfAStoppedNodeRunsAndItsPortIsClosed() async throws {
-        try await PrimaryUnderTest.with(prepare: { db in
+        // A generous replica wait: the first sync commit waits for the replica's connect and
+        // handshake too, which on a loaded machine (the whole suite beside a crash run) took
+        // over the default second (AERO_COMMIT_IN_DOUBT once).
+        try await PrimaryUnderTest.with(replicaWaitMillis: 30_000, prepare: { db in
             _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
         }) { primary in
             let replica = try await ReplicaUnderTest.start(following: primary)
