@@ -609,8 +609,9 @@ public final class WriteAheadLog: Sendable {
             // Let every committer that is ready place its record first: one that does joins this
             // group and wakes the flusher thread, which then flushes them together. Without this,
             // a caller that does not suspend keeps its pool thread from the other committers, each
-            // of them then finds itself alone in turn, and group commit is lost (s19's attempt:
-            // 1,600 flushes for 1,600 commits of 32 writers on a busy pool).
+            // of them then finds itself alone in turn, and group commit is lost (the attempt of
+            // 2026-12-04 in docs/BENCHMARKS.md, reverted: 1,600 flushes for 1,600 commits of 32
+            // writers on a busy pool).
             await Task.yield()
             if let group = takeLoneGroup(lsn) {
                 try flushTaken([group], byCaller: true)

@@ -110,7 +110,7 @@ final class LockedText: @unchecked Sendable {
     /// The same with one thread of the cooperative pool kept busy by other work (a node's HTTP
     /// tasks, other suites): the committers share the remaining thread, and a lone commit flushed
     /// by its caller must not keep them from placing theirs (each would then be alone in turn:
-    /// one flush per commit, s19's reverted attempt).
+    /// one flush per commit: the reverted attempt of 2026-12-04 in BENCHMARKS).
     /// One engine: each case would keep a pool thread busy, and cases run in parallel.
     @Test func concurrentCommitsShareFlushesWithAPoolThreadBusy() async throws {
         try await concurrentCommitsShareFlushes(engine: walEngines.last!, busyPoolThread: true)
