@@ -51,6 +51,17 @@ final class ReplicaUnderTest: @unchecked Sendable {
         self.node = node
     }
 
+    /// Runs `body` and stops the replica after it, whether it returned or threw.
+    func whileRunning(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+    }
+
     func stop() async {
         await node.stopFollower()
         await node.stop()
@@ -98,7 +109,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             #expect(primary.database.recentRecords(from: 1, maxBytes: 1) == nil, "restarted: nothing of the log in memory")
             let readsBefore = ReplicationProbes.diskReads.load(ordering: .relaxed)
             let replica = try await ReplicaUnderTest.start(following: primary)
-            do {
+            try await replica.whileRunning {
                 #expect(try await replica.waitCaughtUp(primary), "the replica caught up")
                 #expect(ReplicationProbes.diskReads.load(ordering: .relaxed) - readsBefore >= 3, "the catch-up read the segment files")
                 #expect(ReplicationProbes.diskReadsOnEventLoop.load(ordering: .relaxed) == 0, "a segment read ran on an event loop")
@@ -107,11 +118,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
                 #expect(try await replica.waitCaughtUp(primary))
                 #expect(replica.database.durablePosition.lsn == lsn)
                 try replica.expectSameLog(as: primary)
-            } catch {
-                await replica.stop()
-                throw error
             }
-            await replica.stop()
         }
     }
 
@@ -128,7 +135,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
         }) { primary in
             let replica = try await ReplicaUnderTest.start(following: primary, segmentBytes: KernelLimits.walSegmentBytesMin,
                                                            preallocateInBackground: preallocateInBackground)
-            do {
+            try await replica.whileRunning {
                 let leftBefore = ReplicationProbes.framesLeftToTheStream.load(ordering: .relaxed)
                 let waitingBefore = ReplicationProbes.waitingApplies.load(ordering: .relaxed)
                 // Connected and streaming: one sync commit goes through.
@@ -151,11 +158,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
                             "a frame rolling over to an unprepared segment was left to the session's task")
                     #expect(ReplicationProbes.waitingApplies.load(ordering: .relaxed) > waitingBefore)
                 }
-            } catch {
-                await replica.stop()
-                throw error
             }
-            await replica.stop()
         }
     }
 }
@@ -185,7 +188,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
         places.handshakeMillis = 600_000
         let listener = try await Transport.listen(members[0].replication, places: places) { _ in true }
         let replica = try await ReplicaUnderTest.start(members: members)
-        do {
+        try await replica.whileRunning {
             try await listener.executeThenClose { accepted in
                 var connections = accepted.makeAsyncIterator()
                 let connection = try #require(try await connections.next())
@@ -216,11 +219,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
                     #expect(replica.database.durablePosition.lsn == last)
                 }
             }
-        } catch {
-            await replica.stop()
-            throw error
         }
-        await replica.stop()
     }
 }
 
