@@ -239,7 +239,7 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     /// An answer naming an LSN also names that record's epoch (when this node's history says).
     func stamped(_ response: Response) -> Response {
-        guard response.headers[ClusterHTTP.lsnEpochHeader] == nil, let text = response.headers[HTTPJSON.lsnHeader],
+        guard !response.headers.contains(ClusterHTTP.lsnEpochHeader), let text = response.headers.value(HTTPJSON.lsnHeader),
               let lsn = UInt64(text) else { return response }
         var response = response
         let snapshot = database.snapshot()

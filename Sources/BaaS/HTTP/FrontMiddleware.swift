@@ -58,7 +58,7 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // 1. The request id.
-        let sent = request.headers[RequestID.header]
+        let sent = request.headers.value(RequestID.header)
         let id = RequestID.accept(sent) ?? RequestID.generate()
         var request = request
         if sent != id {  // carried on (write forwarding copies the request's headers)

@@ -11,7 +11,7 @@
 
 import Kernel
 
-struct PostgRESTQuery {
+struct PostgRESTQuery: Sendable {
     var filters: [Filter] = []
     /// Raw `select=` text; parsed against the snapshot's collections by `SelectParser`.
     var select: String?

@@ -143,9 +143,9 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
-        let accept = request.headers[.accept] ?? "*/*"
+        let accept = request.headers.value(.accept) ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
         let policies = try explainAs.policies(schema, snapshot)
         let items = try selectItems(parsed, schema, snapshot, aggregates: database.queryOptions.aggregatesEnabled, read: true)
@@ -158,7 +158,7 @@ enum RESTAPI {
         let embeddedOrder = parsed.order.contains(where: EmbeddedOrder.isEmbedded)
         var query = Query(collection: schema.name, filter: filter, order: embeddedOrder ? [] : parsed.order,
                           limit: parsed.limit, offset: parsed.offset, count: prefer.count)
-        if let header = request.headers[rangeHeader], parsed.limit == nil, let range = try RangeHeader.parse(header) {
+        if let header = request.headers.value(rangeHeader), parsed.limit == nil, let range = try RangeHeader.parse(header) {
             query.offset = range.offset
             query.limit = range.count
         }
@@ -295,7 +295,7 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
         let documents: [Document]
         switch try await request.body() {
@@ -375,7 +375,7 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
+        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
         guard let requested = parsed.filter else {
             return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",
