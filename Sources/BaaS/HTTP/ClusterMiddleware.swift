@@ -330,17 +330,17 @@ struct ClusterMiddleware<Context: ClientAddressContext>: RouterMiddleware {
         let head = ClusterHTTP.outboundHead(request, body: body, primary: primary, nodeID: cluster.nodeID,
                                             signedAddress: clientIP.map { addressSignatures.sign($0) },
                                             signedHost: request.head.authority.map { hostSignatures.sign($0) })
-        let started = ContinuousClock.now  // aerodb_forward_duration_seconds (NodeMetrics)
+        let started = ContinuousClock.now  // aerodb_forward_duration_seconds (ForwardMetrics)
         let answer: ForwardAnswer
         switch await ClusterHTTP.forwardPool.exchange(primary, head: head, body: body) {
         case .success(let whole):
             answer = whole
         case .failure(let failure):
-            NodeMetrics.shared.recordForward(status: nil, elapsed: ContinuousClock.now - started)
+            ForwardMetrics.shared.record(status: nil, elapsed: ContinuousClock.now - started)
             return .failed(ClusterHTTP.classify(failure, primary: primary))
         }
         let status = Int(answer.head.status.code)
-        NodeMetrics.shared.recordForward(status: status, elapsed: ContinuousClock.now - started)
+        ForwardMetrics.shared.record(status: status, elapsed: ContinuousClock.now - started)
         var headers = ClusterHTTP.answerFields(answer.head.headers)
         if let lsn = headers[HTTPJSON.lsnHeader].flatMap({ UInt64($0) }) {
             // Resumed by the publication that reaches it (`Visibility.wait`: one list of waiters).

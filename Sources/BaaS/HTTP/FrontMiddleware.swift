@@ -86,7 +86,11 @@ struct FrontMiddleware<Context: ClientAddressContext>: RouterMiddleware {
             let elapsed = ContinuousClock.now - started
             let method = ready.method.rawValue, status = Int(response.status.code)
             logRequest(ready, logger: prepared.logger, id: id, status: status, elapsed: elapsed)
-            response.headers[RequestID.header] = id
+            if response.headers.contains(RequestID.header) {
+                response.headers[RequestID.header] = id
+            } else {
+                response.headers.append(HTTPField(name: RequestID.header, value: id))  // the setter's generic path, without its search
+            }
             metrics.recordRequest(method: method, route: prepared.endpointPath, status: status, elapsed: elapsed)
             slowLog.observe(method: method, route: prepared.endpointPath, path: ready.uri.path,
                             status: status, elapsed: elapsed, requestID: id, logger: prepared.logger, notes: notes)

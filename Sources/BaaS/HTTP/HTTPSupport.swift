@@ -81,9 +81,10 @@ public enum HTTPJSON {
     /// ClusterMiddleware.stamped would add, said by the answer's own snapshot, so the middleware
     /// neither reads the LSN text back nor takes a snapshot of its own (issue 19: a GET by key).
     public static func lsnFields(_ snapshot: Snapshot) -> HTTPFields {
-        var headers: HTTPFields = [lsnHeader: String(snapshot.lsn)]
+        var headers = HTTPFields()  // appended: neither name is there yet (no search, no generic setter)
+        headers.append(HTTPField(name: lsnHeader, value: String(snapshot.lsn)))
         if let epoch = snapshot.state.epochHistory.epoch(at: snapshot.lsn, last: snapshot.lsn) {
-            headers[ClusterHTTP.lsnEpochHeader] = String(epoch)
+            headers.append(HTTPField(name: ClusterHTTP.lsnEpochHeader, value: String(epoch)))
         }
         return headers
     }

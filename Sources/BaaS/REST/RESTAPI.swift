@@ -183,8 +183,8 @@ enum RESTAPI {
         }
         let count = aggregated?.count ?? rows.count
         func row(_ i: Int) throws -> JSONValue { try aggregated?[i] ?? projector.project(rows[i], items, schema: schema) }
-        var headers = HTTPJSON.lsnFields(snapshot)
-        headers[contentRangeHeader] = contentRange(offset: query.offset, count: count, total: total)
+        var headers = HTTPJSON.lsnFields(snapshot)  // the LSN and its epoch only: Content-Range is appended
+        headers.append(HTTPField(name: contentRangeHeader, value: contentRange(offset: query.offset, count: count, total: total)))
         prefer.applied(read: true, into: &headers)
         if accept.hasPrefix("application/vnd.pgrst.object+json") {
             guard count == 1 else {
