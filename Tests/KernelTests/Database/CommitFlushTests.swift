@@ -31,10 +31,11 @@ import Testing
         for i in 0..<100 { _ = try await insert(db, "n\(i)", i) }
         let after = db.walFlushes
         await db.close()
-        // One flush per commit, each by its caller but the first few (the flusher takes a lone
-        // commit until `callerFlushAfterLoneFlushes` lone flushes in a row).
+        // One flush per commit, nearly all by their callers: the flusher takes a lone commit
+        // until `callerFlushAfterLoneFlushes` lone flushes in a row, and on a loaded machine
+        // it may wake from its timed wait (`callerFlushWaitMillis`) and take one first.
         #expect(after.all - before.all == 100)
-        #expect(after.byCallers - before.byCallers >= 100 - WriteAheadLog.callerFlushAfterLoneFlushes)
+        #expect(after.byCallers - before.byCallers >= 90, "\(after.byCallers - before.byCallers) of 100 flushed by their callers")
     }
 
     /// 32 tasks commit 50 times each through `Database.commit` while one pool thread spins: they
