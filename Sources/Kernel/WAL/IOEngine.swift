@@ -13,6 +13,8 @@
 //   The buffer is block aligned in memory, offset and length (`AlignedWriteBuffer`; the WAL
 //   writes whole blocks already); the page cache is bypassed for these writes only (the zero-fill,
 //   reads and recovery stay buffered; Linux invalidates cached pages a direct write covers).
+//   A group of a single record (a lone commit, flushed by its own caller) is the same write
+//   through plain pwrite on that descriptor: without the ring's round trip it is faster still.
 // - `UringEngine` buffered (`uring-buffered`, and wherever O_DIRECT cannot be opened, tmpfs): a
 //   write linked to an fdatasync, one submission, two completions; a group of a single record (a
 //   lone commit) is written with pwrite + fdatasync on the flusher thread instead (the io-wq hop
@@ -86,7 +88,14 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
         let alignment = directAlignmentBytes
         if direct, Int(bitPattern: bytes.baseAddress) % alignment == 0, bytes.count % alignment == 0,
            offset % Int64(alignment) == 0, let fd = handle.directDurableDescriptor() {
-            try submit(bytes, at: offset, fd: fd, fsync: false, handle)
+            if alone {
+                // A lone commit: the same write as a plain pwrite on the direct descriptor, which
+                // skips the ring's submission and completion (11.9k against 10.8-11.3k writes/s
+                // in wal_engine_model.c, `pwd` against `urd`).
+                try Self.pwriteAll(bytes, at: offset, fd: fd, handle)
+            } else {
+                try submit(bytes, at: offset, fd: fd, fsync: false, handle)
+            }
             directWrites.add(1, ordering: .relaxed)
             return
         }
@@ -130,6 +139,21 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
                 : AeroError(.ioError, "short write to \(handle.path): \(results.write) of \(buffer.count) bytes")
         }
         guard results.sync >= 0 else { throw uringError("fdatasync", -results.sync, handle) }
+    }
+
+    /// pwrite until every byte is written (an interrupted or short write continues where it
+    /// stopped; O_DIRECT keeps each piece block aligned since the kernel writes whole blocks).
+    static func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64, fd: Int32, _ handle: any FileHandle) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + Int64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw POSIXFileSystem.error("pwrite (O_DIRECT|O_DSYNC)", handle.path, code: errno)
+            }
+            guard n > 0 else { throw AeroError(.ioError, "pwrite to \(handle.path) wrote nothing at \(offset + Int64(done))") }
+            done += n
+        }
     }
 
     private func uringError(_ operation: String, _ code: Int32, _ handle: any FileHandle) -> AeroError {
