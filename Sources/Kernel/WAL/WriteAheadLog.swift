@@ -74,21 +74,6 @@ public final class WriteAheadLog: Sendable {
     /// flushes on the same disk do not queue behind it. Full speed once the tail is half full;
     /// the log's close stops the fill (its partial file is removed) and waits for it.
     static let spareChunkPauseMicros: UInt32 = 2_000
-    /// A background fill also keeps within `spareFillAllowance` of the tail's use: on a fresh
-    /// log (nothing recycled yet) every rollover's fill ran at up to ~100 MB/s right when commits
-    /// and a replica's flushes were busiest (each node of the cluster bench filled 2-3 spares in
-    /// its 10 s lag phase), and every flush on the disk pays for the fill data written since the
-    /// last one (no FUA here: an O_DSYNC write is a write and a cache flush). Tied to the tail's
-    /// pace, the fill writes about twice what the log writes meanwhile, spread out, and is whole
-    /// by the time the tail is half full, as before.
-    static let spareFillLeadDivisor = 16
-
-    /// How many bytes of the next spare a background fill may have written while the tail
-    /// segment holds `tailOffset` bytes: twice that plus a lead of 1/`spareFillLeadDivisor` of a
-    /// segment (a whole segment or more from half full on).
-    static func spareFillAllowance(tailOffset: Int, segmentBytes: Int) -> Int {
-        2 * tailOffset + segmentBytes / spareFillLeadDivisor
-    }
     /// Consecutive lone-commit flushes after which a lone commit is flushed by its own caller
     /// (`waitDurable`) instead of the flusher thread: commits come one at a time then, and the two
     /// thread hand-offs cost a lone commit more than its write. Concurrent commits break the run.
@@ -464,12 +449,10 @@ public final class WriteAheadLog: Sendable {
         let half = options.segmentBytes / 2
         let handle = try Self.createZeroedSegment(fileSystem: fileSystem, options: options, index: index,
                                                   syncEveryBytes: chunked ? Self.spareChunkBytes : nil,
-                                                  pace: chunked ? { [self] filled in
+                                                  pace: chunked ? { [self] in
                                                       state.withLock { s -> SpareFillPace in
                                                           if s.closed { return .stop }
-                                                          guard s.tail.segmentIndex < index && s.tail.offset < half else { return .go }
-                                                          let allowed = Self.spareFillAllowance(tailOffset: s.tail.offset, segmentBytes: options.segmentBytes)
-                                                          return filled + Self.spareChunkBytes > allowed ? .wait : .pause
+                                                          return s.tail.segmentIndex < index && s.tail.offset < half ? .pause : .go
                                                       }
                                                   } : nil)
         handles.withLock { $0[index] = handle }
@@ -519,7 +502,7 @@ public final class WriteAheadLog: Sendable {
     /// A zero-filled, preallocated segment file, durable with its directory entry.
     private static func createZeroedSegment(fileSystem: any FileSystem, options: WALOptions, index: UInt64,
                                             header: [UInt8] = [], syncEveryBytes: Int? = nil,
-                                            pace: ((Int) -> SpareFillPace)? = nil) throws -> any FileHandle {
+                                            pace: (() -> SpareFillPace)? = nil) throws -> any FileHandle {
         let path = Path.join(options.directory, WALFormat.segmentName(index))
         if fileSystem.exists(path) { try fileSystem.remove(path) }
         let handle = try fileSystem.open(path, create: true)
@@ -527,22 +510,12 @@ public final class WriteAheadLog: Sendable {
             try handle.allocate(at: 0, length: Int64(options.segmentBytes))
             let step = syncEveryBytes ?? options.segmentBytes
             for start in stride(from: 0, to: options.segmentBytes, by: step) {
-                let end = min(start + step, options.segmentBytes)
-                try zeroFill(handle, from: start, to: end)
+                try zeroFill(handle, from: start, to: min(start + step, options.segmentBytes))
                 if syncEveryBytes != nil { try handle.sync() }
-                // One pause after a chunk while the spare is not needed soon, and as many more
-                // as it takes the tail to allow the next chunk (`spareFillAllowance`).
-                var paused = false
-                pacing: while end < options.segmentBytes {
-                    switch pace?(end) ?? .go {
-                    case .go: break pacing
-                    case .pause:
-                        if paused { break pacing }
-                        paused = true
-                        usleep(Self.spareChunkPauseMicros)
-                    case .wait: usleep(Self.spareChunkPauseMicros)
-                    case .stop: throw SpareFillStopped()
-                    }
+                switch pace?() ?? .go {
+                case .go: break
+                case .pause: usleep(Self.spareChunkPauseMicros)
+                case .stop: throw SpareFillStopped()
                 }
             }
             if !header.isEmpty { try handle.write(header, at: 0) }
@@ -988,11 +961,9 @@ public final class WriteAheadLog: Sendable {
     }
 }
 
-/// What a background zero-fill does after a chunk, given what it wrote: go on, pause once (the
-/// spare is not needed soon), wait (the next chunk would run ahead of the tail's allowance:
-/// asked again after a pause), or stop (the log closed: the partial file is removed, the spare
-/// is not made).
-enum SpareFillPace { case go, pause, wait, stop }
+/// What a background zero-fill does after a chunk: go on, pause (the spare is not needed
+/// soon), or stop (the log closed: the partial file is removed, the spare is not made).
+enum SpareFillPace { case go, pause, stop }
 
 /// A background zero-fill stopped by the log's close (not a failure: nothing was written that
 /// any record refers to, and the partial file is removed).

@@ -497,17 +497,6 @@ final class LockedText: @unchecked Sendable {
         #expect(closing.count == 10)
     }
 
-    /// A background fill keeps within twice the tail segment's use plus a sixteenth of a segment
-    /// (`spareFillAllowance`), so it spreads its writes over the tail's own pace, and it may
-    /// write the whole spare by the time the tail is half full (the rollover finds it ready).
-    @Test func backgroundSpareFillKeepsPaceWithTheTail() {
-        let segment = 64 << 20
-        #expect(WriteAheadLog.spareFillAllowance(tailOffset: 0, segmentBytes: segment) == 4 << 20)
-        #expect(WriteAheadLog.spareFillAllowance(tailOffset: 10 << 20, segmentBytes: segment) == 24 << 20)
-        #expect(WriteAheadLog.spareFillAllowance(tailOffset: segment / 2, segmentBytes: segment) >= segment)
-        #expect(WriteAheadLog.spareFillAllowance(tailOffset: 0, segmentBytes: segment) >= WriteAheadLog.spareChunkBytes)
-    }
-
     /// Closing while a spare is zero-filled in the background stops the fill: after `close` no
     /// file of the log is open (the fill's handle was never closed before) and the spare is either
     /// whole (the fill ended first) or gone, never a partial file written to after close.
