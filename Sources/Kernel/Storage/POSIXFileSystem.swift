@@ -53,6 +53,14 @@ public struct POSIXFileSystem: FileSystem {
         guard fsync(fd) == 0 else { throw POSIXFileSystem.error("fsync directory", path) }
     }
 
+    /// A second descriptor of the file open as `fd` at `path`, with `flags` (O_DIRECT ones):
+    /// through /proc/self/fd, so a rename since the open does not matter, and by path where
+    /// /proc is not mounted. -1 (errno set) when refused: EINVAL where O_DIRECT is not supported.
+    static func reopen(fd: Int32, path: String, flags: Int32) -> Int32 {
+        let again = Glibc.open("/proc/self/fd/\(fd)", flags)
+        return again < 0 && errno == ENOENT ? Glibc.open(path, flags) : again
+    }
+
     static func error(_ operation: String, _ path: String, code: Int32 = errno) -> AeroError {
         let reason = String(cString: strerror(code))
         if code == ENOSPC || code == EDQUOT {
@@ -86,9 +94,7 @@ public final class POSIXFileHandle: FileHandle {
             case .open(let direct): return direct
             case .refused, .closed: return nil
             case .unopened:
-                let flags = O_WRONLY | O_CLOEXEC | CLIBURING_O_DIRECT | O_DSYNC
-                var direct = Glibc.open("/proc/self/fd/\(fd)", flags)
-                if direct < 0 && errno == ENOENT { direct = Glibc.open(path, flags) }
+                let direct = POSIXFileSystem.reopen(fd: fd, path: path, flags: O_WRONLY | O_CLOEXEC | CLIBURING_O_DIRECT | O_DSYNC)
                 state = direct >= 0 ? .open(direct) : .refused
                 return direct >= 0 ? direct : nil
             }

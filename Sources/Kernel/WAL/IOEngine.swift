@@ -141,8 +141,9 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
         guard results.sync >= 0 else { throw uringError("fdatasync", -results.sync, handle) }
     }
 
-    /// pwrite until every byte is written (an interrupted or short write continues where it
-    /// stopped; O_DIRECT keeps each piece block aligned since the kernel writes whole blocks).
+    /// pwrite until every byte is written: an interrupted write is retried, a short one continues
+    /// where it stopped (a direct write stops at a block boundary; should one not, the next
+    /// pwrite is refused with EINVAL and the flush fails, F1).
     static func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64, fd: Int32, _ handle: any FileHandle) throws {
         var done = 0
         while done < bytes.count {

@@ -507,8 +507,7 @@ final class SegmentImages: @unchecked Sendable {
         #if canImport(Glibc)
         if let fd = handle.descriptor {
             // A descriptor of the same file that bypasses the page cache (-1 where refused: tmpfs).
-            var direct = Glibc.open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | CLIBURING_O_DIRECT)
-            if direct < 0 && errno == ENOENT { direct = Glibc.open(handle.path, O_RDONLY | O_CLOEXEC | CLIBURING_O_DIRECT) }
+            var direct = POSIXFileSystem.reopen(fd: fd, path: handle.path, flags: O_RDONLY | O_CLOEXEC | CLIBURING_O_DIRECT)
             defer { if direct >= 0 { Glibc.close(direct) } }
             var done = 0
             while done < size {
