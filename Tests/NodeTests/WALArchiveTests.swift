@@ -288,8 +288,6 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         #expect(listing.firstLSN.map { $0 > 1 } == true, "the oldest files are gone: \(listing.json)")
         #expect(afterPasses.dropLast().allSatisfy { $0.lastLSN > end.lsn }, "the passes removed every file wholly before the backup's end (\(end)): \(afterPasses)")
         #expect(afterPasses.allSatisfy { listing.entries.contains($0) }, "and nothing else: \(listing.json)")
-        // Archived after the last pass and wholly before the backup's end: what a prune removes now.
-        let late = listing.entries.dropLast().filter { !afterPasses.contains($0) && $0.lastLSN <= end.lsn }.count
         #expect(listing.gaps.allSatisfy { $0.kind == "start" }, "\(listing.json)")
         var pruned = 0
         for _ in 0..<100 {
@@ -313,9 +311,15 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
         let before = try ArchiveDirectory.scan(archive).entries
         #expect(throws: AeroError.self) { try ArchiveDirectory.prune(archive, keepingAfter: LogPosition(lsn: end.lsn + 30, checksum: 12345)) }
         #expect(try ArchiveDirectory.scan(archive).entries == before)
+        // What a prune removes now: every file wholly before the backup's end but the newest.
+        // Those are the files archived after the last pass, and the one that was the newest then
+        // (a prune never removes the newest file, and a push has added files after it since).
+        let late = before.dropLast().filter { $0.lastLSN <= end.lsn }
         let cli = try await runProgram(Binaries.path("aerodb"), ["archive", "prune", "--archive", archive, "--backup", backup, "--json"])
-        #expect(cli.status == 0 && (try? JSON.parse(cli.output))?["removed"]?.intValue == Int64(late),
-                "pruned to this backup but for the \(late) file(s) archived after the last pass: \(cli.output)")
+        #expect(cli.status == 0 && (try? JSON.parse(cli.output))?["removed"]?.intValue == Int64(late.count),
+                "pruned to this backup but for the \(late.count) file(s) wholly before its end (\(late)): \(cli.output)")
+        let left = try ArchiveDirectory.scan(archive).entries
+        #expect(left == before.filter { !late.contains($0) }, "exactly those removed: \(left)")
     }
 }
 

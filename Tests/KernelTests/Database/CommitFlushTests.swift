@@ -31,11 +31,16 @@ import Testing
         for i in 0..<100 { _ = try await insert(db, "n\(i)", i) }
         let after = db.walFlushes
         await db.close()
-        // One flush per commit, nearly all by their callers: the flusher takes a lone commit
-        // until `callerFlushAfterLoneFlushes` lone flushes in a row, and on a loaded machine
-        // it may wake from its timed wait (`callerFlushWaitMillis`) and take one first.
+        // One flush per commit, by their callers but for: the first ones (the flusher takes a
+        // lone commit until `callerFlushAfterLoneFlushes` lone flushes in a row), and the one in
+        // `aloneCommitsPerYield` that yields first: on a busy pool (the suites beside this one)
+        // its task may resume after the flusher's timed wait (`callerFlushWaitMillis`) took it
+        // (12 of 12 did in a full `scripts/test`). A commit that does not yield takes its group
+        // right after placing it.
+        let yielding = 100 / Database.aloneCommitsPerYield
         #expect(after.all - before.all == 100)
-        #expect(after.byCallers - before.byCallers >= 90, "\(after.byCallers - before.byCallers) of 100 flushed by their callers")
+        #expect(after.byCallers - before.byCallers >= 100 - yielding - WriteAheadLog.callerFlushAfterLoneFlushes - 2,
+                "\(after.byCallers - before.byCallers) of 100 flushed by their callers")
     }
 
     /// 32 tasks commit 50 times each through `Database.commit` while one pool thread spins: they
