@@ -604,19 +604,15 @@ public final class WriteAheadLog: Sendable {
     /// by its caller, as the flusher thread would flush it: the wake-up of the flusher and the
     /// resumption of the caller's task (two thread hand-offs of a round trip that is one disk
     /// write) are saved. One flush at a time either way (`flushing`), in LSN order.
-    /// `othersCommitting`: whether another commit may be placed meanwhile (false only when the
-    /// caller knows it is the only commit in progress: then it does not yield first).
-    public func waitDurable(_ lsn: UInt64, othersCommitting: Bool = true) async throws {
+    public func waitDurable(_ lsn: UInt64) async throws {
         if state.withLock({ $0.awaitingCaller && $0.pending.first?.firstLSN == lsn }) {
             // Let every committer that is ready place its record first: one that does joins this
             // group and wakes the flusher thread, which then flushes them together. Without this,
             // a caller that does not suspend keeps its pool thread from the other committers, each
             // of them then finds itself alone in turn, and group commit is lost (the attempt of
             // 2026-12-04 in docs/BENCHMARKS.md, reverted: 1,600 flushes for 1,600 commits of 32
-            // writers on a busy pool). With no other commit in progress there is no one to wait
-            // for, and the yield would only cost a thread hand-off (a wake-up of another pool
-            // thread that resumes this task).
-            if othersCommitting { await Task.yield() }
+            // writers on a busy pool).
+            await Task.yield()
             if let group = takeLoneGroup(lsn) {
                 try flushTaken([group], byCaller: true)
                 return
