@@ -15,13 +15,13 @@ final class ForwardMetrics: Sendable {
     static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"]
 
     private let metrics: NodeMetrics
-    private let made = Mutex<(counters: [Prometheus.Counter?], duration: Prometheus.DurationHistogram?)>((Array(repeating: nil, count: 6), nil))
+    private let made = Mutex<(counters: [Prometheus.Counter?], duration: Prometheus.DurationHistogram?)>((Array(repeating: nil, count: classes.count), nil))
 
     init(_ metrics: NodeMetrics) { self.metrics = metrics }
 
     /// `status_class` of an answer's status (nil: no answer), as an index into `classes`.
     static func classIndex(_ status: Int?) -> Int {
-        guard let status, (100...599).contains(status) else { return 5 }
+        guard let status, (100...599).contains(status) else { return classes.count - 1 }  // "error"
         return status / 100 - 1
     }
 

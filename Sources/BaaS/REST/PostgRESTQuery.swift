@@ -11,7 +11,7 @@
 
 import Kernel
 
-struct PostgRESTQuery: Sendable {
+struct PostgRESTQuery {
     var filters: [Filter] = []
     /// Raw `select=` text; parsed against the snapshot's collections by `SelectParser`.
     var select: String?

@@ -143,7 +143,7 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
         let accept = request.headers.value(.accept) ?? "*/*"
         let explainAs = try explainCaller(request, access, explain: accept.hasPrefix("application/vnd.pgrst.plan"))
@@ -295,7 +295,7 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
         let documents: [Document]
         switch try await request.body() {
@@ -375,7 +375,7 @@ enum RESTAPI {
         let database = access.database
         let snapshot = database.snapshot()
         let schema = try collection(request.collection, snapshot)
-        let parsed = try ParsedQueries.shared.parse(request.query, schema: schema)
+        let parsed = try PostgRESTQuery.parse(request.query, schema: schema)
         let prefer = try Prefer(request.headers)
         guard let requested = parsed.filter else {
             return RESTError.response(code: "21000", message: "\(delete ? "DELETE" : "UPDATE") requires a WHERE clause",

@@ -61,6 +61,22 @@ public struct POSIXFileSystem: FileSystem {
         return again < 0 && errno == ENOENT ? Glibc.open(path, flags) : again
     }
 
+    /// pwrite until every byte is written: an interrupted write is retried, a short one continues
+    /// where it stopped (a direct write stops at a block boundary; should one not, the next pwrite
+    /// is refused with EINVAL), and a write of nothing is an error rather than a loop.
+    static func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64, fd: Int32, path: String, operation: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error(operation, path)
+            }
+            guard n > 0 else { throw AeroError(.ioError, "\(operation) \(path): nothing written at \(offset + Int64(done))") }
+            done += n
+        }
+    }
+
     static func error(_ operation: String, _ path: String, code: Int32 = errno) -> AeroError {
         let reason = String(cString: strerror(code))
         if code == ENOSPC || code == EDQUOT {
@@ -121,15 +137,7 @@ public final class POSIXFileHandle: FileHandle {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw POSIXFileSystem.error("pwrite", path)
-            }
-            done += n
-        }
+        try POSIXFileSystem.pwriteAll(bytes, at: offset, fd: fd, path: path, operation: "pwrite")
     }
 
     public func sync() throws {

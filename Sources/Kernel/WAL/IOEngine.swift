@@ -92,7 +92,7 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
                 // A lone commit: the same write as a plain pwrite on the direct descriptor, which
                 // skips the ring's submission and completion (11.9k against 10.8-11.3k writes/s
                 // in wal_engine_model.c, `pwd` against `urd`).
-                try Self.pwriteAll(bytes, at: offset, fd: fd, handle)
+                try POSIXFileSystem.pwriteAll(bytes, at: offset, fd: fd, path: handle.path, operation: "pwrite (O_DIRECT|O_DSYNC)")
             } else {
                 try submit(bytes, at: offset, fd: fd, fsync: false, handle)
             }
@@ -139,22 +139,6 @@ final class UringEngine: WALIOEngine, @unchecked Sendable {
                 : AeroError(.ioError, "short write to \(handle.path): \(results.write) of \(buffer.count) bytes")
         }
         guard results.sync >= 0 else { throw uringError("fdatasync", -results.sync, handle) }
-    }
-
-    /// pwrite until every byte is written: an interrupted write is retried, a short one continues
-    /// where it stopped (a direct write stops at a block boundary; should one not, the next
-    /// pwrite is refused with EINVAL and the flush fails, F1).
-    static func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64, fd: Int32, _ handle: any FileHandle) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + Int64(done)))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw POSIXFileSystem.error("pwrite (O_DIRECT|O_DSYNC)", handle.path, code: errno)
-            }
-            guard n > 0 else { throw AeroError(.ioError, "pwrite to \(handle.path) wrote nothing at \(offset + Int64(done))") }
-            done += n
-        }
     }
 
     private func uringError(_ operation: String, _ code: Int32, _ handle: any FileHandle) -> AeroError {
