@@ -57,6 +57,12 @@ public final class Database: Sendable {
     private let queryLimits: Mutex<QueryOptions>
     /// The committed-transaction stream all subscribers read (ChangeHub.swift).
     private let hub: ChangeHub
+    /// Local commits between their entry into `commit` and their return (`othersMayCommit`).
+    private let committing = Atomic<Int>(0)
+    /// Commits in a row that found themselves alone and flushed without yielding.
+    private let aloneWithoutYield = Atomic<Int>(0)
+    /// A commit alone yields (lets others place theirs) once per this many (`othersMayCommit`).
+    static let aloneCommitsPerYield = 8
 
     private struct Core: Sendable {
         let wal: WriteAheadLog
@@ -67,6 +73,8 @@ public final class Database: Sendable {
     private var wal: WriteAheadLog { core.withLock { $0.wal } }
     private var writer: Writer { core.withLock { $0.writer } }
     private var checkpointRunner: CheckpointRunner { core.withLock { $0.checkpointRunner } }
+    /// The WAL's flushes so far, and those a committer did itself (tests of group commit).
+    var walFlushes: (all: Int, byCallers: Int) { let wal = wal; return (wal.flushCount, wal.callerFlushCount) }
 
     /// Marks a replica's checkpoint installation in progress: a node that finds it at open
     /// discards the partial state and starts empty (the primary ships the checkpoint again).
@@ -99,10 +107,7 @@ public final class Database: Sendable {
                     checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN, retention: retention))
     }
 
-    private var walOptions: WALOptions {
-        WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
-                   engine: options.walEngine, preallocateInBackground: options.walPreallocateInBackground)
-    }
+    private var walOptions: WALOptions { options.walOptions }
 
     // MARK: Open and recovery
 
@@ -118,8 +123,7 @@ public final class Database: Sendable {
         try discardInterruptedInstall(options, store)
         let loaded = try store.loadNewest()
         var state = loaded?.state ?? .empty
-        let walOptions = WALOptions(directory: options.walDirectory, segmentBytes: options.walSegmentBytes,
-                                    engine: options.walEngine, preallocateInBackground: options.walPreallocateInBackground)
+        let walOptions = options.walOptions
         var replayed = 0
         // The log is scanned and payloads are decoded on other threads, a few records ahead;
         // records are applied here, in LSN order (RecoveryPipeline).
@@ -177,8 +181,10 @@ public final class Database: Sendable {
     /// transaction (row-level-security `with check` conditions).
     public func commit(_ operations: [WriteOperation], check: (any ChangeCheck)? = nil) async throws -> CommitResult {
         let started = ContinuousClock.now
+        committing.wrappingAdd(1, ordering: .relaxed)
+        defer { committing.wrappingSubtract(1, ordering: .relaxed) }
         let (lsn, changes) = try writer.commit(operations, check: check, query: queryOptions)
-        try await waitVisible(lsn)
+        try await waitVisible(lsn, othersCommitting: othersMayCommit())
         KernelMetrics.commit.recordNanoseconds(KernelMetrics.nanos(since: started))
         KernelMetrics.commits.increment()
         checkpointIfDue()
@@ -307,17 +313,30 @@ public final class Database: Sendable {
         }
     }
 
+    /// Whether a commit about to wait for its flush should first let other commits place theirs
+    /// (`WriteAheadLog.waitDurable` yields then). True when another commit is in progress. When
+    /// none is, yielding would only cost a thread hand-off, but tasks queued on a busy pool
+    /// behind this one have not entered `commit` yet and are not counted: a task that never
+    /// suspended would keep them out and flush alone every time. So a commit alone still yields
+    /// once per `aloneCommitsPerYield`, which lets them in (CommitFlushTests).
+    private func othersMayCommit() -> Bool {
+        if committing.load(ordering: .relaxed) > 1 { return true }
+        guard aloneWithoutYield.wrappingAdd(1, ordering: .relaxed).newValue >= Self.aloneCommitsPerYield else { return false }
+        aloneWithoutYield.store(0, ordering: .relaxed)
+        return true
+    }
+
     /// Durable here, visible, and through the commit gate (replica flushes in `sync` mode).
-    private func waitVisible(_ lsn: UInt64) async throws {
-        try await waitLocallyDurable(lsn)
+    private func waitVisible(_ lsn: UInt64, othersCommitting: Bool = true) async throws {
+        try await waitLocallyDurable(lsn, othersCommitting: othersCommitting)
         if let gate = commitGate.withLock({ $0 }) {
             try await gate.wait(lsn)
             hub.acknowledged(through: lsn)
         }
     }
 
-    private func waitLocallyDurable(_ lsn: UInt64) async throws {
-        try await wal.waitDurable(lsn)
+    private func waitLocallyDurable(_ lsn: UInt64, othersCommitting: Bool = true) async throws {
+        try await wal.waitDurable(lsn, othersCommitting: othersCommitting)
         visibility.publish(through: lsn)
         hub.visibleAdvanced(to: visibility.current.lsn)
     }

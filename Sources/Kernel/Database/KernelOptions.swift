@@ -8,6 +8,8 @@ public struct KernelOptions: Sendable {
     /// Preallocate the next WAL segment in the background (the crash harness turns this off to
     /// keep the order of disk operations a function of the seed).
     public var walPreallocateInBackground = true
+    /// `WALOptions.callerFlushMaxMicros` (tests of the caller's flush itself raise it).
+    var walCallerFlushMaxMicros = WriteAheadLog.callerFlushMaxMicrosDefault
     /// Writes that would take documents and indexes past this many bytes are refused.
     public var memoryBytesMax: Int = KernelLimits.memoryBytesDefault
     public var query = QueryOptions()
@@ -25,6 +27,13 @@ public struct KernelOptions: Sendable {
 
     var walDirectory: String { Path.join(dataDirectory, "wal") }
     var checkpointDirectory: String { Path.join(dataDirectory, "checkpoints") }
+
+    var walOptions: WALOptions {
+        var wal = WALOptions(directory: walDirectory, segmentBytes: walSegmentBytes, engine: walEngine,
+                             preallocateInBackground: walPreallocateInBackground)
+        wal.callerFlushMaxMicros = walCallerFlushMaxMicros
+        return wal
+    }
 }
 
 public enum KernelRole: String, Sendable {

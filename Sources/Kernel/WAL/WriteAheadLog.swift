@@ -39,6 +39,9 @@ public struct WALOptions: Sendable {
     /// Preallocate the next segment on a background thread (true), or at the rollover that
     /// needs it (false: one order of disk operations, which the seeded crash harness replays).
     public var preallocateInBackground: Bool
+    /// A lone commit is flushed by its caller only while the last flush took at most this long
+    /// (`WriteAheadLog.callerFlushMaxMicrosDefault`); tests of the caller's flush itself raise it.
+    var callerFlushMaxMicros = WriteAheadLog.callerFlushMaxMicrosDefault
 
     public init(directory: String, segmentBytes: Int = KernelLimits.walSegmentBytesDefault,
                 engine: IOEngineChoice = .automatic, preallocateInBackground: Bool = true) {
@@ -78,6 +81,14 @@ public final class WriteAheadLog: Sendable {
     /// (`waitDurable`) instead of the flusher thread: commits come one at a time then, and the two
     /// thread hand-offs cost a lone commit more than its write. Concurrent commits break the run.
     static let callerFlushAfterLoneFlushes = 2
+    /// A caller flushes its lone commit only while the last flush took at most this long. The
+    /// caller's flush blocks a thread of the cooperative pool (two on this machine) for the disk
+    /// write: about 0.1-0.2 ms on a quiet disk, the price of one thread hand-off saved. On a
+    /// loaded disk a flush takes milliseconds to tens of them, a hand-off is then nothing beside
+    /// it, and a pool thread blocked that long holds up every other task (a full `scripts/test`
+    /// saw tasks wait tens of seconds): the flusher thread takes every lone commit then, until a
+    /// flush is quick again.
+    static let callerFlushMaxMicrosDefault = 1_000
     /// How long the idle flusher thread sleeps before it looks for a lone commit its caller has
     /// not flushed: a bound on that commit's wait should its caller be late (a caller yields
     /// before it flushes, and on a loaded pool its task may resume tens of ms later; `Database`
@@ -132,6 +143,8 @@ public final class WriteAheadLog: Sendable {
         var flushing = false
         /// Consecutive flushes that were a single record (commits arriving one at a time).
         var loneFlushes = 0
+        /// How long the last flush's writes took (`callerFlushMaxMicros`).
+        var lastFlushMicros = 0
         /// Flushes run by a caller for its lone commit (tests).
         var callerFlushes = 0
         /// The one pending group is a lone commit placed without waking the flusher: its caller
@@ -390,6 +403,7 @@ public final class WriteAheadLog: Sendable {
         // flusher is woken for the group as usual.
         let lone = s.pending.count == 1 && s.pending[0].firstLSN == lsn && placing.callerWaits
         s.awaitingCaller = lone && !s.flushing && s.held == nil && s.loneFlushes >= Self.callerFlushAfterLoneFlushes
+            && s.lastFlushMicros <= options.callerFlushMaxMicros
         return .placed(position, prepare: prepare, forCaller: s.awaitingCaller)
     }
 
@@ -600,19 +614,24 @@ public final class WriteAheadLog: Sendable {
     // MARK: Group commit
 
     /// Resumes once `lsn` is durable (D1). Throws AERO_WAL_FLUSH_FAILED after a flush error (F1).
-    /// A lone commit while commits come one at a time (`callerFlushAfterLoneFlushes`) is flushed
-    /// by its caller, as the flusher thread would flush it: the wake-up of the flusher and the
-    /// resumption of the caller's task (two thread hand-offs of a round trip that is one disk
-    /// write) are saved. One flush at a time either way (`flushing`), in LSN order.
-    public func waitDurable(_ lsn: UInt64) async throws {
+    /// A lone commit while commits come one at a time (`callerFlushAfterLoneFlushes`) and flushes
+    /// are quick (`callerFlushMaxMicrosDefault`) is flushed by its caller, as the flusher thread
+    /// would flush it: the wake-up of the flusher and the resumption of the caller's task (two
+    /// thread hand-offs of a round trip that is one disk write) are saved. One flush at a time
+    /// either way (`flushing`), in LSN order.
+    /// `othersCommitting`: whether another commit may be placed meanwhile (false only when the
+    /// caller knows it is the only commit in progress: then it does not yield first).
+    public func waitDurable(_ lsn: UInt64, othersCommitting: Bool = true) async throws {
         if state.withLock({ $0.awaitingCaller && $0.pending.first?.firstLSN == lsn }) {
             // Let every committer that is ready place its record first: one that does joins this
             // group and wakes the flusher thread, which then flushes them together. Without this,
             // a caller that does not suspend keeps its pool thread from the other committers, each
             // of them then finds itself alone in turn, and group commit is lost (the attempt of
             // 2026-12-04 in docs/BENCHMARKS.md, reverted: 1,600 flushes for 1,600 commits of 32
-            // writers on a busy pool).
-            await Task.yield()
+            // writers on a busy pool). With no other commit in progress there is no one to wait
+            // for, and the yield would only cost a thread hand-off (a wake-up of another pool
+            // thread that resumes this task).
+            if othersCommitting { await Task.yield() }
             if let group = takeLoneGroup(lsn) {
                 try flushTaken([group], byCaller: true)
                 return
@@ -692,6 +711,7 @@ public final class WriteAheadLog: Sendable {
     /// the flush. Called by the flusher thread, or by a caller for its lone commit (which wakes
     /// the flusher when records were placed meanwhile or the log is closing).
     private func flushTaken(_ groups: [PendingGroup], byCaller: Bool) throws {
+        let started = ContinuousClock.now
         do {
             for write in Self.merged(groups) { try flush(write) }
         } catch {
@@ -700,7 +720,8 @@ public final class WriteAheadLog: Sendable {
             throw failure
         }
         let lone = groups.count == 1 && groups[0].firstLSN == groups[0].last.lsn
-        if complete(through: groups[groups.count - 1].last, lone: lone) && byCaller { work.signal() }
+        let micros = Int(clamping: KernelMetrics.nanos(since: started) / 1_000)
+        if complete(through: groups[groups.count - 1].last, lone: lone, micros: micros) && byCaller { work.signal() }
     }
 
     /// Takes the pending group for a caller to flush itself: only when it is `lsn`'s alone (a
@@ -782,13 +803,14 @@ public final class WriteAheadLog: Sendable {
     /// waiters. True when the flusher thread must look again: something is pending or the log is
     /// closing (it may have slept through a caller's flush).
     @discardableResult
-    private func complete(through position: LogPosition, lone: Bool) -> Bool {
+    private func complete(through position: LogPosition, lone: Bool, micros: Int) -> Bool {
         let (handler, ready, more) = state.withLock { s -> ((@Sendable (UInt64) -> Void)?, [CheckedContinuation<Void, any Error>], Bool) in
             precondition(position.lsn > s.durable.lsn, "durability only moves forward")
             s.durable = position
             s.flushes += 1
             s.flushing = false
             s.loneFlushes = lone ? s.loneFlushes &+ 1 : 0
+            s.lastFlushMicros = micros
             let ready = s.waiters.filter { $0.lsn <= position.lsn }.map(\.continuation)
             s.waiters.removeAll { $0.lsn <= position.lsn }
             return (s.handler, ready, !s.pending.isEmpty || s.closed)

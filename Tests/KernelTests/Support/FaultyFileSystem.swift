@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 @testable import Kernel
 
@@ -10,6 +11,8 @@ final class FaultyFileSystem: FileSystem {
         /// Writes to files whose path ends with this fail with ENOSPC (a full disk as a
         /// checkpoint's temp file grows).
         var failWritesToPathsEndingWith: String?
+        /// Every sync takes this much longer (a loaded disk).
+        var syncDelayMicros: UInt32 = 0
         var syncs = 0
     }
 
@@ -47,10 +50,11 @@ final class FaultyHandle: FileHandle {
         try base.write(bytes, at: offset)
     }
     func sync() throws {
-        let fail = owner.faults.withLock { f in
+        let (fail, delay) = owner.faults.withLock { f in
             f.syncs += 1
-            return f.failSyncs
+            return (f.failSyncs, f.syncDelayMicros)
         }
+        if delay > 0 { usleep(delay) }
         if fail { throw AeroError(.ioError, "fdatasync \(path): Input/output error (injected)") }
         try base.sync()
     }

@@ -323,7 +323,8 @@ final class LockedText: @unchecked Sendable {
     @Test(arguments: walEngines)
     func loneCommitsOneAtATimeAreFlushedByTheirCallers(engine: IOEngineChoice) async throws {
         let dir = TemporaryDirectory()
-        let options = walOptions(dir, engine)
+        var options = walOptions(dir, engine)
+        options.callerFlushMaxMicros = .max  // however slow a loaded disk is (its own test below)
         let (wal, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
         var positions: [LogPosition] = []
         for i in 0..<200 { positions += try await appendDurably(wal, i..<(i + 1), size: 300) }
@@ -348,7 +349,9 @@ final class LockedText: @unchecked Sendable {
         for _ in 0..<20 where !callerRanIt {
             let dir = TemporaryDirectory()
             let fs = FaultyFileSystem()
-            let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: walOptions(dir), after: nil)
+            var options = walOptions(dir)
+            options.callerFlushMaxMicros = .max
+            let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: options, after: nil)
             // Lone commits until callers flush them (the first ones are the thread's).
             var placed = 0
             while wal.callerFlushCount == 0 && placed < 200 {
@@ -368,6 +371,31 @@ final class LockedText: @unchecked Sendable {
             wal.close()  // returns: the flusher thread exits although the failed flush was not its own
         }
         #expect(callerRanIt, "a caller ran the failing flush in one of 20 tries")
+    }
+
+    /// A lone commit is flushed by its caller only while the last flush was quick
+    /// (`callerFlushMaxMicros`): on a slow disk the caller's task would block its thread of the
+    /// cooperative pool for each flush, so the flusher thread takes them all; once flushes are
+    /// quick again, callers flush their own. Every record is read back either way (D1).
+    @Test func slowFlushesLeaveLoneCommitsToTheFlusherThread() async throws {
+        let dir = TemporaryDirectory()
+        let fs = FaultyFileSystem()
+        var options = walOptions(dir)
+        // Margins far above a loaded disk's flush (bound) and far above the bound (delay).
+        options.callerFlushMaxMicros = 20_000
+        fs.faults.withLock { $0.syncDelayMicros = 40_000 }
+        let (wal, _, _) = try WriteAheadLog.open(fileSystem: fs, options: options, after: nil)
+        var positions: [LogPosition] = []
+        for i in 0..<20 { positions += try await appendDurably(wal, i..<(i + 1)) }
+        #expect(wal.flushCount == 20)
+        #expect(wal.callerFlushCount == 0, "\(wal.callerFlushCount) slow flushes run by callers")
+        fs.faults.withLock { $0.syncDelayMicros = 0 }
+        for i in 20..<120 { positions += try await appendDurably(wal, i..<(i + 1)) }
+        #expect(wal.callerFlushCount > 0, "no caller flushed once flushes were quick")
+        wal.close()
+        let (reopened, records, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: options, after: nil)
+        #expect(records.map(\.position) == positions)
+        reopened.close()
     }
 
     @Test func aFullDiskRefusesWritesCleanlyAndTheyResumeWithSpace() async throws {
