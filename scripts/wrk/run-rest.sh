@@ -56,8 +56,8 @@ for start in range(0, 10000, 1000):
 PY
 }
 
-get_by_key() {  # get_by_key PORT KEY LABEL
-    echo "== $3: GET by key"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&id=eq.k4242" | grep -E 'Requests/sec|^ +99%|Non-2xx'
+get_by_key() {  # get_by_key PORT KEY LABEL: a random key of the 10,000 per request (get_by_key.lua)
+    echo "== $3: GET by key"; wrk "${common[@]}" -s scripts/wrk/get_by_key.lua "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|^ +99%|Non-2xx'
 }
 
 measure() {  # measure PORT KEY LABEL
