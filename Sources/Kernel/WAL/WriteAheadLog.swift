@@ -85,9 +85,9 @@ public final class WriteAheadLog: Sendable {
     /// caller's flush blocks a thread of the cooperative pool (two on this machine) for the disk
     /// write: about 0.1-0.2 ms on a quiet disk, the price of one thread hand-off saved. On a
     /// loaded disk a flush takes milliseconds to tens of them, a hand-off is then nothing beside
-    /// it, and a pool thread blocked that long holds up every other task (a full `scripts/test`
-    /// saw tasks wait tens of seconds): the flusher thread takes every lone commit then, until a
-    /// flush is quick again.
+    /// it, and a pool thread blocked that long holds up every other task (the suspected cause of
+    /// tasks waiting tens of seconds in s24's full `scripts/test` runs, not proven): the flusher
+    /// thread takes every lone commit then, until a flush is quick again.
     static let callerFlushMaxMicrosDefault = 1_000
     /// How long the idle flusher thread sleeps before it looks for a lone commit its caller has
     /// not flushed: a bound on that commit's wait should its caller be late (a caller yields
@@ -711,17 +711,16 @@ public final class WriteAheadLog: Sendable {
     /// the flush. Called by the flusher thread, or by a caller for its lone commit (which wakes
     /// the flusher when records were placed meanwhile or the log is closing).
     private func flushTaken(_ groups: [PendingGroup], byCaller: Bool) throws {
-        let started = ContinuousClock.now
+        var nanos: Int64 = 0
         do {
-            for write in Self.merged(groups) { try flush(write) }
+            for write in Self.merged(groups) { nanos &+= try flush(write) }
         } catch {
             let failure = AeroError(.walFlushFailed, "WAL flush failed, the node must stop: \(error)", invariant: "F1")
             fail(failure)
             throw failure
         }
         let lone = groups.count == 1 && groups[0].firstLSN == groups[0].last.lsn
-        let micros = Int(clamping: KernelMetrics.nanos(since: started) / 1_000)
-        if complete(through: groups[groups.count - 1].last, lone: lone, micros: micros) && byCaller { work.signal() }
+        if complete(through: groups[groups.count - 1].last, lone: lone, micros: Int(nanos / 1_000)) && byCaller { work.signal() }
     }
 
     /// Takes the pending group for a caller to flush itself: only when it is `lsn`'s alone (a
@@ -775,7 +774,9 @@ public final class WriteAheadLog: Sendable {
         return writes
     }
 
-    private func flush(_ group: PendingGroup) throws {
+    /// Writes one group durably; returns how long the write took (the flush-time metric, and
+    /// `callerFlushMaxMicros`'s measure).
+    private func flush(_ group: PendingGroup) throws -> Int64 {
         precondition(group.startOffset % WALFormat.blockBytes == 0, "WAL writes are block aligned")
         let handle = try handle(group.segment)
         let started = ContinuousClock.now
@@ -785,8 +786,10 @@ public final class WriteAheadLog: Sendable {
                                     alone: group.last.lsn == group.firstLSN)  // one record: a lone commit
             return bytes.count
         }
-        KernelMetrics.walFsync.recordNanoseconds(KernelMetrics.nanos(since: started))
+        let nanos = KernelMetrics.nanos(since: started)
+        KernelMetrics.walFsync.recordNanoseconds(nanos)
         KernelMetrics.walBytes.increment(by: Int64(written))
+        return nanos
     }
 
     private func handle(_ index: UInt64) throws -> any FileHandle {
