@@ -1,7 +1,8 @@
-"""scripts/benchlib/bench.py's parsing of scripts/wrk/run-rest.sh, on outputs recorded from real runs
+"""scripts/benchlib/bench.py's parsing of scripts/wrk/run-rest.sh and of the cluster bench's lag lines,
+on outputs recorded from real runs
 (Tests/Bench/recorded/: run-rest.txt from `scripts/wrk/run-rest.sh 3` with the release build at
 13:03 UTC 2026-12-04 on the shared, loaded machine; run-rest-six-rates.txt from the script before
-the baseline section). The REST rows of docs/BENCHMARKS.md once went stale for days because the
+the baseline section; cluster-quick.txt from `aerodb bench --workload cluster`, below). The REST rows of docs/BENCHMARKS.md once went stale for days because the
 script began printing six rates while the parser took the first three or failed: every expected
 figure must be found by its section, once, or the parse fails naming what is missing.
 
@@ -74,3 +75,29 @@ def test_p99_units():
     rest = bench.parse_rest(out)
     assert rest[(bench.REST_BASELINE, bench.REST_GET)]["p99_ms"] == pytest.approx(0.998)
     assert rest[(bench.REST_SINGLE, bench.REST_GET)]["p99_ms"] == pytest.approx(1500.0)
+
+
+# `aerodb bench --workload cluster --seconds 3 --promotions 5` with the release build of this
+# change (cluster-quick.txt, 03:37 UTC 2026-12-06, quiet machine): the kernel lag phase prints two
+# figures, per shipped batch and probed as PostgreSQL's side is probed.
+
+def test_lag_gives_the_batch_and_the_probe_figures():
+    lag = bench.parse_lag(recorded("cluster-quick.txt"))
+    assert lag["batch"] == {"rate": 9992, "p50_ms": 1.06, "p99_ms": 5.15}
+    assert lag["probe"] == {"rate": 9992, "p50_ms": 2.88, "p99_ms": 8.16, "samples": 174}
+
+
+def test_lag_is_not_taken_from_the_http_phase():
+    # The HTTP phase's line ("replica visibility lag at 5275 commits/s") has the same shape
+    # without "kernel": with the kernel line gone, the parse fails instead of taking it.
+    out = "\n".join(l for l in recorded("cluster-quick.txt").splitlines() if not l.startswith("kernel replica visibility lag"))
+    assert "replica visibility lag at 5275" in out
+    with pytest.raises(RuntimeError, match="one kernel lag batch line, found 0"):
+        bench.parse_lag(out)
+
+
+def test_output_without_the_probe_is_refused():
+    # A binary from before the probe prints only the per-batch line.
+    out = "\n".join(l for l in recorded("cluster-quick.txt").splitlines() if "visibility probe" not in l)
+    with pytest.raises(RuntimeError, match="one kernel lag probe line, found 0"):
+        bench.parse_lag(out)

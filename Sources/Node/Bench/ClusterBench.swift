@@ -4,7 +4,8 @@
 //   inserts:   durable single-document inserts/s (1 KiB) through the primary's admin API, with
 //              8 and 32 concurrent writers, in `async` and in `sync` mode (one replica flushed);
 //   lag:       replica visibility lag p50/p99 (primary's sender read -> replica's applied ACK)
-//              under paced insert load aiming at `lagTargetCommitsPerSecond`;
+//              under paced insert load aiming at `lagTargetCommitsPerSecond`; in the kernel
+//              phase also probed as PostgreSQL's side is (`visibilityProbe`);
 //   promotion: SIGKILL the primary, then time from sending the promote command to the first
 //              accepted write on the promoted node, `promotionRuns` times;
 //   kernel:    the same inserts and lag with the primary in this process (kernel commits, no
@@ -91,10 +92,14 @@ struct ClusterBench {
             }
         }
         if mode == .async {
-            let paced = try await run(32, pace: Self.lagTargetCommitsPerSecond)
+            async let load = run(32, pace: Self.lagTargetCommitsPerSecond)
+            let probe = try await visibilityProbe(db, replica: replica.url(1), key: replica.key, prefix: "\(prefix)-probe")
+            let paced = try await load
             let lag = await node.status()["replicas"]?.arrayValue?.first?["visibility_lag_ms"]
             print(String(format: "kernel replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
                          paced.rate, Self.lagTargetCommitsPerSecond, text(lag?["p50"], decimals: 2), text(lag?["p99"], decimals: 2), text(lag?["max"], decimals: 2), text(lag?["samples"])))
+            print(String(format: "kernel replica visibility probe at %.0f commits/s (async, target %d/s; a row committed every %d ms, read on the replica over REST): p50 %.2f ms  p99 %.2f ms  max %.2f ms  (%d samples)",
+                         paced.rate, Self.lagTargetCommitsPerSecond, Self.probeIntervalMillis, probe.percentile(0.5), probe.percentile(0.99), probe.latencies.last ?? 0, probe.latencies.count))
         }
         for writers in [1, 8, 32] {
             let result = try await run(writers, pace: nil)
@@ -103,6 +108,44 @@ struct ClusterBench {
         }
         await node.stop()
         await db.close()
+    }
+
+    /// Pause between two probes of `visibilityProbe`, as PostgreSQL's side of the lag row sleeps.
+    static let probeIntervalMillis = 10
+    /// Longest wait for one probe row to appear on the replica before the bench fails.
+    static let probeDeadlineSeconds: Double = 30
+
+    /// Replica visibility lag measured the way `scripts/bench` measures PostgreSQL's: during the
+    /// paced load, commit one row on the primary (its commit returned: durable there), then read it
+    /// by key on the replica over REST, again at once until it is there; the time from the commit's
+    /// return to the read that found it is one sample; then `probeIntervalMillis` of pause. The
+    /// per-batch figure of the node's status times every shipped batch from the sender's read to
+    /// the replica's ACK instead: it includes the ACK's way back and weighs each batch, not time.
+    func visibilityProbe(_ db: Database, replica: String, key: String, prefix: String) async throws -> TimedWriters.Result {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let end = started + UInt64(max(seconds - 0.5, 0.5) * 1e9)
+        var samples: [Double] = []
+        var n = 0
+        while DispatchTime.now().uptimeNanoseconds < end {
+            let id = "\(prefix)-\(n)"
+            _ = try await db.commit(BenchCommand.insert([BenchCommand.document(id, n)]))
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let query = replica + "/rest/v1/bench?select=id&id=eq." + id
+            while true {
+                let (status, rows) = try await get(query, key, timeoutMillis: 5_000)
+                guard status == 200, let found = rows.arrayValue else {
+                    throw CommandFailure("the lag probe's read on the replica answered \(status): \(JSON.encodeString(rows))")
+                }
+                if !found.isEmpty { break }
+                guard Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 < Self.probeDeadlineSeconds else {
+                    throw CommandFailure("the lag probe's row \(id) did not appear on the replica within \(Self.probeDeadlineSeconds) s")
+                }
+            }
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            n += 1
+            try await Task.sleep(for: .milliseconds(Self.probeIntervalMillis))
+        }
+        return TimedWriters.Result(latencies: samples.sorted(), elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
 
     func prepare(_ cluster: BenchCluster) async throws {
@@ -143,6 +186,7 @@ struct ClusterBench {
         var primary = 0
         var rejoins = 0
         var redirected = 0
+        var runs: [String] = []  // each run in order, for the outlier the p50 and max do not explain
         for run in 0..<promotionRuns {
             var target = (primary + 1) % 3
             // Kill a settled primary: every member has its durable LSN. The promotion is what is
@@ -172,6 +216,8 @@ struct ClusterBench {
             }
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
             if case .float(let ms)? = report["elapsed_ms"] { reported.append(ms) }
+            runs.append(String(format: "%.1f/%@/%d%@", times.last!, text(report["elapsed_ms"], decimals: 1), attempts,
+                               target == (primary + 1) % 3 ? "" : "r"))
             try await cluster.start(primary)  // it learns the new epoch and follows
             if try await cluster.followOrRejoin(primary, primary: target) { rejoins += 1 }
             primary = target
@@ -180,6 +226,8 @@ struct ClusterBench {
         reported.sort()
         print(String(format: "promotion to first accepted write (%d runs, sync, SIGKILLed primary): p50 %.1f ms  max %.1f ms  (promote command alone: p50 %.1f ms, max %.1f ms)",
                      times.count, times[times.count / 2], times.last!, reported[reported.count / 2], reported.last!))
+        print("promotion runs in order (ms to the first accepted write / ms of the promote command / writes refused before it; r: redirected): "
+              + runs.joined(separator: " "))
         if rejoins > 0 { print("killed primaries rejoined (an unreplicated tail, A4): \(rejoins) of \(promotionRuns)") }
         if redirected > 0 { print("promotions redirected to the replica a refusal named as more up to date: \(redirected) of \(promotionRuns)") }
     }
