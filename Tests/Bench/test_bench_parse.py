@@ -77,8 +77,8 @@ def test_p99_units():
     assert rest[(bench.REST_SINGLE, bench.REST_GET)]["p99_ms"] == pytest.approx(1500.0)
 
 
-# `aerodb bench --workload cluster --seconds 3 --promotions 5` with the release build of this
-# change (cluster-quick.txt, 03:37 UTC 2026-12-06, quiet machine): the kernel lag phase prints two
+# `aerodb bench --workload cluster --seconds 3 --promotions 5` with the release build of 97e2c83
+# (cluster-quick.txt, 03:27 UTC 2026-12-06, quiet machine): the kernel lag phase prints two
 # figures, per shipped batch and probed as PostgreSQL's side is probed.
 
 def test_lag_gives_the_batch_and_the_probe_figures():

@@ -18,6 +18,7 @@ import Kernel
 import Logging
 import NIOCore
 import Replication
+import Synchronization
 
 struct ClusterBench {
     /// Commit rate the lag workload paces its writers to (the issue asks for ~10k commits/s).
@@ -121,31 +122,61 @@ struct ClusterBench {
     /// return to the read that found it is one sample; then `probeIntervalMillis` of pause. The
     /// per-batch figure of the node's status times every shipped batch from the sender's read to
     /// the replica's ACK instead: it includes the ACK's way back and weighs each batch, not time.
+    /// The probe runs on a thread of its own and reads with blocking calls (`ProbeReader`), as
+    /// PostgreSQL's probe does from its own process; only its commits go through the kernel's API.
     func visibilityProbe(_ db: Database, replica: String, key: String, prefix: String) async throws -> TimedWriters.Result {
+        let seconds = max(self.seconds - 0.5, 0.5)
+        return try await withCheckedThrowingContinuation { (done: CheckedContinuation<TimedWriters.Result, any Error>) in
+            let thread = Thread {
+                done.resume(with: Result(catching: { try Self.probe(db, replica: replica, key: key, prefix: prefix, seconds: seconds) }))
+            }
+            thread.name = "aerodb-lag-probe"
+            thread.start()
+        }
+    }
+
+    /// The probe's loop, on its own thread (`visibilityProbe`).
+    private static func probe(_ db: Database, replica: String, key: String, prefix: String, seconds: Double) throws -> TimedWriters.Result {
+        let reader = try ProbeReader(address: String(replica.dropFirst("http://".count)), key: key)
         let started = DispatchTime.now().uptimeNanoseconds
-        let end = started + UInt64(max(seconds - 0.5, 0.5) * 1e9)
+        let end = started + UInt64(seconds * 1e9)
         var samples: [Double] = []
         var n = 0
         while DispatchTime.now().uptimeNanoseconds < end {
             let id = "\(prefix)-\(n)"
-            _ = try await db.commit(BenchCommand.insert([BenchCommand.document(id, n)]))
+            let doc = BenchCommand.document(id, n)
+            try blocking { _ = try await db.commit(BenchCommand.insert([doc])) }
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let query = replica + "/rest/v1/bench?select=id&id=eq." + id
+            let path = "/rest/v1/bench?select=id&id=eq." + id
             while true {
-                let (status, rows) = try await get(query, key, timeoutMillis: 5_000)
-                guard status == 200, let found = rows.arrayValue else {
-                    throw CommandFailure("the lag probe's read on the replica answered \(status): \(JSON.encodeString(rows))")
+                let (status, body) = try reader.get(path)
+                guard status == 200, let found = (try? JSON.parse(body))?.arrayValue else {
+                    throw CommandFailure("the lag probe's read on the replica answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))")
                 }
                 if !found.isEmpty { break }
-                guard Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 < Self.probeDeadlineSeconds else {
-                    throw CommandFailure("the lag probe's row \(id) did not appear on the replica within \(Self.probeDeadlineSeconds) s")
+                guard Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 < probeDeadlineSeconds else {
+                    throw CommandFailure("the lag probe's row \(id) did not appear on the replica within \(probeDeadlineSeconds) s")
                 }
             }
             samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
             n += 1
-            try await Task.sleep(for: .milliseconds(Self.probeIntervalMillis))
+            usleep(UInt32(probeIntervalMillis * 1_000))
         }
         return TimedWriters.Result(latencies: samples.sorted(), elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+    }
+
+    /// Runs `body` as a task and waits for it on this (non-pool) thread.
+    private static func blocking(_ body: @escaping @Sendable () async throws -> Void) throws {
+        let finished = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
+        Task {
+            let result: Result<Void, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            finished.signal()
+        }
+        finished.wait()
+        try outcome.withLock { $0! }.get()
     }
 
     func prepare(_ cluster: BenchCluster) async throws {
