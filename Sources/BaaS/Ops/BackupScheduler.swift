@@ -197,39 +197,22 @@ public final class BackupScheduler: Sendable {
         let path = schedule.directory + "/" + name
         // Only the base is awaited on a task; the records are copied and fsynced here, on this
         // queue, so a long backup holds no thread of the cooperative pool.
-        let done = DispatchSemaphore(value: 0)
-        let baseRead = Mutex<Result<BackupBase, any Error>?>(nil)
         let database = self.database
-        Task.detached {
-            let outcome: Result<BackupBase, any Error>
-            do { outcome = .success(try await database.backupBase()) } catch { outcome = .failure(error) }
-            baseRead.withLock { $0 = outcome }
-            done.signal()
-        }
-        done.wait()
+        let baseRead = Result<BackupBase, any Error> { try waitForTask { try await database.backupBase() } }
         // Written under a hidden name (not `prefix`: never listed as complete), with the blobs its
         // object rows name (B4, BackupBlobFiles), then renamed into place.
         let partial = schedule.directory + "/" + Self.partialPrefix + name.dropFirst(Self.prefix.count)
         let result = Result<BackupManifest, any Error> {
-            let base = try baseRead.withLock({ $0 })!.get()
+            let base = try baseRead.get()
             defer { database.releaseBackupHold(base.hold) }
             try FileManager.default.createDirectory(atPath: schedule.directory, withIntermediateDirectories: true)
             let pending = try database.writeBackup(base: base, into: partial, nodeID: nodeID, blobsPending: true)
-            let blobsDone = DispatchSemaphore(value: 0)
-            let copied = Mutex<Result<BackupManifest, any Error>?>(nil)
             let dataDirectory = database.options.dataDirectory
-            Task.detached {
-                let outcome: Result<BackupManifest, any Error>
-                do {
-                    let blobs = try await BackupBlobFiles.referenced(backup: partial)
-                    try await BackupBlobFiles.copyOffline(blobs, dataDirectory: dataDirectory, into: partial)
-                    outcome = .success(try BackupBlobFiles.complete(pending, blobs: blobs, out: partial))
-                } catch { outcome = .failure(error) }
-                copied.withLock { $0 = outcome }
-                blobsDone.signal()
+            let manifest = try waitForTask {
+                let blobs = try await BackupBlobFiles.referenced(backup: partial)
+                try await BackupBlobFiles.copyOffline(blobs, dataDirectory: dataDirectory, into: partial)
+                return try BackupBlobFiles.complete(pending, blobs: blobs, out: partial)
             }
-            blobsDone.wait()
-            let manifest = try copied.withLock({ $0 })!.get()
             guard rename(partial, path) == 0 else { throw AeroError(.internalError, "cannot rename \(partial) to \(path): errno \(errno)") }
             try BackupBlobFiles.syncDirectory(schedule.directory)
             return manifest

@@ -18,7 +18,6 @@ import Kernel
 import Logging
 import NIOCore
 import Replication
-import Synchronization
 
 struct ClusterBench {
     /// Commit rate the lag workload paces its writers to (the issue asks for ~10k commits/s).
@@ -94,7 +93,7 @@ struct ClusterBench {
         }
         if mode == .async {
             async let load = run(32, pace: Self.lagTargetCommitsPerSecond)
-            let probe = try await visibilityProbe(db, replica: replica.url(1), key: replica.key, prefix: "\(prefix)-probe")
+            let probe = try await visibilityProbe(db, replica: replica.members[1].http, key: replica.key, prefix: "\(prefix)-probe")
             let paced = try await load
             let lag = await node.status()["replicas"]?.arrayValue?.first?["visibility_lag_ms"]
             print(String(format: "kernel replica visibility lag at %.0f commits/s (async, target %d/s): p50 %@ ms  p99 %@ ms  max %@ ms  (%@ samples)",
@@ -124,6 +123,7 @@ struct ClusterBench {
     /// the replica's ACK instead: it includes the ACK's way back and weighs each batch, not time.
     /// The probe runs on a thread of its own and reads with blocking calls (`ProbeReader`), as
     /// PostgreSQL's probe does from its own process; only its commits go through the kernel's API.
+    /// `replica`: the replica's HTTP address, host:port.
     func visibilityProbe(_ db: Database, replica: String, key: String, prefix: String) async throws -> TimedWriters.Result {
         let seconds = max(self.seconds - 0.5, 0.5)
         return try await withCheckedThrowingContinuation { (done: CheckedContinuation<TimedWriters.Result, any Error>) in
@@ -137,7 +137,7 @@ struct ClusterBench {
 
     /// The probe's loop, on its own thread (`visibilityProbe`).
     private static func probe(_ db: Database, replica: String, key: String, prefix: String, seconds: Double) throws -> TimedWriters.Result {
-        let reader = try ProbeReader(address: String(replica.dropFirst("http://".count)), key: key)
+        let reader = try ProbeReader(address: replica, key: key)
         let started = DispatchTime.now().uptimeNanoseconds
         let end = started + UInt64(seconds * 1e9)
         var samples: [Double] = []
@@ -145,7 +145,7 @@ struct ClusterBench {
         while DispatchTime.now().uptimeNanoseconds < end {
             let id = "\(prefix)-\(n)"
             let doc = BenchCommand.document(id, n)
-            try blocking { _ = try await db.commit(BenchCommand.insert([doc])) }
+            _ = try waitForTask { try await db.commit(BenchCommand.insert([doc])) }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let path = "/rest/v1/bench?select=id&id=eq." + id
             while true {
@@ -163,20 +163,6 @@ struct ClusterBench {
             usleep(UInt32(probeIntervalMillis * 1_000))
         }
         return TimedWriters.Result(latencies: samples.sorted(), elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
-    }
-
-    /// Runs `body` as a task and waits for it on this (non-pool) thread.
-    private static func blocking(_ body: @escaping @Sendable () async throws -> Void) throws {
-        let finished = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Void, any Error>?>(nil)
-        Task {
-            let result: Result<Void, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
-            outcome.withLock { $0 = result }
-            finished.signal()
-        }
-        finished.wait()
-        try outcome.withLock { $0! }.get()
     }
 
     func prepare(_ cluster: BenchCluster) async throws {

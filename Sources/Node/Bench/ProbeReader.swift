@@ -18,6 +18,7 @@ final class ProbeReader {
     static let bodyBytesMax = 1 << 20
     /// Longest wait for one answer (SO_RCVTIMEO / SO_SNDTIMEO).
     static let timeoutSeconds = 5
+    private static let headEnd: [UInt8] = Array("\r\n\r\n".utf8)
 
     private let fd: Int32
     private let host: String
@@ -96,15 +97,8 @@ final class ProbeReader {
 
     /// The offset of "\r\n\r\n" in `buffer`, receiving until it is there.
     private func readUntilHeadEnd() throws -> Int {
-        var from = 0
         while true {
-            if buffer.count >= 4 {
-                for i in from...(buffer.count - 4)
-                where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
-                    return i
-                }
-                from = buffer.count - 3
-            }
+            if let end = buffer.firstRange(of: Self.headEnd) { return end.lowerBound }
             guard buffer.count <= Self.headBytesMax else {
                 throw CommandFailure("the probe's answer head from \(host) is longer than \(Self.headBytesMax) bytes")
             }
