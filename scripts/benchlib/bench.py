@@ -353,6 +353,39 @@ def w_sync_commit(ctx):
         ctx.pg.sql("SELECT pg_reload_conf()")
         replica.discard()
     ratio("sync_commit_8w", "postgresql", ours, theirs, "commits/s")
+    # The floor of the row on this machine: the same commits (8 writers, ~1 KiB records, durable
+    # on a primary and on one replica process over loopback TCP before the ack) with nothing of
+    # AeroDB's or PostgreSQL's own, in C (scripts/benchlib/sync_floor.c): serial ships what is
+    # durable, as both systems do; parallel writes locally while the replica writes.
+    floor = sync_floor_binary(ctx.aerodb.scratch)
+    for mode in ("serial", "parallel"):
+        rate = sync_floor(floor, mode, 8, ctx.seconds, tempfile.mkdtemp(dir=ctx.aerodb.scratch))["rate"]
+        RESULTS["workloads"]["sync_commit_8w"][f"c_floor_{mode}_over_postgresql"] = round(rate / theirs, 3)
+        log(f"sync_floor {mode}: {rate:.0f} commits/s = {rate / theirs:.2f}x PostgreSQL's")
+        ratio("sync_commit_8w", f"c_floor_{mode}", ours, rate, "commits/s",
+              note="scripts/benchlib/sync_floor.c: 8 writers, group commit, O_DIRECT|O_DSYNC logs, one replica process over loopback TCP")
+
+
+SYNC_FLOOR = r"^sync_floor: mode=(serial|parallel) writers=(\d+) commits=(\d+) seconds=([\d.]+) rate=(\d+) batches=(\d+)$"
+
+
+def sync_floor(binary, mode, writers, seconds, directory):
+    """Runs sync_floor.c's model; returns its figures (the one line it prints, parsed whole)."""
+    out = run([binary, mode, str(writers), str(seconds), directory])
+    m = re.fullmatch(SYNC_FLOOR, out.strip())
+    if not m:
+        raise RuntimeError(f"sync_floor {mode}: unexpected output {out!r}")
+    return {"mode": m.group(1), "writers": int(m.group(2)), "commits": int(m.group(3)),
+            "seconds": float(m.group(4)), "rate": float(m.group(5)), "batches": int(m.group(6))}
+
+
+def sync_floor_binary(out_dir):
+    """Compiles scripts/benchlib/sync_floor.c (gcc -O2) into out_dir; returns the binary's path."""
+    binary = os.path.join(out_dir, "sync_floor")
+    if not os.path.exists(binary):
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sync_floor.c")
+        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", binary, source], check=True)
+    return binary
 
 
 LAG_BATCH = r"kernel replica visibility lag at (\d+) commits/s.*?p50 ([\d.]+) ms\s+p99 ([\d.]+) ms"
