@@ -83,6 +83,19 @@ final class ChangeHub: Sendable {
             return Array(waiters.values)
         }
 
+        /// The index of the first live entry whose LSN is after `cursor` (`window.count` if none):
+        /// a binary search, the window being in LSN order. (A scan from the window's start ran
+        /// under the lock that every release takes, over up to `windowRecordsMax` entries per
+        /// pull of a subscriber near the end: 1.4% of all CPU in the sync commit phase, s27.)
+        func firstEntry(after cursor: UInt64) -> Int {
+            var low = windowStart, high = window.count
+            while low < high {
+                let middle = low + (high - low) / 2
+                if window[middle].transaction.lsn <= cursor { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+
         /// Drops the oldest entries past the window's bounds (their subscribers read the WAL).
         mutating func trim() {
             while window.count - windowStart > ChangeHub.windowRecordsMax
@@ -193,9 +206,7 @@ final class ChangeHub: Sendable {
                 if cursor < s.windowFrom { return .readBehind(released: released, seen: s.changes) }
                 if cursor < s.windowThrough {
                     var out: [CommittedTransaction] = []
-                    var index = s.windowStart
-                    // Binary search would do; the window is bounded and cursors are usually near its end.
-                    while index < s.window.count && s.window[index].transaction.lsn <= cursor { index += 1 }
+                    var index = s.firstEntry(after: cursor)
                     while index < s.window.count && out.count < limit && s.window[index].transaction.lsn <= released {
                         out.append(s.window[index].transaction)
                         index += 1

@@ -37,4 +37,29 @@ import Testing
         #expect(answer.through == 1)
         #expect(answer.transactions.map(\.lsn) == [1])
     }
+
+    /// RT1 for a cursor anywhere: a pull after any LSN returns the records right after it, in
+    /// order, whether the cursor is inside the window (found by binary search), at its edges, or
+    /// behind it (read from the log). The log here has more records than the window keeps.
+    @Test func aPullAfterAnyCursorStartsRightAfterIt() async throws {
+        let count = UInt64(ChangeHub.windowRecordsMax + 900)
+        let hub = ChangeHub(visible: 0)
+        let reader: ChangeHub.Reader = { from, _ in
+            guard from <= count else { return [] }
+            return (from...min(count, from + 999)).map { lsn in
+                WALRecord(lsn: lsn, epoch: 1, type: .epoch, timestampMicros: 0, batchStart: lsn,
+                          previousChecksum: 0, checksum: 0, payload: [])
+            }
+        }
+        hub.visibleAdvanced(to: count)
+        // Fill the window to its bound, as a subscriber that follows from the start does.
+        var cursor: UInt64 = 0
+        while cursor < count { cursor = try await hub.next(after: cursor, maxCount: 1000, read: reader).through }
+        for after in stride(from: UInt64(0), to: count, by: 7) + [count - 1, count - 2, count - UInt64(ChangeHub.windowRecordsMax)] {
+            let batch = try await hub.next(after: after, maxCount: 3, read: reader)
+            let expected = Array((after + 1)...min(count, after + 3))
+            #expect(batch.transactions.map(\.lsn) == expected, "after \(after)")
+            #expect(batch.through == expected.last!, "after \(after)")
+        }
+    }
 }
