@@ -7,8 +7,10 @@ commits, groups, and writes both logs.
 Run by scripts/test: .venv/bin/python -m pytest -q -p no:cacheprovider Tests/Bench
 """
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,3 +48,27 @@ def test_an_unexpected_line_is_refused_not_misread(tmp_path):
     script.chmod(0o755)
     with pytest.raises(RuntimeError, match="unexpected output"):
         bench.sync_floor(str(script), "serial", 8, 1, str(tmp_path))
+
+
+def test_a_replica_that_dies_ends_the_run_with_an_error_not_a_hang(binary, tmp_path):
+    primary = subprocess.Popen([binary, "serial", "4", "30", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        children = []
+        def filled(log):
+            return (tmp_path / log).exists() and (tmp_path / log).stat().st_size == 64 << 20
+
+        for _ in range(200):  # the replica is the primary's only child; the run starts once both logs are filled
+            children = subprocess.run(["pgrep", "-P", str(primary.pid)], capture_output=True, text=True).stdout.split()
+            if children and filled("primary.log") and filled("replica.log"):
+                break
+            time.sleep(0.05)
+        assert children, "no replica process"
+        time.sleep(0.5)  # committing by now
+        os.kill(int(children[0]), signal.SIGKILL)
+        out, err = primary.communicate(timeout=10)  # far below the 30 s run: no writer waits forever
+        assert primary.returncode == 1 and err.strip() and not out, (primary.returncode, out, err)
+    finally:
+        if primary.poll() is None:
+            primary.kill()
+            primary.wait()

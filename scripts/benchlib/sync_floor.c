@@ -158,6 +158,11 @@ static void *ack_reader(void *unused) {
     pthread_cond_broadcast(&writers_wake);
     pthread_mutex_unlock(&mu);
   }
+  // The replica closes only after the flusher's shutdown; earlier, writers would wait forever.
+  pthread_mutex_lock(&mu);
+  int done = stopping && acked == appended;
+  pthread_mutex_unlock(&mu);
+  if (!done) { fprintf(stderr, "the replica ended before acknowledging every commit\n"); exit(1); }
   return NULL;
 }
 
