@@ -36,7 +36,9 @@ def test_both_modes_commit_durably_on_both_sides(binary, mode, tmp_path):
             assert f.read(4096).count(b"x") >= 1100, log
 
 
-@pytest.mark.parametrize("args", [["both", "8", "1"], ["serial", "0", "1"], ["serial", "8", "0"], ["serial", "8", "1e9"]])
+@pytest.mark.parametrize("args", [["both", "8", "1"], ["serial", "0", "1"], ["serial", "8", "0"], ["serial", "8", "1e9"],
+                                  ["serial", "8x", "1"], ["serial", "99999999999999999999", "1"], ["serial", "8", "1s"],
+                                  ["serial", "8", "nan"]])
 def test_bad_arguments_are_refused_with_usage(binary, args, tmp_path):
     done = subprocess.run([binary, *args, str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip(), (args, done)

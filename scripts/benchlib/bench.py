@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 
+from ccompile import compile_c
+
 PGBIN = "/usr/lib/postgresql/15/bin"
 import socket
 
@@ -380,12 +382,8 @@ def sync_floor(binary, mode, writers, seconds, directory):
 
 
 def sync_floor_binary(out_dir):
-    """Compiles scripts/benchlib/sync_floor.c (gcc -O2) into out_dir; returns the binary's path."""
-    binary = os.path.join(out_dir, "sync_floor")
-    if not os.path.exists(binary):
-        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sync_floor.c")
-        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", binary, source], check=True)
-    return binary
+    """Compiles scripts/benchlib/sync_floor.c into out_dir; returns the binary's path."""
+    return compile_c("sync_floor", out_dir, "-pthread")
 
 
 LAG_BATCH = r"kernel replica visibility lag at (\d+) commits/s.*?p50 ([\d.]+) ms\s+p99 ([\d.]+) ms"

@@ -42,6 +42,8 @@ import threading
 import time
 import urllib.request
 
+from ccompile import compile_c
+
 PORT = 30533  # below the ephemeral port range
 PG_LISTENERS_MAX = 1_000  # one backend process each: more does not fit a 2-core CI machine
 SUBSCRIBER_PROCESSES = 2  # each side: the C subscribers or the psycopg listeners
@@ -79,11 +81,8 @@ def hist_quantile(hist, q):
 # ---- the subscriber processes: rt_subscribers.c (compiled here) ----
 
 def build_subscriber_client(out_dir):
-    """Compiles rt_subscribers.c (gcc -O2) into out_dir; returns the binary's path."""
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rt_subscribers.c")
-    binary = os.path.join(out_dir, "rt_subscribers")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, source], check=True)
-    return binary
+    """Compiles rt_subscribers.c into out_dir; returns the binary's path."""
+    return compile_c("rt_subscribers", out_dir)
 
 
 # ---- the PostgreSQL listener process (python realtime_bench.py pg-listeners ...) ----

@@ -43,6 +43,7 @@
 #define LOG_BYTES (64L << 20)
 #define WRITERS_MAX 256
 #define BATCH_MAX (WRITERS_MAX * RECORD)
+#define SECONDS_MAX 3600
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 static void die(const char *what) { perror(what); exit(1); }
@@ -171,9 +172,19 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s serial|parallel WRITERS SECONDS DIR\n", argv[0]); return 2;
   }
   parallel = !strcmp(argv[1], "parallel");
-  int writers = atoi(argv[2]); double secs = atof(argv[3]); const char *dir = argv[4];
-  if (writers < 1 || writers > WRITERS_MAX) { fprintf(stderr, "WRITERS must be in [1, %d]\n", WRITERS_MAX); return 2; }
-  if (!(secs > 0 && secs <= 3600)) { fprintf(stderr, "SECONDS must be in (0, 3600]\n"); return 2; }
+  // Whole arguments only: "8x" or an out-of-range number is refused, not read as its prefix.
+  char *rest;
+  errno = 0;
+  long writers = strtol(argv[2], &rest, 10);
+  if (errno || rest == argv[2] || *rest || writers < 1 || writers > WRITERS_MAX) {
+    fprintf(stderr, "WRITERS must be an integer in [1, %d]\n", WRITERS_MAX); return 2;
+  }
+  errno = 0;
+  double secs = strtod(argv[3], &rest);
+  if (errno || rest == argv[3] || *rest || !(secs > 0 && secs <= SECONDS_MAX)) {
+    fprintf(stderr, "SECONDS must be a number in (0, %d]\n", SECONDS_MAX); return 2;
+  }
+  const char *dir = argv[4];
   signal(SIGPIPE, SIG_IGN);
   int listener = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -198,17 +209,16 @@ int main(int argc, char **argv) {
   char ready; if (!full_read(sock, &ready, 1)) { fprintf(stderr, "replica ended\n"); return 1; }
   pthread_t f, r, w[WRITERS_MAX];
   double start = now(); deadline = start + secs;
-  pthread_create(&f, NULL, flusher, NULL);
-  pthread_create(&r, NULL, ack_reader, NULL);
-  for (int i = 0; i < writers; i++) pthread_create(&w[i], NULL, writer, NULL);
-  for (int i = 0; i < writers; i++) pthread_join(w[i], NULL);
+  if (pthread_create(&f, NULL, flusher, NULL) || pthread_create(&r, NULL, ack_reader, NULL)) { fprintf(stderr, "pthread_create failed\n"); exit(1); }
+  for (long i = 0; i < writers; i++) if (pthread_create(&w[i], NULL, writer, NULL)) { fprintf(stderr, "pthread_create failed\n"); exit(1); }
+  for (long i = 0; i < writers; i++) pthread_join(w[i], NULL);
   double took = now() - start;
   pthread_mutex_lock(&mu); stopping = 1; pthread_cond_signal(&flusher_wake); pthread_mutex_unlock(&mu);
   pthread_join(f, NULL);
   pthread_join(r, NULL);
   int status; waitpid(child, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status)) { fprintf(stderr, "replica failed\n"); return 1; }
-  printf("sync_floor: mode=%s writers=%d commits=%ld seconds=%.2f rate=%.0f batches=%ld\n",
+  printf("sync_floor: mode=%s writers=%ld commits=%ld seconds=%.2f rate=%.0f batches=%ld\n",
          argv[1], writers, commits_done, took, commits_done / took, batches);
   return 0;
 }
