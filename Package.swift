@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplicationTests",
-            dependencies: ["Kernel", "Replication", "ClusterSim", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Kernel", "Replication", "ClusterSim", "LiveCluster", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -146,6 +146,23 @@ public final class LiveCluster: @unchecked Sendable {
         try LiveCluster.run(binary, arguments + ["--key", serviceKey])
     }
 
+    /// `run` on a thread of its own, for async callers: the command's whole run (a crash harness
+    /// run takes tens of seconds) would otherwise block a thread of the cooperative pool (two
+    /// here), and every other task of the test process, with its timeouts, would wait behind it.
+    public static func runOffPool(_ binary: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await onOwnThread { try run(binary, arguments) }
+    }
+
+    /// Runs `work` on a new thread (8 MiB of stack) and resumes with its result: for blocking or
+    /// CPU-bound work in tests, which must not hold a thread of the cooperative pool.
+    public static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try work() }) }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
     /// Runs a command to completion; returns exit status and standard output.
     public static func run(_ binary: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()

@@ -22,7 +22,7 @@ import Kernel
 
     /// B4: a backup restores its objects.
     @Test func backupCarriesBlobsAndRestoredNodeServesObjects() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let auth = try await Self.filesBucket(node)
@@ -146,7 +146,7 @@ import Kernel
     /// directory left), which `backup verify` and `restore` read; a flipped byte fails verify and
     /// restore; an existing file is never overwritten; the restored node serves the object.
     @Test func aOneFileBackupVerifiesRestoresAndRefusesDamage() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let auth = try await Self.filesBucket(node)

@@ -248,7 +248,7 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         let refusedRead = try await cluster.request(0, "GET", "/rest/v1/items")
         #expect(refusedRead.body?["code"] == .string("AERO_REPL_DIVERGED"))
         cluster.stop(0)
-        let (rejoinStatus, rejoinOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
+        let (rejoinStatus, rejoinOutput) = try await Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
         #expect(rejoinStatus == 0, "\(rejoinOutput)")
         #expect(rejoinOutput.contains("fork at LSN"))
         let reportFile = try #require(try FileManager.default.contentsOfDirectory(atPath: cluster.directory(0)).first { $0.hasPrefix("rejoin-") })
@@ -334,9 +334,9 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
         #expect(try await cluster.request(0, "GET", "/rest/v1/items").body?["code"] == .string("AERO_REPL_DIVERGED"))
         // Only an explicit rejoin discards it: the fork is not within n2's retained WAL, so a full resync.
         cluster.stop(0)
-        let (cutStatus, cutOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
+        let (cutStatus, cutOutput) = try await Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--no-start"])
         #expect(cutStatus != 0, "\(cutOutput)")
-        let (resyncStatus, resyncOutput) = try Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--resync", "--no-start"])
+        let (resyncStatus, resyncOutput) = try await Binaries.run("aerodb", ["rejoin", "--dir", cluster.directory(0), "--resync", "--no-start"])
         #expect(resyncStatus == 0, "\(resyncOutput)")
         try await cluster.start(0)
         _ = try await cluster.waitConverged([0, 1, 2], to: 1)
@@ -507,8 +507,8 @@ func promote(_ cluster: LiveCluster, _ i: Int, force: Bool = false) throws -> (s
     /// `aerodb-crashtest cluster`, the user-facing fault harness: a kill round and a partition round,
     /// with storage uploaders through every node (ST8: every acknowledged object downloads with its
     /// SHA-256 from all three nodes after each failover).
-    @Test func theCrashHarnessClusterModeFindsNoLostAcknowledgedWrite() throws {
-        let run = try Binaries.run("aerodb-crashtest", ["cluster", "--rounds", "2", "--seconds", "1.5", "--writers", "4"])
+    @Test func theCrashHarnessClusterModeFindsNoLostAcknowledgedWrite() async throws {
+        let run = try await Binaries.run("aerodb-crashtest", ["cluster", "--rounds", "2", "--seconds", "1.5", "--writers", "4"])
         let lines = run.output.split(separator: "\n").map(String.init)
         #expect(run.status == 0, "\(run.output)")
         #expect(lines.last == "rounds: 2, 0 violations", "\(run.output)")

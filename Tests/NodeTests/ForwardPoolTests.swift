@@ -125,18 +125,25 @@ private final class AnsweredFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
 
-/// Waits for `condition`, polling, up to `seconds` (a deadline, not a timing assertion).
-private func waitFor(_ what: String, seconds: Double = 20, _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while !condition() {
-        guard ContinuousClock.now < deadline else { throw AeroError(.internalError, "timed out waiting for \(what)") }
+/// Waits for `condition`: up to 4,000 polls 5 ms apart, so at least 20 s (a bound, not a timing
+/// assertion). The bound counts this task's own polls, not wall time: while the cooperative pool
+/// is busy with other tests (two threads here, a full run keeps them busy for tens of seconds),
+/// neither this task nor the work it waits for runs, and a wall-clock deadline would expire with
+/// the condition never checked in between (CI failed that way once after 42 s).
+private func waitFor(_ what: String, _ condition: () -> Bool) async throws {
+    for _ in 0..<4_000 {
+        if condition() { return }
         try await Task.sleep(for: .milliseconds(5))
     }
+    guard condition() else { throw AeroError(.internalError, "timed out waiting for \(what)") }
 }
 
-private func settings(connectionsMax: Int = 4, waitersMax: Int = 16, answerMillis: Int64 = 10_000,
-                      poolWaitMillis: Int64 = 10_000) -> ForwardPoolSettings {
-    ForwardPoolSettings(connectionsMax: connectionsMax, waitersMax: waitersMax, connectTimeout: .seconds(2),
+/// The pool's timeouts are long unless a test is about one of them: a full run may hold the test's
+/// task off the cooperative pool for tens of seconds, and a held request must not time out while
+/// the test is not looking.
+private func settings(connectionsMax: Int = 4, waitersMax: Int = 16, answerMillis: Int64 = 120_000,
+                      poolWaitMillis: Int64 = 120_000) -> ForwardPoolSettings {
+    ForwardPoolSettings(connectionsMax: connectionsMax, waitersMax: waitersMax, connectTimeout: .seconds(60),
                         answerTimeout: .milliseconds(answerMillis), poolWait: .milliseconds(poolWaitMillis),
                         idleTimeout: .seconds(60), answerBytesMax: 1 << 20, sweepInterval: .milliseconds(20), tls: nil)
 }

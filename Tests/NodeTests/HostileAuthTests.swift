@@ -14,7 +14,7 @@ import LiveCluster
 
     /// A started node with these `auth` settings (and a cheap password hash).
     func node(_ auth: [String: JSONValue]) async throws -> TestNode {
-        let node = try TestNode()
+        let node = try await TestNode()
         let path = node.directory + "/aerodb.json"
         guard case .object(var config) = try JSON.parse(Array(FileManager.default.contents(atPath: path)!)) else {
             throw AeroError(.internalError, "bad config")

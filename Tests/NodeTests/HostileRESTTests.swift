@@ -18,7 +18,7 @@ import Testing
     }
 
     private func started() async throws -> TestNode {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         for schema in [Self.items, Self.parents, Self.children] {
             #expect(try await node.admin("POST", "collections", parse(schema)).status == 201)

@@ -11,7 +11,7 @@ import Testing
 struct NewcomerTests {
     @Test("Unknown routes answer in their API's shape; a wrong method is 405 on routes registered late (storage, cluster, realtime)")
     func unknownRoutesInEveryAPIShape() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         // Storage: Supabase Storage's {statusCode, error, message}, the status as a string.
@@ -43,13 +43,13 @@ struct NewcomerTests {
 
     @Test("GET / is a JSON index: version, role, API roots")
     func rootIndex() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let root = try await node.request("GET", "/", key: nil)
         #expect(root.status == 200 && root.body?["name"] == .string("AeroDB"))
         #expect(root.body?["role"] == .string("primary") && root.body?["node_id"] == .string("n1"))
-        let version = try Binaries.run("aerodb", ["--version"])
+        let version = try await Binaries.run("aerodb", ["--version"])
         #expect(version.status == 0)
         #expect(version.output.contains(root.body?["version"]?.stringValue ?? "missing"))
         for api in ["rest", "auth", "storage", "functions", "realtime", "admin"] {
@@ -147,26 +147,21 @@ struct NewcomerTests {
 
     /// `aerodb help PATH` with COLUMNS set, run on a thread of its own (never blocking the pool).
     static func help(_ path: [String], columns: Int) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                do {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
-                    process.arguments = ["help"] + path
-                    process.environment = ProcessInfo.processInfo.environment.merging(["COLUMNS": String(columns)]) { _, new in new }
-                    let pipe = Pipe()
-                    process.standardOutput = pipe
-                    process.standardError = FileHandle.nullDevice
-                    try process.run()
-                    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                    process.waitUntilExit()
-                    continuation.resume(returning: String(decoding: data, as: UTF8.self))
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }.start()
+        try await LiveCluster.onOwnThread {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Binaries.path("aerodb"))
+            process.arguments = ["help"] + path
+            process.environment = ProcessInfo.processInfo.environment.merging(["COLUMNS": String(columns)]) { _, new in new }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
         }
     }
+
 
     static func subcommands(_ help: String) -> [String] {
         guard let range = help.range(of: "SUBCOMMANDS:\n") else { return [] }

@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 import BaaS
 import Kernel
+import LiveCluster
 import Replication
 
 let itemsSchema = parse(#"""
@@ -16,7 +17,7 @@ let itemsSchema = parse(#"""
 
 @Suite(.serialized) struct NodeEndToEndTests {
     @Test func keysAreRequiredAndErrorsHaveTheDocumentedShape() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         #expect(try await node.request("GET", "/health", key: nil).status == 200)
@@ -56,7 +57,7 @@ let itemsSchema = parse(#"""
     /// The test the issue asks for: concurrent clients, SIGKILL mid-load, restart, every
     /// acknowledged write present with its exact content (D1).
     @Test func sigkillUnderConcurrentLoadLosesNoAcknowledgedWrite() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
@@ -105,7 +106,7 @@ let itemsSchema = parse(#"""
     }
 
     @Test func verifyReportsSoundAndCorruptDataDirectories() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         #expect(try await node.admin("POST", "collections", itemsSchema).status == 201)
         for i in 0..<20 {
@@ -113,7 +114,7 @@ let itemsSchema = parse(#"""
             #expect(try await node.admin("POST", "transactions", tx).status == 200)
         }
         #expect(node.terminate() == 0)
-        let sound = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        let sound = try await Binaries.run("aerodb", ["verify", "--dir", node.directory])
         #expect(sound.status == 0)
         #expect(sound.output.hasPrefix("sound:"))
 
@@ -121,7 +122,7 @@ let itemsSchema = parse(#"""
         var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: wal)))
         bytes[4096 + 64 + 3] ^= 0xFF   // the payload of the first record, with 20 later writes after it
         try Data(bytes).write(to: URL(fileURLWithPath: wal))
-        let corrupt = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        let corrupt = try await Binaries.run("aerodb", ["verify", "--dir", node.directory])
         #expect(corrupt.status == 1)
         #expect(corrupt.output.hasPrefix("AERO_WAL_CORRUPT"))
         #expect(corrupt.output.contains("offset 4096") && corrupt.output.contains("LSN 1"))
@@ -133,7 +134,7 @@ let itemsSchema = parse(#"""
     /// deeper (still within what the JSON parser takes) is refused before anything is logged,
     /// over /rest/v1 and /admin/v1 alike, so the node always restarts.
     @Test func deeplyNestedJSONIsReplayableOrRefusedAndTheNodeRestarts() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         #expect(try await node.admin("POST", "collections", parse(#"{"name":"blobs","fields":{"id":{"type":"text"},"data":{"type":"json","nullable":true}}}"#)).status == 201)
@@ -154,7 +155,7 @@ let itemsSchema = parse(#"""
         #expect(admin.body?["code"] == .string("AERO_DOCUMENT_TOO_LARGE"))
         #expect(node.terminate() == 0)
 
-        let verified = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        let verified = try await Binaries.run("aerodb", ["verify", "--dir", node.directory])
         #expect(verified.status == 0, "\(verified.output)")
         #expect(verified.output.hasPrefix("sound:"))
         try await node.start()
@@ -168,27 +169,31 @@ let itemsSchema = parse(#"""
     /// directory (even on another HTTP port) and `aerodb verify` are refused while a node runs,
     /// naming its pid; once it stopped, both work.
     @Test func twoProcessesNeverShareADataDirectory() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let pid = try #require(node.process?.processIdentifier)
-        let second = try Self.runCapturingAll(Binaries.path("aerodb"),
+        let second = try await Self.runCapturingAll(Binaries.path("aerodb"),
                                               ["start", "--dir", node.directory, "--http", "127.0.0.1:\(TestNode.freePort())"])
         #expect(second.status == 2, "a second node on the same directory did not stop: \(second.output)")
         #expect(second.output.contains("in use") && second.output.contains("pid \(pid)"), "\(second.output)")
-        let verify = try Binaries.run("aerodb", ["verify", "--dir", node.directory])
+        let verify = try await Binaries.run("aerodb", ["verify", "--dir", node.directory])
         #expect(verify.status == 1)
         #expect(verify.output.hasPrefix("AERO_DATA_DIRECTORY_INVALID") && verify.output.contains("pid \(pid)"), "\(verify.output)")
         #expect(try await node.admin("GET", "status").status == 200)   // the first node is unaffected
         #expect(node.terminate() == 0)
-        #expect(try Binaries.run("aerodb", ["verify", "--dir", node.directory]).status == 0)
+        #expect(try await Binaries.run("aerodb", ["verify", "--dir", node.directory]).status == 0)
         try await node.start()   // the lock died with its holder
         #expect(node.terminate() == 0)
     }
 
     /// Runs a command with stdout and stderr captured together; kills it (and fails) if it is
     /// still running after `seconds`.
-    static func runCapturingAll(_ path: String, _ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
+    static func runCapturingAll(_ path: String, _ arguments: [String], seconds: Double = 20) async throws -> (status: Int32, output: String) {
+        try await LiveCluster.onOwnThread { try runCapturingAllHere(path, arguments, seconds: seconds) }
+    }
+
+    private static func runCapturingAllHere(_ path: String, _ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -207,8 +212,8 @@ let itemsSchema = parse(#"""
         return (process.terminationStatus, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
     }
 
-    @Test func theCrashHarnessFindsNothingInTheKernelAndCatchesBothSabotages() throws {
-        let clean = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3"])
+    @Test func theCrashHarnessFindsNothingInTheKernelAndCatchesBothSabotages() async throws {
+        let clean = try await Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3"])
         #expect(clean.status == 0)
         let summary = clean.output.split(separator: "\n").last.map(String.init) ?? ""
         #expect(summary.hasPrefix("crash states: ") && summary.hasSuffix(" explored, 0 violations"), "\(summary)")
@@ -224,20 +229,20 @@ let itemsSchema = parse(#"""
         let replica = clean.output.split(separator: "\n").first { $0.hasPrefix("replica logs: 1 workload(s), ") }
         #expect(replica != nil && !replica!.hasPrefix("replica logs: 1 workload(s), 0 "), "\(clean.output.suffix(500))")
         // ... and it catches a blob store that renames and commits before its bytes are flushed.
-        let unflushed = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "0", "--maximal-workloads", "0", "--blob-workloads", "1",
+        let unflushed = try await Binaries.run("aerodb-crashtest", ["disk", "--workloads", "0", "--maximal-workloads", "0", "--blob-workloads", "1",
                                                                "--images", "3", "--sabotage", "skip-blob-flush"])
         #expect(unflushed.status != 0, "skip-blob-flush was not caught")
         #expect(unflushed.output.contains("(ST1)") && !unflushed.output.contains(" 0 violations"), "\(unflushed.output.suffix(500))")
         for sabotage in ["ack-before-flush", "skip-directory-sync"] {
-            let broken = try Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3",
+            let broken = try await Binaries.run("aerodb-crashtest", ["disk", "--workloads", "2", "--cuts", "16", "--images", "3",
                                                                 "--maximal-workloads", "0", "--sabotage", sabotage])
             #expect(broken.status != 0, "\(sabotage) was not caught")
             #expect(broken.output.contains(" violations") && !broken.output.contains(" 0 violations"), "\(sabotage)")
         }
     }
 
-    @Test func theKillModeRestartsARealNodeAndFindsEveryAcknowledgedWrite() throws {
-        let run = try Binaries.run("aerodb-crashtest", ["kill", "--kills", "2", "--seconds", "3", "--writers", "4"])
+    @Test func theKillModeRestartsARealNodeAndFindsEveryAcknowledgedWrite() async throws {
+        let run = try await Binaries.run("aerodb-crashtest", ["kill", "--kills", "2", "--seconds", "3", "--writers", "4"])
         let lines = run.output.split(separator: "\n").map(String.init)
         #expect(run.status == 0, "\(run.output)")
         #expect(lines.last == "kills: 2, 0 violations")
@@ -250,7 +255,7 @@ let itemsSchema = parse(#"""
 
     /// A node whose authority marker names another primary accepts no write (A1 groundwork).
     @Test func aNodeThatIsNotNamedPrimaryRefusesWrites() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         let store = AuthorityStore(dataDirectory: node.directory + "/data")
         let marker = try #require(try store.read())
         #expect(marker.epoch == 1 && marker.primary == "n1")
@@ -267,37 +272,37 @@ let itemsSchema = parse(#"""
     }
 
     @Test func migrationsApplyInOrderRefuseChangedFilesAndRevert() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let dir = node.directory + "/migrations"
-        let first = try Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "create_items"]).output
+        let first = try await Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "create_items"]).output
             .trimmingCharacters(in: .whitespacesAndNewlines)
         try #"{"up":[{"create_collection":{"name":"items","fields":{"id":{"type":"text"},"qty":{"type":"int","nullable":true}}}}],"down":[{"drop_collection":"items"}]}"#
             .write(toFile: first, atomically: true, encoding: .utf8)
         try await Task.sleep(for: .seconds(1.1))  // versions are timestamps with one-second resolution
-        let second = try Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "add_color"]).output
+        let second = try await Binaries.run("aerodb", ["migrate", "new", "--dir", dir, "add_color"]).output
             .trimmingCharacters(in: .whitespacesAndNewlines)
         try #"{"up":[{"add_field":{"collection":"items","field":{"name":"color","type":"text","default":"red"}}},{"add_index":{"collection":"items","index":{"fields":["qty"]}}}],"down":[{"drop_index":{"collection":"items","name":"items_qty_ordered"}},{"drop_field":{"collection":"items","name":"color"}}]}"#
             .write(toFile: second, atomically: true, encoding: .utf8)
         let connection = ["--url", node.baseURL, "--dir", dir, "--key", node.serviceKey]
-        #expect(try Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)
+        #expect(try await Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)
         let schema = try await node.admin("GET", "collections").body?["collections"]?.arrayValue?.first { $0["name"] == .string("items") }
         #expect(schema?["fields"]?["color"] != nil)
         #expect(schema?["indexes"]?.arrayValue?.count == 1)
-        let status = try Binaries.run("aerodb", ["migrate", "status"] + connection).output
+        let status = try await Binaries.run("aerodb", ["migrate", "status"] + connection).output
         #expect(status.components(separatedBy: "applied").count == 3, "\(status)")
-        #expect(try Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)  // nothing pending: no-op
+        #expect(try await Binaries.run("aerodb", ["migrate", "up"] + connection).status == 0)  // nothing pending: no-op
 
         try (try String(contentsOfFile: first, encoding: .utf8) + " ").write(toFile: first, atomically: true, encoding: .utf8)
-        let changed = try Binaries.run("aerodb", ["migrate", "up"] + connection)
+        let changed = try await Binaries.run("aerodb", ["migrate", "up"] + connection)
         #expect(changed.status == 1)
         #expect(changed.output.contains("changed"))
 
-        #expect(try Binaries.run("aerodb", ["migrate", "down"] + connection).status == 0)
+        #expect(try await Binaries.run("aerodb", ["migrate", "down"] + connection).status == 0)
         let reverted = try await node.admin("GET", "collections").body?["collections"]?.arrayValue?.first { $0["name"] == .string("items") }
         #expect(reverted?["fields"]?["color"] == nil)
-        #expect(try Binaries.run("aerodb", ["migrate", "status"] + connection).output.contains("add_color  pending"))
+        #expect(try await Binaries.run("aerodb", ["migrate", "status"] + connection).output.contains("add_color  pending"))
     }
 }
 

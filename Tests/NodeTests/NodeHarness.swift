@@ -17,9 +17,9 @@ enum Binaries {
 
     static func path(_ name: String) -> String { directory + "/" + name }
 
-    /// Runs a command to completion; returns exit status and standard output.
-    static func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        try LiveCluster.run(path(name), arguments)
+    /// Runs a command to completion, off the cooperative pool; returns exit status and standard output.
+    static func run(_ name: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await LiveCluster.runOffPool(path(name), arguments)
     }
 }
 
@@ -30,12 +30,12 @@ final class TestNode: @unchecked Sendable {
     let serviceKey: String
     let anonKey: String
 
-    init() throws {
+    init() async throws {
         directory = NSTemporaryDirectory() + "aerodb-node-\(UUID().uuidString)"
         port = Self.freePort()
-        let (status, _) = try Binaries.run("aerodb", ["init", "--dir", directory, "--http", "127.0.0.1:\(port)"])
+        let (status, _) = try await Binaries.run("aerodb", ["init", "--dir", directory, "--http", "127.0.0.1:\(port)"])
         guard status == 0 else { throw AeroError(.internalError, "aerodb init failed with \(status)") }
-        let keys = try JSON.parse(try Binaries.run("aerodb", ["keys", "--dir", directory, "--json"]).output)
+        let keys = try JSON.parse(try await Binaries.run("aerodb", ["keys", "--dir", directory, "--json"]).output)
         serviceKey = keys["service_role"]!.stringValue!
         anonKey = keys["anon"]!.stringValue!
     }

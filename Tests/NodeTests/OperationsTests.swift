@@ -12,13 +12,6 @@ import Testing
 import Kernel
 import LiveCluster
 
-/// Runs `body` on its own thread (a blocking wait never holds a cooperative thread).
-func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
-
 /// One HTTP exchange with its response headers and raw body.
 func exchange(_ method: String, _ url: String, headers: [String: String] = [:], body: Data? = nil,
               timeout: TimeInterval = 10) async throws -> (status: Int, headers: [String: String], body: Data) {
@@ -36,7 +29,7 @@ func exchange(_ method: String, _ url: String, headers: [String: String] = [:], 
 
 /// Runs a program to completion off the cooperative pool, `stdin` fed from a file when given.
 func runProgram(_ path: String, _ arguments: [String], stdin: String? = nil) async throws -> (status: Int32, output: String) {
-    try await offThread {
+    try await LiveCluster.onOwnThread {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -253,7 +246,7 @@ actor AckLog {
     /// up to its LSN and none after; to an LSN and to a time between two commits exactly; a
     /// flipped byte is caught by `aerodb backup verify`; the restored node starts and serves.
     @Test func onlineBackupWhileWritingAndPointInTimeRestore() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         #expect(try await node.admin("POST", "collections", clusterItems).status == 201)
@@ -399,7 +392,7 @@ actor AckLog {
     /// plain HTTP on that port gets no answer; a request slower than `slow_query_ms` is in the
     /// slow log with its request id.
     @Test func httpsWithConfiguredFilesAndTheSlowLog() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         let openssl = try #require(findProgram("openssl")), curl = try #require(findProgram("curl"))
         let made = try await runProgram(openssl, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                                                   "-keyout", node.directory + "/key.pem", "-out", node.directory + "/cert.pem",
@@ -455,7 +448,7 @@ actor AckLog {
     /// A slow REST read's slow-log entry carries the plan of the query it ran (issue 18 part 4):
     /// the threshold at 1 ms makes every read slow; the plan names the index the filter used.
     @Test func slowLogEntriesCarryTheQueryPlan() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         let configPath = node.directory + "/aerodb.json"
         guard case .object(var config) = try JSON.parse(Array(FileManager.default.contents(atPath: configPath)!)) else { return }
         config["slow_query_ms"] = .int(1)

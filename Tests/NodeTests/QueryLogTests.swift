@@ -14,7 +14,7 @@ import LiveCluster
     /// above `scan_rows_max`); an allowed read is not an entry; with `slow_query_ms` 0 there are
     /// no slow entries; `aerodb logs --kind refused` prints it.
     @Test func refusedQueriesAreLoggedWithTheirPlans() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         let configPath = node.directory + "/aerodb.json"
         guard case .object(var config) = try JSON.parse(Array(FileManager.default.contents(atPath: configPath)!)) else { return }
         config["slow_query_ms"] = .int(0)  // slow entries off: refused entries do not depend on them

@@ -15,7 +15,7 @@ private let padded = parse(#"{"name":"items","fields":{"id":{"type":"text"},"pad
 
 /// A node with 64 KiB WAL segments (a few padded inserts complete a segment).
 private func smallSegmentNode() async throws -> TestNode {
-    let node = try TestNode()
+    let node = try await TestNode()
     let path = node.directory + "/aerodb.json"
     guard case .object(var config) = try JSON.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) else {
         throw AeroError(.internalError, "aerodb.json is not an object")
@@ -189,7 +189,7 @@ private func waitArchive(_ node: TestNode, _ what: String, _ done: (JSONValue) -
     /// retention keeps the newest `keep`, every backup taken and removed is in the operation log,
     /// and what is kept is a sound backup (`aerodb backup verify`) holding the data.
     @Test func scheduledBackupsKeepTheNewestAndAreAudited() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         defer { node.kill() }
         let directory = node.directory + "-scheduled"

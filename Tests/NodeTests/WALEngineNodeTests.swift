@@ -21,7 +21,7 @@ private func reportedEngine(_ node: TestNode) async throws -> String? {
 
 @Suite struct WALEngineNodeTests {
     @Test func everyEngineReadsWhatAnotherAcknowledgedAfterASigkill() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try await node.start()
         let schema = parse(#"{"name":"items","fields":{"id":{"type":"text"}},"indexes":[]}"#)
         #expect(try await node.admin("POST", "collections", schema).status == 201)
@@ -53,7 +53,7 @@ private func reportedEngine(_ node: TestNode) async throws -> String? {
     }
 
     @Test func anUnknownEngineIsRefusedNamingTheChoices() async throws {
-        let node = try TestNode()
+        let node = try await TestNode()
         try setWALEngine(node, "direct")
         let (status, output) = try await runProgram(Binaries.path("aerodb"), ["start", "--dir", node.directory])
         #expect(status != 0)

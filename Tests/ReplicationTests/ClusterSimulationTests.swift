@@ -2,14 +2,22 @@
 // guarantees SIM1-SIM8, determinism, and every sabotage caught.
 
 import ClusterSim
+import LiveCluster
 import Replication
 import Testing
+
+/// A simulation keeps a CPU busy for seconds: each runs on a thread of its own, not on the
+/// cooperative pool (two threads here), where every other test of the run, with its timeouts,
+/// would wait behind it.
+private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {
+    try await LiveCluster.onOwnThread(work)
+}
 
 @Suite struct ClusterSimulationTests {
     /// SIM1-SIM8: 200 seeds of three nodes under loss, duplication, reordering, partitions,
     /// power cuts, promotions, switchovers and rejoins, zero violations.
-    @Test func twoHundredSeedsFindNoViolation() {
-        let batch = SimBatch.run(firstSeed: 1, seeds: 200, options: SimOptions(seconds: 4, trace: false), stopAtFirst: false)
+    @Test func twoHundredSeedsFindNoViolation() async throws {
+        let batch = try await onOwnThread { SimBatch.run(firstSeed: 1, seeds: 200, options: SimOptions(seconds: 4, trace: false), stopAtFirst: false) }
         #expect(batch.seeds == 200)
         #expect(batch.operations > 100_000, "the clients wrote: \(batch.operations)")
         #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
@@ -26,20 +34,23 @@ import Testing
     }
 
     /// Four and five nodes (`--nodes`): the same checks, zero violations; the size changes the run.
-    @Test(arguments: [4, 5]) func largerClustersFindNoViolation(nodes: Int) {
-        let batch = SimBatch.run(firstSeed: 1, seeds: 60, options: SimOptions(seconds: 4, trace: false, nodes: nodes), stopAtFirst: false)
+    @Test(arguments: [4, 5]) func largerClustersFindNoViolation(nodes: Int) async throws {
+        let batch = try await onOwnThread { SimBatch.run(firstSeed: 1, seeds: 60, options: SimOptions(seconds: 4, trace: false, nodes: nodes), stopAtFirst: false) }
         #expect(batch.operations > 20_000, "the clients wrote: \(batch.operations)")
         #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
         #expect(batch.switchovers > 0)
-        let three = ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2))
-        #expect(ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2, nodes: nodes)).trace != three.trace)
+        let (three, more) = try await onOwnThread {
+            (ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2)), ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2, nodes: nodes)))
+        }
+        #expect(more.trace != three.trace)
     }
 
     /// Same seed, same run, same trace.
-    @Test func theSameSeedReplaysTheSameRun() {
-        let a = ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3))
-        let b = ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3))
-        let c = ClusterSimulation.run(seed: 43, options: SimOptions(seconds: 3))
+    @Test func theSameSeedReplaysTheSameRun() async throws {
+        let (a, b, c) = try await onOwnThread {
+            (ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3)), ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3)),
+             ClusterSimulation.run(seed: 43, options: SimOptions(seconds: 3)))
+        }
         #expect(a.trace.count > 100)
         #expect(a.trace == b.trace)
         #expect(a.trace != c.trace)
@@ -47,13 +58,15 @@ import Testing
 
     /// Same seed, same run with power cuts: seeds whose runs cut power replay byte for byte
     /// (the crash image, the torn write and the restart are drawn from the seed).
-    @Test func crashingSeedsReplayByteForByte() {
+    @Test func crashingSeedsReplayByteForByte() async throws {
         var crashing = 0
         for seed: UInt64 in 1...40 {
-            let a = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
-            guard a.crashes > 0 else { continue }
+            let (a, b) = try await onOwnThread { () -> (SimOutcome, SimOutcome?) in
+                let a = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
+                return (a, a.crashes > 0 ? ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4)) : nil)
+            }
+            guard let b else { continue }
             crashing += 1
-            let b = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
             #expect(a.trace.joined(separator: "\n") == b.trace.joined(separator: "\n"), "seed \(seed)")
             #expect(a.trace.contains { $0.contains("power cut on") } && a.trace.contains { $0.contains("restarts from its disk") })
             #expect((a.operations, a.lostUnflushed, a.tornWrites, a.simulatedMicros) == (b.operations, b.lostUnflushed, b.tornWrites, b.simulatedMicros))
@@ -67,8 +80,10 @@ import Testing
     @Test(arguments: [(RoleFault.countHelloBeforeHistoryCheck, "SIM2"), (.bootstrapWithoutProof, "SIM5"),
                       (.releaseWithOneAckShort, "SIM2"), (.promoteByLSNOnly, "SIM1"), (.readWithoutMinLSNWait, "SIM7"),
                       (.readWithoutEpochCheck, "SIM7"), (.ackBeforeFlush, "SIM8")])
-    func everySabotageIsCaught(fault: RoleFault, guarantee: String) {
-        let batch = SimBatch.run(firstSeed: 1, seeds: 400, options: SimOptions(seconds: 6, faults: [fault], trace: false), stopAtFirst: true)
+    func everySabotageIsCaught(fault: RoleFault, guarantee: String) async throws {
+        let batch = try await onOwnThread {
+            SimBatch.run(firstSeed: 1, seeds: 400, options: SimOptions(seconds: 6, faults: [fault], trace: false), stopAtFirst: true)
+        }
         #expect(batch.violations.first?.violation.id == guarantee, "\(fault): \(batch.violations.map { "\($0.seed): \($0.violation)" })")
         #expect(batch.failureReport.contains { $0.contains("shortest history") })
     }

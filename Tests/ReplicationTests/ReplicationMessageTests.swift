@@ -128,15 +128,15 @@ import Testing
         let tracker = AckTracker()
         tracker.admit("n2", session: 1, verified: 0)
         let waits = (UInt64(1)...200).map { lsn in Task { try await tracker.wait(lsn, needed: 1, timeoutMillis: 60_000) } }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while tracker.trackedDeadlines < 200 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        // Bounds in polls (6,000 polls 5 ms apart, at least 30 s), not wall time: a cooperative
+        // pool kept busy by other tests runs neither the waits nor this loop meanwhile.
+        for _ in 0..<6_000 { if tracker.trackedDeadlines == 200 { break }; try await Task.sleep(for: .milliseconds(5)) }
         #expect(tracker.trackedDeadlines == 200)
         tracker.sent("n2", session: 1, through: 200)
         tracker.update("n2", session: 1, durable: 200)
         for wait in waits { try await wait.value }
-        // A deadline of its own: a slow first phase on a busy machine must not leave this one no time.
-        let swept = ContinuousClock.now + .seconds(30)
-        while tracker.trackedDeadlines > 0 && ContinuousClock.now < swept { try await Task.sleep(for: .milliseconds(5)) }
+        // A bound of its own: a slow first phase on a busy machine must not leave this one no time.
+        for _ in 0..<6_000 { if tracker.trackedDeadlines == 0 { break }; try await Task.sleep(for: .milliseconds(5)) }
         #expect(tracker.trackedDeadlines == 0)
     }
 

@@ -114,7 +114,10 @@ final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
     /// `source`: the local address to connect from (any of 127.0.0.0/8 on loopback).
-    init(_ address: PeerAddress, source: String? = nil, receiveTimeoutMillis: Int = 3_000) throws {
+    /// `receiveTimeoutMillis` only ends a read that never sees the close every caller expects: long,
+    /// because the in-process node answers on the cooperative pool, which other tests of a full
+    /// run keep busy for seconds (3 s once ended a read before the node's refusal).
+    init(_ address: PeerAddress, source: String? = nil, receiveTimeoutMillis: Int = 30_000) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         if let source {
             var local = sockaddr_in()
