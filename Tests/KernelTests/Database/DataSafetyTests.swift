@@ -311,6 +311,73 @@ func nested(_ depth: Int) -> JSONValue {
         #expect(try Database.verify(dataDirectory: dir.path + "/data").summary.hasPrefix("sound:"))
     }
 
+    /// D2 with a checkpoint parsed in pieces on several threads (a collection of at least
+    /// `CheckpointFile.parallelParseDocumentsMin` documents): the documents come back in file
+    /// order, and of several damaged lines the first one is named, as a parse in order names it,
+    /// whichever piece finishes first; a count larger than the lines left is corruption too.
+    @Test func D2_aLargeCheckpointParsedInPiecesLoadsInOrderAndNamesItsFirstBadLine() throws {
+        let dir = TemporaryDirectory()
+        let schema = json(Self.blobs)
+        let count = CheckpointFile.parallelParseDocumentsMin * 3 + 17
+        let documents = (0..<count).map { i in JSON.encode(.object(["id": .string(String(format: "k%06d", i)), "data": .int(Int64(i))])) }
+        func file(_ lines: [[UInt8]], declared: Int? = nil) throws -> [UInt8] {
+            let path = dir.path + "/crafted.ckpt"
+            let header = JSON.encode(.object(["schema": schema, "count": .int(Int64(declared ?? lines.count))]))
+            try craft(path, lsn: 9, payload: ([header] + lines).flatMap { $0 + [0x0A] })
+            return Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        // In file order straight from the pieces (the collection's bulk build would sort them).
+        let shuffled = documents.reversed().map { $0 }
+        var lines = LineIterator(shuffled.flatMap { $0 + [0x0A] })
+        let skipped = lines.skip(count)
+        let ends = try #require(skipped)
+        let parsed = try CheckpointFile.parseDocuments(lines.bytes, lineEnds: ends, collection: "blobs") {
+            AeroError(.checkpointCorrupt, $0)
+        }
+        #expect(parsed.count == count)
+        #expect(parsed.enumerated().allSatisfy { i, doc in doc["data"] == .int(Int64(count - 1 - i)) })
+        let state = try CheckpointFile.decode(try file(documents), name: "crafted.ckpt")
+        #expect(state.collections["blobs"]?.count == count)
+
+        var damaged = documents
+        damaged[count - 5] = Array("{\"id\":".utf8)   // late in the last piece
+        damaged[count / 2] = Array("[1]".utf8)         // a JSON value, not an object
+        damaged[count / 2 + 1] = Array("nope".utf8)
+        for (lines, declared, named) in [(damaged, nil, "document \(count / 2 + 1) of \(count) is not a JSON object"),
+                                         (documents, count + 1, "fewer documents than its count")] {
+            do {
+                _ = try CheckpointFile.decode(try file(lines, declared: declared), name: "crafted.ckpt")
+                Issue.record("a damaged checkpoint decoded")
+            } catch let error as AeroError {
+                #expect(error.code == .checkpointCorrupt && error.message.contains(named), "\(error.message)")
+            }
+        }
+    }
+
+    /// D2 for the zlib wrapper the payload is inflated from without its adler32 (every caller
+    /// checks an XXH64 of its own): a header that is not deflate, a stream cut short, a byte
+    /// between the stream's end and the trailer and a wrong declared length are all refused;
+    /// only the adler32 trailer's value is not read.
+    @Test func D2_aCheckpointPayloadInflatesOnlyFromAWholeZlibStream() throws {
+        let plain = Array((0..<200_000).map { UInt8(truncatingIfNeeded: $0 * 7 / 3) })
+        let good = try Compression.compress(plain)
+        #expect(try Compression.decompress(good, expectedLength: plain.count) == plain)
+        var otherTrailer = good
+        otherTrailer[otherTrailer.count - 1] ^= 0xFF
+        #expect(try Compression.decompress(otherTrailer, expectedLength: plain.count) == plain, "the trailer is not read")
+        var dictionary = good
+        dictionary[1] |= 0x20
+        var notDeflate = good
+        notDeflate[0] = (notDeflate[0] & 0xF0) | 7
+        let extra = Array(good[..<(good.count - 4)]) + [0] + Array(good[(good.count - 4)...])
+        for (label, bytes, length) in [("preset dictionary", dictionary, plain.count), ("CM 7", notDeflate, plain.count),
+                                       ("cut short", Array(good.prefix(good.count / 2)), plain.count),
+                                       ("a byte after the stream", extra, plain.count), ("no trailer", Array(good.dropLast(4)), plain.count),
+                                       ("declared one byte more", good, plain.count + 1), ("declared one byte less", good, plain.count - 1)] {
+            #expect(throws: AeroError.self, "\(label)") { try Compression.decompress(bytes, expectedLength: length) }
+        }
+    }
+
     /// Q1 under the writer lock: on delete, references are found through an index on the
     /// referencing field; without one a scan is allowed only up to `referenceScanRowsMax` rows,
     /// and past it the delete is refused naming the index to declare.
