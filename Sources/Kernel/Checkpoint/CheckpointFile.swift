@@ -194,8 +194,8 @@ enum CheckpointFile {
             guard let ends = lines.skip(Int(count)) else {
                 throw corrupt("collection \(schema.name) has fewer documents than its count")
             }
-            let documents = try parseDocuments(payload, lineEnds: ends, collection: schema.name, corrupt: corrupt)
-            collections[schema.name] = try CollectionData(schema: schema, sortedDocuments: documents)
+            let parsed = try parseDocuments(payload, lineEnds: ends, schema: schema, corrupt: corrupt)
+            collections[schema.name] = try CollectionData(schema: schema, keyedEntries: parsed.entries, documentBytes: parsed.bytes)
         }
         return collections
     }
@@ -208,51 +208,63 @@ extension CheckpointFile {
     /// takes another piece instead of waiting for the others.
     static let parsePiecesPerThread = 8
 
-    /// The documents of the lines `lineEnds` marks in `payload`, in order:
-    /// on up to `RecoveryThreads.decoding` threads beside the caller for a large collection, since
+    /// Documents paired with their primary key, in file order, and the sum of their
+    /// `CollectionData.bytes(of:)`: what the collection's bulk build needs.
+    struct ParsedDocuments: Sendable {
+        var entries: [(key: OrderedValue, value: Document)] = []
+        var bytes = 0
+    }
+
+    /// The documents of the lines `lineEnds` marks in `payload`, in order, with their keys: on
+    /// up to `RecoveryThreads.decoding` threads beside the caller for a large collection, since
     /// parsing is most of a checkpoint's load (issue 19: a restart from a checkpoint took longer
     /// than replaying the same documents from the WAL, whose decoding runs on every core). The
     /// result and the error are those of a parse in order: the first line that is not a JSON
-    /// object, counting from the start, is the one reported.
-    static func parseDocuments(_ payload: [UInt8], lineEnds: LineIterator.Ends, collection: String,
-                               corrupt: (String) -> AeroError) throws -> [Document] {
+    /// object with a primary key, counting from the start, is the one reported.
+    static func parseDocuments(_ payload: [UInt8], lineEnds: LineIterator.Ends, schema: CollectionSchema,
+                               corrupt: (String) -> AeroError) throws -> ParsedDocuments {
         let (start, ends) = (lineEnds.start, lineEnds.offsets)
         let pieces = ends.count < parallelParseDocumentsMin ? 1 : (RecoveryThreads.decoding + 1) * parsePiecesPerThread
-        let results = payload.withUnsafeBufferPointer { bytes -> [Result<[Document], LineFailure>] in
-            if pieces == 1 { return [parsePiece(0..<ends.count, ends: ends, start: start, bytes: bytes)] }
+        let results = payload.withUnsafeBufferPointer { bytes -> [Result<ParsedDocuments, LineFailure>] in
+            if pieces == 1 { return [parsePiece(0..<ends.count, ends: ends, start: start, bytes: bytes, schema: schema)] }
             let shared = ReadOnlyBytes(buffer: bytes)
-            let slots = Mutex([Result<[Document], LineFailure>?](repeating: nil, count: pieces))
+            let slots = Mutex([Result<ParsedDocuments, LineFailure>?](repeating: nil, count: pieces))
             DispatchQueue.concurrentPerform(iterations: pieces) { piece in
                 let lines = (ends.count * piece / pieces)..<(ends.count * (piece + 1) / pieces)
-                let result = parsePiece(lines, ends: ends, start: start, bytes: shared.buffer)
+                let result = parsePiece(lines, ends: ends, start: start, bytes: shared.buffer, schema: schema)
                 slots.withLock { $0[piece] = result }
             }
             return slots.withLock { $0.map { $0! } }
         }
-        var documents: [Document] = []
-        documents.reserveCapacity(ends.count)
+        var parsed = ParsedDocuments()
+        parsed.entries.reserveCapacity(ends.count)
         for result in results {
             switch result {
-            case .success(let piece): documents += piece
+            case .success(let piece):
+                parsed.entries += piece.entries
+                parsed.bytes += piece.bytes
             case .failure(let failure):
-                throw corrupt("collection \(collection): document \(failure.line + 1) of \(ends.count) \(failure.reason)")
+                throw corrupt("collection \(schema.name): document \(failure.line + 1) of \(ends.count) \(failure.reason)")
             }
         }
-        return documents
+        return parsed
     }
 
     /// Lines `lines` (indexes into `ends`; line 0 starts at `start`, each later one after the
-    /// previous one's newline), up to the first that is not a JSON object.
-    private static func parsePiece(_ lines: Range<Int>, ends: [Int], start: Int,
-                                   bytes: UnsafeBufferPointer<UInt8>) -> Result<[Document], LineFailure> {
-        var out: [Document] = []
-        out.reserveCapacity(lines.count)
+    /// previous one's newline), up to the first that is not a JSON object with a primary key.
+    private static func parsePiece(_ lines: Range<Int>, ends: [Int], start: Int, bytes: UnsafeBufferPointer<UInt8>,
+                                   schema: CollectionSchema) -> Result<ParsedDocuments, LineFailure> {
+        var out = ParsedDocuments()
+        out.entries.reserveCapacity(lines.count)
         var lineStart = lines.lowerBound == 0 ? start : ends[lines.lowerBound - 1] + 1
         for i in lines {
             let line = UnsafeBufferPointer(rebasing: bytes[lineStart..<ends[i]])
             do {
                 guard case .object(let doc) = try JSON.parse(line) else { return .failure(LineFailure(line: i, reason: "is not a JSON object")) }
-                out.append(doc)
+                out.entries.append((try CollectionData.primaryKey(of: doc, schema), doc))
+                out.bytes += CollectionData.bytes(of: doc)
+            } catch let error as AeroError {
+                return .failure(LineFailure(line: i, reason: "does not decode: \(error.message)"))
             } catch {
                 return .failure(LineFailure(line: i, reason: "does not decode: \(error)"))
             }

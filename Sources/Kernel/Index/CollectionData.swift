@@ -66,24 +66,40 @@ public struct CollectionData: Sendable {
     public init(schema: CollectionSchema, documents input: [Document]) throws {
         var entries: [(key: OrderedValue, value: Document)] = []
         entries.reserveCapacity(input.count)
+        var documentBytes = 0
         for doc in input {
-            guard let key = doc[schema.primaryKey], !key.isNull else {
-                throw AeroError(.schemaViolation, "\(schema.name): a document has no \(schema.primaryKey)",
-                                invariant: "S1")
-            }
-            entries.append((OrderedValue(key), doc))
+            entries.append((try Self.primaryKey(of: doc, schema), doc))
+            documentBytes += Self.bytes(of: doc)
         }
+        try self.init(schema: schema, keyedEntries: entries, documentBytes: documentBytes)
+    }
+
+    /// A document's primary key, for the bulk build; a missing or null key is refused (S1).
+    static func primaryKey(of doc: Document, _ schema: CollectionSchema) throws -> OrderedValue {
+        guard let key = doc[schema.primaryKey], !key.isNull else {
+            throw AeroError(.schemaViolation, "\(schema.name): a document has no \(schema.primaryKey)", invariant: "S1")
+        }
+        return OrderedValue(key)
+    }
+
+    /// Bulk build from documents already paired with their primary key (`primaryKey(of:)`) and the
+    /// sum of their `bytes(of:)`: the checkpoint loader computes both in its parsing pieces, on
+    /// every core. Otherwise as `init(schema:documents:)`.
+    init(schema: CollectionSchema, keyedEntries input: [(key: OrderedValue, value: Document)], documentBytes: Int) throws {
+        var entries = input
+        // Strictly increasing keys are also unique: only other input is sorted and searched for
+        // a duplicate.
         if !zip(entries, entries.dropFirst()).allSatisfy({ $0.key < $1.key }) {
             entries.sort { $0.key < $1.key }
-        }
-        if let dup = zip(entries, entries.dropFirst()).first(where: { $0.key == $1.key }) {
-            throw AeroError(.duplicateKey, "\(schema.name): two documents with \(schema.primaryKey) = "
-                            + JSON.encodeString(dup.0.key.value), invariant: "C1")
+            if let dup = zip(entries, entries.dropFirst()).first(where: { $0.key == $1.key }) {
+                throw AeroError(.duplicateKey, "\(schema.name): two documents with \(schema.primaryKey) = "
+                                + JSON.encodeString(dup.0.key.value), invariant: "C1")
+            }
         }
         self.schema = schema
         documents = PersistentSortedMap(sortedUniqueEntries: entries)
         indexes = try schema.indexes.map { try Self.buildIndex($0, schema: schema, documents: entries) }
-        approximateBytes = entries.reduce(0) { $0 + Self.bytes(of: $1.value) }
+        approximateBytes = documentBytes
             + indexes.reduce(0) { total, index in total + index.entries.count * Self.indexEntryOverheadBytes }
     }
 

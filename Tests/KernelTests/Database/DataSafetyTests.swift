@@ -313,8 +313,9 @@ func nested(_ depth: Int) -> JSONValue {
 
     /// D2 with a checkpoint parsed in pieces on several threads (a collection of at least
     /// `CheckpointFile.parallelParseDocumentsMin` documents): the documents come back in file
-    /// order, and of several damaged lines the first one is named, as a parse in order names it,
-    /// whichever piece finishes first; a count larger than the lines left is corruption too.
+    /// order with their keys and sizes, and of several damaged lines the first one is named, as a
+    /// parse in order names it, whichever piece finishes first; a document without its key, a key
+    /// twice and a count larger than the lines left are corruption too.
     @Test func D2_aLargeCheckpointParsedInPiecesLoadsInOrderAndNamesItsFirstBadLine() throws {
         let dir = TemporaryDirectory()
         let schema = json(Self.blobs)
@@ -331,11 +332,14 @@ func nested(_ depth: Int) -> JSONValue {
         var lines = LineIterator(shuffled.flatMap { $0 + [0x0A] })
         let skipped = lines.skip(count)
         let ends = try #require(skipped)
-        let parsed = try CheckpointFile.parseDocuments(lines.bytes, lineEnds: ends, collection: "blobs") {
+        let parsed = try CheckpointFile.parseDocuments(lines.bytes, lineEnds: ends, schema: CollectionSchema.parse(schema)) {
             AeroError(.checkpointCorrupt, $0)
         }
-        #expect(parsed.count == count)
-        #expect(parsed.enumerated().allSatisfy { i, doc in doc["data"] == .int(Int64(count - 1 - i)) })
+        #expect(parsed.entries.count == count)
+        #expect(parsed.entries.enumerated().allSatisfy { i, entry in
+            entry.value["data"] == .int(Int64(count - 1 - i)) && entry.key == OrderedValue(.string(String(format: "k%06d", count - 1 - i)))
+        })
+        #expect(parsed.bytes == documents.reduce(0) { $0 + CollectionData.bytes(of: try! JSON.parse($1).objectValue!) })
         let state = try CheckpointFile.decode(try file(documents), name: "crafted.ckpt")
         #expect(state.collections["blobs"]?.count == count)
 
@@ -343,7 +347,13 @@ func nested(_ depth: Int) -> JSONValue {
         damaged[count - 5] = Array("{\"id\":".utf8)   // late in the last piece
         damaged[count / 2] = Array("[1]".utf8)         // a JSON value, not an object
         damaged[count / 2 + 1] = Array("nope".utf8)
+        var keyless = documents
+        keyless[count - 2] = Array(#"{"data":1}"#.utf8)
+        var twice = documents
+        twice[count / 3] = documents[count / 3 - 1]
         for (lines, declared, named) in [(damaged, nil, "document \(count / 2 + 1) of \(count) is not a JSON object"),
+                                         (keyless, nil, "document \(count - 1) of \(count) does not decode: blobs: a document has no id"),
+                                         (twice, nil, "two documents with id = \"k\(String(format: "%06d", count / 3 - 1))\""),
                                          (documents, count + 1, "fewer documents than its count")] {
             do {
                 _ = try CheckpointFile.decode(try file(lines, declared: declared), name: "crafted.ckpt")
