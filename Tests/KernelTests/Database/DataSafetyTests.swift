@@ -365,9 +365,10 @@ func nested(_ depth: Int) -> JSONValue {
     }
 
     /// D2 for the zlib wrapper the payload is inflated from without its adler32 (every caller
-    /// checks an XXH64 of its own): a header that is not deflate, a stream cut short, a byte
-    /// between the stream's end and the trailer and a wrong declared length are all refused;
-    /// only the adler32 trailer's value is not read.
+    /// checks an XXH64 of its own): a header that is not deflate (another method, a window over
+    /// 32 KiB, a preset dictionary, a wrong FCHECK), a stream cut short, a byte between the
+    /// stream's end and the trailer and a wrong declared length are all refused; only the adler32
+    /// trailer's value is not read.
     @Test func D2_aCheckpointPayloadInflatesOnlyFromAWholeZlibStream() throws {
         let plain = Array((0..<200_000).map { UInt8(truncatingIfNeeded: $0 * 7 / 3) })
         let good = try Compression.compress(plain)
@@ -375,16 +376,24 @@ func nested(_ depth: Int) -> JSONValue {
         var otherTrailer = good
         otherTrailer[otherTrailer.count - 1] ^= 0xFF
         #expect(try Compression.decompress(otherTrailer, expectedLength: plain.count) == plain, "the trailer is not read")
-        var dictionary = good
-        dictionary[1] |= 0x20
-        var notDeflate = good
-        notDeflate[0] = (notDeflate[0] & 0xF0) | 7
+        // A header with its FCHECK set right, so that the flag named is what is refused.
+        func header(_ cmf: UInt8, _ flags: UInt8) -> [UInt8] {
+            let top = flags & 0xE0
+            return [cmf, top + UInt8((31 - (Int(cmf) * 256 + Int(top)) % 31) % 31)]
+        }
+        #expect(header(good[0], good[1]) == Array(good[0..<2]), "the header helper rebuilds the real header")
+        let dictionary = header(good[0], good[1] | 0x20) + good[2...]
+        let notDeflate = header((good[0] & 0xF0) | 7, good[1]) + good[2...]
+        let hugeWindow = header((good[0] & 0x0F) | 0x80, good[1]) + good[2...]
+        var badCheck = good
+        badCheck[1] ^= 0x01
         let extra = Array(good[..<(good.count - 4)]) + [0] + Array(good[(good.count - 4)...])
         for (label, bytes, length) in [("preset dictionary", dictionary, plain.count), ("CM 7", notDeflate, plain.count),
+                                       ("a 64 KiB window", hugeWindow, plain.count), ("FCHECK", badCheck, plain.count),
                                        ("cut short", Array(good.prefix(good.count / 2)), plain.count),
                                        ("a byte after the stream", extra, plain.count), ("no trailer", Array(good.dropLast(4)), plain.count),
                                        ("declared one byte more", good, plain.count + 1), ("declared one byte less", good, plain.count - 1)] {
-            #expect(throws: AeroError.self, "\(label)") { try Compression.decompress(bytes, expectedLength: length) }
+            #expect(throws: AeroError.self, "\(label)") { _ = try Compression.decompress(bytes, expectedLength: length) }
         }
     }
 
