@@ -34,7 +34,7 @@ enum Compression {
     /// Inflates the raw deflate stream inside the zlib wrapper: the wrapper's header is checked,
     /// its adler32 trailer is not, because every caller checks an XXH64 of its own over the same
     /// bytes (a checkpoint's compressed payload before this, a backup chunk's plain bytes after),
-    /// and adler32 took a sixth of a checkpoint's inflate time (issue 19).
+    /// and adler32 took about a fifth of a checkpoint's inflate samples (issue 19).
     static func decompress(_ input: [UInt8], expectedLength: Int) throws -> [UInt8] {
         func corrupt(_ why: String) -> AeroError {
             AeroError(.checkpointCorrupt, "checkpoint payload does not decompress: \(why)", invariant: "D2")
