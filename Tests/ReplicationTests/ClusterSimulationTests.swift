@@ -6,18 +6,15 @@ import LiveCluster
 import Replication
 import Testing
 
-/// A simulation keeps a CPU busy for seconds: each runs on a thread of its own, not on the
-/// cooperative pool (two threads here), where every other test of the run, with its timeouts,
-/// would wait behind it.
-private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {
-    try await LiveCluster.onOwnThread(work)
-}
+// A simulation keeps a CPU busy for seconds: each runs on a thread of its own
+// (`LiveCluster.onOwnThread`), not on the cooperative pool (two threads here), where every other
+// test of the run, with its timeouts, would wait behind it.
 
 @Suite struct ClusterSimulationTests {
     /// SIM1-SIM8: 200 seeds of three nodes under loss, duplication, reordering, partitions,
     /// power cuts, promotions, switchovers and rejoins, zero violations.
     @Test func twoHundredSeedsFindNoViolation() async throws {
-        let batch = try await onOwnThread { SimBatch.run(firstSeed: 1, seeds: 200, options: SimOptions(seconds: 4, trace: false), stopAtFirst: false) }
+        let batch = try await LiveCluster.onOwnThread { SimBatch.run(firstSeed: 1, seeds: 200, options: SimOptions(seconds: 4, trace: false), stopAtFirst: false) }
         #expect(batch.seeds == 200)
         #expect(batch.operations > 100_000, "the clients wrote: \(batch.operations)")
         #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
@@ -35,11 +32,11 @@ private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async
 
     /// Four and five nodes (`--nodes`): the same checks, zero violations; the size changes the run.
     @Test(arguments: [4, 5]) func largerClustersFindNoViolation(nodes: Int) async throws {
-        let batch = try await onOwnThread { SimBatch.run(firstSeed: 1, seeds: 60, options: SimOptions(seconds: 4, trace: false, nodes: nodes), stopAtFirst: false) }
+        let batch = try await LiveCluster.onOwnThread { SimBatch.run(firstSeed: 1, seeds: 60, options: SimOptions(seconds: 4, trace: false, nodes: nodes), stopAtFirst: false) }
         #expect(batch.operations > 20_000, "the clients wrote: \(batch.operations)")
         #expect(batch.violations.isEmpty, "\(batch.failureReport.joined(separator: "\n"))")
         #expect(batch.switchovers > 0)
-        let (three, more) = try await onOwnThread {
+        let (three, more) = try await LiveCluster.onOwnThread {
             (ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2)), ClusterSimulation.run(seed: 7, options: SimOptions(seconds: 2, nodes: nodes)))
         }
         #expect(more.trace != three.trace)
@@ -47,7 +44,7 @@ private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async
 
     /// Same seed, same run, same trace.
     @Test func theSameSeedReplaysTheSameRun() async throws {
-        let (a, b, c) = try await onOwnThread {
+        let (a, b, c) = try await LiveCluster.onOwnThread {
             (ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3)), ClusterSimulation.run(seed: 42, options: SimOptions(seconds: 3)),
              ClusterSimulation.run(seed: 43, options: SimOptions(seconds: 3)))
         }
@@ -61,7 +58,7 @@ private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async
     @Test func crashingSeedsReplayByteForByte() async throws {
         var crashing = 0
         for seed: UInt64 in 1...40 {
-            let (a, b) = try await onOwnThread { () -> (SimOutcome, SimOutcome?) in
+            let (a, b) = try await LiveCluster.onOwnThread { () -> (SimOutcome, SimOutcome?) in
                 let a = ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4))
                 return (a, a.crashes > 0 ? ClusterSimulation.run(seed: seed, options: SimOptions(seconds: 4)) : nil)
             }
@@ -81,7 +78,7 @@ private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async
                       (.releaseWithOneAckShort, "SIM2"), (.promoteByLSNOnly, "SIM1"), (.readWithoutMinLSNWait, "SIM7"),
                       (.readWithoutEpochCheck, "SIM7"), (.ackBeforeFlush, "SIM8")])
     func everySabotageIsCaught(fault: RoleFault, guarantee: String) async throws {
-        let batch = try await onOwnThread {
+        let batch = try await LiveCluster.onOwnThread {
             SimBatch.run(firstSeed: 1, seeds: 400, options: SimOptions(seconds: 6, faults: [fault], trace: false), stopAtFirst: true)
         }
         #expect(batch.violations.first?.violation.id == guarantee, "\(fault): \(batch.violations.map { "\($0.seed): \($0.violation)" })")

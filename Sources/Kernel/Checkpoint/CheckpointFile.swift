@@ -300,14 +300,9 @@ struct LineIterator {
         let found = bytes.withUnsafeBufferPointer { buffer -> Bool in
             for _ in 0..<count {
                 guard position < buffer.count else { return false }
-                if let hit = memchr(buffer.baseAddress! + position, 0x0A, buffer.count - position) {
-                    let end = UnsafeRawPointer(hit) - UnsafeRawPointer(buffer.baseAddress!)
-                    ends.offsets.append(end)
-                    position = end + 1
-                } else {
-                    ends.offsets.append(buffer.count)
-                    position = buffer.count
-                }
+                let end = Self.endOfLine(buffer, from: position)
+                ends.offsets.append(end)
+                position = min(end + 1, buffer.count)
             }
             return true
         }
@@ -321,14 +316,17 @@ struct LineIterator {
 
     var remainingBytes: Int { max(0, bytes.count - position) }
 
+    /// The offset of the newline ending the line that starts at `start`, or the end of the bytes.
+    /// memchr: a checkpoint line can be a MiB long.
+    private static func endOfLine(_ buffer: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        guard let found = memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start) else { return buffer.count }
+        return UnsafeRawPointer(found) - UnsafeRawPointer(buffer.baseAddress!)
+    }
+
     mutating func next() -> [UInt8]? {
         guard position < bytes.count else { return nil }
         let start = position
-        // memchr: a checkpoint line can be a MiB long.
-        position = bytes.withUnsafeBufferPointer { buffer in
-            guard let found = memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start) else { return buffer.count }
-            return UnsafeRawPointer(found) - UnsafeRawPointer(buffer.baseAddress!)
-        }
+        position = bytes.withUnsafeBufferPointer { Self.endOfLine($0, from: start) }
         let line = Array(bytes[start..<position])
         position += 1
         return line
