@@ -1,8 +1,9 @@
 """scripts/benchlib/bench.py's parsing of scripts/wrk/run-rest.sh and of the cluster bench's lag lines,
 on outputs recorded from real runs
-(Tests/Bench/recorded/: run-rest.txt from `scripts/wrk/run-rest.sh 3` with the release build at
-13:03 UTC 2026-12-04 on the shared, loaded machine; run-rest-six-rates.txt from the script before
-the baseline section; cluster-quick.txt from `aerodb bench --workload cluster`, below). The REST rows of docs/BENCHMARKS.md once went stale for days because the
+(Tests/Bench/recorded/: run-rest.txt from `scripts/wrk/run-rest.sh 3` with the release build of
+4d6fdcb at 12:47 UTC 2026-12-06 on a quiet machine; run-rest-without-primary.txt from the script
+before the cluster primary's POST section (13:03 UTC 2026-12-04, loaded machine);
+run-rest-six-rates.txt from the script before the baseline section; cluster-quick.txt from `aerodb bench --workload cluster`, below). The REST rows of docs/BENCHMARKS.md once went stale for days because the
 script began printing six rates while the parser took the first three or failed: every expected
 figure must be found by its section, once, or the parse fails naming what is missing.
 
@@ -29,10 +30,18 @@ def test_full_output_gives_every_figure_by_section():
     for figures in rest.values():
         assert figures["rps"] > 0 and figures["p99_ms"] > 0
     # The values of that recorded run, each from its own section (not by position).
-    assert rest[(bench.REST_SINGLE, bench.REST_GET)] == {"rps": 6993.51, "p99_ms": 23.53}
-    assert rest[(bench.REST_BASELINE, bench.REST_GET)] == {"rps": 20789.03, "p99_ms": 9.98}
-    assert rest[(bench.REST_SINGLE, bench.REST_POST)]["rps"] == 4371.74
-    assert rest[(bench.REST_REPLICA, bench.REST_POST)] == {"rps": 1150.53, "p99_ms": 104.28}
+    assert rest[(bench.REST_SINGLE, bench.REST_GET)] == {"rps": 25422.55, "p99_ms": 6.18}
+    assert rest[(bench.REST_BASELINE, bench.REST_GET)] == {"rps": 40118.49, "p99_ms": 3.51}
+    assert rest[(bench.REST_SINGLE, bench.REST_POST)]["rps"] == 10032.20
+    assert rest[(bench.REST_PRIMARY, bench.REST_POST)] == {"rps": 9446.21, "p99_ms": 12.95}
+    assert rest[(bench.REST_REPLICA, bench.REST_POST)] == {"rps": 4515.93, "p99_ms": 24.96}
+
+
+def test_output_without_the_cluster_primarys_post_is_refused():
+    # The forwarded POST is set against the POST to the same cluster's primary: an output from
+    # before that section must not fall back to the single node's POST silently.
+    with pytest.raises(RuntimeError, match="the cluster's primary: POST one row"):
+        bench.parse_rest(recorded("run-rest-without-primary.txt"))
 
 
 def test_six_rate_output_without_the_baseline_is_refused_not_misread():
@@ -54,8 +63,8 @@ def test_wrk_latency_summary_is_not_taken_for_the_99th_percentile():
 
 
 def test_non_2xx_answers_fail_the_workload():
-    out = recorded("run-rest.txt").replace("Requests/sec:  20789.03",
-                                           "  Non-2xx or 3xx responses: 17\nRequests/sec:  20789.03", 1)
+    out = recorded("run-rest.txt").replace("Requests/sec:  40118.49",
+                                           "  Non-2xx or 3xx responses: 17\nRequests/sec:  40118.49", 1)
     with pytest.raises(RuntimeError, match="bare Hummingbird route: GET by key: 17 non-2xx"):
         bench.parse_rest(out)
 
@@ -71,7 +80,7 @@ def test_unknown_or_repeated_section_fails():
 
 def test_p99_units():
     out = recorded("run-rest.txt")
-    out = out.replace("99%    9.98ms", "99%  998.00us", 1).replace("99%   23.53ms", "99%    1.50s", 1)
+    out = out.replace("99%    3.51ms", "99%  998.00us", 1).replace("99%    6.18ms", "99%    1.50s", 1)
     rest = bench.parse_rest(out)
     assert rest[(bench.REST_BASELINE, bench.REST_GET)]["p99_ms"] == pytest.approx(0.998)
     assert rest[(bench.REST_SINGLE, bench.REST_GET)]["p99_ms"] == pytest.approx(1500.0)

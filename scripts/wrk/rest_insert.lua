@@ -1,5 +1,7 @@
 -- wrk script: POST one new row per request, the way the supabase client sends an insert.
--- Each wrk thread numbers its rows separately so ids never collide.
+-- Each wrk thread numbers its rows separately so ids never collide; ROW_PREFIX (default "w")
+-- keeps two runs against the same collection apart.
+local prefix = os.getenv("ROW_PREFIX") or "w"
 local counter = 0
 local thread_id = 0
 
@@ -10,6 +12,6 @@ end
 
 function request()
   counter = counter + 1
-  local body = string.format('{"id":"w%d-%d","name":"bench row %d","qty":%d}', tid, counter, counter, counter % 100)
+  local body = string.format('{"id":"%s%d-%d","name":"bench row %d","qty":%d}', prefix, tid, counter, counter, counter % 100)
   return wrk.format("POST", "/rest/v1/items", nil, body)
 end

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Measures the REST surface of release nodes with wrk (64 connections, loopback), the way the
 # supabase client calls it: GET by key, a filtered list of 20 rows, POST of one row (durable).
-# First a single node, then the same three requests sent to the replica of a two-node cluster
-# (async commit mode): reads are served by the replica, the POST is forwarded to the primary and
-# answered once the replica applied it (read-your-writes). Between them, GET by key against a bare
-# Hummingbird route answering the node's same JSON bytes (the HTTP stack's ceiling on this box).
+# First a single node, then a two-node cluster (async commit mode): the POST sent straight to its
+# primary, then the same three requests sent to its replica: reads are served by the replica, the
+# POST is forwarded to the primary and answered once the replica applied it (read-your-writes).
+# The forwarded POST is set against the one to the same cluster's primary (both pay for shipping
+# and the replica's apply on these shared cores; a single node pays for neither). Between the
+# single node and the cluster, GET by key against a bare Hummingbird route answering the node's
+# same JSON bytes (the HTTP stack's ceiling on this box).
 # Usage: scripts/wrk/run-rest.sh [seconds]   (needs: swift build -c release, or AERODB_BIN; apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,13 +63,21 @@ get_by_key() {  # get_by_key PORT KEY LABEL: a random key of the 10,000 per requ
     echo "== $3: GET by key"; wrk "${common[@]}" -s scripts/wrk/get_by_key.lua "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|^ +99%|Non-2xx'
 }
 
-measure() {  # measure PORT KEY LABEL
-    common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $2" -H "Authorization: Bearer $2" -H "Accept: */*"
+post() {  # post PORT KEY LABEL ROW_PREFIX: one new row per request (rest_insert.lua), ids from ROW_PREFIX
+    echo "== $3: POST one row (durable)"; ROW_PREFIX=$4 wrk "${common[@]}" -H "Prefer: return=representation" -s scripts/wrk/rest_insert.lua \
+      "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|^ +99%|Non-2xx'
+}
+
+headers() {  # headers KEY: what the supabase client sends, and wrk's settings
+    common=(-t2 -c64 -d"${seconds}s" --latency -H "apikey: $1" -H "Authorization: Bearer $1" -H "Accept: */*"
             -H "Accept-Profile: public" -H "Content-Type: application/json")
+}
+
+measure() {  # measure PORT KEY LABEL ROW_PREFIX
+    headers "$2"
     get_by_key "$@"
     echo "== $3: GET 20 rows by filter"; wrk "${common[@]}" "http://127.0.0.1:$1/rest/v1/items?select=*&qty=eq.42&limit=20" | grep -E 'Requests/sec|^ +99%|Non-2xx'
-    echo "== $3: POST one row (durable)"; wrk "${common[@]}" -H "Prefer: return=representation" -s scripts/wrk/rest_insert.lua \
-      "http://127.0.0.1:$1/rest/v1/items" | grep -E 'Requests/sec|^ +99%|Non-2xx'
+    post "$@"
 }
 
 key_of() { "$bin" keys --dir "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["service_role"])'; }
@@ -75,7 +86,7 @@ key_of() { "$bin" keys --dir "$1" --json | python3 -c 'import json,sys; print(js
 start "$dir/single" $port
 key=$(key_of "$dir/single")
 load $port "$key"
-measure $port "$key" "single node"
+measure $port "$key" "single node" w
 # The same JSON bytes the node answered, captured before it stops
 curl -sf -H "apikey: $key" -H "Authorization: Bearer $key" -H "Accept: */*" -H "Accept-Profile: public" \
     -o "$dir/get-by-key.json" "http://127.0.0.1:$port/rest/v1/items?select=*&id=eq.k4242"
@@ -101,4 +112,7 @@ for _ in $(seq 1 600); do  # the replica has every row
         | tr -d '\r' | sed -n 's/^[Cc]ontent-[Rr]ange: .*\///p')
     [ "$n" = "10000" ] && break; sleep 0.1
 done
-measure $replica "$key" "through the replica"
+# The direct POST first: the forwarded one then inserts into the larger collection.
+headers "$key"
+post $primary "$key" "the cluster's primary" p
+measure $replica "$key" "through the replica" r
