@@ -155,9 +155,14 @@ extension JSONValue {
         }
     }
 
+    /// Common lengths up to this are compared byte by byte (primary keys are mostly short).
+    private static var shortCompareBytes: Int { 16 }
+
     private static func compareBytes(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Int {
         let common = min(x.count, y.count)
-        if common > 0 {
+        if common <= shortCompareBytes {  // short keys: a byte loop costs less than the call to memcmp
+            for i in 0..<common where x[i] != y[i] { return x[i] < y[i] ? -1 : 1 }
+        } else {
             let c = memcmp(x.baseAddress!, y.baseAddress!, common)
             if c != 0 { return c < 0 ? -1 : 1 }
         }
@@ -169,7 +174,16 @@ extension JSONValue {
 public struct OrderedValue: Comparable, Hashable, Sendable {
     public let value: JSONValue
     public init(_ value: JSONValue) { self.value = value }
-    public static func < (a: OrderedValue, b: OrderedValue) -> Bool { JSONValue.compare(a.value, b.value) < 0 }
+    public static func < (a: OrderedValue, b: OrderedValue) -> Bool {
+        // Keys of one collection are nearly always of one kind: two strings or two integers are
+        // compared without going through the general order's pair of values.
+        switch a.value {
+        case .string(let x): if case .string(let y) = b.value { return JSONValue.compareUTF8(x, y) < 0 }
+        case .int(let x): if case .int(let y) = b.value { return x < y }
+        default: break
+        }
+        return JSONValue.compare(a.value, b.value) < 0
+    }
     public static func == (a: OrderedValue, b: OrderedValue) -> Bool { JSONValue.compare(a.value, b.value) == 0 }
     public func hash(into hasher: inout Hasher) {
         // Numbers hash by their Double value so that 1 and 1.0 (equal in the order) hash alike.

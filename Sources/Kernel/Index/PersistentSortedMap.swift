@@ -55,24 +55,36 @@ final class BTreeNode<Key: Comparable & Sendable, Value: Sendable>: @unchecked S
 
     /// First index whose key is >= `key`.
     @inline(__always)
-    func lowerBound(_ key: Key) -> Int {
-        var low = 0, high = keys.count
-        while low < high {
-            let mid = (low + high) >> 1
-            if keys[mid] < key { low = mid + 1 } else { high = mid }
-        }
-        return low
-    }
+    func lowerBound(_ key: Key) -> Int { Self.lowerBound(keys, key) }
 
     /// First index whose key is > `key`.
     @inline(__always)
-    func upperBound(_ key: Key) -> Int {
-        var low = 0, high = keys.count
-        while low < high {
-            let mid = (low + high) >> 1
-            if key < keys[mid] { high = mid } else { low = mid + 1 }
+    func upperBound(_ key: Key) -> Int { Self.upperBound(keys, key) }
+
+    // The searches take the keys as an array value, not through the node: the class's stored
+    // property would otherwise be read (a dynamic exclusivity check) at every probe.
+    @inline(__always)
+    static func lowerBound(_ keys: [Key], _ key: Key) -> Int {
+        keys.withUnsafeBufferPointer { keys in
+            var low = 0, high = keys.count
+            while low < high {
+                let mid = (low + high) >> 1
+                if keys[mid] < key { low = mid + 1 } else { high = mid }
+            }
+            return low
         }
-        return low
+    }
+
+    @inline(__always)
+    static func upperBound(_ keys: [Key], _ key: Key) -> Int {
+        keys.withUnsafeBufferPointer { keys in
+            var low = 0, high = keys.count
+            while low < high {
+                let mid = (low + high) >> 1
+                if key < keys[mid] { high = mid } else { low = mid + 1 }
+            }
+            return low
+        }
     }
 
     var isUnderfull: Bool {
@@ -235,9 +247,15 @@ public struct PersistentSortedMap<Key: Comparable & Sendable, Value: Sendable>: 
 
     public func value(forKey key: Key) -> Value? {
         guard var node = root else { return nil }
-        while !node.isLeaf { node = node.children[node.upperBound(key)] }
-        let i = node.lowerBound(key)
-        return i < node.keys.count && !(key < node.keys[i]) ? node.values[i] : nil
+        while true {
+            let keys = node.keys
+            let children = node.children
+            if children.isEmpty {
+                let i = Node.lowerBound(keys, key)
+                return i < keys.count && !(key < keys[i]) ? node.values[i] : nil
+            }
+            node = children[Node.upperBound(keys, key)]
+        }
     }
 
     public subscript(key: Key) -> Value? { value(forKey: key) }

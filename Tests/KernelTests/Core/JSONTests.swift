@@ -74,6 +74,30 @@ import Testing
         #expect(JSONValue.compare(.int(1), .float(1.0)) == 0)
     }
 
+    /// Index keys compare strings by their UTF-8 bytes (unsigned, a prefix first) on both sides of
+    /// the short-key byte loop, and `OrderedValue`'s same-kind shortcuts give the general order.
+    @Test func keyOrderIsTheUTF8ByteOrderAndTheShortcutsAgreeWithTheGeneralOrder() {
+        var strings: [String] = ["", "a", "b", "é", "\u{7F}", "\u{80}", "\u{FFFF}", "\u{10FFFF}"]
+        for length in [1, 7, 15, 16, 17, 31, 40] {
+            let stem = String(repeating: "k", count: length - 1)
+            strings += [stem, stem + "a", stem + "b", stem + "é", stem + "\u{7F}", "a" + stem]
+        }
+        for x in strings {
+            for y in strings {
+                let bytes = Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8)) ? -1 : (Array(x.utf8) == Array(y.utf8) ? 0 : 1)
+                #expect(JSONValue.compareUTF8(x, y) == bytes, "\(x.debugDescription) vs \(y.debugDescription)")
+            }
+        }
+        let values: [JSONValue] = strings.map { .string($0) } + [.int(.min), .int(-1), .int(0), .int(1), .int(.max), .float(-0.5),
+                                                                  .float(1.0), .float(.infinity), .float(.nan), .null, .bool(true),
+                                                                  .array([.string("a")]), .object(["a": .int(1)])]
+        for a in values {
+            for b in values {
+                #expect((OrderedValue(a) < OrderedValue(b)) == (JSONValue.compare(a, b) < 0), "\(a) vs \(b)")
+            }
+        }
+    }
+
     /// The 8-bytes-at-a-time scan finds every byte that needs escaping, at every offset.
     @Test func stringsEscapeAndParseAtEveryOffsetOfTheWordScan() throws {
         for special in ["\"", "\\", "\n", "\u{01}", "\u{1F}", "é"] {
