@@ -132,6 +132,31 @@ import WAT
         #expect(await Self.limitError(failing)?.message == "handle returned 7")
     }
 
+    /// FN1: the guest's own loads and stores are bounds-checked by the interpreter (the runtime
+    /// asks WasmKit for software checks, not page protection): just past the end of its memory,
+    /// far past it (inside the 4 GiB that page protection would have reserved), with a wrapping
+    /// offset, and after a grow, each ends the invocation as a trap and the next one still runs.
+    @Test func aGuestsOwnOutOfBoundsAccessIsATrap() async throws {
+        let accesses = [
+            "(drop (i32.load (i32.const 65533)))",  // the last 3 bytes of one page, 4 read
+            "(i32.store8 (i32.const 65536) (i32.const 1))",
+            "(drop (i64.load (i32.const 0x7fff0000)))",
+            "(drop (i32.load offset=0xffffffff (i32.const 1)))",
+            "(drop (memory.grow (i32.const 1))) (i32.store (i32.const 131070) (i32.const 1))",
+        ]
+        for access in accesses {
+            let compiled = try Self.module("(func (export \"handle\") (result i32) \(access) (i32.const 0))")
+            let error = await Self.limitError(compiled)
+            #expect(error?.code == .functionFailed, "\(access)")
+            #expect(error?.message.contains("trapped") == true, "\(access): \(String(describing: error))")
+        }
+        let inside = try Self.module("""
+          (func (export "handle") (result i32)
+            (drop (memory.grow (i32.const 1))) (i32.store (i32.const 131068) (i32.const 1)) (i32.const 0))
+        """)
+        #expect(try await Self.run(inside).status == 200)
+    }
+
     @Test func badModulesAreRefusedAtCompile() throws {
         #expect(throws: AeroError.self) { try FunctionRuntime.compile([0, 1, 2, 3]) }
         #expect(throws: AeroError.self) { try FunctionRuntime.compile([]) }

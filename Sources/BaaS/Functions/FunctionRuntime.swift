@@ -131,8 +131,15 @@ public final class FunctionRuntime: Sendable {
         init(_ engine: Engine) { self.engine = engine }
     }
 
+    /// Linear memory is bounds-checked by the interpreter (`.software`), not by WasmKit's
+    /// default on Linux (`.mprotect`: a 4 GiB + 64 KiB `mmap(PROT_NONE)` reservation per instance,
+    /// its `munmap` at the end of every invocation, a TLB shootdown across the cores, and traps
+    /// taken by a SIGSEGV handler). With one fresh instance per invocation, that reservation was
+    /// the largest cost of a warm call: node CPU per `hello` 358-372 us against 205-252 us here
+    /// (docs/BENCHMARKS.md "s29").
     public init(threads: Int = FunctionRuntimeLimits.threads) {
-        engine = EngineBox(Engine(configuration: EngineConfiguration(compilationMode: .lazy, fuelMetering: true)))
+        engine = EngineBox(Engine(configuration: EngineConfiguration(compilationMode: .lazy, memoryBoundsChecking: .software,
+                                                                     fuelMetering: true)))
         pool = NIOThreadPool(numberOfThreads: threads)
         pool.start()
     }
