@@ -55,33 +55,22 @@ final class BTreeNode<Key: Comparable & Sendable, Value: Sendable>: @unchecked S
 
     /// First index whose key is >= `key`.
     @inline(__always)
-    func lowerBound(_ key: Key) -> Int { Self.lowerBound(keys, key) }
+    func lowerBound(_ key: Key) -> Int { Self.bound(keys, key, past: false) }
 
     /// First index whose key is > `key`.
     @inline(__always)
-    func upperBound(_ key: Key) -> Int { Self.upperBound(keys, key) }
+    func upperBound(_ key: Key) -> Int { Self.bound(keys, key, past: true) }
 
-    // The searches take the keys as an array value, not through the node: the class's stored
-    // property would otherwise be read (a dynamic exclusivity check) at every probe.
+    /// First index whose key is >= `key` (`past`: > `key`). The search takes the keys as an array
+    /// value, not through the node: the class's stored property would otherwise be read (a
+    /// dynamic exclusivity check) at every probe.
     @inline(__always)
-    static func lowerBound(_ keys: [Key], _ key: Key) -> Int {
+    static func bound(_ keys: [Key], _ key: Key, past: Bool) -> Int {
         keys.withUnsafeBufferPointer { keys in
             var low = 0, high = keys.count
             while low < high {
                 let mid = (low + high) >> 1
-                if keys[mid] < key { low = mid + 1 } else { high = mid }
-            }
-            return low
-        }
-    }
-
-    @inline(__always)
-    static func upperBound(_ keys: [Key], _ key: Key) -> Int {
-        keys.withUnsafeBufferPointer { keys in
-            var low = 0, high = keys.count
-            while low < high {
-                let mid = (low + high) >> 1
-                if key < keys[mid] { high = mid } else { low = mid + 1 }
+                if past ? !(key < keys[mid]) : keys[mid] < key { low = mid + 1 } else { high = mid }
             }
             return low
         }
@@ -251,10 +240,10 @@ public struct PersistentSortedMap<Key: Comparable & Sendable, Value: Sendable>: 
             let keys = node.keys
             let children = node.children
             if children.isEmpty {
-                let i = Node.lowerBound(keys, key)
+                let i = Node.bound(keys, key, past: false)
                 return i < keys.count && !(key < keys[i]) ? node.values[i] : nil
             }
-            node = children[Node.upperBound(keys, key)]
+            node = children[Node.bound(keys, key, past: true)]
         }
     }
 
