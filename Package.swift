@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),  // mutual TLS on the replication port (cluster CA)
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),  // X509: the cluster CA of `aerodb cluster init --tls`
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),  // SwiftASN1: IP addresses in certificates' SANs
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),  // the node's stop: signals, drain limit
     ],
     targets: [
         // C libraries from Debian packages, imported through small module maps.
@@ -89,6 +90,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),  // ClusterCA: P-256 keys
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),  // the CLI's https:// with the cluster CA
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),  // StartCommand.serve: SIGTERM, the drain limit
             ],
             swiftSettings: strictSettings
         ),

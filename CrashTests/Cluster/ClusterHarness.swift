@@ -14,6 +14,7 @@
 import Foundation
 import Kernel
 import LiveCluster
+import Synchronization
 
 struct ClusterHarness {
     let rounds: Int
@@ -40,8 +41,10 @@ struct ClusterHarness {
     static let settleSeconds = 20.0
 
     mutating func run() async throws -> Outcome {
+        let stuckStops = StuckStops()  // a node that did not stop on SIGTERM is a violation (SD1)
         let cluster = try LiveCluster(binary: KilledNode.binary, commitMode: "sync", proxies: true,
-                                      settings: ["replica_wait_ms": .int(1000)])
+                                      settings: ["replica_wait_ms": .int(1000)],
+                                      onStopPastDeadline: { failure in stuckStops.list.withLock { $0.append(failure) } })
         try await cluster.startAll()
         guard try await cluster.admin(0, "POST", "collections", try JSON.parse(Self.collection)).status == 201 else {
             throw AeroError(.internalError, "could not create the test collection")
@@ -94,6 +97,7 @@ struct ClusterHarness {
         }
         for log in logs { outcome.acknowledged += await log.acknowledged.count }
         outcome.uploadsAcknowledged = uploads.acknowledgedCount
+        outcome.violations += stuckStops.list.withLock { $0 }
         return outcome
     }
 
@@ -195,4 +199,9 @@ struct ClusterHarness {
         }
         try await cluster.start(i)
     }
+}
+
+/// What `LiveCluster.stop` reported past its deadline during a run.
+private final class StuckStops: Sendable {
+    let list = Mutex<[String]>([])
 }

@@ -22,10 +22,19 @@ public final class LiveCluster: @unchecked Sendable {
     /// proxies[x][y]: the link from node x to node y (x != y), when built with proxies.
     public private(set) var proxies: [[TCPProxy?]] = []
     private var processes: [Process?]
+    /// Told when a node had not exited `stopDeadlineSeconds` after SIGTERM (it is then killed):
+    /// a test records it as an issue, the crash harness as a violation (SD1).
+    public let onStopPastDeadline: @Sendable (String) -> Void
+
+    /// The longest `stop` waits for a node to exit after SIGTERM (a clean stop takes under 2 s,
+    /// the node's own drain limit is 8 s) before it SIGKILLs it and reports it.
+    public static let stopDeadlineSeconds = 30
 
     /// `binary` is the `aerodb` executable to run.
     public init(binary: String, size: Int = 3, commitMode: String = "sync", proxies useProxies: Bool = false,
-                settings: [String: JSONValue] = [:]) throws {
+                settings: [String: JSONValue] = [:],
+                onStopPastDeadline: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("LiveCluster: " + $0 + "\n").utf8)) }) throws {
+        self.onStopPastDeadline = onStopPastDeadline
         self.binary = binary
         self.size = size
         root = NSTemporaryDirectory() + "aerodb-cluster-\(UUID().uuidString)"
@@ -118,10 +127,17 @@ public final class LiveCluster: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// SIGTERM and wait: a clean stop.
+    /// SIGTERM and wait: a clean stop. A node still running `stopDeadlineSeconds` later is
+    /// SIGKILLed and reported to `onStopPastDeadline` (a stuck stop fails a test, not hangs it).
     public func stop(_ i: Int) {
         guard let process = processes[i], process.isRunning else { return }
         process.terminate()
+        let deadline = ContinuousClock.now + .seconds(Self.stopDeadlineSeconds)
+        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            onStopPastDeadline("n\(i + 1) had not exited \(Self.stopDeadlineSeconds) s after SIGTERM: killed; its log ends: \(log(i).suffix(1_500))")
+        }
         process.waitUntilExit()
     }
 

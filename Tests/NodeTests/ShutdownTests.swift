@@ -28,7 +28,8 @@ import LiveCluster
     static let rounds = 8
 
     @Test func SD1_aReplicaStopsCleanlyOnSIGTERMWhilePeersConnectToItsReplicationPort() async throws {
-        let cluster = try LiveCluster(binary: Binaries.path("aerodb"), size: 2, commitMode: "async")
+        let cluster = try LiveCluster(binary: Binaries.path("aerodb"), size: 2, commitMode: "async",
+                                      onStopPastDeadline: { Issue.record(Comment(rawValue: $0)) })
         try await cluster.start(0)  // n1: the primary, probing n2 all along
         for round in 1...Self.rounds {
             let replica = try await OwnNode.start(binary: cluster.binary, directory: cluster.directory(1),
@@ -55,9 +56,103 @@ import LiveCluster
             guard exited, !log.contains("Fatal error") else { break }  // one failure says it; the log is in the message
         }
     }
+
+    /// SD1 on the HTTP port. A stopping server tells each open connection once to close when idle
+    /// (NIO's quiesce event); a connection accepted before SIGTERM whose first request was not yet
+    /// routed lost that event and was served on: a member relaying realtime every second on one
+    /// kept-alive connection held a stopping node about 15 minutes. Three such connections here:
+    /// - one that sent nothing is closed at once;
+    /// - one with half a request head, completed after SIGTERM, gets its answer, then is closed;
+    /// - one whose head never completes is closed at the node's drain limit, which says so.
+    /// The first two close well before that limit (on the code before the fix they stayed open,
+    /// and the node would only have exited at the limit).
+    @Test func SD1_connectionsWhoseFirstRequestIsNotRoutedYetDoNotHoldAStoppingNode() async throws {
+        let node = try await TestNode()
+        let own = try await OwnNode.start(binary: Binaries.path("aerodb"), directory: node.directory, url: node.baseURL, log: "sd1-http.log")
+        let silent = try RawConnection(port: node.port)
+        let late = try RawConnection(port: node.port)
+        let stuck = try RawConnection(port: node.port)
+        try late.send("GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try stuck.send("GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try await Task.sleep(for: .milliseconds(300))  // accepted, and the halves read
+        let signalled = ContinuousClock.now
+        kill(own.process.processIdentifier, SIGTERM)
+        _ = await own.log(eventuallyContaining: "stopping:")
+        // Before the drain limit: what both connections get until the server closes them.
+        let early = Self.drainSeconds - 2
+        let silentGot = silent.readUntilClosed(seconds: early)
+        #expect(silentGot.closed && silentGot.bytes.isEmpty, "a connection that sent nothing: \(silentGot)")
+        try late.send("\r\n")
+        let lateGot = late.readUntilClosed(seconds: early - Int(signalled.duration(to: .now).components.seconds))
+        #expect(lateGot.text.hasPrefix("HTTP/1.1 200"), "the request completed after SIGTERM is answered: \(lateGot)")
+        #expect(lateGot.closed, "and its connection closed after the answer: \(lateGot)")
+        #expect(signalled.duration(to: .now) < .seconds(Self.drainSeconds), "both closed before the drain limit")
+        // The stuck one: closed at the drain limit, then the node stops as usual.
+        let exited = await own.waitForExit(seconds: Self.drainSeconds + Self.exitDeadlineSeconds)
+        if !exited { own.kill() }
+        let log = own.log()
+        let tail = String(log.suffix(2_000))
+        #expect(exited, "the node had not exited \(Self.drainSeconds + Self.exitDeadlineSeconds) s after SIGTERM; its log ends: \(tail)")
+        #expect(stuck.readUntilClosed(seconds: 1).closed, "the incomplete request's connection was closed")
+        #expect(own.process.terminationReason == .exit && own.process.terminationStatus == 0, "\(tail)")
+        #expect(log.contains("connections still open at the drain limit were closed"), "\(tail)")
+        #expect(log.contains("node stopped"), "\(tail)")
+    }
+
+    /// `StartCommand.httpDrainSecondsMax` (the node's drain limit, docs/OPERATIONS.md).
+    static let drainSeconds = 8
 }
 
-/// A node process this test starts and stops itself (LiveCluster's `stop` waits without a deadline).
+/// A plain TCP connection to 127.0.0.1:`port`, written and read by hand.
+private final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw AeroError(.ioError, "socket: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { close(fd); throw AeroError(.ioError, "connect to \(port): errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw AeroError(.ioError, "send: errno \(errno)") }
+    }
+
+    struct Read: CustomStringConvertible {
+        var bytes: [UInt8] = []
+        /// The peer closed (EOF or reset) within the time given.
+        var closed = false
+        var text: String { String(decoding: bytes, as: UTF8.self) }
+        var description: String { "\(closed ? "closed" : "still open") after \(bytes.count) bytes: \(text.prefix(200).debugDescription)" }
+    }
+
+    /// Everything the peer sends until it closes the connection or `seconds` pass.
+    func readUntilClosed(seconds: Int) -> Read {
+        var result = Read()
+        let deadline = ContinuousClock.now + .seconds(max(seconds, 1))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while ContinuousClock.now < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 50) > 0 else { continue }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n > 0 { result.bytes += buffer[0..<n]; continue }
+            result.closed = true  // 0: EOF; -1: reset
+            break
+        }
+        return result
+    }
+}
+
+/// A node process this test starts and stops itself, with its own deadline and log file.
 private final class OwnNode: @unchecked Sendable {
     let process: Process
     let logPath: String
@@ -104,6 +199,16 @@ private final class OwnNode: @unchecked Sendable {
     }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The log once it contains `text`, or as it is after 10 s (info lines are written shortly after).
+    func log(eventuallyContaining text: String) async -> String {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let current = log()
+            if current.contains(text) || ContinuousClock.now > deadline { return current }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
 }
 
 /// Threads that connect to 127.0.0.1:`port` and reset the connection at once, about every half

@@ -17,6 +17,12 @@
 // - an upgrade request after other requests on a kept-alive connection gets a 307 to the same
 //   URL with `Connection: close` (NIO upgrades only a connection's first request).
 // No WebSocket extension is negotiated (no permessage-deflate): the client's RSV bits must be clear.
+//
+// Stopping (SD1): `EarlyQuiesceHandler` sits ahead of the HTTP decoder, so a connection whose
+// first request is not yet routed when the server quiesces is closed (no bytes yet) or closed
+// after that request's answer, instead of being served on as if the node were not stopping.
+// `handle` closes a connection still waiting for its first request when its task is cancelled
+// (the node's drain limit, StartCommand.httpDrainSecondsMax).
 
 import HTTPTypes
 import Hummingbird
@@ -53,6 +59,9 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            let quiesce = EarlyQuiesceHandler()
+            try channel.pipeline.syncOperations.addHandler(quiesce)  // ahead of the HTTP decoder
+            let routed = NIOLoopBound(quiesce, eventLoop: channel.eventLoop)
             let upgradeAttempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
             let accepted = NIOLoopBoundBox.makeEmptyBox(valueType: RealtimeService.Upgrade.self, eventLoop: channel.eventLoop)
             let realtime = self.realtime
@@ -70,6 +79,7 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         guard let upgrade = accepted.value else { throw NIOWebSocketUpgradeError.unsupportedWebSocketTarget }
                         accepted.value = nil
                         try realtime.serve(channel, upgrade)
+                        routed.value.routed(channel)
                         return UpgradeResult.realtime
                     }
                 }
@@ -88,6 +98,7 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
                         )
+                        routed.value.routed(channel)
                         return upgradeAttempted.value ? UpgradeResult.failedUpgrade(asyncChannel) : UpgradeResult.notUpgraded(asyncChannel)
                     }
                 }
@@ -106,7 +117,15 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     public func handle(value: Value, logger: Logger) async {
         do {
-            switch try await value.upgradeResult.get() {
+            // Until the first request is routed, a cancelled task (the drain limit) closes the
+            // connection: its first request may never come.
+            let upgradeResult = value.upgradeResult, channel = value.channel
+            let routed = try await withTaskCancellationHandler {
+                try await upgradeResult.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+            switch routed {
             case .realtime:
                 return  // RealtimeChannelHandler serves it; this task ends
             case .notUpgraded(let http1):

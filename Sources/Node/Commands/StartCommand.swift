@@ -7,6 +7,8 @@ import HummingbirdWebSocket
 import Kernel
 import Logging
 import Replication
+import ServiceLifecycle
+import Synchronization
 
 struct StartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,6 +21,11 @@ struct StartCommand: AsyncParsableCommand {
 
     /// How often the node checks that its WAL is healthy (F1: a flush error stops the node).
     static let walWatchIntervalMillis = 50
+
+    /// After SIGTERM or SIGINT the HTTP server accepts no connection, closes idle ones and lets
+    /// requests in progress finish for at most this long; connections still open then are closed
+    /// (SD1, docs/OPERATIONS.md "Stopping a node"). Below `scripts/dev stop-node`'s 10 s.
+    static let httpDrainSecondsMax = 8
 
     func run() async throws {
         try await Self.run(directory: dir, httpOverride: http, lock: nil)
@@ -182,7 +189,7 @@ struct StartCommand: AsyncParsableCommand {
                                                "epoch": "\(role.epoch)", "cluster_id": "\(marker.clusterID)",
                                                "commit_mode": "\(replication.commitModes.current.rawValue)",
                                                "wal_engine": "\(database.openReport.wal.engine)"])
-        do { try await app.runService() } catch { throw CLIErrors.bindFailure(error, address, "HTTP") }
+        try await Self.serve(app, logger: logger) { throw CLIErrors.bindFailure($0, address, "HTTP") }
         watchdog.cancel()
         storageCollector.cancel()
         s3MultipartExpiry.cancel()
@@ -196,6 +203,42 @@ struct StartCommand: AsyncParsableCommand {
         await replication.stop()
         await database.close()
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
+    }
+
+    /// Runs the HTTP application until SIGTERM or SIGINT and its drain (`httpDrainSecondsMax`).
+    /// `failed` gets an error the server ended with before any stop was asked (it could not bind).
+    static func serve(_ app: some Service, logger: Logger, failed: (any Error) throws -> Void) async throws {
+        let stop = StopRequest()
+        let http = ClosureService {
+            defer { if Task.isCancelled { stop.cut() } }  // the drain limit passed: ServiceGroup cancelled the server
+            try await withGracefulShutdownHandler {
+                try await app.run()
+            } onGracefulShutdown: {
+                stop.ask()
+                logger.info("stopping: no new connections, idle ones closed, requests in progress finish",
+                            metadata: ["drain_seconds_max": "\(httpDrainSecondsMax)"])
+            }
+        }
+        var configuration = ServiceGroupConfiguration(services: [http], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(httpDrainSecondsMax)  // then the server's tasks are cancelled
+        do {
+            try await ServiceGroup(configuration: configuration).run()
+        } catch {
+            guard stop.state.asked else { return try failed(error) }
+            logger.debug("the HTTP server ended its drain with an error", metadata: ["error": "\(error)"])
+        }
+        if stop.state.cut {
+            logger.warning("connections still open at the drain limit were closed",
+                           metadata: ["drain_seconds_max": "\(httpDrainSecondsMax)"])
+        }
+    }
+
+    /// Whether a stop was asked (SIGTERM, SIGINT) and whether its drain reached the limit.
+    private final class StopRequest: Sendable {
+        private let flags = Mutex<(asked: Bool, cut: Bool)>((false, false))
+        func ask() { flags.withLock { $0.asked = true } }
+        func cut() { flags.withLock { $0.cut = true } }
+        var state: (asked: Bool, cut: Bool) { flags.withLock { $0 } }
     }
 
     /// HTTPS when `tls` is configured (docs/OPERATIONS.md "TLS"), else plain HTTP, said at start.
