@@ -441,6 +441,30 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
         }
     }
 
+    /// A real replica with nothing to acknowledge answers the primary's heartbeats: its session
+    /// lives on past the primary's idle timeout (`sessionIdleMillis`, 2 s without a frame from the
+    /// replica). Before, an idle replica sent nothing after its first ACK, so the primary closed
+    /// every idle session after 2 s and the replica reconnected: a new session number each time.
+    @Test func anIdleReplicasSessionOutlivesThePrimarysIdleTimeout() async throws {
+        try await PrimaryUnderTest.with(prepare: { db in
+            _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
+        }) { primary in
+            let replica = try await ReplicaUnderTest.start(following: primary)
+            try await replica.whileRunning {
+                _ = try await primary.insert("one")
+                #expect(try await replica.waitCaughtUp(primary))
+                let session = try #require(await primary.node.replicas["n2"]?.session, "n2 follows the primary")
+                try await Task.sleep(for: .milliseconds(3 * ReplicationTimeouts.sessionIdleMillis))
+                #expect(await primary.node.replicas["n2"]?.session == session, "the idle session was closed and n2 reconnected")
+                // And it still serves: a sync commit is released by n2's ACK.
+                let lsn = try await primary.insert("two")
+                #expect(try await replica.waitCaughtUp(primary))
+                #expect(replica.database.durablePosition.lsn == lsn)
+                #expect(await primary.node.replicas["n2"]?.session == session)
+            }
+        }
+    }
+
     /// A replica's ACK naming a durable LSN beyond what its session sent it cannot be its
     /// durable position on this history: the primary counts nothing of it (a waiting sync
     /// commit whose record was sent is not released by it) and ends the session (D1).

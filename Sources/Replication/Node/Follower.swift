@@ -154,9 +154,10 @@ extension ReplicationNode {
                                      epoch: UInt64, outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
                                      inline: InlineMessages, queued: ReceiveQueue, channel: any Channel) async throws {
         let (pokes, poke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let acker = Task { try await self.counted { try await self.acknowledge(pokes, outbound, on: OnEventLoop(channel)) } }
+        let heartbeat = HeartbeatDue()
+        let acker = Task { try await self.counted { try await self.acknowledge(pokes, heartbeat, outbound, on: OnEventLoop(channel)) } }
         do {
-            try await receiveFrames(&messages, epoch: epoch, inline: inline, queued: queued, poke: poke)
+            try await receiveFrames(&messages, epoch: epoch, inline: inline, queued: queued, poke: poke, heartbeat: heartbeat)
         } catch {
             inline.disarm()
             poke.finish()
@@ -172,7 +173,7 @@ extension ReplicationNode {
 
     private nonisolated func receiveFrames(_ messages: inout NIOAsyncChannelInboundStream<ReplicationMessage>.AsyncIterator,
                                            epoch: UInt64, inline: InlineMessages, queued: ReceiveQueue,
-                                           poke: AsyncStream<Void>.Continuation) async throws {
+                                           poke: AsyncStream<Void>.Continuation, heartbeat: HeartbeatDue) async throws {
         inline.arm { message in
             try queued.route(message) { records in try self.applyInline(records, epoch: epoch, poke: poke) }
         }
@@ -200,6 +201,7 @@ extension ReplicationNode {
                     $0.primaryDurable = durable
                     $0.lastHeartbeatMicros = Self.nowMicros()
                 }
+                heartbeat.due.store(true, ordering: .releasing)  // answered by an ACK (the poke below)
             default:
                 throw ReplicationMessage.malformed("unexpected message while streaming")
             }
@@ -237,14 +239,24 @@ extension ReplicationNode {
     /// resumes it on the event loop, which writes the ACK at once. (`Database.waitDurable`, a
     /// nonisolated async call, would resume on the cooperative pool and hop to the event loop to
     /// write.) The ACK still names only what the WAL reports durable when it is written (D1).
-    private func acknowledge(_ pokes: AsyncStream<Void>, _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
-                                         on loop: isolated OnEventLoop) async throws {
+    ///
+    /// A heartbeat not followed by any ACK is answered by one, with the same positions if nothing
+    /// changed: the primary closes its side of a session after `sessionIdleMillis` without a
+    /// frame from the replica, so an idle replica that sent nothing lost its session every 2 s
+    /// (and reconnected: a sync commit arriving meanwhile waited for the new session).
+    private func acknowledge(_ pokes: AsyncStream<Void>, _ heartbeat: HeartbeatDue,
+                             _ outbound: NIOAsyncChannelOutboundWriter<ReplicationMessage>,
+                             on loop: isolated OnEventLoop) async throws {
         var acknowledged: UInt64?  // the durable LSN of the last ACK; none yet in this session
         var publications = database.appliedSignals().makeAsyncIterator()
         for await _ in pokes {
             acking: while true {
                 let received = progress.withLock { $0.received }
-                if let acknowledged, received <= acknowledged { break }
+                if let acknowledged, received <= acknowledged {
+                    guard heartbeat.due.exchange(false, ordering: .acquiring) else { break }
+                    try await loop.send(.ack(received: received, durable: acknowledged, applied: database.snapshot().lsn), outbound)
+                    break
+                }
                 let target = min(received, (acknowledged ?? 0) + 1)
                 while database.durablePosition.lsn < target {
                     // nil: the database closed; the next poke acks what is durable, if anything.
@@ -252,12 +264,18 @@ extension ReplicationNode {
                 }
                 loop.channel.eventLoop.assertInEventLoop()  // debug builds: resumed where it writes
                 let durable = database.durablePosition.lsn
+                heartbeat.due.store(false, ordering: .relaxed)  // this ACK answers it
                 try await loop.send(.ack(received: progress.withLock { $0.received }, durable: durable,
                                          applied: database.snapshot().lsn), outbound)
                 acknowledged = durable
             }
         }
     }
+}
+
+/// A heartbeat arrived that no ACK answered yet (`Follower.acknowledge`).
+final class HeartbeatDue: Sendable {
+    let due = Atomic<Bool>(false)
 }
 
 /// Messages a follow session passed to its stream and has not finished processing: the event

@@ -22,7 +22,7 @@ public enum ReplicationTimeouts {
     /// Connecting to a peer.
     public static let connectMillis: Int64 = 300
     /// A session without any frame for this long is dead (the primary heartbeats every
-    /// `heartbeatMillis`, the replica acknowledges every heartbeat).
+    /// `heartbeatMillis`; the replica answers a heartbeat no other ACK answered, Follower.acknowledge).
     public static let sessionIdleMillis: Int64 = 2_000
     /// A probe (one question, one answer) must be answered within this.
     public static let probeMillis: Int64 = 500
