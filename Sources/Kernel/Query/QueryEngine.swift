@@ -22,23 +22,27 @@ public enum QueryEngine {
         let plan = prepared.plan
         let limit = prepared.validated.limit
         let want = Planner.saturatingAdd(query.offset, limit)
+        // The closure below takes these few values, not the plan and the prepared query (each a
+        // struct of many references, copied at every call).
+        let residual = prepared.residual, sortSatisfied = plan.sortSatisfied, bound = plan.rowsExaminedBound
+        let offset = query.offset
         // With the order given by the path, stop once offset + limit rows matched, unless an
         // exact count needs every candidate checked.
-        let canStop = plan.sortSatisfied && (!query.count || prepared.residual == nil)
+        let canStop = sortSatisfied && (!query.count || residual == nil)
         var rows: [Document] = []
         var examined = 0, matched = 0
         try forEachCandidate(plan.path, data) { doc in
             if canStop && matched >= want { return false }
             examined += 1
-            guard examined <= plan.rowsExaminedBound else {
-                throw AeroError(.internalError, "query examined more rows than its plan bound \(plan.rowsExaminedBound)")
+            guard examined <= bound else {
+                throw AeroError(.internalError, "query examined more rows than its plan bound \(bound)")
             }
-            guard prepared.residual?.matches(doc) ?? true else { return true }
+            guard residual?.matches(doc) ?? true else { return true }
             matched += 1
-            if !plan.sortSatisfied || (matched > query.offset && rows.count < limit) { rows.append(doc) }
+            if !sortSatisfied || (matched > offset && rows.count < limit) { rows.append(doc) }
             return true
         }
-        if !plan.sortSatisfied {
+        if !sortSatisfied {
             let order = prepared.validated.order
             rows.sort { order.compare($0, $1) < 0 }
             rows = Array(rows.dropFirst(query.offset).prefix(limit))

@@ -25,7 +25,6 @@ public struct QueryOptions: Sendable, Hashable {
 
 /// A query checked against a schema, with its effective limit and normalized filter.
 struct ValidatedQuery: Sendable {
-    let query: Query
     let filter: Filter?
     let limit: Int
     let order: RowOrder
@@ -56,7 +55,7 @@ enum QueryValidator {
             filter = try normalize(f, schema)
         }
         let after = try query.after.map { try afterPredicate($0, order: order, schema) }
-        return ValidatedQuery(query: query, filter: filter, limit: limit, order: order, after: after)
+        return ValidatedQuery(filter: filter, limit: limit, order: order, after: after)
     }
 
     private static func afterPredicate(_ values: [String: JSONValue], order: RowOrder,
