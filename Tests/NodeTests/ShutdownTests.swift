@@ -16,6 +16,7 @@ import Glibc
 #endif
 import Synchronization
 import Testing
+import BaaS
 import Kernel
 import LiveCluster
 
@@ -99,8 +100,8 @@ import LiveCluster
         #expect(log.contains("node stopped"), "\(tail)")
     }
 
-    /// `StartCommand.httpDrainSecondsMax` (the node's drain limit, docs/OPERATIONS.md).
-    static let drainSeconds = 8
+    /// The node's drain limit (docs/OPERATIONS.md "Stopping a node").
+    static let drainSeconds = HTTPDrain.secondsMax
 }
 
 /// A plain TCP connection to 127.0.0.1:`port`, written and read by hand.
@@ -110,14 +111,7 @@ private final class RawConnection {
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw AeroError(.ioError, "socket: errno \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { close(fd); throw AeroError(.ioError, "connect to \(port): errno \(errno)") }
+        guard connectLoopback(fd, port: port) else { close(fd); throw AeroError(.ioError, "connect to \(port): errno \(errno)") }
     }
 
     deinit { close(fd) }
@@ -229,22 +223,26 @@ private final class ConnectionFlood: Sendable {
     func stop() { stopped.store(true, ordering: .relaxed) }
 
     private func run(port: Int) {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
         while !stopped.load(ordering: .relaxed) {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { usleep(1_000); continue }
             // RST on close: no TIME_WAIT sockets pile up over thousands of connections.
             var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if connected == 0 { made.add(1, ordering: .relaxed) }
+            if connectLoopback(fd, port: port) { made.add(1, ordering: .relaxed) }
             close(fd)
             usleep(500)
         }
     }
+}
+
+/// Connects socket `fd` to 127.0.0.1:`port` (blocking); false with errno set when it failed.
+private func connectLoopback(_ fd: Int32, port: Int) -> Bool {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
 }

@@ -16,62 +16,65 @@
 //   answered and then the connection closes (an upgraded WebSocket gets close 1001);
 // - quiesce after routing: pass it on to the installed handlers.
 // A first request that never completes is closed by the node's drain limit
-// (`StartCommand.httpDrainSecondsMax`, RealtimeHTTPChannel.handle closes on cancellation).
+// (`HTTPDrain.secondsMax`, RealtimeHTTPChannel.handle closes on cancellation).
 
 import NIOCore
 
+/// The node's stop (SD1, docs/OPERATIONS.md "Stopping a node").
+public enum HTTPDrain {
+    /// After SIGTERM or SIGINT the HTTP server accepts no connection, closes idle ones and lets
+    /// requests in progress finish for at most this long; connections still open then are
+    /// closed. Below `scripts/dev stop-node`'s 10 s.
+    public static let secondsMax = 8
+}
+
 /// What a stopping server's quiesce event does to a connection, before and after its first
 /// request is routed.
-public struct EarlyQuiesce: Sendable, Equatable {
-    public enum Action: Sendable, Equatable {
+struct EarlyQuiesce: Sendable, Equatable {
+    enum Action: Sendable, Equatable {
         case none
         /// Close the connection now.
         case close
         /// Hand the event to the handlers after this one.
         case forward
-        /// Fire the event again from the pipeline's head (it reaches the installed handlers).
-        case refire
     }
 
-    public private(set) var bytesRead = false
-    public private(set) var routed = false
-    public private(set) var pending = false
+    private(set) var bytesRead = false
+    private(set) var routed = false
+    /// A quiesce came after some bytes of the first request, before it was routed.
+    private(set) var pending = false
 
-    public init() {}
-
-    public mutating func read() { bytesRead = true }
+    mutating func read() { bytesRead = true }
 
     /// The server is stopping.
-    public mutating func quiesce() -> Action {
+    mutating func quiesce() -> Action {
         if routed { return .forward }
         if !bytesRead { return .close }
         pending = true
         return .none
     }
 
-    /// The first request was routed: HTTP handlers or the WebSocket handler are installed.
-    public mutating func route() -> Action {
+    /// The first request was routed (HTTP handlers or the WebSocket handler are installed).
+    /// True when a remembered quiesce must be fired again from the pipeline's head.
+    mutating func route() -> Bool {
         routed = true
-        guard pending else { return .none }
-        pending = false
-        return .refire
+        defer { pending = false }
+        return pending
     }
 }
 
 /// Applies `EarlyQuiesce` on a connection's event loop; passes reads through unchanged.
-public final class EarlyQuiesceHandler: ChannelInboundHandler, RemovableChannelHandler {
-    public typealias InboundIn = ByteBuffer
+final class EarlyQuiesceHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
 
     private var state = EarlyQuiesce()
 
-    public init() {}
-
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         state.read()
         context.fireChannelRead(data)
     }
 
-    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -79,14 +82,14 @@ public final class EarlyQuiesceHandler: ChannelInboundHandler, RemovableChannelH
         switch state.quiesce() {
         case .close: context.close(promise: nil)
         case .forward: context.fireUserInboundEventTriggered(event)
-        case .none, .refire: break
+        case .none: break
         }
     }
 
     /// On `channel`'s event loop, once the first request is routed. A remembered quiesce is fired
     /// again on the next loop turn: after the routed request has reached the new handlers.
-    public func routed(_ channel: any Channel) {
-        guard state.route() == .refire else { return }
+    func routed(_ channel: any Channel) {
+        guard state.route() else { return }
         channel.eventLoop.execute {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }

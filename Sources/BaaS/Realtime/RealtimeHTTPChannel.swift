@@ -22,7 +22,7 @@
 // first request is not yet routed when the server quiesces is closed (no bytes yet) or closed
 // after that request's answer, instead of being served on as if the node were not stopping.
 // `handle` closes a connection still waiting for its first request when its task is cancelled
-// (the node's drain limit, StartCommand.httpDrainSecondsMax).
+// (the node's drain limit, HTTPDrain.secondsMax).
 
 import HTTPTypes
 import Hummingbird

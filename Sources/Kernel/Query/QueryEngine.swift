@@ -45,7 +45,7 @@ public enum QueryEngine {
         if !sortSatisfied {
             let order = prepared.validated.order
             rows.sort { order.compare($0, $1) < 0 }
-            rows = Array(rows.dropFirst(query.offset).prefix(limit))
+            rows = Array(rows.dropFirst(offset).prefix(limit))
         }
         if let select = query.select {
             rows = rows.map { doc in

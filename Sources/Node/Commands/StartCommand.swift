@@ -22,11 +22,6 @@ struct StartCommand: AsyncParsableCommand {
     /// How often the node checks that its WAL is healthy (F1: a flush error stops the node).
     static let walWatchIntervalMillis = 50
 
-    /// After SIGTERM or SIGINT the HTTP server accepts no connection, closes idle ones and lets
-    /// requests in progress finish for at most this long; connections still open then are closed
-    /// (SD1, docs/OPERATIONS.md "Stopping a node"). Below `scripts/dev stop-node`'s 10 s.
-    static let httpDrainSecondsMax = 8
-
     func run() async throws {
         try await Self.run(directory: dir, httpOverride: http, lock: nil)
     }
@@ -205,7 +200,7 @@ struct StartCommand: AsyncParsableCommand {
         logger.info("node stopped", metadata: ["lsn": "\(database.snapshot().lsn)"])
     }
 
-    /// Runs the HTTP application until SIGTERM or SIGINT and its drain (`httpDrainSecondsMax`).
+    /// Runs the HTTP application until SIGTERM or SIGINT and its drain (`HTTPDrain.secondsMax`).
     /// `failed` gets an error the server ended with before any stop was asked (it could not bind).
     static func serve(_ app: some Service, logger: Logger, failed: (any Error) throws -> Void) async throws {
         let stop = StopRequest()
@@ -216,20 +211,23 @@ struct StartCommand: AsyncParsableCommand {
             } onGracefulShutdown: {
                 stop.ask()
                 logger.info("stopping: no new connections, idle ones closed, requests in progress finish",
-                            metadata: ["drain_seconds_max": "\(httpDrainSecondsMax)"])
+                            metadata: ["drain_seconds_max": "\(HTTPDrain.secondsMax)"])
             }
         }
         var configuration = ServiceGroupConfiguration(services: [http], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        configuration.maximumGracefulShutdownDuration = .seconds(httpDrainSecondsMax)  // then the server's tasks are cancelled
+        configuration.maximumGracefulShutdownDuration = .seconds(HTTPDrain.secondsMax)  // then the server's tasks are cancelled
+        var ended: (any Error)?  // how the server's run ended, after a stop was asked
         do {
             try await ServiceGroup(configuration: configuration).run()
         } catch {
             guard stop.state.asked else { return try failed(error) }
-            logger.debug("the HTTP server ended its drain with an error", metadata: ["error": "\(error)"])
+            ended = error
         }
         if stop.state.cut {
             logger.warning("connections still open at the drain limit were closed",
-                           metadata: ["drain_seconds_max": "\(httpDrainSecondsMax)"])
+                           metadata: ["drain_seconds_max": "\(HTTPDrain.secondsMax)", "ended": "\(ended.map { "\($0)" } ?? "normally")"])
+        } else if let ended {
+            logger.warning("the HTTP server ended its drain with an error", metadata: ["error": "\(ended)"])
         }
     }
 
