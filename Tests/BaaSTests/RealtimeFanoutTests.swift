@@ -144,6 +144,71 @@ import Testing
         }
     }
 
+    /// With nothing live the shared reader reads nothing (it decoded every change for nobody);
+    /// it wakes for an attach and delivers from the subscriber's LSN, with no gap and no
+    /// repeat, and a resume from before the idle stretch catches up from the WAL (RT1).
+    @Test func anIdleReaderReadsNothingAndWakesForAnAttach() async throws {
+        try await Self.withFanout { db, fanout in
+            func waitIdle(_ idle: Bool) async throws {
+                var waited = 0
+                while fanout.readerIsIdle != idle && waited < 3_000 { try await Task.sleep(for: .milliseconds(10)); waited += 1 }
+                #expect(fanout.readerIsIdle == idle)
+            }
+            try await waitIdle(true)
+            var lsns: [UInt64] = []
+            for i in 0..<20 { lsns.append(try await db.commit(Self.insert([(Int64(i), 1, "idle")])).lsn) }
+            #expect(fanout.readerIsIdle, "commits with no live subscription do not wake the reader")
+            let first = try Self.subscribe(fanout, db, "first", [["event": .string("INSERT"), "table": .string("fan")]])
+            try await waitIdle(false)
+            _ = try await db.commit(Self.insert([(100, 1, "a"), (101, 2, "b")]))
+            #expect(try await Self.frames(first.outbox, count: 2).map(Self.summary) == ["INSERT 100/1", "INSERT 101/1"])
+            fanout.remove(first)
+            _ = try await db.commit(Self.insert([(102, 1, "c")]))  // the reader takes it, then finds nothing live
+            try await waitIdle(true)
+            for i in 200..<210 { _ = try await db.commit(Self.insert([(Int64(i), 1, "idle")])) }
+            // A resume from before the idle stretch: from the WAL, then live; nothing twice.
+            let resumed = try Self.subscribe(fanout, db, "resumed", [["event": .string("INSERT"), "table": .string("fan")]],
+                                             after: lsns[9])
+            let live = try Self.subscribe(fanout, db, "live", [["event": .string("INSERT"), "table": .string("fan"),
+                                                                "filter": .string("grp=eq.2")]])
+            _ = try await db.commit(Self.insert([(300, 2, "d")]))
+            let expected = (10..<20).map { Int64($0) } + [100, 101, 102] + (200..<210).map { Int64($0) } + [300]
+            let got = try await Self.frames(resumed.outbox, count: expected.count)
+            #expect(got.compactMap { $0["payload"]?["data"]?["record"]?["id"]?.intValue } == expected)
+            #expect(try await Self.frames(live.outbox, count: 1).map(Self.summary) == ["INSERT 300/1"])
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(resumed.outbox.takeAvailable().isEmpty && live.outbox.takeAvailable().isEmpty)
+        }
+    }
+
+    /// RT5's policy watch compares stamps, not the change stream: a write to a data collection
+    /// leaves them equal; a policy, an RLS flag or any schema change makes them differ.
+    @Test func thePolicyStampChangesWithPoliciesRLSAndSchemasOnly() async throws {
+        try await Self.withFanout { db, _ in
+            for schema in PolicyStore.schemas { _ = try await db.createCollection(schema) }
+            func stamp() -> RealtimeService.PolicyStamp { RealtimeService.PolicyStamp(db.snapshot().state) }
+            var last = stamp()
+            func expectChange(_ changed: Bool, _ what: Comment) {
+                let now = stamp()
+                #expect((now != last) == changed, what)
+                last = now
+            }
+            _ = try await db.commit(Self.insert([(1, 1, "a")]))
+            expectChange(false, "a row in a data collection")
+            _ = try await db.commit(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string(PolicyStore.enabled),
+                "doc": .object(["collection": .string("fan"), "enabled": .bool(true)])])])]))
+            expectChange(true, "row-level security enabled")
+            _ = try await db.commit(.object(["ops": .array([.object(["op": .string("insert"), "collection": .string(PolicyStore.policies),
+                "doc": .object(["id": .string("p1"), "collection": .string("fan"), "name": .string("p1"), "operation": .string("select"),
+                                "roles": .array([.string("anon")]), "using": .string("true")])])])]))
+            expectChange(true, "a policy")
+            _ = try await db.createCollection(.object(["name": .string("other"), "fields": .object(["id": .object(["type": .string("int")])])]))
+            expectChange(true, "a schema")
+            _ = try await db.commit(Self.op("delete", 1))
+            expectChange(false, "a delete in a data collection")
+        }
+    }
+
     /// The frame the fan-out wraps around a shared `data` object is the frame `encoded` gives.
     @Test func wrappedChangeFramesEqualEncodedFrames() throws {
         let data: JSONValue = .object(["type": .string("INSERT"), "record": .object(["id": .int(1), "t": .string("a\"b")])])

@@ -17,6 +17,11 @@
 //   subscriber whose outbox was full), exactly as one subscription's pump always did, and
 //   becomes live again once its cursor reaches what the reader has taken (`pendingThrough`).
 //
+// The reader idles while no subscription is live: it reads nothing (no change is decoded for
+// nobody), moves `pendingThrough` to the released LSN, since no live subscriber needs what comes
+// before, and waits for an attach. It then resumes at the lowest `after` of the live ones (all at
+// or past `pendingThrough`), clearing the shared filters: a schema may have changed meanwhile.
+//
 // Invariants:
 // - No gap, no repeat (RT1): the reader queues one transaction's frames for a subscriber all
 //   at once or not at all (RealtimeOutbox.push(texts:)); when they do not fit, the subscriber
@@ -60,8 +65,11 @@ final class ChangeFanout: Sendable {
         var live: [Int: Live] = [:]
         var tables: [String: TableIndex] = [:]
         var catchingUp: [Int: Task<Void, Never>] = [:]
-        /// Every change up to here has been taken by the reader (queued or being queued).
+        /// Every change up to here has been taken by the reader (queued or being queued), or
+        /// passed while no subscription was live.
         var pendingThrough: UInt64
+        /// The reader waits for an attach (nothing live); the next attach wakes it.
+        var readerIdle = false
         var nextID = 0
     }
 
@@ -69,6 +77,8 @@ final class ChangeFanout: Sendable {
     let database: Database
     let filters = ChangeFilters()
     private let logger: Logger
+    /// An attach to an idle reader signals it here (the newest signal is kept: none is lost).
+    private let attached = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     init(database: Database, logger: Logger) {
         self.database = database
@@ -85,6 +95,9 @@ final class ChangeFanout: Sendable {
 
     /// Subscriptions on this node (live or catching up), and how many are catching up.
     var counts: (members: Int, catchingUp: Int) { state.withLock { ($0.members.count, $0.catchingUp.count) } }
+
+    /// The shared reader waits for an attach, reading nothing (no subscription is live).
+    var readerIsIdle: Bool { state.withLock { $0.readerIdle } }
 
     // MARK: Membership
 
@@ -107,15 +120,18 @@ final class ChangeFanout: Sendable {
     }
 
     private func attach(_ subscription: ChangeSubscription, after cursor: UInt64) -> Bool {
-        state.withLock { s in
-            guard s.members[subscription.id] != nil, !subscription.isClosed else { return true }  // gone: stop
-            guard cursor >= s.pendingThrough else { return false }
+        let (attached, wake) = state.withLock { s -> (Bool, Bool) in
+            guard s.members[subscription.id] != nil, !subscription.isClosed else { return (true, false) }  // gone: stop
+            guard cursor >= s.pendingThrough else { return (false, false) }
             if let old = s.live[subscription.id] { Self.unindex(subscription.id, old.keys, from: &s.tables) }
             let keys = Self.index(subscription, into: &s.tables, eq: { $0.eq })
             s.live[subscription.id] = Live(subscription: subscription, after: cursor, keys: keys)
             s.catchingUp[subscription.id] = nil
-            return true
+            defer { s.readerIdle = false }
+            return (true, s.readerIdle)
         }
+        if wake { self.attached.continuation.yield() }
+        return attached
     }
 
     /// Takes a live subscription out of the index; its pump resumes after `cursor`.
@@ -190,7 +206,27 @@ final class ChangeFanout: Sendable {
     func run() async {
         var cursor = state.withLock { $0.pendingThrough }
         var pending = PendingFrames()  // one transaction's frames per subscriber, storage reused
+        var attaches = attached.stream.makeAsyncIterator()
         while !Task.isCancelled {
+            // Nothing live: read nothing until an attach (see the header).
+            let released = database.releasedLSN
+            let idle = state.withLock { s -> Bool in
+                guard s.live.isEmpty else { return false }
+                s.pendingThrough = max(s.pendingThrough, released)
+                s.readerIdle = true
+                return true
+            }
+            if idle {
+                guard await attaches.next() != nil else { return }  // cancelled
+                filters.invalidate()
+                // Where the live ones need it; a later attach must be at or past it (else it catches up).
+                cursor = state.withLock { s in
+                    let start = max(cursor, s.live.values.map(\.after).min() ?? s.pendingThrough)
+                    s.pendingThrough = max(s.pendingThrough, start)
+                    return start
+                }
+                continue
+            }
             let batch: ChangeBatch
             do {
                 batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
@@ -321,7 +357,11 @@ final class ChangeFanout: Sendable {
                 let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
                 for transaction in batch.transactions {
                     // A schema change or a policy edit reaches the subscription (RT5).
-                    if RealtimeService.touchesPolicies(transaction) { subscription.invalidate() }
+                    if RealtimeService.touchesPolicies(transaction) {
+                        subscription.invalidate()
+                        // The reader may be idle: the shared filters must not outlive a schema.
+                        if transaction.schemaChange != nil { filters.invalidate() }
+                    }
                     for change in transaction.changes {
                         var memo = ChangeMemo()
                         guard let frame = subscription.changeFrame(for: change, in: transaction, memo: &memo) else { continue }

@@ -14,8 +14,8 @@
 // - Private and public channels of the same name are separate topics: nothing sent on one
 //   reaches the other (RealtimeService.TopicKey).
 // - A policy edit reaches live channels (RT5): decisions are cached per channel with the
-//   service's policy generation, which the service bumps when a released transaction touches
-//   `_policies` or `_rls` (or changes a schema); the next delivery re-evaluates.
+//   service's policy generation, which the service bumps when the visible state's `_policies`,
+//   `_rls` or any schema changed (RealtimeService.watchPolicies); the next delivery re-evaluates.
 
 import Kernel
 import Synchronization

@@ -605,26 +605,33 @@ public final class RealtimeService: Sendable {
         }
     }
 
-    /// Bumps `policyGeneration` when a released transaction touches policies, row-level
-    /// security or a schema, so private channels re-check (RT5).
+    /// Bumps `policyGeneration` when the visible state's policies, row-level security flags or
+    /// any schema changed, so private channels re-check (RT5). It compares stamps
+    /// (`CollectionData.version`, `DatabaseState.schemaVersion`) at each publication instead of
+    /// reading the change stream: decoding every released transaction on every node to find the
+    /// rare policy edit cost a replica 5% of its CPU under load (docs/BENCHMARKS.md "s32").
+    /// `ChannelAccess.decide` reads the visible state too, so the re-check sees the edit.
     private func watchPolicies() async {
-        var cursor = database.releasedLSN
-        while !Task.isCancelled {
-            do {
-                let batch = try await database.nextChanges(after: cursor, maxCount: RealtimeLimits.changesPerPull)
-                if batch.transactions.contains(where: { Self.touchesPolicies($0) }) {
-                    generation.add(1, ordering: .releasing)
-                }
-                cursor = batch.through
-            } catch let error as AeroError where error.code == .lsnUnavailable {
+        var seen = PolicyStamp(database.snapshot().state)
+        for await _ in database.appliedSignals() {
+            let now = PolicyStamp(database.snapshot().state)
+            if now != seen {
                 generation.add(1, ordering: .releasing)
-                cursor = max(cursor, database.oldestLSN &- 1)
-            } catch {
-                if Task.isCancelled { return }
-                generation.add(1, ordering: .releasing)
-                try? await Task.sleep(for: .milliseconds(RealtimeLimits.relayRetryMillis))
-                cursor = database.releasedLSN
+                seen = now
             }
+        }
+    }
+
+    /// What private channels' decisions depend on, as stamps: equal stamps, same policies.
+    struct PolicyStamp: Equatable {
+        let policies: UInt64?
+        let enabled: UInt64?
+        let schemas: UInt64
+
+        init(_ state: DatabaseState) {
+            policies = state.collections[PolicyStore.policies]?.version
+            enabled = state.collections[PolicyStore.enabled]?.version
+            schemas = state.schemaVersion
         }
     }
 

@@ -6,6 +6,19 @@
 // - A unique index never holds two entries with equal non-null values (nulls never conflict,
 //   as in SQL). A write that would break this throws `AERO_UNIQUE_VIOLATION` and changes nothing.
 // - `approximateBytes` is maintained on every write (used for the memory limit).
+// - `version` is a stamp unique in the process: every write and every built collection takes a
+//   new one (`ContentVersion`), so equal stamps mean the same documents and schema. It is never
+//   persisted: a collection loaded again, replayed or installed gets new stamps.
+
+import Synchronization
+
+/// The process-wide source of `CollectionData.version` and `DatabaseState.schemaVersion` stamps.
+enum ContentVersion {
+    private static let last = Atomic<UInt64>(0)
+
+    /// A stamp never handed out before in this process.
+    static func next() -> UInt64 { last.wrappingAdd(1, ordering: .relaxed).newValue }
+}
 
 /// Entries of one declared index.
 struct IndexData: Sendable {
@@ -53,6 +66,10 @@ public struct CollectionData: Sendable {
     /// Parallel to `schema.indexes`.
     private(set) var indexes: [IndexData]
     public private(set) var approximateBytes: Int
+    /// Changes with every write to this collection and differs for every collection built
+    /// (`ContentVersion`): a reader that kept it tells whether the collection changed since,
+    /// without reading the change stream (RealtimeService's policy watch).
+    public private(set) var version = ContentVersion.next()
 
     public init(schema: CollectionSchema) {
         self.schema = schema
@@ -165,6 +182,7 @@ public struct CollectionData: Sendable {
             approximateBytes += (newKeys.count - oldKeys.count) * Self.indexEntryOverheadBytes
         }
         approximateBytes += Self.bytes(of: doc) - (old.map(Self.bytes(of:)) ?? 0)
+        version = ContentVersion.next()
         return old
     }
 
@@ -178,6 +196,7 @@ public struct CollectionData: Sendable {
             approximateBytes -= oldKeys.count * Self.indexEntryOverheadBytes
         }
         approximateBytes -= Self.bytes(of: old)
+        version = ContentVersion.next()
         return old
     }
 

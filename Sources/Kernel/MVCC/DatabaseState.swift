@@ -15,6 +15,9 @@ public struct DatabaseState: Sendable {
     /// older than its retained WAL is on its history. Extended by `replay` and the writer,
     /// carried in every checkpoint, cut with the log by `Database.truncateHistory`.
     public internal(set) var epochHistory = EpochHistory()
+    /// A new stamp (`ContentVersion`) with every schema change applied and for every state built:
+    /// equal stamps mean the same schemas (never persisted).
+    public internal(set) var schemaVersion = ContentVersion.next()
 
     static let empty = DatabaseState(position: LogPosition(lsn: 0, checksum: 0), epoch: 0, collections: [:])
 
@@ -105,6 +108,7 @@ public struct DatabaseState: Sendable {
             fields[field] = nil
             collections[name] = try rebuilt(data, fields: fields) { doc in doc[field] = nil }
         }
+        schemaVersion = ContentVersion.next()
     }
 
     /// The collection with new fields and every document rewritten (an O(documents) schema change).

@@ -165,4 +165,38 @@ func expectConsistent(_ data: CollectionData) {
         #expect(state.collections["nothere"] == nil)
         #expect(state.collections.count == 1)
     }
+
+    /// `version` and `schemaVersion` (what RealtimeService's policy watch compares): a new stamp
+    /// with every write, schema change and built collection; none for a refused or empty write;
+    /// a snapshot keeps its own.
+    @Test func versionStampsChangeWithEveryWriteAndNeverRepeat() throws {
+        var state = DatabaseState.empty
+        let emptySchemas = state.schemaVersion
+        try state.apply(SchemaChange.create(IndexFixtures.schema))
+        #expect(state.schemaVersion != emptySchemas)
+        var seen: Set<UInt64> = [state.collections["items"]!.version]
+        func stamp() -> UInt64 { state.collections["items"]!.version }
+        try state.apply(DocumentChange(collection: "items", key: .string("a"), before: nil, after: F.doc("a", sku: "S1", qty: 1)))
+        #expect(seen.insert(stamp()).inserted)
+        let snapshot = state
+        try state.apply(DocumentChange(collection: "items", key: .string("b"), before: nil, after: F.doc("b", sku: "S2", qty: 2)))
+        #expect(seen.insert(stamp()).inserted)
+        #expect(snapshot.collections["items"]!.version != stamp(), "the snapshot keeps the stamp of its contents")
+        #expect(state.schemaVersion == snapshot.schemaVersion, "a write changes no schema")
+        // Refused and empty writes change nothing, so they keep the stamp.
+        var data = state.collections["items"]!
+        let before = data.version
+        #expect(throws: AeroError.self) { try data.put(F.doc("c", sku: "S1", qty: 3)) }
+        #expect(data.remove(key: .string("zz")) == nil)
+        #expect(data.version == before)
+        #expect(data.remove(key: .string("a")) != nil)
+        #expect(seen.insert(data.version).inserted)
+        // A collection built again from the same documents is a new collection: a new stamp.
+        let rebuilt = try CollectionData(schema: F.schema, documents: Array(data.allDocuments()))
+        #expect(seen.insert(rebuilt.version).inserted)
+        #expect(seen.insert(try data.withSchema(F.schema).version).inserted)
+        let schemas = state.schemaVersion
+        try state.apply(SchemaChange.drop("items"))
+        #expect(state.schemaVersion != schemas)
+    }
 }
