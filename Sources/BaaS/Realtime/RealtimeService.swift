@@ -610,8 +610,7 @@ public final class RealtimeService: Sendable {
     /// (`CollectionData.version`, `DatabaseState.schemaVersion`) at each publication instead of
     /// reading the change stream: reading back and decoding every released transaction on every
     /// node to find the rare policy edit (with the shared reader doing the same for no
-    /// subscriber) cost a replica 7% of its CPU at 10k commits/s and a REST insert a quarter of
-    /// its CPU (docs/BENCHMARKS.md "s32").
+    /// subscriber) cost a replica 8% of its CPU at 10k commits/s (docs/BENCHMARKS.md "s32").
     /// `ChannelAccess.decide` reads the visible state too, so the re-check sees the edit.
     private func watchPolicies() async {
         var seen = PolicyStamp(database.snapshot().state)
