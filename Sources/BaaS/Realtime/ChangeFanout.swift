@@ -208,15 +208,9 @@ final class ChangeFanout: Sendable {
         var pending = PendingFrames()  // one transaction's frames per subscriber, storage reused
         var attaches = attached.stream.makeAsyncIterator()
         while !Task.isCancelled {
-            // Nothing live: read nothing until an attach (see the header).
-            let released = database.releasedLSN
-            let idle = state.withLock { s -> Bool in
-                guard s.live.isEmpty else { return false }
-                s.pendingThrough = max(s.pendingThrough, released)
-                s.readerIdle = true
-                return true
-            }
-            if idle {
+            // Nothing live: read nothing until an attach (see the header). The released LSN (the
+            // hub's lock, which every release takes) is read only then, not once per batch.
+            if state.withLock({ $0.live.isEmpty }), idle(through: database.releasedLSN) {
                 guard await attaches.next() != nil else { return }  // cancelled
                 filters.invalidate()
                 // Where the live ones need it; a later attach must be at or past it (else it catches up).
@@ -301,6 +295,16 @@ final class ChangeFanout: Sendable {
             }
             for id in left { live[id] = nil }
             cursor = batch.through
+        }
+    }
+
+    /// Marks the reader idle when still nothing is live, everything through `released` passed.
+    private func idle(through released: UInt64) -> Bool {
+        state.withLock { s in
+            guard s.live.isEmpty else { return false }
+            s.pendingThrough = max(s.pendingThrough, released)
+            s.readerIdle = true
+            return true
         }
     }
 

@@ -623,21 +623,21 @@ public final class RealtimeService: Sendable {
         }
     }
 
+    /// The collections whose rows decide policies; with the schemas, what RT5 watches.
+    static let policyCollections = [PolicyStore.policies, PolicyStore.enabled]
+
     /// What private channels' decisions depend on, as stamps: equal stamps, same policies.
     struct PolicyStamp: Equatable {
-        let policies: UInt64?
-        let enabled: UInt64?
+        let collections: [UInt64?]  // parallel to `policyCollections`
         let schemas: UInt64
 
         init(_ state: DatabaseState) {
-            policies = state.collections[PolicyStore.policies]?.version
-            enabled = state.collections[PolicyStore.enabled]?.version
+            collections = RealtimeService.policyCollections.map { state.collections[$0]?.version }
             schemas = state.schemaVersion
         }
     }
 
     static func touchesPolicies(_ transaction: CommittedTransaction) -> Bool {
-        transaction.schemaChange != nil
-            || transaction.changes.contains { $0.collection == PolicyStore.policies || $0.collection == PolicyStore.enabled }
+        transaction.schemaChange != nil || transaction.changes.contains { policyCollections.contains($0.collection) }
     }
 }
