@@ -103,6 +103,12 @@ public final class Database: Sendable {
             visibility.publish(through: lsn)
             hub.visibleAdvanced(to: visibility.current.lsn)
         }
+        // The WAL takes local records for a flush only inside the writer's seal (Writer.swift,
+        // "Sealing"). Weak: the writer holds the log.
+        wal.setSealer { [weak writer] take in
+            guard let writer else { return take() }
+            writer.sealing(take)
+        }
         return Core(wal: wal, writer: writer,
                     checkpointRunner: CheckpointRunner(store: store, wal: wal, lastLSN: lastCheckpointLSN, retention: retention))
     }

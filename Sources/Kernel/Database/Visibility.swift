@@ -1,5 +1,6 @@
 // What readers see: the newest state whose LSN is durable (D1: nothing is visible before it is
-// acknowledged-durable), plus the states committed by the writer but still waiting for their flush.
+// acknowledged-durable), plus the states the writer sealed (Writer.swift: at least the state of
+// the last record of every flush) still waiting for their flush.
 //
 // Invariants:
 // - `published.lsn` never decreases.

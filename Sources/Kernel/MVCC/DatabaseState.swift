@@ -3,8 +3,9 @@
 // MVCC by persistent data structures: `CollectionData` is a copy-on-write B+tree, so copying a
 // DatabaseState is O(collections) and a copy never changes afterwards. A reader's snapshot is
 // such a copy (P2/S-isolation: it sees exactly the transactions up to `position.lsn`); the writer
-// mutates its own copy, which copies only the touched tree paths. Old versions are collected by
-// ARC when the last snapshot holding them is released (version collection).
+// changes its own head in place, and once the head was handed to readers (sealed, Writer.swift)
+// its first change to a tree node copies that node and the path to it. Old versions are
+// collected by ARC when the last snapshot holding them is released (version collection).
 
 public struct DatabaseState: Sendable {
     /// The last transaction included: its LSN and checksum (a point on the history).
@@ -80,6 +81,29 @@ public struct DatabaseState: Sendable {
                     _ = data.remove(key: change.key)
                 }
                 i += 1
+            }
+        }
+    }
+
+    /// Undoes `changes`, which were applied to this state in order (`apply`), last first: each
+    /// collection holds again exactly the documents and index entries it held before them (its
+    /// `version` and `approximateBytes` as recomputed by the writes, its tree possibly shaped
+    /// otherwise). The writer's way to refuse a transaction built in place (C1).
+    mutating func revert(_ changes: [DocumentChange]) {
+        for change in changes.reversed() {
+            do {
+                guard collections[change.collection] != nil else {
+                    preconditionFailure("a change to revert names a collection the state does not hold")
+                }
+                if let before = change.before {
+                    _ = try collections[change.collection]!.put(before)
+                } else {
+                    _ = collections[change.collection]!.remove(key: change.key)
+                }
+            } catch {
+                // Putting back what was there cannot conflict; carrying on would leave the head
+                // differing from the log.
+                preconditionFailure("reverting a refused transaction failed: \(error)")
             }
         }
     }

@@ -76,7 +76,11 @@ public enum WriteOperation: Sendable, Equatable {
     static func invalid(_ message: String) -> AeroError { AeroError(.requestInvalid, message) }
 }
 
-/// Applies operations to a working copy of the state and records the resolved changes.
+/// Applies operations to the state it is given and records the resolved changes. The writer
+/// gives it the head itself (not a copy: Writer.swift, "Sealing"), so the state is changed in
+/// place; a refused transaction is undone with `revert`. Reads of a collection end before a
+/// change to it is applied (`record`): a copy of it still alive then would make the change copy
+/// the tree's path (correct, as copy on write, but what building in place avoids).
 struct TransactionBuilder {
     private(set) var state: DatabaseState
     private(set) var changes: [DocumentChange] = []
@@ -85,6 +89,21 @@ struct TransactionBuilder {
 
     /// The record's payload, ending the building (`Payload.take`: no copy when it is sized close).
     mutating func takePayload() -> [UInt8] { payload.take() }
+
+    /// The state with every recorded change applied, moved out (the building ends).
+    mutating func finish() -> DatabaseState {
+        var out = DatabaseState.empty
+        swap(&out, &state)
+        return out
+    }
+
+    /// The state as it was given, every recorded change undone (last first), moved out (the
+    /// building ends). A change that failed to apply changed nothing and was not recorded.
+    mutating func revert() -> DatabaseState {
+        state.revert(changes)
+        changes = []
+        return finish()
+    }
     let clock: any KernelClock
     let queryOptions: QueryOptions
 
@@ -114,6 +133,12 @@ struct TransactionBuilder {
     }
 
     private mutating func insert(_ collection: String, _ input: Document) throws {
+        let (doc, key) = try validatedInsert(collection, input)
+        try record(DocumentChange(collection: collection, key: key, before: nil, after: doc))
+    }
+
+    /// The document to insert and its key (the collection's copy ends here, before `record`).
+    private func validatedInsert(_ collection: String, _ input: Document) throws -> (Document, JSONValue) {
         let data = try state.collection(collection)
         let doc = try FieldValidator.validateNew(input, schema: data.schema, clock: clock)
         let key = doc[data.schema.primaryKey]!
@@ -121,46 +146,60 @@ struct TransactionBuilder {
             throw AeroError(.duplicateKey, "\(collection): a document with \(data.schema.primaryKey) = \(JSON.encodeString(key)) already exists", invariant: "C1")
         }
         try checkReferences(doc, schema: data.schema)
-        try record(DocumentChange(collection: collection, key: key, before: nil, after: doc))
+        return (doc, key)
     }
 
     private mutating func upsert(_ collection: String, _ input: Document) throws {
-        let data = try state.collection(collection)
-        guard let key = input[data.schema.primaryKey] else {
-            return try insert(collection, input)  // a generated key can never match an existing document
-        }
-        let normalizedKey = try FieldValidator.normalize(key, as: data.schema.fields[data.schema.primaryKey]!.type,
-                                                         field: data.schema.primaryKey)
-        if data.document(forKey: normalizedKey) != nil {
-            try update(collection, key: normalizedKey, set: input)
-        } else {
-            try insert(collection, input)
+        switch try existingKey(collection, input) {
+        case .some(let key): try update(collection, key: key, set: input)
+        case .none: try insert(collection, input)  // no key (generated: never matches) or no such document
         }
     }
 
+    /// The normalized key of the document `input` names, when one with it exists.
+    private func existingKey(_ collection: String, _ input: Document) throws -> JSONValue? {
+        let data = try state.collection(collection)
+        guard let key = input[data.schema.primaryKey] else { return nil }
+        let normalizedKey = try FieldValidator.normalize(key, as: data.schema.fields[data.schema.primaryKey]!.type,
+                                                         field: data.schema.primaryKey)
+        return data.document(forKey: normalizedKey) == nil ? nil : normalizedKey
+    }
+
     private mutating func update(_ collection: String, key: JSONValue, set: Document) throws {
+        guard let change = try validatedUpdate(collection, key: key, set: set) else { return }
+        try record(change)
+    }
+
+    /// The change an update makes; nil when it changes nothing.
+    private func validatedUpdate(_ collection: String, key: JSONValue, set: Document) throws -> DocumentChange? {
         let data = try state.collection(collection)
         let key = try normalizedKey(key, data.schema)
         guard let existing = data.document(forKey: key) else {
             throw AeroError(.documentNotFound, "\(collection): no document with \(data.schema.primaryKey) = \(JSON.encodeString(key))")
         }
         let doc = try FieldValidator.validateUpdate(existing, changes: set, schema: data.schema)
-        guard doc != existing else { return }
+        guard doc != existing else { return nil }
         try checkReferences(doc, schema: data.schema)
-        try record(DocumentChange(collection: collection, key: key, before: existing, after: doc))
+        return DocumentChange(collection: collection, key: key, before: existing, after: doc)
     }
 
     private mutating func delete(_ collection: String, key: JSONValue, depth: Int) throws {
-        let data = try state.collection(collection)
-        let key = try normalizedKey(key, data.schema)
-        guard let existing = data.document(forKey: key) else {
-            throw AeroError(.documentNotFound, "\(collection): no document with \(data.schema.primaryKey) = \(JSON.encodeString(key))")
-        }
+        let (key, existing) = try existingDocument(collection, key: key)
         guard depth < Self.cascadeDepthMax else {
             throw AeroError(.referenceViolation, "cascading deletes deeper than \(Self.cascadeDepthMax) levels")
         }
         try record(DocumentChange(collection: collection, key: key, before: existing, after: nil))
         try enforceOnDelete(collection: collection, key: key, depth: depth)
+    }
+
+    /// The normalized key and the document it names; throws when there is none.
+    private func existingDocument(_ collection: String, key: JSONValue) throws -> (JSONValue, Document) {
+        let data = try state.collection(collection)
+        let key = try normalizedKey(key, data.schema)
+        guard let existing = data.document(forKey: key) else {
+            throw AeroError(.documentNotFound, "\(collection): no document with \(data.schema.primaryKey) = \(JSON.encodeString(key))")
+        }
+        return (key, existing)
     }
 
     /// Cascades deeper than this are refused: bounds the work of one delete.

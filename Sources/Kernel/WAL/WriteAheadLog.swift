@@ -150,7 +150,15 @@ public final class WriteAheadLog: Sendable {
         /// The one pending group is a lone commit placed without waking the flusher: its caller
         /// flushes it in `waitDurable` (the flusher's timed wait takes it if the caller is late).
         var awaitingCaller = false
+        /// The writer's seal around takes of local records (`setSealer`); nil: takes run bare.
+        var sealer: Sealer?
     }
+
+    /// Runs a take of local records for a flush inside the writer's lock, after it handed the
+    /// state of its last record to Visibility (Writer.swift, "Sealing"): every flush of local
+    /// records then ends at a state that can be published. Set by `Database`; a log without one
+    /// (its own tests) takes records as they are.
+    public typealias Sealer = @Sendable (_ take: () -> Void) -> Void
 
     private let state: Mutex<State>
     private let fileSystem: any FileSystem
@@ -263,6 +271,18 @@ public final class WriteAheadLog: Sendable {
 
     public func setDurableHandler(_ handler: @escaping @Sendable (UInt64) -> Void) {
         state.withLock { $0.handler = handler }
+    }
+
+    public func setSealer(_ sealer: @escaping Sealer) {
+        state.withLock { $0.sealer = sealer }
+    }
+
+    /// `take` inside the sealer when one is set.
+    private func sealed<T>(_ take: () -> T) -> T {
+        guard let sealer = state.withLock({ $0.sealer }) else { return take() }
+        var result: T?
+        sealer { result = take() }
+        return result!
     }
 
     // MARK: Append
@@ -632,7 +652,7 @@ public final class WriteAheadLog: Sendable {
             // for, and the yield would only cost a thread hand-off (a wake-up of another pool
             // thread that resumes this task).
             if othersCommitting { await Task.yield() }
-            if let group = takeLoneGroup(lsn) {
+            if let group = sealed({ takeLoneGroup(lsn) }) {
                 try flushTaken([group], byCaller: true)
                 return
             }
@@ -677,22 +697,11 @@ public final class WriteAheadLog: Sendable {
 
     private func flushLoop() {
         while true {
-            let (groups, exit) = state.withLock { s -> ([PendingGroup], Bool) in
-                // A caller flushing its lone commit signals `work` when it is done.
-                if s.flushing { return ([], false) }
-                // While a frame is being placed only the groups complete before it are taken
-                // (all of them once the log is closing).
-                let taken = s.closed ? s.pending.count : min(s.held ?? s.pending.count, s.pending.count)
-                defer {
-                    s.pending.removeFirst(taken)
-                    if s.held != nil { s.held = 0 }
-                    if taken > 0 {
-                        s.flushing = true
-                        s.awaitingCaller = false
-                    }
-                }
-                return (Array(s.pending[0..<taken]), s.closed && taken == 0)
-            }
+            // Local records are taken inside the writer's seal; a replica's shipped records,
+            // whose states the writer hands over at every primary batch end, without it (a
+            // replica placing its next frame holds the writer's lock meanwhile).
+            let local = state.withLock { $0.sealer != nil && $0.pending.first?.replicated == false }
+            let (groups, exit) = local ? sealed { take(sealed: true) } : take(sealed: false)
             if groups.isEmpty {
                 if exit { return }
                 // Timed: a lone commit left to its caller is flushed here if the caller is late.
@@ -704,6 +713,31 @@ public final class WriteAheadLog: Sendable {
             } catch {
                 return  // the log failed (F1)
             }
+        }
+    }
+
+    /// The flusher's take: the groups to flush now (`flushing` set when there are any), and
+    /// whether the thread may exit (the log is closing and nothing is pending). `sealed`: called
+    /// inside the sealer (else, with one set, only shipped records are taken).
+    private func take(sealed: Bool) -> ([PendingGroup], Bool) {
+        state.withLock { s -> ([PendingGroup], Bool) in
+            // A caller flushing its lone commit signals `work` when it is done.
+            if s.flushing { return ([], false) }
+            // While a frame is being placed only the groups complete before it are taken
+            // (all of them once the log is closing).
+            var taken = s.closed ? s.pending.count : min(s.held ?? s.pending.count, s.pending.count)
+            if !sealed && s.sealer != nil {
+                taken = s.pending[0..<taken].prefix(while: \.replicated).count
+            }
+            defer {
+                s.pending.removeFirst(taken)
+                if s.held != nil { s.held = 0 }
+                if taken > 0 {
+                    s.flushing = true
+                    s.awaitingCaller = false
+                }
+            }
+            return (Array(s.pending[0..<taken]), s.closed && s.pending.isEmpty)
         }
     }
 
