@@ -10,6 +10,9 @@
 //   flusher thread or a caller flushing its lone commit (`waitDurable`) runs it.
 // - The durable handler runs after `durable` advanced and before any waiter of those LSNs
 //   resumes, so a commit that returns is already visible to readers (D1 then P2).
+// - Local records are taken for a flush only inside the sealer (`setSealer`: the writer's lock,
+//   after the writer handed its head to Visibility), so every flush of them ends at a state the
+//   durable handler can publish (Writer.swift, "Sealing"); shipped records are taken without it.
 // - The first flush error fails the log for good (F1): waiters and later appends get
 //   AERO_WAL_FLUSH_FAILED; nothing is retried, the page cache is not trusted.
 // - A record is placed only after the space for it is secured: when a new segment cannot be
