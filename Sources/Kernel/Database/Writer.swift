@@ -125,7 +125,7 @@ struct WriterState: ~Copyable {
         if let refusal { throw refusal }
         let bytesBefore = head.memoryBytes
         // Built on the head itself, moved out (not shared: changed in place unless sealed).
-        var builder = TransactionBuilder(state: takeHead(), clock: options.clock, queryOptions: query ?? options.query)
+        var builder = TransactionBuilder(state: head.moveOut(), clock: options.clock, queryOptions: query ?? options.query)
         do {
             for operation in operations { try builder.apply(operation) }
             guard !builder.changes.isEmpty else {  // nothing changed: nothing to log
@@ -143,13 +143,6 @@ struct WriterState: ~Copyable {
             head = builder.revert()  // C1: nothing of a refused transaction stays
             throw error
         }
-    }
-
-    /// The head, moved out (an empty state left in its place until it is put back).
-    private mutating func takeHead() -> DatabaseState {
-        var taken = DatabaseState.empty
-        swap(&taken, &head)
-        return taken
     }
 
     /// Hands the head to Visibility unless it was handed already (the WAL is about to take

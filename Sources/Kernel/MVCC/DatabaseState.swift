@@ -85,27 +85,29 @@ public struct DatabaseState: Sendable {
         }
     }
 
-    /// Undoes `changes`, which were applied to this state in order (`apply`), last first: each
-    /// collection holds again exactly the documents and index entries it held before them (its
-    /// `version` and `approximateBytes` as recomputed by the writes, its tree possibly shaped
-    /// otherwise). The writer's way to refuse a transaction built in place (C1).
+    /// Undoes `changes`, which were applied to this state in order (`apply`), last first, by
+    /// applying each one's inverse: each collection holds again exactly the documents and index
+    /// entries it held before them (its `version` and `approximateBytes` as recomputed by the
+    /// writes, its tree possibly shaped otherwise). The writer's way to refuse a transaction
+    /// built in place (C1).
     mutating func revert(_ changes: [DocumentChange]) {
         for change in changes.reversed() {
             do {
-                guard collections[change.collection] != nil else {
-                    preconditionFailure("a change to revert names a collection the state does not hold")
-                }
-                if let before = change.before {
-                    _ = try collections[change.collection]!.put(before)
-                } else {
-                    _ = collections[change.collection]!.remove(key: change.key)
-                }
+                try apply(DocumentChange(collection: change.collection, key: change.key, before: change.after, after: change.before))
             } catch {
                 // Putting back what was there cannot conflict; carrying on would leave the head
                 // differing from the log.
                 preconditionFailure("reverting a refused transaction failed: \(error)")
             }
         }
+    }
+
+    /// This state, moved out: `self` is left empty (the writer's head while a transaction is
+    /// built on it in place, and the builder's state when it hands it back).
+    mutating func moveOut() -> DatabaseState {
+        var out = DatabaseState.empty
+        swap(&out, &self)
+        return out
     }
 
     mutating func apply(_ change: SchemaChange) throws {

@@ -91,11 +91,7 @@ struct TransactionBuilder {
     mutating func takePayload() -> [UInt8] { payload.take() }
 
     /// The state with every recorded change applied, moved out (the building ends).
-    mutating func finish() -> DatabaseState {
-        var out = DatabaseState.empty
-        swap(&out, &state)
-        return out
-    }
+    mutating func finish() -> DatabaseState { state.moveOut() }
 
     /// The state as it was given, every recorded change undone (last first), moved out (the
     /// building ends). A change that failed to apply changed nothing and was not recorded.

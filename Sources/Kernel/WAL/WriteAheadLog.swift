@@ -280,9 +280,9 @@ public final class WriteAheadLog: Sendable {
         state.withLock { $0.sealer = sealer }
     }
 
-    /// `take` inside the sealer when one is set.
-    private func sealed<T>(_ take: () -> T) -> T {
-        guard let sealer = state.withLock({ $0.sealer }) else { return take() }
+    /// `take` inside `sealer`, or as it is without one.
+    private func sealed<T>(_ sealer: Sealer?, _ take: () -> T) -> T {
+        guard let sealer else { return take() }
         var result: T?
         sealer { result = take() }
         return result!
@@ -645,7 +645,8 @@ public final class WriteAheadLog: Sendable {
     /// `othersCommitting`: whether another commit may be placed meanwhile (false only when the
     /// caller knows it is the only commit in progress: then it does not yield first).
     public func waitDurable(_ lsn: UInt64, othersCommitting: Bool = true) async throws {
-        if state.withLock({ $0.awaitingCaller && $0.pending.first?.firstLSN == lsn }) {
+        // The writer's sealer, read with the check (a lone commit is local).
+        if let sealer = state.withLock({ $0.awaitingCaller && $0.pending.first?.firstLSN == lsn ? Optional($0.sealer) : nil }) {
             // Let every committer that is ready place its record first: one that does joins this
             // group and wakes the flusher thread, which then flushes them together. Without this,
             // a caller that does not suspend keeps its pool thread from the other committers, each
@@ -655,7 +656,7 @@ public final class WriteAheadLog: Sendable {
             // for, and the yield would only cost a thread hand-off (a wake-up of another pool
             // thread that resumes this task).
             if othersCommitting { await Task.yield() }
-            if let group = sealed({ takeLoneGroup(lsn) }) {
+            if let group = sealed(sealer, { takeLoneGroup(lsn) }) {
                 try flushTaken([group], byCaller: true)
                 return
             }
@@ -703,8 +704,8 @@ public final class WriteAheadLog: Sendable {
             // Local records are taken inside the writer's seal; a replica's shipped records,
             // whose states the writer hands over at every primary batch end, without it (a
             // replica placing its next frame holds the writer's lock meanwhile).
-            let local = state.withLock { $0.sealer != nil && $0.pending.first?.replicated == false }
-            let (groups, exit) = local ? sealed { take(sealed: true) } : take(sealed: false)
+            let sealer = state.withLock { $0.pending.first?.replicated == false ? $0.sealer : nil }
+            let (groups, exit) = sealer == nil ? take(sealed: false) : sealed(sealer) { take(sealed: true) }
             if groups.isEmpty {
                 if exit { return }
                 // Timed: a lone commit left to its caller is flushed here if the caller is late.
