@@ -71,11 +71,7 @@ final class ReplicaUnderTest: @unchecked Sendable {
 
     /// Waits (deadline `seconds`) until this replica's log reaches the primary's durable position.
     func waitCaughtUp(_ primary: PrimaryUnderTest, seconds: Int = 60) async throws -> Bool {
-        for _ in 0..<(seconds * 100) {
-            if database.durablePosition == primary.database.durablePosition { return true }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return database.durablePosition == primary.database.durablePosition
+        try await eventually(seconds: seconds) { database.durablePosition == primary.database.durablePosition }
     }
 
     /// The replica's log is the primary's: same records (LSN, chain checksum, epoch, payload), in order.
@@ -242,8 +238,10 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             #expect(try await replica.waitCaughtUp(primary))
             // Each loop counts itself once it runs: on a loaded machine one may start after the
             // first commit was acknowledged, so the count is awaited (bounded), not read once.
-            #expect(await Self.reaches(replica.node, 3), "follower, acknowledger, listener")
-            #expect(await Self.reaches(primary.node, 3), "listener, the replica's session, its sender")
+            #expect(try await eventually(seconds: 10) { replica.node.activities.load(ordering: .relaxed) >= 3 },
+                    "follower, acknowledger, listener")
+            #expect(try await eventually(seconds: 10) { primary.node.activities.load(ordering: .relaxed) >= 3 },
+                    "listener, the replica's session, its sender")
             // The replica's node first (its database stays open: nothing may append to it any more).
             let replicaPort = replica.node.config.me.replication
             await replica.node.stop()
@@ -259,13 +257,13 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             await replica.stop()
         }
     }
+}
 
-    /// Whether the node's running loops reach `count` within 10 s.
-    static func reaches(_ node: ReplicationNode, _ count: Int) async -> Bool {
-        for _ in 0..<1_000 {
-            if node.activities.load(ordering: .relaxed) >= count { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return node.activities.load(ordering: .relaxed) >= count
+/// Whether `condition` holds within `seconds` (checked every 10 ms, and once more at the deadline).
+private func eventually(seconds: Int, _ condition: () -> Bool) async throws -> Bool {
+    for _ in 0..<(seconds * 100) {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
     }
+    return condition()
 }

@@ -37,9 +37,9 @@ import Testing
         return out
     }
 
-    /// 200 random transactions of 1-6 operations over a model of the collection; about half end with
-    /// an operation that fails (duplicate key, unique index, missing document, a refusing check)
-    /// after the others were applied to the head. After every transaction the next commit's
+    /// 200 random transactions per seed (600 in all) of 1-6 operations over a model of the
+    /// collection; about half end with an operation that fails (duplicate key, unique index,
+    /// missing document, a refusing check) after the others were applied to the head. After every transaction the next commit's
     /// state must equal the model: nothing of a refused one stays, everything of an accepted
     /// one does. Then the same after recovery.
     @Test(arguments: [UInt64(1), 2, 3])
@@ -123,13 +123,14 @@ import Testing
         await db.close()
     }
 
+    /// Snapshots each reader of the P2 test keeps (each is compared with what it held when taken,
+    /// at the end).
+    static let keptMax = 150
+
     /// 8 writers commit pairs of documents (`-a` and `-b` in one transaction), and every third
     /// transaction fails after placing its pair in the head; meanwhile readers take snapshots
     /// and keep them. Every snapshot holds whole pairs only, and still holds exactly what it held
     /// when it was taken once all the writers are done.
-    /// Snapshots each reader keeps (each is compared with what it held when taken, at the end).
-    static let keptMax = 150
-
     @Test func P2_statesReadersHoldNeverChangeWhileTheHeadIsChangedInPlace() async throws {
         let dir = TemporaryDirectory()
         let db = try await Database.open(smallOptions(dir))
