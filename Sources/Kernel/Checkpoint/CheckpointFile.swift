@@ -32,9 +32,10 @@
 // Every integer read from the file goes through a checked range before use (the checksums are
 // not a MAC: a crafted file passes them): LSN and epoch <= KernelLimits.lsnMax; the compressed
 // length = the file's bytes after the header; the plain length <= compressed length x
-// `Compression.expansionMax` (what deflate can reach), and decompression allocates only what the
-// stream really produces; a collection's count <= the lines left. Out of range = AERO_CHECKPOINT_CORRUPT
-// (recovery skips the file and falls back to an older checkpoint), never a trap or a huge allocation.
+// `Compression.expansionMax` (what deflate can reach) and <= this machine's memory; decompression
+// reserves the declared length and touches only what the stream really produces; a collection's
+// count <= the lines left. Out of range = AERO_CHECKPOINT_CORRUPT
+// (recovery skips the file and falls back to an older checkpoint), never a trap or memory the stream does not fill.
 // Loading parses a collection of `parallelParseDocumentsMin` documents or more in pieces on
 // `RecoveryThreads.decoding` threads beside the caller, straight from the payload (no copy per
 // line); the pieces are joined in file order, and of several bad lines the first in file order is

@@ -397,6 +397,29 @@ func nested(_ depth: Int) -> JSONValue {
         }
     }
 
+    /// D2: a payload inflates straight into one array of its declared length (issue 19), which
+    /// is reserved, not filled: a declared length beyond this machine's memory is refused before
+    /// anything is reserved, and a payload large enough to be advised for huge pages inflates to
+    /// exactly its bytes (the advice changes the page size, never the content).
+    @Test func D2_aPayloadInflatesIntoItsDeclaredLengthWithinThisMachinesMemory() throws {
+        let plain = Array((0..<200_000).map { UInt8(truncatingIfNeeded: $0 * 7 / 3) })
+        let good = try Compression.compress(plain)
+        let beyond = Int(Compression.physicalMemoryBytes) + 1
+        do {
+            _ = try Compression.decompress(good, expectedLength: beyond)
+            Issue.record("a declared length beyond the machine's memory was reserved")
+        } catch let error as AeroError {
+            #expect(error.code == .checkpointCorrupt && error.message.contains("more than this machine's memory"), "\(error.message)")
+        }
+        var rng = SeededRandom(seed: 7)
+        let large = (0..<(3 * Compression.hugePageAdviceBytesMin + 12_345)).map { _ in UInt8(truncatingIfNeeded: rng.next() % 16) }
+        #expect(try Compression.decompress(try Compression.compress(large), expectedLength: large.count) == large)
+        #expect(try Compression.decompress(try Compression.compress([]), expectedLength: 0) == [])
+        #expect(throws: AeroError.self, "an empty stream declared one byte") {
+            _ = try Compression.decompress(try Compression.compress([]), expectedLength: 1)
+        }
+    }
+
     /// Q1 under the writer lock: on delete, references are found through an index on the
     /// referencing field; without one a scan is allowed only up to `referenceScanRowsMax` rows,
     /// and past it the delete is refused naming the index to declare.
