@@ -34,8 +34,8 @@
 // length = the file's bytes after the header; the plain length <= compressed length x
 // `Compression.expansionMax` (what deflate can reach) and <= this machine's memory; decompression
 // reserves the declared length and touches only what the stream really produces; a collection's
-// count <= the lines left. Out of range = AERO_CHECKPOINT_CORRUPT
-// (recovery skips the file and falls back to an older checkpoint), never a trap or memory the stream does not fill.
+// count <= the lines left. Out of range = AERO_CHECKPOINT_CORRUPT (recovery skips the file and
+// falls back to an older checkpoint), never a trap or memory the stream does not fill.
 // Loading parses a collection of `parallelParseDocumentsMin` documents or more in pieces on
 // `RecoveryThreads.decoding` threads beside the caller, straight from the payload (no copy per
 // line); the pieces are joined in file order, and of several bad lines the first in file order is

@@ -108,7 +108,8 @@ enum Compression {
     static var physicalMemoryBytes: UInt64 {
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageBytes = sysconf(Int32(_SC_PAGESIZE))
         guard pages > 0, pageBytes > 0 else { return UInt64(Int.max) }
-        return UInt64(pages).multipliedReportingOverflow(by: UInt64(pageBytes)).overflow ? UInt64(Int.max) : UInt64(pages) * UInt64(pageBytes)
+        let (bytes, overflow) = UInt64(pages).multipliedReportingOverflow(by: UInt64(pageBytes))
+        return overflow ? UInt64(Int.max) : bytes
     }
 
     /// Advises the whole huge pages inside `buffer` for transparent huge pages. Advice only: the
