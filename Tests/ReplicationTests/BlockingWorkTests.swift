@@ -132,6 +132,11 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
         try await PrimaryUnderTest.with(replicaWaitMillis: 30_000, prepare: { db in
             _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
         }) { primary in
+            // One session throughout is checked below, so the primary's idle timeout must not
+            // end it: under a full `scripts/test` (s35) the session ended 3 s in, with no frame
+            // refused in the log, while the replica zero-filled its segments in line. The
+            // accepted side's idle timeout follows the handshake time (Transport.listen).
+            primary.node.handshakePlaces.handshakeMillis = 600_000
             let replica = try await ReplicaUnderTest.start(following: primary, segmentBytes: KernelLimits.walSegmentBytesMin,
                                                            preallocateInBackground: preallocateInBackground)
             try await replica.whileRunning {
