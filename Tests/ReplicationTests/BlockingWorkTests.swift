@@ -136,7 +136,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             // end it: under a full `scripts/test` (s35) the session ended 3 s in, with no frame
             // refused in the log, while the replica zero-filled its segments in line. The
             // accepted side's idle timeout follows the handshake time (Transport.listen).
-            primary.node.handshakePlaces.handshakeMillis = 600_000
+            primary.node.handshakePlaces.outlastAnyTest()
             let replica = try await ReplicaUnderTest.start(following: primary, segmentBytes: KernelLimits.walSegmentBytesMin,
                                                            preallocateInBackground: preallocateInBackground)
             try await replica.whileRunning {
@@ -189,7 +189,7 @@ private func batchInsert(_ database: Database, prefix: String, count: Int, pad: 
             ClusterMember(nodeID: "n\(i)", http: "127.0.0.1:1", replication: PeerAddress(host: "127.0.0.1", port: LiveCluster.freePort()))
         }
         let places = HandshakePlaces(max: 4)
-        places.handshakeMillis = 600_000
+        places.outlastAnyTest()
         let listener = try await Transport.listen(members[0].replication, places: places) { _ in true }
         let replica = try await ReplicaUnderTest.start(members: members)
         try await replica.whileRunning {

@@ -22,10 +22,10 @@ private func withConnectedPair(_ body: (_ client: NIOAsyncChannelOutboundWriter<
     // while `disarmWaitsForAHookCallInProgress_A2` holds an event loop) the 2 s session idle
     // timeout closed these channels under the tests (`I/O on closed channel`).
     let places = HandshakePlaces(max: 4)
-    places.handshakeMillis = 600_000  // the accepted side's idle timeout is at least this
+    places.outlastAnyTest()  // the accepted side's idle timeout is at least this
     let listener = try await Transport.listen(address, places: places) { _ in true }
     try await listener.executeThenClose { accepted in
-        let client = try await Transport.connect(address, idleMillis: 600_000)
+        let client = try await Transport.connect(address, idleMillis: HandshakePlaces.outlastingAnyTestMillis)
         try await client.executeThenClose { _, clientOut in
             var connections = accepted.makeAsyncIterator()
             let connection = try #require(try await connections.next())

@@ -109,6 +109,17 @@ final class PrimaryUnderTest: @unchecked Sendable {
     static let items = #"{"name":"items","fields":{"id":{"type":"text"},"pad":{"type":"text","nullable":true}}}"#
 }
 
+extension HandshakePlaces {
+    /// Far beyond anything a test waits. A test whose point is not the handshake deadline (or
+    /// one filling the places) sets it, so that a loaded machine (the cooperative pool busy under
+    /// a full `scripts/test`) cannot close its connections under it: an accepted connection
+    /// keeps its place this long, and the accepted side's idle timeout follows it
+    /// (Transport.listen). The real deadline is `ReplicationTimeouts.handshakeMillis`.
+    static let outlastingAnyTestMillis: Int64 = 600_000
+
+    func outlastAnyTest() { handshakeMillis = Self.outlastingAnyTestMillis }
+}
+
 /// A plain blocking TCP socket: what an attacker uses, no framing help.
 final class RawSocket: @unchecked Sendable {
     let fd: Int32
@@ -329,7 +340,7 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
             // takes on a loaded machine (with the real 1 s, the first ones timed out before the last
             // were open; the listener's idle timeout follows it, or its 2 s closed them once under a
             // full `scripts/test`); the real deadline is checked at the end.
-            places.handshakeMillis = 600_000
+            places.outlastAnyTest()
             /// Silent connections from `source` until the node holds `count` places in all.
             func fill(_ source: String, _ n: Int, until count: Int) async throws -> [RawSocket] {
                 let sockets = try (0..<n).map { _ in try RawSocket(primary.address, source: source) }
@@ -388,7 +399,7 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
             // write once failed with "I/O on closed channel" (the session's channel closed before
             // the HELLO went out, 3.16 s into the test), which the 1 s handshake deadline explains
             // when the cooperative pool is busy. The deadline itself is tested above.
-            primary.node.handshakePlaces.handshakeMillis = 600_000
+            primary.node.handshakePlaces.outlastAnyTest()
             let before = primary.database.durablePosition.lsn
             let commit = Task { try await primary.insert("waits") }
             for _ in 0..<200 where primary.database.durablePosition.lsn == before { try await Task.sleep(for: .milliseconds(5)) }

@@ -32,6 +32,7 @@ enum Compression {
     /// An output of at least this many bytes is advised to the kernel for transparent huge pages
     /// (`madvise(MADV_HUGEPAGE)` on the whole 2 MiB pages inside it).
     static let hugePageAdviceBytesMin = 4 << 20
+    /// The size of an x86-64 transparent huge page: the advice covers whole ones only.
     static let hugePageBytes = 2 << 20
 
     /// Decompresses to exactly `expectedLength` bytes; anything else is corruption.
@@ -67,10 +68,10 @@ enum Compression {
             throw AeroError(.internalError, "zlib inflateInit2 failed")
         }
         defer { inflateEnd(&stream) }
-        var scratch: UInt8 = 0  // zlib wants an output pointer even when there is no room
         let end = input.count - zlibTrailerBytes
         return try input.withUnsafeBufferPointer { inp in
-            try [UInt8](unsafeUninitializedCapacity: expectedLength) { out, produced in
+            // At least 1 byte of capacity: zlib wants an output pointer even when there is no room.
+            try [UInt8](unsafeUninitializedCapacity: max(expectedLength, 1)) { out, produced in
                 adviseHugePages(out)
                 var consumed = zlibHeaderBytes
                 var rc = Z_OK
@@ -82,13 +83,10 @@ enum Compression {
                         consumed += feed
                     }
                     let room = min(expectedLength - produced, Int(UInt32.max))
-                    rc = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
-                        stream.next_out = room > 0 ? out.baseAddress! + produced : scratchPointer
-                        stream.avail_out = uInt(room)
-                        let rc = inflate(&stream, Z_NO_FLUSH)
-                        produced += room - Int(stream.avail_out)
-                        return rc
-                    }
+                    stream.next_out = out.baseAddress! + produced
+                    stream.avail_out = uInt(room)
+                    rc = inflate(&stream, Z_NO_FLUSH)
+                    produced += room - Int(stream.avail_out)
                     if rc == Z_OK { continue }  // progress was made
                     if rc != Z_BUF_ERROR { break }  // the end, or damage: judged below
                     // No progress was possible: with no room left, the stream has more to give
@@ -104,13 +102,13 @@ enum Compression {
         }
     }
 
-    /// This machine's memory (`sysconf`), the most a declared payload may inflate to.
-    static var physicalMemoryBytes: UInt64 {
+    /// This machine's memory (`sysconf`, read once), the most a declared payload may inflate to.
+    static let physicalMemoryBytes: UInt64 = {
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageBytes = sysconf(Int32(_SC_PAGESIZE))
         guard pages > 0, pageBytes > 0 else { return UInt64(Int.max) }
         let (bytes, overflow) = UInt64(pages).multipliedReportingOverflow(by: UInt64(pageBytes))
         return overflow ? UInt64(Int.max) : bytes
-    }
+    }()
 
     /// Advises the whole huge pages inside `buffer` for transparent huge pages. Advice only: the
     /// kernel may ignore it (THP off), and a failure changes nothing but the page size.

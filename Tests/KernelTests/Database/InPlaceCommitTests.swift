@@ -39,9 +39,9 @@ import Testing
 
     /// 200 random transactions per seed (600 in all) of 1-6 operations over a model of the
     /// collection; about half end with an operation that fails (duplicate key, unique index,
-    /// missing document, a refusing check) after the others were applied to the head. After every transaction the next commit's
-    /// state must equal the model: nothing of a refused one stays, everything of an accepted
-    /// one does. Then the same after recovery.
+    /// missing document, a refusing check) after the others were applied to the head. After
+    /// every transaction the next commit's state must equal the model: nothing of a refused one
+    /// stays, everything of an accepted one does. Then the same after recovery.
     @Test(arguments: [UInt64(1), 2, 3])
     func C1_aRefusedTransactionBuiltInPlaceLeavesNothingInTheHead(seed: UInt64) async throws {
         let dir = TemporaryDirectory()
