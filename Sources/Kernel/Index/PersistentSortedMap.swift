@@ -23,17 +23,12 @@ public enum RangeBound<Key: Comparable & Sendable>: Sendable {
 }
 
 enum BTreeLimits {
-    /// Entries per leaf. A write copies the shared leaf it changes once per flush (the sealed
-    /// state readers see keeps the old one), which retains every value of the leaf, and the
-    /// releaser frees the old leaf on another thread, releasing them again: per commit, the
-    /// leaf's size in atomic reference counts, each on a cache line the other core touched last.
-    /// 16 rather than 64 (issue 19, s36): commit_32w about 9% more commits per second in 11 of 12
-    /// alternated pairs, point reads unchanged; six levels still hold 16 * 32^5 ~ 537M entries.
-    static let leafMax = 16
+    /// Entries per leaf: large enough for shallow trees (4 levels hold ~16M entries), small
+    /// enough that copying one node on write stays cheap.
+    static let leafMax = 64
     static let leafMin = leafMax / 2
-    /// Children per internal node: the same trade as `leafMax` for the node above each leaf,
-    /// copied once per flush for every distinct subtree written.
-    static let childrenMax = 32
+    /// Children per internal node.
+    static let childrenMax = 64
     static let childrenMin = childrenMax / 2
 }
 
