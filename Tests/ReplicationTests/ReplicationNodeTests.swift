@@ -494,6 +494,9 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
         try await PrimaryUnderTest.with(replicaWaitMillis: 800, prepare: { db in
             _ = try await db.createCollection(JSON.parse(PrimaryUnderTest.items))
         }) { primary in
+            // Only the node's own decision may end the session: with the real 2 s idle timeout the
+            // session also ended after the ACK whether or not the claim ended it.
+            primary.node.handshakePlaces.outlastAnyTest()
             let start = primary.database.durablePosition
             let ended = try await primary.session(primary.hello(.follow, position: start, positionEpoch: 1)) { messages, outbound in
                 guard case .welcome? = try await messages.next() else {
@@ -515,10 +518,14 @@ func decodeFrames(_ bytes: [UInt8]) throws -> [ReplicationMessage] {
                     #expect(error.code == .commitInDoubt)
                 }
                 #expect((primary.node.acks.durable(of: "n2") ?? 0) <= start.lsn)
-                // The primary closed the session (heartbeats may come first).
+                // The primary closed the session (heartbeats may come first), long before the idle
+                // timeout could have.
+                let draining = ContinuousClock.now
                 do {
                     while try await messages.next() != nil {}
                 } catch {}
+                #expect(ContinuousClock.now - draining < .milliseconds(HandshakePlaces.outlastingAnyTestMillis / 2),
+                        "the session was ended by the idle timeout, not by the ACK's claim")
                 return true
             }
             #expect(ended)
