@@ -20,6 +20,7 @@
 
 import Foundation
 import Glibc
+import Kernel
 
 // @unchecked Sendable is sound: the class's own stored properties are immutable
 // (`let`), and all mutable state is inside `State`, guarded by one NSCondition.
@@ -50,9 +51,7 @@ public final class TCPProxy: @unchecked Sendable {
         port = Int(UInt16(bigEndian: addr.sin_port))
         state = State(listenFd: fd, target: target)
         let state = self.state
-        let thread = Thread { state.acceptLoop() }
-        thread.name = "TCPProxy.accept:\(port)"
-        thread.start()
+        NamedThread.start("tcpproxy-\(port)") { state.acceptLoop() }
     }
 
     deinit { stop() }

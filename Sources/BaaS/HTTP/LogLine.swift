@@ -243,9 +243,7 @@ extension LogLine {
         }
 
         private func startThread() {
-            let thread = Thread { [self] in self.run() }
-            thread.name = "aerodb-log"
-            thread.start()
+            NamedThread.start("aero-log") { [self] in self.run() }
         }
 
         /// Longest the writer thread lets lines gather between two writes while lines keep

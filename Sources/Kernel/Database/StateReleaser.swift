@@ -100,13 +100,11 @@ final class StateReleaser: Sendable {
     }
 
     private func startThread() {
-        let thread = Thread { [self] in
+        NamedThread.start("aero-releaser") { [self] in
             while true {
                 work.wait()
                 drain()
             }
         }
-        thread.name = "aerodb-state-releaser"
-        thread.start()
     }
 }

@@ -70,11 +70,9 @@ final class RecoveryPipeline<Prepared: Sendable>: @unchecked Sendable {
         threadsRunning = workers + 1
         condition.unlock()
         for i in 0..<workers {
-            let thread = Thread { [self] in decodeLoop() }
-            thread.name = "aero-rec-dec\(i)"  // 15 bytes at most: the OS thread name (perf, top)
-            thread.start()
+            NamedThread.start("aero-rec-dec\(i)") { [self] in decodeLoop() }
         }
-        let thread = Thread { [self] in
+        NamedThread.start("aero-rec-scan") { [self] in
             let outcome = Result {
                 try scan({ record, place in try self.deliver(record, place) }, { try self.drain() })
             }
@@ -84,8 +82,6 @@ final class RecoveryPipeline<Prepared: Sendable>: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-        thread.name = "aero-rec-scan"
-        thread.start()
     }
 
     // MARK: Scan thread

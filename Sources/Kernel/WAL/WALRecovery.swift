@@ -463,7 +463,7 @@ final class SegmentImages: @unchecked Sendable {
         condition.unlock()
         let path = path(next)
         let fs = fileSystem
-        let thread = Thread { [self] in
+        NamedThread.start("aero-rec-read") { [self] in
             condition.lock()
             var storage = ahead?.storage
             condition.unlock()
@@ -485,8 +485,6 @@ final class SegmentImages: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-        thread.name = "aero-rec-read"
-        thread.start()
     }
 
     // MARK: Reading

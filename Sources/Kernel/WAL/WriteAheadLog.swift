@@ -440,7 +440,7 @@ public final class WriteAheadLog: Sendable {
     /// At most one background spare at a time (`spare == .preparing`); `close` waits for it.
     private func prepareSpareInBackground(_ index: UInt64) {
         spareRunning.enter()
-        let thread = Thread { [self] in
+        NamedThread.start("aero-wal-spare") { [self] in
             defer { spareRunning.leave() }
             do {
                 try prepareSpare(index, inBackground: true)
@@ -450,8 +450,6 @@ public final class WriteAheadLog: Sendable {
                 // fill the log's close stopped removed its partial file.
             }
         }
-        thread.name = "aerodb-wal-spare"
-        thread.start()
     }
 
     /// Creates segment `index` ahead of need. ENOSPC refuses the write that needed it (nothing
@@ -678,13 +676,11 @@ public final class WriteAheadLog: Sendable {
     }
 
     private func startFlusher() {
-        let thread = Thread { [self] in
+        NamedThread.start("aero-wal-flush") { [self] in
             NUMAPlacement.pinCurrentThread()
             flushLoop()
             flusherExited.signal()
         }
-        thread.name = "aerodb-wal-flusher"
-        thread.start()
     }
 
     /// Runs `place` (a replica placing one frame of shipped records) with the flusher taking no

@@ -127,11 +127,9 @@ struct ClusterBench {
     func visibilityProbe(_ db: Database, replica: String, key: String, prefix: String) async throws -> TimedWriters.Result {
         let seconds = max(self.seconds - 0.5, 0.5)
         return try await withCheckedThrowingContinuation { (done: CheckedContinuation<TimedWriters.Result, any Error>) in
-            let thread = Thread {
+            NamedThread.start("aero-lag-probe") {
                 done.resume(with: Result(catching: { try Self.probe(db, replica: replica, key: key, prefix: prefix, seconds: seconds) }))
             }
-            thread.name = "aerodb-lag-probe"
-            thread.start()
         }
     }
 
