@@ -31,43 +31,57 @@ enum S3ChecksumAlgorithm: String, CaseIterable, Sendable {
 
 /// Table-driven reflected CRCs (one table lookup per byte).
 enum S3CRC {
-    static func table32(_ poly: UInt32) -> [UInt32] {
-        (0..<256).map { i -> UInt32 in
-            var c = UInt32(i)
-            for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ poly : c >> 1 }
-            return c
+    /// A reflected CRC of at most 64 bits computed eight bytes at a time (slicing-by-8):
+    /// `tables[k * 256 + b]` is the CRC register after byte `b` followed by `k` zero bytes, so one
+    /// step folds eight bytes with eight lookups; the tail goes a byte at a time through table 0.
+    /// A byte at a time ran at about 300 MB/s, a fifth of an S3 upload's node CPU with the AWS
+    /// CLI's default CRC32 checksum.
+    struct Sliced<W: FixedWidthInteger & UnsignedInteger & Sendable>: Sendable {
+        let tables: [W]
+
+        /// `polynomial`: reflected (bit-reversed) form.
+        init(polynomial: W) {
+            var t = [W](repeating: 0, count: 8 * 256)
+            for i in 0..<256 {
+                var c = W(i)
+                for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ polynomial : c >> 1 }
+                t[i] = c
+            }
+            for k in 1..<8 {
+                for i in 0..<256 {
+                    let previous = t[(k - 1) * 256 + i]
+                    t[k * 256 + i] = (previous >> 8) ^ t[Int(truncatingIfNeeded: previous & 0xFF)]
+                }
+            }
+            tables = t
+        }
+
+        /// Running register `crc` (start at all ones; the digest is `~crc`) after `bytes`.
+        func update(_ crc: W, _ bytes: UnsafeRawBufferPointer) -> W {
+            var c = UInt64(truncatingIfNeeded: crc)
+            let n = bytes.count
+            var i = 0
+            tables.withUnsafeBufferPointer { t in
+                func at(_ k: Int, _ x: UInt64) -> UInt64 { UInt64(truncatingIfNeeded: t[k &* 256 &+ Int(truncatingIfNeeded: x & 0xFF)]) }
+                while n &- i >= 8 {
+                    let x = c ^ UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                    c = at(7, x) ^ at(6, x >> 8) ^ at(5, x >> 16) ^ at(4, x >> 24)
+                        ^ at(3, x >> 32) ^ at(2, x >> 40) ^ at(1, x >> 48) ^ at(0, x >> 56)
+                    i &+= 8
+                }
+                while i < n {
+                    c = at(0, c ^ UInt64(bytes[i])) ^ (c >> 8)
+                    i &+= 1
+                }
+            }
+            return W(truncatingIfNeeded: c)
         }
     }
 
-    static func table64(_ poly: UInt64) -> [UInt64] {
-        (0..<256).map { i -> UInt64 in
-            var c = UInt64(i)
-            for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ poly : c >> 1 }
-            return c
-        }
-    }
-
-    static let crc32Table = table32(0xEDB8_8320)
-    static let crc32cTable = table32(0x82F6_3B78)
+    static let crc32 = Sliced<UInt32>(polynomial: 0xEDB8_8320)
+    static let crc32c = Sliced<UInt32>(polynomial: 0x82F6_3B78)
     /// 0xAD93D23594C93659 bit-reversed.
-    static let crc64nvmeTable = table64(0x9A6C_9329_AC4B_C9B5)
-
-    /// Running state `crc` (start at all ones; the digest is `~crc`).
-    static func update32(_ crc: UInt32, _ table: [UInt32], _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var c = crc
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        }
-        return c
-    }
-
-    static func update64(_ crc: UInt64, _ table: [UInt64], _ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var c = crc
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt64(b)) & 0xFF)] ^ (c >> 8) }
-        }
-        return c
-    }
+    static let crc64nvme = Sliced<UInt64>(polynomial: 0x9A6C_9329_AC4B_C9B5)
 }
 
 /// The checksums one request asks to verify, computed as its body streams.
@@ -130,9 +144,9 @@ struct S3Checksums {
     mutating func update(_ bytes: UnsafeRawBufferPointer) {
         if md5Expected != nil { md5.update(bufferPointer: bytes) }
         switch algorithm {
-        case .crc32: crc32 = S3CRC.update32(crc32, S3CRC.crc32Table, bytes)
-        case .crc32c: crc32 = S3CRC.update32(crc32, S3CRC.crc32cTable, bytes)
-        case .crc64nvme: crc64 = S3CRC.update64(crc64, S3CRC.crc64nvmeTable, bytes)
+        case .crc32: crc32 = S3CRC.crc32.update(crc32, bytes)
+        case .crc32c: crc32 = S3CRC.crc32c.update(crc32, bytes)
+        case .crc64nvme: crc64 = S3CRC.crc64nvme.update(crc64, bytes)
         case .sha1: sha1.update(bufferPointer: bytes)
         case .sha256: sha256.update(bufferPointer: bytes)
         case nil: break
