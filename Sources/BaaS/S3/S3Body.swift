@@ -5,8 +5,9 @@
 // - STREAMING-*: aws-chunked (S3ChunkDecoder), each chunk's signature checked as it arrives.
 // x-amz-checksum-* (header or aws-chunked trailer) and Content-MD5 are computed as the bytes
 // stream and verified after the last one (S3Checksums; BadDigest, the staged blob dropped).
-// Object bytes stream into a BlobStore writer (never a whole object in memory); XML bodies are
-// collected up to S3Limits.xmlBodyBytesMax.
+// Object bytes stream into a BlobStore writer (never a whole object in memory), whose own SHA-256
+// (the blob's content address) is the one the 64-hex mode checks: the body is hashed once; XML
+// bodies are collected up to S3Limits.xmlBodyBytesMax.
 
 import Crypto
 import Hummingbird
@@ -19,8 +20,11 @@ enum S3Body {
 
     /// Streams the decoded payload into `sink`, checking it per the payload mode and the
     /// x-amz-checksum-* / Content-MD5 it carries (S3Checksums); the verified checksum header.
+    /// `sinkSHA256`: the lowercase hex SHA-256 of every byte `sink` was given, when the sink
+    /// hashes them itself (a BlobWriter); otherwise the 64-hex mode hashes them here.
     @discardableResult
-    static func stream(_ request: Request, _ auth: S3Auth, _ sink: (UnsafeRawBufferPointer) throws -> Void) async throws -> (String, String)? {
+    static func stream(_ request: Request, _ auth: S3Auth, sinkSHA256: (() -> String)? = nil,
+                       _ sink: (UnsafeRawBufferPointer) throws -> Void) async throws -> (String, String)? {
         let signed = auth.signed
         var sums = try S3Checksums(headers: auth.headers)
         let check = sums.active
@@ -46,15 +50,16 @@ enum S3Body {
         guard expect != nil || signed.payloadHash == S3SignedRequest.unsigned else {
             throw S3Error.invalidArgument("x-amz-content-sha256 must be 64 hex digits, UNSIGNED-PAYLOAD or a STREAMING- mode")
         }
+        let hashHere = expect != nil && sinkSHA256 == nil
         var hasher = SHA256()
         for try await chunk in request.body {
             try chunk.withUnsafeReadableBytes {
-                if expect != nil { hasher.update(bufferPointer: $0) }
+                if hashHere { hasher.update(bufferPointer: $0) }
                 if check { sums.update($0) }
                 try sink($0)
             }
         }
-        if let expect, S3SigV4.hex(hasher.finalize()) != expect { throw S3Error.badDigest }
+        if let expect, (sinkSHA256?() ?? S3SigV4.hex(hasher.finalize())) != expect { throw S3Error.badDigest }
         return try sums.verify(trailers: [:])
     }
 
@@ -79,7 +84,7 @@ enum S3Body {
         let writer = try service.blobs.writer(limitBytes: limit)
         let checksum: (String, String)?
         do {
-            checksum = try await stream(request, auth) { try writer.write($0) }
+            checksum = try await stream(request, auth, sinkSHA256: { writer.sha256Hex }) { try writer.write($0) }
         } catch {
             writer.abort()
             if let st = error as? StorageError, st.code == "AERO_STORAGE_TOO_LARGE" { throw S3Error.entityTooLarge(limit) }

@@ -151,7 +151,7 @@ public final class BlobStore: Sendable {
             hasher.update(data: chunk)
             offset += Int64(chunk.count)
         }
-        let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let sha = Hex.lowercase(hasher.finalize())
         let shard = root + "/" + sha.prefix(2)
         try Self.makeDurableDirectory(shard, parent: root)
         let target = path(of: sha)
@@ -257,6 +257,10 @@ public final class BlobWriter {
 
     public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
 
+    /// The lowercase hex SHA-256 of the bytes written so far (what `finish` names the blob);
+    /// S3's 64-hex payload mode checks it instead of hashing the body a second time.
+    public var sha256Hex: String { Hex.lowercase(hasher.finalize()) }  // a copy: writing may go on
+
     /// fsync, rename to the content's name, fsync the directory (ST1). Returns (sha256 hex, size).
     public func finish() throws -> (sha256: String, size: Int64) {
         precondition(!done, "finish once")
@@ -269,7 +273,7 @@ public final class BlobWriter {
         }
         close(fd)
         fd = -1
-        let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let sha = sha256Hex
         let shard = store.root + "/" + sha.prefix(2)
         do {
             try BlobStore.makeDurableDirectory(shard, parent: store.root)
@@ -302,7 +306,7 @@ public final class BlobWriter {
             try handle.sync()
             handle.close()
             self.handle = nil
-            let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            let sha = sha256Hex
             let shard = store.root + "/" + sha.prefix(2)
             try store.makeDurableDirectory(shard, parent: store.root)
             let target = store.path(of: sha)
