@@ -29,7 +29,7 @@ enum S3ChecksumAlgorithm: String, CaseIterable, Sendable {
     }
 }
 
-/// Table-driven reflected CRCs (one table lookup per byte).
+/// Table-driven reflected CRCs (eight table lookups per eight bytes).
 enum S3CRC {
     /// A reflected CRC of at most 64 bits computed eight bytes at a time (slicing-by-8):
     /// `tables[k * 256 + b]` is the CRC register after byte `b` followed by `k` zero bytes, so one
