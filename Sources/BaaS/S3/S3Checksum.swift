@@ -34,8 +34,8 @@ enum S3CRC {
     /// A reflected CRC of at most 64 bits computed eight bytes at a time (slicing-by-8):
     /// `tables[k * 256 + b]` is the CRC register after byte `b` followed by `k` zero bytes, so one
     /// step folds eight bytes with eight lookups; the tail goes a byte at a time through table 0.
-    /// A byte at a time ran at about 300 MB/s, a fifth of an S3 upload's node CPU with the AWS
-    /// CLI's default CRC32 checksum.
+    /// A byte at a time, the CRC was a fifth of the node's CPU in an S3 upload with the AWS CLI's
+    /// default CRC32 checksum (docs/BENCHMARKS.md "s37").
     struct Sliced<W: FixedWidthInteger & UnsignedInteger & Sendable>: Sendable {
         let tables: [W]
 

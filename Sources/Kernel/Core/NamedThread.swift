@@ -19,7 +19,7 @@ public enum NamedThread {
     public static let nameBytesMax = 15
 
     /// Starts `body` on a new thread named `name` (ASCII, at most `nameBytesMax` bytes: a longer
-    /// name is a programming error, which Linux would refuse silently).
+    /// name is a programming error: Linux would cut it short or refuse it).
     public static func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
         precondition(name.utf8.count <= nameBytesMax && name.allSatisfy(\.isASCII),
                      "a thread name is ASCII of at most \(nameBytesMax) bytes: \(name)")
