@@ -352,12 +352,24 @@ public final class WriteAheadLog: Sendable {
         if let failure = s.failure { throw failure }
         guard !s.closed else { throw AeroError(.walClosed, "the WAL is closed") }
         let lsn = s.last.lsn + 1
+        let epoch = placing.epoch
+        // A shipped record is encoded and checked before anything changes: refused after a
+        // segment rollover, it left the segment marked as having its header with no write
+        // carrying it, and the next spare marked as being prepared by nobody (every later
+        // rollover then waited forever; `aRecordRefusedForItsChecksumChangesNothing...`).
+        var shipped: (bytes: [UInt8], checksum: UInt64)?
         if let record = placing.replicated {
             guard record.lsn == lsn, record.previousChecksum == s.last.checksum else {
                 throw AeroError(.replicationDiverged, "record \(record.position) does not continue this log at \(s.last)", invariant: "P1")
             }
+            let encoded = WALFormat.encodeRecord(type: placing.type, lsn: lsn, epoch: epoch, batchStart: record.batchStart,
+                                                 timestampMicros: placing.timestampMicros,
+                                                 previousChecksum: s.last.checksum, payload: placing.payload)
+            guard encoded.1 == record.checksum else {
+                throw AeroError(.replicationDiverged, "record \(record.lsn) re-encodes to checksum \(String(encoded.1, radix: 16)), not the primary's \(String(record.checksum, radix: 16))", invariant: "P1")
+            }
+            shipped = encoded
         }
-        let epoch = placing.epoch
         var header: [UInt8] = []
         var prepare: UInt64?
         if s.tail.offset + size > options.segmentBytes {
@@ -393,15 +405,10 @@ public final class WriteAheadLog: Sendable {
                 && (wantedBatch == nil || group.batchStart == wantedBatch)
         } ?? false
         let batchStart = wantedBatch ?? (openGroup ? s.pending[s.pending.count - 1].batchStart : lsn)
-        let (bytes, checksum) = WALFormat.encodeRecord(type: placing.type, lsn: lsn, epoch: epoch, batchStart: batchStart,
-                                                       timestampMicros: placing.timestampMicros,
-                                                       previousChecksum: s.last.checksum, payload: placing.payload)
+        let (bytes, checksum) = shipped ?? WALFormat.encodeRecord(type: placing.type, lsn: lsn, epoch: epoch, batchStart: batchStart,
+                                                                  timestampMicros: placing.timestampMicros,
+                                                                  previousChecksum: s.last.checksum, payload: placing.payload)
         precondition(bytes.count == size, "encoded size matches the placement")
-        if let record = placing.replicated {
-            guard checksum == record.checksum else {
-                throw AeroError(.replicationDiverged, "record \(record.lsn) re-encodes to checksum \(String(checksum, radix: 16)), not the primary's \(String(record.checksum, radix: 16))", invariant: "P1")
-            }
-        }
         let position = LogPosition(lsn: lsn, checksum: checksum)
         if openGroup {
             s.pending[s.pending.count - 1].bytes += bytes

@@ -66,6 +66,37 @@ import Testing
         reopened.close()
     }
 
+    /// P1: a shipped record refused for its checksum changes nothing, also when it would have
+    /// been the first record of a new segment (the refusal came after the rollover, which left
+    /// the segment marked as having its header while no write carried it: a log that did not
+    /// recover). Every record is offered tampered first, then as shipped.
+    @Test func aRecordRefusedForItsChecksumChangesNothingAtASegmentBoundary_P1() async throws {
+        let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
+        let (primary, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(pdir), after: nil)
+        var last = LogPosition.origin
+        for i in 0..<300 { last = try primary.append(type: .transaction, epoch: 1, timestampMicros: 0, payload: payload(i, size: 700)) }
+        try await primary.waitDurable(last.lsn)
+        let records = try primary.read(from: 1, maxBytes: 1 << 30)
+        primary.close()
+        #expect(records.count == 300)
+        let (replica, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(rdir), after: nil)
+        for record in records {
+            let tampered = WALRecord(lsn: record.lsn, epoch: record.epoch, type: record.type, timestampMicros: record.timestampMicros,
+                                     batchStart: record.batchStart, previousChecksum: record.previousChecksum,
+                                     checksum: record.checksum ^ 1, payload: record.payload)
+            #expect(throws: AeroError.self) { _ = try replica.appendReplicated(tampered) }
+            _ = try replica.appendReplicated(record)
+        }
+        try await replica.waitDurable(300)
+        replica.close()
+        let (reopened, recovered, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(rdir), after: nil)
+        #expect(recovered.map(\.encoded) == records.map(\.encoded))
+        let segments = try FileManager.default.contentsOfDirectory(atPath: walOptions(rdir).directory)
+            .compactMap(WALFormat.segmentIndex(fromName:))
+        #expect(segments.count > 2)  // the records crossed segment boundaries
+        reopened.close()
+    }
+
     @Test func replicatedRecordsAreByteIdentical() async throws {
         let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
         let primary = try await Database.open(smallOptions(pdir))
@@ -94,6 +125,64 @@ import Testing
         let reopened = try await Database.open(replicaOptions(rdir))
         #expect(reopened.durablePosition.lsn == last)
         #expect(try reopened.query(json(#"{"collection":"items","limit":1000}"#)).rows.count == 320)
+        await reopened.close()
+    }
+
+    /// A replica replays a shipped transaction on its head in place (Writer.replicate). A record
+    /// whose changes contradict the state (its second change breaks a unique index) is refused
+    /// with nothing of its first change left; a record the log refuses after it was replayed
+    /// (another checksum) is undone; a frame refused mid-way keeps the records before the
+    /// refused one, durable and visible. The replica then continues as the primary's copy: same
+    /// documents and index entries, same log (P1, C1).
+    @Test func aRefusedShippedRecordLeavesNothingOnTheReplicasHead_P1() async throws {
+        let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
+        let primary = try await Database.open(smallOptions(pdir))
+        _ = try await primary.createCollection(json(DatabaseTests.items))
+        for k in 0..<20 { _ = try await insert(primary, ["a\(k)"]) }
+        let replica = try await Database.open(replicaOptions(rdir))
+        var shipped = try await ship(primary, to: replica, from: 1)
+        for k in 0..<4 { _ = try await insert(primary, ["b\(k)"]) }
+        let next = try primary.records(from: shipped + 1, maxBytes: 1 << 20)
+        #expect(next.count == 4)
+        // A record whose first change inserts a new document and whose second takes the name of
+        // an existing one: the unique index refuses the second, after the first was applied.
+        let template = try #require(try TransactionRecord.decodeChanges(next[0].payload, lsn: next[0].lsn).first?.after)
+        var fresh = template, clash = template
+        fresh["id"] = .string("fresh"); fresh["name"] = .string("fresh name")
+        clash["id"] = .string("clash"); clash["name"] = .string("item a3")
+        let contradicting = TransactionRecord.encode([
+            DocumentChange(collection: "items", key: .string("fresh"), before: nil, after: fresh),
+            DocumentChange(collection: "items", key: .string("clash"), before: nil, after: clash),
+        ])
+        let bad = WALRecord(lsn: next[1].lsn, epoch: next[1].epoch, type: .transaction, timestampMicros: next[1].timestampMicros,
+                            batchStart: next[1].batchStart, previousChecksum: next[1].previousChecksum,
+                            checksum: next[1].checksum, payload: contradicting)
+        // The frame [b0, the contradicting record] is refused at its second record; b0 stays.
+        #expect(throws: AeroError.self) { _ = try replica.applyReplicated([next[0], bad]) }
+        try await replica.waitDurable(next[0].lsn)
+        #expect(replica.durablePosition == next[0].position)
+        #expect(try replica.query(json(#"{"collection":"items","filter":{"id":"b0"},"limit":5}"#)).rows.count == 1)
+        // b1 with another checksum: replayed, refused by the log, undone.
+        let tampered = WALRecord(lsn: next[1].lsn, epoch: next[1].epoch, type: .transaction, timestampMicros: next[1].timestampMicros,
+                                 batchStart: next[1].batchStart, previousChecksum: next[1].previousChecksum,
+                                 checksum: next[1].checksum ^ 1, payload: next[1].payload)
+        #expect(throws: AeroError.self) { _ = try replica.applyReplicated([tampered]) }
+        shipped = try await ship(primary, to: replica, from: next[1].lsn)
+        #expect(replica.durablePosition == primary.durablePosition)
+        for db in [primary, replica] {
+            #expect(try db.query(json(#"{"collection":"items","limit":1000}"#)).rows.count == 24)
+            #expect(try db.query(json(#"{"collection":"items","filter":{"name":"fresh name"},"limit":5}"#)).rows.isEmpty)
+            #expect(try db.query(json(#"{"collection":"items","filter":{"name":"item a3"},"limit":5}"#)).rows.count == 1)
+            #expect(try db.query(json(#"{"collection":"items","filter":{"name":"item b1"},"limit":5}"#)).rows.count == 1)
+            #expect(try db.query(json(#"{"collection":"items","filter":{"qty":2},"limit":1000}"#)).rows.count == 14)  // a0-a9, b0-b3
+        }
+        #expect(try replica.records(from: 1, maxBytes: 1 << 30) == primary.records(from: 1, maxBytes: 1 << 30))
+        await primary.close()
+        await replica.close()
+        let reopened = try await Database.open(replicaOptions(rdir))
+        #expect(reopened.durablePosition.lsn == shipped)
+        #expect(try reopened.query(json(#"{"collection":"items","filter":{"name":"fresh name"},"limit":5}"#)).rows.isEmpty)
+        #expect(try reopened.query(json(#"{"collection":"items","limit":1000}"#)).rows.count == 24)
         await reopened.close()
     }
 
