@@ -15,8 +15,8 @@
 // - Every local record the WAL takes for a flush has its state sealed first, under this lock: a
 //   flush through LSN n always has a pending state at n to publish (D1: published only once durable).
 // - A sealed (or published) state is never changed: only the unshared head is changed in place.
-// - Replicated records are replayed on the head in place too and seal at every primary batch end
-//   (`replicate`); local schema changes and epoch records seal as they are placed.
+// - Replicated records seal at every primary batch end as before (`replicate`); schema changes and
+//   epoch records seal as they are placed.
 
 import Synchronization
 
@@ -173,38 +173,37 @@ struct WriterState: ~Copyable {
     }
 
     /// Applies and logs the primary's records byte for byte, in order (P1). A record of a lower
-    /// epoch than the log already holds is refused (A2); nothing of a refused record stays, and
-    /// nothing after it changes. A transaction record is replayed on the head in place, as a
-    /// local commit is built (above: a node is copied once per primary batch, not once per record
-    /// with its whole path), and undone when the log refuses it. The head is sealed at the end
-    /// of each primary batch (and of the frame): the WAL flushes whole batches (a group never
-    /// mixes two, and a frame is placed whole), so durability lands there.
+    /// epoch than the log already holds is refused (A2); nothing after a refused record changes.
+    /// Only the state at the end of each primary batch (and of the frame) waits for visibility:
+    /// the WAL flushes whole batches (a group never mixes two, and a frame is placed whole), so
+    /// durability lands there. Intermediate states are released here, as the next one replaces
+    /// them, not kept for the flusher's thread to free when it publishes.
     mutating func replicate(_ records: [WALRecord]) throws -> UInt64 {
-        // A record refused mid-frame still leaves the ones placed before it to be published
-        // once flushed.
-        defer { seal() }
+        // The last placed state, until it is enqueued: a record refused mid-batch still leaves
+        // the ones placed before it to be published once flushed.
+        var placed: DatabaseState?
+        defer {
+            if let placed {
+                visibility.enqueue(placed)
+                sealedLSN = placed.lsn
+            }
+        }
         for (i, record) in records.enumerated() {
             guard record.epoch >= head.epoch else {
                 throw AeroError(.replicationRefused, "record \(record.lsn) is of epoch \(record.epoch), below this log's epoch \(head.epoch)", invariant: "A2")
             }
-            let position: LogPosition
-            if record.type == .transaction {
-                let undo = try head.replayUndoably(record)
-                do {
-                    position = try wal.appendReplicated(record)
-                } catch {
-                    head.undo(undo)
-                    throw error
-                }
-            } else {  // schema and epoch records: rare; replayed on a copy
-                var next = head
-                try next.replay(record)
-                position = try wal.appendReplicated(record)
-                head = next
-            }
+            var next = head
+            try next.replay(record)
+            let position = try wal.appendReplicated(record)
             precondition(position == record.position, "a replicated record keeps its position")
+            head = next
             sinceCheckpoint.add(record.payload.count)
-            if i == records.count - 1 || records[i + 1].batchStart != record.batchStart { seal() }
+            placed = next
+            if i == records.count - 1 || records[i + 1].batchStart != record.batchStart {
+                visibility.enqueue(next)
+                sealedLSN = next.lsn
+                placed = nil
+            }
         }
         return head.lsn
     }

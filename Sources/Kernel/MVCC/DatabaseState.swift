@@ -47,39 +47,18 @@ public struct DatabaseState: Sendable {
         // while it is mutated (so the tree stays uniquely referenced): one hash lookup and no
         // copy of the collection (taking it out, setting nil and putting it back was three
         // lookups and a copy of its value, ~6 retains and releases, per change).
-        _ = try Self.apply(change, to: &collections[change.collection])
+        try Self.apply(change, to: &collections[change.collection])
     }
 
-    /// Returns the document the change replaced or removed (nil: none).
-    private static func apply(_ change: DocumentChange, to data: inout CollectionData?) throws -> Document? {
+    private static func apply(_ change: DocumentChange, to data: inout CollectionData?) throws {
         guard data != nil else {
             throw AeroError(.collectionNotFound, "change for unknown collection \(change.collection)")
         }
         if let after = change.after {
-            return try data!.put(after)
+            _ = try data!.put(after)
         } else {
-            return data!.remove(key: change.key)
+            _ = data!.remove(key: change.key)
         }
-    }
-
-    /// Applies `changes` in order and returns them as applied, each with the document it replaced
-    /// as its before image (a change that found nothing to remove is left out). On a throw the
-    /// changes before the failing one are undone (`revert`): nothing of them stays.
-    mutating func applyUndoably(_ changes: [DocumentChange]) throws -> [DocumentChange] {
-        var applied: [DocumentChange] = []
-        applied.reserveCapacity(changes.count)
-        do {
-            for change in changes {
-                let replaced = try Self.apply(change, to: &collections[change.collection])
-                if replaced != nil || change.after != nil {
-                    applied.append(DocumentChange(collection: change.collection, key: change.key, before: replaced, after: change.after))
-                }
-            }
-        } catch {
-            revert(applied)
-            throw error
-        }
-        return applied
     }
 
     /// Applies a transaction's changes in order, taking each collection out of the dictionary
@@ -208,43 +187,9 @@ public struct DatabaseState: Sendable {
         case .schema(let change): try apply(change)
         case .nothing: break
         }
-        advance(past: record)
-    }
-
-    private mutating func advance(past record: WALRecord) {
         position = LogPosition(lsn: record.lsn, checksum: record.checksum)
         epoch = max(epoch, record.epoch)
         epochHistory.extend(epoch: record.epoch, at: record.lsn)
-    }
-
-    /// What `replayUndoably` changed, to undo it (`undo`).
-    struct ReplayUndo {
-        fileprivate let position: LogPosition
-        fileprivate let epoch: UInt64
-        fileprivate let epochHistory: EpochHistory
-        fileprivate let applied: [DocumentChange]
-    }
-
-    /// Replays a transaction record in place (a replica's head, `Writer.replicate`): on a throw
-    /// nothing of it stays; the returned value undoes it, for a record the log then refuses.
-    mutating func replayUndoably(_ record: WALRecord) throws -> ReplayUndo {
-        precondition(record.type == .transaction, "only transaction records replay undoably")
-        guard record.lsn == position.lsn + 1 else {
-            throw AeroError(.walCorrupt, "record LSN \(record.lsn) does not follow state LSN \(position.lsn)", invariant: "R1")
-        }
-        let changes = try TransactionRecord.decodeChanges(record.payload, lsn: record.lsn)
-        let undo = ReplayUndo(position: position, epoch: epoch, epochHistory: epochHistory, applied: try applyUndoably(changes))
-        advance(past: record)
-        return undo
-    }
-
-    /// Undoes the record `replayUndoably` replayed last: the state holds again exactly the
-    /// documents and index entries it held before it (as `revert`), at its position.
-    mutating func undo(_ undo: ReplayUndo) {
-        revert(undo.applied)
-        position = undo.position
-        epoch = undo.epoch
-        epochHistory = undo.epochHistory
     }
 }
 

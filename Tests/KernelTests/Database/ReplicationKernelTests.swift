@@ -128,12 +128,11 @@ import Testing
         await reopened.close()
     }
 
-    /// A replica replays a shipped transaction on its head in place (Writer.replicate). A record
-    /// whose changes contradict the state (its second change breaks a unique index) is refused
-    /// with nothing of its first change left; a record the log refuses after it was replayed
-    /// (another checksum) is undone; a frame refused mid-way keeps the records before the
-    /// refused one, durable and visible. The replica then continues as the primary's copy: same
-    /// documents and index entries, same log (P1, C1).
+    /// A shipped record whose changes contradict the replica's state (its second change breaks a
+    /// unique index) is refused with nothing of its first change left; a record the log refuses
+    /// after it was replayed (another checksum) leaves nothing either; a frame refused mid-way
+    /// keeps the records before the refused one, durable and visible. The replica then
+    /// continues as the primary's copy: same documents and index entries, same log (P1, C1).
     @Test func aRefusedShippedRecordLeavesNothingOnTheReplicasHead_P1() async throws {
         let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
         let primary = try await Database.open(smallOptions(pdir))
