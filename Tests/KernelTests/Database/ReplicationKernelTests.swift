@@ -67,9 +67,10 @@ import Testing
     }
 
     /// P1: a shipped record refused for its checksum changes nothing, also when it would have
-    /// been the first record of a new segment (the refusal came after the rollover, which left
-    /// the segment marked as having its header while no write carried it: a log that did not
-    /// recover). Every record is offered tampered first, then as shipped.
+    /// been the first record of a new segment. The refusal used to come after the rollover,
+    /// which left the segment marked as having its header while no write carried it and the
+    /// next spare marked as being prepared by nobody: this test then hung at the next rollover.
+    /// Every record is offered tampered first, then as shipped.
     @Test func aRecordRefusedForItsChecksumChangesNothingAtASegmentBoundary_P1() async throws {
         let pdir = TemporaryDirectory(), rdir = TemporaryDirectory()
         let (primary, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(pdir), after: nil)
@@ -161,7 +162,7 @@ import Testing
         try await replica.waitDurable(next[0].lsn)
         #expect(replica.durablePosition == next[0].position)
         #expect(try replica.query(json(#"{"collection":"items","filter":{"id":"b0"},"limit":5}"#)).rows.count == 1)
-        // b1 with another checksum: replayed, refused by the log, undone.
+        // b1 with another checksum: replayed, then refused by the log; nothing of it stays.
         let tampered = WALRecord(lsn: next[1].lsn, epoch: next[1].epoch, type: .transaction, timestampMicros: next[1].timestampMicros,
                                  batchStart: next[1].batchStart, previousChecksum: next[1].previousChecksum,
                                  checksum: next[1].checksum ^ 1, payload: next[1].payload)
