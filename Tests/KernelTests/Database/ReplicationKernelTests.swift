@@ -82,10 +82,7 @@ import Testing
         #expect(records.count == 300)
         let (replica, _, _) = try WriteAheadLog.open(fileSystem: POSIXFileSystem(), options: walOptions(rdir), after: nil)
         for record in records {
-            let tampered = WALRecord(lsn: record.lsn, epoch: record.epoch, type: record.type, timestampMicros: record.timestampMicros,
-                                     batchStart: record.batchStart, previousChecksum: record.previousChecksum,
-                                     checksum: record.checksum ^ 1, payload: record.payload)
-            #expect(throws: AeroError.self) { _ = try replica.appendReplicated(tampered) }
+            #expect(throws: AeroError.self) { _ = try replica.appendReplicated(record.altered(checksum: record.checksum ^ 1)) }
             _ = try replica.appendReplicated(record)
         }
         try await replica.waitDurable(300)
@@ -154,19 +151,14 @@ import Testing
             DocumentChange(collection: "items", key: .string("fresh"), before: nil, after: fresh),
             DocumentChange(collection: "items", key: .string("clash"), before: nil, after: clash),
         ])
-        let bad = WALRecord(lsn: next[1].lsn, epoch: next[1].epoch, type: .transaction, timestampMicros: next[1].timestampMicros,
-                            batchStart: next[1].batchStart, previousChecksum: next[1].previousChecksum,
-                            checksum: next[1].checksum, payload: contradicting)
+        let bad = next[1].altered(payload: contradicting)
         // The frame [b0, the contradicting record] is refused at its second record; b0 stays.
         #expect(throws: AeroError.self) { _ = try replica.applyReplicated([next[0], bad]) }
         try await replica.waitDurable(next[0].lsn)
         #expect(replica.durablePosition == next[0].position)
         #expect(try replica.query(json(#"{"collection":"items","filter":{"id":"b0"},"limit":5}"#)).rows.count == 1)
         // b1 with another checksum: replayed, then refused by the log; nothing of it stays.
-        let tampered = WALRecord(lsn: next[1].lsn, epoch: next[1].epoch, type: .transaction, timestampMicros: next[1].timestampMicros,
-                                 batchStart: next[1].batchStart, previousChecksum: next[1].previousChecksum,
-                                 checksum: next[1].checksum ^ 1, payload: next[1].payload)
-        #expect(throws: AeroError.self) { _ = try replica.applyReplicated([tampered]) }
+        #expect(throws: AeroError.self) { _ = try replica.applyReplicated([next[1].altered(checksum: next[1].checksum ^ 1)]) }
         shipped = try await ship(primary, to: replica, from: next[1].lsn)
         #expect(replica.durablePosition == primary.durablePosition)
         for db in [primary, replica] {
@@ -281,5 +273,13 @@ import Testing
         try wal.recycle(through: 500)
         #expect(wal.oldestLSN > 400 && wal.oldestLSN <= 501)
         wal.close()
+    }
+}
+
+extension WALRecord {
+    /// This record as a faulty primary might ship it: another checksum or payload, the rest kept.
+    func altered(checksum: UInt64? = nil, payload: [UInt8]? = nil) -> WALRecord {
+        WALRecord(lsn: lsn, epoch: epoch, type: type, timestampMicros: timestampMicros, batchStart: batchStart,
+                  previousChecksum: previousChecksum, checksum: checksum ?? self.checksum, payload: payload ?? self.payload)
     }
 }
