@@ -114,6 +114,11 @@ func findProgram(_ name: String) -> String? {
         }
         #expect(primaryHasLine(), "n1 log: \(cluster.log(0).suffix(1500))")
         #expect(cluster.log(1).contains(id))
+        // One id per request in the log: the line names the request by `request_id`, the id
+        // echoed in X-Request-Id; Hummingbird's own `hb.request.id` is on no line (docs/OPERATIONS.md "Logs").
+        let line = try #require(cluster.log(0).split(separator: "\n").first { $0.contains(id) && $0.contains("\"msg\":\"request\"") })
+        #expect(try JSON.parse(Array(line.utf8))["request_id"]?.stringValue == id, "\(line)")
+        #expect(!cluster.log(0).contains("hb.request.id") && !cluster.log(1).contains("hb.request.id"))
         // An unacceptable id is replaced, and an error body names the id it was given.
         let bad = try await exchange("POST", cluster.url(0) + "/admin/v1/transactions",
                                      headers: ["Authorization": "Bearer \(cluster.serviceKey)", "X-Request-Id": "no spaces allowed"],

@@ -61,7 +61,7 @@ public enum LogLine {
     /// `encode` of, in rising precedence, `request_id` (when given), `ts`, `level`, `msg`, `label`,
     /// every `metadata` pair, then `method`, `path`, `query`, `status`, `ms` (LogLineTests compare
     /// both). The ten fixed keys are written in their sorted order as they come, and only the
-    /// metadata (a request's logger holds one pair, Hummingbird's `hb.request.id`) is sorted and
+    /// metadata (usually none: the node's handler keeps Hummingbird's `hb.request.id` off its lines) is sorted and
     /// merged in: no sort of all fields per request (issue 19: the sort's comparisons were a
     /// tenth of the request line's cost).
     public static func requestLine(_ line: RequestLine, requestID: String?, ts: String, level: String, label: String,

@@ -1,6 +1,10 @@
 // Structured logs: one JSON object per line on standard error:
 // {"ts":"2026-11-24T12:00:00.123+00:00","level":"info","msg":"...","label":"aerodb", ...metadata}
-// (keys sorted; built by LogLine, Sources/BaaS/HTTP/LogLine.swift). Info and debug lines (every
+// (keys sorted; built by LogLine, Sources/BaaS/HTTP/LogLine.swift). A line written while a request
+// runs names it by `request_id`, the id echoed in `X-Request-Id` (RequestID.swift); Hummingbird's
+// own per-request id (`hb.request.id`, set on every request's logger) is kept for `context.id` but
+// is not metadata of the lines: one id per request in the log, and no copy of the metadata
+// dictionary nor rendering of that id per request (issue 19). Info and debug lines (every
 // request's line) are queued and written by `LogLine.stderr`'s thread; a warning or worse line is
 // written, after every line queued before it, before `log` returns (LogLine.swift's header).
 
@@ -13,10 +17,21 @@ struct JSONLogHandler: LogHandler, RequestLineHandler {
     let label: String
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
+    /// Hummingbird's `hb.request.id` of the request this logger serves, kept apart from
+    /// `metadata` (the file's header).
+    private(set) var hummingbirdRequestID: Logger.Metadata.Value? = nil
+    /// The key Hummingbird's `Application` sets on each request's logger.
+    static let hummingbirdRequestIDKey = "hb.request.id"
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
+        get { key == Self.hummingbirdRequestIDKey ? hummingbirdRequestID : metadata[key] }
+        set {
+            if key == Self.hummingbirdRequestIDKey {
+                hummingbirdRequestID = newValue
+            } else {
+                metadata[key] = newValue
+            }
+        }
     }
 
     /// Rising precedence, as the dictionary merge this replaced: a request's id unless the
