@@ -353,15 +353,27 @@ public final class WriteAheadLog: Sendable {
         guard !s.closed else { throw AeroError(.walClosed, "the WAL is closed") }
         let lsn = s.last.lsn + 1
         let epoch = placing.epoch
-        // A shipped record is encoded and checked before anything changes: refused after a
-        // segment rollover, it left the segment marked as having its header with no write
-        // carrying it, and the next spare marked as being prepared by nobody (every later
-        // rollover then waited forever; `aRecordRefusedForItsChecksumChangesNothing...`).
-        var shipped: (bytes: [UInt8], checksum: UInt64)?
         if let record = placing.replicated {
             guard record.lsn == lsn, record.previousChecksum == s.last.checksum else {
                 throw AeroError(.replicationDiverged, "record \(record.position) does not continue this log at \(s.last)", invariant: "P1")
             }
+        }
+        let rollsOver = s.tail.offset + size > options.segmentBytes
+        if rollsOver {  // first the spare: a record that must wait for it is encoded once, when it can be placed
+            switch s.spare {
+            case .ready: break
+            case .preparing: return .waitForSpare
+            case .none, .failed:
+                s.spare = .preparing
+                return .needSpare(s.tail.segmentIndex + 1)
+            }
+        }
+        // A shipped record is encoded and checked before the placement changes anything: refused
+        // after a segment rollover, it left the segment marked as having its header with no write
+        // carrying it, and the next spare marked as being prepared by nobody (every later
+        // rollover then waited forever; `aRecordRefusedForItsChecksumChangesNothing...`).
+        var shipped: (bytes: [UInt8], checksum: UInt64)?
+        if let record = placing.replicated {
             let encoded = WALFormat.encodeRecord(type: placing.type, lsn: lsn, epoch: epoch, batchStart: record.batchStart,
                                                  timestampMicros: placing.timestampMicros,
                                                  previousChecksum: s.last.checksum, payload: placing.payload)
@@ -372,14 +384,7 @@ public final class WriteAheadLog: Sendable {
         }
         var header: [UInt8] = []
         var prepare: UInt64?
-        if s.tail.offset + size > options.segmentBytes {
-            switch s.spare {
-            case .ready: break
-            case .preparing: return .waitForSpare
-            case .none, .failed:
-                s.spare = .preparing
-                return .needSpare(s.tail.segmentIndex + 1)
-            }
+        if rollsOver {
             s.tail = WALScan.Tail(segmentIndex: s.tail.segmentIndex + 1, offset: WALFormat.segmentHeaderBytes,
                                   headerWritten: false, partialBlock: [])
             // Preallocate the next spare now, off the commit path, so the next rollover does not
