@@ -61,9 +61,9 @@ public enum LogLine {
     /// `encode` of, in rising precedence, `request_id` (when given), `ts`, `level`, `msg`, `label`,
     /// every `metadata` pair, then `method`, `path`, `query`, `status`, `ms` (LogLineTests compare
     /// both). The ten fixed keys are written in their sorted order as they come, and only the
-    /// metadata (usually none: the node's handler keeps Hummingbird's `hb.request.id` off its lines) is sorted and
-    /// merged in: no sort of all fields per request (issue 19: the sort's comparisons were a
-    /// tenth of the request line's cost).
+    /// metadata (usually none: the node's handler keeps Hummingbird's `hb.request.id` off its
+    /// lines) is sorted and merged in: no sort of all fields per request (issue 19: the sort's
+    /// comparisons were a tenth of the request line's cost).
     public static func requestLine(_ line: RequestLine, requestID: String?, ts: String, level: String, label: String,
                                    metadata: [(key: String, value: String)]) -> [UInt8] {
         let status = String(line.status), ms = line.millis.description

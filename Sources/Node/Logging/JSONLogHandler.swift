@@ -19,9 +19,13 @@ struct JSONLogHandler: LogHandler, RequestLineHandler {
     var metadata: Logger.Metadata = [:]
     /// Hummingbird's `hb.request.id` of the request this logger serves, kept apart from
     /// `metadata` (the file's header).
-    private(set) var hummingbirdRequestID: Logger.Metadata.Value? = nil
+    private var hummingbirdRequestID: Logger.Metadata.Value?
     /// The key Hummingbird's `Application` sets on each request's logger.
     static let hummingbirdRequestIDKey = "hb.request.id"
+
+    init(label: String) {
+        self.label = label
+    }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { key == Self.hummingbirdRequestIDKey ? hummingbirdRequestID : metadata[key] }
