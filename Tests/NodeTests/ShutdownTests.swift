@@ -105,7 +105,7 @@ import LiveCluster
 }
 
 /// A plain TCP connection to 127.0.0.1:`port`, written and read by hand.
-private final class RawConnection {
+final class RawConnection {
     let fd: Int32
 
     init(port: Int) throws {
@@ -116,9 +116,17 @@ private final class RawConnection {
 
     deinit { close(fd) }
 
-    func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw AeroError(.ioError, "send: errno \(errno)") }
+    func send(_ text: String) throws { try send(bytes: Array(text.utf8)) }
+
+    /// Every byte, however many calls it takes (a peer reading slowly takes them in parts).
+    func send(bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw AeroError(.ioError, "send: errno \(errno)") }
+            sent += n
+        }
     }
 
     struct Read: CustomStringConvertible {

@@ -10,8 +10,9 @@
 // channel's event loop, and `handle` returns at once for an upgraded connection: its task ends.
 //
 // Everything else is as HTTP1WebSocketUpgradeChannel (hummingbird-websocket 2.8.1) does it:
-// - a request that is not an upgrade goes to Hummingbird's HTTP handling (`handleHTTP`) with the
-//   same pipeline (HTTP1ToHTTPServerCodec, the additional handlers, HTTPConnectionStateHandler);
+// - a request that is not an upgrade goes to the node's request loop (HTTPBridge.swift, in place
+//   of Hummingbird's `handleHTTP`) with the same pipeline (HTTP1ToHTTPServerCodec, the additional
+//   handlers, HTTPConnectionStateHandler); the connection's task then only waits for its close;
 // - an upgrade that RealtimeService.upgrade refuses (wrong path, bad key or vsn, node full) is
 //   answered 400 and closed;
 // - an upgrade request after other requests on a kept-alive connection gets a 307 to the same
@@ -34,11 +35,12 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 
-public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
+public struct RealtimeHTTPChannel: ServerChildChannel {
     public enum UpgradeResult: Sendable {
         /// Upgraded: RealtimeChannelHandler serves the channel; nothing is left to await.
         case realtime
-        case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// Plain HTTP: HTTPBridgeHandler serves the channel until it closes.
+        case notUpgraded
         case failedUpgrade(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
     }
 
@@ -47,11 +49,13 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         public let channel: any Channel
     }
 
-    public let responder: HTTPChannelHandler.Responder
+    let responder: HTTPBridgeResponder
     let configuration: HTTP1Channel.Configuration
     let realtime: RealtimeService
 
-    public init(responder: @escaping HTTPChannelHandler.Responder, configuration: HTTP1Channel.Configuration, realtime: RealtimeService) {
+    /// `responder`: the node's router (HTTPBridge.swift); Hummingbird's own request loop and
+    /// responder are not used.
+    public init(responder: @escaping HTTPBridgeResponder, configuration: HTTP1Channel.Configuration, realtime: RealtimeService) {
         self.responder = Self.upgradeResponder(responder)
         self.configuration = configuration
         self.realtime = realtime
@@ -84,7 +88,7 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     }
                 }
             )
-            let configuration = self.configuration
+            let configuration = self.configuration, responder = self.responder
             let serverUpgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
@@ -94,18 +98,23 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger)
                         )
+                        guard upgradeAttempted.value else {
+                            try channel.pipeline.syncOperations.addHandler(HTTPBridgeHandler(responder: responder, channel: channel, logger: logger))
+                            routed.value.routed(channel)
+                            return UpgradeResult.notUpgraded
+                        }
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
                         )
                         routed.value.routed(channel)
-                        return upgradeAttempted.value ? UpgradeResult.failedUpgrade(asyncChannel) : UpgradeResult.notUpgraded(asyncChannel)
+                        return UpgradeResult.failedUpgrade(asyncChannel)
                     }
                 }
             )
             var upgradeConfiguration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgradeConfiguration)
-            upgradeConfiguration.enablePipelining = false  // HTTP is pipelined by NIOAsyncChannel
-            upgradeConfiguration.enableErrorHandling = false  // Hummingbird handles them
+            upgradeConfiguration.enablePipelining = false  // HTTPBridgeHandler serves requests in order
+            upgradeConfiguration.enableErrorHandling = false  // HTTPBridgeHandler answers them
             upgradeConfiguration.enableResponseHeaderValidation = false  // HTTPTypes validate
             upgradeConfiguration.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
             upgradeConfiguration.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
@@ -128,8 +137,13 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             switch routed {
             case .realtime:
                 return  // RealtimeChannelHandler serves it; this task ends
-            case .notUpgraded(let http1):
-                await handleHTTP(asyncChannel: http1, logger: logger)
+            case .notUpgraded:
+                // HTTPBridgeHandler serves it; the drain limit's cancellation closes it.
+                try await withTaskCancellationHandler {
+                    try await channel.closeFuture.get()
+                } onCancel: {
+                    channel.close(promise: nil)
+                }
             case .failedUpgrade(let http1):
                 await Self.writeFailedUpgrade(http1, logger: logger)
             }
@@ -153,19 +167,14 @@ public struct RealtimeHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     /// A WebSocket upgrade on a connection that already carried requests: 307 to the same URL
-    /// with `Connection: close`, so the client upgrades on a new connection.
-    static func upgradeResponder(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
-        struct RedirectCloseError: Error {}
-        return { (request: Request, responseWriter: consuming ResponseWriter, channel: any Channel) in
-            if request.headers[.upgrade] == "websocket" {
-                var path = request.uri.path
-                if let query = request.uri.query { path += "?\(query)" }
-                let response = HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: path])
-                try await responseWriter.writeResponse(response)
-                throw RedirectCloseError()
-            } else {
-                try await responder(request, responseWriter, channel)
-            }
+    /// with `Connection: close` (the connection closes after it: HTTPBridgeHandler), so the client
+    /// upgrades on a new connection.
+    static func upgradeResponder(_ responder: @escaping HTTPBridgeResponder) -> HTTPBridgeResponder {
+        return { (request: Request, channel: any Channel) in
+            guard request.headers[.upgrade] == "websocket" else { return await responder(request, channel) }
+            var path = request.uri.path
+            if let query = request.uri.query { path += "?\(query)" }
+            return Response(status: .temporaryRedirect, headers: [.connection: "close", .location: path, .contentLength: "0"])
         }
     }
 }

@@ -150,10 +150,17 @@ struct StartCommand: AsyncParsableCommand {
         SlowLog.shared.setThreshold(millis: config.slowQueryMillis)
         SlowLog.register(on: router, keys: keys)  // GET /admin/v1/logs/slow
         RequestRing.register(on: router, keys: keys)  // GET /admin/v1/requests: the recent request log
+        NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
+        DashboardRoutes.register(on: router)  // GET /dashboard: the web console (docs/DASHBOARD.md)
+        ClusterSettingsAPI.register(on: router, settings: clusterSettings, keys: keys)
+        knownRoutes.load(router)
         // HTTP/1 plus the realtime WebSocket upgrade, served by NIO channel handlers with no task
         // per connection (RealtimeHTTPChannel). No server pings: Phoenix clients send heartbeats
         // and realtime closes a connection silent for RealtimeLimits.idleTimeoutSeconds.
-        let plainServer = HTTPServerBuilder { responder in
+        // Hummingbird's responder is not used: the node's request loop (HTTPBridge.swift) calls the
+        // router itself, every route added by now.
+        let responder = Self.routerResponder(router, logger: logger)
+        let plainServer = HTTPServerBuilder { _ in
             RealtimeHTTPChannel(responder: responder,
                                 configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]),  // 100 Continue at once (S3 clients wait for it)
                                 realtime: realtime)
@@ -165,10 +172,6 @@ struct StartCommand: AsyncParsableCommand {
             logger.critical("the HTTP server did not start", metadata: ["error": "\(error)"])
             throw ExitCode(2)
         }
-        NodeIndex.add(to: router, nodeID: config.nodeID, replication: replication)
-        DashboardRoutes.register(on: router)  // GET /dashboard: the web console (docs/DASHBOARD.md)
-        ClusterSettingsAPI.register(on: router, settings: clusterSettings, keys: keys)
-        knownRoutes.load(router)
         let app = Application(router: router,
                               server: server,
                               configuration: .init(address: .hostname(address.host, port: address.port)),
@@ -237,6 +240,22 @@ struct StartCommand: AsyncParsableCommand {
         func ask() { flags.withLock { $0.asked = true } }
         func cut() { flags.withLock { $0.cut = true } }
         var state: (asked: Bool, cut: Bool) { flags.withLock { $0 } }
+    }
+
+    /// The node's router as HTTPBridge calls it: each request with a context of its connection;
+    /// an error that reached here (FrontMiddleware answers every error in its API's shape) is a
+    /// 500, as Hummingbird answered it.
+    static func routerResponder(_ router: Router<AeroRequestContext>, logger: Logger) -> HTTPBridgeResponder {
+        let responder = router.buildResponder()
+        return { request, channel in
+            let context = AeroRequestContext(source: .init(channel: channel, logger: logger))
+            do {
+                return try await responder.respond(to: request, context: context)
+            } catch {
+                logger.debug("unanswered error", metadata: ["error": "\(error)"])
+                return Response(status: .internalServerError, headers: [.contentLength: "0"])
+            }
+        }
     }
 
     /// HTTPS when `tls` is configured (docs/OPERATIONS.md "TLS"), else plain HTTP, said at start.
