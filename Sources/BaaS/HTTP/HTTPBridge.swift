@@ -5,10 +5,11 @@
 // machines (the inbound parts and the outbound writer) and hop between the connection's event
 // loop and Swift's cooperative pool on its way in and out: on this machine a bare Hummingbird
 // route cost 37-52 us of CPU per GET where a NIO handler answering the same bytes cost 12-14, and
-// a node's GET by key 89-110 us where this loop costs 67-68 (docs/BENCHMARKS.md "s40").
+// a node's GET by key 91-103 us where this loop costs 64-81 (docs/BENCHMARKS.md "s40").
 //
 // Per connection (`HTTPBridgeHandler`, on the connection's event loop):
-// - One request at a time, in order. A request's head starts its task; parts that arrive while a
+// - One request at a time, in order. A request's task starts at its head when it has a body, at
+//   its end when it has none (a GET's head and end come in one read). Parts that arrive while a
 //   request is answered and its body has ended (a pipelining client) wait in `queued`, and the
 //   handler asks the socket for no more bytes until they are served: at most one read's parts
 //   wait.
@@ -19,8 +20,11 @@
 //   are discarded once it answered (as Hummingbird's loop did), then the next request is served.
 // - The answer: a body of one buffer leaves with its head in one flush (most answers); a longer
 //   body is written buffer by buffer, each awaited, so a slow client holds a download to its own
-//   pace. Every answer carries `Date` (HTTPDate). An error thrown while the body is written
-//   closes the connection (a partial answer cannot be taken back).
+//   pace. The last parts are written on the loop's next turn, after the task's job, with the
+//   handler's next step (measured: writing them inside the job woke the client mid-turn and cost
+//   the node about a fifth of its CPU per GET, "s40"). Every answer carries `Date` (HTTPDate). An
+//   error thrown while the body is written closes the connection (a partial answer cannot be
+//   taken back); a connection that closes after an answer closes once its last part is written.
 // - Where the task runs: GET and HEAD on the connection's event loop (`LoopTaskExecutor`: no
 //   thread hop in or out for a read); every other method on Swift's cooperative pool, so an
 //   upload's file writes and fsyncs never hold an event loop. Work that takes long (password
@@ -137,7 +141,12 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if case .streaming(let source) = body { source.finish() }
             body = .ended
             bodyFull = false
-            if !answering { serveQueued(context: context) }
+            if let waiting = waitingForEnd {  // a request without a body starts once its head is whole
+                waitingForEnd = nil
+                run(waiting, context: context)
+            } else if !answering {
+                serveQueued(context: context)
+            }
         }
     }
 
@@ -158,6 +167,18 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             requestBody = RequestBody(buffer: ByteBuffer())
         }
         let request = Request(head: head, body: requestBody)
+        if case .discarding = body {
+            waitingForEnd = request
+            return
+        }
+        run(request, context: context)
+    }
+
+    /// A request without a body, between its head and its end.
+    private var waitingForEnd: Request?
+
+    private func run(_ request: Request, context: ChannelHandlerContext) {
+        let head = request.head
         let answer = Answer(channel: context.channel, handler: NIOLoopBound(self, eventLoop: context.eventLoop), generation: generation)
         let responder = self.responder, channel = context.channel
         let work: @Sendable () async -> Void = {
@@ -168,6 +189,20 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
             Task(executorPreference: executor, operation: work)
         } else {
             Task(operation: work)
+        }
+    }
+
+    /// On the loop: the answer's last part; the connection closes once it is written when it must.
+    fileprivate func answer(_ last: HTTPResponsePart, generation: Int, closes: Bool) {
+        guard let context else { return }
+        if closes || closeAfterAnswer {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.channel.writeAndFlush(last).whenComplete { _ in  // on the loop
+                handler.value.answered(generation: generation, failed: false, closes: true)
+            }
+        } else {
+            context.channel.writeAndFlush(last, promise: nil)
+            answered(generation: generation, failed: false, closes: false)
         }
     }
 
@@ -225,6 +260,7 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        waitingForEnd = nil
         if case .streaming(let source) = body { source.finish(ChannelError.eof) }
         body = .discarding
         queued.removeAll()
@@ -232,6 +268,7 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        waitingForEnd = nil
         if case .streaming(let source) = body { source.finish(error) }
         body = .discarding
         queued.removeAll()
@@ -243,7 +280,8 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
         answering = true
         let head = HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0", .date: HTTPDate.now()])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 
     static func hasBody(_ fields: HTTPFields) -> Bool {
@@ -288,22 +326,23 @@ struct Answer: Sendable {
         let state = AnswerState(head: head)
         do {
             try await response.body.write(BridgeBodyWriter(answer: self, state: state))
-            if state.last == nil { state.finish(self, trailers: nil) }  // a body that never said finish
         } catch {
             finished(failed: true, closes: closes)
             return
         }
-        let handler = self.handler, generation = self.generation
-        state.last?.whenComplete { result in  // on the loop
-            if case .failure = result { handler.value.answered(generation: generation, failed: true, closes: closes) }
-            else { handler.value.answered(generation: generation, failed: false, closes: closes) }
+        let parts = state.finalParts ?? state.takeFinal(trailers: nil)  // a body that never said finish: ended here
+        let channel = self.channel, handler = self.handler, generation = self.generation
+        // The next loop turn, after the task's job: the last parts, then the handler's next step.
+        channel.eventLoop.execute {
+            for part in parts.dropLast() { channel.write(part, promise: nil) }
+            handler.value.answer(parts.last!, generation: generation, closes: closes)
         }
     }
 
     /// On the loop: the parts, the last one flushed; `completion` when it is written.
     func send(_ parts: [HTTPResponsePart], completion: EventLoopPromise<Void>) {
         let channel = self.channel
-        let run = {
+        let run: @Sendable () -> Void = {
             for part in parts.dropLast() { channel.write(part, promise: nil) }
             if let last = parts.last { channel.writeAndFlush(last, promise: completion) }
         }
@@ -325,21 +364,19 @@ final class AnswerState: @unchecked Sendable {
     /// Not sent yet: the first buffer waits to leave with it.
     var head: HTTPResponse?
     var held: ByteBuffer?
-    /// The write of the answer's end.
-    var last: EventLoopFuture<Void>?
+    /// The parts still to send once the body said finish (the end last).
+    var finalParts: [HTTPResponsePart]?
 
     init(head: HTTPResponse) { self.head = head }
 
-    func finish(_ answer: Answer, trailers: HTTPFields?) {
+    func takeFinal(trailers: HTTPFields?) -> [HTTPResponsePart] {
         var parts: [HTTPResponsePart] = []
         if let head { parts.append(.head(head)) }
         if let held { parts.append(.body(held)) }
         parts.append(.end(trailers))
         head = nil
         held = nil
-        let written = answer.channel.eventLoop.makePromise(of: Void.self)
-        last = written.futureResult
-        answer.send(parts, completion: written)
+        return parts
     }
 }
 
@@ -367,8 +404,8 @@ struct BridgeBodyWriter: ResponseBodyWriter {
     }
 
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
-        guard state.last == nil else { return }
-        state.finish(answer, trailers: trailingHeaders)
+        guard state.finalParts == nil else { return }
+        state.finalParts = state.takeFinal(trailers: trailingHeaders)
     }
 }
 
