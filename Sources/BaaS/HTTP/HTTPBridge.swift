@@ -29,6 +29,9 @@
 //   thread hop in or out for a read); every other method on Swift's cooperative pool, so an
 //   upload's file writes and fsyncs never hold an event loop. Work that takes long (password
 //   hashing, function guests, embedded reads) already runs on thread pools of its own.
+// - Each request's context is made by the node's responder (StartCommand.routerResponder) with the
+//   node's logger as is: no `hb.request.id` on it (Hummingbird's `context.id` would trap; the
+//   request's id is `RequestID.current`, set by FrontMiddleware) and no Hummingbird task-local.
 // - The connection closes after an answer when the request or the answer says
 //   `Connection: close`, after a 400 for a request the HTTP decoder refused, and when an answer
 //   fails to be written. HTTPConnectionStateHandler (before this handler) still closes idle

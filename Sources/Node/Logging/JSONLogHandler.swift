@@ -1,10 +1,11 @@
 // Structured logs: one JSON object per line on standard error:
 // {"ts":"2026-11-24T12:00:00.123+00:00","level":"info","msg":"...","label":"aerodb", ...metadata}
 // (keys sorted; built by LogLine, Sources/BaaS/HTTP/LogLine.swift). A line written while a request
-// runs names it by `request_id`, the id echoed in `X-Request-Id` (RequestID.swift); Hummingbird's
-// own per-request id (`hb.request.id`, set on every request's logger) is kept for `context.id` but
-// is not metadata of the lines: one id per request in the log, and no copy of the metadata
-// dictionary nor rendering of that id per request (issue 19). Info and debug lines (every
+// runs names it by `request_id`, the id echoed in `X-Request-Id` (RequestID.swift). Hummingbird's
+// own per-request id (`hb.request.id`, which Hummingbird's request loop set on every request's
+// logger; the node's own loop, HTTPBridge.swift, sets none, so Hummingbird's `context.id` is not
+// to be used: `RequestID.current` names the request) is kept apart when set and is not metadata of
+// the lines: one id per request in the log (issue 19). Info and debug lines (every
 // request's line) are queued and written by `LogLine.stderr`'s thread; a warning or worse line is
 // written, after every line queued before it, before `log` returns (LogLine.swift's header).
 
