@@ -86,7 +86,6 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let responder: HTTPBridgeResponder
-    private let logger: Logger
     private let executor: LoopTaskExecutor
     private var context: ChannelHandlerContext?
     /// A request's task has not finished its answer.
@@ -102,9 +101,8 @@ final class HTTPBridgeHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     private var closeAfterAnswer = false
 
-    init(responder: @escaping HTTPBridgeResponder, channel: any Channel, logger: Logger) {
+    init(responder: @escaping HTTPBridgeResponder, channel: any Channel) {
         self.responder = responder
-        self.logger = logger
         self.executor = LoopTaskExecutor(channel.eventLoop)
     }
 
@@ -314,9 +312,9 @@ struct BodyDemand: NIOAsyncSequenceProducerDelegate {
     }
 }
 
-/// Writes one answer to the channel (see the header), then tells the handler, once its last part
-/// is written (or failed), so the connection closes only after its bytes and the next request
-/// waits for them.
+/// Writes one answer to the channel (see the header); its last parts go out on the loop's next
+/// turn together with the handler's next step (`HTTPBridgeHandler.answer`: the next request, or
+/// the close once they are written).
 struct Answer: Sendable {
     let channel: any Channel
     let handler: NIOLoopBound<HTTPBridgeHandler>

@@ -99,7 +99,7 @@ public struct RealtimeHTTPChannel: ServerChildChannel {
                             HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger)
                         )
                         guard upgradeAttempted.value else {
-                            try channel.pipeline.syncOperations.addHandler(HTTPBridgeHandler(responder: responder, channel: channel, logger: logger))
+                            try channel.pipeline.syncOperations.addHandler(HTTPBridgeHandler(responder: responder, channel: channel))
                             routed.value.routed(channel)
                             return UpgradeResult.notUpgraded
                         }
